@@ -1,0 +1,28 @@
+# imrecall — make help lists the targets.
+GO      ?= go
+BIN     := bin/imrecall
+PKGS    := ./...
+
+.PHONY: help build test test-race lint tidy bench-limiter clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
+
+build: ## build bin/imrecall
+	$(GO) build -o $(BIN) ./cmd/imrecall
+
+test: build ## run every test (starts private redis-servers on free ports; needs redis-server on PATH)
+	$(GO) test -count=1 -timeout 15m $(PKGS)
+
+test-race: ## run every test with the race detector
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+lint: ## gofmt and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+tidy: ## go mod tidy
+	$(GO) mod tidy
+
+clean: ## remove build output
+	rm -rf bin

@@ -1,0 +1,209 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/user"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/imrecall/imrecall/jobs"
+	"github.com/redis/go-redis/v9"
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+)
+
+// defaultRedis is the Redis the commands use when neither --redis nor
+// IMRECALL_REDIS is given.
+const defaultRedis = "redis://127.0.0.1:6379/0"
+
+// redisFlags are the flags of every command that talks to Redis.
+type redisFlags struct {
+	url    string
+	prefix string
+}
+
+func (f *redisFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.url, "redis", defaultRedis, "Redis URL (redis://[:password@]host:port/db, rediss:// for TLS)")
+	cmd.Flags().StringVar(&f.prefix, "key-prefix", jobs.DefaultPrefix, "prefix of imrecall's own Redis keys (job records, limiter)")
+}
+
+// conn holds the Redis connections of one command.
+type conn struct {
+	rdb    redis.UniversalClient
+	asynq  asynq.RedisConnOpt
+	store  *jobs.Store
+	closer []io.Closer
+}
+
+func (c *conn) Close() {
+	for _, cl := range c.closer {
+		_ = cl.Close()
+	}
+}
+
+// connect opens Redis for a command and checks that it answers.
+func (f *redisFlags) connect(ctx context.Context) (*conn, error) {
+	opt, err := redis.ParseURL(f.url)
+	if err != nil {
+		return nil, badInput("--redis %q: %v", redactURL(f.url), err)
+	}
+	aopt, err := asynq.ParseRedisURI(f.url)
+	if err != nil {
+		return nil, badInput("--redis %q: %v", redactURL(f.url), err)
+	}
+	rdb := redis.NewClient(opt)
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := rdb.Ping(pctx).Err(); err != nil {
+		_ = rdb.Close()
+		return nil, fmt.Errorf("connecting to Redis at %s: %w", redactURL(f.url), err)
+	}
+	return &conn{rdb: rdb, asynq: aopt, store: jobs.NewStore(rdb, f.prefix), closer: []io.Closer{rdb}}, nil
+}
+
+// redactURL hides a password in a Redis URL.
+func redactURL(u string) string {
+	scheme, rest, ok := strings.Cut(u, "://")
+	if !ok {
+		return u
+	}
+	if at := strings.LastIndex(rest, "@"); at >= 0 {
+		return scheme + "://***@" + rest[at+1:]
+	}
+	return u
+}
+
+// auditFlags are who asks and why, recorded with every job.
+type auditFlags struct {
+	actor  string
+	reason string
+}
+
+func (f *auditFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.actor, "actor", defaultActor(), "who asks (recorded in the job and the audit log)")
+	cmd.Flags().StringVar(&f.reason, "reason", "", "why (recorded in the job and the audit log)")
+}
+
+func defaultActor() string {
+	name := os.Getenv("USER")
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		name = u.Username
+	}
+	host, _ := os.Hostname()
+	if name == "" {
+		name = "unknown"
+	}
+	if host != "" {
+		return name + "@" + host
+	}
+	return name
+}
+
+// isTerminal reports whether f is an interactive terminal.
+func isTerminal(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }
+
+// confirm asks the person at the terminal to type yes. Without a terminal it
+// refuses: large destructive jobs need --yes in scripts.
+func confirm(cmd *cobra.Command, prompt string) error {
+	if !isTerminal(os.Stdin) {
+		return badInput("%s: refusing without confirmation; pass --yes to confirm in a script", prompt)
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "%s\nRecalled messages cannot be restored. Type yes to go on: ", prompt)
+	line, _ := bufio.NewReader(os.Stdin).ReadString('\n')
+	if strings.TrimSpace(strings.ToLower(line)) != "yes" {
+		return exitCodeError{code: exitBadInput, msg: "not confirmed; nothing was changed"}
+	}
+	return nil
+}
+
+// printJSON writes v as indented JSON.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// waitJob polls a job until it has finished, showing progress on a terminal
+// (a bar) or as a log line every few seconds otherwise.
+func waitJob(ctx context.Context, cmd *cobra.Command, store *jobs.Store, id string, every time.Duration) (jobs.Job, error) {
+	var bar *progressbar.ProgressBar
+	out := cmd.ErrOrStderr()
+	tty := isTerminal(os.Stderr)
+	lastLog := time.Time{}
+	start := time.Now()
+	var startRecalled int64 = -1
+	for {
+		j, err := store.Get(ctx, id)
+		if err != nil {
+			return j, err
+		}
+		c := j.Counts
+		done := c.Recalled + c.DeadLettered
+		if startRecalled < 0 {
+			startRecalled = done
+		}
+		if tty {
+			if bar == nil || bar.GetMax64() != c.Planned {
+				if bar != nil {
+					_ = bar.Close()
+				}
+				bar = progressbar.NewOptions64(max(c.Planned, 1),
+					progressbar.OptionSetWriter(out),
+					progressbar.OptionSetDescription("job "+id),
+					progressbar.OptionShowCount(),
+					progressbar.OptionShowIts(),
+					progressbar.OptionSetItsString("msg"),
+					progressbar.OptionSetPredictTime(true),
+					progressbar.OptionThrottle(200*time.Millisecond),
+				)
+			}
+			_ = bar.Set64(done)
+		} else if time.Since(lastLog) >= 5*time.Second || j.Finished() {
+			lastLog = time.Now()
+			rate := float64(done-startRecalled) / max(time.Since(start).Seconds(), 0.001)
+			fmt.Fprintf(out, "job %s %s: planned %d recalled %d dead-lettered %d pending %d (%.0f msg/s)\n",
+				id, j.Status, c.Planned, c.Recalled, c.DeadLettered, c.Pending, rate)
+		}
+		if j.Finished() {
+			if bar != nil {
+				_ = bar.Finish()
+				fmt.Fprintln(out)
+			}
+			return j, nil
+		}
+		select {
+		case <-ctx.Done():
+			return j, ctx.Err()
+		case <-time.After(every):
+		}
+	}
+}
+
+// jobExit maps a finished job to the documented exit code.
+func jobExit(j jobs.Job) error {
+	if !j.Finished() {
+		return nil
+	}
+	needs := int64(0)
+	for code, n := range j.Counts.DeadByCode {
+		if jobs.CategoryOf(code) == jobs.NeedsAttention {
+			needs += n
+		}
+	}
+	switch {
+	case j.Status == jobs.StatusFailed:
+		return exitCodeError{code: exitFailure, msg: "job " + j.ID + " failed: " + j.Error}
+	case j.Status == jobs.StatusCancelled:
+		return exitCodeError{code: exitCancelled, msg: "job " + j.ID + " was cancelled"}
+	case needs > 0:
+		return exitCodeError{code: exitDeadLetter, msg: fmt.Sprintf("job %s done: %d dead letters need attention (imrecall dlq list %s)", j.ID, needs, j.ID)}
+	}
+	return nil
+}

@@ -1,0 +1,232 @@
+package main
+
+import (
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/imrecall/imrecall/jobs"
+	"github.com/imrecall/imrecall/producer"
+	"github.com/spf13/cobra"
+)
+
+func newDLQCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "dlq",
+		Short: "Dead letters: list, export (JSONL/CSV) and re-queue the messages a job could not recall",
+		Long: `Every message a job could not recall has a durable dead letter (kept with the job, not in
+asynq's capped archive): the target, the code and its meaning, the attempts and the time.
+Categories: already_recalled (20023), not_found (10030, 20022), cancelled, needs_attention.`,
+	}
+	cmd.AddCommand(newDLQListCmd(), newDLQExportCmd(), newDLQRequeueCmd())
+	return cmd
+}
+
+// dlqFilter selects dead letters by code and category.
+type dlqFilter struct {
+	code     string
+	category string
+}
+
+func (f *dlqFilter) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.code, "code", "", "only this code (e.g. 10002, timeout)")
+	cmd.Flags().StringVar(&f.category, "category", "", "only this category: already_recalled, not_found, cancelled, needs_attention")
+}
+
+func (f *dlqFilter) validate() error {
+	switch jobs.Category(f.category) {
+	case "", jobs.AlreadyRecalled, jobs.NotFound, jobs.Cancelled, jobs.NeedsAttention:
+		return nil
+	}
+	return badInput("--category %q: want already_recalled, not_found, cancelled or needs_attention", f.category)
+}
+
+func (f *dlqFilter) match(d jobs.DeadLetter) bool {
+	return (f.code == "" || d.Code == f.code) && (f.category == "" || string(d.Category) == f.category)
+}
+
+func newDLQListCmd() *cobra.Command {
+	var f dlqFilter
+	var limit int
+	return jobCmd("list JOB", "List a job's dead letters", "  imrecall dlq list 20261122T230512Z-9f3a1c2b --category needs_attention",
+		func(cmd *cobra.Command, c *conn, id string) error {
+			if err := f.validate(); err != nil {
+				return err
+			}
+			if _, err := c.store.Get(cmd.Context(), id); err != nil {
+				return err
+			}
+			n := 0
+			w := cmd.OutOrStdout()
+			err := c.store.DeadLetters(cmd.Context(), id, func(d jobs.DeadLetter) error {
+				if !f.match(d) {
+					return nil
+				}
+				n++
+				if limit > 0 && n > limit {
+					return errStop
+				}
+				target := d.Target().String()
+				fmt.Fprintf(w, "%-40s %-24s %-10s %-16s attempts=%d  %s\n", target, d.Item(), d.Code, d.Category, d.Attempts, d.ErrorInfo)
+				return nil
+			})
+			if err == errStop {
+				fmt.Fprintf(cmd.ErrOrStderr(), "(first %d shown; use dlq export for all)\n", limit)
+				return nil
+			}
+			return err
+		}, func(cmd *cobra.Command) {
+			f.register(cmd)
+			cmd.Flags().IntVar(&limit, "limit", 100, "show at most this many (0 = all)")
+		})
+}
+
+var errStop = fmt.Errorf("stop")
+
+func newDLQExportCmd() *cobra.Command {
+	var f dlqFilter
+	var format, out string
+	return jobCmd("export JOB", "Export a job's dead letters as JSON Lines or CSV",
+		"  imrecall dlq export 20261122T230512Z-9f3a1c2b --format csv --out dead.csv",
+		func(cmd *cobra.Command, c *conn, id string) error {
+			if err := f.validate(); err != nil {
+				return err
+			}
+			if format != "jsonl" && format != "csv" {
+				return badInput("--format %q: want jsonl or csv", format)
+			}
+			if _, err := c.store.Get(cmd.Context(), id); err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			if out != "" && out != "-" {
+				fh, err := os.Create(out)
+				if err != nil {
+					return badInput("--out: %v", err)
+				}
+				defer fh.Close()
+				w = fh
+			}
+			n, err := exportDeadLetters(cmd.Context(), c.store, id, &f, format, w)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "%d dead letters exported\n", n)
+			return nil
+		}, func(cmd *cobra.Command) {
+			f.register(cmd)
+			cmd.Flags().StringVar(&format, "format", "jsonl", "jsonl or csv")
+			cmd.Flags().StringVar(&out, "out", "", "file to write (default standard output)")
+		})
+}
+
+func exportDeadLetters(ctx context.Context, store *jobs.Store, id string, f *dlqFilter, format string, w io.Writer) (int, error) {
+	n := 0
+	var cw *csv.Writer
+	enc := json.NewEncoder(w)
+	if format == "csv" {
+		cw = csv.NewWriter(w)
+		_ = cw.Write([]string{"job_id", "GroupId", "TopicId", "MsgSeq", "From_Account", "To_Account", "MsgKey", "code", "category", "error_info", "attempts", "at"})
+	}
+	err := store.DeadLetters(ctx, id, func(d jobs.DeadLetter) error {
+		if !f.match(d) {
+			return nil
+		}
+		n++
+		if cw == nil {
+			return enc.Encode(d)
+		}
+		seq := ""
+		if d.MsgSeq != 0 {
+			seq = strconv.FormatInt(d.MsgSeq, 10)
+		}
+		return cw.Write([]string{d.JobID, d.GroupID, d.TopicID, seq, d.From, d.To, d.MsgKey, d.Code, string(d.Category),
+			d.ErrorInfo, strconv.Itoa(d.Attempts), d.At.Format(time.RFC3339Nano)})
+	})
+	if cw != nil {
+		cw.Flush()
+		if err == nil {
+			err = cw.Error()
+		}
+	}
+	return n, err
+}
+
+func newDLQRequeueCmd() *cobra.Command {
+	var f dlqFilter
+	var audit auditFlags
+	var yes bool
+	return jobCmd("requeue JOB", "Re-queue a job's dead letters (by default those that need attention)",
+		"  imrecall dlq requeue 20261122T230512Z-9f3a1c2b --code 10002",
+		func(cmd *cobra.Command, c *conn, id string) error {
+			if f.code == "" && f.category == "" {
+				f.category = string(jobs.NeedsAttention)
+			}
+			if err := f.validate(); err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			job, err := c.store.Get(ctx, id)
+			if err != nil {
+				return err
+			}
+			// Collect per target (bounded by the dead letters selected).
+			byTarget := map[jobs.Target][]string{}
+			total := 0
+			if err := c.store.DeadLetters(ctx, id, func(d jobs.DeadLetter) error {
+				if f.match(d) {
+					byTarget[d.Target()] = append(byTarget[d.Target()], d.Item())
+					total++
+				}
+				return nil
+			}); err != nil {
+				return err
+			}
+			if total == 0 {
+				fmt.Fprintln(cmd.ErrOrStderr(), "no dead letters match; nothing re-queued")
+				return nil
+			}
+			if total > 1000 && !yes {
+				if err := confirm(cmd, fmt.Sprintf("About to re-queue %d dead letters of job %s.", total, id)); err != nil {
+					return err
+				}
+			}
+			if err := c.store.Audit(ctx, jobs.Event{Actor: audit.actor, Action: "requeue", JobID: id,
+				Detail: fmt.Sprintf("%d dead letters (code=%q category=%q) %s", total, f.code, f.category, audit.reason)}); err != nil {
+				return err
+			}
+			gen, err := c.store.NextGeneration(ctx, id)
+			if err != nil {
+				return err
+			}
+			client := asynq.NewClient(c.asynq)
+			defer client.Close()
+			b := producer.NewBatcher(c.store, client, job, gen)
+			moved := 0
+			for t, items := range byTarget {
+				m, err := c.store.Requeue(ctx, id, t, items)
+				if err != nil {
+					return err
+				}
+				moved += len(m)
+				if err := b.EnqueuePlanned(ctx, t, m); err != nil {
+					return err
+				}
+			}
+			if err := b.Flush(ctx); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "job %s: %d dead letters re-queued in %d tasks\n", id, moved, b.Tasks)
+			return nil
+		}, func(cmd *cobra.Command) {
+			f.register(cmd)
+			audit.register(cmd)
+			cmd.Flags().BoolVar(&yes, "yes", false, "confirm a large re-queue without asking")
+		})
+}

@@ -1,0 +1,248 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/imrecall/imrecall/jobs"
+	"github.com/imrecall/imrecall/tim"
+	"github.com/spf13/cobra"
+)
+
+func newJobsCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "jobs",
+		Short: "List, inspect, wait for, pause, resume and cancel jobs",
+	}
+	cmd.AddCommand(newJobsListCmd(), newJobsShowCmd(), newJobsWaitCmd(), newJobsReportCmd(),
+		newJobsCancelCmd(), newJobsPauseCmd(true), newJobsPauseCmd(false), newJobsAuditCmd())
+	return cmd
+}
+
+// jobCmd builds a subcommand that takes one job id and a Redis connection.
+func jobCmd(use, short, example string, run func(cmd *cobra.Command, c *conn, id string) error, extra func(*cobra.Command)) *cobra.Command {
+	var rf redisFlags
+	cmd := &cobra.Command{
+		Use: use, Short: short, Example: example,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := applyEnv(cmd); err != nil {
+				return err
+			}
+			if err := jobs.ValidID(args[0]); err != nil {
+				return usageError{err}
+			}
+			c, err := rf.connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			err = run(cmd, c, args[0])
+			if errors.Is(err, jobs.ErrNotFound) {
+				return usageError{err}
+			}
+			return err
+		},
+	}
+	rf.register(cmd)
+	if extra != nil {
+		extra(cmd)
+	}
+	return cmd
+}
+
+func newJobsListCmd() *cobra.Command {
+	var rf redisFlags
+	var limit int
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:     "list",
+		Short:   "List recent jobs, newest first",
+		Example: "  imrecall jobs list --limit 20",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := applyEnv(cmd); err != nil {
+				return err
+			}
+			c, err := rf.connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			list, err := c.store.List(cmd.Context(), limit)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), list)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tKIND\tSTATUS\tPLANNED\tRECALLED\tDEAD\tPENDING\tREQUESTED BY\tCREATED")
+			for _, j := range list {
+				st := string(j.Status)
+				if j.Paused {
+					st += " (paused)"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", j.ID, j.Kind, st, j.Counts.Planned,
+					j.Counts.Recalled, j.Counts.DeadLettered, j.Counts.Pending, j.RequestedBy, j.CreatedAt.Local().Format(time.DateTime))
+			}
+			return tw.Flush()
+		},
+	}
+	rf.register(cmd)
+	cmd.Flags().IntVar(&limit, "limit", 50, "how many jobs")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func newJobsShowCmd() *cobra.Command {
+	var asJSON bool
+	return jobCmd("show ID", "Show a job: status, counts, who asked and why", "  imrecall jobs show 20261122T230512Z-9f3a1c2b --json",
+		func(cmd *cobra.Command, c *conn, id string) error {
+			j, err := c.store.Get(cmd.Context(), id)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), j)
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "job          %s\nkind         %s\nstatus       %s", j.ID, j.Kind, j.Status)
+			if j.Paused {
+				fmt.Fprint(w, " (paused)")
+			}
+			fmt.Fprintf(w, "\nqueue        %s\nsdkappid     %d\nrequested by %s\nreason       %s\ncreated      %s\n",
+				j.Queue, j.AppID, j.RequestedBy, j.Reason, j.CreatedAt.Format(time.RFC3339))
+			if j.FinishedAt != nil {
+				fmt.Fprintf(w, "finished     %s\n", j.FinishedAt.Format(time.RFC3339))
+			}
+			c2 := j.Counts
+			fmt.Fprintf(w, "planned      %d\nrecalled     %d\ndead-letters %d\npending      %d\n", c2.Planned, c2.Recalled, c2.DeadLettered, c2.Pending)
+			for code, n := range c2.DeadByCode {
+				fmt.Fprintf(w, "  %-10s %8d  %s\n", code, n, describeCode(code))
+			}
+			if j.Error != "" {
+				fmt.Fprintf(w, "error        %s\n", j.Error)
+			}
+			return nil
+		}, func(cmd *cobra.Command) { cmd.Flags().BoolVar(&asJSON, "json", false, "print the job record as JSON") })
+}
+
+func newJobsWaitCmd() *cobra.Command {
+	var every time.Duration
+	return jobCmd("wait ID", "Wait until a job ends, showing progress; exit with the job's code",
+		"  imrecall jobs wait 20261122T230512Z-9f3a1c2b && echo all recalled",
+		func(cmd *cobra.Command, c *conn, id string) error {
+			j, err := waitJob(cmd.Context(), cmd, c.store, id, every)
+			if err != nil {
+				return err
+			}
+			printCounts(cmd, j)
+			return jobExit(j)
+		}, func(cmd *cobra.Command) {
+			cmd.Flags().DurationVar(&every, "poll", 500*time.Millisecond, "how often to read the job")
+		})
+}
+
+func newJobsReportCmd() *cobra.Command {
+	var asJSON bool
+	return jobCmd("report ID", "The job's final report: counts, dead letters by meaning, and a recount proving them",
+		"  imrecall jobs report 20261122T230512Z-9f3a1c2b --json > report.json",
+		func(cmd *cobra.Command, c *conn, id string) error {
+			r, err := c.store.BuildReport(cmd.Context(), id)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), r)
+			}
+			return r.WriteText(cmd.OutOrStdout(), describeCode)
+		}, func(cmd *cobra.Command) { cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON") })
+}
+
+func newJobsCancelCmd() *cobra.Command {
+	var audit auditFlags
+	return jobCmd("cancel ID", "Cancel a job: its pending messages are dropped without calling the API",
+		`  imrecall jobs cancel 20261122T230512Z-9f3a1c2b --reason "wrong group list"`,
+		func(cmd *cobra.Command, c *conn, id string) error {
+			st, err := c.store.Cancel(cmd.Context(), id, audit.actor, audit.reason)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "job %s: %s\n", id, st)
+			return nil
+		}, audit.register)
+}
+
+func newJobsPauseCmd(pause bool) *cobra.Command {
+	var audit auditFlags
+	use, short := "resume ID", "Resume a paused job"
+	if pause {
+		use, short = "pause ID", "Pause a job: workers leave its tasks queued until it is resumed"
+	}
+	return jobCmd(use, short, "", func(cmd *cobra.Command, c *conn, id string) error {
+		if err := c.store.SetPaused(cmd.Context(), id, audit.actor, pause); err != nil {
+			return err
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "job %s: paused=%v\n", id, pause)
+		return nil
+	}, audit.register)
+}
+
+func newJobsAuditCmd() *cobra.Command {
+	var rf redisFlags
+	var n int64
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "audit",
+		Short: "Show the audit log: who created, cancelled, paused or re-queued which job",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := applyEnv(cmd); err != nil {
+				return err
+			}
+			c, err := rf.connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			evs, err := c.store.AuditLog(cmd.Context(), n)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), evs)
+			}
+			for _, e := range evs {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s  %-24s %-8s %s %s\n", e.At.Local().Format(time.DateTime), e.Actor, e.Action, e.JobID, e.Detail)
+			}
+			return nil
+		},
+	}
+	rf.register(cmd)
+	cmd.Flags().Int64Var(&n, "last", 100, "how many events")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+// describeCode is the documented meaning of a dead-letter code.
+func describeCode(code string) string {
+	switch code {
+	case jobs.CodeCancelled:
+		return "job cancelled before the call"
+	case jobs.CodeTimeout:
+		return "no answer within the client timeout"
+	case jobs.CodeTransport:
+		return "connection failure"
+	}
+	if n, err := strconv.Atoi(code); err == nil {
+		return tim.Describe(n)
+	}
+	if len(code) > 5 && code[:5] == "http_" {
+		return "HTTP status " + code[5:]
+	}
+	return ""
+}

@@ -1,0 +1,192 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/imrecall/imrecall/limiter"
+	"github.com/imrecall/imrecall/tasks"
+	"github.com/imrecall/imrecall/tim"
+	"github.com/imrecall/imrecall/worker"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+	"github.com/spf13/cobra"
+)
+
+// limitFlags configure the shared rate limiter.
+type limitFlags struct {
+	cap    int
+	capOf  string
+	margin float64
+}
+
+func (f *limitFlags) register(cmd *cobra.Command) {
+	cmd.Flags().IntVar(&f.cap, "cap", tim.DefaultRateLimit, "calls/s per API per app, for all processes together")
+	cmd.Flags().StringVar(&f.capOf, "cap-of", "", "per-API caps by the path's last segment, e.g. group_msg_recall=200,admin_msgwithdraw=100")
+	cmd.Flags().Float64Var(&f.margin, "margin", -1, "safety margin under the cap, 0 to 0.5 (default: the limiter's)")
+}
+
+func (f *limitFlags) limiter(rdb redis.UniversalClient, prefix string, log *slog.Logger, observe func(limiter.Key, time.Duration)) (*limiter.Limiter, error) {
+	if f.cap <= 0 {
+		return nil, badInput("--cap (IMRECALL_CAP) %d: must be positive", f.cap)
+	}
+	capOf, err := parseCaps("cap-of", f.capOf)
+	if err != nil {
+		return nil, err
+	}
+	cfg := limiter.Config{Cap: f.cap, CapOf: capOf, Prefix: prefix + ":rl", Logger: log, Observer: observe}
+	if f.margin >= 0 {
+		if f.margin > 0.5 {
+			return nil, badInput("--margin (IMRECALL_MARGIN) %v: want 0 to 0.5", f.margin)
+		}
+		cfg.Margin = f.margin
+	}
+	l, err := limiter.New(rdb, cfg)
+	if err != nil {
+		return nil, badInput("limiter: %v", err)
+	}
+	return l, nil
+}
+
+// workerOptions are everything `imrecall worker` is configured with.
+type workerOptions struct {
+	redis         redisFlags
+	im            imFlags
+	limits        limitFlags
+	logs          logFlags
+	concurrency   int
+	maxAttempts   int
+	metricsListen string
+}
+
+func newWorkerCmd() *cobra.Command {
+	var o workerOptions
+	cmd := &cobra.Command{
+		Use:   "worker",
+		Short: "Run recall tasks: call the IM API at the shared cap and account for every message",
+		Long: `A worker takes recall tasks from the Redis queues (incident first, then purge, then
+backfill), waits on the rate limit shared by every worker process (200 calls/s per API per
+app by default), calls the Tencent IM API, and records each message's outcome in its job.
+Run as many worker processes as you like, on as many hosts: together they stay under the cap.
+On SIGTERM the worker stops taking tasks, lets calls in flight finish and records them.`,
+		Example: `  IMRECALL_SECRET_KEY=... imrecall worker --redis redis://redis:6379/0 --sdkappid 1400000001 --api-base singapore
+  imrecall worker --api-base http://127.0.0.1:8080 --sdkappid 1400000001 --concurrency 32 --metrics-listen :9090`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := applyEnv(cmd); err != nil {
+				return err
+			}
+			return runWorker(cmd.Context(), cmd, &o)
+		},
+	}
+	o.redis.register(cmd)
+	o.im.register(cmd)
+	o.limits.register(cmd)
+	o.logs.register(cmd)
+	cmd.Flags().IntVar(&o.concurrency, "concurrency", 64, "tasks run at once by this process")
+	cmd.Flags().IntVar(&o.maxAttempts, "max-attempts", 5, "calls per message for transient failures before it is dead-lettered")
+	cmd.Flags().StringVar(&o.metricsListen, "metrics-listen", "", "serve Prometheus /metrics on this address (e.g. :9090)")
+	return cmd
+}
+
+func runWorker(ctx context.Context, cmd *cobra.Command, o *workerOptions) error {
+	log, err := o.logs.logger(cmd.ErrOrStderr())
+	if err != nil {
+		return err
+	}
+	if o.concurrency <= 0 {
+		return badInput("--concurrency (IMRECALL_CONCURRENCY) %d: must be positive", o.concurrency)
+	}
+	if o.maxAttempts <= 0 {
+		return badInput("--max-attempts (IMRECALL_MAX_ATTEMPTS) %d: must be positive", o.maxAttempts)
+	}
+	imCfg, err := o.im.config(log)
+	if err != nil {
+		return err
+	}
+	c, err := o.redis.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := worker.NewMetrics(reg)
+	lim, err := o.limits.limiter(c.rdb, o.redis.prefix, log, func(k limiter.Key, d time.Duration) { metrics.ObserveLimiterWait(k.API, d) })
+	if err != nil {
+		return err
+	}
+	imCfg.Gate = lim.ForApp(imCfg.SDKAppID)
+	client, err := tim.New(imCfg)
+	if err != nil {
+		return badInput("%v", err)
+	}
+	h := worker.New(worker.TIM{C: client}, c.store, worker.Config{
+		AppID: imCfg.SDKAppID, MaxAttempts: o.maxAttempts, Logger: log, Metrics: metrics,
+	})
+	srv := newAsynqServer(c.asynq, o.concurrency, o.im.timeout, log, o.logs.asynqLevel())
+	mux := asynq.NewServeMux()
+	h.Register(mux)
+
+	if o.metricsListen != "" {
+		ms, err := serveMetrics(o.metricsListen, reg, log)
+		if err != nil {
+			return err
+		}
+		defer ms.Close()
+	}
+	log.Info("worker starting", "sdkappid", imCfg.SDKAppID, "api_base", imCfg.BaseURL, "concurrency", o.concurrency, "redis", redactURL(o.redis.url))
+	if err := srv.Start(mux); err != nil {
+		return fmt.Errorf("starting the asynq server: %w", err)
+	}
+	<-ctx.Done()
+	log.Info("shutting down: finishing calls in flight")
+	h.Drain()
+	srv.Shutdown()
+	log.Info("worker stopped")
+	return nil
+}
+
+// newAsynqServer configures asynq for recall work: strict queue priority,
+// snoozes that use no retry attempt, a shutdown that outlasts a call.
+func newAsynqServer(opt asynq.RedisConnOpt, concurrency int, callTimeout time.Duration, log *slog.Logger, level asynq.LogLevel) *asynq.Server {
+	return asynq.NewServer(opt, asynq.Config{
+		Concurrency:              concurrency,
+		Queues:                   tasks.Queues,
+		StrictPriority:           true,
+		IsFailure:                worker.IsFailure,
+		RetryDelayFunc:           worker.RetryDelay,
+		ShutdownTimeout:          2*callTimeout + 5*time.Second,
+		DelayedTaskCheckInterval: time.Second,
+		TaskCheckInterval:        200 * time.Millisecond,
+		Logger:                   asynqLogger{log},
+		LogLevel:                 level,
+	})
+}
+
+// serveMetrics serves /metrics on addr until closed.
+func serveMetrics(addr string, reg *prometheus.Registry, log *slog.Logger) (*http.Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, badInput("--metrics-listen %q: %v", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server stopped", "err", err)
+		}
+	}()
+	log.Info("metrics listening", "addr", ln.Addr().String())
+	return srv, nil
+}

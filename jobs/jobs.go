@@ -1,0 +1,239 @@
+package jobs
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Status is a job's lifecycle state.
+type Status string
+
+// Job statuses.
+const (
+	// StatusPlanning: discovery is still finding messages; workers may already
+	// be recalling what was planned.
+	StatusPlanning Status = "planning"
+	// StatusRunning: planning is over; messages are pending.
+	StatusRunning Status = "running"
+	// StatusDone: every planned message is recalled or dead-lettered.
+	StatusDone Status = "done"
+	// StatusCancelled: cancelled by a person; pending messages are dropped
+	// (dead-lettered with code "cancelled") without calling the API.
+	StatusCancelled Status = "cancelled"
+	// StatusFailed: planning failed; what was planned is still accounted for.
+	StatusFailed Status = "failed"
+)
+
+// Terminal reports whether no further change of status is expected without
+// a person's action (a re-queue reopens a job).
+func (s Status) Terminal() bool {
+	return s == StatusDone || s == StatusCancelled || s == StatusFailed
+}
+
+// Dead-letter codes that are not Tencent error codes.
+const (
+	CodeCancelled = "cancelled" // the job was cancelled before the message was tried
+	CodeTimeout   = "timeout"   // no answer within the client's timeout
+	CodeTransport = "transport" // connection failure or a non-200 HTTP status
+)
+
+// Counts are a job's message counts. Pending is derived:
+// Planned = Recalled + DeadLettered + Pending.
+type Counts struct {
+	Planned      int64            `json:"planned"`
+	Recalled     int64            `json:"recalled"`
+	DeadLettered int64            `json:"dead_lettered"`
+	Pending      int64            `json:"pending"`
+	DeadByCode   map[string]int64 `json:"dead_lettered_by_code,omitempty"`
+}
+
+// Job is a job record.
+type Job struct {
+	ID          string          `json:"id"`
+	Kind        string          `json:"kind"`
+	Queue       string          `json:"queue"`
+	AppID       int64           `json:"sdkappid"`
+	RequestedBy string          `json:"requested_by"`
+	Reason      string          `json:"reason,omitempty"`
+	Params      json.RawMessage `json:"params,omitempty"`
+	Status      Status          `json:"status"`
+	Paused      bool            `json:"paused,omitempty"`
+	Error       string          `json:"error,omitempty"`
+	CreatedAt   time.Time       `json:"created_at"`
+	StartedAt   *time.Time      `json:"started_at,omitempty"`
+	FinishedAt  *time.Time      `json:"finished_at,omitempty"`
+	Generation  int             `json:"generation"`
+	Counts      Counts          `json:"counts"`
+}
+
+// Finished reports whether the job has ended and nothing is pending.
+func (j Job) Finished() bool { return j.Status.Terminal() && j.Counts.Pending == 0 }
+
+// Spec is what a producer asks for when it creates a job.
+type Spec struct {
+	Kind        string          // e.g. "recall:list", "purge:user"
+	Queue       string          // tasks.Queue*
+	AppID       int64           // the Tencent SDKAppID
+	RequestedBy string          // who asked (audit); required
+	Reason      string          // why (audit)
+	Params      json.RawMessage // the plan's parameters, for the record
+}
+
+// Validate names the first missing field.
+func (s Spec) Validate() error {
+	switch {
+	case s.Kind == "":
+		return errors.New("job kind: required")
+	case s.Queue == "":
+		return errors.New("job queue: required")
+	case s.AppID <= 0:
+		return fmt.Errorf("job sdkappid: %d must be positive", s.AppID)
+	case strings.TrimSpace(s.RequestedBy) == "":
+		return errors.New("job requested_by: required (who asked, for the audit record)")
+	}
+	return nil
+}
+
+// Target is where messages live: a group (optionally one topic of a
+// Community), or a one-to-one conversation seen from From's side.
+type Target struct {
+	GroupID string `json:"GroupId,omitempty"`
+	TopicID string `json:"TopicId,omitempty"`
+	From    string `json:"From_Account,omitempty"`
+	To      string `json:"To_Account,omitempty"`
+}
+
+// IsGroup reports whether t is a group target.
+func (t Target) IsGroup() bool { return t.GroupID != "" }
+
+func (t Target) String() string {
+	if t.IsGroup() {
+		if t.TopicID != "" {
+			return "group " + t.GroupID + " topic " + t.TopicID
+		}
+		return "group " + t.GroupID
+	}
+	return "c2c " + t.From + "→" + t.To
+}
+
+// sep separates the parts of a target inside a key; it cannot appear in an
+// IM identifier.
+const sep = "\x1f"
+
+// suffix is the target's part of its state key.
+func (t Target) suffix() string {
+	if t.IsGroup() {
+		return "g:" + t.GroupID + sep + t.TopicID
+	}
+	return "c:" + t.From + sep + t.To
+}
+
+func targetFromSuffix(s string) (Target, error) {
+	if len(s) < 2 {
+		return Target{}, fmt.Errorf("target key %q: too short", s)
+	}
+	a, b, ok := strings.Cut(s[2:], sep)
+	if !ok {
+		return Target{}, fmt.Errorf("target key %q: no separator", s)
+	}
+	switch s[:2] {
+	case "g:":
+		return Target{GroupID: a, TopicID: b}, nil
+	case "c:":
+		return Target{From: a, To: b}, nil
+	}
+	return Target{}, fmt.Errorf("target key %q: unknown kind", s)
+}
+
+// DeadLetter is the durable record of one message that was not recalled.
+type DeadLetter struct {
+	JobID     string    `json:"job_id"`
+	GroupID   string    `json:"GroupId,omitempty"`
+	TopicID   string    `json:"TopicId,omitempty"`
+	MsgSeq    int64     `json:"MsgSeq,omitempty"`
+	From      string    `json:"From_Account,omitempty"`
+	To        string    `json:"To_Account,omitempty"`
+	MsgKey    string    `json:"MsgKey,omitempty"`
+	Code      string    `json:"code"`
+	ErrorInfo string    `json:"error_info,omitempty"`
+	Category  Category  `json:"category"`
+	Attempts  int       `json:"attempts"`
+	At        time.Time `json:"at"`
+}
+
+// Target is the dead letter's target.
+func (d DeadLetter) Target() Target {
+	return Target{GroupID: d.GroupID, TopicID: d.TopicID, From: d.From, To: d.To}
+}
+
+// Item is the message's identity within its target: the seq or the MsgKey.
+func (d DeadLetter) Item() string {
+	if d.GroupID != "" {
+		return strconv.FormatInt(d.MsgSeq, 10)
+	}
+	return d.MsgKey
+}
+
+// Category sorts dead letters for the report.
+type Category string
+
+// Dead-letter categories. Only NeedsAttention asks a person to act.
+const (
+	AlreadyRecalled Category = "already_recalled" // 20023: gone before this job
+	NotFound        Category = "not_found"        // 10030, 20022: missing, expired, or already recalled (group)
+	Cancelled       Category = "cancelled"        // dropped by a cancel
+	NeedsAttention  Category = "needs_attention"  // everything else
+)
+
+// CategoryOf returns the report category of a dead-letter code.
+func CategoryOf(code string) Category {
+	switch code {
+	case "20023":
+		return AlreadyRecalled
+	case "10030", "20022":
+		return NotFound
+	case CodeCancelled:
+		return Cancelled
+	}
+	return NeedsAttention
+}
+
+// newID returns a time-sortable job id such as 20261122T230512Z-9f3a1c2b.
+func newID(now time.Time) string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return now.UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b[:])
+}
+
+// ValidID checks the shape of a job id given by a person, naming it.
+func ValidID(id string) error {
+	if id == "" {
+		return errors.New("job id: required")
+	}
+	if len(id) > 64 || strings.ContainsAny(id, "{}:\x1f \t\n") {
+		return fmt.Errorf("job id %q: not a job id", id)
+	}
+	return nil
+}
+
+// sortedCodes returns the codes of m in a stable order, biggest count first.
+func sortedCodes(m map[string]int64) []string {
+	codes := make([]string, 0, len(m))
+	for c := range m {
+		codes = append(codes, c)
+	}
+	sort.Slice(codes, func(i, j int) bool {
+		if m[codes[i]] != m[codes[j]] {
+			return m[codes[i]] > m[codes[j]]
+		}
+		return codes[i] < codes[j]
+	})
+	return codes
+}

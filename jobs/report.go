@@ -1,0 +1,100 @@
+package jobs
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+)
+
+// Report is what a person (or a GDPR officer) reads at the end of a job:
+// the counts, the dead letters sorted by what they mean, and a recount of
+// every message state proving the counts.
+type Report struct {
+	Job              Job              `json:"job"`
+	Duration         time.Duration    `json:"-"`
+	DurationSeconds  float64          `json:"duration_seconds"`
+	AlreadyRecalled  int64            `json:"already_recalled"`
+	NotFound         int64            `json:"not_found"`
+	Cancelled        int64            `json:"cancelled"`
+	NeedsAttention   int64            `json:"needs_attention"`
+	NeedsAttentionBy map[string]int64 `json:"needs_attention_by_code,omitempty"`
+	Recount          Recount          `json:"recount"`
+	Reconciled       bool             `json:"reconciled"`
+	ReconcileProblem string           `json:"reconcile_problem,omitempty"`
+}
+
+// BuildReport reads a job and recounts its message states.
+func (s *Store) BuildReport(ctx context.Context, jobID string) (Report, error) {
+	j, err := s.Get(ctx, jobID)
+	if err != nil {
+		return Report{}, err
+	}
+	rc, err := s.Recount(ctx, jobID)
+	if err != nil {
+		return Report{}, err
+	}
+	r := Report{Job: j, Recount: rc, Reconciled: true}
+	if err := rc.Matches(j.Counts); err != nil {
+		r.Reconciled, r.ReconcileProblem = false, err.Error()
+	}
+	end := s.now()
+	if j.FinishedAt != nil {
+		end = *j.FinishedAt
+	}
+	r.Duration = end.Sub(j.CreatedAt)
+	r.DurationSeconds = r.Duration.Seconds()
+	for code, n := range j.Counts.DeadByCode {
+		switch CategoryOf(code) {
+		case AlreadyRecalled:
+			r.AlreadyRecalled += n
+		case NotFound:
+			r.NotFound += n
+		case Cancelled:
+			r.Cancelled += n
+		default:
+			r.NeedsAttention += n
+			if r.NeedsAttentionBy == nil {
+				r.NeedsAttentionBy = map[string]int64{}
+			}
+			r.NeedsAttentionBy[code] = n
+		}
+	}
+	return r, nil
+}
+
+// WriteText writes the report for a person.
+func (r Report) WriteText(w io.Writer, describe func(code string) string) error {
+	j := r.Job
+	c := j.Counts
+	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
+	p("job %s  %s  status %s", j.ID, j.Kind, j.Status)
+	if j.Paused {
+		p(" (paused)")
+	}
+	p("\nrequested by %s at %s", j.RequestedBy, j.CreatedAt.Format(time.RFC3339))
+	if j.Reason != "" {
+		p(": %s", j.Reason)
+	}
+	p("\nduration %s\n\n", r.Duration.Round(time.Second))
+	p("  planned        %10d\n", c.Planned)
+	p("  recalled       %10d\n", c.Recalled)
+	p("  dead-lettered  %10d\n", c.DeadLettered)
+	p("    already recalled (20023)        %10d\n", r.AlreadyRecalled)
+	p("    not found (10030/20022)         %10d\n", r.NotFound)
+	p("    cancelled                       %10d\n", r.Cancelled)
+	p("    needs attention                 %10d\n", r.NeedsAttention)
+	for _, code := range sortedCodes(r.NeedsAttentionBy) {
+		p("      %-8s %-40s %10d\n", code, describe(code), r.NeedsAttentionBy[code])
+	}
+	p("  pending        %10d\n\n", c.Pending)
+	if r.Reconciled {
+		p("reconciled: every planned message has exactly one state (%d recounted)\n", r.Recount.Planned)
+	} else {
+		p("NOT RECONCILED: %s\n", r.ReconcileProblem)
+	}
+	if j.Error != "" {
+		p("error: %s\n", j.Error)
+	}
+	return nil
+}

@@ -1,0 +1,157 @@
+package jobs
+
+import "github.com/redis/go-redis/v9"
+
+// settleLua ends a job whose planning is over and whose messages are all
+// terminal. It is shared by every script that can complete a job.
+// Expects KEYS[1] = job hash, KEYS[planners] = planners set, now = ARGV[1].
+const settleLua = `
+local function settle(meta, planners, now)
+  if redis.call('SCARD', planners) > 0 then return end
+  local h = redis.call('HMGET', meta, 'planned', 'recalled', 'dead_lettered', 'status', 'finished_at')
+  local planned, recalled, dead = tonumber(h[1] or '0'), tonumber(h[2] or '0'), tonumber(h[3] or '0')
+  local status = h[4]
+  if status == 'planning' then
+    status = 'running'
+    redis.call('HSET', meta, 'status', status)
+  end
+  if recalled + dead < planned then return end
+  if status == 'running' then
+    redis.call('HSET', meta, 'status', 'done')
+  end
+  if not h[5] or h[5] == '' then
+    redis.call('HSET', meta, 'finished_at', now)
+  end
+end
+`
+
+// planScript marks new messages of one target planned and counts them.
+// KEYS: job hash, state hash, targets set. ARGV: target suffix, items...
+// Returns the items that were new (not planned before), or an error if the
+// job cannot take more messages.
+var planScript = redis.NewScript(`
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return redis.error_reply('NOJOB') end
+if status ~= 'planning' then return redis.error_reply('CLOSED ' .. status) end
+local new = {}
+for i = 2, #ARGV do
+  if redis.call('HSETNX', KEYS[2], ARGV[i], 'p') == 1 then
+    new[#new + 1] = ARGV[i]
+  end
+end
+if #new > 0 then
+  redis.call('HINCRBY', KEYS[1], 'planned', #new)
+  redis.call('SADD', KEYS[3], ARGV[1])
+end
+return new
+`)
+
+// beginScript is called before every API call for a task's messages. Unless
+// the job is cancelled or paused, it counts a send for each message not yet
+// terminal. KEYS: job hash, state hash. ARGV: items...
+// Returns {status, paused, state1, state2, ...} where a state is the number
+// of earlier sends (0 = fresh), -1 recalled, -2 dead-lettered, -3 unplanned.
+var beginScript = redis.NewScript(`
+local h = redis.call('HMGET', KEYS[1], 'status', 'paused')
+if not h[1] then return redis.error_reply('NOJOB') end
+local out = {h[1], h[2] or '0'}
+local act = h[1] ~= 'cancelled' and h[2] ~= '1'
+for i = 1, #ARGV do
+  local cur = redis.call('HGET', KEYS[2], ARGV[i])
+  local st
+  if not cur then st = -3
+  elseif cur == 'r' then st = -1
+  elseif string.sub(cur, 1, 1) == 'd' then st = -2
+  else
+    st = 0
+    if cur ~= 'p' then st = tonumber(string.sub(cur, 2)) or 0 end
+    if act then redis.call('HSET', KEYS[2], ARGV[i], 's' .. (st + 1)) end
+  end
+  out[#out + 1] = st
+end
+return out
+`)
+
+// recordScript moves messages to a terminal state; the first terminal state
+// wins. KEYS: job hash, state hash, dead-letter hash, planners set.
+// ARGV: now, then per message: item, outcome ("r" or "d"), code, dead-letter
+// field, dead-letter record. Returns how many messages changed state.
+var recordScript = redis.NewScript(settleLua + `
+local n = 0
+for i = 2, #ARGV, 5 do
+  local item, outcome, code = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local cur = redis.call('HGET', KEYS[2], item)
+  if cur and cur ~= 'r' and string.sub(cur, 1, 1) ~= 'd' then
+    if outcome == 'r' then
+      redis.call('HSET', KEYS[2], item, 'r')
+      redis.call('HINCRBY', KEYS[1], 'recalled', 1)
+    else
+      redis.call('HSET', KEYS[2], item, 'd:' .. code)
+      redis.call('HINCRBY', KEYS[1], 'dead_lettered', 1)
+      redis.call('HINCRBY', KEYS[1], 'dl:' .. code, 1)
+      redis.call('HSET', KEYS[3], ARGV[i + 3], ARGV[i + 4])
+    end
+    n = n + 1
+  end
+end
+if n > 0 then
+  if not redis.call('HGET', KEYS[1], 'started_at') then redis.call('HSET', KEYS[1], 'started_at', ARGV[1]) end
+  settle(KEYS[1], KEYS[4], ARGV[1])
+end
+return n
+`)
+
+// closePlannerScript closes one planning unit and settles the job.
+// KEYS: job hash, planners set. ARGV: now, unit.
+var closePlannerScript = redis.NewScript(settleLua + `
+if not redis.call('HGET', KEYS[1], 'status') then return redis.error_reply('NOJOB') end
+redis.call('SREM', KEYS[2], ARGV[2])
+settle(KEYS[1], KEYS[2], ARGV[1])
+return redis.call('HGET', KEYS[1], 'status')
+`)
+
+// openPlannerScript opens a planning unit of a job still planning.
+// KEYS: job hash, planners set. ARGV: unit.
+var openPlannerScript = redis.NewScript(`
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return redis.error_reply('NOJOB') end
+if status ~= 'planning' then return redis.error_reply('CLOSED ' .. status) end
+return redis.call('SADD', KEYS[2], ARGV[1])
+`)
+
+// setStatusScript changes a job's status for cancel and fail.
+// KEYS: job hash, planners set. ARGV: now, new status, error text.
+var setStatusScript = redis.NewScript(settleLua + `
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return redis.error_reply('NOJOB') end
+if status == 'done' or status == 'cancelled' or status == 'failed' then return status end
+redis.call('HSET', KEYS[1], 'status', ARGV[2])
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[3]) end
+redis.call('DEL', KEYS[2])
+settle(KEYS[1], KEYS[2], ARGV[1])
+return ARGV[2]
+`)
+
+// requeueScript moves dead-lettered messages back to planned and reopens the
+// job. KEYS: job hash, state hash, dead-letter hash. ARGV: pairs of item and
+// dead-letter field. Returns the items moved.
+var requeueScript = redis.NewScript(`
+if not redis.call('HGET', KEYS[1], 'status') then return redis.error_reply('NOJOB') end
+local moved = {}
+for i = 1, #ARGV, 2 do
+  local cur = redis.call('HGET', KEYS[2], ARGV[i])
+  if cur and string.sub(cur, 1, 2) == 'd:' then
+    local code = string.sub(cur, 3)
+    redis.call('HSET', KEYS[2], ARGV[i], 'p')
+    redis.call('HINCRBY', KEYS[1], 'dead_lettered', -1)
+    if redis.call('HINCRBY', KEYS[1], 'dl:' .. code, -1) <= 0 then redis.call('HDEL', KEYS[1], 'dl:' .. code) end
+    redis.call('HDEL', KEYS[3], ARGV[i + 1])
+    moved[#moved + 1] = ARGV[i]
+  end
+end
+if #moved > 0 then
+  redis.call('HSET', KEYS[1], 'status', 'running')
+  redis.call('HDEL', KEYS[1], 'finished_at', 'error')
+end
+return moved
+`)

@@ -1,0 +1,304 @@
+package producer
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/imrecall/imrecall/jobs"
+	"github.com/imrecall/imrecall/tasks"
+)
+
+// Message is one message named by a list: a group message (GroupId, MsgSeq,
+// optional TopicId) or a one-to-one message (From_Account, To_Account, MsgKey).
+type Message struct {
+	GroupID string
+	TopicID string
+	MsgSeq  int64
+	From    string
+	To      string
+	MsgKey  string
+}
+
+// Target is the message's job target.
+func (m Message) Target() jobs.Target {
+	if m.GroupID != "" {
+		return jobs.Target{GroupID: m.GroupID, TopicID: m.TopicID}
+	}
+	return jobs.Target{From: m.From, To: m.To}
+}
+
+// LineError is a problem with one line of a list file.
+type LineError struct {
+	File string
+	Line int
+	Err  error
+}
+
+func (e *LineError) Error() string { return fmt.Sprintf("%s:%d: %v", e.File, e.Line, e.Err) }
+func (e *LineError) Unwrap() error { return e.Err }
+
+// maxLine bounds one line of a list file.
+const maxLine = 1 << 20
+
+// ReadList streams the messages of a list file to fn, with their line
+// numbers. The format is JSON Lines (one object per line, shaped like the
+// after-send callbacks, other fields ignored) or CSV with a header row naming
+// the same fields; a file whose first non-blank byte is not '{' is CSV.
+// Blank lines are skipped. The first bad line stops the read with a
+// *LineError naming file and line.
+func ReadList(ctx context.Context, r io.Reader, name string, fn func(line int, m Message) error) error {
+	br := bufio.NewReaderSize(r, 64<<10)
+	head, _ := br.Peek(4096)
+	head = bytes.TrimLeft(head, " \t\r\n\ufeff")
+	if len(head) > 0 && head[0] != '{' {
+		return readCSV(ctx, br, name, fn)
+	}
+	sc := bufio.NewScanner(br)
+	sc.Buffer(make([]byte, 64<<10), maxLine)
+	line := 0
+	for sc.Scan() {
+		line++
+		if line%4096 == 0 && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		text := bytes.TrimSpace(sc.Bytes())
+		if len(text) == 0 {
+			continue
+		}
+		m, err := parseJSONLine(text)
+		if err != nil {
+			return &LineError{File: name, Line: line, Err: err}
+		}
+		if err := fn(line, m); err != nil {
+			return err
+		}
+	}
+	if err := sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			return &LineError{File: name, Line: line + 1, Err: fmt.Errorf("line longer than %d bytes", maxLine)}
+		}
+		return fmt.Errorf("reading %s: %w", name, err)
+	}
+	return nil
+}
+
+func parseJSONLine(text []byte) (Message, error) {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(text, &raw); err != nil {
+		return Message{}, fmt.Errorf("not a JSON object: %v", err)
+	}
+	str := func(k string) (string, error) {
+		v, ok := raw[k]
+		if !ok || string(v) == "null" {
+			return "", nil
+		}
+		var s string
+		if err := json.Unmarshal(v, &s); err != nil {
+			return "", fmt.Errorf("%s: want a string, got %s", k, v)
+		}
+		return s, nil
+	}
+	var m Message
+	var err error
+	if m.GroupID, err = str("GroupId"); err != nil {
+		return m, err
+	}
+	if m.TopicID, err = str("TopicId"); err != nil {
+		return m, err
+	}
+	if m.From, err = str("From_Account"); err != nil {
+		return m, err
+	}
+	if m.To, err = str("To_Account"); err != nil {
+		return m, err
+	}
+	if m.MsgKey, err = str("MsgKey"); err != nil {
+		return m, err
+	}
+	if m.GroupID != "" {
+		v, ok := raw["MsgSeq"]
+		if !ok {
+			return m, errors.New("MsgSeq: required with GroupId")
+		}
+		if m.MsgSeq, err = parseSeq(string(v)); err != nil {
+			return m, err
+		}
+	}
+	return m, validate(m)
+}
+
+// parseSeq accepts a positive whole number (a JSON number, or its digits).
+func parseSeq(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("MsgSeq: %s is not a whole number", s)
+	}
+	if n <= 0 {
+		return 0, fmt.Errorf("MsgSeq: %d must be positive", n)
+	}
+	return n, nil
+}
+
+func validate(m Message) error {
+	if m.GroupID != "" {
+		if strings.TrimSpace(m.GroupID) != m.GroupID {
+			return fmt.Errorf("GroupId %q: surrounding spaces", m.GroupID)
+		}
+		return nil
+	}
+	switch {
+	case m.From == "" && m.To == "" && m.MsgKey == "":
+		return errors.New("no message: want GroupId and MsgSeq, or From_Account, To_Account and MsgKey")
+	case m.From == "":
+		return errors.New("From_Account: required with MsgKey")
+	case m.To == "":
+		return errors.New("To_Account: required with MsgKey")
+	case m.MsgKey == "":
+		return errors.New("MsgKey: required with From_Account and To_Account")
+	}
+	return tasks.ValidMsgKey(m.MsgKey)
+}
+
+func readCSV(ctx context.Context, r io.Reader, name string, fn func(int, Message) error) error {
+	cr := csv.NewReader(r)
+	cr.FieldsPerRecord = -1
+	cr.ReuseRecord = true
+	header, err := cr.Read()
+	if err != nil {
+		return &LineError{File: name, Line: 1, Err: fmt.Errorf("CSV header: %v", err)}
+	}
+	col := map[string]int{}
+	for i, h := range header {
+		col[strings.TrimPrefix(strings.TrimSpace(h), "\ufeff")] = i
+	}
+	_, hasGroup := col["GroupId"]
+	_, hasKey := col["MsgKey"]
+	if !hasGroup && !hasKey {
+		return &LineError{File: name, Line: 1, Err: errors.New("CSV header: want columns GroupId,MsgSeq[,TopicId] or From_Account,To_Account,MsgKey")}
+	}
+	if _, ok := col["MsgSeq"]; hasGroup && !ok {
+		return &LineError{File: name, Line: 1, Err: errors.New("CSV header: GroupId without MsgSeq")}
+	}
+	for {
+		rec, err := cr.Read()
+		if err == io.EOF {
+			return nil
+		}
+		line, _ := cr.FieldPos(0)
+		if err != nil {
+			var pe *csv.ParseError
+			if errors.As(err, &pe) {
+				return &LineError{File: name, Line: pe.Line, Err: pe.Err}
+			}
+			return fmt.Errorf("reading %s: %w", name, err)
+		}
+		if line%4096 == 0 && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		get := func(k string) string {
+			if i, ok := col[k]; ok && i < len(rec) {
+				return strings.TrimSpace(rec[i])
+			}
+			return ""
+		}
+		if len(rec) == 1 && strings.TrimSpace(rec[0]) == "" {
+			continue
+		}
+		m := Message{GroupID: get("GroupId"), TopicID: get("TopicId"), From: get("From_Account"), To: get("To_Account"), MsgKey: get("MsgKey")}
+		if m.GroupID != "" {
+			if m.MsgSeq, err = parseSeq(get("MsgSeq")); err != nil {
+				return &LineError{File: name, Line: line, Err: err}
+			}
+		}
+		if err := validate(m); err != nil {
+			return &LineError{File: name, Line: line, Err: err}
+		}
+		if err := fn(line, m); err != nil {
+			return err
+		}
+	}
+}
+
+// ListSummary is what a validation pass found in a list file.
+type ListSummary struct {
+	Messages      int `json:"messages"` // lines naming a message, duplicates included
+	GroupMsgs     int `json:"group_messages"`
+	C2CMsgs       int `json:"c2c_messages"`
+	Groups        int `json:"groups"`        // distinct groups/topics
+	Conversations int `json:"conversations"` // distinct one-to-one conversations
+	GroupCalls    int `json:"group_calls"`   // group_msg_recall calls needed (10 seqs a call), duplicates included
+	C2CCalls      int `json:"c2c_calls"`     // admin_msgwithdraw calls needed
+}
+
+// CheckListFile reads a whole list file without changing anything and
+// returns what it holds, or the first bad line.
+func CheckListFile(ctx context.Context, path string) (ListSummary, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return ListSummary{}, fmt.Errorf("opening list file: %w", err)
+	}
+	defer f.Close()
+	var s ListSummary
+	perGroup := map[jobs.Target]int{}
+	convs := map[jobs.Target]bool{}
+	err = ReadList(ctx, f, path, func(_ int, m Message) error {
+		s.Messages++
+		t := m.Target()
+		if t.IsGroup() {
+			s.GroupMsgs++
+			perGroup[t]++
+		} else {
+			s.C2CMsgs++
+			convs[t] = true
+		}
+		return nil
+	})
+	s.Groups, s.Conversations, s.C2CCalls = len(perGroup), len(convs), s.C2CMsgs
+	for _, n := range perGroup {
+		s.GroupCalls += (n + 9) / 10
+	}
+	return s, err
+}
+
+// PlanList plans and enqueues every message of a list file into job, then
+// closes the job's root planner. Call CheckListFile first: a bad line found
+// here (the file changed in between) fails the job's planning.
+func PlanList(ctx context.Context, store *jobs.Store, q Enqueuer, job jobs.Job, path string) (*Batcher, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("opening list file: %w", err)
+	}
+	defer f.Close()
+	b := NewBatcher(store, q, job, 0)
+	err = ReadList(ctx, f, path, func(_ int, m Message) error {
+		return b.AddMessage(ctx, m)
+	})
+	if err == nil {
+		err = b.Flush(ctx)
+	}
+	if err != nil {
+		return b, err
+	}
+	if _, err := store.ClosePlanner(ctx, job.ID, jobs.RootPlanner); err != nil {
+		return b, err
+	}
+	return b, nil
+}
+
+// AddMessage adds one message of either kind.
+func (b *Batcher) AddMessage(ctx context.Context, m Message) error {
+	if m.GroupID != "" {
+		return b.AddGroup(ctx, m.Target(), m.MsgSeq)
+	}
+	return b.AddC2C(ctx, m.Target(), m.MsgKey)
+}

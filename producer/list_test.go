@@ -1,0 +1,168 @@
+package producer
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/hibiken/asynq"
+	"github.com/imrecall/imrecall/jobs"
+	"github.com/imrecall/imrecall/tasks"
+	"github.com/redis/go-redis/v9"
+)
+
+func writeFile(t *testing.T, name, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestReadListRejects(t *testing.T) {
+	tests := []struct {
+		name, file, body string
+		line             int
+		want             string
+	}{
+		{"bad json", "a.jsonl", `{"GroupId":"g","MsgSeq":1}` + "\n" + `{"GroupId":"g","MsgSeq":` + "\n", 2, "not a JSON object"},
+		{"non-numeric seq", "a.jsonl", `{"GroupId":"g","MsgSeq":"abc"}`, 1, "MsgSeq"},
+		{"negative seq", "a.jsonl", "\n\n" + `{"GroupId":"g","MsgSeq":-5}`, 3, "MsgSeq: -5 must be positive"},
+		{"fractional seq", "a.jsonl", `{"GroupId":"g","MsgSeq":1.5}`, 1, "not a whole number"},
+		{"missing seq", "a.jsonl", `{"GroupId":"g"}`, 1, "MsgSeq: required"},
+		{"missing to", "a.jsonl", `{"From_Account":"a","MsgKey":"1_2_3"}`, 1, "To_Account: required"},
+		{"missing everything", "a.jsonl", `{"Foo":1}`, 1, "no message"},
+		{"bad msgkey", "a.jsonl", `{"From_Account":"a","To_Account":"b","MsgKey":"xyz"}`, 1, "MsgKey"},
+		{"wrong type", "a.jsonl", `{"GroupId":12,"MsgSeq":1}`, 1, "GroupId: want a string"},
+		{"csv bad seq", "a.csv", "GroupId,MsgSeq\ng,1\ng,x\n", 3, "MsgSeq"},
+		{"csv no columns", "a.csv", "foo,bar\n1,2\n", 1, "CSV header"},
+		{"csv missing field", "a.csv", "From_Account,To_Account,MsgKey\na,,1_2_3\n", 2, "To_Account: required"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := writeFile(t, tc.file, tc.body)
+			_, err := CheckListFile(t.Context(), p)
+			var le *LineError
+			if !errors.As(err, &le) {
+				t.Fatalf("err = %v, want a *LineError", err)
+			}
+			if le.Line != tc.line || le.File != p || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %s:%d containing %q", err, p, tc.line, tc.want)
+			}
+			if !strings.HasPrefix(err.Error(), fmt.Sprintf("%s:%d: ", p, tc.line)) {
+				t.Fatalf("err = %q, want it to start with file:line", err)
+			}
+		})
+	}
+}
+
+func TestReadListFormats(t *testing.T) {
+	jsonl := `{"CallbackCommand":"Group.CallbackAfterSendMsg","GroupId":"@TGS#1","MsgSeq":100,"From_Account":"spam","MsgBody":[]}
+{"GroupId":"@TGS#2","TopicId":"@TGS#2@TOPIC#a","MsgSeq":7}
+
+{"CallbackCommand":"C2C.CallbackAfterSendMsg","From_Account":"spam","To_Account":"bob","MsgKey":"1_2_3","MsgSeq":1}
+`
+	csvBody := "GroupId,MsgSeq,TopicId,From_Account,To_Account,MsgKey\n@TGS#1,100,,,,\n@TGS#2,7,@TGS#2@TOPIC#a,,,\n,,,spam,bob,1_2_3\n"
+	want := []Message{
+		{GroupID: "@TGS#1", MsgSeq: 100, From: "spam"},
+		{GroupID: "@TGS#2", TopicID: "@TGS#2@TOPIC#a", MsgSeq: 7},
+		{From: "spam", To: "bob", MsgKey: "1_2_3"},
+	}
+	for name, body := range map[string]string{"list.jsonl": jsonl, "list.csv": csvBody} {
+		t.Run(name, func(t *testing.T) {
+			f, _ := os.Open(writeFile(t, name, body))
+			defer f.Close()
+			var got []Message
+			err := ReadList(t.Context(), f, name, func(_ int, m Message) error { got = append(got, m); return nil })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(want) {
+				t.Fatalf("got %d messages %+v, want %d", len(got), got, len(want))
+			}
+			for i := range want {
+				w := want[i]
+				if name == "list.csv" && i == 0 {
+					w.From = ""
+				}
+				if got[i] != w {
+					t.Errorf("message %d = %+v, want %+v", i, got[i], w)
+				}
+			}
+		})
+	}
+}
+
+func TestPlanListChunksAndDedups(t *testing.T) {
+	ctx := t.Context()
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	store := jobs.NewStore(rdb, "")
+	client := asynq.NewClient(asynq.RedisClientOpt{Addr: mr.Addr()})
+	t.Cleanup(func() { client.Close() })
+
+	var b strings.Builder
+	// Group a: 25 seqs interleaved with group b: 10 seqs, each written twice.
+	for round := 0; round < 2; round++ {
+		for i := 1; i <= 25; i++ {
+			fmt.Fprintf(&b, `{"GroupId":"a","MsgSeq":%d}`+"\n", i)
+			if i <= 10 {
+				fmt.Fprintf(&b, `{"GroupId":"b","MsgSeq":%d}`+"\n", i)
+			}
+		}
+	}
+	b.WriteString(`{"From_Account":"x","To_Account":"y","MsgKey":"1_1_1"}` + "\n")
+	b.WriteString(`{"From_Account":"x","To_Account":"y","MsgKey":"1_1_1"}` + "\n")
+	path := writeFile(t, "l.jsonl", b.String())
+
+	job, err := store.Create(ctx, jobs.Spec{Kind: "recall:list", Queue: tasks.QueuePurge, AppID: 1, RequestedBy: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bt, err := PlanList(ctx, store, client, job, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bt.Seen != 72 || bt.Planned != 36 {
+		t.Fatalf("seen %d planned %d, want 72 and 36", bt.Seen, bt.Planned)
+	}
+	got, _ := store.Get(ctx, job.ID)
+	if got.Counts.Planned != 36 || got.Status != jobs.StatusRunning {
+		t.Fatalf("job = %+v", got)
+	}
+
+	insp := asynq.NewInspector(asynq.RedisClientOpt{Addr: mr.Addr()})
+	t.Cleanup(func() { insp.Close() })
+	infos, err := insp.ListPendingTasks(tasks.QueuePurge, asynq.PageSize(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sizes := map[string][]int{}
+	for _, ti := range infos {
+		switch ti.Type {
+		case tasks.TypeGroupRecall:
+			p, err := tasks.DecodeGroupRecall(asynq.NewTask(ti.Type, ti.Payload))
+			if err != nil {
+				t.Fatal(err)
+			}
+			sizes[p.GroupID] = append(sizes[p.GroupID], len(p.Seqs))
+		case tasks.TypeC2CWithdraw:
+			sizes["c2c"] = append(sizes["c2c"], 1)
+		}
+	}
+	// a: 25 seqs = 10 + 10 + 5; b: exactly one call of 10; one c2c task.
+	if fmt.Sprint(sizes["a"]) != "[10 10 5]" || fmt.Sprint(sizes["b"]) != "[10]" || fmt.Sprint(sizes["c2c"]) != "[1]" {
+		t.Fatalf("task sizes = %v", sizes)
+	}
+
+	// Planning the same file again into the same job enqueues nothing.
+	job2, _ := store.Get(ctx, job.ID)
+	if _, err := PlanList(ctx, store, client, job2, path); !errors.Is(err, jobs.ErrClosed) {
+		t.Fatalf("re-planning a closed job: err = %v, want ErrClosed", err)
+	}
+}

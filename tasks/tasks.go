@@ -1,0 +1,239 @@
+// Package tasks is imrecall's wire contract: the asynq task type names, their
+// typed payloads, the queues and their priorities. It does no I/O.
+//
+// Task type names and JSON field names are part of the wire format: never
+// rename them in place. Fields that mirror Tencent's API keep Tencent's
+// spelling (GroupId, From_Account); imrecall's own are snake_case.
+package tasks
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+)
+
+// Task type names. Wire format: do not rename.
+const (
+	// TypeGroupRecall recalls 1 to 10 messages of one group (or one topic of a
+	// Community) with one group_msg_recall call.
+	TypeGroupRecall = "recall:group"
+	// TypeC2CWithdraw recalls one one-to-one message with admin_msgwithdraw.
+	TypeC2CWithdraw = "recall:c2c"
+)
+
+// MaxSeqsPerCall is the most MsgSeq one group_msg_recall call accepts.
+const MaxSeqsPerCall = 10
+
+// Queue names. A higher priority queue is always served first (the worker
+// runs asynq with strict priority), so an incident cleanup overtakes a purge,
+// and a purge overtakes a backfill.
+const (
+	QueueIncident = "incident"
+	QueuePurge    = "purge"
+	QueueBackfill = "backfill"
+)
+
+// Queues maps every queue to its priority, highest first.
+var Queues = map[string]int{
+	QueueIncident: 6,
+	QueuePurge:    3,
+	QueueBackfill: 1,
+}
+
+// ValidQueue reports whether q is one of Queues, with an error naming it if not.
+func ValidQueue(q string) error {
+	if _, ok := Queues[q]; ok {
+		return nil
+	}
+	return fmt.Errorf("queue %q: must be one of %s, %s, %s", q, QueueIncident, QueuePurge, QueueBackfill)
+}
+
+// DefaultTimeout bounds one task's run (asynq's own default is 30 minutes).
+// A task makes at most a few calls, each bounded by the client's timeout, plus
+// retry back-off and limiter waits.
+const DefaultTimeout = 5 * time.Minute
+
+// GroupRecall is the payload of TypeGroupRecall.
+type GroupRecall struct {
+	JobID   string  `json:"job_id"`
+	AppID   int64   `json:"sdkappid"`
+	GroupID string  `json:"GroupId"`
+	TopicID string  `json:"TopicId,omitempty"`
+	Seqs    []int64 `json:"seqs"` // 1..10 distinct MsgSeq, each > 0
+}
+
+// Validate reports the first problem with p, naming the field. An invalid
+// payload is never retried.
+func (p GroupRecall) Validate() error {
+	if err := validJobApp(p.JobID, p.AppID); err != nil {
+		return err
+	}
+	if strings.TrimSpace(p.GroupID) == "" {
+		return errors.New("GroupId: required")
+	}
+	if n := len(p.Seqs); n < 1 || n > MaxSeqsPerCall {
+		return fmt.Errorf("seqs: %d given, want 1 to %d", n, MaxSeqsPerCall)
+	}
+	seen := make(map[int64]bool, len(p.Seqs))
+	for _, s := range p.Seqs {
+		if s <= 0 {
+			return fmt.Errorf("seqs: MsgSeq %d must be positive", s)
+		}
+		if seen[s] {
+			return fmt.Errorf("seqs: MsgSeq %d given twice", s)
+		}
+		seen[s] = true
+	}
+	return nil
+}
+
+// C2CWithdraw is the payload of TypeC2CWithdraw.
+type C2CWithdraw struct {
+	JobID  string `json:"job_id"`
+	AppID  int64  `json:"sdkappid"`
+	From   string `json:"From_Account"`
+	To     string `json:"To_Account"`
+	MsgKey string `json:"MsgKey"`
+}
+
+// Validate reports the first problem with p, naming the field.
+func (p C2CWithdraw) Validate() error {
+	if err := validJobApp(p.JobID, p.AppID); err != nil {
+		return err
+	}
+	if strings.TrimSpace(p.From) == "" {
+		return errors.New("From_Account: required")
+	}
+	if strings.TrimSpace(p.To) == "" {
+		return errors.New("To_Account: required")
+	}
+	if err := ValidMsgKey(p.MsgKey); err != nil {
+		return err
+	}
+	return nil
+}
+
+// ValidMsgKey checks the documented MsgKey shape {MsgSeq}_{MsgRandom}_{MsgTimeStamp}.
+func ValidMsgKey(k string) error {
+	if k == "" {
+		return errors.New("MsgKey: required")
+	}
+	if len(k) > 50 {
+		return fmt.Errorf("MsgKey %q: longer than 50 characters", k)
+	}
+	parts := strings.Split(k, "_")
+	if len(parts) != 3 {
+		return fmt.Errorf("MsgKey %q: want {MsgSeq}_{MsgRandom}_{MsgTimeStamp}", k)
+	}
+	for _, p := range parts {
+		if _, err := strconv.ParseUint(p, 10, 64); err != nil {
+			return fmt.Errorf("MsgKey %q: want {MsgSeq}_{MsgRandom}_{MsgTimeStamp} of whole numbers", k)
+		}
+	}
+	return nil
+}
+
+func validJobApp(jobID string, app int64) error {
+	if jobID == "" {
+		return errors.New("job_id: required")
+	}
+	if app <= 0 {
+		return fmt.Errorf("sdkappid: %d must be positive", app)
+	}
+	return nil
+}
+
+// NewGroupRecallTask validates p and builds its task. The task ID is derived
+// from the job, the target and generation, so enqueueing the same chunk twice
+// is reported by asynq as a conflict ("already queued"), not run twice.
+// Generation distinguishes a re-queue of dead letters from the first run.
+func NewGroupRecallTask(p GroupRecall, queue string, generation int) (*asynq.Task, error) {
+	if err := p.Validate(); err != nil {
+		return nil, fmt.Errorf("group recall task: %w", err)
+	}
+	seqs := make([]string, len(p.Seqs))
+	for i, s := range p.Seqs {
+		seqs[i] = strconv.FormatInt(s, 10)
+	}
+	id := taskID(p.JobID, "g", generation, p.GroupID, p.TopicID, strings.Join(seqs, ","))
+	return newTask(TypeGroupRecall, p, queue, id)
+}
+
+// NewC2CWithdrawTask validates p and builds its task (see NewGroupRecallTask).
+func NewC2CWithdrawTask(p C2CWithdraw, queue string, generation int) (*asynq.Task, error) {
+	if err := p.Validate(); err != nil {
+		return nil, fmt.Errorf("c2c withdraw task: %w", err)
+	}
+	id := taskID(p.JobID, "c", generation, p.From, p.To, p.MsgKey)
+	return newTask(TypeC2CWithdraw, p, queue, id)
+}
+
+func newTask(typ string, payload any, queue, id string) (*asynq.Task, error) {
+	if err := ValidQueue(queue); err != nil {
+		return nil, err
+	}
+	b, err := json.Marshal(payload)
+	if err != nil {
+		return nil, fmt.Errorf("encoding %s payload: %w", typ, err)
+	}
+	return asynq.NewTask(typ, b,
+		asynq.Queue(queue),
+		asynq.TaskID(id),
+		asynq.Timeout(DefaultTimeout),
+		asynq.MaxRetry(25),
+		asynq.Retention(0),
+	), nil
+}
+
+// taskID is "<job>:<kind>:<generation>:<hash of the target>": unique per chunk
+// and short whatever the group names are.
+func taskID(job, kind string, generation int, parts ...string) string {
+	h := sha256.New()
+	for _, p := range parts {
+		h.Write([]byte(p))
+		h.Write([]byte{0})
+	}
+	return fmt.Sprintf("%s:%s:%d:%s", job, kind, generation, hex.EncodeToString(h.Sum(nil)[:12]))
+}
+
+// DecodeGroupRecall decodes and validates a TypeGroupRecall payload. Failures
+// wrap asynq.SkipRetry: a malformed payload never gets better.
+func DecodeGroupRecall(t *asynq.Task) (GroupRecall, error) {
+	var p GroupRecall
+	if err := decode(t, TypeGroupRecall, &p); err != nil {
+		return p, err
+	}
+	if err := p.Validate(); err != nil {
+		return p, fmt.Errorf("%s payload: %v: %w", TypeGroupRecall, err, asynq.SkipRetry)
+	}
+	return p, nil
+}
+
+// DecodeC2CWithdraw decodes and validates a TypeC2CWithdraw payload.
+func DecodeC2CWithdraw(t *asynq.Task) (C2CWithdraw, error) {
+	var p C2CWithdraw
+	if err := decode(t, TypeC2CWithdraw, &p); err != nil {
+		return p, err
+	}
+	if err := p.Validate(); err != nil {
+		return p, fmt.Errorf("%s payload: %v: %w", TypeC2CWithdraw, err, asynq.SkipRetry)
+	}
+	return p, nil
+}
+
+func decode(t *asynq.Task, want string, v any) error {
+	if t.Type() != want {
+		return fmt.Errorf("task type %q, want %q: %w", t.Type(), want, asynq.SkipRetry)
+	}
+	if err := json.Unmarshal(t.Payload(), v); err != nil {
+		return fmt.Errorf("%s payload: %v: %w", want, err, asynq.SkipRetry)
+	}
+	return nil
+}

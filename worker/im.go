@@ -1,0 +1,18 @@
+package worker
+
+import "context"
+
+// IM is what the worker needs of the Tencent IM client. Every method's call
+// waits on the shared rate limiter before it is sent.
+type IM interface {
+	// RecallGroup calls group_msg_recall and returns the RetCode of each seq
+	// (RecallRetList). A non-nil error means no per-seq answer: a top-level
+	// ErrorCode, a transport failure or a timeout.
+	RecallGroup(ctx context.Context, group, topic string, seqs []int64) (map[int64]int, error)
+	// Withdraw calls admin_msgwithdraw; nil means recalled.
+	Withdraw(ctx context.Context, from, to, msgKey string) error
+	// GroupRecalled reports whether a group message is recalled (history pull
+	// with WithRecalledMsg, IsPlaceMsg 2). found is false when the history
+	// has no such seq.
+	GroupRecalled(ctx context.Context, group, topic string, seq int64) (recalled, found bool, err error)
+}

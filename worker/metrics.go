@@ -1,0 +1,68 @@
+package worker
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the worker's Prometheus metrics. The zero value is not usable;
+// call NewMetrics.
+type Metrics struct {
+	calls        *prometheus.CounterVec
+	callDuration *prometheus.HistogramVec
+	messages     *prometheus.CounterVec
+	limiterWait  *prometheus.HistogramVec
+}
+
+// NewMetrics creates the metrics and registers them with reg (nil: not
+// registered, useful in tests).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "imrecall_api_calls_total",
+			Help: "Tencent IM API calls by API and outcome code (0, an ErrorCode, timeout, transport).",
+		}, []string{"api", "code"}),
+		callDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "imrecall_api_call_duration_seconds",
+			Help:    "Duration of Tencent IM API calls, limiter wait included.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
+		}, []string{"api"}),
+		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "imrecall_messages_total",
+			Help: "Messages that reached a terminal state, by outcome (recalled, or the dead-letter category).",
+		}, []string{"outcome"}),
+		limiterWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "imrecall_limiter_wait_seconds",
+			Help:    "Time calls waited on the shared rate limiter, by API.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}, []string{"api"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.calls, m.callDuration, m.messages, m.limiterWait)
+	}
+	return m
+}
+
+func (m *Metrics) call(api, code string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.calls.WithLabelValues(api, code).Inc()
+	m.callDuration.WithLabelValues(api).Observe(d.Seconds())
+}
+
+func (m *Metrics) message(outcome string, n int) {
+	if m == nil || n == 0 {
+		return
+	}
+	m.messages.WithLabelValues(outcome).Add(float64(n))
+}
+
+// ObserveLimiterWait records a limiter wait; wire it to the limiter's observer.
+func (m *Metrics) ObserveLimiterWait(api string, waited time.Duration) {
+	if m == nil {
+		return
+	}
+	m.limiterWait.WithLabelValues(api).Observe(waited.Seconds())
+}

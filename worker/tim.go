@@ -1,0 +1,47 @@
+package worker
+
+import (
+	"context"
+
+	"github.com/imrecall/imrecall/tim"
+)
+
+// TIM adapts a *tim.Client to IM.
+type TIM struct{ C *tim.Client }
+
+var _ IM = TIM{}
+
+// RecallGroup implements IM.
+func (t TIM) RecallGroup(ctx context.Context, group, topic string, seqs []int64) (map[int64]int, error) {
+	res, err := t.C.RecallGroup(ctx, group, topic, seqs)
+	if err != nil {
+		return nil, err
+	}
+	codes := make(map[int64]int, len(res))
+	for _, r := range res {
+		codes[r.MsgSeq] = r.RetCode
+	}
+	return codes, nil
+}
+
+// Withdraw implements IM.
+func (t TIM) Withdraw(ctx context.Context, from, to, msgKey string) error {
+	_, err := t.C.AdminMsgWithdraw(ctx, tim.AdminMsgWithdrawRequest{FromAccount: from, ToAccount: to, MsgKey: msgKey})
+	return err
+}
+
+// GroupRecalled implements IM with one history pull ending at seq.
+func (t TIM) GroupRecalled(ctx context.Context, group, topic string, seq int64) (recalled, found bool, err error) {
+	resp, err := t.C.GroupMsgGetSimple(ctx, tim.GroupMsgGetSimpleRequest{
+		GroupID: group, TopicID: topic, ReqMsgSeq: seq, ReqMsgNumber: 1, WithRecalledMsg: 1,
+	})
+	if err != nil {
+		return false, false, err
+	}
+	for _, m := range resp.RspMsgList {
+		if m.MsgSeq == seq {
+			return m.IsPlaceMsg == tim.PlaceMsgRecalled, true, nil
+		}
+	}
+	return false, false, nil
+}
