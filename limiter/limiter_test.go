@@ -1,0 +1,195 @@
+package limiter
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/imrecall/imrecall/internal/redistest"
+	"github.com/redis/go-redis/v9"
+)
+
+// backends runs fn against a real redis-server and miniredis; newClient
+// returns a new client (a "process") on the same server.
+func backends(t *testing.T, fn func(t *testing.T, newClient func() redis.UniversalClient)) {
+	t.Run("redis-server", func(t *testing.T) {
+		t.Parallel()
+		srv := redistest.Start(t)
+		fn(t, func() redis.UniversalClient { return srv.Client() })
+	})
+	t.Run("miniredis", func(t *testing.T) {
+		t.Parallel()
+		mr := miniredis.RunT(t)
+		fn(t, func() redis.UniversalClient {
+			c := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+			t.Cleanup(func() { c.Close() })
+			return c
+		})
+	})
+}
+
+// maxInWindow is the most timestamps in any window of length w.
+func maxInWindow(ts []time.Time, w time.Duration) int {
+	sort.Slice(ts, func(i, j int) bool { return ts[i].Before(ts[j]) })
+	best, lo := 0, 0
+	for hi := range ts {
+		for ts[hi].Sub(ts[lo]) >= w {
+			lo++
+		}
+		best = max(best, hi-lo+1)
+	}
+	return best
+}
+
+// TestSharedCapAcrossProcesses: four limiters on four connections, eight
+// goroutines each, share one cap: no sliding second holds more grants.
+func TestSharedCapAcrossProcesses(t *testing.T) {
+	backends(t, func(t *testing.T, newClient func() redis.UniversalClient) {
+		const capPerSec = 40
+		k := Key{AppID: 1, API: "group_msg_recall"}
+		var mu sync.Mutex
+		var grants []time.Time
+		ctx, cancel := context.WithTimeout(t.Context(), 2500*time.Millisecond)
+		defer cancel()
+		var wg sync.WaitGroup
+		for range 4 {
+			l, err := New(newClient(), Config{Cap: capPerSec})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for range 8 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for l.Wait(ctx, k) == nil {
+						mu.Lock()
+						grants = append(grants, time.Now())
+						mu.Unlock()
+					}
+				}()
+			}
+		}
+		wg.Wait()
+		if got := maxInWindow(grants, time.Second); got > capPerSec {
+			t.Fatalf("%d grants in one sliding second, cap %d", got, capPerSec)
+		}
+		// 32 waiters against 39 slots/s: the budget is used, not wasted.
+		if len(grants) < capPerSec {
+			t.Fatalf("only %d grants in 2.5 s at %d/s", len(grants), capPerSec)
+		}
+	})
+}
+
+func TestIndependentAPIs(t *testing.T) {
+	backends(t, func(t *testing.T, newClient func() redis.UniversalClient) {
+		l, _ := New(newClient(), Config{Cap: 30, CapOf: map[string]int{"unlimited_api": 0}})
+		ctx, cancel := context.WithTimeout(t.Context(), 1500*time.Millisecond)
+		defer cancel()
+		counts := map[string]int{}
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for _, api := range []string{"group_msg_recall", "admin_msgwithdraw"} {
+			for range 4 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for l.Wait(ctx, Key{AppID: 7, API: api}) == nil {
+						mu.Lock()
+						counts[api]++
+						mu.Unlock()
+					}
+				}()
+			}
+		}
+		wg.Wait()
+		for api, n := range counts {
+			// Each API has its own budget of 30×0.975/s: about 44 in 1.5 s.
+			if n < 20 || n > 46 {
+				t.Errorf("%s: %d grants in 1.5 s, want its own budget of ≈44", api, n)
+			}
+		}
+		if err := l.Wait(t.Context(), Key{AppID: 7, API: "unlimited_api"}); err != nil {
+			t.Fatalf("unlimited API: %v", err)
+		}
+	})
+}
+
+func TestPauseSharedByEveryProcess(t *testing.T) {
+	backends(t, func(t *testing.T, newClient func() redis.UniversalClient) {
+		a, _ := New(newClient(), Config{})
+		b, _ := New(newClient(), Config{})
+		k := Key{AppID: 1, API: "group_msg_recall"}
+		a.ForApp(1).Throttled(t.Context(), "group_msg_recall", 70050) // a minute
+		for name, l := range map[string]*Limiter{"the pausing process": a, "another process": b} {
+			ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+			err := l.Wait(ctx, k)
+			cancel()
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("%s: Wait during a pause = %v, want it held back", name, err)
+			}
+		}
+		// Other keys are not paused.
+		if err := b.Wait(t.Context(), Key{AppID: 1, API: "admin_msgwithdraw"}); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func TestContextCancel(t *testing.T) {
+	backends(t, func(t *testing.T, newClient func() redis.UniversalClient) {
+		l, _ := New(newClient(), Config{Cap: 1})
+		k := Key{AppID: 1, API: "x"}
+		if err := l.Wait(t.Context(), k); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- l.Wait(ctx, k) }()
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Fatalf("Wait after cancel = %v", err)
+		}
+	})
+}
+
+// TestRedisDownFailsClosed kills the server: Wait grants nothing until it is
+// back, then grants again.
+func TestRedisDownFailsClosed(t *testing.T) {
+	srv := redistest.Start(t)
+	l, _ := New(srv.Client(), Config{})
+	k := Key{AppID: 1, API: "group_msg_recall"}
+	if err := l.Wait(t.Context(), k); err != nil {
+		t.Fatal(err)
+	}
+	srv.Kill()
+	ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+	err := l.Wait(ctx, k)
+	cancel()
+	if err == nil || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Wait with Redis down = %v, want it held back until the deadline", err)
+	}
+	srv.Restart()
+	ctx, cancel = context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	if err := l.Wait(ctx, k); err != nil {
+		t.Fatalf("Wait after Redis came back = %v", err)
+	}
+}
+
+func TestConfig(t *testing.T) {
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	for _, cfg := range []Config{{Cap: -1}, {Margin: 0.9}, {CapOf: map[string]int{"a": -2}}} {
+		if _, err := New(rdb, cfg); err == nil {
+			t.Errorf("New(%+v) accepted", cfg)
+		}
+	}
+	l, _ := New(rdb, Config{})
+	if r := l.Rate(Key{API: "group_msg_recall"}); r != 195 {
+		t.Fatalf("default rate = %v, want 195 (200 less 2.5%%)", r)
+	}
+}
