@@ -109,12 +109,13 @@ func RetryDelay(n int, err error, _ *asynq.Task) time.Duration {
 
 // item is one message of a task as the handler tracks it.
 type item struct {
-	id       string // seq (decimal) or MsgKey
-	seq      int64
-	attempts int  // calls that counted towards MaxAttempts, earlier deliveries included
-	unknown  bool // an earlier call for it may have succeeded without our hearing
-	lastCode string
-	lastInfo string
+	id        string // seq (decimal) or MsgKey
+	seq       int64
+	attempts  int  // calls that counted towards MaxAttempts, earlier deliveries included
+	unknown   bool // an earlier call for it may have succeeded without our hearing
+	throttled bool // the last call for it was refused for the rate cap
+	lastCode  string
+	lastInfo  string
 }
 
 // HandleGroupRecall handles a tasks.TypeGroupRecall task.
@@ -290,11 +291,11 @@ func (h *Handler) groupAnswered(ctx context.Context, jobID string, target jobs.T
 		case tim.ClassOK:
 			out = append(out, jobs.Outcome{Item: it.id, Recalled: true, Attempts: it.attempts + 1})
 		case tim.ClassThrottled:
-			it.unknown = false
+			it.unknown, it.throttled = false, true
 			retry = append(retry, it)
 		case tim.ClassRetry, tim.ClassAuth:
 			it.attempts++
-			it.unknown = false // a definite answer: this call did not recall it
+			it.unknown, it.throttled = false, false // a definite answer: this call did not recall it
 			retry = h.retryOrDead(it, retry, &out)
 		default:
 			if tim.IsNotFound(code) && it.unknown {
@@ -338,6 +339,7 @@ func (h *Handler) callFailed(ctx context.Context, jobID string, target jobs.Targ
 	var retry []*item
 	for _, it := range items {
 		it.lastCode, it.lastInfo = code, info
+		it.throttled = class == tim.ClassThrottled
 		switch class {
 		case tim.ClassThrottled:
 			retry = append(retry, it)
@@ -396,18 +398,24 @@ func (h *Handler) record(ctx context.Context, jobID string, target jobs.Target, 
 }
 
 // backoff sleeps before the next call for items: exponential in the highest
-// attempt count, with full jitter; no sleep if only throttles happened (the
-// limiter already paces those).
+// attempt count, with jitter. A throttle uses no attempt and gets a short
+// pause only (the shared limiter already holds every process back).
 func (h *Handler) backoff(ctx context.Context, items []*item) error {
-	n := 0
+	n, throttled := 0, false
 	for _, it := range items {
 		n = max(n, it.attempts)
+		throttled = throttled || it.throttled
 	}
-	if n == 0 {
+	var d time.Duration
+	switch {
+	case n > 0:
+		d = min(h.cfg.BaseBackoff<<min(n-1, 10), h.cfg.MaxBackoff)
+		d = d/2 + rand.N(d/2+1)
+	case throttled:
+		d = throttlePause + rand.N(throttlePause)
+	default:
 		return nil
 	}
-	d := min(h.cfg.BaseBackoff<<min(n-1, 10), h.cfg.MaxBackoff)
-	d = d/2 + rand.N(d/2+1)
 	timer := time.NewTimer(d)
 	defer timer.Stop()
 	select {
@@ -417,6 +425,9 @@ func (h *Handler) backoff(ctx context.Context, items []*item) error {
 		return nil
 	}
 }
+
+// throttlePause is the least a task waits after a throttle code.
+const throttlePause = 50 * time.Millisecond
 
 // codeOf is the dead-letter / metrics code of a call error.
 func codeOf(err error) string {

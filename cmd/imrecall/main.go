@@ -62,6 +62,12 @@ Settings come from flags, or from IMRECALL_* environment variables (see the READ
 	}
 	root.AddCommand(
 		newEmulatorCmd(),
+		newWorkerCmd(),
+		newRecallCmd(),
+		newPurgeCmd(),
+		newJobsCmd(),
+		newDLQCmd(),
+		newDemoCmd(),
 	)
 	return root
 }

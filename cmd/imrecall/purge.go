@@ -1,0 +1,300 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/imrecall/imrecall/producer"
+	"github.com/imrecall/imrecall/tasks"
+	"github.com/imrecall/imrecall/tim"
+	"github.com/spf13/cobra"
+)
+
+// purgeFlags are shared by the purge subcommands, which discover messages
+// through the IM API before they plan a job.
+type purgeFlags struct {
+	recallFlags
+	im          imFlags
+	limits      limitFlags
+	logs        logFlags
+	since       string
+	until       string
+	concurrency int
+}
+
+func (f *purgeFlags) register(cmd *cobra.Command, defaultQueue string) {
+	f.recallFlags.register(cmd, defaultQueue)
+	// --sdkappid is registered by recallFlags; the IM flags share its value.
+	fl := cmd.Flags()
+	fl.StringVar(&f.im.apiBase, "api-base", "china", "Tencent IM API: a region or a URL such as the emulator's")
+	fl.StringVar(&f.im.admin, "admin", "administrator", "the App admin account the calls are made as")
+	fl.StringVar(&f.im.secretKey, "secret-key", "", "the app's SecretKey; prefer IMRECALL_SECRET_KEY or --secret-key-file")
+	fl.StringVar(&f.im.secretKeyFile, "secret-key-file", "", "file holding the app's SecretKey")
+	fl.DurationVar(&f.im.timeout, "timeout", tim.DefaultTimeout, "per-call timeout (the server's own is 3 s)")
+	f.limits.register(cmd)
+	f.logs.register(cmd)
+	fl.StringVar(&f.since, "since", "", "only messages sent at or after this time: RFC 3339, 2006-01-02[ 15:04], or an age such as 90d or 2h")
+	fl.StringVar(&f.until, "until", "", "only messages sent at or before this time (same forms as --since)")
+	fl.IntVar(&f.concurrency, "discovery-concurrency", 16, "histories read at once (the limiter still caps the calls)")
+}
+
+func (f *purgeFlags) window(now time.Time) (producer.Window, error) {
+	var w producer.Window
+	var err error
+	if w.Since, err = parseWhen("since", f.since, now); err != nil {
+		return w, err
+	}
+	if w.Until, err = parseWhen("until", f.until, now); err != nil {
+		return w, err
+	}
+	if err := w.Validate(); err != nil {
+		return w, usageError{err}
+	}
+	return w, nil
+}
+
+// parseWhen parses a time flag: RFC 3339, a date, a date and minute, or an
+// age (90d, 36h, 15m) before now. Empty is the zero time.
+func parseWhen(flag, s string, now time.Time) (time.Time, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return time.Time{}, nil
+	}
+	for _, layout := range []string{time.RFC3339, "2006-01-02 15:04", "2006-01-02T15:04", "2006-01-02"} {
+		if t, err := time.ParseInLocation(layout, s, time.Local); err == nil {
+			return t, nil
+		}
+	}
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		if days, err := strconv.Atoi(n); err == nil && days >= 0 {
+			return now.AddDate(0, 0, -days), nil
+		}
+	}
+	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
+		return now.Add(-d), nil
+	}
+	return time.Time{}, badInput("--%s %q: want RFC 3339 (2026-11-22T14:00:00+08:00), a date (2026-11-22), a date and time (2026-11-22 14:00) or an age (90d, 2h)", flag, s)
+}
+
+// client builds the IM client for discovery, gated by the shared limiter.
+func (f *purgeFlags) client(c *conn, log *slog.Logger) (*tim.Client, error) {
+	f.im.appID = f.appID
+	cfg, err := f.im.config(log)
+	if err != nil {
+		return nil, err
+	}
+	lim, err := f.limits.limiter(c.rdb, f.redis.prefix, log, nil)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Gate = lim.ForApp(cfg.SDKAppID)
+	cl, err := tim.New(cfg)
+	if err != nil {
+		return nil, badInput("%v", err)
+	}
+	return cl, nil
+}
+
+func newPurgeCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "purge",
+		Short: "Find messages through the IM API and recall them: a user's everything, or a spam wave",
+		Long: `purge discovers messages (group histories, one-to-one histories) through the IM API, at the
+shared rate cap, then plans a job of them. --dry-run discovers and reports per group the
+messages and calls and the time at the cap, and recalls nothing.`,
+	}
+	cmd.AddCommand(newPurgeUserCmd(), newPurgeGroupCmd())
+	return cmd
+}
+
+func newPurgeUserCmd() *cobra.Command {
+	var f purgeFlags
+	var user, peers, peersFile string
+	cmd := &cobra.Command{
+		Use:   "user --user X [--peers A,B | --peers-file F] [--since T] [--until T]",
+		Short: "Recall everything a user sent: every group they belong to, and one-to-one chats with the given peers",
+		Example: `  imrecall purge user --user spammer42 --peers alice,bob --dry-run
+  imrecall purge user --user u123 --peers-file peers.txt --reason "GDPR erasure request #881" --yes --wait`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := applyEnv(cmd); err != nil {
+				return err
+			}
+			if err := f.validate(); err != nil {
+				return err
+			}
+			w, err := f.window(time.Now())
+			if err != nil {
+				return err
+			}
+			ps, err := peerList(peers, peersFile)
+			if err != nil {
+				return err
+			}
+			spec := producer.UserPurge{User: user, Peers: ps, Window: w, Concurrency: f.concurrency}
+			if err := spec.Validate(); err != nil {
+				return usageError{err}
+			}
+			params := map[string]any{"user": user, "peers": len(ps), "since": f.since, "until": f.until}
+			return runPurge(cmd, &f, "purge:user", params, func(ctx context.Context, im producer.IM, sink producer.Sink) (*producer.Report, error) {
+				return producer.PlanUserPurge(ctx, im, spec, sink)
+			})
+		},
+	}
+	f.register(cmd, tasks.QueuePurge)
+	cmd.Flags().StringVar(&user, "user", "", "the user (UserID) whose messages to recall")
+	cmd.Flags().StringVar(&peers, "peers", "", "comma-separated peers whose one-to-one chats with the user to purge")
+	cmd.Flags().StringVar(&peersFile, "peers-file", "", "file with one peer UserID per line")
+	return cmd
+}
+
+func peerList(list, file string) ([]string, error) {
+	var out []string
+	for _, p := range strings.Split(list, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, badInput("--peers-file: %v", err)
+		}
+		for i, line := range strings.Split(string(b), "\n") {
+			line = strings.TrimSpace(line)
+			if line == "" || strings.HasPrefix(line, "#") {
+				continue
+			}
+			if strings.ContainsAny(line, " \t,") {
+				return nil, badInput("%s:%d: %q: want one UserID per line", file, i+1, line)
+			}
+			out = append(out, line)
+		}
+	}
+	return out, nil
+}
+
+func newPurgeGroupCmd() *cobra.Command {
+	var f purgeFlags
+	var groups, senders []string
+	var topic string
+	var seqFrom, seqTo int64
+	cmd := &cobra.Command{
+		Use:   "group --group G [--group ...] [--since T --until T | --seq-from A --seq-to B] [--sender X ...]",
+		Short: "Recall the messages of some groups in a time or seq range, optionally only from some senders",
+		Example: `  imrecall purge group --group @TGS#1 --group @TGS#2 --since "2026-11-22 14:00" --sender spam1 --dry-run
+  imrecall purge group --group @TGS#1 --seq-from 1200 --seq-to 1450 --reason "INC-4211" --yes --wait`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := applyEnv(cmd); err != nil {
+				return err
+			}
+			if err := f.validate(); err != nil {
+				return err
+			}
+			w, err := f.window(time.Now())
+			if err != nil {
+				return err
+			}
+			spec := producer.GroupPurge{Groups: groups, Topic: topic, Senders: senders, Concurrency: f.concurrency,
+				GroupFilter: producer.GroupFilter{Window: w, SeqFrom: seqFrom, SeqTo: seqTo}}
+			if err := spec.Validate(); err != nil {
+				return usageError{err}
+			}
+			params := map[string]any{"groups": groups, "topic": topic, "senders": senders, "since": f.since, "until": f.until, "seq_from": seqFrom, "seq_to": seqTo}
+			return runPurge(cmd, &f, "purge:group", params, func(ctx context.Context, im producer.IM, sink producer.Sink) (*producer.Report, error) {
+				return producer.PlanGroupPurge(ctx, im, spec, sink)
+			})
+		},
+	}
+	f.register(cmd, tasks.QueueIncident)
+	cmd.Flags().StringArrayVar(&groups, "group", nil, "GroupId (repeat for several)")
+	cmd.Flags().StringVar(&topic, "topic", "", "only this TopicId (with one Community --group)")
+	cmd.Flags().StringArrayVar(&senders, "sender", nil, "only messages from this UserID (repeat for several)")
+	cmd.Flags().Int64Var(&seqFrom, "seq-from", 0, "first MsgSeq (inclusive)")
+	cmd.Flags().Int64Var(&seqTo, "seq-to", 0, "last MsgSeq (inclusive)")
+	return cmd
+}
+
+type discoverFunc func(ctx context.Context, im producer.IM, sink producer.Sink) (*producer.Report, error)
+
+// runPurge discovers into a tally (dry run, or to ask for confirmation), and
+// for a real run discovers again into a job.
+func runPurge(cmd *cobra.Command, f *purgeFlags, kind string, params map[string]any, discover discoverFunc) error {
+	ctx := cmd.Context()
+	log, err := f.logs.logger(cmd.ErrOrStderr())
+	if err != nil {
+		return err
+	}
+	c, err := f.redis.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	im, err := f.client(c, log)
+	if err != nil {
+		return err
+	}
+	if f.dryRun || !f.yes {
+		tally := &producer.Tally{}
+		rep, err := discover(ctx, im, tally)
+		if err != nil {
+			return discoveryErr(err)
+		}
+		if f.dryRun {
+			return printDiscovery(cmd, f.asJSON, rep, tally.Count())
+		}
+		if n := tally.Count(); n > f.confirmAbove {
+			fmt.Fprintf(cmd.ErrOrStderr(), "found %d messages in %d targets (%d unsupported groups)\n", n, len(rep.Targets), len(rep.Unsupported))
+			if err := confirm(cmd, fmt.Sprintf("About to recall %d messages.", n)); err != nil {
+				return err
+			}
+		}
+	}
+	return createAndPlan(cmd, &f.recallFlags, c, kind, params, func(ctx context.Context, b *producer.Batcher) error {
+		rep, err := discover(ctx, im, b)
+		if err != nil {
+			return discoveryErr(err)
+		}
+		for _, u := range rep.Unsupported {
+			fmt.Fprintf(cmd.ErrOrStderr(), "unsupported: %s %s: %s\n", u.GroupID, u.Type, u.Reason)
+		}
+		return nil
+	})
+}
+
+func discoveryErr(err error) error {
+	if strings.HasPrefix(err.Error(), "--") {
+		return usageError{err}
+	}
+	return err
+}
+
+func printDiscovery(cmd *cobra.Command, asJSON bool, rep *producer.Report, distinct int) error {
+	if asJSON {
+		return printJSON(cmd.OutOrStdout(), map[string]any{"dry_run": true, "messages": distinct, "report": rep})
+	}
+	w := cmd.OutOrStdout()
+	fmt.Fprintln(w, "dry run: nothing was changed")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TARGET\tTYPE\tSCANNED\tMESSAGES\tCALLS")
+	for _, t := range rep.Targets {
+		if t.Messages == 0 {
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\n", t.Target, t.Type, t.Scanned, t.Messages, t.Calls)
+	}
+	_ = tw.Flush()
+	for _, u := range rep.Unsupported {
+		fmt.Fprintf(w, "unsupported: %s (%s): %s\n", u.GroupID, u.Type, u.Reason)
+	}
+	fmt.Fprintf(w, "total: %d messages (%d group in %d calls, %d one-to-one in %d calls); about %.0f s at the cap\n",
+		distinct, rep.GroupMsgs, rep.GroupCalls, rep.C2CMsgs, rep.C2CCalls, rep.SecondsAtCap)
+	return nil
+}

@@ -1,0 +1,809 @@
+package emulator
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// handlers maps "service/command" to its handler.
+var handlers = map[string]handler{
+	"im_open_login_svc/account_import":          (*Server).accountImport,
+	"im_open_login_svc/multiaccount_import":     (*Server).multiAccountImport,
+	"group_open_http_svc/create_group":          (*Server).createGroup,
+	"group_open_http_svc/add_group_member":      (*Server).addGroupMember,
+	"group_open_http_svc/send_group_msg":        (*Server).sendGroupMsg,
+	"group_open_http_svc/group_msg_recall":      (*Server).groupMsgRecall,
+	"group_open_http_svc/group_msg_get_simple":  (*Server).groupMsgGetSimple,
+	"group_open_http_svc/get_joined_group_list": (*Server).getJoinedGroupList,
+	"group_open_http_svc/get_group_info":        (*Server).getGroupInfo,
+	"million_group_open_http_svc/create_topic":  (*Server).createTopic,
+	"million_group_open_http_svc/get_topic":     (*Server).getTopic,
+	"openim/sendmsg":                            (*Server).sendMsg,
+	"openim/admin_msgwithdraw":                  (*Server).adminMsgWithdraw,
+	"openim/admin_getroammsg":                   (*Server).adminGetRoamMsg,
+}
+
+// decode decodes a body into v; a type mismatch is a parameter error.
+func decode(body []byte, v any, code int) *apiError {
+	if err := json.Unmarshal(body, v); err != nil {
+		return fail(code, "invalid request body: %v", err)
+	}
+	return nil
+}
+
+// msgBody is a message body element, kept only to check its shape.
+type msgBody struct {
+	MsgType    string          `json:"MsgType"`
+	MsgContent json.RawMessage `json:"MsgContent"`
+}
+
+func checkBody(b []msgBody) bool {
+	if len(b) == 0 {
+		return false
+	}
+	for _, e := range b {
+		if e.MsgType == "" {
+			return false
+		}
+	}
+	return true
+}
+
+func textBody(seq int) []msgBody {
+	c, _ := json.Marshal(map[string]string{"Text": fmt.Sprintf("message %d", seq)})
+	return []msgBody{{MsgType: "TIMTextElem", MsgContent: c}}
+}
+
+// --- accounts ---
+
+func (s *Server) accountImport(body []byte) (any, *apiError) {
+	var req struct {
+		UserID string `json:"UserID"`
+	}
+	if e := decode(body, &req, 70402); e != nil {
+		return nil, e
+	}
+	if req.UserID == "" || len(req.UserID) > 32 {
+		return nil, fail(70402, "UserID %q: want 1 to 32 characters", req.UserID)
+	}
+	s.mu.Lock()
+	s.addUser(req.UserID)
+	s.mu.Unlock()
+	return ok(), nil
+}
+
+func (s *Server) multiAccountImport(body []byte) (any, *apiError) {
+	var req struct {
+		Accounts []string `json:"Accounts"`
+	}
+	if e := decode(body, &req, 70402); e != nil {
+		return nil, e
+	}
+	if len(req.Accounts) == 0 || len(req.Accounts) > 100 {
+		return nil, fail(70402, "Accounts: want 1 to 100, got %d", len(req.Accounts))
+	}
+	resp := struct {
+		reply
+		FailAccounts []string `json:"FailAccounts"`
+	}{reply: ok(), FailAccounts: []string{}}
+	s.mu.Lock()
+	for _, a := range req.Accounts {
+		if a == "" || len(a) > 32 {
+			resp.FailAccounts = append(resp.FailAccounts, a)
+			continue
+		}
+		s.addUser(a)
+	}
+	s.mu.Unlock()
+	return resp, nil
+}
+
+// --- groups ---
+
+type memberReq struct {
+	MemberAccount string `json:"Member_Account"`
+}
+
+func (s *Server) createGroup(body []byte) (any, *apiError) {
+	var req struct {
+		OwnerAccount string      `json:"Owner_Account"`
+		Type         string      `json:"Type"`
+		GroupID      string      `json:"GroupId"`
+		Name         string      `json:"Name"`
+		SupportTopic int         `json:"SupportTopic"`
+		MemberList   []memberReq `json:"MemberList"`
+	}
+	if e := decode(body, &req, 10004); e != nil {
+		return nil, e
+	}
+	typ, known := groupTypes[req.Type]
+	if !known {
+		return nil, fail(10004, "Type %q: want Public, Private, Work, ChatRoom, Meeting, AVChatRoom or Community", req.Type)
+	}
+	if req.Name == "" {
+		return nil, fail(10004, "Name: required")
+	}
+	if req.SupportTopic == 1 && typ != "Community" {
+		return nil, fail(10004, "SupportTopic: only for Community")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if req.GroupID == "" {
+		req.GroupID = s.newGroupID()
+	}
+	if _, dup := s.groups[req.GroupID]; dup {
+		return nil, fail(10021, "GroupId %s is already used", req.GroupID)
+	}
+	for _, m := range append([]memberReq{{req.OwnerAccount}}, req.MemberList...) {
+		if _, known := s.userIdx[m.MemberAccount]; m.MemberAccount != "" && !known {
+			return nil, fail(10019, "account %s does not exist", m.MemberAccount)
+		}
+	}
+	now := time.Now().Unix()
+	g := &group{id: req.GroupID, typ: typ, name: req.Name, owner: req.OwnerAccount, created: now,
+		supportTopic: req.SupportTopic == 1, members: map[uint32]int64{}, topics: map[string]*topic{}}
+	s.groups[g.id] = g
+	s.groupOrder = append(s.groupOrder, g.id)
+	for _, m := range append([]memberReq{{req.OwnerAccount}}, req.MemberList...) {
+		if m.MemberAccount != "" {
+			s.join(g, s.userIdx[m.MemberAccount], now)
+		}
+	}
+	return struct {
+		reply
+		GroupID string `json:"GroupId"`
+	}{ok(), g.id}, nil
+}
+
+func (s *Server) join(g *group, u uint32, at int64) bool {
+	if !g.addMember(u, at) {
+		return false
+	}
+	s.joined[u] = append(s.joined[u], g)
+	return true
+}
+
+func (s *Server) addGroupMember(body []byte) (any, *apiError) {
+	var req struct {
+		GroupID    string      `json:"GroupId"`
+		MemberList []memberReq `json:"MemberList"`
+	}
+	if e := decode(body, &req, 10004); e != nil {
+		return nil, e
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g, known := s.groups[req.GroupID]
+	if !known {
+		return nil, fail(10010, "group %s does not exist", req.GroupID)
+	}
+	type result struct {
+		MemberAccount string `json:"Member_Account"`
+		Result        int    `json:"Result"` // 0 failed, 1 added, 2 already a member
+	}
+	resp := struct {
+		reply
+		MemberList []result `json:"MemberList"`
+	}{reply: ok()}
+	now := time.Now().Unix()
+	for _, m := range req.MemberList {
+		u, known := s.userIdx[m.MemberAccount]
+		r := 0
+		if known {
+			r = 2
+			if s.join(g, u, now) {
+				r = 1
+			}
+		}
+		resp.MemberList = append(resp.MemberList, result{m.MemberAccount, r})
+	}
+	return resp, nil
+}
+
+func (s *Server) sendGroupMsg(body []byte) (any, *apiError) {
+	var req struct {
+		GroupID     string    `json:"GroupId"`
+		TopicID     string    `json:"TopicId"`
+		Random      uint32    `json:"Random"`
+		FromAccount string    `json:"From_Account"`
+		MsgBody     []msgBody `json:"MsgBody"`
+	}
+	if e := decode(body, &req, 10004); e != nil {
+		return nil, e
+	}
+	if !checkBody(req.MsgBody) {
+		return nil, fail(10004, "MsgBody: at least one element with a MsgType")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g, known := s.groups[req.GroupID]
+	if !known {
+		return nil, fail(10010, "group %s does not exist", req.GroupID)
+	}
+	from := s.cfg.Admin
+	if req.FromAccount != "" {
+		from = req.FromAccount
+	}
+	u, known := s.userIdx[from]
+	if !known {
+		return nil, fail(10019, "From_Account %s does not exist", from)
+	}
+	now := time.Now().Unix()
+	if g.typ == "AVChatRoom" {
+		g.nextSeqAV++
+		return sendGroupReply(g.nextSeqAV, now), nil
+	}
+	h, found := g.history(req.TopicID)
+	if !found {
+		return nil, fail(10004, "TopicId %q: no such topic in %s", req.TopicID, g.id)
+	}
+	*h = append(*h, gmsg{from: u, time: now, random: req.Random})
+	return sendGroupReply(int64(len(*h)), now), nil
+}
+
+func sendGroupReply(seq, t int64) any {
+	return struct {
+		reply
+		MsgTime int64 `json:"MsgTime"`
+		MsgSeq  int64 `json:"MsgSeq"`
+	}{ok(), t, seq}
+}
+
+type seqItem struct {
+	MsgSeq int64 `json:"MsgSeq"`
+}
+
+type recallResult struct {
+	MsgSeq  int64 `json:"MsgSeq"`
+	RetCode int   `json:"RetCode"`
+}
+
+// recallReply carries the per-seq results and how many were injected faults.
+type recallReply struct {
+	reply
+	RecallRetList []recallResult `json:"RecallRetList"`
+	faults        int
+}
+
+func (r recallReply) itemFaults() int { return r.faults }
+
+func (s *Server) groupMsgRecall(body []byte) (any, *apiError) {
+	var req struct {
+		GroupID    string    `json:"GroupId"`
+		MsgSeqList []seqItem `json:"MsgSeqList"`
+		TopicID    string    `json:"TopicId"`
+	}
+	if e := decode(body, &req, 10004); e != nil {
+		return nil, e
+	}
+	if req.GroupID == "" {
+		return nil, fail(10004, "GroupId: required")
+	}
+	if n := len(req.MsgSeqList); n == 0 || n > 10 {
+		return nil, fail(10004, "MsgSeqList: want 1 to 10 seqs, got %d", n)
+	}
+	if strings.ContainsAny(req.GroupID, " \t\r\n") {
+		return nil, fail(10015, "GroupId %q is invalid", req.GroupID)
+	}
+	itemFaults := s.currentFaults().ItemCodes
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g, known := s.groups[req.GroupID]
+	if !known {
+		return nil, fail(10010, "group %s does not exist or was dismissed", req.GroupID)
+	}
+	if g.typ == "AVChatRoom" {
+		return nil, fail(10033, "group type AVChatRoom does not support message recall")
+	}
+	h, found := g.history(req.TopicID)
+	if !found {
+		return nil, fail(10004, "TopicId %q: no such topic in %s", req.TopicID, g.id)
+	}
+	resp := recallReply{reply: ok()}
+	for _, it := range req.MsgSeqList {
+		code := 0
+		for c, p := range itemFaults {
+			if s.chance(p) {
+				code = c
+				resp.faults++
+				break
+			}
+		}
+		if code == 0 {
+			switch {
+			case it.MsgSeq < 1 || it.MsgSeq > int64(len(*h)):
+				code = 10030
+			case (*h)[it.MsgSeq-1].recalled:
+				(*h)[it.MsgSeq-1].requests++
+				code = 10030
+			default:
+				(*h)[it.MsgSeq-1].recalled = true
+			}
+		}
+		resp.RecallRetList = append(resp.RecallRetList, recallResult{it.MsgSeq, code})
+	}
+	return resp, nil
+}
+
+type groupMsgOut struct {
+	FromAccount  string    `json:"From_Account"`
+	IsPlaceMsg   int       `json:"IsPlaceMsg"`
+	MsgBody      []msgBody `json:"MsgBody"`
+	MsgPriority  int       `json:"MsgPriority"`
+	MsgRandom    uint32    `json:"MsgRandom"`
+	MsgSeq       int64     `json:"MsgSeq"`
+	MsgTimeStamp int64     `json:"MsgTimeStamp"`
+}
+
+func (s *Server) groupMsgGetSimple(body []byte) (any, *apiError) {
+	var req struct {
+		GroupID         string `json:"GroupId"`
+		ReqMsgNumber    int    `json:"ReqMsgNumber"`
+		ReqMsgSeq       int64  `json:"ReqMsgSeq"`
+		WithRecalledMsg int    `json:"WithRecalledMsg"`
+		TopicID         string `json:"TopicId"`
+	}
+	if e := decode(body, &req, 10004); e != nil {
+		return nil, e
+	}
+	if req.ReqMsgNumber < 1 || req.ReqMsgNumber > 20 {
+		return nil, fail(10004, "ReqMsgNumber %d: want 1 to 20", req.ReqMsgNumber)
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	g, known := s.groups[req.GroupID]
+	if !known {
+		return nil, fail(10010, "group %s does not exist", req.GroupID)
+	}
+	if g.typ == "AVChatRoom" {
+		return nil, fail(10007, "AVChatRoom keeps no message history")
+	}
+	h, found := g.history(req.TopicID)
+	if !found {
+		return nil, fail(10004, "TopicId %q: no such topic in %s", req.TopicID, g.id)
+	}
+	seq := int64(len(*h))
+	if req.ReqMsgSeq > 0 && req.ReqMsgSeq < seq {
+		seq = req.ReqMsgSeq
+	}
+	list := []groupMsgOut{}
+	for ; seq >= 1 && len(list) < req.ReqMsgNumber; seq-- {
+		m := (*h)[seq-1]
+		out := groupMsgOut{FromAccount: s.users[m.from], MsgPriority: 1, MsgRandom: m.random, MsgSeq: seq, MsgTimeStamp: m.time}
+		if m.recalled {
+			if req.WithRecalledMsg != 1 {
+				continue
+			}
+			out.IsPlaceMsg = 2
+		} else {
+			out.MsgBody = textBody(int(seq))
+		}
+		list = append(list, out)
+	}
+	return struct {
+		reply
+		GroupID    string        `json:"GroupId"`
+		IsFinished int           `json:"IsFinished"`
+		RspMsgList []groupMsgOut `json:"RspMsgList"`
+	}{ok(), g.id, 1, list}, nil
+}
+
+type responseFilter struct {
+	GroupBaseInfoFilter []string `json:"GroupBaseInfoFilter"`
+	SelfInfoFilter      []string `json:"SelfInfoFilter"`
+}
+
+// baseInfo returns the group fields the filter asks for (all when empty).
+func (s *Server) baseInfo(g *group, filter []string) map[string]any {
+	all := map[string]any{
+		"Type": g.typ, "Name": g.name, "Owner_Account": g.owner, "CreateTime": g.created,
+		"NextMsgSeq": int64(len(g.msgs)) + 1 + g.nextSeqAV, "MemberNum": len(g.members), "LastMsgTime": lastTime(g.msgs),
+	}
+	if len(filter) == 0 {
+		return all
+	}
+	out := map[string]any{}
+	for _, f := range filter {
+		if v, ok := all[f]; ok {
+			out[f] = v
+		}
+	}
+	return out
+}
+
+func lastTime(h []gmsg) int64 {
+	if len(h) == 0 {
+		return 0
+	}
+	return h[len(h)-1].time
+}
+
+func (s *Server) getJoinedGroupList(body []byte) (any, *apiError) {
+	var req struct {
+		MemberAccount  string          `json:"Member_Account"`
+		Limit          int             `json:"Limit"`
+		Offset         int             `json:"Offset"`
+		GroupType      string          `json:"GroupType"`
+		WithHugeGroups int             `json:"WithHugeGroups"`
+		ResponseFilter *responseFilter `json:"ResponseFilter"`
+	}
+	if e := decode(body, &req, 10004); e != nil {
+		return nil, e
+	}
+	if req.MemberAccount == "" {
+		return nil, fail(10004, "Member_Account: required")
+	}
+	if req.Limit < 0 || req.Limit > 5000 || req.Offset < 0 {
+		return nil, fail(10004, "Limit %d / Offset %d: want Limit 0 to 5000 and Offset ≥ 0", req.Limit, req.Offset)
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	u, known := s.userIdx[req.MemberAccount]
+	if !known {
+		return nil, fail(70107, "account %s was not imported", req.MemberAccount)
+	}
+	var list []*group
+	for _, g := range s.joined[u] {
+		if g.typ == "AVChatRoom" && req.WithHugeGroups != 1 {
+			continue
+		}
+		if req.GroupType != "" && groupTypes[req.GroupType] != g.typ {
+			continue
+		}
+		list = append(list, g)
+	}
+	total := len(list)
+	if req.Limit > 0 {
+		start := min(req.Offset, len(list))
+		list = list[start:min(start+req.Limit, len(list))]
+	}
+	out := make([]map[string]any, 0, len(list))
+	for _, g := range list {
+		m := map[string]any{"GroupId": g.id}
+		if req.ResponseFilter != nil {
+			for k, v := range s.baseInfo(g, req.ResponseFilter.GroupBaseInfoFilter) {
+				m[k] = v
+			}
+		}
+		out = append(out, m)
+	}
+	return struct {
+		reply
+		TotalCount  int              `json:"TotalCount"`
+		GroupIDList []map[string]any `json:"GroupIdList"`
+	}{ok(), total, out}, nil
+}
+
+func (s *Server) getGroupInfo(body []byte) (any, *apiError) {
+	var req struct {
+		GroupIDList    []string        `json:"GroupIdList"`
+		ResponseFilter *responseFilter `json:"ResponseFilter"`
+	}
+	if e := decode(body, &req, 10004); e != nil {
+		return nil, e
+	}
+	if n := len(req.GroupIDList); n == 0 || n > 50 {
+		return nil, fail(10004, "GroupIdList: want 1 to 50 groups, got %d", n)
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var filter []string
+	if req.ResponseFilter != nil {
+		filter = req.ResponseFilter.GroupBaseInfoFilter
+	}
+	out := []map[string]any{}
+	for _, id := range req.GroupIDList {
+		g, known := s.groups[id]
+		if !known {
+			out = append(out, map[string]any{"GroupId": id, "ErrorCode": 10010, "ErrorInfo": "group does not exist"})
+			continue
+		}
+		m := s.baseInfo(g, filter)
+		m["GroupId"], m["ErrorCode"], m["ErrorInfo"] = g.id, 0, ""
+		out = append(out, m)
+	}
+	return struct {
+		reply
+		GroupInfo []map[string]any `json:"GroupInfo"`
+	}{ok(), out}, nil
+}
+
+// --- topics ---
+
+func (s *Server) createTopic(body []byte) (any, *apiError) {
+	var req struct {
+		GroupID   string `json:"GroupId"`
+		TopicID   string `json:"TopicId"`
+		TopicName string `json:"TopicName"`
+	}
+	if e := decode(body, &req, 10004); e != nil {
+		return nil, e
+	}
+	if req.TopicName == "" {
+		return nil, fail(10004, "TopicName: required")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g, known := s.groups[req.GroupID]
+	if !known {
+		return nil, fail(10010, "group %s does not exist", req.GroupID)
+	}
+	if !g.supportTopic {
+		return nil, fail(10004, "group %s does not support topics", g.id)
+	}
+	if req.TopicID == "" {
+		s.topicSeq++
+		req.TopicID = fmt.Sprintf("%s@TOPIC#_%d", g.id, s.topicSeq)
+	}
+	if _, dup := g.topics[req.TopicID]; dup {
+		return nil, fail(10021, "TopicId %s is already used", req.TopicID)
+	}
+	g.topics[req.TopicID] = &topic{id: req.TopicID, name: req.TopicName, created: time.Now().Unix()}
+	g.topicOrder = append(g.topicOrder, req.TopicID)
+	return struct {
+		reply
+		TopicID string `json:"TopicId"`
+	}{ok(), req.TopicID}, nil
+}
+
+func (s *Server) getTopic(body []byte) (any, *apiError) {
+	var req struct {
+		GroupID     string   `json:"GroupId"`
+		FromAccount string   `json:"From_Account"`
+		TopicIDList []string `json:"TopicIdList"`
+	}
+	if e := decode(body, &req, 10004); e != nil {
+		return nil, e
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	g, known := s.groups[req.GroupID]
+	if !known {
+		return nil, fail(10010, "group %s does not exist", req.GroupID)
+	}
+	if !g.supportTopic {
+		return nil, fail(10004, "group %s does not support topics", g.id)
+	}
+	ids := req.TopicIDList
+	if len(ids) == 0 {
+		ids = g.topicOrder
+	}
+	type info struct {
+		TopicID     string `json:"TopicId"`
+		TopicName   string `json:"TopicName,omitempty"`
+		GroupID     string `json:"GroupID"`
+		CreateTime  int64  `json:"CreateTime,omitempty"`
+		NextMsgSeq  int64  `json:"NextMsgSeq,omitempty"`
+		LastMsgTime int64  `json:"LastMsgTime,omitempty"`
+	}
+	type item struct {
+		ErrorCode int    `json:"ErrorCode"`
+		ErrorInfo string `json:"ErrorInfo"`
+		TopicInfo info   `json:"TopicInfo"`
+	}
+	out := []item{}
+	for _, id := range ids {
+		t, known := g.topics[id]
+		if !known {
+			out = append(out, item{ErrorCode: 10010, ErrorInfo: "topic does not exist", TopicInfo: info{TopicID: id, GroupID: g.id}})
+			continue
+		}
+		out = append(out, item{TopicInfo: info{TopicID: t.id, TopicName: t.name, GroupID: g.id, CreateTime: t.created,
+			NextMsgSeq: int64(len(t.msgs)) + 1, LastMsgTime: lastTime(t.msgs)}})
+	}
+	return struct {
+		reply
+		TopicAndSelfInfo []item `json:"TopicAndSelfInfo"`
+	}{ok(), out}, nil
+}
+
+// --- one-to-one ---
+
+func (s *Server) sendMsg(body []byte) (any, *apiError) {
+	var req struct {
+		FromAccount string    `json:"From_Account"`
+		ToAccount   string    `json:"To_Account"`
+		MsgRandom   uint32    `json:"MsgRandom"`
+		MsgBody     []msgBody `json:"MsgBody"`
+	}
+	if e := decode(body, &req, 90001); e != nil {
+		return nil, e
+	}
+	if !checkBody(req.MsgBody) {
+		return nil, fail(90005, "MsgBody: at least one element with a MsgType")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	from := s.cfg.Admin
+	if req.FromAccount != "" {
+		from = req.FromAccount
+	}
+	fu, known := s.userIdx[from]
+	if !known {
+		return nil, fail(90008, "From_Account %s does not exist", from)
+	}
+	tu, known := s.userIdx[req.ToAccount]
+	if req.ToAccount == "" || !known {
+		return nil, fail(90003, "To_Account %q missing or does not exist", req.ToAccount)
+	}
+	now := time.Now().Unix()
+	k := pair(fu, tu)
+	c := s.convs[k]
+	if c == nil {
+		c = &conv{}
+		s.convs[k] = c
+	}
+	m := cmsg{from: fu, to: tu, time: now, random: req.MsgRandom}
+	c.msgs = append(c.msgs, m)
+	return struct {
+		reply
+		MsgTime int64  `json:"MsgTime"`
+		MsgKey  string `json:"MsgKey"`
+	}{ok(), now, m.key(len(c.msgs))}, nil
+}
+
+// findC2C finds a message by MsgKey in the conversation of from and to, sent
+// by from.
+func (s *Server) findC2C(from, to uint32, key string) (*cmsg, bool) {
+	seq, random, ts, _ := parseMsgKey(key)
+	c := s.convs[pair(from, to)]
+	if c == nil || seq < 1 || seq > len(c.msgs) {
+		return nil, false
+	}
+	m := &c.msgs[seq-1]
+	if m.random != random || m.time != ts || m.from != from {
+		return nil, false
+	}
+	return m, true
+}
+
+func (s *Server) adminMsgWithdraw(body []byte) (any, *apiError) {
+	var req struct {
+		FromAccount string `json:"From_Account"`
+		ToAccount   string `json:"To_Account"`
+		MsgKey      string `json:"MsgKey"`
+	}
+	if e := decode(body, &req, 90001); e != nil {
+		return nil, e
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fu, known := s.userIdx[req.FromAccount]
+	if req.FromAccount == "" || !known {
+		return nil, fail(90008, "From_Account %q missing or does not exist", req.FromAccount)
+	}
+	tu, known := s.userIdx[req.ToAccount]
+	if req.ToAccount == "" || !known {
+		return nil, fail(90003, "To_Account %q missing or does not exist", req.ToAccount)
+	}
+	if _, _, _, well := parseMsgKey(req.MsgKey); !well {
+		return nil, fail(90054, "MsgKey %q is invalid", req.MsgKey)
+	}
+	m, found := s.findC2C(fu, tu, req.MsgKey)
+	if !found {
+		return nil, fail(20022, "the message to recall does not exist")
+	}
+	if m.recalled {
+		m.requests++
+		return nil, fail(20023, "the message was already recalled")
+	}
+	m.recalled = true
+	return ok(), nil
+}
+
+type c2cOut struct {
+	FromAccount   string    `json:"From_Account"`
+	ToAccount     string    `json:"To_Account"`
+	MsgSeq        int       `json:"MsgSeq"`
+	MsgRandom     uint32    `json:"MsgRandom"`
+	MsgTimeStamp  int64     `json:"MsgTimeStamp"`
+	MsgFlagBits   int       `json:"MsgFlagBits"`
+	MsgKey        string    `json:"MsgKey"`
+	MsgBody       []msgBody `json:"MsgBody"`
+	MsgClientTime int64     `json:"MsgClientTime"`
+}
+
+// roamPageBytes is the documented 13 KB cap on one answer of admin_getroammsg.
+const roamPageBytes = 13 << 10
+
+func (s *Server) adminGetRoamMsg(body []byte) (any, *apiError) {
+	var req struct {
+		OperatorAccount string `json:"Operator_Account"`
+		PeerAccount     string `json:"Peer_Account"`
+		FromAccount     string `json:"From_Account"` // older docs
+		ToAccount       string `json:"To_Account"`
+		MaxCnt          int    `json:"MaxCnt"`
+		MinTime         int64  `json:"MinTime"`
+		MaxTime         int64  `json:"MaxTime"`
+		LastMsgKey      string `json:"LastMsgKey"`
+	}
+	if e := decode(body, &req, 90001); e != nil {
+		return nil, e
+	}
+	if req.OperatorAccount == "" {
+		req.OperatorAccount, req.PeerAccount = req.FromAccount, req.ToAccount
+	}
+	if req.MaxCnt <= 0 {
+		return nil, fail(90001, "MaxCnt %d: want a positive number", req.MaxCnt)
+	}
+	if req.MaxTime == 0 {
+		req.MaxTime = time.Now().Unix()
+	}
+	if req.MinTime > req.MaxTime {
+		return nil, fail(90001, "MinTime %d is after MaxTime %d", req.MinTime, req.MaxTime)
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	op, known := s.userIdx[req.OperatorAccount]
+	if req.OperatorAccount == "" || !known {
+		return nil, fail(90008, "Operator_Account %q missing or does not exist", req.OperatorAccount)
+	}
+	peer, known := s.userIdx[req.PeerAccount]
+	if req.PeerAccount == "" || !known {
+		return nil, fail(90003, "Peer_Account %q missing or does not exist", req.PeerAccount)
+	}
+	var msgs []cmsg
+	if c := s.convs[pair(op, peer)]; c != nil {
+		msgs = c.msgs
+	}
+	// Newest first; continue after LastMsgKey when given.
+	i := len(msgs) - 1
+	if req.LastMsgKey != "" {
+		seq, _, _, well := parseMsgKey(req.LastMsgKey)
+		if !well || seq < 1 || seq > len(msgs) {
+			return nil, fail(90001, "LastMsgKey %q is invalid", req.LastMsgKey)
+		}
+		i = seq - 2
+	}
+	var out []c2cOut
+	size := 200
+	for ; i >= 0 && len(out) < req.MaxCnt; i-- {
+		m := msgs[i]
+		if m.time > req.MaxTime {
+			continue
+		}
+		if m.time < req.MinTime {
+			i = -1
+			break
+		}
+		o := c2cOut{FromAccount: s.users[m.from], ToAccount: s.users[m.to], MsgSeq: i + 1, MsgRandom: m.random,
+			MsgTimeStamp: m.time, MsgClientTime: m.time, MsgKey: m.key(i + 1), MsgBody: textBody(i + 1)}
+		if m.recalled {
+			o.MsgFlagBits, o.MsgBody = 8, []msgBody{}
+		}
+		b, _ := json.Marshal(o)
+		if size+len(b) > roamPageBytes && len(out) > 0 {
+			break
+		}
+		size += len(b) + 1
+		out = append(out, o)
+	}
+	complete := 1
+	// More remain if the loop stopped before the oldest message in range.
+	for j := i; j >= 0; j-- {
+		if msgs[j].time < req.MinTime {
+			break
+		}
+		if msgs[j].time <= req.MaxTime {
+			complete = 0
+			break
+		}
+	}
+	resp := struct {
+		reply
+		Complete    int      `json:"Complete"`
+		MsgCnt      int      `json:"MsgCnt"`
+		LastMsgTime int64    `json:"LastMsgTime"`
+		LastMsgKey  string   `json:"LastMsgKey"`
+		MsgList     []c2cOut `json:"MsgList"`
+	}{reply: ok(), Complete: complete, MsgCnt: len(out), MsgList: out}
+	if resp.MsgList == nil {
+		resp.MsgList = []c2cOut{}
+	}
+	if n := len(out); n > 0 {
+		resp.LastMsgTime, resp.LastMsgKey = out[n-1].MsgTimeStamp, out[n-1].MsgKey
+	}
+	return resp, nil
+}

@@ -1,0 +1,319 @@
+package producer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/imrecall/imrecall/jobs"
+	"github.com/imrecall/imrecall/tim"
+)
+
+// IM is what discovery needs of the Tencent IM client; *tim.Client has it.
+// Every call waits on the shared limiter (the discovery APIs have budgets of
+// their own).
+type IM interface {
+	JoinedGroupPages(ctx context.Context, req tim.GetJoinedGroupListRequest) iter.Seq2[*tim.GetJoinedGroupListResponse, error]
+	GetGroupInfo(ctx context.Context, req tim.GetGroupInfoRequest) (*tim.GetGroupInfoResponse, error)
+	GetTopic(ctx context.Context, req tim.GetTopicRequest) (*tim.GetTopicResponse, error)
+	GroupMsgPages(ctx context.Context, req tim.GroupMsgGetSimpleRequest) iter.Seq2[*tim.GroupMsgGetSimpleResponse, error]
+	RoamMsgPages(ctx context.Context, req tim.AdminGetRoamMsgRequest) iter.Seq2[*tim.AdminGetRoamMsgResponse, error]
+}
+
+// Sink receives what discovery finds: a Batcher for a real run, a Tally for
+// a dry run.
+type Sink interface {
+	AddGroup(ctx context.Context, t jobs.Target, seqs ...int64) error
+	AddC2C(ctx context.Context, t jobs.Target, msgKey string) error
+}
+
+// Group types, as Tencent names them.
+const (
+	TypePublic     = "Public"
+	TypePrivate    = "Private"
+	TypeWork       = "Work"
+	TypeChatRoom   = "ChatRoom"
+	TypeMeeting    = "Meeting"
+	TypeAVChatRoom = "AVChatRoom"
+	TypeCommunity  = "Community"
+)
+
+// Recallable reports whether group_msg_recall supports the group type.
+func Recallable(groupType string) bool { return groupType != TypeAVChatRoom }
+
+// Window selects messages by time (MsgTimeStamp, inclusive; zero = open).
+type Window struct {
+	Since, Until time.Time
+}
+
+// Validate refuses an inverted range.
+func (w Window) Validate() error {
+	if !w.Since.IsZero() && !w.Until.IsZero() && w.Until.Before(w.Since) {
+		return fmt.Errorf("time range: --until %s is before --since %s", w.Until.Format(time.RFC3339), w.Since.Format(time.RFC3339))
+	}
+	return nil
+}
+
+func (w Window) contains(unix int64) bool {
+	if !w.Since.IsZero() && unix < w.Since.Unix() {
+		return false
+	}
+	if !w.Until.IsZero() && unix > w.Until.Unix() {
+		return false
+	}
+	return true
+}
+
+// GroupFilter selects messages of a group scan.
+type GroupFilter struct {
+	Window
+	SeqFrom, SeqTo int64           // inclusive; 0 = open
+	Senders        map[string]bool // nil = every sender
+}
+
+// TargetReport is what discovery found in one group, topic or conversation.
+type TargetReport struct {
+	Target   jobs.Target `json:"target"`
+	Type     string      `json:"type,omitempty"`
+	Messages int         `json:"messages"`
+	Calls    int         `json:"calls"`
+	Scanned  int         `json:"scanned"` // messages read from history
+}
+
+// Unsupported is a group that cannot be recalled from, with why.
+type Unsupported struct {
+	GroupID string `json:"GroupId"`
+	Type    string `json:"type,omitempty"`
+	Reason  string `json:"reason"`
+}
+
+// Report is a discovery's result: per target, totals, and groups skipped
+// with their reason (never silently).
+type Report struct {
+	Targets      []TargetReport `json:"targets"`
+	Unsupported  []Unsupported  `json:"unsupported,omitempty"`
+	GroupMsgs    int            `json:"group_messages"`
+	C2CMsgs      int            `json:"c2c_messages"`
+	GroupCalls   int            `json:"group_calls"`
+	C2CCalls     int            `json:"c2c_calls"`
+	SecondsAtCap float64        `json:"seconds_at_cap"`
+
+	mu sync.Mutex
+}
+
+func (r *Report) add(tr TargetReport) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.Targets = append(r.Targets, tr)
+	if tr.Target.IsGroup() {
+		r.GroupMsgs += tr.Messages
+		r.GroupCalls += tr.Calls
+	} else {
+		r.C2CMsgs += tr.Messages
+		r.C2CCalls += tr.Calls
+	}
+	r.SecondsAtCap = float64(max(r.GroupCalls, r.C2CCalls)) / float64(tim.DefaultRateLimit)
+}
+
+func (r *Report) skip(u Unsupported) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.Unsupported = append(r.Unsupported, u)
+}
+
+func (r *Report) sort() {
+	sort.Slice(r.Targets, func(i, j int) bool { return r.Targets[i].Target.String() < r.Targets[j].Target.String() })
+	sort.Slice(r.Unsupported, func(i, j int) bool { return r.Unsupported[i].GroupID < r.Unsupported[j].GroupID })
+}
+
+// Tally is a Sink that only counts, for dry runs. It removes duplicates as a
+// real run would, per target.
+type Tally struct {
+	mu   sync.Mutex
+	seen map[jobs.Target]map[string]bool
+}
+
+// AddGroup implements Sink.
+func (t *Tally) AddGroup(_ context.Context, tg jobs.Target, seqs ...int64) error {
+	for _, s := range seqs {
+		t.add(tg, fmt.Sprint(s))
+	}
+	return nil
+}
+
+// AddC2C implements Sink.
+func (t *Tally) AddC2C(_ context.Context, tg jobs.Target, key string) error {
+	t.add(tg, key)
+	return nil
+}
+
+func (t *Tally) add(tg jobs.Target, item string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.seen == nil {
+		t.seen = map[jobs.Target]map[string]bool{}
+	}
+	if t.seen[tg] == nil {
+		t.seen[tg] = map[string]bool{}
+	}
+	t.seen[tg][item] = true
+}
+
+// Count returns the distinct messages added.
+func (t *Tally) Count() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for _, m := range t.seen {
+		n += len(m)
+	}
+	return n
+}
+
+// scanGroup reads a group's (or topic's) history backwards and returns the
+// seqs that match f and are not already recalled or deleted.
+func scanGroup(ctx context.Context, im IM, t jobs.Target, f GroupFilter) (seqs []int64, scanned int, err error) {
+	req := tim.GroupMsgGetSimpleRequest{GroupID: t.GroupID, TopicID: t.TopicID, ReqMsgNumber: tim.MaxGetSimpleMsgs}
+	if f.SeqTo > 0 {
+		req.ReqMsgSeq = f.SeqTo
+	}
+	for page, err := range im.GroupMsgPages(ctx, req) {
+		if err != nil {
+			return nil, scanned, fmt.Errorf("reading history of %s: %w", t, err)
+		}
+		older := false
+		for _, m := range page.RspMsgList {
+			scanned++
+			if f.SeqFrom > 0 && m.MsgSeq < f.SeqFrom {
+				older = true
+				continue
+			}
+			if !f.Since.IsZero() && m.MsgTimeStamp < f.Since.Unix() {
+				older = true
+				continue
+			}
+			if m.IsPlaceMsg != tim.PlaceMsgNormal || m.IsSystemMsg == 1 || !f.contains(m.MsgTimeStamp) {
+				continue
+			}
+			if f.Senders != nil && !f.Senders[m.FromAccount] {
+				continue
+			}
+			seqs = append(seqs, m.MsgSeq)
+		}
+		if older {
+			break // history is in seq order: everything further back is out of range
+		}
+	}
+	return seqs, scanned, nil
+}
+
+// scanC2C returns the MsgKeys of the messages user sent to peer (not already
+// recalled) within w.
+func scanC2C(ctx context.Context, im IM, user, peer string, w Window) (keys []string, scanned int, err error) {
+	req := tim.AdminGetRoamMsgRequest{OperatorAccount: user, PeerAccount: peer, MaxCnt: 100, MaxTime: time.Now().Unix() + 60}
+	if !w.Since.IsZero() {
+		req.MinTime = w.Since.Unix()
+	}
+	if !w.Until.IsZero() {
+		req.MaxTime = w.Until.Unix()
+	}
+	for page, err := range im.RoamMsgPages(ctx, req) {
+		if err != nil {
+			return nil, scanned, fmt.Errorf("reading one-to-one history of %s with %s: %w", user, peer, err)
+		}
+		for _, m := range page.MsgList {
+			scanned++
+			if m.FromAccount == user && !m.Recalled() && w.contains(m.MsgTimeStamp) {
+				keys = append(keys, m.MsgKey)
+			}
+		}
+	}
+	return keys, scanned, nil
+}
+
+// expandTopics returns the targets of a group: itself, or for a Community
+// with topics, the group (its topic-less messages) and each topic.
+func expandTopics(ctx context.Context, im IM, groupID, groupType, asUser string) ([]jobs.Target, error) {
+	targets := []jobs.Target{{GroupID: groupID}}
+	if groupType != TypeCommunity {
+		return targets, nil
+	}
+	resp, err := im.GetTopic(ctx, tim.GetTopicRequest{GroupID: groupID, FromAccount: asUser})
+	if err != nil {
+		var te *tim.Error
+		if errors.As(err, &te) && te.Code != 0 && tim.Classify(te.Code) == tim.ClassPermanent {
+			return targets, nil // a Community without topics
+		}
+		return nil, fmt.Errorf("listing topics of %s: %w", groupID, err)
+	}
+	for _, ti := range resp.TopicAndSelfInfo {
+		if ti.ErrorCode == 0 && ti.TopicInfo.TopicID != "" {
+			targets = append(targets, jobs.Target{GroupID: groupID, TopicID: ti.TopicInfo.TopicID})
+		}
+	}
+	return targets, nil
+}
+
+// parallel runs fn for each target with at most n at once, feeding results
+// to one sink goroutine (sinks are not safe for concurrent use). The first
+// error stops the rest.
+func parallel(ctx context.Context, n int, targets []jobs.Target, fn func(context.Context, jobs.Target) (func() error, error)) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	work := make(chan jobs.Target)
+	results := make(chan func() error)
+	var wg sync.WaitGroup
+	for range max(n, 1) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for t := range work {
+				emit, err := fn(ctx, t)
+				if err != nil {
+					cancel(err)
+					return
+				}
+				select {
+				case results <- emit:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+	}
+	go func() {
+		defer close(work)
+		for _, t := range targets {
+			select {
+			case work <- t:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	go func() { wg.Wait(); close(results) }()
+	for emit := range results {
+		if err := emit(); err != nil {
+			cancel(err)
+			for range results {
+			}
+			break
+		}
+	}
+	return context.Cause(ctx)
+}
+
+func joinErr(prefix string, items []string) error {
+	if len(items) == 0 {
+		return nil
+	}
+	if len(items) > 10 {
+		items = append(items[:10:10], fmt.Sprintf("and %d more", len(items)-10))
+	}
+	return errors.New(prefix + strings.Join(items, ", "))
+}

@@ -1,0 +1,235 @@
+package producer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/imrecall/imrecall/jobs"
+	"github.com/imrecall/imrecall/tim"
+)
+
+// UserPurge asks for every message a user sent: in every group they belong
+// to (Community topics included) and in their one-to-one chats with Peers.
+type UserPurge struct {
+	User  string
+	Peers []string
+	Window
+	// Concurrency is how many histories are read at once (the limiter
+	// still caps the calls). Zero: 16.
+	Concurrency int
+}
+
+// Validate names the first bad field.
+func (p UserPurge) Validate() error {
+	if strings.TrimSpace(p.User) == "" {
+		return errors.New("--user: required")
+	}
+	for i, peer := range p.Peers {
+		if strings.TrimSpace(peer) == "" {
+			return fmt.Errorf("--peers: element %d is empty", i+1)
+		}
+	}
+	return p.Window.Validate()
+}
+
+// PlanUserPurge discovers the user's messages and hands them to sink. It
+// returns a report of what it found; AVChatRoom groups (no history, no
+// recall) are reported as unsupported, not silently skipped.
+func PlanUserPurge(ctx context.Context, im IM, p UserPurge, sink Sink) (*Report, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	rep := &Report{}
+	var targets []jobs.Target
+	types := map[string]string{}
+	joined := 0
+	for page, err := range im.JoinedGroupPages(ctx, tim.GetJoinedGroupListRequest{
+		MemberAccount: p.User, Limit: 1000, WithHugeGroups: 1, WithNoActiveGroups: 1,
+		ResponseFilter: &tim.ResponseFilter{GroupBaseInfoFilter: []string{"Type", "NextMsgSeq"}},
+	}) {
+		if err != nil {
+			var te *tim.Error
+			if errors.As(err, &te) && (te.Code == 70107 || te.Code == 10004) {
+				return nil, fmt.Errorf("--user %q: unknown user (%d %s)", p.User, te.Code, te.Info)
+			}
+			return nil, fmt.Errorf("listing the groups of %s: %w", p.User, err)
+		}
+		for _, g := range page.GroupIDList {
+			joined++
+			if !Recallable(g.Type) {
+				rep.skip(Unsupported{GroupID: g.GroupID, Type: g.Type, Reason: "group_msg_recall does not support " + g.Type + " (10033); it keeps no history"})
+				continue
+			}
+			types[g.GroupID] = g.Type
+			ts, err := expandTopics(ctx, im, g.GroupID, g.Type, p.User)
+			if err != nil {
+				return nil, err
+			}
+			targets = append(targets, ts...)
+		}
+	}
+	for _, peer := range p.Peers {
+		targets = append(targets, jobs.Target{From: p.User, To: peer})
+	}
+	err := parallel(ctx, concurrency(p.Concurrency), targets, func(ctx context.Context, t jobs.Target) (func() error, error) {
+		if t.IsGroup() {
+			seqs, scanned, err := scanGroup(ctx, im, t, GroupFilter{Window: p.Window, Senders: map[string]bool{p.User: true}})
+			if err != nil {
+				return nil, err
+			}
+			return func() error {
+				rep.add(TargetReport{Target: t, Type: types[t.GroupID], Messages: len(seqs), Calls: (len(seqs) + 9) / 10, Scanned: scanned})
+				if len(seqs) == 0 {
+					return nil
+				}
+				return sink.AddGroup(ctx, t, seqs...)
+			}, nil
+		}
+		keys, scanned, err := scanC2C(ctx, im, t.From, t.To, p.Window)
+		if err != nil {
+			return nil, err
+		}
+		return func() error {
+			rep.add(TargetReport{Target: t, Messages: len(keys), Calls: len(keys), Scanned: scanned})
+			for _, k := range keys {
+				if err := sink.AddC2C(ctx, t, k); err != nil {
+					return err
+				}
+			}
+			return nil
+		}, nil
+	})
+	rep.sort()
+	return rep, err
+}
+
+// GroupPurge asks for the messages of some groups in a time or seq range,
+// optionally only from some senders: an incident cleanup.
+type GroupPurge struct {
+	Groups  []string
+	Topic   string // only this topic (one Community group)
+	Senders []string
+	GroupFilter
+	Concurrency int
+}
+
+// Validate names the first bad field.
+func (p GroupPurge) Validate() error {
+	if len(p.Groups) == 0 {
+		return errors.New("--group: at least one required")
+	}
+	for i, g := range p.Groups {
+		if strings.TrimSpace(g) == "" {
+			return fmt.Errorf("--group: element %d is empty", i+1)
+		}
+	}
+	if p.Topic != "" && len(p.Groups) != 1 {
+		return errors.New("--topic: only with exactly one --group")
+	}
+	if p.SeqFrom < 0 || p.SeqTo < 0 {
+		return fmt.Errorf("--seq-from/--seq-to: %d..%d must not be negative", p.SeqFrom, p.SeqTo)
+	}
+	if p.SeqTo > 0 && p.SeqFrom > p.SeqTo {
+		return fmt.Errorf("--seq-from %d is after --seq-to %d", p.SeqFrom, p.SeqTo)
+	}
+	if (p.SeqFrom > 0 || p.SeqTo > 0) && (!p.Since.IsZero() || !p.Until.IsZero()) {
+		return errors.New("give a time range (--since/--until) or a seq range (--seq-from/--seq-to), not both")
+	}
+	return p.Window.Validate()
+}
+
+// PlanGroupPurge checks every group first (unknown groups and group types
+// that cannot recall are errors before anything is planned), then scans each
+// group's history and hands the matches to sink.
+func PlanGroupPurge(ctx context.Context, im IM, p GroupPurge, sink Sink) (*Report, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	types, err := groupTypes(ctx, im, p.Groups)
+	if err != nil {
+		return nil, err
+	}
+	var targets []jobs.Target
+	for _, g := range p.Groups {
+		if p.Topic != "" {
+			targets = append(targets, jobs.Target{GroupID: g, TopicID: p.Topic})
+			continue
+		}
+		ts, err := expandTopics(ctx, im, g, types[g], "")
+		if err != nil {
+			return nil, err
+		}
+		targets = append(targets, ts...)
+	}
+	f := p.GroupFilter
+	if len(p.Senders) > 0 {
+		f.Senders = map[string]bool{}
+		for _, s := range p.Senders {
+			f.Senders[s] = true
+		}
+	}
+	rep := &Report{}
+	err = parallel(ctx, concurrency(p.Concurrency), targets, func(ctx context.Context, t jobs.Target) (func() error, error) {
+		seqs, scanned, err := scanGroup(ctx, im, t, f)
+		if err != nil {
+			return nil, err
+		}
+		return func() error {
+			rep.add(TargetReport{Target: t, Type: types[t.GroupID], Messages: len(seqs), Calls: (len(seqs) + 9) / 10, Scanned: scanned})
+			if len(seqs) == 0 {
+				return nil
+			}
+			return sink.AddGroup(ctx, t, seqs...)
+		}, nil
+	})
+	rep.sort()
+	return rep, err
+}
+
+// groupTypes asks get_group_info (≤ 50 a call) for every group's type and
+// refuses unknown groups and types that cannot be recalled, naming them all.
+func groupTypes(ctx context.Context, im IM, groups []string) (map[string]string, error) {
+	types := map[string]string{}
+	var unknown, unsupported []string
+	for i := 0; i < len(groups); i += tim.MaxGroupInfoIDs {
+		batch := groups[i:min(i+tim.MaxGroupInfoIDs, len(groups))]
+		resp, err := im.GetGroupInfo(ctx, tim.GetGroupInfoRequest{
+			GroupIDList:    batch,
+			ResponseFilter: &tim.ResponseFilter{GroupBaseInfoFilter: []string{"Type", "NextMsgSeq"}},
+		})
+		if err != nil {
+			return nil, fmt.Errorf("reading group info: %w", err)
+		}
+		for _, gi := range resp.GroupInfo {
+			switch {
+			case gi.ErrorCode != 0:
+				unknown = append(unknown, fmt.Sprintf("%s (%d %s)", gi.GroupID, gi.ErrorCode, tim.Describe(gi.ErrorCode)))
+			case !Recallable(gi.Type):
+				unsupported = append(unsupported, gi.GroupID+" ("+gi.Type+")")
+			default:
+				types[gi.GroupID] = gi.Type
+			}
+		}
+	}
+	if err := joinErr("--group: unknown groups: ", unknown); err != nil {
+		return nil, err
+	}
+	if err := joinErr("--group: group types that cannot recall messages: ", unsupported); err != nil {
+		return nil, err
+	}
+	for _, g := range groups {
+		if _, ok := types[g]; !ok {
+			return nil, fmt.Errorf("--group %s: get_group_info did not answer for it", g)
+		}
+	}
+	return types, nil
+}
+
+func concurrency(n int) int {
+	if n <= 0 {
+		return 16
+	}
+	return n
+}

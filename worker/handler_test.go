@@ -1,0 +1,323 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/imrecall/imrecall/emulator"
+	"github.com/imrecall/imrecall/internal/imtest"
+	"github.com/imrecall/imrecall/jobs"
+	"github.com/imrecall/imrecall/tasks"
+	"github.com/imrecall/imrecall/tim"
+	"github.com/redis/go-redis/v9"
+)
+
+// bundle is one test's emulator, job store and handler.
+type bundle struct {
+	env   *imtest.Env
+	store *jobs.Store
+	h     *Handler
+	job   jobs.Job
+}
+
+func setup(t *testing.T, cfg emulator.Config, wcfg Config) *bundle {
+	t.Helper()
+	env := imtest.Start(t, cfg)
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { rdb.Close() })
+	store := jobs.NewStore(rdb, "")
+	if wcfg.BaseBackoff == 0 {
+		wcfg.BaseBackoff = time.Millisecond
+	}
+	job, err := store.Create(t.Context(), jobs.Spec{Kind: "test", Queue: tasks.QueuePurge, AppID: imtest.AppID, RequestedBy: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &bundle{env: env, store: store, h: New(TIM{C: env.Client}, store, wcfg), job: job}
+}
+
+// plan plans seqs of a group and closes planning.
+func (b *bundle) planGroup(t *testing.T, target jobs.Target, seqs []int64) {
+	t.Helper()
+	if _, err := b.store.PlanGroup(t.Context(), b.job.ID, target, seqs); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (b *bundle) close(t *testing.T) {
+	t.Helper()
+	if _, err := b.store.ClosePlanner(t.Context(), b.job.ID, jobs.RootPlanner); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (b *bundle) runGroup(t *testing.T, target jobs.Target, seqs []int64) error {
+	t.Helper()
+	task, err := tasks.NewGroupRecallTask(tasks.GroupRecall{JobID: b.job.ID, AppID: imtest.AppID, GroupID: target.GroupID, TopicID: target.TopicID, Seqs: seqs}, tasks.QueuePurge, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.h.HandleGroupRecall(t.Context(), task)
+}
+
+func (b *bundle) runC2C(t *testing.T, from, to, key string) error {
+	t.Helper()
+	task, err := tasks.NewC2CWithdrawTask(tasks.C2CWithdraw{JobID: b.job.ID, AppID: imtest.AppID, From: from, To: to, MsgKey: key}, tasks.QueuePurge, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.h.HandleC2CWithdraw(t.Context(), task)
+}
+
+func (b *bundle) counts(t *testing.T) jobs.Job {
+	t.Helper()
+	j, err := b.store.Get(t.Context(), b.job.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := b.store.Recount(t.Context(), b.job.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.Matches(j.Counts); err != nil {
+		t.Fatal(err)
+	}
+	return j
+}
+
+func seqRange(from, to int64) []int64 {
+	var out []int64
+	for s := from; s <= to; s++ {
+		out = append(out, s)
+	}
+	return out
+}
+
+func recalledSeqs(t *testing.T, env *imtest.Env, group string) map[int64]bool {
+	t.Helper()
+	out := map[int64]bool{}
+	for _, m := range env.Emu.GroupMessages(group, "") {
+		if m.Recalled {
+			out[m.Seq] = true
+		}
+	}
+	return out
+}
+
+func TestGroupRecallOutcomes(t *testing.T) {
+	b := setup(t, emulator.Config{Faults: emulator.Faults{ItemCodes: map[int]float64{10002: 0.3}}, Seed: 7}, Config{MaxAttempts: 20})
+	b.env.Accounts(t, "alice", "bob")
+	g := b.env.Group(t, "Public", "@TGS#work1", "alice", "bob")
+	b.env.SendGroup(t, g, "", 30, "alice", "bob")
+	// seq 3 was recalled before the job: it dead-letters as 10030.
+	b.env.Emu.SetFaults(emulator.Faults{})
+	if _, err := b.env.Client.RecallGroup(t.Context(), g, "", []int64{3}); err != nil {
+		t.Fatal(err)
+	}
+	b.env.Emu.SetFaults(emulator.Faults{ItemCodes: map[int]float64{10002: 0.3}})
+
+	target := jobs.Target{GroupID: g}
+	seqs := append(seqRange(1, 9), 50) // 50 does not exist
+	b.planGroup(t, target, seqs)
+	b.close(t)
+	if err := b.runGroup(t, target, seqs); err != nil {
+		t.Fatalf("handler: %v", err)
+	}
+	j := b.counts(t)
+	if j.Counts.Recalled != 8 || j.Counts.DeadLettered != 2 || j.Counts.DeadByCode["10030"] != 2 || j.Status != jobs.StatusDone {
+		t.Fatalf("job = %+v", j)
+	}
+	got := recalledSeqs(t, b.env, g)
+	for _, s := range seqRange(1, 9) {
+		if !got[s] {
+			t.Errorf("seq %d not recalled on the emulator", s)
+		}
+	}
+	for _, m := range b.env.Emu.GroupMessages(g, "") {
+		if m.Seq != 3 && m.RecallRequests != 0 {
+			t.Errorf("seq %d: %d recall requests after it was recalled", m.Seq, m.RecallRequests)
+		}
+	}
+	// A redelivery of the same task changes nothing and calls nothing.
+	before := b.env.Emu.Stats()[tim.GroupMsgRecall.Name()].Calls
+	if err := b.runGroup(t, target, seqs); err != nil {
+		t.Fatal(err)
+	}
+	if after := b.env.Emu.Stats()[tim.GroupMsgRecall.Name()].Calls; after != before {
+		t.Fatalf("redelivered task made %d calls", after-before)
+	}
+	b.counts(t)
+}
+
+func TestRetriesExhaustedOnlyFailedSeqs(t *testing.T) {
+	b := setup(t, emulator.Config{}, Config{MaxAttempts: 3})
+	b.env.Accounts(t, "alice")
+	g := b.env.Group(t, "Private", "@TGS#p", "alice")
+	b.env.SendGroup(t, g, "", 10, "alice")
+	b.env.Emu.SetFaults(emulator.Faults{ItemCodes: map[int]float64{10002: 1}})
+	target := jobs.Target{GroupID: g}
+	b.planGroup(t, target, seqRange(1, 10))
+	b.close(t)
+	if err := b.runGroup(t, target, seqRange(1, 10)); err != nil {
+		t.Fatal(err)
+	}
+	j := b.counts(t)
+	if j.Counts.DeadByCode["10002"] != 10 || j.Counts.Recalled != 0 {
+		t.Fatalf("job = %+v", j)
+	}
+	if calls := b.env.Emu.Stats()[tim.GroupMsgRecall.Name()].Calls; calls != 3 {
+		t.Fatalf("group_msg_recall calls = %d, want 3 (MaxAttempts)", calls)
+	}
+	var dl []jobs.DeadLetter
+	b.store.DeadLetters(t.Context(), b.job.ID, func(d jobs.DeadLetter) error { dl = append(dl, d); return nil })
+	if len(dl) != 10 || dl[0].Attempts != 3 || dl[0].Category != jobs.NeedsAttention || dl[0].ErrorInfo == "" {
+		t.Fatalf("dead letters = %+v", dl)
+	}
+}
+
+func TestPermanentTopLevelCode(t *testing.T) {
+	b := setup(t, emulator.Config{}, Config{})
+	target := jobs.Target{GroupID: "@TGS#nosuchgroup"}
+	b.planGroup(t, target, []int64{1, 2})
+	b.close(t)
+	if err := b.runGroup(t, target, []int64{1, 2}); err != nil {
+		t.Fatal(err)
+	}
+	if j := b.counts(t); j.Counts.DeadByCode["10010"] != 2 {
+		t.Fatalf("job = %+v", j)
+	}
+}
+
+func TestCancelledJobMakesNoCalls(t *testing.T) {
+	b := setup(t, emulator.Config{}, Config{})
+	target := jobs.Target{GroupID: "@TGS#x"}
+	b.planGroup(t, target, []int64{1, 2, 3})
+	b.store.Cancel(t.Context(), b.job.ID, "t", "test")
+	if err := b.runGroup(t, target, []int64{1, 2, 3}); err != nil {
+		t.Fatal(err)
+	}
+	j := b.counts(t)
+	if j.Counts.DeadByCode[jobs.CodeCancelled] != 3 || !j.Finished() {
+		t.Fatalf("job = %+v", j)
+	}
+	if st, ok := b.env.Emu.Stats()[tim.GroupMsgRecall.Name()]; ok && st.Calls != 0 {
+		t.Fatalf("a cancelled job made %d calls", st.Calls)
+	}
+}
+
+func TestPausedJobSnoozes(t *testing.T) {
+	b := setup(t, emulator.Config{}, Config{PausedDelay: 3 * time.Second})
+	target := jobs.Target{GroupID: "@TGS#x"}
+	b.planGroup(t, target, []int64{1})
+	b.store.SetPaused(t.Context(), b.job.ID, "t", true)
+	err := b.runGroup(t, target, []int64{1})
+	var s *Snooze
+	if !errors.As(err, &s) || s.After != 3*time.Second || IsFailure(err) {
+		t.Fatalf("err = %v, want a 3s snooze that is not a failure", err)
+	}
+	if d := RetryDelay(1, err, nil); d != 3*time.Second {
+		t.Fatalf("RetryDelay = %v", d)
+	}
+	if !IsFailure(errors.New("redis down")) {
+		t.Fatal("a real error must count as a failure")
+	}
+}
+
+// TestUnansweredCallIsVerified: a crash after the server recalled a message
+// but before the outcome was recorded. The redelivered task sees 10030,
+// checks the history and counts the message recalled, not dead.
+func TestUnansweredCallIsVerified(t *testing.T) {
+	b := setup(t, emulator.Config{}, Config{})
+	b.env.Accounts(t, "alice")
+	g := b.env.Group(t, "Public", "@TGS#v", "alice")
+	b.env.SendGroup(t, g, "", 5, "alice")
+	target := jobs.Target{GroupID: g}
+	b.planGroup(t, target, seqRange(1, 5))
+	b.close(t)
+	// The first delivery marked the sends and its call recalled 1 and 2,
+	// then the process died before recording anything.
+	if _, err := b.store.BeginGroup(t.Context(), b.job.ID, target, seqRange(1, 5)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.env.Client.RecallGroup(t.Context(), g, "", []int64{1, 2}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.runGroup(t, target, seqRange(1, 5)); err != nil {
+		t.Fatal(err)
+	}
+	j := b.counts(t)
+	if j.Counts.Recalled != 5 || j.Counts.DeadLettered != 0 {
+		t.Fatalf("job = %+v", j)
+	}
+}
+
+func TestC2CWithdraw(t *testing.T) {
+	b := setup(t, emulator.Config{Faults: emulator.Faults{Codes: map[int]float64{91000: 0.3}, HTTP502: 0.1}, Seed: 3}, Config{MaxAttempts: 30})
+	b.env.Emu.SetFaults(emulator.Faults{})
+	b.env.Accounts(t, "alice", "bob")
+	keys := b.env.SendC2C(t, "alice", "bob", 6)
+	// keys[5] was withdrawn before the job: 20023, already recalled.
+	if _, err := b.env.Client.AdminMsgWithdraw(t.Context(), tim.AdminMsgWithdrawRequest{FromAccount: "alice", ToAccount: "bob", MsgKey: keys[5]}); err != nil {
+		t.Fatal(err)
+	}
+	b.env.Emu.SetFaults(emulator.Faults{Codes: map[int]float64{91000: 0.3}, HTTP502: 0.1})
+	target := jobs.Target{From: "alice", To: "bob"}
+	unknownKey := "999999_1_1"
+	for _, k := range append(keys, unknownKey) {
+		if _, err := b.store.PlanC2C(t.Context(), b.job.ID, target, []string{k}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.close(t)
+	for _, k := range append(keys, unknownKey) {
+		if err := b.runC2C(t, "alice", "bob", k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	j := b.counts(t)
+	if j.Counts.Recalled != 5 || j.Counts.DeadByCode["20023"] != 1 || j.Counts.DeadByCode["20022"] != 1 || j.Status != jobs.StatusDone {
+		t.Fatalf("job = %+v", j)
+	}
+	rep, _ := b.store.BuildReport(t.Context(), b.job.ID)
+	if rep.AlreadyRecalled != 1 || rep.NotFound != 1 || rep.NeedsAttention != 0 {
+		t.Fatalf("report = %+v", rep)
+	}
+}
+
+func TestThrottleUsesNoAttempt(t *testing.T) {
+	// The emulator allows 5 recall calls a second; without a limiter the
+	// handler meets 60007 and must retry without spending its 1 attempt.
+	b := setup(t, emulator.Config{RateOf: map[string]int{"group_msg_recall": 5}}, Config{MaxAttempts: 1})
+	b.env.Accounts(t, "alice")
+	g := b.env.Group(t, "Public", "@TGS#t", "alice")
+	b.env.SendGroup(t, g, "", 80, "alice")
+	target := jobs.Target{GroupID: g}
+	b.planGroup(t, target, seqRange(1, 80))
+	b.close(t)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	errs := make(chan error, 8)
+	for i := range 8 {
+		go func() {
+			s := seqRange(int64(i*10+1), int64(i*10+10))
+			task, _ := tasks.NewGroupRecallTask(tasks.GroupRecall{JobID: b.job.ID, AppID: imtest.AppID, GroupID: g, Seqs: s}, tasks.QueuePurge, 0)
+			errs <- b.h.HandleGroupRecall(ctx, task)
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	j := b.counts(t)
+	if j.Counts.Recalled != 80 {
+		t.Fatalf("job = %+v (throttles must not use attempts)", j)
+	}
+	if b.env.Emu.Stats()[tim.GroupMsgRecall.Name()].Throttled == 0 {
+		t.Fatal("the test did not provoke any throttle")
+	}
+}
