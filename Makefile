@@ -3,13 +3,16 @@ GO      ?= go
 BIN     := bin/imrecall
 PKGS    := ./...
 
-.PHONY: help build test test-race lint tidy bench-limiter clean
+.PHONY: help build demo test test-race lint tidy bench-limiter clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
 
 build: ## build bin/imrecall
 	$(GO) build -o $(BIN) ./cmd/imrecall
+
+demo: build ## the main job on the embedded default: purge a spammer (embedded Redis + emulator, no set-up)
+	./$(BIN) demo
 
 test: build ## run every test (starts private redis-servers on free ports; needs redis-server on PATH)
 	$(GO) test -count=1 -timeout 15m $(PKGS)

@@ -24,6 +24,11 @@
 // arrive. The default margin of 2.5 % (195 calls/s under a cap of 200)
 // absorbs J up to about 20 ms and keeps ≥ 97 % of the cap.
 //
+// Jitter at the source is also bounded: a waiter that wakes more than
+// Tolerance after its slot (a stalled process, an overloaded host) gives the
+// slot up and reserves a new one instead of firing late next to calls that
+// are on time. A stall then costs throughput, never the cap.
+//
 // A slot reserved further than Horizon ahead is not taken: the caller sleeps
 // and asks again, so a backlog never books the future far in advance.
 //
@@ -46,6 +51,7 @@ import (
 	"math"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -59,6 +65,9 @@ const DefaultMargin = 0.025
 
 // DefaultHorizon is how far ahead a slot may be reserved.
 const DefaultHorizon = 2 * time.Second
+
+// DefaultTolerance is how late a waiter may wake and still use its slot.
+const DefaultTolerance = 8 * time.Millisecond
 
 // Key names one budget: an API of an app.
 type Key struct {
@@ -81,6 +90,9 @@ type Config struct {
 	Margin float64
 	// Horizon bounds how far ahead a slot is reserved. Zero: DefaultHorizon.
 	Horizon time.Duration
+	// Tolerance is how late after its slot a waiter may wake and still use
+	// it; a later waiter reserves again. Zero: DefaultTolerance.
+	Tolerance time.Duration
 	// Prefix starts every key. Empty: "imrecall:rl".
 	Prefix string
 	// Logger; nil discards.
@@ -97,7 +109,12 @@ type Limiter struct {
 
 	mu     sync.Mutex
 	paused map[Key]time.Time // local copy of pauses this process set
+
+	late atomic.Int64 // slots given up because the waiter woke too late
 }
+
+// Late counts the slots given up because their waiter woke too late.
+func (l *Limiter) Late() int64 { return l.late.Load() }
 
 // New returns a limiter on rdb.
 func New(rdb redis.UniversalClient, cfg Config) (*Limiter, error) {
@@ -125,6 +142,9 @@ func New(rdb redis.UniversalClient, cfg Config) (*Limiter, error) {
 	}
 	if cfg.Horizon <= 0 {
 		cfg.Horizon = DefaultHorizon
+	}
+	if cfg.Tolerance <= 0 {
+		cfg.Tolerance = DefaultTolerance
 	}
 	if cfg.Prefix == "" {
 		cfg.Prefix = "imrecall:rl"
@@ -212,6 +232,7 @@ func (l *Limiter) Wait(ctx context.Context, k Key) error {
 	var lastErr error
 	lastLog := time.Time{}
 	for {
+		asked := time.Now()
 		res, err := reserveScript.Run(ctx, l.rdb, keys, iv.Microseconds(), l.cfg.Horizon.Microseconds()).Int64Slice()
 		if err == nil && len(res) != 2 {
 			err = fmt.Errorf("unexpected answer %v", res)
@@ -234,6 +255,14 @@ func (l *Limiter) Wait(ctx context.Context, k Key) error {
 		d := time.Duration(res[1]) * time.Microsecond
 		if err := sleep(ctx, d); err != nil {
 			return err
+		}
+		// Redis read its clock after we asked, so the slot is no earlier
+		// than asked+d: waking later than that plus Tolerance means this
+		// process stalled (or Redis answered slowly), and the call would
+		// arrive bunched with calls that are on time.
+		if res[0] == 1 && time.Since(asked) > d+l.cfg.Tolerance {
+			l.late.Add(1)
+			continue
 		}
 		if res[0] == 1 {
 			if l.cfg.Observer != nil {

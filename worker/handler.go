@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -464,11 +465,15 @@ func isTimeout(err error) bool {
 }
 
 // unanswered reports whether the server may have acted on a call whose
-// answer we did not get.
+// answer we did not get: a timeout or a broken connection. An ErrorCode is an
+// answer, and so is an HTTP error status: Tencent documents 502 and its kin
+// as network errors in front of the service, so the call is taken as not
+// made. (Were it made after all, the retry finds the message gone and it is
+// dead-lettered as not found: gone either way.)
 func unanswered(err error) bool {
 	var te *tim.Error
-	if errors.As(err, &te) && te.Code != 0 {
-		return false // an ErrorCode is an answer
+	if errors.As(err, &te) && (te.Code != 0 || (te.HTTPStatus != 0 && te.HTTPStatus != http.StatusOK)) {
+		return false
 	}
 	return true
 }

@@ -147,7 +147,7 @@ type fixture struct {
 	preRecalled   map[string]map[int64]bool // group → seq
 	missing       int
 	c2cKeys       map[[2]string][]string
-	c2cWithdrawn  map[string]bool
+	c2cWithdrawn  map[[3]string]bool // from, to, MsgKey
 	unknownC2C    int
 	groupMessages int
 	c2cMessages   int
@@ -155,7 +155,7 @@ type fixture struct {
 
 func seedFixture(t *testing.T, env *imtest.Env, groups, perGroup, c2cPairs, perPair int) *fixture {
 	t.Helper()
-	f := &fixture{perGroup: perGroup, preRecalled: map[string]map[int64]bool{}, c2cKeys: map[[2]string][]string{}, c2cWithdrawn: map[string]bool{}}
+	f := &fixture{perGroup: perGroup, preRecalled: map[string]map[int64]bool{}, c2cKeys: map[[2]string][]string{}, c2cWithdrawn: map[[3]string]bool{}}
 	users := []string{"spam", "u1", "u2", "u3"}
 	for i := range c2cPairs {
 		users = append(users, fmt.Sprintf("a%d", i), fmt.Sprintf("b%d", i))
@@ -199,7 +199,7 @@ func seedFixture(t *testing.T, env *imtest.Env, groups, perGroup, c2cPairs, perP
 		if _, err := env.Client.AdminMsgWithdraw(t.Context(), tim.AdminMsgWithdrawRequest{FromAccount: pair[0], ToAccount: pair[1], MsgKey: keys[0]}); err != nil {
 			t.Fatal(err)
 		}
-		f.c2cWithdrawn[keys[0]] = true
+		f.c2cWithdrawn[[3]string{pair[0], pair[1], keys[0]}] = true
 	}
 
 	var buf bytes.Buffer
@@ -261,7 +261,7 @@ func (f *fixture) check(t *testing.T, env *imtest.Env, j jobs.Job, store *jobs.S
 		for _, m := range env.Emu.C2CMessages(pair[0], pair[1]) {
 			if !m.Recalled {
 				t.Errorf("c2c %s→%s %s is not recalled", pair[0], pair[1], m.MsgKey)
-			} else if !f.c2cWithdrawn[m.MsgKey] {
+			} else if !f.c2cWithdrawn[[3]string{pair[0], pair[1], m.MsgKey}] {
 				recalledByJob++
 			}
 		}
