@@ -148,6 +148,11 @@ func (h *Handler) HandleGroupRecall(ctx context.Context, t *asynq.Task) error {
 		if err != nil || len(items) == 0 {
 			return err
 		}
+		if first {
+			if items, err = h.preVerify(ctx, p.JobID, target, items, log); err != nil || len(items) == 0 {
+				return err
+			}
+		}
 		first = false
 		seqs = seqs[:0]
 		for _, it := range items {
@@ -318,6 +323,37 @@ func (h *Handler) groupAnswered(ctx context.Context, jobID string, target jobs.T
 		}
 	}
 	return retry, h.record(ctx, jobID, target, out)
+}
+
+// preVerify checks, before calling again, the messages an earlier delivery
+// sent without recording an answer (the worker died mid-call): those the
+// history shows recalled are counted recalled without a second recall
+// request. The others are sent again as fresh; if the history cannot be
+// read, they keep their doubt and are checked after the call.
+func (h *Handler) preVerify(ctx context.Context, jobID string, target jobs.Target, items []*item, log *slog.Logger) ([]*item, error) {
+	var out []jobs.Outcome
+	kept := items[:0]
+	for _, it := range items {
+		if !it.unknown {
+			kept = append(kept, it)
+			continue
+		}
+		recalled, found, err := h.im.GroupRecalled(ctx, target.GroupID, target.TopicID, it.seq)
+		switch {
+		case err != nil:
+			log.Warn("cannot check a message sent before a crash; will check after the call", "seqs", it.seq, "err", err)
+		case recalled:
+			out = append(out, jobs.Outcome{Item: it.id, Recalled: true, Attempts: it.attempts})
+			continue
+		default: // present and not recalled, or missing: either way not ours
+			it.unknown = false
+		}
+		kept = append(kept, it)
+	}
+	if len(out) > 0 {
+		log.Info("messages recalled by a call whose answer was lost: counted recalled", "messages", len(out))
+	}
+	return kept, h.record(ctx, jobID, target, out)
 }
 
 // verify asks the group's history whether seq is recalled.
