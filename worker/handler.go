@@ -338,7 +338,7 @@ func (h *Handler) preVerify(ctx context.Context, jobID string, target jobs.Targe
 			kept = append(kept, it)
 			continue
 		}
-		recalled, found, err := h.im.GroupRecalled(ctx, target.GroupID, target.TopicID, it.seq)
+		recalled, _, err := h.im.GroupRecalled(ctx, target.GroupID, target.TopicID, it.seq)
 		switch {
 		case err != nil:
 			log.Warn("cannot check a message sent before a crash; will check after the call", "seqs", it.seq, "err", err)
