@@ -27,5 +27,9 @@ lint: ## gofmt and go vet
 tidy: ## go mod tidy
 	$(GO) mod tidy
 
+bench-limiter: build ## P = 1,2,4 processes at the emulator's strict cap, 20 s each, three limiters compared (≈4 min)
+	./$(BIN) bench limiter --procs 1,2,4 --duration 20s
+	./$(BIN) bench limiter --modes imrecall --procs 2 --duration 20s --apis group_msg_recall,admin_msgwithdraw
+
 clean: ## remove build output
 	rm -rf bin

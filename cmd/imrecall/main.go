@@ -68,6 +68,7 @@ Settings come from flags, or from IMRECALL_* environment variables (see the READ
 		newJobsCmd(),
 		newDLQCmd(),
 		newDemoCmd(),
+		newBenchCmd(),
 	)
 	return root
 }
