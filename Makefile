@@ -15,7 +15,7 @@ demo: build ## the main job on the embedded default: purge a spammer (embedded R
 	./$(BIN) demo
 
 test: build ## run every test (starts private redis-servers on free ports; needs redis-server on PATH)
-	$(GO) test -count=1 -timeout 15m $(PKGS)
+	$(GO) test -count=1 -p 1 -timeout 20m $(PKGS)
 
 test-race: ## run every test with the race detector
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)

@@ -1,0 +1,189 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/hibiken/asynq"
+	"github.com/imrecall/imrecall/jobs"
+	"github.com/imrecall/imrecall/tasks"
+	"github.com/redis/go-redis/v9"
+)
+
+// runCLI runs the root command in process and returns stdout, stderr and
+// the exit code main would use.
+func runCLI(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := newRootCmd()
+	var out, errb bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&errb)
+	cmd.SetArgs(args)
+	err := cmd.ExecuteContext(t.Context())
+	code := exitCode(err)
+	if err != nil {
+		errb.WriteString(err.Error())
+	}
+	return out.String(), errb.String(), code
+}
+
+// deadJob makes a finished job with dead letters of three kinds.
+func deadJob(t *testing.T) (*miniredis.Miniredis, *jobs.Store, string) {
+	t.Helper()
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { rdb.Close() })
+	store := jobs.NewStore(rdb, "")
+	ctx := t.Context()
+	j, err := store.Create(ctx, jobs.Spec{Kind: "recall:file", Queue: tasks.QueuePurge, AppID: 1400000001, RequestedBy: "alice", Reason: "cli test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := jobs.Target{GroupID: "@TGS#cli"}
+	store.PlanGroup(ctx, j.ID, g, []int64{1, 2, 3, 4})
+	c := jobs.Target{From: "a", To: "b"}
+	store.PlanC2C(ctx, j.ID, c, []string{"1_2_3"})
+	store.ClosePlanner(ctx, j.ID, jobs.RootPlanner)
+	store.Record(ctx, j.ID, g, []jobs.Outcome{
+		{Item: "1", Recalled: true},
+		{Item: "2", Code: "10002", ErrorInfo: "internal error", Attempts: 5},
+		{Item: "3", Code: "10002", ErrorInfo: "internal error", Attempts: 5},
+		{Item: "4", Code: "10030", ErrorInfo: "not found", Attempts: 1},
+	})
+	store.Record(ctx, j.ID, c, []jobs.Outcome{{Item: "1_2_3", Code: "20023", Attempts: 1}})
+	return mr, store, j.ID
+}
+
+func TestJobsAndDLQCommands(t *testing.T) {
+	mr, store, id := deadJob(t)
+	r := "--redis=redis://" + mr.Addr() + "/0"
+
+	out, _, code := runCLI(t, "jobs", "show", id, "--json", r)
+	var j jobs.Job
+	if code != 0 || json.Unmarshal([]byte(out), &j) != nil || j.Status != jobs.StatusDone || j.Counts.DeadLettered != 4 || j.Counts.Planned != 5 {
+		t.Fatalf("jobs show --json (exit %d):\n%s", code, out)
+	}
+	out, _, _ = runCLI(t, "jobs", "report", id, r)
+	for _, want := range []string{"needs attention", "10002", "reconciled", "requested by alice"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("jobs report lacks %q:\n%s", want, out)
+		}
+	}
+	_, errOut, code := runCLI(t, "jobs", "wait", id, r)
+	if code != exitDeadLetter || !strings.Contains(errOut, "need attention") {
+		t.Fatalf("jobs wait on a job with dead letters needing attention: exit %d, %s", code, errOut)
+	}
+	out, _, _ = runCLI(t, "jobs", "list", r)
+	if !strings.Contains(out, id) || !strings.Contains(out, "alice") {
+		t.Fatalf("jobs list:\n%s", out)
+	}
+
+	out, _, _ = runCLI(t, "dlq", "list", id, "--category", "needs_attention", r)
+	if strings.Count(out, "10002") != 2 || strings.Contains(out, "10030") {
+		t.Fatalf("dlq list --category needs_attention:\n%s", out)
+	}
+	out, _, _ = runCLI(t, "dlq", "export", id, "--format", "csv", r)
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 5 || !strings.HasPrefix(lines[0], "job_id,GroupId") {
+		t.Fatalf("dlq export --format csv:\n%s", out)
+	}
+	out, _, _ = runCLI(t, "dlq", "export", id, r)
+	if n := strings.Count(out, "\n"); n != 4 || !strings.Contains(out, `"category":"already_recalled"`) {
+		t.Fatalf("dlq export (jsonl):\n%s", out)
+	}
+	_, errOut, code = runCLI(t, "dlq", "list", id, "--category", "bogus", r)
+	if code != exitBadInput || !strings.Contains(errOut, "bogus") {
+		t.Fatalf("bad --category: exit %d %s", code, errOut)
+	}
+
+	// Re-queue what needs attention: two seqs back to pending, one task.
+	out, _, code = runCLI(t, "dlq", "requeue", id, "--actor", "bob", r)
+	if code != 0 || !strings.Contains(out, "2 dead letters re-queued in 1 tasks") {
+		t.Fatalf("dlq requeue (exit %d): %s", code, out)
+	}
+	j, _ = store.Get(t.Context(), id)
+	if j.Status != jobs.StatusRunning || j.Counts.Pending != 2 || j.Counts.DeadLettered != 2 {
+		t.Fatalf("after requeue: %+v", j)
+	}
+	insp := asynq.NewInspector(asynq.RedisClientOpt{Addr: mr.Addr()})
+	defer insp.Close()
+	pending, err := insp.ListPendingTasks(tasks.QueuePurge)
+	if err != nil || len(pending) != 1 {
+		t.Fatalf("pending tasks after requeue: %v %v", pending, err)
+	}
+	p, _ := tasks.DecodeGroupRecall(asynq.NewTask(pending[0].Type, pending[0].Payload))
+	if len(p.Seqs) != 2 {
+		t.Fatalf("re-queued task = %+v", p)
+	}
+
+	// Pause, resume and cancel are audited.
+	for _, args := range [][]string{{"jobs", "pause", id}, {"jobs", "resume", id}, {"jobs", "cancel", id, "--reason", "enough"}} {
+		if _, e, code := runCLI(t, append(args, r, "--actor", "carol")...); code != 0 {
+			t.Fatalf("%v: exit %d %s", args, code, e)
+		}
+	}
+	out, _, _ = runCLI(t, "jobs", "audit", "--json", r)
+	var evs []jobs.Event
+	if err := json.Unmarshal([]byte(out), &evs); err != nil {
+		t.Fatal(err)
+	}
+	var actions []string
+	for _, e := range evs {
+		actions = append(actions, e.Actor+":"+e.Action)
+	}
+	if got := strings.Join(actions, " "); got != "alice:create bob:requeue carol:pause carol:resume carol:cancel" {
+		t.Fatalf("audit log = %s", got)
+	}
+	if _, e, code := runCLI(t, "jobs", "show", "nosuchjob", r); code != exitBadInput || !strings.Contains(e, "not found") {
+		t.Fatalf("unknown job: exit %d %s", code, e)
+	}
+}
+
+func TestRecallDryRunAndConfirm(t *testing.T) {
+	mr := miniredis.RunT(t)
+	r := "--redis=redis://" + mr.Addr() + "/0"
+	path := t.TempDir() + "/l.csv"
+	var b strings.Builder
+	b.WriteString("GroupId,MsgSeq\n")
+	for i := 1; i <= 25; i++ {
+		b.WriteString("@TGS#1," + itoa(i) + "\n")
+	}
+	writeTestFile(t, path, b.String())
+	out, _, code := runCLI(t, "recall", "file", path, "--dry-run", "--json", "--sdkappid", "1400000001", r)
+	if code != 0 || !strings.Contains(out, `"group_calls": 3`) || !strings.Contains(out, `"dry_run": true`) {
+		t.Fatalf("dry run (exit %d):\n%s", code, out)
+	}
+	// Above --confirm-above without a terminal and without --yes: refused.
+	_, e, code := runCLI(t, "recall", "file", path, "--confirm-above", "10", "--sdkappid", "1400000001", r)
+	if code != exitBadInput || !strings.Contains(e, "--yes") {
+		t.Fatalf("large job without --yes: exit %d %s", code, e)
+	}
+	if keys := mr.Keys(); len(keys) != 0 {
+		t.Fatalf("a dry run or a refused job wrote to Redis: %v", keys)
+	}
+	out, _, code = runCLI(t, "recall", "group", "--group", "@TGS#1", "--seqs", "1,2,3", "--json", "--sdkappid", "1400000001", r)
+	if code != 0 || !strings.Contains(out, `"job_id"`) {
+		t.Fatalf("recall group --json (exit %d): %s", code, out)
+	}
+	_, e, code = runCLI(t, "recall", "group", "--group", "@TGS#1", "--seqs", "1,x", "--sdkappid", "1400000001", r)
+	if code != exitBadInput || !strings.Contains(e, `"x"`) {
+		t.Fatalf("bad --seqs: exit %d %s", code, e)
+	}
+	_, e, code = runCLI(t, "recall", "c2c", "--from", "a", "--to", "b", "--msgkey", "nope", "--sdkappid", "1400000001", r)
+	if code != exitBadInput || !strings.Contains(e, "MsgKey") {
+		t.Fatalf("bad --msgkey: exit %d %s", code, e)
+	}
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
+
+func writeTestFile(t *testing.T, path, body string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
