@@ -108,11 +108,16 @@ func RetryDelay(n int, err error, _ *asynq.Task) time.Duration {
 	return min(d, time.Minute) + rand.N(time.Second)
 }
 
+// errDraining sends a task back to the queue when the worker shuts down
+// between two calls.
+var errDraining = &Snooze{After: time.Second, Reason: "worker shutting down"}
+
 // item is one message of a task as the handler tracks it.
 type item struct {
 	id        string // seq (decimal) or MsgKey
 	seq       int64
-	attempts  int  // calls that counted towards MaxAttempts, earlier deliveries included
+	attempts  int  // calls of this delivery that count towards MaxAttempts
+	prior     int  // calls sent by earlier deliveries (for the record)
 	unknown   bool // an earlier call for it may have succeeded without our hearing
 	throttled bool // the last call for it was refused for the rate cap
 	lastCode  string
@@ -139,6 +144,9 @@ func (h *Handler) HandleGroupRecall(ctx context.Context, t *asynq.Task) error {
 		seqs := make([]int64, len(items))
 		for i, it := range items {
 			seqs[i] = it.seq
+		}
+		if h.draining.Load() {
+			return errDraining
 		}
 		b, err := h.store.BeginGroup(ctx, p.JobID, target, seqs)
 		if err != nil {
@@ -194,6 +202,9 @@ func (h *Handler) HandleC2CWithdraw(ctx context.Context, t *asynq.Task) error {
 	items := []*item{{id: p.MsgKey}}
 	first := true
 	for len(items) > 0 {
+		if h.draining.Load() {
+			return errDraining
+		}
 		b, err := h.store.BeginC2C(ctx, p.JobID, target, p.MsgKey)
 		if err != nil {
 			return err
@@ -210,11 +221,11 @@ func (h *Handler) HandleC2CWithdraw(ctx context.Context, t *asynq.Task) error {
 		h.cfg.Metrics.call(tim.AdminMsgWithdraw.Name(), code, time.Since(start))
 		it := items[0]
 		if callErr == nil {
-			items, err = nil, h.record(ctx, p.JobID, target, []jobs.Outcome{{Item: it.id, Recalled: true, Attempts: it.attempts + 1}})
+			items, err = nil, h.record(ctx, p.JobID, target, []jobs.Outcome{{Item: it.id, Recalled: true, Attempts: it.prior + it.attempts + 1}})
 		} else if c := tim.ClassOf(callErr); c == tim.ClassDone && it.unknown {
 			// 20023 after a call whose answer we never heard: that call recalled it.
 			log.Info("already recalled after an unanswered call: counting as recalled", "code", code)
-			items, err = nil, h.record(ctx, p.JobID, target, []jobs.Outcome{{Item: it.id, Recalled: true, Attempts: it.attempts + 1}})
+			items, err = nil, h.record(ctx, p.JobID, target, []jobs.Outcome{{Item: it.id, Recalled: true, Attempts: it.prior + it.attempts + 1}})
 		} else {
 			items, err = h.callFailed(ctx, p.JobID, target, items, callErr, log)
 		}
@@ -247,16 +258,13 @@ func (h *Handler) admit(ctx context.Context, jobID string, target jobs.Target, b
 		var out []jobs.Outcome
 		for i, it := range items {
 			if !b.States[i].Terminal() {
-				out = append(out, jobs.Outcome{Item: it.id, Code: jobs.CodeCancelled, ErrorInfo: "job cancelled", Attempts: it.attempts})
+				out = append(out, jobs.Outcome{Item: it.id, Code: jobs.CodeCancelled, ErrorInfo: "job cancelled", Attempts: it.prior + it.attempts})
 			}
 		}
 		return nil, h.record(ctx, jobID, target, out)
 	}
 	if b.Paused {
 		return nil, &Snooze{After: h.cfg.PausedDelay, Reason: "job " + jobID + " is paused"}
-	}
-	if h.draining.Load() {
-		return nil, &Snooze{After: time.Second, Reason: "worker shutting down"}
 	}
 	kept := items[:0]
 	for i, it := range items {
@@ -269,7 +277,7 @@ func (h *Handler) admit(ctx context.Context, jobID string, target jobs.Target, b
 			continue
 		}
 		if first && st > 0 {
-			it.attempts = int(st)
+			it.prior = int(st)
 			it.unknown = true
 		}
 		kept = append(kept, it)
@@ -295,7 +303,7 @@ func (h *Handler) groupAnswered(ctx context.Context, jobID string, target jobs.T
 		it.lastCode, it.lastInfo = strconv.Itoa(code), tim.Describe(code)
 		switch tim.Classify(code) {
 		case tim.ClassOK:
-			out = append(out, jobs.Outcome{Item: it.id, Recalled: true, Attempts: it.attempts + 1})
+			out = append(out, jobs.Outcome{Item: it.id, Recalled: true, Attempts: it.prior + it.attempts + 1})
 		case tim.ClassThrottled:
 			it.unknown, it.throttled = false, true
 			retry = append(retry, it)
@@ -315,11 +323,11 @@ func (h *Handler) groupAnswered(ctx context.Context, jobID string, target jobs.T
 				}
 				if recalled {
 					log.Info("seq already recalled after an unanswered call: counting as recalled", "seqs", it.seq)
-					out = append(out, jobs.Outcome{Item: it.id, Recalled: true, Attempts: it.attempts + 1})
+					out = append(out, jobs.Outcome{Item: it.id, Recalled: true, Attempts: it.prior + it.attempts + 1})
 					continue
 				}
 			}
-			out = append(out, jobs.Outcome{Item: it.id, Code: it.lastCode, ErrorInfo: it.lastInfo, Attempts: it.attempts + 1})
+			out = append(out, jobs.Outcome{Item: it.id, Code: it.lastCode, ErrorInfo: it.lastInfo, Attempts: it.prior + it.attempts + 1})
 		}
 	}
 	return retry, h.record(ctx, jobID, target, out)
@@ -343,7 +351,7 @@ func (h *Handler) preVerify(ctx context.Context, jobID string, target jobs.Targe
 		case err != nil:
 			log.Warn("cannot check a message sent before a crash; will check after the call", "seqs", it.seq, "err", err)
 		case recalled:
-			out = append(out, jobs.Outcome{Item: it.id, Recalled: true, Attempts: it.attempts})
+			out = append(out, jobs.Outcome{Item: it.id, Recalled: true, Attempts: it.prior + it.attempts})
 			continue
 		default: // present and not recalled, or missing: either way not ours
 			it.unknown = false
@@ -387,7 +395,7 @@ func (h *Handler) callFailed(ctx context.Context, jobID string, target jobs.Targ
 			}
 			retry = h.retryOrDead(it, retry, &out)
 		default:
-			out = append(out, jobs.Outcome{Item: it.id, Code: code, ErrorInfo: info, Attempts: it.attempts + 1})
+			out = append(out, jobs.Outcome{Item: it.id, Code: code, ErrorInfo: info, Attempts: it.prior + it.attempts + 1})
 		}
 	}
 	if len(out) > 0 {
@@ -400,7 +408,7 @@ func (h *Handler) callFailed(ctx context.Context, jobID string, target jobs.Targ
 // code once its attempts are spent.
 func (h *Handler) retryOrDead(it *item, retry []*item, out *[]jobs.Outcome) []*item {
 	if it.attempts >= h.cfg.MaxAttempts {
-		*out = append(*out, jobs.Outcome{Item: it.id, Code: it.lastCode, ErrorInfo: it.lastInfo, Attempts: it.attempts})
+		*out = append(*out, jobs.Outcome{Item: it.id, Code: it.lastCode, ErrorInfo: it.lastInfo, Attempts: it.prior + it.attempts})
 		return retry
 	}
 	return append(retry, it)

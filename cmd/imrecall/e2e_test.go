@@ -6,9 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -93,7 +97,7 @@ func (e *e2e) run(args ...string) (string, error) {
 
 // worker starts a worker process; it is stopped (SIGTERM) when the test ends.
 func (e *e2e) worker(name string, args ...string) *exec.Cmd {
-	cmd := exec.Command(e.bin, append([]string{"worker", "--concurrency", "16", "--log-level", "warn"}, args...)...)
+	cmd := exec.Command(e.bin, append([]string{"worker", "--concurrency", "16", "--max-attempts", "10", "--log-level", "warn"}, args...)...)
 	cmd.Env = e.environ()
 	logf, err := os.Create(filepath.Join(e.t.TempDir(), name+".log"))
 	if err != nil {
@@ -230,52 +234,77 @@ func seedFixture(t *testing.T, env *imtest.Env, groups, perGroup, c2cPairs, perP
 	return f
 }
 
-// check compares a finished job with the emulator's ground truth.
+// check compares a finished job, message by message, with the emulator's
+// ground truth: every listed message that exists and was not recalled before
+// is recalled by the job, exactly once, unless it is a dead letter that needs
+// attention (retries exhausted) and the emulator agrees it is not recalled.
 func (f *fixture) check(t *testing.T, env *imtest.Env, j jobs.Job, store *jobs.Store) {
 	t.Helper()
-	var pre int64
-	for _, m := range f.preRecalled {
-		pre += int64(len(m))
+	dead := map[string]jobs.DeadLetter{}
+	if err := store.DeadLetters(t.Context(), j.ID, func(d jobs.DeadLetter) error {
+		dead[d.Target().String()+"|"+d.Item()] = d
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
-	wantGroupRecalled := int64(f.groupMessages) - int64(f.missing) - pre
-	wantC2CRecalled := int64(f.c2cMessages - f.unknownC2C - len(f.c2cWithdrawn))
-
-	// Ground truth: every listed message that exists is recalled now; the
-	// job recalled exactly those it did not find recalled already.
-	var recalledByJob int64
+	var recalledByJob, wantDead int64
+	expectDead := func(key, code string) {
+		wantDead++
+		if d, ok := dead[key]; !ok || d.Code != code {
+			t.Errorf("%s: dead letter %+v, want code %s", key, d, code)
+		}
+	}
 	for _, g := range f.groups {
-		for _, m := range env.Emu.GroupMessages(g, "") {
-			if !m.Recalled {
-				t.Errorf("group %s seq %d is not recalled", g, m.Seq)
-				continue
-			}
-			if !f.preRecalled[g][m.Seq] {
+		msgs := env.Emu.GroupMessages(g, "")
+		for s := int64(1); s <= int64(f.perGroup); s++ {
+			key := jobs.Target{GroupID: g}.String() + "|" + strconv.FormatInt(s, 10)
+			switch {
+			case s > int64(len(msgs)):
+				expectDead(key, "10030") // never existed
+			case f.preRecalled[g][s]:
+				expectDead(key, "10030") // recalled before the job
+			case msgs[s-1].Recalled:
 				recalledByJob++
-				if m.RecallRequests != 0 {
-					t.Errorf("group %s seq %d: %d recall requests after it was recalled", g, m.Seq, m.RecallRequests)
+				if _, ok := dead[key]; ok {
+					t.Errorf("%s: recalled, yet dead-lettered %+v", key, dead[key])
+				}
+				if msgs[s-1].RecallRequests != 0 {
+					t.Errorf("%s: %d recall requests after it was recalled", key, msgs[s-1].RecallRequests)
+				}
+			default:
+				wantDead++
+				if d, ok := dead[key]; !ok || d.Category != jobs.NeedsAttention {
+					t.Errorf("%s: not recalled and not a dead letter needing attention (%+v)", key, d)
 				}
 			}
 		}
 	}
-	for pair, keys := range f.c2cKeys {
+	for pair := range f.c2cKeys {
+		target := jobs.Target{From: pair[0], To: pair[1]}
 		for _, m := range env.Emu.C2CMessages(pair[0], pair[1]) {
-			if !m.Recalled {
-				t.Errorf("c2c %s→%s %s is not recalled", pair[0], pair[1], m.MsgKey)
-			} else if !f.c2cWithdrawn[[3]string{pair[0], pair[1], m.MsgKey}] {
+			key := target.String() + "|" + m.MsgKey
+			switch {
+			case f.c2cWithdrawn[[3]string{pair[0], pair[1], m.MsgKey}]:
+				expectDead(key, "20023")
+			case m.Recalled:
 				recalledByJob++
+			default:
+				wantDead++
+				if d, ok := dead[key]; !ok || d.Category != jobs.NeedsAttention {
+					t.Errorf("%s: not recalled and not a dead letter needing attention (%+v)", key, d)
+				}
 			}
 		}
-		_ = keys
+	}
+	for i := range f.unknownC2C {
+		expectDead(jobs.Target{From: "a0", To: "b0"}.String()+"|"+fmt.Sprintf("9999%d_1_1", i), "20022")
 	}
 	c := j.Counts
 	if c.Planned != int64(f.groupMessages+f.c2cMessages) {
 		t.Errorf("planned = %d, want %d", c.Planned, f.groupMessages+f.c2cMessages)
 	}
-	if c.Recalled != wantGroupRecalled+wantC2CRecalled || c.Recalled != recalledByJob {
-		t.Errorf("recalled = %d, want %d (emulator: %d recalled by the job)", c.Recalled, wantGroupRecalled+wantC2CRecalled, recalledByJob)
-	}
-	if c.DeadByCode["10030"] != int64(f.missing)+pre || c.DeadByCode["20023"] != int64(len(f.c2cWithdrawn)) || c.DeadByCode["20022"] != int64(f.unknownC2C) {
-		t.Errorf("dead letters by code = %v, want 10030:%d 20023:%d 20022:%d", c.DeadByCode, int64(f.missing)+pre, len(f.c2cWithdrawn), f.unknownC2C)
+	if c.Recalled != recalledByJob || c.DeadLettered != wantDead || int64(len(dead)) != wantDead {
+		t.Errorf("recalled %d, dead-lettered %d (%d records); ground truth: %d recalled by the job, %d not", c.Recalled, c.DeadLettered, len(dead), recalledByJob, wantDead)
 	}
 	if c.Pending != 0 || c.Planned != c.Recalled+c.DeadLettered {
 		t.Errorf("counts do not add up: %+v", c)
@@ -320,8 +349,25 @@ func TestEndToEndTwoWorkers(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &created); err != nil || created.JobID == "" {
 		t.Fatalf("recall file --json printed %q: %v", out, err)
 	}
-	e.worker("w1")
-	e.worker("w2")
+	w1 := e.worker("w1")
+	metricsAddr := freeAddr(t)
+	e.worker("w2", "--metrics-listen", metricsAddr)
+
+	// SIGTERM one worker mid-job: it finishes its calls in flight, records
+	// them and exits cleanly; the other finishes the job.
+	for {
+		j, _ := e.store.Get(t.Context(), created.JobID)
+		if j.Counts.Recalled > 2000 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := w1.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := w1.Wait(); err != nil {
+		t.Fatalf("worker after SIGTERM: %v", err)
+	}
 	j := e.waitDone(created.JobID, 5*time.Minute)
 	if j.Status != jobs.StatusDone {
 		t.Fatalf("job status %s", j.Status)
@@ -335,6 +381,20 @@ func TestEndToEndTwoWorkers(t *testing.T) {
 		t.Errorf("group_msg_recall accepted %d calls for %d seqs", st.Accepted, f.groupMessages)
 	}
 
+	// The worker's metrics count calls by API and code, and messages by outcome.
+	resp, err := http.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`imrecall_api_calls_total{api="group_msg_recall",code="0"}`, `imrecall_messages_total{outcome="recalled"}`,
+		`imrecall_limiter_wait_seconds_count{api="admin_msgwithdraw"}`} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+
 	// jobs show --json reports the same record.
 	out, err = e.run("jobs", "show", created.JobID, "--json")
 	if err != nil {
@@ -344,6 +404,16 @@ func TestEndToEndTwoWorkers(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &shown); err != nil || shown.Status != jobs.StatusDone || shown.Counts.Recalled != j.Counts.Recalled {
 		t.Fatalf("jobs show --json = %s (%v)", out, err)
 	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
 
 // TestWorkerKilledMidJob kills a worker with SIGKILL mid-job: another worker
