@@ -237,3 +237,37 @@ func decode(t *asynq.Task, want string, v any) error {
 	}
 	return nil
 }
+
+// TypeScheduleRun runs one firing of a schedule: an imrecall command line
+// (recall or purge) that creates a job. Wire format: do not rename.
+const TypeScheduleRun = "schedule:run"
+
+// ScheduleRun is the payload of TypeScheduleRun.
+type ScheduleRun struct {
+	Name string   `json:"name"`
+	Args []string `json:"args"` // the command line after "imrecall"
+}
+
+// NewScheduleRunTask builds a schedule's task, on the backfill queue.
+func NewScheduleRunTask(p ScheduleRun) (*asynq.Task, error) {
+	if p.Name == "" || len(p.Args) == 0 {
+		return nil, errors.New("schedule run task: name and args required")
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return nil, fmt.Errorf("encoding schedule run: %w", err)
+	}
+	return asynq.NewTask(TypeScheduleRun, b, asynq.Queue(QueueBackfill), asynq.Timeout(time.Hour), asynq.MaxRetry(3)), nil
+}
+
+// DecodeScheduleRun decodes a TypeScheduleRun payload.
+func DecodeScheduleRun(t *asynq.Task) (ScheduleRun, error) {
+	var p ScheduleRun
+	if err := decode(t, TypeScheduleRun, &p); err != nil {
+		return p, err
+	}
+	if p.Name == "" || len(p.Args) == 0 {
+		return p, fmt.Errorf("%s payload: name and args required: %w", TypeScheduleRun, asynq.SkipRetry)
+	}
+	return p, nil
+}

@@ -69,6 +69,8 @@ Settings come from flags, or from IMRECALL_* environment variables (see the READ
 		newDLQCmd(),
 		newDemoCmd(),
 		newBenchCmd(),
+		newScheduleCmd(),
+		newSchedulerCmd(),
 	)
 	return root
 }

@@ -136,6 +136,11 @@ func runWorker(ctx context.Context, cmd *cobra.Command, o *workerOptions) error 
 	srv := newAsynqServer(c.asynq, o.concurrency, o.im.timeout, log, o.logs.asynqLevel())
 	mux := asynq.NewServeMux()
 	h.Register(mux)
+	key, _ := secretFrom(o.im.secretKey, o.im.secretKeyFile, "")
+	mux.HandleFunc(tasks.TypeScheduleRun, scheduleRunner{log: log, settings: map[string]string{
+		"redis": o.redis.url, "key-prefix": o.redis.prefix, "api-base": o.im.apiBase, "sdkappid": fmt.Sprint(imCfg.SDKAppID),
+		"admin": o.im.admin, "secret-key": key, "timeout": o.im.timeout.String(),
+	}}.handle)
 
 	if o.metricsListen != "" {
 		ms, err := serveMetrics(o.metricsListen, reg, log)
