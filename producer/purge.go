@@ -34,17 +34,17 @@ func (p UserPurge) Validate() error {
 	return p.Window.Validate()
 }
 
-// PlanUserPurge discovers the user's messages and hands them to sink. It
-// returns a report of what it found; AVChatRoom groups (no history, no
-// recall) are reported as unsupported, not silently skipped.
-func PlanUserPurge(ctx context.Context, im IM, p UserPurge, sink Sink) (*Report, error) {
+// UserScans lists what a user purge must scan: every group the user belongs
+// to (each topic of a Community), and each one-to-one chat with the peers.
+// AVChatRoom groups (no history, no recall) are reported as unsupported, not
+// silently skipped. An unknown user is an error.
+func UserScans(ctx context.Context, im IM, p UserPurge) ([]Scan, *Report, error) {
 	if err := p.Validate(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	rep := &Report{}
-	var targets []jobs.Target
-	types := map[string]string{}
-	joined := 0
+	var scans []Scan
+	filter := GroupFilter{Window: p.Window, Senders: map[string]bool{p.User: true}}
 	for page, err := range im.JoinedGroupPages(ctx, tim.GetJoinedGroupListRequest{
 		MemberAccount: p.User, Limit: 1000, WithHugeGroups: 1, WithNoActiveGroups: 1,
 		ResponseFilter: &tim.ResponseFilter{GroupBaseInfoFilter: []string{"Type", "NextMsgSeq"}},
@@ -52,57 +52,38 @@ func PlanUserPurge(ctx context.Context, im IM, p UserPurge, sink Sink) (*Report,
 		if err != nil {
 			var te *tim.Error
 			if errors.As(err, &te) && (te.Code == 70107 || te.Code == 10004) {
-				return nil, fmt.Errorf("--user %q: unknown user (%d %s)", p.User, te.Code, te.Info)
+				return nil, nil, fmt.Errorf("--user %q: unknown user (%d %s)", p.User, te.Code, te.Info)
 			}
-			return nil, fmt.Errorf("listing the groups of %s: %w", p.User, err)
+			return nil, nil, fmt.Errorf("listing the groups of %s: %w", p.User, err)
 		}
 		for _, g := range page.GroupIDList {
-			joined++
 			if !Recallable(g.Type) {
 				rep.skip(Unsupported{GroupID: g.GroupID, Type: g.Type, Reason: "group_msg_recall does not support " + g.Type + " (10033); it keeps no history"})
 				continue
 			}
-			types[g.GroupID] = g.Type
 			ts, err := expandTopics(ctx, im, g.GroupID, g.Type, p.User)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
-			targets = append(targets, ts...)
+			for _, t := range ts {
+				scans = append(scans, Scan{Target: t, Type: g.Type, Filter: filter})
+			}
 		}
 	}
 	for _, peer := range p.Peers {
-		targets = append(targets, jobs.Target{From: p.User, To: peer})
+		scans = append(scans, Scan{Target: jobs.Target{From: p.User, To: peer}, Filter: GroupFilter{Window: p.Window}})
 	}
-	err := parallel(ctx, concurrency(p.Concurrency), targets, func(ctx context.Context, t jobs.Target) (func() error, error) {
-		if t.IsGroup() {
-			seqs, scanned, err := scanGroup(ctx, im, t, GroupFilter{Window: p.Window, Senders: map[string]bool{p.User: true}})
-			if err != nil {
-				return nil, err
-			}
-			return func() error {
-				rep.add(TargetReport{Target: t, Type: types[t.GroupID], Messages: len(seqs), Calls: (len(seqs) + 9) / 10, Scanned: scanned})
-				if len(seqs) == 0 {
-					return nil
-				}
-				return sink.AddGroup(ctx, t, seqs...)
-			}, nil
-		}
-		keys, scanned, err := scanC2C(ctx, im, t.From, t.To, p.Window)
-		if err != nil {
-			return nil, err
-		}
-		return func() error {
-			rep.add(TargetReport{Target: t, Messages: len(keys), Calls: len(keys), Scanned: scanned})
-			for _, k := range keys {
-				if err := sink.AddC2C(ctx, t, k); err != nil {
-					return err
-				}
-			}
-			return nil
-		}, nil
-	})
-	rep.sort()
-	return rep, err
+	return scans, rep, nil
+}
+
+// PlanUserPurge discovers the user's messages in this process and hands
+// them to sink (a Tally for a dry run).
+func PlanUserPurge(ctx context.Context, im IM, p UserPurge, sink Sink) (*Report, error) {
+	scans, rep, err := UserScans(ctx, im, p)
+	if err != nil {
+		return nil, err
+	}
+	return rep, RunScans(ctx, im, scans, concurrency(p.Concurrency), sink, rep)
 }
 
 // GroupPurge asks for the messages of some groups in a time or seq range,
@@ -140,28 +121,16 @@ func (p GroupPurge) Validate() error {
 	return p.Window.Validate()
 }
 
-// PlanGroupPurge checks every group first (unknown groups and group types
-// that cannot recall are errors before anything is planned), then scans each
-// group's history and hands the matches to sink.
-func PlanGroupPurge(ctx context.Context, im IM, p GroupPurge, sink Sink) (*Report, error) {
+// GroupScans checks every group first (unknown groups and group types that
+// cannot recall are errors before anything is planned) and lists what must be
+// scanned.
+func GroupScans(ctx context.Context, im IM, p GroupPurge) ([]Scan, *Report, error) {
 	if err := p.Validate(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	types, err := groupTypes(ctx, im, p.Groups)
 	if err != nil {
-		return nil, err
-	}
-	var targets []jobs.Target
-	for _, g := range p.Groups {
-		if p.Topic != "" {
-			targets = append(targets, jobs.Target{GroupID: g, TopicID: p.Topic})
-			continue
-		}
-		ts, err := expandTopics(ctx, im, g, types[g], "")
-		if err != nil {
-			return nil, err
-		}
-		targets = append(targets, ts...)
+		return nil, nil, err
 	}
 	f := p.GroupFilter
 	if len(p.Senders) > 0 {
@@ -170,22 +139,30 @@ func PlanGroupPurge(ctx context.Context, im IM, p GroupPurge, sink Sink) (*Repor
 			f.Senders[s] = true
 		}
 	}
-	rep := &Report{}
-	err = parallel(ctx, concurrency(p.Concurrency), targets, func(ctx context.Context, t jobs.Target) (func() error, error) {
-		seqs, scanned, err := scanGroup(ctx, im, t, f)
-		if err != nil {
-			return nil, err
+	var scans []Scan
+	for _, g := range p.Groups {
+		if p.Topic != "" {
+			scans = append(scans, Scan{Target: jobs.Target{GroupID: g, TopicID: p.Topic}, Type: types[g], Filter: f})
+			continue
 		}
-		return func() error {
-			rep.add(TargetReport{Target: t, Type: types[t.GroupID], Messages: len(seqs), Calls: (len(seqs) + 9) / 10, Scanned: scanned})
-			if len(seqs) == 0 {
-				return nil
-			}
-			return sink.AddGroup(ctx, t, seqs...)
-		}, nil
-	})
-	rep.sort()
-	return rep, err
+		ts, err := expandTopics(ctx, im, g, types[g], "")
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, t := range ts {
+			scans = append(scans, Scan{Target: t, Type: types[g], Filter: f})
+		}
+	}
+	return scans, &Report{}, nil
+}
+
+// PlanGroupPurge discovers in this process and hands the matches to sink.
+func PlanGroupPurge(ctx context.Context, im IM, p GroupPurge, sink Sink) (*Report, error) {
+	scans, rep, err := GroupScans(ctx, im, p)
+	if err != nil {
+		return nil, err
+	}
+	return rep, RunScans(ctx, im, scans, concurrency(p.Concurrency), sink, rep)
 }
 
 // groupTypes asks get_group_info (≤ 50 a call) for every group's type and

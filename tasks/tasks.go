@@ -271,3 +271,64 @@ func DecodeScheduleRun(t *asynq.Task) (ScheduleRun, error) {
 	}
 	return p, nil
 }
+
+// TypeDiscover scans one group (or topic) or one one-to-one conversation for
+// the messages a purge job recalls, and plans them into the job. Wire
+// format: do not rename.
+const TypeDiscover = "discover:target"
+
+// Discover is the payload of TypeDiscover.
+type Discover struct {
+	JobID     string   `json:"job_id"`
+	AppID     int64    `json:"sdkappid"`
+	GroupID   string   `json:"GroupId,omitempty"`
+	TopicID   string   `json:"TopicId,omitempty"`
+	GroupType string   `json:"type,omitempty"`
+	From      string   `json:"From_Account,omitempty"` // one-to-one: the user whose messages go
+	To        string   `json:"To_Account,omitempty"`   // one-to-one: the peer
+	Since     int64    `json:"since,omitempty"`        // unix seconds, 0 = open
+	Until     int64    `json:"until,omitempty"`
+	SeqFrom   int64    `json:"seq_from,omitempty"`
+	SeqTo     int64    `json:"seq_to,omitempty"`
+	Senders   []string `json:"senders,omitempty"` // group scans: only these senders (nil = all)
+}
+
+// Validate names the first bad field.
+func (p Discover) Validate() error {
+	if err := validJobApp(p.JobID, p.AppID); err != nil {
+		return err
+	}
+	if (p.GroupID == "") == (p.From == "" || p.To == "") {
+		return errors.New("target: want GroupId, or From_Account and To_Account")
+	}
+	return nil
+}
+
+// NewDiscoverTask builds a discovery task; its ID is derived from the job and
+// the target, so a target is scanned by one task.
+func NewDiscoverTask(p Discover, queue string) (*asynq.Task, error) {
+	if err := p.Validate(); err != nil {
+		return nil, fmt.Errorf("discover task: %w", err)
+	}
+	if err := ValidQueue(queue); err != nil {
+		return nil, err
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return nil, fmt.Errorf("encoding discover payload: %w", err)
+	}
+	id := taskID(p.JobID, "d", 0, p.GroupID, p.TopicID, p.From, p.To)
+	return asynq.NewTask(TypeDiscover, b, asynq.Queue(queue), asynq.TaskID(id), asynq.Timeout(30*time.Minute), asynq.MaxRetry(10)), nil
+}
+
+// DecodeDiscover decodes and validates a TypeDiscover payload.
+func DecodeDiscover(t *asynq.Task) (Discover, error) {
+	var p Discover
+	if err := decode(t, TypeDiscover, &p); err != nil {
+		return p, err
+	}
+	if err := p.Validate(); err != nil {
+		return p, fmt.Errorf("%s payload: %v: %w", TypeDiscover, err, asynq.SkipRetry)
+	}
+	return p, nil
+}

@@ -126,6 +126,9 @@ func runDemo(ctx context.Context, cmd *cobra.Command, o demoOptions) error {
 	srv := newAsynqServer(asynq.RedisClientOpt{Addr: mr.Addr()}, o.concurrency, tim.DefaultTimeout, log, asynq.ErrorLevel)
 	mux := asynq.NewServeMux()
 	h.Register(mux)
+	enq := asynq.NewClient(asynq.RedisClientOpt{Addr: mr.Addr()})
+	defer enq.Close()
+	producer.NewDiscoverHandler(client, store, enq, log).Register(mux)
 	if err := srv.Start(mux); err != nil {
 		return fmt.Errorf("starting the worker: %w", err)
 	}
@@ -138,24 +141,21 @@ func runDemo(ctx context.Context, cmd *cobra.Command, o demoOptions) error {
 	if err != nil {
 		return err
 	}
-	aclient := asynq.NewClient(asynq.RedisClientOpt{Addr: mr.Addr()})
-	defer aclient.Close()
-	planned := make(chan error, 1)
-	var rep *producer.Report
-	go func() {
-		b := producer.NewBatcher(store, aclient, job, 0)
-		r, err := producer.PlanUserPurge(ctx, client, producer.UserPurge{User: spammer, Peers: peers}, b)
-		rep = r
-		if err == nil {
-			err = b.Flush(ctx)
-		}
-		if err == nil {
-			_, err = store.ClosePlanner(ctx, job.ID, jobs.RootPlanner)
-		}
-		planned <- err
-	}()
+	// What the CLI's purge user does: list what to scan, queue one discovery
+	// task per group, topic and chat; the worker scans and recalls.
+	scans, rep, err := producer.UserScans(ctx, client, producer.UserPurge{User: spammer, Peers: peers})
+	if err != nil {
+		return err
+	}
+	if _, err := producer.EnqueueScans(ctx, store, enq, job, scans); err != nil {
+		return err
+	}
+	if _, err := store.ClosePlanner(ctx, job.ID, jobs.RootPlanner); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "job %s: %d scans queued (%d groups and topics, %d chats)\n", job.ID, len(scans), len(scans)-len(peers), len(peers))
 
-	j, err := demoProgress(ctx, out, store, emu, job.ID, planned)
+	j, err := demoProgress(ctx, out, store, emu, job.ID)
 	if err != nil {
 		return err
 	}
@@ -193,7 +193,7 @@ func runDemo(ctx context.Context, cmd *cobra.Command, o demoOptions) error {
 
 // demoProgress shows a bar until the job ends: messages, calls/s against
 // the cap, ETA.
-func demoProgress(ctx context.Context, out io.Writer, store *jobs.Store, emu *emulator.Server, id string, planned <-chan error) (jobs.Job, error) {
+func demoProgress(ctx context.Context, out io.Writer, store *jobs.Store, emu *emulator.Server, id string) (jobs.Job, error) {
 	tty := isTerminal(os.Stderr)
 	bar := progressbar.NewOptions64(1,
 		progressbar.OptionSetWriter(out),
@@ -203,17 +203,11 @@ func demoProgress(ctx context.Context, out io.Writer, store *jobs.Store, emu *em
 		progressbar.OptionThrottle(100*time.Millisecond),
 		progressbar.OptionSetVisibility(tty),
 	)
-	planning := true
 	lastLine := time.Time{}
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		select {
-		case err := <-planned:
-			if err != nil {
-				return jobs.Job{}, fmt.Errorf("planning the purge: %w", err)
-			}
-			planning = false
 		case <-ctx.Done():
 			return jobs.Job{}, ctx.Err()
 		case <-tick.C:
@@ -223,6 +217,7 @@ func demoProgress(ctx context.Context, out io.Writer, store *jobs.Store, emu *em
 			return j, err
 		}
 		c := j.Counts
+		planning := j.Status == jobs.StatusPlanning
 		st := emu.Stats()
 		rate := lastSecond(st[tim.GroupMsgRecall.Name()].PerSecond)
 		disc := lastSecond(st[tim.GroupMsgGetSimple.Name()].PerSecond)
@@ -238,7 +233,10 @@ func demoProgress(ctx context.Context, out io.Writer, store *jobs.Store, emu *em
 			lastLine = time.Now()
 			fmt.Fprintf(out, "%s planned %d, recalled %d, dead-lettered %d, pending %d\n", desc, c.Planned, c.Recalled, c.DeadLettered, c.Pending)
 		}
-		if !planning && j.Finished() {
+		if j.Status == jobs.StatusFailed {
+			return j, fmt.Errorf("job %s failed: %s", j.ID, j.Error)
+		}
+		if j.Finished() {
 			_ = bar.Finish()
 			fmt.Fprintln(out)
 			return j, nil

@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/producer"
 	"github.com/imrecall/imrecall/tasks"
 	"github.com/imrecall/imrecall/tim"
@@ -142,8 +143,8 @@ func newPurgeUserCmd() *cobra.Command {
 				return usageError{err}
 			}
 			params := map[string]any{"user": user, "peers": len(ps), "since": f.since, "until": f.until}
-			return runPurge(cmd, &f, "purge:user", params, func(ctx context.Context, im producer.IM, sink producer.Sink) (*producer.Report, error) {
-				return producer.PlanUserPurge(ctx, im, spec, sink)
+			return runPurge(cmd, &f, "purge:user", params, func(ctx context.Context, im producer.IM) ([]producer.Scan, *producer.Report, error) {
+				return producer.UserScans(ctx, im, spec)
 			})
 		},
 	}
@@ -208,8 +209,8 @@ func newPurgeGroupCmd() *cobra.Command {
 				return usageError{err}
 			}
 			params := map[string]any{"groups": groups, "topic": topic, "senders": senders, "since": f.since, "until": f.until, "seq_from": seqFrom, "seq_to": seqTo}
-			return runPurge(cmd, &f, "purge:group", params, func(ctx context.Context, im producer.IM, sink producer.Sink) (*producer.Report, error) {
-				return producer.PlanGroupPurge(ctx, im, spec, sink)
+			return runPurge(cmd, &f, "purge:group", params, func(ctx context.Context, im producer.IM) ([]producer.Scan, *producer.Report, error) {
+				return producer.GroupScans(ctx, im, spec)
 			})
 		},
 	}
@@ -222,11 +223,14 @@ func newPurgeGroupCmd() *cobra.Command {
 	return cmd
 }
 
-type discoverFunc func(ctx context.Context, im producer.IM, sink producer.Sink) (*producer.Report, error)
+// scansFunc lists what a purge must scan, checking its input first.
+type scansFunc func(ctx context.Context, im producer.IM) ([]producer.Scan, *producer.Report, error)
 
-// runPurge discovers into a tally (dry run, or to ask for confirmation), and
-// for a real run discovers again into a job.
-func runPurge(cmd *cobra.Command, f *purgeFlags, kind string, params map[string]any, discover discoverFunc) error {
+// runPurge lists the scans (bad input fails here, before anything is
+// planned). A dry run, or a run that must be confirmed, scans in this
+// process into a tally; a real run queues one discovery task per scan, which
+// workers run in parallel, planning into the job as they go.
+func runPurge(cmd *cobra.Command, f *purgeFlags, kind string, params map[string]any, list scansFunc) error {
 	ctx := cmd.Context()
 	log, err := f.logs.logger(cmd.ErrOrStderr())
 	if err != nil {
@@ -241,31 +245,34 @@ func runPurge(cmd *cobra.Command, f *purgeFlags, kind string, params map[string]
 	if err != nil {
 		return err
 	}
+	scans, rep, err := list(ctx, im)
+	if err != nil {
+		return discoveryErr(err)
+	}
+	for _, u := range rep.Unsupported {
+		fmt.Fprintf(cmd.ErrOrStderr(), "unsupported: %s (%s): %s\n", u.GroupID, u.Type, u.Reason)
+	}
 	if f.dryRun || !f.yes {
 		tally := &producer.Tally{}
-		rep, err := discover(ctx, im, tally)
-		if err != nil {
+		if err := producer.RunScans(ctx, im, scans, f.concurrency, tally, rep); err != nil {
 			return discoveryErr(err)
 		}
 		if f.dryRun {
 			return printDiscovery(cmd, f.asJSON, rep, tally.Count())
 		}
 		if n := tally.Count(); n > f.confirmAbove {
-			fmt.Fprintf(cmd.ErrOrStderr(), "found %d messages in %d targets (%d unsupported groups)\n", n, len(rep.Targets), len(rep.Unsupported))
+			fmt.Fprintf(cmd.ErrOrStderr(), "found %d messages in %d targets\n", n, len(rep.Targets))
 			if err := confirm(cmd, fmt.Sprintf("About to recall %d messages.", n)); err != nil {
 				return err
 			}
 		}
 	}
-	return createAndPlan(cmd, &f.recallFlags, c, kind, params, func(ctx context.Context, b *producer.Batcher) error {
-		rep, err := discover(ctx, im, b)
-		if err != nil {
-			return discoveryErr(err)
+	return createAndPlan(cmd, &f.recallFlags, c, kind, params, func(ctx context.Context, job jobs.Job, q producer.Enqueuer, _ *producer.Batcher) error {
+		n, err := producer.EnqueueScans(ctx, c.store, q, job, scans)
+		if err == nil {
+			fmt.Fprintf(cmd.ErrOrStderr(), "job %s: %d scans queued for the workers\n", job.ID, n)
 		}
-		for _, u := range rep.Unsupported {
-			fmt.Fprintf(cmd.ErrOrStderr(), "unsupported: %s %s: %s\n", u.GroupID, u.Type, u.Reason)
-		}
-		return nil
+		return err
 	})
 }
 

@@ -196,7 +196,7 @@ func runRecall(cmd *cobra.Command, f *recallFlags, kind string, params map[strin
 		return err
 	}
 	defer c.Close()
-	return createAndPlan(cmd, f, c, kind, params, func(ctx context.Context, b *producer.Batcher) error {
+	return createAndPlan(cmd, f, c, kind, params, func(ctx context.Context, _ jobs.Job, _ producer.Enqueuer, b *producer.Batcher) error {
 		for _, m := range msgs {
 			if err := b.AddMessage(ctx, m); err != nil {
 				return err
@@ -236,7 +236,7 @@ func runRecallFile(cmd *cobra.Command, f *recallFlags, path string) error {
 	}
 	defer c.Close()
 	params := map[string]any{"file": abs, "messages": sum.Messages}
-	return createAndPlan(cmd, f, c, "recall:file", params, func(ctx context.Context, b *producer.Batcher) error {
+	return createAndPlan(cmd, f, c, "recall:file", params, func(ctx context.Context, _ jobs.Job, _ producer.Enqueuer, b *producer.Batcher) error {
 		fh, err := os.Open(path)
 		if err != nil {
 			return fmt.Errorf("opening list file: %w", err)
@@ -264,7 +264,7 @@ func printDryRun(cmd *cobra.Command, f *recallFlags, report map[string]any) erro
 
 // createAndPlan creates the job, runs plan on a batcher, closes planning and
 // prints the job id; with --wait it then follows the job to its end.
-func createAndPlan(cmd *cobra.Command, f *recallFlags, c *conn, kind string, params map[string]any, plan func(context.Context, *producer.Batcher) error) error {
+func createAndPlan(cmd *cobra.Command, f *recallFlags, c *conn, kind string, params map[string]any, plan func(context.Context, jobs.Job, producer.Enqueuer, *producer.Batcher) error) error {
 	ctx := cmd.Context()
 	raw, _ := json.Marshal(params)
 	job, err := c.store.Create(ctx, jobs.Spec{
@@ -277,7 +277,7 @@ func createAndPlan(cmd *cobra.Command, f *recallFlags, c *conn, kind string, par
 	client := asynq.NewClient(c.asynq)
 	defer client.Close()
 	b := producer.NewBatcher(c.store, client, job, 0)
-	err = plan(ctx, b)
+	err = plan(ctx, job, client, b)
 	if err == nil {
 		err = b.Flush(ctx)
 	}
@@ -295,8 +295,10 @@ func createAndPlan(cmd *cobra.Command, f *recallFlags, c *conn, kind string, par
 		}
 	} else {
 		fmt.Fprintln(cmd.OutOrStdout(), job.ID)
-		fmt.Fprintf(cmd.ErrOrStderr(), "job %s: %d messages planned (%d duplicates removed) in %d tasks on queue %s\n",
-			job.ID, b.Planned, b.Seen-b.Planned, b.Tasks, f.queue)
+		if b.Seen > 0 {
+			fmt.Fprintf(cmd.ErrOrStderr(), "job %s: %d messages planned (%d duplicates removed) in %d tasks on queue %s\n",
+				job.ID, b.Planned, b.Seen-b.Planned, b.Tasks, f.queue)
+		}
 	}
 	if !f.wait {
 		return nil

@@ -11,6 +11,7 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/imrecall/imrecall/limiter"
+	"github.com/imrecall/imrecall/producer"
 	"github.com/imrecall/imrecall/tasks"
 	"github.com/imrecall/imrecall/tim"
 	"github.com/imrecall/imrecall/worker"
@@ -136,6 +137,9 @@ func runWorker(ctx context.Context, cmd *cobra.Command, o *workerOptions) error 
 	srv := newAsynqServer(c.asynq, o.concurrency, o.im.timeout, log, o.logs.asynqLevel())
 	mux := asynq.NewServeMux()
 	h.Register(mux)
+	enq := asynq.NewClient(c.asynq)
+	defer enq.Close()
+	producer.NewDiscoverHandler(client, c.store, enq, log).Register(mux)
 	key, _ := secretFrom(o.im.secretKey, o.im.secretKeyFile, "")
 	mux.HandleFunc(tasks.TypeScheduleRun, scheduleRunner{log: log, settings: map[string]string{
 		"redis": o.redis.url, "key-prefix": o.redis.prefix, "api-base": o.im.apiBase, "sdkappid": fmt.Sprint(imCfg.SDKAppID),

@@ -1,0 +1,226 @@
+package producer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/imrecall/imrecall/jobs"
+	"github.com/imrecall/imrecall/tasks"
+)
+
+// Scan is one unit of discovery: one group (or topic) history, or one
+// one-to-one conversation seen from Target.From.
+type Scan struct {
+	Target jobs.Target
+	Type   string      // group type, for reports
+	Filter GroupFilter // for a conversation only the Window counts
+}
+
+// unit is the scan's planning unit in the job.
+func (s Scan) unit() string { return "scan " + s.Target.String() }
+
+// Run scans and hands what it finds to sink.
+func (s Scan) Run(ctx context.Context, im IM, sink Sink) (TargetReport, error) {
+	tr := TargetReport{Target: s.Target, Type: s.Type}
+	if s.Target.IsGroup() {
+		seqs, scanned, err := scanGroup(ctx, im, s.Target, s.Filter)
+		if err != nil {
+			return tr, err
+		}
+		tr.Messages, tr.Calls, tr.Scanned = len(seqs), (len(seqs)+9)/10, scanned
+		if len(seqs) == 0 {
+			return tr, nil
+		}
+		return tr, sink.AddGroup(ctx, s.Target, seqs...)
+	}
+	keys, scanned, err := scanC2C(ctx, im, s.Target.From, s.Target.To, s.Filter.Window)
+	if err != nil {
+		return tr, err
+	}
+	tr.Messages, tr.Calls, tr.Scanned = len(keys), len(keys), scanned
+	for _, k := range keys {
+		if err := sink.AddC2C(ctx, s.Target, k); err != nil {
+			return tr, err
+		}
+	}
+	return tr, nil
+}
+
+// task is the scan as a queued discovery task of job.
+func (s Scan) task(job jobs.Job) (*asynq.Task, error) {
+	p := tasks.Discover{JobID: job.ID, AppID: job.AppID, GroupID: s.Target.GroupID, TopicID: s.Target.TopicID,
+		GroupType: s.Type, From: s.Target.From, To: s.Target.To, SeqFrom: s.Filter.SeqFrom, SeqTo: s.Filter.SeqTo}
+	if !s.Filter.Since.IsZero() {
+		p.Since = s.Filter.Since.Unix()
+	}
+	if !s.Filter.Until.IsZero() {
+		p.Until = s.Filter.Until.Unix()
+	}
+	for sender := range s.Filter.Senders {
+		p.Senders = append(p.Senders, sender)
+	}
+	sort.Strings(p.Senders)
+	return tasks.NewDiscoverTask(p, job.Queue)
+}
+
+func scanFromTask(p tasks.Discover) Scan {
+	s := Scan{Target: jobs.Target{GroupID: p.GroupID, TopicID: p.TopicID, From: p.From, To: p.To}, Type: p.GroupType,
+		Filter: GroupFilter{SeqFrom: p.SeqFrom, SeqTo: p.SeqTo}}
+	if p.Since != 0 {
+		s.Filter.Since = time.Unix(p.Since, 0)
+	}
+	if p.Until != 0 {
+		s.Filter.Until = time.Unix(p.Until, 0)
+	}
+	if len(p.Senders) > 0 {
+		s.Filter.Senders = map[string]bool{}
+		for _, x := range p.Senders {
+			s.Filter.Senders[x] = true
+		}
+	}
+	return s
+}
+
+// RunScans runs scans in this process, n at once, into sink (which only one
+// goroutine uses at a time), adding each target to rep.
+func RunScans(ctx context.Context, im IM, scans []Scan, n int, sink Sink, rep *Report) error {
+	byTarget := make(map[jobs.Target]Scan, len(scans))
+	targets := make([]jobs.Target, 0, len(scans))
+	for _, s := range scans {
+		byTarget[s.Target] = s
+		targets = append(targets, s.Target)
+	}
+	var mu sync.Mutex
+	err := parallel(ctx, n, targets, func(ctx context.Context, t jobs.Target) (func() error, error) {
+		tally := &collect{}
+		tr, err := byTarget[t].Run(ctx, im, tally)
+		if err != nil {
+			return nil, err
+		}
+		return func() error {
+			mu.Lock()
+			defer mu.Unlock()
+			rep.add(tr)
+			return tally.replay(ctx, t, sink)
+		}, nil
+	})
+	rep.sort()
+	return err
+}
+
+// collect holds one scan's findings until the sink may take them.
+type collect struct {
+	seqs []int64
+	keys []string
+}
+
+func (c *collect) AddGroup(_ context.Context, _ jobs.Target, seqs ...int64) error {
+	c.seqs = append(c.seqs, seqs...)
+	return nil
+}
+
+func (c *collect) AddC2C(_ context.Context, _ jobs.Target, k string) error {
+	c.keys = append(c.keys, k)
+	return nil
+}
+
+func (c *collect) replay(ctx context.Context, t jobs.Target, sink Sink) error {
+	if len(c.seqs) > 0 {
+		if err := sink.AddGroup(ctx, t, c.seqs...); err != nil {
+			return err
+		}
+	}
+	for _, k := range c.keys {
+		if err := sink.AddC2C(ctx, t, k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// EnqueueScans queues one discovery task per scan into job, each its own
+// planning unit: the job plans as the tasks run, in parallel on every
+// worker, and a restart loses nothing (a scan run twice plans nothing twice).
+func EnqueueScans(ctx context.Context, store *jobs.Store, q Enqueuer, job jobs.Job, scans []Scan) (int, error) {
+	n := 0
+	for _, s := range scans {
+		task, err := s.task(job)
+		if err != nil {
+			return n, err
+		}
+		if err := store.OpenPlanner(ctx, job.ID, s.unit()); err != nil {
+			return n, err
+		}
+		if _, err := q.EnqueueContext(ctx, task); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+			return n, fmt.Errorf("enqueueing discovery of %s: %w", s.Target, err)
+		}
+		n++
+	}
+	return n, nil
+}
+
+// DiscoverHandler runs discovery tasks in workers.
+type DiscoverHandler struct {
+	im    IM
+	store *jobs.Store
+	q     Enqueuer
+	log   *slog.Logger
+}
+
+// NewDiscoverHandler returns a handler that scans with im and plans into
+// store, enqueueing recall tasks with q.
+func NewDiscoverHandler(im IM, store *jobs.Store, q Enqueuer, log *slog.Logger) *DiscoverHandler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &DiscoverHandler{im: im, store: store, q: q, log: log}
+}
+
+// Register adds the handler to mux.
+func (h *DiscoverHandler) Register(mux *asynq.ServeMux) {
+	mux.HandleFunc(tasks.TypeDiscover, h.Handle)
+}
+
+// Handle runs one tasks.TypeDiscover task. Its last failed attempt fails the
+// job (what was planned is still recalled) rather than leave it planning.
+func (h *DiscoverHandler) Handle(ctx context.Context, t *asynq.Task) error {
+	p, err := tasks.DecodeDiscover(t)
+	if err != nil {
+		return err
+	}
+	s := scanFromTask(p)
+	job, err := h.store.Get(ctx, p.JobID)
+	if errors.Is(err, jobs.ErrNotFound) {
+		return fmt.Errorf("%v: %w", err, asynq.SkipRetry)
+	}
+	if err != nil {
+		return err
+	}
+	if job.Status == jobs.StatusPlanning {
+		b := NewBatcher(h.store, h.q, job, 0)
+		_, err = s.Run(ctx, h.im, b)
+		if err == nil {
+			err = b.Flush(ctx)
+		}
+	}
+	if err != nil && !errors.Is(err, jobs.ErrClosed) { // ErrClosed: cancelled while scanning
+		retried, _ := asynq.GetRetryCount(ctx)
+		maxRetry, _ := asynq.GetMaxRetry(ctx)
+		if retried < maxRetry {
+			return fmt.Errorf("discovering %s: %w", s.Target, err)
+		}
+		h.log.Error("discovery failed for good; failing the job", "job_id", p.JobID, "target", s.Target.String(), "err", err)
+		if _, ferr := h.store.Fail(ctx, p.JobID, fmt.Errorf("discovering %s: %w", s.Target, err)); ferr != nil {
+			return ferr
+		}
+		return fmt.Errorf("discovering %s: %v: %w", s.Target, err, asynq.SkipRetry)
+	}
+	_, err = h.store.ClosePlanner(ctx, p.JobID, s.unit())
+	return err
+}
