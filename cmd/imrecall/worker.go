@@ -76,6 +76,8 @@ func newWorkerCmd() *cobra.Command {
 		Long: `A worker takes recall tasks from the Redis queues (incident first, then purge, then
 backfill), waits on the rate limit shared by every worker process (200 calls/s per API per
 app by default), calls the Tencent IM API, and records each message's outcome in its job.
+It also runs purge discovery tasks (history scans, under their own per-API budgets) and the
+commands of schedules fired by "imrecall scheduler".
 Run as many worker processes as you like, on as many hosts: together they stay under the cap.
 On SIGTERM the worker stops taking tasks, lets calls in flight finish and records them.`,
 		Example: `  IMRECALL_SECRET_KEY=... imrecall worker --redis redis://redis:6379/0 --sdkappid 1400000001 --api-base singapore
