@@ -207,3 +207,19 @@ func jobExit(j jobs.Job) error {
 	}
 	return nil
 }
+
+// redisRun is the RunE of a command that needs Redis: it applies the
+// IMRECALL_* environment, connects, runs fn and closes the connection.
+func redisRun(rf *redisFlags, fn func(cmd *cobra.Command, args []string, c *conn) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := applyEnv(cmd); err != nil {
+			return err
+		}
+		c, err := rf.connect(cmd.Context())
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		return fn(cmd, args, c)
+	}
+}

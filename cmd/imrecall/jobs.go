@@ -63,15 +63,7 @@ func newJobsListCmd() *cobra.Command {
 		Short:   "List recent jobs, newest first",
 		Example: "  imrecall jobs list --limit 20",
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := applyEnv(cmd); err != nil {
-				return err
-			}
-			c, err := rf.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer c.Close()
+		RunE: redisRun(&rf, func(cmd *cobra.Command, _ []string, c *conn) error {
 			list, err := c.store.List(cmd.Context(), limit)
 			if err != nil {
 				return err
@@ -90,7 +82,7 @@ func newJobsListCmd() *cobra.Command {
 					j.Counts.Recalled, j.Counts.DeadLettered, j.Counts.Pending, j.RequestedBy, j.CreatedAt.Local().Format(time.DateTime))
 			}
 			return tw.Flush()
-		},
+		}),
 	}
 	rf.register(cmd)
 	cmd.Flags().IntVar(&limit, "limit", 50, "how many jobs")
@@ -200,15 +192,7 @@ func newJobsAuditCmd() *cobra.Command {
 		Use:   "audit",
 		Short: "Show the audit log: who created, cancelled, paused or re-queued which job",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := applyEnv(cmd); err != nil {
-				return err
-			}
-			c, err := rf.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer c.Close()
+		RunE: redisRun(&rf, func(cmd *cobra.Command, _ []string, c *conn) error {
 			evs, err := c.store.AuditLog(cmd.Context(), n)
 			if err != nil {
 				return err
@@ -220,7 +204,7 @@ func newJobsAuditCmd() *cobra.Command {
 				fmt.Fprintf(cmd.OutOrStdout(), "%s  %-24s %-8s %s %s\n", e.At.Local().Format(time.DateTime), e.Actor, e.Action, e.JobID, e.Detail)
 			}
 			return nil
-		},
+		}),
 	}
 	rf.register(cmd)
 	cmd.Flags().Int64Var(&n, "last", 100, "how many events")

@@ -94,15 +94,7 @@ func newScheduleListCmd() *cobra.Command {
 		Use:   "list",
 		Short: "List schedules",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := applyEnv(cmd); err != nil {
-				return err
-			}
-			c, err := rf.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer c.Close()
+		RunE: redisRun(&rf, func(cmd *cobra.Command, _ []string, c *conn) error {
 			list, err := producer.NewSchedules(c.rdb, rf.prefix).List(cmd.Context())
 			if err != nil {
 				return err
@@ -116,7 +108,7 @@ func newScheduleListCmd() *cobra.Command {
 				fmt.Fprintf(tw, "%s\t%s\timrecall %s\t%s\t%s\n", s.Name, s.Cron, strings.Join(s.Args, " "), s.CreatedBy, s.Reason)
 			}
 			return tw.Flush()
-		},
+		}),
 	}
 	rf.register(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -129,21 +121,13 @@ func newScheduleRemoveCmd() *cobra.Command {
 		Use:   "remove NAME",
 		Short: "Remove a schedule",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := applyEnv(cmd); err != nil {
-				return err
-			}
-			c, err := rf.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer c.Close()
+		RunE: redisRun(&rf, func(cmd *cobra.Command, args []string, c *conn) error {
 			if err := producer.NewSchedules(c.rdb, rf.prefix).Remove(cmd.Context(), args[0]); err != nil {
 				return usageError{err}
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "schedule %s removed\n", args[0])
 			return nil
-		},
+		}),
 	}
 	rf.register(cmd)
 	return cmd
