@@ -50,7 +50,8 @@ return new
 // the job is cancelled or paused, it counts a send for each message not yet
 // terminal. KEYS: job hash, state hash. ARGV: items...
 // Returns {status, paused, state1, state2, ...} where a state is the number
-// of earlier sends (0 = fresh), -1 recalled, -2 dead-lettered, -3 unplanned.
+// of earlier sends (0 = fresh), -1 recalled, -2 dead-lettered, -3 unplanned;
+// a state of n + 1000000 means n earlier sends whose answers all arrived.
 var beginScript = redis.NewScript(`
 local h = redis.call('HMGET', KEYS[1], 'status', 'paused')
 if not h[1] then return redis.error_reply('NOJOB') end
@@ -63,13 +64,28 @@ for i = 1, #ARGV do
   elseif cur == 'r' then st = -1
   elseif string.sub(cur, 1, 1) == 'd' then st = -2
   else
-    st = 0
-    if cur ~= 'p' then st = tonumber(string.sub(cur, 2)) or 0 end
-    if act then redis.call('HSET', KEYS[2], ARGV[i], 's' .. (st + 1)) end
+    local n = 0
+    if cur ~= 'p' then n = tonumber(string.sub(cur, 2)) or 0 end
+    st = n
+    if string.sub(cur, 1, 1) == 'a' then st = n + 1000000 end
+    if act then redis.call('HSET', KEYS[2], ARGV[i], 's' .. (n + 1)) end
   end
   out[#out + 1] = st
 end
 return out
+`)
+
+// answeredScript notes that the last send of each message was answered
+// without recalling it (a retryable code), so that a later delivery does not
+// suspect it. KEYS: state hash. ARGV: items...
+var answeredScript = redis.NewScript(`
+for i = 1, #ARGV do
+  local cur = redis.call('HGET', KEYS[1], ARGV[i])
+  if cur and string.sub(cur, 1, 1) == 's' then
+    redis.call('HSET', KEYS[1], ARGV[i], 'a' .. string.sub(cur, 2))
+  end
+end
+return 1
 `)
 
 // recordScript moves messages to a terminal state; the first terminal state

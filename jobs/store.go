@@ -273,10 +273,13 @@ type Begin struct {
 	Status Status
 	Paused bool
 	// States has one entry per item: the number of sends before this one
-	// (0 = fresh; more means an earlier call's outcome may be unknown), or a
-	// terminal state. Sends are counted only if the job is neither cancelled
-	// nor paused.
+	// (0 = fresh), or a terminal state. Sends are counted only if the job is
+	// neither cancelled nor paused.
 	States []ItemState
+	// Answered[i] is true when every earlier send of item i was answered
+	// (see MarkAnswered); false with States[i] > 0 means the last send's
+	// outcome is unknown (the worker died, or the call timed out).
+	Answered []bool
 }
 
 // BeginGroup is called right before a group_msg_recall call for seqs.
@@ -308,9 +311,33 @@ func (s *Store) begin(ctx context.Context, jobID string, t Target, items []strin
 	b := Begin{Status: Status(fmt.Sprint(res[0])), Paused: fmt.Sprint(res[1]) == "1"}
 	for _, v := range res[2:] {
 		n, _ := v.(int64)
+		answered := n >= answeredMark
+		if answered {
+			n -= answeredMark
+		}
 		b.States = append(b.States, ItemState(n))
+		b.Answered = append(b.Answered, answered)
 	}
 	return b, nil
+}
+
+// answeredMark is how beginScript flags an answered state.
+const answeredMark = 1000000
+
+// MarkAnswered notes that the last send of each item was answered without
+// recalling it, so a later delivery of its task need not check the history.
+func (s *Store) MarkAnswered(ctx context.Context, jobID string, t Target, items []string) error {
+	if len(items) == 0 {
+		return nil
+	}
+	argv := make([]any, len(items))
+	for i, it := range items {
+		argv[i] = it
+	}
+	if err := answeredScript.Run(ctx, s.rdb, []string{s.stateKey(jobID, t)}, argv...).Err(); err != nil {
+		return fmt.Errorf("noting answers for %s: job %s: %w", t, jobID, err)
+	}
+	return nil
 }
 
 // Outcome is the terminal outcome of one message.

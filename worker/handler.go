@@ -179,6 +179,9 @@ func (h *Handler) HandleGroupRecall(ctx context.Context, t *asynq.Task) error {
 		if err != nil {
 			return err
 		}
+		if err := h.noteAnswers(ctx, p.JobID, target, items); err != nil {
+			return err
+		}
 		if len(items) > 0 {
 			if err := h.backoff(ctx, items); err != nil {
 				return err
@@ -186,6 +189,19 @@ func (h *Handler) HandleGroupRecall(ctx context.Context, t *asynq.Task) error {
 		}
 	}
 	return nil
+}
+
+// noteAnswers records that the messages left to retry got a definite
+// answer (not recalled), so that if the worker stops before retrying them,
+// the next delivery does not need to check them against the history.
+func (h *Handler) noteAnswers(ctx context.Context, jobID string, target jobs.Target, items []*item) error {
+	var answered []string
+	for _, it := range items {
+		if !it.unknown {
+			answered = append(answered, it.id)
+		}
+	}
+	return h.store.MarkAnswered(ctx, jobID, target, answered)
 }
 
 // HandleC2CWithdraw handles a tasks.TypeC2CWithdraw task.
@@ -230,6 +246,9 @@ func (h *Handler) HandleC2CWithdraw(ctx context.Context, t *asynq.Task) error {
 			items, err = h.callFailed(ctx, p.JobID, target, items, callErr, log)
 		}
 		if err != nil {
+			return err
+		}
+		if err := h.noteAnswers(ctx, p.JobID, target, items); err != nil {
 			return err
 		}
 		if len(items) > 0 {
@@ -278,7 +297,7 @@ func (h *Handler) admit(ctx context.Context, jobID string, target jobs.Target, b
 		}
 		if first && st > 0 {
 			it.prior = int(st)
-			it.unknown = true
+			it.unknown = !b.Answered[i]
 		}
 		kept = append(kept, it)
 	}
@@ -305,11 +324,12 @@ func (h *Handler) groupAnswered(ctx context.Context, jobID string, target jobs.T
 		case tim.ClassOK:
 			out = append(out, jobs.Outcome{Item: it.id, Recalled: true, Attempts: it.prior + it.attempts + 1})
 		case tim.ClassThrottled:
-			it.unknown, it.throttled = false, true
+			// This call did nothing; an earlier unanswered one still may have.
+			it.throttled = true
 			retry = append(retry, it)
 		case tim.ClassRetry, tim.ClassAuth:
 			it.attempts++
-			it.unknown, it.throttled = false, false // a definite answer: this call did not recall it
+			it.throttled = false
 			retry = h.retryOrDead(it, retry, &out)
 		default:
 			if tim.IsNotFound(code) && it.unknown {

@@ -321,3 +321,36 @@ func TestThrottleUsesNoAttempt(t *testing.T) {
 		t.Fatal("the test did not provoke any throttle")
 	}
 }
+
+// TestAnsweredSendIsNotSuspected: a message whose earlier send was answered
+// (a retryable code) and that was recalled by someone else meanwhile is a
+// 10030 dead letter on redelivery, not counted as ours, and no history check
+// is made.
+func TestAnsweredSendIsNotSuspected(t *testing.T) {
+	b := setup(t, emulator.Config{}, Config{})
+	b.env.Accounts(t, "alice")
+	g := b.env.Group(t, "Public", "@TGS#a", "alice")
+	b.env.SendGroup(t, g, "", 3, "alice")
+	target := jobs.Target{GroupID: g}
+	b.planGroup(t, target, seqRange(1, 3))
+	b.close(t)
+	if _, err := b.store.BeginGroup(t.Context(), b.job.ID, target, seqRange(1, 3)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.store.MarkAnswered(t.Context(), b.job.ID, target, []string{"1", "2", "3"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.env.Client.RecallGroup(t.Context(), g, "", []int64{1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.runGroup(t, target, seqRange(1, 3)); err != nil {
+		t.Fatal(err)
+	}
+	j := b.counts(t)
+	if j.Counts.Recalled != 2 || j.Counts.DeadByCode["10030"] != 1 {
+		t.Fatalf("job = %+v", j)
+	}
+	if st, ok := b.env.Emu.Stats()[tim.GroupMsgGetSimple.Name()]; ok && st.Calls != 0 {
+		t.Fatalf("%d history checks for answered sends", st.Calls)
+	}
+}
