@@ -97,9 +97,15 @@ func (e *e2e) run(args ...string) (string, error) {
 
 // worker starts a worker process; it is stopped (SIGTERM) when the test ends.
 func (e *e2e) worker(name string, args ...string) *exec.Cmd {
-	cmd := exec.Command(e.bin, append([]string{"worker", "--concurrency", "16", "--max-attempts", "10", "--log-level", "warn"}, args...)...)
-	cmd.Env = e.environ()
-	logf, err := os.Create(filepath.Join(e.t.TempDir(), name+".log"))
+	return e.workerLogged(filepath.Join(e.t.TempDir(), name+".log"), nil, append([]string{"--log-level", "warn"}, args...)...)
+}
+
+// workerLogged starts a worker logging to logPath, with extra environment.
+func (e *e2e) workerLogged(logPath string, env []string, args ...string) *exec.Cmd {
+	name := filepath.Base(logPath)
+	cmd := exec.Command(e.bin, append([]string{"worker", "--concurrency", "16", "--max-attempts", "10"}, args...)...)
+	cmd.Env = append(e.environ(), env...)
+	logf, err := os.Create(logPath)
 	if err != nil {
 		e.t.Fatal(err)
 	}

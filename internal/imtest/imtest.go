@@ -6,6 +6,7 @@ package imtest
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"sync"
 	"testing"
@@ -26,6 +27,21 @@ type Env struct {
 	Emu    *emulator.Server
 	URL    string
 	Client *tim.Client // no gate: seeding APIs are unlimited in Start's emulator
+
+	mu   sync.Mutex
+	sigs map[string]bool // every usersig the emulator was sent
+}
+
+// SeenSigs returns every distinct UserSig the emulator received, so tests
+// can check that none leaks into logs or reports.
+func (e *Env) SeenSigs() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]string, 0, len(e.sigs))
+	for s := range e.sigs {
+		out = append(out, s)
+	}
+	return out
 }
 
 // Start starts an emulator with cfg (credentials filled in when empty; the
@@ -53,13 +69,25 @@ func Start(t testing.TB, cfg emulator.Config) *Env {
 	if err != nil {
 		t.Fatalf("imtest: starting the emulator: %v", err)
 	}
-	srv := httptest.NewServer(emu)
+	env := &Env{Emu: emu, sigs: map[string]bool{}}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if sig := r.URL.Query().Get("usersig"); sig != "" {
+			env.mu.Lock()
+			if len(env.sigs) < 1000 {
+				env.sigs[sig] = true
+			}
+			env.mu.Unlock()
+		}
+		emu.ServeHTTP(w, r)
+	}))
 	t.Cleanup(srv.Close)
+	env.URL = srv.URL
 	c, err := tim.New(tim.Config{SDKAppID: cfg.SDKAppID, Admin: cfg.Admin, SecretKey: tim.Secret(cfg.SecretKey), BaseURL: srv.URL})
 	if err != nil {
 		t.Fatalf("imtest: client: %v", err)
 	}
-	return &Env{Emu: emu, URL: srv.URL, Client: c}
+	env.Client = c
+	return env
 }
 
 // Accounts imports user accounts.
