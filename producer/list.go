@@ -194,7 +194,6 @@ func readCSV(ctx context.Context, r io.Reader, name string, fn func(int, Message
 		if err == io.EOF {
 			return nil
 		}
-		line, _ := cr.FieldPos(0)
 		if err != nil {
 			var pe *csv.ParseError
 			if errors.As(err, &pe) {
@@ -202,6 +201,7 @@ func readCSV(ctx context.Context, r io.Reader, name string, fn func(int, Message
 			}
 			return fmt.Errorf("reading %s: %w", name, err)
 		}
+		line, _ := cr.FieldPos(0)
 		if line%4096 == 0 && ctx.Err() != nil {
 			return ctx.Err()
 		}
