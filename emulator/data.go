@@ -187,14 +187,13 @@ func (s *Server) Groups() []GroupInfo {
 
 // Truth is a summary of the ground truth.
 type Truth struct {
-	Users              int            `json:"users"`
-	Groups             int            `json:"groups"`
-	GroupMessages      int            `json:"group_messages"`
-	GroupRecalled      int            `json:"group_recalled"`
-	C2CMessages        int            `json:"c2c_messages"`
-	C2CRecalled        int            `json:"c2c_recalled"`
-	DoubleRecalls      int            `json:"double_recalls"` // recall requests that targeted an already-recalled message
-	BySenderUnrecalled map[string]int `json:"-"`
+	Users         int `json:"users"`
+	Groups        int `json:"groups"`
+	GroupMessages int `json:"group_messages"`
+	GroupRecalled int `json:"group_recalled"`
+	C2CMessages   int `json:"c2c_messages"`
+	C2CRecalled   int `json:"c2c_recalled"`
+	DoubleRecalls int `json:"double_recalls"` // recall requests that targeted an already-recalled message
 }
 
 // Truth summarises the ground truth.

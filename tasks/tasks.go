@@ -188,7 +188,6 @@ func newTask(typ string, payload any, queue, id string) (*asynq.Task, error) {
 		asynq.TaskID(id),
 		asynq.Timeout(DefaultTimeout),
 		asynq.MaxRetry(25),
-		asynq.Retention(0),
 	), nil
 }
 
