@@ -233,13 +233,16 @@ func (s *Server) sendGroupMsg(body []byte) (any, *apiError) {
 	now := time.Now().Unix()
 	if g.typ == "AVChatRoom" {
 		g.nextSeqAV++
+		s.groupSent(g, "", g.nextSeqAV, gmsg{from: u, time: now, random: req.Random})
 		return sendGroupReply(g.nextSeqAV, now), nil
 	}
 	h, found := g.history(req.TopicID)
 	if !found {
 		return nil, fail(10004, "TopicId %q: no such topic in %s", req.TopicID, g.id)
 	}
-	*h = append(*h, gmsg{from: u, time: now, random: req.Random})
+	m := gmsg{from: u, time: now, random: req.Random}
+	*h = append(*h, m)
+	s.groupSent(g, req.TopicID, int64(len(*h)), m)
 	return sendGroupReply(int64(len(*h)), now), nil
 }
 
@@ -637,6 +640,7 @@ func (s *Server) sendMsg(body []byte) (any, *apiError) {
 	}
 	m := cmsg{from: fu, to: tu, time: now, random: req.MsgRandom}
 	c.msgs = append(c.msgs, m)
+	s.c2cSent(m, len(c.msgs))
 	return struct {
 		reply
 		MsgTime int64  `json:"MsgTime"`

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,6 +36,8 @@ type Config struct {
 	Seed int64
 	// Logger; nil discards.
 	Logger *slog.Logger
+	// Callbacks, if Callbacks.URL is set, delivers after-send callbacks.
+	Callbacks CallbackConfig
 }
 
 // Faults are injected errors. Probabilities are per call (or per seq).
@@ -99,6 +102,8 @@ type Server struct {
 
 	sigMu sync.Mutex
 	sigs  map[string]time.Time // verified sig → when verified
+
+	cb *callbacks // nil: no callback URL
 }
 
 // New validates cfg and returns an empty server.
@@ -134,6 +139,12 @@ func New(cfg Config) (*Server, error) {
 		started: time.Now(), apis: map[string]*apiStats{}, sigs: map[string]time.Time{},
 	}
 	s.addUser(cfg.Admin)
+	if cfg.Callbacks.URL != "" {
+		if u, err := url.Parse(cfg.Callbacks.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("emulator: Callbacks.URL %q: want an http(s) URL", cfg.Callbacks.URL)
+		}
+		s.cb = newCallbacks(cfg.Callbacks, cfg.SDKAppID)
+	}
 	return s, nil
 }
 
@@ -214,6 +225,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case r.URL.Path == "/emulator/stats/reset" && r.Method == http.MethodPost:
 		s.ResetStats()
 		writeJSON(w, http.StatusOK, ok())
+		return
+	case r.URL.Path == "/emulator/callbacks" && r.Method == http.MethodGet:
+		writeJSON(w, http.StatusOK, s.CallbackStats())
 		return
 	case r.URL.Path == "/emulator/truth" && r.Method == http.MethodGet:
 		writeJSON(w, http.StatusOK, s.Truth())

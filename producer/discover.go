@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"iter"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -316,4 +317,28 @@ func joinErr(prefix string, items []string) error {
 		items = append(items[:10:10], fmt.Sprintf("and %d more", len(items)-10))
 	}
 	return errors.New(prefix + strings.Join(items, ", "))
+}
+
+// ParseTime parses a time bound as the CLI and the API accept it: RFC 3339,
+// a date, a date and minute (local time), or an age before now (90d, 36h,
+// 15m). Empty is the zero time (open).
+func ParseTime(s string, now time.Time) (time.Time, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return time.Time{}, nil
+	}
+	for _, layout := range []string{time.RFC3339, "2006-01-02 15:04", "2006-01-02T15:04", "2006-01-02"} {
+		if t, err := time.ParseInLocation(layout, s, time.Local); err == nil {
+			return t, nil
+		}
+	}
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		if days, err := strconv.Atoi(n); err == nil && days >= 0 {
+			return now.AddDate(0, 0, -days), nil
+		}
+	}
+	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
+		return now.Add(-d), nil
+	}
+	return time.Time{}, fmt.Errorf("%q: want RFC 3339 (2026-11-22T14:00:00+08:00), a date (2026-11-22), a date and time (2026-11-22 14:00) or an age (90d, 2h)", s)
 }

@@ -161,16 +161,23 @@ func (b *Batcher) Flush(ctx context.Context) error {
 	return nil
 }
 
-func sortedTargets(m map[jobs.Target][]int64) []jobs.Target {
+func sortedTargets[V any](m map[jobs.Target]V) []jobs.Target {
 	ts := make([]jobs.Target, 0, len(m))
 	for t := range m {
 		ts = append(ts, t)
 	}
 	sort.Slice(ts, func(i, j int) bool {
-		if ts[i].GroupID != ts[j].GroupID {
-			return ts[i].GroupID < ts[j].GroupID
+		a, b := ts[i], ts[j]
+		if a.GroupID != b.GroupID {
+			return a.GroupID < b.GroupID
 		}
-		return ts[i].TopicID < ts[j].TopicID
+		if a.TopicID != b.TopicID {
+			return a.TopicID < b.TopicID
+		}
+		if a.From != b.From {
+			return a.From < b.From
+		}
+		return a.To < b.To
 	})
 	return ts
 }

@@ -302,3 +302,12 @@ func (b *Batcher) AddMessage(ctx context.Context, m Message) error {
 	}
 	return b.AddC2C(ctx, m.Target(), m.MsgKey)
 }
+
+// Validate names the first bad field of a message given outside a list file
+// (an API request, a command line).
+func (m Message) Validate() error {
+	if m.GroupID != "" && m.MsgSeq <= 0 {
+		return fmt.Errorf("MsgSeq %d: want a positive number with GroupId", m.MsgSeq)
+	}
+	return validate(m)
+}

@@ -1,14 +1,8 @@
 package main
 
 import (
-	"context"
-	"encoding/csv"
-	"encoding/json"
 	"fmt"
-	"io"
 	"os"
-	"strconv"
-	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/imrecall/imrecall/jobs"
@@ -113,7 +107,7 @@ func newDLQExportCmd() *cobra.Command {
 				defer fh.Close()
 				w = fh
 			}
-			n, err := exportDeadLetters(cmd.Context(), c.store, id, &f, format, w)
+			n, err := c.store.ExportDeadLetters(cmd.Context(), id, f.match, format, w)
 			if err != nil {
 				return err
 			}
@@ -124,38 +118,6 @@ func newDLQExportCmd() *cobra.Command {
 			cmd.Flags().StringVar(&format, "format", "jsonl", "jsonl or csv")
 			cmd.Flags().StringVar(&out, "out", "", "file to write (default standard output)")
 		})
-}
-
-func exportDeadLetters(ctx context.Context, store *jobs.Store, id string, f *dlqFilter, format string, w io.Writer) (int, error) {
-	n := 0
-	var cw *csv.Writer
-	enc := json.NewEncoder(w)
-	if format == "csv" {
-		cw = csv.NewWriter(w)
-		_ = cw.Write([]string{"job_id", "GroupId", "TopicId", "MsgSeq", "From_Account", "To_Account", "MsgKey", "code", "category", "error_info", "attempts", "at"})
-	}
-	err := store.DeadLetters(ctx, id, func(d jobs.DeadLetter) error {
-		if !f.match(d) {
-			return nil
-		}
-		n++
-		if cw == nil {
-			return enc.Encode(d)
-		}
-		seq := ""
-		if d.MsgSeq != 0 {
-			seq = strconv.FormatInt(d.MsgSeq, 10)
-		}
-		return cw.Write([]string{d.JobID, d.GroupID, d.TopicID, seq, d.From, d.To, d.MsgKey, d.Code, string(d.Category),
-			d.ErrorInfo, strconv.Itoa(d.Attempts), d.At.Format(time.RFC3339Nano)})
-	})
-	if cw != nil {
-		cw.Flush()
-		if err == nil {
-			err = cw.Error()
-		}
-	}
-	return n, err
 }
 
 func newDLQRequeueCmd() *cobra.Command {
@@ -172,16 +134,9 @@ func newDLQRequeueCmd() *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
-			job, err := c.store.Get(ctx, id)
-			if err != nil {
-				return err
-			}
-			// Collect per target (bounded by the dead letters selected).
-			byTarget := map[jobs.Target][]string{}
 			total := 0
 			if err := c.store.DeadLetters(ctx, id, func(d jobs.DeadLetter) error {
 				if f.match(d) {
-					byTarget[d.Target()] = append(byTarget[d.Target()], d.Item())
 					total++
 				}
 				return nil
@@ -197,32 +152,14 @@ func newDLQRequeueCmd() *cobra.Command {
 					return err
 				}
 			}
-			if err := c.store.Audit(ctx, jobs.Event{Actor: audit.actor, Action: "requeue", JobID: id,
-				Detail: fmt.Sprintf("%d dead letters (code=%q category=%q) %s", total, f.code, f.category, audit.reason)}); err != nil {
-				return err
-			}
-			gen, err := c.store.NextGeneration(ctx, id)
+			client := asynq.NewClient(c.asynq)
+			defer client.Close()
+			r, err := producer.RequeueDeadLetters(ctx, c.store, client, id, f.match, audit.actor,
+				fmt.Sprintf("code=%q category=%q %s", f.code, f.category, audit.reason))
 			if err != nil {
 				return err
 			}
-			client := asynq.NewClient(c.asynq)
-			defer client.Close()
-			b := producer.NewBatcher(c.store, client, job, gen)
-			moved := 0
-			for t, items := range byTarget {
-				m, err := c.store.Requeue(ctx, id, t, items)
-				if err != nil {
-					return err
-				}
-				moved += len(m)
-				if err := b.EnqueuePlanned(ctx, t, m); err != nil {
-					return err
-				}
-			}
-			if err := b.Flush(ctx); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "job %s: %d dead letters re-queued in %d tasks\n", id, moved, b.Tasks)
+			fmt.Fprintf(cmd.OutOrStdout(), "job %s: %d dead letters re-queued in %d tasks\n", id, r.Messages, r.Tasks)
 			return nil
 		}, func(cmd *cobra.Command) {
 			f.register(cmd)

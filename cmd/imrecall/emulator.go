@@ -31,6 +31,9 @@ type emulatorOptions struct {
 	hangFor       time.Duration
 	generate      string
 	seed          int64
+	callbackURL   string
+	callbackToken string
+	replay        bool
 	logs          logFlags
 }
 
@@ -46,7 +49,8 @@ it prints is "listening on http://HOST:PORT". GET /emulator/stats reports, per A
 accepted, throttled, faults, max_1s and a per-second series; GET /emulator/truth the ground truth.`,
 		Example: `  imrecall emulator --listen 127.0.0.1:0 --sdkappid 1400000001 --secret-key-file key.txt
   imrecall emulator --rate 200 --rate-of send_group_msg=0 --latency 20ms-80ms --fault 10002=0.05,91000=0.02 --fault-502 0.01
-  imrecall emulator --generate groups=200,users=2000,messages=100000,c2c=5000,heavy=1,heavy-groups=120,peers=25`,
+  imrecall emulator --generate groups=200,users=2000,messages=100000,c2c=5000,heavy=1,heavy-groups=120,peers=25
+  imrecall emulator --generate messages=20000 --callback-url http://127.0.0.1:8080/callback --callback-token "$TOKEN" --replay-callbacks`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := applyEnv(cmd); err != nil {
@@ -71,6 +75,9 @@ accepted, throttled, faults, max_1s and a per-second series; GET /emulator/truth
 	fl.DurationVar(&o.hangFor, "hang-for", 10*time.Second, "how long a hung call hangs")
 	fl.StringVar(&o.generate, "generate", "", "synthetic data: groups=,users=,messages=,c2c=,heavy=,heavy-groups=,heavy-share=,peers=,topics=,seed=")
 	fl.Int64Var(&o.seed, "seed", 1, "seed of fault and latency randomness")
+	fl.StringVar(&o.callbackURL, "callback-url", "", "deliver after-send callbacks (Group./C2C.CallbackAfterSendMsg) here, as Tencent does, e.g. http://127.0.0.1:8080/callback")
+	fl.StringVar(&o.callbackToken, "callback-token", "", "sign callbacks with this token (Sign, RequestTime), as the IM console's callback token; or IMRECALL_CALLBACK_TOKEN")
+	fl.BoolVar(&o.replay, "replay-callbacks", false, "once listening, deliver the after-send callback of every --generate'd message, as if just sent")
 	o.logs.register(cmd)
 	return cmd
 }
@@ -101,10 +108,15 @@ func runEmulator(ctx context.Context, cmd *cobra.Command, o *emulatorOptions) er
 		return err
 	}
 	cfg.Faults.HTTP502, cfg.Faults.Hang, cfg.Faults.HangFor = o.fault502, o.faultHang, o.hangFor
+	cfg.Callbacks = emulator.CallbackConfig{URL: o.callbackURL, Token: o.callbackToken}
+	if o.replay && o.callbackURL == "" {
+		return badInput("--replay-callbacks: needs --callback-url")
+	}
 	emu, err := emulator.New(cfg)
 	if err != nil {
 		return badInput("%v", err)
 	}
+	defer emu.Close()
 	if o.generate != "" {
 		spec, err := parseGenerate(o.generate)
 		if err != nil {
@@ -125,6 +137,10 @@ func runEmulator(ctx context.Context, cmd *cobra.Command, o *emulatorOptions) er
 	srv := &http.Server{Handler: emu, ReadHeaderTimeout: 5 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	if o.replay {
+		n := emu.ReplayCallbacks()
+		log.Info("replaying after-send callbacks", "callbacks", n, "url", o.callbackURL)
+	}
 	select {
 	case err := <-errc:
 		return fmt.Errorf("emulator server: %w", err)

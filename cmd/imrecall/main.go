@@ -71,6 +71,7 @@ Settings come from flags, or from IMRECALL_* environment variables (see the READ
 		newBenchCmd(),
 		newScheduleCmd(),
 		newSchedulerCmd(),
+		newServeCmd(),
 	)
 	return root
 }

@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/imrecall/imrecall/jobs"
+	"github.com/imrecall/imrecall/msgindex"
 	"github.com/imrecall/imrecall/producer"
 	"github.com/imrecall/imrecall/tasks"
 	"github.com/imrecall/imrecall/tim"
@@ -63,24 +63,11 @@ func (f *purgeFlags) window(now time.Time) (producer.Window, error) {
 // parseWhen parses a time flag: RFC 3339, a date, a date and minute, or an
 // age (90d, 36h, 15m) before now. Empty is the zero time.
 func parseWhen(flag, s string, now time.Time) (time.Time, error) {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return time.Time{}, nil
+	t, err := producer.ParseTime(s, now)
+	if err != nil {
+		return t, badInput("--%s %v", flag, err)
 	}
-	for _, layout := range []string{time.RFC3339, "2006-01-02 15:04", "2006-01-02T15:04", "2006-01-02"} {
-		if t, err := time.ParseInLocation(layout, s, time.Local); err == nil {
-			return t, nil
-		}
-	}
-	if n, ok := strings.CutSuffix(s, "d"); ok {
-		if days, err := strconv.Atoi(n); err == nil && days >= 0 {
-			return now.AddDate(0, 0, -days), nil
-		}
-	}
-	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
-		return now.Add(-d), nil
-	}
-	return time.Time{}, badInput("--%s %q: want RFC 3339 (2026-11-22T14:00:00+08:00), a date (2026-11-22), a date and time (2026-11-22 14:00) or an age (90d, 2h)", flag, s)
+	return t, nil
 }
 
 // client builds the IM client for discovery, gated by the shared limiter.
@@ -116,11 +103,16 @@ messages and calls and the time at the cap, and recalls nothing.`,
 
 func newPurgeUserCmd() *cobra.Command {
 	var f purgeFlags
-	var user, peers, peersFile string
+	var user, peers, peersFile, source string
 	cmd := &cobra.Command{
-		Use:   "user --user X [--peers A,B | --peers-file F] [--since T] [--until T]",
+		Use:   "user --user X [--source index|scan|auto] [--peers A,B | --peers-file F] [--since T] [--until T]",
 		Short: "Recall everything a user sent: every group they belong to, and one-to-one chats with the given peers",
+		Long: `Finds what the user sent and recalls it. With --source index (or auto, when the index covers
+the range) the messages come from the callback index that "imrecall serve" keeps from Tencent's
+after-send callbacks: no history scan, and one-to-one peers need not be known. Otherwise every group
+the user belongs to is scanned, and the one-to-one chats with --peers.`,
 		Example: `  imrecall purge user --user spammer42 --peers alice,bob --dry-run
+  imrecall purge user --user spammer42 --source index --since 7d --reason "INC-4211" --yes --wait
   imrecall purge user --user u123 --peers-file peers.txt --reason "GDPR erasure request #881" --yes --wait`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -142,7 +134,18 @@ func newPurgeUserCmd() *cobra.Command {
 			if err := spec.Validate(); err != nil {
 				return usageError{err}
 			}
-			params := map[string]any{"user": user, "peers": len(ps), "since": f.since, "until": f.until}
+			params := map[string]any{"user": user, "peers": len(ps), "since": f.since, "until": f.until, "source": source}
+			switch source {
+			case "index", "auto":
+				done, err := runIndexPurge(cmd, &f, user, w, source, params)
+				if done || err != nil {
+					return err
+				}
+				params["source"] = "scan"
+			case "scan":
+			default:
+				return badInput("--source %q: want index, scan or auto", source)
+			}
 			return runPurge(cmd, &f, "purge:user", params, func(ctx context.Context, im producer.IM) ([]producer.Scan, *producer.Report, error) {
 				return producer.UserScans(ctx, im, spec)
 			})
@@ -152,6 +155,7 @@ func newPurgeUserCmd() *cobra.Command {
 	cmd.Flags().StringVar(&user, "user", "", "the user (UserID) whose messages to recall")
 	cmd.Flags().StringVar(&peers, "peers", "", "comma-separated peers whose one-to-one chats with the user to purge")
 	cmd.Flags().StringVar(&peersFile, "peers-file", "", "file with one peer UserID per line")
+	cmd.Flags().StringVar(&source, "source", "auto", "where to find the messages: index (the callback index kept by imrecall serve; no history scan, no --peers needed), scan (group and one-to-one histories), or auto (the index if it covers --since, else scan)")
 	return cmd
 }
 
@@ -304,4 +308,61 @@ func printDiscovery(cmd *cobra.Command, asJSON bool, rep *producer.Report, disti
 	fmt.Fprintf(w, "total: %d messages (%d group in %d calls, %d one-to-one in %d calls); about %.0f s at the cap\n",
 		distinct, rep.GroupMsgs, rep.GroupCalls, rep.C2CMsgs, rep.C2CCalls, rep.SecondsAtCap)
 	return nil
+}
+
+// runIndexPurge purges a user's messages found in the callback index. With
+// source auto it returns done=false, and does nothing, when the index does
+// not cover the range, so that the caller scans instead.
+func runIndexPurge(cmd *cobra.Command, f *purgeFlags, user string, w producer.Window, source string, params map[string]any) (done bool, err error) {
+	ctx := cmd.Context()
+	c, err := f.redis.connect(ctx)
+	if err != nil {
+		return true, err
+	}
+	defer c.Close()
+	idx := msgindex.New(c.rdb, f.redis.prefix, 0)
+	cov, err := idx.Coverage(ctx, f.appID)
+	if err != nil {
+		return true, err
+	}
+	covered := cov.Covers(w.Since, time.Now())
+	switch {
+	case source == "auto" && !covered:
+		fmt.Fprintf(cmd.ErrOrStderr(), "the callback index does not cover the range (it begins %s); scanning histories\n", describeSince(cov))
+		return false, nil
+	case !covered:
+		fmt.Fprintf(cmd.ErrOrStderr(), "warning: the callback index begins %s, after the range starts: older messages are not in it\n", describeSince(cov))
+	}
+	tally := &producer.Tally{}
+	counts, err := idx.Plan(ctx, f.appID, user, w.Since, w.Until, tally)
+	if err != nil {
+		return true, err
+	}
+	if f.dryRun {
+		rep := map[string]any{"dry_run": true, "source": "index", "messages": tally.Count(), "index": counts, "coverage": cov}
+		if f.asJSON {
+			return true, printJSON(cmd.OutOrStdout(), rep)
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "dry run: nothing was changed\nfrom the callback index: %d messages (%d group in %d groups, %d one-to-one with %d peers); about %.0f s at the cap\n",
+			tally.Count(), counts.GroupMessages, counts.Groups, counts.C2CMessages, counts.Peers,
+			estimateSeconds((counts.GroupMessages+9)/10, counts.C2CMessages))
+		return true, nil
+	}
+	if n := tally.Count(); n > f.confirmAbove && !f.yes {
+		if err := confirm(cmd, fmt.Sprintf("About to recall %d messages of %s found in the callback index.", n, user)); err != nil {
+			return true, err
+		}
+	}
+	params["source"] = "index"
+	return true, createAndPlan(cmd, &f.recallFlags, c, "purge:user", params, func(ctx context.Context, _ jobs.Job, _ producer.Enqueuer, b *producer.Batcher) error {
+		_, err := idx.Plan(ctx, f.appID, user, w.Since, w.Until, b)
+		return err
+	})
+}
+
+func describeSince(c msgindex.Coverage) string {
+	if c.Since.IsZero() {
+		return "nowhere (it has recorded nothing)"
+	}
+	return c.Since.Format(time.RFC3339)
 }

@@ -264,30 +264,17 @@ func printDryRun(cmd *cobra.Command, f *recallFlags, report map[string]any) erro
 
 // createAndPlan creates the job, runs plan on a batcher, closes planning and
 // prints the job id; with --wait it then follows the job to its end.
-func createAndPlan(cmd *cobra.Command, f *recallFlags, c *conn, kind string, params map[string]any, plan func(context.Context, jobs.Job, producer.Enqueuer, *producer.Batcher) error) error {
+func createAndPlan(cmd *cobra.Command, f *recallFlags, c *conn, kind string, params map[string]any, plan producer.PlanFunc) error {
 	ctx := cmd.Context()
 	raw, _ := json.Marshal(params)
-	job, err := c.store.Create(ctx, jobs.Spec{
-		Kind: kind, Queue: f.queue, AppID: f.appID,
-		RequestedBy: f.audit.actor, Reason: f.audit.reason, Params: raw,
-	})
-	if err != nil {
-		return fmt.Errorf("creating job: %w", err)
-	}
 	client := asynq.NewClient(c.asynq)
 	defer client.Close()
-	b := producer.NewBatcher(c.store, client, job, 0)
-	err = plan(ctx, job, client, b)
-	if err == nil {
-		err = b.Flush(ctx)
-	}
-	if err == nil {
-		_, err = c.store.ClosePlanner(ctx, job.ID, jobs.RootPlanner)
-	}
+	job, b, err := producer.NewJob(ctx, c.store, client, jobs.Spec{
+		Kind: kind, Queue: f.queue, AppID: f.appID,
+		RequestedBy: f.audit.actor, Reason: f.audit.reason, Params: raw,
+	}, plan)
 	if err != nil {
-		// What was planned is still recalled and accounted for.
-		_, _ = c.store.Fail(context.WithoutCancel(ctx), job.ID, err)
-		return fmt.Errorf("planning job %s: %w", job.ID, err)
+		return err
 	}
 	if f.asJSON {
 		if err := printJSON(cmd.OutOrStdout(), map[string]any{"job_id": job.ID, "planned": b.Planned, "tasks": b.Tasks}); err != nil {

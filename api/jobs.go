@@ -1,0 +1,754 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/imrecall/imrecall/jobs"
+	"github.com/imrecall/imrecall/msgindex"
+	"github.com/imrecall/imrecall/producer"
+	"github.com/imrecall/imrecall/tasks"
+)
+
+// Job kinds a request can ask for.
+const (
+	KindRecall     = "recall"      // the listed messages
+	KindPurgeUser  = "purge_user"  // everything a user sent
+	KindPurgeGroup = "purge_group" // messages of some groups in a range
+)
+
+// Sources of a user purge.
+const (
+	SourceAuto  = "auto"  // the index if it covers the range, else a history scan
+	SourceIndex = "index" // the callback index
+	SourceScan  = "scan"  // the groups' and chats' histories
+)
+
+// MessageRef names one message, with Tencent's field names (as in a list
+// file or an after-send callback).
+type MessageRef struct {
+	GroupID string `json:"GroupId,omitempty"`
+	TopicID string `json:"TopicId,omitempty"`
+	MsgSeq  int64  `json:"MsgSeq,omitempty"`
+	From    string `json:"From_Account,omitempty"`
+	To      string `json:"To_Account,omitempty"`
+	MsgKey  string `json:"MsgKey,omitempty"`
+}
+
+// CreateJobRequest asks for a job. Which fields apply depends on Kind.
+type CreateJobRequest struct {
+	Kind string `json:"kind"`
+	// Reason is why (recorded in the job and the audit log); required.
+	Reason string `json:"reason"`
+	// Actor is on whose behalf, recorded next to the token's name.
+	Actor string `json:"actor,omitempty"`
+	// Queue: incident, purge or backfill; the default depends on Kind.
+	Queue string `json:"queue,omitempty"`
+	// DryRun reports what would be recalled and changes nothing.
+	DryRun bool `json:"dry_run,omitempty"`
+	// Confirm is required for jobs above the server's confirmation
+	// threshold and for purges by history scan (their size is unknown
+	// until scanned: dry-run first).
+	Confirm bool `json:"confirm,omitempty"`
+
+	// recall
+	Messages []MessageRef `json:"messages,omitempty"`
+
+	// purge_user
+	User   string   `json:"user,omitempty"`
+	Peers  []string `json:"peers,omitempty"`
+	Source string   `json:"source,omitempty"`
+
+	// purge_group
+	Groups  []string `json:"groups,omitempty"`
+	Topic   string   `json:"topic,omitempty"`
+	Senders []string `json:"senders,omitempty"`
+	SeqFrom int64    `json:"seq_from,omitempty"`
+	SeqTo   int64    `json:"seq_to,omitempty"`
+
+	// purge_user and purge_group: RFC 3339, a date, or an age (90d, 2h).
+	Since string `json:"since,omitempty"`
+	Until string `json:"until,omitempty"`
+}
+
+// CreateJobResponse answers a job request (201) or a dry run (200).
+type CreateJobResponse struct {
+	DryRun   bool      `json:"dry_run"`
+	Job      *jobs.Job `json:"job,omitempty"`
+	Source   string    `json:"source,omitempty"`
+	Messages int64     `json:"messages"`
+	// Planned and Tasks are known at once for listed and indexed messages;
+	// a purge by scan plans as its discovery tasks run (follow the job).
+	Planned    int64              `json:"planned"`
+	Duplicates int64              `json:"duplicates"`
+	Tasks      int64              `json:"tasks"`
+	Scans      int                `json:"scans,omitempty"`
+	Report     *producer.Report   `json:"report,omitempty"`
+	Index      *msgindex.Counts   `json:"index,omitempty"`
+	Coverage   *msgindex.Coverage `json:"coverage,omitempty"`
+}
+
+// confirmationRequired answers 409 with the size of the job.
+type confirmationRequired struct {
+	Error    string `json:"error"`
+	Messages int64  `json:"messages"`
+}
+
+func actor(who Token, onBehalf string) string {
+	onBehalf = strings.TrimSpace(onBehalf)
+	if onBehalf == "" {
+		return "token:" + who.Name
+	}
+	return onBehalf + " (token:" + who.Name + ")"
+}
+
+func (s *Server) createJob(w http.ResponseWriter, r *http.Request, who Token) {
+	var req CreateJobRequest
+	if err := decode(w, r, MaxJobBody, &req); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if strings.TrimSpace(req.Reason) == "" {
+		s.fail(w, r, badf("reason: required (why, for the audit record)"))
+		return
+	}
+	var (
+		resp   CreateJobResponse
+		status int
+		err    error
+	)
+	switch req.Kind {
+	case KindRecall:
+		resp, status, err = s.createRecall(r.Context(), req, who)
+	case KindPurgeUser:
+		resp, status, err = s.createUserPurge(r.Context(), req, who)
+	case KindPurgeGroup:
+		resp, status, err = s.createGroupPurge(r.Context(), req, who)
+	default:
+		err = badf("kind %q: want %s, %s or %s", req.Kind, KindRecall, KindPurgeUser, KindPurgeGroup)
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if status == http.StatusConflict {
+		msg := fmt.Sprintf("confirmation required: %d messages would be recalled, and recalled messages cannot be restored; repeat with \"confirm\": true", resp.Messages)
+		if resp.Messages < 0 {
+			msg = "confirmation required: a purge by history scan learns its size only as it scans (send \"dry_run\": true to see it); repeat with \"confirm\": true"
+		}
+		writeJSON(w, status, confirmationRequired{Error: msg, Messages: resp.Messages})
+		return
+	}
+	writeJSON(w, status, resp)
+}
+
+func queueOf(req CreateJobRequest, def string) (string, error) {
+	if req.Queue == "" {
+		return def, nil
+	}
+	if err := tasks.ValidQueue(req.Queue); err != nil {
+		return "", badf("queue: %v", err)
+	}
+	return req.Queue, nil
+}
+
+// spec is the job record of a request.
+func (s *Server) spec(req CreateJobRequest, who Token, kind, queue string) jobs.Spec {
+	params := req
+	params.Messages = nil // the record keeps the count, not the list
+	raw, _ := json.Marshal(struct {
+		CreateJobRequest
+		MessageCount int `json:"message_count,omitempty"`
+	}{params, len(req.Messages)})
+	return jobs.Spec{Kind: kind, Queue: queue, AppID: s.cfg.AppID, RequestedBy: actor(who, req.Actor), Reason: req.Reason, Params: raw}
+}
+
+// auditDryRun records that someone looked: a dry run changes nothing but is
+// part of who asked for what.
+func (s *Server) auditDryRun(ctx context.Context, req CreateJobRequest, who Token, messages int64) {
+	_ = s.cfg.Store.Audit(ctx, jobs.Event{Actor: actor(who, req.Actor), Action: "dry_run",
+		Detail: fmt.Sprintf("%s: %d messages; %s", req.Kind, messages, req.Reason)})
+}
+
+func (s *Server) createRecall(ctx context.Context, req CreateJobRequest, who Token) (CreateJobResponse, int, error) {
+	queue, err := queueOf(req, tasks.QueueIncident)
+	if err != nil {
+		return CreateJobResponse{}, 0, err
+	}
+	if len(req.Messages) == 0 {
+		return CreateJobResponse{}, 0, badf("messages: at least one required for kind %s", KindRecall)
+	}
+	msgs := make([]producer.Message, len(req.Messages))
+	for i, m := range req.Messages {
+		msgs[i] = producer.Message{GroupID: m.GroupID, TopicID: m.TopicID, MsgSeq: m.MsgSeq, From: m.From, To: m.To, MsgKey: m.MsgKey}
+		if err := msgs[i].Validate(); err != nil {
+			return CreateJobResponse{}, 0, badf("messages[%d]: %v", i, err)
+		}
+	}
+	resp := CreateJobResponse{DryRun: req.DryRun, Messages: int64(len(msgs))}
+	if req.DryRun {
+		s.auditDryRun(ctx, req, who, resp.Messages)
+		return resp, http.StatusOK, nil
+	}
+	if len(msgs) > s.cfg.ConfirmAbove && !req.Confirm {
+		return resp, http.StatusConflict, nil
+	}
+	job, b, err := producer.NewJob(ctx, s.cfg.Store, s.cfg.Queue, s.spec(req, who, "recall:api", queue),
+		func(ctx context.Context, _ jobs.Job, _ producer.Enqueuer, b *producer.Batcher) error {
+			for _, m := range msgs {
+				if err := b.AddMessage(ctx, m); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	return s.created(ctx, resp, job, b, err)
+}
+
+func (s *Server) created(ctx context.Context, resp CreateJobResponse, job jobs.Job, b *producer.Batcher, err error) (CreateJobResponse, int, error) {
+	if err != nil {
+		return resp, 0, err
+	}
+	if j, gerr := s.cfg.Store.Get(ctx, job.ID); gerr == nil {
+		job = j
+	}
+	resp.Job = &job
+	if b != nil {
+		resp.Planned, resp.Duplicates, resp.Tasks = b.Planned, b.Seen-b.Planned, b.Tasks
+	}
+	return resp, http.StatusCreated, nil
+}
+
+func (s *Server) window(req CreateJobRequest) (producer.Window, error) {
+	now := s.now()
+	var w producer.Window
+	var err error
+	if w.Since, err = producer.ParseTime(req.Since, now); err != nil {
+		return w, badf("since: %v", err)
+	}
+	if w.Until, err = producer.ParseTime(req.Until, now); err != nil {
+		return w, badf("until: %v", err)
+	}
+	if err := w.Validate(); err != nil {
+		return w, badf("%v", err)
+	}
+	return w, nil
+}
+
+func (s *Server) createUserPurge(ctx context.Context, req CreateJobRequest, who Token) (CreateJobResponse, int, error) {
+	queue, err := queueOf(req, tasks.QueuePurge)
+	if err != nil {
+		return CreateJobResponse{}, 0, err
+	}
+	w, err := s.window(req)
+	if err != nil {
+		return CreateJobResponse{}, 0, err
+	}
+	spec := producer.UserPurge{User: req.User, Peers: req.Peers, Window: w, Concurrency: s.cfg.DiscoveryConcurrency}
+	if err := spec.Validate(); err != nil {
+		return CreateJobResponse{}, 0, badf("%s", apiField(err))
+	}
+	source := req.Source
+	if source == "" {
+		source = SourceAuto
+	}
+	resp := CreateJobResponse{DryRun: req.DryRun}
+	switch source {
+	case SourceAuto, SourceIndex:
+		if s.cfg.Index == nil {
+			if source == SourceIndex {
+				return resp, 0, badf("source index: this server keeps no callback index (start serve with --index)")
+			}
+			source = SourceScan
+			break
+		}
+		cov, err := s.cfg.Index.Coverage(ctx, s.cfg.AppID)
+		if err != nil {
+			return resp, 0, err
+		}
+		resp.Coverage = &cov
+		if source == SourceAuto {
+			source = SourceScan
+			if cov.Covers(w.Since, s.now()) {
+				source = SourceIndex
+			}
+		}
+	case SourceScan:
+	default:
+		return resp, 0, badf("source %q: want %s, %s or %s", req.Source, SourceAuto, SourceIndex, SourceScan)
+	}
+	resp.Source = source
+	if source == SourceIndex {
+		return s.purgeByIndex(ctx, req, who, queue, resp, w)
+	}
+	if s.cfg.IM == nil {
+		return resp, 0, badf("source scan: this server has no IM credentials")
+	}
+	return s.purgeByScan(ctx, req, who, "purge:user", queue, resp, func() ([]producer.Scan, *producer.Report, error) {
+		return producer.UserScans(ctx, s.cfg.IM, spec)
+	})
+}
+
+func (s *Server) purgeByIndex(ctx context.Context, req CreateJobRequest, who Token, queue string, resp CreateJobResponse, w producer.Window) (CreateJobResponse, int, error) {
+	tally := &producer.Tally{}
+	counts, err := s.cfg.Index.Plan(ctx, s.cfg.AppID, req.User, w.Since, w.Until, tally)
+	if err != nil {
+		return resp, 0, err
+	}
+	resp.Index, resp.Messages = &counts, int64(tally.Count())
+	if req.DryRun {
+		s.auditDryRun(ctx, req, who, resp.Messages)
+		return resp, http.StatusOK, nil
+	}
+	if resp.Messages > int64(s.cfg.ConfirmAbove) && !req.Confirm {
+		return resp, http.StatusConflict, nil
+	}
+	job, b, err := producer.NewJob(ctx, s.cfg.Store, s.cfg.Queue, s.spec(req, who, "purge:user", queue),
+		func(ctx context.Context, _ jobs.Job, _ producer.Enqueuer, b *producer.Batcher) error {
+			_, err := s.cfg.Index.Plan(ctx, s.cfg.AppID, req.User, w.Since, w.Until, b)
+			return err
+		})
+	return s.created(ctx, resp, job, b, err)
+}
+
+func (s *Server) purgeByScan(ctx context.Context, req CreateJobRequest, who Token, kind, queue string, resp CreateJobResponse, list func() ([]producer.Scan, *producer.Report, error)) (CreateJobResponse, int, error) {
+	scans, rep, err := list()
+	if err != nil {
+		if strings.HasPrefix(err.Error(), "--") {
+			return resp, 0, badf("%s", apiField(err))
+		}
+		return resp, 0, err
+	}
+	resp.Scans = len(scans)
+	if req.DryRun {
+		tally := &producer.Tally{}
+		if err := producer.RunScans(ctx, s.cfg.IM, scans, s.cfg.DiscoveryConcurrency, tally, rep); err != nil {
+			return resp, 0, err
+		}
+		resp.Messages, resp.Report = int64(tally.Count()), rep
+		s.auditDryRun(ctx, req, who, resp.Messages)
+		return resp, http.StatusOK, nil
+	}
+	if !req.Confirm {
+		resp.Messages = -1 // unknown until scanned
+		return resp, http.StatusConflict, nil
+	}
+	job, _, err := producer.NewJob(ctx, s.cfg.Store, s.cfg.Queue, s.spec(req, who, kind, queue),
+		func(ctx context.Context, job jobs.Job, q producer.Enqueuer, _ *producer.Batcher) error {
+			_, err := producer.EnqueueScans(ctx, s.cfg.Store, q, job, scans)
+			return err
+		})
+	return s.created(ctx, resp, job, nil, err)
+}
+
+func (s *Server) createGroupPurge(ctx context.Context, req CreateJobRequest, who Token) (CreateJobResponse, int, error) {
+	queue, err := queueOf(req, tasks.QueueIncident)
+	if err != nil {
+		return CreateJobResponse{}, 0, err
+	}
+	w, err := s.window(req)
+	if err != nil {
+		return CreateJobResponse{}, 0, err
+	}
+	spec := producer.GroupPurge{Groups: req.Groups, Topic: req.Topic, Senders: req.Senders, Concurrency: s.cfg.DiscoveryConcurrency,
+		GroupFilter: producer.GroupFilter{Window: w, SeqFrom: req.SeqFrom, SeqTo: req.SeqTo}}
+	if err := spec.Validate(); err != nil {
+		return CreateJobResponse{}, 0, badf("%s", apiField(err))
+	}
+	if s.cfg.IM == nil {
+		return CreateJobResponse{}, 0, badf("purge_group: this server has no IM credentials")
+	}
+	resp := CreateJobResponse{DryRun: req.DryRun, Source: SourceScan}
+	return s.purgeByScan(ctx, req, who, "purge:group", queue, resp, func() ([]producer.Scan, *producer.Report, error) {
+		return producer.GroupScans(ctx, s.cfg.IM, spec)
+	})
+}
+
+// apiField turns the CLI's flag names in a validation error into the API's
+// field names.
+func apiField(err error) string {
+	r := strings.NewReplacer("--user", "user", "--peers", "peers", "--group", "groups", "--topic", "topic",
+		"--seq-from", "seq_from", "--seq-to", "seq_to", "--since", "since", "--until", "until", "--sender", "senders")
+	return r.Replace(err.Error())
+}
+
+func (s *Server) listJobs(w http.ResponseWriter, r *http.Request, _ Token) {
+	limit, err := intParam(r, "limit", 50, 1, 1000)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	list, err := s.cfg.Store.List(r.Context(), limit)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if list == nil {
+		list = []jobs.Job{}
+	}
+	writeJSON(w, http.StatusOK, list)
+}
+
+func intParam(r *http.Request, name string, def, lo, hi int) (int, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		return 0, badf("%s %q: want a whole number from %d to %d", name, v, lo, hi)
+	}
+	return n, nil
+}
+
+// jobID reads and checks the {id} of the path.
+func jobID(r *http.Request) (string, error) {
+	id := r.PathValue("id")
+	if err := jobs.ValidID(id); err != nil {
+		return "", badf("%v", err)
+	}
+	return id, nil
+}
+
+func (s *Server) getJob(w http.ResponseWriter, r *http.Request, _ Token) {
+	id, err := jobID(r)
+	if err == nil {
+		var j jobs.Job
+		if j, err = s.cfg.Store.Get(r.Context(), id); err == nil {
+			writeJSON(w, http.StatusOK, j)
+			return
+		}
+	}
+	s.fail(w, r, err)
+}
+
+func (s *Server) jobReport(w http.ResponseWriter, r *http.Request, _ Token) {
+	id, err := jobID(r)
+	if err == nil {
+		var rep jobs.Report
+		if rep, err = s.cfg.Store.BuildReport(r.Context(), id); err == nil {
+			writeJSON(w, http.StatusOK, rep)
+			return
+		}
+	}
+	s.fail(w, r, err)
+}
+
+// reasonRequest is the body of cancel, pause, resume and re-queue.
+type reasonRequest struct {
+	Reason   string `json:"reason,omitempty"`
+	Actor    string `json:"actor,omitempty"`
+	Code     string `json:"code,omitempty"`
+	Category string `json:"category,omitempty"`
+}
+
+// optionalBody decodes a body that may be empty.
+func optionalBody(w http.ResponseWriter, r *http.Request, v *reasonRequest) error {
+	if r.ContentLength == 0 {
+		return nil
+	}
+	return decode(w, r, MaxSmallBody, v)
+}
+
+func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request, who Token) {
+	var req reasonRequest
+	id, err := jobID(r)
+	if err == nil {
+		err = optionalBody(w, r, &req)
+	}
+	if err == nil {
+		if _, err = s.cfg.Store.Get(r.Context(), id); err == nil {
+			if _, err = s.cfg.Store.Cancel(r.Context(), id, actor(who, req.Actor), req.Reason); err == nil {
+				s.getJob(w, r, who)
+				return
+			}
+		}
+	}
+	s.fail(w, r, err)
+}
+
+func (s *Server) pauseJob(pause bool) func(http.ResponseWriter, *http.Request, Token) {
+	return func(w http.ResponseWriter, r *http.Request, who Token) {
+		var req reasonRequest
+		id, err := jobID(r)
+		if err == nil {
+			err = optionalBody(w, r, &req)
+		}
+		if err == nil {
+			if err = s.cfg.Store.SetPaused(r.Context(), id, actor(who, req.Actor), pause); err == nil {
+				s.getJob(w, r, who)
+				return
+			}
+		}
+		s.fail(w, r, err)
+	}
+}
+
+// dlqMatch builds the dead-letter filter of code and category.
+func dlqMatch(code, category string) (func(jobs.DeadLetter) bool, error) {
+	switch jobs.Category(category) {
+	case "", jobs.AlreadyRecalled, jobs.NotFound, jobs.Cancelled, jobs.NeedsAttention:
+	default:
+		return nil, badf("category %q: want already_recalled, not_found, cancelled or needs_attention", category)
+	}
+	return func(d jobs.DeadLetter) bool {
+		return (code == "" || d.Code == code) && (category == "" || string(d.Category) == category)
+	}, nil
+}
+
+func (s *Server) deadLetters(w http.ResponseWriter, r *http.Request, _ Token) {
+	q := r.URL.Query()
+	id, err := jobID(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	match, err := dlqMatch(q.Get("code"), q.Get("category"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if _, err := s.cfg.Store.Get(r.Context(), id); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	switch format := q.Get("format"); format {
+	case "", "json":
+		limit, err := intParam(r, "limit", 1000, 1, 100_000)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		list := []jobs.DeadLetter{}
+		err = s.cfg.Store.DeadLetters(r.Context(), id, func(d jobs.DeadLetter) error {
+			if match(d) && len(list) < limit {
+				list = append(list, d)
+			}
+			return nil
+		})
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, list)
+	case "jsonl", "csv":
+		ct := "application/x-ndjson"
+		if format == "csv" {
+			ct = "text/csv; charset=utf-8"
+		}
+		w.Header().Set("Content-Type", ct)
+		w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", id+"-dead-letters."+format))
+		// Streamed: an error midway can only cut the body short.
+		if _, err := s.cfg.Store.ExportDeadLetters(r.Context(), id, match, format, w); err != nil {
+			s.log.ErrorContext(r.Context(), "exporting dead letters", "job_id", id, "err", err)
+		}
+	default:
+		s.fail(w, r, badf("format %q: want json, jsonl or csv", format))
+	}
+}
+
+func (s *Server) requeue(w http.ResponseWriter, r *http.Request, who Token) {
+	var req reasonRequest
+	id, err := jobID(r)
+	if err == nil {
+		err = optionalBody(w, r, &req)
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if req.Code == "" && req.Category == "" {
+		req.Category = string(jobs.NeedsAttention)
+	}
+	match, err := dlqMatch(req.Code, req.Category)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	res, err := producer.RequeueDeadLetters(r.Context(), s.cfg.Store, s.cfg.Queue, id, match, actor(who, req.Actor),
+		fmt.Sprintf("code=%q category=%q %s", req.Code, req.Category, req.Reason))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+func (s *Server) audit(w http.ResponseWriter, r *http.Request, _ Token) {
+	limit, err := intParam(r, "limit", 100, 1, 10_000)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	evs, err := s.cfg.Store.AuditLog(r.Context(), int64(limit))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if evs == nil {
+		evs = []jobs.Event{}
+	}
+	writeJSON(w, http.StatusOK, evs)
+}
+
+// ScheduleRequest adds (or replaces) a schedule.
+type ScheduleRequest struct {
+	Name   string   `json:"name"`
+	Cron   string   `json:"cron"`
+	Args   []string `json:"args"`
+	Reason string   `json:"reason,omitempty"`
+	Actor  string   `json:"actor,omitempty"`
+}
+
+func (s *Server) schedules() (*producer.Schedules, error) {
+	if s.cfg.Schedules == nil {
+		return nil, badf("schedules are not configured on this server")
+	}
+	return s.cfg.Schedules, nil
+}
+
+func (s *Server) listSchedules(w http.ResponseWriter, r *http.Request, _ Token) {
+	sc, err := s.schedules()
+	if err == nil {
+		var list []producer.Schedule
+		if list, err = sc.List(r.Context()); err == nil {
+			if list == nil {
+				list = []producer.Schedule{}
+			}
+			writeJSON(w, http.StatusOK, list)
+			return
+		}
+	}
+	s.fail(w, r, err)
+}
+
+func (s *Server) addSchedule(w http.ResponseWriter, r *http.Request, who Token) {
+	sc, err := s.schedules()
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	var req ScheduleRequest
+	if err := decode(w, r, MaxSmallBody, &req); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if s.cfg.CheckSchedule == nil {
+		s.fail(w, r, badf("this server cannot check scheduled commands"))
+		return
+	}
+	if len(req.Args) == 0 {
+		s.fail(w, r, badf("args: the imrecall command to run, e.g. [\"purge\",\"group\",\"--group\",\"@TGS#1\",\"--until\",\"90d\"]"))
+		return
+	}
+	if err := s.cfg.CheckSchedule(req.Args); err != nil {
+		s.fail(w, r, badf("args: %v", err))
+		return
+	}
+	sched := producer.Schedule{Name: req.Name, Cron: req.Cron, Args: req.Args, CreatedBy: actor(who, req.Actor), Reason: req.Reason, CreatedAt: s.now().UTC()}
+	if err := sched.Validate(); err != nil {
+		s.fail(w, r, badf("%s", strings.NewReplacer("--name", "name", "--cron", "cron").Replace(err.Error())))
+		return
+	}
+	if err := s.cfg.Store.Audit(r.Context(), jobs.Event{Actor: sched.CreatedBy, Action: "schedule_add",
+		Detail: fmt.Sprintf("%s %q: imrecall %s; %s", sched.Name, sched.Cron, strings.Join(sched.Args, " "), sched.Reason)}); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := sc.Add(r.Context(), sched); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, sched)
+}
+
+func (s *Server) removeSchedule(w http.ResponseWriter, r *http.Request, who Token) {
+	sc, err := s.schedules()
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	name := r.PathValue("name")
+	list, err := sc.List(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	found := false
+	for _, x := range list {
+		found = found || x.Name == name
+	}
+	if !found {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("schedule %q not found", name))
+		return
+	}
+	if err := s.cfg.Store.Audit(r.Context(), jobs.Event{Actor: actor(who, r.URL.Query().Get("actor")), Action: "schedule_remove", Detail: name}); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := sc.Remove(r.Context(), name); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) indexCoverage(w http.ResponseWriter, r *http.Request, _ Token) {
+	if s.cfg.Index == nil {
+		writeError(w, http.StatusNotFound, "this server keeps no callback index")
+		return
+	}
+	cov, err := s.cfg.Index.Coverage(r.Context(), s.cfg.AppID)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, cov)
+}
+
+// RestartCoverageRequest declares the index complete only from At (default now).
+type RestartCoverageRequest struct {
+	At     string `json:"at,omitempty"`
+	Reason string `json:"reason"`
+	Actor  string `json:"actor,omitempty"`
+}
+
+func (s *Server) restartCoverage(w http.ResponseWriter, r *http.Request, who Token) {
+	if s.cfg.Index == nil {
+		writeError(w, http.StatusNotFound, "this server keeps no callback index")
+		return
+	}
+	var req RestartCoverageRequest
+	if err := decode(w, r, MaxSmallBody, &req); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	at := s.now()
+	if req.At != "" {
+		t, err := time.Parse(time.RFC3339, req.At)
+		if err != nil {
+			s.fail(w, r, badf("at %q: want RFC 3339", req.At))
+			return
+		}
+		at = t
+	}
+	if strings.TrimSpace(req.Reason) == "" {
+		s.fail(w, r, badf("reason: required"))
+		return
+	}
+	if err := s.cfg.Store.Audit(r.Context(), jobs.Event{Actor: actor(who, req.Actor), Action: "index_restart_coverage",
+		Detail: at.UTC().Format(time.RFC3339) + "; " + req.Reason}); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := s.cfg.Index.RestartCoverage(r.Context(), s.cfg.AppID, at); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.indexCoverage(w, r, who)
+}

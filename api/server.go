@@ -1,0 +1,342 @@
+// Package api is imrecall's HTTP API, served by `imrecall serve`: JSON
+// routes for everything the CLI does (create a job of any plan, with a dry
+// run; follow, cancel, pause and resume it; list, export and re-queue its
+// dead letters; manage schedules), behind bearer tokens; Tencent's callbacks
+// at /callback; the asynq dashboard at /monitor; /metrics, /healthz and
+// /readyz. The routes are described in openapi.yaml, served at
+// /openapi.yaml and checked against the server by the tests.
+package api
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/imrecall/imrecall/jobs"
+	"github.com/imrecall/imrecall/msgindex"
+	"github.com/imrecall/imrecall/producer"
+)
+
+// OpenAPI is the API's description (OpenAPI 3.0, YAML).
+//
+//go:embed openapi.yaml
+var OpenAPI []byte
+
+// Body limits.
+const (
+	// MaxJobBody bounds a job request: about 100,000 listed messages.
+	MaxJobBody = 16 << 20
+	// MaxSmallBody bounds every other request body.
+	MaxSmallBody = 64 << 10
+)
+
+// Config configures a Server. Store, Queue, AppID and Tokens are required.
+type Config struct {
+	Store     *jobs.Store
+	Schedules *producer.Schedules
+	// Queue enqueues tasks (an *asynq.Client).
+	Queue producer.Enqueuer
+	// IM reads histories for purges by scan and dry runs; nil refuses them.
+	IM producer.IM
+	// Index is the callback index for purges by index; nil: none.
+	Index *msgindex.Index
+	// AppID is the Tencent SDKAppID jobs are for.
+	AppID int64
+	// Tokens are the accepted bearer tokens; at least one.
+	Tokens []Token
+	// Callbacks serves POST /callback; nil: not served.
+	Callbacks http.Handler
+	// Monitor and MonitorReadOnly serve the asynq dashboard under /monitor/
+	// to admin and read tokens; nil: not served.
+	Monitor, MonitorReadOnly http.Handler
+	// Metrics serves /metrics; nil: not served.
+	Metrics http.Handler
+	// Ready reports whether dependencies answer (/readyz); nil: always.
+	Ready func(context.Context) error
+	// CheckSchedule validates the command of a new schedule; nil refuses
+	// schedule creation.
+	CheckSchedule func(args []string) error
+	// ConfirmAbove: jobs with more messages need "confirm": true; zero is 1000.
+	ConfirmAbove int
+	// DiscoveryConcurrency is how many histories a dry run reads at once;
+	// zero is 16.
+	DiscoveryConcurrency int
+	// Log; nil discards.
+	Log *slog.Logger
+}
+
+// Server is the HTTP API.
+type Server struct {
+	cfg  Config
+	auth *authenticator
+	log  *slog.Logger
+	now  func() time.Time
+}
+
+// New validates cfg and returns a server.
+func New(cfg Config) (*Server, error) {
+	switch {
+	case cfg.Store == nil:
+		return nil, errors.New("api: Store is required")
+	case cfg.Queue == nil:
+		return nil, errors.New("api: Queue is required")
+	case cfg.AppID <= 0:
+		return nil, fmt.Errorf("api: AppID %d: want the app's SDKAppID", cfg.AppID)
+	case len(cfg.Tokens) == 0:
+		return nil, errors.New("api: no tokens: give at least one (IMRECALL_API_TOKENS or --tokens-file)")
+	}
+	if cfg.ConfirmAbove <= 0 {
+		cfg.ConfirmAbove = 1000
+	}
+	if cfg.DiscoveryConcurrency <= 0 {
+		cfg.DiscoveryConcurrency = 16
+	}
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{cfg: cfg, auth: newAuthenticator(cfg.Tokens), log: log, now: time.Now}, nil
+}
+
+// Route is one route of the API. Role is empty for public routes.
+type Route struct {
+	Method, Path string
+	Role         Role
+	handler      func(w http.ResponseWriter, r *http.Request, who Token)
+}
+
+// Routes lists the JSON routes (not /monitor/, which is asynqmon's).
+func (s *Server) Routes() []Route {
+	rs := []Route{
+		{"GET", "/healthz", "", s.healthz},
+		{"GET", "/readyz", "", s.readyz},
+		{"GET", "/openapi.yaml", "", s.openapi},
+		{"GET", "/v1/jobs", RoleRead, s.listJobs},
+		{"POST", "/v1/jobs", RoleAdmin, s.createJob},
+		{"GET", "/v1/jobs/{id}", RoleRead, s.getJob},
+		{"GET", "/v1/jobs/{id}/report", RoleRead, s.jobReport},
+		{"POST", "/v1/jobs/{id}/cancel", RoleAdmin, s.cancelJob},
+		{"POST", "/v1/jobs/{id}/pause", RoleAdmin, s.pauseJob(true)},
+		{"POST", "/v1/jobs/{id}/resume", RoleAdmin, s.pauseJob(false)},
+		{"GET", "/v1/jobs/{id}/dead-letters", RoleRead, s.deadLetters},
+		{"POST", "/v1/jobs/{id}/dead-letters/requeue", RoleAdmin, s.requeue},
+		{"GET", "/v1/audit", RoleRead, s.audit},
+		{"GET", "/v1/schedules", RoleRead, s.listSchedules},
+		{"POST", "/v1/schedules", RoleAdmin, s.addSchedule},
+		{"DELETE", "/v1/schedules/{name}", RoleAdmin, s.removeSchedule},
+		{"GET", "/v1/index", RoleRead, s.indexCoverage},
+		{"POST", "/v1/index/restart-coverage", RoleAdmin, s.restartCoverage},
+	}
+	if s.cfg.Callbacks != nil {
+		rs = append(rs, Route{"POST", "/callback", "", func(w http.ResponseWriter, r *http.Request, _ Token) {
+			s.cfg.Callbacks.ServeHTTP(w, r)
+		}})
+	}
+	if s.cfg.Metrics != nil {
+		rs = append(rs, Route{"GET", "/metrics", "", func(w http.ResponseWriter, r *http.Request, _ Token) {
+			s.cfg.Metrics.ServeHTTP(w, r)
+		}})
+	}
+	return rs
+}
+
+// Handler returns the HTTP handler of every route.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	for _, rt := range s.Routes() {
+		mux.Handle(rt.Method+" "+rt.Path, s.wrap(rt))
+	}
+	if s.cfg.Monitor != nil {
+		mux.Handle("/monitor/", s.monitor())
+		mux.Handle("GET /monitor", http.RedirectHandler("/monitor/", http.StatusMovedPermanently))
+	}
+	return mux
+}
+
+// statusWriter remembers the status for the access log.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Flush lets streamed exports reach the client as they are written.
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (s *Server) wrap(rt Route) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		var who Token
+		if rt.Role != "" {
+			t, ok := s.auth.find(r)
+			switch {
+			case !ok:
+				sw.Header().Set("WWW-Authenticate", `Bearer realm="imrecall"`)
+				writeError(sw, http.StatusUnauthorized, "a valid bearer token is required (Authorization: Bearer TOKEN)")
+			case !t.Role.allows(rt.Role):
+				writeError(sw, http.StatusForbidden, fmt.Sprintf("token %s has role %s; %s %s needs %s", t.Name, t.Role, rt.Method, rt.Path, rt.Role))
+			default:
+				who = t
+			}
+			if !ok || !t.Role.allows(rt.Role) {
+				s.access(r, sw.status, start, t.Name)
+				return
+			}
+		}
+		rt.handler(sw, r, who)
+		if rt.Path != "/metrics" && rt.Path != "/healthz" && rt.Path != "/readyz" {
+			s.access(r, sw.status, start, who.Name)
+		}
+	})
+}
+
+// access logs a request: never its headers (tokens) nor its query (Sign).
+func (s *Server) access(r *http.Request, status int, start time.Time, token string) {
+	s.log.LogAttrs(r.Context(), slog.LevelInfo, "api request", slog.String("method", r.Method),
+		slog.String("path", r.URL.Path), slog.Int("status", status), slog.String("token", token),
+		slog.Duration("took", time.Since(start)))
+}
+
+// monitor serves asynqmon: the full dashboard to admin tokens, a read-only
+// one to read tokens. Browsers authenticate with Basic auth (any user name,
+// the token as password).
+func (s *Server) monitor() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t, ok := s.auth.find(r)
+		if !ok {
+			w.Header().Set("WWW-Authenticate", `Basic realm="imrecall monitor"`)
+			writeError(w, http.StatusUnauthorized, "a valid token is required (Bearer, or Basic with the token as password)")
+			return
+		}
+		h := s.cfg.Monitor
+		if t.Role != RoleAdmin {
+			if s.cfg.MonitorReadOnly == nil {
+				writeError(w, http.StatusForbidden, "the dashboard needs an admin token")
+				return
+			}
+			h = s.cfg.MonitorReadOnly
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// apiError is the body of every error answer.
+type apiError struct {
+	Error string `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, apiError{Error: msg})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// badRequest is an error in the request: answered 400 with its message.
+type badRequest struct{ msg string }
+
+func (e badRequest) Error() string { return e.msg }
+
+func badf(format string, args ...any) error { return badRequest{fmt.Sprintf(format, args...)} }
+
+// decode reads a JSON body of at most limit bytes into v, refusing unknown
+// fields and trailing data; errors name the field.
+func decode(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
+	body := http.MaxBytesReader(w, r.Body, limit)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mb *http.MaxBytesError
+		var se *json.SyntaxError
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &mb):
+			return errTooLarge{limit}
+		case errors.Is(err, io.EOF):
+			return badf("request body: empty; want a JSON object")
+		case errors.As(err, &se):
+			return badf("request body: invalid JSON at byte %d: %v", se.Offset, err)
+		case errors.As(err, &te):
+			return badf("request body: field %s: want %s, got JSON %s", te.Field, te.Type, te.Value)
+		}
+		return badf("request body: %s", strings.TrimPrefix(err.Error(), "json: "))
+	}
+	if dec.More() {
+		return badf("request body: data after the JSON object")
+	}
+	return nil
+}
+
+type errTooLarge struct{ limit int64 }
+
+func (e errTooLarge) Error() string { return fmt.Sprintf("request body larger than %d bytes", e.limit) }
+
+// fail answers err with the status its kind calls for.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var br badRequest
+	var tl errTooLarge
+	switch {
+	case errors.As(err, &br):
+		writeError(w, http.StatusBadRequest, br.msg)
+	case errors.As(err, &tl):
+		writeError(w, http.StatusRequestEntityTooLarge, tl.Error())
+	case errors.Is(err, jobs.ErrNotFound):
+		writeError(w, http.StatusNotFound, err.Error())
+	case errors.Is(err, context.Canceled):
+		writeError(w, 499, "request cancelled")
+	default:
+		s.log.ErrorContext(r.Context(), "api request failed", "path", r.URL.Path, "err", err)
+		writeError(w, http.StatusInternalServerError, err.Error())
+	}
+}
+
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request, _ Token) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request, _ Token) {
+	if s.cfg.Ready != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := s.cfg.Ready(ctx); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": err.Error()})
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+func (s *Server) openapi(w http.ResponseWriter, _ *http.Request, _ Token) {
+	w.Header().Set("Content-Type", "application/yaml")
+	_, _ = w.Write(OpenAPI)
+}

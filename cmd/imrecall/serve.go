@@ -1,0 +1,236 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/hibiken/asynq/x/metrics"
+	"github.com/hibiken/asynqmon"
+	"github.com/imrecall/imrecall/api"
+	"github.com/imrecall/imrecall/msgindex"
+	"github.com/imrecall/imrecall/producer"
+	"github.com/imrecall/imrecall/tim"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+)
+
+// serveOptions are the flags of `imrecall serve`.
+type serveOptions struct {
+	redis             redisFlags
+	im                imFlags
+	limits            limitFlags
+	logs              logFlags
+	listen            string
+	tokens            string
+	tokensFile        string
+	callbackToken     string
+	callbackTokenFile string
+	index             bool
+	indexRetention    string
+	monitor           bool
+	confirmAbove      int
+	concurrency       int
+}
+
+func newServeCmd() *cobra.Command {
+	var o serveOptions
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve the HTTP API, Tencent's callbacks (the message index), the asynq dashboard and metrics",
+		Long: `serve answers:
+  /v1/...         the JSON API (see /openapi.yaml): jobs (with dry runs), dead letters, schedules, audit
+  /callback       Tencent IM callbacks; after-send callbacks feed the per-sender message index that
+                  "purge user --source index" reads (set the callback URL in the IM console to this)
+  /monitor/       the asynq dashboard (admin tokens; read tokens get a read-only view)
+  /metrics        Prometheus: asynq's queue metrics, job progress, callbacks
+  /healthz        alive;  /readyz: Redis answers
+
+API tokens are NAME:ROLE:SECRET (role read or admin), from IMRECALL_API_TOKENS (comma-separated) or
+--tokens-file (one per line). Requests carry "Authorization: Bearer SECRET"; the token's NAME is
+recorded as who asked. The callback token is the one configured in the IM console: with it, callbacks
+must carry a valid Sign and a RequestTime within 60 s.`,
+		Example: `  IMRECALL_API_TOKENS=ops:admin:$(openssl rand -hex 24) IMRECALL_CALLBACK_TOKEN=... \
+    imrecall serve --sdkappid 1400000001 --listen :8080 --index-retention 30d
+  curl -H "Authorization: Bearer $TOKEN" localhost:8080/v1/jobs
+  curl -H "Authorization: Bearer $TOKEN" -d '{"kind":"purge_user","user":"spammer42","reason":"INC-1","dry_run":true}' localhost:8080/v1/jobs`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := applyEnv(cmd); err != nil {
+				return err
+			}
+			return runServe(cmd.Context(), cmd, &o)
+		},
+	}
+	o.redis.register(cmd)
+	o.im.register(cmd)
+	o.limits.register(cmd)
+	o.logs.register(cmd)
+	fl := cmd.Flags()
+	fl.StringVar(&o.listen, "listen", ":8080", "address to serve on")
+	fl.StringVar(&o.tokens, "api-tokens", "", "API tokens NAME:ROLE:SECRET, comma-separated; prefer IMRECALL_API_TOKENS or --tokens-file")
+	fl.StringVar(&o.tokensFile, "tokens-file", "", "file of API tokens, one NAME:ROLE:SECRET per line")
+	fl.StringVar(&o.callbackToken, "callback-token", "", "the callback token set in the IM console; prefer IMRECALL_CALLBACK_TOKEN or --callback-token-file")
+	fl.StringVar(&o.callbackTokenFile, "callback-token-file", "", "file holding the callback token")
+	fl.BoolVar(&o.index, "index", true, "keep the message index from after-send callbacks (POST /callback)")
+	fl.StringVar(&o.indexRetention, "index-retention", "7d", "how long index entries are kept: the app's roaming period (7d by default at Tencent), e.g. 30d; 0 keeps them forever")
+	fl.BoolVar(&o.monitor, "monitor", true, "serve the asynq dashboard under /monitor/")
+	fl.IntVar(&o.confirmAbove, "confirm-above", 1000, `jobs with more messages need "confirm": true`)
+	fl.IntVar(&o.concurrency, "discovery-concurrency", 16, "histories a dry run reads at once (the limiter still caps the calls)")
+	return cmd
+}
+
+// parseRetention parses 30d, 36h or 0.
+func parseRetention(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		var days int
+		if _, err := fmt.Sscanf(n, "%d", &days); err == nil && days >= 0 && fmt.Sprint(days) == n {
+			return time.Duration(days) * 24 * time.Hour, nil
+		}
+	}
+	if s == "0" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, badInput("--index-retention %q: want days (30d), a duration (36h) or 0", s)
+	}
+	return d, nil
+}
+
+func (o *serveOptions) apiTokens() ([]api.Token, error) {
+	var out []api.Token
+	if o.tokens != "" {
+		ts, err := api.ParseTokens(strings.NewReader(o.tokens), "--api-tokens (IMRECALL_API_TOKENS)")
+		if err != nil {
+			return nil, badInput("%v", err)
+		}
+		out = append(out, ts...)
+	}
+	if o.tokensFile != "" {
+		fh, err := os.Open(o.tokensFile)
+		if err != nil {
+			return nil, badInput("--tokens-file: %v", err)
+		}
+		defer fh.Close()
+		ts, err := api.ParseTokens(fh, o.tokensFile)
+		if err != nil {
+			return nil, badInput("%v", err)
+		}
+		out = append(out, ts...)
+	}
+	if len(out) == 0 {
+		return nil, badInput("no API tokens: set IMRECALL_API_TOKENS=NAME:ROLE:SECRET or --tokens-file")
+	}
+	return out, nil
+}
+
+func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
+	log, err := o.logs.logger(cmd.ErrOrStderr())
+	if err != nil {
+		return err
+	}
+	tokens, err := o.apiTokens()
+	if err != nil {
+		return err
+	}
+	cbToken, err := secretFrom(o.callbackToken, o.callbackTokenFile, "--callback-token / --callback-token-file (IMRECALL_CALLBACK_TOKEN / IMRECALL_CALLBACK_TOKEN_FILE)")
+	if err != nil {
+		return err
+	}
+	retention, err := parseRetention(o.indexRetention)
+	if err != nil {
+		return err
+	}
+	imCfg, err := o.im.config(log)
+	if err != nil {
+		return err
+	}
+	c, err := o.redis.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	lim, err := o.limits.limiter(c.rdb, o.redis.prefix, log, nil)
+	if err != nil {
+		return err
+	}
+	imCfg.Gate = lim.ForApp(imCfg.SDKAppID)
+	im, err := tim.New(imCfg)
+	if err != nil {
+		return badInput("%v", err)
+	}
+	enq := asynq.NewClient(c.asynq)
+	defer enq.Close()
+	inspector := asynq.NewInspector(c.asynq)
+	defer inspector.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		metrics.NewQueueMetricsCollector(inspector), api.NewJobCollector(c.store))
+	cfg := api.Config{
+		Store: c.store, Schedules: producer.NewSchedules(c.rdb, o.redis.prefix), Queue: enq, IM: im,
+		AppID: imCfg.SDKAppID, Tokens: tokens, ConfirmAbove: o.confirmAbove, DiscoveryConcurrency: o.concurrency,
+		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), Log: log,
+		Ready: func(ctx context.Context) error { return c.rdb.Ping(ctx).Err() },
+		CheckSchedule: func(args []string) error {
+			err := checkScheduledCommand(args)
+			var ue usageError
+			if errors.As(err, &ue) {
+				return ue.err
+			}
+			return err
+		},
+	}
+	if o.index {
+		counter := msgindex.NewCallbackCounter()
+		reg.MustRegister(counter)
+		cfg.Index = msgindex.New(c.rdb, o.redis.prefix, retention)
+		cfg.Callbacks = &msgindex.Callbacks{Index: cfg.Index, SDKAppID: imCfg.SDKAppID, Token: cbToken, Log: log, Counter: counter}
+		if cbToken == "" {
+			log.Warn("no callback token: /callback accepts unsigned callbacks; set IMRECALL_CALLBACK_TOKEN as configured in the IM console")
+		}
+	}
+	if o.monitor {
+		full := asynqmon.New(asynqmon.Options{RootPath: "/monitor", RedisConnOpt: c.asynq})
+		ro := asynqmon.New(asynqmon.Options{RootPath: "/monitor", RedisConnOpt: c.asynq, ReadOnly: true})
+		defer full.Close()
+		defer ro.Close()
+		cfg.Monitor, cfg.MonitorReadOnly = full, ro
+	}
+	srv, err := api.New(cfg)
+	if err != nil {
+		return badInput("%v", err)
+	}
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return badInput("--listen %q: %v", o.listen, err)
+	}
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	names := make([]string, len(tokens))
+	for i, t := range tokens {
+		names[i] = t.Name + ":" + string(t.Role)
+	}
+	log.Info("serving", "addr", ln.Addr().String(), "sdkappid", imCfg.SDKAppID, "tokens", strings.Join(names, ","),
+		"index", o.index, "index_retention", retention.String(), "callback_signed", cbToken != "", "redis", redactURL(o.redis.url))
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serving on %s: %w", o.listen, err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	return hs.Shutdown(sctx)
+}

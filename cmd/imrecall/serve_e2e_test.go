@@ -1,0 +1,250 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/imrecall/imrecall/emulator"
+	"github.com/imrecall/imrecall/internal/imtest"
+	"github.com/imrecall/imrecall/internal/redistest"
+	"github.com/imrecall/imrecall/jobs"
+	"github.com/imrecall/imrecall/msgindex"
+)
+
+const (
+	e2eCallbackToken = "e2e-callback-token"
+	e2eAPIToken      = "e2e-api-token-0123456789abcdef"
+)
+
+// serveProc starts `imrecall serve` on addr and waits until it is ready.
+func (e *e2e) serveProc(addr string, extra ...string) {
+	e.t.Helper()
+	args := append([]string{"serve", "--listen", addr, "--log-level", "warn", "--index-retention", "30d"}, extra...)
+	cmd := exec.Command(e.bin, args...)
+	cmd.Env = append(e.environ(), "IMRECALL_API_TOKENS=ops:admin:"+e2eAPIToken, "IMRECALL_CALLBACK_TOKEN="+e2eCallbackToken)
+	logPath := filepath.Join(e.t.TempDir(), "serve.log")
+	out, err := createLog(logPath)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+		out.Close()
+		if e.t.Failed() {
+			e.t.Logf("serve log:\n%s", tail(logPath, 4000))
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("serve on %s not ready: %v\n%s", addr, err, tail(logPath, 4000))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// recalledBy lists the messages of user recalled on the emulator, and
+// counts the recalled messages of anyone else.
+func recalledBy(emu *emulator.Server, user string, peers []string) (mine []string, others int) {
+	for _, g := range emu.Groups() {
+		for _, topic := range append([]string{""}, g.Topics...) {
+			for _, m := range emu.GroupMessages(g.GroupID, topic) {
+				switch {
+				case m.Recalled && m.From == user:
+					mine = append(mine, fmt.Sprintf("%s/%s#%d", g.GroupID, topic, m.Seq))
+				case m.Recalled:
+					others++
+				}
+			}
+		}
+	}
+	for _, p := range peers {
+		for _, m := range emu.C2CMessages(user, p) {
+			switch {
+			case m.Recalled && m.From == user:
+				mine = append(mine, p+"#"+m.MsgKey)
+			case m.Recalled:
+				others++
+			}
+		}
+	}
+	slices.Sort(mine)
+	return mine, others
+}
+
+func historyCalls(emu *emulator.Server) int64 {
+	st := emu.Stats()
+	return st["group_msg_get_simple"].Calls + st["admin_getroammsg"].Calls + st["get_joined_group_list"].Calls
+}
+
+// TestIndexPurgeEqualsScanPurge is issue [5/6]'s acceptance for the index:
+// with the emulator posting after-send callbacks to `imrecall serve`, a purge
+// of a sender by the index recalls the same messages as a purge by history
+// scan of the same data, without a single history call; callbacks with a
+// wrong Sign, a stale RequestTime or another app are refused and not indexed.
+func TestIndexPurgeEqualsScanPurge(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	// Fixed times: a MsgKey holds its message's time, and both apps must be alike.
+	end := time.Now().Truncate(time.Hour)
+	spec := emulator.DatasetSpec{Groups: 40, Users: 300, GroupMessages: 6000, C2CMessages: 600,
+		HeavyGroups: 24, HeavyShare: 0.15, Peers: 12, Topics: 2, Seed: 23, Start: end.Add(-72 * time.Hour), End: end}
+
+	// A: the index, fed by callbacks.
+	addr := freeAddr(t)
+	a := &e2e{t: t, bin: imrecallBin(t), redis: redistest.Start(t),
+		env: imtest.Start(t, emulator.Config{Rate: 200, Callbacks: emulator.CallbackConfig{URL: "http://" + addr + "/callback", Token: e2eCallbackToken}})}
+	t.Cleanup(a.env.Emu.Close)
+	a.store = jobs.NewStore(a.redis.Client(), "")
+	a.serveProc(addr)
+	ds, err := a.env.Emu.Generate(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spammer := ds.HeavySenders[0]
+	n := a.env.Emu.ReplayCallbacks()
+	if err := a.env.Emu.WaitCallbacks(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if st := a.env.Emu.CallbackStats(); st.Delivered != int64(n) || n == 0 {
+		t.Fatalf("callbacks: %+v, want all %d delivered and accepted", st, n)
+	}
+
+	// Forged and stale callbacks for a message the spammer never sent.
+	heavyGroup := ""
+	for _, g := range ds.Groups {
+		if g.Type == "Public" && slices.Contains(g.Members, spammer) {
+			heavyGroup = g.GroupID
+			break
+		}
+	}
+	body := fmt.Sprintf(`{"CallbackCommand":"Group.CallbackAfterSendMsg","GroupId":%q,"Type":"Public","From_Account":%q,"MsgSeq":999999,"MsgTime":%d}`,
+		heavyGroup, spammer, time.Now().Unix())
+	now := time.Now().Unix()
+	for _, c := range []struct {
+		name       string
+		app        int64
+		rt         int64
+		sign       string
+		wantStatus int
+	}{
+		{"wrong sign", imtest.AppID, now, msgindex.Sign("not-the-token", strconv.FormatInt(now, 10)), http.StatusUnauthorized},
+		{"stale", imtest.AppID, now - 300, msgindex.Sign(e2eCallbackToken, strconv.FormatInt(now-300, 10)), http.StatusUnauthorized},
+		{"other app", imtest.AppID + 1, now, msgindex.Sign(e2eCallbackToken, strconv.FormatInt(now, 10)), http.StatusForbidden},
+	} {
+		q := url.Values{"SdkAppid": {strconv.FormatInt(c.app, 10)}, "CallbackCommand": {"Group.CallbackAfterSendMsg"},
+			"contenttype": {"json"}, "RequestTime": {strconv.FormatInt(c.rt, 10)}, "Sign": {c.sign}}
+		resp, err := http.Post("http://"+addr+"/callback?"+q.Encode(), "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.wantStatus {
+			t.Fatalf("%s callback: HTTP %d, want %d", c.name, resp.StatusCode, c.wantStatus)
+		}
+	}
+
+	// The dry run by index finds the spammer's messages without peers.
+	out, err := a.run("purge", "user", "--user", spammer, "--source", "index", "--dry-run", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dry struct {
+		Source   string          `json:"source"`
+		Messages int             `json:"messages"`
+		Index    msgindex.Counts `json:"index"`
+	}
+	if err := json.Unmarshal([]byte(out), &dry); err != nil || dry.Source != "index" || dry.Messages == 0 || dry.Index.Peers == 0 {
+		t.Fatalf("index dry run: %q %v", out, err)
+	}
+
+	historyBefore := historyCalls(a.env.Emu)
+	a.worker("wa")
+	out, err = a.run("purge", "user", "--user", spammer, "--source", "index", "--yes", "--json", "--reason", "index acceptance")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var created struct {
+		JobID string `json:"job_id"`
+	}
+	if err := json.Unmarshal([]byte(out), &created); err != nil {
+		t.Fatal(err)
+	}
+	ja := a.waitDone(created.JobID, 3*time.Minute)
+	if ja.Status != jobs.StatusDone || ja.Counts.DeadLettered != 0 || int(ja.Counts.Recalled) != dry.Messages {
+		t.Fatalf("index purge: %+v (dry run counted %d); a dead letter would mean a forged callback was indexed", ja, dry.Messages)
+	}
+	if calls := historyCalls(a.env.Emu) - historyBefore; calls != 0 {
+		t.Fatalf("the purge by index made %d history calls", calls)
+	}
+	setA, othersA := recalledBy(a.env.Emu, spammer, ds.PeersOf[spammer])
+
+	// B: the same data, purged by history scan.
+	b := &e2e{t: t, bin: a.bin, redis: redistest.Start(t), env: imtest.Start(t, emulator.Config{Rate: 200})}
+	b.store = jobs.NewStore(b.redis.Client(), "")
+	dsB, err := b.env.Emu.Generate(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dsB.HeavySenders[0] != spammer {
+		t.Fatalf("the two datasets differ: %s vs %s", dsB.HeavySenders[0], spammer)
+	}
+	b.worker("wb")
+	out, err = b.run("purge", "user", "--user", spammer, "--source", "scan", "--peers", strings.Join(ds.PeersOf[spammer], ","),
+		"--yes", "--json", "--reason", "scan acceptance")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal([]byte(out), &created); err != nil {
+		t.Fatal(err)
+	}
+	jb := b.waitDone(created.JobID, 3*time.Minute)
+	setB, othersB := recalledBy(b.env.Emu, spammer, ds.PeersOf[spammer])
+
+	if othersA != 0 || othersB != 0 {
+		t.Fatalf("messages of others recalled: %d by index, %d by scan", othersA, othersB)
+	}
+	if !slices.Equal(setA, setB) || len(setA) == 0 {
+		t.Fatalf("by index %d messages, by scan %d: the sets differ", len(setA), len(setB))
+	}
+	if ja.Counts.Recalled != jb.Counts.Recalled {
+		t.Fatalf("jobs: %d recalled by index, %d by scan", ja.Counts.Recalled, jb.Counts.Recalled)
+	}
+	t.Logf("%d callbacks indexed; %d messages recalled by index with 0 history calls, the same %d by scan (%d history calls)",
+		n, len(setA), len(setB), historyCalls(b.env.Emu))
+}
+
+func createLog(path string) (*os.File, error) { return os.Create(path) }
+
+// tail returns the last n bytes of a file.
+func tail(path string, n int) string {
+	b, _ := os.ReadFile(path)
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}

@@ -1,0 +1,253 @@
+package msgindex
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// The after-send callbacks the index records.
+const (
+	CommandGroupAfterSend = "Group.CallbackAfterSendMsg"
+	CommandC2CAfterSend   = "C2C.CallbackAfterSendMsg"
+)
+
+// MaxCallbackBytes bounds a callback body. A message body is at most 12 KB;
+// the rest of a callback is small.
+const MaxCallbackBytes = 256 << 10
+
+// MaxClockSkew is how far RequestTime may be from now, as Tencent advises.
+const MaxClockSkew = 60 * time.Second
+
+// Results of a callback, the label of imrecall_callbacks_total.
+const (
+	ResultIndexed  = "indexed"       // recorded in the index
+	ResultSkipped  = "skipped"       // valid, but nothing to recall (failed send, online-only, AVChatRoom)
+	ResultIgnored  = "ignored"       // another callback command
+	ResultBadApp   = "refused_app"   // SdkAppid is not ours
+	ResultBadSign  = "refused_sign"  // Sign missing or wrong
+	ResultStale    = "refused_stale" // RequestTime missing or more than MaxClockSkew away
+	ResultReplay   = "refused_replay"
+	ResultBadInput = "refused_input" // bad body, method or size
+	ResultError    = "error"         // Redis failed
+)
+
+// Callbacks is the HTTP handler of Tencent IM's callbacks: it verifies them
+// and records after-send callbacks in the index.
+type Callbacks struct {
+	// Index receives the messages. Required.
+	Index *Index
+	// SDKAppID is the app whose callbacks are accepted. Required.
+	SDKAppID int64
+	// Token is the callback token configured in the IM console. When set,
+	// Sign and RequestTime are required and checked; empty accepts unsigned
+	// callbacks (then restrict who can reach the endpoint).
+	Token string
+	// Log; nil discards.
+	Log *slog.Logger
+	// Counter, if set, counts callbacks by command and result.
+	Counter *prometheus.CounterVec
+	// Now is the clock; nil is time.Now.
+	Now func() time.Time
+}
+
+// NewCallbackCounter returns the imrecall_callbacks_total counter.
+func NewCallbackCounter() *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "imrecall_callbacks_total",
+		Help: "Tencent IM callbacks received, by command and result (indexed, skipped, ignored, refused_*, error).",
+	}, []string{"command", "result"})
+}
+
+// reply is Tencent's callback answer.
+type reply struct {
+	ActionStatus string `json:"ActionStatus"`
+	ErrorInfo    string `json:"ErrorInfo"`
+	ErrorCode    int    `json:"ErrorCode"`
+}
+
+// ServeHTTP handles one callback.
+func (c *Callbacks) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	command := q.Get("CallbackCommand")
+	result, status, msg := c.handle(r)
+	if c.Counter != nil {
+		label := command
+		if label != CommandGroupAfterSend && label != CommandC2CAfterSend {
+			label = "other"
+		}
+		c.Counter.WithLabelValues(label, result).Inc()
+	}
+	log := c.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if status != http.StatusOK {
+		// The query holds Sign, which is derived from the token: log fields, not the URL.
+		log.LogAttrs(r.Context(), slog.LevelWarn, "callback refused", slog.String("command", command),
+			slog.String("result", result), slog.String("reason", msg), slog.String("remote", r.RemoteAddr))
+		writeReply(w, status, reply{ActionStatus: "FAIL", ErrorInfo: msg, ErrorCode: 1})
+		return
+	}
+	writeReply(w, http.StatusOK, reply{ActionStatus: "OK"})
+}
+
+func writeReply(w http.ResponseWriter, status int, rep reply) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(rep)
+}
+
+func (c *Callbacks) handle(r *http.Request) (result string, status int, msg string) {
+	if r.Method != http.MethodPost {
+		return ResultBadInput, http.StatusMethodNotAllowed, "callbacks are POSTed"
+	}
+	q := r.URL.Query()
+	if app, err := strconv.ParseInt(q.Get("SdkAppid"), 10, 64); err != nil || app != c.SDKAppID {
+		return ResultBadApp, http.StatusForbidden, fmt.Sprintf("SdkAppid %q is not this app's", q.Get("SdkAppid"))
+	}
+	now := time.Now
+	if c.Now != nil {
+		now = c.Now
+	}
+	if c.Token != "" {
+		rt := q.Get("RequestTime")
+		sec, err := strconv.ParseInt(rt, 10, 64)
+		if err != nil {
+			return ResultStale, http.StatusUnauthorized, fmt.Sprintf("RequestTime %q: want unix seconds", rt)
+		}
+		if d := now().Sub(time.Unix(sec, 0)); math.Abs(d.Seconds()) > MaxClockSkew.Seconds() {
+			return ResultStale, http.StatusUnauthorized, fmt.Sprintf("RequestTime %d is %s away from now (limit %s)", sec, d.Round(time.Second), MaxClockSkew)
+		}
+		if !ValidSign(c.Token, rt, q.Get("Sign")) {
+			return ResultBadSign, http.StatusUnauthorized, "Sign does not match sha256(token + RequestTime)"
+		}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, MaxCallbackBytes))
+	if err != nil {
+		var mb *http.MaxBytesError
+		if errors.As(err, &mb) {
+			return ResultBadInput, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", MaxCallbackBytes)
+		}
+		return ResultBadInput, http.StatusBadRequest, "reading the body: " + err.Error()
+	}
+	command := q.Get("CallbackCommand")
+	if command != CommandGroupAfterSend && command != CommandC2CAfterSend {
+		return ResultIgnored, http.StatusOK, ""
+	}
+	entry, index, err := ParseCallback(command, body)
+	if err != nil {
+		return ResultBadInput, http.StatusBadRequest, err.Error()
+	}
+	if !index {
+		return ResultSkipped, http.StatusOK, ""
+	}
+	ctx := r.Context()
+	// An exact replay (same query, same body) within the skew window is
+	// refused; a new callback in the same second has another body.
+	digest := sha256.Sum256(append([]byte(r.URL.RawQuery+"\n"), body...))
+	seen := c.Index.seenKey(c.SDKAppID, hex.EncodeToString(digest[:16]))
+	fresh, err := c.Index.rdb.SetNX(ctx, seen, 1, 2*MaxClockSkew+time.Minute).Result()
+	if err != nil {
+		return ResultError, http.StatusServiceUnavailable, "index unavailable"
+	}
+	if !fresh {
+		return ResultReplay, http.StatusConflict, "this callback was already received"
+	}
+	if err := c.Index.Add(ctx, c.SDKAppID, entry); err != nil {
+		// Let a retry of this callback through.
+		_ = c.Index.rdb.Del(context.WithoutCancel(ctx), seen).Err()
+		if c.Log != nil {
+			c.Log.ErrorContext(ctx, "indexing a callback", "err", err)
+		}
+		return ResultError, http.StatusServiceUnavailable, "index unavailable"
+	}
+	return ResultIndexed, http.StatusOK, ""
+}
+
+// Sign is Tencent's callback signature: hex sha256(token + RequestTime).
+func Sign(token, requestTime string) string {
+	sum := sha256.Sum256([]byte(token + requestTime))
+	return hex.EncodeToString(sum[:])
+}
+
+// ValidSign compares a callback's Sign with the expected one in constant time.
+func ValidSign(token, requestTime, sign string) bool {
+	want := Sign(token, requestTime)
+	return len(sign) == len(want) && subtle.ConstantTimeCompare([]byte(want), bytes.ToLower([]byte(sign))) == 1
+}
+
+// groupAfterSend is the part of Group.CallbackAfterSendMsg the index uses.
+type groupAfterSend struct {
+	CallbackCommand string `json:"CallbackCommand"`
+	GroupID         string `json:"GroupId"`
+	TopicID         string `json:"TopicId"`
+	Type            string `json:"Type"`
+	From            string `json:"From_Account"`
+	MsgSeq          int64  `json:"MsgSeq"`
+	MsgTime         int64  `json:"MsgTime"`
+	OnlineOnlyFlag  int    `json:"OnlineOnlyFlag"`
+}
+
+// c2cAfterSend is the part of C2C.CallbackAfterSendMsg the index uses.
+type c2cAfterSend struct {
+	CallbackCommand string `json:"CallbackCommand"`
+	From            string `json:"From_Account"`
+	To              string `json:"To_Account"`
+	MsgTime         int64  `json:"MsgTime"`
+	MsgKey          string `json:"MsgKey"`
+	OnlineOnlyFlag  int    `json:"OnlineOnlyFlag"`
+	SendMsgResult   int    `json:"SendMsgResult"`
+}
+
+// ParseCallback parses an after-send callback body. index is false for a
+// message there is nothing to recall of: a one-to-one send that failed
+// (SendMsgResult ≠ 0, e.g. a dirty-word filter), an online-only message, or
+// an AVChatRoom message (no history, no recall). An error names the field.
+func ParseCallback(command string, body []byte) (e Entry, index bool, err error) {
+	switch command {
+	case CommandGroupAfterSend:
+		var cb groupAfterSend
+		if err := json.Unmarshal(body, &cb); err != nil {
+			return Entry{}, false, fmt.Errorf("%s body: %w", command, err)
+		}
+		if cb.CallbackCommand != "" && cb.CallbackCommand != command {
+			return Entry{}, false, fmt.Errorf("%s body: CallbackCommand %q does not match the URL's", command, cb.CallbackCommand)
+		}
+		e = Entry{From: cb.From, Time: time.Unix(cb.MsgTime, 0), GroupID: cb.GroupID, TopicID: cb.TopicID, MsgSeq: cb.MsgSeq}
+		if cb.GroupID == "" {
+			return Entry{}, false, fmt.Errorf("%s body: GroupId: required", command)
+		}
+		if err := e.Validate(); err != nil {
+			return Entry{}, false, fmt.Errorf("%s body: %w", command, err)
+		}
+		return e, cb.OnlineOnlyFlag == 0 && cb.Type != "AVChatRoom", nil
+	case CommandC2CAfterSend:
+		var cb c2cAfterSend
+		if err := json.Unmarshal(body, &cb); err != nil {
+			return Entry{}, false, fmt.Errorf("%s body: %w", command, err)
+		}
+		if cb.CallbackCommand != "" && cb.CallbackCommand != command {
+			return Entry{}, false, fmt.Errorf("%s body: CallbackCommand %q does not match the URL's", command, cb.CallbackCommand)
+		}
+		e = Entry{From: cb.From, Time: time.Unix(cb.MsgTime, 0), To: cb.To, MsgKey: cb.MsgKey}
+		if err := e.Validate(); err != nil {
+			return Entry{}, false, fmt.Errorf("%s body: %w", command, err)
+		}
+		return e, cb.SendMsgResult == 0 && cb.OnlineOnlyFlag == 0, nil
+	}
+	return Entry{}, false, fmt.Errorf("CallbackCommand %q: not an after-send callback", command)
+}

@@ -1,0 +1,313 @@
+package msgindex
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/google/go-cmp/cmp"
+	"github.com/imrecall/imrecall/jobs"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/redis/go-redis/v9"
+)
+
+const (
+	testApp   = 1400000001
+	testToken = "callback-token-0123456789"
+)
+
+type bundle struct {
+	idx     *Index
+	cb      *Callbacks
+	srv     *httptest.Server
+	mr      *miniredis.Miniredis
+	now     time.Time
+	entries func(user string) []Entry
+}
+
+func setup(t *testing.T, token string) *bundle {
+	t.Helper()
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	b := &bundle{mr: mr, now: time.Unix(1_800_000_000, 0)}
+	b.idx = New(rdb, "", 30*24*time.Hour)
+	b.idx.now = func() time.Time { return b.now }
+	b.cb = &Callbacks{Index: b.idx, SDKAppID: testApp, Token: token, Counter: NewCallbackCounter(), Now: func() time.Time { return b.now }}
+	b.srv = httptest.NewServer(b.cb)
+	t.Cleanup(b.srv.Close)
+	b.entries = func(user string) []Entry {
+		var out []Entry
+		if err := b.idx.Lookup(context.Background(), testApp, user, time.Time{}, time.Time{}, func(e Entry) error {
+			out = append(out, e)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	return b
+}
+
+// post sends a callback the way Tencent does: query parameters on the URL,
+// JSON body. requestTime 0 leaves Sign and RequestTime out.
+func (b *bundle) post(t *testing.T, app int64, command string, requestTime int64, sign string, body string) (int, reply) {
+	t.Helper()
+	q := url.Values{"SdkAppid": {strconv.FormatInt(app, 10)}, "CallbackCommand": {command},
+		"contenttype": {"json"}, "ClientIP": {"10.0.0.1"}, "OptPlatform": {"RESTAPI"}}
+	if requestTime != 0 {
+		q.Set("RequestTime", strconv.FormatInt(requestTime, 10))
+		q.Set("Sign", sign)
+	}
+	resp, err := http.Post(b.srv.URL+"/callback?"+q.Encode(), "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var rep reply
+	raw, _ := io.ReadAll(resp.Body)
+	if err := json.Unmarshal(raw, &rep); err != nil {
+		t.Fatalf("callback answer %q: %v", raw, err)
+	}
+	return resp.StatusCode, rep
+}
+
+func groupBody(from, group string, seq, msgTime int64) string {
+	return fmt.Sprintf(`{"CallbackCommand":"Group.CallbackAfterSendMsg","GroupId":%q,"Type":"Public","From_Account":%q,
+"Operator_Account":%q,"Random":123,"MsgSeq":%d,"MsgTime":%d,"OnlineOnlyFlag":0,
+"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"hi"}}],"CloudCustomData":"","EventTime":%d}`,
+		group, from, from, seq, msgTime, msgTime*1000)
+}
+
+func c2cBody(from, to, key string, msgTime int64, result int) string {
+	return fmt.Sprintf(`{"CallbackCommand":"C2C.CallbackAfterSendMsg","From_Account":%q,"To_Account":%q,"MsgSeq":48374,
+"MsgRandom":2837546,"MsgTime":%d,"MsgKey":%q,"MsgId":"x","OnlineOnlyFlag":0,"SendMsgResult":%d,"ErrorInfo":"",
+"UnreadMsgNum":0,"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"hi"}}],"CloudCustomData":""}`,
+		from, to, msgTime, key, result)
+}
+
+func TestSignMatchesTencentsExample(t *testing.T) {
+	// doc/32431: Token xxxxyyyy, RequestTime 1669872112.
+	got := Sign("xxxxyyyy", "1669872112")
+	if !strings.HasPrefix(got, "17773bc3") || !strings.HasSuffix(got, "4061") {
+		t.Fatalf("Sign = %s, want 17773bc3…4061 as in Tencent's example", got)
+	}
+	if !ValidSign("xxxxyyyy", "1669872112", strings.ToUpper(got)) || ValidSign("xxxxyyyz", "1669872112", got) {
+		t.Fatal("ValidSign does not check the token")
+	}
+}
+
+func TestCallbacksIndexSignedAfterSendCallbacks(t *testing.T) {
+	b := setup(t, testToken)
+	rt := b.now.Unix()
+	sign := Sign(testToken, strconv.FormatInt(rt, 10))
+	msgTime := b.now.Add(-time.Hour).Unix()
+	for i, body := range []string{
+		groupBody("spammer", "@TGS#1", 10, msgTime),
+		groupBody("spammer", "@TGS#1", 11, msgTime+1),
+		c2cBody("spammer", "alice", "5_77_"+strconv.FormatInt(msgTime, 10), msgTime+2, 0),
+		groupBody("alice", "@TGS#1", 12, msgTime+3),
+	} {
+		command := CommandGroupAfterSend
+		if strings.Contains(body, "C2C.") {
+			command = CommandC2CAfterSend
+		}
+		status, rep := b.post(t, testApp, command, rt, sign, body)
+		if status != http.StatusOK || rep != (reply{ActionStatus: "OK"}) {
+			t.Fatalf("callback %d: HTTP %d %+v, want 200 OK", i, status, rep)
+		}
+	}
+	want := []Entry{
+		{From: "spammer", Time: time.Unix(msgTime, 0), GroupID: "@TGS#1", MsgSeq: 10},
+		{From: "spammer", Time: time.Unix(msgTime+1, 0), GroupID: "@TGS#1", MsgSeq: 11},
+		{From: "spammer", Time: time.Unix(msgTime+2, 0), To: "alice", MsgKey: "5_77_" + strconv.FormatInt(msgTime, 10)},
+	}
+	if diff := cmp.Diff(want, b.entries("spammer")); diff != "" {
+		t.Fatalf("index of spammer (-want +got):\n%s", diff)
+	}
+	if got := testutil.ToFloat64(b.cb.Counter.WithLabelValues(CommandGroupAfterSend, ResultIndexed)); got != 3 {
+		t.Fatalf("indexed group callbacks = %v, want 3", got)
+	}
+	cov, err := b.idx.Coverage(context.Background(), testApp)
+	if err != nil || !cov.Since.Equal(b.now) || cov.Entries != 4 {
+		t.Fatalf("coverage = %+v, %v; want since %v, 4 entries", cov, err, b.now)
+	}
+}
+
+func TestCallbacksRefuseBadSignStaleTimeOtherAppAndReplays(t *testing.T) {
+	b := setup(t, testToken)
+	msgTime := b.now.Unix()
+	rt := b.now.Unix()
+	good := Sign(testToken, strconv.FormatInt(rt, 10))
+	cases := []struct {
+		name        string
+		app         int64
+		requestTime int64
+		sign        string
+		wantStatus  int
+		wantResult  string
+	}{
+		{"wrong sign", testApp, rt, Sign("another-token", strconv.FormatInt(rt, 10)), http.StatusUnauthorized, ResultBadSign},
+		{"no sign", testApp, 0, "", http.StatusUnauthorized, ResultStale},
+		{"stale", testApp, rt - 61, Sign(testToken, strconv.FormatInt(rt-61, 10)), http.StatusUnauthorized, ResultStale},
+		{"future", testApp, rt + 61, Sign(testToken, strconv.FormatInt(rt+61, 10)), http.StatusUnauthorized, ResultStale},
+		{"sign of another time", testApp, rt, Sign(testToken, strconv.FormatInt(rt-1, 10)), http.StatusUnauthorized, ResultBadSign},
+		{"other app", testApp + 1, rt, good, http.StatusForbidden, ResultBadApp},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			status, rep := b.post(t, c.app, CommandGroupAfterSend, c.requestTime, c.sign, groupBody("spammer", "@TGS#1", int64(100+i), msgTime))
+			if status != c.wantStatus || rep.ActionStatus != "FAIL" {
+				t.Fatalf("HTTP %d %+v, want %d FAIL", status, rep, c.wantStatus)
+			}
+			if got := testutil.ToFloat64(b.cb.Counter.WithLabelValues(CommandGroupAfterSend, c.wantResult)); got < 1 {
+				t.Fatalf("no %s counted", c.wantResult)
+			}
+		})
+	}
+	if got := b.entries("spammer"); len(got) != 0 {
+		t.Fatalf("refused callbacks were indexed: %+v", got)
+	}
+
+	// Within the window, a replay of an accepted callback is refused.
+	body := groupBody("spammer", "@TGS#1", 7, msgTime)
+	if status, _ := b.post(t, testApp, CommandGroupAfterSend, rt, good, body); status != http.StatusOK {
+		t.Fatalf("first delivery: HTTP %d", status)
+	}
+	if status, rep := b.post(t, testApp, CommandGroupAfterSend, rt, good, body); status != http.StatusConflict || rep.ActionStatus != "FAIL" {
+		t.Fatalf("replay: HTTP %d %+v, want 409 FAIL", status, rep)
+	}
+	// A different message in the same second (same Sign) is not a replay.
+	if status, _ := b.post(t, testApp, CommandGroupAfterSend, rt, good, groupBody("spammer", "@TGS#1", 8, msgTime)); status != http.StatusOK {
+		t.Fatalf("second message in the same second: HTTP %d", status)
+	}
+	// Past the window, the same callback is stale.
+	b.now = b.now.Add(2 * time.Minute)
+	if status, _ := b.post(t, testApp, CommandGroupAfterSend, rt, good, groupBody("spammer", "@TGS#1", 9, msgTime)); status != http.StatusUnauthorized {
+		t.Fatalf("stale replay: HTTP %d, want 401", status)
+	}
+	if got := len(b.entries("spammer")); got != 2 {
+		t.Fatalf("index holds %d entries, want 2", got)
+	}
+}
+
+func TestCallbacksSkipWhatCannotBeRecalledAndRejectBadBodies(t *testing.T) {
+	b := setup(t, "")
+	now := b.now.Unix()
+	skipped := []struct{ command, body string }{
+		{CommandC2CAfterSend, c2cBody("u", "v", "1_2_3", now, 1)}, // delivery failed
+		{CommandGroupAfterSend, strings.Replace(groupBody("u", "@TGS#1", 5, now), `"OnlineOnlyFlag":0`, `"OnlineOnlyFlag":1`, 1)},
+		{CommandGroupAfterSend, strings.Replace(groupBody("u", "@TGS#av", 5, now), `"Public"`, `"AVChatRoom"`, 1)},
+	}
+	for _, s := range skipped {
+		if status, rep := b.post(t, testApp, s.command, 0, "", s.body); status != http.StatusOK || rep.ActionStatus != "OK" {
+			t.Fatalf("HTTP %d %+v for %s", status, rep, s.body)
+		}
+	}
+	if status, _ := b.post(t, testApp, "Group.CallbackAfterNewMemberJoin", 0, "", `{"GroupId":"@TGS#1"}`); status != http.StatusOK {
+		t.Fatalf("another command: HTTP %d, want 200 (ignored)", status)
+	}
+	bad := []struct{ body, wantInError string }{
+		{`{"GroupId":"@TGS#1","From_Account":"u","MsgSeq":"5","MsgTime":1}`, "MsgSeq"},
+		{`{"GroupId":"@TGS#1","From_Account":"u","MsgSeq":0,"MsgTime":1}`, "MsgSeq 0"},
+		{`{"GroupId":"@TGS#1","MsgSeq":3,"MsgTime":1}`, "From_Account: required"},
+		{`{"GroupId":"@TGS#1\u001f","From_Account":"u","MsgSeq":3,"MsgTime":1}`, "GroupId"},
+		{`{"GroupId":"@TGS#1","From_Account":"u","MsgSeq":3,"MsgTime":1`, "unexpected end"},
+		{`{"CallbackCommand":"C2C.CallbackAfterSendMsg","GroupId":"@TGS#1","From_Account":"u","MsgSeq":3,"MsgTime":1}`, "does not match"},
+	}
+	for _, c := range bad {
+		status, rep := b.post(t, testApp, CommandGroupAfterSend, 0, "", c.body)
+		if status != http.StatusBadRequest || !strings.Contains(rep.ErrorInfo, c.wantInError) {
+			t.Fatalf("body %s: HTTP %d %q, want 400 naming %q", c.body, status, rep.ErrorInfo, c.wantInError)
+		}
+	}
+	huge := groupBody("u", "@TGS#1", 1, now)
+	huge = strings.Replace(huge, `"hi"`, `"`+strings.Repeat("x", MaxCallbackBytes)+`"`, 1)
+	if status, _ := b.post(t, testApp, CommandGroupAfterSend, 0, "", huge); status != http.StatusRequestEntityTooLarge {
+		t.Fatalf("huge body: HTTP %d, want 413", status)
+	}
+	resp, err := http.Get(b.srv.URL + "/callback?SdkAppid=" + strconv.Itoa(testApp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Fatalf("GET: HTTP %d, want 405", resp.StatusCode)
+	}
+	if got := b.entries("u"); len(got) != 0 {
+		t.Fatalf("indexed %+v, want nothing", got)
+	}
+}
+
+func TestIndexRetentionCoverageAndPlan(t *testing.T) {
+	b := setup(t, "")
+	ctx := context.Background()
+	day := 24 * time.Hour
+	old := Entry{From: "u", Time: b.now.Add(-40 * day), GroupID: "@TGS#1", MsgSeq: 1}
+	recent := []Entry{
+		{From: "u", Time: b.now.Add(-2 * day), GroupID: "@TGS#1", MsgSeq: 2},
+		{From: "u", Time: b.now.Add(-day), GroupID: "@TGS#1", TopicID: "@TGS#1@TOPIC#a", MsgSeq: 1},
+		{From: "u", Time: b.now.Add(-day), To: "v", MsgKey: "1_2_3"},
+		{From: "u", Time: b.now.Add(-time.Hour), To: "w", MsgKey: "4_5_6"},
+	}
+	if err := b.idx.Add(ctx, testApp, append([]Entry{old}, recent...)...); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.entries("u"); len(got) != len(recent) {
+		t.Fatalf("after trimming: %d entries, want %d (the 40-day-old one is past the 30-day retention)", len(got), len(recent))
+	}
+	if ttl := b.mr.TTL(b.idx.userKey(testApp, "u", "g")); ttl != 30*day {
+		t.Fatalf("key TTL %v, want the retention", ttl)
+	}
+	var tally planSink
+	c, err := b.idx.Plan(ctx, testApp, "u", b.now.Add(-36*time.Hour), time.Time{}, &tally)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c != (Counts{GroupMessages: 1, C2CMessages: 2, Groups: 1, Peers: 2}) || len(tally) != 3 {
+		t.Fatalf("plan counts %+v, sink %v", c, tally)
+	}
+
+	cov, _ := b.idx.Coverage(ctx, testApp)
+	if !cov.Covers(b.now, b.now) || cov.Covers(b.now.Add(-time.Second), b.now) {
+		t.Fatalf("coverage since %v: wrong Covers", cov.Since)
+	}
+	if cov.Covers(time.Time{}, b.now) {
+		t.Fatal("a day-old index cannot cover the whole 30-day retention")
+	}
+	if !cov.Covers(time.Time{}, b.now.Add(31*day)) {
+		t.Fatal("an index older than the retention covers the whole retention")
+	}
+	if err := b.idx.RestartCoverage(ctx, testApp, b.now.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if cov, _ := b.idx.Coverage(ctx, testApp); cov.Covers(b.now, b.now.Add(2*time.Hour)) {
+		t.Fatal("a restarted coverage still covers the time before the restart")
+	}
+	if err := b.idx.Add(ctx, testApp, Entry{From: "u", Time: b.now, GroupID: "g", MsgSeq: -1}); err == nil || !strings.Contains(err.Error(), "MsgSeq -1") {
+		t.Fatalf("bad entry: %v", err)
+	}
+}
+
+type planSink []string
+
+func (s *planSink) AddGroup(_ context.Context, t jobs.Target, seqs ...int64) error {
+	for _, q := range seqs {
+		*s = append(*s, t.String()+"#"+strconv.FormatInt(q, 10))
+	}
+	return nil
+}
+
+func (s *planSink) AddC2C(_ context.Context, t jobs.Target, key string) error {
+	*s = append(*s, t.String()+"#"+key)
+	return nil
+}

@@ -1,0 +1,348 @@
+// Package msgindex keeps a per-sender index of sent messages, fed by Tencent
+// IM's after-send callbacks (Group.CallbackAfterSendMsg and
+// C2C.CallbackAfterSendMsg), so that a user's messages can be recalled later
+// without scanning every history: Tencent's own advice for recall is to record
+// GroupId/MsgSeq and MsgKey as messages are sent.
+//
+// The index lives in Redis. Per app and sender there are two sorted sets
+// scored by MsgTime: group messages (GroupId, TopicId, MsgSeq) and one-to-one
+// messages (peer, MsgKey). Entries older than the retention (set it to the
+// app's roaming period: older messages cannot be recalled anyway) are trimmed
+// as new ones arrive, and a sender's keys expire a retention after their last
+// message. Per app the index records since when it has been fed: it covers a
+// time range only if it was fed since before the range begins.
+//
+// Callbacks are delivered at most once (Tencent documents no retry), so an
+// outage of the receiver leaves holes the index cannot see; after one, restart
+// the coverage (Index.RestartCoverage) or purge by history scan.
+package msgindex
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/imrecall/imrecall/jobs"
+	"github.com/redis/go-redis/v9"
+)
+
+// sep separates the parts of an entry; it cannot appear in an IM identifier
+// (Entry.Validate refuses control characters).
+const sep = "\x1f"
+
+// pageSize is how many entries a lookup reads from Redis at a time.
+const pageSize = 1000
+
+// Index is the Redis-backed message index. It is safe for concurrent use.
+type Index struct {
+	rdb    redis.UniversalClient
+	prefix string
+	// Retention is how long entries are kept; zero keeps them forever.
+	retention time.Duration
+	now       func() time.Time
+}
+
+// New returns an index on rdb under prefix (empty: jobs.DefaultPrefix) that
+// keeps entries for retention (zero: forever).
+func New(rdb redis.UniversalClient, prefix string, retention time.Duration) *Index {
+	if prefix == "" {
+		prefix = jobs.DefaultPrefix
+	}
+	return &Index{rdb: rdb, prefix: prefix, retention: retention, now: time.Now}
+}
+
+// Retention is how long entries are kept; zero is forever.
+func (x *Index) Retention() time.Duration { return x.retention }
+
+// The keys of one sender share a hash tag, so they live on one Cluster slot.
+func (x *Index) userKey(app int64, user, kind string) string {
+	return x.prefix + ":idx:{" + strconv.FormatInt(app, 10) + ":" + user + "}:" + kind
+}
+
+func (x *Index) metaKey(app int64) string {
+	return x.prefix + ":idx:{" + strconv.FormatInt(app, 10) + "}:meta"
+}
+
+func (x *Index) seenKey(app int64, digest string) string {
+	return x.prefix + ":idx:{" + strconv.FormatInt(app, 10) + "}:seen:" + digest
+}
+
+// Entry is one sent message as the index records it: a group message
+// (GroupID, TopicID, MsgSeq) or a one-to-one message (To, MsgKey), sent by
+// From at Time.
+type Entry struct {
+	From    string
+	Time    time.Time
+	GroupID string
+	TopicID string
+	MsgSeq  int64
+	To      string
+	MsgKey  string
+}
+
+// IsGroup reports whether e is a group message.
+func (e Entry) IsGroup() bool { return e.GroupID != "" }
+
+// Validate names the first bad field.
+func (e Entry) Validate() error {
+	if err := validID("From_Account", e.From, true); err != nil {
+		return err
+	}
+	if e.Time.Unix() <= 0 {
+		return fmt.Errorf("MsgTime %d: want a positive unix time", e.Time.Unix())
+	}
+	if e.IsGroup() {
+		if err := validID("GroupId", e.GroupID, true); err != nil {
+			return err
+		}
+		if err := validID("TopicId", e.TopicID, false); err != nil {
+			return err
+		}
+		if e.MsgSeq <= 0 {
+			return fmt.Errorf("MsgSeq %d: want a positive number", e.MsgSeq)
+		}
+		return nil
+	}
+	if err := validID("To_Account", e.To, true); err != nil {
+		return err
+	}
+	if err := validMsgKey(e.MsgKey); err != nil {
+		return err
+	}
+	return nil
+}
+
+func validID(field, s string, required bool) error {
+	if s == "" {
+		if required {
+			return fmt.Errorf("%s: required", field)
+		}
+		return nil
+	}
+	if len(s) > 256 {
+		return fmt.Errorf("%s: longer than 256 bytes", field)
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return fmt.Errorf("%s %q: control characters are not allowed", field, s)
+		}
+	}
+	return nil
+}
+
+func validMsgKey(k string) error {
+	parts := strings.Split(k, "_")
+	if k == "" || len(k) > 64 || len(parts) != 3 {
+		return fmt.Errorf("MsgKey %q: want {MsgSeq}_{MsgRandom}_{MsgTimeStamp}", k)
+	}
+	for _, p := range parts {
+		if _, err := strconv.ParseUint(p, 10, 64); err != nil {
+			return fmt.Errorf("MsgKey %q: want {MsgSeq}_{MsgRandom}_{MsgTimeStamp} of whole numbers", k)
+		}
+	}
+	return nil
+}
+
+func (e Entry) member() string {
+	if e.IsGroup() {
+		return e.GroupID + sep + e.TopicID + sep + strconv.FormatInt(e.MsgSeq, 10)
+	}
+	return e.To + sep + e.MsgKey
+}
+
+// Add records entries of app. Adding an entry twice is harmless. The first
+// entry ever added starts the app's coverage.
+func (x *Index) Add(ctx context.Context, app int64, entries ...Entry) error {
+	for _, e := range entries {
+		if err := e.Validate(); err != nil {
+			return fmt.Errorf("indexing a message: %w", err)
+		}
+	}
+	now := x.now()
+	pipe := x.rdb.Pipeline()
+	touched := map[string]bool{}
+	for _, e := range entries {
+		kind := "c"
+		if e.IsGroup() {
+			kind = "g"
+		}
+		key := x.userKey(app, e.From, kind)
+		pipe.ZAdd(ctx, key, redis.Z{Score: float64(e.Time.Unix()), Member: e.member()})
+		touched[key] = true
+	}
+	for key := range touched {
+		if x.retention > 0 {
+			pipe.ZRemRangeByScore(ctx, key, "-inf", "("+strconv.FormatInt(now.Add(-x.retention).Unix(), 10))
+			pipe.Expire(ctx, key, x.retention)
+		}
+	}
+	meta := x.metaKey(app)
+	pipe.HSetNX(ctx, meta, "since", now.Unix())
+	pipe.HSet(ctx, meta, "last", now.Unix())
+	pipe.HIncrBy(ctx, meta, "entries", int64(len(entries)))
+	pipe.HSet(ctx, meta, "retention", int64(x.retention/time.Second))
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("indexing %d messages: %w", len(entries), err)
+	}
+	return nil
+}
+
+// Coverage says since when the index of an app has been fed.
+type Coverage struct {
+	// Since is when the index began (or last restarted) recording; zero if
+	// it never recorded anything.
+	Since time.Time `json:"since"`
+	// Last is when it last recorded a message.
+	Last time.Time `json:"last"`
+	// Entries counts the messages recorded since it began (duplicates
+	// included, trimmed ones not subtracted).
+	Entries int64 `json:"entries"`
+	// Retention is how long entries are kept (zero: forever).
+	Retention time.Duration `json:"-"`
+	// RetentionSeconds is Retention for JSON.
+	RetentionSeconds int64 `json:"retention_seconds"`
+}
+
+// Coverage returns the app's coverage.
+func (x *Index) Coverage(ctx context.Context, app int64) (Coverage, error) {
+	h, err := x.rdb.HGetAll(ctx, x.metaKey(app)).Result()
+	if err != nil {
+		return Coverage{}, fmt.Errorf("reading the index coverage of app %d: %w", app, err)
+	}
+	c := Coverage{Retention: x.retention}
+	unix := func(s string) time.Time {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n <= 0 {
+			return time.Time{}
+		}
+		return time.Unix(n, 0)
+	}
+	c.Since, c.Last = unix(h["since"]), unix(h["last"])
+	c.Entries, _ = strconv.ParseInt(h["entries"], 10, 64)
+	// The writer's retention (serve's --index-retention) is what applies.
+	if sec, err := strconv.ParseInt(h["retention"], 10, 64); err == nil {
+		c.Retention = time.Duration(sec) * time.Second
+	}
+	c.RetentionSeconds = int64(c.Retention / time.Second)
+	return c, nil
+}
+
+// Covers reports whether the index holds every message sent from since on
+// (zero since: over the whole retention, which must then be set): it has
+// been fed since before then. It does not know of callbacks lost in an
+// outage; see RestartCoverage.
+func (c Coverage) Covers(since, now time.Time) bool {
+	if c.Since.IsZero() {
+		return false
+	}
+	if since.IsZero() {
+		if c.Retention <= 0 {
+			return false
+		}
+		since = now.Add(-c.Retention)
+	}
+	return !c.Since.After(since)
+}
+
+// RestartCoverage declares that the index holds every message only from at
+// on: use it after the callback receiver was down, since Tencent does not
+// retry callbacks and the messages sent meanwhile are missing.
+func (x *Index) RestartCoverage(ctx context.Context, app int64, at time.Time) error {
+	if err := x.rdb.HSet(ctx, x.metaKey(app), "since", at.Unix()).Err(); err != nil {
+		return fmt.Errorf("restarting the index coverage of app %d: %w", app, err)
+	}
+	return nil
+}
+
+// Lookup calls fn for every indexed message app's user sent in
+// [since, until] (zero: open), group messages first, in time order. It
+// reads Redis a page at a time, so memory stays flat.
+func (x *Index) Lookup(ctx context.Context, app int64, user string, since, until time.Time, fn func(Entry) error) error {
+	if err := validID("user", user, true); err != nil {
+		return err
+	}
+	lo, hi := "-inf", "+inf"
+	if !since.IsZero() {
+		lo = strconv.FormatInt(since.Unix(), 10)
+	}
+	if !until.IsZero() {
+		hi = strconv.FormatInt(until.Unix(), 10)
+	}
+	for _, kind := range []string{"g", "c"} {
+		key := x.userKey(app, user, kind)
+		for offset := int64(0); ; offset += pageSize {
+			page, err := x.rdb.ZRangeArgsWithScores(ctx, redis.ZRangeArgs{
+				Key: key, Start: lo, Stop: hi, ByScore: true, Offset: offset, Count: pageSize,
+			}).Result()
+			if err != nil {
+				return fmt.Errorf("reading the index of %s: %w", user, err)
+			}
+			for _, z := range page {
+				e, err := parseMember(kind, z.Member.(string))
+				if err != nil {
+					return fmt.Errorf("reading the index of %s: %w", user, err)
+				}
+				e.From, e.Time = user, time.Unix(int64(z.Score), 0)
+				if err := fn(e); err != nil {
+					return err
+				}
+			}
+			if len(page) < pageSize {
+				break
+			}
+		}
+	}
+	return nil
+}
+
+func parseMember(kind, m string) (Entry, error) {
+	parts := strings.Split(m, sep)
+	switch {
+	case kind == "g" && len(parts) == 3:
+		seq, err := strconv.ParseInt(parts[2], 10, 64)
+		if err != nil || seq <= 0 {
+			return Entry{}, fmt.Errorf("bad group entry %q", m)
+		}
+		return Entry{GroupID: parts[0], TopicID: parts[1], MsgSeq: seq}, nil
+	case kind == "c" && len(parts) == 2:
+		return Entry{To: parts[0], MsgKey: parts[1]}, nil
+	}
+	return Entry{}, errors.New("bad entry " + strconv.Quote(m))
+}
+
+// Sink receives what a lookup finds, in the shape of a job's plan (a
+// producer.Batcher or Tally has these methods).
+type Sink interface {
+	AddGroup(ctx context.Context, t jobs.Target, seqs ...int64) error
+	AddC2C(ctx context.Context, t jobs.Target, msgKey string) error
+}
+
+// Counts is what a lookup handed to a sink.
+type Counts struct {
+	GroupMessages int `json:"group_messages"`
+	C2CMessages   int `json:"c2c_messages"`
+	Groups        int `json:"groups"`
+	Peers         int `json:"peers"`
+}
+
+// Plan hands every indexed message of user in [since, until] to sink.
+func (x *Index) Plan(ctx context.Context, app int64, user string, since, until time.Time, sink Sink) (Counts, error) {
+	var c Counts
+	groups, peers := map[jobs.Target]bool{}, map[string]bool{}
+	err := x.Lookup(ctx, app, user, since, until, func(e Entry) error {
+		if e.IsGroup() {
+			t := jobs.Target{GroupID: e.GroupID, TopicID: e.TopicID}
+			groups[t] = true
+			c.GroupMessages++
+			return sink.AddGroup(ctx, t, e.MsgSeq)
+		}
+		peers[e.To] = true
+		c.C2CMessages++
+		return sink.AddC2C(ctx, jobs.Target{From: user, To: e.To}, e.MsgKey)
+	})
+	c.Groups, c.Peers = len(groups), len(peers)
+	return c, err
+}
