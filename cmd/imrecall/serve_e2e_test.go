@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -27,8 +28,9 @@ const (
 	e2eAPIToken      = "e2e-api-token-0123456789abcdef"
 )
 
-// serveProc starts `imrecall serve` on addr and waits until it is ready.
-func (e *e2e) serveProc(addr string, extra ...string) {
+// serveProc starts `imrecall serve` on addr, waits until it is ready and
+// returns the path of its log.
+func (e *e2e) serveProc(addr string, extra ...string) string {
 	e.t.Helper()
 	args := append([]string{"serve", "--listen", addr, "--log-level", "warn", "--index-retention", "30d"}, extra...)
 	cmd := exec.Command(e.bin, args...)
@@ -56,7 +58,7 @@ func (e *e2e) serveProc(addr string, extra ...string) {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return
+				return logPath
 			}
 		}
 		if time.Now().After(deadline) {
@@ -236,6 +238,69 @@ func TestIndexPurgeEqualsScanPurge(t *testing.T) {
 	}
 	t.Logf("%d callbacks indexed; %d messages recalled by index with 0 history calls, the same %d by scan (%d history calls)",
 		n, len(setA), len(setB), historyCalls(b.env.Emu))
+}
+
+// TestServeNeverLogsSecrets drives serve with debug logging through good and
+// bad API tokens, signed and forged callbacks and failing requests, and
+// checks that no token, Sign or SecretKey reaches its log or its answers.
+func TestServeNeverLogsSecrets(t *testing.T) {
+	e := newE2E(t, emulator.Config{Rate: 200})
+	addr := freeAddr(t)
+	logPath := e.serveProc(addr, "--log-level", "debug")
+	base := "http://" + addr
+	var answers []string
+	do := func(method, path, token, body string) int {
+		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		answers = append(answers, string(b))
+		return resp.StatusCode
+	}
+	near := e2eAPIToken[:len(e2eAPIToken)-1] + "X"
+	for _, c := range []struct {
+		method, path, token, body string
+		want                      int
+	}{
+		{"GET", "/v1/jobs", e2eAPIToken, "", 200},
+		{"GET", "/v1/jobs", near, "", 401},
+		{"GET", "/v1/jobs", "", "", 401},
+		{"POST", "/v1/jobs", e2eAPIToken, `{"kind":"recall","reason":"x","messages":[{"GroupId":"g","MsgSeq":-1}]}`, 400},
+		{"POST", "/v1/jobs", e2eAPIToken, `{"kind":"recall","reason":"x","messages":[{"GroupId":"@TGS#none","MsgSeq":1}]}`, 201},
+		{"GET", "/monitor/", near, "", 401},
+	} {
+		if got := do(c.method, c.path, c.token, c.body); got != c.want {
+			t.Fatalf("%s %s: HTTP %d, want %d", c.method, c.path, got, c.want)
+		}
+	}
+	now := strconv.FormatInt(time.Now().Unix(), 10)
+	goodSign, badSign := msgindex.Sign(e2eCallbackToken, now), msgindex.Sign(e2eCallbackToken+"x", now)
+	body := `{"GroupId":"@TGS#1","Type":"Public","From_Account":"u","MsgSeq":1,"MsgTime":` + now + `}`
+	for sign, want := range map[string]int{goodSign: 200, badSign: 401} {
+		q := url.Values{"SdkAppid": {strconv.Itoa(int(imtest.AppID))}, "CallbackCommand": {"Group.CallbackAfterSendMsg"}, "RequestTime": {now}, "Sign": {sign}}
+		if got := do("POST", "/callback?"+q.Encode(), "", body); got != want {
+			t.Fatalf("callback: HTTP %d, want %d", got, want)
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // let serve flush its last lines
+	log := tail(logPath, 1<<20)
+	if !strings.Contains(log, "api request") || !strings.Contains(log, "callback refused") {
+		t.Fatalf("serve logged no requests; the check would see nothing:\n%s", log)
+	}
+	for _, out := range append(answers, log) {
+		for name, secret := range map[string]string{"API token": e2eAPIToken, "near token": near, "callback token": e2eCallbackToken,
+			"Sign": goodSign, "forged Sign": badSign, "SecretKey": imtest.Secret} {
+			if strings.Contains(out, secret) {
+				t.Errorf("%s appears in serve's output:\n%.3000s", name, out)
+			}
+		}
+	}
 }
 
 func createLog(path string) (*os.File, error) { return os.Create(path) }
