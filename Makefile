@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/imrecall
 PKGS    := ./...
 
-.PHONY: help build demo test test-race lint tidy bench-limiter clean
+.PHONY: help build demo test test-race lint tidy fuzz bench-limiter clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -23,6 +23,15 @@ test-race: ## run every test with the race detector
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+
+# Every parser of outside input, each fuzzed for FUZZTIME (CI runs them bounded).
+FUZZTIME ?= 10s
+FUZZ_TARGETS := ./msgindex:FuzzParseCallback ./api:FuzzDecodeJobRequest ./producer:FuzzReadList ./tasks:FuzzDecode ./tim:FuzzDecodeResponse
+
+fuzz: ## fuzz callback bodies, API requests, list files, task payloads and IM API responses, FUZZTIME each
+	@set -e; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
+	  echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
+	  $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$pkg; done
 
 tidy: ## go mod tidy
 	$(GO) mod tidy

@@ -588,3 +588,5 @@ func TestParseTokens(t *testing.T) {
 		t.Fatal("New accepted an empty config")
 	}
 }
+
+func fixedNow() time.Time { return time.Date(2026, 11, 22, 14, 0, 0, 0, time.UTC) }
