@@ -175,7 +175,7 @@ func newJobsPauseCmd(pause bool) *cobra.Command {
 	if pause {
 		use, short = "pause ID", "Pause a job: workers leave its tasks queued until it is resumed"
 	}
-	return jobCmd(use, short, "", func(cmd *cobra.Command, c *conn, id string) error {
+	return jobCmd(use, short, "  imrecall jobs "+use[:len(use)-3]+" 20261122T230512Z-9f3a1c2b --actor oncall@example.com", func(cmd *cobra.Command, c *conn, id string) error {
 		if err := c.store.SetPaused(cmd.Context(), id, audit.actor, pause); err != nil {
 			return err
 		}
@@ -189,9 +189,10 @@ func newJobsAuditCmd() *cobra.Command {
 	var n int64
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "audit",
-		Short: "Show the audit log: who created, cancelled, paused or re-queued which job",
-		Args:  cobra.NoArgs,
+		Use:     "audit",
+		Short:   "Show the audit log: who created, cancelled, paused or re-queued which job",
+		Example: "  imrecall jobs audit --last 20\n  imrecall jobs audit --json | jq 'map(select(.action == \"cancel\"))'",
+		Args:    cobra.NoArgs,
 		RunE: redisRun(&rf, func(cmd *cobra.Command, _ []string, c *conn) error {
 			evs, err := c.store.AuditLog(cmd.Context(), n)
 			if err != nil {

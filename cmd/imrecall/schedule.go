@@ -91,9 +91,10 @@ func newScheduleListCmd() *cobra.Command {
 	var rf redisFlags
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List schedules",
-		Args:  cobra.NoArgs,
+		Use:     "list",
+		Short:   "List schedules",
+		Example: "  imrecall schedule list --json",
+		Args:    cobra.NoArgs,
 		RunE: redisRun(&rf, func(cmd *cobra.Command, _ []string, c *conn) error {
 			list, err := producer.NewSchedules(c.rdb, rf.prefix).List(cmd.Context())
 			if err != nil {
@@ -118,9 +119,10 @@ func newScheduleListCmd() *cobra.Command {
 func newScheduleRemoveCmd() *cobra.Command {
 	var rf redisFlags
 	cmd := &cobra.Command{
-		Use:   "remove NAME",
-		Short: "Remove a schedule",
-		Args:  cobra.ExactArgs(1),
+		Use:     "remove NAME",
+		Short:   "Remove a schedule",
+		Example: "  imrecall schedule remove retention",
+		Args:    cobra.ExactArgs(1),
 		RunE: redisRun(&rf, func(cmd *cobra.Command, args []string, c *conn) error {
 			if err := producer.NewSchedules(c.rdb, rf.prefix).Remove(cmd.Context(), args[0]); err != nil {
 				return usageError{err}
@@ -142,7 +144,8 @@ func newSchedulerCmd() *cobra.Command {
 		Short: "Fire the schedules: enqueue each schedule's command when its cron spec says (workers run it)",
 		Long: `Run one scheduler (more are harmless: each firing is enqueued once). It reads the schedules
 from Redis every --sync, so added and removed schedules take effect without a restart.`,
-		Args: cobra.NoArgs,
+		Example: "  imrecall scheduler --sync 30s",
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := applyEnv(cmd); err != nil {
 				return err
