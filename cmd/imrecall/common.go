@@ -30,7 +30,7 @@ type redisFlags struct {
 }
 
 func (f *redisFlags) register(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&f.url, "redis", defaultRedis, "Redis URL (redis://[:password@]host:port/db, rediss:// for TLS)")
+	cmd.Flags().StringVar(&f.url, "redis", defaultRedis, "Redis URL: "+redisURLForms+" (docs/REDIS.md)")
 	cmd.Flags().StringVar(&f.prefix, "key-prefix", jobs.DefaultPrefix, "prefix of imrecall's own Redis keys (job records, limiter)")
 }
 
@@ -48,24 +48,30 @@ func (c *conn) Close() {
 	}
 }
 
-// connect opens Redis for a command and checks that it answers.
+// connect opens Redis for a command and checks that it answers: one server,
+// a Sentinel-managed master or a Cluster (see parseRedisURL for the forms).
+// imrecall's own client and asynq's connection point at the same Redis.
 func (f *redisFlags) connect(ctx context.Context) (*conn, error) {
-	opt, err := redis.ParseURL(f.url)
+	target, err := parseRedisURL(f.url)
 	if err != nil {
-		return nil, badInput("--redis %q: %v", redactURL(f.url), err)
+		return nil, badInput("--redis %v", err)
 	}
-	aopt, err := asynq.ParseRedisURI(f.url)
-	if err != nil {
-		return nil, badInput("--redis %q: %v", redactURL(f.url), err)
-	}
-	rdb := redis.NewClient(opt)
+	rdb := target.newClient()
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := rdb.Ping(pctx).Err(); err != nil {
-		_ = rdb.Close()
-		return nil, fmt.Errorf("connecting to Redis at %s: %w", redactURL(f.url), err)
+	ping := func(ctx context.Context, c *redis.Client) error { return c.Ping(ctx).Err() }
+	if cc, ok := rdb.(*redis.ClusterClient); ok {
+		// Every master must answer: a missing shard would fail later, on
+		// whichever job or queue key hashes to it.
+		err = cc.ForEachMaster(pctx, ping)
+	} else {
+		err = rdb.Ping(pctx).Err()
 	}
-	return &conn{rdb: rdb, asynq: aopt, store: jobs.NewStore(rdb, f.prefix), closer: []io.Closer{rdb}}, nil
+	if err != nil {
+		_ = rdb.Close()
+		return nil, fmt.Errorf("connecting to %s: %w", target, err)
+	}
+	return &conn{rdb: rdb, asynq: target.asynq, store: jobs.NewStore(rdb, f.prefix), closer: []io.Closer{rdb}}, nil
 }
 
 // redactURL hides a password in a Redis URL.

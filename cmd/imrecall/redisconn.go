@@ -1,0 +1,352 @@
+package main
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+)
+
+// redisURLForms is the --redis help text: every form parseRedisURL accepts.
+const redisURLForms = "redis://[[user]:password@]host:port[/db] (rediss:// for TLS), " +
+	"redis-sentinel://[[user]:password@]host:port[,host:port...][/db]?master=NAME, " +
+	"redis-cluster://[[user]:password@]host:port[,host:port...] (rediss-sentinel://, rediss-cluster:// for TLS)"
+
+// Default ports of the multi-host forms when a host gives none.
+const (
+	defaultSentinelPort = "26379"
+	defaultClusterPort  = "6379"
+)
+
+// redisTarget is a parsed --redis URL: how imrecall's own client (job
+// records, limiter) and asynq's client reach the same Redis. Exactly one of
+// single, failover and cluster is set.
+type redisTarget struct {
+	single   *redis.Options
+	failover *redis.FailoverOptions
+	cluster  *redis.ClusterOptions
+	// asynq is the matching connection for asynq: RedisClientOpt,
+	// RedisFailoverClientOpt or RedisClusterClientOpt.
+	asynq asynq.RedisConnOpt
+}
+
+// newClient opens imrecall's own client on the target.
+func (t redisTarget) newClient() redis.UniversalClient {
+	switch {
+	case t.failover != nil:
+		return redis.NewFailoverClient(t.failover)
+	case t.cluster != nil:
+		return redis.NewClusterClient(t.cluster)
+	default:
+		return redis.NewClient(t.single)
+	}
+}
+
+// String names the target for errors and logs, without credentials.
+func (t redisTarget) String() string {
+	switch {
+	case t.failover != nil:
+		return fmt.Sprintf("Redis Sentinel master %q via %s", t.failover.MasterName, strings.Join(t.failover.SentinelAddrs, ","))
+	case t.cluster != nil:
+		return "Redis Cluster via " + strings.Join(t.cluster.Addrs, ",")
+	default:
+		return "Redis at " + t.single.Addr
+	}
+}
+
+// parseRedisURL parses a --redis URL. Its errors name the URL with the
+// password hidden (redactURL) and never quote the password.
+//
+// The forms:
+//
+//	redis://[[user]:password@]host:port[/db][?option=value...]   one server (go-redis's ParseURL options)
+//	rediss://...                                                  the same over TLS
+//	unix://[[user]:password@]/path/to/redis.sock[?db=N]           one server on a Unix socket
+//	redis-sentinel://[[user]:password@]host:port[,host:port...][/db]?master=NAME
+//	redis-cluster://[[user]:password@]host:port[,host:port...]
+//	rediss-sentinel://..., rediss-cluster://...                   the same over TLS
+//
+// In the Sentinel form the hosts are the sentinels (port 26379 if none is
+// given) and the user and password are the master's; the sentinels are sent
+// no credentials unless sentinel_auth=same says they want the same ones.
+// Options of the Sentinel form: master (required), sentinel_auth, dial_timeout,
+// read_timeout, write_timeout, pool_size; of the Cluster form: dial_timeout,
+// read_timeout, write_timeout, max_redirects. Timeouts are Go durations
+// ("3s") or whole seconds. A Cluster has only database 0.
+func parseRedisURL(raw string) (redisTarget, error) {
+	t, err := parseRedisTarget(raw)
+	if err != nil {
+		msg := fmt.Sprintf("%q: %v", redactURL(raw), err)
+		// Defence in depth: the messages above never quote the userinfo,
+		// but should one ever do, the password goes. (Passwords shorter than
+		// four characters would blank unrelated text and are left alone.)
+		if pw := urlPassword(raw); len(pw) >= 4 {
+			msg = strings.ReplaceAll(msg, pw, "***")
+			if dec, err := url.PathUnescape(pw); err == nil && len(dec) >= 4 {
+				msg = strings.ReplaceAll(msg, dec, "***")
+			}
+		}
+		return redisTarget{}, errors.New(msg)
+	}
+	return t, nil
+}
+
+func parseRedisTarget(raw string) (redisTarget, error) {
+	scheme, _, ok := strings.Cut(raw, "://")
+	if !ok {
+		return redisTarget{}, fmt.Errorf("not a URL; want one of %s", redisURLForms)
+	}
+	switch scheme {
+	case "redis", "rediss", "unix":
+		o, err := redis.ParseURL(raw)
+		if err != nil {
+			return redisTarget{}, plainURLError(err)
+		}
+		return redisTarget{single: o, asynq: asynq.RedisClientOpt{
+			Network: o.Network, Addr: o.Addr, Username: o.Username, Password: o.Password, DB: o.DB,
+			DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout, WriteTimeout: o.WriteTimeout,
+			PoolSize: o.PoolSize, TLSConfig: o.TLSConfig,
+		}}, nil
+	case "redis-sentinel", "rediss-sentinel":
+		return parseSentinelURL(raw)
+	case "redis-cluster", "rediss-cluster":
+		return parseClusterURL(raw)
+	}
+	return redisTarget{}, fmt.Errorf("unsupported scheme %q; want one of %s", scheme, redisURLForms)
+}
+
+// multiHostURL is a URL whose host is a comma-separated list.
+type multiHostURL struct {
+	tls      bool
+	username string
+	password string
+	hosts    []string // host:port, each checked
+	db       int
+	query    url.Values
+}
+
+// parseMultiHost parses scheme://[userinfo@]host[:port][,host[:port]...][/db][?query].
+func parseMultiHost(raw, defaultPort string) (multiHostURL, error) {
+	scheme, rest, _ := strings.Cut(raw, "://")
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	authority, tail := rest[:end], rest[end:]
+	userinfo, hostlist := "", authority
+	if at := strings.LastIndex(authority, "@"); at >= 0 {
+		userinfo, hostlist = authority[:at+1], authority[at+1:]
+	}
+	// url.Parse checks and decodes everything but the host list, which it
+	// cannot take: a placeholder stands in for it.
+	u, err := url.Parse(scheme + "://" + userinfo + "placeholder" + tail)
+	if err != nil {
+		return multiHostURL{}, plainURLError(err)
+	}
+	m := multiHostURL{tls: strings.HasPrefix(scheme, "rediss"), query: u.Query()}
+	if u.User != nil {
+		m.username = u.User.Username()
+		m.password, _ = u.User.Password()
+	}
+	if hostlist == "" {
+		return multiHostURL{}, errors.New("no host")
+	}
+	for h := range strings.SplitSeq(hostlist, ",") {
+		addr, err := hostPort(strings.TrimSpace(h), defaultPort)
+		if err != nil {
+			return multiHostURL{}, err
+		}
+		m.hosts = append(m.hosts, addr)
+	}
+	switch p := strings.Trim(u.Path, "/"); {
+	case p == "":
+	case strings.Contains(p, "/"):
+		return multiHostURL{}, fmt.Errorf("path %q: want /DB, a database number", u.Path)
+	default:
+		if m.db, err = strconv.Atoi(p); err != nil || m.db < 0 {
+			return multiHostURL{}, fmt.Errorf("database %q: want a number from 0", p)
+		}
+	}
+	return m, nil
+}
+
+// hostPort checks one host of a list and adds the default port if it has none.
+func hostPort(h, defaultPort string) (string, error) {
+	if h == "" {
+		return "", errors.New("empty host in the host list")
+	}
+	host, port, err := net.SplitHostPort(h)
+	if err != nil {
+		if !strings.Contains(err.Error(), "missing port") {
+			return "", fmt.Errorf("host %q: %v", h, err)
+		}
+		host, port = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]"), defaultPort
+	}
+	if host == "" {
+		return "", fmt.Errorf("host %q: no host name", h)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return "", fmt.Errorf("host %q: port %q is not a number from 1 to 65535", h, port)
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+// urlOptions reads the query options of a multi-host URL, refusing unknown ones.
+type urlOptions struct {
+	q       url.Values
+	allowed []string
+	err     error
+}
+
+func (o *urlOptions) check() error {
+	for k := range o.q {
+		if !slices.Contains(o.allowed, k) {
+			return fmt.Errorf("unknown option %q; this form takes %s", k, strings.Join(o.allowed, ", "))
+		}
+	}
+	for k, v := range o.q {
+		if len(v) > 1 {
+			return fmt.Errorf("option %q given %d times", k, len(v))
+		}
+	}
+	return nil
+}
+
+func (o *urlOptions) duration(name string) time.Duration {
+	v := o.q.Get(name)
+	if v == "" || o.err != nil {
+		return 0
+	}
+	if n, err := strconv.Atoi(v); err == nil {
+		return time.Duration(n) * time.Second
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		o.err = fmt.Errorf("option %s=%q: want a duration such as 3s, or whole seconds", name, v)
+	}
+	return d
+}
+
+func (o *urlOptions) int(name string) int {
+	v := o.q.Get(name)
+	if v == "" || o.err != nil {
+		return 0
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		o.err = fmt.Errorf("option %s=%q: want a whole number from 0", name, v)
+	}
+	return n
+}
+
+// tlsConfig is the TLS of the multi-host forms. ServerName is left empty so
+// that each server's certificate is checked against the name it was dialled
+// by (go-redis dials with tls.DialWithDialer, which fills it in).
+func tlsConfig(on bool) *tls.Config {
+	if !on {
+		return nil
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS12}
+}
+
+func parseSentinelURL(raw string) (redisTarget, error) {
+	m, err := parseMultiHost(raw, defaultSentinelPort)
+	if err != nil {
+		return redisTarget{}, err
+	}
+	o := urlOptions{q: m.query, allowed: []string{"master", "sentinel_auth", "dial_timeout", "read_timeout", "write_timeout", "pool_size"}}
+	if err := o.check(); err != nil {
+		return redisTarget{}, err
+	}
+	master := m.query.Get("master")
+	if master == "" {
+		return redisTarget{}, errors.New("no master name: add ?master=NAME (the name the sentinels monitor)")
+	}
+	var sUser, sPass string
+	switch a := m.query.Get("sentinel_auth"); a {
+	case "", "none":
+	case "same":
+		sUser, sPass = m.username, m.password
+	default:
+		return redisTarget{}, fmt.Errorf("option sentinel_auth=%q: want none (the default) or same", a)
+	}
+	dial, read, write, pool := o.duration("dial_timeout"), o.duration("read_timeout"), o.duration("write_timeout"), o.int("pool_size")
+	if o.err != nil {
+		return redisTarget{}, o.err
+	}
+	tc := tlsConfig(m.tls)
+	return redisTarget{
+		failover: &redis.FailoverOptions{
+			MasterName: master, SentinelAddrs: m.hosts, SentinelUsername: sUser, SentinelPassword: sPass,
+			Username: m.username, Password: m.password, DB: m.db,
+			DialTimeout: dial, ReadTimeout: read, WriteTimeout: write, PoolSize: pool, TLSConfig: tc,
+		},
+		asynq: asynq.RedisFailoverClientOpt{
+			MasterName: master, SentinelAddrs: m.hosts, SentinelUsername: sUser, SentinelPassword: sPass,
+			Username: m.username, Password: m.password, DB: m.db,
+			DialTimeout: dial, ReadTimeout: read, WriteTimeout: write, PoolSize: pool, TLSConfig: tc,
+		},
+	}, nil
+}
+
+func parseClusterURL(raw string) (redisTarget, error) {
+	m, err := parseMultiHost(raw, defaultClusterPort)
+	if err != nil {
+		return redisTarget{}, err
+	}
+	if m.db != 0 {
+		return redisTarget{}, fmt.Errorf("database %d: a Redis Cluster has only database 0", m.db)
+	}
+	o := urlOptions{q: m.query, allowed: []string{"dial_timeout", "read_timeout", "write_timeout", "max_redirects"}}
+	if err := o.check(); err != nil {
+		return redisTarget{}, err
+	}
+	dial, read, write, redirects := o.duration("dial_timeout"), o.duration("read_timeout"), o.duration("write_timeout"), o.int("max_redirects")
+	if o.err != nil {
+		return redisTarget{}, o.err
+	}
+	tc := tlsConfig(m.tls)
+	return redisTarget{
+		cluster: &redis.ClusterOptions{
+			Addrs: m.hosts, Username: m.username, Password: m.password, MaxRedirects: redirects,
+			DialTimeout: dial, ReadTimeout: read, WriteTimeout: write, TLSConfig: tc,
+		},
+		asynq: asynq.RedisClusterClientOpt{
+			Addrs: m.hosts, Username: m.username, Password: m.password, MaxRedirects: redirects,
+			DialTimeout: dial, ReadTimeout: read, WriteTimeout: write, TLSConfig: tc,
+		},
+	}, nil
+}
+
+// plainURLError drops the URL that url.Parse quotes in its errors (with the
+// password in it), keeping only what was wrong.
+func plainURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+// urlPassword is the password of a URL's userinfo as written (not decoded),
+// or "": what an error must never repeat.
+func urlPassword(raw string) string {
+	_, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return ""
+	}
+	at := strings.LastIndex(rest, "@")
+	if at < 0 {
+		return ""
+	}
+	_, pw, _ := strings.Cut(rest[:at], ":")
+	return pw
+}
