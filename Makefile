@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/imrecall
 PKGS    := ./...
 
-.PHONY: help build demo test test-race lint tidy fuzz bench-limiter clean
+.PHONY: help build demo test test-race lint tidy fuzz chaos bench-limiter clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -23,6 +23,9 @@ test-race: ## run every test with the race detector
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+
+chaos: build ## chaos suite, 50,000 messages: SIGKILLed workers, a Redis restart, faults, a throttle burst (≈2 min; make test runs 20,000)
+	IMRECALL_CHAOS_MESSAGES=50000 $(GO) test -count=1 -timeout 30m -run '^TestChaos$$' -v ./cmd/imrecall/
 
 # Every parser of outside input, each fuzzed for FUZZTIME (CI runs them bounded).
 FUZZTIME ?= 10s
