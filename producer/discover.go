@@ -176,18 +176,21 @@ func (t *Tally) Count() int {
 	return n
 }
 
-// scanGroup reads a group's (or topic's) history backwards and returns the
-// seqs that match f and are not already recalled or deleted.
-func scanGroup(ctx context.Context, im IM, t jobs.Target, f GroupFilter) (seqs []int64, scanned int, err error) {
+// scanGroup reads a group's (or topic's) history backwards and hands the
+// seqs that match f and are not already recalled or deleted to emit, a page
+// at a time: recall can start while a long history is still being read. It
+// returns how many it handed over and how many messages it read.
+func scanGroup(ctx context.Context, im IM, t jobs.Target, f GroupFilter, emit func([]int64) error) (found, scanned int, err error) {
 	req := tim.GroupMsgGetSimpleRequest{GroupID: t.GroupID, TopicID: t.TopicID, ReqMsgNumber: tim.MaxGetSimpleMsgs}
 	if f.SeqTo > 0 {
 		req.ReqMsgSeq = f.SeqTo
 	}
 	for page, err := range im.GroupMsgPages(ctx, req) {
 		if err != nil {
-			return nil, scanned, fmt.Errorf("reading history of %s: %w", t, err)
+			return found, scanned, fmt.Errorf("reading history of %s: %w", t, err)
 		}
 		older := false
+		var seqs []int64
 		for _, m := range page.RspMsgList {
 			scanned++
 			if f.SeqFrom > 0 && m.MsgSeq < f.SeqFrom {
@@ -206,16 +209,23 @@ func scanGroup(ctx context.Context, im IM, t jobs.Target, f GroupFilter) (seqs [
 			}
 			seqs = append(seqs, m.MsgSeq)
 		}
+		if len(seqs) > 0 {
+			if err := emit(seqs); err != nil {
+				return found, scanned, err
+			}
+			found += len(seqs)
+		}
 		if older {
 			break // history is in seq order: everything further back is out of range
 		}
 	}
-	return seqs, scanned, nil
+	return found, scanned, nil
 }
 
-// scanC2C returns the MsgKeys of the messages user sent to peer (not already
-// recalled) within w.
-func scanC2C(ctx context.Context, im IM, user, peer string, w Window) (keys []string, scanned int, err error) {
+// scanC2C hands the MsgKeys of the messages user sent to peer (not already
+// recalled) within w to emit, a page at a time, and returns how many it
+// handed over and how many messages it read.
+func scanC2C(ctx context.Context, im IM, user, peer string, w Window, emit func([]string) error) (found, scanned int, err error) {
 	req := tim.AdminGetRoamMsgRequest{OperatorAccount: user, PeerAccount: peer, MaxCnt: 100, MaxTime: time.Now().Unix() + 60}
 	if !w.Since.IsZero() {
 		req.MinTime = w.Since.Unix()
@@ -225,16 +235,23 @@ func scanC2C(ctx context.Context, im IM, user, peer string, w Window) (keys []st
 	}
 	for page, err := range im.RoamMsgPages(ctx, req) {
 		if err != nil {
-			return nil, scanned, fmt.Errorf("reading one-to-one history of %s with %s: %w", user, peer, err)
+			return found, scanned, fmt.Errorf("reading one-to-one history of %s with %s: %w", user, peer, err)
 		}
+		var keys []string
 		for _, m := range page.MsgList {
 			scanned++
 			if m.FromAccount == user && !m.Recalled() && w.contains(m.MsgTimeStamp) {
 				keys = append(keys, m.MsgKey)
 			}
 		}
+		if len(keys) > 0 {
+			if err := emit(keys); err != nil {
+				return found, scanned, err
+			}
+			found += len(keys)
+		}
 	}
-	return keys, scanned, nil
+	return found, scanned, nil
 }
 
 // expandTopics returns the targets of a group: itself, or for a Community

@@ -17,8 +17,12 @@ type Enqueuer interface {
 }
 
 // Batcher plans messages of one job and enqueues them as recall tasks. Group
-// seqs are buffered per target until 10 new ones make a full call; Flush
-// sends the rest. A Batcher is not safe for concurrent use.
+// seqs are buffered per target, unplanned, until 10 make a full call; Flush
+// sends the rest. A seq it plans is enqueued before the call that planned it
+// returns, so a process killed between two calls leaves no message planned
+// without a task: what it held was never planned, and the next run (a
+// retried discovery task reads the history again) plans it. A Batcher is
+// not safe for concurrent use.
 type Batcher struct {
 	store      *jobs.Store
 	q          Enqueuer
@@ -53,10 +57,7 @@ func (b *Batcher) AddGroup(ctx context.Context, t jobs.Target, seqs ...int64) er
 	b.raw[t] = append(b.raw[t], seqs...)
 	b.pending += len(seqs)
 	if len(b.raw[t]) >= tasks.MaxSeqsPerCall {
-		if err := b.planGroup(ctx, t); err != nil {
-			return err
-		}
-		if err := b.emitFull(ctx, t); err != nil {
+		if err := b.planCalls(ctx, t); err != nil {
 			return err
 		}
 	}
@@ -104,17 +105,57 @@ func (b *Batcher) EnqueuePlanned(ctx context.Context, t jobs.Target, items []str
 	return b.emitFull(ctx, t)
 }
 
+// planCalls plans the buffered seqs of t in multiples of 10 and enqueues
+// every full call. When seqs planned before (duplicates) leave a call short,
+// it plans more of the buffer to fill it, and if the buffer runs out it
+// enqueues the short call rather than hold planned seqs back. Fewer than 10
+// seqs stay buffered, unplanned.
+func (b *Batcher) planCalls(ctx context.Context, t jobs.Target) error {
+	for {
+		raw := b.raw[t]
+		n := len(raw) - len(raw)%tasks.MaxSeqsPerCall
+		if short := len(b.ready[t]) % tasks.MaxSeqsPerCall; short > 0 {
+			n = min(len(raw), tasks.MaxSeqsPerCall-short)
+		}
+		if n == 0 {
+			break
+		}
+		if n == len(raw) {
+			delete(b.raw, t)
+		} else {
+			b.raw[t] = raw[n:]
+		}
+		if err := b.plan(ctx, t, raw[:n]); err != nil {
+			return err
+		}
+		if err := b.emitFull(ctx, t); err != nil {
+			return err
+		}
+	}
+	if r := b.ready[t]; len(r) > 0 && len(b.raw[t]) == 0 {
+		delete(b.ready, t)
+		return b.enqueueGroup(ctx, t, r)
+	}
+	return nil
+}
+
+// planGroup plans every buffered seq of t; Flush enqueues them.
 func (b *Batcher) planGroup(ctx context.Context, t jobs.Target) error {
 	raw := b.raw[t]
 	if len(raw) == 0 {
 		return nil
 	}
 	delete(b.raw, t)
-	fresh, err := b.store.PlanGroup(ctx, b.job.ID, t, raw)
+	return b.plan(ctx, t, raw)
+}
+
+// plan records seqs as planned in the job and moves the new ones to ready.
+func (b *Batcher) plan(ctx context.Context, t jobs.Target, seqs []int64) error {
+	fresh, err := b.store.PlanGroup(ctx, b.job.ID, t, seqs)
 	if err != nil {
 		return err
 	}
-	b.pending -= len(raw) - len(fresh)
+	b.pending -= len(seqs) - len(fresh)
 	b.Planned += int64(len(fresh))
 	if len(fresh) > 0 {
 		b.ready[t] = append(b.ready[t], fresh...)

@@ -25,31 +25,28 @@ type Scan struct {
 // unit is the scan's planning unit in the job.
 func (s Scan) unit() string { return "scan " + s.Target.String() }
 
-// Run scans and hands what it finds to sink.
+// Run scans and hands what it finds to sink as it goes, a page at a time.
+// On an error, what earlier pages found has been handed over already; a
+// Batcher plans nothing twice, so running the scan again is safe.
 func (s Scan) Run(ctx context.Context, im IM, sink Sink) (TargetReport, error) {
 	tr := TargetReport{Target: s.Target, Type: s.Type}
 	if s.Target.IsGroup() {
-		seqs, scanned, err := scanGroup(ctx, im, s.Target, s.Filter)
-		if err != nil {
-			return tr, err
-		}
-		tr.Messages, tr.Calls, tr.Scanned = len(seqs), (len(seqs)+9)/10, scanned
-		if len(seqs) == 0 {
-			return tr, nil
-		}
-		return tr, sink.AddGroup(ctx, s.Target, seqs...)
-	}
-	keys, scanned, err := scanC2C(ctx, im, s.Target.From, s.Target.To, s.Filter.Window)
-	if err != nil {
+		found, scanned, err := scanGroup(ctx, im, s.Target, s.Filter, func(seqs []int64) error {
+			return sink.AddGroup(ctx, s.Target, seqs...)
+		})
+		tr.Messages, tr.Calls, tr.Scanned = found, (found+9)/10, scanned
 		return tr, err
 	}
-	tr.Messages, tr.Calls, tr.Scanned = len(keys), len(keys), scanned
-	for _, k := range keys {
-		if err := sink.AddC2C(ctx, s.Target, k); err != nil {
-			return tr, err
+	found, scanned, err := scanC2C(ctx, im, s.Target.From, s.Target.To, s.Filter.Window, func(keys []string) error {
+		for _, k := range keys {
+			if err := sink.AddC2C(ctx, s.Target, k); err != nil {
+				return err
+			}
 		}
-	}
-	return tr, nil
+		return nil
+	})
+	tr.Messages, tr.Calls, tr.Scanned = found, found, scanned
+	return tr, err
 }
 
 // task is the scan as a queued discovery task of job.
@@ -147,9 +144,24 @@ func (c *collect) replay(ctx context.Context, t jobs.Target, sink Sink) error {
 // EnqueueScans queues one discovery task per scan into job, each its own
 // planning unit: the job plans as the tasks run, in parallel on every
 // worker, and a restart loses nothing (a scan run twice plans nothing twice).
+//
+// One-to-one conversations go first: they are few (one per peer), and until
+// they are read the one-to-one API's share of the cap sits idle, while group
+// recall has work as soon as the first group history is read.
 func EnqueueScans(ctx context.Context, store *jobs.Store, q Enqueuer, job jobs.Job, scans []Scan) (int, error) {
-	n := 0
+	ordered := make([]Scan, 0, len(scans))
 	for _, s := range scans {
+		if !s.Target.IsGroup() {
+			ordered = append(ordered, s)
+		}
+	}
+	for _, s := range scans {
+		if s.Target.IsGroup() {
+			ordered = append(ordered, s)
+		}
+	}
+	n := 0
+	for _, s := range ordered {
 		task, err := s.task(job)
 		if err != nil {
 			return n, err
