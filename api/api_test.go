@@ -24,6 +24,7 @@ import (
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/msgindex"
 	"github.com/imrecall/imrecall/producer"
+	"github.com/imrecall/imrecall/tasks"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
@@ -305,8 +306,11 @@ func TestCreateRecallJobDryRunConfirmAndFollow(t *testing.T) {
 	if j.RequestedBy != "alice (token:ops)" || j.Reason != "INC-1 spam" || j.Counts.Planned != 3 || j.Status != jobs.StatusRunning {
 		t.Fatalf("job %+v", j)
 	}
-	if n, _ := b.inspector.GetQueueInfo("incident"); n == nil || n.Pending != 2 {
-		t.Fatalf("queue incident: %+v, want 2 pending tasks", n)
+	// One group call on the incident queue, one withdrawal on its one-to-one lane.
+	for _, q := range []string{tasks.QueueIncident, tasks.C2CQueue(tasks.QueueIncident)} {
+		if n, _ := b.inspector.GetQueueInfo(q); n == nil || n.Pending != 1 {
+			t.Fatalf("queue %s: %+v, want 1 pending task", q, n)
+		}
 	}
 	var got jobs.Job
 	if code := b.call("GET", "/v1/jobs/"+j.ID, readSecret, nil, &got); code != http.StatusOK || got.ID != j.ID {

@@ -142,6 +142,16 @@ func TestPlanListChunksAndDedups(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	c2c, err := insp.ListPendingTasks(tasks.C2CQueue(tasks.QueuePurge), asynq.PageSize(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ti := range infos {
+		if ti.Type != tasks.TypeGroupRecall {
+			t.Errorf("a %s task on the group recall queue", ti.Type)
+		}
+	}
+	infos = append(infos, c2c...)
 	sizes := map[string][]int{}
 	for _, ti := range infos {
 		switch ti.Type {

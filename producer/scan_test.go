@@ -47,7 +47,7 @@ func TestDiscoveryTasks(t *testing.T) {
 		t.Fatalf("EnqueueScans = %d, %v", n, err)
 	}
 	store.ClosePlanner(ctx, job.ID, jobs.RootPlanner)
-	pending, err := insp.ListPendingTasks(tasks.QueuePurge, asynq.PageSize(1000))
+	pending, err := insp.ListPendingTasks(tasks.DiscoveryQueue(tasks.QueuePurge), asynq.PageSize(1000))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -47,6 +47,48 @@ var Queues = map[string]int{
 	QueueBackfill: 1,
 }
 
+// Lanes. A task holds its worker slot while it waits for its API's share of
+// the cap, so tasks of APIs with caps of their own must not share slots: a
+// backlog of one-to-one withdrawals waiting for admin_msgwithdraw would
+// otherwise take every slot while group_msg_recall sat idle, and discovery
+// scans, which hold a slot for a whole history, would take the slots of the
+// recall tasks they produce. So each kind of task has a lane: a queue per
+// priority, and slots of its own in every worker. Group recall tasks (and
+// schedule firings) use Queues themselves; one-to-one withdrawals and
+// discovery use the queues below.
+
+// C2CQueue is the queue of the one-to-one withdraw tasks of jobs on queue q.
+func C2CQueue(q string) string { return "c2c-" + q }
+
+// DiscoveryQueue is the queue of the discovery tasks of jobs on queue q.
+func DiscoveryQueue(q string) string { return "discover-" + q }
+
+// C2CQueues maps every one-to-one withdraw queue to its priority.
+var C2CQueues = laneQueues(C2CQueue)
+
+// DiscoveryQueues maps every discovery queue to its priority.
+var DiscoveryQueues = laneQueues(DiscoveryQueue)
+
+func laneQueues(name func(string) string) map[string]int {
+	m := make(map[string]int, len(Queues))
+	for q, prio := range Queues {
+		m[name(q)] = prio
+	}
+	return m
+}
+
+// AllQueues lists every queue a worker serves: group recall, one-to-one
+// withdraw and discovery, each lane highest priority first.
+func AllQueues() []string {
+	var out []string
+	for _, name := range []func(string) string{func(q string) string { return q }, C2CQueue, DiscoveryQueue} {
+		for _, q := range []string{QueueIncident, QueuePurge, QueueBackfill} {
+			out = append(out, name(q))
+		}
+	}
+	return out
+}
+
 // ValidQueue reports whether q is one of Queues, with an error naming it if not.
 func ValidQueue(q string) error {
 	if _, ok := Queues[q]; ok {
@@ -163,7 +205,7 @@ func NewGroupRecallTask(p GroupRecall, queue string, generation int) (*asynq.Tas
 		seqs[i] = strconv.FormatInt(s, 10)
 	}
 	id := taskID(p.JobID, "g", generation, p.GroupID, p.TopicID, strings.Join(seqs, ","))
-	return newTask(TypeGroupRecall, p, queue, id)
+	return newTask(TypeGroupRecall, p, queue, queue, id)
 }
 
 // NewC2CWithdrawTask validates p and builds its task (see NewGroupRecallTask).
@@ -172,10 +214,12 @@ func NewC2CWithdrawTask(p C2CWithdraw, queue string, generation int) (*asynq.Tas
 		return nil, fmt.Errorf("c2c withdraw task: %w", err)
 	}
 	id := taskID(p.JobID, "c", generation, p.From, p.To, p.MsgKey)
-	return newTask(TypeC2CWithdraw, p, queue, id)
+	return newTask(TypeC2CWithdraw, p, queue, C2CQueue(queue), id)
 }
 
-func newTask(typ string, payload any, queue, id string) (*asynq.Task, error) {
+// newTask builds a task of a job on queue, queued on lane (queue's
+// counterpart in the task's lane).
+func newTask(typ string, payload any, queue, lane, id string) (*asynq.Task, error) {
 	if err := ValidQueue(queue); err != nil {
 		return nil, err
 	}
@@ -184,7 +228,7 @@ func newTask(typ string, payload any, queue, id string) (*asynq.Task, error) {
 		return nil, fmt.Errorf("encoding %s payload: %w", typ, err)
 	}
 	return asynq.NewTask(typ, b,
-		asynq.Queue(queue),
+		asynq.Queue(lane),
 		asynq.TaskID(id),
 		asynq.Timeout(DefaultTimeout),
 		asynq.MaxRetry(25),
@@ -317,7 +361,7 @@ func NewDiscoverTask(p Discover, queue string) (*asynq.Task, error) {
 		return nil, fmt.Errorf("encoding discover payload: %w", err)
 	}
 	id := taskID(p.JobID, "d", 0, p.GroupID, p.TopicID, p.From, p.To)
-	return asynq.NewTask(TypeDiscover, b, asynq.Queue(queue), asynq.TaskID(id), asynq.Timeout(30*time.Minute), asynq.MaxRetry(10)), nil
+	return asynq.NewTask(TypeDiscover, b, asynq.Queue(DiscoveryQueue(queue)), asynq.TaskID(id), asynq.Timeout(30*time.Minute), asynq.MaxRetry(10)), nil
 }
 
 // DecodeDiscover decodes and validates a TypeDiscover payload.

@@ -444,7 +444,7 @@ func watchFailedDeliveries(t *testing.T, e *e2e, jobID string) (*failedDeliverie
 }
 
 func (w *failedDeliveries) poll(ctx context.Context, insp *asynq.Inspector, rdb *redis.Client, jobID string) {
-	for q := range tasks.Queues {
+	for _, q := range tasks.AllQueues() {
 		infos, err := insp.ListRetryTasks(q, asynq.PageSize(1000))
 		if err != nil {
 			continue // a queue never used, or Redis restarting
@@ -922,7 +922,7 @@ func asynqSummary(e *e2e) string {
 	insp := asynq.NewInspector(asynq.RedisClientOpt{Addr: e.redis.Addr()})
 	defer insp.Close()
 	var processed, failed, pending, active, retry, archived int
-	for q := range tasks.Queues {
+	for _, q := range tasks.AllQueues() {
 		info, err := insp.GetQueueInfo(q)
 		if err != nil {
 			continue // a queue never used

@@ -123,13 +123,15 @@ func runDemo(ctx context.Context, cmd *cobra.Command, o demoOptions) error {
 		return err
 	}
 	h := worker.New(worker.TIM{C: client}, store, worker.Config{AppID: app, Logger: log})
-	srv := newAsynqServer(asynq.RedisClientOpt{Addr: mr.Addr()}, o.concurrency, tim.DefaultTimeout, log, asynq.ErrorLevel)
 	mux := asynq.NewServeMux()
 	h.Register(mux)
 	enq := asynq.NewClient(asynq.RedisClientOpt{Addr: mr.Addr()})
 	defer enq.Close()
-	producer.NewDiscoverHandler(client, store, enq, log).Register(mux)
-	if err := srv.Start(mux); err != nil {
+	discover := producer.NewDiscoverHandler(client, store, enq, log)
+	discoveries := defaultDiscoveries(o.concurrency)
+	handleDiscovery(mux, discover, discoveries)
+	srv, err := startWorkerServers(asynq.RedisClientOpt{Addr: mr.Addr()}, o.concurrency, discoveries, tim.DefaultTimeout, log, asynq.ErrorLevel, mux, discover)
+	if err != nil {
 		return fmt.Errorf("starting the worker: %w", err)
 	}
 	defer func() { h.Drain(); srv.Shutdown() }()

@@ -601,27 +601,35 @@ func TestDeployAlertMetrics(t *testing.T) {
 			if !slices.Contains(bases, "asynq_queue_latency_seconds") {
 				continue
 			}
-			m := regexp.MustCompile(`queue="(\w+)"\}\)\s*>\s*([0-9.]+)\s*$`).FindStringSubmatch(strings.TrimSpace(r.Expr))
+			m := regexp.MustCompile(`queue=~?"([\w|-]+)"\}\)\s*>\s*([0-9.]+)\s*$`).FindStringSubmatch(strings.TrimSpace(r.Expr))
 			if m == nil {
-				t.Errorf("alert %s: %q: want max by (queue) (asynq_queue_latency_seconds{queue=\"Q\"}) > SECONDS", r.Alert, r.Expr)
+				t.Errorf("alert %s: %q: want max by (queue) (asynq_queue_latency_seconds{queue=~\"Q1|Q2\"}) > SECONDS", r.Alert, r.Expr)
 				continue
 			}
 			secs, _ := strconv.ParseFloat(m[2], 64)
-			latency[m[1]] = secs
+			for _, q := range strings.Split(m[1], "|") {
+				latency[q] = secs
+			}
 		}
 	}
 	if n < 5 {
 		t.Fatalf("alerts.yaml: %d rules", n)
 	}
-	queues := slices.SortedFunc(maps.Keys(tasks.Queues), func(a, b string) int { return tasks.Queues[b] - tasks.Queues[a] })
-	for i, q := range queues {
-		if _, ok := latency[q]; !ok {
-			t.Errorf("no queue-latency alert for queue %s", q)
-			continue
+	// Every queue of every lane has an alert, stricter for higher priorities.
+	for _, lane := range []map[string]int{tasks.Queues, tasks.C2CQueues, tasks.DiscoveryQueues} {
+		queues := slices.SortedFunc(maps.Keys(lane), func(a, b string) int { return lane[b] - lane[a] })
+		for i, q := range queues {
+			if _, ok := latency[q]; !ok {
+				t.Errorf("no queue-latency alert for queue %s", q)
+				continue
+			}
+			if i > 0 && latency[queues[i-1]] >= latency[q] {
+				t.Errorf("queue latency alert: %s (priority %d) fires at %vs, not stricter than %s (priority %d) at %vs",
+					queues[i-1], lane[queues[i-1]], latency[queues[i-1]], q, lane[q], latency[q])
+			}
 		}
-		if i > 0 && latency[queues[i-1]] >= latency[q] {
-			t.Errorf("queue latency alert: %s (priority %d) fires at %vs, not stricter than %s (priority %d) at %vs",
-				queues[i-1], tasks.Queues[queues[i-1]], latency[queues[i-1]], q, tasks.Queues[q], latency[q])
-		}
+	}
+	if len(latency) != len(tasks.AllQueues()) {
+		t.Errorf("queue-latency alerts name %d queues, want the %d of tasks.AllQueues()", len(latency), len(tasks.AllQueues()))
 	}
 }

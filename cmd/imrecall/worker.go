@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -64,6 +65,7 @@ type workerOptions struct {
 	limits        limitFlags
 	logs          logFlags
 	concurrency   int
+	discoveries   int
 	maxAttempts   int
 	metricsListen string
 }
@@ -76,8 +78,14 @@ func newWorkerCmd() *cobra.Command {
 		Long: `A worker takes recall tasks from the Redis queues (incident first, then purge, then
 backfill), waits on the rate limit shared by every worker process (200 calls/s per API per
 app by default), calls the Tencent IM API, and records each message's outcome in its job.
-It also runs purge discovery tasks (history scans, under their own per-API budgets) and the
-commands of schedules fired by "imrecall scheduler".
+It also runs the commands of schedules fired by "imrecall scheduler", and purge discovery
+tasks (history scans, under their own per-API budgets).
+Each kind of task has a lane: queues of its own (group recall: incident, purge, backfill;
+one-to-one: c2c-incident, c2c-purge, c2c-backfill; discovery: discover-incident,
+discover-purge, discover-backfill) and slots of its own in every worker (--concurrency
+each for the two recall lanes, --discovery-concurrency for discovery). A task holds its
+slot while it waits for its API's share of the cap, so one API's backlog never holds the
+slots another API's tasks need.
 Run as many worker processes as you like, on as many hosts: together they stay under the cap.
 On SIGTERM the worker stops taking tasks, lets calls in flight finish and records them.`,
 		Example: `  IMRECALL_SECRET_KEY=... imrecall worker --redis redis://redis:6379/0 --sdkappid 1400000001 --api-base singapore
@@ -94,7 +102,8 @@ On SIGTERM the worker stops taking tasks, lets calls in flight finish and record
 	o.im.register(cmd)
 	o.limits.register(cmd)
 	o.logs.register(cmd)
-	cmd.Flags().IntVar(&o.concurrency, "concurrency", 64, "tasks run at once by this process")
+	cmd.Flags().IntVar(&o.concurrency, "concurrency", 64, "recall tasks run at once by this process, in each lane: group recall and one-to-one withdraw")
+	cmd.Flags().IntVar(&o.discoveries, "discovery-concurrency", 0, "purge discovery tasks (history scans) run at once by this process, on slots of their own beside --concurrency's (default: a quarter of --concurrency)")
 	cmd.Flags().IntVar(&o.maxAttempts, "max-attempts", 5, "calls per message for transient failures before it is dead-lettered")
 	cmd.Flags().StringVar(&o.metricsListen, "metrics-listen", "", "serve Prometheus /metrics on this address (e.g. :9090)")
 	return cmd
@@ -107,6 +116,12 @@ func runWorker(ctx context.Context, cmd *cobra.Command, o *workerOptions) error 
 	}
 	if o.concurrency <= 0 {
 		return badInput("--concurrency (IMRECALL_CONCURRENCY) %d: must be positive", o.concurrency)
+	}
+	switch {
+	case o.discoveries < 0:
+		return badInput("--discovery-concurrency (IMRECALL_DISCOVERY_CONCURRENCY) %d: must not be negative", o.discoveries)
+	case o.discoveries == 0:
+		o.discoveries = defaultDiscoveries(o.concurrency)
 	}
 	if o.maxAttempts <= 0 {
 		return badInput("--max-attempts (IMRECALL_MAX_ATTEMPTS) %d: must be positive", o.maxAttempts)
@@ -136,12 +151,12 @@ func runWorker(ctx context.Context, cmd *cobra.Command, o *workerOptions) error 
 	h := worker.New(worker.TIM{C: client}, c.store, worker.Config{
 		AppID: imCfg.SDKAppID, MaxAttempts: o.maxAttempts, Logger: log, Metrics: metrics,
 	})
-	srv := newAsynqServer(c.asynq, o.concurrency, o.im.timeout, log, o.logs.asynqLevel())
 	mux := asynq.NewServeMux()
 	h.Register(mux)
 	enq := asynq.NewClient(c.asynq)
 	defer enq.Close()
-	producer.NewDiscoverHandler(client, c.store, enq, log).Register(mux)
+	discover := producer.NewDiscoverHandler(client, c.store, enq, log)
+	handleDiscovery(mux, discover, o.discoveries)
 	key, _ := secretFrom(o.im.secretKey, o.im.secretKeyFile, "")
 	mux.HandleFunc(tasks.TypeScheduleRun, scheduleRunner{log: log, settings: map[string]string{
 		"redis": o.redis.url, "key-prefix": o.redis.prefix, "api-base": o.im.apiBase, "sdkappid": fmt.Sprint(imCfg.SDKAppID),
@@ -155,9 +170,11 @@ func runWorker(ctx context.Context, cmd *cobra.Command, o *workerOptions) error 
 		}
 		defer ms.Close()
 	}
-	log.Info("worker starting", "sdkappid", imCfg.SDKAppID, "api_base", imCfg.BaseURL, "concurrency", o.concurrency, "redis", redactURL(o.redis.url))
-	if err := srv.Start(mux); err != nil {
-		return fmt.Errorf("starting the asynq server: %w", err)
+	log.Info("worker starting", "sdkappid", imCfg.SDKAppID, "api_base", imCfg.BaseURL, "concurrency", o.concurrency,
+		"discovery_concurrency", o.discoveries, "redis", redactURL(o.redis.url))
+	srv, err := startWorkerServers(c.asynq, o.concurrency, o.discoveries, o.im.timeout, log, o.logs.asynqLevel(), mux, discover)
+	if err != nil {
+		return err
 	}
 	<-ctx.Done()
 	log.Info("shutting down: finishing calls in flight")
@@ -167,12 +184,71 @@ func runWorker(ctx context.Context, cmd *cobra.Command, o *workerOptions) error 
 	return nil
 }
 
-// newAsynqServer configures asynq for recall work: strict queue priority,
-// snoozes that use no retry attempt, a shutdown that outlasts a call.
-func newAsynqServer(opt asynq.RedisConnOpt, concurrency int, callTimeout time.Duration, log *slog.Logger, level asynq.LogLevel) *asynq.Server {
+// workerServers are the asynq servers of a worker process, one per lane
+// (see tasks.C2CQueue): group recall tasks and schedule firings, one-to-one
+// withdraw tasks, and discovery tasks, each from its own queues on slots of
+// its own. A task holds its slot while it waits for its API's share of the
+// cap (a scan, for a whole history); in a lane of its own it can block no
+// other API's tasks.
+type workerServers struct{ group, c2c, discovery *asynq.Server }
+
+// startWorkerServers starts the servers: the group and one-to-one lanes
+// each run mux on concurrency slots, discovery runs discover on discoveries
+// slots.
+func startWorkerServers(opt asynq.RedisConnOpt, concurrency, discoveries int, callTimeout time.Duration, log *slog.Logger, level asynq.LogLevel,
+	mux *asynq.ServeMux, discover *producer.DiscoverHandler) (*workerServers, error) {
+	s := &workerServers{
+		group:     newAsynqServer(opt, tasks.Queues, concurrency, callTimeout, log, level),
+		c2c:       newAsynqServer(opt, tasks.C2CQueues, concurrency, callTimeout, log, level),
+		discovery: newAsynqServer(opt, tasks.DiscoveryQueues, discoveries, callTimeout, log, level),
+	}
+	dmux := asynq.NewServeMux()
+	discover.Register(dmux)
+	var started []*asynq.Server
+	for _, l := range []struct {
+		name string
+		srv  *asynq.Server
+		h    asynq.Handler
+	}{{"group recall", s.group, mux}, {"one-to-one withdraw", s.c2c, mux}, {"discovery", s.discovery, dmux}} {
+		if err := l.srv.Start(l.h); err != nil {
+			for _, srv := range started {
+				srv.Shutdown()
+			}
+			return nil, fmt.Errorf("starting the asynq server for %s tasks: %w", l.name, err)
+		}
+		started = append(started, l.srv)
+	}
+	return s, nil
+}
+
+// Shutdown stops the servers at once; each lets its tasks in flight finish.
+func (s *workerServers) Shutdown() {
+	var wg sync.WaitGroup
+	wg.Go(s.group.Shutdown)
+	wg.Go(s.c2c.Shutdown)
+	wg.Go(s.discovery.Shutdown)
+	wg.Wait()
+}
+
+// defaultDiscoveries is --discovery-concurrency's default: a quarter of
+// --concurrency. At the history APIs' cap of 200 calls/s and ~50 ms a call,
+// about 10 scans at once keep one process's discovery at the cap.
+func defaultDiscoveries(concurrency int) int { return max(concurrency/4, 1) }
+
+// handleDiscovery routes discovery tasks found on a recall queue (queued
+// there by a version before the lanes) to h, at most n at once, so they too
+// leave slots free for recall. mux also runs one-to-one tasks found on the
+// group lane's queues, for the same reason.
+func handleDiscovery(mux *asynq.ServeMux, h *producer.DiscoverHandler, n int) {
+	mux.Handle(tasks.TypeDiscover, worker.LimitRunning(n, "discovery slots of this worker busy", asynq.HandlerFunc(h.Handle)))
+}
+
+// newAsynqServer configures asynq for recall work on queues: strict queue
+// priority, snoozes that use no retry attempt, a shutdown that outlasts a call.
+func newAsynqServer(opt asynq.RedisConnOpt, queues map[string]int, concurrency int, callTimeout time.Duration, log *slog.Logger, level asynq.LogLevel) *asynq.Server {
 	return asynq.NewServer(opt, asynq.Config{
 		Concurrency:              concurrency,
-		Queues:                   tasks.Queues,
+		Queues:                   queues,
 		StrictPriority:           true,
 		IsFailure:                worker.IsFailure,
 		RetryDelayFunc:           worker.RetryDelay,
