@@ -127,6 +127,8 @@ type Recount struct {
 	Pending      int64            `json:"pending"`
 	DeadByCode   map[string]int64 `json:"dead_lettered_by_code,omitempty"`
 	DeadRecords  int64            `json:"dead_letter_records"`
+	// RecalledUnattributed is the part of Recalled in state "u".
+	RecalledUnattributed int64 `json:"recalled_unattributed,omitempty"`
 }
 
 // Recount walks every message state of a job. It reads the whole job, so it
@@ -155,6 +157,9 @@ func (s *Store) Recount(ctx context.Context, jobID string) (Recount, error) {
 			switch {
 			case v == "r":
 				rc.Recalled++
+			case v == "u":
+				rc.Recalled++
+				rc.RecalledUnattributed++
 			case strings.HasPrefix(v, "d:"):
 				rc.DeadLettered++
 				if rc.DeadByCode == nil {
@@ -187,6 +192,7 @@ func (rc Recount) Matches(c Counts) error {
 	}
 	chk("planned", rc.Planned, c.Planned)
 	chk("recalled", rc.Recalled, c.Recalled)
+	chk("recalled_unattributed", rc.RecalledUnattributed, c.RecalledUnattributed)
 	chk("dead_lettered", rc.DeadLettered, c.DeadLettered)
 	chk("pending", rc.Pending, c.Pending)
 	chk("dead letter records", rc.DeadRecords, c.DeadLettered)

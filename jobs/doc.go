@@ -9,6 +9,13 @@
 // job's counters together:
 //
 //	planned ("p") → sent n times ("s<n>") → recalled ("r") | dead-lettered ("d:<code>")
+//	                                        | recalled, attribution unknown ("u")
+//
+// ("a<n>": sent n times, every answer heard.) "u" is a recall found after a
+// send whose answer was lost (the worker died, the call timed out): the
+// message is gone, but this job's call or someone before the job may have
+// recalled it. It counts as recalled, and Counts.RecalledUnattributed says
+// how many recalls are of that kind.
 //
 // The first terminal state wins; a redelivered task that reports a message
 // again changes nothing. So planned = recalled + dead_lettered + pending holds

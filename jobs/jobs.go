@@ -52,6 +52,11 @@ type Counts struct {
 	DeadLettered int64            `json:"dead_lettered"`
 	Pending      int64            `json:"pending"`
 	DeadByCode   map[string]int64 `json:"dead_lettered_by_code,omitempty"`
+	// RecalledUnattributed counts the recalled messages (a part of
+	// Recalled) found recalled after a call of the job whose answer was lost:
+	// gone for certain, but whether this job's call or someone before it
+	// recalled them, no one can tell.
+	RecalledUnattributed int64 `json:"recalled_unattributed,omitempty"`
 }
 
 // Job is a job record.

@@ -79,6 +79,9 @@ func (r Report) WriteText(w io.Writer, describe func(code string) string) error 
 	p("\nduration %s\n\n", r.Duration.Round(time.Second))
 	p("  planned        %10d\n", c.Planned)
 	p("  recalled       %10d\n", c.Recalled)
+	if c.RecalledUnattributed > 0 {
+		p("    of which after a lost answer    %10d  (gone; by this job or before it, no one can tell)\n", c.RecalledUnattributed)
+	}
 	p("  dead-lettered  %10d\n", c.DeadLettered)
 	p("    already recalled (20023)        %10d\n", r.AlreadyRecalled)
 	p("    not found (10030/20022)         %10d\n", r.NotFound)

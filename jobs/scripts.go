@@ -46,9 +46,10 @@ end
 return new
 `)
 
-// beginScript is called before every API call for a task's messages. Unless
-// the job is cancelled or paused, it counts a send for each message not yet
-// terminal. KEYS: job hash, state hash. ARGV: items...
+// beginScript is called before every API call for a task's messages: with
+// ARGV[1] "0" to peek, and with "1" once the call may go, when, unless the
+// job is cancelled or paused, it counts a send for each message not yet
+// terminal. KEYS: job hash, state hash. ARGV: count flag, items...
 // Returns {status, paused, state1, state2, ...} where a state is the number
 // of earlier sends (0 = fresh), -1 recalled, -2 dead-lettered, -3 unplanned;
 // a state of n + 1000000 means n earlier sends whose answers all arrived.
@@ -56,12 +57,12 @@ var beginScript = redis.NewScript(`
 local h = redis.call('HMGET', KEYS[1], 'status', 'paused')
 if not h[1] then return redis.error_reply('NOJOB') end
 local out = {h[1], h[2] or '0'}
-local act = h[1] ~= 'cancelled' and h[2] ~= '1'
-for i = 1, #ARGV do
+local act = ARGV[1] == '1' and h[1] ~= 'cancelled' and h[2] ~= '1'
+for i = 2, #ARGV do
   local cur = redis.call('HGET', KEYS[2], ARGV[i])
   local st
   if not cur then st = -3
-  elseif cur == 'r' then st = -1
+  elseif cur == 'r' or cur == 'u' then st = -1
   elseif string.sub(cur, 1, 1) == 'd' then st = -2
   else
     local n = 0
@@ -90,17 +91,18 @@ return 1
 
 // recordScript moves messages to a terminal state; the first terminal state
 // wins. KEYS: job hash, state hash, dead-letter hash, planners set.
-// ARGV: now, then per message: item, outcome ("r" or "d"), code, dead-letter
+// ARGV: now, then per message: item, outcome ("r", "u" or "d"), code, dead-letter
 // field, dead-letter record. Returns how many messages changed state.
 var recordScript = redis.NewScript(settleLua + `
 local n = 0
 for i = 2, #ARGV, 5 do
   local item, outcome, code = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local cur = redis.call('HGET', KEYS[2], item)
-  if cur and cur ~= 'r' and string.sub(cur, 1, 1) ~= 'd' then
-    if outcome == 'r' then
-      redis.call('HSET', KEYS[2], item, 'r')
+  if cur and cur ~= 'r' and cur ~= 'u' and string.sub(cur, 1, 1) ~= 'd' then
+    if outcome == 'r' or outcome == 'u' then
+      redis.call('HSET', KEYS[2], item, outcome)
       redis.call('HINCRBY', KEYS[1], 'recalled', 1)
+      if outcome == 'u' then redis.call('HINCRBY', KEYS[1], 'recalled_unattributed', 1) end
     else
       redis.call('HSET', KEYS[2], item, 'd:' .. code)
       redis.call('HINCRBY', KEYS[1], 'dead_lettered', 1)

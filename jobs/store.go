@@ -137,9 +137,10 @@ func parseJob(h map[string]string) (Job, error) {
 		FinishedAt:  ts("finished_at"),
 		Generation:  int(num("generation")),
 		Counts: Counts{
-			Planned:      num("planned"),
-			Recalled:     num("recalled"),
-			DeadLettered: num("dead_lettered"),
+			Planned:              num("planned"),
+			Recalled:             num("recalled"),
+			RecalledUnattributed: num("recalled_unattributed"),
+			DeadLettered:         num("dead_lettered"),
 		},
 	}
 	if h["params"] != "" {
@@ -282,24 +283,48 @@ type Begin struct {
 	Answered []bool
 }
 
-// BeginGroup is called right before a group_msg_recall call for seqs.
+// BeginGroup is called right before a group_msg_recall call for seqs, once
+// the limiter has let the call go: it counts the send. A worker stopped
+// before this has sent nothing that a later delivery must suspect.
 func (s *Store) BeginGroup(ctx context.Context, jobID string, t Target, seqs []int64) (Begin, error) {
+	return s.begin(ctx, jobID, t, seqItems(seqs), true)
+}
+
+// BeginC2C is called right before an admin_msgwithdraw call for key (see
+// BeginGroup).
+func (s *Store) BeginC2C(ctx context.Context, jobID string, t Target, key string) (Begin, error) {
+	return s.begin(ctx, jobID, t, []string{key}, true)
+}
+
+// PeekGroup reads what BeginGroup would, without counting a send: a worker
+// looks before it waits for the limiter, so that a cancelled or paused job,
+// or messages already settled, take none of the cap.
+func (s *Store) PeekGroup(ctx context.Context, jobID string, t Target, seqs []int64) (Begin, error) {
+	return s.begin(ctx, jobID, t, seqItems(seqs), false)
+}
+
+// PeekC2C reads what BeginC2C would, without counting a send (see PeekGroup).
+func (s *Store) PeekC2C(ctx context.Context, jobID string, t Target, key string) (Begin, error) {
+	return s.begin(ctx, jobID, t, []string{key}, false)
+}
+
+func seqItems(seqs []int64) []string {
 	items := make([]string, len(seqs))
 	for i, q := range seqs {
 		items[i] = strconv.FormatInt(q, 10)
 	}
-	return s.begin(ctx, jobID, t, items)
+	return items
 }
 
-// BeginC2C is called right before an admin_msgwithdraw call for key.
-func (s *Store) BeginC2C(ctx context.Context, jobID string, t Target, key string) (Begin, error) {
-	return s.begin(ctx, jobID, t, []string{key})
-}
-
-func (s *Store) begin(ctx context.Context, jobID string, t Target, items []string) (Begin, error) {
-	argv := make([]any, len(items))
-	for i, it := range items {
-		argv[i] = it
+func (s *Store) begin(ctx context.Context, jobID string, t Target, items []string, count bool) (Begin, error) {
+	flag := "0"
+	if count {
+		flag = "1"
+	}
+	argv := make([]any, 0, len(items)+1)
+	argv = append(argv, flag)
+	for _, it := range items {
+		argv = append(argv, it)
 	}
 	res, err := beginScript.Run(ctx, s.rdb, []string{s.jobKey(jobID), s.stateKey(jobID, t)}, argv...).Slice()
 	if err != nil {
@@ -342,11 +367,14 @@ func (s *Store) MarkAnswered(ctx context.Context, jobID string, t Target, items 
 
 // Outcome is the terminal outcome of one message.
 type Outcome struct {
-	Item      string // the seq (decimal) or the MsgKey
-	Recalled  bool
-	Code      string // dead-letter code when not recalled: a Tencent code or Code*
-	ErrorInfo string
-	Attempts  int
+	Item     string // the seq (decimal) or the MsgKey
+	Recalled bool
+	// Unattributed marks a recall found after a call whose answer was lost
+	// (see Counts.RecalledUnattributed).
+	Unattributed bool
+	Code         string // dead-letter code when not recalled: a Tencent code or Code*
+	ErrorInfo    string
+	Attempts     int
 }
 
 // Record moves messages of one target to their terminal states and returns
@@ -361,7 +389,11 @@ func (s *Store) Record(ctx context.Context, jobID string, t Target, outcomes []O
 	argv = append(argv, now.UTC().Format(time.RFC3339Nano))
 	for _, o := range outcomes {
 		if o.Recalled {
-			argv = append(argv, o.Item, "r", "", "", "")
+			state := "r"
+			if o.Unattributed {
+				state = "u"
+			}
+			argv = append(argv, o.Item, state, "", "", "")
 			continue
 		}
 		if o.Code == "" {

@@ -293,3 +293,43 @@ func TestConcurrentRedelivery(t *testing.T) {
 		}
 	})
 }
+
+// TestPeekCountsNoSendAndUnattributedRecalls: PeekGroup reads without
+// counting a send; a recall recorded as unattributed counts as recalled and
+// as unattributed, is terminal like any recall, and the recount proves both.
+func TestPeekCountsNoSendAndUnattributedRecalls(t *testing.T) {
+	backends(t, func(t *testing.T, s *Store) {
+		ctx := t.Context()
+		j := newJob(t, s)
+		g := Target{GroupID: "@TGS#u"}
+		if _, err := s.PlanGroup(ctx, j.ID, g, []int64{1, 2, 3}); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			b, err := s.PeekGroup(ctx, j.ID, g, []int64{1, 2, 3})
+			if err != nil || fmt.Sprint(b.States) != "[0 0 0]" {
+				t.Fatalf("PeekGroup = %+v, %v; want no send counted, however often", b, err)
+			}
+		}
+		if _, err := s.BeginGroup(ctx, j.ID, g, []int64{1, 2, 3}); err != nil {
+			t.Fatal(err)
+		}
+		if b, _ := s.PeekGroup(ctx, j.ID, g, []int64{1, 2, 3}); fmt.Sprint(b.States) != "[1 1 1]" {
+			t.Fatalf("PeekGroup after BeginGroup = %v, want one send each", b.States)
+		}
+		if _, err := s.Record(ctx, j.ID, g, []Outcome{{Item: "1", Recalled: true}, {Item: "2", Recalled: true, Unattributed: true}}); err != nil {
+			t.Fatal(err)
+		}
+		// Terminal: a later report of 2 changes nothing.
+		if n, _ := s.Record(ctx, j.ID, g, []Outcome{{Item: "2", Code: "10030"}}); n != 0 {
+			t.Fatalf("recording a settled message again changed %d", n)
+		}
+		if b, _ := s.PeekGroup(ctx, j.ID, g, []int64{2}); b.States[0] != ItemRecalled {
+			t.Fatalf("state of an unattributed recall = %v, want recalled", b.States[0])
+		}
+		got := mustCounts(t, s, j.ID, Counts{Planned: 3, Recalled: 2, Pending: 1})
+		if got.Counts.RecalledUnattributed != 1 {
+			t.Fatalf("recalled_unattributed = %d, want 1", got.Counts.RecalledUnattributed)
+		}
+	})
+}

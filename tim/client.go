@@ -16,6 +16,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -222,12 +223,43 @@ func (c *Client) call(ctx context.Context, api API, req any, resp response, opts
 	}
 }
 
+// Await waits on the Gate for one call of api and returns a context that
+// carries the permission: the next call of api made with it goes without
+// waiting again (any later one waits as usual). It lets a caller record that
+// a call is being sent between the wait and the send, so that a process
+// stopped while it waits has recorded nothing. The error is the one the call
+// itself would have returned from the Gate.
+func (c *Client) Await(ctx context.Context, api API) (context.Context, error) {
+	if c.gate == nil {
+		return ctx, nil
+	}
+	if err := c.gate.Wait(ctx, api.Name()); err != nil {
+		return ctx, &Error{API: api.Name(), Err: fmt.Errorf("%w: %w", ErrGate, err)}
+	}
+	return context.WithValue(ctx, permitKey{}, &permit{api: api.Name()}), nil
+}
+
+// permitKey is the context key of a permit from Await.
+type permitKey struct{}
+
+// permit is one call's permission from the Gate, used once.
+type permit struct {
+	api  string
+	used atomic.Bool
+}
+
+// usePermit reports whether ctx carries an unused permit for api, and uses it.
+func usePermit(ctx context.Context, api string) bool {
+	p, _ := ctx.Value(permitKey{}).(*permit)
+	return p != nil && p.api == api && p.used.CompareAndSwap(false, true)
+}
+
 // attempt makes one HTTP call and returns the UserSig it used.
 func (c *Client) attempt(ctx context.Context, api API, body []byte, resp response, opts callOpts, attempt int) (sig string, err error) {
 	name := api.Name()
-	if c.gate != nil {
+	if c.gate != nil && !usePermit(ctx, name) {
 		if err := c.gate.Wait(ctx, name); err != nil {
-			return "", &Error{API: name, Err: fmt.Errorf("gate: %w", err)}
+			return "", &Error{API: name, Err: fmt.Errorf("%w: %w", ErrGate, err)}
 		}
 	}
 	sig, err = c.sigs.get()

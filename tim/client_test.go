@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -424,6 +425,48 @@ func TestGateRefusal(t *testing.T) {
 	}
 	if n := len(s.requests()); n != 0 {
 		t.Errorf("%d requests sent after the gate refused", n)
+	}
+}
+
+// TestAwaitPermitsOneCall: Await waits on the Gate once, and the next call
+// of that API made with its context goes without waiting again; any other
+// call waits as usual. A refusal is the error the call would have had.
+func TestAwaitPermitsOneCall(t *testing.T) {
+	t.Parallel()
+	s, srv := startScripted(t, okBody(""), okBody(""), okBody(""))
+	g := &recordingGate{}
+	c := newTestClient(t, srv.URL, func(c *Config) { c.Gate = g })
+	withdraw := func(ctx context.Context) error {
+		_, err := c.AdminMsgWithdraw(ctx, AdminMsgWithdrawRequest{FromAccount: "a", ToAccount: "b", MsgKey: "1_2_3"})
+		return err
+	}
+	ctx, err := c.Await(t.Context(), AdminMsgWithdraw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if waits, _ := g.counts(); len(waits) != 1 || waits[0] != "admin_msgwithdraw" {
+		t.Fatalf("gate waits after Await: %v", waits)
+	}
+	for range 2 { // the permit, then a call that waits again
+		if err := withdraw(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.AccountImport(ctx, AccountImportRequest{UserID: "u"}); err != nil {
+		t.Fatal(err)
+	}
+	waits, _ := g.counts()
+	if want := []string{"admin_msgwithdraw", "admin_msgwithdraw", "account_import"}; !slices.Equal(waits, want) {
+		t.Errorf("gate waits %v, want %v: one for Await, one for the second call, one for another API", waits, want)
+	}
+	if n := len(s.requests()); n != 3 {
+		t.Errorf("%d requests, want 3", n)
+	}
+
+	refuse := fmt.Errorf("limiter down: %w", ErrThrottled)
+	c2 := newTestClient(t, srv.URL, func(c *Config) { c.Gate = &recordingGate{refuse: refuse} })
+	if _, err := c2.Await(t.Context(), AdminMsgWithdraw); !errors.Is(err, refuse) || !errors.Is(err, ErrGate) || ClassOf(err) != ClassThrottled {
+		t.Fatalf("Await refused: %v (class %v), want the gate's error, ErrGate, throttled", err, ClassOf(err))
 	}
 }
 

@@ -26,6 +26,9 @@ var (
 	// ErrIncompleteResult marks a group_msg_recall answer without a result for
 	// every requested seq (see Client.RecallGroup). ClassRetry.
 	ErrIncompleteResult = errors.New("incomplete per-item result")
+	// ErrGate marks a call the Gate did not let go (its Wait failed): the
+	// request was never sent. The Gate's own error is wrapped beside it.
+	ErrGate = errors.New("gate")
 	// ErrThrottled may be wrapped by a Gate's Wait error to say the limiter
 	// refused to wait long enough; ClassOf then returns ClassThrottled.
 	ErrThrottled = errors.New("throttled")

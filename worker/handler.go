@@ -141,18 +141,14 @@ func (h *Handler) HandleGroupRecall(ctx context.Context, t *asynq.Task) error {
 	}
 	first := true
 	for len(items) > 0 {
-		seqs := make([]int64, len(items))
-		for i, it := range items {
-			seqs[i] = it.seq
-		}
 		if h.draining.Load() {
 			return errDraining
 		}
-		b, err := h.store.BeginGroup(ctx, p.JobID, target, seqs)
+		peek, err := h.store.PeekGroup(ctx, p.JobID, target, seqsOf(items))
 		if err != nil {
 			return err
 		}
-		items, err = h.admit(ctx, p.JobID, target, b, items, first)
+		items, err = h.admit(ctx, p.JobID, target, peek, items, first)
 		if err != nil || len(items) == 0 {
 			return err
 		}
@@ -162,13 +158,23 @@ func (h *Handler) HandleGroupRecall(ctx context.Context, t *asynq.Task) error {
 			}
 		}
 		first = false
-		seqs = seqs[:0]
-		for _, it := range items {
-			seqs = append(seqs, it.seq)
-		}
 
+		// Wait for the cap first, then count the send, then send: a worker
+		// stopped while it waits leaves no send for a later delivery to
+		// suspect.
+		callCtx, callErr := h.im.Await(ctx, tim.GroupMsgRecall)
 		start := time.Now()
-		codes, callErr := h.im.RecallGroup(ctx, p.GroupID, p.TopicID, seqs)
+		var codes map[int64]int
+		if callErr == nil {
+			b, err := h.store.BeginGroup(ctx, p.JobID, target, seqsOf(items))
+			if err != nil {
+				return err
+			}
+			if items, err = h.admit(ctx, p.JobID, target, b, items, false); err != nil || len(items) == 0 {
+				return err
+			}
+			codes, callErr = h.im.RecallGroup(callCtx, p.GroupID, p.TopicID, seqsOf(items))
+		}
 		if callErr != nil {
 			h.cfg.Metrics.call(tim.GroupMsgRecall.Name(), codeOf(callErr), time.Since(start))
 			items, err = h.callFailed(ctx, p.JobID, target, items, callErr, log)
@@ -189,6 +195,15 @@ func (h *Handler) HandleGroupRecall(ctx context.Context, t *asynq.Task) error {
 		}
 	}
 	return nil
+}
+
+// seqsOf returns the seqs of items.
+func seqsOf(items []*item) []int64 {
+	seqs := make([]int64, len(items))
+	for i, it := range items {
+		seqs[i] = it.seq
+	}
+	return seqs
 }
 
 // noteAnswers records that the messages left to retry got a definite
@@ -221,27 +236,39 @@ func (h *Handler) HandleC2CWithdraw(ctx context.Context, t *asynq.Task) error {
 		if h.draining.Load() {
 			return errDraining
 		}
-		b, err := h.store.BeginC2C(ctx, p.JobID, target, p.MsgKey)
+		peek, err := h.store.PeekC2C(ctx, p.JobID, target, p.MsgKey)
 		if err != nil {
 			return err
 		}
-		items, err = h.admit(ctx, p.JobID, target, b, items, first)
+		items, err = h.admit(ctx, p.JobID, target, peek, items, first)
 		if err != nil || len(items) == 0 {
 			return err
 		}
 		first = false
 
+		// Wait for the cap, count the send, send (see HandleGroupRecall).
+		callCtx, callErr := h.im.Await(ctx, tim.AdminMsgWithdraw)
 		start := time.Now()
-		callErr := h.im.Withdraw(ctx, p.From, p.To, p.MsgKey)
+		if callErr == nil {
+			b, err := h.store.BeginC2C(ctx, p.JobID, target, p.MsgKey)
+			if err != nil {
+				return err
+			}
+			if items, err = h.admit(ctx, p.JobID, target, b, items, false); err != nil || len(items) == 0 {
+				return err
+			}
+			callErr = h.im.Withdraw(callCtx, p.From, p.To, p.MsgKey)
+		}
 		code := codeOf(callErr)
 		h.cfg.Metrics.call(tim.AdminMsgWithdraw.Name(), code, time.Since(start))
 		it := items[0]
 		if callErr == nil {
 			items, err = nil, h.record(ctx, p.JobID, target, []jobs.Outcome{{Item: it.id, Recalled: true, Attempts: it.prior + it.attempts + 1}})
 		} else if c := tim.ClassOf(callErr); c == tim.ClassDone && it.unknown {
-			// 20023 after a call whose answer we never heard: that call recalled it.
-			log.Info("already recalled after an unanswered call: counting as recalled", "code", code)
-			items, err = nil, h.record(ctx, p.JobID, target, []jobs.Outcome{{Item: it.id, Recalled: true, Attempts: it.prior + it.attempts + 1}})
+			// 20023 after a call whose answer we never heard: that call may
+			// have recalled it, or someone before the job. It is gone.
+			log.Info("already recalled after an unanswered call: counting as recalled, attribution unknown", "code", code)
+			items, err = nil, h.record(ctx, p.JobID, target, []jobs.Outcome{{Item: it.id, Recalled: true, Unattributed: true, Attempts: it.prior + it.attempts + 1}})
 		} else {
 			items, err = h.callFailed(ctx, p.JobID, target, items, callErr, log)
 		}
@@ -342,8 +369,8 @@ func (h *Handler) groupAnswered(ctx context.Context, jobID string, target jobs.T
 					continue
 				}
 				if recalled {
-					log.Info("seq already recalled after an unanswered call: counting as recalled", "seqs", it.seq)
-					out = append(out, jobs.Outcome{Item: it.id, Recalled: true, Attempts: it.prior + it.attempts + 1})
+					log.Info("seq already recalled after an unanswered call: counting as recalled, attribution unknown", "seqs", it.seq)
+					out = append(out, jobs.Outcome{Item: it.id, Recalled: true, Unattributed: true, Attempts: it.prior + it.attempts + 1})
 					continue
 				}
 			}
@@ -356,7 +383,7 @@ func (h *Handler) groupAnswered(ctx context.Context, jobID string, target jobs.T
 // preVerify checks, before calling again, the messages an earlier delivery
 // sent without recording an answer (the worker died mid-call): those the
 // history shows recalled are counted recalled without a second recall
-// request. The others are sent again as fresh; if the history cannot be
+// request, attribution unknown (the lost call, or someone before the job). The others are sent again as fresh; if the history cannot be
 // read, they keep their doubt and are checked after the call.
 func (h *Handler) preVerify(ctx context.Context, jobID string, target jobs.Target, items []*item, log *slog.Logger) ([]*item, error) {
 	var out []jobs.Outcome
@@ -371,7 +398,7 @@ func (h *Handler) preVerify(ctx context.Context, jobID string, target jobs.Targe
 		case err != nil:
 			log.Warn("cannot check a message sent before a crash; will check after the call", "seqs", it.seq, "err", err)
 		case recalled:
-			out = append(out, jobs.Outcome{Item: it.id, Recalled: true, Attempts: it.prior + it.attempts})
+			out = append(out, jobs.Outcome{Item: it.id, Recalled: true, Unattributed: true, Attempts: it.prior + it.attempts})
 			continue
 		default: // present and not recalled, or missing: either way not ours
 			it.unknown = false
@@ -379,7 +406,7 @@ func (h *Handler) preVerify(ctx context.Context, jobID string, target jobs.Targe
 		kept = append(kept, it)
 	}
 	if len(out) > 0 {
-		log.Info("messages recalled by a call whose answer was lost: counted recalled", "messages", len(out))
+		log.Info("messages found recalled after a call whose answer was lost: counted recalled, attribution unknown", "messages", len(out))
 	}
 	return kept, h.record(ctx, jobID, target, out)
 }
@@ -529,12 +556,16 @@ func isTimeout(err error) bool {
 }
 
 // unanswered reports whether the server may have acted on a call whose
-// answer we did not get: a timeout or a broken connection. An ErrorCode is an
+// answer we did not get: a timeout or a broken connection. A call the Gate
+// did not let go was never sent. An ErrorCode is an
 // answer, and so is an HTTP error status: Tencent documents 502 and its kin
 // as network errors in front of the service, so the call is taken as not
 // made. (Were it made after all, the retry finds the message gone and it is
 // dead-lettered as not found: gone either way.)
 func unanswered(err error) bool {
+	if errors.Is(err, tim.ErrGate) {
+		return false // never sent: nothing happened
+	}
 	var te *tim.Error
 	if errors.As(err, &te) && (te.Code != 0 || (te.HTTPStatus != 0 && te.HTTPStatus != http.StatusOK)) {
 		return false

@@ -11,6 +11,11 @@ type TIM struct{ C *tim.Client }
 
 var _ IM = TIM{}
 
+// Await implements IM.
+func (t TIM) Await(ctx context.Context, api tim.API) (context.Context, error) {
+	return t.C.Await(ctx, api)
+}
+
 // RecallGroup implements IM.
 func (t TIM) RecallGroup(ctx context.Context, group, topic string, seqs []int64) (map[int64]int, error) {
 	res, err := t.C.RecallGroup(ctx, group, topic, seqs)

@@ -762,14 +762,15 @@ func TestChaos(t *testing.T) {
 		problems = append(problems, fmt.Sprintf(format, args...))
 	}
 	verifyFails := pool.verifyFailures()
-	var recalledByJob, deadByJob, reattributed, doubles, suspected, resent int64
+	var recalledByJob, unattributedByJob, deadByJob, reattributed, doubles, suspected, resent int64
 	for k, m := range plan.msgs {
 		st, ok := states[k]
 		if !ok {
 			bad("%s: listed, but the job has no state for it", k)
 			continue
 		}
-		if st != "r" && !strings.HasPrefix(st, "d:") {
+		isRecalled := st == "r" || st == "u" // u: recalled, attribution unknown
+		if !isRecalled && !strings.HasPrefix(st, "d:") {
 			bad("%s: state %q is not terminal", k, st)
 			continue
 		}
@@ -804,7 +805,7 @@ func TestChaos(t *testing.T) {
 		}
 		switch m.kind {
 		case chaosLive:
-			if !recalled || st != "r" {
+			if !recalled || !isRecalled {
 				bad("%s: recalled on the emulator %v, job state %q; want recalled and counted recalled", k, recalled, st)
 			}
 		case chaosPre:
@@ -814,10 +815,10 @@ func TestChaos(t *testing.T) {
 			}
 			switch st {
 			case want:
-			case "r":
-				reattributed++ // a call for it went unanswered: the job cannot tell who recalled it
+			case "u":
+				reattributed++ // a call for it went unanswered: the job cannot tell who recalled it, and says so
 			default:
-				bad("%s: recalled before the job; job state %q, want %s or r", k, st, want)
+				bad("%s: recalled before the job; job state %q, want %s, or u after a lost answer", k, st, want)
 			}
 		case chaosMissing:
 			if st != "d:10030" {
@@ -831,8 +832,11 @@ func TestChaos(t *testing.T) {
 		if requests > allowed {
 			bad("%s: %d recall requests after it was recalled; allowed %d (%d lost answers, then failed history checks; kind %d, state %q)", k, requests, allowed, lostHere, m.kind, st)
 		}
-		if st == "r" {
+		if isRecalled {
 			recalledByJob++
+			if st == "u" {
+				unattributedByJob++
+			}
 		} else {
 			deadByJob++
 		}
@@ -859,7 +863,10 @@ func TestChaos(t *testing.T) {
 		bad("the emulator counts %d recall requests after recall, %d of them on listed messages", tr.DoubleRecalls, doubles)
 	}
 	if want := int64(plan.byKind[chaosLive]) + reattributed; c.Recalled != want || recalledByJob != c.Recalled {
-		bad("job recalled %d (%d states r); ground truth: %d", c.Recalled, recalledByJob, want)
+		bad("job recalled %d (%d states r or u); ground truth: %d", c.Recalled, recalledByJob, want)
+	}
+	if c.RecalledUnattributed != unattributedByJob {
+		bad("job counts %d unattributed recalls, %d states u", c.RecalledUnattributed, unattributedByJob)
 	}
 	if c.DeadLettered != deadByJob || int64(len(dead)) != deadByJob {
 		bad("job dead-lettered %d, %d records, %d states", c.DeadLettered, len(dead), deadByJob)
@@ -898,7 +905,7 @@ func TestChaos(t *testing.T) {
 	t.Logf("lost answers: %d deliveries ended early (%d left messages sent and unrecorded), %d messages sent around the Redis restart; %d messages in doubt; %d recall requests after recall (emulator), %d of the messages the job recalled requested again; %d messages recalled before the job counted recalled",
 		lost.deliveries, lost.lossy, len(atRestart), suspected, doubles, resent, reattributed)
 	t.Logf("worker logs: %d history checks before a call counted messages recalled, %d such checks and %d after a 10030 failed; %d group seqs and %d one-to-one counted recalled after a second request; %d throttle pauses",
-		pool.count("messages recalled by a call whose answer was lost"), pool.count("cannot check a message sent before a crash"), pool.count("verifying an unanswered recall failed"),
+		pool.count("messages found recalled after a call whose answer was lost"), pool.count("cannot check a message sent before a crash"), pool.count("verifying an unanswered recall failed"),
 		pool.count("seq already recalled after an unanswered call"), pool.count("msg=\"already recalled after an unanswered call"),
 		pool.count("rate limited by the server"))
 	for _, api := range apis {
