@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/imrecall
 PKGS    := ./...
 
-.PHONY: help build demo test test-race lint tidy fuzz chaos bench-limiter clean
+.PHONY: help build demo test test-race lint tidy fuzz chaos bench bench-e2e bench-scale bench-limiter clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -38,6 +38,14 @@ fuzz: ## fuzz callback bodies, API requests, list files, task payloads and IM AP
 
 tidy: ## go mod tidy
 	$(GO) mod tidy
+
+bench: bench-e2e bench-scale ## the end-to-end benchmarks of docs/BENCHMARKS.md (≈20 min; bench-limiter is separate)
+
+bench-e2e: build ## purge user of 100,000 group + 5,000 one-to-one messages, with 1 and 4 worker processes (≈3 min)
+	./$(BIN) bench e2e --workers 1,4
+
+bench-scale: build ## group purges of 10,000, 100,000 and 1,000,000 messages with 4 workers: time and memory (≈13 min)
+	./$(BIN) bench e2e --scale 10000,100000,1000000 --workers 4
 
 bench-limiter: build ## P = 1,2,4 processes at the emulator's strict cap, 20 s each, three limiters compared (≈4 min)
 	./$(BIN) bench limiter --procs 1,2,4 --duration 20s

@@ -31,7 +31,7 @@ func newBenchCmd() *cobra.Command {
 		Use:   "bench",
 		Short: "Benchmarks against the emulator (see docs/BENCHMARKS.md)",
 	}
-	cmd.AddCommand(newBenchLimiterCmd(), newBenchLimiterChildCmd())
+	cmd.AddCommand(newBenchLimiterCmd(), newBenchLimiterChildCmd(), newBenchE2ECmd())
 	return cmd
 }
 

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/imrecall/imrecall/internal/redistest"
+	"github.com/imrecall/imrecall/tim"
+)
+
+// TestBenchE2E runs "imrecall bench e2e" small, each way it can make a job,
+// and checks its report against the emulator's ground truth: every message
+// of the spammer recalled, none left, none throttled, never more than the cap
+// in any second, and calls of 10 seqs where the messages allow. Speed is not
+// asserted here: docs/BENCHMARKS.md has the measured figures.
+func TestBenchE2E(t *testing.T) {
+	bin := imrecallBin(t)
+	tests := []struct {
+		name    string
+		args    []string
+		workers int
+		noScan  bool // the job must read no history
+	}{
+		{"purge user by scan, two workers", []string{"--workers", "2"}, 2, false},
+		{"recall file", []string{"--via", "file"}, 1, true},
+		{"purge user from the callback index", []string{"--via", "index"}, 1, true},
+		{"scale: purge group", []string{"--scale", "2000"}, 1, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rs := redistest.Start(t)
+			args := []string{"bench", "e2e", "--redis", rs.URL(), "--group-messages", "3000", "--c2c-messages", "300",
+				"--groups", "20", "--peers", "5", "--workers", "1", "--json", "--timeout", "5m"}
+			cmd := exec.CommandContext(t.Context(), bin, append(args, tc.args...)...)
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			if err := cmd.Run(); err != nil {
+				t.Fatalf("bench e2e %s: %v\n%s", strings.Join(tc.args, " "), err, lastBytes(stderr.String(), 4000))
+			}
+			var doc struct {
+				Runs []e2eResult `json:"runs"`
+			}
+			if err := json.Unmarshal(stdout.Bytes(), &doc); err != nil {
+				t.Fatalf("bench e2e --json: %v\n%s", err, stdout.String())
+			}
+			if len(doc.Runs) != 1 {
+				t.Fatalf("%d runs, want 1", len(doc.Runs))
+			}
+			r := doc.Runs[0]
+			total := int64(r.GroupMessages + r.C2CMessages)
+			switch {
+			case r.Status != "done" || r.Left != 0:
+				t.Fatalf("job %s %s, %d of the spammer's messages left", r.JobID, r.Status, r.Left)
+			case r.GroupMessages < 1000:
+				t.Fatalf("only %d group messages in the synthetic app", r.GroupMessages)
+			case r.Planned != total || r.Recalled != total || r.DeadLettered != 0:
+				t.Fatalf("planned %d, recalled %d, dead-lettered %d; the emulator held %d of the spammer's messages",
+					r.Planned, r.Recalled, r.DeadLettered, total)
+			case len(r.WorkerProcs) != tc.workers || r.WorkerPeakRSS <= 0 || r.Producer.PeakRSS <= 0:
+				t.Fatalf("worker processes %+v, producer %+v: want %d workers measured", r.WorkerProcs, r.Producer, tc.workers)
+			case r.WallSeconds < r.FloorSeconds:
+				t.Fatalf("wall %.2f s under the physical floor %.2f s", r.WallSeconds, r.FloorSeconds)
+			}
+			for api, a := range r.APIs {
+				if a.Throttled != 0 || a.Max1s > int64(r.Cap) {
+					t.Errorf("%s: %d throttled, %d calls in one second (cap %d)", api, a.Throttled, a.Max1s, r.Cap)
+				}
+			}
+			group := r.APIs[tim.GroupMsgRecall.Name()]
+			// Each history's last call may be short: at most one per target.
+			if minCalls := (r.GroupMessages + 9) / 10; group.Accepted < int64(minCalls) || group.Accepted > int64(minCalls+r.Targets) {
+				t.Errorf("%d group_msg_recall calls for %d messages in %d histories, want %d to %d",
+					group.Accepted, r.GroupMessages, r.Targets, minCalls, minCalls+r.Targets)
+			}
+			if c2c := r.APIs[tim.AdminMsgWithdraw.Name()]; c2c.Accepted != int64(r.C2CMessages) {
+				t.Errorf("%d admin_msgwithdraw calls for %d one-to-one messages", c2c.Accepted, r.C2CMessages)
+			}
+			scans := r.APIs[tim.GroupMsgGetSimple.Name()].Accepted + r.APIs[tim.AdminGetRoamMsg.Name()].Accepted
+			if tc.noScan && scans != 0 {
+				t.Errorf("%d history calls: this job must read no history", scans)
+			}
+			if !tc.noScan && scans == 0 {
+				t.Error("no history calls: a purge by scan must read the histories")
+			}
+			if tc.name == "purge user from the callback index" && r.IndexCallbacks == 0 {
+				t.Error("no callbacks fed the index")
+			}
+		})
+	}
+}
+
+// lastBytes is the last n bytes of s.
+func lastBytes(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
