@@ -383,8 +383,9 @@ func (h *Handler) groupAnswered(ctx context.Context, jobID string, target jobs.T
 // preVerify checks, before calling again, the messages an earlier delivery
 // sent without recording an answer (the worker died mid-call): those the
 // history shows recalled are counted recalled without a second recall
-// request, attribution unknown (the lost call, or someone before the job). The others are sent again as fresh; if the history cannot be
-// read, they keep their doubt and are checked after the call.
+// request, attribution unknown (the lost call, or someone before the job).
+// The others are sent again as fresh; if the history cannot be read, they
+// keep their doubt and are checked after the call.
 func (h *Handler) preVerify(ctx context.Context, jobID string, target jobs.Target, items []*item, log *slog.Logger) ([]*item, error) {
 	var out []jobs.Outcome
 	kept := items[:0]
@@ -557,10 +558,9 @@ func isTimeout(err error) bool {
 
 // unanswered reports whether the server may have acted on a call whose
 // answer we did not get: a timeout or a broken connection. A call the Gate
-// did not let go was never sent. An ErrorCode is an
-// answer, and so is an HTTP error status: Tencent documents 502 and its kin
-// as network errors in front of the service, so the call is taken as not
-// made. (Were it made after all, the retry finds the message gone and it is
+// did not let go was never sent. An ErrorCode is an answer, and so is an
+// HTTP error status: Tencent documents 502 and its kin as network errors in
+// front of the service, so the call is taken as not made. (Were it made after all, the retry finds the message gone and it is
 // dead-lettered as not found: gone either way.)
 func unanswered(err error) bool {
 	if errors.Is(err, tim.ErrGate) {

@@ -237,8 +237,8 @@ func defaultDiscoveries(concurrency int) int { return max(concurrency/4, 1) }
 
 // handleDiscovery routes discovery tasks found on a recall queue (queued
 // there by a version before the lanes) to h, at most n at once, so they too
-// leave slots free for recall. mux also runs one-to-one tasks found on the
-// group lane's queues, for the same reason.
+// leave slots free for recall. (Likewise both recall lanes run the same mux,
+// so one-to-one tasks such a version left on a group queue still run.)
 func handleDiscovery(mux *asynq.ServeMux, h *producer.DiscoverHandler, n int) {
 	mux.Handle(tasks.TypeDiscover, worker.LimitRunning(n, "discovery slots of this worker busy", asynq.HandlerFunc(h.Handle)))
 }
