@@ -223,12 +223,20 @@ func (c *Client) call(ctx context.Context, api API, req any, resp response, opts
 	}
 }
 
+// PermitTTL is how long a permit from Await stays good. The Gate grants a
+// slot in time; a call made later than this after the grant (the caller's
+// work in between was slow) would arrive bunched with calls that are on
+// time, so it waits on the Gate again instead. With the limiter's own 8 ms
+// tolerance for a late wake-up, calls stay within the jitter its margin
+// absorbs.
+const PermitTTL = 5 * time.Millisecond
+
 // Await waits on the Gate for one call of api and returns a context that
-// carries the permission: the next call of api made with it goes without
-// waiting again (any later one waits as usual). It lets a caller record that
-// a call is being sent between the wait and the send, so that a process
-// stopped while it waits has recorded nothing. The error is the one the call
-// itself would have returned from the Gate.
+// carries the permission: the next call of api made with it within
+// PermitTTL goes without waiting again (any other call waits as usual). It
+// lets a caller record that a call is being sent between the wait and the
+// send, so that a process stopped while it waits has recorded nothing. The
+// error is the one the call itself would have returned from the Gate.
 func (c *Client) Await(ctx context.Context, api API) (context.Context, error) {
 	if c.gate == nil {
 		return ctx, nil
@@ -236,7 +244,7 @@ func (c *Client) Await(ctx context.Context, api API) (context.Context, error) {
 	if err := c.gate.Wait(ctx, api.Name()); err != nil {
 		return ctx, &Error{API: api.Name(), Err: fmt.Errorf("%w: %w", ErrGate, err)}
 	}
-	return context.WithValue(ctx, permitKey{}, &permit{api: api.Name()}), nil
+	return context.WithValue(ctx, permitKey{}, &permit{api: api.Name(), granted: time.Now()}), nil
 }
 
 // permitKey is the context key of a permit from Await.
@@ -244,14 +252,16 @@ type permitKey struct{}
 
 // permit is one call's permission from the Gate, used once.
 type permit struct {
-	api  string
-	used atomic.Bool
+	api     string
+	granted time.Time
+	used    atomic.Bool
 }
 
-// usePermit reports whether ctx carries an unused permit for api, and uses it.
+// usePermit reports whether ctx carries an unused permit for api, granted
+// no more than PermitTTL ago, and uses it. A stale permit is used up too.
 func usePermit(ctx context.Context, api string) bool {
 	p, _ := ctx.Value(permitKey{}).(*permit)
-	return p != nil && p.api == api && p.used.CompareAndSwap(false, true)
+	return p != nil && p.api == api && p.used.CompareAndSwap(false, true) && time.Since(p.granted) <= PermitTTL
 }
 
 // attempt makes one HTTP call and returns the UserSig it used.

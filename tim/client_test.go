@@ -433,7 +433,7 @@ func TestGateRefusal(t *testing.T) {
 // call waits as usual. A refusal is the error the call would have had.
 func TestAwaitPermitsOneCall(t *testing.T) {
 	t.Parallel()
-	s, srv := startScripted(t, okBody(""), okBody(""), okBody(""))
+	s, srv := startScripted(t, okBody(""), okBody(""), okBody(""), okBody(""))
 	g := &recordingGate{}
 	c := newTestClient(t, srv.URL, func(c *Config) { c.Gate = g })
 	withdraw := func(ctx context.Context) error {
@@ -461,6 +461,20 @@ func TestAwaitPermitsOneCall(t *testing.T) {
 	}
 	if n := len(s.requests()); n != 3 {
 		t.Errorf("%d requests, want 3", n)
+	}
+
+	// A permit used later than PermitTTL waits again: its slot has passed.
+	stale, err := c.Await(t.Context(), AdminMsgWithdraw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * PermitTTL)
+	if err := withdraw(stale); err != nil {
+		t.Fatal(err)
+	}
+	waits, _ = g.counts()
+	if want := []string{"admin_msgwithdraw", "admin_msgwithdraw", "account_import", "admin_msgwithdraw", "admin_msgwithdraw"}; !slices.Equal(waits, want) {
+		t.Errorf("gate waits %v, want %v: a stale permit waits again", waits, want)
 	}
 
 	refuse := fmt.Errorf("limiter down: %w", ErrThrottled)
