@@ -659,22 +659,36 @@ func (b *e2eBench) startServe(ctx context.Context, svc *e2eWorkers, common, env 
 	if err := svc.start(ctx, b.self, args, env, logPath); err != nil {
 		return emulator.CallbackConfig{}, err
 	}
-	deadline := time.Now().Add(30 * time.Second)
+	if err := waitReady(ctx, addr, 30*time.Second); err != nil {
+		return emulator.CallbackConfig{}, fmt.Errorf("imrecall serve: %w (see %s)", err, logPath)
+	}
+	return emulator.CallbackConfig{URL: "http://" + addr + "/callback", Token: token, Workers: 16}, nil
+}
+
+// waitReady polls http://addr/readyz until it answers 200 OK, for at most
+// timeout.
+func waitReady(ctx context.Context, addr string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last error
 	for {
-		resp, err := http.Get("http://" + addr + "/readyz")
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/readyz", nil)
+		if err != nil {
+			return fmt.Errorf("checking %s: %w", addr, err)
+		}
+		resp, err := http.DefaultClient.Do(req)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return emulator.CallbackConfig{URL: "http://" + addr + "/callback", Token: token, Workers: 16}, nil
+				return nil
 			}
+			err = fmt.Errorf("/readyz answered %s", resp.Status)
 		}
-		if time.Now().After(deadline) {
-			return emulator.CallbackConfig{}, fmt.Errorf("imrecall serve on %s not ready within 30 s (see %s)", addr, logPath)
-		}
+		last = err
 		select {
 		case <-ctx.Done():
-			return emulator.CallbackConfig{}, fmt.Errorf("waiting for imrecall serve: %w", context.Cause(ctx))
-		case <-time.After(100 * time.Millisecond):
+			return fmt.Errorf("%s not ready within %v: %w", addr, timeout, last)
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }
@@ -854,7 +868,8 @@ func (b *e2eBench) follow(ctx context.Context, store *jobs.Store, rdb *redis.Cli
 	}
 }
 
-// e2eWorkers are the worker processes of one run.
+// e2eWorkers are the child processes of one run: its workers (and, for
+// --via index, imrecall serve).
 type e2eWorkers struct {
 	mu     sync.Mutex
 	procs  []*exec.Cmd
@@ -863,11 +878,11 @@ type e2eWorkers struct {
 	done   bool
 }
 
-// start starts one worker process, its output to logPath.
+// start starts one child process, its output to logPath.
 func (w *e2eWorkers) start(ctx context.Context, bin string, args, env []string, logPath string) error {
 	lf, err := os.Create(logPath)
 	if err != nil {
-		return fmt.Errorf("creating worker log: %w", err)
+		return fmt.Errorf("creating the log %s: %w", logPath, err)
 	}
 	c := exec.CommandContext(ctx, bin, args...)
 	c.Env = env
@@ -877,7 +892,7 @@ func (w *e2eWorkers) start(ctx context.Context, bin string, args, env []string, 
 	c.WaitDelay = 20 * time.Second
 	if err := c.Start(); err != nil {
 		lf.Close()
-		return fmt.Errorf("starting worker %s: %w", bin, err)
+		return fmt.Errorf("starting %s %s: %w", bin, args[0], err)
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- c.Wait() }()
@@ -968,14 +983,14 @@ func (w *e2eWorkers) stop() ([]e2eProc, error) {
 		case <-time.After(30 * time.Second):
 			_ = c.Process.Kill()
 			err = <-w.exited[i]
-			errs = append(errs, fmt.Errorf("worker %d did not stop within 30 s of SIGTERM; killed", c.Process.Pid))
+			errs = append(errs, fmt.Errorf("%s (pid %d) did not stop within 30 s of SIGTERM; killed", c.Args[1], c.Process.Pid))
 		}
 		if c.ProcessState == nil {
-			errs = append(errs, fmt.Errorf("waiting for worker %d: %w", c.Process.Pid, err))
+			errs = append(errs, fmt.Errorf("waiting for %s (pid %d): %w", c.Args[1], c.Process.Pid, err))
 			continue
 		}
 		if !c.ProcessState.Success() {
-			errs = append(errs, fmt.Errorf("worker %d: %s", c.Process.Pid, c.ProcessState))
+			errs = append(errs, fmt.Errorf("%s (pid %d): %s", c.Args[1], c.Process.Pid, c.ProcessState))
 		}
 		ps := c.ProcessState
 		out[i] = e2eProc{PID: ps.Pid(), CPUSeconds: (ps.UserTime() + ps.SystemTime()).Seconds(), PeakRSS: hwm[i]}

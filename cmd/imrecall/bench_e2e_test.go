@@ -91,11 +91,3 @@ func TestBenchE2E(t *testing.T) {
 		})
 	}
 }
-
-// lastBytes is the last n bytes of s.
-func lastBytes(s string, n int) string {
-	if len(s) > n {
-		return s[len(s)-n:]
-	}
-	return s
-}

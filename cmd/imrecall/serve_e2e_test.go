@@ -52,20 +52,10 @@ func (e *e2e) serveProc(addr string, extra ...string) string {
 			e.t.Logf("serve log:\n%s", tail(logPath, 4000))
 		}
 	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get("http://" + addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return logPath
-			}
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("serve on %s not ready: %v\n%s", addr, err, tail(logPath, 4000))
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := waitReady(e.t.Context(), addr, 30*time.Second); err != nil {
+		e.t.Fatalf("serve: %v\n%s", err, tail(logPath, 4000))
 	}
+	return logPath
 }
 
 // recalledBy lists the messages of user recalled on the emulator, and
@@ -308,8 +298,13 @@ func createLog(path string) (*os.File, error) { return os.Create(path) }
 // tail returns the last n bytes of a file.
 func tail(path string, n int) string {
 	b, _ := os.ReadFile(path)
-	if len(b) > n {
-		b = b[len(b)-n:]
+	return lastBytes(string(b), n)
+}
+
+// lastBytes is the last n bytes of s.
+func lastBytes(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
 	}
-	return string(b)
+	return s
 }
