@@ -89,9 +89,13 @@ func (s *Store) DeadLetters(ctx context.Context, jobID string, fn func(DeadLette
 	return nil
 }
 
-// Requeue moves the given dead letters of one target back to planned,
-// reopens the job, and returns the items moved; the caller enqueues them
-// again (with a new generation, see NextGeneration).
+// Requeue moves the given dead letters of one target back to planned and
+// returns the items moved; the caller enqueues them again (with a new
+// generation, see NextGeneration) and then calls ConfirmRequeued. Until
+// then each moved item is in the job's re-queue journal, so that a re-queue
+// interrupted between the two steps can be finished (RequeueJournal). A
+// cancelled job is refused with a *StatusError; the job's status otherwise
+// follows the state table (a job still planning stays planning).
 func (s *Store) Requeue(ctx context.Context, jobID string, t Target, items []string) ([]string, error) {
 	if len(items) == 0 {
 		return nil, nil
@@ -100,7 +104,7 @@ func (s *Store) Requeue(ctx context.Context, jobID string, t Target, items []str
 	for _, it := range items {
 		argv = append(argv, it, deadField(t, it))
 	}
-	keys := []string{s.jobKey(jobID), s.stateKey(jobID, t), s.deadKey(jobID)}
+	keys := []string{s.jobKey(jobID), s.stateKey(jobID, t), s.deadKey(jobID), s.requeueKey(jobID)}
 	moved, err := requeueScript.Run(ctx, s.rdb, keys, argv...).StringSlice()
 	if err != nil {
 		return nil, scriptErr(jobID, "re-queueing dead letters of "+t.String(), err)

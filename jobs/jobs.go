@@ -27,12 +27,14 @@ const (
 	// StatusCancelled: cancelled by a person; pending messages are dropped
 	// (dead-lettered with code "cancelled") without calling the API.
 	StatusCancelled Status = "cancelled"
-	// StatusFailed: planning failed; what was planned is still accounted for.
+	// StatusFailed: planning failed (or one of its discovery targets did);
+	// what was planned is still recalled and accounted for.
 	StatusFailed Status = "failed"
 )
 
 // Terminal reports whether no further change of status is expected without
-// a person's action (a re-queue reopens a job).
+// a person's action (a re-queue reopens a done job). The transitions are
+// the table in docs/ACCOUNTING.md ("Job states").
 func (s Status) Terminal() bool {
 	return s == StatusDone || s == StatusCancelled || s == StatusFailed
 }
@@ -70,12 +72,19 @@ type Job struct {
 	Params      json.RawMessage `json:"params,omitempty"`
 	Status      Status          `json:"status"`
 	Paused      bool            `json:"paused,omitempty"`
-	Error       string          `json:"error,omitempty"`
-	CreatedAt   time.Time       `json:"created_at"`
-	StartedAt   *time.Time      `json:"started_at,omitempty"`
-	FinishedAt  *time.Time      `json:"finished_at,omitempty"`
-	Generation  int             `json:"generation"`
-	Counts      Counts          `json:"counts"`
+	// PauseReason says why a worker paused the job (an app-wide error such
+	// as a wrong SecretKey) and what to fix before resuming it; empty for
+	// a pause by a person.
+	PauseReason string `json:"pause_reason,omitempty"`
+	// FailedUnits counts discovery targets whose history could not be read
+	// for good; the job ends failed (Error says why).
+	FailedUnits int        `json:"failed_units,omitempty"`
+	Error       string     `json:"error,omitempty"`
+	CreatedAt   time.Time  `json:"created_at"`
+	StartedAt   *time.Time `json:"started_at,omitempty"`
+	FinishedAt  *time.Time `json:"finished_at,omitempty"`
+	Generation  int        `json:"generation"`
+	Counts      Counts     `json:"counts"`
 }
 
 // Finished reports whether the job has ended and nothing is pending.

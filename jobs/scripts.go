@@ -12,7 +12,10 @@ local function settle(meta, planners, now)
   local planned, recalled, dead = tonumber(h[1] or '0'), tonumber(h[2] or '0'), tonumber(h[3] or '0')
   local status = h[4]
   if status == 'planning' then
+    -- Planning is over: a job one of whose discovery targets failed for
+    -- good ends failed (what was planned is still recalled), else running.
     status = 'running'
+    if tonumber(redis.call('HGET', meta, 'failed_units') or '0') > 0 then status = 'failed' end
     redis.call('HSET', meta, 'status', status)
   end
   if recalled + dead < planned then return end
@@ -137,24 +140,37 @@ if status ~= 'planning' then return redis.error_reply('CLOSED ' .. status) end
 return redis.call('SADD', KEYS[2], ARGV[1])
 `)
 
-// setStatusScript changes a job's status for cancel and fail.
+// setStatusScript changes a job's status for cancel and fail (see the state
+// table in docs/ACCOUNTING.md): cancel moves planning, running and failed to
+// cancelled; fail moves planning and running to failed; any other status is
+// left as it is and returned. Either closes every planning unit (discovery
+// stops at its next page) and clears a pause (the parked tasks of a
+// cancelled job come back and are dead-lettered as cancelled without a call).
 // KEYS: job hash, planners set. ARGV: now, new status, error text.
 var setStatusScript = redis.NewScript(settleLua + `
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return redis.error_reply('NOJOB') end
-if status == 'done' or status == 'cancelled' or status == 'failed' then return status end
+if status == 'done' or status == 'cancelled' then return status end
+if status == 'failed' and ARGV[2] ~= 'cancelled' then return status end
 redis.call('HSET', KEYS[1], 'status', ARGV[2])
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[3]) end
+if ARGV[2] == 'cancelled' then redis.call('HSET', KEYS[1], 'paused', '0') end
 redis.call('DEL', KEYS[2])
 settle(KEYS[1], KEYS[2], ARGV[1])
 return ARGV[2]
 `)
 
-// requeueScript moves dead-lettered messages back to planned and reopens the
-// job. KEYS: job hash, state hash, dead-letter hash. ARGV: pairs of item and
-// dead-letter field. Returns the items moved.
+// requeueScript moves dead-lettered messages back to planned and notes each
+// in the re-queue journal until its task is queued (see ConfirmRequeued).
+// The job's status follows the state table: a cancelled job is refused (it
+// stays cancelled), a job still planning stays planning (its discovery goes
+// on), a done job runs again, a failed one stays failed; finished_at is
+// cleared. KEYS: job hash, state hash, dead-letter hash, re-queue journal.
+// ARGV: pairs of item and dead-letter field. Returns the items moved.
 var requeueScript = redis.NewScript(`
-if not redis.call('HGET', KEYS[1], 'status') then return redis.error_reply('NOJOB') end
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return redis.error_reply('NOJOB') end
+if status == 'cancelled' then return redis.error_reply('STATUS cancelled') end
 local moved = {}
 for i = 1, #ARGV, 2 do
   local cur = redis.call('HGET', KEYS[2], ARGV[i])
@@ -164,12 +180,69 @@ for i = 1, #ARGV, 2 do
     redis.call('HINCRBY', KEYS[1], 'dead_lettered', -1)
     if redis.call('HINCRBY', KEYS[1], 'dl:' .. code, -1) <= 0 then redis.call('HDEL', KEYS[1], 'dl:' .. code) end
     redis.call('HDEL', KEYS[3], ARGV[i + 1])
+    redis.call('HSET', KEYS[4], ARGV[i + 1], '1')
     moved[#moved + 1] = ARGV[i]
   end
 end
 if #moved > 0 then
-  redis.call('HSET', KEYS[1], 'status', 'running')
-  redis.call('HDEL', KEYS[1], 'finished_at', 'error')
+  if status == 'done' then redis.call('HSET', KEYS[1], 'status', 'running') end
+  redis.call('HDEL', KEYS[1], 'finished_at')
 end
 return moved
+`)
+
+// pauseScript pauses or resumes a job. ARGV[1] is "pause" (a person: refused
+// for a cancelled job), "trip" (a worker's breaker: ignored for a cancelled
+// or done job, and for a job already paused, whose reason it keeps) or
+// "resume" (clears the pause and its reason; parked tasks are then queued
+// again by the workers). KEYS: job hash. ARGV: mode, reason, now.
+// Returns 1 if the pause flag changed, 0 if not.
+var pauseScript = redis.NewScript(`
+local h = redis.call('HMGET', KEYS[1], 'status', 'paused')
+local status, paused = h[1], h[2] == '1'
+if not status then return redis.error_reply('NOJOB') end
+if ARGV[1] == 'resume' then
+  redis.call('HSET', KEYS[1], 'paused', '0', 'resumed_at', ARGV[3])
+  redis.call('HDEL', KEYS[1], 'pause_reason')
+  if paused then return 1 end
+  return 0
+end
+if status == 'cancelled' then
+  if ARGV[1] == 'trip' then return 0 end
+  return redis.error_reply('STATUS cancelled')
+end
+if ARGV[1] == 'trip' and (status == 'done' or paused) then return 0 end
+redis.call('HSET', KEYS[1], 'paused', '1', 'paused_at', ARGV[3])
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'pause_reason', ARGV[2]) else redis.call('HDEL', KEYS[1], 'pause_reason') end
+if paused then return 0 end
+return 1
+`)
+
+// parkScript stores a paused job's task aside: the task completes, and is
+// queued again when the job is resumed or cancelled. It parks only while the
+// job is paused and not cancelled. KEYS: job hash, parked list. ARGV: the
+// parked record, stored as "<park number>|<record>".
+// Returns the park number, or 0 if the job is not paused.
+var parkScript = redis.NewScript(`
+local h = redis.call('HMGET', KEYS[1], 'status', 'paused')
+if not h[1] then return redis.error_reply('NOJOB') end
+if h[1] == 'cancelled' or h[2] ~= '1' then return 0 end
+local n = redis.call('HINCRBY', KEYS[1], 'parked_seq', 1)
+redis.call('RPUSH', KEYS[2], n .. '|' .. ARGV[1])
+return n
+`)
+
+// failPlannerScript closes a planning unit that failed for good (a discovery
+// target whose history could not be read) and records why: planning goes on
+// for the other units, and the job ends failed once planning is over.
+// KEYS: job hash, planners set. ARGV: now, unit, error text.
+var failPlannerScript = redis.NewScript(settleLua + `
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return redis.error_reply('NOJOB') end
+if redis.call('SREM', KEYS[2], ARGV[2]) == 1 then
+  redis.call('HINCRBY', KEYS[1], 'failed_units', 1)
+  if not redis.call('HGET', KEYS[1], 'error') then redis.call('HSET', KEYS[1], 'error', ARGV[3]) end
+end
+settle(KEYS[1], KEYS[2], ARGV[1])
+return redis.call('HGET', KEYS[1], 'status')
 `)

@@ -132,6 +132,8 @@ func parseJob(h map[string]string) (Job, error) {
 		Reason:      h["reason"],
 		Status:      Status(h["status"]),
 		Paused:      h["paused"] == "1",
+		PauseReason: h["pause_reason"],
+		FailedUnits: int(num("failed_units")),
 		Error:       h["error"],
 		StartedAt:   ts("started_at"),
 		FinishedAt:  ts("finished_at"),
@@ -195,6 +197,8 @@ func scriptErr(id, what string, err error) error {
 	switch {
 	case strings.HasPrefix(msg, "NOJOB"):
 		return fmt.Errorf("%s: job %s: %w", what, id, ErrNotFound)
+	case strings.HasPrefix(msg, "STATUS "):
+		return &StatusError{JobID: id, Status: Status(strings.TrimPrefix(msg, "STATUS ")), Action: what}
 	case strings.HasPrefix(msg, "CLOSED"):
 		return fmt.Errorf("%s: job %s is %s: %w", what, id, strings.TrimPrefix(msg, "CLOSED "), ErrClosed)
 	}
@@ -424,8 +428,11 @@ func (s *Store) Record(ctx context.Context, jobID string, t Target, outcomes []O
 
 func deadField(t Target, item string) string { return t.suffix() + sep + item }
 
-// Cancel cancels a job: planning stops, and workers drop its pending
-// messages without calling the API, dead-lettering them as "cancelled".
+// Cancel cancels a job that is planning, running or failed: planning stops
+// (every planning unit is closed; discovery tasks stop at their next page),
+// a pause is lifted, and workers drop its pending messages, parked ones
+// included, without calling the API, dead-lettering them as "cancelled".
+// A done or cancelled job keeps its status, which is returned.
 func (s *Store) Cancel(ctx context.Context, jobID, actor, reason string) (Status, error) {
 	if err := s.Audit(ctx, Event{Actor: actor, Action: "cancel", JobID: jobID, Detail: reason}); err != nil {
 		return "", err
@@ -433,8 +440,8 @@ func (s *Store) Cancel(ctx context.Context, jobID, actor, reason string) (Status
 	return s.setStatus(ctx, jobID, StatusCancelled, "")
 }
 
-// Fail marks a job failed (planning could not finish). Messages already
-// planned are still recalled and accounted for.
+// Fail marks a job failed (planning could not finish) if it is planning or
+// running. Messages already planned are still recalled and accounted for.
 func (s *Store) Fail(ctx context.Context, jobID string, cause error) (Status, error) {
 	return s.setStatus(ctx, jobID, StatusFailed, cause.Error())
 }
@@ -444,21 +451,21 @@ func (s *Store) setStatus(ctx context.Context, jobID string, st Status, msg stri
 	return Status(res), scriptErr(jobID, "setting status "+string(st), err)
 }
 
-// SetPaused pauses or resumes a job: workers leave a paused job's tasks
-// untouched and retry them later.
+// SetPaused pauses or resumes a job. Workers park a paused job's tasks
+// (store them aside, see Park) instead of running them, and queue them again
+// once it is resumed. A cancelled job cannot be paused (*StatusError);
+// resuming clears the pause and its reason (see Trip).
 func (s *Store) SetPaused(ctx context.Context, jobID, actor string, paused bool) error {
 	if _, err := s.Get(ctx, jobID); err != nil {
 		return err
 	}
-	v, action := "0", "resume"
+	mode, action := "resume", "resume"
 	if paused {
-		v, action = "1", "pause"
+		mode, action = "pause", "pause"
 	}
 	if err := s.Audit(ctx, Event{Actor: actor, Action: action, JobID: jobID}); err != nil {
 		return err
 	}
-	if err := s.rdb.HSet(ctx, s.jobKey(jobID), "paused", v).Err(); err != nil {
-		return fmt.Errorf("%s job %s: %w", action, jobID, err)
-	}
-	return nil
+	err := pauseScript.Run(ctx, s.rdb, []string{s.jobKey(jobID)}, mode, "", s.stamp()).Err()
+	return scriptErr(jobID, action, err)
 }
