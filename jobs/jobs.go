@@ -44,6 +44,7 @@ const (
 	CodeCancelled = "cancelled" // the job was cancelled before the message was tried
 	CodeTimeout   = "timeout"   // no answer within the client's timeout
 	CodeTransport = "transport" // connection failure or a non-200 HTTP status
+	CodeExhausted = "exhausted" // the task was archived after its last attempt (Redis down, timeouts, crashes)
 )
 
 // Counts are a job's message counts. Pending is derived:

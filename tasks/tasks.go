@@ -361,7 +361,7 @@ func NewDiscoverTask(p Discover, queue string) (*asynq.Task, error) {
 		return nil, fmt.Errorf("encoding discover payload: %w", err)
 	}
 	id := taskID(p.JobID, "d", 0, p.GroupID, p.TopicID, p.From, p.To)
-	return asynq.NewTask(TypeDiscover, b, asynq.Queue(DiscoveryQueue(queue)), asynq.TaskID(id), asynq.Timeout(30*time.Minute), asynq.MaxRetry(10)), nil
+	return asynq.NewTask(TypeDiscover, b, asynq.Queue(DiscoveryQueue(queue)), asynq.TaskID(id), asynq.Timeout(DiscoverTimeout), asynq.MaxRetry(DiscoverMaxRetry)), nil
 }
 
 // DecodeDiscover decodes and validates a TypeDiscover payload.

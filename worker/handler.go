@@ -30,8 +30,9 @@ type Config struct {
 	// BaseBackoff is the first retry delay; it doubles per attempt, with
 	// jitter, up to MaxBackoff. Defaults 200 ms and 5 s.
 	BaseBackoff, MaxBackoff time.Duration
-	// PausedDelay is how long a paused job's task waits before it is looked
-	// at again. Default 5 s.
+	// PausedDelay is how long a task waits before it is looked at again
+	// when its job was paused and resumed while the task was being parked.
+	// Default 5 s. (A paused job's tasks are parked, not retried: see Park.)
 	PausedDelay time.Duration
 	// Logger; nil discards.
 	Logger *slog.Logger
@@ -64,6 +65,7 @@ type Handler struct {
 	store    *jobs.Store
 	cfg      Config
 	draining atomic.Bool
+	breaker  atomic.Pointer[trip] // open after an app-wide error; see breaker.go
 }
 
 // New returns a handler that calls im and records outcomes in store.
@@ -133,6 +135,7 @@ func (h *Handler) HandleGroupRecall(ctx context.Context, t *asynq.Task) error {
 	if err := h.checkApp(p.JobID, p.AppID); err != nil {
 		return err
 	}
+	ctx = withTask(ctx, t)
 	target := jobs.Target{GroupID: p.GroupID, TopicID: p.TopicID}
 	log := h.cfg.Logger.With("job_id", p.JobID, "group_id", p.GroupID)
 	items := make([]*item, len(p.Seqs))
@@ -228,6 +231,7 @@ func (h *Handler) HandleC2CWithdraw(ctx context.Context, t *asynq.Task) error {
 	if err := h.checkApp(p.JobID, p.AppID); err != nil {
 		return err
 	}
+	ctx = withTask(ctx, t)
 	target := jobs.Target{From: p.From, To: p.To}
 	log := h.cfg.Logger.With("job_id", p.JobID, "from", p.From, "to", p.To)
 	items := []*item{{id: p.MsgKey}}
@@ -297,8 +301,10 @@ func (h *Handler) checkApp(jobID string, app int64) error {
 }
 
 // admit applies what Begin found: a cancelled job's messages are dropped, a
-// paused job's task snoozes, terminal messages are left out, and on the
-// first call the sends of earlier deliveries are taken into account.
+// paused job's task is parked (or, if the worker's breaker is open for a
+// job not resumed since, the job is paused first), terminal messages are
+// left out, and on the first call the sends of earlier deliveries are taken
+// into account.
 func (h *Handler) admit(ctx context.Context, jobID string, target jobs.Target, b jobs.Begin, items []*item, first bool) ([]*item, error) {
 	if b.Status == jobs.StatusCancelled {
 		var out []jobs.Outcome
@@ -309,8 +315,15 @@ func (h *Handler) admit(ctx context.Context, jobID string, target jobs.Target, b
 		}
 		return nil, h.record(ctx, jobID, target, out)
 	}
+	if !b.Paused {
+		tripped, err := h.tripIfOpen(ctx, jobID)
+		if err != nil {
+			return nil, err
+		}
+		b.Paused = tripped
+	}
 	if b.Paused {
-		return nil, &Snooze{After: h.cfg.PausedDelay, Reason: "job " + jobID + " is paused"}
+		return nil, h.park(ctx, jobID)
 	}
 	kept := items[:0]
 	for i, it := range items {
@@ -428,6 +441,12 @@ func (h *Handler) callFailed(ctx context.Context, jobID string, target jobs.Targ
 		// goes back to the queue; what was sent is marked in the job store.
 		return nil, ctx.Err()
 	}
+	if aw, ok := tim.AppWideOf(callErr); ok {
+		// The app's configuration is wrong: every message would fail the
+		// same way. Pause the job (and, through the breaker, the app's
+		// other jobs) instead of dead-lettering; the messages stay pending.
+		return nil, h.breakerTrip(ctx, jobID, target, items, aw, log)
+	}
 	var out []jobs.Outcome
 	var retry []*item
 	for _, it := range items {
@@ -474,6 +493,7 @@ func (h *Handler) record(ctx context.Context, jobID string, target jobs.Target, 
 		return fmt.Errorf("recording %d outcomes: %w", len(out), err)
 	}
 	if n > 0 {
+		h.closeBreakerOnRecall(out)
 		recalled, dead := 0, map[string]int{}
 		for _, o := range out {
 			if o.Recalled {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/hibiken/asynq"
 	"github.com/imrecall/imrecall/emulator"
 	"github.com/imrecall/imrecall/internal/imtest"
 	"github.com/imrecall/imrecall/jobs"
@@ -209,22 +210,54 @@ func TestCancelledJobMakesNoCalls(t *testing.T) {
 	}
 }
 
-func TestPausedJobSnoozes(t *testing.T) {
+func TestPausedJobParks(t *testing.T) {
 	b := setup(t, emulator.Config{}, Config{PausedDelay: 3 * time.Second})
-	target := jobs.Target{GroupID: "@TGS#x"}
-	b.planGroup(t, target, []int64{1})
+	b.env.Accounts(t, "alice")
+	g := b.env.Group(t, "Public", "@TGS#park", "alice")
+	b.env.SendGroup(t, g, "", 3, "alice")
+	target := jobs.Target{GroupID: g}
+	b.planGroup(t, target, []int64{1, 2, 3})
+	b.close(t)
 	b.store.SetPaused(t.Context(), b.job.ID, "t", true)
-	err := b.runGroup(t, target, []int64{1})
-	var s *Snooze
-	if !errors.As(err, &s) || s.After != 3*time.Second || IsFailure(err) {
-		t.Fatalf("err = %v, want a 3s snooze that is not a failure", err)
+	// The paused job's task completes, parked: it does not cycle.
+	if err := b.runGroup(t, target, []int64{1, 2, 3}); err != nil {
+		t.Fatalf("err = %v, want the task parked (nil)", err)
 	}
-	if d := RetryDelay(1, err, nil); d != 3*time.Second {
-		t.Fatalf("RetryDelay = %v", d)
+	if n, _ := b.store.ParkedCount(t.Context(), b.job.ID); n != 1 {
+		t.Fatalf("parked = %d, want 1", n)
+	}
+	q := &captureQ{}
+	if n, err := Unpark(t.Context(), b.store, q, b.job.ID); err != nil || n != 0 || len(q.tasks) != 0 {
+		t.Fatalf("Unpark while paused = %d, %v, %d tasks; want nothing queued", n, err, len(q.tasks))
+	}
+	b.store.SetPaused(t.Context(), b.job.ID, "t", false)
+	if n, err := Unpark(t.Context(), b.store, q, b.job.ID); err != nil || n != 1 || len(q.tasks) != 1 {
+		t.Fatalf("Unpark after resume = %d, %v", n, err)
+	}
+	if n, _ := b.store.ParkedCount(t.Context(), b.job.ID); n != 0 {
+		t.Fatalf("parked after unpark = %d", n)
+	}
+	// The queued task is the same work: running it recalls the messages.
+	if err := b.h.HandleGroupRecall(t.Context(), q.tasks[0]); err != nil {
+		t.Fatal(err)
+	}
+	if j := b.counts(t); j.Counts.Recalled != 3 || j.Status != jobs.StatusDone {
+		t.Fatalf("job after resume = %+v", j)
 	}
 	if !IsFailure(errors.New("redis down")) {
 		t.Fatal("a real error must count as a failure")
 	}
+	if d := RetryDelay(1, &Snooze{After: 3 * time.Second}, nil); d != 3*time.Second {
+		t.Fatalf("RetryDelay = %v", d)
+	}
+}
+
+// captureQ is an Enqueuer that keeps the tasks.
+type captureQ struct{ tasks []*asynq.Task }
+
+func (c *captureQ) EnqueueContext(_ context.Context, t *asynq.Task, _ ...asynq.Option) (*asynq.TaskInfo, error) {
+	c.tasks = append(c.tasks, t)
+	return &asynq.TaskInfo{}, nil
 }
 
 // TestUnansweredCallIsVerified: a crash after the server recalled a message

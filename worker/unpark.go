@@ -1,0 +1,111 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/imrecall/imrecall/jobs"
+	"github.com/imrecall/imrecall/tasks"
+)
+
+// Enqueuer is what the Unparker needs of asynq's client.
+type Enqueuer interface {
+	EnqueueContext(ctx context.Context, task *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error)
+}
+
+// Unparker queues the parked tasks of resumed and cancelled jobs again (a
+// cancelled job's messages are then dead-lettered as cancelled by the
+// handler, without a call). Every worker runs one; two queueing the same
+// parked task meet on its task ID.
+type Unparker struct {
+	Store *jobs.Store
+	Queue Enqueuer
+	// Interval between looks at the jobs with parked tasks. Default 1 s.
+	Interval time.Duration
+	// Logger; nil discards.
+	Logger *slog.Logger
+}
+
+// Run unparks until ctx ends.
+func (u *Unparker) Run(ctx context.Context) {
+	every := u.Interval
+	if every <= 0 {
+		every = time.Second
+	}
+	log := u.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		ids, err := u.Store.ParkedJobs(ctx)
+		if err != nil && ctx.Err() == nil {
+			log.Warn("listing parked tasks failed; will retry", "err", err)
+		}
+		for _, id := range ids {
+			if n, err := Unpark(ctx, u.Store, u.Queue, id); err != nil {
+				if ctx.Err() == nil {
+					log.Warn("queueing parked tasks again failed; will retry", "job_id", id, "err", err)
+				}
+			} else if n > 0 {
+				log.Info("parked tasks queued again", "job_id", id, "tasks", n)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// Unpark queues the parked tasks of jobID again if the job is no longer
+// paused (or is cancelled), in batches, each removed from the parked list
+// only once queued: an interrupted unpark leaves the rest parked for the
+// next. It returns how many tasks it queued.
+func Unpark(ctx context.Context, store *jobs.Store, q Enqueuer, jobID string) (int, error) {
+	st, paused, err := store.Status(ctx, jobID)
+	if errors.Is(err, jobs.ErrNotFound) {
+		// The job is gone (deleted): its parked tasks would find nothing.
+		for {
+			p, err := store.Parked(ctx, jobID, 1000)
+			if err != nil || len(p) == 0 {
+				return 0, err
+			}
+			if err := store.DropParked(ctx, jobID, len(p)); err != nil {
+				return 0, err
+			}
+		}
+	}
+	if err != nil {
+		return 0, err
+	}
+	if paused && st != jobs.StatusCancelled {
+		return 0, nil
+	}
+	n := 0
+	for {
+		batch, err := store.Parked(ctx, jobID, 100)
+		if err != nil {
+			return n, err
+		}
+		if len(batch) == 0 {
+			return n, store.DropParked(ctx, jobID, 0)
+		}
+		for _, p := range batch {
+			_, err := q.EnqueueContext(ctx, tasks.Requeued(p.Type, p.Payload, p.Queue, p.TaskID))
+			if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) && !errors.Is(err, asynq.ErrDuplicateTask) {
+				return n, fmt.Errorf("queueing parked task %s of job %s: %w", p.TaskID, jobID, err)
+			}
+			n++
+		}
+		if err := store.DropParked(ctx, jobID, len(batch)); err != nil {
+			return n, err
+		}
+	}
+}
