@@ -181,77 +181,36 @@ func (t *Tally) Count() int {
 // at a time: recall can start while a long history is still being read. It
 // returns how many it handed over and how many messages it read.
 func scanGroup(ctx context.Context, im IM, t jobs.Target, f GroupFilter, emit func([]int64) error) (found, scanned int, err error) {
-	req := tim.GroupMsgGetSimpleRequest{GroupID: t.GroupID, TopicID: t.TopicID, ReqMsgNumber: tim.MaxGetSimpleMsgs}
-	if f.SeqTo > 0 {
-		req.ReqMsgSeq = f.SeqTo
-	}
-	for page, err := range im.GroupMsgPages(ctx, req) {
-		if err != nil {
-			return found, scanned, fmt.Errorf("reading history of %s: %w", t, err)
+	err = scanGroupFrom(ctx, im, t, f, 0, func(seqs []int64, n int, _ int64) (bool, error) {
+		scanned += n
+		if len(seqs) == 0 {
+			return false, nil
 		}
-		older := false
-		var seqs []int64
-		for _, m := range page.RspMsgList {
-			scanned++
-			if f.SeqFrom > 0 && m.MsgSeq < f.SeqFrom {
-				older = true
-				continue
-			}
-			if !f.Since.IsZero() && m.MsgTimeStamp < f.Since.Unix() {
-				older = true
-				continue
-			}
-			if m.IsPlaceMsg != tim.PlaceMsgNormal || m.IsSystemMsg == 1 || !f.contains(m.MsgTimeStamp) {
-				continue
-			}
-			if f.Senders != nil && !f.Senders[m.FromAccount] {
-				continue
-			}
-			seqs = append(seqs, m.MsgSeq)
+		if err := emit(seqs); err != nil {
+			return true, err
 		}
-		if len(seqs) > 0 {
-			if err := emit(seqs); err != nil {
-				return found, scanned, err
-			}
-			found += len(seqs)
-		}
-		if older {
-			break // history is in seq order: everything further back is out of range
-		}
-	}
-	return found, scanned, nil
+		found += len(seqs)
+		return false, nil
+	})
+	return found, scanned, err
 }
 
 // scanC2C hands the MsgKeys of the messages user sent to peer (not already
 // recalled) within w to emit, a page at a time, and returns how many it
 // handed over and how many messages it read.
 func scanC2C(ctx context.Context, im IM, user, peer string, w Window, emit func([]string) error) (found, scanned int, err error) {
-	req := tim.AdminGetRoamMsgRequest{OperatorAccount: user, PeerAccount: peer, MaxCnt: 100, MaxTime: time.Now().Unix() + 60}
-	if !w.Since.IsZero() {
-		req.MinTime = w.Since.Unix()
-	}
-	if !w.Until.IsZero() {
-		req.MaxTime = w.Until.Unix()
-	}
-	for page, err := range im.RoamMsgPages(ctx, req) {
-		if err != nil {
-			return found, scanned, fmt.Errorf("reading one-to-one history of %s with %s: %w", user, peer, err)
+	err = scanC2CFrom(ctx, im, user, peer, w, 0, "", func(keys []string, n int, _ int64, _ string, _ bool) (bool, error) {
+		scanned += n
+		if len(keys) == 0 {
+			return false, nil
 		}
-		var keys []string
-		for _, m := range page.MsgList {
-			scanned++
-			if m.FromAccount == user && !m.Recalled() && w.contains(m.MsgTimeStamp) {
-				keys = append(keys, m.MsgKey)
-			}
+		if err := emit(keys); err != nil {
+			return true, err
 		}
-		if len(keys) > 0 {
-			if err := emit(keys); err != nil {
-				return found, scanned, err
-			}
-			found += len(keys)
-		}
-	}
-	return found, scanned, nil
+		found += len(keys)
+		return false, nil
+	})
+	return found, scanned, err
 }
 
 // expandTopics returns the targets of a group: itself, or for a Community

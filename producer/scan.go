@@ -183,6 +183,9 @@ type DiscoverHandler struct {
 	store *jobs.Store
 	q     Enqueuer
 	log   *slog.Logger
+	// budget bounds one task's scan: pages (0 = no bound) and time.
+	maxPages int
+	maxTime  time.Duration
 }
 
 // NewDiscoverHandler returns a handler that scans with im and plans into
@@ -191,7 +194,7 @@ func NewDiscoverHandler(im IM, store *jobs.Store, q Enqueuer, log *slog.Logger) 
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &DiscoverHandler{im: im, store: store, q: q, log: log}
+	return &DiscoverHandler{im: im, store: store, q: q, log: log, maxTime: DefaultScanBudget}
 }
 
 // Register adds the handler to mux.
@@ -199,40 +202,8 @@ func (h *DiscoverHandler) Register(mux *asynq.ServeMux) {
 	mux.HandleFunc(tasks.TypeDiscover, h.Handle)
 }
 
-// Handle runs one tasks.TypeDiscover task. Its last failed attempt fails the
-// job (what was planned is still recalled) rather than leave it planning.
+// Handle runs one tasks.TypeDiscover task: one part of a scan, resumed from
+// the scan's checkpoint (see resume.go).
 func (h *DiscoverHandler) Handle(ctx context.Context, t *asynq.Task) error {
-	p, err := tasks.DecodeDiscover(t)
-	if err != nil {
-		return err
-	}
-	s := scanFromTask(p)
-	job, err := h.store.Get(ctx, p.JobID)
-	if errors.Is(err, jobs.ErrNotFound) {
-		return fmt.Errorf("%v: %w", err, asynq.SkipRetry)
-	}
-	if err != nil {
-		return err
-	}
-	if job.Status == jobs.StatusPlanning {
-		b := NewBatcher(h.store, h.q, job, 0)
-		_, err = s.Run(ctx, h.im, b)
-		if err == nil {
-			err = b.Flush(ctx)
-		}
-	}
-	if err != nil && !errors.Is(err, jobs.ErrClosed) { // ErrClosed: cancelled while scanning
-		retried, _ := asynq.GetRetryCount(ctx)
-		maxRetry, _ := asynq.GetMaxRetry(ctx)
-		if retried < maxRetry {
-			return fmt.Errorf("discovering %s: %w", s.Target, err)
-		}
-		h.log.Error("discovery failed for good; failing the job", "job_id", p.JobID, "target", s.Target.String(), "err", err)
-		if _, ferr := h.store.Fail(ctx, p.JobID, fmt.Errorf("discovering %s: %w", s.Target, err)); ferr != nil {
-			return ferr
-		}
-		return fmt.Errorf("discovering %s: %v: %w", s.Target, err, asynq.SkipRetry)
-	}
-	_, err = h.store.ClosePlanner(ctx, p.JobID, s.unit())
-	return err
+	return h.handle(ctx, t)
 }

@@ -334,6 +334,10 @@ type Discover struct {
 	SeqFrom   int64    `json:"seq_from,omitempty"`
 	SeqTo     int64    `json:"seq_to,omitempty"`
 	Senders   []string `json:"senders,omitempty"` // group scans: only these senders (nil = all)
+	// Part numbers the tasks of one scan: a task scans for a bounded budget
+	// of pages and time, saves where it stopped in the job's records, and
+	// queues part + 1 to go on from there. 0 is the first.
+	Part int `json:"part,omitempty"`
 }
 
 // Validate names the first bad field.
@@ -344,11 +348,14 @@ func (p Discover) Validate() error {
 	if (p.GroupID == "") == (p.From == "" || p.To == "") {
 		return errors.New("target: want GroupId, or From_Account and To_Account")
 	}
+	if p.Part < 0 {
+		return fmt.Errorf("part: %d must not be negative", p.Part)
+	}
 	return nil
 }
 
-// NewDiscoverTask builds a discovery task; its ID is derived from the job and
-// the target, so a target is scanned by one task.
+// NewDiscoverTask builds a discovery task; its ID is derived from the job,
+// the target and the part, so each part of a target's scan is one task.
 func NewDiscoverTask(p Discover, queue string) (*asynq.Task, error) {
 	if err := p.Validate(); err != nil {
 		return nil, fmt.Errorf("discover task: %w", err)
@@ -360,7 +367,7 @@ func NewDiscoverTask(p Discover, queue string) (*asynq.Task, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encoding discover payload: %w", err)
 	}
-	id := taskID(p.JobID, "d", 0, p.GroupID, p.TopicID, p.From, p.To)
+	id := taskID(p.JobID, "d", p.Part, p.GroupID, p.TopicID, p.From, p.To)
 	return asynq.NewTask(TypeDiscover, b, asynq.Queue(DiscoveryQueue(queue)), asynq.TaskID(id), asynq.Timeout(DiscoverTimeout), asynq.MaxRetry(DiscoverMaxRetry)), nil
 }
 
