@@ -1,0 +1,122 @@
+package producer
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/imrecall/imrecall/jobs"
+)
+
+// Requeued is what RequeueDeadLetters did.
+type Requeued struct {
+	Messages int   `json:"messages"`
+	Tasks    int64 `json:"tasks"`
+	// Repaired counts messages of an earlier, interrupted re-queue that were
+	// moved back to pending but not queued, and are queued now.
+	Repaired int `json:"repaired,omitempty"`
+}
+
+// requeueBatch bounds the messages moved back to pending before their
+// tasks are queued and the move confirmed.
+const requeueBatch = 1000
+
+// RequeueDeadLetters moves the dead letters of a job that match back to
+// pending and enqueues them in a new generation of tasks, recording who
+// asked in the audit log. It holds only the matching dead letters in
+// memory. A cancelled job is refused (*jobs.StatusError): it stays
+// cancelled. A job still planning stays planning (its discovery goes on).
+//
+// Messages move in batches of at most 1000, each journaled until its tasks
+// are queued: a re-queue interrupted between the two steps leaves them in
+// the journal, and the next re-queue of the job (or FinishRequeue) queues
+// them first.
+func RequeueDeadLetters(ctx context.Context, store *jobs.Store, q Enqueuer, jobID string, match func(jobs.DeadLetter) bool, actor, detail string) (Requeued, error) {
+	var r Requeued
+	job, err := store.Get(ctx, jobID)
+	if err != nil {
+		return r, err
+	}
+	if job.Status == jobs.StatusCancelled {
+		return r, &jobs.StatusError{JobID: jobID, Status: job.Status, Action: "re-queueing dead letters"}
+	}
+	if r.Repaired, err = FinishRequeue(ctx, store, q, job); err != nil {
+		return r, err
+	}
+	byTarget := map[jobs.Target][]string{}
+	total := 0
+	if err := store.DeadLetters(ctx, jobID, func(d jobs.DeadLetter) error {
+		if match(d) {
+			byTarget[d.Target()] = append(byTarget[d.Target()], d.Item())
+			total++
+		}
+		return nil
+	}); err != nil {
+		return r, err
+	}
+	if total == 0 {
+		return r, nil
+	}
+	if err := store.Audit(ctx, jobs.Event{Actor: actor, Action: "requeue", JobID: jobID,
+		Detail: fmt.Sprintf("%d dead letters; %s", total, detail)}); err != nil {
+		return r, err
+	}
+	gen, err := store.NextGeneration(ctx, jobID)
+	if err != nil {
+		return r, err
+	}
+	b := NewBatcher(store, q, job, gen)
+	for _, t := range sortedTargets(byTarget) {
+		items := byTarget[t]
+		for len(items) > 0 {
+			n := min(len(items), requeueBatch)
+			moved, err := store.Requeue(ctx, jobID, t, items[:n])
+			if err != nil {
+				return r, err
+			}
+			items = items[n:]
+			if err := enqueueMoved(ctx, store, b, jobID, t, moved); err != nil {
+				return r, err
+			}
+			r.Messages += len(moved)
+		}
+	}
+	r.Tasks = b.Tasks
+	return r, nil
+}
+
+// enqueueMoved queues messages moved back to pending and then removes them
+// from the re-queue journal.
+func enqueueMoved(ctx context.Context, store *jobs.Store, b *Batcher, jobID string, t jobs.Target, moved []string) error {
+	if len(moved) == 0 {
+		return nil
+	}
+	if err := b.EnqueuePlanned(ctx, t, moved); err != nil {
+		return err
+	}
+	if err := b.Flush(ctx); err != nil {
+		return err
+	}
+	return store.ConfirmRequeued(ctx, jobID, t, moved)
+}
+
+// FinishRequeue queues the messages that an interrupted re-queue moved back
+// to pending without queueing them (the job's re-queue journal), in a new
+// generation of tasks, and returns how many. Messages that are terminal
+// again are queued too and skipped by the workers. A cancelled job's
+// journal is queued as well: its workers dead-letter them as cancelled.
+func FinishRequeue(ctx context.Context, store *jobs.Store, q Enqueuer, job jobs.Job) (int, error) {
+	var b *Batcher
+	n := 0
+	err := store.RequeueJournal(ctx, job.ID, func(t jobs.Target, items []string) error {
+		if b == nil {
+			gen, err := store.NextGeneration(ctx, job.ID)
+			if err != nil {
+				return err
+			}
+			b = NewBatcher(store, q, job, gen)
+		}
+		n += len(items)
+		return enqueueMoved(ctx, store, b, job.ID, t, items)
+	})
+	return n, err
+}
