@@ -130,7 +130,7 @@ func runDemo(ctx context.Context, cmd *cobra.Command, o demoOptions) error {
 	discover := producer.NewDiscoverHandler(client, store, enq, log)
 	discoveries := defaultDiscoveries(o.concurrency)
 	handleDiscovery(mux, discover, discoveries)
-	srv, err := startWorkerServers(asynq.RedisClientOpt{Addr: mr.Addr()}, o.concurrency, discoveries, tim.DefaultTimeout, log, asynq.ErrorLevel, mux, discover)
+	srv, err := startWorkerServers(asynq.RedisClientOpt{Addr: mr.Addr()}, o.concurrency, discoveries, tim.DefaultTimeout, log, asynq.ErrorLevel, mux, discover, nil)
 	if err != nil {
 		return fmt.Errorf("starting the worker: %w", err)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 
@@ -134,6 +135,11 @@ func newDLQRequeueCmd() *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
+			if j, err := c.store.Get(ctx, id); err != nil {
+				return err
+			} else if j.Status == jobs.StatusCancelled {
+				return usageError{&jobs.StatusError{JobID: id, Status: j.Status, Action: "re-queueing dead letters"}}
+			}
 			total := 0
 			if err := c.store.DeadLetters(ctx, id, func(d jobs.DeadLetter) error {
 				if f.match(d) {
@@ -144,6 +150,20 @@ func newDLQRequeueCmd() *cobra.Command {
 				return err
 			}
 			if total == 0 {
+				// Still finish a re-queue that was interrupted.
+				client := asynq.NewClient(c.asynq)
+				defer client.Close()
+				j, err := c.store.Get(ctx, id)
+				if err != nil {
+					return err
+				}
+				n, err := producer.FinishRequeue(ctx, c.store, client, j)
+				if err != nil {
+					return err
+				}
+				if n > 0 {
+					fmt.Fprintf(cmd.OutOrStdout(), "job %s: %d messages of an interrupted re-queue queued\n", id, n)
+				}
 				fmt.Fprintln(cmd.ErrOrStderr(), "no dead letters match; nothing re-queued")
 				return nil
 			}
@@ -156,6 +176,13 @@ func newDLQRequeueCmd() *cobra.Command {
 			defer client.Close()
 			r, err := producer.RequeueDeadLetters(ctx, c.store, client, id, f.match, audit.actor,
 				fmt.Sprintf("code=%q category=%q %s", f.code, f.category, audit.reason))
+			if r.Repaired > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "job %s: %d messages of an interrupted re-queue queued\n", id, r.Repaired)
+			}
+			var se *jobs.StatusError
+			if errors.As(err, &se) {
+				return usageError{err} // e.g. a cancelled job: it stays cancelled
+			}
 			if err != nil {
 				return err
 			}

@@ -7,8 +7,10 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/tim"
+	"github.com/imrecall/imrecall/worker"
 	"github.com/spf13/cobra"
 )
 
@@ -106,6 +108,9 @@ func newJobsShowCmd() *cobra.Command {
 			if j.Paused {
 				fmt.Fprint(w, " (paused)")
 			}
+			if j.PauseReason != "" {
+				fmt.Fprintf(w, "\n             %s", j.PauseReason)
+			}
 			fmt.Fprintf(w, "\nqueue        %s\nsdkappid     %d\nrequested by %s\nreason       %s\ncreated      %s\n",
 				j.Queue, j.AppID, j.RequestedBy, j.Reason, j.CreatedAt.Format(time.RFC3339))
 			if j.FinishedAt != nil {
@@ -165,23 +170,45 @@ func newJobsCancelCmd() *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "job %s: %s\n", id, st)
-			return nil
+			return unparkNow(cmd, c, id)
 		}, audit.register)
 }
 
 func newJobsPauseCmd(pause bool) *cobra.Command {
 	var audit auditFlags
-	use, short := "resume ID", "Resume a paused job"
+	use, short := "resume ID", "Resume a paused job: its parked tasks are queued again"
 	if pause {
-		use, short = "pause ID", "Pause a job: workers leave its tasks queued until it is resumed"
+		use, short = "pause ID", "Pause a job: workers park its tasks (set them aside, taking no slot) until it is resumed"
 	}
 	return jobCmd(use, short, "  imrecall jobs "+use[:len(use)-3]+" 20261122T230512Z-9f3a1c2b --actor oncall@example.com", func(cmd *cobra.Command, c *conn, id string) error {
 		if err := c.store.SetPaused(cmd.Context(), id, audit.actor, pause); err != nil {
+			var se *jobs.StatusError
+			if errors.As(err, &se) {
+				return usageError{err}
+			}
 			return err
 		}
 		fmt.Fprintf(cmd.OutOrStdout(), "job %s: paused=%v\n", id, pause)
-		return nil
+		if pause {
+			return nil
+		}
+		return unparkNow(cmd, c, id)
 	}, audit.register)
+}
+
+// unparkNow queues the parked tasks of a resumed or cancelled job at once
+// (every worker's Unparker would within a second or so).
+func unparkNow(cmd *cobra.Command, c *conn, id string) error {
+	client := asynq.NewClient(c.asynq)
+	defer client.Close()
+	n, err := worker.Unpark(cmd.Context(), c.store, client, id)
+	if err != nil {
+		return fmt.Errorf("job %s: queueing its parked tasks again (the workers will retry): %w", id, err)
+	}
+	if n > 0 {
+		fmt.Fprintf(cmd.OutOrStdout(), "job %s: %d parked tasks queued again\n", id, n)
+	}
+	return nil
 }
 
 func newJobsAuditCmd() *cobra.Command {

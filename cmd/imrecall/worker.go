@@ -68,6 +68,8 @@ type workerOptions struct {
 	discoveries   int
 	maxAttempts   int
 	metricsListen string
+	scanBudget    time.Duration
+	scanPages     int
 }
 
 func newWorkerCmd() *cobra.Command {
@@ -106,6 +108,8 @@ On SIGTERM the worker stops taking tasks, lets calls in flight finish and record
 	cmd.Flags().IntVar(&o.discoveries, "discovery-concurrency", 0, "purge discovery tasks (history scans) run at once by this process, on slots of their own beside --concurrency's (default: a quarter of --concurrency)")
 	cmd.Flags().IntVar(&o.maxAttempts, "max-attempts", 5, "calls per message for transient failures before it is dead-lettered")
 	cmd.Flags().StringVar(&o.metricsListen, "metrics-listen", "", "serve Prometheus /metrics on this address (e.g. :9090)")
+	cmd.Flags().DurationVar(&o.scanBudget, "discovery-budget", producer.DefaultScanBudget, "how long one discovery task reads a history before it continues in a new task from its checkpoint")
+	cmd.Flags().IntVar(&o.scanPages, "discovery-budget-pages", 0, "at most this many history pages per discovery task (0 = bounded by --discovery-budget only)")
 	return cmd
 }
 
@@ -125,6 +129,12 @@ func runWorker(ctx context.Context, cmd *cobra.Command, o *workerOptions) error 
 	}
 	if o.maxAttempts <= 0 {
 		return badInput("--max-attempts (IMRECALL_MAX_ATTEMPTS) %d: must be positive", o.maxAttempts)
+	}
+	if o.scanBudget <= 0 || o.scanBudget >= tasks.DiscoverTimeout {
+		return badInput("--discovery-budget (IMRECALL_DISCOVERY_BUDGET) %v: want more than 0 and less than a discovery task's deadline (%v)", o.scanBudget, tasks.DiscoverTimeout)
+	}
+	if o.scanPages < 0 {
+		return badInput("--discovery-budget-pages (IMRECALL_DISCOVERY_BUDGET_PAGES) %d: must not be negative", o.scanPages)
 	}
 	imCfg, err := o.im.config(log)
 	if err != nil {
@@ -155,7 +165,7 @@ func runWorker(ctx context.Context, cmd *cobra.Command, o *workerOptions) error 
 	h.Register(mux)
 	enq := asynq.NewClient(c.asynq)
 	defer enq.Close()
-	discover := producer.NewDiscoverHandler(client, c.store, enq, log)
+	discover := producer.NewDiscoverHandler(client, c.store, enq, log).WithBudget(o.scanPages, o.scanBudget)
 	handleDiscovery(mux, discover, o.discoveries)
 	key, _ := secretFrom(o.im.secretKey, o.im.secretKeyFile, "")
 	mux.HandleFunc(tasks.TypeScheduleRun, scheduleRunner{log: log, settings: map[string]string{
@@ -172,10 +182,18 @@ func runWorker(ctx context.Context, cmd *cobra.Command, o *workerOptions) error 
 	}
 	log.Info("worker starting", "sdkappid", imCfg.SDKAppID, "api_base", imCfg.BaseURL, "concurrency", o.concurrency,
 		"discovery_concurrency", o.discoveries, "redis", redactURL(o.redis.url))
-	srv, err := startWorkerServers(c.asynq, o.concurrency, o.discoveries, o.im.timeout, log, o.logs.asynqLevel(), mux, discover)
+	srv, err := startWorkerServers(c.asynq, o.concurrency, o.discoveries, o.im.timeout, log, o.logs.asynqLevel(), mux, discover, lastAttempt(h, discover))
 	if err != nil {
 		return err
 	}
+	// Queue again the parked tasks of jobs resumed or cancelled (by this
+	// CLI, the API or anyone), until shutdown.
+	unparked := make(chan struct{})
+	go func() {
+		defer close(unparked)
+		(&worker.Unparker{Store: c.store, Queue: enq, Logger: log}).Run(ctx)
+	}()
+	defer func() { <-unparked }()
 	<-ctx.Done()
 	log.Info("shutting down: finishing calls in flight")
 	h.Drain()
@@ -196,11 +214,11 @@ type workerServers struct{ group, c2c, discovery *asynq.Server }
 // each run mux on concurrency slots, discovery runs discover on discoveries
 // slots.
 func startWorkerServers(opt asynq.RedisConnOpt, concurrency, discoveries int, callTimeout time.Duration, log *slog.Logger, level asynq.LogLevel,
-	mux *asynq.ServeMux, discover *producer.DiscoverHandler) (*workerServers, error) {
+	mux *asynq.ServeMux, discover *producer.DiscoverHandler, onError asynq.ErrorHandler) (*workerServers, error) {
 	s := &workerServers{
-		group:     newAsynqServer(opt, tasks.Queues, concurrency, callTimeout, log, level),
-		c2c:       newAsynqServer(opt, tasks.C2CQueues, concurrency, callTimeout, log, level),
-		discovery: newAsynqServer(opt, tasks.DiscoveryQueues, discoveries, callTimeout, log, level),
+		group:     newAsynqServer(opt, tasks.Queues, concurrency, callTimeout, log, level, onError),
+		c2c:       newAsynqServer(opt, tasks.C2CQueues, concurrency, callTimeout, log, level, onError),
+		discovery: newAsynqServer(opt, tasks.DiscoveryQueues, discoveries, callTimeout, log, level, onError),
 	}
 	dmux := asynq.NewServeMux()
 	discover.Register(dmux)
@@ -235,6 +253,20 @@ func (s *workerServers) Shutdown() {
 // about 10 scans at once keep one process's discovery at the cap.
 func defaultDiscoveries(concurrency int) int { return max(concurrency/4, 1) }
 
+// lastAttempt is the servers' asynq ErrorHandler: a recall task about to
+// be archived dead-letters its pending messages (code "exhausted"), a
+// discovery task closes its planning unit as failed; nothing is left
+// pending behind an archived task.
+func lastAttempt(h *worker.Handler, discover *producer.DiscoverHandler) asynq.ErrorHandler {
+	return asynq.ErrorHandlerFunc(func(ctx context.Context, t *asynq.Task, err error) {
+		if t.Type() == tasks.TypeDiscover {
+			discover.HandleError(ctx, t, err)
+			return
+		}
+		h.HandleError(ctx, t, err)
+	})
+}
+
 // handleDiscovery routes discovery tasks found on a recall queue (queued
 // there by a version before the lanes) to h, at most n at once, so they too
 // leave slots free for recall. (Likewise both recall lanes run the same mux,
@@ -245,8 +277,9 @@ func handleDiscovery(mux *asynq.ServeMux, h *producer.DiscoverHandler, n int) {
 
 // newAsynqServer configures asynq for recall work on queues: strict queue
 // priority, snoozes that use no retry attempt, a shutdown that outlasts a call.
-func newAsynqServer(opt asynq.RedisConnOpt, queues map[string]int, concurrency int, callTimeout time.Duration, log *slog.Logger, level asynq.LogLevel) *asynq.Server {
+func newAsynqServer(opt asynq.RedisConnOpt, queues map[string]int, concurrency int, callTimeout time.Duration, log *slog.Logger, level asynq.LogLevel, onError asynq.ErrorHandler) *asynq.Server {
 	return asynq.NewServer(opt, asynq.Config{
+		ErrorHandler:             onError,
 		Concurrency:              concurrency,
 		Queues:                   queues,
 		StrictPriority:           true,
