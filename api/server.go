@@ -305,7 +305,10 @@ func (e errTooLarge) Error() string { return fmt.Sprintf("request body larger th
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var br badRequest
 	var tl errTooLarge
+	var se *jobs.StatusError
 	switch {
+	case errors.As(err, &se):
+		writeError(w, http.StatusConflict, se.Error()) // e.g. re-queueing a cancelled job
 	case errors.As(err, &br):
 		writeError(w, http.StatusBadRequest, br.msg)
 	case errors.As(err, &tl):

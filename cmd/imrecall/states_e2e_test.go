@@ -1,0 +1,231 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/imrecall/imrecall/emulator"
+	"github.com/imrecall/imrecall/jobs"
+)
+
+// waitFor polls cond every 100 ms until it holds or timeout passes.
+func (e *e2e) waitFor(what string, timeout time.Duration, cond func(jobs.Job) bool, id string) jobs.Job {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(e.t.Context(), timeout)
+	defer cancel()
+	for {
+		j, err := e.store.Get(ctx, id)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		if cond(j) {
+			return j
+		}
+		select {
+		case <-ctx.Done():
+			e.t.Fatalf("%s: not within %v: %+v", what, timeout, j)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func jobIDOf(t *testing.T, out string) string {
+	t.Helper()
+	var created struct {
+		JobID string `json:"job_id"`
+	}
+	if err := json.Unmarshal([]byte(out), &created); err != nil || created.JobID == "" {
+		t.Fatalf("no job id in %q: %v", out, err)
+	}
+	return created.JobID
+}
+
+// spammerLeft counts the heavy sender's group messages not recalled, and
+// the others' messages recalled.
+func spammerLeft(e *e2e, spammer string) (left, others int) {
+	for _, g := range e.env.Emu.Groups() {
+		for _, topic := range append([]string{""}, g.Topics...) {
+			for _, m := range e.env.Emu.GroupMessages(g.GroupID, topic) {
+				switch {
+				case m.From == spammer && !m.Recalled && g.Type != "AVChatRoom":
+					left++
+				case m.From != spammer && m.Recalled:
+					others++
+				}
+			}
+		}
+	}
+	return left, others
+}
+
+func exitStatus(err error) int {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	return -1
+}
+
+// TestRequeueDuringDiscovery: `dlq requeue` while a purge is still
+// discovering (each discovery task reads 3 pages, then continues from its
+// checkpoint in a new task) leaves the job planning, and the purge still
+// recalls every message of the user, checked against the emulator.
+func TestRequeueDuringDiscovery(t *testing.T) {
+	e := newE2E(t, emulator.Config{Rate: 200})
+	ds, err := e.env.Emu.Generate(emulator.DatasetSpec{Groups: 12, Users: 200, GroupMessages: 24000, C2CMessages: 10, Peers: 1,
+		HeavyGroups: 12, HeavyShare: 0.15, TypeMix: map[string]int{"Public": 1}, Seed: 21})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spammer := ds.HeavySenders[0]
+	// Some calls fail (10002) and, with one attempt, dead-letter at once.
+	e.env.Emu.SetFaults(emulator.Faults{ItemCodes: map[int]float64{10002: 0.1}})
+	e.worker("w1", "--max-attempts", "1", "--discovery-concurrency", "2", "--discovery-budget-pages", "3")
+	id := jobIDOf(t, e.must(e.run("purge", "user", "--user", spammer, "--yes", "--json", "--reason", "requeue during discovery")))
+	j := e.waitFor("dead letters while discovering", time.Minute, func(j jobs.Job) bool {
+		return j.Counts.DeadLettered >= 20
+	}, id)
+	if j.Status != jobs.StatusPlanning {
+		t.Fatalf("discovery ended before the re-queue (%s): make the history longer", j.Status)
+	}
+	e.env.Emu.SetFaults(emulator.Faults{})
+	out := e.must(e.run("dlq", "requeue", id, "--yes"))
+	if !strings.Contains(out, "re-queued") {
+		t.Fatalf("dlq requeue printed %q", out)
+	}
+	if j, _ := e.store.Get(t.Context(), id); j.Status != jobs.StatusPlanning {
+		t.Fatalf("status after a re-queue during discovery = %s, want planning", j.Status)
+	}
+	e.env.Emu.SetFaults(emulator.Faults{ItemCodes: map[int]float64{10002: 0.1}})
+	e.waitFor("discovery to end", 3*time.Minute, func(j jobs.Job) bool { return j.Status != jobs.StatusPlanning }, id)
+	e.env.Emu.SetFaults(emulator.Faults{})
+	e.waitDone(id, 2*time.Minute)
+	// Re-queue what the faults dead-lettered after the first re-queue.
+	e.must(e.run("dlq", "requeue", id, "--yes"))
+	j = e.waitDone(id, 2*time.Minute)
+	if j.Status != jobs.StatusDone || j.Counts.Pending != 0 || j.Counts.DeadLettered != 0 {
+		t.Fatalf("job = %s %+v", j.Status, j.Counts)
+	}
+	if left, others := spammerLeft(e, spammer); left != 0 || others != 0 {
+		t.Fatalf("%d of the user's messages left, %d of others recalled", left, others)
+	}
+	if tr := e.env.Emu.Truth(); tr.GroupRecalled != int(j.Counts.Recalled) {
+		t.Fatalf("emulator recalled %d, the job %d", tr.GroupRecalled, j.Counts.Recalled)
+	}
+	// The scans went on across task budgets.
+	parts := 0
+	cps, _ := e.redis.Client().HGetAll(t.Context(), "imrecall:job:{"+id+"}:scan").Result()
+	for _, v := range cps {
+		var cp struct {
+			Part int  `json:"part"`
+			Done bool `json:"done"`
+		}
+		json.Unmarshal([]byte(v), &cp)
+		if !cp.Done {
+			t.Fatalf("a scan checkpoint not done: %s", v)
+		}
+		parts += cp.Part + 1
+	}
+	t.Logf("%d messages recalled; %d scans in %d discovery tasks", j.Counts.Recalled, len(cps), parts)
+	if parts < 3*len(cps) {
+		t.Fatalf("%d discovery tasks for %d scans: the budget did not split them", parts, len(cps))
+	}
+}
+
+// TestRequeueCancelledJobStaysCancelled: `dlq requeue` on a cancelled job is
+// refused (exit 2, naming the job and its status) and recalls nothing.
+func TestRequeueCancelledJobStaysCancelled(t *testing.T) {
+	e := newE2E(t, emulator.Config{Rate: 200})
+	ds, err := e.env.Emu.Generate(emulator.DatasetSpec{Groups: 4, Users: 50, GroupMessages: 6000, C2CMessages: 10, Peers: 1,
+		HeavyGroups: 4, HeavyShare: 0.5, TypeMix: map[string]int{"Public": 1}, Seed: 22})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.env.Emu.SetFaults(emulator.Faults{ItemCodes: map[int]float64{10002: 0.2}})
+	e.worker("w1", "--max-attempts", "1", "--cap", "20")
+	id := jobIDOf(t, e.must(e.run("purge", "user", "--user", ds.HeavySenders[0], "--yes", "--json")))
+	e.waitFor("some dead letters", time.Minute, func(j jobs.Job) bool { return j.Counts.DeadLettered >= 10 }, id)
+	e.must(e.run("jobs", "cancel", id, "--reason", "wrong user"))
+	j := e.waitDone(id, 2*time.Minute)
+	if j.Status != jobs.StatusCancelled || j.Counts.DeadByCode[jobs.CodeCancelled] == 0 {
+		t.Fatalf("cancelled job = %s %+v", j.Status, j.Counts)
+	}
+	e.env.Emu.SetFaults(emulator.Faults{})
+	recalled := e.env.Emu.Truth().GroupRecalled
+	for _, args := range [][]string{{"dlq", "requeue", id, "--yes"}, {"dlq", "requeue", id, "--yes", "--category", "cancelled"}} {
+		_, err := e.run(args...)
+		if err == nil || exitStatus(errors.Unwrap(err)) != 2 && !strings.Contains(err.Error(), "exit status 2") {
+			t.Fatalf("%v on a cancelled job: %v, want exit 2", args, err)
+		}
+		if !strings.Contains(err.Error(), id) || !strings.Contains(err.Error(), "cancelled") {
+			t.Fatalf("%v: error does not name the job and its status: %v", args, err)
+		}
+	}
+	// Nothing moved: the job is as it was, and a worker that keeps running
+	// recalls nothing more (checked after its queues are empty).
+	after := e.waitFor("the job at rest", 10*time.Second, func(jobs.Job) bool { return true }, id)
+	if after.Status != jobs.StatusCancelled || after.Counts.Pending != 0 {
+		t.Fatalf("after the refused re-queue: %s %+v", after.Status, after.Counts)
+	}
+	if after.Counts.DeadLettered != j.Counts.DeadLettered || after.Counts.Recalled != j.Counts.Recalled {
+		t.Fatalf("counts changed: %+v → %+v", j.Counts, after.Counts)
+	}
+	if got := e.env.Emu.Truth().GroupRecalled; got != recalled {
+		t.Fatalf("%d messages recalled after the refused re-queue", got-recalled)
+	}
+}
+
+// TestAppWideErrorPausesE2E is a 70001-class storm with real processes: a
+// worker with a wrong SecretKey (the emulator answers 70003) pauses the job
+// with a reason naming IMRECALL_SECRET_KEY and dead-letters nothing; a
+// worker with the right key and `jobs resume` finish it.
+func TestAppWideErrorPausesE2E(t *testing.T) {
+	e := newE2E(t, emulator.Config{Rate: 200})
+	ds, err := e.env.Emu.Generate(emulator.DatasetSpec{Groups: 4, Users: 50, GroupMessages: 4000, C2CMessages: 10, Peers: 1,
+		HeavyGroups: 4, HeavyShare: 0.3, TypeMix: map[string]int{"Public": 1}, Seed: 23})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spammer := ds.HeavySenders[0]
+	// Plan with the right key (the CLI reads the histories), run with a wrong one.
+	bad := e.workerLogged(t.TempDir()+"/bad.log", []string{"IMRECALL_SECRET_KEY=wrong-secret-key-0123456789abcdef"}, "--log-level", "warn")
+	id := jobIDOf(t, e.must(e.run("purge", "user", "--user", spammer, "--yes", "--json")))
+	j := e.waitFor("the job paused", time.Minute, func(j jobs.Job) bool { return j.Paused }, id)
+	if !strings.Contains(j.PauseReason, "IMRECALL_SECRET_KEY") {
+		t.Fatalf("pause reason = %q", j.PauseReason)
+	}
+	_ = bad.Process.Signal(syscall.SIGTERM)
+	_ = bad.Wait()
+	j, _ = e.store.Get(t.Context(), id)
+	if j.Counts.DeadLettered != 0 || e.env.Emu.Truth().GroupRecalled != 0 {
+		t.Fatalf("after the storm: %+v, %d recalled; want nothing dead-lettered or recalled", j.Counts, e.env.Emu.Truth().GroupRecalled)
+	}
+	show := e.must(e.run("jobs", "show", id))
+	if !strings.Contains(show, "IMRECALL_SECRET_KEY") {
+		t.Fatalf("jobs show does not say why the job is paused:\n%s", show)
+	}
+	e.worker("good")
+	e.must(e.run("jobs", "resume", id))
+	j = e.waitDone(id, 2*time.Minute)
+	if j.Status != jobs.StatusDone || j.Counts.DeadLettered != 0 || j.Paused {
+		t.Fatalf("job after the fix = %s %+v", j.Status, j.Counts)
+	}
+	if left, others := spammerLeft(e, spammer); left != 0 || others != 0 {
+		t.Fatalf("%d of the user's messages left, %d of others recalled", left, others)
+	}
+}
+
+// must fails the test on err and returns out (for e.must(e.run(...))).
+func (e *e2e) must(out string, err error) string {
+	e.t.Helper()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return out
+}
