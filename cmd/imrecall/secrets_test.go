@@ -10,6 +10,7 @@ import (
 
 	"github.com/imrecall/imrecall/emulator"
 	"github.com/imrecall/imrecall/internal/imtest"
+	"github.com/imrecall/imrecall/jobs"
 )
 
 // TestSecretsNeverLeak runs jobs with debug logging, one worker with the
@@ -29,20 +30,31 @@ func TestSecretsNeverLeak(t *testing.T) {
 	var outputs []string
 
 	// First a worker with a wrong key: its calls fail auth (70003) and the
-	// message is dead-lettered; it is stopped before the good one starts.
+	// job is paused (an app-wide error dead-letters nothing); the worker is
+	// stopped before the good one starts, and the job resumed.
 	bad := e.workerLogged(filepath.Join(logDir, "bad.log"), []string{"IMRECALL_SECRET_KEY=wrong-key"}, "--log-level", "debug", "--max-attempts", "2")
 	out, err := e.run("recall", "c2c", "--from", "alice", "--to", "bob", "--msgkey", keys[1], "--json")
 	if err != nil {
 		t.Fatal(err)
 	}
 	outputs = append(outputs, out)
-	if j := e.waitDone(jobID(t, out), time.Minute); j.Counts.DeadByCode["70003"] != 1 {
-		t.Fatalf("the wrong key's job = %+v", j.Counts)
+	badJob := jobID(t, out)
+	if j := e.waitFor("the wrong key's job paused", time.Minute, func(j jobs.Job) bool { return j.Paused }, badJob); j.Counts.DeadLettered != 0 ||
+		!strings.Contains(j.PauseReason, "70003") {
+		t.Fatalf("the wrong key's job = %+v", j)
 	}
 	_ = bad.Process.Signal(syscall.SIGTERM)
 	_ = bad.Wait()
 
 	e.workerLogged(filepath.Join(logDir, "good.log"), nil, "--log-level", "debug")
+	if out, err := e.run("jobs", "resume", badJob); err != nil {
+		t.Fatal(err)
+	} else {
+		outputs = append(outputs, out)
+	}
+	if j := e.waitDone(badJob, time.Minute); j.Counts.Recalled != 1 {
+		t.Fatalf("the wrong key's job after the fix = %+v", j.Counts)
+	}
 	out, err = e.run("recall", "group", "--group", g, "--seqs", "1,2,3,4,5,6,7,8,9,10,11,12,99", "--json")
 	if err != nil {
 		t.Fatal(err)
