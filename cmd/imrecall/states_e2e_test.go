@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -182,42 +183,90 @@ func TestRequeueCancelledJobStaysCancelled(t *testing.T) {
 }
 
 // TestAppWideErrorPausesE2E is a 70001-class storm with real processes: a
-// worker with a wrong SecretKey (the emulator answers 70003) pauses the job
-// with a reason naming IMRECALL_SECRET_KEY and dead-letters nothing; a
+// worker with a wrong SecretKey (the emulator answers 70003), or an
+// emulator that answers 70001 to every call, pauses the job with a reason
+// naming IMRECALL_SECRET_KEY and dead-letters nothing; after the fix, a
 // worker with the right key and `jobs resume` finish it.
 func TestAppWideErrorPausesE2E(t *testing.T) {
-	e := newE2E(t, emulator.Config{Rate: 200})
-	ds, err := e.env.Emu.Generate(emulator.DatasetSpec{Groups: 4, Users: 50, GroupMessages: 4000, C2CMessages: 10, Peers: 1,
-		HeavyGroups: 4, HeavyShare: 0.3, TypeMix: map[string]int{"Public": 1}, Seed: 23})
-	if err != nil {
-		t.Fatal(err)
-	}
-	spammer := ds.HeavySenders[0]
-	// Plan with the right key (the CLI reads the histories), run with a wrong one.
-	bad := e.workerLogged(t.TempDir()+"/bad.log", []string{"IMRECALL_SECRET_KEY=wrong-secret-key-0123456789abcdef"}, "--log-level", "warn")
-	id := jobIDOf(t, e.must(e.run("purge", "user", "--user", spammer, "--yes", "--json")))
-	j := e.waitFor("the job paused", time.Minute, func(j jobs.Job) bool { return j.Paused }, id)
-	if !strings.Contains(j.PauseReason, "IMRECALL_SECRET_KEY") {
-		t.Fatalf("pause reason = %q", j.PauseReason)
-	}
-	_ = bad.Process.Signal(syscall.SIGTERM)
-	_ = bad.Wait()
-	j, _ = e.store.Get(t.Context(), id)
-	if j.Counts.DeadLettered != 0 || e.env.Emu.Truth().GroupRecalled != 0 {
-		t.Fatalf("after the storm: %+v, %d recalled; want nothing dead-lettered or recalled", j.Counts, e.env.Emu.Truth().GroupRecalled)
-	}
-	show := e.must(e.run("jobs", "show", id))
-	if !strings.Contains(show, "IMRECALL_SECRET_KEY") {
-		t.Fatalf("jobs show does not say why the job is paused:\n%s", show)
-	}
-	e.worker("good")
-	e.must(e.run("jobs", "resume", id))
-	j = e.waitDone(id, 2*time.Minute)
-	if j.Status != jobs.StatusDone || j.Counts.DeadLettered != 0 || j.Paused {
-		t.Fatalf("job after the fix = %s %+v", j.Status, j.Counts)
-	}
-	if left, others := spammerLeft(e, spammer); left != 0 || others != 0 {
-		t.Fatalf("%d of the user's messages left, %d of others recalled", left, others)
+	for _, tc := range []struct {
+		name   string
+		env    []string
+		faults emulator.Faults
+		code   string
+		purge  bool // a purge: the storm hits discovery; else a recall planned by the CLI
+	}{
+		{name: "wrong-key-purge", env: []string{"IMRECALL_SECRET_KEY=wrong-secret-key-0123456789abcdef"}, code: "70003", purge: true},
+		{name: "70001-recall", faults: emulator.Faults{Codes: map[int]float64{70001: 1}}, code: "70001"},
+		{name: "wrong-key-recall", env: []string{"IMRECALL_SECRET_KEY=wrong-secret-key-0123456789abcdef"}, code: "70003"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newE2E(t, emulator.Config{Rate: 200})
+			ds, err := e.env.Emu.Generate(emulator.DatasetSpec{Groups: 4, Users: 50, GroupMessages: 4000, C2CMessages: 10, Peers: 1,
+				HeavyGroups: 4, HeavyShare: 0.3, TypeMix: map[string]int{"Public": 1}, Seed: 23})
+			if err != nil {
+				t.Fatal(err)
+			}
+			spammer := ds.HeavySenders[0]
+			var id, spammerGroup string
+			if tc.purge {
+				id = jobIDOf(t, e.must(e.run("purge", "user", "--user", spammer, "--yes", "--json")))
+			} else {
+				// The spammer's messages of every group, planned by the CLI.
+				var seqs []string
+				for _, g := range ds.Groups {
+					seqs = seqs[:0]
+					for _, m := range e.env.Emu.GroupMessages(g.GroupID, "") {
+						if m.From == spammer {
+							seqs = append(seqs, strconv.FormatInt(m.Seq, 10))
+						}
+					}
+					if len(seqs) > 0 {
+						id = jobIDOf(t, e.must(e.run("recall", "group", "--group", g.GroupID, "--seqs", strings.Join(seqs, ","), "--json")))
+						spammerGroup = g.GroupID
+						break
+					}
+				}
+			}
+			e.env.Emu.SetFaults(tc.faults)
+			bad := e.workerLogged(t.TempDir()+"/bad.log", tc.env, "--log-level", "warn")
+			j := e.waitFor("the job paused", time.Minute, func(j jobs.Job) bool { return j.Paused }, id)
+			if !strings.Contains(j.PauseReason, "IMRECALL_SECRET_KEY") || !strings.Contains(j.PauseReason, tc.code) {
+				t.Fatalf("pause reason = %q", j.PauseReason)
+			}
+			_ = bad.Process.Signal(syscall.SIGTERM)
+			_ = bad.Wait()
+			j, _ = e.store.Get(t.Context(), id)
+			calls := e.env.Emu.Stats()["group_msg_recall"].Calls
+			t.Logf("%s storm: %d messages planned, %d group_msg_recall calls before the pause, %d dead letters", tc.code, j.Counts.Planned, calls, j.Counts.DeadLettered)
+			if j.Counts.DeadLettered != 0 || e.env.Emu.Truth().GroupRecalled != 0 {
+				t.Fatalf("after the storm: %+v, %d recalled; want nothing dead-lettered or recalled", j.Counts, e.env.Emu.Truth().GroupRecalled)
+			}
+			show := e.must(e.run("jobs", "show", id))
+			if !strings.Contains(show, "IMRECALL_SECRET_KEY") {
+				t.Fatalf("jobs show does not say why the job is paused:\n%s", show)
+			}
+			e.env.Emu.SetFaults(emulator.Faults{})
+			e.worker("good")
+			e.must(e.run("jobs", "resume", id))
+			j = e.waitDone(id, 2*time.Minute)
+			if j.Status != jobs.StatusDone || j.Counts.DeadLettered != 0 || j.Paused {
+				t.Fatalf("job after the fix = %s %+v", j.Status, j.Counts)
+			}
+			if !tc.purge {
+				for _, m := range e.env.Emu.GroupMessages(spammerGroup, "") {
+					if m.Recalled != (m.From == spammer) {
+						t.Fatalf("group %s seq %d from %s: recalled %v", spammerGroup, m.Seq, m.From, m.Recalled)
+					}
+				}
+				if j.Counts.Recalled == 0 || j.Counts.Recalled != j.Counts.Planned {
+					t.Fatalf("job = %+v", j.Counts)
+				}
+				return
+			}
+			if left, others := spammerLeft(e, spammer); left != 0 || others != 0 {
+				t.Fatalf("%d of the user's messages left, %d of others recalled", left, others)
+			}
+		})
 	}
 }
 
