@@ -70,6 +70,8 @@ type ParkedTask struct {
 	Queue    string    `json:"queue"`
 	TaskID   string    `json:"task_id"` // a fresh ID: the original's with the park number
 	ParkedAt time.Time `json:"parked_at"`
+
+	raw string // the list entry, for DropParked
 }
 
 // Park stores a task of jobID aside if the job is paused (and not
@@ -117,18 +119,27 @@ func (s *Store) Parked(ctx context.Context, jobID string, n int) ([]ParkedTask, 
 			return nil, fmt.Errorf("decoding a parked task of job %s: %w", jobID, err)
 		}
 		p.TaskID += ":p" + num
+		p.raw = r
 		out = append(out, p)
 	}
 	return out, nil
 }
 
-// DropParked removes the n oldest parked tasks of a job, once they are
-// queued again. Tasks are parked at the tail, so the head is what Parked
-// returned. When none is left, the job leaves the index (and comes back if
-// a task was parked meanwhile).
-func (s *Store) DropParked(ctx context.Context, jobID string, n int) error {
-	if err := s.rdb.LTrim(ctx, s.parkedKey(jobID), int64(n), -1).Err(); err != nil {
-		return fmt.Errorf("dropping parked tasks of job %s: %w", jobID, err)
+// DropParked removes parked tasks (as Parked returned them) of a job once
+// they are queued again; each entry is unique, so two workers dropping the
+// same tasks remove them once and nothing else. When none is left, the job
+// leaves the index (and comes back if a task was parked meanwhile).
+func (s *Store) DropParked(ctx context.Context, jobID string, done []ParkedTask) error {
+	if len(done) > 0 {
+		_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, t := range done {
+				p.LRem(ctx, s.parkedKey(jobID), 1, t.raw)
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("dropping parked tasks of job %s: %w", jobID, err)
+		}
 	}
 	return s.unindexParked(ctx, jobID)
 }

@@ -246,13 +246,20 @@ func TestParkAndCheckpoint(t *testing.T) {
 		if ids, _ := s.ParkedJobs(ctx); len(ids) != 1 || ids[0] != j.ID {
 			t.Fatalf("ParkedJobs = %v", ids)
 		}
-		if err := s.DropParked(ctx, j.ID, 1); err != nil {
+		if err := s.DropParked(ctx, j.ID, p[:1]); err != nil {
+			t.Fatal(err)
+		}
+		// Dropping the same task twice (two unparkers) removes it once.
+		if err := s.DropParked(ctx, j.ID, p[:1]); err != nil {
 			t.Fatal(err)
 		}
 		if ids, _ := s.ParkedJobs(ctx); len(ids) != 1 {
 			t.Fatalf("ParkedJobs with one left = %v", ids)
 		}
-		s.DropParked(ctx, j.ID, 1)
+		if left, _ := s.Parked(ctx, j.ID, 10); len(left) != 1 || left[0].TaskID != "orig:p2" {
+			t.Fatalf("left parked = %+v", left)
+		}
+		s.DropParked(ctx, j.ID, p[1:])
 		if ids, _ := s.ParkedJobs(ctx); len(ids) != 0 {
 			t.Fatalf("ParkedJobs with none left = %v", ids)
 		}

@@ -67,7 +67,8 @@ func (u *Unparker) Run(ctx context.Context) {
 // Unpark queues the parked tasks of jobID again if the job is no longer
 // paused (or is cancelled), in batches, each removed from the parked list
 // only once queued: an interrupted unpark leaves the rest parked for the
-// next. It returns how many tasks it queued.
+// next, and two at once queue a task twice at worst (the handler skips what
+// is done). It returns how many tasks it queued.
 func Unpark(ctx context.Context, store *jobs.Store, q Enqueuer, jobID string) (int, error) {
 	st, paused, err := store.Status(ctx, jobID)
 	if errors.Is(err, jobs.ErrNotFound) {
@@ -77,7 +78,7 @@ func Unpark(ctx context.Context, store *jobs.Store, q Enqueuer, jobID string) (i
 			if err != nil || len(p) == 0 {
 				return 0, err
 			}
-			if err := store.DropParked(ctx, jobID, len(p)); err != nil {
+			if err := store.DropParked(ctx, jobID, p); err != nil {
 				return 0, err
 			}
 		}
@@ -95,7 +96,7 @@ func Unpark(ctx context.Context, store *jobs.Store, q Enqueuer, jobID string) (i
 			return n, err
 		}
 		if len(batch) == 0 {
-			return n, store.DropParked(ctx, jobID, 0)
+			return n, store.DropParked(ctx, jobID, nil)
 		}
 		for _, p := range batch {
 			_, err := q.EnqueueContext(ctx, tasks.Requeued(p.Type, p.Payload, p.Queue, p.TaskID))
@@ -104,7 +105,7 @@ func Unpark(ctx context.Context, store *jobs.Store, q Enqueuer, jobID string) (i
 			}
 			n++
 		}
-		if err := store.DropParked(ctx, jobID, len(batch)); err != nil {
+		if err := store.DropParked(ctx, jobID, batch); err != nil {
 			return n, err
 		}
 	}
