@@ -73,6 +73,26 @@ func (h *DiscoverHandler) saveCheckpoint(ctx context.Context, jobID, unit string
 	return h.store.SaveScanCheckpoint(ctx, jobID, unit, string(b))
 }
 
+// ScanProgress says where the scan of a planning unit stands: the part
+// whose task owns it now (its ID is tasks.DiscoverTaskID of the scan's
+// payload with this Part), whether it is done, and its counts. A reconciler
+// that looks for a discovery unit's task must look for this part's, not
+// the first's. A scan with no checkpoint yet is at part 0.
+type ScanProgress struct {
+	Part    int  `json:"part"`
+	Done    bool `json:"done"`
+	Pages   int  `json:"pages"`
+	Scanned int  `json:"scanned"`
+	Found   int  `json:"found"`
+}
+
+// ScanProgressOf reads the checkpoint of a scan of job jobID.
+func ScanProgressOf(ctx context.Context, store *jobs.Store, jobID string, s Scan) (ScanProgress, error) {
+	h := &DiscoverHandler{store: store}
+	cp, err := h.loadCheckpoint(ctx, jobID, s.unit())
+	return ScanProgress{Part: cp.Part, Done: cp.Done, Pages: cp.Pages, Scanned: cp.Scanned, Found: cp.Found}, err
+}
+
 // scanEnd is why a part stopped scanning.
 type scanEnd int
 

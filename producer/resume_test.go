@@ -193,6 +193,10 @@ func TestDiscoveryAcrossBudgets(t *testing.T) {
 	if calls := b.env.Emu.Stats()[tim.GroupMsgGetSimple.Name()].Calls; calls != 60 {
 		t.Fatalf("%d history calls, want each of the 60 pages read once", calls)
 	}
+	sp, err := ScanProgressOf(t.Context(), b.store, b.job.ID, Scan{Target: jobs.Target{GroupID: b.group}})
+	if err != nil || !sp.Done || sp.Part != 14 || sp.Pages != 60 || sp.Scanned != 1200 || sp.Found != len(want) {
+		t.Fatalf("scan progress = %+v, %v", sp, err)
+	}
 	j, _ := b.store.Get(t.Context(), b.job.ID)
 	if j.Status != jobs.StatusRunning || j.Counts.Planned != int64(len(want)) {
 		t.Fatalf("job after discovery = %s %+v", j.Status, j.Counts)

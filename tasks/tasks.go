@@ -367,8 +367,14 @@ func NewDiscoverTask(p Discover, queue string) (*asynq.Task, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encoding discover payload: %w", err)
 	}
-	id := taskID(p.JobID, "d", p.Part, p.GroupID, p.TopicID, p.From, p.To)
+	id := DiscoverTaskID(p)
 	return asynq.NewTask(TypeDiscover, b, asynq.Queue(DiscoveryQueue(queue)), asynq.TaskID(id), asynq.Timeout(DiscoverTimeout), asynq.MaxRetry(DiscoverMaxRetry)), nil
+}
+
+// DiscoverTaskID is the asynq task ID of the discovery task p (one per job,
+// target and part). A parked task runs under this ID + ":p<n>".
+func DiscoverTaskID(p Discover) string {
+	return taskID(p.JobID, "d", p.Part, p.GroupID, p.TopicID, p.From, p.To)
 }
 
 // DecodeDiscover decodes and validates a TypeDiscover payload.
