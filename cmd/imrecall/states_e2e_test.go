@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/imrecall/imrecall/emulator"
 	"github.com/imrecall/imrecall/jobs"
 )
@@ -168,9 +169,22 @@ func TestRequeueCancelledJobStaysCancelled(t *testing.T) {
 			t.Fatalf("%v: error does not name the job and its status: %v", args, err)
 		}
 	}
-	// Nothing moved: the job is as it was, and a worker that keeps running
-	// recalls nothing more (checked after its queues are empty).
-	after := e.waitFor("the job at rest", 10*time.Second, func(jobs.Job) bool { return true }, id)
+	// Nothing moved: the job is as it was, and the worker, which keeps
+	// running, recalls nothing more (checked once every queue is empty).
+	insp := asynq.NewInspector(asynq.RedisClientOpt{Addr: e.redis.Addr()})
+	defer insp.Close()
+	after := e.waitFor("every queue empty", time.Minute, func(jobs.Job) bool {
+		qs, err := insp.Queues()
+		if err != nil {
+			return false
+		}
+		for _, q := range qs {
+			if qi, err := insp.GetQueueInfo(q); err != nil || qi.Pending+qi.Active+qi.Scheduled+qi.Retry > 0 {
+				return false
+			}
+		}
+		return true
+	}, id)
 	if after.Status != jobs.StatusCancelled || after.Counts.Pending != 0 {
 		t.Fatalf("after the refused re-queue: %s %+v", after.Status, after.Counts)
 	}
