@@ -18,9 +18,9 @@ type Scope struct {
 	Subject string
 	// Gaps name what neither the job nor a re-scan of its scope reaches.
 	Gaps []string
-	// Scan finds the subject's visible messages in the scope now; nil when
-	// the job has no scope to re-scan (a recall of a list of messages).
-	Scan ScopeScan
+	// List lists the scope's areas as they are now; nil when the job has no
+	// scope (a recall of a list of messages).
+	List ScopeList
 }
 
 // params are the fields of a job's recorded parameters that describe its
@@ -40,11 +40,10 @@ type params struct {
 
 // ScopeOf reads a job's scope from its record. Relative times (--since
 // 30d) are taken relative to when the job was created, as the job took them.
-// concurrency bounds the histories a re-scan reads at once.
 //
 // The Scope is returned by pointer: a re-scan adds the groups it could not
 // read to its Gaps.
-func ScopeOf(job jobs.Job, im producer.IM, concurrency int) (*Scope, error) {
+func ScopeOf(job jobs.Job, im producer.IM) (*Scope, error) {
 	var p params
 	if len(job.Params) > 0 {
 		if err := json.Unmarshal(job.Params, &p); err != nil {
@@ -72,19 +71,19 @@ func ScopeOf(job jobs.Job, im producer.IM, concurrency int) (*Scope, error) {
 			s.Gaps = append(s.Gaps, "the job found its messages in the callback index; the re-scan reads the groups the user is in now and the given peers")
 		}
 		s.Gaps = append(s.Gaps, "groups the user has left or was removed from: a history scan cannot list them")
-		spec := producer.UserPurge{User: p.User, Peers: peers, Window: w, Concurrency: concurrency}
-		s.Scan = scanOf(im, concurrency, func(ctx context.Context) ([]producer.Scan, *producer.Report, error) {
+		spec := producer.UserPurge{User: p.User, Peers: peers, Window: w}
+		s.List = areasOf(func(ctx context.Context) ([]producer.Scan, *producer.Report, error) {
 			return producer.UserScans(ctx, im, spec)
 		}, s)
 		return s, nil
 	case "purge:group":
-		spec := producer.GroupPurge{Groups: p.Groups, Topic: p.Topic, Senders: p.Senders, Concurrency: concurrency,
+		spec := producer.GroupPurge{Groups: p.Groups, Topic: p.Topic, Senders: p.Senders,
 			GroupFilter: producer.GroupFilter{Window: w, SeqFrom: p.SeqFrom, SeqTo: p.SeqTo}}
 		s := &Scope{}
 		if len(p.Senders) == 1 {
 			s.Subject = p.Senders[0]
 		}
-		s.Scan = scanOf(im, concurrency, func(ctx context.Context) ([]producer.Scan, *producer.Report, error) {
+		s.List = areasOf(func(ctx context.Context) ([]producer.Scan, *producer.Report, error) {
 			return producer.GroupScans(ctx, im, spec)
 		}, s)
 		return s, nil
@@ -107,33 +106,21 @@ func peerList(raw json.RawMessage) (peers []string, known bool) {
 	return nil, false
 }
 
-// scanOf runs a purge's discovery as a dry run into add, and notes the
-// groups it could not scan among the scope's gaps.
-func scanOf(im producer.IM, concurrency int, list func(ctx context.Context) ([]producer.Scan, *producer.Report, error), s *Scope) ScopeScan {
-	return func(ctx context.Context, add func(Ref) error) error {
+// areasOf lists a purge's scans as areas, and notes the groups that cannot
+// be scanned among the scope's gaps.
+func areasOf(list func(ctx context.Context) ([]producer.Scan, *producer.Report, error), s *Scope) ScopeList {
+	return func(ctx context.Context) ([]Area, error) {
 		scans, rep, err := list(ctx)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		for _, u := range rep.Unsupported {
 			s.Gaps = append(s.Gaps, fmt.Sprintf("group %s (%s): %s", u.GroupID, u.Type, u.Reason))
 		}
-		return producer.RunScans(ctx, im, scans, max(concurrency, 1), refSink(add), rep)
-	}
-}
-
-// refSink hands what a scan finds to add.
-type refSink func(Ref) error
-
-func (f refSink) AddGroup(_ context.Context, t jobs.Target, seqs ...int64) error {
-	for _, s := range seqs {
-		if err := f(Ref{Target: t, Item: strconv.FormatInt(s, 10)}); err != nil {
-			return err
+		areas := make([]Area, len(scans))
+		for i, sc := range scans {
+			areas[i] = Area{Target: sc.Target, Filter: sc.Filter}
 		}
+		return areas, nil
 	}
-	return nil
-}
-
-func (f refSink) AddC2C(_ context.Context, t jobs.Target, key string) error {
-	return f(Ref{Target: t, Item: key})
 }

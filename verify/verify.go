@@ -4,14 +4,18 @@
 // visible messages of its subject inside its scope the job did not plan (the
 // residue: sent after discovery, or missed).
 //
-// Group histories are read with group_msg_get_simple and WithRecalledMsg 1
-// (IsPlaceMsg: 2 recalled, 1 deleted or expired), 20 seqs a call, one call
-// covering every planned seq within 20 of the highest unchecked one; a
-// one-to-one conversation with admin_getroammsg over the time span of its
-// planned MsgKeys (MsgFlagBits 8: recalled), from the sender's side and,
-// for what the sender's side no longer has, from the peer's. Every call goes
-// through the IM client, so through the shared limiter at the history APIs'
-// caps.
+// A purge's scope is read once, area by area (each group, topic and
+// conversation its discovery scans, as they are now), with recalled
+// messages included (group_msg_get_simple with WithRecalledMsg 1: IsPlaceMsg
+// 2 recalled, 1 deleted or expired; admin_getroammsg: MsgFlagBits 8): that
+// one pass gives the planned messages their verdicts and finds the residue.
+// Planned messages outside the scope (a group the user has left, an index
+// purge) and any the pass did not meet are read back around themselves:
+// group_msg_get_simple for the highest unchecked seq covers every planned
+// seq among the 20 it returns; a conversation is read over the time span of
+// its MsgKeys, from the sender's side and, for keys that side no longer has,
+// the peer's. Every call goes through the IM client, so through the shared
+// limiter at the history APIs' caps.
 package verify
 
 import (
@@ -27,12 +31,14 @@ import (
 	"time"
 
 	"github.com/imrecall/imrecall/jobs"
+	"github.com/imrecall/imrecall/producer"
 	"github.com/imrecall/imrecall/tim"
 )
 
 // IM is what verification needs of the Tencent IM client; *tim.Client has it.
 type IM interface {
 	GroupMsgGetSimple(ctx context.Context, req tim.GroupMsgGetSimpleRequest) (*tim.GroupMsgGetSimpleResponse, error)
+	GroupMsgPages(ctx context.Context, req tim.GroupMsgGetSimpleRequest) iter.Seq2[*tim.GroupMsgGetSimpleResponse, error]
 	RoamMsgPages(ctx context.Context, req tim.AdminGetRoamMsgRequest) iter.Seq2[*tim.AdminGetRoamMsgResponse, error]
 }
 
@@ -58,15 +64,38 @@ type Ref struct {
 	Item   string // seq (decimal) or MsgKey
 }
 
-// ScopeScan reads the job's scope as it is now and calls add for every
-// message of the job's subject that is still visible. A purge's scope scan is
-// the same discovery the purge ran, as a dry run.
-type ScopeScan func(ctx context.Context, add func(Ref) error) error
+// Area is one history a purge covers and which of its messages are the
+// subject's: a group (or topic) with a filter, or a one-to-one conversation
+// seen from the subject's side (Target.From) within the filter's window.
+type Area struct {
+	Target jobs.Target
+	Filter producer.GroupFilter
+}
+
+// match reports whether a message belongs to the area's subject.
+func (a Area) match(from string, unix, seq int64) bool {
+	f := a.Filter
+	if !f.Since.IsZero() && unix < f.Since.Unix() || !f.Until.IsZero() && unix > f.Until.Unix() {
+		return false
+	}
+	if !a.Target.IsGroup() {
+		return from == a.Target.From
+	}
+	if f.SeqFrom > 0 && seq < f.SeqFrom || f.SeqTo > 0 && seq > f.SeqTo {
+		return false
+	}
+	return f.Senders == nil || f.Senders[from]
+}
+
+// ScopeList lists the areas of a job's scope as they are now (a user's
+// groups change). A purge's scope is what its discovery scans.
+type ScopeList func(ctx context.Context) ([]Area, error)
 
 // Options tune Run. The zero value verifies the planned messages only.
 type Options struct {
-	// Scope, if set, is scanned for residue.
-	Scope ScopeScan
+	// Scope, if set, lists the areas the job covers: each is read in full
+	// once, which both checks the planned messages in it and finds residue.
+	Scope ScopeList
 	// OnFinding, if set, is called for every planned message, from one
 	// goroutine at a time, in no particular order.
 	OnFinding func(Finding) error
@@ -92,6 +121,7 @@ type Result struct {
 	// job did not plan; ScopeChecked says whether the scope was scanned.
 	Residue      int64 `json:"residue"`
 	ScopeChecked bool  `json:"scope_checked"`
+	// HistoryCalls counts the history calls made.
 	HistoryCalls int64 `json:"history_calls"`
 	// StillVisibleSample and ResidueSample name up to SampleSize of each.
 	StillVisibleSample []Ref `json:"still_visible_sample,omitempty"`
@@ -117,15 +147,27 @@ func Run(ctx context.Context, store *jobs.Store, im IM, jobID string, opt Option
 	if err != nil {
 		return Result{}, err
 	}
-	v := &verifier{store: store, im: &counting{IM: im}, jobID: job.ID, opt: opt}
-	if err := eachTarget(ctx, targets, opt.Concurrency, v.target); err != nil {
-		return Result{}, err
-	}
+	v := &verifier{store: store, im: &counting{IM: im}, jobID: job.ID, opt: opt, areas: map[jobs.Target]Area{}}
 	if opt.Scope != nil {
-		if err := v.residue(ctx); err != nil {
-			return Result{}, err
+		areas, err := opt.Scope(ctx)
+		if err != nil {
+			return Result{}, fmt.Errorf("listing the job's scope: %w", err)
+		}
+		known := make(map[jobs.Target]bool, len(targets))
+		for _, t := range targets {
+			known[t] = true
+		}
+		for _, a := range areas {
+			if !known[a.Target] {
+				known[a.Target] = true
+				targets = append(targets, a.Target)
+			}
+			v.areas[a.Target] = a
 		}
 		v.res.ScopeChecked = true
+	}
+	if err := eachTarget(ctx, targets, opt.Concurrency, v.target); err != nil {
+		return Result{}, err
 	}
 	v.res.JobID = job.ID
 	v.res.At = opt.Now().UTC()
@@ -138,6 +180,8 @@ type verifier struct {
 	im    *counting
 	jobID string
 	opt   Options
+
+	areas map[jobs.Target]Area // the scope, by target
 
 	mu  sync.Mutex // guards res and calls of OnFinding
 	res Result
@@ -169,6 +213,8 @@ func (v *verifier) found(fs []Finding) error {
 	return nil
 }
 
+// target verifies the planned messages of one target and, when the target
+// is an area of the scope, finds its residue in the same pass.
 func (v *verifier) target(ctx context.Context, t jobs.Target) error {
 	var msgs []jobs.Message
 	if err := v.store.WalkTarget(ctx, v.jobID, t, func(m jobs.Message) error {
@@ -178,16 +224,114 @@ func (v *verifier) target(ctx context.Context, t jobs.Target) error {
 		return err
 	}
 	var fs []Finding
+	var residue []Ref
 	var err error
-	if t.IsGroup() {
-		fs, err = v.group(ctx, t, msgs)
-	} else {
-		fs, err = v.c2c(ctx, t, msgs)
+	if a, ok := v.areas[t]; ok {
+		fs, residue, msgs, err = v.area(ctx, a, msgs)
+		if err != nil {
+			return fmt.Errorf("verifying %s: %w", t, err)
+		}
 	}
-	if err != nil {
-		return fmt.Errorf("verifying %s: %w", t, err)
+	// What the pass over the area did not meet (or every message, outside
+	// the scope) is read back around the planned messages themselves.
+	if len(msgs) > 0 {
+		var more []Finding
+		if t.IsGroup() {
+			more, err = v.group(ctx, t, msgs)
+		} else {
+			more, err = v.c2c(ctx, t, msgs)
+		}
+		if err != nil {
+			return fmt.Errorf("verifying %s: %w", t, err)
+		}
+		fs = append(fs, more...)
 	}
+	v.addResidue(residue)
 	return v.found(fs)
+}
+
+func (v *verifier) addResidue(rs []Ref) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.res.Residue += int64(len(rs))
+	for _, r := range rs {
+		if len(v.res.ResidueSample) >= SampleSize {
+			break
+		}
+		v.res.ResidueSample = append(v.res.ResidueSample, r)
+	}
+}
+
+// area reads one area of the scope in full, newest first, with recalled
+// messages included: each planned message it meets gets its verdict, each
+// visible message of the subject the job did not plan is residue. It
+// returns the planned messages it did not meet.
+func (v *verifier) area(ctx context.Context, a Area, msgs []jobs.Message) (fs []Finding, residue []Ref, rest []jobs.Message, err error) {
+	planned := make(map[string]jobs.Message, len(msgs))
+	for _, m := range msgs {
+		planned[m.Item] = m
+	}
+	meet := func(item string, visible bool, verdict Verdict, subjects bool) {
+		if m, ok := planned[item]; ok {
+			fs = append(fs, Finding{Message: m, Verdict: verdict})
+			delete(planned, item)
+		} else if subjects && visible {
+			residue = append(residue, Ref{Target: a.Target, Item: item})
+		}
+	}
+	t := a.Target
+	if t.IsGroup() {
+		req := tim.GroupMsgGetSimpleRequest{GroupID: t.GroupID, TopicID: t.TopicID, ReqMsgNumber: tim.MaxGetSimpleMsgs,
+			ReqMsgSeq: a.Filter.SeqTo, WithRecalledMsg: 1}
+		for page, err := range v.im.GroupMsgPages(ctx, req) {
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			older := false
+			for _, m := range page.RspMsgList {
+				verdict := StillVisible
+				switch m.IsPlaceMsg {
+				case tim.PlaceMsgRecalled:
+					verdict = Recalled
+				case tim.PlaceMsgDeleted:
+					verdict = Gone
+				}
+				meet(strconv.FormatInt(m.MsgSeq, 10), verdict == StillVisible && m.IsSystemMsg != 1, verdict,
+					a.match(m.FromAccount, m.MsgTimeStamp, m.MsgSeq))
+				older = older || a.Filter.SeqFrom > 0 && m.MsgSeq < a.Filter.SeqFrom ||
+					!a.Filter.Since.IsZero() && m.MsgTimeStamp < a.Filter.Since.Unix()
+			}
+			if older && len(planned) == 0 {
+				break // history is in seq order: nothing further back is in the area
+			}
+		}
+	} else {
+		req := tim.AdminGetRoamMsgRequest{OperatorAccount: t.From, PeerAccount: t.To, MaxCnt: 100, MaxTime: time.Now().Unix() + 60}
+		if !a.Filter.Since.IsZero() {
+			req.MinTime = a.Filter.Since.Unix()
+		}
+		if !a.Filter.Until.IsZero() {
+			req.MaxTime = a.Filter.Until.Unix()
+		}
+		for page, err := range v.im.RoamMsgPages(ctx, req) {
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			for _, m := range page.MsgList {
+				verdict := StillVisible
+				if m.Recalled() {
+					verdict = Recalled
+				}
+				meet(m.MsgKey, verdict == StillVisible, verdict, a.match(m.FromAccount, m.MsgTimeStamp, 0))
+			}
+		}
+	}
+	for _, m := range msgs {
+		if _, left := planned[m.Item]; left {
+			rest = append(rest, m)
+		}
+	}
+	return fs, residue, rest, nil
 }
 
 // group reads the history around the planned seqs, highest first: one call
@@ -319,37 +463,6 @@ func msgKeyTime(key string) (int64, bool) {
 	return ts, err == nil && ts > 0
 }
 
-// residue scans the scope and counts visible messages the job never planned.
-// Messages the job planned and that are still visible were counted already.
-func (v *verifier) residue(ctx context.Context) error {
-	return v.opt.Scope(ctx, func(r Ref) error {
-		var b jobs.Begin
-		var err error
-		if r.Target.IsGroup() {
-			seq, perr := strconv.ParseInt(r.Item, 10, 64)
-			if perr != nil {
-				return fmt.Errorf("scope scan gave seq %q: %w", r.Item, perr)
-			}
-			b, err = v.store.PeekGroup(ctx, v.jobID, r.Target, []int64{seq})
-		} else {
-			b, err = v.store.PeekC2C(ctx, v.jobID, r.Target, r.Item)
-		}
-		if err != nil {
-			return err
-		}
-		if b.States[0] != jobs.ItemUnplanned {
-			return nil
-		}
-		v.mu.Lock()
-		defer v.mu.Unlock()
-		v.res.Residue++
-		if len(v.res.ResidueSample) < SampleSize {
-			v.res.ResidueSample = append(v.res.ResidueSample, r)
-		}
-		return nil
-	})
-}
-
 // eachTarget runs fn for every target, n at once, and returns the first
 // error (the others are cancelled).
 func eachTarget(ctx context.Context, targets []jobs.Target, n int, fn func(context.Context, jobs.Target) error) error {
@@ -388,10 +501,20 @@ func (c *counting) GroupMsgGetSimple(ctx context.Context, req tim.GroupMsgGetSim
 	return c.IM.GroupMsgGetSimple(ctx, req)
 }
 
+func (c *counting) GroupMsgPages(ctx context.Context, req tim.GroupMsgGetSimpleRequest) iter.Seq2[*tim.GroupMsgGetSimpleResponse, error] {
+	return countPages(c.IM.GroupMsgPages(ctx, req), &c.calls)
+}
+
 func (c *counting) RoamMsgPages(ctx context.Context, req tim.AdminGetRoamMsgRequest) iter.Seq2[*tim.AdminGetRoamMsgResponse, error] {
-	return func(yield func(*tim.AdminGetRoamMsgResponse, error) bool) {
-		for page, err := range c.IM.RoamMsgPages(ctx, req) {
-			c.calls.Add(1)
+	return countPages(c.IM.RoamMsgPages(ctx, req), &c.calls)
+}
+
+// countPages counts the answers (pages and errors) of a paging iterator: one
+// call each.
+func countPages[T any](seq iter.Seq2[T, error], n *atomic.Int64) iter.Seq2[T, error] {
+	return func(yield func(T, error) bool) {
+		for page, err := range seq {
+			n.Add(1)
 			if !yield(page, err) {
 				return
 			}

@@ -9,6 +9,7 @@ import (
 	"github.com/imrecall/imrecall/emulator"
 	"github.com/imrecall/imrecall/internal/imtest"
 	"github.com/imrecall/imrecall/jobs"
+	"github.com/imrecall/imrecall/producer"
 	"github.com/imrecall/imrecall/tim"
 	"github.com/redis/go-redis/v9"
 )
@@ -86,21 +87,13 @@ func (b *bundle) recall(t *testing.T, seqs []int64, keys []string) {
 	}
 }
 
-// aliceVisible is a scope scan: alice's visible messages in the group.
-func (b *bundle) aliceVisible(ctx context.Context, add func(Ref) error) error {
-	for page, err := range b.env.Client.GroupMsgPages(ctx, tim.GroupMsgGetSimpleRequest{GroupID: b.group.GroupID}) {
-		if err != nil {
-			return err
-		}
-		for _, m := range page.RspMsgList {
-			if m.FromAccount == "alice" && m.IsPlaceMsg == tim.PlaceMsgNormal {
-				if err := add(Ref{Target: b.group, Item: strconv.FormatInt(m.MsgSeq, 10)}); err != nil {
-					return err
-				}
-			}
-		}
-	}
-	return nil
+// aliceScope is the scope of a purge of alice: the group, and her chat
+// with bob.
+func (b *bundle) aliceScope(context.Context) ([]Area, error) {
+	return []Area{
+		{Target: b.group, Filter: producer.GroupFilter{Senders: map[string]bool{"alice": true}}},
+		{Target: b.chat},
+	}, nil
 }
 
 func TestVerifyClassifiesEveryPlannedMessageAndFindsResidue(t *testing.T) {
@@ -111,7 +104,7 @@ func TestVerifyClassifiesEveryPlannedMessageAndFindsResidue(t *testing.T) {
 
 	seen := map[string]Verdict{}
 	res, err := Run(ctx, b.store, b.env.Client, b.job.ID, Options{
-		Scope: b.aliceVisible,
+		Scope: b.aliceScope,
 		OnFinding: func(f Finding) error {
 			seen[f.Target.String()+"/"+f.Item] = f.Verdict
 			return nil
@@ -135,16 +128,15 @@ func TestVerifyClassifiesEveryPlannedMessageAndFindsResidue(t *testing.T) {
 	if v := seen[b.chat.String()+"/"+b.keys[0]]; v != Recalled {
 		t.Fatalf("a recalled MsgKey: %s", v)
 	}
-	// At most one group history call per 20 seqs of the span the planned
-	// seqs cover (alice holds every other seq of 200: 10 calls), plus the
-	// one-to-one pages from both sides.
-	if res.HistoryCalls > 10+4 {
-		t.Fatalf("%d history calls, want ≤ 14", res.HistoryCalls)
+	// One pass over the scope checks and finds residue at once: 200 seqs
+	// of group history in calls of 20, and one page of the chat.
+	if res.HistoryCalls > 10+1 {
+		t.Fatalf("%d history calls, want ≤ 11", res.HistoryCalls)
 	}
 
 	// The rest recalled: passes. Then alice posts again: residue.
 	b.recall(t, b.aliceSeq[90:], b.keys[25:])
-	res, err = Run(ctx, b.store, b.env.Client, b.job.ID, Options{Scope: b.aliceVisible})
+	res, err = Run(ctx, b.store, b.env.Client, b.job.ID, Options{Scope: b.aliceScope})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,12 +144,29 @@ func TestVerifyClassifiesEveryPlannedMessageAndFindsResidue(t *testing.T) {
 		t.Fatalf("after recalling everything: %+v", res)
 	}
 	b.env.SendGroup(t, b.group.GroupID, "", 3, "alice", "bob")
-	res, err = Run(ctx, b.store, b.env.Client, b.job.ID, Options{Scope: b.aliceVisible})
+	res, err = Run(ctx, b.store, b.env.Client, b.job.ID, Options{Scope: b.aliceScope})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if res.Residue != 2 || res.Passed() || len(res.ResidueSample) != 2 {
 		t.Fatalf("after alice posted twice more: %+v, want residue 2", res)
+	}
+}
+
+func TestVerifyOutsideTheScopeReadsAroundThePlannedMessages(t *testing.T) {
+	// Without a scope (a recall of a list), each planned message is read
+	// back around itself: alice's 100 seqs among 200 in calls of 20.
+	b := setup(t)
+	b.recall(t, b.aliceSeq[:50], b.keys)
+	res, err := Run(t.Context(), b.store, b.env.Client, b.job.ID, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Verified != 80 || res.StillVisible != 50 || res.ScopeChecked || res.Residue != 0 {
+		t.Fatalf("result = %+v, want verified 80, still visible 50", res)
+	}
+	if res.HistoryCalls > 10+2 {
+		t.Fatalf("%d history calls, want ≤ 12", res.HistoryCalls)
 	}
 }
 

@@ -83,14 +83,14 @@ type verification struct {
 // runVerification verifies a job, keeps the result with it and audits it.
 // onSubject, if set, learns the job's subject before any finding is reported.
 func runVerification(ctx context.Context, store *jobs.Store, im *tim.Client, job jobs.Job, concurrency int, actor string, onFinding func(verify.Finding) error, onSubject func(string)) (verification, error) {
-	scope, err := verify.ScopeOf(job, im, concurrency)
+	scope, err := verify.ScopeOf(job, im)
 	if err != nil {
 		return verification{}, err
 	}
 	if onSubject != nil {
 		onSubject(scope.Subject)
 	}
-	res, err := verify.Run(ctx, store, im, job.ID, verify.Options{Scope: scope.Scan, OnFinding: onFinding, Concurrency: concurrency})
+	res, err := verify.Run(ctx, store, im, job.ID, verify.Options{Scope: scope.List, OnFinding: onFinding, Concurrency: concurrency})
 	if err != nil {
 		return verification{}, err
 	}
