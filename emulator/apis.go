@@ -367,12 +367,16 @@ func (s *Server) groupMsgGetSimple(body []byte) (any, *apiError) {
 	if !found {
 		return nil, fail(10004, "TopicId %q: no such topic in %s", req.TopicID, g.id)
 	}
+	// A page is a window of seqs, [ReqMsgSeq-ReqMsgNumber+1, ReqMsgSeq]:
+	// recalled messages in it are left out unless WithRecalledMsg is 1, so
+	// a window of recalled messages comes back short, or empty, although
+	// older messages exist (tencentcloud.com/document/product/1047/34971).
 	seq := int64(len(*h))
 	if req.ReqMsgSeq > 0 && req.ReqMsgSeq < seq {
 		seq = req.ReqMsgSeq
 	}
 	list := []groupMsgOut{}
-	for ; seq >= 1 && len(list) < req.ReqMsgNumber; seq-- {
+	for low := seq - int64(req.ReqMsgNumber) + 1; seq >= 1 && seq >= low; seq-- {
 		m := (*h)[seq-1]
 		out := groupMsgOut{FromAccount: s.users[m.from], MsgPriority: 1, MsgRandom: m.random, MsgSeq: seq, MsgTimeStamp: m.time}
 		if m.recalled {
@@ -559,6 +563,10 @@ func (s *Server) getTopic(body []byte) (any, *apiError) {
 	}
 	if e := decode(body, &req, 10004); e != nil {
 		return nil, e
+	}
+	if req.FromAccount == "" {
+		// Documented as required (trtc.io/document/49469: From_Account 必填).
+		return nil, fail(10003, "From_Account is required")
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()

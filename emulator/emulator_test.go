@@ -271,7 +271,9 @@ func TestJoinedGroupsAndTopics(t *testing.T) {
 	if ts := a.Raw["TopicAndSelfInfo"].([]any); len(ts) != 1 || ts[0].(map[string]any)["TopicInfo"].(map[string]any)["TopicId"] != topicID {
 		t.Fatalf("get_topic = %v", a.Raw)
 	}
-	h.want("million_group_open_http_svc/get_topic", map[string]any{"GroupId": g}, 10004)
+	h.want("million_group_open_http_svc/get_topic", map[string]any{"GroupId": g, "From_Account": "a"}, 10004)
+	// From_Account is documented as required.
+	h.want("million_group_open_http_svc/get_topic", map[string]any{"GroupId": c}, 10003)
 }
 
 // TestRateCap sends 400 concurrent recall calls: at most 200 are accepted in

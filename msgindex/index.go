@@ -13,12 +13,15 @@
 // time range only if it was fed since before the range begins.
 //
 // Callbacks are delivered at most once (Tencent documents no retry), so an
-// outage of the receiver leaves holes the index cannot see; after one, restart
-// the coverage (Index.RestartCoverage) or purge by history scan.
+// outage of the receiver leaves holes. The receiver keeps a heartbeat
+// (Index.Alive): a silence longer than two beats is recorded as a gap, and so
+// is a callback that could not be indexed (RecordGap). A range with a gap in
+// it, or older than the retention, is not covered: purge it by history scan.
 package msgindex
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -204,6 +207,9 @@ type Coverage struct {
 	Retention time.Duration `json:"-"`
 	// RetentionSeconds is Retention for JSON.
 	RetentionSeconds int64 `json:"retention_seconds"`
+	// Gaps are the recorded times since Since in which callbacks may have
+	// been lost, oldest first.
+	Gaps []Gap `json:"gaps,omitempty"`
 }
 
 // Coverage returns the app's coverage.
@@ -227,24 +233,108 @@ func (x *Index) Coverage(ctx context.Context, app int64) (Coverage, error) {
 		c.Retention = time.Duration(sec) * time.Second
 	}
 	c.RetentionSeconds = int64(c.Retention / time.Second)
+	// Gaps that end before the oldest entry kept no longer matter.
+	lo := "-inf"
+	if c.Retention > 0 {
+		lo = strconv.FormatInt(x.now().Add(-c.Retention).Unix(), 10)
+	}
+	gaps, err := x.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: x.gapsKey(app), Start: lo, Stop: "+inf", ByScore: true}).Result()
+	if err != nil {
+		return Coverage{}, fmt.Errorf("reading the index gaps of app %d: %w", app, err)
+	}
+	for _, raw := range gaps {
+		var g Gap
+		if err := json.Unmarshal([]byte(raw), &g); err == nil && !g.To.Before(c.Since) {
+			c.Gaps = append(c.Gaps, g)
+		}
+	}
 	return c, nil
 }
 
 // Covers reports whether the index holds every message sent from since on
 // (zero since: over the whole retention, which must then be set): it has
-// been fed since before then. It does not know of callbacks lost in an
-// outage; see RestartCoverage.
+// been fed since before then, its retention reaches back that far, and no
+// recorded gap (an outage of the receiver, a callback that could not be
+// indexed) falls after it.
 func (c Coverage) Covers(since, now time.Time) bool {
+	return c.Why(since, now) == ""
+}
+
+// Why says why the index does not cover [since, now], or "" when it does.
+func (c Coverage) Why(since, now time.Time) string {
 	if c.Since.IsZero() {
-		return false
+		return "the index has recorded nothing"
 	}
 	if since.IsZero() {
 		if c.Retention <= 0 {
-			return false
+			return "no start was given and the index keeps entries forever, so it cannot say what it covers"
 		}
 		since = now.Add(-c.Retention)
 	}
-	return !c.Since.After(since)
+	if c.Retention > 0 && since.Before(now.Add(-c.Retention).Add(-time.Second)) {
+		return fmt.Sprintf("the index keeps entries for %s: messages before %s are no longer in it", c.Retention, now.Add(-c.Retention).UTC().Format(time.RFC3339))
+	}
+	if c.Since.After(since) {
+		return fmt.Sprintf("the index begins %s, after the range starts", c.Since.UTC().Format(time.RFC3339))
+	}
+	for _, g := range c.Gaps {
+		if g.To.After(since) {
+			return fmt.Sprintf("the index has a gap from %s to %s (%s)", g.From.UTC().Format(time.RFC3339), g.To.UTC().Format(time.RFC3339), g.Reason)
+		}
+	}
+	return ""
+}
+
+// Gap is a time in which callbacks may have been lost: the receiver was
+// down, or a callback could not be indexed.
+type Gap struct {
+	From   time.Time `json:"from"`
+	To     time.Time `json:"to"`
+	Reason string    `json:"reason"`
+}
+
+// maxGaps bounds the gaps kept per app (the newest are kept).
+const maxGaps = 1000
+
+func (x *Index) gapsKey(app int64) string {
+	return x.prefix + ":idx:{" + strconv.FormatInt(app, 10) + "}:gaps"
+}
+
+// RecordGap records that callbacks of app may have been lost in [from, to]:
+// from then on the index does not claim to cover a range that includes it.
+func (x *Index) RecordGap(ctx context.Context, app int64, from, to time.Time, reason string) error {
+	b, err := json.Marshal(Gap{From: from.UTC(), To: to.UTC(), Reason: reason})
+	if err != nil {
+		return err
+	}
+	key := x.gapsKey(app)
+	pipe := x.rdb.Pipeline()
+	pipe.ZAdd(ctx, key, redis.Z{Score: float64(to.Unix()), Member: string(b)})
+	pipe.ZRemRangeByRank(ctx, key, 0, -maxGaps-1)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("recording an index gap of app %d: %w", app, err)
+	}
+	return nil
+}
+
+// Alive is called by the callback receiver every interval while it runs.
+// If the previous heartbeat is older than twice the interval (the receiver
+// was down, or could not reach Redis), the silence is recorded as a gap. It
+// returns the gap it recorded, if any.
+func (x *Index) Alive(ctx context.Context, app int64, interval time.Duration) (*Gap, error) {
+	now := x.now()
+	prev, err := x.rdb.HGet(ctx, x.metaKey(app), "alive").Int64()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("reading the index heartbeat of app %d: %w", app, err)
+	}
+	if err := x.rdb.HSet(ctx, x.metaKey(app), "alive", now.Unix()).Err(); err != nil {
+		return nil, fmt.Errorf("writing the index heartbeat of app %d: %w", app, err)
+	}
+	if prev <= 0 || now.Sub(time.Unix(prev, 0)) <= 2*interval {
+		return nil, nil
+	}
+	g := Gap{From: time.Unix(prev, 0).UTC(), To: now.UTC(), Reason: "the callback receiver was not running (or could not reach Redis)"}
+	return &g, x.RecordGap(ctx, app, g.From, g.To, g.Reason)
 }
 
 // RestartCoverage declares that the index holds every message only from at
@@ -272,30 +362,62 @@ func (x *Index) Lookup(ctx context.Context, app int64, user string, since, until
 		hi = strconv.FormatInt(until.Unix(), 10)
 	}
 	for _, kind := range []string{"g", "c"} {
-		key := x.userKey(app, user, kind)
-		for offset := int64(0); ; offset += pageSize {
-			page, err := x.rdb.ZRangeArgsWithScores(ctx, redis.ZRangeArgs{
-				Key: key, Start: lo, Stop: hi, ByScore: true, Offset: offset, Count: pageSize,
-			}).Result()
-			if err != nil {
-				return fmt.Errorf("reading the index of %s: %w", user, err)
-			}
-			for _, z := range page {
-				e, err := parseMember(kind, z.Member.(string))
-				if err != nil {
-					return fmt.Errorf("reading the index of %s: %w", user, err)
-				}
-				e.From, e.Time = user, time.Unix(int64(z.Score), 0)
-				if err := fn(e); err != nil {
-					return err
-				}
-			}
-			if len(page) < pageSize {
-				break
-			}
+		if err := x.lookupKind(ctx, app, user, kind, lo, hi, fn); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// lookupKind pages one sorted set by key, never by offset: new callbacks
+// trim old entries while a lookup runs, and an offset would then skip as
+// many entries as were trimmed. Each page starts after the last score read;
+// the entries that share that score (one second of one sender) are read
+// whole, in Redis's member order, before moving on.
+func (x *Index) lookupKind(ctx context.Context, app int64, user, kind, lo, hi string, fn func(Entry) error) error {
+	key := x.userKey(app, user, kind)
+	emit := func(zs []redis.Z) error {
+		for _, z := range zs {
+			e, err := parseMember(kind, z.Member.(string))
+			if err != nil {
+				return fmt.Errorf("reading the index of %s: %w", user, err)
+			}
+			e.From, e.Time = user, time.Unix(int64(z.Score), 0)
+			if err := fn(e); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for {
+		page, err := x.rdb.ZRangeArgsWithScores(ctx, redis.ZRangeArgs{
+			Key: key, Start: lo, Stop: hi, ByScore: true, Count: pageSize,
+		}).Result()
+		if err != nil {
+			return fmt.Errorf("reading the index of %s: %w", user, err)
+		}
+		if len(page) < pageSize {
+			return emit(page)
+		}
+		// Hold back the last score's entries and read them whole.
+		last := page[len(page)-1].Score
+		cut := len(page)
+		for cut > 0 && page[cut-1].Score == last {
+			cut--
+		}
+		if err := emit(page[:cut]); err != nil {
+			return err
+		}
+		score := strconv.FormatInt(int64(last), 10)
+		ties, err := x.rdb.ZRangeArgsWithScores(ctx, redis.ZRangeArgs{Key: key, Start: score, Stop: score, ByScore: true}).Result()
+		if err != nil {
+			return fmt.Errorf("reading the index of %s: %w", user, err)
+		}
+		if err := emit(ties); err != nil {
+			return err
+		}
+		lo = "(" + score
+	}
 }
 
 func parseMember(kind, m string) (Entry, error) {

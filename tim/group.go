@@ -334,10 +334,15 @@ type GetTopicResponse struct {
 	TopicAndSelfInfo []TopicAndSelfInfo `json:"TopicAndSelfInfo"`
 }
 
-// GetTopic calls get_topic.
+// GetTopic calls get_topic. From_Account is required by Tencent (it names
+// whose SelfInfo comes back); left empty, the client's admin identifier is
+// sent, which lists every topic.
 func (c *Client) GetTopic(ctx context.Context, req GetTopicRequest) (*GetTopicResponse, error) {
 	if req.GroupID == "" {
 		return nil, invalid(GetTopic, "GroupId is empty")
+	}
+	if req.FromAccount == "" {
+		req.FromAccount = c.admin
 	}
 	var resp GetTopicResponse
 	if err := c.call(ctx, GetTopic, req, &resp, callOpts{}); err != nil {

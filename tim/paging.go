@@ -12,10 +12,15 @@ import (
 // yields each non-empty page, newest first, and ends after seq 1 or an empty
 // page. An error is yielded once, as the last element. ReqMsgNumber 0 means
 // 20. Breaking out of the loop stops the paging.
+//
+// It always asks WithRecalledMsg 1: a page is a window of seqs, and without
+// recalled messages a window of them comes back empty, which would end the
+// history early. Callers skip IsPlaceMsg ≠ 0 themselves.
 func (c *Client) GroupMsgPages(ctx context.Context, req GroupMsgGetSimpleRequest) iter.Seq2[*GroupMsgGetSimpleResponse, error] {
 	if req.ReqMsgNumber == 0 {
 		req.ReqMsgNumber = MaxGetSimpleMsgs
 	}
+	req.WithRecalledMsg = 1
 	return func(yield func(*GroupMsgGetSimpleResponse, error) bool) {
 		for {
 			resp, err := c.GroupMsgGetSimple(ctx, req)

@@ -2,18 +2,22 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/hibiken/asynq"
+	"github.com/imrecall/imrecall/certificate"
 	"github.com/imrecall/imrecall/emulator"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/limiter"
@@ -138,7 +142,7 @@ func runDemo(ctx context.Context, cmd *cobra.Command, o demoOptions) error {
 
 	job, err := store.Create(ctx, jobs.Spec{
 		Kind: "purge:user", Queue: tasks.QueuePurge, AppID: app, RequestedBy: "demo@" + hostname(),
-		Reason: "demo: purge spammer " + spammer, Params: []byte(fmt.Sprintf(`{"user":%q,"peers":%d}`, spammer, len(peers))),
+		Reason: "demo: purge spammer " + spammer, Params: mustJSON(map[string]any{"user": spammer, "peers": peers, "source": "scan"}),
 	})
 	if err != nil {
 		return err
@@ -190,7 +194,61 @@ func runDemo(ctx context.Context, cmd *cobra.Command, o demoOptions) error {
 		return exitCodeError{code: exitFailure, msg: "CHECK FAILED: " + r.ReconcileProblem}
 	}
 	fmt.Fprintf(w, "check passed: none of %s's messages remain in any group or one-to-one chat (verified against the emulator)\n", spammer)
-	return nil
+	return demoCertificate(ctx, cmd, store, client, j)
+}
+
+// demoCertificate ends the demo as a privacy officer would: verify the job
+// through the API, then write a signed certificate of erasure with a fresh
+// key, and check it.
+func demoCertificate(ctx context.Context, cmd *cobra.Command, store *jobs.Store, client *tim.Client, j jobs.Job) error {
+	w := cmd.OutOrStdout()
+	dir, err := os.MkdirTemp("", "imrecall-demo-")
+	if err != nil {
+		return err
+	}
+	pub, key, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		return err
+	}
+	keyPEM, err := certificate.MarshalPrivateKey(key)
+	if err != nil {
+		return err
+	}
+	pubPEM, err := certificate.MarshalPublicKey(pub)
+	if err != nil {
+		return err
+	}
+	keyPath, pubPath, out := filepath.Join(dir, "demo-key.pem"), filepath.Join(dir, "demo-pub.pem"), filepath.Join(dir, "erasure.json")
+	if err := os.WriteFile(keyPath, keyPEM, 0o600); err != nil {
+		return err
+	}
+	if err := os.WriteFile(pubPath, pubPEM, 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
+	v, rows, err := writeCertificate(ctx, certRequest{
+		store: store, im: client, job: j, actor: j.RequestedBy, concurrency: 8,
+		out: out, key: key, configHash: "demo",
+	})
+	if err != nil {
+		return fmt.Errorf("certificate: %w", err)
+	}
+	writeVerification(cmd, v)
+	if _, err := certificate.Verify(out, pub); err != nil {
+		return exitCodeError{code: exitFailure, msg: "CHECK FAILED: the certificate does not verify: " + err.Error()}
+	}
+	fmt.Fprintf(w, "\ncertificate of erasure (%d messages), signed and checked:\n  %s\n  %s.sig\n  %s.rows.jsonl\n", rows.Count, out, out, out)
+	fmt.Fprintf(w, "check it:  openssl pkeyutl -verify -pubin -inkey %s -rawin -in %s -sigfile %s.sig\n", pubPath, out, out)
+	fmt.Fprintf(w, "read it:   imrecall certificate render %s --public-key %s --out erasure.html\n", out, pubPath)
+	return verificationExit(v)
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
 }
 
 // demoProgress shows a bar until the job ends: messages, calls/s against

@@ -90,7 +90,7 @@ func (e *e2e) run(args ...string) (string, error) {
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
 	if err != nil {
-		return out.String(), fmt.Errorf("imrecall %s: %v\n%s", strings.Join(args, " "), err, errb.String())
+		return out.String(), fmt.Errorf("imrecall %s: %w\n%s", strings.Join(args, " "), err, errb.String())
 	}
 	return out.String(), nil
 }

@@ -25,6 +25,7 @@ const (
 	exitBadInput   = 2 // bad flags, arguments or input files; nothing was changed
 	exitDeadLetter = 3 // the job finished, but some dead letters need attention
 	exitCancelled  = 4 // the job was cancelled
+	// exitNotErased (5, verify.go): messages of the job remain visible
 )
 
 // usageError marks an error caused by bad input, so main exits with exitBadInput.
@@ -72,6 +73,8 @@ Settings come from flags, or from IMRECALL_* environment variables (see the READ
 		newScheduleCmd(),
 		newSchedulerCmd(),
 		newServeCmd(),
+		newVerifyCmd(),
+		newCertificateCmd(),
 	)
 	return root
 }

@@ -27,6 +27,7 @@ type purgeFlags struct {
 	since       string
 	until       string
 	concurrency int
+	verify      bool
 }
 
 func (f *purgeFlags) register(cmd *cobra.Command, defaultQueue string) {
@@ -43,6 +44,23 @@ func (f *purgeFlags) register(cmd *cobra.Command, defaultQueue string) {
 	fl.StringVar(&f.since, "since", "", "only messages sent at or after this time: RFC 3339, 2006-01-02[ 15:04], or an age such as 90d or 2h")
 	fl.StringVar(&f.until, "until", "", "only messages sent at or before this time (same forms as --since)")
 	fl.IntVar(&f.concurrency, "discovery-concurrency", 16, "histories read at once (the limiter still caps the calls)")
+	fl.BoolVar(&f.verify, "verify", false, "when the job ends, verify it (imrecall verify): implies --wait; exit 5 if messages remain visible")
+}
+
+// verifyWhenDone makes --wait verify the job at its end, when --verify asks.
+func (f *purgeFlags) verifyWhenDone(cmd *cobra.Command, c *conn, im *tim.Client) {
+	if !f.verify {
+		return
+	}
+	f.wait = true
+	f.afterWait = func(ctx context.Context, j jobs.Job) error {
+		v, err := runVerification(ctx, c.store, im, j, max(f.concurrency/2, 1), f.audit.actor, nil, nil)
+		if err != nil {
+			return fmt.Errorf("verifying job %s: %w", j.ID, err)
+		}
+		writeVerification(cmd, v)
+		return verificationExit(v)
+	}
 }
 
 func (f *purgeFlags) window(now time.Time) (producer.Window, error) {
@@ -134,7 +152,7 @@ the user belongs to is scanned, and the one-to-one chats with --peers.`,
 			if err := spec.Validate(); err != nil {
 				return usageError{err}
 			}
-			params := map[string]any{"user": user, "peers": len(ps), "since": f.since, "until": f.until, "source": source}
+			params := map[string]any{"user": user, "peers": ps, "since": f.since, "until": f.until, "source": source}
 			switch source {
 			case "index", "auto":
 				done, err := runIndexPurge(cmd, &f, user, w, source, params)
@@ -249,6 +267,7 @@ func runPurge(cmd *cobra.Command, f *purgeFlags, kind string, params map[string]
 	if err != nil {
 		return err
 	}
+	f.verifyWhenDone(cmd, c, im)
 	scans, rep, err := list(ctx, im)
 	if err != nil {
 		return discoveryErr(err)
@@ -354,6 +373,17 @@ func runIndexPurge(cmd *cobra.Command, f *purgeFlags, user string, w producer.Wi
 		}
 	}
 	params["source"] = "index"
+	if f.verify {
+		log, err := f.logs.logger(cmd.ErrOrStderr())
+		if err != nil {
+			return true, err
+		}
+		im, err := f.client(c, log)
+		if err != nil {
+			return true, err
+		}
+		f.verifyWhenDone(cmd, c, im)
+	}
 	return true, createAndPlan(cmd, &f.recallFlags, c, "purge:user", params, func(ctx context.Context, _ jobs.Job, _ producer.Enqueuer, b *producer.Batcher) error {
 		_, err := idx.Plan(ctx, f.appID, user, w.Since, w.Until, b)
 		return err

@@ -28,7 +28,9 @@ type recallFlags struct {
 	yes          bool
 	confirmAbove int
 	wait         bool
-	asJSON       bool
+	// afterWait, if set, runs when --wait saw the job end (purge --verify).
+	afterWait func(ctx context.Context, j jobs.Job) error
+	asJSON    bool
 }
 
 func (f *recallFlags) register(cmd *cobra.Command, defaultQueue string) {
@@ -295,6 +297,11 @@ func createAndPlan(cmd *cobra.Command, f *recallFlags, c *conn, kind string, par
 		return err
 	}
 	printCounts(cmd, j)
+	if f.afterWait != nil {
+		if err := f.afterWait(ctx, j); err != nil {
+			return err
+		}
+	}
 	return jobExit(j)
 }
 

@@ -1,0 +1,353 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime/debug"
+	"strconv"
+	"time"
+
+	"github.com/imrecall/imrecall/certificate"
+	"github.com/imrecall/imrecall/jobs"
+	"github.com/imrecall/imrecall/tim"
+	"github.com/imrecall/imrecall/verify"
+	"github.com/spf13/cobra"
+)
+
+func newCertificateCmd() *cobra.Command {
+	var f historyFlags
+	var keyPath, out string
+	var hashSubject bool
+	cmd := &cobra.Command{
+		Use:   "certificate JOB --signing-key KEY.pem --out FILE",
+		Short: "Verify a finished job and write a signed certificate of erasure",
+		Long: `Verifies the job (as imrecall verify does) and writes a certificate of erasure: FILE, a JSON
+document naming the job, its scope and coverage gaps, who asked and why, counts that reconcile,
+the verification result, the imrecall version and a hash of its configuration (no secrets);
+FILE.rows.jsonl, every message of the job with its final state and what verification saw
+(the document carries its SHA-256); and FILE.sig, an Ed25519 signature of FILE's exact bytes:
+
+  openssl genpkey -algorithm ed25519 -out KEY.pem
+  openssl pkey -in KEY.pem -pubout -out PUB.pem
+  openssl pkeyutl -verify -pubin -inkey PUB.pem -rawin -in FILE -sigfile FILE.sig
+
+With --hash-subject the document names the user by a salted SHA-256 only; the salt is written
+to FILE.salt (keep it with the erasure request, apart from the certificate).
+
+The certificate is written even when verification finds messages still visible (it says so);
+the exit code is then 5.`,
+		Example: `  imrecall certificate 20261122T230512Z-9f3a1c2b --signing-key dpo-key.pem --out erasure-881.json
+  imrecall certificate verify erasure-881.json --public-key dpo-pub.pem
+  imrecall certificate render erasure-881.json --public-key dpo-pub.pem --out erasure-881.html`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := jobs.ValidID(args[0]); err != nil {
+				return usageError{err}
+			}
+			if keyPath == "" {
+				return badInput("--signing-key: required (an Ed25519 private key in PKCS#8 PEM: openssl genpkey -algorithm ed25519)")
+			}
+			if out == "" {
+				return badInput("--out: required (the certificate's file name)")
+			}
+			key, err := certificate.LoadPrivateKey(keyPath)
+			if err != nil {
+				return badInput("--signing-key %v", err)
+			}
+			if _, err := os.Stat(out); err == nil {
+				return badInput("--out %s: exists; a certificate is never overwritten", out)
+			}
+			c, im, _, err := f.open(cmd)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx := cmd.Context()
+			job, err := c.store.Get(ctx, args[0])
+			if err != nil {
+				return jobErr(err)
+			}
+			if !job.Finished() {
+				return badInput("job %s is %s with %d pending: a certificate is for a finished job (imrecall jobs wait %s)", job.ID, job.Status, job.Counts.Pending, job.ID)
+			}
+			v, rows, err := writeCertificate(ctx, certRequest{
+				store: c.store, im: im, job: job, actor: f.actor, concurrency: f.concurrency,
+				out: out, key: key, hashSubject: hashSubject, configHash: f.configHash(),
+			})
+			if err != nil {
+				return err
+			}
+			p := certificate.PathsOf(out)
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "certificate of erasure for job %s\n  document  %s\n  signature %s\n  rows      %s (%d messages)\n", job.ID, p.Document, p.Signature, p.Rows, rows.Count)
+			if hashSubject && v.Subject != "" {
+				fmt.Fprintf(w, "  salt      %s (keep it apart from the certificate)\n", out+".salt")
+			}
+			writeVerification(cmd, v)
+			return verificationExit(v)
+		},
+	}
+	f.register(cmd)
+	cmd.Flags().StringVar(&keyPath, "signing-key", "", "Ed25519 private key, PKCS#8 PEM (openssl genpkey -algorithm ed25519)")
+	cmd.Flags().StringVar(&out, "out", "", "the certificate's file (FILE.sig and FILE.rows.jsonl are written beside it)")
+	cmd.Flags().BoolVar(&hashSubject, "hash-subject", false, "name the user by a salted SHA-256 only (the salt goes to FILE.salt)")
+	cmd.AddCommand(newCertificateVerifyCmd(), newCertificateRenderCmd())
+	return cmd
+}
+
+// certRequest is what writeCertificate needs.
+type certRequest struct {
+	store       *jobs.Store
+	im          *tim.Client
+	job         jobs.Job
+	actor       string
+	concurrency int
+	out         string
+	key         ed25519.PrivateKey
+	hashSubject bool
+	configHash  string
+}
+
+// writeCertificate verifies a finished job and writes its certificate of
+// erasure at r.out (see newCertificateCmd).
+func writeCertificate(ctx context.Context, r certRequest) (verification, certificate.Rows, error) {
+	job := r.job
+	rep, err := r.store.BuildReport(ctx, job.ID)
+	if err != nil {
+		return verification{}, certificate.Rows{}, err
+	}
+	// With --hash-subject the user is named by the salted hash everywhere:
+	// subject, scope and rows.
+	hide := func(s string) string { return s }
+	var salt []byte
+	if r.hashSubject {
+		if salt, err = certificate.NewSalt(); err != nil {
+			return verification{}, certificate.Rows{}, err
+		}
+	}
+	var v verification
+	rows, err := certificate.WriteRows(r.out, func(yield func(certificate.Row) error) error {
+		v, err = runVerification(ctx, r.store, r.im, job, r.concurrency, r.actor, func(fd verify.Finding) error {
+			return yield(rowOf(fd, hide))
+		}, func(subject string) {
+			if r.hashSubject && subject != "" {
+				hashed := "sha256:" + certificate.HashSubject(salt, subject)
+				hide = func(s string) string {
+					if s == subject {
+						return hashed
+					}
+					return s
+				}
+			}
+		})
+		return err
+	})
+	if err != nil {
+		return v, rows, err
+	}
+	doc := certificate.Document{
+		IssuedAt: time.Now().UTC(),
+		Job: certificate.Job{
+			ID: job.ID, Kind: job.Kind, Status: string(job.Status), Scope: job.Params, CoverageGaps: v.Gaps,
+			RequestedBy: job.RequestedBy, Reason: job.Reason, CreatedAt: job.CreatedAt, FinishedAt: job.FinishedAt,
+		},
+		Counts: certificate.Counts{
+			Planned: job.Counts.Planned, Recalled: job.Counts.Recalled, RecalledUnattributed: job.Counts.RecalledUnattributed,
+			DeadLettered: job.Counts.DeadLettered, DeadLetteredByCode: job.Counts.DeadByCode, Pending: job.Counts.Pending,
+		},
+		Reconciled: rep.Reconciled,
+		Verification: &certificate.Verification{
+			At: v.At, Verified: v.Verified, Gone: v.Gone, StillVisible: v.StillVisible, Residue: v.Residue,
+			HistoryCalls: v.HistoryCalls, Passed: v.Passed,
+		},
+		Software: certificate.Software{Name: "imrecall", Version: version(), ConfigSHA256: r.configHash},
+		Rows:     rows,
+	}
+	if v.Subject != "" {
+		doc.Subject = &certificate.Subject{UserID: v.Subject}
+		if r.hashSubject {
+			if err := os.WriteFile(r.out+".salt", []byte(hex.EncodeToString(salt)+"\n"), 0o600); err != nil {
+				return v, rows, err
+			}
+			doc.Subject = &certificate.Subject{SaltedSHA256: certificate.HashSubject(salt, v.Subject)}
+			doc.Job.Scope = hideInScope(job.Params, hide)
+		}
+	}
+	if _, err := certificate.WriteSigned(r.out, doc, r.key); err != nil {
+		return v, rows, err
+	}
+	return v, rows, r.store.Audit(ctx, jobs.Event{Actor: r.actor, Action: "certificate", JobID: job.ID, Detail: "certificate of erasure written: " + r.out})
+}
+
+// rowOf is the certificate row of a verified message; hide replaces the
+// subject's user id (--hash-subject).
+func rowOf(f verify.Finding, hide func(string) string) certificate.Row {
+	r := certificate.Row{State: string(f.State), Code: f.Code, Verified: string(f.Verdict)}
+	t := f.Target
+	if t.IsGroup() {
+		r.GroupID, r.TopicID = t.GroupID, t.TopicID
+		r.MsgSeq, _ = strconv.ParseInt(f.Item, 10, 64)
+	} else {
+		r.From, r.To, r.MsgKey = hide(t.From), hide(t.To), f.Item
+	}
+	return r
+}
+
+// hideInScope replaces the subject in a job's recorded parameters: every
+// string value, and every string in a list, that hide changes.
+func hideInScope(params json.RawMessage, hide func(string) string) json.RawMessage {
+	var m map[string]any
+	if err := json.Unmarshal(params, &m); err != nil {
+		return nil // unreadable: leave the scope out rather than name the subject
+	}
+	for k, v := range m {
+		switch x := v.(type) {
+		case string:
+			m[k] = hide(x)
+		case []any:
+			for i, e := range x {
+				if s, ok := e.(string); ok {
+					x[i] = hide(s)
+				}
+			}
+		}
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
+// configHash hashes the settings that shaped the calls: never a secret.
+func (f *historyFlags) configHash() string {
+	b, _ := json.Marshal(map[string]any{
+		"api_base": f.im.apiBase, "sdkappid": f.im.appID, "admin": f.im.admin,
+		"cap": f.limits.cap, "cap_of": f.limits.capOf, "margin": f.limits.margin,
+	})
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// version is the module version and VCS revision the binary was built from.
+func version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	v := bi.Main.Version
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" {
+			v += " " + s.Value
+		}
+		if s.Key == "vcs.modified" && s.Value == "true" {
+			v += " (modified)"
+		}
+	}
+	return v
+}
+
+func newCertificateVerifyCmd() *cobra.Command {
+	var pubPath string
+	cmd := &cobra.Command{
+		Use:     "verify FILE --public-key PUB.pem",
+		Short:   "Check a certificate's signature and that its rows file is the one it names",
+		Example: `  imrecall certificate verify erasure-881.json --public-key dpo-pub.pem`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if pubPath == "" {
+				return badInput("--public-key: required (openssl pkey -in KEY.pem -pubout)")
+			}
+			pub, err := certificate.LoadPublicKey(pubPath)
+			if err != nil {
+				return badInput("--public-key %v", err)
+			}
+			doc, err := certificate.Verify(args[0], pub)
+			var fail *certificate.Failure
+			if errors.As(err, &fail) {
+				return exitCodeError{code: exitFailure, msg: "NOT VALID: " + fail.Error()}
+			}
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "valid: signature and rows (%d) check out\njob %s  %s  %s\n", doc.Rows.Count, doc.Job.ID, doc.Job.Kind, doc.Job.Status)
+			if v := doc.Verification; v != nil {
+				fmt.Fprintf(w, "verified at %s: %d recalled, %d gone, %d still visible, residue %d\n", v.At.Format(time.RFC3339), v.Verified, v.Gone, v.StillVisible, v.Residue)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&pubPath, "public-key", "", "the signer's Ed25519 public key, PEM")
+	return cmd
+}
+
+func newCertificateRenderCmd() *cobra.Command {
+	var pubPath, out string
+	cmd := &cobra.Command{
+		Use:     "render FILE [--public-key PUB.pem] [--out PAGE.html]",
+		Short:   "Render a certificate as a printable HTML page (checked first when --public-key is given)",
+		Example: `  imrecall certificate render erasure-881.json --public-key dpo-pub.pem --out erasure-881.html`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			view, err := certificateView(args[0], pubPath)
+			if err != nil {
+				return err
+			}
+			var w io.Writer = cmd.OutOrStdout()
+			if out != "" {
+				fh, err := os.Create(out)
+				if err != nil {
+					return badInput("--out %v", err)
+				}
+				defer fh.Close()
+				w = fh
+			}
+			return certificate.RenderHTML(w, view)
+		},
+	}
+	cmd.Flags().StringVar(&pubPath, "public-key", "", "check the certificate with this public key first")
+	cmd.Flags().StringVar(&out, "out", "", "write the page here (default: standard output)")
+	return cmd
+}
+
+// certificateView reads a certificate for rendering, checking it when a
+// public key is given.
+func certificateView(path, pubPath string) (certificate.View, error) {
+	if pubPath != "" {
+		pub, err := certificate.LoadPublicKey(pubPath)
+		if err != nil {
+			return certificate.View{}, badInput("--public-key %v", err)
+		}
+		doc, err := certificate.Verify(path, pub)
+		var fail *certificate.Failure
+		if errors.As(err, &fail) {
+			var d certificate.Document
+			b, rerr := os.ReadFile(path)
+			if rerr == nil {
+				_ = json.Unmarshal(b, &d)
+			}
+			return certificate.View{Document: d, Checked: true, Problem: fail.Error()}, nil
+		}
+		if err != nil {
+			return certificate.View{}, err
+		}
+		return certificate.View{Document: doc, Checked: true}, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return certificate.View{}, badInput("%v", err)
+	}
+	var d certificate.Document
+	if err := json.Unmarshal(b, &d); err != nil {
+		return certificate.View{}, badInput("%s: not a certificate: %v", path, err)
+	}
+	return certificate.View{Document: d}, nil
+}

@@ -1,0 +1,204 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/imrecall/imrecall/jobs"
+	"github.com/imrecall/imrecall/tim"
+	"github.com/imrecall/imrecall/verify"
+	"github.com/spf13/cobra"
+)
+
+// exitNotErased is verify's (and certificate's) exit code when messages of
+// the job remain visible: still visible planned messages, or residue.
+const exitNotErased = 5
+
+// historyFlags are the flags of a command that re-reads the IM histories of
+// an existing job: Redis, the IM client and the shared limiter.
+type historyFlags struct {
+	redis       redisFlags
+	im          imFlags
+	limits      limitFlags
+	logs        logFlags
+	actor       string
+	concurrency int
+}
+
+func (f *historyFlags) register(cmd *cobra.Command) {
+	f.redis.register(cmd)
+	f.im.register(cmd)
+	f.limits.register(cmd)
+	f.logs.register(cmd)
+	cmd.Flags().StringVar(&f.actor, "actor", defaultActor(), "who asks (recorded in the audit log)")
+	cmd.Flags().IntVar(&f.concurrency, "concurrency", 8, "histories read at once (the limiter still caps the calls)")
+}
+
+// open connects to Redis and builds an IM client gated by the shared limiter.
+func (f *historyFlags) open(cmd *cobra.Command) (*conn, *tim.Client, *slog.Logger, error) {
+	if err := applyEnv(cmd); err != nil {
+		return nil, nil, nil, err
+	}
+	if f.concurrency < 1 {
+		return nil, nil, nil, badInput("--concurrency %d: want 1 or more", f.concurrency)
+	}
+	log, err := f.logs.logger(cmd.ErrOrStderr())
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	cfg, err := f.im.config(log)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	c, err := f.redis.connect(cmd.Context())
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	lim, err := f.limits.limiter(c.rdb, f.redis.prefix, log, nil)
+	if err != nil {
+		c.Close()
+		return nil, nil, nil, err
+	}
+	cfg.Gate = lim.ForApp(cfg.SDKAppID)
+	im, err := tim.New(cfg)
+	if err != nil {
+		c.Close()
+		return nil, nil, nil, badInput("%v", err)
+	}
+	return c, im, log, nil
+}
+
+// verification is what `imrecall verify --json` prints and what is kept
+// with the job: the result, whose messages, and what the scope cannot reach.
+type verification struct {
+	verify.Result
+	Passed  bool     `json:"passed"`
+	Subject string   `json:"subject,omitempty"`
+	Gaps    []string `json:"coverage_gaps"`
+}
+
+// runVerification verifies a job, keeps the result with it and audits it.
+// onSubject, if set, learns the job's subject before any finding is reported.
+func runVerification(ctx context.Context, store *jobs.Store, im *tim.Client, job jobs.Job, concurrency int, actor string, onFinding func(verify.Finding) error, onSubject func(string)) (verification, error) {
+	scope, err := verify.ScopeOf(job, im)
+	if err != nil {
+		return verification{}, err
+	}
+	if onSubject != nil {
+		onSubject(scope.Subject)
+	}
+	res, err := verify.Run(ctx, store, im, job.ID, verify.Options{Scope: scope.List, OnFinding: onFinding, Concurrency: concurrency})
+	if err != nil {
+		return verification{}, err
+	}
+	v := verification{Result: res, Passed: res.Passed(), Subject: scope.Subject, Gaps: scope.Gaps}
+	if v.Gaps == nil {
+		v.Gaps = []string{}
+	}
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return v, err
+	}
+	return v, store.SaveVerification(ctx, job.ID, actor, raw, v.Passed)
+}
+
+func newVerifyCmd() *cobra.Command {
+	var f historyFlags
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "verify JOB",
+		Short: "Re-read the job's histories: is every planned message gone, and did the purge miss any?",
+		Long: `Re-reads every target of the job through the shared limiter (group_msg_get_simple with
+WithRecalledMsg, admin_getroammsg with MsgFlagBits) and classifies each planned message:
+recalled and verified, gone (expired or deleted), or still visible. For a purge it also re-runs
+discovery over the job's scope as a dry run: visible messages of the subject that the job did not
+plan (sent after discovery, or missed) are the residue.
+
+Exit 0 when nothing is still visible and there is no residue; exit 5 otherwise.`,
+		Example: `  imrecall verify 20261122T230512Z-9f3a1c2b
+  imrecall verify 20261122T230512Z-9f3a1c2b --json | jq '.still_visible, .residue'`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := jobs.ValidID(args[0]); err != nil {
+				return usageError{err}
+			}
+			c, im, _, err := f.open(cmd)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			job, err := c.store.Get(cmd.Context(), args[0])
+			if err != nil {
+				return jobErr(err)
+			}
+			v, err := runVerification(cmd.Context(), c.store, im, job, f.concurrency, f.actor, nil, nil)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				if err := printJSON(cmd.OutOrStdout(), v); err != nil {
+					return err
+				}
+			} else {
+				writeVerification(cmd, v)
+			}
+			return verificationExit(v)
+		},
+	}
+	f.register(cmd)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object (verified, gone, still_visible, residue, …)")
+	return cmd
+}
+
+// jobErr turns an unknown job into bad input.
+func jobErr(err error) error {
+	if errors.Is(err, jobs.ErrNotFound) {
+		return usageError{err}
+	}
+	return err
+}
+
+func writeVerification(cmd *cobra.Command, v verification) {
+	w := cmd.OutOrStdout()
+	fmt.Fprintf(w, "verification of job %s at %s (%d history calls)\n", v.JobID, v.At.Format("2006-01-02 15:04:05Z"), v.HistoryCalls)
+	fmt.Fprintf(w, "  planned          %10d\n", v.Planned)
+	fmt.Fprintf(w, "  recalled, seen   %10d\n", v.Verified)
+	fmt.Fprintf(w, "  gone             %10d  (expired or deleted)\n", v.Gone)
+	fmt.Fprintf(w, "  still visible    %10d\n", v.StillVisible)
+	if v.ScopeChecked {
+		fmt.Fprintf(w, "  residue          %10d  (visible messages of %s in the scope that the job did not plan)\n", v.Residue, orAny(v.Subject))
+	} else {
+		fmt.Fprintln(w, "  residue                   —  (a list of messages has no scope to re-scan)")
+	}
+	for _, r := range v.StillVisibleSample {
+		fmt.Fprintf(w, "    still visible: %s %s\n", r.Target, r.Item)
+	}
+	for _, r := range v.ResidueSample {
+		fmt.Fprintf(w, "    residue: %s %s\n", r.Target, r.Item)
+	}
+	for _, g := range v.Gaps {
+		fmt.Fprintf(w, "  not covered: %s\n", g)
+	}
+	if v.Passed {
+		fmt.Fprintln(w, "passed: nothing the job planned is visible, and the scope holds nothing it missed")
+	} else {
+		fmt.Fprintln(w, "FAILED: messages remain visible")
+	}
+}
+
+func orAny(s string) string {
+	if s == "" {
+		return "the senders"
+	}
+	return s
+}
+
+func verificationExit(v verification) error {
+	if v.Passed {
+		return nil
+	}
+	return exitCodeError{code: exitNotErased, msg: fmt.Sprintf("job %s: %d planned messages still visible, residue %d", v.JobID, v.StillVisible, v.Residue)}
+}

@@ -1,0 +1,209 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/imrecall/imrecall/emulator"
+	"github.com/imrecall/imrecall/jobs"
+)
+
+// exitOf returns the exit code of a failed run of e.run (0 for success).
+func exitOf(t *testing.T, err error) int {
+	t.Helper()
+	if err == nil {
+		return 0
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		t.Fatalf("not an exit: %v", err)
+	}
+	return ee.ExitCode()
+}
+
+// TestPurgeVerifyCertificate is issue 14's acceptance, end to end over HTTP:
+// purge user → verify passes → the sender posts again in one of the job's
+// groups → verify finds the residue (exit 5) → certificate → openssl and
+// `certificate verify` accept it → one byte changed → neither does.
+func TestPurgeVerifyCertificate(t *testing.T) {
+	if _, err := exec.LookPath("openssl"); err != nil {
+		t.Skip("openssl not installed")
+	}
+	e := newE2E(t, emulator.Config{Rate: 200})
+	ds, err := e.env.Emu.Generate(emulator.DatasetSpec{Groups: 30, Users: 300, GroupMessages: 8000, C2CMessages: 600,
+		HeavyGroups: 12, HeavyShare: 0.05, Peers: 6, Topics: 2, Seed: 29})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spammer := ds.HeavySenders[0]
+	peers := strings.Join(ds.PeersOf[spammer], ",")
+	e.worker("w1")
+
+	out, err := e.run("purge", "user", "--user", spammer, "--peers", peers, "--source", "scan", "--yes", "--json",
+		"--reason", "GDPR Art. 17 request #881", "--wait", "--verify")
+	if err != nil {
+		t.Fatalf("purge --verify: %v", err)
+	}
+	var created struct {
+		JobID string `json:"job_id"`
+	}
+	if err := json.NewDecoder(strings.NewReader(out)).Decode(&created); err != nil || created.JobID == "" {
+		t.Fatalf("purge printed %q: %v", out, err)
+	}
+	j := e.waitDone(created.JobID, 2*time.Minute)
+	if j.Status != jobs.StatusDone || j.Counts.Planned == 0 {
+		t.Fatalf("job = %+v", j)
+	}
+
+	verifyJSON := func(wantExit int) verification {
+		t.Helper()
+		out, err := e.run("verify", j.ID, "--json")
+		if got := exitOf(t, err); got != wantExit {
+			t.Fatalf("verify exit %d, want %d: %v", got, wantExit, err)
+		}
+		var v verification
+		if err := json.Unmarshal([]byte(out), &v); err != nil {
+			t.Fatalf("verify --json printed %q: %v", out, err)
+		}
+		return v
+	}
+	v := verifyJSON(0)
+	if v.StillVisible != 0 || v.Residue != 0 || v.Verified != j.Counts.Planned || !v.ScopeChecked || !v.Passed {
+		t.Fatalf("verify after the purge: %+v (job planned %d)", v, j.Counts.Planned)
+	}
+	// At most one history call per 20 planned group messages, plus the
+	// scope's own re-scan (one call per 20 messages of history read) and the
+	// one-to-one pages.
+	t.Logf("verify: %d planned, %d history calls", v.Planned, v.HistoryCalls)
+	t.Logf("emulator: %+v", e.env.Emu.Stats()["group_msg_get_simple"])
+
+	// The sender posts again in a group the job covered: residue.
+	targets, err := e.store.Targets(t.Context(), j.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var group jobs.Target
+	for _, tg := range targets {
+		if tg.IsGroup() && tg.TopicID == "" {
+			group = tg
+			break
+		}
+	}
+	if group.GroupID == "" {
+		t.Fatal("the job recalled in no plain group")
+	}
+	e.env.SendGroup(t, group.GroupID, "", 1, spammer)
+	v = verifyJSON(exitNotErased)
+	if v.Residue < 1 || v.StillVisible != 0 || v.Passed {
+		t.Fatalf("verify after a new message: %+v, want residue ≥ 1", v)
+	}
+
+	// The certificate: written even though verification now fails (it says so).
+	dir := t.TempDir()
+	key, pub := filepath.Join(dir, "key.pem"), filepath.Join(dir, "pub.pem")
+	for _, args := range [][]string{{"genpkey", "-algorithm", "ed25519", "-out", key}, {"pkey", "-in", key, "-pubout", "-out", pub}} {
+		if b, err := exec.Command("openssl", args...).CombinedOutput(); err != nil {
+			t.Fatalf("openssl %v: %v\n%s", args, err, b)
+		}
+	}
+	cert := filepath.Join(dir, "erasure.json")
+	_, err = e.run("certificate", j.ID, "--signing-key", key, "--out", cert, "--hash-subject")
+	if got := exitOf(t, err); got != exitNotErased {
+		t.Fatalf("certificate exit %d, want %d (residue): %v", got, exitNotErased, err)
+	}
+	var doc struct {
+		Job struct {
+			ID     string `json:"id"`
+			Reason string `json:"reason"`
+		} `json:"job"`
+		Subject struct {
+			UserID string `json:"user_id"`
+			Hash   string `json:"salted_sha256"`
+		} `json:"subject"`
+		Counts struct {
+			Planned, Recalled, DeadLettered, Pending int64
+		} `json:"counts"`
+		Reconciled   bool `json:"reconciled"`
+		Verification struct {
+			Residue int64 `json:"residue"`
+			Passed  bool  `json:"passed"`
+		} `json:"verification"`
+		Rows struct {
+			Count int64 `json:"count"`
+		} `json:"rows"`
+	}
+	body, err := os.ReadFile(cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(body, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if doc.Job.ID != j.ID || doc.Job.Reason != "GDPR Art. 17 request #881" || !doc.Reconciled ||
+		doc.Counts.Planned != doc.Counts.Recalled+doc.Counts.DeadLettered+doc.Counts.Pending ||
+		doc.Verification.Residue < 1 || doc.Verification.Passed || doc.Rows.Count != j.Counts.Planned {
+		t.Fatalf("certificate document: %s", body)
+	}
+	if doc.Subject.UserID != "" || len(doc.Subject.Hash) != 64 || strings.Contains(string(body), spammer) {
+		t.Fatalf("--hash-subject: the document names the subject: %+v", doc.Subject)
+	}
+	if b, _ := os.ReadFile(cert + ".rows.jsonl"); strings.Contains(string(b), spammer) {
+		t.Fatal("--hash-subject: the rows name the subject")
+	}
+	rows := countLines(t, cert+".rows.jsonl")
+	if rows != j.Counts.Planned {
+		t.Fatalf("rows file has %d lines, job planned %d", rows, j.Counts.Planned)
+	}
+
+	opensslOK := func() bool {
+		out, err := exec.Command("openssl", "pkeyutl", "-verify", "-pubin", "-inkey", pub, "-rawin", "-in", cert, "-sigfile", cert+".sig").CombinedOutput()
+		return err == nil && strings.Contains(string(out), "Signature Verified Successfully")
+	}
+	if !opensslOK() {
+		t.Fatal("openssl refused the certificate")
+	}
+	if _, err := e.run("certificate", "verify", cert, "--public-key", pub); err != nil {
+		t.Fatalf("certificate verify: %v", err)
+	}
+	page, err := e.run("certificate", "render", cert, "--public-key", pub)
+	if err != nil || !strings.Contains(page, j.ID) || !strings.Contains(page, "Signature and rows checked") {
+		t.Fatalf("render: %v\n%.400s", err, page)
+	}
+
+	// One byte of the document changed: neither accepts it.
+	i := strings.Index(string(body), `"reason": "GDPR`) + len(`"reason": "`)
+	body[i] = 'X'
+	if err := os.WriteFile(cert, body, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if opensslOK() {
+		t.Fatal("openssl accepted a changed certificate")
+	}
+	_, err = e.run("certificate", "verify", cert, "--public-key", pub)
+	if got := exitOf(t, err); got != exitFailure || !strings.Contains(err.Error(), "NOT VALID: certificate signature") {
+		t.Fatalf("certificate verify of a changed document: exit %d: %v", got, err)
+	}
+}
+
+func countLines(t *testing.T, path string) int64 {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var n int64
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		n++
+	}
+	return n
+}

@@ -1,0 +1,126 @@
+package verify
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+
+	"github.com/imrecall/imrecall/jobs"
+	"github.com/imrecall/imrecall/producer"
+)
+
+// Scope is what a job was asked to cover, read back from its record: whose
+// messages (for a user purge), and what a re-scan cannot reach.
+type Scope struct {
+	// Subject is the user whose messages a user purge recalls; empty for
+	// other kinds.
+	Subject string
+	// Gaps name what neither the job nor a re-scan of its scope reaches.
+	Gaps []string
+	// List lists the scope's areas as they are now; nil when the job has no
+	// scope (a recall of a list of messages).
+	List ScopeList
+}
+
+// params are the fields of a job's recorded parameters that describe its
+// scope, as the CLI and the HTTP API record them.
+type params struct {
+	User    string          `json:"user"`
+	Peers   json.RawMessage `json:"peers"` // a list; older CLI records hold a count
+	Source  string          `json:"source"`
+	Since   string          `json:"since"`
+	Until   string          `json:"until"`
+	Groups  []string        `json:"groups"`
+	Topic   string          `json:"topic"`
+	Senders []string        `json:"senders"`
+	SeqFrom int64           `json:"seq_from"`
+	SeqTo   int64           `json:"seq_to"`
+}
+
+// ScopeOf reads a job's scope from its record. Relative times (--since
+// 30d) are taken relative to when the job was created, as the job took them.
+//
+// The Scope is returned by pointer: a re-scan adds the groups it could not
+// read to its Gaps.
+func ScopeOf(job jobs.Job, im producer.IM) (*Scope, error) {
+	var p params
+	if len(job.Params) > 0 {
+		if err := json.Unmarshal(job.Params, &p); err != nil {
+			return nil, fmt.Errorf("job %s: reading its parameters: %w", job.ID, err)
+		}
+	}
+	var w producer.Window
+	var err error
+	if w.Since, err = producer.ParseTime(p.Since, job.CreatedAt); err != nil {
+		return nil, fmt.Errorf("job %s: since %q: %w", job.ID, p.Since, err)
+	}
+	if w.Until, err = producer.ParseTime(p.Until, job.CreatedAt); err != nil {
+		return nil, fmt.Errorf("job %s: until %q: %w", job.ID, p.Until, err)
+	}
+	switch job.Kind {
+	case "purge:user":
+		peers, known := peerList(p.Peers)
+		s := &Scope{Subject: p.User}
+		if !known {
+			s.Gaps = append(s.Gaps, "one-to-one chats: the job recorded how many peers it had, not who; the re-scan covers groups only")
+		} else if len(peers) == 0 && p.Source != "index" {
+			s.Gaps = append(s.Gaps, "one-to-one chats: no peers were given, so no one-to-one chat was scanned")
+		}
+		if p.Source == "index" {
+			s.Gaps = append(s.Gaps, "the job found its messages in the callback index; the re-scan reads the groups the user is in now and the given peers")
+		}
+		s.Gaps = append(s.Gaps, "groups the user has left or was removed from: a history scan cannot list them")
+		spec := producer.UserPurge{User: p.User, Peers: peers, Window: w}
+		s.List = areasOf(func(ctx context.Context) ([]producer.Scan, *producer.Report, error) {
+			return producer.UserScans(ctx, im, spec)
+		}, s)
+		return s, nil
+	case "purge:group":
+		spec := producer.GroupPurge{Groups: p.Groups, Topic: p.Topic, Senders: p.Senders,
+			GroupFilter: producer.GroupFilter{Window: w, SeqFrom: p.SeqFrom, SeqTo: p.SeqTo}}
+		s := &Scope{}
+		if len(p.Senders) == 1 {
+			s.Subject = p.Senders[0]
+		}
+		s.List = areasOf(func(ctx context.Context) ([]producer.Scan, *producer.Report, error) {
+			return producer.GroupScans(ctx, im, spec)
+		}, s)
+		return s, nil
+	}
+	return &Scope{}, nil
+}
+
+// peerList reads the recorded peers: a list, or (older records) a count,
+// in which case the peers are unknown.
+func peerList(raw json.RawMessage) (peers []string, known bool) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, true
+	}
+	if err := json.Unmarshal(raw, &peers); err == nil {
+		return peers, true
+	}
+	if n, err := strconv.Atoi(string(raw)); err == nil && n == 0 {
+		return nil, true
+	}
+	return nil, false
+}
+
+// areasOf lists a purge's scans as areas, and notes the groups that cannot
+// be scanned among the scope's gaps.
+func areasOf(list func(ctx context.Context) ([]producer.Scan, *producer.Report, error), s *Scope) ScopeList {
+	return func(ctx context.Context) ([]Area, error) {
+		scans, rep, err := list(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, u := range rep.Unsupported {
+			s.Gaps = append(s.Gaps, fmt.Sprintf("group %s (%s): %s", u.GroupID, u.Type, u.Reason))
+		}
+		areas := make([]Area, len(scans))
+		for i, sc := range scans {
+			areas[i] = Area{Target: sc.Target, Filter: sc.Filter}
+		}
+		return areas, nil
+	}
+}
