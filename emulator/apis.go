@@ -23,6 +23,7 @@ var handlers = map[string]handler{
 	"openim/sendmsg":                            (*Server).sendMsg,
 	"openim/admin_msgwithdraw":                  (*Server).adminMsgWithdraw,
 	"openim/admin_getroammsg":                   (*Server).adminGetRoamMsg,
+	"openim/delete_c2c_msg_ramble":              (*Server).deleteC2CMsgRamble,
 }
 
 // decode decodes a body into v; a type mismatch is a parameter error.
@@ -671,6 +672,52 @@ func (s *Server) findC2C(from, to uint32, key string) (*cmsg, bool) {
 	return m, true
 }
 
+// deleteC2CMsgRamble deletes one-to-one messages from one side of a
+// conversation only (doc/101439): the peer still sees them, and they can
+// still be recalled.
+func (s *Server) deleteC2CMsgRamble(body []byte) (any, *apiError) {
+	var req struct {
+		OperatorAccount string   `json:"Operator_Account"`
+		PeerAccount     string   `json:"Peer_Account"`
+		MsgKeyList      []string `json:"MsgKeyList"`
+	}
+	if e := decode(body, &req, 90001); e != nil {
+		return nil, e
+	}
+	if len(req.MsgKeyList) == 0 || len(req.MsgKeyList) > 30 {
+		return nil, fail(90001, "MsgKeyList: want 1 to 30 keys, got %d", len(req.MsgKeyList))
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	op, known := s.userIdx[req.OperatorAccount]
+	if req.OperatorAccount == "" || !known {
+		return nil, fail(90008, "Operator_Account %q missing or does not exist", req.OperatorAccount)
+	}
+	peer, known := s.userIdx[req.PeerAccount]
+	if req.PeerAccount == "" || !known {
+		return nil, fail(90003, "Peer_Account %q missing or does not exist", req.PeerAccount)
+	}
+	invalid := []string{}
+	c := s.convs[pair(op, peer)]
+	for _, k := range req.MsgKeyList {
+		seq, random, ts, well := parseMsgKey(k)
+		if !well || c == nil || seq < 1 || seq > len(c.msgs) || c.msgs[seq-1].random != random || c.msgs[seq-1].time != ts {
+			invalid = append(invalid, k)
+			continue
+		}
+		m := &c.msgs[seq-1]
+		if m.from == op {
+			m.deletedFor |= deletedForSender
+		} else {
+			m.deletedFor |= deletedForReceiver
+		}
+	}
+	return struct {
+		reply
+		InvalidMsgKeyList []string `json:"InvalidMsgKeyList"`
+	}{ok(), invalid}, nil
+}
+
 func (s *Server) adminMsgWithdraw(body []byte) (any, *apiError) {
 	var req struct {
 		FromAccount string `json:"From_Account"`
@@ -773,7 +820,7 @@ func (s *Server) adminGetRoamMsg(body []byte) (any, *apiError) {
 	size := 200
 	for ; i >= 0 && len(out) < req.MaxCnt; i-- {
 		m := msgs[i]
-		if m.time > req.MaxTime {
+		if m.time > req.MaxTime || !m.visibleTo(op) {
 			continue
 		}
 		if m.time < req.MinTime {

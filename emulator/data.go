@@ -23,6 +23,23 @@ type cmsg struct {
 	random   uint32
 	recalled bool
 	requests uint16
+	// deletedFor marks a one-sided delete (delete_c2c_msg_ramble): the
+	// sender's side (1), the receiver's (2). The other side still sees it.
+	deletedFor uint8
+}
+
+// One-sided deletes of a one-to-one message.
+const (
+	deletedForSender   = 1
+	deletedForReceiver = 2
+)
+
+// visibleTo reports whether user u's side of the conversation shows m.
+func (m cmsg) visibleTo(u uint32) bool {
+	if u == m.from {
+		return m.deletedFor&deletedForSender == 0
+	}
+	return m.deletedFor&deletedForReceiver == 0
 }
 
 func (m cmsg) key(seq int) string {

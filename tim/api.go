@@ -42,6 +42,9 @@ var (
 	CreateTopic        = API{Service: "million_group_open_http_svc", Command: "create_topic"}
 	SendGroupMsg       = API{Service: "group_open_http_svc", Command: "send_group_msg"}
 	SendMsg            = API{Service: "openim", Command: "sendmsg"}
+	// DeleteC2CMsgRamble deletes one-to-one messages from one side only
+	// (tests model a sender who cleared their side with it).
+	DeleteC2CMsgRamble = API{Service: "openim", Command: "delete_c2c_msg_ramble"}
 )
 
 // AllAPIs lists every API the client calls, recall APIs first. Callers must
@@ -49,5 +52,5 @@ var (
 var AllAPIs = []API{
 	GroupMsgRecall, AdminMsgWithdraw,
 	GroupMsgGetSimple, AdminGetRoamMsg, GetJoinedGroupList, GetGroupInfo, GetTopic,
-	AccountImport, MultiAccountImport, CreateGroup, AddGroupMember, CreateTopic, SendGroupMsg, SendMsg,
+	AccountImport, MultiAccountImport, CreateGroup, AddGroupMember, CreateTopic, SendGroupMsg, SendMsg, DeleteC2CMsgRamble,
 }

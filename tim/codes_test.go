@@ -182,7 +182,7 @@ func TestAPIs(t *testing.T) {
 		}
 		names[a.Name()] = true
 	}
-	if len(AllAPIs) != 14 {
-		t.Errorf("len(AllAPIs) = %d, want 14", len(AllAPIs))
+	if len(AllAPIs) != 15 {
+		t.Errorf("len(AllAPIs) = %d, want 15", len(AllAPIs))
 	}
 }

@@ -242,3 +242,33 @@ func (c *Client) SendMsg(ctx context.Context, req SendMsgRequest) (*SendMsgRespo
 	}
 	return &resp, nil
 }
+
+// DeleteC2CMsgRambleRequest deletes up to 30 one-to-one messages from
+// Operator_Account's side of the conversation only: the peer still sees
+// them.
+type DeleteC2CMsgRambleRequest struct {
+	OperatorAccount string   `json:"Operator_Account"`
+	PeerAccount     string   `json:"Peer_Account"`
+	MsgKeyList      []string `json:"MsgKeyList"`
+}
+
+// DeleteC2CMsgRambleResponse lists the keys that named no message.
+type DeleteC2CMsgRambleResponse struct {
+	Response
+	InvalidMsgKeyList []string `json:"InvalidMsgKeyList"`
+}
+
+// DeleteC2CMsgRamble calls delete_c2c_msg_ramble.
+func (c *Client) DeleteC2CMsgRamble(ctx context.Context, req DeleteC2CMsgRambleRequest) (*DeleteC2CMsgRambleResponse, error) {
+	switch {
+	case req.OperatorAccount == "" || req.PeerAccount == "":
+		return nil, invalid(DeleteC2CMsgRamble, "Operator_Account and Peer_Account are required")
+	case len(req.MsgKeyList) == 0 || len(req.MsgKeyList) > 30:
+		return nil, invalid(DeleteC2CMsgRamble, "MsgKeyList: want 1 to 30 keys, got %d", len(req.MsgKeyList))
+	}
+	var resp DeleteC2CMsgRambleResponse
+	if err := c.call(ctx, DeleteC2CMsgRamble, req, &resp, callOpts{}); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
