@@ -2,6 +2,8 @@ package producer
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -51,6 +53,11 @@ func (s Scan) Run(ctx context.Context, im IM, sink Sink) (TargetReport, error) {
 
 // task is the scan as a queued discovery task of job.
 func (s Scan) task(job jobs.Job) (*asynq.Task, error) {
+	return tasks.NewDiscoverTask(s.payload(job), job.Queue)
+}
+
+// payload is the scan's discovery task payload for job.
+func (s Scan) payload(job jobs.Job) tasks.Discover {
 	p := tasks.Discover{JobID: job.ID, AppID: job.AppID, GroupID: s.Target.GroupID, TopicID: s.Target.TopicID,
 		GroupType: s.Type, From: s.Target.From, To: s.Target.To, SeqFrom: s.Filter.SeqFrom, SeqTo: s.Filter.SeqTo}
 	if !s.Filter.Since.IsZero() {
@@ -63,7 +70,7 @@ func (s Scan) task(job jobs.Job) (*asynq.Task, error) {
 		p.Senders = append(p.Senders, sender)
 	}
 	sort.Strings(p.Senders)
-	return tasks.NewDiscoverTask(p, job.Queue)
+	return p
 }
 
 func scanFromTask(p tasks.Discover) Scan {
@@ -166,7 +173,8 @@ func EnqueueScans(ctx context.Context, store *jobs.Store, q Enqueuer, job jobs.J
 		if err != nil {
 			return n, err
 		}
-		if err := store.OpenPlanner(ctx, job.ID, s.unit()); err != nil {
+		ref := jobs.TaskRef{Queue: tasks.DiscoveryQueue(job.Queue), ID: tasks.DiscoverTaskID(s.payload(job))}
+		if err := store.OpenTaskPlanner(ctx, job.ID, s.unit(), ref); err != nil {
 			return n, err
 		}
 		if _, err := q.EnqueueContext(ctx, task); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
@@ -175,6 +183,36 @@ func EnqueueScans(ctx context.Context, store *jobs.Store, q Enqueuer, job jobs.J
 		n++
 	}
 	return n, nil
+}
+
+// scan runs one scan into job under a lease of its own, journaling what it
+// plans. If the scan stops early it still queues what it planned; what it
+// cannot queue is left to a reconciler (the lease lapses).
+func (h *DiscoverHandler) scan(ctx context.Context, job jobs.Job, s Scan) error {
+	var n [6]byte
+	_, _ = rand.Read(n[:])
+	lease, err := h.store.Hold(ctx, job.ID, "scan:"+hex.EncodeToString(n[:]))
+	if err != nil {
+		return err
+	}
+	b := NewBatcher(h.store, h.q, job, 0)
+	b.Journal(lease.ID())
+	_, err = s.Run(ctx, h.im, b)
+	if err == nil {
+		err = b.Flush(ctx)
+	}
+	if err != nil {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
+		defer cancel()
+		if ferr := b.Finish(fctx); ferr != nil {
+			lease.Abandon()
+			return errors.Join(err, ferr)
+		}
+		_ = lease.Release(fctx)
+		return err
+	}
+	_ = lease.Release(ctx)
+	return nil
 }
 
 // DiscoverHandler runs discovery tasks in workers.
@@ -215,11 +253,7 @@ func (h *DiscoverHandler) Handle(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	if job.Status == jobs.StatusPlanning {
-		b := NewBatcher(h.store, h.q, job, 0)
-		_, err = s.Run(ctx, h.im, b)
-		if err == nil {
-			err = b.Flush(ctx)
-		}
+		err = h.scan(ctx, job, s)
 	}
 	if err != nil && !errors.Is(err, jobs.ErrClosed) { // ErrClosed: cancelled while scanning
 		retried, _ := asynq.GetRetryCount(ctx)

@@ -360,8 +360,13 @@ func NewDiscoverTask(p Discover, queue string) (*asynq.Task, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encoding discover payload: %w", err)
 	}
-	id := taskID(p.JobID, "d", 0, p.GroupID, p.TopicID, p.From, p.To)
-	return asynq.NewTask(TypeDiscover, b, asynq.Queue(DiscoveryQueue(queue)), asynq.TaskID(id), asynq.Timeout(30*time.Minute), asynq.MaxRetry(10)), nil
+	return asynq.NewTask(TypeDiscover, b, asynq.Queue(DiscoveryQueue(queue)), asynq.TaskID(DiscoverTaskID(p)), asynq.Timeout(30*time.Minute), asynq.MaxRetry(10)), nil
+}
+
+// DiscoverTaskID is the id of p's discovery task (see NewDiscoverTask): one
+// per job and target.
+func DiscoverTaskID(p Discover) string {
+	return taskID(p.JobID, "d", 0, p.GroupID, p.TopicID, p.From, p.To)
 }
 
 // DecodeDiscover decodes and validates a TypeDiscover payload.
