@@ -119,6 +119,9 @@ func newJobsShowCmd() *cobra.Command {
 			if j.Error != "" {
 				fmt.Fprintf(w, "error        %s\n", j.Error)
 			}
+			if in := j.PlanningInterrupted; in != nil {
+				fmt.Fprintf(w, "interrupted  planning stopped (%s) with %d messages planned: run the same command again\n", in.Units, in.Planned)
+			}
 			return nil
 		}, func(cmd *cobra.Command) { cmd.Flags().BoolVar(&asJSON, "json", false, "print the job record as JSON") })
 }
