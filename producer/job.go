@@ -57,7 +57,9 @@ func NewJob(ctx context.Context, store *jobs.Store, q Enqueuer, spec jobs.Spec, 
 	ferr := b.Finish(fctx)
 	if cause := context.Cause(ctx); cause != nil {
 		_, _ = store.InterruptPlanner(fctx, job.ID, jobs.RootPlanner, "stopped: "+cause.Error())
-		err = fmt.Errorf("%w (%d messages planned and queued before it stopped)", err, b.Planned)
+		if j, gerr := store.Get(fctx, job.ID); gerr == nil {
+			err = fmt.Errorf("%w (the job is %s with %d messages planned; they are still recalled: run the same command again for the rest)", err, j.Status, j.Counts.Planned)
+		}
 	} else {
 		_, _ = store.Fail(fctx, job.ID, err)
 	}
