@@ -184,3 +184,21 @@ func TestInterruptPlannerEndsFailed(t *testing.T) {
 		t.Fatalf("report text says reconciled while 2 messages wait, or hides the interruption:\n%s", buf.String())
 	}
 }
+
+// TestPlanJournaledDuplicatesInOneCall: a message given twice in one call is
+// new once (the journal's token match must not count it again).
+func TestPlanJournaledDuplicatesInOneCall(t *testing.T) {
+	ctx := t.Context()
+	s := NewStore(redis.NewClient(&redis.Options{Addr: miniredis.RunT(t).Addr()}), "")
+	j, err := s.Create(ctx, Spec{Kind: "recall:list", Queue: "purge", AppID: 1, RequestedBy: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.PlanJournaled(ctx, j.ID, Target{GroupID: "g"}, []string{"7", "7", "8", "7"}, Token(RootPlanner, "1"), nil)
+	if err != nil || !slices.Equal(got, []string{"7", "8"}) {
+		t.Fatalf("PlanJournaled = %v, %v; want [7 8]", got, err)
+	}
+	if got, _ := s.PlanJournaled(ctx, j.ID, Target{GroupID: "g"}, []string{"8", "7", "8"}, Token(RootPlanner, "1"), nil); !slices.Equal(got, []string{"8", "7"}) {
+		t.Fatalf("retry = %v, want [8 7]", got)
+	}
+}

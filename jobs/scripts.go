@@ -45,16 +45,19 @@ local n = tonumber(ARGV[3])
 for i = 4, 3 + n do redis.call('HDEL', KEYS[4], ARGV[i]) end
 local open = status == 'planning'
 local tok = ARGV[2]
-local new, planned = {}, 0
+local new, planned, seen = {}, 0, {}
 for i = 4 + n, #ARGV do
   local item = ARGV[i]
-  if open and redis.call('HSETNX', KEYS[2], item, 'p') == 1 then
+  if seen[item] then
+    -- given twice in one call: new once
+  elseif open and redis.call('HSETNX', KEYS[2], item, 'p') == 1 then
     new[#new + 1] = item
     planned = planned + 1
     if tok ~= '' then redis.call('HSET', KEYS[4], ARGV[1] .. '\031' .. item, tok) end
   elseif tok ~= '' and redis.call('HGET', KEYS[4], ARGV[1] .. '\031' .. item) == tok then
     new[#new + 1] = item
   end
+  seen[item] = true
 end
 if not open and #new == 0 and 4 + n <= #ARGV then return redis.error_reply('CLOSED ' .. status) end
 if planned > 0 then

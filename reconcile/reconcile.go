@@ -273,7 +273,9 @@ func (r *Reconciler) gone(ctx context.Context, ls jobs.Leases, unit string) (str
 	ref, ok := ls.Tasks[unit]
 	if !ok {
 		if _, held := ls.Expiry[unit]; !held {
-			return "its planner holds no lease", nil
+			// Opened with jobs.Store.OpenPlanner (no lease, no task): a unit
+			// this reconciler cannot judge, closed by its owner only.
+			return "", nil
 		}
 		return "its planner's lease lapsed", nil
 	}
