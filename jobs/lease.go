@@ -142,6 +142,12 @@ func (s *Store) Hold(ctx context.Context, jobID, id string) (*Lease, error) {
 	if err := s.Renew(ctx, jobID, id); err != nil {
 		return nil, err
 	}
+	return s.Keep(ctx, jobID, id), nil
+}
+
+// Keep keeps alive a lease already taken (Create takes the root planner's),
+// like Hold without its first renewal.
+func (s *Store) Keep(ctx context.Context, jobID, id string) *Lease {
 	hctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	l := &Lease{store: s, jobID: jobID, id: id, stop: stop, done: make(chan struct{})}
 	go func() {
@@ -157,7 +163,7 @@ func (s *Store) Hold(ctx context.Context, jobID, id string) (*Lease, error) {
 			}
 		}
 	}()
-	return l, nil
+	return l
 }
 
 // Abandon stops renewing the lease and leaves it to lapse: what the planner

@@ -35,10 +35,7 @@ func NewJob(ctx context.Context, store *jobs.Store, q Enqueuer, spec jobs.Spec, 
 	if err != nil {
 		return jobs.Job{}, nil, fmt.Errorf("creating job: %w", err)
 	}
-	lease, err := store.Hold(ctx, job.ID, jobs.RootPlanner)
-	if err != nil {
-		return job, nil, fmt.Errorf("planning job %s: %w", job.ID, err)
-	}
+	lease := store.Keep(ctx, job.ID, jobs.RootPlanner) // Create took the lease
 	b := NewBatcher(store, q, job, 0)
 	b.Journal(jobs.RootPlanner)
 	err = plan(ctx, job, q, b)
