@@ -35,7 +35,7 @@ func (f *failingEnqueuer) EnqueueContext(ctx context.Context, t *asynq.Task, opt
 }
 
 type bundle struct {
-	rdb    *redis.Client
+	rdb    redis.UniversalClient
 	store  *jobs.Store
 	client *asynq.Client
 	insp   *asynq.Inspector
@@ -45,8 +45,12 @@ type bundle struct {
 func setup(t *testing.T) *bundle {
 	t.Helper()
 	mr := miniredis.RunT(t)
-	opt := asynq.RedisClientOpt{Addr: mr.Addr()}
-	b := &bundle{rdb: redis.NewClient(&redis.Options{Addr: mr.Addr()}), client: asynq.NewClient(opt), insp: asynq.NewInspector(opt)}
+	return setupOn(t, redis.NewClient(&redis.Options{Addr: mr.Addr()}), asynq.RedisClientOpt{Addr: mr.Addr()})
+}
+
+func setupOn(t *testing.T, rdb redis.UniversalClient, opt asynq.RedisConnOpt) *bundle {
+	t.Helper()
+	b := &bundle{rdb: rdb, client: asynq.NewClient(opt), insp: asynq.NewInspector(opt)}
 	t.Cleanup(func() { b.client.Close(); b.insp.Close(); b.rdb.Close() })
 	b.store = jobs.NewStore(b.rdb, "")
 	b.store.SetLeaseTTL(300 * time.Millisecond)
