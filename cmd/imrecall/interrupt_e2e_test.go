@@ -359,3 +359,84 @@ func checkListTruth(t *testing.T, env *imtest.Env, listed []listedMsg) {
 		t.Errorf("found %d of the %d listed messages at the emulator", seen, len(listed))
 	}
 }
+
+// TestWorkerKilledBetweenPlanAndQueueInDiscovery: a worker is SIGKILLed in
+// a discovery task, between planning a page of messages and queueing them
+// (the test hook pauses it there). Its attempt's lease lapses and another
+// worker's reconciler queues the journaled messages; asynq delivers the
+// discovery task again, whose rescan plans what is left. The purge ends
+// done with every message the user sent recalled, nothing pending.
+func TestWorkerKilledBetweenPlanAndQueueInDiscovery(t *testing.T) {
+	e := newE2E(t, emulator.Config{Rate: 200})
+	ds, err := e.env.Emu.Generate(emulator.DatasetSpec{Groups: 12, Users: 200, GroupMessages: 6000, C2CMessages: 200,
+		HeavyGroups: 10, HeavyShare: 0.1, Peers: 3, Seed: 29, TypeMix: map[string]int{"Public": 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spammer := ds.HeavySenders[0]
+	logPath := filepath.Join(t.TempDir(), "w1.log")
+	w1 := e.workerLogged(logPath, []string{testPauseEnv + "=5"}, "--log-level", "warn", "--reconcile-interval", "1s", "--planner-lease", "3s")
+	out, err := e.run("purge", "user", "--user", spammer, "--peers", strings.Join(ds.PeersOf[spammer], ","), "--source", "scan", "--yes", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := jobIDOf(t, out)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		b, _ := os.ReadFile(logPath)
+		if bytes.Contains(b, []byte("test hook: paused")) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the worker never paused in discovery:\n%s", b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	j, _ := e.store.Get(t.Context(), id)
+	journal, err := e.store.Journal(t.Context(), id)
+	if err != nil || len(journal) == 0 {
+		t.Fatalf("journal while the worker is paused between planning and queueing = %d entries, %v; want some", len(journal), err)
+	}
+	t.Logf("worker killed with %d planned (%d of them journaled, not queued)", j.Counts.Planned, len(journal))
+	if err := w1.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	e.worker("w2", "--reconcile-interval", "1s", "--planner-lease", "3s")
+	j = e.waitDone(id, 4*time.Minute)
+	t.Logf("job %s %.1f s after the kill: planned %d, recalled %d, dead-lettered %d", j.Status, time.Since(killed).Seconds(),
+		j.Counts.Planned, j.Counts.Recalled, j.Counts.DeadLettered)
+	if j.Status != jobs.StatusDone || j.Counts.Pending != 0 || j.PlanningInterrupted != nil {
+		t.Fatalf("job = %+v, want done", j)
+	}
+	left, others, sent := 0, 0, 0
+	for _, g := range e.env.Emu.Groups() {
+		for _, m := range e.env.Emu.GroupMessages(g.GroupID, "") {
+			switch {
+			case m.From == spammer:
+				sent++
+				if !m.Recalled {
+					left++
+				}
+			case m.Recalled:
+				others++
+			}
+		}
+	}
+	for _, p := range ds.PeersOf[spammer] {
+		for _, m := range e.env.Emu.C2CMessages(spammer, p) {
+			switch {
+			case m.From == spammer:
+				sent++
+				if !m.Recalled {
+					left++
+				}
+			case m.Recalled:
+				others++
+			}
+		}
+	}
+	if left != 0 || others != 0 || sent == 0 {
+		t.Fatalf("%d of the user's %d messages left, %d of others recalled", left, sent, others)
+	}
+}

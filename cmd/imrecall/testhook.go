@@ -15,7 +15,8 @@ import (
 
 // testPauseEnv is a test-only hook, for the interruption tests: with
 // IMRECALL_TEST_PAUSE_BEFORE_ENQUEUE=N, `recall` and `purge` enqueue N tasks
-// (recall or discovery tasks), then, before the next, print
+// (recall or discovery tasks), and a worker's discovery tasks N recall
+// tasks, then, before the next, print
 // "test hook: paused before enqueue N+1" on standard error and wait until
 // interrupted; the interrupted enqueue fails with the context's error. That
 // is the window between planning messages and queueing them. Never set it

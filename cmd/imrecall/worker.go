@@ -168,7 +168,7 @@ func runWorker(ctx context.Context, cmd *cobra.Command, o *workerOptions) error 
 	h.Register(mux)
 	enq := asynq.NewClient(c.asynq)
 	defer enq.Close()
-	discover := producer.NewDiscoverHandler(client, c.store, enq, log)
+	discover := producer.NewDiscoverHandler(client, c.store, testHookEnqueuer(cmd, enq), log)
 	handleDiscovery(mux, discover, o.discoveries)
 	key, _ := secretFrom(o.im.secretKey, o.im.secretKeyFile, "")
 	mux.HandleFunc(tasks.TypeScheduleRun, scheduleRunner{log: log, settings: map[string]string{
