@@ -294,8 +294,12 @@ func (s *Store) OpenJobs(ctx context.Context) ([]string, error) {
 	return ids, nil
 }
 
-// MarkSettled removes a job from the set of jobs a reconciler watches.
+// MarkSettled removes a job from the set of jobs a reconciler watches, and
+// its planner leases (a settled job has no planner).
 func (s *Store) MarkSettled(ctx context.Context, jobID string) error {
+	if err := s.rdb.Del(ctx, s.leasesKey(jobID)).Err(); err != nil {
+		return fmt.Errorf("dropping the leases of job %s: %w", jobID, err)
+	}
 	if err := s.rdb.SRem(ctx, s.openKey(), jobID).Err(); err != nil {
 		return fmt.Errorf("marking job %s settled: %w", jobID, err)
 	}

@@ -276,6 +276,9 @@ func TestReconcilerSettlesAKilledPlannerAndRequeuesLostTasks(t *testing.T) {
 	if open, _ := b.store.OpenJobs(ctx); len(open) != 0 {
 		t.Fatalf("open jobs = %v, want none", open)
 	}
+	if ls, _ := b.store.ReadLeases(ctx, job.ID); len(ls.Expiry)+len(ls.Tasks) != 0 {
+		t.Fatalf("a settled job keeps leases %+v", ls)
+	}
 }
 
 // TestDiscoveryUnitLivesWhileItsTaskExists: a discovery unit's first lease
