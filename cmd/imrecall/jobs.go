@@ -78,6 +78,9 @@ func newJobsListCmd() *cobra.Command {
 				if j.Paused {
 					st += " (paused)"
 				}
+				if j.PlanningInterrupted != nil {
+					st += " (planning interrupted)"
+				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", j.ID, j.Kind, st, j.Counts.Planned,
 					j.Counts.Recalled, j.Counts.DeadLettered, j.Counts.Pending, j.RequestedBy, j.CreatedAt.Local().Format(time.DateTime))
 			}
