@@ -30,6 +30,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -162,7 +163,7 @@ func (r *Reconciler) Pass(ctx context.Context) (Summary, error) {
 		}
 	}
 	for id := range r.marks {
-		if !contains(ids, id) {
+		if !slices.Contains(ids, id) {
 			delete(r.marks, id)
 		}
 	}
@@ -186,15 +187,6 @@ func (r *Reconciler) Pass(ctx context.Context) (Summary, error) {
 		}
 	}
 	return s, errors.Join(errs...)
-}
-
-func contains(ids []string, id string) bool {
-	for _, x := range ids {
-		if x == id {
-			return true
-		}
-	}
-	return false
 }
 
 // job reconciles one job and returns it if it looks stalled (to check for
