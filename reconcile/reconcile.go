@@ -31,7 +31,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -368,14 +368,29 @@ var inFlightStates = map[string]bool{"pending": true, "active": true, "scheduled
 // inFlight returns which of the jobs have a task in any asynq queue that
 // will still run. Task ids of a job begin with "<job id>:" (see tasks);
 // asynq keeps each task in a hash asynq:{<queue>}:t:<task id> with its
-// state, so one SCAN over those keys finds them all.
+// state, so a SCAN for the job's task keys finds them all. It runs only for
+// jobs that made no progress since the previous pass, and stops at the
+// first task of a job that will still run.
 func (r *Reconciler) inFlight(ctx context.Context, of map[string]jobs.Job) (map[string]bool, error) {
 	busy := map[string]bool{}
+	for id := range of {
+		found, err := r.jobInFlight(ctx, id)
+		if err != nil {
+			return nil, fmt.Errorf("looking for tasks of job %s in flight: %w", id, err)
+		}
+		busy[id] = found
+	}
+	return busy, nil
+}
+
+func (r *Reconciler) jobInFlight(ctx context.Context, jobID string) (bool, error) {
+	pattern := "asynq:{*}:t:" + jobID + ":*"
+	var found atomic.Bool // masters are scanned concurrently
 	scan := func(ctx context.Context, c redis.UniversalClient) error {
-		iter := c.Scan(ctx, 0, "asynq:{*}:t:*", 1000).Iterator()
+		iter := c.Scan(ctx, 0, pattern, 10000).Iterator()
 		var keys []string
 		check := func() error {
-			if len(keys) == 0 {
+			if len(keys) == 0 || found.Load() {
 				return nil
 			}
 			cmds := make([]*redis.StringCmd, len(keys))
@@ -388,21 +403,16 @@ func (r *Reconciler) inFlight(ctx context.Context, of map[string]jobs.Job) (map[
 			if err != nil && !errors.Is(err, redis.Nil) {
 				return err
 			}
-			for i, k := range keys {
-				if inFlightStates[cmds[i].Val()] {
-					busy[taskJob(k)] = true
+			for _, cmd := range cmds {
+				if inFlightStates[cmd.Val()] {
+					found.Store(true)
 				}
 			}
 			keys = keys[:0]
 			return nil
 		}
-		for iter.Next(ctx) {
-			k := iter.Val()
-			if job := taskJob(k); job != "" && !busy[job] {
-				if _, ok := of[job]; ok {
-					keys = append(keys, k)
-				}
-			}
+		for !found.Load() && iter.Next(ctx) {
+			keys = append(keys, iter.Val())
 			if len(keys) >= 500 {
 				if err := check(); err != nil {
 					return err
@@ -414,28 +424,10 @@ func (r *Reconciler) inFlight(ctx context.Context, of map[string]jobs.Job) (map[
 		}
 		return check()
 	}
-	var err error
 	if cc, ok := r.cfg.Redis.(*redis.ClusterClient); ok {
-		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return scan(ctx, c) })
-	} else {
-		err = scan(ctx, r.cfg.Redis)
+		err := cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return scan(ctx, c) })
+		return found.Load(), err
 	}
-	if err != nil {
-		return nil, fmt.Errorf("looking for tasks in flight: %w", err)
-	}
-	return busy, nil
-}
-
-// taskJob returns the job id of an asynq task key asynq:{q}:t:<job>:…, or
-// "" for a task of no job.
-func taskJob(key string) string {
-	_, id, ok := strings.Cut(key, "}:t:")
-	if !ok {
-		return ""
-	}
-	job, _, ok := strings.Cut(id, ":")
-	if !ok {
-		return ""
-	}
-	return job
+	err := scan(ctx, r.cfg.Redis)
+	return found.Load(), err
 }
