@@ -19,6 +19,11 @@
 //     and checks the history of those sent without an answer);
 //   - a job that is finished leaves the open set.
 //
+// The first pass of a process also adopts unsettled jobs among the newest
+// that are not in the open set (created before there was a reconciler); a
+// unit of theirs, which holds no lease, is taken for gone an hour after the
+// job's creation.
+//
 // Everything it queues is at least once: a message queued twice is recalled
 // once (the first terminal state wins).
 package reconcile
@@ -60,11 +65,22 @@ type Config struct {
 
 // Reconciler runs reconciliation passes. Create it with New.
 type Reconciler struct {
-	cfg   Config
-	log   *slog.Logger
-	id    string
-	marks map[string]progress
+	cfg     Config
+	log     *slog.Logger
+	id      string
+	marks   map[string]progress
+	adopted bool // jobs of earlier versions looked for (see adopt)
 }
+
+// adoptRecent is how many of the newest jobs the first pass of a process
+// looks at for unsettled jobs that are not in the open set (created by a
+// version before the reconciler, such as jobs left pending by an interrupted
+// plan); legacyGrace is how long a planning unit with neither a lease nor a
+// task (opened by such a version) may stay silent before it is taken for gone.
+const (
+	adoptRecent = 1000
+	legacyGrace = time.Hour
+)
 
 // progress is what a job had done at a pass: a job whose progress does not
 // change between two passes is a candidate for queueing again.
@@ -145,6 +161,12 @@ func (r *Reconciler) Pass(ctx context.Context) (Summary, error) {
 	}
 	defer unlockScript.Run(context.WithoutCancel(ctx), r.cfg.Redis, []string{r.lockKey()}, r.id)
 	s.Ran = true
+	if !r.adopted {
+		if err := r.adopt(ctx); err != nil {
+			return s, err
+		}
+		r.adopted = true
+	}
 	ids, err := r.cfg.Store.OpenJobs(ctx)
 	if err != nil {
 		return s, err
@@ -189,6 +211,24 @@ func (r *Reconciler) Pass(ctx context.Context) (Summary, error) {
 	return s, errors.Join(errs...)
 }
 
+// adopt adds to the open set the unsettled jobs among the newest that are
+// not in it: jobs created before there was a reconciler.
+func (r *Reconciler) adopt(ctx context.Context) error {
+	list, err := r.cfg.Store.List(ctx, adoptRecent)
+	if err != nil {
+		return err
+	}
+	for _, j := range list {
+		if j.Finished() {
+			continue
+		}
+		if err := r.cfg.Store.MarkOpen(ctx, j.ID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // job reconciles one job and returns it if it looks stalled (to check for
 // tasks in flight).
 func (r *Reconciler) job(ctx context.Context, id string, s *Summary) (*jobs.Job, error) {
@@ -210,7 +250,7 @@ func (r *Reconciler) job(ctx context.Context, id string, s *Summary) (*jobs.Job,
 		return nil, err
 	}
 	for _, u := range units {
-		why, err := r.gone(ctx, ls, u)
+		why, err := r.gone(ctx, j, ls, u)
 		if err != nil {
 			return nil, err
 		}
@@ -258,15 +298,18 @@ func (r *Reconciler) job(ctx context.Context, id string, s *Summary) (*jobs.Job,
 }
 
 // gone says why a planning unit's planner is gone, or "" if it is not.
-func (r *Reconciler) gone(ctx context.Context, ls jobs.Leases, unit string) (string, error) {
+func (r *Reconciler) gone(ctx context.Context, j jobs.Job, ls jobs.Leases, unit string) (string, error) {
 	if ls.Alive(unit) {
 		return "", nil
 	}
 	ref, ok := ls.Tasks[unit]
 	if !ok {
 		if _, held := ls.Expiry[unit]; !held {
-			// Opened with jobs.Store.OpenPlanner (no lease, no task): a unit
-			// this reconciler cannot judge, closed by its owner only.
+			// Opened with no lease and no task (jobs.Store.OpenPlanner, or a
+			// version before leases): given legacyGrace to close by itself.
+			if ls.Now.Sub(j.CreatedAt) > legacyGrace {
+				return fmt.Sprintf("no lease, and the job is older than %s", legacyGrace), nil
+			}
 			return "", nil
 		}
 		return "its planner's lease lapsed", nil

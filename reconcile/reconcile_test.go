@@ -321,3 +321,40 @@ func TestDiscoveryUnitLivesWhileItsTaskExists(t *testing.T) {
 		t.Fatalf("job = %s %+v, want failed, interrupted in %q", j.Status, j.PlanningInterrupted, unit)
 	}
 }
+
+// TestReconcilerAdoptsJobsOfEarlierVersions: a job left by a version before
+// the reconciler — planning forever, its planned messages never queued, not
+// in the open set, its root planner holding no lease — is adopted by the
+// first pass, settled as interrupted (it is older than legacyGrace) and its
+// messages are queued on the next pass.
+func TestReconcilerAdoptsJobsOfEarlierVersions(t *testing.T) {
+	b := setup(t)
+	ctx := t.Context()
+	job, err := b.store.Create(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.store.PlanGroup(ctx, job.ID, g1, seqs(1, 20)); err != nil {
+		t.Fatal(err)
+	}
+	// What an earlier version left: no open-set entry, no lease, created long ago.
+	if err := b.store.MarkSettled(ctx, job.ID); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-2 * legacyGrace).UTC().Format(time.RFC3339Nano)
+	if err := b.rdb.HSet(ctx, jobs.DefaultPrefix+":job:{"+job.ID+"}", "created_at", old).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if s := b.pass(t); s.Jobs != 1 || s.Interrupted != 1 {
+		t.Fatalf("first pass = %+v, want the job adopted and its root planner settled", s)
+	}
+	if j, _ := b.store.Get(ctx, job.ID); j.Status != jobs.StatusFailed || j.PlanningInterrupted == nil {
+		t.Fatalf("job = %s %+v, want failed, planning interrupted", j.Status, j.PlanningInterrupted)
+	}
+	if s := b.pass(t); s.Requeued != 20 {
+		t.Fatalf("second pass = %+v, want its 20 messages queued", s)
+	}
+	if got := b.queued(t, tasks.QueuePurge); !slices.Equal(got, seqs(1, 20)) {
+		t.Fatalf("queued %v, want 1-20", got)
+	}
+}
