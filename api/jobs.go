@@ -122,6 +122,9 @@ func (s *Server) createJob(w http.ResponseWriter, r *http.Request, who Token) {
 		status int
 		err    error
 	)
+	// Once a job is created its planning goes on if the client goes away
+	// (producer.NewJob runs on a context detached from the request): a job
+	// half planned because a client dropped a long POST would need a re-run.
 	switch req.Kind {
 	case KindRecall:
 		resp, status, err = s.createRecall(r.Context(), req, who)
@@ -198,7 +201,7 @@ func (s *Server) createRecall(ctx context.Context, req CreateJobRequest, who Tok
 	if len(msgs) > s.cfg.ConfirmAbove && !req.Confirm {
 		return resp, http.StatusConflict, nil
 	}
-	job, b, err := producer.NewJob(ctx, s.cfg.Store, s.cfg.Queue, s.spec(req, who, "recall:api", queue),
+	job, b, err := producer.NewJob(context.WithoutCancel(ctx), s.cfg.Store, s.cfg.Queue, s.spec(req, who, "recall:api", queue),
 		func(ctx context.Context, _ jobs.Job, _ producer.Enqueuer, b *producer.Batcher) error {
 			for _, m := range msgs {
 				if err := b.AddMessage(ctx, m); err != nil {
@@ -308,7 +311,7 @@ func (s *Server) purgeByIndex(ctx context.Context, req CreateJobRequest, who Tok
 	if resp.Messages > int64(s.cfg.ConfirmAbove) && !req.Confirm {
 		return resp, http.StatusConflict, nil
 	}
-	job, b, err := producer.NewJob(ctx, s.cfg.Store, s.cfg.Queue, s.spec(req, who, "purge:user", queue),
+	job, b, err := producer.NewJob(context.WithoutCancel(ctx), s.cfg.Store, s.cfg.Queue, s.spec(req, who, "purge:user", queue),
 		func(ctx context.Context, _ jobs.Job, _ producer.Enqueuer, b *producer.Batcher) error {
 			_, err := s.cfg.Index.Plan(ctx, s.cfg.AppID, req.User, w.Since, w.Until, b)
 			return err
@@ -338,7 +341,7 @@ func (s *Server) purgeByScan(ctx context.Context, req CreateJobRequest, who Toke
 		resp.Messages = -1 // unknown until scanned
 		return resp, http.StatusConflict, nil
 	}
-	job, _, err := producer.NewJob(ctx, s.cfg.Store, s.cfg.Queue, s.spec(req, who, kind, queue),
+	job, _, err := producer.NewJob(context.WithoutCancel(ctx), s.cfg.Store, s.cfg.Queue, s.spec(req, who, kind, queue),
 		func(ctx context.Context, job jobs.Job, q producer.Enqueuer, _ *producer.Batcher) error {
 			_, err := producer.EnqueueScans(ctx, s.cfg.Store, q, job, scans)
 			return err

@@ -86,6 +86,10 @@ type Job struct {
 	FinishedAt  *time.Time `json:"finished_at,omitempty"`
 	Generation  int        `json:"generation"`
 	Counts      Counts     `json:"counts"`
+	// PlanningInterrupted is set when a planner of the job stopped before it
+	// had planned everything (see Store.InterruptPlanner); such a job ends
+	// failed, and running the same command again finishes the work.
+	PlanningInterrupted *Interruption `json:"planning_interrupted,omitempty"`
 }
 
 // Finished reports whether the job has ended and nothing is pending.

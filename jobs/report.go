@@ -20,8 +20,12 @@ type Report struct {
 	NeedsAttention   int64            `json:"needs_attention"`
 	NeedsAttentionBy map[string]int64 `json:"needs_attention_by_code,omitempty"`
 	Recount          Recount          `json:"recount"`
-	Reconciled       bool             `json:"reconciled"`
-	ReconcileProblem string           `json:"reconcile_problem,omitempty"`
+	// Reconciled: the counters agree with the recount of every message's
+	// state. It says nothing of whether the job is over: see Settled.
+	Reconciled       bool   `json:"reconciled"`
+	ReconcileProblem string `json:"reconcile_problem,omitempty"`
+	// Settled: the job has ended and no message is pending (Job.Finished).
+	Settled bool `json:"settled"`
 }
 
 // BuildReport reads a job and recounts its message states.
@@ -34,7 +38,7 @@ func (s *Store) BuildReport(ctx context.Context, jobID string) (Report, error) {
 	if err != nil {
 		return Report{}, err
 	}
-	r := Report{Job: j, Recount: rc, Reconciled: true}
+	r := Report{Job: j, Recount: rc, Reconciled: true, Settled: j.Finished()}
 	if err := rc.Matches(j.Counts); err != nil {
 		r.Reconciled, r.ReconcileProblem = false, err.Error()
 	}
@@ -91,10 +95,19 @@ func (r Report) WriteText(w io.Writer, describe func(code string) string) error 
 		p("      %-8s %-40s %10d\n", code, describe(code), r.NeedsAttentionBy[code])
 	}
 	p("  pending        %10d\n\n", c.Pending)
-	if r.Reconciled {
-		p("reconciled: every planned message has exactly one state (%d recounted)\n", r.Recount.Planned)
-	} else {
+	switch {
+	case !r.Reconciled:
 		p("NOT RECONCILED: %s\n", r.ReconcileProblem)
+	case c.Pending > 0:
+		// Never "reconciled" while messages wait: they may wait on nothing
+		// (a worker's reconciler queues them again, see package reconcile).
+		p("NOT SETTLED: %d messages pending (status %s); the counts agree with the states (%d recounted)\n",
+			c.Pending, j.Status, r.Recount.Planned)
+	default:
+		p("reconciled: every planned message has exactly one state (%d recounted)\n", r.Recount.Planned)
+	}
+	if in := j.PlanningInterrupted; in != nil {
+		p("planning interrupted: %s stopped with %d messages planned; run the same command again to plan the rest\n", in.Units, in.Planned)
 	}
 	if j.Error != "" {
 		p("error: %s\n", j.Error)

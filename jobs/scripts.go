@@ -12,10 +12,13 @@ local function settle(meta, planners, now)
   local planned, recalled, dead = tonumber(h[1] or '0'), tonumber(h[2] or '0'), tonumber(h[3] or '0')
   local status = h[4]
   if status == 'planning' then
-    -- Planning is over: a job one of whose discovery targets failed for
-    -- good ends failed (what was planned is still recalled), else running.
+    -- Planning is over. A job one of whose discovery targets failed for good,
+    -- or one of whose planners was interrupted (see InterruptPlanner), did
+    -- not plan everything it was asked to: it ends failed (what was planned
+    -- is still recalled); else running.
     status = 'running'
     if tonumber(redis.call('HGET', meta, 'failed_units') or '0') > 0 then status = 'failed' end
+    if redis.call('HEXISTS', meta, 'planning_interrupted') == 1 then status = 'failed' end
     redis.call('HSET', meta, 'status', status)
   end
   if recalled + dead < planned then return end
@@ -28,22 +31,40 @@ local function settle(meta, planners, now)
 end
 `
 
-// planScript marks new messages of one target planned and counts them.
-// KEYS: job hash, state hash, targets set. ARGV: target suffix, items...
-// Returns the items that were new (not planned before), or an error if the
-// job cannot take more messages.
+// planScript marks new messages of one target planned, counts them, and
+// journals them under the planner's token until the planner confirms they
+// are queued (see Store.PlanJournaled). A message is new if this call planned
+// it, or if the journal holds it under this very token: a retry of the same
+// call (go-redis retries a script after a read timeout) returns the same
+// answer, even once the job has stopped planning (which refuses new
+// messages). KEYS: job hash, state hash, targets set, journal hash. ARGV: target
+// suffix, token ("" = no journal), n, n journal fields to remove (messages
+// the planner has queued since its last call), items... Returns the new
+// items, or an error if the job cannot take more messages.
 var planScript = redis.NewScript(`
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return redis.error_reply('NOJOB') end
-if status ~= 'planning' then return redis.error_reply('CLOSED ' .. status) end
-local new = {}
-for i = 2, #ARGV do
-  if redis.call('HSETNX', KEYS[2], ARGV[i], 'p') == 1 then
-    new[#new + 1] = ARGV[i]
+local n = tonumber(ARGV[3])
+for i = 4, 3 + n do redis.call('HDEL', KEYS[4], ARGV[i]) end
+local open = status == 'planning'
+local tok = ARGV[2]
+local new, planned, seen = {}, 0, {}
+for i = 4 + n, #ARGV do
+  local item = ARGV[i]
+  if seen[item] then
+    -- given twice in one call: new once
+  elseif open and redis.call('HSETNX', KEYS[2], item, 'p') == 1 then
+    new[#new + 1] = item
+    planned = planned + 1
+    if tok ~= '' then redis.call('HSET', KEYS[4], ARGV[1] .. '\031' .. item, tok) end
+  elseif tok ~= '' and redis.call('HGET', KEYS[4], ARGV[1] .. '\031' .. item) == tok then
+    new[#new + 1] = item
   end
+  seen[item] = true
 end
-if #new > 0 then
-  redis.call('HINCRBY', KEYS[1], 'planned', #new)
+if not open and #new == 0 and 4 + n <= #ARGV then return redis.error_reply('CLOSED ' .. status) end
+if planned > 0 then
+  redis.call('HINCRBY', KEYS[1], 'planned', planned)
   redis.call('SADD', KEYS[3], ARGV[1])
 end
 return new

@@ -28,9 +28,10 @@ const RootPlanner = "root"
 
 // Store reads and writes job records. It is safe for concurrent use.
 type Store struct {
-	rdb    redis.UniversalClient
-	prefix string
-	now    func() time.Time
+	rdb      redis.UniversalClient
+	prefix   string
+	now      func() time.Time
+	leaseTTL time.Duration // see SetLeaseTTL
 }
 
 // NewStore returns a store on rdb. An empty prefix means DefaultPrefix.
@@ -38,7 +39,7 @@ func NewStore(rdb redis.UniversalClient, prefix string) *Store {
 	if prefix == "" {
 		prefix = DefaultPrefix
 	}
-	return &Store{rdb: rdb, prefix: prefix, now: time.Now}
+	return &Store{rdb: rdb, prefix: prefix, now: time.Now, leaseTTL: DefaultLeaseTTL}
 }
 
 func (s *Store) indexKey() string        { return s.prefix + ":jobs" }
@@ -85,6 +86,7 @@ func (s *Store) Create(ctx context.Context, spec Spec) (Job, error) {
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.HSet(ctx, s.jobKey(id), fields)
 		p.SAdd(ctx, s.plannersKey(id), RootPlanner)
+		s.renewIn(ctx, p, id, RootPlanner) // the root planner's lease: see Hold
 		return nil
 	})
 	if err != nil {
@@ -92,6 +94,9 @@ func (s *Store) Create(ctx context.Context, spec Spec) (Job, error) {
 	}
 	if err := s.rdb.ZAdd(ctx, s.indexKey(), redis.Z{Score: float64(now.UnixMilli()), Member: id}).Err(); err != nil {
 		return Job{}, fmt.Errorf("indexing job %s: %w", id, err)
+	}
+	if err := s.MarkOpen(ctx, id); err != nil {
+		return Job{}, err
 	}
 	return s.Get(ctx, id)
 }
@@ -145,6 +150,7 @@ func parseJob(h map[string]string) (Job, error) {
 			DeadLettered:         num("dead_lettered"),
 		},
 	}
+	j.PlanningInterrupted = parseInterruption(h)
 	if h["params"] != "" {
 		j.Params = json.RawMessage(h["params"])
 	}
@@ -231,19 +237,7 @@ func (s *Store) PlanC2C(ctx context.Context, jobID string, t Target, keys []stri
 }
 
 func (s *Store) plan(ctx context.Context, jobID string, t Target, items []string) ([]string, error) {
-	if len(items) == 0 {
-		return nil, nil
-	}
-	argv := make([]any, 0, len(items)+1)
-	argv = append(argv, t.suffix())
-	for _, it := range items {
-		argv = append(argv, it)
-	}
-	res, err := planScript.Run(ctx, s.rdb, []string{s.jobKey(jobID), s.stateKey(jobID, t), s.targetsKey(jobID)}, argv...).StringSlice()
-	if err != nil {
-		return nil, scriptErr(jobID, "planning "+t.String(), err)
-	}
-	return res, nil
+	return s.PlanJournaled(ctx, jobID, t, items, "", nil)
 }
 
 // OpenPlanner opens a planning unit (such as one discovery task): the job

@@ -2,9 +2,12 @@ package producer
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 
 	"github.com/hibiken/asynq"
 	"github.com/imrecall/imrecall/jobs"
@@ -19,10 +22,11 @@ type Enqueuer interface {
 // Batcher plans messages of one job and enqueues them as recall tasks. Group
 // seqs are buffered per target, unplanned, until 10 make a full call; Flush
 // sends the rest. A seq it plans is enqueued before the call that planned it
-// returns, so a process killed between two calls leaves no message planned
-// without a task: what it held was never planned, and the next run (a
-// retried discovery task reads the history again) plans it. A Batcher is
-// not safe for concurrent use.
+// returns. With a journal (Journal), every message it plans is also kept in
+// the job's plan journal under its lease until its task is queued: if the
+// process dies between planning and queueing, a reconciler queues what the
+// journal holds once the lease lapses; after an error or an interruption,
+// Finish queues what was planned. A Batcher is not safe for concurrent use.
 type Batcher struct {
 	store      *jobs.Store
 	q          Enqueuer
@@ -32,6 +36,13 @@ type Batcher struct {
 	raw     map[jobs.Target][]int64 // seqs not yet planned
 	ready   map[jobs.Target][]int64 // planned, not yet enqueued
 	pending int                     // seqs held in raw and ready
+
+	lease   string       // journal lease ("" = no journal)
+	nonce   string       // makes this batcher's tokens unique
+	calls   int          // plan calls made, for tokens
+	confirm []string     // journal fields of queued messages, to remove
+	unsent  []unsentTask // tasks whose enqueue failed
+	failed  *failedPlan  // a plan call whose answer was lost
 
 	// Seen counts messages given, Planned the new ones, Tasks the tasks
 	// enqueued and AlreadyQueued those an earlier run had enqueued.
@@ -67,10 +78,52 @@ func (b *Batcher) AddGroup(ctx context.Context, t jobs.Target, seqs ...int64) er
 	return nil
 }
 
+// unsentTask is a task whose enqueue failed, with the journal fields of
+// its messages.
+type unsentTask struct {
+	task   *asynq.Task
+	fields []string
+}
+
+// failedPlan is a plan call that failed without a refusal: the script may
+// have planned the items, so Finish repeats it with the same token.
+type failedPlan struct {
+	t     jobs.Target
+	items []string
+	token string
+}
+
+// Journal makes the batcher keep what it plans in the job's plan journal
+// under lease (a lease the caller holds, see jobs.Store.Hold) until queued.
+func (b *Batcher) Journal(lease string) {
+	var n [6]byte
+	_, _ = rand.Read(n[:])
+	b.lease, b.nonce = lease, hex.EncodeToString(n[:])
+}
+
+// planItems plans items of t, journaled under a fresh token, and passes on
+// the confirmations gathered since the last call.
+func (b *Batcher) planItems(ctx context.Context, t jobs.Target, items []string) ([]string, error) {
+	tok := ""
+	if b.lease != "" {
+		b.calls++
+		tok = jobs.Token(b.lease, b.nonce+"."+strconv.Itoa(b.calls))
+	}
+	fresh, err := b.store.PlanJournaled(ctx, b.job.ID, t, items, tok, b.confirm)
+	if err != nil {
+		if tok != "" && !errors.Is(err, jobs.ErrClosed) && !errors.Is(err, jobs.ErrNotFound) {
+			b.failed = &failedPlan{t: t, items: items, token: tok}
+		}
+		return nil, err
+	}
+	b.confirm = nil
+	return fresh, nil
+}
+
 // AddC2C plans one one-to-one message and enqueues it if new.
 func (b *Batcher) AddC2C(ctx context.Context, t jobs.Target, msgKey string) error {
 	b.Seen++
-	fresh, err := b.store.PlanC2C(ctx, b.job.ID, t, []string{msgKey})
+	fresh, err := b.planItems(ctx, t, []string{msgKey})
 	if err != nil {
 		return err
 	}
@@ -151,28 +204,42 @@ func (b *Batcher) planGroup(ctx context.Context, t jobs.Target) error {
 
 // plan records seqs as planned in the job and moves the new ones to ready.
 func (b *Batcher) plan(ctx context.Context, t jobs.Target, seqs []int64) error {
-	fresh, err := b.store.PlanGroup(ctx, b.job.ID, t, seqs)
+	fresh, err := b.planItems(ctx, t, seqItems(seqs))
 	if err != nil {
 		return err
 	}
 	b.pending -= len(seqs) - len(fresh)
-	b.Planned += int64(len(fresh))
-	if len(fresh) > 0 {
-		b.ready[t] = append(b.ready[t], fresh...)
-	}
+	b.addReady(t, fresh)
 	return nil
+}
+
+// addReady moves planned items (decimal seqs) of t to ready.
+func (b *Batcher) addReady(t jobs.Target, items []string) {
+	b.Planned += int64(len(items))
+	for _, f := range items {
+		q, _ := strconv.ParseInt(f, 10, 64)
+		b.ready[t] = append(b.ready[t], q)
+	}
+}
+
+func seqItems(seqs []int64) []string {
+	items := make([]string, len(seqs))
+	for i, q := range seqs {
+		items[i] = strconv.FormatInt(q, 10)
+	}
+	return items
 }
 
 // emitFull enqueues every full call of 10 ready seqs of t.
 func (b *Batcher) emitFull(ctx context.Context, t jobs.Target) error {
-	r := b.ready[t]
-	for len(r) >= tasks.MaxSeqsPerCall {
+	for len(b.ready[t]) >= tasks.MaxSeqsPerCall {
+		r := b.ready[t]
+		b.ready[t] = r[tasks.MaxSeqsPerCall:]
 		if err := b.enqueueGroup(ctx, t, r[:tasks.MaxSeqsPerCall]); err != nil {
-			return err
+			return err // the call is kept in unsent for Finish
 		}
-		r = r[tasks.MaxSeqsPerCall:]
 	}
-	if len(r) == 0 {
+	if r := b.ready[t]; len(r) == 0 {
 		delete(b.ready, t)
 	} else {
 		b.ready[t] = append([]int64(nil), r...)
@@ -193,13 +260,80 @@ func (b *Batcher) Flush(ctx context.Context) error {
 			return err
 		}
 		if r := b.ready[t]; len(r) > 0 {
+			delete(b.ready, t)
 			if err := b.enqueueGroup(ctx, t, r); err != nil {
 				return err
 			}
-			delete(b.ready, t)
 		}
 	}
+	return b.confirmQueued(ctx)
+}
+
+// confirmQueued removes the messages queued since the last plan call from
+// the journal.
+func (b *Batcher) confirmQueued(ctx context.Context) error {
+	if len(b.confirm) == 0 {
+		return nil
+	}
+	if err := b.store.Confirm(ctx, b.job.ID, b.confirm); err != nil {
+		return err
+	}
+	b.confirm = nil
 	return nil
+}
+
+// Finish queues everything the batcher planned and has not queued, and
+// confirms it in the journal: after an error or an interruption, call it
+// with a fresh context (context.WithoutCancel and a short timeout). A plan
+// call whose answer was lost is repeated with its token (it returns the same
+// messages); tasks whose enqueue failed are enqueued again (a task already
+// queued is a duplicate id, not an error). Messages given but not yet
+// planned are dropped: they were never planned, and a later run plans them.
+// If Finish fails, the journal still holds what is not confirmed: let the
+// lease lapse (jobs.Lease.Abandon) and a reconciler queues it.
+func (b *Batcher) Finish(ctx context.Context) error {
+	if f := b.failed; f != nil {
+		fresh, err := b.store.PlanJournaled(ctx, b.job.ID, f.t, f.items, f.token, nil)
+		if err != nil && !errors.Is(err, jobs.ErrClosed) {
+			return err
+		}
+		b.failed = nil
+		if f.t.IsGroup() {
+			b.addReady(f.t, fresh)
+		} else {
+			b.Planned += int64(len(fresh))
+			for _, k := range fresh {
+				if err := b.enqueueC2C(ctx, f.t, k); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	unsent := b.unsent
+	b.unsent = nil
+	for i, u := range unsent {
+		if err := b.enqueue(ctx, u.task); err != nil {
+			b.unsent = append(b.unsent, unsent[i:]...)
+			return err
+		}
+		if b.lease != "" {
+			b.confirm = append(b.confirm, u.fields...)
+		}
+	}
+	clear(b.raw)
+	b.pending = 0
+	for _, t := range sortedTargets(b.ready) {
+		if err := b.emitFull(ctx, t); err != nil {
+			return err
+		}
+		if r := b.ready[t]; len(r) > 0 {
+			delete(b.ready, t)
+			if err := b.enqueueGroup(ctx, t, r); err != nil {
+				return err
+			}
+		}
+	}
+	return b.confirmQueued(ctx)
 }
 
 func sortedTargets[V any](m map[jobs.Target]V) []jobs.Target {
@@ -232,7 +366,26 @@ func (b *Batcher) enqueueGroup(ctx context.Context, t jobs.Target, seqs []int64)
 		return err
 	}
 	b.pending -= len(seqs)
-	return b.enqueue(ctx, task)
+	var fields []string
+	if b.lease != "" {
+		fields = make([]string, len(seqs))
+		for i, q := range seqs {
+			fields[i] = jobs.JournalField(t, strconv.FormatInt(q, 10))
+		}
+	}
+	return b.enqueueJournaled(ctx, task, fields)
+}
+
+// enqueueJournaled enqueues a task; once queued its messages are confirmed
+// (with the next plan call), and if the enqueue fails the task is kept for
+// Finish.
+func (b *Batcher) enqueueJournaled(ctx context.Context, task *asynq.Task, fields []string) error {
+	if err := b.enqueue(ctx, task); err != nil {
+		b.unsent = append(b.unsent, unsentTask{task: task, fields: fields})
+		return err
+	}
+	b.confirm = append(b.confirm, fields...)
+	return nil
 }
 
 func (b *Batcher) enqueueC2C(ctx context.Context, t jobs.Target, key string) error {
@@ -242,7 +395,11 @@ func (b *Batcher) enqueueC2C(ctx context.Context, t jobs.Target, key string) err
 	if err != nil {
 		return err
 	}
-	return b.enqueue(ctx, task)
+	var fields []string
+	if b.lease != "" {
+		fields = []string{jobs.JournalField(t, key)}
+	}
+	return b.enqueueJournaled(ctx, task, fields)
 }
 
 func (b *Batcher) enqueue(ctx context.Context, task *asynq.Task) error {

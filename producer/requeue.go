@@ -60,6 +60,9 @@ func RequeueDeadLetters(ctx context.Context, store *jobs.Store, q Enqueuer, jobI
 		Detail: fmt.Sprintf("%d dead letters; %s", total, detail)}); err != nil {
 		return r, err
 	}
+	if err := store.MarkOpen(ctx, jobID); err != nil { // a reconciler watches it until it settles again
+		return r, err
+	}
 	gen, err := store.NextGeneration(ctx, jobID)
 	if err != nil {
 		return r, err

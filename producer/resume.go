@@ -2,6 +2,8 @@ package producer
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -146,7 +148,17 @@ func (h *DiscoverHandler) handle(ctx context.Context, t *asynq.Task) error {
 	if err != nil {
 		return err
 	}
+	// This attempt plans under a lease of its own and journals what it
+	// plans: if it stops early it still queues what it planned, and what it
+	// cannot queue a reconciler queues once the lease lapses.
+	var n [6]byte
+	_, _ = rand.Read(n[:])
+	lease, err := h.store.Hold(ctx, job.ID, "scan:"+hex.EncodeToString(n[:]))
+	if err != nil {
+		return err
+	}
 	b := NewBatcher(h.store, h.q, job, 0)
+	b.Journal(lease.ID())
 	cp.Part = p.Part
 	end, err := h.scan(ctx, s, b, &cp)
 	if err == nil && end != endStopped {
@@ -165,8 +177,16 @@ func (h *DiscoverHandler) handle(ctx context.Context, t *asynq.Task) error {
 		end, err = endBudget, b.Flush(ctx)
 	}
 	if err != nil {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
+		defer cancel()
+		if ferr := b.Finish(fctx); ferr != nil {
+			lease.Abandon()
+			return h.failed(ctx, p, unit, errors.Join(err, ferr), log)
+		}
+		_ = lease.Release(fctx)
 		return h.failed(ctx, p, unit, err, log)
 	}
+	_ = lease.Release(ctx)
 	switch end {
 	case endStopped:
 		_, err := h.store.ClosePlanner(ctx, p.JobID, unit)
@@ -246,6 +266,11 @@ func (h *DiscoverHandler) enqueuePart(ctx context.Context, p tasks.Discover, par
 	}
 	if _, err := h.q.EnqueueContext(ctx, task); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) && !errors.Is(err, asynq.ErrDuplicateTask) {
 		return fmt.Errorf("queueing part %d of the discovery of %s: %w", part, scanFromTask(p).Target, err)
+	}
+	// The unit is carried by the new part now: a reconciler looks for it.
+	ref := jobs.TaskRef{Queue: tasks.DiscoveryQueue(h.queueOf(ctx, p)), ID: tasks.DiscoverTaskID(p)}
+	if err := h.store.OpenTaskPlanner(ctx, p.JobID, scanFromTask(p).unit(), ref); err != nil && !errors.Is(err, jobs.ErrClosed) {
+		return err
 	}
 	return nil
 }

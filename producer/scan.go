@@ -23,7 +23,7 @@ type Scan struct {
 }
 
 // unit is the scan's planning unit in the job.
-func (s Scan) unit() string { return "scan " + s.Target.String() }
+func (s Scan) unit() string { return jobs.ScanUnit(s.Target) }
 
 // Run scans and hands what it finds to sink as it goes, a page at a time.
 // On an error, what earlier pages found has been handed over already; a
@@ -51,6 +51,11 @@ func (s Scan) Run(ctx context.Context, im IM, sink Sink) (TargetReport, error) {
 
 // task is the scan as a queued discovery task of job.
 func (s Scan) task(job jobs.Job) (*asynq.Task, error) {
+	return tasks.NewDiscoverTask(s.payload(job), job.Queue)
+}
+
+// payload is the scan's discovery task payload for job.
+func (s Scan) payload(job jobs.Job) tasks.Discover {
 	p := tasks.Discover{JobID: job.ID, AppID: job.AppID, GroupID: s.Target.GroupID, TopicID: s.Target.TopicID,
 		GroupType: s.Type, From: s.Target.From, To: s.Target.To, SeqFrom: s.Filter.SeqFrom, SeqTo: s.Filter.SeqTo}
 	if !s.Filter.Since.IsZero() {
@@ -63,7 +68,7 @@ func (s Scan) task(job jobs.Job) (*asynq.Task, error) {
 		p.Senders = append(p.Senders, sender)
 	}
 	sort.Strings(p.Senders)
-	return tasks.NewDiscoverTask(p, job.Queue)
+	return p
 }
 
 func scanFromTask(p tasks.Discover) Scan {
@@ -166,7 +171,8 @@ func EnqueueScans(ctx context.Context, store *jobs.Store, q Enqueuer, job jobs.J
 		if err != nil {
 			return n, err
 		}
-		if err := store.OpenPlanner(ctx, job.ID, s.unit()); err != nil {
+		ref := jobs.TaskRef{Queue: tasks.DiscoveryQueue(job.Queue), ID: tasks.DiscoverTaskID(s.payload(job))}
+		if err := store.OpenTaskPlanner(ctx, job.ID, s.unit(), ref); err != nil {
 			return n, err
 		}
 		if _, err := q.EnqueueContext(ctx, task); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {

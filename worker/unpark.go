@@ -103,10 +103,32 @@ func Unpark(ctx context.Context, store *jobs.Store, q Enqueuer, jobID string) (i
 			if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) && !errors.Is(err, asynq.ErrDuplicateTask) {
 				return n, fmt.Errorf("queueing parked task %s of job %s: %w", p.TaskID, jobID, err)
 			}
+			if err := carryUnit(ctx, store, jobID, p); err != nil {
+				return n, err
+			}
 			n++
 		}
 		if err := store.DropParked(ctx, jobID, batch); err != nil {
 			return n, err
 		}
 	}
+}
+
+// carryUnit tells the job that a discovery task queued again under a new id
+// now carries its scan's planning unit, so that a reconciler looking for
+// the unit's task finds it.
+func carryUnit(ctx context.Context, store *jobs.Store, jobID string, p jobs.ParkedTask) error {
+	if p.Type != tasks.TypeDiscover {
+		return nil
+	}
+	d, err := tasks.DecodeDiscover(asynq.NewTask(p.Type, p.Payload))
+	if err != nil {
+		return nil // a payload that cannot be decoded is dead-lettered when it runs
+	}
+	t := jobs.Target{GroupID: d.GroupID, TopicID: d.TopicID, From: d.From, To: d.To}
+	err = store.OpenTaskPlanner(ctx, jobID, jobs.ScanUnit(t), jobs.TaskRef{Queue: p.Queue, ID: p.TaskID})
+	if err != nil && !errors.Is(err, jobs.ErrClosed) && !errors.Is(err, jobs.ErrNotFound) {
+		return err
+	}
+	return nil
 }

@@ -80,6 +80,9 @@ func newJobsListCmd() *cobra.Command {
 				if j.Paused {
 					st += " (paused)"
 				}
+				if j.PlanningInterrupted != nil {
+					st += " (planning interrupted)"
+				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", j.ID, j.Kind, st, j.Counts.Planned,
 					j.Counts.Recalled, j.Counts.DeadLettered, j.Counts.Pending, j.RequestedBy, j.CreatedAt.Local().Format(time.DateTime))
 			}
@@ -123,6 +126,9 @@ func newJobsShowCmd() *cobra.Command {
 			}
 			if j.Error != "" {
 				fmt.Fprintf(w, "error        %s\n", j.Error)
+			}
+			if in := j.PlanningInterrupted; in != nil {
+				fmt.Fprintf(w, "interrupted  planning stopped (%s) with %d messages planned: run the same command again\n", in.Units, in.Planned)
 			}
 			return nil
 		}, func(cmd *cobra.Command) { cmd.Flags().BoolVar(&asJSON, "json", false, "print the job record as JSON") })

@@ -29,8 +29,9 @@ type recallFlags struct {
 	confirmAbove int
 	wait         bool
 	// afterWait, if set, runs when --wait saw the job end (purge --verify).
-	afterWait func(ctx context.Context, j jobs.Job) error
-	asJSON    bool
+	afterWait    func(ctx context.Context, j jobs.Job) error
+	asJSON       bool
+	plannerLease time.Duration
 }
 
 func (f *recallFlags) register(cmd *cobra.Command, defaultQueue string) {
@@ -44,6 +45,7 @@ func (f *recallFlags) register(cmd *cobra.Command, defaultQueue string) {
 	fl.IntVar(&f.confirmAbove, "confirm-above", 1000, "ask for confirmation when a job has more messages than this")
 	fl.BoolVar(&f.wait, "wait", false, "wait until the job ends, showing progress, and exit with the job's code")
 	fl.BoolVar(&f.asJSON, "json", false, "print JSON for scripts")
+	plannerLeaseFlag(cmd, &f.plannerLease)
 }
 
 func (f *recallFlags) validate() error {
@@ -55,6 +57,9 @@ func (f *recallFlags) validate() error {
 	}
 	if strings.TrimSpace(f.audit.actor) == "" {
 		return badInput("--actor: required (who asks, for the audit record)")
+	}
+	if f.plannerLease <= 0 {
+		return badInput("--planner-lease (IMRECALL_PLANNER_LEASE) %s: must be positive", f.plannerLease)
 	}
 	return nil
 }
@@ -271,7 +276,8 @@ func createAndPlan(cmd *cobra.Command, f *recallFlags, c *conn, kind string, par
 	raw, _ := json.Marshal(params)
 	client := asynq.NewClient(c.asynq)
 	defer client.Close()
-	job, b, err := producer.NewJob(ctx, c.store, client, jobs.Spec{
+	c.store.SetLeaseTTL(f.plannerLease)
+	job, b, err := producer.NewJob(ctx, c.store, testHookEnqueuer(cmd, client), jobs.Spec{
 		Kind: kind, Queue: f.queue, AppID: f.appID,
 		RequestedBy: f.audit.actor, Reason: f.audit.reason, Params: raw,
 	}, plan)

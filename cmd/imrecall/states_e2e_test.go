@@ -37,17 +37,6 @@ func (e *e2e) waitFor(what string, timeout time.Duration, cond func(jobs.Job) bo
 	}
 }
 
-func jobIDOf(t *testing.T, out string) string {
-	t.Helper()
-	var created struct {
-		JobID string `json:"job_id"`
-	}
-	if err := json.Unmarshal([]byte(out), &created); err != nil || created.JobID == "" {
-		t.Fatalf("no job id in %q: %v", out, err)
-	}
-	return created.JobID
-}
-
 // spammerLeft counts the heavy sender's group messages not recalled, and
 // the others' messages recalled.
 func spammerLeft(e *e2e, spammer string) (left, others int) {

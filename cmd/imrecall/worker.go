@@ -11,8 +11,10 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/limiter"
 	"github.com/imrecall/imrecall/producer"
+	"github.com/imrecall/imrecall/reconcile"
 	"github.com/imrecall/imrecall/tasks"
 	"github.com/imrecall/imrecall/tim"
 	"github.com/imrecall/imrecall/worker"
@@ -70,6 +72,8 @@ type workerOptions struct {
 	metricsListen string
 	scanBudget    time.Duration
 	scanPages     int
+	reconcile     time.Duration
+	plannerLease  time.Duration
 }
 
 func newWorkerCmd() *cobra.Command {
@@ -110,6 +114,8 @@ On SIGTERM the worker stops taking tasks, lets calls in flight finish and record
 	cmd.Flags().StringVar(&o.metricsListen, "metrics-listen", "", "serve Prometheus /metrics on this address (e.g. :9090)")
 	cmd.Flags().DurationVar(&o.scanBudget, "discovery-budget", producer.DefaultScanBudget, "how long one discovery task reads a history before it continues in a new task from its checkpoint")
 	cmd.Flags().IntVar(&o.scanPages, "discovery-budget-pages", 0, "at most this many history pages per discovery task (0 = bounded by --discovery-budget only)")
+	cmd.Flags().DurationVar(&o.reconcile, "reconcile-interval", reconcile.DefaultInterval, "how often the reconciler runs (one process at a time): it settles jobs whose planner is gone and queues again messages nothing is in flight for; 0 turns it off in this process")
+	plannerLeaseFlag(cmd, &o.plannerLease)
 	return cmd
 }
 
@@ -126,6 +132,12 @@ func runWorker(ctx context.Context, cmd *cobra.Command, o *workerOptions) error 
 		return badInput("--discovery-concurrency (IMRECALL_DISCOVERY_CONCURRENCY) %d: must not be negative", o.discoveries)
 	case o.discoveries == 0:
 		o.discoveries = defaultDiscoveries(o.concurrency)
+	}
+	if o.reconcile < 0 {
+		return badInput("--reconcile-interval (IMRECALL_RECONCILE_INTERVAL) %s: must not be negative", o.reconcile)
+	}
+	if o.plannerLease <= 0 {
+		return badInput("--planner-lease (IMRECALL_PLANNER_LEASE) %s: must be positive", o.plannerLease)
 	}
 	if o.maxAttempts <= 0 {
 		return badInput("--max-attempts (IMRECALL_MAX_ATTEMPTS) %d: must be positive", o.maxAttempts)
@@ -145,6 +157,7 @@ func runWorker(ctx context.Context, cmd *cobra.Command, o *workerOptions) error 
 		return err
 	}
 	defer c.Close()
+	c.store.SetLeaseTTL(o.plannerLease)
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -165,7 +178,7 @@ func runWorker(ctx context.Context, cmd *cobra.Command, o *workerOptions) error 
 	h.Register(mux)
 	enq := asynq.NewClient(c.asynq)
 	defer enq.Close()
-	discover := producer.NewDiscoverHandler(client, c.store, enq, log).WithBudget(o.scanPages, o.scanBudget)
+	discover := producer.NewDiscoverHandler(client, c.store, testHookEnqueuer(cmd, enq), log).WithBudget(o.scanPages, o.scanBudget)
 	handleDiscovery(mux, discover, o.discoveries)
 	key, _ := secretFrom(o.im.secretKey, o.im.secretKeyFile, "")
 	mux.HandleFunc(tasks.TypeScheduleRun, scheduleRunner{log: log, settings: map[string]string{
@@ -194,7 +207,23 @@ func runWorker(ctx context.Context, cmd *cobra.Command, o *workerOptions) error 
 		(&worker.Unparker{Store: c.store, Queue: enq, Logger: log}).Run(ctx)
 	}()
 	defer func() { <-unparked }()
+	var rcDone chan struct{}
+	if o.reconcile > 0 {
+		insp := asynq.NewInspector(c.asynq)
+		defer insp.Close()
+		rc, err := reconcile.New(reconcile.Config{Store: c.store, Redis: c.rdb, Queue: enq, Inspector: insp,
+			Interval: o.reconcile, Logger: log.With("component", "reconciler")})
+		if err != nil {
+			srv.Shutdown()
+			return err
+		}
+		rcDone = make(chan struct{})
+		go func() { defer close(rcDone); rc.Run(ctx) }()
+	}
 	<-ctx.Done()
+	if rcDone != nil {
+		<-rcDone
+	}
 	log.Info("shutting down: finishing calls in flight")
 	h.Drain()
 	srv.Shutdown()
@@ -309,4 +338,10 @@ func serveMetrics(addr string, reg *prometheus.Registry, log *slog.Logger) (*htt
 	}()
 	log.Info("metrics listening", "addr", ln.Addr().String())
 	return srv, nil
+}
+
+// plannerLeaseFlag registers --planner-lease: how long a planner's lease
+// lasts without a heartbeat (renewed every third of it).
+func plannerLeaseFlag(cmd *cobra.Command, d *time.Duration) {
+	cmd.Flags().DurationVar(d, "planner-lease", jobs.DefaultLeaseTTL, "a planner's lease, renewed every third of it: a planner silent this long is taken for gone, and a worker's reconciler settles its job and queues what it planned")
 }
