@@ -73,12 +73,6 @@ func setup(t *testing.T, mod func(*Config)) *bundle {
 			_, _ = io.WriteString(w, "read-only dashboard")
 		}),
 		Callbacks: &msgindex.Callbacks{Index: b.index, SDKAppID: imtest.AppID},
-		CheckSchedule: func(args []string) error {
-			if args[0] != "purge" && args[0] != "recall" {
-				return fmt.Errorf("a schedule runs a recall or purge command, not %q", args[0])
-			}
-			return nil
-		},
 	}
 	if mod != nil {
 		mod(&cfg)
@@ -113,6 +107,9 @@ func (b *bundle) call(method, path, token string, body any, out any) int {
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if method == http.MethodPost {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -531,14 +528,18 @@ func TestDeadLettersListExportAndRequeue(t *testing.T) {
 func TestSchedulesAndMetrics(t *testing.T) {
 	b := setup(t, nil)
 	var e apiError
-	if code := b.call("POST", "/v1/schedules", adminSecret, ScheduleRequest{Name: "nightly", Cron: "0 3 * * *", Args: []string{"worker"}}, &e); code != 400 || !strings.Contains(e.Error, "args") {
-		t.Fatalf("bad command: HTTP %d %q", code, e.Error)
+	if code := b.call("POST", "/v1/schedules", adminSecret, `{"name":"nightly","cron":"0 3 * * *","args":["worker"]}`, &e); code != 400 || !strings.Contains(e.Error, "args") {
+		t.Fatalf("a command line: HTTP %d %q", code, e.Error)
 	}
-	if code := b.call("POST", "/v1/schedules", adminSecret, ScheduleRequest{Name: "nightly", Cron: "at three", Args: []string{"purge", "group"}}, &e); code != 400 || !strings.Contains(e.Error, "cron") {
+	purge := &CreateJobRequest{Kind: KindPurgeGroup, Groups: []string{"g"}, Until: "90d"}
+	if code := b.call("POST", "/v1/schedules", adminSecret, ScheduleRequest{Name: "nightly", Cron: "at three", Request: purge}, &e); code != 400 || !strings.Contains(e.Error, "cron") {
 		t.Fatalf("bad cron: HTTP %d %q", code, e.Error)
 	}
+	if code := b.call("POST", "/v1/schedules", adminSecret, ScheduleRequest{Name: "nightly", Cron: "0 3 * * *", Request: &CreateJobRequest{Kind: KindPurgeGroup, Reason: "r"}}, &e); code != 400 || !strings.Contains(e.Error, "groups") {
+		t.Fatalf("a request without groups: HTTP %d %q", code, e.Error)
+	}
 	var sc producer.Schedule
-	if code := b.call("POST", "/v1/schedules", adminSecret, ScheduleRequest{Name: "nightly", Cron: "0 3 * * *", Args: []string{"purge", "group", "--group", "g", "--until", "90d"}, Reason: "retention"}, &sc); code != 201 || sc.CreatedBy != "token:ops" {
+	if code := b.call("POST", "/v1/schedules", adminSecret, ScheduleRequest{Name: "nightly", Cron: "0 3 * * *", Request: purge, Reason: "retention"}, &sc); code != 201 || sc.CreatedBy != "token:ops" || sc.Request == nil || sc.Request.Groups[0] != "g" {
 		t.Fatalf("add: HTTP %d %+v", code, sc)
 	}
 	var list []producer.Schedule

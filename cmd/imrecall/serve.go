@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -182,14 +181,6 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 		AppID: imCfg.SDKAppID, Tokens: tokens, ConfirmAbove: o.confirmAbove, DiscoveryConcurrency: o.concurrency,
 		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), Log: log,
 		Ready: func(ctx context.Context) error { return c.rdb.Ping(ctx).Err() },
-		CheckSchedule: func(args []string) error {
-			err := checkScheduledCommand(args)
-			var ue usageError
-			if errors.As(err, &ue) {
-				return ue.err
-			}
-			return err
-		},
 	}
 	if o.index {
 		counter := msgindex.NewCallbackCounter()

@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/imrecall/imrecall/api"
 	"github.com/imrecall/imrecall/limiter"
+	"github.com/imrecall/imrecall/msgindex"
 	"github.com/imrecall/imrecall/producer"
 	"github.com/imrecall/imrecall/tasks"
 	"github.com/imrecall/imrecall/tim"
@@ -157,11 +159,12 @@ func runWorker(ctx context.Context, cmd *cobra.Command, o *workerOptions) error 
 	defer enq.Close()
 	discover := producer.NewDiscoverHandler(client, c.store, enq, log)
 	handleDiscovery(mux, discover, o.discoveries)
-	key, _ := secretFrom(o.im.secretKey, o.im.secretKeyFile, "")
-	mux.HandleFunc(tasks.TypeScheduleRun, scheduleRunner{log: log, settings: map[string]string{
-		"redis": o.redis.url, "key-prefix": o.redis.prefix, "api-base": o.im.apiBase, "sdkappid": fmt.Sprint(imCfg.SDKAppID),
-		"admin": o.im.admin, "secret-key": key, "timeout": o.im.timeout.String(),
-	}}.handle)
+	creator, err := api.NewJobs(api.Config{Store: c.store, Queue: enq, IM: client, AppID: imCfg.SDKAppID,
+		Index: msgindex.New(c.rdb, o.redis.prefix, 0), Log: log})
+	if err != nil {
+		return err
+	}
+	mux.HandleFunc(tasks.TypeScheduleRun, scheduleRunner{jobs: creator, log: log}.handle)
 
 	if o.metricsListen != "" {
 		ms, err := serveMetrics(o.metricsListen, reg, log)
