@@ -36,6 +36,7 @@ type serveOptions struct {
 	index             bool
 	indexRetention    string
 	monitor           bool
+	insecureCallbacks bool
 	confirmAbove      int
 	concurrency       int
 }
@@ -55,8 +56,10 @@ func newServeCmd() *cobra.Command {
 
 API tokens are NAME:ROLE:SECRET (role read or admin), from IMRECALL_API_TOKENS (comma-separated) or
 --tokens-file (one per line). Requests carry "Authorization: Bearer SECRET"; the token's NAME is
-recorded as who asked. The callback token is the one configured in the IM console: with it, callbacks
-must carry a valid Sign and a RequestTime within 60 s.`,
+recorded as who asked. The callback token is the one configured in the IM console: callbacks must carry a valid Sign and
+a RequestTime within 60 s. serve refuses to start without one unless --insecure-callbacks (then it
+warns every minute). Sign covers only the token and RequestTime, not the body (docs/SECURITY.md):
+a purge by index confirms each message's sender from the history before recalling it.`,
 		Example: `  IMRECALL_API_TOKENS=ops:admin:$(openssl rand -hex 24) IMRECALL_CALLBACK_TOKEN=... \
     imrecall serve --sdkappid 1400000001 --listen :8080 --index-retention 30d
   curl -H "Authorization: Bearer $TOKEN" localhost:8080/v1/jobs
@@ -81,6 +84,7 @@ must carry a valid Sign and a RequestTime within 60 s.`,
 	fl.StringVar(&o.callbackTokenFile, "callback-token-file", "", "file holding the callback token")
 	fl.BoolVar(&o.index, "index", true, "keep the message index from after-send callbacks (POST /callback)")
 	fl.StringVar(&o.indexRetention, "index-retention", "7d", "how long index entries are kept: the app's roaming period (7d by default at Tencent), e.g. 30d; 0 keeps them forever")
+	fl.BoolVar(&o.insecureCallbacks, "insecure-callbacks", false, "accept unsigned callbacks at /callback when no callback token is set (anyone can then fill the index); a warning is logged every minute")
 	fl.BoolVar(&o.monitor, "monitor", true, "serve the asynq dashboard under /monitor/")
 	fl.IntVar(&o.confirmAbove, "confirm-above", 1000, `jobs with more messages need "confirm": true`)
 	fl.IntVar(&o.concurrency, "discovery-concurrency", 16, "histories a dry run reads at once (the limiter still caps the calls)")
@@ -146,6 +150,9 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 	if err != nil {
 		return err
 	}
+	if o.index && cbToken == "" && !o.insecureCallbacks {
+		return badInput("no callback token: without one anyone can post callbacks and fill the message index that purges by index recall from; set IMRECALL_CALLBACK_TOKEN (or --callback-token-file) to the token configured in the IM console, or start with --insecure-callbacks (or --index=false)")
+	}
 	retention, err := parseRetention(o.indexRetention)
 	if err != nil {
 		return err
@@ -188,7 +195,9 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 		cfg.Index = msgindex.New(c.rdb, o.redis.prefix, retention)
 		cfg.Callbacks = &msgindex.Callbacks{Index: cfg.Index, SDKAppID: imCfg.SDKAppID, Token: cbToken, Log: log, Counter: counter}
 		if cbToken == "" {
-			log.Warn("no callback token: /callback accepts unsigned callbacks; set IMRECALL_CALLBACK_TOKEN as configured in the IM console")
+			go warnEvery(ctx, time.Minute, func() {
+				log.Warn("--insecure-callbacks: /callback accepts unsigned callbacks from anyone; set IMRECALL_CALLBACK_TOKEN as configured in the IM console")
+			})
 		}
 	}
 	if o.monitor {
@@ -224,4 +233,18 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	return hs.Shutdown(sctx)
+}
+
+// warnEvery calls warn now and every d until ctx ends.
+func warnEvery(ctx context.Context, d time.Duration, warn func()) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		warn()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
