@@ -46,13 +46,16 @@ type CreateJobResponse struct {
 	Messages int64     `json:"messages"`
 	// Planned and Tasks are known at once for listed and indexed messages;
 	// a purge by scan plans as its discovery tasks run (follow the job).
-	Planned    int64              `json:"planned"`
-	Duplicates int64              `json:"duplicates"`
-	Tasks      int64              `json:"tasks"`
-	Scans      int                `json:"scans,omitempty"`
-	Report     *producer.Report   `json:"report,omitempty"`
-	Index      *msgindex.Counts   `json:"index,omitempty"`
-	Coverage   *msgindex.Coverage `json:"coverage,omitempty"`
+	Planned    int64            `json:"planned"`
+	Duplicates int64            `json:"duplicates"`
+	Tasks      int64            `json:"tasks"`
+	Scans      int              `json:"scans,omitempty"`
+	Report     *producer.Report `json:"report,omitempty"`
+	Index      *msgindex.Counts `json:"index,omitempty"`
+	// SenderUnconfirmed counts index entries left out because the history
+	// does not show the user sent them (forged callbacks, others' messages).
+	SenderUnconfirmed int64              `json:"sender_unconfirmed,omitempty"`
+	Coverage          *msgindex.Coverage `json:"coverage,omitempty"`
 }
 
 // confirmationRequired answers 409 with the size of the job.
@@ -262,12 +265,21 @@ func (s *Server) createUserPurge(ctx context.Context, req CreateJobRequest, who 
 }
 
 func (s *Server) purgeByIndex(ctx context.Context, req CreateJobRequest, who string, queue string, resp CreateJobResponse, w producer.Window) (CreateJobResponse, int, error) {
+	if s.cfg.IM == nil {
+		return resp, 0, badf("source index: this server has no IM credentials to confirm the senders of indexed messages")
+	}
+	// The index holds what callbacks claimed; Sign does not cover their
+	// bodies. Only what the history shows the user sent is recalled.
 	tally := &producer.Tally{}
-	counts, err := s.cfg.Index.Plan(ctx, s.cfg.AppID, req.User, w.Since, w.Until, tally)
+	check := producer.NewSenderCheck(s.cfg.IM, req.User, tally)
+	counts, err := s.cfg.Index.Plan(ctx, s.cfg.AppID, req.User, w.Since, w.Until, check)
+	if err == nil {
+		err = check.Flush(ctx)
+	}
 	if err != nil {
 		return resp, 0, err
 	}
-	resp.Index, resp.Messages = &counts, int64(tally.Count())
+	resp.Index, resp.Messages, resp.SenderUnconfirmed = &counts, int64(tally.Count()), int64(check.Refused)
 	if req.DryRun {
 		s.auditDryRun(ctx, req, who, resp.Messages)
 		return resp, http.StatusOK, nil
@@ -276,9 +288,11 @@ func (s *Server) purgeByIndex(ctx context.Context, req CreateJobRequest, who str
 		return resp, http.StatusConflict, nil
 	}
 	job, b, err := producer.NewJob(ctx, s.cfg.Store, s.cfg.Queue, s.spec(req, who, "purge:user", queue),
-		func(ctx context.Context, _ jobs.Job, _ producer.Enqueuer, b *producer.Batcher) error {
-			_, err := s.cfg.Index.Plan(ctx, s.cfg.AppID, req.User, w.Since, w.Until, b)
-			return err
+		func(ctx context.Context, job jobs.Job, _ producer.Enqueuer, b *producer.Batcher) error {
+			if err := check.Replay(ctx, b); err != nil {
+				return err
+			}
+			return s.cfg.Store.AddRefused(ctx, job.ID, jobs.RefusedSenderUnconfirmed, int64(check.Refused))
 		})
 	return s.created(ctx, resp, job, b, err)
 }

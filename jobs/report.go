@@ -19,6 +19,9 @@ type Report struct {
 	Cancelled        int64            `json:"cancelled"`
 	NeedsAttention   int64            `json:"needs_attention"`
 	NeedsAttentionBy map[string]int64 `json:"needs_attention_by_code,omitempty"`
+	// Refused counts messages never planned, by reason (see AddRefused):
+	// e.g. index entries whose sender the history did not confirm.
+	Refused          map[string]int64 `json:"refused,omitempty"`
 	Recount          Recount          `json:"recount"`
 	Reconciled       bool             `json:"reconciled"`
 	ReconcileProblem string           `json:"reconcile_problem,omitempty"`
@@ -34,7 +37,11 @@ func (s *Store) BuildReport(ctx context.Context, jobID string) (Report, error) {
 	if err != nil {
 		return Report{}, err
 	}
-	r := Report{Job: j, Recount: rc, Reconciled: true}
+	refused, err := s.Refused(ctx, jobID)
+	if err != nil {
+		return Report{}, err
+	}
+	r := Report{Job: j, Recount: rc, Reconciled: true, Refused: refused}
 	if err := rc.Matches(j.Counts); err != nil {
 		r.Reconciled, r.ReconcileProblem = false, err.Error()
 	}
@@ -90,7 +97,11 @@ func (r Report) WriteText(w io.Writer, describe func(code string) string) error 
 	for _, code := range sortedCodes(r.NeedsAttentionBy) {
 		p("      %-8s %-40s %10d\n", code, describe(code), r.NeedsAttentionBy[code])
 	}
-	p("  pending        %10d\n\n", c.Pending)
+	p("  pending        %10d\n", c.Pending)
+	if n := r.Refused[RefusedSenderUnconfirmed]; n > 0 {
+		p("  not planned: sender not confirmed by the history (forged or another user's index entry) %d\n", n)
+	}
+	p("\n")
 	if r.Reconciled {
 		p("reconciled: every planned message has exactly one state (%d recounted)\n", r.Recount.Planned)
 	} else {
