@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -37,6 +38,7 @@ type serveOptions struct {
 	indexRetention    string
 	monitor           bool
 	insecureCallbacks bool
+	jobRetention      string
 	confirmAbove      int
 	concurrency       int
 }
@@ -84,6 +86,7 @@ a purge by index confirms each message's sender from the history before recallin
 	fl.StringVar(&o.callbackTokenFile, "callback-token-file", "", "file holding the callback token")
 	fl.BoolVar(&o.index, "index", true, "keep the message index from after-send callbacks (POST /callback)")
 	fl.StringVar(&o.indexRetention, "index-retention", "7d", "how long index entries are kept: the app's roaming period (7d by default at Tencent), e.g. 30d; 0 keeps them forever")
+	jobRetentionFlag(cmd, &o.jobRetention)
 	fl.BoolVar(&o.insecureCallbacks, "insecure-callbacks", false, "accept unsigned callbacks at /callback when no callback token is set (anyone can then fill the index); a warning is logged every minute")
 	fl.BoolVar(&o.monitor, "monitor", true, "serve the asynq dashboard under /monitor/")
 	fl.IntVar(&o.confirmAbove, "confirm-above", 1000, `jobs with more messages need "confirm": true`)
@@ -91,8 +94,12 @@ a purge by index confirms each message's sender from the history before recallin
 	return cmd
 }
 
-// parseRetention parses 30d, 36h or 0.
-func parseRetention(s string) (time.Duration, error) {
+// parseRetention parses --index-retention: 30d, 36h or 0.
+func parseRetention(s string) (time.Duration, error) { return parseAge("--index-retention", s) }
+
+// parseAge parses a retention flag: days (30d), a duration (36h) or 0 (keep
+// forever); errors name flag.
+func parseAge(flag, s string) (time.Duration, error) {
 	s = strings.TrimSpace(s)
 	if n, ok := strings.CutSuffix(s, "d"); ok {
 		var days int
@@ -100,14 +107,31 @@ func parseRetention(s string) (time.Duration, error) {
 			return time.Duration(days) * 24 * time.Hour, nil
 		}
 	}
-	if s == "0" {
+	if s == "0" || s == "" {
 		return 0, nil
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil || d < 0 {
-		return 0, badInput("--index-retention %q: want days (30d), a duration (36h) or 0", s)
+		return 0, badInput("%s %q: want days (30d), a duration (36h) or 0", flag, s)
 	}
 	return d, nil
+}
+
+// jobRetentionFlag registers --job-retention on a command that runs the
+// retention sweep (worker, serve).
+func jobRetentionFlag(cmd *cobra.Command, v *string) {
+	cmd.Flags().StringVar(v, "job-retention", "", "delete finished jobs (records, message states, dead letters) and audit events older than this, e.g. 90d; empty or 0 keeps them (the default)")
+}
+
+// startJobRetention starts the hourly retention sweep if --job-retention asks.
+func startJobRetention(ctx context.Context, c *conn, flag string, log *slog.Logger) error {
+	keep, err := parseAge("--job-retention", flag)
+	if err != nil || keep <= 0 {
+		return err
+	}
+	go c.store.RunRetention(ctx, keep, time.Hour, log)
+	log.Info("job retention", "keep", keep.String())
+	return nil
 }
 
 func (o *serveOptions) apiTokens() ([]api.Token, error) {
@@ -166,6 +190,9 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 		return err
 	}
 	defer c.Close()
+	if err := startJobRetention(ctx, c, o.jobRetention, log); err != nil {
+		return err
+	}
 	lim, err := o.limits.limiter(c.rdb, o.redis.prefix, log, nil)
 	if err != nil {
 		return err

@@ -70,6 +70,7 @@ type workerOptions struct {
 	discoveries   int
 	maxAttempts   int
 	metricsListen string
+	jobRetention  string
 }
 
 func newWorkerCmd() *cobra.Command {
@@ -108,6 +109,7 @@ On SIGTERM the worker stops taking tasks, lets calls in flight finish and record
 	cmd.Flags().IntVar(&o.discoveries, "discovery-concurrency", 0, "purge discovery tasks (history scans) run at once by this process, on slots of their own beside --concurrency's (default: a quarter of --concurrency)")
 	cmd.Flags().IntVar(&o.maxAttempts, "max-attempts", 5, "calls per message for transient failures before it is dead-lettered")
 	cmd.Flags().StringVar(&o.metricsListen, "metrics-listen", "", "serve Prometheus /metrics on this address (e.g. :9090)")
+	jobRetentionFlag(cmd, &o.jobRetention)
 	return cmd
 }
 
@@ -137,6 +139,9 @@ func runWorker(ctx context.Context, cmd *cobra.Command, o *workerOptions) error 
 		return err
 	}
 	defer c.Close()
+	if err := startJobRetention(ctx, c, o.jobRetention, log); err != nil {
+		return err
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
