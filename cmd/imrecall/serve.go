@@ -65,7 +65,7 @@ a purge by index confirms each message's sender from the history before recallin
 		Example: `  IMRECALL_API_TOKENS=ops:admin:$(openssl rand -hex 24) IMRECALL_CALLBACK_TOKEN=... \
     imrecall serve --sdkappid 1400000001 --listen :8080 --index-retention 30d
   curl -H "Authorization: Bearer $TOKEN" localhost:8080/v1/jobs
-  curl -H "Authorization: Bearer $TOKEN" -d '{"kind":"purge_user","user":"spammer42","reason":"INC-1","dry_run":true}' localhost:8080/v1/jobs`,
+  curl -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" -d '{"kind":"purge_user","user":"spammer42","reason":"INC-1","dry_run":true}' localhost:8080/v1/jobs`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := applyEnv(cmd); err != nil {
