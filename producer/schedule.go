@@ -247,7 +247,8 @@ func (s *Schedules) unclaim(ctx context.Context, name string, due time.Time) {
 // Scheduler fires schedules: each due time of each schedule once, however
 // many schedulers run (a Redis claim per schedule and due time, and the
 // firing's task ID). Due times are the same in every scheduler: cron specs
-// by the clock, "@every D" at multiples of D. A due time that passed while
+// by the clock in UTC (unless the spec starts with CRON_TZ=), "@every D" at
+// multiples of D. A due time that passed while
 // no scheduler ran is skipped.
 type Scheduler struct {
 	Schedules *Schedules
@@ -260,7 +261,21 @@ type Scheduler struct {
 	Log *slog.Logger
 }
 
-// due is a schedule's next due time after t.
+// parseCron parses a schedule's spec; without a CRON_TZ= (or TZ=) prefix
+// it is read in UTC, as asynq's scheduler reads it, so that every scheduler
+// computes the same due times whatever its local zone.
+func parseCron(spec string) (cron.Schedule, error) {
+	sched, err := cronParser.Parse(spec)
+	if err != nil {
+		return nil, err
+	}
+	if ss, ok := sched.(*cron.SpecSchedule); ok && !strings.HasPrefix(spec, "CRON_TZ=") && !strings.HasPrefix(spec, "TZ=") {
+		ss.Location = time.UTC
+	}
+	return sched, nil
+}
+
+// nextDue is a schedule's next due time after t.
 func nextDue(sched cron.Schedule, t time.Time) time.Time {
 	if c, ok := sched.(cron.ConstantDelaySchedule); ok {
 		return t.Truncate(c.Delay).Add(c.Delay)
@@ -300,7 +315,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			} else {
 				loaded, list = now, list[:0]
 				for _, sc := range all {
-					sched, perr := cronParser.Parse(sc.Cron)
+					sched, perr := parseCron(sc.Cron)
 					if len(sc.Args) > 0 || sc.Request == nil || perr != nil {
 						if !warned[sc.Name] {
 							log.Error("schedule refused: it holds no typed job request (run the scheduler's migration, or remove and add it again)", "schedule", sc.Name)
