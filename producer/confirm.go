@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/imrecall/imrecall/jobs"
@@ -29,6 +30,9 @@ type SenderCheck struct {
 	IM   IM
 	User string
 	Next Sink
+
+	// Concurrency is how many pages or chats are read at once; zero: 16.
+	Concurrency int
 
 	// Confirmed and Refused count the messages handed on, and those the
 	// history does not show as User's (sent by someone else, or not there:
@@ -97,76 +101,137 @@ func (c *SenderCheck) AddC2C(_ context.Context, t jobs.Target, key string) error
 }
 
 // Flush confirms everything buffered and hands what the history shows as
-// User's to Next; the rest is counted in Refused.
+// User's to Next, in a stable order; the rest is counted in Refused. Pages
+// and chats are read Concurrency at a time (the limiter still caps the
+// calls).
 func (c *SenderCheck) Flush(ctx context.Context) error {
-	targets := make([]jobs.Target, 0, len(c.groups))
-	for t := range c.groups {
-		targets = append(targets, t)
+	okGroups, err := c.confirmGroups(ctx)
+	if err != nil {
+		return err
 	}
-	sort.Slice(targets, func(i, j int) bool { return targets[i].String() < targets[j].String() })
-	for _, t := range targets {
-		if err := c.flushGroup(ctx, t); err != nil {
+	okC2C, err := c.confirmC2C(ctx)
+	if err != nil {
+		return err
+	}
+	clear(c.groups)
+	clear(c.c2c)
+	for _, t := range sortedTargets(okGroups) {
+		ok := okGroups[t]
+		sort.Slice(ok, func(i, j int) bool { return ok[i] < ok[j] })
+		c.Confirmed += len(ok)
+		c.okGroups[t] = append(c.okGroups[t], ok...)
+		if err := c.Next.AddGroup(ctx, t, ok...); err != nil {
 			return err
 		}
-		delete(c.groups, t)
 	}
-	peers := make([]string, 0, len(c.c2c))
-	for p := range c.c2c {
-		peers = append(peers, p)
-	}
-	sort.Strings(peers)
-	for _, p := range peers {
-		if err := c.flushC2C(ctx, p); err != nil {
-			return err
+	for _, t := range sortedTargets(okC2C) {
+		ok := okC2C[t]
+		sort.Strings(ok)
+		c.Confirmed += len(ok)
+		c.okC2C[t] = append(c.okC2C[t], ok...)
+		for _, k := range ok {
+			if err := c.Next.AddC2C(ctx, t, k); err != nil {
+				return err
+			}
 		}
-		delete(c.c2c, p)
 	}
 	return nil
 }
 
-func (c *SenderCheck) flushGroup(ctx context.Context, t jobs.Target) error {
-	seqs := make([]int64, 0, len(c.groups[t]))
-	for s := range c.groups[t] {
-		seqs = append(seqs, s)
+// page is one group_msg_get_simple read: the messages at and below top.
+type page struct {
+	t    jobs.Target
+	top  int64
+	low  int64 // the lowest seq the page covers
+	msgs map[int64]tim.GroupMsg
+}
+
+// confirmGroups reads, in rounds, one page per window of 20 seqs below each
+// target's highest unconfirmed seq; a seq a short page did not reach waits
+// for the next round. Every round covers at least each window's top seq.
+func (c *SenderCheck) confirmGroups(ctx context.Context) (map[jobs.Target][]int64, error) {
+	pending := map[jobs.Target][]int64{}
+	for t, m := range c.groups {
+		seqs := make([]int64, 0, len(m))
+		for s := range m {
+			seqs = append(seqs, s)
+		}
+		sort.Slice(seqs, func(i, j int) bool { return seqs[i] > seqs[j] })
+		pending[t] = seqs
 	}
-	sort.Slice(seqs, func(i, j int) bool { return seqs[i] > seqs[j] })
-	var ok []int64
-	for len(seqs) > 0 {
-		top := seqs[0]
-		page, err := c.groupPage(ctx, t, top)
-		if err != nil {
-			return err
-		}
-		low := top
-		for _, m := range page {
-			low = min(low, m.MsgSeq)
-		}
-		bySeq := make(map[int64]tim.GroupMsg, len(page))
-		for _, m := range page {
-			bySeq[m.MsgSeq] = m
-		}
-		for len(seqs) > 0 && seqs[0] >= low {
-			m, found := bySeq[seqs[0]]
-			if found && m.FromAccount == c.User && m.IsPlaceMsg != tim.PlaceMsgDeleted {
-				ok = append(ok, seqs[0])
-			} else {
-				c.Refused++
+	ok := map[jobs.Target][]int64{}
+	for len(pending) > 0 {
+		var pages []*page
+		for _, t := range sortedTargets(pending) {
+			seqs := pending[t]
+			for i := 0; i < len(seqs); {
+				top := seqs[i]
+				pages = append(pages, &page{t: t, top: top})
+				for i < len(seqs) && seqs[i] > top-tim.MaxGetSimpleMsgs {
+					i++
+				}
 			}
-			seqs = seqs[1:]
 		}
+		c.Calls += len(pages)
+		err := forEach(ctx, c.concurrency(), len(pages), func(ctx context.Context, i int) error {
+			p := pages[i]
+			msgs, err := c.groupPage(ctx, p.t, p.top)
+			if err != nil {
+				return err
+			}
+			p.low, p.msgs = p.top, make(map[int64]tim.GroupMsg, len(msgs))
+			if len(msgs) == 0 {
+				// Nothing at or below top: the window holds nothing.
+				p.low = p.top - tim.MaxGetSimpleMsgs + 1
+			}
+			for _, m := range msgs {
+				p.low = min(p.low, m.MsgSeq)
+				p.msgs[m.MsgSeq] = m
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		byTarget := map[jobs.Target][]*page{}
+		for _, p := range pages {
+			byTarget[p.t] = append(byTarget[p.t], p)
+		}
+		next := map[jobs.Target][]int64{}
+		for t, seqs := range pending {
+			for _, s := range seqs {
+				var in *page
+				for _, p := range byTarget[t] {
+					if s <= p.top && s >= p.low {
+						in = p
+						break
+					}
+				}
+				switch m, found := in.msgFor(s); {
+				case in == nil:
+					next[t] = append(next[t], s)
+				case found && m.FromAccount == c.User && m.IsPlaceMsg != tim.PlaceMsgDeleted:
+					ok[t] = append(ok[t], s)
+				default:
+					c.Refused++
+				}
+			}
+		}
+		pending = next
 	}
-	if len(ok) == 0 {
-		return nil
+	return ok, nil
+}
+
+func (p *page) msgFor(seq int64) (tim.GroupMsg, bool) {
+	if p == nil {
+		return tim.GroupMsg{}, false
 	}
-	sort.Slice(ok, func(i, j int) bool { return ok[i] < ok[j] })
-	c.Confirmed += len(ok)
-	c.okGroups[t] = append(c.okGroups[t], ok...)
-	return c.Next.AddGroup(ctx, t, ok...)
+	m, ok := p.msgs[seq]
+	return m, ok
 }
 
 // groupPage reads the (up to) 20 messages at and below seq.
 func (c *SenderCheck) groupPage(ctx context.Context, t jobs.Target, seq int64) ([]tim.GroupMsg, error) {
-	c.Calls++
 	req := tim.GroupMsgGetSimpleRequest{GroupID: t.GroupID, TopicID: t.TopicID, ReqMsgSeq: seq, ReqMsgNumber: tim.MaxGetSimpleMsgs, WithRecalledMsg: 1}
 	for page, err := range c.IM.GroupMsgPages(ctx, req) {
 		if err != nil {
@@ -177,49 +242,103 @@ func (c *SenderCheck) groupPage(ctx context.Context, t jobs.Target, seq int64) (
 	return nil, nil
 }
 
-func (c *SenderCheck) flushC2C(ctx context.Context, peer string) error {
-	want := c.c2c[peer]
-	var lo, hi int64
-	for k := range want {
-		ts, ok := msgKeyTime(k)
-		if !ok {
-			c.Refused++
-			delete(want, k)
-			continue
-		}
-		if lo == 0 || ts < lo {
-			lo = ts
-		}
-		hi = max(hi, ts)
+// confirmC2C reads each peer's chat with User over the time span of the
+// indexed MsgKeys, one paged read per peer.
+func (c *SenderCheck) confirmC2C(ctx context.Context) (map[jobs.Target][]string, error) {
+	peers := make([]string, 0, len(c.c2c))
+	for p := range c.c2c {
+		peers = append(peers, p)
 	}
-	if len(want) == 0 {
-		return nil
+	sort.Strings(peers)
+	type result struct {
+		ok             []string
+		refused, calls int
 	}
-	var ok []string
-	req := tim.AdminGetRoamMsgRequest{OperatorAccount: c.User, PeerAccount: peer, MaxCnt: 100, MinTime: lo, MaxTime: hi}
-	for page, err := range c.IM.RoamMsgPages(ctx, req) {
-		c.Calls++
-		if err != nil {
-			return fmt.Errorf("confirming senders in the chat of %s with %s: %w", c.User, peer, err)
+	results := make([]result, len(peers))
+	err := forEach(ctx, c.concurrency(), len(peers), func(ctx context.Context, i int) error {
+		r := &results[i]
+		want := map[string]bool{}
+		var lo, hi int64
+		for k := range c.c2c[peers[i]] {
+			ts, ok := msgKeyTime(k)
+			if !ok {
+				r.refused++
+				continue
+			}
+			want[k] = true
+			if lo == 0 || ts < lo {
+				lo = ts
+			}
+			hi = max(hi, ts)
 		}
-		for _, m := range page.MsgList {
-			if want[m.MsgKey] && m.FromAccount == c.User {
-				ok = append(ok, m.MsgKey)
-				delete(want, m.MsgKey)
+		if len(want) == 0 {
+			return nil
+		}
+		req := tim.AdminGetRoamMsgRequest{OperatorAccount: c.User, PeerAccount: peers[i], MaxCnt: 100, MinTime: lo, MaxTime: hi}
+		for page, err := range c.IM.RoamMsgPages(ctx, req) {
+			r.calls++
+			if err != nil {
+				return fmt.Errorf("confirming senders in the chat of %s with %s: %w", c.User, peers[i], err)
+			}
+			for _, m := range page.MsgList {
+				if want[m.MsgKey] && m.FromAccount == c.User {
+					r.ok = append(r.ok, m.MsgKey)
+					delete(want, m.MsgKey)
+				}
 			}
 		}
+		r.refused += len(want)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	c.Refused += len(want)
-	sort.Strings(ok)
-	t := jobs.Target{From: c.User, To: peer}
-	for _, k := range ok {
-		if err := c.Next.AddC2C(ctx, t, k); err != nil {
-			return err
+	ok := map[jobs.Target][]string{}
+	for i, r := range results {
+		c.Refused += r.refused
+		c.Calls += r.calls
+		if len(r.ok) > 0 {
+			ok[jobs.Target{From: c.User, To: peers[i]}] = r.ok
 		}
 	}
-	c.Confirmed += len(ok)
-	c.okC2C[t] = append(c.okC2C[t], ok...)
-	return nil
+	return ok, nil
+}
+
+func (c *SenderCheck) concurrency() int {
+	if c.Concurrency > 0 {
+		return c.Concurrency
+	}
+	return 16
+}
+
+// forEach runs fn(i) for i in [0, n) with at most par at once; the first
+// error cancels the rest and is returned.
+func forEach(ctx context.Context, par, n int, fn func(context.Context, int) error) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(max(par, 1), max(n, 1)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if err := fn(ctx, i); err != nil {
+					cancel(err)
+				}
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			i = n
+		}
+	}
+	close(next)
+	wg.Wait()
+	return context.Cause(ctx)
 }
 
 // msgKeyTime is the MsgTimeStamp of a MsgKey {MsgSeq}_{MsgRandom}_{MsgTimeStamp}.

@@ -86,9 +86,9 @@ func TestSenderCheckRefusesOthersMessages(t *testing.T) {
 	if check.Confirmed != wantMine || check.Refused != wantRefused || tally.Count() != wantMine {
 		t.Fatalf("confirmed %d (tally %d), refused %d; want %d and %d", check.Confirmed, tally.Count(), check.Refused, wantMine, wantRefused)
 	}
-	// 40 seqs and one beyond the history: three pages of 20 at most; one
-	// chat: one page.
-	if check.Calls > 4 {
+	// 40 seqs and one beyond the history: three windows of 20 (a short
+	// page costs one more call); one chat: a page or two.
+	if check.Calls > 6 {
 		t.Errorf("%d history calls for 41 seqs of one group and one chat: not batched", check.Calls)
 	}
 	t.Logf("%d confirmed, %d refused, %d history calls", check.Confirmed, check.Refused, check.Calls)
