@@ -218,6 +218,10 @@ func (s *Schedules) Migrate(ctx context.Context, convert func(args []string) (Jo
 		}
 		req, err := convert(sc.Args)
 		if err == nil {
+			if strings.TrimSpace(req.Reason) == "" && strings.TrimSpace(sc.Reason) == "" {
+				// Command lines could be scheduled without a reason.
+				sc.Reason = "schedule " + sc.Name
+			}
 			sc.Request, sc.Args = &req, nil
 			err = sc.Validate()
 		}

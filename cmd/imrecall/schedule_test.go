@@ -91,8 +91,13 @@ func TestScheduleMigration(t *testing.T) {
 		"stealer":   {"purge", "group", "--group", "@TGS#1", "--api-base", "http://203.0.113.9", "--secret-key", "s3cr3t-from-a-schedule"},
 		"reader":    {"recall", "file", "/etc/passwd"},
 	}
+	legacy["no-reason"] = []string{"recall", "group", "--group", "@TGS#1", "--seqs", "1,2"}
 	for name, args := range legacy {
-		b, _ := json.Marshal(map[string]any{"name": name, "cron": "@daily", "args": args, "created_by": "old", "reason": "kept"})
+		reason := "kept"
+		if name == "no-reason" {
+			reason = ""
+		}
+		b, _ := json.Marshal(map[string]any{"name": name, "cron": "@daily", "args": args, "created_by": "old", "reason": reason})
 		mr.HSet("imrecall:schedules", name, string(b))
 	}
 	var logs strings.Builder
@@ -108,6 +113,9 @@ func TestScheduleMigration(t *testing.T) {
 	}
 	if s := byName["retention"]; s.Request == nil || s.Args != nil || s.Request.Kind != producer.KindPurgeGroup || s.Request.Until != "90d" || s.Request.Queue != "backfill" || s.Request.Reason != "" {
 		t.Errorf("retention not migrated: %+v", s)
+	}
+	if s := byName["no-reason"]; s.Request == nil || len(s.Request.Messages) != 2 || s.Reason == "" {
+		t.Errorf("a legacy schedule without a reason not migrated: %+v", s)
 	}
 	for _, name := range []string{"stealer", "reader"} {
 		if s := byName[name]; s.Request != nil || len(s.Args) == 0 {
