@@ -270,6 +270,29 @@ func (s *Server) purgeByIndex(ctx context.Context, req CreateJobRequest, who str
 	}
 	// The index holds what callbacks claimed; Sign does not cover their
 	// bodies. Only what the history shows the user sent is recalled.
+	if req.Confirm && !req.DryRun {
+		// Confirmed up front: plan as senders are confirmed, so that
+		// recalls start while later history pages are read.
+		var counts msgindex.Counts
+		job, b, err := producer.NewJob(ctx, s.cfg.Store, s.cfg.Queue, s.spec(req, who, "purge:user", queue),
+			func(ctx context.Context, job jobs.Job, _ producer.Enqueuer, b *producer.Batcher) error {
+				check := producer.NewSenderCheck(s.cfg.IM, req.User, b)
+				var err error
+				if counts, err = s.cfg.Index.Plan(ctx, s.cfg.AppID, req.User, w.Since, w.Until, check); err != nil {
+					return err
+				}
+				if err := check.Flush(ctx); err != nil {
+					return err
+				}
+				resp.SenderUnconfirmed = int64(check.Refused)
+				return s.cfg.Store.AddRefused(ctx, job.ID, jobs.RefusedSenderUnconfirmed, int64(check.Refused))
+			})
+		resp.Index = &counts
+		if b != nil {
+			resp.Messages = b.Seen
+		}
+		return s.created(ctx, resp, job, b, err)
+	}
 	tally := &producer.Tally{}
 	check := producer.NewSenderCheck(s.cfg.IM, req.User, tally)
 	counts, err := s.cfg.Index.Plan(ctx, s.cfg.AppID, req.User, w.Since, w.Until, check)

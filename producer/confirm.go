@@ -101,11 +101,17 @@ func (c *SenderCheck) AddC2C(_ context.Context, t jobs.Target, key string) error
 }
 
 // Flush confirms everything buffered and hands what the history shows as
-// User's to Next, in a stable order; the rest is counted in Refused. Pages
-// and chats are read Concurrency at a time (the limiter still caps the
-// calls).
+// User's to Next as it is confirmed (a slice of pages at a time, so that a
+// Batcher queues recalls while later pages are read); the rest is counted
+// in Refused. Pages and chats are read Concurrency at a time (the limiter
+// still caps the calls).
 func (c *SenderCheck) Flush(ctx context.Context) error {
-	okGroups, err := c.confirmGroups(ctx)
+	err := c.confirmGroups(ctx, func(t jobs.Target, ok []int64) error {
+		sort.Slice(ok, func(i, j int) bool { return ok[i] < ok[j] })
+		c.Confirmed += len(ok)
+		c.okGroups[t] = append(c.okGroups[t], ok...)
+		return c.Next.AddGroup(ctx, t, ok...)
+	})
 	if err != nil {
 		return err
 	}
@@ -115,15 +121,6 @@ func (c *SenderCheck) Flush(ctx context.Context) error {
 	}
 	clear(c.groups)
 	clear(c.c2c)
-	for _, t := range sortedTargets(okGroups) {
-		ok := okGroups[t]
-		sort.Slice(ok, func(i, j int) bool { return ok[i] < ok[j] })
-		c.Confirmed += len(ok)
-		c.okGroups[t] = append(c.okGroups[t], ok...)
-		if err := c.Next.AddGroup(ctx, t, ok...); err != nil {
-			return err
-		}
-	}
 	for _, t := range sortedTargets(okC2C) {
 		ok := okC2C[t]
 		sort.Strings(ok)
@@ -138,18 +135,26 @@ func (c *SenderCheck) Flush(ctx context.Context) error {
 	return nil
 }
 
-// page is one group_msg_get_simple read: the messages at and below top.
+// page is one group_msg_get_simple read: the messages at and below top,
+// for the seqs it was read for (top and those less than 20 below it).
 type page struct {
 	t    jobs.Target
 	top  int64
+	seqs []int64
 	low  int64 // the lowest seq the page covers
 	msgs map[int64]tim.GroupMsg
 }
 
+// pagesPerSlice is how many pages are read before what they confirm is
+// handed on: about a second at the history cap.
+const pagesPerSlice = 200
+
 // confirmGroups reads, in rounds, one page per window of 20 seqs below each
-// target's highest unconfirmed seq; a seq a short page did not reach waits
-// for the next round. Every round covers at least each window's top seq.
-func (c *SenderCheck) confirmGroups(ctx context.Context) (map[jobs.Target][]int64, error) {
+// target's highest unconfirmed seq, and hands what each slice of pages
+// confirms to emit (one goroutine: emit need not be safe for concurrent
+// use). A seq a short page did not reach waits for the next round; every
+// round decides at least each window's top seq.
+func (c *SenderCheck) confirmGroups(ctx context.Context, emit func(jobs.Target, []int64) error) error {
 	pending := map[jobs.Target][]int64{}
 	for t, m := range c.groups {
 		seqs := make([]int64, 0, len(m))
@@ -159,75 +164,66 @@ func (c *SenderCheck) confirmGroups(ctx context.Context) (map[jobs.Target][]int6
 		sort.Slice(seqs, func(i, j int) bool { return seqs[i] > seqs[j] })
 		pending[t] = seqs
 	}
-	ok := map[jobs.Target][]int64{}
 	for len(pending) > 0 {
 		var pages []*page
 		for _, t := range sortedTargets(pending) {
 			seqs := pending[t]
 			for i := 0; i < len(seqs); {
-				top := seqs[i]
-				pages = append(pages, &page{t: t, top: top})
-				for i < len(seqs) && seqs[i] > top-tim.MaxGetSimpleMsgs {
+				p := &page{t: t, top: seqs[i]}
+				for i < len(seqs) && seqs[i] > p.top-tim.MaxGetSimpleMsgs {
+					p.seqs = append(p.seqs, seqs[i])
 					i++
 				}
+				pages = append(pages, p)
 			}
 		}
-		c.Calls += len(pages)
-		err := forEach(ctx, c.concurrency(), len(pages), func(ctx context.Context, i int) error {
-			p := pages[i]
-			msgs, err := c.groupPage(ctx, p.t, p.top)
+		next := map[jobs.Target][]int64{}
+		for start := 0; start < len(pages); start += pagesPerSlice {
+			slice := pages[start:min(start+pagesPerSlice, len(pages))]
+			c.Calls += len(slice)
+			err := forEach(ctx, c.concurrency(), len(slice), func(ctx context.Context, i int) error {
+				p := slice[i]
+				msgs, err := c.groupPage(ctx, p.t, p.top)
+				if err != nil {
+					return err
+				}
+				p.low, p.msgs = p.top, make(map[int64]tim.GroupMsg, len(msgs))
+				if len(msgs) == 0 {
+					// Nothing at or below top: the window holds nothing.
+					p.low = p.top - tim.MaxGetSimpleMsgs + 1
+				}
+				for _, m := range msgs {
+					p.low = min(p.low, m.MsgSeq)
+					p.msgs[m.MsgSeq] = m
+				}
+				return nil
+			})
 			if err != nil {
 				return err
 			}
-			p.low, p.msgs = p.top, make(map[int64]tim.GroupMsg, len(msgs))
-			if len(msgs) == 0 {
-				// Nothing at or below top: the window holds nothing.
-				p.low = p.top - tim.MaxGetSimpleMsgs + 1
-			}
-			for _, m := range msgs {
-				p.low = min(p.low, m.MsgSeq)
-				p.msgs[m.MsgSeq] = m
-			}
-			return nil
-		})
-		if err != nil {
-			return nil, err
-		}
-		byTarget := map[jobs.Target][]*page{}
-		for _, p := range pages {
-			byTarget[p.t] = append(byTarget[p.t], p)
-		}
-		next := map[jobs.Target][]int64{}
-		for t, seqs := range pending {
-			for _, s := range seqs {
-				var in *page
-				for _, p := range byTarget[t] {
-					if s <= p.top && s >= p.low {
-						in = p
-						break
+			ok := map[jobs.Target][]int64{}
+			for _, p := range slice {
+				for _, s := range p.seqs {
+					m, found := p.msgs[s]
+					switch {
+					case s < p.low:
+						next[p.t] = append(next[p.t], s)
+					case found && m.FromAccount == c.User && m.IsPlaceMsg != tim.PlaceMsgDeleted:
+						ok[p.t] = append(ok[p.t], s)
+					default:
+						c.Refused++
 					}
 				}
-				switch m, found := in.msgFor(s); {
-				case in == nil:
-					next[t] = append(next[t], s)
-				case found && m.FromAccount == c.User && m.IsPlaceMsg != tim.PlaceMsgDeleted:
-					ok[t] = append(ok[t], s)
-				default:
-					c.Refused++
+			}
+			for _, t := range sortedTargets(ok) {
+				if err := emit(t, ok[t]); err != nil {
+					return err
 				}
 			}
 		}
 		pending = next
 	}
-	return ok, nil
-}
-
-func (p *page) msgFor(seq int64) (tim.GroupMsg, bool) {
-	if p == nil {
-		return tim.GroupMsg{}, false
-	}
-	m, ok := p.msgs[seq]
-	return m, ok
+	return nil
 }
 
 // groupPage reads the (up to) 20 messages at and below seq.

@@ -343,6 +343,24 @@ func runIndexPurge(cmd *cobra.Command, f *purgeFlags, user string, w producer.Wi
 	if err != nil {
 		return true, err
 	}
+	params["source"] = "index"
+	if f.yes && !f.dryRun {
+		// Confirmed up front: plan as senders are confirmed, so that
+		// recalls start while later history pages are read.
+		return true, createAndPlan(cmd, &f.recallFlags, c, "purge:user", params, func(ctx context.Context, job jobs.Job, _ producer.Enqueuer, b *producer.Batcher) error {
+			check := producer.NewSenderCheck(im, user, b)
+			if _, err := idx.Plan(ctx, f.appID, user, w.Since, w.Until, check); err != nil {
+				return err
+			}
+			if err := check.Flush(ctx); err != nil {
+				return err
+			}
+			if check.Refused > 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "%d indexed messages are not confirmed as %s's by the history (forged callbacks or others' messages): left out\n", check.Refused, user)
+			}
+			return c.store.AddRefused(ctx, job.ID, jobs.RefusedSenderUnconfirmed, int64(check.Refused))
+		})
+	}
 	tally := &producer.Tally{}
 	check := producer.NewSenderCheck(im, user, tally)
 	counts, err := idx.Plan(ctx, f.appID, user, w.Since, w.Until, check)
@@ -370,7 +388,6 @@ func runIndexPurge(cmd *cobra.Command, f *purgeFlags, user string, w producer.Wi
 			return true, err
 		}
 	}
-	params["source"] = "index"
 	return true, createAndPlan(cmd, &f.recallFlags, c, "purge:user", params, func(ctx context.Context, job jobs.Job, _ producer.Enqueuer, b *producer.Batcher) error {
 		if err := check.Replay(ctx, b); err != nil {
 			return err
