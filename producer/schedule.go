@@ -237,11 +237,16 @@ func (s *Schedules) Migrate(ctx context.Context, convert func(args []string) (Jo
 	return migrated, errors.Join(refused...)
 }
 
+// claimTTL is how long a firing's claim is kept: far longer than schedulers'
+// ticks and clock skew, short enough that a schedule due every second keeps
+// few keys.
+const claimTTL = time.Hour
+
 // claim takes the firing of name at due for this scheduler; false: another
 // scheduler took it.
 func (s *Schedules) claim(ctx context.Context, name string, due time.Time) (bool, error) {
 	key := fmt.Sprintf("%s:schedule-fired:{%s}:%d", s.prefix, name, due.Unix())
-	return s.rdb.SetNX(ctx, key, "1", 7*24*time.Hour).Result()
+	return s.rdb.SetNX(ctx, key, "1", claimTTL).Result()
 }
 
 func (s *Schedules) unclaim(ctx context.Context, name string, due time.Time) {

@@ -315,7 +315,7 @@ func NewScheduleRunTask(p ScheduleRun) (*asynq.Task, error) {
 		return nil, fmt.Errorf("encoding schedule run: %w", err)
 	}
 	return asynq.NewTask(TypeScheduleRun, b, asynq.Queue(QueueBackfill), asynq.Timeout(time.Hour), asynq.MaxRetry(3),
-		asynq.TaskID(ScheduleRunID(p.Name, p.Due)), asynq.Retention(24*time.Hour)), nil
+		asynq.TaskID(ScheduleRunID(p.Name, p.Due)), asynq.Retention(time.Hour)), nil
 }
 
 // DecodeScheduleRun decodes a TypeScheduleRun payload.
