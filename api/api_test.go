@@ -596,3 +596,59 @@ func TestParseTokens(t *testing.T) {
 }
 
 func fixedNow() time.Time { return time.Date(2026, 11, 22, 14, 0, 0, 0, time.UTC) }
+
+// TestMutationsNeedJSONSameSiteAndBearer: what an HTML form on another site
+// could send with a browser's credentials is refused before it is read, and
+// a job request naming a connection setting is refused naming it.
+func TestMutationsNeedJSONSameSiteAndBearer(t *testing.T) {
+	b := setup(t, nil)
+	body := `{"kind":"recall","reason":"x","messages":[{"GroupId":"@TGS#1","MsgSeq":1}]}`
+	send := func(method, path string, header ...string) int {
+		req, _ := http.NewRequest(method, b.url+path, strings.NewReader(body))
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	bearer := "Bearer " + adminSecret
+	for _, c := range []struct {
+		name   string
+		header []string
+		want   int
+	}{
+		{"text/plain", []string{"Authorization", bearer, "Content-Type", "text/plain"}, http.StatusUnsupportedMediaType},
+		{"multipart", []string{"Authorization", bearer, "Content-Type", "multipart/form-data; boundary=x"}, http.StatusUnsupportedMediaType},
+		{"cross-site Origin", []string{"Authorization", bearer, "Content-Type", "application/json", "Origin", "https://evil.example"}, http.StatusForbidden},
+		{"same-site", []string{"Authorization", bearer, "Content-Type", "application/json", "Sec-Fetch-Site", "same-site"}, http.StatusForbidden},
+		{"Basic", []string{"Authorization", "Basic " + basicAuth("ops", adminSecret), "Content-Type", "application/json"}, http.StatusUnauthorized},
+		{"same origin", []string{"Authorization", bearer, "Content-Type", "application/json; charset=utf-8", "Origin", b.url, "Sec-Fetch-Site", "same-origin"}, http.StatusCreated},
+	} {
+		if got := send("POST", "/v1/jobs", c.header...); got != c.want {
+			t.Errorf("%s: HTTP %d, want %d", c.name, got, c.want)
+		}
+	}
+	if got := send("GET", "/v1/jobs", "Authorization", "Basic "+basicAuth("ops", readSecret)); got != http.StatusUnauthorized {
+		t.Errorf("Basic auth on the API: HTTP %d, want 401", got)
+	}
+	if got := send("GET", "/monitor/", "Authorization", "Basic "+basicAuth("ops", readSecret)); got != http.StatusOK {
+		t.Errorf("Basic auth on the dashboard: HTTP %d, want 200", got)
+	}
+	if got := send("DELETE", "/monitor/api/queues/purge", "Authorization", "Bearer "+readSecret); got != http.StatusForbidden {
+		t.Errorf("a read token deleting through the dashboard: HTTP %d, want 403", got)
+	}
+	var e apiError
+	if code := b.call("POST", "/v1/jobs", adminSecret, `{"kind":"purge_user","user":"u","reason":"x","api_base":"http://203.0.113.9"}`, &e); code != 400 || !strings.HasPrefix(e.Error, "api_base:") {
+		t.Errorf("a job naming api_base: HTTP %d %q", code, e.Error)
+	}
+}
+
+func basicAuth(user, pass string) string {
+	req, _ := http.NewRequest("GET", "http://x", nil)
+	req.SetBasicAuth(user, pass)
+	return strings.TrimPrefix(req.Header.Get("Authorization"), "Basic ")
+}

@@ -23,7 +23,7 @@ func FuzzDecodeJobRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
 		r := httptest.NewRequest(http.MethodPost, "/v1/jobs", bytes.NewReader(body))
 		var req CreateJobRequest
-		if err := decode(httptest.NewRecorder(), r, MaxJobBody, &req); err != nil {
+		if err := decodeRequest(httptest.NewRecorder(), r, MaxJobBody, &req); err != nil {
 			if err.Error() == "" {
 				t.Fatal("an empty error")
 			}

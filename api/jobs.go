@@ -79,7 +79,7 @@ func (t Token) principal() string { return "token:" + t.Name }
 
 func (s *Server) createJob(w http.ResponseWriter, r *http.Request, who Token) {
 	var req CreateJobRequest
-	if err := decode(w, r, MaxJobBody, &req); err != nil {
+	if err := decodeRequest(w, r, MaxJobBody, &req); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -612,16 +612,37 @@ type ScheduleRequest struct {
 	Actor   string            `json:"actor,omitempty"`
 }
 
+// readBody reads a body of at most limit bytes.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	var mb *http.MaxBytesError
+	if errors.As(err, &mb) {
+		return nil, errTooLarge{limit}
+	}
+	return raw, err
+}
+
+// decodeRequest reads a job request, refusing a connection setting (API
+// base, admin, credentials, files) by name before the strict decode (which
+// would only say "unknown field").
+func decodeRequest(w http.ResponseWriter, r *http.Request, limit int64, req *CreateJobRequest) error {
+	raw, err := readBody(w, r, limit)
+	if err != nil {
+		return err
+	}
+	if err := producer.CheckNoConnectionSettings(raw, ""); err != nil {
+		return badf("%v", err)
+	}
+	r.Body = io.NopCloser(bytes.NewReader(raw))
+	return decode(w, r, limit, req)
+}
+
 // decodeSchedule reads a ScheduleRequest, refusing connection settings by
 // name before the strict decode (which would only say "unknown field").
 func decodeSchedule(w http.ResponseWriter, r *http.Request) (ScheduleRequest, error) {
 	var req ScheduleRequest
-	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxSmallBody))
+	raw, err := readBody(w, r, MaxSmallBody)
 	if err != nil {
-		var mb *http.MaxBytesError
-		if errors.As(err, &mb) {
-			return req, errTooLarge{MaxSmallBody}
-		}
 		return req, err
 	}
 	var top map[string]json.RawMessage
