@@ -73,12 +73,6 @@ func setup(t *testing.T, mod func(*Config)) *bundle {
 			_, _ = io.WriteString(w, "read-only dashboard")
 		}),
 		Callbacks: &msgindex.Callbacks{Index: b.index, SDKAppID: imtest.AppID},
-		CheckSchedule: func(args []string) error {
-			if args[0] != "purge" && args[0] != "recall" {
-				return fmt.Errorf("a schedule runs a recall or purge command, not %q", args[0])
-			}
-			return nil
-		},
 	}
 	if mod != nil {
 		mod(&cfg)
@@ -113,6 +107,9 @@ func (b *bundle) call(method, path, token string, body any, out any) int {
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if method == http.MethodPost {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -462,8 +459,9 @@ func TestPurgesByIndexAndByScan(t *testing.T) {
 	if code := b.call("POST", "/v1/jobs", adminSecret, ureq, &created); code != http.StatusCreated || created.Planned != 4 || created.Source != SourceIndex {
 		t.Fatalf("purge_user by index: HTTP %d %+v", code, created)
 	}
-	if after := env.Emu.Stats()["group_msg_get_simple"].Calls; after != before {
-		t.Fatalf("a purge by index read %d history pages", after-before)
+	// Senders are confirmed from the history: seqs 1 and 3 are one page.
+	if after := env.Emu.Stats()["group_msg_get_simple"].Calls; after-before != 1 || created.SenderUnconfirmed != 0 {
+		t.Fatalf("a purge by index of 2 seqs of one group read %d history pages, refused %d", after-before, created.SenderUnconfirmed)
 	}
 	var cov msgindex.Coverage
 	if code := b.call("GET", "/v1/index", readSecret, nil, &cov); code != 200 || cov.Entries != 4 || cov.RetentionSeconds != 7*86400 {
@@ -531,14 +529,18 @@ func TestDeadLettersListExportAndRequeue(t *testing.T) {
 func TestSchedulesAndMetrics(t *testing.T) {
 	b := setup(t, nil)
 	var e apiError
-	if code := b.call("POST", "/v1/schedules", adminSecret, ScheduleRequest{Name: "nightly", Cron: "0 3 * * *", Args: []string{"worker"}}, &e); code != 400 || !strings.Contains(e.Error, "args") {
-		t.Fatalf("bad command: HTTP %d %q", code, e.Error)
+	if code := b.call("POST", "/v1/schedules", adminSecret, `{"name":"nightly","cron":"0 3 * * *","args":["worker"]}`, &e); code != 400 || !strings.Contains(e.Error, "args") {
+		t.Fatalf("a command line: HTTP %d %q", code, e.Error)
 	}
-	if code := b.call("POST", "/v1/schedules", adminSecret, ScheduleRequest{Name: "nightly", Cron: "at three", Args: []string{"purge", "group"}}, &e); code != 400 || !strings.Contains(e.Error, "cron") {
+	purge := &CreateJobRequest{Kind: KindPurgeGroup, Groups: []string{"g"}, Until: "90d"}
+	if code := b.call("POST", "/v1/schedules", adminSecret, ScheduleRequest{Name: "nightly", Cron: "at three", Request: purge}, &e); code != 400 || !strings.Contains(e.Error, "cron") {
 		t.Fatalf("bad cron: HTTP %d %q", code, e.Error)
 	}
+	if code := b.call("POST", "/v1/schedules", adminSecret, ScheduleRequest{Name: "nightly", Cron: "0 3 * * *", Request: &CreateJobRequest{Kind: KindPurgeGroup, Reason: "r"}}, &e); code != 400 || !strings.Contains(e.Error, "groups") {
+		t.Fatalf("a request without groups: HTTP %d %q", code, e.Error)
+	}
 	var sc producer.Schedule
-	if code := b.call("POST", "/v1/schedules", adminSecret, ScheduleRequest{Name: "nightly", Cron: "0 3 * * *", Args: []string{"purge", "group", "--group", "g", "--until", "90d"}, Reason: "retention"}, &sc); code != 201 || sc.CreatedBy != "token:ops" {
+	if code := b.call("POST", "/v1/schedules", adminSecret, ScheduleRequest{Name: "nightly", Cron: "0 3 * * *", Request: purge, Reason: "retention"}, &sc); code != 201 || sc.CreatedBy != "token:ops" || sc.Request == nil || sc.Request.Groups[0] != "g" {
 		t.Fatalf("add: HTTP %d %+v", code, sc)
 	}
 	var list []producer.Schedule
@@ -594,3 +596,59 @@ func TestParseTokens(t *testing.T) {
 }
 
 func fixedNow() time.Time { return time.Date(2026, 11, 22, 14, 0, 0, 0, time.UTC) }
+
+// TestMutationsNeedJSONSameSiteAndBearer: what an HTML form on another site
+// could send with a browser's credentials is refused before it is read, and
+// a job request naming a connection setting is refused naming it.
+func TestMutationsNeedJSONSameSiteAndBearer(t *testing.T) {
+	b := setup(t, nil)
+	body := `{"kind":"recall","reason":"x","messages":[{"GroupId":"@TGS#1","MsgSeq":1}]}`
+	send := func(method, path string, header ...string) int {
+		req, _ := http.NewRequest(method, b.url+path, strings.NewReader(body))
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	bearer := "Bearer " + adminSecret
+	for _, c := range []struct {
+		name   string
+		header []string
+		want   int
+	}{
+		{"text/plain", []string{"Authorization", bearer, "Content-Type", "text/plain"}, http.StatusUnsupportedMediaType},
+		{"multipart", []string{"Authorization", bearer, "Content-Type", "multipart/form-data; boundary=x"}, http.StatusUnsupportedMediaType},
+		{"cross-site Origin", []string{"Authorization", bearer, "Content-Type", "application/json", "Origin", "https://evil.example"}, http.StatusForbidden},
+		{"same-site", []string{"Authorization", bearer, "Content-Type", "application/json", "Sec-Fetch-Site", "same-site"}, http.StatusForbidden},
+		{"Basic", []string{"Authorization", "Basic " + basicAuth("ops", adminSecret), "Content-Type", "application/json"}, http.StatusUnauthorized},
+		{"same origin", []string{"Authorization", bearer, "Content-Type", "application/json; charset=utf-8", "Origin", b.url, "Sec-Fetch-Site", "same-origin"}, http.StatusCreated},
+	} {
+		if got := send("POST", "/v1/jobs", c.header...); got != c.want {
+			t.Errorf("%s: HTTP %d, want %d", c.name, got, c.want)
+		}
+	}
+	if got := send("GET", "/v1/jobs", "Authorization", "Basic "+basicAuth("ops", readSecret)); got != http.StatusUnauthorized {
+		t.Errorf("Basic auth on the API: HTTP %d, want 401", got)
+	}
+	if got := send("GET", "/monitor/", "Authorization", "Basic "+basicAuth("ops", readSecret)); got != http.StatusOK {
+		t.Errorf("Basic auth on the dashboard: HTTP %d, want 200", got)
+	}
+	if got := send("DELETE", "/monitor/api/queues/purge", "Authorization", "Bearer "+readSecret); got != http.StatusForbidden {
+		t.Errorf("a read token deleting through the dashboard: HTTP %d, want 403", got)
+	}
+	var e apiError
+	if code := b.call("POST", "/v1/jobs", adminSecret, `{"kind":"purge_user","user":"u","reason":"x","api_base":"http://203.0.113.9"}`, &e); code != 400 || !strings.HasPrefix(e.Error, "api_base:") {
+		t.Errorf("a job naming api_base: HTTP %d %q", code, e.Error)
+	}
+}
+
+func basicAuth(user, pass string) string {
+	req, _ := http.NewRequest("GET", "http://x", nil)
+	req.SetBasicAuth(user, pass)
+	return strings.TrimPrefix(req.Header.Get("Authorization"), "Basic ")
+}

@@ -6,7 +6,10 @@ import (
 	"crypto/subtle"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 )
 
@@ -99,14 +102,16 @@ func newAuthenticator(tokens []Token) *authenticator {
 	return a
 }
 
-// find returns the token presented as "Authorization: Bearer SECRET" or, for
-// browsers on the dashboard, as the password of Basic auth.
-func (a *authenticator) find(r *http.Request) (Token, bool) {
+// find returns the token presented as "Authorization: Bearer SECRET" or,
+// with basic (only the dashboard under /monitor/, for browsers), as the
+// password of Basic auth. Tokens are taken from the Authorization header
+// only: never from a query, a cookie or a form.
+func (a *authenticator) find(r *http.Request, basic bool) (Token, bool) {
 	secret := ""
 	if h := r.Header.Get("Authorization"); h != "" {
 		if s, ok := strings.CutPrefix(h, "Bearer "); ok {
 			secret = strings.TrimSpace(s)
-		} else if _, p, ok := r.BasicAuth(); ok {
+		} else if _, p, ok := r.BasicAuth(); ok && basic {
 			secret = p
 		}
 	}
@@ -126,4 +131,36 @@ func (a *authenticator) find(r *http.Request) (Token, bool) {
 		return Token{}, false
 	}
 	return a.tokens[match], true
+}
+
+// mutating reports whether a method can change something.
+func mutating(method string) bool {
+	return method != http.MethodGet && method != http.MethodHead && method != http.MethodOptions
+}
+
+// crossSite explains why a request comes from another site, or is "" if it
+// does not: a browser says so in Sec-Fetch-Site, and an Origin header that
+// does not name this host (or is "null") is another site's page. Requests
+// without either (curl, scripts) are same-site.
+func crossSite(r *http.Request) string {
+	if s := r.Header.Get("Sec-Fetch-Site"); s == "cross-site" || s == "same-site" {
+		return "Sec-Fetch-Site: " + s
+	}
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return ""
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" || !strings.EqualFold(u.Host, r.Host) {
+		return "Origin " + strconv.Quote(origin) + " is not this server (" + r.Host + ")"
+	}
+	return ""
+}
+
+// jsonContent reports whether a request's body is declared JSON: what an
+// HTML form on another site cannot send without a CORS preflight (which
+// this server never grants).
+func jsonContent(r *http.Request) bool {
+	ct, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	return err == nil && ct == "application/json"
 }

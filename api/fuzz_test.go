@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -22,7 +23,7 @@ func FuzzDecodeJobRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
 		r := httptest.NewRequest(http.MethodPost, "/v1/jobs", bytes.NewReader(body))
 		var req CreateJobRequest
-		if err := decode(httptest.NewRecorder(), r, MaxJobBody, &req); err != nil {
+		if err := decodeRequest(httptest.NewRecorder(), r, MaxJobBody, &req); err != nil {
 			if err.Error() == "" {
 				t.Fatal("an empty error")
 			}
@@ -37,5 +38,46 @@ func FuzzDecodeJobRequest(f *testing.F) {
 		s := &Server{now: fixedNow}
 		_, _ = s.window(req)
 		_, _ = ParseTokens(strings.NewReader(req.Reason), "fuzz")
+	})
+}
+
+// FuzzDecodeScheduleRequest feeds hostile bodies to POST /v1/schedules'
+// decoder and the schedule's validation: they answer an error or a valid
+// schedule holding a typed request, never panic, and a body that names a
+// connection setting (at the top or in the request) is never accepted.
+func FuzzDecodeScheduleRequest(f *testing.F) {
+	f.Add([]byte(`{"name":"nightly","cron":"0 3 * * *","reason":"r","request":{"kind":"purge_group","groups":["g"],"until":"90d"}}`))
+	f.Add([]byte(`{"name":"n","cron":"@every 1h","request":{"kind":"purge_user","user":"u","reason":"x","api_base":"http://203.0.113.9"}}`))
+	f.Add([]byte(`{"name":"n","cron":"@daily","request":{"kind":"recall","reason":"x","messages":[{"GroupId":"g","MsgSeq":1}]},"ADMIN":"x"}`))
+	f.Add([]byte(`{"name":"n","cron":"@daily","args":["purge","user","--peers-file","/proc/self/environ"]}`))
+	f.Add([]byte(`{"request":null}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		r := httptest.NewRequest(http.MethodPost, "/v1/schedules", bytes.NewReader(body))
+		req, err := decodeSchedule(httptest.NewRecorder(), r)
+		if err != nil {
+			if err.Error() == "" {
+				t.Fatal("an empty error")
+			}
+			return
+		}
+		sc := producer.Schedule{Name: req.Name, Cron: req.Cron, Request: req.Request, CreatedBy: "fuzz", Reason: req.Reason}
+		if sc.Validate() != nil {
+			return
+		}
+		if sc.Request == nil || len(sc.Args) > 0 {
+			t.Fatalf("accepted a schedule without a typed request: %+v", sc)
+		}
+		var top map[string]json.RawMessage
+		if json.Unmarshal(body, &top) == nil {
+			var inner map[string]json.RawMessage
+			_ = json.Unmarshal(top["request"], &inner)
+			for _, m := range []map[string]json.RawMessage{top, inner} {
+				for k := range m {
+					if producer.IsConnectionSetting(k) {
+						t.Fatalf("accepted a body naming %q: %s", k, body)
+					}
+				}
+			}
+		}
 	})
 }

@@ -1,9 +1,12 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -15,66 +18,25 @@ import (
 	"github.com/imrecall/imrecall/tasks"
 )
 
-// Job kinds a request can ask for.
+// Job kinds a request can ask for (see producer.JobRequest).
 const (
-	KindRecall     = "recall"      // the listed messages
-	KindPurgeUser  = "purge_user"  // everything a user sent
-	KindPurgeGroup = "purge_group" // messages of some groups in a range
+	KindRecall     = producer.KindRecall
+	KindPurgeUser  = producer.KindPurgeUser
+	KindPurgeGroup = producer.KindPurgeGroup
 )
 
 // Sources of a user purge.
 const (
-	SourceAuto  = "auto"  // the index if it covers the range, else a history scan
-	SourceIndex = "index" // the callback index
-	SourceScan  = "scan"  // the groups' and chats' histories
+	SourceAuto  = producer.SourceAuto
+	SourceIndex = producer.SourceIndex
+	SourceScan  = producer.SourceScan
 )
 
-// MessageRef names one message, with Tencent's field names (as in a list
-// file or an after-send callback).
-type MessageRef struct {
-	GroupID string `json:"GroupId,omitempty"`
-	TopicID string `json:"TopicId,omitempty"`
-	MsgSeq  int64  `json:"MsgSeq,omitempty"`
-	From    string `json:"From_Account,omitempty"`
-	To      string `json:"To_Account,omitempty"`
-	MsgKey  string `json:"MsgKey,omitempty"`
-}
+// MessageRef names one message, with Tencent's field names.
+type MessageRef = producer.MessageRef
 
-// CreateJobRequest asks for a job. Which fields apply depends on Kind.
-type CreateJobRequest struct {
-	Kind string `json:"kind"`
-	// Reason is why (recorded in the job and the audit log); required.
-	Reason string `json:"reason"`
-	// Actor is on whose behalf, recorded next to the token's name.
-	Actor string `json:"actor,omitempty"`
-	// Queue: incident, purge or backfill; the default depends on Kind.
-	Queue string `json:"queue,omitempty"`
-	// DryRun reports what would be recalled and changes nothing.
-	DryRun bool `json:"dry_run,omitempty"`
-	// Confirm is required for jobs above the server's confirmation
-	// threshold and for purges by history scan (their size is unknown
-	// until scanned: dry-run first).
-	Confirm bool `json:"confirm,omitempty"`
-
-	// recall
-	Messages []MessageRef `json:"messages,omitempty"`
-
-	// purge_user
-	User   string   `json:"user,omitempty"`
-	Peers  []string `json:"peers,omitempty"`
-	Source string   `json:"source,omitempty"`
-
-	// purge_group
-	Groups  []string `json:"groups,omitempty"`
-	Topic   string   `json:"topic,omitempty"`
-	Senders []string `json:"senders,omitempty"`
-	SeqFrom int64    `json:"seq_from,omitempty"`
-	SeqTo   int64    `json:"seq_to,omitempty"`
-
-	// purge_user and purge_group: RFC 3339, a date, or an age (90d, 2h).
-	Since string `json:"since,omitempty"`
-	Until string `json:"until,omitempty"`
-}
+// CreateJobRequest asks for a job: the typed request schedules hold too.
+type CreateJobRequest = producer.JobRequest
 
 // CreateJobResponse answers a job request (201) or a dry run (200).
 type CreateJobResponse struct {
@@ -84,13 +46,16 @@ type CreateJobResponse struct {
 	Messages int64     `json:"messages"`
 	// Planned and Tasks are known at once for listed and indexed messages;
 	// a purge by scan plans as its discovery tasks run (follow the job).
-	Planned    int64              `json:"planned"`
-	Duplicates int64              `json:"duplicates"`
-	Tasks      int64              `json:"tasks"`
-	Scans      int                `json:"scans,omitempty"`
-	Report     *producer.Report   `json:"report,omitempty"`
-	Index      *msgindex.Counts   `json:"index,omitempty"`
-	Coverage   *msgindex.Coverage `json:"coverage,omitempty"`
+	Planned    int64            `json:"planned"`
+	Duplicates int64            `json:"duplicates"`
+	Tasks      int64            `json:"tasks"`
+	Scans      int              `json:"scans,omitempty"`
+	Report     *producer.Report `json:"report,omitempty"`
+	Index      *msgindex.Counts `json:"index,omitempty"`
+	// SenderUnconfirmed counts index entries left out because the history
+	// does not show the user sent them (forged callbacks, others' messages).
+	SenderUnconfirmed int64              `json:"sender_unconfirmed,omitempty"`
+	Coverage          *msgindex.Coverage `json:"coverage,omitempty"`
 }
 
 // confirmationRequired answers 409 with the size of the job.
@@ -99,42 +64,26 @@ type confirmationRequired struct {
 	Messages int64  `json:"messages"`
 }
 
-func actor(who Token, onBehalf string) string {
+// actor is who asked: the principal (token:NAME, schedule:NAME), and on
+// whose behalf if the request says.
+func actor(principal, onBehalf string) string {
 	onBehalf = strings.TrimSpace(onBehalf)
 	if onBehalf == "" {
-		return "token:" + who.Name
+		return principal
 	}
-	return onBehalf + " (token:" + who.Name + ")"
+	return onBehalf + " (" + principal + ")"
 }
+
+// principal names a token as who asked.
+func (t Token) principal() string { return "token:" + t.Name }
 
 func (s *Server) createJob(w http.ResponseWriter, r *http.Request, who Token) {
 	var req CreateJobRequest
-	if err := decode(w, r, MaxJobBody, &req); err != nil {
+	if err := decodeRequest(w, r, MaxJobBody, &req); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	if strings.TrimSpace(req.Reason) == "" {
-		s.fail(w, r, badf("reason: required (why, for the audit record)"))
-		return
-	}
-	var (
-		resp   CreateJobResponse
-		status int
-		err    error
-	)
-	// Once a job is created its planning goes on if the client goes away
-	// (producer.NewJob runs on a context detached from the request): a job
-	// half planned because a client dropped a long POST would need a re-run.
-	switch req.Kind {
-	case KindRecall:
-		resp, status, err = s.createRecall(r.Context(), req, who)
-	case KindPurgeUser:
-		resp, status, err = s.createUserPurge(r.Context(), req, who)
-	case KindPurgeGroup:
-		resp, status, err = s.createGroupPurge(r.Context(), req, who)
-	default:
-		err = badf("kind %q: want %s, %s or %s", req.Kind, KindRecall, KindPurgeUser, KindPurgeGroup)
-	}
+	resp, status, err := s.create(r.Context(), req, who.principal())
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -160,8 +109,26 @@ func queueOf(req CreateJobRequest, def string) (string, error) {
 	return req.Queue, nil
 }
 
+// create plans the job a request asks for, on behalf of principal: the one
+// path behind POST /v1/jobs and every schedule's firing. Its status is 200
+// (dry run), 201 (created) or 409 (confirmation required).
+func (s *Server) create(ctx context.Context, req CreateJobRequest, who string) (CreateJobResponse, int, error) {
+	if strings.TrimSpace(req.Reason) == "" {
+		return CreateJobResponse{}, 0, badf("reason: required (why, for the audit record)")
+	}
+	switch req.Kind {
+	case KindRecall:
+		return s.createRecall(ctx, req, who)
+	case KindPurgeUser:
+		return s.createUserPurge(ctx, req, who)
+	case KindPurgeGroup:
+		return s.createGroupPurge(ctx, req, who)
+	}
+	return CreateJobResponse{}, 0, badf("kind %q: want %s, %s or %s", req.Kind, KindRecall, KindPurgeUser, KindPurgeGroup)
+}
+
 // spec is the job record of a request.
-func (s *Server) spec(req CreateJobRequest, who Token, kind, queue string) jobs.Spec {
+func (s *Server) spec(req CreateJobRequest, who string, kind, queue string) jobs.Spec {
 	params := req
 	params.Messages = nil // the record keeps the count, not the list
 	raw, _ := json.Marshal(struct {
@@ -173,12 +140,12 @@ func (s *Server) spec(req CreateJobRequest, who Token, kind, queue string) jobs.
 
 // auditDryRun records that someone looked: a dry run changes nothing but is
 // part of who asked for what.
-func (s *Server) auditDryRun(ctx context.Context, req CreateJobRequest, who Token, messages int64) {
+func (s *Server) auditDryRun(ctx context.Context, req CreateJobRequest, who string, messages int64) {
 	_ = s.cfg.Store.Audit(ctx, jobs.Event{Actor: actor(who, req.Actor), Action: "dry_run",
 		Detail: fmt.Sprintf("%s: %d messages; %s", req.Kind, messages, req.Reason)})
 }
 
-func (s *Server) createRecall(ctx context.Context, req CreateJobRequest, who Token) (CreateJobResponse, int, error) {
+func (s *Server) createRecall(ctx context.Context, req CreateJobRequest, who string) (CreateJobResponse, int, error) {
 	queue, err := queueOf(req, tasks.QueueIncident)
 	if err != nil {
 		return CreateJobResponse{}, 0, err
@@ -243,7 +210,7 @@ func (s *Server) window(req CreateJobRequest) (producer.Window, error) {
 	return w, nil
 }
 
-func (s *Server) createUserPurge(ctx context.Context, req CreateJobRequest, who Token) (CreateJobResponse, int, error) {
+func (s *Server) createUserPurge(ctx context.Context, req CreateJobRequest, who string) (CreateJobResponse, int, error) {
 	queue, err := queueOf(req, tasks.QueuePurge)
 	if err != nil {
 		return CreateJobResponse{}, 0, err
@@ -297,13 +264,45 @@ func (s *Server) createUserPurge(ctx context.Context, req CreateJobRequest, who 
 	})
 }
 
-func (s *Server) purgeByIndex(ctx context.Context, req CreateJobRequest, who Token, queue string, resp CreateJobResponse, w producer.Window) (CreateJobResponse, int, error) {
+func (s *Server) purgeByIndex(ctx context.Context, req CreateJobRequest, who string, queue string, resp CreateJobResponse, w producer.Window) (CreateJobResponse, int, error) {
+	if s.cfg.IM == nil {
+		return resp, 0, badf("source index: this server has no IM credentials to confirm the senders of indexed messages")
+	}
+	// The index holds what callbacks claimed; Sign does not cover their
+	// bodies. Only what the history shows the user sent is recalled.
+	if req.Confirm && !req.DryRun {
+		// Confirmed up front: plan as senders are confirmed, so that
+		// recalls start while later history pages are read.
+		var counts msgindex.Counts
+		job, b, err := producer.NewJob(context.WithoutCancel(ctx), s.cfg.Store, s.cfg.Queue, s.spec(req, who, "purge:user", queue),
+			func(ctx context.Context, job jobs.Job, _ producer.Enqueuer, b *producer.Batcher) error {
+				check := producer.NewSenderCheck(s.cfg.IM, req.User, b)
+				var err error
+				if counts, err = s.cfg.Index.Plan(ctx, s.cfg.AppID, req.User, w.Since, w.Until, check); err != nil {
+					return err
+				}
+				if err := check.Flush(ctx); err != nil {
+					return err
+				}
+				resp.SenderUnconfirmed = int64(check.Refused)
+				return s.cfg.Store.AddRefused(ctx, job.ID, jobs.RefusedSenderUnconfirmed, int64(check.Refused))
+			})
+		resp.Index = &counts
+		if b != nil {
+			resp.Messages = b.Seen
+		}
+		return s.created(ctx, resp, job, b, err)
+	}
 	tally := &producer.Tally{}
-	counts, err := s.cfg.Index.Plan(ctx, s.cfg.AppID, req.User, w.Since, w.Until, tally)
+	check := producer.NewSenderCheck(s.cfg.IM, req.User, tally)
+	counts, err := s.cfg.Index.Plan(ctx, s.cfg.AppID, req.User, w.Since, w.Until, check)
+	if err == nil {
+		err = check.Flush(ctx)
+	}
 	if err != nil {
 		return resp, 0, err
 	}
-	resp.Index, resp.Messages = &counts, int64(tally.Count())
+	resp.Index, resp.Messages, resp.SenderUnconfirmed = &counts, int64(tally.Count()), int64(check.Refused)
 	if req.DryRun {
 		s.auditDryRun(ctx, req, who, resp.Messages)
 		return resp, http.StatusOK, nil
@@ -312,14 +311,16 @@ func (s *Server) purgeByIndex(ctx context.Context, req CreateJobRequest, who Tok
 		return resp, http.StatusConflict, nil
 	}
 	job, b, err := producer.NewJob(context.WithoutCancel(ctx), s.cfg.Store, s.cfg.Queue, s.spec(req, who, "purge:user", queue),
-		func(ctx context.Context, _ jobs.Job, _ producer.Enqueuer, b *producer.Batcher) error {
-			_, err := s.cfg.Index.Plan(ctx, s.cfg.AppID, req.User, w.Since, w.Until, b)
-			return err
+		func(ctx context.Context, job jobs.Job, _ producer.Enqueuer, b *producer.Batcher) error {
+			if err := check.Replay(ctx, b); err != nil {
+				return err
+			}
+			return s.cfg.Store.AddRefused(ctx, job.ID, jobs.RefusedSenderUnconfirmed, int64(check.Refused))
 		})
 	return s.created(ctx, resp, job, b, err)
 }
 
-func (s *Server) purgeByScan(ctx context.Context, req CreateJobRequest, who Token, kind, queue string, resp CreateJobResponse, list func() ([]producer.Scan, *producer.Report, error)) (CreateJobResponse, int, error) {
+func (s *Server) purgeByScan(ctx context.Context, req CreateJobRequest, who string, kind, queue string, resp CreateJobResponse, list func() ([]producer.Scan, *producer.Report, error)) (CreateJobResponse, int, error) {
 	scans, rep, err := list()
 	if err != nil {
 		if strings.HasPrefix(err.Error(), "--") {
@@ -349,7 +350,7 @@ func (s *Server) purgeByScan(ctx context.Context, req CreateJobRequest, who Toke
 	return s.created(ctx, resp, job, nil, err)
 }
 
-func (s *Server) createGroupPurge(ctx context.Context, req CreateJobRequest, who Token) (CreateJobResponse, int, error) {
+func (s *Server) createGroupPurge(ctx context.Context, req CreateJobRequest, who string) (CreateJobResponse, int, error) {
 	queue, err := queueOf(req, tasks.QueueIncident)
 	if err != nil {
 		return CreateJobResponse{}, 0, err
@@ -466,7 +467,7 @@ func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request, who Token) {
 	}
 	if err == nil {
 		if _, err = s.cfg.Store.Get(r.Context(), id); err == nil {
-			if _, err = s.cfg.Store.Cancel(r.Context(), id, actor(who, req.Actor), req.Reason); err == nil {
+			if _, err = s.cfg.Store.Cancel(r.Context(), id, actor(who.principal(), req.Actor), req.Reason); err == nil {
 				s.getJob(w, r, who)
 				return
 			}
@@ -483,7 +484,7 @@ func (s *Server) pauseJob(pause bool) func(http.ResponseWriter, *http.Request, T
 			err = optionalBody(w, r, &req)
 		}
 		if err == nil {
-			if err = s.cfg.Store.SetPaused(r.Context(), id, actor(who, req.Actor), pause); err == nil {
+			if err = s.cfg.Store.SetPaused(r.Context(), id, actor(who.principal(), req.Actor), pause); err == nil {
 				s.getJob(w, r, who)
 				return
 			}
@@ -573,7 +574,7 @@ func (s *Server) requeue(w http.ResponseWriter, r *http.Request, who Token) {
 		s.fail(w, r, err)
 		return
 	}
-	res, err := producer.RequeueDeadLetters(r.Context(), s.cfg.Store, s.cfg.Queue, id, match, actor(who, req.Actor),
+	res, err := producer.RequeueDeadLetters(r.Context(), s.cfg.Store, s.cfg.Queue, id, match, actor(who.principal(), req.Actor),
 		fmt.Sprintf("code=%q category=%q %s", req.Code, req.Category, req.Reason))
 	if err != nil {
 		s.fail(w, r, err)
@@ -599,13 +600,66 @@ func (s *Server) audit(w http.ResponseWriter, r *http.Request, _ Token) {
 	writeJSON(w, http.StatusOK, evs)
 }
 
-// ScheduleRequest adds (or replaces) a schedule.
+// ScheduleRequest adds (or replaces) a schedule: a name, a cron spec and
+// the typed job request each firing creates. A request names what a job is,
+// never how a worker connects: a connection setting (api_base, admin,
+// secret_key, peers_file, …) anywhere in the body is refused, naming it.
 type ScheduleRequest struct {
-	Name   string   `json:"name"`
-	Cron   string   `json:"cron"`
-	Args   []string `json:"args"`
-	Reason string   `json:"reason,omitempty"`
-	Actor  string   `json:"actor,omitempty"`
+	Name    string            `json:"name"`
+	Cron    string            `json:"cron"`
+	Request *CreateJobRequest `json:"request"`
+	Reason  string            `json:"reason,omitempty"`
+	Actor   string            `json:"actor,omitempty"`
+}
+
+// readBody reads a body of at most limit bytes.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	var mb *http.MaxBytesError
+	if errors.As(err, &mb) {
+		return nil, errTooLarge{limit}
+	}
+	return raw, err
+}
+
+// decodeRequest reads a job request, refusing a connection setting (API
+// base, admin, credentials, files) by name before the strict decode (which
+// would only say "unknown field").
+func decodeRequest(w http.ResponseWriter, r *http.Request, limit int64, req *CreateJobRequest) error {
+	raw, err := readBody(w, r, limit)
+	if err != nil {
+		return err
+	}
+	if err := producer.CheckNoConnectionSettings(raw, ""); err != nil {
+		return badf("%v", err)
+	}
+	r.Body = io.NopCloser(bytes.NewReader(raw))
+	return decode(w, r, limit, req)
+}
+
+// decodeSchedule reads a ScheduleRequest, refusing connection settings by
+// name before the strict decode (which would only say "unknown field").
+func decodeSchedule(w http.ResponseWriter, r *http.Request) (ScheduleRequest, error) {
+	var req ScheduleRequest
+	raw, err := readBody(w, r, MaxSmallBody)
+	if err != nil {
+		return req, err
+	}
+	var top map[string]json.RawMessage
+	if json.Unmarshal(raw, &top) == nil {
+		if _, ok := top["args"]; ok {
+			return req, badf("args: a schedule holds a typed job request (\"request\": {\"kind\": ...}), not a command line")
+		}
+		if err := producer.CheckNoConnectionSettings(raw, ""); err != nil {
+			return req, badf("%v", err)
+		}
+		if err := producer.CheckNoConnectionSettings(top["request"], "request."); err != nil {
+			return req, badf("%v", err)
+		}
+	}
+	r.Body = io.NopCloser(bytes.NewReader(raw))
+	err = decode(w, r, MaxSmallBody, &req)
+	return req, err
 }
 
 func (s *Server) schedules() (*producer.Schedules, error) {
@@ -620,8 +674,8 @@ func (s *Server) listSchedules(w http.ResponseWriter, r *http.Request, _ Token) 
 	if err == nil {
 		var list []producer.Schedule
 		if list, err = sc.List(r.Context()); err == nil {
-			if list == nil {
-				list = []producer.Schedule{}
+			for i := range list {
+				list[i] = list[i].Public()
 			}
 			writeJSON(w, http.StatusOK, list)
 			return
@@ -636,30 +690,19 @@ func (s *Server) addSchedule(w http.ResponseWriter, r *http.Request, who Token) 
 		s.fail(w, r, err)
 		return
 	}
-	var req ScheduleRequest
-	if err := decode(w, r, MaxSmallBody, &req); err != nil {
+	req, err := decodeSchedule(w, r)
+	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	if s.cfg.CheckSchedule == nil {
-		s.fail(w, r, badf("this server cannot check scheduled commands"))
-		return
-	}
-	if len(req.Args) == 0 {
-		s.fail(w, r, badf("args: the imrecall command to run, e.g. [\"purge\",\"group\",\"--group\",\"@TGS#1\",\"--until\",\"90d\"]"))
-		return
-	}
-	if err := s.cfg.CheckSchedule(req.Args); err != nil {
-		s.fail(w, r, badf("args: %v", err))
-		return
-	}
-	sched := producer.Schedule{Name: req.Name, Cron: req.Cron, Args: req.Args, CreatedBy: actor(who, req.Actor), Reason: req.Reason, CreatedAt: s.now().UTC()}
+	sched := producer.Schedule{Name: req.Name, Cron: req.Cron, Request: req.Request, CreatedBy: actor(who.principal(), req.Actor), Reason: req.Reason, CreatedAt: s.now().UTC()}
 	if err := sched.Validate(); err != nil {
-		s.fail(w, r, badf("%s", strings.NewReplacer("--name", "name", "--cron", "cron").Replace(err.Error())))
+		s.fail(w, r, badf("%v", err))
 		return
 	}
+	detail, _ := json.Marshal(sched.Request)
 	if err := s.cfg.Store.Audit(r.Context(), jobs.Event{Actor: sched.CreatedBy, Action: "schedule_add",
-		Detail: fmt.Sprintf("%s %q: imrecall %s; %s", sched.Name, sched.Cron, strings.Join(sched.Args, " "), sched.Reason)}); err != nil {
+		Detail: fmt.Sprintf("%s %q: %s; %s", sched.Name, sched.Cron, detail, sched.Reason)}); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -690,7 +733,7 @@ func (s *Server) removeSchedule(w http.ResponseWriter, r *http.Request, who Toke
 		writeError(w, http.StatusNotFound, fmt.Sprintf("schedule %q not found", name))
 		return
 	}
-	if err := s.cfg.Store.Audit(r.Context(), jobs.Event{Actor: actor(who, r.URL.Query().Get("actor")), Action: "schedule_remove", Detail: name}); err != nil {
+	if err := s.cfg.Store.Audit(r.Context(), jobs.Event{Actor: actor(who.principal(), r.URL.Query().Get("actor")), Action: "schedule_remove", Detail: name}); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -744,7 +787,7 @@ func (s *Server) restartCoverage(w http.ResponseWriter, r *http.Request, who Tok
 		s.fail(w, r, badf("reason: required"))
 		return
 	}
-	if err := s.cfg.Store.Audit(r.Context(), jobs.Event{Actor: actor(who, req.Actor), Action: "index_restart_coverage",
+	if err := s.cfg.Store.Audit(r.Context(), jobs.Event{Actor: actor(who.principal(), req.Actor), Action: "index_restart_coverage",
 		Detail: at.UTC().Format(time.RFC3339) + "; " + req.Reason}); err != nil {
 		s.fail(w, r, err)
 		return

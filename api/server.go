@@ -60,9 +60,6 @@ type Config struct {
 	Metrics http.Handler
 	// Ready reports whether dependencies answer (/readyz); nil: always.
 	Ready func(context.Context) error
-	// CheckSchedule validates the command of a new schedule; nil refuses
-	// schedule creation.
-	CheckSchedule func(args []string) error
 	// ConfirmAbove: jobs with more messages need "confirm": true; zero is 1000.
 	ConfirmAbove int
 	// DiscoveryConcurrency is how many histories a dry run reads at once;
@@ -192,8 +189,22 @@ func (s *Server) wrap(rt Route) http.Handler {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
 		var who Token
+		if rt.Role != "" && mutating(r.Method) {
+			// A browser may hold credentials for this server; a page of
+			// another site must not be able to use them.
+			if why := crossSite(r); why != "" {
+				writeError(sw, http.StatusForbidden, "cross-site request refused: "+why)
+				s.access(r, sw.status, start, "")
+				return
+			}
+			if r.Method != http.MethodDelete && !jsonContent(r) {
+				writeError(sw, http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Type %q: want application/json", r.Header.Get("Content-Type")))
+				s.access(r, sw.status, start, "")
+				return
+			}
+		}
 		if rt.Role != "" {
-			t, ok := s.auth.find(r)
+			t, ok := s.auth.find(r, false)
 			switch {
 			case !ok:
 				sw.Header().Set("WWW-Authenticate", `Bearer realm="imrecall"`)
@@ -223,11 +234,18 @@ func (s *Server) access(r *http.Request, status int, start time.Time, token stri
 }
 
 // monitor serves asynqmon: the full dashboard to admin tokens, a read-only
-// one to read tokens. Browsers authenticate with Basic auth (any user name,
-// the token as password).
+// one to read tokens (which may not send anything but GET). Browsers
+// authenticate with Basic auth (any user name, the token as password), here
+// only; changes from another site's page are refused.
 func (s *Server) monitor() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		t, ok := s.auth.find(r)
+		if mutating(r.Method) {
+			if why := crossSite(r); why != "" {
+				writeError(w, http.StatusForbidden, "cross-site request refused: "+why)
+				return
+			}
+		}
+		t, ok := s.auth.find(r, true)
 		if !ok {
 			w.Header().Set("WWW-Authenticate", `Basic realm="imrecall monitor"`)
 			writeError(w, http.StatusUnauthorized, "a valid token is required (Bearer, or Basic with the token as password)")
@@ -237,6 +255,10 @@ func (s *Server) monitor() http.Handler {
 		if t.Role != RoleAdmin {
 			if s.cfg.MonitorReadOnly == nil {
 				writeError(w, http.StatusForbidden, "the dashboard needs an admin token")
+				return
+			}
+			if mutating(r.Method) {
+				writeError(w, http.StatusForbidden, fmt.Sprintf("token %s has role %s: the dashboard is read-only for it", t.Name, t.Role))
 				return
 			}
 			h = s.cfg.MonitorReadOnly

@@ -19,7 +19,10 @@ type Report struct {
 	Cancelled        int64            `json:"cancelled"`
 	NeedsAttention   int64            `json:"needs_attention"`
 	NeedsAttentionBy map[string]int64 `json:"needs_attention_by_code,omitempty"`
-	Recount          Recount          `json:"recount"`
+	// Refused counts messages never planned, by reason (see AddRefused):
+	// e.g. index entries whose sender the history did not confirm.
+	Refused map[string]int64 `json:"refused,omitempty"`
+	Recount Recount          `json:"recount"`
 	// Reconciled: the counters agree with the recount of every message's
 	// state. It says nothing of whether the job is over: see Settled.
 	Reconciled       bool   `json:"reconciled"`
@@ -38,7 +41,11 @@ func (s *Store) BuildReport(ctx context.Context, jobID string) (Report, error) {
 	if err != nil {
 		return Report{}, err
 	}
-	r := Report{Job: j, Recount: rc, Reconciled: true, Settled: j.Finished()}
+	refused, err := s.Refused(ctx, jobID)
+	if err != nil {
+		return Report{}, err
+	}
+	r := Report{Job: j, Recount: rc, Reconciled: true, Settled: j.Finished(), Refused: refused}
 	if err := rc.Matches(j.Counts); err != nil {
 		r.Reconciled, r.ReconcileProblem = false, err.Error()
 	}
@@ -94,7 +101,11 @@ func (r Report) WriteText(w io.Writer, describe func(code string) string) error 
 	for _, code := range sortedCodes(r.NeedsAttentionBy) {
 		p("      %-8s %-40s %10d\n", code, describe(code), r.NeedsAttentionBy[code])
 	}
-	p("  pending        %10d\n\n", c.Pending)
+	p("  pending        %10d\n", c.Pending)
+	if n := r.Refused[RefusedSenderUnconfirmed]; n > 0 {
+		p("  not planned: sender not confirmed by the history (forged or another user's index entry) %d\n", n)
+	}
+	p("\n")
 	switch {
 	case !r.Reconciled:
 		p("NOT RECONCILED: %s\n", r.ReconcileProblem)

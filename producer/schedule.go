@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"regexp"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -15,13 +17,19 @@ import (
 	"github.com/robfig/cron/v3"
 )
 
-// Schedule is a recurring job: a cron spec and the imrecall command line
-// (a recall or purge) it runs, with relative times (--since 90d) evaluated
-// at each firing.
+// Schedule is a recurring job: a cron spec and the typed job request it
+// creates at each firing, with relative times (since 90d) evaluated then.
+// A schedule says what a job is, never how a worker connects: the worker
+// that runs a firing uses its own API base, identity and credentials.
 type Schedule struct {
-	Name      string    `json:"name"`
-	Cron      string    `json:"cron"`
-	Args      []string  `json:"args"`
+	Name    string      `json:"name"`
+	Cron    string      `json:"cron"`
+	Request *JobRequest `json:"request,omitempty"`
+	// Args is the command line of a schedule stored before schedules held
+	// typed requests. Such a schedule never fires: Migrate turns it into a
+	// request or reports it refused. Connection flags' values are redacted
+	// by Public.
+	Args      []string  `json:"args,omitempty"`
 	CreatedBy string    `json:"created_by"`
 	Reason    string    `json:"reason,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
@@ -29,37 +37,102 @@ type Schedule struct {
 
 var scheduleName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 
-// cronParser accepts what asynq's scheduler accepts: five fields or a
-// descriptor such as @daily or @every 1h.
+// cronParser accepts five fields or a descriptor such as @daily or @every 1h.
 var cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
 
-// Validate names the first bad field.
+// Validate names the first bad field (the API's field names: name, cron,
+// request.FIELD).
 func (s Schedule) Validate() error {
 	if !scheduleName.MatchString(s.Name) {
-		return fmt.Errorf("--name %q: want letters, digits, '.', '_' or '-', at most 64", s.Name)
+		return &FieldError{Field: "name", Msg: fmt.Sprintf("%q: want letters, digits, '.', '_' or '-', at most 64", s.Name)}
 	}
 	if _, err := cronParser.Parse(s.Cron); err != nil {
-		return fmt.Errorf("--cron %q: %v", s.Cron, err)
+		return &FieldError{Field: "cron", Msg: fmt.Sprintf("%q: %v", s.Cron, err)}
 	}
-	if len(s.Args) == 0 {
-		return errors.New("the command to run is missing (after --)")
+	if len(s.Args) > 0 {
+		return &FieldError{Field: "args", Msg: "a schedule holds a typed job request, not a command line"}
+	}
+	if s.Request == nil {
+		return &FieldError{Field: "request", Msg: "required: the job to create (kind, user, groups, ranges, queue, reason)"}
+	}
+	if s.Request.DryRun {
+		return &FieldError{Field: "request.dry_run", Msg: "a scheduled dry run would do nothing"}
+	}
+	req := *s.Request
+	if strings.TrimSpace(req.Reason) == "" {
+		req.Reason = s.Reason
+	}
+	if err := req.Check(time.Now()); err != nil {
+		var fe *FieldError
+		if errors.As(err, &fe) && fe.Field != "" {
+			return &FieldError{Field: "request." + fe.Field, Msg: fe.Msg}
+		}
+		return &FieldError{Field: "request", Msg: err.Error()}
 	}
 	if s.CreatedBy == "" {
-		return errors.New("--actor: required")
+		return &FieldError{Field: "actor", Msg: "required"}
 	}
 	return nil
 }
 
-// Schedules keeps schedules in Redis and gives them to asynq's periodic task
-// manager (it implements asynq.PeriodicTaskConfigProvider).
+// JobRequest is the request of one firing: the schedule's request, with
+// the schedule's reason if it gives none, confirmed (a schedule was
+// confirmed when added) and never a dry run.
+func (s Schedule) JobRequest() JobRequest {
+	req := *s.Request
+	if strings.TrimSpace(req.Reason) == "" {
+		req.Reason = s.Reason
+	}
+	req.Confirm, req.DryRun, req.Actor = true, false, ""
+	return req
+}
+
+// Public is the schedule as shown to readers: a legacy command line has the
+// values of its connection flags redacted.
+func (s Schedule) Public() Schedule {
+	s.Args = RedactArgs(s.Args)
+	return s
+}
+
+// RedactArgs returns args with the value of every connection flag
+// (--secret-key, --api-base, …) replaced by [REDACTED].
+func RedactArgs(args []string) []string {
+	if args == nil {
+		return nil
+	}
+	out := make([]string, len(args))
+	redactNext := false
+	for i, a := range args {
+		switch {
+		case redactNext:
+			out[i], redactNext = "[REDACTED]", false
+		case strings.HasPrefix(a, "-"):
+			name, _, hasValue := strings.Cut(a, "=")
+			out[i] = a
+			if IsConnectionSetting(name) {
+				if hasValue {
+					out[i] = name + "=[REDACTED]"
+				} else {
+					redactNext = true
+				}
+			}
+		default:
+			out[i] = a
+		}
+	}
+	return out
+}
+
+// Schedules keeps schedules in Redis.
 type Schedules struct {
-	rdb redis.UniversalClient
-	key string
+	rdb    redis.UniversalClient
+	key    string
+	prefix string
 }
 
 // NewSchedules returns the schedules stored under prefix.
 func NewSchedules(rdb redis.UniversalClient, prefix string) *Schedules {
-	return &Schedules{rdb: rdb, key: prefix + ":schedules"}
+	return &Schedules{rdb: rdb, key: prefix + ":schedules", prefix: prefix}
 }
 
 // Add stores a schedule, replacing one of the same name.
@@ -67,6 +140,10 @@ func (s *Schedules) Add(ctx context.Context, sc Schedule) error {
 	if err := sc.Validate(); err != nil {
 		return err
 	}
+	return s.put(ctx, sc)
+}
+
+func (s *Schedules) put(ctx context.Context, sc Schedule) error {
 	b, err := json.Marshal(sc)
 	if err != nil {
 		return fmt.Errorf("encoding schedule %s: %w", sc.Name, err)
@@ -77,19 +154,23 @@ func (s *Schedules) Add(ctx context.Context, sc Schedule) error {
 	return nil
 }
 
-// Remove deletes a schedule; removing an unknown name is an error.
+// ErrNoSchedule is matched by Remove's error for an unknown name.
+var ErrNoSchedule = errors.New("no such schedule")
+
+// Remove deletes a schedule; removing an unknown name is ErrNoSchedule.
 func (s *Schedules) Remove(ctx context.Context, name string) error {
 	n, err := s.rdb.HDel(ctx, s.key, name).Result()
 	if err != nil {
 		return fmt.Errorf("removing schedule %s: %w", name, err)
 	}
 	if n == 0 {
-		return fmt.Errorf("schedule %q: no such schedule", name)
+		return fmt.Errorf("schedule %q: %w", name, ErrNoSchedule)
 	}
 	return nil
 }
 
-// List returns every schedule, by name.
+// List returns every schedule, by name, as stored (legacy command lines
+// unredacted: show readers Public()).
 func (s *Schedules) List(ctx context.Context) ([]Schedule, error) {
 	m, err := s.rdb.HGetAll(ctx, s.key).Result()
 	if err != nil {
@@ -107,22 +188,196 @@ func (s *Schedules) List(ctx context.Context) ([]Schedule, error) {
 	return out, nil
 }
 
-// GetConfigs implements asynq.PeriodicTaskConfigProvider. Each firing is
-// unique for a minute, so two schedulers never run a schedule twice.
-func (s *Schedules) GetConfigs() ([]*asynq.PeriodicTaskConfig, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+// RefusedSchedule is a legacy schedule (a command line) that could not be
+// turned into a typed request; it never fires.
+type RefusedSchedule struct {
+	Name string
+	Err  error
+}
+
+func (e *RefusedSchedule) Error() string {
+	return fmt.Sprintf("schedule %s holds a command line that is not a job request (%v): it will not fire; remove it and add it again with a typed request", e.Name, e.Err)
+}
+
+func (e *RefusedSchedule) Unwrap() error { return e.Err }
+
+// Migrate turns every legacy schedule (a command line) that convert accepts
+// into a typed request, stored in its place. It returns the names migrated
+// and, joined, a *RefusedSchedule for each one convert refused (left as is:
+// it never fires).
+func (s *Schedules) Migrate(ctx context.Context, convert func(args []string) (JobRequest, error)) ([]string, error) {
 	list, err := s.List(ctx)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]*asynq.PeriodicTaskConfig, 0, len(list))
+	var migrated []string
+	var refused []error
 	for _, sc := range list {
-		task, err := tasks.NewScheduleRunTask(tasks.ScheduleRun{Name: sc.Name, Args: sc.Args})
-		if err != nil {
-			return nil, err
+		if len(sc.Args) == 0 {
+			continue
 		}
-		out = append(out, &asynq.PeriodicTaskConfig{Cronspec: sc.Cron, Task: task, Opts: []asynq.Option{asynq.Unique(time.Minute)}})
+		req, err := convert(sc.Args)
+		if err == nil {
+			if strings.TrimSpace(req.Reason) == "" && strings.TrimSpace(sc.Reason) == "" {
+				// Command lines could be scheduled without a reason.
+				sc.Reason = "schedule " + sc.Name
+			}
+			sc.Request, sc.Args = &req, nil
+			err = sc.Validate()
+		}
+		if err != nil {
+			refused = append(refused, &RefusedSchedule{Name: sc.Name, Err: err})
+			continue
+		}
+		if err := s.put(ctx, sc); err != nil {
+			return migrated, err
+		}
+		migrated = append(migrated, sc.Name)
 	}
-	return out, nil
+	return migrated, errors.Join(refused...)
+}
+
+// claimTTL is how long a firing's claim is kept: far longer than schedulers'
+// ticks and clock skew, short enough that a schedule due every second keeps
+// few keys.
+const claimTTL = time.Hour
+
+// claim takes the firing of name at due for this scheduler; false: another
+// scheduler took it.
+func (s *Schedules) claim(ctx context.Context, name string, due time.Time) (bool, error) {
+	key := fmt.Sprintf("%s:schedule-fired:{%s}:%d", s.prefix, name, due.Unix())
+	return s.rdb.SetNX(ctx, key, "1", claimTTL).Result()
+}
+
+func (s *Schedules) unclaim(ctx context.Context, name string, due time.Time) {
+	_ = s.rdb.Del(ctx, fmt.Sprintf("%s:schedule-fired:{%s}:%d", s.prefix, name, due.Unix())).Err()
+}
+
+// Scheduler fires schedules: each due time of each schedule once, however
+// many schedulers run (a Redis claim per schedule and due time, and the
+// firing's task ID). Due times are the same in every scheduler: cron specs
+// by the clock in UTC (unless the spec starts with CRON_TZ=), "@every D" at
+// multiples of D. A due time that passed while
+// no scheduler ran is skipped.
+type Scheduler struct {
+	Schedules *Schedules
+	Queue     Enqueuer
+	// Sync is how often the schedules are re-read; zero: 30 s.
+	Sync time.Duration
+	// Tick is how often due times are checked; zero: 250 ms.
+	Tick time.Duration
+	// Log; nil discards.
+	Log *slog.Logger
+}
+
+// parseCron parses a schedule's spec; without a CRON_TZ= (or TZ=) prefix
+// it is read in UTC, as asynq's scheduler reads it, so that every scheduler
+// computes the same due times whatever its local zone.
+func parseCron(spec string) (cron.Schedule, error) {
+	sched, err := cronParser.Parse(spec)
+	if err != nil {
+		return nil, err
+	}
+	if ss, ok := sched.(*cron.SpecSchedule); ok && !strings.HasPrefix(spec, "CRON_TZ=") && !strings.HasPrefix(spec, "TZ=") {
+		ss.Location = time.UTC
+	}
+	return sched, nil
+}
+
+// nextDue is a schedule's next due time after t.
+func nextDue(sched cron.Schedule, t time.Time) time.Time {
+	if c, ok := sched.(cron.ConstantDelaySchedule); ok {
+		return t.Truncate(c.Delay).Add(c.Delay)
+	}
+	return sched.Next(t)
+}
+
+// Run fires schedules until ctx ends.
+func (s *Scheduler) Run(ctx context.Context) error {
+	log := s.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	sync, tick := s.Sync, s.Tick
+	if sync <= 0 {
+		sync = 30 * time.Second
+	}
+	if tick <= 0 {
+		tick = 250 * time.Millisecond
+	}
+	type entry struct {
+		sc    Schedule
+		sched cron.Schedule
+	}
+	var list []entry
+	var loaded time.Time
+	warned := map[string]bool{}
+	last := time.Now()
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		now := time.Now()
+		if now.Sub(loaded) >= sync {
+			all, err := s.Schedules.List(ctx)
+			if err != nil {
+				log.Error("reading schedules", "err", err)
+			} else {
+				loaded, list = now, list[:0]
+				for _, sc := range all {
+					sched, perr := parseCron(sc.Cron)
+					if len(sc.Args) > 0 || sc.Request == nil || perr != nil {
+						if !warned[sc.Name] {
+							log.Error("schedule refused: it holds no typed job request (run the scheduler's migration, or remove and add it again)", "schedule", sc.Name)
+							warned[sc.Name] = true
+						}
+						continue
+					}
+					list = append(list, entry{sc, sched})
+				}
+			}
+		}
+		for _, e := range list {
+			var due time.Time
+			for d := nextDue(e.sched, last); !d.After(now); d = nextDue(e.sched, d) {
+				due = d
+			}
+			if !due.IsZero() {
+				if err := s.fire(ctx, e.sc, due, log); err != nil {
+					log.Error("firing a schedule", "schedule", e.sc.Name, "due", due, "err", err)
+				}
+			}
+		}
+		last = now
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// fire queues the firing of sc at due unless another scheduler did.
+func (s *Scheduler) fire(ctx context.Context, sc Schedule, due time.Time, log *slog.Logger) error {
+	won, err := s.Schedules.claim(ctx, sc.Name, due)
+	if err != nil {
+		return err
+	}
+	if !won {
+		log.Debug("schedule already fired by another scheduler", "schedule", sc.Name, "due", due)
+		return nil
+	}
+	raw, err := json.Marshal(sc.JobRequest())
+	if err != nil {
+		return err
+	}
+	task, err := tasks.NewScheduleRunTask(tasks.ScheduleRun{Name: sc.Name, Due: due, Request: raw})
+	if err != nil {
+		return err
+	}
+	if _, err := s.Queue.EnqueueContext(ctx, task); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+		s.Schedules.unclaim(context.WithoutCancel(ctx), sc.Name, due)
+		return err
+	}
+	log.Info("schedule fired", "schedule", sc.Name, "due", due)
+	return nil
 }

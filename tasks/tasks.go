@@ -281,26 +281,41 @@ func decode(t *asynq.Task, want string, v any) error {
 	return nil
 }
 
-// TypeScheduleRun runs one firing of a schedule: an imrecall command line
-// (recall or purge) that creates a job. Wire format: do not rename.
+// TypeScheduleRun runs one firing of a schedule: a typed job request that
+// a worker plans with its own settings. Wire format: do not rename.
 const TypeScheduleRun = "schedule:run"
 
 // ScheduleRun is the payload of TypeScheduleRun.
 type ScheduleRun struct {
-	Name string   `json:"name"`
-	Args []string `json:"args"` // the command line after "imrecall"
+	Name string `json:"name"`
+	// Due is the firing's due time (one firing per schedule and due time).
+	Due time.Time `json:"due,omitzero"`
+	// Request is the job request (producer.JobRequest as JSON): what the
+	// job is, never how a worker connects.
+	Request json.RawMessage `json:"request,omitempty"`
+	// Args is the command line of a schedule from before typed requests:
+	// decoded only so that a worker can refuse it by name; never run.
+	Args []string `json:"args,omitempty"`
 }
 
-// NewScheduleRunTask builds a schedule's task, on the backfill queue.
+// ScheduleRunID is the task ID of a schedule's firing at due: the same for
+// every scheduler, so a firing is queued once.
+func ScheduleRunID(name string, due time.Time) string {
+	return fmt.Sprintf("schedule:%s:%d", name, due.Unix())
+}
+
+// NewScheduleRunTask builds a schedule's task, on the backfill queue, with
+// the task ID of its due time.
 func NewScheduleRunTask(p ScheduleRun) (*asynq.Task, error) {
-	if p.Name == "" || len(p.Args) == 0 {
-		return nil, errors.New("schedule run task: name and args required")
+	if p.Name == "" || len(p.Request) == 0 || p.Due.IsZero() {
+		return nil, errors.New("schedule run task: name, request and due time required")
 	}
-	b, err := json.Marshal(p)
+	b, err := json.Marshal(ScheduleRun{Name: p.Name, Due: p.Due, Request: p.Request})
 	if err != nil {
 		return nil, fmt.Errorf("encoding schedule run: %w", err)
 	}
-	return asynq.NewTask(TypeScheduleRun, b, asynq.Queue(QueueBackfill), asynq.Timeout(time.Hour), asynq.MaxRetry(3)), nil
+	return asynq.NewTask(TypeScheduleRun, b, asynq.Queue(QueueBackfill), asynq.Timeout(time.Hour), asynq.MaxRetry(3),
+		asynq.TaskID(ScheduleRunID(p.Name, p.Due)), asynq.Retention(time.Hour)), nil
 }
 
 // DecodeScheduleRun decodes a TypeScheduleRun payload.
@@ -309,8 +324,8 @@ func DecodeScheduleRun(t *asynq.Task) (ScheduleRun, error) {
 	if err := decode(t, TypeScheduleRun, &p); err != nil {
 		return p, err
 	}
-	if p.Name == "" || len(p.Args) == 0 {
-		return p, fmt.Errorf("%s payload: name and args required: %w", TypeScheduleRun, asynq.SkipRetry)
+	if p.Name == "" || len(p.Request) == 0 && len(p.Args) == 0 {
+		return p, fmt.Errorf("%s payload: name and request required: %w", TypeScheduleRun, asynq.SkipRetry)
 	}
 	return p, nil
 }

@@ -82,7 +82,8 @@ the spammer's messages remain, stops the workers, and reports per run:
 
 --via index starts "imrecall serve", has the emulator post the after-send callback of every message
 it holds to it (before the clock starts: the index is kept as messages are sent), and purges with
-"purge user --source index": no history scan, the producer plans every message from the index.
+"purge user --source index": no history scan; the producer plans the messages of the index whose
+sender the history confirms (one history call per page of 20 seqs, one read per one-to-one peer).
 --via file makes the same job with "imrecall recall file" of a list of the spammer's messages in time
 order (taken from the emulator, as a callback log would hold them).
 
@@ -97,7 +98,7 @@ Linux: peak RSS and this process's CPU are read from /proc.`,
   imrecall bench e2e --scale 10000,100000,1000000 --workers 4
   imrecall bench e2e --group-messages 10000 --c2c-messages 500 --workers 2   # a quick check
   imrecall bench e2e --worker-args "--margin 0.01" --concurrency 256
-  imrecall bench e2e --via index --workers 1,4       # purge user --source index: no history scan
+  imrecall bench e2e --via index --workers 1,4       # purge user --source index: no history scan, senders confirmed
   imrecall bench e2e --via file --workers 4          # recall file of the same messages`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runBenchE2E(cmd, &o) },

@@ -633,3 +633,68 @@ func TestDeployAlertMetrics(t *testing.T) {
 		t.Errorf("queue-latency alerts name %d queues, want the %d of tasks.AllQueues()", len(latency), len(tasks.AllQueues()))
 	}
 }
+
+// TestDeployServeHasACallbackToken: serve refuses to start without a
+// callback token (unless --insecure-callbacks), so every deploy file that
+// runs serve must give it one: compose requires the variable (${VAR:?…}),
+// Kubernetes takes it from a Secret that is not optional.
+func TestDeployServeHasACallbackToken(t *testing.T) {
+	for _, f := range []string{filepath.Join(deployDir, "compose.yaml"), filepath.Join(deployDir, "k8s", "imrecall.yaml")} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dec := yaml.NewDecoder(strings.NewReader(string(b)))
+		serves := 0
+		for {
+			var doc yaml.Node
+			if err := dec.Decode(&doc); err != nil {
+				break
+			}
+			walk(&doc, func(m map[string]*yaml.Node) {
+				var args []string
+				for _, key := range []string{"command", "args"} {
+					if n, ok := m[key]; ok && n.Kind == yaml.SequenceNode {
+						args = strs(n)
+					}
+				}
+				if len(args) == 0 || args[0] != "serve" {
+					return
+				}
+				serves++
+				if slices.Contains(args, "--insecure-callbacks") {
+					t.Errorf("%s: serve runs with --insecure-callbacks", f)
+				}
+				ok := false
+				if env, has := m["environment"]; has { // compose
+					walk(env, func(e map[string]*yaml.Node) {
+						if v, has := e["IMRECALL_CALLBACK_TOKEN"]; has && strings.HasPrefix(v.Value, "${IMRECALL_CALLBACK_TOKEN:?") {
+							ok = true
+						}
+					})
+				}
+				if env, has := m["env"]; has { // Kubernetes
+					walk(env, func(e map[string]*yaml.Node) {
+						if n, has := e["name"]; has && n.Value == "IMRECALL_CALLBACK_TOKEN" {
+							vf, has := e["valueFrom"]
+							ok = has
+							if has {
+								walk(vf, func(r map[string]*yaml.Node) {
+									if o, has := r["optional"]; has && o.Value == "true" {
+										ok = false
+									}
+								})
+							}
+						}
+					})
+				}
+				if !ok {
+					t.Errorf("%s: serve is not given a required IMRECALL_CALLBACK_TOKEN", f)
+				}
+			})
+		}
+		if serves == 0 {
+			t.Errorf("%s: no serve command found", f)
+		}
+	}
+}

@@ -352,13 +352,49 @@ func runIndexPurge(cmd *cobra.Command, f *purgeFlags, user string, w producer.Wi
 	case !covered:
 		fmt.Fprintf(cmd.ErrOrStderr(), "warning: the callback index begins %s, after the range starts: older messages are not in it\n", describeSince(cov))
 	}
-	tally := &producer.Tally{}
-	counts, err := idx.Plan(ctx, f.appID, user, w.Since, w.Until, tally)
+	// The index holds what callbacks claimed (Sign does not cover a body):
+	// only what the history shows the user sent is recalled.
+	log, err := f.logs.logger(cmd.ErrOrStderr())
 	if err != nil {
 		return true, err
 	}
+	im, err := f.client(c, log)
+	if err != nil {
+		return true, err
+	}
+	f.verifyWhenDone(cmd, c, im)
+	params["source"] = "index"
+	if f.yes && !f.dryRun {
+		// Confirmed up front: plan as senders are confirmed, so that
+		// recalls start while later history pages are read.
+		return true, createAndPlan(cmd, &f.recallFlags, c, "purge:user", params, func(ctx context.Context, job jobs.Job, _ producer.Enqueuer, b *producer.Batcher) error {
+			check := producer.NewSenderCheck(im, user, b)
+			if _, err := idx.Plan(ctx, f.appID, user, w.Since, w.Until, check); err != nil {
+				return err
+			}
+			if err := check.Flush(ctx); err != nil {
+				return err
+			}
+			if check.Refused > 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "%d indexed messages are not confirmed as %s's by the history (forged callbacks or others' messages): left out\n", check.Refused, user)
+			}
+			return c.store.AddRefused(ctx, job.ID, jobs.RefusedSenderUnconfirmed, int64(check.Refused))
+		})
+	}
+	tally := &producer.Tally{}
+	check := producer.NewSenderCheck(im, user, tally)
+	counts, err := idx.Plan(ctx, f.appID, user, w.Since, w.Until, check)
+	if err == nil {
+		err = check.Flush(ctx)
+	}
+	if err != nil {
+		return true, err
+	}
+	if check.Refused > 0 {
+		fmt.Fprintf(cmd.ErrOrStderr(), "%d indexed messages are not confirmed as %s's by the history (forged callbacks or others' messages): left out\n", check.Refused, user)
+	}
 	if f.dryRun {
-		rep := map[string]any{"dry_run": true, "source": "index", "messages": tally.Count(), "index": counts, "coverage": cov}
+		rep := map[string]any{"dry_run": true, "source": "index", "messages": tally.Count(), "index": counts, "coverage": cov, "sender_unconfirmed": check.Refused}
 		if f.asJSON {
 			return true, printJSON(cmd.OutOrStdout(), rep)
 		}
@@ -372,21 +408,11 @@ func runIndexPurge(cmd *cobra.Command, f *purgeFlags, user string, w producer.Wi
 			return true, err
 		}
 	}
-	params["source"] = "index"
-	if f.verify {
-		log, err := f.logs.logger(cmd.ErrOrStderr())
-		if err != nil {
-			return true, err
+	return true, createAndPlan(cmd, &f.recallFlags, c, "purge:user", params, func(ctx context.Context, job jobs.Job, _ producer.Enqueuer, b *producer.Batcher) error {
+		if err := check.Replay(ctx, b); err != nil {
+			return err
 		}
-		im, err := f.client(c, log)
-		if err != nil {
-			return true, err
-		}
-		f.verifyWhenDone(cmd, c, im)
-	}
-	return true, createAndPlan(cmd, &f.recallFlags, c, "purge:user", params, func(ctx context.Context, _ jobs.Job, _ producer.Enqueuer, b *producer.Batcher) error {
-		_, err := idx.Plan(ctx, f.appID, user, w.Since, w.Until, b)
-		return err
+		return c.store.AddRefused(ctx, job.ID, jobs.RefusedSenderUnconfirmed, int64(check.Refused))
 	})
 }
 

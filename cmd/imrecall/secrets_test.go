@@ -1,22 +1,34 @@
 package main
 
 import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/imrecall/imrecall/emulator"
 	"github.com/imrecall/imrecall/internal/imtest"
 	"github.com/imrecall/imrecall/jobs"
+	"github.com/imrecall/imrecall/tasks"
+	"github.com/redis/go-redis/v9"
 )
 
-// TestSecretsNeverLeak runs jobs with debug logging, one worker with the
-// right key and one with a wrong key (so auth errors are logged), and checks
-// that neither the SecretKey nor any UserSig the emulator received appears in
-// logs, reports or exports.
+// TestSecretsNeverLeak runs jobs of every kind with debug logging (recalls,
+// purges by scan and by index, a list file, schedule firings, an old firing
+// naming files and credentials), one worker with the right key and one with
+// a wrong key (so auth errors are logged and tasks fail), and checks that
+// neither the SecretKey nor any UserSig the emulator received nor a token
+// appears in logs, reports, exports, asynqmon's API (task payloads and
+// errors, as a read token sees them) or any key in Redis.
 func TestSecretsNeverLeak(t *testing.T) {
 	e := newE2E(t, emulator.Config{Rate: 200, Faults: emulator.Faults{Codes: map[int]float64{91000: 0.2}}, Seed: 4})
 	e.env.Emu.SetFaults(emulator.Faults{})
@@ -76,6 +88,107 @@ func TestSecretsNeverLeak(t *testing.T) {
 		}
 		outputs = append(outputs, o)
 	}
+	// Jobs of every other kind, through the CLI, the API and a schedule:
+	// purges by scan (discovery tasks), by index, a list file, a failing
+	// recall, and firings of a typed schedule and of an old command line
+	// naming files and credentials.
+	e.env.Accounts(t, "mallory")
+	list := filepath.Join(t.TempDir(), "list.jsonl")
+	writeTestFile(t, list, fmt.Sprintf(`{"GroupId":%q,"MsgSeq":20}`+"\n"+`{"GroupId":"@TGS#nowhere","MsgSeq":1}`+"\n", g))
+	tokens := filepath.Join(t.TempDir(), "tokens")
+	writeTestFile(t, tokens, "auditor:read:"+e2eReadToken+"\n")
+	addr := freeAddr(t)
+	e.serveProc(addr, "--tokens-file", tokens)
+	for _, args := range [][]string{
+		{"purge", "user", "--user", "alice", "--source", "scan", "--peers", "bob", "--yes", "--json", "--since", "30d"},
+		{"purge", "group", "--group", g, "--seq-from", "13", "--seq-to", "16", "--yes", "--json"},
+		{"purge", "user", "--user", "mallory", "--source", "index", "--yes", "--json"},
+		{"recall", "file", list, "--yes", "--json"},
+	} {
+		o, err := e.run(args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		outputs = append(outputs, o)
+		e.waitDone(jobID(t, o), time.Minute)
+	}
+	if o, err := e.run("schedule", "add", "--name", "typed", "--cron", "@every 1s", "--reason", "secrets", "--", "purge", "group", "--group", g, "--seq-from", "17", "--seq-to", "18"); err != nil {
+		t.Fatal(err)
+	} else {
+		outputs = append(outputs, o)
+	}
+	old, _ := json.Marshal(map[string]any{"name": "old", "args": []string{"purge", "user", "--user", "alice", "--peers-file", "/proc/self/environ", "--secret-key-file", "/proc/self/environ"}})
+	cl := asynq.NewClient(asynq.RedisClientOpt{Addr: e.redis.Addr()})
+	defer cl.Close()
+	if _, err := cl.Enqueue(asynq.NewTask(tasks.TypeScheduleRun, old, asynq.Queue(tasks.QueueBackfill), asynq.TaskID("old-firing"))); err != nil {
+		t.Fatal(err)
+	}
+	sched := exec.Command(e.bin, "scheduler", "--sync", "200ms")
+	sched.Env = e.environ()
+	if err := sched.Start(); err != nil {
+		t.Fatal(err)
+	}
+	insp := asynq.NewInspector(asynq.RedisClientOpt{Addr: e.redis.Addr()})
+	defer insp.Close()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		list, _ := e.store.List(t.Context(), 100)
+		fired := 0
+		for _, j := range list {
+			if j.RequestedBy == "schedule:typed" && j.Finished() {
+				fired++
+			}
+		}
+		info, _ := insp.GetTaskInfo(tasks.QueueBackfill, "old-firing")
+		if fired > 0 && info != nil && info.State == asynq.TaskStateArchived {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no finished schedule firing, or the old firing not archived, after a minute (%d, %+v)", fired, info)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	_ = sched.Process.Signal(syscall.SIGTERM)
+	_ = sched.Wait()
+
+	// asynqmon's API, as a read token sees it: queues and the tasks of
+	// every state, with their payloads and errors.
+	monitored := 0
+	queues, err := insp.Queues()
+	if err != nil || len(queues) < 3 {
+		t.Fatalf("queues %v %v", queues, err)
+	}
+	for _, q := range queues {
+		for _, state := range []string{"pending", "active", "scheduled", "retry", "archived", "completed"} {
+			req, _ := http.NewRequest("GET", fmt.Sprintf("http://%s/monitor/api/queues/%s/%s_tasks?page_size=1000", addr, q, state), nil)
+			req.Header.Set("Authorization", "Bearer "+e2eReadToken)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("asynqmon %s %s: HTTP %d %s", q, state, resp.StatusCode, b)
+			}
+			if strings.Contains(string(b), `"error_message":"`) || strings.Contains(string(b), `"payload"`) {
+				monitored++
+			}
+			outputs = append(outputs, string(b))
+		}
+	}
+	if monitored == 0 {
+		t.Error("asynqmon showed no task: the check saw nothing")
+	}
+	// Every key in Redis: task payloads and errors (asynq's), job records,
+	// dead letters, the audit log, the index, schedules.
+	dump, nkeys := redisDump(t, e.redis.Client())
+	if !strings.Contains(dump, "old-firing") || !strings.Contains(dump, "a command line, not a job request") {
+		t.Errorf("the dump of %d keys lacks the old firing and its error: the check saw nothing", nkeys)
+	}
+	outputs = append(outputs, dump)
+	t.Logf("%d Redis keys and %d asynqmon pages checked", nkeys, len(queues)*6)
+
 	time.Sleep(500 * time.Millisecond)                  // let the workers flush their last log lines
 	for _, f := range []string{"good.log", "bad.log"} { // bad.log last
 		b, err := os.ReadFile(filepath.Join(logDir, f))
@@ -91,7 +204,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	if len(sigs) == 0 {
 		t.Fatal("the emulator saw no UserSig")
 	}
-	secrets := append([]string{imtest.Secret, "wrong-key"}, sigs...)
+	secrets := append([]string{imtest.Secret, "wrong-key", "IMRECALL_SECRET_KEY=", e2eAPIToken, e2eReadToken, e2eCallbackToken}, sigs...)
 	for i, o := range outputs {
 		for _, s := range secrets {
 			if strings.Contains(o, s) {
@@ -102,6 +215,48 @@ func TestSecretsNeverLeak(t *testing.T) {
 			t.Errorf("output %d shows a usersig query parameter", i)
 		}
 	}
+}
+
+// redisDump returns the contents of every key of rdb, as text, and how many
+// keys there were.
+func redisDump(t *testing.T, rdb *redis.Client) (string, int) {
+	t.Helper()
+	ctx := t.Context()
+	var b strings.Builder
+	n := 0
+	iter := rdb.Scan(ctx, 0, "*", 1000).Iterator()
+	for iter.Next(ctx) {
+		key := iter.Val()
+		n++
+		fmt.Fprintf(&b, "%s:", key)
+		typ, err := rdb.Type(ctx, key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v any
+		switch typ {
+		case "string":
+			v, err = rdb.Get(ctx, key).Result()
+		case "hash":
+			v, err = rdb.HGetAll(ctx, key).Result()
+		case "list":
+			v, err = rdb.LRange(ctx, key, 0, -1).Result()
+		case "set":
+			v, err = rdb.SMembers(ctx, key).Result()
+		case "zset":
+			v, err = rdb.ZRange(ctx, key, 0, -1).Result()
+		case "stream":
+			v, err = rdb.XRange(ctx, key, "-", "+").Result()
+		}
+		if err != nil && !errors.Is(err, redis.Nil) {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&b, "%v\n", v)
+	}
+	if err := iter.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return b.String(), n
 }
 
 func jobID(t *testing.T, out string) string {

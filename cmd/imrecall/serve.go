@@ -2,8 +2,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -37,6 +37,8 @@ type serveOptions struct {
 	index             bool
 	indexRetention    string
 	monitor           bool
+	insecureCallbacks bool
+	jobRetention      string
 	confirmAbove      int
 	concurrency       int
 }
@@ -56,12 +58,14 @@ func newServeCmd() *cobra.Command {
 
 API tokens are NAME:ROLE:SECRET (role read or admin), from IMRECALL_API_TOKENS (comma-separated) or
 --tokens-file (one per line). Requests carry "Authorization: Bearer SECRET"; the token's NAME is
-recorded as who asked. The callback token is the one configured in the IM console: with it, callbacks
-must carry a valid Sign and a RequestTime within 60 s.`,
+recorded as who asked. The callback token is the one configured in the IM console: callbacks must carry a valid Sign and
+a RequestTime within 60 s. serve refuses to start without one unless --insecure-callbacks (then it
+warns every minute). Sign covers only the token and RequestTime, not the body (docs/SECURITY.md):
+a purge by index confirms each message's sender from the history before recalling it.`,
 		Example: `  IMRECALL_API_TOKENS=ops:admin:$(openssl rand -hex 24) IMRECALL_CALLBACK_TOKEN=... \
     imrecall serve --sdkappid 1400000001 --listen :8080 --index-retention 30d
   curl -H "Authorization: Bearer $TOKEN" localhost:8080/v1/jobs
-  curl -H "Authorization: Bearer $TOKEN" -d '{"kind":"purge_user","user":"spammer42","reason":"INC-1","dry_run":true}' localhost:8080/v1/jobs`,
+  curl -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" -d '{"kind":"purge_user","user":"spammer42","reason":"INC-1","dry_run":true}' localhost:8080/v1/jobs`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := applyEnv(cmd); err != nil {
@@ -82,14 +86,20 @@ must carry a valid Sign and a RequestTime within 60 s.`,
 	fl.StringVar(&o.callbackTokenFile, "callback-token-file", "", "file holding the callback token")
 	fl.BoolVar(&o.index, "index", true, "keep the message index from after-send callbacks (POST /callback)")
 	fl.StringVar(&o.indexRetention, "index-retention", "7d", "how long index entries are kept: the app's roaming period (7d by default at Tencent), e.g. 30d; 0 keeps them forever")
+	jobRetentionFlag(cmd, &o.jobRetention)
+	fl.BoolVar(&o.insecureCallbacks, "insecure-callbacks", false, "accept unsigned callbacks at /callback when no callback token is set (anyone can then fill the index); a warning is logged every minute")
 	fl.BoolVar(&o.monitor, "monitor", true, "serve the asynq dashboard under /monitor/")
 	fl.IntVar(&o.confirmAbove, "confirm-above", 1000, `jobs with more messages need "confirm": true`)
 	fl.IntVar(&o.concurrency, "discovery-concurrency", 16, "histories a dry run reads at once (the limiter still caps the calls)")
 	return cmd
 }
 
-// parseRetention parses 30d, 36h or 0.
-func parseRetention(s string) (time.Duration, error) {
+// parseRetention parses --index-retention: 30d, 36h or 0.
+func parseRetention(s string) (time.Duration, error) { return parseAge("--index-retention", s) }
+
+// parseAge parses a retention flag: days (30d), a duration (36h) or 0 (keep
+// forever); errors name flag.
+func parseAge(flag, s string) (time.Duration, error) {
 	s = strings.TrimSpace(s)
 	if n, ok := strings.CutSuffix(s, "d"); ok {
 		var days int
@@ -97,14 +107,31 @@ func parseRetention(s string) (time.Duration, error) {
 			return time.Duration(days) * 24 * time.Hour, nil
 		}
 	}
-	if s == "0" {
+	if s == "0" || s == "" {
 		return 0, nil
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil || d < 0 {
-		return 0, badInput("--index-retention %q: want days (30d), a duration (36h) or 0", s)
+		return 0, badInput("%s %q: want days (30d), a duration (36h) or 0", flag, s)
 	}
 	return d, nil
+}
+
+// jobRetentionFlag registers --job-retention on a command that runs the
+// retention sweep (worker, serve).
+func jobRetentionFlag(cmd *cobra.Command, v *string) {
+	cmd.Flags().StringVar(v, "job-retention", "", "delete finished jobs (records, message states, dead letters) and audit events older than this, e.g. 90d; empty or 0 keeps them (the default)")
+}
+
+// startJobRetention starts the hourly retention sweep if --job-retention asks.
+func startJobRetention(ctx context.Context, c *conn, flag string, log *slog.Logger) error {
+	keep, err := parseAge("--job-retention", flag)
+	if err != nil || keep <= 0 {
+		return err
+	}
+	go c.store.RunRetention(ctx, keep, time.Hour, log)
+	log.Info("job retention", "keep", keep.String())
+	return nil
 }
 
 func (o *serveOptions) apiTokens() ([]api.Token, error) {
@@ -147,6 +174,9 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 	if err != nil {
 		return err
 	}
+	if o.index && cbToken == "" && !o.insecureCallbacks {
+		return badInput("no callback token: without one anyone can post callbacks and fill the message index that purges by index recall from; set IMRECALL_CALLBACK_TOKEN (or --callback-token-file) to the token configured in the IM console, or start with --insecure-callbacks (or --index=false)")
+	}
 	retention, err := parseRetention(o.indexRetention)
 	if err != nil {
 		return err
@@ -160,6 +190,9 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 		return err
 	}
 	defer c.Close()
+	if err := startJobRetention(ctx, c, o.jobRetention, log); err != nil {
+		return err
+	}
 	lim, err := o.limits.limiter(c.rdb, o.redis.prefix, log, nil)
 	if err != nil {
 		return err
@@ -182,14 +215,6 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 		AppID: imCfg.SDKAppID, Tokens: tokens, ConfirmAbove: o.confirmAbove, DiscoveryConcurrency: o.concurrency,
 		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), Log: log,
 		Ready: func(ctx context.Context) error { return c.rdb.Ping(ctx).Err() },
-		CheckSchedule: func(args []string) error {
-			err := checkScheduledCommand(args)
-			var ue usageError
-			if errors.As(err, &ue) {
-				return ue.err
-			}
-			return err
-		},
 	}
 	if o.index {
 		counter := msgindex.NewCallbackCounter()
@@ -197,7 +222,9 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 		cfg.Index = msgindex.New(c.rdb, o.redis.prefix, retention)
 		cfg.Callbacks = &msgindex.Callbacks{Index: cfg.Index, SDKAppID: imCfg.SDKAppID, Token: cbToken, Log: log, Counter: counter}
 		if cbToken == "" {
-			log.Warn("no callback token: /callback accepts unsigned callbacks; set IMRECALL_CALLBACK_TOKEN as configured in the IM console")
+			go warnEvery(ctx, time.Minute, func() {
+				log.Warn("--insecure-callbacks: /callback accepts unsigned callbacks from anyone; set IMRECALL_CALLBACK_TOKEN as configured in the IM console")
+			})
 		}
 	}
 	if o.monitor {
@@ -233,4 +260,18 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	return hs.Shutdown(sctx)
+}
+
+// warnEvery calls warn now and every d until ctx ends.
+func warnEvery(ctx context.Context, d time.Duration, warn func()) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		warn()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

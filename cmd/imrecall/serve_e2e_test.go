@@ -95,7 +95,8 @@ func historyCalls(emu *emulator.Server) int64 {
 // TestIndexPurgeEqualsScanPurge is issue [5/6]'s acceptance for the index:
 // with the emulator posting after-send callbacks to `imrecall serve`, a purge
 // of a sender by the index recalls the same messages as a purge by history
-// scan of the same data, without a single history call; callbacks with a
+// scan of the same data, with no group listing and fewer history calls than
+// messages (senders are confirmed in pages of 20); callbacks with a
 // wrong Sign, a stale RequestTime or another app are refused and not indexed.
 func TestIndexPurgeEqualsScanPurge(t *testing.T) {
 	if testing.Short() {
@@ -190,8 +191,12 @@ func TestIndexPurgeEqualsScanPurge(t *testing.T) {
 	if ja.Status != jobs.StatusDone || ja.Counts.DeadLettered != 0 || int(ja.Counts.Recalled) != dry.Messages {
 		t.Fatalf("index purge: %+v (dry run counted %d); a dead letter would mean a forged callback was indexed", ja, dry.Messages)
 	}
-	if calls := historyCalls(a.env.Emu) - historyBefore; calls != 0 {
-		t.Fatalf("the purge by index made %d history calls", calls)
+	// Senders are confirmed from the history, in pages of 20 around the
+	// indexed seqs and one read per peer: fewer calls than messages, and
+	// no group listing.
+	calls := historyCalls(a.env.Emu) - historyBefore
+	if calls == 0 || calls >= int64(dry.Messages) || a.env.Emu.Stats()["get_joined_group_list"].Calls != 0 {
+		t.Fatalf("the purge by index made %d history calls for %d messages", calls, dry.Messages)
 	}
 	setA, othersA := recalledBy(a.env.Emu, spammer, ds.PeersOf[spammer])
 
@@ -226,8 +231,8 @@ func TestIndexPurgeEqualsScanPurge(t *testing.T) {
 	if ja.Counts.Recalled != jb.Counts.Recalled {
 		t.Fatalf("jobs: %d recalled by index, %d by scan", ja.Counts.Recalled, jb.Counts.Recalled)
 	}
-	t.Logf("%d callbacks indexed; %d messages recalled by index with 0 history calls, the same %d by scan (%d history calls)",
-		n, len(setA), len(setB), historyCalls(b.env.Emu))
+	t.Logf("%d callbacks indexed; %d messages recalled by index with %d history calls to confirm senders, the same %d by scan (%d history calls)",
+		n, len(setA), calls, len(setB), historyCalls(b.env.Emu))
 }
 
 // TestServeNeverLogsSecrets drives serve with debug logging through good and
@@ -243,6 +248,9 @@ func TestServeNeverLogsSecrets(t *testing.T) {
 		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
 		if token != "" {
 			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		if method == "POST" {
+			req.Header.Set("Content-Type", "application/json")
 		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {

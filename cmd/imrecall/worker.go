@@ -11,8 +11,10 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/imrecall/imrecall/api"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/limiter"
+	"github.com/imrecall/imrecall/msgindex"
 	"github.com/imrecall/imrecall/producer"
 	"github.com/imrecall/imrecall/reconcile"
 	"github.com/imrecall/imrecall/tasks"
@@ -74,6 +76,7 @@ type workerOptions struct {
 	scanPages     int
 	reconcile     time.Duration
 	plannerLease  time.Duration
+	jobRetention  string
 }
 
 func newWorkerCmd() *cobra.Command {
@@ -116,6 +119,7 @@ On SIGTERM the worker stops taking tasks, lets calls in flight finish and record
 	cmd.Flags().IntVar(&o.scanPages, "discovery-budget-pages", 0, "at most this many history pages per discovery task (0 = bounded by --discovery-budget only)")
 	cmd.Flags().DurationVar(&o.reconcile, "reconcile-interval", reconcile.DefaultInterval, "how often the reconciler runs (one process at a time): it settles jobs whose planner is gone and queues again messages nothing is in flight for; 0 turns it off in this process")
 	plannerLeaseFlag(cmd, &o.plannerLease)
+	jobRetentionFlag(cmd, &o.jobRetention)
 	return cmd
 }
 
@@ -158,6 +162,9 @@ func runWorker(ctx context.Context, cmd *cobra.Command, o *workerOptions) error 
 	}
 	defer c.Close()
 	c.store.SetLeaseTTL(o.plannerLease)
+	if err := startJobRetention(ctx, c, o.jobRetention, log); err != nil {
+		return err
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -180,11 +187,12 @@ func runWorker(ctx context.Context, cmd *cobra.Command, o *workerOptions) error 
 	defer enq.Close()
 	discover := producer.NewDiscoverHandler(client, c.store, testHookEnqueuer(cmd, enq), log).WithBudget(o.scanPages, o.scanBudget)
 	handleDiscovery(mux, discover, o.discoveries)
-	key, _ := secretFrom(o.im.secretKey, o.im.secretKeyFile, "")
-	mux.HandleFunc(tasks.TypeScheduleRun, scheduleRunner{log: log, settings: map[string]string{
-		"redis": o.redis.url, "key-prefix": o.redis.prefix, "api-base": o.im.apiBase, "sdkappid": fmt.Sprint(imCfg.SDKAppID),
-		"admin": o.im.admin, "secret-key": key, "timeout": o.im.timeout.String(),
-	}}.handle)
+	creator, err := api.NewJobs(api.Config{Store: c.store, Queue: enq, IM: client, AppID: imCfg.SDKAppID,
+		Index: msgindex.New(c.rdb, o.redis.prefix, 0), Log: log})
+	if err != nil {
+		return err
+	}
+	mux.HandleFunc(tasks.TypeScheduleRun, scheduleRunner{jobs: creator, log: log}.handle)
 
 	if o.metricsListen != "" {
 		ms, err := serveMetrics(o.metricsListen, reg, log)

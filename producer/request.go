@@ -1,0 +1,233 @@
+package producer
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/imrecall/imrecall/tasks"
+)
+
+// Job kinds a JobRequest can ask for.
+const (
+	KindRecall     = "recall"      // the listed messages
+	KindPurgeUser  = "purge_user"  // everything a user sent
+	KindPurgeGroup = "purge_group" // messages of some groups in a range
+)
+
+// Sources of a user purge.
+const (
+	SourceAuto  = "auto"  // the index if it covers the range, else a history scan
+	SourceIndex = "index" // the callback index
+	SourceScan  = "scan"  // the groups' and chats' histories
+)
+
+// MessageRef names one message, with Tencent's field names (as in a list
+// file or an after-send callback).
+type MessageRef struct {
+	GroupID string `json:"GroupId,omitempty"`
+	TopicID string `json:"TopicId,omitempty"`
+	MsgSeq  int64  `json:"MsgSeq,omitempty"`
+	From    string `json:"From_Account,omitempty"`
+	To      string `json:"To_Account,omitempty"`
+	MsgKey  string `json:"MsgKey,omitempty"`
+}
+
+// Message is the planner's form of the reference.
+func (m MessageRef) Message() Message {
+	return Message{GroupID: m.GroupID, TopicID: m.TopicID, MsgSeq: m.MsgSeq, From: m.From, To: m.To, MsgKey: m.MsgKey}
+}
+
+// JobRequest asks for a job: what the job is (kind, user, groups, ranges,
+// queue, reason), never how a worker connects (API base, admin identity,
+// credentials, files). The HTTP API's POST /v1/jobs takes it, and a schedule
+// holds one. Which fields apply depends on Kind.
+type JobRequest struct {
+	Kind string `json:"kind"`
+	// Reason is why (recorded in the job and the audit log); required.
+	Reason string `json:"reason"`
+	// Actor is on whose behalf, recorded next to the token's name.
+	Actor string `json:"actor,omitempty"`
+	// Queue: incident, purge or backfill; the default depends on Kind.
+	Queue string `json:"queue,omitempty"`
+	// DryRun reports what would be recalled and changes nothing.
+	DryRun bool `json:"dry_run,omitempty"`
+	// Confirm is required for jobs above the server's confirmation
+	// threshold and for purges by history scan (their size is unknown
+	// until scanned: dry-run first).
+	Confirm bool `json:"confirm,omitempty"`
+
+	// recall
+	Messages []MessageRef `json:"messages,omitempty"`
+
+	// purge_user
+	User   string   `json:"user,omitempty"`
+	Peers  []string `json:"peers,omitempty"`
+	Source string   `json:"source,omitempty"`
+
+	// purge_group
+	Groups  []string `json:"groups,omitempty"`
+	Topic   string   `json:"topic,omitempty"`
+	Senders []string `json:"senders,omitempty"`
+	SeqFrom int64    `json:"seq_from,omitempty"`
+	SeqTo   int64    `json:"seq_to,omitempty"`
+
+	// purge_user and purge_group: RFC 3339, a date, or an age (90d, 2h).
+	Since string `json:"since,omitempty"`
+	Until string `json:"until,omitempty"`
+}
+
+// FieldError is a bad field of a request; Field is the request's JSON name
+// (e.g. "request.api_base", "groups", "messages[3]").
+type FieldError struct {
+	Field string
+	Msg   string
+}
+
+func (e *FieldError) Error() string {
+	if e.Field == "" {
+		return e.Msg
+	}
+	return e.Field + ": " + e.Msg
+}
+
+// ConnectionSettings are the names a request may carry only to redirect a
+// worker: its network, identity, credentials or files. A request naming one
+// is refused (ErrConnectionSetting), whatever its value: a job says what to
+// recall, the worker alone decides how it connects.
+var ConnectionSettings = []string{
+	"api_base", "api-base", "apibase", "base_url", "url", "endpoint", "host", "region", "proxy",
+	"sdkappid", "app_id", "appid", "admin", "identifier", "user_sig", "usersig", "sig",
+	"secret_key", "secret-key", "secretkey", "secret_key_file", "secret-key-file", "key",
+	"redis", "key_prefix", "key-prefix", "timeout", "cap", "cap_of", "margin",
+	"peers_file", "peers-file", "file", "path", "list_file", "tokens_file", "callback_token", "token", "args",
+}
+
+var connectionSetting = func() map[string]bool {
+	m := map[string]bool{}
+	for _, k := range ConnectionSettings {
+		m[k] = true
+	}
+	return m
+}()
+
+// IsConnectionSetting reports whether name (a JSON field or a flag without
+// its dashes) is a connection setting, case-insensitively.
+func IsConnectionSetting(name string) bool {
+	return connectionSetting[strings.ToLower(strings.TrimLeft(name, "-"))]
+}
+
+// ErrConnectionSetting is wrapped by the FieldError of a request that names
+// a connection setting.
+var ErrConnectionSetting = errors.New("a job request says what a job is, never how a worker connects (API base, admin identity, credentials, files); workers use their own settings")
+
+// connectionError is a FieldError that matches ErrConnectionSetting.
+type connectionError struct{ FieldError }
+
+func (e *connectionError) Unwrap() error { return ErrConnectionSetting }
+
+// NewConnectionSettingError is the error for a connection setting named
+// field (a JSON path or a flag).
+func NewConnectionSettingError(field string) error {
+	return &connectionError{FieldError{Field: field, Msg: ErrConnectionSetting.Error()}}
+}
+
+// CheckNoConnectionSettings refuses a raw JSON object (a request as sent)
+// that has a connection setting among its keys; prefix names it in the
+// error ("request."). A body that is not an object is left to the decoder.
+func CheckNoConnectionSettings(raw json.RawMessage, prefix string) error {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(raw, &m) != nil {
+		return nil
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if IsConnectionSetting(k) {
+			return NewConnectionSettingError(prefix + k)
+		}
+	}
+	return nil
+}
+
+// Check validates everything a request says that does not need Redis or
+// the IM API, as of now (relative times): the kind, the queue, the fields
+// of its kind, the time range. Errors are *FieldError naming the JSON field.
+func (r JobRequest) Check(now time.Time) error {
+	bad := func(field, format string, args ...any) error {
+		return &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)}
+	}
+	if strings.TrimSpace(r.Reason) == "" {
+		return bad("reason", "required (why, for the audit record)")
+	}
+	if r.Queue != "" {
+		if err := tasks.ValidQueue(r.Queue); err != nil {
+			return bad("queue", "%v", err)
+		}
+	}
+	switch r.Source {
+	case "", SourceAuto, SourceIndex, SourceScan:
+	default:
+		return bad("source", "%q: want %s, %s or %s", r.Source, SourceAuto, SourceIndex, SourceScan)
+	}
+	w, err := r.Window(now)
+	if err != nil {
+		return err
+	}
+	switch r.Kind {
+	case KindRecall:
+		if len(r.Messages) == 0 {
+			return bad("messages", "at least one required for kind %s", KindRecall)
+		}
+		for i, m := range r.Messages {
+			if err := m.Message().Validate(); err != nil {
+				return bad(fmt.Sprintf("messages[%d]", i), "%v", err)
+			}
+		}
+	case KindPurgeUser:
+		if err := (UserPurge{User: r.User, Peers: r.Peers, Window: w}).Validate(); err != nil {
+			return flagError(err)
+		}
+	case KindPurgeGroup:
+		p := GroupPurge{Groups: r.Groups, Topic: r.Topic, Senders: r.Senders, GroupFilter: GroupFilter{Window: w, SeqFrom: r.SeqFrom, SeqTo: r.SeqTo}}
+		if err := p.Validate(); err != nil {
+			return flagError(err)
+		}
+	default:
+		return bad("kind", "%q: want %s, %s or %s", r.Kind, KindRecall, KindPurgeUser, KindPurgeGroup)
+	}
+	return nil
+}
+
+// Window parses Since and Until as of now.
+func (r JobRequest) Window(now time.Time) (Window, error) {
+	var w Window
+	var err error
+	if w.Since, err = ParseTime(r.Since, now); err != nil {
+		return w, &FieldError{Field: "since", Msg: err.Error()}
+	}
+	if w.Until, err = ParseTime(r.Until, now); err != nil {
+		return w, &FieldError{Field: "until", Msg: err.Error()}
+	}
+	if err := w.Validate(); err != nil {
+		return w, flagError(err)
+	}
+	return w, nil
+}
+
+// flagNames maps the CLI's flag names in the planner's validation errors to
+// the request's field names.
+var flagNames = strings.NewReplacer("--user", "user", "--peers", "peers", "--group", "groups", "--topic", "topic",
+	"--seq-from", "seq_from", "--seq-to", "seq_to", "--since", "since", "--until", "until", "--sender", "senders")
+
+// flagError words a planner validation error (which names flags) with the
+// request's field names.
+func flagError(err error) error {
+	return &FieldError{Msg: flagNames.Replace(err.Error())}
+}
