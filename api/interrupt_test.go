@@ -46,6 +46,7 @@ func TestCreateJobOutlivesTheClient(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	req, _ := http.NewRequestWithContext(ctx, "POST", b.url+"/v1/jobs", bytes.NewReader(raw))
 	req.Header.Set("Authorization", "Bearer "+adminSecret)
+	req.Header.Set("Content-Type", "application/json")
 	done := make(chan error, 1)
 	go func() {
 		resp, err := http.DefaultClient.Do(req)
@@ -54,7 +55,11 @@ func TestCreateJobOutlivesTheClient(t *testing.T) {
 		}
 		done <- err
 	}()
-	<-gate.reached
+	select {
+	case <-gate.reached:
+	case err := <-done:
+		t.Fatalf("the request ended before planning queued anything: %v", err)
+	}
 	cancel() // the client goes away mid-plan
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Fatalf("client: %v, want cancelled", err)
