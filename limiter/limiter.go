@@ -169,6 +169,8 @@ type Limiter struct {
 
 	late atomic.Int64 // slots given up because the waiter woke too late
 	rtt  atomic.Int64 // smoothed round trip of a reservation, ns
+
+	mismatchLog atomic.Int64 // unix ns of the last cap mismatch logged
 }
 
 // Late counts the slots given up because their waiter woke too late.
@@ -310,9 +312,14 @@ type CapMismatchError struct {
 	Ours   string // this process's cap for the API
 }
 
+// Unwrap makes the error tim.ErrThrottled: the limiter refuses to grant, so
+// a caller holds its calls back (ClassThrottled) without spending a
+// message's attempts, until an operator settles the cap.
+func (e *CapMismatchError) Unwrap() error { return tim.ErrThrottled }
+
 func (e *CapMismatchError) Error() string {
-	return fmt.Sprintf("limiter: API %s of app %d: this process's cap is %s calls/s but the shared budget in Redis is stored with cap %s: "+
-		"every process sharing a budget must use the same cap (fix --cap/--cap-of, or change the stored cap on purpose with `imrecall limiter set-cap`)",
+	return fmt.Sprintf("limiter: API %s of app %d: this process's cap is %s but the shared budget in Redis is stored with cap %s: "+
+		"every process sharing a budget must use the same cap (fix --cap/--cap-of, or store a new cap on purpose by starting one worker with --reset-cap)",
 		e.Key.API, e.Key.AppID, e.Ours, e.Stored)
 }
 
@@ -499,7 +506,11 @@ func (l *Limiter) book(ctx context.Context, k Key, lead time.Duration) (time.Tim
 		}
 		if err == nil && code == -1 {
 			err := &CapMismatchError{Key: k, Stored: fmt.Sprint(res[1]), Ours: ours}
-			l.log.Error("the shared budget is stored with another cap: granting no call", "api", k.API, "stored_cap", err.Stored, "cap", ours)
+			if now := time.Now().UnixNano(); now-l.mismatchLog.Load() > int64(10*time.Second) {
+				l.mismatchLog.Store(now)
+				l.log.Error("the shared budget is stored with another cap: granting no call until this process runs with the stored cap",
+					"api", k.API, "stored_cap", err.Stored, "cap", ours)
+			}
 			return time.Time{}, err
 		}
 		if err != nil {

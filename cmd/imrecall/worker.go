@@ -25,26 +25,40 @@ import (
 
 // limitFlags configure the shared rate limiter.
 type limitFlags struct {
-	cap    int
-	capOf  string
-	margin float64
+	cap      capValue
+	capOf    string
+	margin   float64
+	resetCap bool
+}
+
+// capValue is a cap flag: calls/s above 0, or the word "unlimited".
+type capValue int
+
+func (c *capValue) String() string { return limiter.FormatCap(int(*c)) }
+func (c *capValue) Type() string   { return "cap" }
+func (c *capValue) Set(s string) error {
+	n, err := limiter.ParseCap(s)
+	if err != nil {
+		return err
+	}
+	*c = capValue(n)
+	return nil
 }
 
 func (f *limitFlags) register(cmd *cobra.Command) {
-	cmd.Flags().IntVar(&f.cap, "cap", tim.DefaultRateLimit, "calls/s per API per app, for all processes together")
-	cmd.Flags().StringVar(&f.capOf, "cap-of", "", "per-API caps by the path's last segment, e.g. group_msg_recall=200,admin_msgwithdraw=100")
+	f.cap = tim.DefaultRateLimit
+	cmd.Flags().Var(&f.cap, "cap", "calls/s per API per app, for all processes together, or unlimited (0 is refused)")
+	cmd.Flags().StringVar(&f.capOf, "cap-of", "", "per-API caps by the path's last segment, e.g. group_msg_recall=200,admin_msgwithdraw=100 (N above 0, or unlimited)")
 	cmd.Flags().Float64Var(&f.margin, "margin", -1, "safety margin under the cap, 0 to 0.5 (default: the limiter's)")
+	cmd.Flags().BoolVar(&f.resetCap, "reset-cap", false, "store this process's caps in Redis as every API's shared cap, replacing the stored ones (processes with the old caps then grant nothing until restarted)")
 }
 
 func (f *limitFlags) limiter(rdb redis.UniversalClient, prefix string, log *slog.Logger, observe func(limiter.Key, time.Duration)) (*limiter.Limiter, error) {
-	if f.cap <= 0 {
-		return nil, badInput("--cap (IMRECALL_CAP) %d: must be positive", f.cap)
-	}
 	capOf, err := parseCaps("cap-of", f.capOf)
 	if err != nil {
 		return nil, err
 	}
-	cfg := limiter.Config{Cap: f.cap, CapOf: capOf, Prefix: prefix + ":rl", Logger: log, Observer: observe}
+	cfg := limiter.Config{Cap: int(f.cap), CapOf: capOf, Prefix: prefix + ":rl", Logger: log, Observer: observe}
 	if f.margin >= 0 {
 		if f.margin > 0.5 {
 			return nil, badInput("--margin (IMRECALL_MARGIN) %v: want 0 to 0.5", f.margin)
@@ -56,6 +70,37 @@ func (f *limitFlags) limiter(rdb redis.UniversalClient, prefix string, log *slog
 		return nil, badInput("limiter: %v", err)
 	}
 	return l, nil
+}
+
+// checkCaps makes this process agree with the caps stored with the shared
+// budgets of app in Redis: with --reset-cap it stores its own first;
+// otherwise a stored cap that differs from this process's refuses the start,
+// naming the API and both values.
+func (f *limitFlags) checkCaps(ctx context.Context, lim *limiter.Limiter, rdb redis.UniversalClient, prefix string, app int64, log *slog.Logger) error {
+	apis := make([]string, len(tim.AllAPIs))
+	for i, a := range tim.AllAPIs {
+		apis[i] = a.Name()
+	}
+	if f.resetCap {
+		for _, api := range apis {
+			k := limiter.Key{AppID: app, API: api}
+			prev, err := limiter.SetCap(ctx, rdb, prefix+":rl", k, lim.CapOf(api))
+			if err != nil {
+				return err
+			}
+			if now := limiter.FormatCap(lim.CapOf(api)); prev != now {
+				log.Warn("--reset-cap: stored a new shared cap", "api", api, "sdkappid", app, "previous", prev, "cap", now)
+			}
+		}
+	}
+	if err := lim.CheckCaps(ctx, app, apis); err != nil {
+		var m *limiter.CapMismatchError
+		if errors.As(err, &m) {
+			return badInput("%v", err)
+		}
+		return err
+	}
+	return nil
 }
 
 // workerOptions are everything `imrecall worker` is configured with.
@@ -141,6 +186,9 @@ func runWorker(ctx context.Context, cmd *cobra.Command, o *workerOptions) error 
 	metrics := worker.NewMetrics(reg)
 	lim, err := o.limits.limiter(c.rdb, o.redis.prefix, log, func(k limiter.Key, d time.Duration) { metrics.ObserveLimiterWait(k.API, d) })
 	if err != nil {
+		return err
+	}
+	if err := o.limits.checkCaps(ctx, lim, c.rdb, o.redis.prefix, imCfg.SDKAppID, log); err != nil {
 		return err
 	}
 	imCfg.Gate = lim.ForApp(imCfg.SDKAppID)
