@@ -35,7 +35,10 @@
 // wait Redis answered. Redis read its clock before replying, so a call made
 // then is never early; and lateness is counted from there, so a round trip
 // longer than Tolerance is not mistaken for a stall (measured from before
-// the request, every slot would be given up past an 8 ms round trip).
+// the request, every slot would be given up past an 8 ms round trip). What
+// is bounded instead is the round trip's variation: a reply that took more
+// than Tolerance longer than the smoothed round trip gives its slot up, as
+// its slot's local time may be that much late.
 //
 // Reserve lets a caller work between the grant and the call: it books a
 // slot no earlier than a lead from now and returns that lead before it. The
@@ -484,11 +487,12 @@ func (r *Reservation) Wait(ctx context.Context) error {
 }
 
 // book reserves a slot within Horizon, no earlier than lead from now, and
-// returns its local time: the
-// arrival of the granting reply plus the wait Redis computed. Redis read its
-// clock before replying, so the true slot is no later than that: a call made
-// then is never early. Redis failures are retried with back-off (fail
-// closed) until ctx ends.
+// returns its local time: the arrival of the granting reply plus the wait
+// Redis computed. Redis read its clock before replying, so the true slot is
+// no later than that: a call made then is never early. A reply much slower
+// than the usual round trip gives its slot up (counted in Late): the slot's
+// local time would be late by up to that delay. Redis failures are retried
+// with back-off (fail closed) until ctx ends.
 func (l *Limiter) book(ctx context.Context, k Key, lead time.Duration) (time.Time, error) {
 	keys := l.keys(k)
 	iv := l.interval(k)
@@ -528,9 +532,19 @@ func (l *Limiter) book(ctx context.Context, k Key, lead time.Duration) (time.Tim
 			backoff = min(backoff*2, 2*time.Second)
 			continue
 		}
-		l.observeRTT(got.Sub(asked))
+		rtt := got.Sub(asked)
+		usual := time.Duration(l.rtt.Load())
+		l.observeRTT(rtt)
 		d := time.Duration(n) * time.Microsecond
 		if code == 1 {
+			// The slot is placed at the reply's arrival: a reply that took
+			// Tolerance longer than usual (a stalled reader, a congested
+			// path) may have arrived long after Redis read its clock, and
+			// the call would go late next to calls that are on time.
+			if usual > 0 && rtt > usual+l.cfg.Tolerance {
+				l.late.Add(1)
+				continue
+			}
 			return got.Add(d), nil
 		}
 		if err := sleep(ctx, d); err != nil { // beyond the horizon: ask again later

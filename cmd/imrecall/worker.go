@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
+	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -110,6 +113,7 @@ type workerOptions struct {
 	limits        limitFlags
 	logs          logFlags
 	concurrency   int
+	dequeuers     int
 	discoveries   int
 	maxAttempts   int
 	metricsListen string
@@ -148,6 +152,7 @@ On SIGTERM the worker stops taking tasks, lets calls in flight finish and record
 	o.limits.register(cmd)
 	o.logs.register(cmd)
 	cmd.Flags().IntVar(&o.concurrency, "concurrency", 64, "recall tasks run at once by this process, in each lane: group recall and one-to-one withdraw")
+	cmd.Flags().IntVar(&o.dequeuers, "dequeuers", 0, "asynq servers per recall lane, each taking tasks from Redis in its own loop, sharing --concurrency (default: from the measured Redis round trip; docs/REDIS.md)")
 	cmd.Flags().IntVar(&o.discoveries, "discovery-concurrency", 0, "purge discovery tasks (history scans) run at once by this process, on slots of their own beside --concurrency's (default: a quarter of --concurrency)")
 	cmd.Flags().IntVar(&o.maxAttempts, "max-attempts", 5, "calls per message for transient failures before it is dead-lettered")
 	cmd.Flags().StringVar(&o.metricsListen, "metrics-listen", "", "serve Prometheus /metrics on this address (e.g. :9090)")
@@ -175,6 +180,10 @@ func runWorker(ctx context.Context, cmd *cobra.Command, o *workerOptions) error 
 	if err != nil {
 		return err
 	}
+	// Every task slot may wait on imrecall's own client at once: with Redis
+	// milliseconds away, go-redis's default pool (10 per CPU) would make
+	// them queue for connections, then time out.
+	o.redis.minPool = 2*o.concurrency + o.discoveries + 16
 	c, err := o.redis.connect(ctx)
 	if err != nil {
 		return err
@@ -218,9 +227,19 @@ func runWorker(ctx context.Context, cmd *cobra.Command, o *workerOptions) error 
 		}
 		defer ms.Close()
 	}
+	rtt := redisRTT(ctx, c.rdb)
+	switch {
+	case o.dequeuers < 0:
+		return badInput("--dequeuers (IMRECALL_DEQUEUERS) %d: must not be negative", o.dequeuers)
+	case o.dequeuers == 0:
+		o.dequeuers = defaultDequeuers(rtt, o.concurrency)
+	}
 	log.Info("worker starting", "sdkappid", imCfg.SDKAppID, "api_base", imCfg.BaseURL, "concurrency", o.concurrency,
-		"discovery_concurrency", o.discoveries, "redis", redactURL(o.redis.url))
-	srv, err := startWorkerServers(c.asynq, o.concurrency, o.discoveries, o.im.timeout, log, o.logs.asynqLevel(), mux, discover)
+		"dequeuers", o.dequeuers, "redis_rtt", rtt, "discovery_concurrency", o.discoveries, "redis", redactURL(o.redis.url))
+	if min := minConcurrency(rtt); o.concurrency < min {
+		log.Warn("--concurrency is low for this Redis round trip: the lanes may not reach the cap (docs/REDIS.md)", "concurrency", o.concurrency, "redis_rtt", rtt, "suggested", min)
+	}
+	srv, err := startRecallServers(c.asynq, o.concurrency, o.dequeuers, o.discoveries, o.im.timeout, log, o.logs.asynqLevel(), mux, discover)
 	if err != nil {
 		return err
 	}
@@ -238,33 +257,50 @@ func runWorker(ctx context.Context, cmd *cobra.Command, o *workerOptions) error 
 // its own. A task holds its slot while it waits for its API's share of the
 // cap (a scan, for a whole history); in a lane of its own it can block no
 // other API's tasks.
-type workerServers struct{ group, c2c, discovery *asynq.Server }
+type workerServers struct{ all []*asynq.Server }
 
 // startWorkerServers starts the servers: the group and one-to-one lanes
 // each run mux on concurrency slots, discovery runs discover on discoveries
 // slots.
 func startWorkerServers(opt asynq.RedisConnOpt, concurrency, discoveries int, callTimeout time.Duration, log *slog.Logger, level asynq.LogLevel,
 	mux *asynq.ServeMux, discover *producer.DiscoverHandler) (*workerServers, error) {
-	s := &workerServers{
-		group:     newAsynqServer(opt, tasks.Queues, concurrency, callTimeout, log, level),
-		c2c:       newAsynqServer(opt, tasks.C2CQueues, concurrency, callTimeout, log, level),
-		discovery: newAsynqServer(opt, tasks.DiscoveryQueues, discoveries, callTimeout, log, level),
-	}
+	return startRecallServers(opt, concurrency, 1, discoveries, callTimeout, log, level, mux, discover)
+}
+
+// startRecallServers is startWorkerServers with each recall lane split over
+// dequeuers asynq servers that share its concurrency slots. An asynq server
+// takes tasks from Redis one at a time, in one loop, at one or more round
+// trips each (one per queue it looks at); with Redis milliseconds away one
+// loop cannot take 200 tasks a second, several can.
+func startRecallServers(opt asynq.RedisConnOpt, concurrency, dequeuers, discoveries int, callTimeout time.Duration, log *slog.Logger, level asynq.LogLevel,
+	mux *asynq.ServeMux, discover *producer.DiscoverHandler) (*workerServers, error) {
+	dequeuers = max(min(dequeuers, concurrency), 1)
 	dmux := asynq.NewServeMux()
 	discover.Register(dmux)
-	var started []*asynq.Server
-	for _, l := range []struct {
+	type lane struct {
 		name string
 		srv  *asynq.Server
 		h    asynq.Handler
-	}{{"group recall", s.group, mux}, {"one-to-one withdraw", s.c2c, mux}, {"discovery", s.discovery, dmux}} {
+	}
+	var lanes []lane
+	for i := range dequeuers {
+		// Spread concurrency over the servers: the first ones take the rest.
+		n := concurrency / dequeuers
+		if i < concurrency%dequeuers {
+			n++
+		}
+		lanes = append(lanes,
+			lane{"group recall", newAsynqServer(opt, tasks.Queues, n, callTimeout, log, level), mux},
+			lane{"one-to-one withdraw", newAsynqServer(opt, tasks.C2CQueues, n, callTimeout, log, level), mux})
+	}
+	lanes = append(lanes, lane{"discovery", newAsynqServer(opt, tasks.DiscoveryQueues, discoveries, callTimeout, log, level), dmux})
+	s := &workerServers{}
+	for _, l := range lanes {
 		if err := l.srv.Start(l.h); err != nil {
-			for _, srv := range started {
-				srv.Shutdown()
-			}
+			s.Shutdown()
 			return nil, fmt.Errorf("starting the asynq server for %s tasks: %w", l.name, err)
 		}
-		started = append(started, l.srv)
+		s.all = append(s.all, l.srv)
 	}
 	return s, nil
 }
@@ -272,10 +308,59 @@ func startWorkerServers(opt asynq.RedisConnOpt, concurrency, discoveries int, ca
 // Shutdown stops the servers at once; each lets its tasks in flight finish.
 func (s *workerServers) Shutdown() {
 	var wg sync.WaitGroup
-	wg.Go(s.group.Shutdown)
-	wg.Go(s.c2c.Shutdown)
-	wg.Go(s.discovery.Shutdown)
+	for _, srv := range s.all {
+		wg.Go(srv.Shutdown)
+	}
 	wg.Wait()
+}
+
+// raisePool sets the pool size of imrecall's own client to n when the URL
+// sets none and go-redis's default (10 per CPU) is smaller. For a Cluster
+// the size is per node.
+func (t *redisTarget) raisePool(n int) {
+	if n <= 10*runtime.GOMAXPROCS(0) {
+		return
+	}
+	switch {
+	case t.failover != nil && t.failover.PoolSize == 0:
+		t.failover.PoolSize = n
+	case t.cluster != nil && t.cluster.PoolSize == 0:
+		t.cluster.PoolSize = n
+	case t.single != nil && t.single.PoolSize == 0:
+		t.single.PoolSize = n
+	}
+}
+
+// redisRTT is the median of five PINGs (0 if Redis does not answer).
+func redisRTT(ctx context.Context, rdb redis.UniversalClient) time.Duration {
+	var ds []time.Duration
+	for range 5 {
+		start := time.Now()
+		if rdb.Ping(ctx).Err() != nil {
+			return 0
+		}
+		ds = append(ds, time.Since(start))
+	}
+	slices.Sort(ds)
+	return ds[len(ds)/2]
+}
+
+// defaultDequeuers is --dequeuers' default for a Redis round trip rtt: one
+// asynq server per recall lane while a loop can take ~250 tasks a second at
+// its two or three round trips a task (strict priority looks at the
+// higher queues first), one more per ~1.3 ms of round trip after that, at
+// most a quarter of concurrency and 32.
+func defaultDequeuers(rtt time.Duration, concurrency int) int {
+	n := int(math.Ceil(float64(3*rtt) * 250 / float64(time.Second)))
+	return max(1, min(n, 32, max(concurrency/4, 1)))
+}
+
+// minConcurrency is the --concurrency a lane needs to hold 200 calls/s with
+// a Redis round trip rtt: a task spends about ten round trips (taking it,
+// the limiter, the send's record, the outcome, acknowledging it) and
+// ~60 ms of API call.
+func minConcurrency(rtt time.Duration) int {
+	return int(math.Ceil(200 * (0.06 + 10*rtt.Seconds())))
 }
 
 // defaultDiscoveries is --discovery-concurrency's default: a quarter of
