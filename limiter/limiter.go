@@ -414,11 +414,11 @@ func (l *Limiter) Lead() time.Duration {
 const DefaultLead time.Duration = -1
 
 // Reserve reserves k's next slot, no earlier than lead from now, and sleeps
-// until lead before it (lead DefaultLead: Lead()), so that the caller can do its own work, such as
-// recording the send, before the slot; then the caller calls
-// Reservation.Wait. A caller stopped during Reserve's sleep has reserved a
-// slot it will not use (a gap in the rate, never an excess). Errors are
-// those of Wait.
+// until lead before it (lead DefaultLead: Lead()), so that the caller can do
+// its own work, such as recording the send, before the slot; then the
+// caller calls Reservation.Wait. A caller stopped during Reserve's sleep has
+// reserved a slot it will not use (a gap in the rate, never an excess).
+// Errors are those of Wait.
 func (l *Limiter) Reserve(ctx context.Context, k Key, lead time.Duration) (*Reservation, error) {
 	r := &Reservation{l: l, k: k, start: time.Now()}
 	if l.interval(k) == 0 {

@@ -60,7 +60,8 @@ func newBenchLimiterCmd() *cobra.Command {
 		Long: `Starts the emulator in this process (strict cap per API, latency 20–80 ms) and, unless --redis is
 given, a private redis-server on a free port; then for each mode and each P runs P child processes
 of G goroutines each calling the API through the IM client for --duration, and prints accepted
-calls/s, efficiency (accepted/s ÷ cap), the emulator's max_1s and throttled calls.
+calls/s, efficiency (accepted/s ÷ cap), the emulator's max_1s and throttled calls, and (imrecall
+mode) the slots the limiters gave up as late, all APIs of the run together.
 Modes: imrecall (this project's Redis limiter), xrate (golang.org/x/time/rate at the cap in each
 process), redis_rate (go-redis/redis_rate PerSecond(cap), sleeping RetryAfter).
 In imrecall mode each call takes the worker's send path: the client's Await reserves the slot, one
@@ -161,14 +162,15 @@ func runBenchLimiter(cmd *cobra.Command, o *benchLimiterOptions) error {
 
 	fmt.Fprintf(out, "emulator cap %d calls/s per API, latency %s, %d goroutines per process, %s per run, APIs %s, Redis one-way delay %v\n\n",
 		o.cap, o.latency, o.goroutines, o.duration, o.apis, o.redisDelay)
-	fmt.Fprintln(out, "| limiter | processes | API | accepted calls/s | efficiency | max_1s | throttled |")
-	fmt.Fprintln(out, "|---|---|---|---|---|---|---|")
+	fmt.Fprintln(out, "| limiter | processes | API | accepted calls/s | efficiency | max_1s | throttled | late slots |")
+	fmt.Fprintln(out, "|---|---|---|---|---|---|---|---|")
 	for _, mode := range modes {
 		for _, p := range procs {
 			emu.ResetStats()
 			prefix := fmt.Sprintf("bench:%s:%d:%d", mode, p, time.Now().UnixNano())
 			var wg sync.WaitGroup
 			errs := make([]error, p)
+			var late atomic.Int64
 			for i := range int(p) {
 				wg.Add(1)
 				go func() {
@@ -177,9 +179,15 @@ func runBenchLimiter(cmd *cobra.Command, o *benchLimiterOptions) error {
 						"--api-base", base, "--goroutines", strconv.Itoa(o.goroutines), "--duration", o.duration.String(),
 						"--apis", o.apis, "--prefix", prefix, "--groups", strings.Join(groups, ","), "--cap", strconv.Itoa(o.cap))
 					c.Env = append(os.Environ(), "IMRECALL_SECRET_KEY="+secret)
-					b, err := c.CombinedOutput()
+					c.Stderr = os.Stderr
+					b, err := c.Output()
 					if err != nil {
 						errs[i] = fmt.Errorf("child %d: %v\n%s", i, err, b)
+						return
+					}
+					var r struct{ Late int64 }
+					if json.Unmarshal(b, &r) == nil {
+						late.Add(r.Late)
 					}
 				}()
 			}
@@ -191,7 +199,7 @@ func runBenchLimiter(cmd *cobra.Command, o *benchLimiterOptions) error {
 			for _, api := range apis {
 				s := st[api]
 				perSec := steadyRate(s.PerSecond)
-				fmt.Fprintf(out, "| %s | %d | %s | %.1f | %.3f | %d | %d |\n", mode, p, api, perSec, perSec/float64(o.cap), s.Max1s, s.Throttled)
+				fmt.Fprintf(out, "| %s | %d | %s | %.1f | %.3f | %d | %d | %d |\n", mode, p, api, perSec, perSec/float64(o.cap), s.Max1s, s.Throttled, late.Load())
 			}
 		}
 	}
@@ -315,9 +323,13 @@ func runBenchChild(cmd *cobra.Command, o *benchChildOptions) error {
 	if err != nil {
 		return err
 	}
+	if opt.PoolSize == 0 {
+		opt.PoolSize = 2*o.goroutines + 8 // every goroutine may wait on Redis at once
+	}
 	rdb := redis.NewClient(opt)
 	defer rdb.Close()
 	var gate tim.Gate
+	var late func() int64
 	record := func(context.Context) error { return nil }
 	switch o.mode {
 	case "imrecall":
@@ -326,6 +338,7 @@ func runBenchChild(cmd *cobra.Command, o *benchChildOptions) error {
 			return err
 		}
 		gate = l.ForApp(benchApp)
+		late = l.Late
 		// The send's record, as the worker's BeginGroup: one Redis write
 		// between the reservation and the call.
 		record = func(ctx context.Context) error { return rdb.Incr(ctx, o.prefix+":sends").Err() }
@@ -410,7 +423,11 @@ func runBenchChild(cmd *cobra.Command, o *benchChildOptions) error {
 		}()
 	}
 	wg.Wait()
-	b, _ := json.Marshal(map[string]int64{"calls": calls.Load()})
+	res := map[string]int64{"calls": calls.Load()}
+	if late != nil {
+		res["late"] = late()
+	}
+	b, _ := json.Marshal(res)
 	fmt.Fprintln(cmd.OutOrStdout(), string(b))
 	return nil
 }
