@@ -427,11 +427,13 @@ func (l *Limiter) Reserve(ctx context.Context, k Key, lead time.Duration) (*Rese
 	if err := l.waitLocalPause(ctx, k); err != nil {
 		return nil, err
 	}
-	if lead == DefaultLead && l.rtt.Load() == 0 {
-		// No round trip measured yet: measure one, or the first slots
+	if l.rtt.Load() == 0 {
+		// No round trip measured yet: load the script (a first EVALSHA
+		// would cost a second round trip, NOSCRIPT then EVAL, and its slot
+		// be given up as a slow reply) and measure one, or the first slots
 		// would be reserved with too short a lead and given up as late.
 		asked := time.Now()
-		if err := l.rdb.Ping(ctx).Err(); err == nil {
+		if err := reserveScript.Load(ctx, l.rdb).Err(); err == nil {
 			l.observeRTT(time.Since(asked))
 		}
 	}
