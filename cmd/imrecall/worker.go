@@ -357,10 +357,11 @@ func defaultDequeuers(rtt time.Duration, concurrency int) int {
 
 // minConcurrency is the --concurrency a lane needs to hold 200 calls/s with
 // a Redis round trip rtt: a task spends about ten round trips (taking it,
-// the limiter, the send's record, the outcome, acknowledging it) and
-// ~60 ms of API call.
+// the limiter, the send's record, the outcome, acknowledging it) and ~60 ms
+// of API call; twice that, for the queueing in asynq's loops and the
+// limiter's lead (measured: docs/BENCHMARKS.md, "Redis latency").
 func minConcurrency(rtt time.Duration) int {
-	return int(math.Ceil(200 * (0.06 + 10*rtt.Seconds())))
+	return int(math.Ceil(2 * 200 * (0.06 + 10*rtt.Seconds())))
 }
 
 // defaultDiscoveries is --discovery-concurrency's default: a quarter of
