@@ -53,6 +53,11 @@ func (f *limitFlags) register(cmd *cobra.Command) {
 	cmd.Flags().Var(&f.cap, "cap", "calls/s per API per app, for all processes together, or unlimited (0 is refused)")
 	cmd.Flags().StringVar(&f.capOf, "cap-of", "", "per-API caps by the path's last segment, e.g. group_msg_recall=200,admin_msgwithdraw=100 (N above 0, or unlimited)")
 	cmd.Flags().Float64Var(&f.margin, "margin", -1, "safety margin under the cap, 0 to 0.5 (default: the limiter's)")
+}
+
+// registerReset adds --reset-cap (the worker's: the one process an operator
+// starts to change a stored cap).
+func (f *limitFlags) registerReset(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&f.resetCap, "reset-cap", false, "store this process's caps in Redis as every API's shared cap, replacing the stored ones (processes with the old caps then grant nothing until restarted)")
 }
 
@@ -150,6 +155,7 @@ On SIGTERM the worker stops taking tasks, lets calls in flight finish and record
 	o.redis.register(cmd)
 	o.im.register(cmd)
 	o.limits.register(cmd)
+	o.limits.registerReset(cmd)
 	o.logs.register(cmd)
 	cmd.Flags().IntVar(&o.concurrency, "concurrency", 64, "recall tasks run at once by this process, in each lane: group recall and one-to-one withdraw")
 	cmd.Flags().IntVar(&o.dequeuers, "dequeuers", 0, "asynq servers per recall lane, each taking tasks from Redis in its own loop, sharing --concurrency (default: from the measured Redis round trip; docs/REDIS.md)")
