@@ -1,18 +1,21 @@
 package worker
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/imrecall/imrecall/emulator"
 	"github.com/imrecall/imrecall/internal/imtest"
 	"github.com/imrecall/imrecall/internal/redisproxy"
 	"github.com/imrecall/imrecall/internal/redistest"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/limiter"
+	"github.com/imrecall/imrecall/tasks"
 	"github.com/imrecall/imrecall/tim"
 	"github.com/redis/go-redis/v9"
 )
@@ -105,4 +108,63 @@ func TestSendPathThroughRedisLatency(t *testing.T) {
 		t.Fatalf("%d slots given up as late for %d calls", late, st.Accepted)
 	}
 	t.Logf("%d calls, max_1s %d, %d late slots", st.Accepted, st.Max1s, lim.Late())
+}
+
+// TestStoppedWhileReservingCountsNoSend: with the real limiter, a worker
+// stopped while its reserved slot is still far off (a backlog) has
+// recorded no send: the send is recorded only within the slot's lead.
+func TestStoppedWhileReservingCountsNoSend(t *testing.T) {
+	b := setup(t, emulator.Config{}, Config{MaxAttempts: 5})
+	b.env.Accounts(t, "alice", "bob")
+	g := b.env.Group(t, "Public", "@TGS#reserved", "alice", "bob")
+	seqs := b.env.SendGroup(t, g, "", 5, "alice")
+	group := jobs.Target{GroupID: g}
+	b.planGroup(t, group, seqs)
+	b.close(t)
+
+	mr := miniredis.RunT(t)
+	lrdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer lrdb.Close()
+	lim, err := limiter.New(lrdb, limiter.Config{Cap: 1}) // a slot every ~1 s
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := limiter.Key{AppID: imtest.AppID, API: tim.GroupMsgRecall.Name()}
+	if err := lim.Wait(t.Context(), k); err != nil { // the backlog: the next slot is ~1 s off
+		t.Fatal(err)
+	}
+	tatKey := "imrecall:rl:{" + k.String() + "}:tat"
+	before, _ := mr.Get(tatKey)
+	client, err := tim.New(tim.Config{SDKAppID: imtest.AppID, Admin: imtest.Admin, SecretKey: imtest.Secret, BaseURL: b.env.URL, Gate: lim.ForApp(imtest.AppID)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := New(TIM{C: client}, b.store, Config{MaxAttempts: 5, BaseBackoff: time.Millisecond})
+	task, _ := tasks.NewGroupRecallTask(tasks.GroupRecall{JobID: b.job.ID, AppID: imtest.AppID, GroupID: g, Seqs: seqs}, tasks.QueuePurge, 0)
+	ctx, stop := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- h.HandleGroupRecall(ctx, task) }()
+	// Stop once the handler has reserved its slot (the budget moved on).
+	for {
+		if now, _ := mr.Get(tatKey); now != before {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	stop()
+	if err := <-done; err == nil {
+		t.Fatal("a handler stopped while reserving returned nil")
+	}
+	if n := b.env.Emu.Stats()[tim.GroupMsgRecall.Name()].Accepted; n != 0 {
+		t.Fatalf("%d calls reached the emulator", n)
+	}
+	peek, err := b.store.PeekGroup(t.Context(), b.job.ID, group, seqs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, st := range peek.States {
+		if st != 0 {
+			t.Errorf("seq %d: state %d after a stop while reserving, want 0 (no send)", seqs[i], st)
+		}
+	}
 }
