@@ -86,7 +86,7 @@ func TestSharedCapAcrossProcesses(t *testing.T) {
 
 func TestIndependentAPIs(t *testing.T) {
 	backends(t, func(t *testing.T, newClient func() redis.UniversalClient) {
-		l, _ := New(newClient(), Config{Cap: 30, CapOf: map[string]int{"unlimited_api": 0}})
+		l, _ := New(newClient(), Config{Cap: 30, CapOf: map[string]int{"unlimited_api": Unlimited}})
 		ctx, cancel := context.WithTimeout(t.Context(), 1500*time.Millisecond)
 		defer cancel()
 		counts := map[string]int{}
@@ -183,7 +183,7 @@ func TestRedisDownFailsClosed(t *testing.T) {
 func TestConfig(t *testing.T) {
 	mr := miniredis.RunT(t)
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-	for _, cfg := range []Config{{Cap: -1}, {Margin: 0.9}, {CapOf: map[string]int{"a": -2}}} {
+	for _, cfg := range []Config{{Cap: -2}, {Margin: 0.9}, {CapOf: map[string]int{"a": -2}}, {CapOf: map[string]int{"a": 0}}} {
 		if _, err := New(rdb, cfg); err == nil {
 			t.Errorf("New(%+v) accepted", cfg)
 		}

@@ -38,6 +38,26 @@ type Gate interface {
 	Throttled(ctx context.Context, api string, code int)
 }
 
+// Reserver is a Gate that can reserve a call's slot ahead of the call, so
+// that a caller can do its own work (record the send) while the slot
+// approaches. Client.Await uses it when the Gate has it.
+type Reserver interface {
+	Gate
+	// Reserve reserves the next slot of api and returns shortly before it
+	// (about the time the caller's own Redis write takes), or returns an
+	// error as Wait does.
+	Reserve(ctx context.Context, api string) (Slot, error)
+}
+
+// Slot is a call slot reserved by a Reserver.
+type Slot interface {
+	// Wait blocks until the slot. A caller that comes back too late after
+	// its slot is given a new one (the Gate reserves again) rather than
+	// being let go next to calls that are on time. Its errors are those of
+	// Gate.Wait.
+	Wait(ctx context.Context) error
+}
+
 // Config configures a Client. SDKAppID, Admin, SecretKey and BaseURL are
 // required; every other zero value means the documented default.
 type Config struct {
@@ -223,28 +243,35 @@ func (c *Client) call(ctx context.Context, api API, req any, resp response, opts
 	}
 }
 
-// PermitTTL is how long a permit from Await stays good. The Gate grants a
-// slot in time; a call made later than this after the grant (the caller's
-// work in between was slow) would arrive bunched with calls that are on
-// time, so it waits on the Gate again instead. With the limiter's own 8 ms
-// tolerance for a late wake-up, calls stay within the jitter its margin
-// absorbs.
-const PermitTTL = 5 * time.Millisecond
-
 // Await waits on the Gate for one call of api and returns a context that
-// carries the permission: the next call of api made with it within
-// PermitTTL goes without waiting again (any other call waits as usual). It
-// lets a caller record that a call is being sent between the wait and the
-// send, so that a process stopped while it waits has recorded nothing. The
+// carries the permission: the next call of api made with it uses that
+// permission instead of waiting on the Gate again (any other call waits as
+// usual). It lets a caller record that a call is being sent between the wait
+// and the send, so that a process stopped while it waits for its share of
+// the cap has recorded nothing.
+//
+// With a Gate that is a Reserver, Await reserves the call's slot and returns
+// shortly before it; the call then sleeps out the rest of the slot, and if
+// it comes later than the Gate's tolerance after the slot (the caller's work
+// was slow) the Gate reserves a new slot for it. The permission never
+// expires: one wait per call, whatever the caller's work in between costs.
+// With any other Gate, Await is Gate.Wait and the call goes at once. The
 // error is the one the call itself would have returned from the Gate.
 func (c *Client) Await(ctx context.Context, api API) (context.Context, error) {
 	if c.gate == nil {
 		return ctx, nil
 	}
-	if err := c.gate.Wait(ctx, api.Name()); err != nil {
+	p := &permit{api: api.Name()}
+	if r, ok := c.gate.(Reserver); ok {
+		s, err := r.Reserve(ctx, api.Name())
+		if err != nil {
+			return ctx, &Error{API: api.Name(), Err: fmt.Errorf("%w: %w", ErrGate, err)}
+		}
+		p.slot = s
+	} else if err := c.gate.Wait(ctx, api.Name()); err != nil {
 		return ctx, &Error{API: api.Name(), Err: fmt.Errorf("%w: %w", ErrGate, err)}
 	}
-	return context.WithValue(ctx, permitKey{}, &permit{api: api.Name(), granted: time.Now()}), nil
+	return context.WithValue(ctx, permitKey{}, p), nil
 }
 
 // permitKey is the context key of a permit from Await.
@@ -252,24 +279,42 @@ type permitKey struct{}
 
 // permit is one call's permission from the Gate, used once.
 type permit struct {
-	api     string
-	granted time.Time
-	used    atomic.Bool
+	api  string
+	slot Slot // nil: granted already
+	used atomic.Bool
 }
 
-// usePermit reports whether ctx carries an unused permit for api, granted
-// no more than PermitTTL ago, and uses it. A stale permit is used up too.
-func usePermit(ctx context.Context, api string) bool {
+// usePermit returns ctx's unused permit for api, marking it used, or nil.
+func usePermit(ctx context.Context, api string) *permit {
 	p, _ := ctx.Value(permitKey{}).(*permit)
-	return p != nil && p.api == api && p.used.CompareAndSwap(false, true) && time.Since(p.granted) <= PermitTTL
+	if p != nil && p.api == api && p.used.CompareAndSwap(false, true) {
+		return p
+	}
+	return nil
+}
+
+// pass waits on the Gate for one call of api, or uses ctx's permit.
+func (c *Client) pass(ctx context.Context, api string) error {
+	var err error
+	if p := usePermit(ctx, api); p != nil {
+		if p.slot != nil {
+			err = p.slot.Wait(ctx)
+		}
+	} else {
+		err = c.gate.Wait(ctx, api)
+	}
+	if err != nil {
+		return &Error{API: api, Err: fmt.Errorf("%w: %w", ErrGate, err)}
+	}
+	return nil
 }
 
 // attempt makes one HTTP call and returns the UserSig it used.
 func (c *Client) attempt(ctx context.Context, api API, body []byte, resp response, opts callOpts, attempt int) (sig string, err error) {
 	name := api.Name()
-	if c.gate != nil && !usePermit(ctx, name) {
-		if err := c.gate.Wait(ctx, name); err != nil {
-			return "", &Error{API: name, Err: fmt.Errorf("%w: %w", ErrGate, err)}
+	if c.gate != nil {
+		if err := c.pass(ctx, name); err != nil {
+			return "", err
 		}
 	}
 	sig, err = c.sigs.get()

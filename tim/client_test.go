@@ -463,23 +463,102 @@ func TestAwaitPermitsOneCall(t *testing.T) {
 		t.Errorf("%d requests, want 3", n)
 	}
 
-	// A permit used later than PermitTTL waits again: its slot has passed.
-	stale, err := c.Await(t.Context(), AdminMsgWithdraw)
+	// A permit does not expire: used late, it still goes without a wait
+	// (a Gate that can be late reserves, below).
+	late, err := c.Await(t.Context(), AdminMsgWithdraw)
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(2 * PermitTTL)
-	if err := withdraw(stale); err != nil {
+	time.Sleep(20 * time.Millisecond)
+	if err := withdraw(late); err != nil {
 		t.Fatal(err)
 	}
 	waits, _ = g.counts()
-	if want := []string{"admin_msgwithdraw", "admin_msgwithdraw", "account_import", "admin_msgwithdraw", "admin_msgwithdraw"}; !slices.Equal(waits, want) {
-		t.Errorf("gate waits %v, want %v: a stale permit waits again", waits, want)
+	if want := []string{"admin_msgwithdraw", "admin_msgwithdraw", "account_import", "admin_msgwithdraw"}; !slices.Equal(waits, want) {
+		t.Errorf("gate waits %v, want %v: a permit used late waits no more", waits, want)
 	}
 
 	refuse := fmt.Errorf("limiter down: %w", ErrThrottled)
 	c2 := newTestClient(t, srv.URL, func(c *Config) { c.Gate = &recordingGate{refuse: refuse} })
 	if _, err := c2.Await(t.Context(), AdminMsgWithdraw); !errors.Is(err, refuse) || !errors.Is(err, ErrGate) || ClassOf(err) != ClassThrottled {
+		t.Fatalf("Await refused: %v (class %v), want the gate's error, ErrGate, throttled", err, ClassOf(err))
+	}
+}
+
+// reservingGate is a recordingGate that can reserve: it records Reserve
+// calls and the waits of the slots it hands out, and can refuse either.
+type reservingGate struct {
+	recordingGate
+	reserves, slotWaits []string
+	refuseSlot          error
+}
+
+func (g *reservingGate) Reserve(_ context.Context, api string) (Slot, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.reserves = append(g.reserves, api)
+	if g.refuse != nil {
+		return nil, g.refuse
+	}
+	return slotFunc(func(context.Context) error {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		g.slotWaits = append(g.slotWaits, api)
+		return g.refuseSlot
+	}), nil
+}
+
+type slotFunc func(context.Context) error
+
+func (f slotFunc) Wait(ctx context.Context) error { return f(ctx) }
+
+// TestAwaitReserves: with a Gate that reserves, Await reserves the slot and
+// the call made with its context waits out that slot (Slot.Wait) instead of
+// waiting on the Gate: one limiter wait per call. A second call waits on
+// the Gate; a refused reservation or slot is ErrGate, and nothing is sent.
+func TestAwaitReserves(t *testing.T) {
+	t.Parallel()
+	s, srv := startScripted(t, okBody(""), okBody(""), okBody(""))
+	g := &reservingGate{}
+	c := newTestClient(t, srv.URL, func(c *Config) { c.Gate = g })
+	withdraw := func(ctx context.Context) error {
+		_, err := c.AdminMsgWithdraw(ctx, AdminMsgWithdrawRequest{FromAccount: "a", ToAccount: "b", MsgKey: "1_2_3"})
+		return err
+	}
+	ctx, err := c.Await(t.Context(), AdminMsgWithdraw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := withdraw(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g.mu.Lock()
+	reserves, slotWaits, waits := slices.Clone(g.reserves), slices.Clone(g.slotWaits), slices.Clone(g.waits)
+	g.mu.Unlock()
+	one := []string{"admin_msgwithdraw"}
+	if !slices.Equal(reserves, one) || !slices.Equal(slotWaits, one) || !slices.Equal(waits, one) {
+		t.Errorf("reserves %v, slot waits %v, gate waits %v; want one of each: Await, its call, the second call", reserves, slotWaits, waits)
+	}
+	if n := len(s.requests()); n != 2 {
+		t.Errorf("%d requests, want 2", n)
+	}
+
+	refuse := fmt.Errorf("limiter down: %w", ErrThrottled)
+	g.refuseSlot = refuse
+	ctx, err = c.Await(t.Context(), AdminMsgWithdraw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := withdraw(ctx); !errors.Is(err, refuse) || !errors.Is(err, ErrGate) {
+		t.Fatalf("call on a refused slot: %v, want the gate's error and ErrGate", err)
+	}
+	if n := len(s.requests()); n != 2 {
+		t.Errorf("%d requests after a refused slot, want still 2", n)
+	}
+	g.refuse = refuse
+	if _, err := c.Await(t.Context(), AdminMsgWithdraw); !errors.Is(err, refuse) || !errors.Is(err, ErrGate) || ClassOf(err) != ClassThrottled {
 		t.Fatalf("Await refused: %v (class %v), want the gate's error, ErrGate, throttled", err, ClassOf(err))
 	}
 }

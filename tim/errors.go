@@ -30,7 +30,8 @@ var (
 	// request was never sent. The Gate's own error is wrapped beside it.
 	ErrGate = errors.New("gate")
 	// ErrThrottled may be wrapped by a Gate's Wait error to say the limiter
-	// refused to wait long enough; ClassOf then returns ClassThrottled.
+	// refused to wait long enough, or refuses to grant for now (a cap
+	// mismatch); ClassOf then returns ClassThrottled.
 	ErrThrottled = errors.New("throttled")
 )
 

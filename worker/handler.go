@@ -162,9 +162,10 @@ func (h *Handler) HandleGroupRecall(ctx context.Context, t *asynq.Task) error {
 		}
 		first = false
 
-		// Wait for the cap first, then count the send, then send: a worker
-		// stopped while it waits leaves no send for a later delivery to
-		// suspect.
+		// Reserve the call's slot first, count the send as the slot
+		// approaches, then send at the slot: a worker stopped while it waits
+		// for its share of the cap leaves no send for a later delivery to
+		// suspect, and counting the send costs no second wait.
 		callCtx, callErr := h.im.Await(ctx, tim.GroupMsgRecall)
 		start := time.Now()
 		var codes map[int64]int

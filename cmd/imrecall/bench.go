@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/go-redis/redis_rate/v10"
 	"github.com/imrecall/imrecall/emulator"
+	"github.com/imrecall/imrecall/internal/redisproxy"
 	"github.com/imrecall/imrecall/limiter"
 	"github.com/imrecall/imrecall/tim"
 	"github.com/redis/go-redis/v9"
@@ -43,6 +45,7 @@ type benchLimiterOptions struct {
 	modes      string
 	apis       string
 	latency    string
+	redisDelay time.Duration
 	cap        int
 }
 
@@ -57,11 +60,17 @@ func newBenchLimiterCmd() *cobra.Command {
 		Long: `Starts the emulator in this process (strict cap per API, latency 20–80 ms) and, unless --redis is
 given, a private redis-server on a free port; then for each mode and each P runs P child processes
 of G goroutines each calling the API through the IM client for --duration, and prints accepted
-calls/s, efficiency (accepted/s ÷ cap), the emulator's max_1s and throttled calls.
+calls/s, efficiency (accepted/s ÷ cap), the emulator's max_1s and throttled calls, and (imrecall
+mode) the slots the limiters gave up as late, all APIs of the run together.
 Modes: imrecall (this project's Redis limiter), xrate (golang.org/x/time/rate at the cap in each
-process), redis_rate (go-redis/redis_rate PerSecond(cap), sleeping RetryAfter).`,
+process), redis_rate (go-redis/redis_rate PerSecond(cap), sleeping RetryAfter).
+In imrecall mode each call takes the worker's send path: the client's Await reserves the slot, one
+Redis write stands for the send's record (the worker's BeginGroup), then the call waits out the slot.
+--redis-latency D puts a proxy (internal/redisproxy) between every child process and Redis that
+delays each direction by D, as a Redis a round trip of 2·D away would.`,
 		Example: `  imrecall bench limiter                       # P = 1,2,4; 20 s each; all modes
-  imrecall bench limiter --modes imrecall --apis group_msg_recall,admin_msgwithdraw --procs 2`,
+  imrecall bench limiter --modes imrecall --apis group_msg_recall,admin_msgwithdraw --procs 2
+  imrecall bench limiter --modes imrecall --procs 1 --redis-latency 10ms   # Redis 20 ms round trip`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runBenchLimiter(cmd, &o) },
 	}
@@ -74,6 +83,7 @@ process), redis_rate (go-redis/redis_rate PerSecond(cap), sleeping RetryAfter).`
 	fl.StringVar(&o.apis, "apis", "group_msg_recall", "APIs called at once, each with its own cap: group_msg_recall, admin_msgwithdraw")
 	fl.StringVar(&o.latency, "latency", "20ms-80ms", "emulator latency")
 	fl.IntVar(&o.cap, "cap", 200, "the emulator's cap per API")
+	fl.DurationVar(&o.redisDelay, "redis-latency", 0, "one-way delay added each way between every child process and Redis (a proxy)")
 	return cmd
 }
 
@@ -111,6 +121,17 @@ func runBenchLimiter(cmd *cobra.Command, o *benchLimiterOptions) error {
 		defer stop()
 		redisURL = url
 	}
+	if o.redisDelay < 0 {
+		return badInput("--redis-latency %v: must not be negative", o.redisDelay)
+	}
+	if o.redisDelay > 0 {
+		url, stop, err := redisBehindProxy(redisURL, o.redisDelay)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		redisURL = url
+	}
 	secret := randomHex(16)
 	emu, err := emulator.New(emulator.Config{SDKAppID: benchApp, Admin: benchAdmin, SecretKey: secret, Rate: o.cap, Latency: lo, LatencyMax: hi, Seed: 1})
 	if err != nil {
@@ -139,16 +160,17 @@ func runBenchLimiter(cmd *cobra.Command, o *benchLimiterOptions) error {
 		return err
 	}
 
-	fmt.Fprintf(out, "emulator cap %d calls/s per API, latency %s, %d goroutines per process, %s per run, APIs %s\n\n",
-		o.cap, o.latency, o.goroutines, o.duration, o.apis)
-	fmt.Fprintln(out, "| limiter | processes | API | accepted calls/s | efficiency | max_1s | throttled |")
-	fmt.Fprintln(out, "|---|---|---|---|---|---|---|")
+	fmt.Fprintf(out, "emulator cap %d calls/s per API, latency %s, %d goroutines per process, %s per run, APIs %s, Redis one-way delay %v\n\n",
+		o.cap, o.latency, o.goroutines, o.duration, o.apis, o.redisDelay)
+	fmt.Fprintln(out, "| limiter | processes | API | accepted calls/s | efficiency | max_1s | throttled | late slots |")
+	fmt.Fprintln(out, "|---|---|---|---|---|---|---|---|")
 	for _, mode := range modes {
 		for _, p := range procs {
 			emu.ResetStats()
 			prefix := fmt.Sprintf("bench:%s:%d:%d", mode, p, time.Now().UnixNano())
 			var wg sync.WaitGroup
 			errs := make([]error, p)
+			var late atomic.Int64
 			for i := range int(p) {
 				wg.Add(1)
 				go func() {
@@ -157,9 +179,15 @@ func runBenchLimiter(cmd *cobra.Command, o *benchLimiterOptions) error {
 						"--api-base", base, "--goroutines", strconv.Itoa(o.goroutines), "--duration", o.duration.String(),
 						"--apis", o.apis, "--prefix", prefix, "--groups", strings.Join(groups, ","), "--cap", strconv.Itoa(o.cap))
 					c.Env = append(os.Environ(), "IMRECALL_SECRET_KEY="+secret)
-					b, err := c.CombinedOutput()
+					c.Stderr = os.Stderr
+					b, err := c.Output()
 					if err != nil {
 						errs[i] = fmt.Errorf("child %d: %v\n%s", i, err, b)
+						return
+					}
+					var r struct{ Late int64 }
+					if json.Unmarshal(b, &r) == nil {
+						late.Add(r.Late)
 					}
 				}()
 			}
@@ -171,11 +199,27 @@ func runBenchLimiter(cmd *cobra.Command, o *benchLimiterOptions) error {
 			for _, api := range apis {
 				s := st[api]
 				perSec := steadyRate(s.PerSecond)
-				fmt.Fprintf(out, "| %s | %d | %s | %.1f | %.3f | %d | %d |\n", mode, p, api, perSec, perSec/float64(o.cap), s.Max1s, s.Throttled)
+				fmt.Fprintf(out, "| %s | %d | %s | %.1f | %.3f | %d | %d | %d |\n", mode, p, api, perSec, perSec/float64(o.cap), s.Max1s, s.Throttled, late.Load())
 			}
 		}
 	}
 	return nil
+}
+
+// redisBehindProxy starts a redisproxy in front of the server of redisURL
+// (redis:// or rediss://, one server) that delays each direction by d, and
+// returns the URL through it.
+func redisBehindProxy(redisURL string, d time.Duration) (string, func(), error) {
+	u, err := url.Parse(redisURL)
+	if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
+		return "", nil, badInput("--redis-latency needs a one-server redis:// URL, not %q", redactURL(redisURL))
+	}
+	p, err := redisproxy.Start(u.Host, d)
+	if err != nil {
+		return "", nil, err
+	}
+	u.Host = p.Addr()
+	return u.String(), func() { _ = p.Close() }, nil
 }
 
 // steadyRate averages the accepted calls per second, leaving out the first
@@ -279,9 +323,14 @@ func runBenchChild(cmd *cobra.Command, o *benchChildOptions) error {
 	if err != nil {
 		return err
 	}
+	if opt.PoolSize == 0 {
+		opt.PoolSize = 2*o.goroutines + 8 // every goroutine may wait on Redis at once
+	}
 	rdb := redis.NewClient(opt)
 	defer rdb.Close()
 	var gate tim.Gate
+	var late func() int64
+	record := func(context.Context) error { return nil }
 	switch o.mode {
 	case "imrecall":
 		l, err := limiter.New(rdb, limiter.Config{Cap: o.cap, Prefix: o.prefix})
@@ -289,6 +338,10 @@ func runBenchChild(cmd *cobra.Command, o *benchChildOptions) error {
 			return err
 		}
 		gate = l.ForApp(benchApp)
+		late = l.Late
+		// The send's record, as the worker's BeginGroup: one Redis write
+		// between the reservation and the call.
+		record = func(ctx context.Context) error { return rdb.Incr(ctx, o.prefix+":sends").Err() }
 	case "xrate":
 		lims := map[string]*rate.Limiter{}
 		var mu sync.Mutex
@@ -340,16 +393,26 @@ func runBenchChild(cmd *cobra.Command, o *benchChildOptions) error {
 			api := apis[g%len(apis)]
 			rng := rand.New(rand.NewPCG(uint64(g), uint64(os.Getpid())))
 			for rctx.Err() == nil {
-				var err error
+				a := tim.GroupMsgRecall
+				if api != a.Name() {
+					a = tim.AdminMsgWithdraw
+				}
+				cctx, err := client.Await(rctx, a)
+				if err != nil {
+					continue
+				}
+				if err := record(rctx); err != nil {
+					continue
+				}
 				if api == tim.GroupMsgRecall.Name() {
 					start := int64(1 + rng.IntN(9000))
 					seqs := make([]int64, 10)
 					for i := range seqs {
 						seqs[i] = start + int64(i)
 					}
-					_, err = client.RecallGroup(rctx, groups[rng.IntN(len(groups))], "", seqs)
+					_, err = client.RecallGroup(cctx, groups[rng.IntN(len(groups))], "", seqs)
 				} else {
-					_, err = client.AdminMsgWithdraw(rctx, tim.AdminMsgWithdrawRequest{FromAccount: benchAdmin, ToAccount: benchAdmin,
+					_, err = client.AdminMsgWithdraw(cctx, tim.AdminMsgWithdrawRequest{FromAccount: benchAdmin, ToAccount: benchAdmin,
 						MsgKey: fmt.Sprintf("%d_1_1", rng.IntN(1<<30))})
 				}
 				if rctx.Err() == nil {
@@ -360,7 +423,11 @@ func runBenchChild(cmd *cobra.Command, o *benchChildOptions) error {
 		}()
 	}
 	wg.Wait()
-	b, _ := json.Marshal(map[string]int64{"calls": calls.Load()})
+	res := map[string]int64{"calls": calls.Load()}
+	if late != nil {
+		res["late"] = late()
+	}
+	b, _ := json.Marshal(res)
 	fmt.Fprintln(cmd.OutOrStdout(), string(b))
 	return nil
 }

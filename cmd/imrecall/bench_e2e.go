@@ -45,6 +45,7 @@ type benchE2EOptions struct {
 	concurrency int
 	workerArgs  string
 	latency     string
+	redisDelay  time.Duration
 	cap         int
 	seed        int64
 	timeout     time.Duration
@@ -91,6 +92,11 @@ order (taken from the emulator, as a callback log would hold them).
 size, and prints time and memory per size: producer and worker peak RSS stay flat while time and
 Redis memory grow with the messages.
 
+--redis-latency D puts a proxy (internal/redisproxy) between every child process (workers, the purge
+command, serve) and Redis that delays each direction by D, as a Redis a round trip of 2·D away would;
+the bench's own reads of Redis (progress, memory) go direct. Workers need more --concurrency as the
+round trip grows (docs/REDIS.md).
+
 Child processes get SIGTERM when the bench ends or is interrupted (Ctrl-C), SIGKILL if they linger.
 Linux: peak RSS and this process's CPU are read from /proc.`,
 		Example: `  imrecall bench e2e                                  # 100,000 group + 5,000 one-to-one messages, 1 and 4 workers
@@ -99,7 +105,8 @@ Linux: peak RSS and this process's CPU are read from /proc.`,
   imrecall bench e2e --group-messages 10000 --c2c-messages 500 --workers 2   # a quick check
   imrecall bench e2e --worker-args "--margin 0.01" --concurrency 256
   imrecall bench e2e --via index --workers 1,4       # purge user --source index: no history scan, senders confirmed
-  imrecall bench e2e --via file --workers 4          # recall file of the same messages`,
+  imrecall bench e2e --via file --workers 4          # recall file of the same messages
+  imrecall bench e2e --workers 1 --group-messages 30000 --redis-latency 10ms --concurrency 192`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runBenchE2E(cmd, &o) },
 	}
@@ -117,6 +124,7 @@ Linux: peak RSS and this process's CPU are read from /proc.`,
 	fl.StringVar(&o.workerArgs, "worker-args", "", "more flags for each worker, space-separated (e.g. \"--margin 0.01\")")
 	fl.StringVar(&o.latency, "latency", "20ms-60ms", "emulator latency, uniform in the range")
 	fl.IntVar(&o.cap, "cap", tim.DefaultRateLimit, "the emulator's cap per API (the workers are told the same)")
+	fl.DurationVar(&o.redisDelay, "redis-latency", 0, "one-way delay added each way between every child process and Redis (a proxy)")
 	fl.Int64Var(&o.seed, "seed", 1, "seed of the synthetic data")
 	fl.DurationVar(&o.timeout, "timeout", 30*time.Minute, "give a run up after this long")
 	fl.StringVar(&o.logDir, "log-dir", "", "keep the workers' and the purge command's logs here (default: a temporary directory, removed unless a run fails)")
@@ -275,6 +283,8 @@ func runBenchE2E(cmd *cobra.Command, o *benchE2EOptions) error {
 		return badInput("--concurrency %d: must be positive", o.concurrency)
 	case o.timeout <= 0:
 		return badInput("--timeout %v: must be positive", o.timeout)
+	case o.redisDelay < 0:
+		return badInput("--redis-latency %v: must not be negative", o.redisDelay)
 	case o.via != "purge" && o.via != "file" && o.via != "index":
 		return badInput("--via %q: want purge, file or index", o.via)
 	}
@@ -321,7 +331,7 @@ func runBenchE2E(cmd *cobra.Command, o *benchE2EOptions) error {
 		}
 	}
 	out := cmd.OutOrStdout()
-	doc := map[string]any{"machine": machineInfo(), "latency": o.latency, "args": os.Args[1:], "runs": results}
+	doc := map[string]any{"machine": machineInfo(), "latency": o.latency, "redis_latency": o.redisDelay.String(), "args": os.Args[1:], "runs": results}
 	if o.jsonFile != "" {
 		f, err := os.Create(o.jsonFile)
 		if err != nil {
@@ -339,8 +349,8 @@ func runBenchE2E(cmd *cobra.Command, o *benchE2EOptions) error {
 		return printJSON(out, doc)
 	}
 	m := machineInfo()
-	fmt.Fprintf(out, "\nmachine: %s, %v CPUs, %s/%s; emulator cap %d calls/s per API, latency %s; worker --concurrency %d %s\n\n",
-		m["cpu"], m["cpus"], runtime.GOOS, runtime.GOARCH, o.cap, o.latency, o.concurrency, o.workerArgs)
+	fmt.Fprintf(out, "\nmachine: %s, %v CPUs, %s/%s; emulator cap %d calls/s per API, latency %s; Redis one-way delay %v; worker --concurrency %d %s\n\n",
+		m["cpu"], m["cpus"], runtime.GOOS, runtime.GOARCH, o.cap, o.latency, o.redisDelay, o.concurrency, o.workerArgs)
 	if len(sizes) > 0 {
 		printScaleTable(out, results)
 	} else {
@@ -385,6 +395,15 @@ func (b *e2eBench) run(ctx context.Context, workers, size int) (res e2eResult, e
 	}
 	prefix := fmt.Sprintf("imrecall-bench-%d", time.Now().UnixNano())
 	store := jobs.NewStore(rdb, prefix)
+	childRedis := redisURL // what the child processes dial: through the proxy with --redis-latency
+	if o.redisDelay > 0 {
+		u, stop, err := redisBehindProxy(redisURL, o.redisDelay)
+		if err != nil {
+			return res, err
+		}
+		defer stop()
+		childRedis = u
+	}
 
 	// The emulator's address first: serve (for --via index) and the
 	// emulator need each other's.
@@ -396,7 +415,7 @@ func (b *e2eBench) run(ctx context.Context, workers, size int) (res e2eResult, e
 	base := "http://" + ln.Addr().String()
 	secret := randomHex(16)
 	env := append(os.Environ(), "IMRECALL_SECRET_KEY="+secret)
-	common := []string{"--redis", redisURL, "--key-prefix", prefix, "--api-base", base,
+	common := []string{"--redis", childRedis, "--key-prefix", prefix, "--api-base", base,
 		"--sdkappid", strconv.FormatInt(benchApp, 10), "--admin", benchAdmin, "--cap", strconv.Itoa(o.cap)}
 	var callbacks emulator.CallbackConfig
 	svc := &e2eWorkers{} // imrecall serve, for --via index

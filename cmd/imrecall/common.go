@@ -27,6 +27,9 @@ const defaultRedis = "redis://127.0.0.1:6379/0"
 type redisFlags struct {
 	url    string
 	prefix string
+	// minPool, if above 0, is the least pool size of imrecall's own client
+	// when the URL sets none (a worker sizes it by its concurrency).
+	minPool int
 }
 
 func (f *redisFlags) register(cmd *cobra.Command) {
@@ -56,6 +59,7 @@ func (f *redisFlags) connect(ctx context.Context) (*conn, error) {
 	if err != nil {
 		return nil, badInput("--redis %v", err)
 	}
+	target.raisePool(f.minPool)
 	rdb := target.newClient()
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()

@@ -2,10 +2,10 @@ package main
 
 import (
 	"log/slog"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/imrecall/imrecall/limiter"
 	"github.com/imrecall/imrecall/tim"
 	"github.com/spf13/cobra"
 )
@@ -58,7 +58,8 @@ func (f *imFlags) config(log *slog.Logger) (tim.Config, error) {
 	}, nil
 }
 
-// parseCaps parses "api=N,api=N" into a map, naming the bad element.
+// parseCaps parses "api=N,api=unlimited" into a map, naming the bad
+// element. N must be above 0: 0 is refused rather than read as unlimited.
 func parseCaps(flag, s string) (map[string]int, error) {
 	out := map[string]int{}
 	if strings.TrimSpace(s) == "" {
@@ -66,9 +67,12 @@ func parseCaps(flag, s string) (map[string]int, error) {
 	}
 	for _, part := range strings.Split(s, ",") {
 		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
-		n, err := strconv.Atoi(strings.TrimSpace(v))
-		if !ok || strings.TrimSpace(k) == "" || err != nil || n < 0 {
-			return nil, badInput("--%s: %q: want API=N with N a whole number ≥ 0", flag, part)
+		if !ok || strings.TrimSpace(k) == "" {
+			return nil, badInput("--%s: %q: want API=N (N above 0) or API=unlimited", flag, part)
+		}
+		n, err := limiter.ParseCap(v)
+		if err != nil {
+			return nil, badInput("--%s: %q: %v", flag, part, err)
 		}
 		out[strings.TrimSpace(k)] = n
 	}

@@ -197,6 +197,9 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 	if err != nil {
 		return err
 	}
+	if err := o.limits.checkCaps(ctx, lim, c.rdb, o.redis.prefix, imCfg.SDKAppID, log); err != nil {
+		return err
+	}
 	imCfg.Gate = lim.ForApp(imCfg.SDKAppID)
 	im, err := tim.New(imCfg)
 	if err != nil {

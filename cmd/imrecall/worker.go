@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
+	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -29,26 +32,45 @@ import (
 
 // limitFlags configure the shared rate limiter.
 type limitFlags struct {
-	cap    int
-	capOf  string
-	margin float64
+	cap      capValue
+	capOf    string
+	margin   float64
+	resetCap bool
+}
+
+// capValue is a cap flag: calls/s above 0, or the word "unlimited".
+type capValue int
+
+func (c *capValue) String() string { return limiter.FormatCap(int(*c)) }
+func (c *capValue) Type() string   { return "cap" }
+func (c *capValue) Set(s string) error {
+	n, err := limiter.ParseCap(s)
+	if err != nil {
+		return err
+	}
+	*c = capValue(n)
+	return nil
 }
 
 func (f *limitFlags) register(cmd *cobra.Command) {
-	cmd.Flags().IntVar(&f.cap, "cap", tim.DefaultRateLimit, "calls/s per API per app, for all processes together")
-	cmd.Flags().StringVar(&f.capOf, "cap-of", "", "per-API caps by the path's last segment, e.g. group_msg_recall=200,admin_msgwithdraw=100")
+	f.cap = tim.DefaultRateLimit
+	cmd.Flags().Var(&f.cap, "cap", "calls/s per API per app, for all processes together, or unlimited (0 is refused)")
+	cmd.Flags().StringVar(&f.capOf, "cap-of", "", "per-API caps by the path's last segment, e.g. group_msg_recall=200,admin_msgwithdraw=100 (N above 0, or unlimited)")
 	cmd.Flags().Float64Var(&f.margin, "margin", -1, "safety margin under the cap, 0 to 0.5 (default: the limiter's)")
 }
 
+// registerReset adds --reset-cap (the worker's: the one process an operator
+// starts to change a stored cap).
+func (f *limitFlags) registerReset(cmd *cobra.Command) {
+	cmd.Flags().BoolVar(&f.resetCap, "reset-cap", false, "store this process's caps in Redis as every API's shared cap, replacing the stored ones (processes with the old caps then grant nothing until restarted)")
+}
+
 func (f *limitFlags) limiter(rdb redis.UniversalClient, prefix string, log *slog.Logger, observe func(limiter.Key, time.Duration)) (*limiter.Limiter, error) {
-	if f.cap <= 0 {
-		return nil, badInput("--cap (IMRECALL_CAP) %d: must be positive", f.cap)
-	}
 	capOf, err := parseCaps("cap-of", f.capOf)
 	if err != nil {
 		return nil, err
 	}
-	cfg := limiter.Config{Cap: f.cap, CapOf: capOf, Prefix: prefix + ":rl", Logger: log, Observer: observe}
+	cfg := limiter.Config{Cap: int(f.cap), CapOf: capOf, Prefix: prefix + ":rl", Logger: log, Observer: observe}
 	if f.margin >= 0 {
 		if f.margin > 0.5 {
 			return nil, badInput("--margin (IMRECALL_MARGIN) %v: want 0 to 0.5", f.margin)
@@ -62,6 +84,37 @@ func (f *limitFlags) limiter(rdb redis.UniversalClient, prefix string, log *slog
 	return l, nil
 }
 
+// checkCaps makes this process agree with the caps stored with the shared
+// budgets of app in Redis: with --reset-cap it stores its own first;
+// otherwise a stored cap that differs from this process's refuses the start,
+// naming the API and both values.
+func (f *limitFlags) checkCaps(ctx context.Context, lim *limiter.Limiter, rdb redis.UniversalClient, prefix string, app int64, log *slog.Logger) error {
+	apis := make([]string, len(tim.AllAPIs))
+	for i, a := range tim.AllAPIs {
+		apis[i] = a.Name()
+	}
+	if f.resetCap {
+		for _, api := range apis {
+			k := limiter.Key{AppID: app, API: api}
+			prev, err := limiter.SetCap(ctx, rdb, prefix+":rl", k, lim.CapOf(api))
+			if err != nil {
+				return err
+			}
+			if now := limiter.FormatCap(lim.CapOf(api)); prev != now {
+				log.Warn("--reset-cap: stored a new shared cap", "api", api, "sdkappid", app, "previous", prev, "cap", now)
+			}
+		}
+	}
+	if err := lim.CheckCaps(ctx, app, apis); err != nil {
+		var m *limiter.CapMismatchError
+		if errors.As(err, &m) {
+			return badInput("%v", err)
+		}
+		return err
+	}
+	return nil
+}
+
 // workerOptions are everything `imrecall worker` is configured with.
 type workerOptions struct {
 	redis         redisFlags
@@ -69,6 +122,7 @@ type workerOptions struct {
 	limits        limitFlags
 	logs          logFlags
 	concurrency   int
+	dequeuers     int
 	discoveries   int
 	maxAttempts   int
 	metricsListen string
@@ -110,8 +164,10 @@ On SIGTERM the worker stops taking tasks, lets calls in flight finish and record
 	o.redis.register(cmd)
 	o.im.register(cmd)
 	o.limits.register(cmd)
+	o.limits.registerReset(cmd)
 	o.logs.register(cmd)
 	cmd.Flags().IntVar(&o.concurrency, "concurrency", 64, "recall tasks run at once by this process, in each lane: group recall and one-to-one withdraw")
+	cmd.Flags().IntVar(&o.dequeuers, "dequeuers", 0, "asynq servers per recall lane, each taking tasks from Redis in its own loop, sharing --concurrency (default: from the measured Redis round trip; docs/REDIS.md)")
 	cmd.Flags().IntVar(&o.discoveries, "discovery-concurrency", 0, "purge discovery tasks (history scans) run at once by this process, on slots of their own beside --concurrency's (default: a quarter of --concurrency)")
 	cmd.Flags().IntVar(&o.maxAttempts, "max-attempts", 5, "calls per message for transient failures before it is dead-lettered")
 	cmd.Flags().StringVar(&o.metricsListen, "metrics-listen", "", "serve Prometheus /metrics on this address (e.g. :9090)")
@@ -156,6 +212,10 @@ func runWorker(ctx context.Context, cmd *cobra.Command, o *workerOptions) error 
 	if err != nil {
 		return err
 	}
+	// Every task slot may wait on imrecall's own client at once: with Redis
+	// milliseconds away, go-redis's default pool (10 per CPU) would make
+	// them queue for connections, then time out.
+	o.redis.minPool = 2*o.concurrency + o.discoveries + 16
 	c, err := o.redis.connect(ctx)
 	if err != nil {
 		return err
@@ -171,6 +231,9 @@ func runWorker(ctx context.Context, cmd *cobra.Command, o *workerOptions) error 
 	metrics := worker.NewMetrics(reg)
 	lim, err := o.limits.limiter(c.rdb, o.redis.prefix, log, func(k limiter.Key, d time.Duration) { metrics.ObserveLimiterWait(k.API, d) })
 	if err != nil {
+		return err
+	}
+	if err := o.limits.checkCaps(ctx, lim, c.rdb, o.redis.prefix, imCfg.SDKAppID, log); err != nil {
 		return err
 	}
 	imCfg.Gate = lim.ForApp(imCfg.SDKAppID)
@@ -201,9 +264,19 @@ func runWorker(ctx context.Context, cmd *cobra.Command, o *workerOptions) error 
 		}
 		defer ms.Close()
 	}
+	rtt := redisRTT(ctx, c.rdb)
+	switch {
+	case o.dequeuers < 0:
+		return badInput("--dequeuers (IMRECALL_DEQUEUERS) %d: must not be negative", o.dequeuers)
+	case o.dequeuers == 0:
+		o.dequeuers = defaultDequeuers(rtt, o.concurrency)
+	}
 	log.Info("worker starting", "sdkappid", imCfg.SDKAppID, "api_base", imCfg.BaseURL, "concurrency", o.concurrency,
-		"discovery_concurrency", o.discoveries, "redis", redactURL(o.redis.url))
-	srv, err := startWorkerServers(c.asynq, o.concurrency, o.discoveries, o.im.timeout, log, o.logs.asynqLevel(), mux, discover, lastAttempt(h, discover))
+		"dequeuers", o.dequeuers, "redis_rtt", rtt, "discovery_concurrency", o.discoveries, "redis", redactURL(o.redis.url))
+	if min := minConcurrency(rtt); o.concurrency < min {
+		log.Warn("--concurrency is low for this Redis round trip: the lanes may not reach the cap (docs/REDIS.md)", "concurrency", o.concurrency, "redis_rtt", rtt, "suggested", min)
+	}
+	srv, err := startRecallServers(c.asynq, o.concurrency, o.dequeuers, o.discoveries, o.im.timeout, log, o.logs.asynqLevel(), mux, discover, lastAttempt(h, discover))
 	if err != nil {
 		return err
 	}
@@ -245,33 +318,51 @@ func runWorker(ctx context.Context, cmd *cobra.Command, o *workerOptions) error 
 // its own. A task holds its slot while it waits for its API's share of the
 // cap (a scan, for a whole history); in a lane of its own it can block no
 // other API's tasks.
-type workerServers struct{ group, c2c, discovery *asynq.Server }
+type workerServers struct{ all []*asynq.Server }
 
 // startWorkerServers starts the servers: the group and one-to-one lanes
 // each run mux on concurrency slots, discovery runs discover on discoveries
 // slots.
 func startWorkerServers(opt asynq.RedisConnOpt, concurrency, discoveries int, callTimeout time.Duration, log *slog.Logger, level asynq.LogLevel,
 	mux *asynq.ServeMux, discover *producer.DiscoverHandler, onError asynq.ErrorHandler) (*workerServers, error) {
-	s := &workerServers{
-		group:     newAsynqServer(opt, tasks.Queues, concurrency, callTimeout, log, level, onError),
-		c2c:       newAsynqServer(opt, tasks.C2CQueues, concurrency, callTimeout, log, level, onError),
-		discovery: newAsynqServer(opt, tasks.DiscoveryQueues, discoveries, callTimeout, log, level, onError),
-	}
+	return startRecallServers(opt, concurrency, 1, discoveries, callTimeout, log, level, mux, discover, onError)
+}
+
+// startRecallServers is startWorkerServers with each recall lane split over
+// dequeuers asynq servers that share its concurrency slots. An asynq server
+// takes tasks from Redis one at a time, in one loop, at one or more round
+// trips each (one per queue it looks at); with Redis milliseconds away one
+// loop cannot take 200 tasks a second, several can. onError runs when a
+// task's attempt fails (the last attempt writes the dead letters).
+func startRecallServers(opt asynq.RedisConnOpt, concurrency, dequeuers, discoveries int, callTimeout time.Duration, log *slog.Logger, level asynq.LogLevel,
+	mux *asynq.ServeMux, discover *producer.DiscoverHandler, onError asynq.ErrorHandler) (*workerServers, error) {
+	dequeuers = max(min(dequeuers, concurrency), 1)
 	dmux := asynq.NewServeMux()
 	discover.Register(dmux)
-	var started []*asynq.Server
-	for _, l := range []struct {
+	type lane struct {
 		name string
 		srv  *asynq.Server
 		h    asynq.Handler
-	}{{"group recall", s.group, mux}, {"one-to-one withdraw", s.c2c, mux}, {"discovery", s.discovery, dmux}} {
+	}
+	var lanes []lane
+	for i := range dequeuers {
+		// Spread concurrency over the servers: the first ones take the rest.
+		n := concurrency / dequeuers
+		if i < concurrency%dequeuers {
+			n++
+		}
+		lanes = append(lanes,
+			lane{"group recall", newAsynqServer(opt, tasks.Queues, n, callTimeout, log, level, onError), mux},
+			lane{"one-to-one withdraw", newAsynqServer(opt, tasks.C2CQueues, n, callTimeout, log, level, onError), mux})
+	}
+	lanes = append(lanes, lane{"discovery", newAsynqServer(opt, tasks.DiscoveryQueues, discoveries, callTimeout, log, level, onError), dmux})
+	s := &workerServers{}
+	for _, l := range lanes {
 		if err := l.srv.Start(l.h); err != nil {
-			for _, srv := range started {
-				srv.Shutdown()
-			}
+			s.Shutdown()
 			return nil, fmt.Errorf("starting the asynq server for %s tasks: %w", l.name, err)
 		}
-		started = append(started, l.srv)
+		s.all = append(s.all, l.srv)
 	}
 	return s, nil
 }
@@ -279,10 +370,60 @@ func startWorkerServers(opt asynq.RedisConnOpt, concurrency, discoveries int, ca
 // Shutdown stops the servers at once; each lets its tasks in flight finish.
 func (s *workerServers) Shutdown() {
 	var wg sync.WaitGroup
-	wg.Go(s.group.Shutdown)
-	wg.Go(s.c2c.Shutdown)
-	wg.Go(s.discovery.Shutdown)
+	for _, srv := range s.all {
+		wg.Go(srv.Shutdown)
+	}
 	wg.Wait()
+}
+
+// raisePool sets the pool size of imrecall's own client to n when the URL
+// sets none and go-redis's default (10 per CPU) is smaller. For a Cluster
+// the size is per node.
+func (t *redisTarget) raisePool(n int) {
+	if n <= 10*runtime.GOMAXPROCS(0) {
+		return
+	}
+	switch {
+	case t.failover != nil && t.failover.PoolSize == 0:
+		t.failover.PoolSize = n
+	case t.cluster != nil && t.cluster.PoolSize == 0:
+		t.cluster.PoolSize = n
+	case t.single != nil && t.single.PoolSize == 0:
+		t.single.PoolSize = n
+	}
+}
+
+// redisRTT is the median of five PINGs (0 if Redis does not answer).
+func redisRTT(ctx context.Context, rdb redis.UniversalClient) time.Duration {
+	var ds []time.Duration
+	for range 5 {
+		start := time.Now()
+		if rdb.Ping(ctx).Err() != nil {
+			return 0
+		}
+		ds = append(ds, time.Since(start))
+	}
+	slices.Sort(ds)
+	return ds[len(ds)/2]
+}
+
+// defaultDequeuers is --dequeuers' default for a Redis round trip rtt: one
+// asynq server per recall lane while a loop can take ~250 tasks a second at
+// its two or three round trips a task (strict priority looks at the
+// higher queues first), one more per ~1.3 ms of round trip after that, at
+// most a quarter of concurrency and 32.
+func defaultDequeuers(rtt time.Duration, concurrency int) int {
+	n := int(math.Ceil(float64(3*rtt) * 250 / float64(time.Second)))
+	return max(1, min(n, 32, max(concurrency/4, 1)))
+}
+
+// minConcurrency is the --concurrency a lane needs to hold 200 calls/s with
+// a Redis round trip rtt: a task spends about ten round trips (taking it,
+// the limiter, the send's record, the outcome, acknowledging it) and ~60 ms
+// of API call; twice that, for the queueing in asynq's loops and the
+// limiter's lead (measured: docs/BENCHMARKS.md, "Redis latency").
+func minConcurrency(rtt time.Duration) int {
+	return int(math.Ceil(2 * 200 * (0.06 + 10*rtt.Seconds())))
 }
 
 // defaultDiscoveries is --discovery-concurrency's default: a quarter of
