@@ -140,7 +140,7 @@ func TestRequeueCancelledJobStaysCancelled(t *testing.T) {
 	}
 	e.env.Emu.SetFaults(emulator.Faults{ItemCodes: map[int]float64{10002: 0.2}})
 	e.worker("w1", "--max-attempts", "1", "--cap", "20")
-	id := jobIDOf(t, e.must(e.run("purge", "user", "--user", ds.HeavySenders[0], "--yes", "--json")))
+	id := jobIDOf(t, e.must(e.run("purge", "user", "--user", ds.HeavySenders[0], "--yes", "--json", "--cap", "20"))) // every process of a budget uses one cap
 	e.waitFor("some dead letters", time.Minute, func(j jobs.Job) bool { return j.Counts.DeadLettered >= 10 }, id)
 	e.must(e.run("jobs", "cancel", id, "--reason", "wrong user"))
 	j := e.waitDone(id, 2*time.Minute)
