@@ -127,9 +127,9 @@ func TestCallbacksIndexSignedAfterSendCallbacks(t *testing.T) {
 		}
 	}
 	want := []Entry{
-		{From: "spammer", Time: time.Unix(msgTime, 0), GroupID: "@TGS#1", MsgSeq: 10},
-		{From: "spammer", Time: time.Unix(msgTime+1, 0), GroupID: "@TGS#1", MsgSeq: 11},
-		{From: "spammer", Time: time.Unix(msgTime+2, 0), To: "alice", MsgKey: "5_77_" + strconv.FormatInt(msgTime, 10)},
+		{From: "spammer", Time: time.Unix(msgTime, 0), GroupID: "@TGS#1", MsgSeq: 10, Unconfirmed: true},
+		{From: "spammer", Time: time.Unix(msgTime+1, 0), GroupID: "@TGS#1", MsgSeq: 11, Unconfirmed: true},
+		{From: "spammer", Time: time.Unix(msgTime+2, 0), To: "alice", MsgKey: "5_77_" + strconv.FormatInt(msgTime, 10), Unconfirmed: true},
 	}
 	if diff := cmp.Diff(want, b.entries("spammer")); diff != "" {
 		t.Fatalf("index of spammer (-want +got):\n%s", diff)
@@ -265,7 +265,7 @@ func TestIndexRetentionCoverageAndPlan(t *testing.T) {
 	if got := b.entries("u"); len(got) != len(recent) {
 		t.Fatalf("after trimming: %d entries, want %d (the 40-day-old one is past the 30-day retention)", len(got), len(recent))
 	}
-	if ttl := b.mr.TTL(b.idx.userKey(testApp, "u", "g")); ttl != 30*day {
+	if ttl := b.mr.TTL(b.idx.userKey(testApp, "u", kindGroupUnconf)); ttl != 30*day {
 		t.Fatalf("key TTL %v, want the retention", ttl)
 	}
 	var tally planSink
