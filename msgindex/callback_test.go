@@ -273,7 +273,7 @@ func TestIndexRetentionCoverageAndPlan(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c != (Counts{GroupMessages: 1, C2CMessages: 2, Groups: 1, Peers: 2}) || len(tally) != 3 {
+	if c != (Counts{GroupMessages: 1, C2CMessages: 2, Groups: 1, Peers: 2, Unconfirmed: 3}) || len(tally) != 3 {
 		t.Fatalf("plan counts %+v, sink %v", c, tally)
 	}
 
