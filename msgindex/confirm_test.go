@@ -1,0 +1,152 @@
+package msgindex_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/imrecall/imrecall/emulator"
+	"github.com/imrecall/imrecall/internal/imtest"
+	"github.com/imrecall/imrecall/internal/redistest"
+	"github.com/imrecall/imrecall/msgindex"
+	"github.com/imrecall/imrecall/producer"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+const confirmToken = "confirm-callback-token-0123456789"
+
+// TestConfirmerDropsForgedBodiesOnASignedURL is issue 13's callback door:
+// the emulator delivers real, signed callbacks over HTTP; one signed URL is
+// replayed with a forged body (mallory claims bob's seq), which the
+// receiver accepts since Sign does not cover the body. Before the confirmer
+// runs, the entry is in the index marked unconfirmed and a purge plan by
+// index (through producer.SenderCheck) takes only mallory's own message;
+// after it runs, the forged entry is gone from the index, the counters say
+// 1 forged, the real entries are confirmed, and a message recalled before
+// confirmation is dropped as gone.
+func TestConfirmerDropsForgedBodiesOnASignedURL(t *testing.T) {
+	ctx := context.Background()
+	rdb := redistest.Start(t).Client()
+	idx := msgindex.New(rdb, "", 7*24*time.Hour)
+	cb := &msgindex.Callbacks{Index: idx, SDKAppID: imtest.AppID, Token: confirmToken, Counter: msgindex.NewCallbackCounter()}
+	var mu sync.Mutex
+	var signedURL string // the first group callback's URL, as an eavesdropper would see it
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		if signedURL == "" && strings.Contains(r.URL.RawQuery, msgindex.CommandGroupAfterSend) {
+			signedURL = r.URL.String()
+		}
+		mu.Unlock()
+		cb.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	env := imtest.Start(t, emulator.Config{Callbacks: emulator.CallbackConfig{URL: srv.URL + "/callback", Token: confirmToken}})
+	env.Accounts(t, "alice", "bob", "mallory")
+	g := env.Group(t, "Public", "@TGS#confirm", "alice", "bob", "mallory")
+	bobSeqs := env.SendGroup(t, g, "", 3, "bob")
+	malSeqs := env.SendGroup(t, g, "", 1, "mallory")
+	recalledSeq := env.SendGroup(t, g, "", 1, "alice")[0]
+	keys := env.SendC2C(t, "alice", "bob", 2)
+	if err := env.Emu.WaitCallbacks(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.Client.RecallGroup(ctx, g, "", []int64{recalledSeq}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The forged body on the signed URL: accepted (Sign covers no body).
+	forged := fmt.Sprintf(`{"CallbackCommand":"Group.CallbackAfterSendMsg","GroupId":%q,"Type":"Public","From_Account":"mallory","MsgSeq":%d,"MsgTime":%d}`,
+		g, bobSeqs[1], time.Now().Unix())
+	resp, err := http.Post(srv.URL+signedURL, "application/json", strings.NewReader(forged))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("replayed signed URL with a forged body: HTTP %d %s, want it accepted (what the confirmer is for)", resp.StatusCode, body)
+	}
+	lookup := func(user string) []msgindex.Entry {
+		var out []msgindex.Entry
+		if err := idx.Lookup(ctx, imtest.AppID, user, time.Time{}, time.Time{}, func(e msgindex.Entry) error {
+			out = append(out, e)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	before := lookup("mallory")
+	if len(before) != 2 || !before[0].Unconfirmed || !before[1].Unconfirmed {
+		t.Fatalf("before confirmation mallory's index holds %+v, want her message and the forged one, both unconfirmed", before)
+	}
+	// A purge by index before confirmation confirms senders itself.
+	tally := &producer.Tally{}
+	check := producer.NewSenderCheck(env.Client, "mallory", tally)
+	counts, err := idx.Plan(ctx, imtest.AppID, "mallory", time.Time{}, time.Time{}, check)
+	if err == nil {
+		err = check.Flush(ctx)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if counts.Unconfirmed != 2 || tally.Count() != 1 || check.Refused != 1 {
+		t.Fatalf("purge plan before confirmation: counts %+v, planned %d, refused %d; want 2 unconfirmed, 1 planned (mallory's), 1 refused", counts, tally.Count(), check.Refused)
+	}
+
+	counter := msgindex.NewConfirmCounter()
+	cf := &msgindex.Confirmer{Index: idx, IM: env.Client, SDKAppID: imtest.AppID, Counter: counter}
+	st, err := cf.RunOnce(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// bob 3 + mallory 1 group, alice 2 one-to-one; alice's recalled one is gone.
+	if st.Confirmed != 6 || st.Forged != 1 || st.Gone != 1 || st.Missing != 0 || st.Kept != 0 {
+		t.Fatalf("confirmer pass %+v: want 6 confirmed, 1 forged, 1 gone", st)
+	}
+	if st.Calls > 3 {
+		t.Fatalf("confirmer made %d history calls, want at most 3 (one group page of 20, one chat)", st.Calls)
+	}
+	after := lookup("mallory")
+	if len(after) != 1 || after[0].Unconfirmed || after[0].MsgSeq != malSeqs[0] {
+		t.Fatalf("after confirmation mallory's index holds %+v, want only her own message %d, confirmed", after, malSeqs[0])
+	}
+	for _, e := range lookup("bob") {
+		if e.Unconfirmed {
+			t.Errorf("bob's entry %+v still unconfirmed", e)
+		}
+	}
+	if n := len(lookup("bob")); n != 3 {
+		t.Errorf("bob has %d entries, want 3", n)
+	}
+	aliceKeys := map[string]bool{}
+	for _, e := range lookup("alice") {
+		if e.IsGroup() || e.Unconfirmed {
+			t.Errorf("alice's entry %+v: want only her confirmed one-to-one messages (the recalled group message is gone)", e)
+		}
+		aliceKeys[e.MsgKey] = true
+	}
+	if !aliceKeys[keys[0]] || !aliceKeys[keys[1]] {
+		t.Errorf("alice's one-to-one messages %v not confirmed: %v", keys, aliceKeys)
+	}
+	if got := testutil.ToFloat64(counter.WithLabelValues(msgindex.ConfirmForged)); got != 1 {
+		t.Errorf("forged counter %v, want 1", got)
+	}
+	cov, err := idx.Coverage(ctx, imtest.AppID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (msgindex.Confirmation{Confirmed: 6, Forged: 1, Gone: 1}); cov.Confirmation != want {
+		t.Errorf("coverage confirmation %+v, want %+v", cov.Confirmation, want)
+	}
+	// Nothing left: a second pass has no sender to take.
+	if st, err := cf.RunOnce(ctx); err != nil || st.Senders != 0 {
+		t.Fatalf("second pass %+v, %v: want nothing to do", st, err)
+	}
+}
