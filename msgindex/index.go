@@ -418,11 +418,12 @@ func (x *Index) RestartCoverage(ctx context.Context, app int64, at time.Time) er
 }
 
 // Lookup calls fn for every indexed message app's user sent in
-// [since, until] (zero: open): confirmed group messages, confirmed
-// one-to-one messages, then the entries still unconfirmed (Entry.Unconfirmed
-// set: a purge confirms them itself), each kind in time order. An entry
-// being confirmed while a lookup runs may be handed twice; Plan's sinks
-// take duplicates. It reads Redis a page at a time, so memory stays flat.
+// [since, until] (zero: open): first the entries still unconfirmed
+// (Entry.Unconfirmed set: a purge confirms them itself), then the confirmed
+// ones, group messages before one-to-one, each kind in time order. The
+// confirmer moves an entry in one transaction, and unconfirmed entries are
+// read first, so an entry confirmed while a lookup runs is never missed (it
+// may be handed twice; producer.SenderCheck takes duplicates). It reads Redis a page at a time, so memory stays flat.
 func (x *Index) Lookup(ctx context.Context, app int64, user string, since, until time.Time, fn func(Entry) error) error {
 	if err := validID("user", user, true); err != nil {
 		return err
@@ -434,7 +435,7 @@ func (x *Index) Lookup(ctx context.Context, app int64, user string, since, until
 	if !until.IsZero() {
 		hi = strconv.FormatInt(until.Unix(), 10)
 	}
-	for _, kind := range []string{kindGroup, kindC2C, kindGroupUnconf, kindC2CUnconf} {
+	for _, kind := range []string{kindGroupUnconf, kindC2CUnconf, kindGroup, kindC2C} {
 		if err := x.lookupKind(ctx, app, user, kind, lo, hi, fn); err != nil {
 			return err
 		}
