@@ -64,7 +64,10 @@ API tokens are NAME:ROLE:SECRET (role read or admin), from IMRECALL_API_TOKENS (
 recorded as who asked. The callback token is the one configured in the IM console: callbacks must carry a valid Sign and
 a RequestTime within 60 s. serve refuses to start without one unless --insecure-callbacks (then it
 warns every minute). Sign covers only the token and RequestTime, not the body (docs/SECURITY.md):
-a purge by index confirms each message's sender from the history before recalling it.`,
+callback entries land unconfirmed, and a confirmer (--confirm-rate history calls/s) moves those the
+history backs into the index and drops forged ones; a purge by index also confirms each message's
+sender from the history before recalling it. serve beats every --index-heartbeat: a silence longer
+than two beats (serve down, Redis unreachable) is recorded as a gap in the index's coverage.`,
 		Example: `  IMRECALL_API_TOKENS=ops:admin:$(openssl rand -hex 24) IMRECALL_CALLBACK_TOKEN=... \
     imrecall serve --sdkappid 1400000001 --listen :8080 --index-retention 30d
   curl -H "Authorization: Bearer $TOKEN" localhost:8080/v1/jobs
