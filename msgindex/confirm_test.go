@@ -150,3 +150,60 @@ func TestConfirmerDropsForgedBodiesOnASignedURL(t *testing.T) {
 		t.Fatalf("second pass %+v, %v: want nothing to do", st, err)
 	}
 }
+
+// TestConfirmerForgedOneToOneAndMissingEntries: a one-to-one entry naming a
+// message the peer sent in that chat is forged; entries the history does not
+// show (a seq above the group's newest, a MsgKey from another chat) stay
+// unconfirmed, and in lookups, through the grace period, then are dropped as
+// missing.
+func TestConfirmerForgedOneToOneAndMissingEntries(t *testing.T) {
+	ctx := context.Background()
+	rdb := redistest.Start(t).Client()
+	idx := msgindex.New(rdb, "", 0)
+	env := imtest.Start(t, emulator.Config{})
+	env.Accounts(t, "alice", "bob", "mallory")
+	g := env.Group(t, "Public", "@TGS#missing", "alice", "mallory")
+	seqs := env.SendGroup(t, g, "", 3, "alice")
+	toMallory := env.SendC2C(t, "alice", "mallory", 1)
+	toBob := env.SendC2C(t, "alice", "bob", 2) // the second: a MsgKey not in the chat with mallory
+	now := time.Now()
+	forgedEntries := []msgindex.Entry{
+		{From: "mallory", Time: now, To: "alice", MsgKey: toMallory[0]}, // alice's message in their chat
+		{From: "mallory", Time: now, To: "alice", MsgKey: toBob[1]},     // from another chat
+		{From: "mallory", Time: now, GroupID: g, MsgSeq: seqs[2] + 50},  // above the newest seq
+		{From: "alice", Time: now, GroupID: g, MsgSeq: seqs[0]},         // real
+	}
+	if err := idx.Add(ctx, imtest.AppID, forgedEntries...); err != nil {
+		t.Fatal(err)
+	}
+	cf := &msgindex.Confirmer{Index: idx, IM: env.Client, SDKAppID: imtest.AppID, Grace: time.Hour}
+	st, err := cf.RunOnce(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Confirmed != 1 || st.Forged != 1 || st.Missing != 0 || st.Kept != 2 {
+		t.Fatalf("first pass %+v: want 1 confirmed, 1 forged, 2 kept within the grace period", st)
+	}
+	var pending []msgindex.Entry
+	_ = idx.Lookup(ctx, imtest.AppID, "mallory", time.Time{}, time.Time{}, func(e msgindex.Entry) error {
+		pending = append(pending, e)
+		return nil
+	})
+	if len(pending) != 2 || !pending[0].Unconfirmed || !pending[1].Unconfirmed {
+		t.Fatalf("mallory's entries within the grace period: %+v, want the 2 missing ones, unconfirmed", pending)
+	}
+	cf.Grace = time.Nanosecond
+	if st, err = cf.RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st.Senders != 1 || st.Missing != 2 || st.Kept != 0 {
+		t.Fatalf("second pass %+v: want mallory's 2 entries dropped as missing", st)
+	}
+	cov, err := idx.Coverage(ctx, imtest.AppID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (msgindex.Confirmation{Confirmed: 1, Forged: 1, Missing: 2}); cov.Confirmation != want {
+		t.Fatalf("coverage confirmation %+v, want %+v", cov.Confirmation, want)
+	}
+}
