@@ -311,3 +311,42 @@ func (s *planSink) AddC2C(_ context.Context, t jobs.Target, key string) error {
 	*s = append(*s, t.String()+"#"+key)
 	return nil
 }
+
+// TestCallbackThatCannotBeIndexedRecordsAGap: Tencent does not retry a
+// callback, so one that Redis refuses to index (here a key of the wrong
+// type) is answered 503 and recorded as a gap, and the index no longer
+// claims to cover a range that includes it.
+func TestCallbackThatCannotBeIndexedRecordsAGap(t *testing.T) {
+	b := setup(t, testToken)
+	ctx := context.Background()
+	rt := b.now.Unix()
+	sign := Sign(testToken, strconv.FormatInt(rt, 10))
+	if status, _ := b.post(t, testApp, CommandGroupAfterSend, rt, sign, groupBody("spammer", "@TGS#1", 10, rt-10)); status != http.StatusOK {
+		t.Fatalf("first callback: HTTP %d", status)
+	}
+	b.now = b.now.Add(time.Minute)
+	if cov, err := b.idx.Coverage(ctx, testApp); err != nil || !cov.Covers(b.now.Add(-30*time.Second), b.now) {
+		t.Fatalf("before the failure: coverage %+v (%v), want it to cover the last 30 s", cov, err)
+	}
+	if err := b.mr.Set(b.idx.userKey(testApp, "victim", kindGroupUnconf), "not a sorted set"); err != nil {
+		t.Fatal(err)
+	}
+	rt = b.now.Unix()
+	sign = Sign(testToken, strconv.FormatInt(rt, 10))
+	if status, _ := b.post(t, testApp, CommandGroupAfterSend, rt, sign, groupBody("victim", "@TGS#1", 11, rt)); status != http.StatusServiceUnavailable {
+		t.Fatalf("callback Redis refused: HTTP %d, want 503", status)
+	}
+	if got := testutil.ToFloat64(b.cb.Counter.WithLabelValues(CommandGroupAfterSend, ResultError)); got != 1 {
+		t.Fatalf("error callbacks = %v, want 1", got)
+	}
+	cov, err := b.idx.Coverage(ctx, testApp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cov.Gaps) != 1 || cov.Gaps[0].Reason != "a callback could not be indexed" || !cov.Gaps[0].To.Equal(b.now) {
+		t.Fatalf("gaps %+v, want the failed callback's", cov.Gaps)
+	}
+	if why := cov.Why(cov.Since.Add(time.Second), b.now); !strings.Contains(why, "gap") {
+		t.Fatalf("Why = %q, want the gap", why)
+	}
+}
