@@ -57,7 +57,8 @@ func NewConfirmCounter() *prometheus.CounterVec {
 // sender's message at that seq (or MsgKey) → forged; the claimed sender's
 // message already recalled or deleted → gone (nothing is left to recall,
 // so it is dropped rather than confirmed); not in the history → kept
-// unconfirmed for Grace (a page may lag a send), then dropped as missing.
+// unconfirmed for Grace (a page may lag a send), then dropped as missing;
+// so is an entry naming a group or an account that does not exist.
 type Confirmer struct {
 	// Index holds the entries. Required.
 	Index *Index
@@ -281,6 +282,15 @@ func (c *Confirmer) confirmGroups(ctx context.Context, entries []pendingEntry, d
 			}
 			st.Calls++
 			msgs, err := groupPage(ctx, c.IM, t, top)
+			if targetGone(err) {
+				// No such group: nothing of it can be recalled.
+				for _, s := range seqs {
+					for _, i := range bySeq[t][s] {
+						decided[i] = ConfirmMissing
+					}
+				}
+				break
+			}
 			if err != nil {
 				return err
 			}
@@ -375,8 +385,13 @@ func (c *Confirmer) confirmC2C(ctx context.Context, entries []pendingEntry, deci
 		if err := c.wait(ctx); err != nil {
 			return err
 		}
+		gone := false
 		for page, err := range c.IM.RoamMsgPages(ctx, req) {
 			st.Calls++
+			if targetGone(err) {
+				gone = true // no such account: the chat holds nothing
+				break
+			}
 			if err != nil {
 				return fmt.Errorf("confirming index entries in the chat of %s with %s: %w", k.from, k.to, err)
 			}
@@ -390,7 +405,7 @@ func (c *Confirmer) confirmC2C(ctx context.Context, entries []pendingEntry, deci
 		for _, i := range idx {
 			m, ok := found[entries[i].e.MsgKey]
 			switch {
-			case !ok:
+			case !ok || gone:
 				decided[i] = ConfirmMissing
 			case m.FromAccount != k.from:
 				decided[i] = ConfirmForged
@@ -402,6 +417,18 @@ func (c *Confirmer) confirmC2C(ctx context.Context, entries []pendingEntry, deci
 		}
 	}
 	return nil
+}
+
+// targetGone reports whether err is the API saying that a group or an
+// account does not exist: the entries naming it are missing, and the rest
+// of the pass goes on (an entry naming a made-up group must not stall the
+// confirmer). Any other error ends the pass, which is retried.
+func targetGone(err error) bool {
+	switch tim.CodeOf(err) {
+	case 10010, 10015, 90003, 90008:
+		return true
+	}
+	return false
 }
 
 // keyTime is the MsgTimeStamp of a MsgKey {MsgSeq}_{MsgRandom}_{MsgTimeStamp}.

@@ -153,9 +153,10 @@ func TestConfirmerDropsForgedBodiesOnASignedURL(t *testing.T) {
 
 // TestConfirmerForgedOneToOneAndMissingEntries: a one-to-one entry naming a
 // message the peer sent in that chat is forged; entries the history does not
-// show (a seq above the group's newest, a MsgKey from another chat) stay
-// unconfirmed, and in lookups, through the grace period, then are dropped as
-// missing.
+// show (a seq above the group's newest, a MsgKey from another chat, a group
+// or an account that does not exist) stay unconfirmed, and in lookups,
+// through the grace period, then are dropped as missing; none of them stalls
+// the pass.
 func TestConfirmerForgedOneToOneAndMissingEntries(t *testing.T) {
 	ctx := context.Background()
 	rdb := redistest.Start(t).Client()
@@ -171,6 +172,8 @@ func TestConfirmerForgedOneToOneAndMissingEntries(t *testing.T) {
 		{From: "mallory", Time: now, To: "alice", MsgKey: toMallory[0]}, // alice's message in their chat
 		{From: "mallory", Time: now, To: "alice", MsgKey: toBob[1]},     // from another chat
 		{From: "mallory", Time: now, GroupID: g, MsgSeq: seqs[2] + 50},  // above the newest seq
+		{From: "mallory", Time: now, GroupID: "@TGS#nosuch", MsgSeq: 1}, // a group that does not exist
+		{From: "mallory", Time: now, To: "nobody", MsgKey: "1_1_1"},     // an account that does not exist
 		{From: "alice", Time: now, GroupID: g, MsgSeq: seqs[0]},         // real
 	}
 	if err := idx.Add(ctx, imtest.AppID, forgedEntries...); err != nil {
@@ -181,29 +184,34 @@ func TestConfirmerForgedOneToOneAndMissingEntries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Confirmed != 1 || st.Forged != 1 || st.Missing != 0 || st.Kept != 2 {
-		t.Fatalf("first pass %+v: want 1 confirmed, 1 forged, 2 kept within the grace period", st)
+	if st.Confirmed != 1 || st.Forged != 1 || st.Missing != 0 || st.Kept != 4 {
+		t.Fatalf("first pass %+v: want 1 confirmed, 1 forged, 4 kept within the grace period", st)
 	}
 	var pending []msgindex.Entry
 	_ = idx.Lookup(ctx, imtest.AppID, "mallory", time.Time{}, time.Time{}, func(e msgindex.Entry) error {
 		pending = append(pending, e)
 		return nil
 	})
-	if len(pending) != 2 || !pending[0].Unconfirmed || !pending[1].Unconfirmed {
-		t.Fatalf("mallory's entries within the grace period: %+v, want the 2 missing ones, unconfirmed", pending)
+	if len(pending) != 4 {
+		t.Fatalf("mallory's entries within the grace period: %+v, want the 4 missing ones", pending)
+	}
+	for _, e := range pending {
+		if !e.Unconfirmed {
+			t.Fatalf("entry %+v: want it unconfirmed", e)
+		}
 	}
 	cf.Grace = time.Nanosecond
 	if st, err = cf.RunOnce(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if st.Senders != 1 || st.Missing != 2 || st.Kept != 0 {
-		t.Fatalf("second pass %+v: want mallory's 2 entries dropped as missing", st)
+	if st.Senders != 1 || st.Missing != 4 || st.Kept != 0 {
+		t.Fatalf("second pass %+v: want mallory's 4 entries dropped as missing", st)
 	}
 	cov, err := idx.Coverage(ctx, imtest.AppID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (msgindex.Confirmation{Confirmed: 1, Forged: 1, Missing: 2}); cov.Confirmation != want {
+	if want := (msgindex.Confirmation{Confirmed: 1, Forged: 1, Missing: 4}); cov.Confirmation != want {
 		t.Fatalf("coverage confirmation %+v, want %+v", cov.Confirmation, want)
 	}
 }
