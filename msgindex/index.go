@@ -12,6 +12,16 @@
 // message. Per app the index records since when it has been fed: it covers a
 // time range only if it was fed since before the range begins.
 //
+// Tencent's callback Sign covers only the token and RequestTime, not the
+// body, so what a callback says is a claim: entries land unconfirmed, and a
+// Confirmer (run by serve) checks them against the history in batches,
+// moving those it backs into the index proper and dropping those it
+// contradicts. Lookups return both, unconfirmed ones marked, and a purge by
+// index confirms senders itself before recalling (producer.SenderCheck).
+// A confirmer pass that is interrupted (the process killed) leaves its
+// senders' entries unconfirmed until the sender's next callback queues them
+// again; lookups still return them.
+//
 // Callbacks are delivered at most once (Tencent documents no retry), so an
 // outage of the receiver leaves holes. The receiver keeps a heartbeat
 // (Index.Alive): a silence longer than two beats is recorded as a gap, and so
