@@ -74,6 +74,9 @@ type Confirmer struct {
 	// Grace is how long an entry the history does not show stays
 	// unconfirmed before it is dropped; zero: 10 minutes.
 	Grace time.Duration
+	// Retry is when a sender whose entries were kept (or whose pass
+	// failed) is due again; zero: a minute.
+	Retry time.Duration
 	// Counter, if set, counts decisions by result.
 	Counter *prometheus.CounterVec
 	// Log; nil discards.
@@ -144,42 +147,81 @@ func (c *Confirmer) wait(ctx context.Context) error {
 	return c.pace.Wait(ctx)
 }
 
-// RunOnce takes a batch of senders with unconfirmed entries and decides
-// their entries. A Confirmer is not safe for concurrent use; confirmers of
-// several processes share the work (each sender is taken by one).
+// Senders with unconfirmed entries wait in a sorted set scored by when they
+// are due (unix ms). Index.Add makes a sender due now. A pass claims due
+// senders by setting their score to a lease's end (one script, so two
+// confirmers never claim the same sender); when it is done it removes a
+// sender whose score is still its lease, or makes it due again later if
+// entries were kept. A sender with a new entry meanwhile was made due by Add
+// and stays; a pass that dies leaves its senders due when the lease ends.
+var (
+	claimScript = redis.NewScript(`
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, u in ipairs(due) do redis.call('ZADD', KEYS[1], ARGV[2], u) end
+return due`)
+	releaseScript = redis.NewScript(`
+for i = 3, #ARGV, 2 do
+  local s = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if s and tonumber(s) == tonumber(ARGV[1]) then
+    if ARGV[i+1] == '1' then redis.call('ZADD', KEYS[1], ARGV[2], ARGV[i]) else redis.call('ZREM', KEYS[1], ARGV[i]) end
+  end
+end
+return 0`)
+)
+
+// claimLease is how long a pass holds its senders.
+const claimLease = 15 * time.Minute
+
+// RunOnce claims a batch of due senders and decides their unconfirmed
+// entries. A Confirmer is not safe for concurrent use; confirmers of several
+// processes share the work (a sender is claimed by one at a time).
 func (c *Confirmer) RunOnce(ctx context.Context) (ConfirmStats, error) {
 	var st ConfirmStats
 	x, app := c.Index, c.SDKAppID
-	users, err := x.rdb.SPopN(ctx, x.pendingKey(app), int64(c.batch())).Result()
+	now := x.now()
+	lease := now.Add(claimLease).UnixMilli()
+	users, err := claimScript.Run(ctx, x.rdb, []string{x.pendingKey(app)}, now.UnixMilli(), lease, c.batch()).StringSlice()
 	if err != nil && !errors.Is(err, redis.Nil) {
-		return st, fmt.Errorf("reading the senders to confirm: %w", err)
+		return st, fmt.Errorf("claiming the senders to confirm: %w", err)
 	}
 	st.Senders = len(users)
 	if len(users) == 0 {
 		return st, nil
 	}
-	requeue := func(users ...string) {
-		if len(users) == 0 {
-			return
+	keep := map[string]bool{}
+	release := func() {
+		retry := c.Retry
+		if retry <= 0 {
+			retry = time.Minute
 		}
-		args := make([]any, len(users))
-		for i, u := range users {
-			args[i] = u
+		args := []any{lease, x.now().Add(retry).UnixMilli()}
+		for _, u := range users {
+			k := "0"
+			if keep[u] {
+				k = "1"
+			}
+			args = append(args, u, k)
 		}
-		if err := x.rdb.SAdd(context.WithoutCancel(ctx), x.pendingKey(app), args...).Err(); err != nil {
-			c.log().Warn("returning senders to the confirmer", "err", err)
+		if err := releaseScript.Run(context.WithoutCancel(ctx), x.rdb, []string{x.pendingKey(app)}, args...).Err(); err != nil && !errors.Is(err, redis.Nil) {
+			c.log().Warn("releasing the senders of a confirmer pass (they are due again when the lease ends)", "err", err)
 		}
+	}
+	fail := func(err error) (ConfirmStats, error) {
+		for _, u := range users {
+			keep[u] = true
+		}
+		release()
+		return st, err
 	}
 	var entries []pendingEntry
 	for _, u := range users {
 		for _, kind := range []string{kindGroupUnconf, kindC2CUnconf} {
 			zs, err := x.rdb.ZRangeWithScores(ctx, x.userKey(app, u, kind), 0, maxPerSender-1).Result()
 			if err != nil {
-				requeue(users...)
-				return st, fmt.Errorf("reading the unconfirmed entries of %s: %w", u, err)
+				return fail(fmt.Errorf("reading the unconfirmed entries of %s: %w", u, err))
 			}
 			if len(zs) == maxPerSender {
-				requeue(u)
+				keep[u] = true
 			}
 			for _, z := range zs {
 				m := z.Member.(string)
@@ -194,22 +236,24 @@ func (c *Confirmer) RunOnce(ctx context.Context) (ConfirmStats, error) {
 	}
 	decided := make([]string, len(entries)) // result per entry; "" keeps it
 	if err := c.confirmGroups(ctx, entries, decided, &st); err != nil {
-		requeue(users...)
-		return st, err
+		return fail(err)
 	}
 	if err := c.confirmC2C(ctx, entries, decided, &st); err != nil {
-		requeue(users...)
-		return st, err
+		return fail(err)
 	}
 	grace := c.Grace
 	if grace <= 0 {
 		grace = 10 * time.Minute
 	}
-	now := x.now()
+	now = x.now()
 	pipe := x.rdb.TxPipeline()
 	touched := map[string]bool{}
-	var keep []string
-	counts := map[string]int64{}
+	type removal struct {
+		res string
+		cmd *redis.IntCmd
+		e   Entry
+	}
+	var removed []removal
 	for i, p := range entries {
 		res := decided[i]
 		if res == ConfirmMissing && now.Sub(p.e.Time) < grace {
@@ -217,7 +261,7 @@ func (c *Confirmer) RunOnce(ctx context.Context) (ConfirmStats, error) {
 		}
 		if res == "" {
 			st.Kept++
-			keep = append(keep, p.e.From)
+			keep[p.e.From] = true
 			continue
 		}
 		if res == ConfirmConfirmed {
@@ -225,22 +269,35 @@ func (c *Confirmer) RunOnce(ctx context.Context) (ConfirmStats, error) {
 			pipe.ZAdd(ctx, key, redis.Z{Score: p.score, Member: p.member})
 			touched[key] = true
 		}
-		pipe.ZRem(ctx, x.userKey(app, p.e.From, pendingKind(p.e)), p.member)
-		counts[res]++
-		if res == ConfirmForged {
-			c.log().Warn("dropped a forged index entry: the history shows another message there",
-				"from", p.e.From, "group", p.e.GroupID, "seq", p.e.MsgSeq, "to", p.e.To)
-		}
+		removed = append(removed, removal{res, pipe.ZRem(ctx, x.userKey(app, p.e.From, pendingKind(p.e)), p.member), p.e})
 	}
 	x.trim(ctx, pipe, touched, now)
-	for res, n := range counts {
-		pipe.HIncrBy(ctx, x.metaKey(app), res, n)
-	}
 	if _, err := pipe.Exec(ctx); err != nil {
-		requeue(users...)
-		return st, fmt.Errorf("recording confirmed index entries: %w", err)
+		return fail(fmt.Errorf("recording confirmed index entries: %w", err))
 	}
-	requeue(keep...)
+	// Count what this pass moved: an entry another pass moved first (a
+	// sender made due again mid-pass) is not counted twice.
+	counts := map[string]int64{}
+	for _, r := range removed {
+		if r.cmd.Val() == 0 {
+			continue
+		}
+		counts[r.res]++
+		if r.res == ConfirmForged {
+			c.log().Warn("dropped a forged index entry: the history shows another message there",
+				"from", r.e.From, "group", r.e.GroupID, "seq", r.e.MsgSeq, "to", r.e.To)
+		}
+	}
+	if len(counts) > 0 {
+		cp := x.rdb.Pipeline()
+		for res, n := range counts {
+			cp.HIncrBy(ctx, x.metaKey(app), res, n)
+		}
+		if _, err := cp.Exec(ctx); err != nil {
+			c.log().Warn("counting confirmed index entries", "err", err)
+		}
+	}
+	release()
 	st.Confirmed, st.Forged, st.Gone, st.Missing = int(counts[ConfirmConfirmed]), int(counts[ConfirmForged]), int(counts[ConfirmGone]), int(counts[ConfirmMissing])
 	if c.Counter != nil {
 		for res, n := range counts {

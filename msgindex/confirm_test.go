@@ -179,7 +179,7 @@ func TestConfirmerForgedOneToOneAndMissingEntries(t *testing.T) {
 	if err := idx.Add(ctx, imtest.AppID, forgedEntries...); err != nil {
 		t.Fatal(err)
 	}
-	cf := &msgindex.Confirmer{Index: idx, IM: env.Client, SDKAppID: imtest.AppID, Grace: time.Hour}
+	cf := &msgindex.Confirmer{Index: idx, IM: env.Client, SDKAppID: imtest.AppID, Grace: time.Hour, Retry: time.Nanosecond}
 	st, err := cf.RunOnce(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -18,9 +18,8 @@
 // moving those it backs into the index proper and dropping those it
 // contradicts. Lookups return both, unconfirmed ones marked, and a purge by
 // index confirms senders itself before recalling (producer.SenderCheck).
-// A confirmer pass that is interrupted (the process killed) leaves its
-// senders' entries unconfirmed until the sender's next callback queues them
-// again; lookups still return them.
+// A confirmer pass that is interrupted (the process killed) holds its
+// senders for a lease; then another pass takes them.
 //
 // Callbacks are delivered at most once (Tencent documents no retry), so an
 // outage of the receiver leaves holes. The receiver keeps a heartbeat
@@ -191,10 +190,10 @@ func (x *Index) Add(ctx context.Context, app int64, entries ...Entry) error {
 		users[e.From] = true
 	}
 	x.trim(ctx, pipe, touched, now)
-	// After the entries: the confirmer removes a user from the set before
-	// reading the user's entries, so none is left behind.
+	// After the entries: the sender is due for the confirmer now, even if
+	// a pass holds it (that pass then leaves it due; see claimScript).
 	for u := range users {
-		pipe.SAdd(ctx, x.pendingKey(app), u)
+		pipe.ZAdd(ctx, x.pendingKey(app), redis.Z{Score: float64(now.UnixMilli()), Member: u})
 	}
 	meta := x.metaKey(app)
 	pipe.HSetNX(ctx, meta, "since", now.Unix())
@@ -241,7 +240,8 @@ func confirmedKind(e Entry) string {
 	return kindC2C
 }
 
-// pendingKey is the set of senders with unconfirmed entries.
+// pendingKey is the sorted set of senders with unconfirmed entries, scored
+// by when the confirmer should take them (unix ms).
 func (x *Index) pendingKey(app int64) string {
 	return x.prefix + ":idx:{" + strconv.FormatInt(app, 10) + "}:unconfirmed"
 }
@@ -305,7 +305,7 @@ func (x *Index) Coverage(ctx context.Context, app int64) (Coverage, error) {
 	c.Confirmation.Forged, _ = strconv.ParseInt(h["forged"], 10, 64)
 	c.Confirmation.Gone, _ = strconv.ParseInt(h["gone"], 10, 64)
 	c.Confirmation.Missing, _ = strconv.ParseInt(h["missing"], 10, 64)
-	if c.Confirmation.PendingSenders, err = x.rdb.SCard(ctx, x.pendingKey(app)).Result(); err != nil {
+	if c.Confirmation.PendingSenders, err = x.rdb.ZCard(ctx, x.pendingKey(app)).Result(); err != nil {
 		return Coverage{}, fmt.Errorf("reading the index coverage of app %d: %w", app, err)
 	}
 	// The writer's retention (serve's --index-retention) is what applies.
