@@ -215,3 +215,55 @@ func TestConfirmerForgedOneToOneAndMissingEntries(t *testing.T) {
 		t.Fatalf("coverage confirmation %+v, want %+v", cov.Confirmation, want)
 	}
 }
+
+// TestConfirmerConfirmsADatasetInFewCalls: the emulator replays the
+// after-send callbacks of a generated dataset to the receiver over HTTP;
+// one confirmer pass confirms every indexed entry, drops none, and reads
+// each group's history once per window of 20 seqs (shared by all senders)
+// and each chat once per page.
+func TestConfirmerConfirmsADatasetInFewCalls(t *testing.T) {
+	ctx := context.Background()
+	idx := msgindex.New(redistest.Start(t).Client(), "", 0)
+	cb := &msgindex.Callbacks{Index: idx, SDKAppID: imtest.AppID, Token: confirmToken, Counter: msgindex.NewCallbackCounter()}
+	srv := httptest.NewServer(cb)
+	defer srv.Close()
+	env := imtest.Start(t, emulator.Config{Callbacks: emulator.CallbackConfig{URL: srv.URL + "/callback", Token: confirmToken}})
+	ds, err := env.Emu.Generate(emulator.DatasetSpec{Groups: 12, Users: 80, GroupMessages: 3000, C2CMessages: 300, Peers: 10, Topics: 2, Seed: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.Emu.ReplayCallbacks()
+	if err := env.Emu.WaitCallbacks(ctx); err != nil {
+		t.Fatal(err)
+	}
+	indexed := 0
+	for _, cmd := range []string{msgindex.CommandGroupAfterSend, msgindex.CommandC2CAfterSend} {
+		indexed += int(testutil.ToFloat64(cb.Counter.WithLabelValues(cmd, msgindex.ResultIndexed)))
+	}
+	if indexed < 2000 {
+		t.Fatalf("%d callbacks indexed of %d group and %d one-to-one messages", indexed, ds.GroupMessages, ds.C2CMessages)
+	}
+	before := env.Emu.Stats()
+	cf := &msgindex.Confirmer{Index: idx, IM: env.Client, SDKAppID: imtest.AppID, Senders: 1000}
+	st, err := cf.RunOnce(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := env.Emu.Stats()
+	groupCalls := after["group_msg_get_simple"].Calls - before["group_msg_get_simple"].Calls
+	roamCalls := after["admin_getroammsg"].Calls - before["admin_getroammsg"].Calls
+	if st.Confirmed != indexed || st.Forged+st.Gone+st.Missing+st.Kept != 0 {
+		t.Fatalf("pass %+v: want all %d indexed entries confirmed", st, indexed)
+	}
+	if int64(st.Calls) != groupCalls+roamCalls {
+		t.Errorf("the confirmer counted %d calls, the emulator saw %d + %d", st.Calls, groupCalls, roamCalls)
+	}
+	// A window of 20 seqs per call, plus one short window per group or topic.
+	if limit := int64(indexed/20 + 3*len(ds.Groups) + 2*ds.C2CMessages/10); groupCalls+roamCalls > limit {
+		t.Errorf("%d history calls for %d entries, want at most %d", groupCalls+roamCalls, indexed, limit)
+	}
+	t.Logf("%d entries confirmed with %d group_msg_get_simple and %d admin_getroammsg calls", st.Confirmed, groupCalls, roamCalls)
+	if st, err := cf.RunOnce(ctx); err != nil || st.Senders != 0 {
+		t.Fatalf("second pass %+v, %v: want nothing left", st, err)
+	}
+}
