@@ -173,8 +173,12 @@ func (c *Callbacks) handle(r *http.Request) (result string, status int, msg stri
 		// Tencent does not retry: the message is missing from the index
 		// unless a retry comes. Record the gap; if Redis is down this
 		// fails too, and the heartbeat (Index.Alive) records the silence.
-		t := now()
-		gapErr := c.Index.RecordGap(context.WithoutCancel(ctx), c.SDKAppID, t, t, "a callback could not be indexed")
+		to := now()
+		from := to
+		if entry.Time.Before(from) {
+			from = entry.Time
+		}
+		gapErr := c.Index.RecordGap(context.WithoutCancel(ctx), c.SDKAppID, from, to, "a callback could not be indexed")
 		if c.Log != nil {
 			c.Log.ErrorContext(ctx, "indexing a callback", "err", err, "gap_recorded", gapErr == nil)
 		}

@@ -190,6 +190,14 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 	if err != nil {
 		return err
 	}
+	switch {
+	case o.heartbeat <= 0:
+		return badInput("--index-heartbeat %s: want a positive duration", o.heartbeat)
+	case o.confirmRate < 0:
+		return badInput("--confirm-rate %v: want 0 (no confirmer) or more calls per second", o.confirmRate)
+	case o.confirmEvery <= 0:
+		return badInput("--confirm-every %s: want a positive duration", o.confirmEvery)
+	}
 	imCfg, err := o.im.config(log)
 	if err != nil {
 		return err
@@ -233,13 +241,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 		reg.MustRegister(counter)
 		cfg.Index = msgindex.New(c.rdb, o.redis.prefix, retention)
 		cfg.Callbacks = &msgindex.Callbacks{Index: cfg.Index, SDKAppID: imCfg.SDKAppID, Token: cbToken, Log: log, Counter: counter}
-		if o.heartbeat <= 0 {
-			return badInput("--index-heartbeat %s: want a positive duration", o.heartbeat)
-		}
 		go heartbeat(ctx, cfg.Index, imCfg.SDKAppID, o.heartbeat, log)
-		if o.confirmRate < 0 || o.confirmEvery <= 0 {
-			return badInput("--confirm-rate %v / --confirm-every %s: want a rate of 0 or more and a positive interval", o.confirmRate, o.confirmEvery)
-		}
 		if o.confirmRate > 0 {
 			confirmed := msgindex.NewConfirmCounter()
 			reg.MustRegister(confirmed)
