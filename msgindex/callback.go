@@ -170,8 +170,17 @@ func (c *Callbacks) handle(r *http.Request) (result string, status int, msg stri
 	if err := c.Index.Add(ctx, c.SDKAppID, entry); err != nil {
 		// Let a retry of this callback through.
 		_ = c.Index.rdb.Del(context.WithoutCancel(ctx), seen).Err()
+		// Tencent does not retry: the message is missing from the index
+		// unless a retry comes. Record the gap; if Redis is down this
+		// fails too, and the heartbeat (Index.Alive) records the silence.
+		to := now()
+		from := to
+		if entry.Time.Before(from) {
+			from = entry.Time
+		}
+		gapErr := c.Index.RecordGap(context.WithoutCancel(ctx), c.SDKAppID, from, to, "a callback could not be indexed")
 		if c.Log != nil {
-			c.Log.ErrorContext(ctx, "indexing a callback", "err", err)
+			c.Log.ErrorContext(ctx, "indexing a callback", "err", err, "gap_recorded", gapErr == nil)
 		}
 		return ResultError, http.StatusServiceUnavailable, "index unavailable"
 	}

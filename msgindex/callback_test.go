@@ -127,9 +127,9 @@ func TestCallbacksIndexSignedAfterSendCallbacks(t *testing.T) {
 		}
 	}
 	want := []Entry{
-		{From: "spammer", Time: time.Unix(msgTime, 0), GroupID: "@TGS#1", MsgSeq: 10},
-		{From: "spammer", Time: time.Unix(msgTime+1, 0), GroupID: "@TGS#1", MsgSeq: 11},
-		{From: "spammer", Time: time.Unix(msgTime+2, 0), To: "alice", MsgKey: "5_77_" + strconv.FormatInt(msgTime, 10)},
+		{From: "spammer", Time: time.Unix(msgTime, 0), GroupID: "@TGS#1", MsgSeq: 10, Unconfirmed: true},
+		{From: "spammer", Time: time.Unix(msgTime+1, 0), GroupID: "@TGS#1", MsgSeq: 11, Unconfirmed: true},
+		{From: "spammer", Time: time.Unix(msgTime+2, 0), To: "alice", MsgKey: "5_77_" + strconv.FormatInt(msgTime, 10), Unconfirmed: true},
 	}
 	if diff := cmp.Diff(want, b.entries("spammer")); diff != "" {
 		t.Fatalf("index of spammer (-want +got):\n%s", diff)
@@ -265,7 +265,7 @@ func TestIndexRetentionCoverageAndPlan(t *testing.T) {
 	if got := b.entries("u"); len(got) != len(recent) {
 		t.Fatalf("after trimming: %d entries, want %d (the 40-day-old one is past the 30-day retention)", len(got), len(recent))
 	}
-	if ttl := b.mr.TTL(b.idx.userKey(testApp, "u", "g")); ttl != 30*day {
+	if ttl := b.mr.TTL(b.idx.userKey(testApp, "u", kindGroupUnconf)); ttl != 30*day {
 		t.Fatalf("key TTL %v, want the retention", ttl)
 	}
 	var tally planSink
@@ -273,7 +273,7 @@ func TestIndexRetentionCoverageAndPlan(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c != (Counts{GroupMessages: 1, C2CMessages: 2, Groups: 1, Peers: 2}) || len(tally) != 3 {
+	if c != (Counts{GroupMessages: 1, C2CMessages: 2, Groups: 1, Peers: 2, Unconfirmed: 3}) || len(tally) != 3 {
 		t.Fatalf("plan counts %+v, sink %v", c, tally)
 	}
 
@@ -310,4 +310,43 @@ func (s *planSink) AddGroup(_ context.Context, t jobs.Target, seqs ...int64) err
 func (s *planSink) AddC2C(_ context.Context, t jobs.Target, key string) error {
 	*s = append(*s, t.String()+"#"+key)
 	return nil
+}
+
+// TestCallbackThatCannotBeIndexedRecordsAGap: Tencent does not retry a
+// callback, so one that Redis refuses to index (here a key of the wrong
+// type) is answered 503 and recorded as a gap, and the index no longer
+// claims to cover a range that includes it.
+func TestCallbackThatCannotBeIndexedRecordsAGap(t *testing.T) {
+	b := setup(t, testToken)
+	ctx := context.Background()
+	rt := b.now.Unix()
+	sign := Sign(testToken, strconv.FormatInt(rt, 10))
+	if status, _ := b.post(t, testApp, CommandGroupAfterSend, rt, sign, groupBody("spammer", "@TGS#1", 10, rt-10)); status != http.StatusOK {
+		t.Fatalf("first callback: HTTP %d", status)
+	}
+	b.now = b.now.Add(time.Minute)
+	if cov, err := b.idx.Coverage(ctx, testApp); err != nil || !cov.Covers(b.now.Add(-30*time.Second), b.now) {
+		t.Fatalf("before the failure: coverage %+v (%v), want it to cover the last 30 s", cov, err)
+	}
+	if err := b.mr.Set(b.idx.userKey(testApp, "victim", kindGroupUnconf), "not a sorted set"); err != nil {
+		t.Fatal(err)
+	}
+	rt = b.now.Unix()
+	sign = Sign(testToken, strconv.FormatInt(rt, 10))
+	if status, _ := b.post(t, testApp, CommandGroupAfterSend, rt, sign, groupBody("victim", "@TGS#1", 11, rt)); status != http.StatusServiceUnavailable {
+		t.Fatalf("callback Redis refused: HTTP %d, want 503", status)
+	}
+	if got := testutil.ToFloat64(b.cb.Counter.WithLabelValues(CommandGroupAfterSend, ResultError)); got != 1 {
+		t.Fatalf("error callbacks = %v, want 1", got)
+	}
+	cov, err := b.idx.Coverage(ctx, testApp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cov.Gaps) != 1 || cov.Gaps[0].Reason != "a callback could not be indexed" || !cov.Gaps[0].To.Equal(b.now) {
+		t.Fatalf("gaps %+v, want the failed callback's", cov.Gaps)
+	}
+	if why := cov.Why(cov.Since.Add(time.Second), b.now); !strings.Contains(why, "gap") {
+		t.Fatalf("Why = %q, want the gap", why)
+	}
 }

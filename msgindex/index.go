@@ -12,6 +12,15 @@
 // message. Per app the index records since when it has been fed: it covers a
 // time range only if it was fed since before the range begins.
 //
+// Tencent's callback Sign covers only the token and RequestTime, not the
+// body, so what a callback says is a claim: entries land unconfirmed, and a
+// Confirmer (run by serve) checks them against the history in batches,
+// moving those it backs into the index proper and dropping those it
+// contradicts. Lookups return both, unconfirmed ones marked, and a purge by
+// index confirms senders itself before recalling (producer.SenderCheck).
+// A confirmer pass that is interrupted (the process killed) holds its
+// senders for a lease; then another pass takes them.
+//
 // Callbacks are delivered at most once (Tencent documents no retry), so an
 // outage of the receiver leaves holes. The receiver keeps a heartbeat
 // (Index.Alive): a silence longer than two beats is recorded as a gap, and so
@@ -84,6 +93,10 @@ type Entry struct {
 	MsgSeq  int64
 	To      string
 	MsgKey  string
+	// Unconfirmed marks an entry the confirmer has not yet checked against
+	// the history: what a callback claimed, which a purge must confirm
+	// itself (producer.SenderCheck) before recalling.
+	Unconfirmed bool
 }
 
 // IsGroup reports whether e is a group message.
@@ -156,8 +169,10 @@ func (e Entry) member() string {
 	return e.To + sep + e.MsgKey
 }
 
-// Add records entries of app. Adding an entry twice is harmless. The first
-// entry ever added starts the app's coverage.
+// Add records entries of app as unconfirmed: Tencent's Sign does not cover
+// a callback's body, so an entry is what a callback claimed until the
+// Confirmer has checked it against the history. Adding an entry twice is
+// harmless. The first entry ever added starts the app's coverage.
 func (x *Index) Add(ctx context.Context, app int64, entries ...Entry) error {
 	for _, e := range entries {
 		if err := e.Validate(); err != nil {
@@ -167,20 +182,18 @@ func (x *Index) Add(ctx context.Context, app int64, entries ...Entry) error {
 	now := x.now()
 	pipe := x.rdb.Pipeline()
 	touched := map[string]bool{}
+	users := map[string]bool{}
 	for _, e := range entries {
-		kind := "c"
-		if e.IsGroup() {
-			kind = "g"
-		}
-		key := x.userKey(app, e.From, kind)
+		key := x.userKey(app, e.From, pendingKind(e))
 		pipe.ZAdd(ctx, key, redis.Z{Score: float64(e.Time.Unix()), Member: e.member()})
 		touched[key] = true
+		users[e.From] = true
 	}
-	for key := range touched {
-		if x.retention > 0 {
-			pipe.ZRemRangeByScore(ctx, key, "-inf", "("+strconv.FormatInt(now.Add(-x.retention).Unix(), 10))
-			pipe.Expire(ctx, key, x.retention)
-		}
+	x.trim(ctx, pipe, touched, now)
+	// After the entries: the sender is due for the confirmer now, even if
+	// a pass holds it (that pass then leaves it due; see claimScript).
+	for u := range users {
+		pipe.ZAdd(ctx, x.pendingKey(app), redis.Z{Score: float64(now.UnixMilli()), Member: u})
 	}
 	meta := x.metaKey(app)
 	pipe.HSetNX(ctx, meta, "since", now.Unix())
@@ -191,6 +204,46 @@ func (x *Index) Add(ctx context.Context, app int64, entries ...Entry) error {
 		return fmt.Errorf("indexing %d messages: %w", len(entries), err)
 	}
 	return nil
+}
+
+// trim drops entries older than the retention from keys and sets their expiry.
+func (x *Index) trim(ctx context.Context, pipe redis.Pipeliner, keys map[string]bool, now time.Time) {
+	if x.retention <= 0 {
+		return
+	}
+	for key := range keys {
+		pipe.ZRemRangeByScore(ctx, key, "-inf", "("+strconv.FormatInt(now.Add(-x.retention).Unix(), 10))
+		pipe.Expire(ctx, key, x.retention)
+	}
+}
+
+// The kinds of a sender's sorted sets: confirmed group and one-to-one
+// entries, and those still unconfirmed.
+const (
+	kindGroup       = "g"
+	kindC2C         = "c"
+	kindGroupUnconf = "ug"
+	kindC2CUnconf   = "uc"
+)
+
+func pendingKind(e Entry) string {
+	if e.IsGroup() {
+		return kindGroupUnconf
+	}
+	return kindC2CUnconf
+}
+
+func confirmedKind(e Entry) string {
+	if e.IsGroup() {
+		return kindGroup
+	}
+	return kindC2C
+}
+
+// pendingKey is the sorted set of senders with unconfirmed entries, scored
+// by when the confirmer should take them (unix ms).
+func (x *Index) pendingKey(app int64) string {
+	return x.prefix + ":idx:{" + strconv.FormatInt(app, 10) + "}:unconfirmed"
 }
 
 // Coverage says since when the index of an app has been fed.
@@ -210,6 +263,26 @@ type Coverage struct {
 	// Gaps are the recorded times since Since in which callbacks may have
 	// been lost, oldest first.
 	Gaps []Gap `json:"gaps,omitempty"`
+	// Confirmation counts what the confirmer decided since the index began.
+	Confirmation Confirmation `json:"confirmation"`
+}
+
+// Confirmation counts the confirmer's decisions on callback entries.
+type Confirmation struct {
+	// Confirmed entries were moved into the index proper: the history shows
+	// the claimed sender's message there.
+	Confirmed int64 `json:"confirmed"`
+	// Forged entries were dropped: the history shows another sender (or
+	// another message) where the callback claimed one.
+	Forged int64 `json:"forged"`
+	// Gone entries were dropped: the history shows the claimed sender's
+	// message already recalled or deleted, so there is nothing to recall.
+	Gone int64 `json:"gone"`
+	// Missing entries were dropped: the history did not show them within
+	// the confirmer's grace period (expired, or never sent).
+	Missing int64 `json:"missing"`
+	// Pending counts the senders with entries not yet confirmed.
+	PendingSenders int64 `json:"pending_senders"`
 }
 
 // Coverage returns the app's coverage.
@@ -228,6 +301,13 @@ func (x *Index) Coverage(ctx context.Context, app int64) (Coverage, error) {
 	}
 	c.Since, c.Last = unix(h["since"]), unix(h["last"])
 	c.Entries, _ = strconv.ParseInt(h["entries"], 10, 64)
+	c.Confirmation.Confirmed, _ = strconv.ParseInt(h["confirmed"], 10, 64)
+	c.Confirmation.Forged, _ = strconv.ParseInt(h["forged"], 10, 64)
+	c.Confirmation.Gone, _ = strconv.ParseInt(h["gone"], 10, 64)
+	c.Confirmation.Missing, _ = strconv.ParseInt(h["missing"], 10, 64)
+	if c.Confirmation.PendingSenders, err = x.rdb.ZCard(ctx, x.pendingKey(app)).Result(); err != nil {
+		return Coverage{}, fmt.Errorf("reading the index coverage of app %d: %w", app, err)
+	}
 	// The writer's retention (serve's --index-retention) is what applies.
 	if sec, err := strconv.ParseInt(h["retention"], 10, 64); err == nil {
 		c.Retention = time.Duration(sec) * time.Second
@@ -348,8 +428,12 @@ func (x *Index) RestartCoverage(ctx context.Context, app int64, at time.Time) er
 }
 
 // Lookup calls fn for every indexed message app's user sent in
-// [since, until] (zero: open), group messages first, in time order. It
-// reads Redis a page at a time, so memory stays flat.
+// [since, until] (zero: open): first the entries still unconfirmed
+// (Entry.Unconfirmed set: a purge confirms them itself), then the confirmed
+// ones, group messages before one-to-one, each kind in time order. The
+// confirmer moves an entry in one transaction, and unconfirmed entries are
+// read first, so an entry confirmed while a lookup runs is never missed (it
+// may be handed twice; producer.SenderCheck takes duplicates). It reads Redis a page at a time, so memory stays flat.
 func (x *Index) Lookup(ctx context.Context, app int64, user string, since, until time.Time, fn func(Entry) error) error {
 	if err := validID("user", user, true); err != nil {
 		return err
@@ -361,7 +445,7 @@ func (x *Index) Lookup(ctx context.Context, app int64, user string, since, until
 	if !until.IsZero() {
 		hi = strconv.FormatInt(until.Unix(), 10)
 	}
-	for _, kind := range []string{"g", "c"} {
+	for _, kind := range []string{kindGroupUnconf, kindC2CUnconf, kindGroup, kindC2C} {
 		if err := x.lookupKind(ctx, app, user, kind, lo, hi, fn); err != nil {
 			return err
 		}
@@ -383,6 +467,7 @@ func (x *Index) lookupKind(ctx context.Context, app int64, user, kind, lo, hi st
 				return fmt.Errorf("reading the index of %s: %w", user, err)
 			}
 			e.From, e.Time = user, time.Unix(int64(z.Score), 0)
+			e.Unconfirmed = kind == kindGroupUnconf || kind == kindC2CUnconf
 			if err := fn(e); err != nil {
 				return err
 			}
@@ -423,13 +508,13 @@ func (x *Index) lookupKind(ctx context.Context, app int64, user, kind, lo, hi st
 func parseMember(kind, m string) (Entry, error) {
 	parts := strings.Split(m, sep)
 	switch {
-	case kind == "g" && len(parts) == 3:
+	case (kind == kindGroup || kind == kindGroupUnconf) && len(parts) == 3:
 		seq, err := strconv.ParseInt(parts[2], 10, 64)
 		if err != nil || seq <= 0 {
 			return Entry{}, fmt.Errorf("bad group entry %q", m)
 		}
 		return Entry{GroupID: parts[0], TopicID: parts[1], MsgSeq: seq}, nil
-	case kind == "c" && len(parts) == 2:
+	case (kind == kindC2C || kind == kindC2CUnconf) && len(parts) == 2:
 		return Entry{To: parts[0], MsgKey: parts[1]}, nil
 	}
 	return Entry{}, errors.New("bad entry " + strconv.Quote(m))
@@ -448,13 +533,22 @@ type Counts struct {
 	C2CMessages   int `json:"c2c_messages"`
 	Groups        int `json:"groups"`
 	Peers         int `json:"peers"`
+	// Unconfirmed counts the entries the confirmer had not checked yet.
+	Unconfirmed int `json:"unconfirmed"`
 }
 
-// Plan hands every indexed message of user in [since, until] to sink.
+// Plan hands every indexed message of user in [since, until] to sink,
+// confirmed and unconfirmed alike: a purge by index puts a
+// producer.SenderCheck in front of its plan, which confirms them all from
+// the history again, so an entry still waiting for the confirmer is neither
+// missed nor trusted.
 func (x *Index) Plan(ctx context.Context, app int64, user string, since, until time.Time, sink Sink) (Counts, error) {
 	var c Counts
 	groups, peers := map[jobs.Target]bool{}, map[string]bool{}
 	err := x.Lookup(ctx, app, user, since, until, func(e Entry) error {
+		if e.Unconfirmed {
+			c.Unconfirmed++
+		}
 		if e.IsGroup() {
 			t := jobs.Target{GroupID: e.GroupID, TopicID: e.TopicID}
 			groups[t] = true

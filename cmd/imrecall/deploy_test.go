@@ -214,7 +214,8 @@ type exportedMetric struct {
 // knownMetrics are the metrics imrecall and asynq export: the worker's
 // (worker/metrics.go), imrecall serve's (imrecall_job_messages from
 // api.NewJobCollector, imrecall_callbacks_total from
-// msgindex.NewCallbackCounter) and asynq's queue collector, which serve
+// msgindex.NewCallbackCounter, imrecall_index_confirmations_total from
+// msgindex.NewConfirmCounter) and asynq's queue collector, which serve
 // registers (github.com/hibiken/asynq/x/metrics). TestDeployKnownMetrics
 // checks the list against the code.
 var knownMetrics = map[string]exportedMetric{
@@ -223,6 +224,7 @@ var knownMetrics = map[string]exportedMetric{
 	"imrecall_messages_total":               {labels: []string{"outcome"}, source: "worker"},
 	"imrecall_limiter_wait_seconds":         {labels: []string{"api"}, histogram: true, source: "worker"},
 	"imrecall_callbacks_total":              {labels: []string{"command", "result"}, source: "serve"},
+	"imrecall_index_confirmations_total":    {labels: []string{"result"}, source: "serve"},
 	"imrecall_job_messages":                 {labels: []string{"job_id", "kind", "state"}, source: "serve"},
 	"asynq_tasks_enqueued_total":            {labels: []string{"queue", "state"}, source: "asynq"},
 	"asynq_queue_size":                      {labels: []string{"queue"}, source: "asynq"},
@@ -404,7 +406,7 @@ func TestDeployKnownMetrics(t *testing.T) {
 	reg := &captureRegisterer{}
 	worker.NewMetrics(reg)
 	describe("worker", reg.collectors...)
-	describe("serve", api.NewJobCollector(nil), msgindex.NewCallbackCounter())
+	describe("serve", api.NewJobCollector(nil), msgindex.NewCallbackCounter(), msgindex.NewConfirmCounter())
 
 	// asynq's collector describes by collecting, so it needs a queue.
 	srv := redistest.Start(t)

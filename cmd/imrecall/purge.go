@@ -344,10 +344,11 @@ func runIndexPurge(cmd *cobra.Command, f *purgeFlags, user string, w producer.Wi
 	if err != nil {
 		return true, err
 	}
-	covered := cov.Covers(w.Since, time.Now())
+	why := cov.Why(w.Since, time.Now())
+	covered := why == ""
 	switch {
 	case source == "auto" && !covered:
-		fmt.Fprintf(cmd.ErrOrStderr(), "the callback index does not cover the range (it begins %s); scanning histories\n", describeSince(cov))
+		fmt.Fprintf(cmd.ErrOrStderr(), "the callback index does not cover the range (%s); scanning histories\n", why)
 		return false, nil
 	case !covered:
 		fmt.Fprintf(cmd.ErrOrStderr(), "warning: the callback index begins %s, after the range starts: older messages are not in it\n", describeSince(cov))

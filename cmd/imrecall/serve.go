@@ -41,6 +41,9 @@ type serveOptions struct {
 	jobRetention      string
 	confirmAbove      int
 	concurrency       int
+	confirmRate       float64
+	confirmEvery      time.Duration
+	heartbeat         time.Duration
 }
 
 func newServeCmd() *cobra.Command {
@@ -61,7 +64,10 @@ API tokens are NAME:ROLE:SECRET (role read or admin), from IMRECALL_API_TOKENS (
 recorded as who asked. The callback token is the one configured in the IM console: callbacks must carry a valid Sign and
 a RequestTime within 60 s. serve refuses to start without one unless --insecure-callbacks (then it
 warns every minute). Sign covers only the token and RequestTime, not the body (docs/SECURITY.md):
-a purge by index confirms each message's sender from the history before recalling it.`,
+callback entries land unconfirmed, and a confirmer (--confirm-rate history calls/s) moves those the
+history backs into the index and drops forged ones; a purge by index also confirms each message's
+sender from the history before recalling it. serve beats every --index-heartbeat: a silence longer
+than two beats (serve down, Redis unreachable) is recorded as a gap in the index's coverage.`,
 		Example: `  IMRECALL_API_TOKENS=ops:admin:$(openssl rand -hex 24) IMRECALL_CALLBACK_TOKEN=... \
     imrecall serve --sdkappid 1400000001 --listen :8080 --index-retention 30d
   curl -H "Authorization: Bearer $TOKEN" localhost:8080/v1/jobs
@@ -88,6 +94,9 @@ a purge by index confirms each message's sender from the history before recallin
 	fl.StringVar(&o.indexRetention, "index-retention", "7d", "how long index entries are kept: the app's roaming period (7d by default at Tencent), e.g. 30d; 0 keeps them forever")
 	jobRetentionFlag(cmd, &o.jobRetention)
 	fl.BoolVar(&o.insecureCallbacks, "insecure-callbacks", false, "accept unsigned callbacks at /callback when no callback token is set (anyone can then fill the index); a warning is logged every minute")
+	fl.Float64Var(&o.confirmRate, "confirm-rate", 5, "history calls per second the index confirmer may make (within the shared limiter's cap) to check callback entries against the history; 0 turns the confirmer off (entries stay unconfirmed, and purges confirm them)")
+	fl.DurationVar(&o.confirmEvery, "confirm-every", 10*time.Second, "how often the index confirmer looks for unconfirmed callback entries")
+	fl.DurationVar(&o.heartbeat, "index-heartbeat", 10*time.Second, "how often serve records that it receives callbacks; a silence longer than two beats (serve down, Redis unreachable) is recorded as a gap in the index coverage")
 	fl.BoolVar(&o.monitor, "monitor", true, "serve the asynq dashboard under /monitor/")
 	fl.IntVar(&o.confirmAbove, "confirm-above", 1000, `jobs with more messages need "confirm": true`)
 	fl.IntVar(&o.concurrency, "discovery-concurrency", 16, "histories a dry run reads at once (the limiter still caps the calls)")
@@ -181,6 +190,14 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 	if err != nil {
 		return err
 	}
+	switch {
+	case o.heartbeat <= 0:
+		return badInput("--index-heartbeat %s: want a positive duration", o.heartbeat)
+	case o.confirmRate < 0:
+		return badInput("--confirm-rate %v: want 0 (no confirmer) or more calls per second", o.confirmRate)
+	case o.confirmEvery <= 0:
+		return badInput("--confirm-every %s: want a positive duration", o.confirmEvery)
+	}
 	imCfg, err := o.im.config(log)
 	if err != nil {
 		return err
@@ -224,6 +241,13 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 		reg.MustRegister(counter)
 		cfg.Index = msgindex.New(c.rdb, o.redis.prefix, retention)
 		cfg.Callbacks = &msgindex.Callbacks{Index: cfg.Index, SDKAppID: imCfg.SDKAppID, Token: cbToken, Log: log, Counter: counter}
+		go heartbeat(ctx, cfg.Index, imCfg.SDKAppID, o.heartbeat, log)
+		if o.confirmRate > 0 {
+			confirmed := msgindex.NewConfirmCounter()
+			reg.MustRegister(confirmed)
+			cf := &msgindex.Confirmer{Index: cfg.Index, IM: im, SDKAppID: imCfg.SDKAppID, Rate: o.confirmRate, Counter: confirmed, Log: log}
+			go cf.Run(ctx, o.confirmEvery)
+		}
 		if cbToken == "" {
 			go warnEvery(ctx, time.Minute, func() {
 				log.Warn("--insecure-callbacks: /callback accepts unsigned callbacks from anyone; set IMRECALL_CALLBACK_TOKEN as configured in the IM console")
@@ -263,6 +287,27 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	return hs.Shutdown(sctx)
+}
+
+// heartbeat calls Index.Alive every interval until ctx ends, so that a
+// silence of serve (down, or cut off from Redis) becomes a coverage gap.
+func heartbeat(ctx context.Context, idx *msgindex.Index, app int64, every time.Duration, log *slog.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		gap, err := idx.Alive(ctx, app, every)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			log.Warn("index heartbeat", "err", err)
+		case gap != nil:
+			log.Warn("the index has a gap: callbacks may have been lost", "from", gap.From, "to", gap.To, "reason", gap.Reason)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // warnEvery calls warn now and every d until ctx ends.
