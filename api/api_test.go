@@ -25,6 +25,7 @@ import (
 	"github.com/imrecall/imrecall/msgindex"
 	"github.com/imrecall/imrecall/producer"
 	"github.com/imrecall/imrecall/tasks"
+	"github.com/imrecall/imrecall/verify"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
@@ -246,6 +247,8 @@ func TestOpenAPIDocumentMatchesTheRoutes(t *testing.T) {
 		"ScheduleRequest": ScheduleRequest{}, "RestartCoverageRequest": RestartCoverageRequest{},
 		"Job": jobs.Job{}, "DeadLetter": jobs.DeadLetter{}, "Schedule": producer.Schedule{}, "Coverage": msgindex.Coverage{},
 		"CreateJobResponse": CreateJobResponse{}, "Requeued": producer.Requeued{}, "Event": jobs.Event{},
+		"VerifyRequest": VerifyRequest{}, "CertificateRequest": CertificateRequest{}, "RunStatus": RunStatus{},
+		"Verification": verify.JobResult{},
 	} {
 		var want []string
 		for name := range doc.Components.Schemas[schema].Properties {
@@ -264,6 +267,10 @@ func jsonFields(t reflect.Type) []string {
 	for i := range t.NumField() {
 		f := t.Field(i)
 		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if f.Anonymous && name == "" && f.Type.Kind() == reflect.Struct {
+			out = append(out, jsonFields(f.Type)...) // encoding/json flattens it
+			continue
+		}
 		if name == "-" || !f.IsExported() {
 			continue
 		}
