@@ -83,6 +83,7 @@ func setup(t *testing.T, mod func(*Config)) *bundle {
 		t.Fatal(err)
 	}
 	b.srv = srv
+	t.Cleanup(srv.Close) // runs after the HTTP server closes, before Redis and the emulator stop
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
 	b.url = hs.URL
