@@ -2,11 +2,13 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"os"
@@ -120,6 +122,15 @@ func TestVerifyOverHTTP(t *testing.T) {
 	}
 	if code := b.call("POST", path, adminSecret, `{"actr":"x"}`, &e); code != http.StatusBadRequest || !strings.Contains(e.Error, "actr") {
 		t.Fatalf("POST with an unknown field: HTTP %d %q, want 400 naming it", code, e.Error)
+	}
+	req, _ := http.NewRequest("POST", b.url+path, strings.NewReader(`{}`))
+	req.Header.Set("Authorization", "Bearer "+adminSecret)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Origin", "https://evil.example")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("POST verify from another site's page: %v %v, want 403", resp, err)
+	} else {
+		resp.Body.Close()
 	}
 	var st RunStatus
 	if code := b.call("POST", path, adminSecret, `{"actor":"dpo@example.com"}`, &st); code != http.StatusAccepted || st.StatusURL != path || st.JobID != job.ID || st.StartedBy != "dpo@example.com (token:ops)" {
@@ -278,4 +289,35 @@ func (b *bundle) do(req *http.Request) []byte {
 		b.t.Fatalf("%s %s: HTTP %d %s", req.Method, req.URL.Path, resp.StatusCode, body)
 	}
 	return body
+}
+
+// TestOneRunPerJobAndKind: asking again while a run is under way answers
+// the same run and starts nothing; a failed run is reported until the next.
+func TestOneRunPerJobAndKind(t *testing.T) {
+	bg := newBackground()
+	defer bg.cancel()
+	release, started := make(chan struct{}), 0
+	first := RunStatus{JobID: "j", What: "verify", Status: "running", StartedBy: "a"}
+	run := func(ctx context.Context) error {
+		started++
+		<-release
+		return errors.New("history unreadable")
+	}
+	if got := bg.start(first, time.Hour, run); got != first {
+		t.Fatalf("start = %+v", got)
+	}
+	second := first
+	second.StartedBy = "b"
+	if got := bg.start(second, time.Hour, run); got != first {
+		t.Fatalf("a second start while the first runs = %+v, want the first", got)
+	}
+	if _, running, _ := bg.state("certificate", "j"); running {
+		t.Fatal("a certificate run reported for a verification")
+	}
+	close(release)
+	bg.wg.Wait()
+	st, running, failed := bg.state("verify", "j")
+	if running || started != 1 || !strings.Contains(failed, "history unreadable") {
+		t.Fatalf("after the run: %+v running %v, %d started, failed %q", st, running, started, failed)
+	}
 }
