@@ -53,7 +53,11 @@ func newServeCmd() *cobra.Command {
 		Use:   "serve",
 		Short: "Serve the HTTP API, Tencent's callbacks (the message index), the asynq dashboard and metrics",
 		Long: `serve answers:
-  /v1/...         the JSON API (see /openapi.yaml): jobs (with dry runs), dead letters, schedules, audit
+  /v1/...         the JSON API (see /openapi.yaml): jobs (with dry runs), dead letters, schedules, audit;
+                  POST /v1/jobs/{id}/verify runs imrecall verify in the background (GET: the result);
+                  POST /v1/jobs/{id}/certificate writes a signed certificate of erasure into
+                  --certificate-dir, signed with --signing-key (GET: the document, or with
+                  "Accept: text/html" a printable page; .../certificate.sig, .../certificate.rows.jsonl)
   /callback       Tencent IM callbacks; after-send callbacks feed the per-sender message index that
                   "purge user --source index" reads (set the callback URL in the IM console to this)
   /monitor/       the asynq dashboard (admin tokens; read tokens get a read-only view)
