@@ -1,7 +1,8 @@
 // Package api is imrecall's HTTP API, served by `imrecall serve`: JSON
 // routes for everything the CLI does (create a job of any plan, with a dry
 // run; follow, cancel, pause and resume it; list, export and re-queue its
-// dead letters; manage schedules), behind bearer tokens; Tencent's callbacks
+// dead letters; verify it and issue its certificate of erasure, in the
+// background; manage schedules), behind bearer tokens; Tencent's callbacks
 // at /callback; the asynq dashboard at /monitor; /metrics, /healthz and
 // /readyz. The routes are described in openapi.yaml, served at
 // /openapi.yaml and checked against the server by the tests.
