@@ -423,9 +423,13 @@ func (s *Server) sendFile(w http.ResponseWriter, r *http.Request, path, contentT
 	}
 	defer fh.Close()
 	w.Header().Set("Content-Type", contentType)
-	if contentType != "application/json" {
-		w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", filepath.Base(path)))
+	// The document names its rows file JOB.json.rows.jsonl: saved under
+	// these names, the three files check out as they are.
+	disposition := "attachment"
+	if contentType == "application/json" {
+		disposition = "inline"
 	}
+	w.Header().Set("Content-Disposition", fmt.Sprintf("%s; filename=%q", disposition, filepath.Base(path)))
 	w.WriteHeader(http.StatusOK)
 	_, _ = io.Copy(w, fh)
 }
