@@ -69,12 +69,18 @@ type background struct {
 
 	mu      sync.Mutex
 	running map[string]RunStatus // by what+" "+job id
-	failed  map[string]string    // the last run's error, until the next one
+	failed  map[string]failure   // the last run's error, until the next one
+}
+
+// failure is why a background run failed, and when.
+type failure struct {
+	msg string
+	at  time.Time
 }
 
 func newBackground() *background {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &background{ctx: ctx, cancel: cancel, running: map[string]RunStatus{}, failed: map[string]string{}}
+	return &background{ctx: ctx, cancel: cancel, running: map[string]RunStatus{}, failed: map[string]failure{}}
 }
 
 // start runs fn unless a run of the same kind and job is under way, and
@@ -98,14 +104,14 @@ func (b *background) start(st RunStatus, timeout time.Duration, fn func(ctx cont
 		defer b.mu.Unlock()
 		delete(b.running, key)
 		if err != nil {
-			b.failed[key] = fmt.Sprintf("the %s started at %s failed: %v", st.What, st.StartedAt.UTC().Format(time.RFC3339), err)
+			b.failed[key] = failure{fmt.Sprintf("the %s started at %s failed: %v", st.What, st.StartedAt.UTC().Format(time.RFC3339), err), time.Now()}
 		}
 	}()
 	return st
 }
 
-// state returns the run under way, if any, and the last run's error.
-func (b *background) state(what, jobID string) (RunStatus, bool, string) {
+// state returns the run under way, if any, and the last run's failure.
+func (b *background) state(what, jobID string) (RunStatus, bool, failure) {
 	key := what + " " + jobID
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -213,14 +219,19 @@ func (s *Server) lastVerify(w http.ResponseWriter, r *http.Request, _ Token) {
 		writeJSON(w, http.StatusAccepted, st)
 		return
 	}
-	if failed != "" {
-		writeError(w, http.StatusInternalServerError, failed)
-		return
-	}
 	raw, err := s.cfg.Store.LastVerification(r.Context(), id)
 	if err != nil {
 		s.fail(w, r, err)
 		return
+	}
+	if failed.msg != "" {
+		// Unless a verification kept since (imrecall verify, another
+		// serve) is newer than the failure.
+		var last verify.JobResult
+		if raw == nil || json.Unmarshal(raw, &last) != nil || !last.At.After(failed.at) {
+			writeError(w, http.StatusInternalServerError, failed.msg)
+			return
+		}
 	}
 	if raw == nil {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("job %s was never verified (POST /v1/jobs/%s/verify)", id, id))
@@ -322,8 +333,8 @@ func (s *Server) certificateFile(w http.ResponseWriter, r *http.Request, part st
 		return
 	}
 	if _, err := os.Stat(path); err != nil {
-		if failed != "" {
-			writeError(w, http.StatusInternalServerError, failed)
+		if failed.msg != "" {
+			writeError(w, http.StatusInternalServerError, failed.msg)
 			return
 		}
 		writeError(w, http.StatusNotFound, fmt.Sprintf("job %s has no certificate (POST /v1/jobs/%s/certificate)", id, id))

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"iter"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -317,7 +318,48 @@ func TestOneRunPerJobAndKind(t *testing.T) {
 	close(release)
 	bg.wg.Wait()
 	st, running, failed := bg.state("verify", "j")
-	if running || started != 1 || !strings.Contains(failed, "history unreadable") {
-		t.Fatalf("after the run: %+v running %v, %d started, failed %q", st, running, started, failed)
+	if running || started != 1 || !strings.Contains(failed.msg, "history unreadable") {
+		t.Fatalf("after the run: %+v running %v, %d started, failed %q", st, running, started, failed.msg)
+	}
+}
+
+// brokenHistory answers every group history read with an error.
+type brokenHistory struct{ verify.JobIM }
+
+var errHistory = errors.New("history unreadable")
+
+func (brokenHistory) GroupMsgPages(context.Context, tim.GroupMsgGetSimpleRequest) iter.Seq2[*tim.GroupMsgGetSimpleResponse, error] {
+	return func(yield func(*tim.GroupMsgGetSimpleResponse, error) bool) { yield(nil, errHistory) }
+}
+
+func (brokenHistory) GroupMsgGetSimple(context.Context, tim.GroupMsgGetSimpleRequest) (*tim.GroupMsgGetSimpleResponse, error) {
+	return nil, errHistory
+}
+
+// TestVerifyFailureIsReported: a verification that cannot read the
+// histories keeps nothing; GET says why (500) until a newer verification
+// is kept.
+func TestVerifyFailureIsReported(t *testing.T) {
+	b := setup(t, func(c *Config) { c.IM = brokenHistory{c.IM.(verify.JobIM)} })
+	job, _ := finishedPurge(t, b)
+	path := "/v1/jobs/" + job.ID + "/verify"
+	if code := b.call("POST", path, adminSecret, nil, nil); code != http.StatusAccepted {
+		t.Fatalf("POST verify: HTTP %d", code)
+	}
+	var e apiError
+	if code := b.await(path, readSecret, &e); code != http.StatusInternalServerError || !strings.Contains(e.Error, "history unreadable") {
+		t.Fatalf("GET after a failed verification: HTTP %d %q, want 500 saying why", code, e.Error)
+	}
+	if raw, err := b.store.LastVerification(t.Context(), job.ID); err != nil || raw != nil {
+		t.Fatalf("a failed verification was kept: %s %v", raw, err)
+	}
+	// A verification kept since (the CLI's) is answered instead.
+	raw, _ := json.Marshal(verify.JobResult{Result: verify.Result{JobID: job.ID, At: time.Now().Add(time.Second)}, Passed: true})
+	if err := b.store.SaveVerification(t.Context(), job.ID, "cli", raw, true); err != nil {
+		t.Fatal(err)
+	}
+	var v verify.JobResult
+	if code := b.call("GET", path, readSecret, nil, &v); code != http.StatusOK || !v.Passed || v.JobID != job.ID {
+		t.Fatalf("GET after a newer verification: HTTP %d %+v", code, v)
 	}
 }
