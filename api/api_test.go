@@ -25,6 +25,7 @@ import (
 	"github.com/imrecall/imrecall/msgindex"
 	"github.com/imrecall/imrecall/producer"
 	"github.com/imrecall/imrecall/tasks"
+	"github.com/imrecall/imrecall/verify"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
@@ -82,6 +83,7 @@ func setup(t *testing.T, mod func(*Config)) *bundle {
 		t.Fatal(err)
 	}
 	b.srv = srv
+	t.Cleanup(srv.Close) // runs after the HTTP server closes, before Redis and the emulator stop
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
 	b.url = hs.URL
@@ -246,6 +248,8 @@ func TestOpenAPIDocumentMatchesTheRoutes(t *testing.T) {
 		"ScheduleRequest": ScheduleRequest{}, "RestartCoverageRequest": RestartCoverageRequest{},
 		"Job": jobs.Job{}, "DeadLetter": jobs.DeadLetter{}, "Schedule": producer.Schedule{}, "Coverage": msgindex.Coverage{},
 		"CreateJobResponse": CreateJobResponse{}, "Requeued": producer.Requeued{}, "Event": jobs.Event{},
+		"VerifyRequest": VerifyRequest{}, "CertificateRequest": CertificateRequest{}, "RunStatus": RunStatus{},
+		"Verification": verify.JobResult{},
 	} {
 		var want []string
 		for name := range doc.Components.Schemas[schema].Properties {
@@ -264,6 +268,10 @@ func jsonFields(t reflect.Type) []string {
 	for i := range t.NumField() {
 		f := t.Field(i)
 		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if f.Anonymous && name == "" && f.Type.Kind() == reflect.Struct {
+			out = append(out, jsonFields(f.Type)...) // encoding/json flattens it
+			continue
+		}
 		if name == "-" || !f.IsExported() {
 			continue
 		}

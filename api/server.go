@@ -1,7 +1,8 @@
 // Package api is imrecall's HTTP API, served by `imrecall serve`: JSON
 // routes for everything the CLI does (create a job of any plan, with a dry
 // run; follow, cancel, pause and resume it; list, export and re-queue its
-// dead letters; manage schedules), behind bearer tokens; Tencent's callbacks
+// dead letters; verify it and issue its certificate of erasure, in the
+// background; manage schedules), behind bearer tokens; Tencent's callbacks
 // at /callback; the asynq dashboard at /monitor; /metrics, /healthz and
 // /readyz. The routes are described in openapi.yaml, served at
 // /openapi.yaml and checked against the server by the tests.
@@ -65,6 +66,12 @@ type Config struct {
 	// DiscoveryConcurrency is how many histories a dry run reads at once;
 	// zero is 16.
 	DiscoveryConcurrency int
+	// Certificates configures POST and GET /v1/jobs/{id}/certificate; nil:
+	// the routes answer 501.
+	Certificates *Certificates
+	// VerifyTimeout bounds a verification or certificate run in the
+	// background; zero is one hour.
+	VerifyTimeout time.Duration
 	// Log; nil discards.
 	Log *slog.Logger
 }
@@ -75,6 +82,7 @@ type Server struct {
 	auth *authenticator
 	log  *slog.Logger
 	now  func() time.Time
+	bg   *background
 }
 
 // New validates cfg and returns a server.
@@ -95,11 +103,14 @@ func New(cfg Config) (*Server, error) {
 	if cfg.DiscoveryConcurrency <= 0 {
 		cfg.DiscoveryConcurrency = 16
 	}
+	if cfg.VerifyTimeout <= 0 {
+		cfg.VerifyTimeout = time.Hour
+	}
 	log := cfg.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{cfg: cfg, auth: newAuthenticator(cfg.Tokens), log: log, now: time.Now}, nil
+	return &Server{cfg: cfg, auth: newAuthenticator(cfg.Tokens), log: log, now: time.Now, bg: newBackground()}, nil
 }
 
 // Route is one route of the API. Role is empty for public routes.
@@ -119,6 +130,12 @@ func (s *Server) Routes() []Route {
 		{"POST", "/v1/jobs", RoleAdmin, s.createJob},
 		{"GET", "/v1/jobs/{id}", RoleRead, s.getJob},
 		{"GET", "/v1/jobs/{id}/report", RoleRead, s.jobReport},
+		{"POST", "/v1/jobs/{id}/verify", RoleAdmin, s.startVerify},
+		{"GET", "/v1/jobs/{id}/verify", RoleRead, s.lastVerify},
+		{"POST", "/v1/jobs/{id}/certificate", RoleAdmin, s.startCertificate},
+		{"GET", "/v1/jobs/{id}/certificate", RoleRead, s.getCertificate},
+		{"GET", "/v1/jobs/{id}/certificate.sig", RoleRead, s.getCertificatePart("sig")},
+		{"GET", "/v1/jobs/{id}/certificate.rows.jsonl", RoleRead, s.getCertificatePart("rows")},
 		{"POST", "/v1/jobs/{id}/cancel", RoleAdmin, s.cancelJob},
 		{"POST", "/v1/jobs/{id}/pause", RoleAdmin, s.pauseJob(true)},
 		{"POST", "/v1/jobs/{id}/resume", RoleAdmin, s.pauseJob(false)},

@@ -52,6 +52,7 @@ type benchE2EOptions struct {
 	logDir      string
 	asJSON      bool
 	jsonFile    string
+	verify      bool
 }
 
 func newBenchE2ECmd() *cobra.Command {
@@ -79,7 +80,10 @@ the spammer's messages remain, stops the workers, and reports per run:
   - worker CPU (user+sys of all worker processes) per 1,000 API calls, and Redis CPU likewise;
   - Redis memory: INFO used_memory right after planning closed, minus the baseline, ÷ the messages
     planned by then; what the job record keeps per message after the job; the peak;
-  - the peak RSS (VmHWM) of the purge command (the producer, run with --wait) and of each worker.
+  - the peak RSS (VmHWM) of the purge command (the producer, run with --wait) and of each worker;
+  - with --verify, "imrecall verify JOB --json" (this binary) after the job: its time, history calls
+    (and per planned message: at most 1 per 20 is the aim), the calls per API and per second against
+    the cap, and what it found (verified, gone, still visible, residue).
 
 --via index starts "imrecall serve", has the emulator post the after-send callback of every message
 it holds to it (before the clock starts: the index is kept as messages are sent), and purges with
@@ -106,7 +110,8 @@ Linux: peak RSS and this process's CPU are read from /proc.`,
   imrecall bench e2e --worker-args "--margin 0.01" --concurrency 256
   imrecall bench e2e --via index --workers 1,4       # purge user --source index: no history scan, senders confirmed
   imrecall bench e2e --via file --workers 4          # recall file of the same messages
-  imrecall bench e2e --workers 1 --group-messages 30000 --redis-latency 10ms --concurrency 192`,
+  imrecall bench e2e --workers 1 --group-messages 30000 --redis-latency 10ms --concurrency 192
+  imrecall bench e2e --workers 4 --verify            # then time imrecall verify of the job`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runBenchE2E(cmd, &o) },
 	}
@@ -130,6 +135,7 @@ Linux: peak RSS and this process's CPU are read from /proc.`,
 	fl.StringVar(&o.logDir, "log-dir", "", "keep the workers' and the purge command's logs here (default: a temporary directory, removed unless a run fails)")
 	fl.BoolVar(&o.asJSON, "json", false, "print the results as JSON on standard output")
 	fl.StringVar(&o.jsonFile, "json-file", "", "also write the results as JSON to this file")
+	fl.BoolVar(&o.verify, "verify", false, "after the job, run and time \"imrecall verify JOB --json\" (history calls, calls/s against the cap)")
 	return cmd
 }
 
@@ -233,8 +239,30 @@ type e2eResult struct {
 	IndexSeconds         float64  `json:"index_seconds,omitempty"`
 	IndexBytesPerMessage float64  `json:"index_bytes_per_message,omitempty"`
 	Serve                *e2eProc `json:"serve,omitempty"`
-	LoadAvgBefore        string   `json:"loadavg_before,omitempty"`
-	LoadAvgAfter         string   `json:"loadavg_after,omitempty"`
+	// Verify is "imrecall verify JOB" after the job (--verify).
+	Verify        *e2eVerify `json:"verify,omitempty"`
+	LoadAvgBefore string     `json:"loadavg_before,omitempty"`
+	LoadAvgAfter  string     `json:"loadavg_after,omitempty"`
+}
+
+// e2eVerify is a run of "imrecall verify JOB --json" after the job.
+type e2eVerify struct {
+	Seconds  float64 `json:"seconds"`
+	ExitCode int     `json:"exit_code"`
+	// What verify printed.
+	Planned      int64 `json:"planned"`
+	Verified     int64 `json:"verified"`
+	Gone         int64 `json:"gone"`
+	StillVisible int64 `json:"still_visible"`
+	Residue      int64 `json:"residue"`
+	Passed       bool  `json:"passed"`
+	HistoryCalls int64 `json:"history_calls"`
+	// CallsPerPlanned is HistoryCalls ÷ Planned (the aim: at most 1/20
+	// when the job's histories hold mostly its messages).
+	CallsPerPlanned float64 `json:"history_calls_per_planned"`
+	// APIs is what the emulator accepted during verify, per API; their
+	// calls/s are accepted ÷ verify's wall time and ÷ its busy seconds.
+	APIs map[string]e2eAPI `json:"apis"`
 }
 
 // e2eBench holds what every run of one invocation shares.
@@ -583,35 +611,24 @@ func (b *e2eBench) run(ctx context.Context, workers, size int) (res e2eResult, e
 		}
 		res.Serve = &sp[0]
 	}
+	if o.verify {
+		emu.ResetStats()
+		if res.Verify, err = b.verify(ctx, common, env, jobID, filepath.Join(b.logDir, tag+"-verify.log")); err != nil {
+			return res, err
+		}
+		res.Verify.APIs = apiFigures(emu.Stats(), res.Verify.Seconds, o.cap)
+		if res.Verify.Planned > 0 {
+			res.Verify.CallsPerPlanned = float64(res.Verify.HistoryCalls) / float64(res.Verify.Planned)
+		}
+		fmt.Fprintf(b.errOut, "run %s: verify in %.1f s: %d history calls for %d planned; %d verified, %d gone, %d still visible, residue %d\n",
+			tag, res.Verify.Seconds, res.Verify.HistoryCalls, res.Verify.Planned, res.Verify.Verified, res.Verify.Gone, res.Verify.StillVisible, res.Verify.Residue)
+	}
 	res.LoadAvgAfter = loadAvg()
 
 	// Figures.
-	res.APIs = map[string]e2eAPI{}
-	for api, s := range st {
-		a := e2eAPI{Accepted: s.Accepted, Throttled: s.Throttled, Max1s: s.Max1s, FirstSecond: -1, LastSecond: -1, Series: s.PerSecond}
-		for i, n := range s.PerSecond {
-			if n > 0 {
-				a.ActiveSeconds++
-				if a.FirstSecond < 0 {
-					a.FirstSecond = i
-				}
-				a.LastSecond = i
-			}
-		}
-		if res.WallSeconds > 0 {
-			a.EndToEnd = float64(a.Accepted) / res.WallSeconds
-			a.EndToEndOfCap = a.EndToEnd / float64(o.cap)
-		}
-		if a.ActiveSeconds > 0 {
-			a.PerSecond = float64(a.Accepted) / float64(a.ActiveSeconds)
-			a.OfCap = a.PerSecond / float64(o.cap)
-		}
-		if a.LastSecond-a.FirstSecond >= 2 {
-			a.Steady = steadyRate(s.PerSecond[a.FirstSecond : a.LastSecond+1])
-			a.SteadyOfCap = a.Steady / float64(o.cap)
-		}
-		res.APIs[api] = a
-		res.Calls += s.Accepted
+	res.APIs = apiFigures(st, res.WallSeconds, o.cap)
+	for _, a := range res.APIs {
+		res.Calls += a.Accepted
 	}
 	gl, cl, _ := left()
 	res.Left = gl + cl
@@ -659,6 +676,72 @@ func (b *e2eBench) run(ctx context.Context, workers, size int) (res e2eResult, e
 		return res, fmt.Errorf("job %s done, but %d of the spammer's messages are still there", jobID, res.Left)
 	}
 	return res, nil
+}
+
+// apiFigures turns the emulator's counts per API into rates over wall
+// seconds and against the cap.
+func apiFigures(st map[string]emulator.APIStats, wall float64, limit int) map[string]e2eAPI {
+	out := map[string]e2eAPI{}
+	for api, s := range st {
+		a := e2eAPI{Accepted: s.Accepted, Throttled: s.Throttled, Max1s: s.Max1s, FirstSecond: -1, LastSecond: -1, Series: s.PerSecond}
+		for i, n := range s.PerSecond {
+			if n > 0 {
+				a.ActiveSeconds++
+				if a.FirstSecond < 0 {
+					a.FirstSecond = i
+				}
+				a.LastSecond = i
+			}
+		}
+		if wall > 0 {
+			a.EndToEnd = float64(a.Accepted) / wall
+			a.EndToEndOfCap = a.EndToEnd / float64(limit)
+		}
+		if a.ActiveSeconds > 0 {
+			a.PerSecond = float64(a.Accepted) / float64(a.ActiveSeconds)
+			a.OfCap = a.PerSecond / float64(limit)
+		}
+		if a.LastSecond-a.FirstSecond >= 2 {
+			a.Steady = steadyRate(s.PerSecond[a.FirstSecond : a.LastSecond+1])
+			a.SteadyOfCap = a.Steady / float64(limit)
+		}
+		out[api] = a
+	}
+	return out
+}
+
+// verify runs "imrecall verify JOB --json" (this binary) and reads what it
+// printed; exit 5 (messages remain) is a result, not an error.
+func (b *e2eBench) verify(ctx context.Context, common, env []string, jobID, logPath string) (*e2eVerify, error) {
+	lf, err := os.Create(logPath)
+	if err != nil {
+		return nil, fmt.Errorf("creating verify's log: %w", err)
+	}
+	defer lf.Close()
+	args := append([]string{"verify", jobID, "--json"}, common...)
+	args = append(args, "--concurrency", strconv.Itoa(b.o.concurrency), "--log-level", "warn")
+	c := exec.CommandContext(ctx, b.self, args...)
+	c.Env = env
+	c.Stderr = lf
+	c.Cancel = func() error { return c.Process.Signal(syscall.SIGTERM) }
+	c.WaitDelay = 10 * time.Second
+	start := time.Now()
+	out, err := c.Output()
+	v := &e2eVerify{Seconds: time.Since(start).Seconds()}
+	var exit *exec.ExitError
+	if errors.As(err, &exit) && exit.ExitCode() == exitNotErased {
+		v.ExitCode, err = exitNotErased, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("imrecall verify %s (log %s): %w", jobID, logPath, err)
+	}
+	var got verification
+	if err := json.Unmarshal(out, &got); err != nil {
+		return nil, fmt.Errorf("imrecall verify %s --json printed %q: %w", jobID, out, err)
+	}
+	v.Planned, v.Verified, v.Gone, v.StillVisible, v.Residue = got.Planned, got.Verified, got.Gone, got.StillVisible, got.Residue
+	v.Passed, v.HistoryCalls = got.Passed, got.HistoryCalls
+	return v, nil
 }
 
 // startServe starts "imrecall serve" with the callback index on a free
@@ -1296,6 +1379,15 @@ func printE2ETables(w io.Writer, rs []e2eResult) {
 		if r.Serve != nil {
 			fmt.Fprintf(w, "%s, %d workers: index fed before the clock: %d callbacks in %.1f s, %.0f Redis bytes per message; serve %.1f CPU s, peak RSS %.1f MiB\n",
 				r.Mode, r.Workers, r.IndexCallbacks, r.IndexSeconds, r.IndexBytesPerMessage, r.Serve.CPUSeconds, mib(r.Serve.PeakRSS))
+		}
+		if v := r.Verify; v != nil {
+			fmt.Fprintf(w, "%s, %d workers: verify in %.1f s (exit %d): %d history calls for %d planned (%.4f per message); %d verified, %d gone, %d still visible, residue %d\n",
+				r.Mode, r.Workers, v.Seconds, v.ExitCode, v.HistoryCalls, v.Planned, v.CallsPerPlanned, v.Verified, v.Gone, v.StillVisible, v.Residue)
+			for _, api := range sortedAPIs(v.APIs) {
+				a := v.APIs[api]
+				fmt.Fprintf(w, "  verify %s: %d calls, %.1f/s over verify's wall time (%.3f of cap), %.1f/s while busy (%.3f), max_1s %d, throttled %d\n",
+					api, a.Accepted, a.EndToEnd, a.EndToEndOfCap, a.PerSecond, a.OfCap, a.Max1s, a.Throttled)
+			}
 		}
 		fmt.Fprintf(w, "%s, %d workers: job id printed at %.2f s; planning closed at %.1f s with %d planned, %d pending; job %s: %d recalled, %d dead-lettered, %d left; load %s → %s\n",
 			r.Mode, r.Workers, r.ProducerSeconds, r.PlanningSeconds, r.PlannedAtPlanningEnd, r.PendingAtPlanningEnd, r.Status, r.Recalled, r.DeadLettered, r.Left, r.LoadAvgBefore, r.LoadAvgAfter)

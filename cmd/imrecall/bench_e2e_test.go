@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 
@@ -25,7 +26,7 @@ func TestBenchE2E(t *testing.T) {
 		noScan  bool // the job must read no history
 		confirm bool // the job reads pages of history only to confirm senders (purge by index)
 	}{
-		{"purge user by scan, two workers", []string{"--workers", "2"}, 2, false, false},
+		{"purge user by scan, two workers, verified", []string{"--workers", "2", "--verify"}, 2, false, false},
 		{"recall file", []string{"--via", "file"}, 1, true, false},
 		{"purge user from the callback index", []string{"--via", "index"}, 1, false, true},
 		{"scale: purge group", []string{"--scale", "2000"}, 1, false, false},
@@ -91,6 +92,22 @@ func TestBenchE2E(t *testing.T) {
 			// one read per one-to-one peer.
 			if tc.confirm && scans > int64(r.GroupMessages+r.C2CMessages) {
 				t.Errorf("%d history calls to confirm the senders of %d messages: not batched", scans, r.GroupMessages+r.C2CMessages)
+			}
+			if v := r.Verify; v != nil {
+				// verify re-read every history through the limiter: its
+				// history calls are the emulator's, never over the cap,
+				// and every planned message is seen recalled.
+				seen := v.APIs[tim.GroupMsgGetSimple.Name()].Accepted + v.APIs[tim.AdminGetRoamMsg.Name()].Accepted
+				if v.ExitCode != 0 || !v.Passed || v.Planned != total || v.Verified != total || v.StillVisible != 0 || v.Residue != 0 || v.HistoryCalls != seen || seen == 0 {
+					t.Errorf("verify: %+v (the emulator saw %d history calls), want every one of %d messages verified", *v, seen, total)
+				}
+				for api, a := range v.APIs {
+					if a.Throttled != 0 || a.Max1s > int64(r.Cap) {
+						t.Errorf("verify %s: %d throttled, %d calls in one second (cap %d)", api, a.Throttled, a.Max1s, r.Cap)
+					}
+				}
+			} else if slices.Contains(tc.args, "--verify") {
+				t.Error("bench e2e --verify reported no verification")
 			}
 			if tc.name == "purge user from the callback index" && r.IndexCallbacks == 0 {
 				t.Error("no callbacks fed the index")

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"context"
-	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -11,13 +9,10 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
-	"strconv"
 	"time"
 
 	"github.com/imrecall/imrecall/certificate"
 	"github.com/imrecall/imrecall/jobs"
-	"github.com/imrecall/imrecall/tim"
-	"github.com/imrecall/imrecall/verify"
 	"github.com/spf13/cobra"
 )
 
@@ -77,13 +72,15 @@ the exit code is then 5.`,
 			if !job.Finished() {
 				return badInput("job %s is %s with %d pending: a certificate is for a finished job (imrecall jobs wait %s)", job.ID, job.Status, job.Counts.Pending, job.ID)
 			}
-			v, rows, err := writeCertificate(ctx, certRequest{
-				store: c.store, im: im, job: job, actor: f.actor, concurrency: f.concurrency,
-				out: out, key: key, hashSubject: hashSubject, configHash: f.configHash(),
+			v, doc, err := certificate.Issue(ctx, certificate.Request{
+				Store: c.store, IM: im, Job: job, Actor: f.actor, Concurrency: f.concurrency,
+				Out: out, Key: key, HashSubject: hashSubject,
+				Software: certificate.Software{Name: "imrecall", Version: version(), ConfigSHA256: f.configHash()},
 			})
 			if err != nil {
 				return err
 			}
+			rows := doc.Rows
 			p := certificate.PathsOf(out)
 			w := cmd.OutOrStdout()
 			fmt.Fprintf(w, "certificate of erasure for job %s\n  document  %s\n  signature %s\n  rows      %s (%d messages)\n", job.ID, p.Document, p.Signature, p.Rows, rows.Count)
@@ -100,130 +97,6 @@ the exit code is then 5.`,
 	cmd.Flags().BoolVar(&hashSubject, "hash-subject", false, "name the user by a salted SHA-256 only (the salt goes to FILE.salt)")
 	cmd.AddCommand(newCertificateVerifyCmd(), newCertificateRenderCmd())
 	return cmd
-}
-
-// certRequest is what writeCertificate needs.
-type certRequest struct {
-	store       *jobs.Store
-	im          *tim.Client
-	job         jobs.Job
-	actor       string
-	concurrency int
-	out         string
-	key         ed25519.PrivateKey
-	hashSubject bool
-	configHash  string
-}
-
-// writeCertificate verifies a finished job and writes its certificate of
-// erasure at r.out (see newCertificateCmd).
-func writeCertificate(ctx context.Context, r certRequest) (verification, certificate.Rows, error) {
-	job := r.job
-	rep, err := r.store.BuildReport(ctx, job.ID)
-	if err != nil {
-		return verification{}, certificate.Rows{}, err
-	}
-	// With --hash-subject the user is named by the salted hash everywhere:
-	// subject, scope and rows.
-	hide := func(s string) string { return s }
-	var salt []byte
-	if r.hashSubject {
-		if salt, err = certificate.NewSalt(); err != nil {
-			return verification{}, certificate.Rows{}, err
-		}
-	}
-	var v verification
-	rows, err := certificate.WriteRows(r.out, func(yield func(certificate.Row) error) error {
-		v, err = runVerification(ctx, r.store, r.im, job, r.concurrency, r.actor, func(fd verify.Finding) error {
-			return yield(rowOf(fd, hide))
-		}, func(subject string) {
-			if r.hashSubject && subject != "" {
-				hashed := "sha256:" + certificate.HashSubject(salt, subject)
-				hide = func(s string) string {
-					if s == subject {
-						return hashed
-					}
-					return s
-				}
-			}
-		})
-		return err
-	})
-	if err != nil {
-		return v, rows, err
-	}
-	doc := certificate.Document{
-		IssuedAt: time.Now().UTC(),
-		Job: certificate.Job{
-			ID: job.ID, Kind: job.Kind, Status: string(job.Status), Scope: job.Params, CoverageGaps: v.Gaps,
-			RequestedBy: job.RequestedBy, Reason: job.Reason, CreatedAt: job.CreatedAt, FinishedAt: job.FinishedAt,
-		},
-		Counts: certificate.Counts{
-			Planned: job.Counts.Planned, Recalled: job.Counts.Recalled, RecalledUnattributed: job.Counts.RecalledUnattributed,
-			DeadLettered: job.Counts.DeadLettered, DeadLetteredByCode: job.Counts.DeadByCode, Pending: job.Counts.Pending,
-		},
-		Reconciled: rep.Reconciled,
-		Verification: &certificate.Verification{
-			At: v.At, Verified: v.Verified, Gone: v.Gone, StillVisible: v.StillVisible, Residue: v.Residue,
-			HistoryCalls: v.HistoryCalls, Passed: v.Passed,
-		},
-		Software: certificate.Software{Name: "imrecall", Version: version(), ConfigSHA256: r.configHash},
-		Rows:     rows,
-	}
-	if v.Subject != "" {
-		doc.Subject = &certificate.Subject{UserID: v.Subject}
-		if r.hashSubject {
-			if err := os.WriteFile(r.out+".salt", []byte(hex.EncodeToString(salt)+"\n"), 0o600); err != nil {
-				return v, rows, err
-			}
-			doc.Subject = &certificate.Subject{SaltedSHA256: certificate.HashSubject(salt, v.Subject)}
-			doc.Job.Scope = hideInScope(job.Params, hide)
-		}
-	}
-	if _, err := certificate.WriteSigned(r.out, doc, r.key); err != nil {
-		return v, rows, err
-	}
-	return v, rows, r.store.Audit(ctx, jobs.Event{Actor: r.actor, Action: "certificate", JobID: job.ID, Detail: "certificate of erasure written: " + r.out})
-}
-
-// rowOf is the certificate row of a verified message; hide replaces the
-// subject's user id (--hash-subject).
-func rowOf(f verify.Finding, hide func(string) string) certificate.Row {
-	r := certificate.Row{State: string(f.State), Code: f.Code, Verified: string(f.Verdict)}
-	t := f.Target
-	if t.IsGroup() {
-		r.GroupID, r.TopicID = t.GroupID, t.TopicID
-		r.MsgSeq, _ = strconv.ParseInt(f.Item, 10, 64)
-	} else {
-		r.From, r.To, r.MsgKey = hide(t.From), hide(t.To), f.Item
-	}
-	return r
-}
-
-// hideInScope replaces the subject in a job's recorded parameters: every
-// string value, and every string in a list, that hide changes.
-func hideInScope(params json.RawMessage, hide func(string) string) json.RawMessage {
-	var m map[string]any
-	if err := json.Unmarshal(params, &m); err != nil {
-		return nil // unreadable: leave the scope out rather than name the subject
-	}
-	for k, v := range m {
-		switch x := v.(type) {
-		case string:
-			m[k] = hide(x)
-		case []any:
-			for i, e := range x {
-				if s, ok := e.(string); ok {
-					x[i] = hide(s)
-				}
-			}
-		}
-	}
-	b, err := json.Marshal(m)
-	if err != nil {
-		return nil
-	}
-	return b
 }
 
 // configHash hashes the settings that shaped the calls: never a secret.

@@ -226,9 +226,9 @@ func demoCertificate(ctx context.Context, cmd *cobra.Command, store *jobs.Store,
 		return err
 	}
 	fmt.Fprintln(w)
-	v, rows, err := writeCertificate(ctx, certRequest{
-		store: store, im: client, job: j, actor: j.RequestedBy, concurrency: 8,
-		out: out, key: key, configHash: "demo",
+	v, doc, err := certificate.Issue(ctx, certificate.Request{
+		Store: store, IM: client, Job: j, Actor: j.RequestedBy, Concurrency: 8,
+		Out: out, Key: key, Software: certificate.Software{Name: "imrecall", Version: version(), ConfigSHA256: "demo"},
 	})
 	if err != nil {
 		return fmt.Errorf("certificate: %w", err)
@@ -237,7 +237,7 @@ func demoCertificate(ctx context.Context, cmd *cobra.Command, store *jobs.Store,
 	if _, err := certificate.Verify(out, pub); err != nil {
 		return exitCodeError{code: exitFailure, msg: "CHECK FAILED: the certificate does not verify: " + err.Error()}
 	}
-	fmt.Fprintf(w, "\ncertificate of erasure (%d messages), signed and checked:\n  %s\n  %s.sig\n  %s.rows.jsonl\n", rows.Count, out, out, out)
+	fmt.Fprintf(w, "\ncertificate of erasure (%d messages), signed and checked:\n  %s\n  %s.sig\n  %s.rows.jsonl\n", doc.Rows.Count, out, out, out)
 	fmt.Fprintf(w, "check it:  openssl pkeyutl -verify -pubin -inkey %s -rawin -in %s -sigfile %s.sig\n", pubPath, out, out)
 	fmt.Fprintf(w, "read it:   imrecall certificate render %s --public-key %s --out erasure.html\n", out, pubPath)
 	return verificationExit(v)

@@ -54,7 +54,7 @@ func (f *purgeFlags) verifyWhenDone(cmd *cobra.Command, c *conn, im *tim.Client)
 	}
 	f.wait = true
 	f.afterWait = func(ctx context.Context, j jobs.Job) error {
-		v, err := runVerification(ctx, c.store, im, j, max(f.concurrency/2, 1), f.audit.actor, nil, nil)
+		v, err := runVerification(ctx, c.store, im, j, max(f.concurrency/2, 1), f.audit.actor)
 		if err != nil {
 			return fmt.Errorf("verifying job %s: %w", j.ID, err)
 		}

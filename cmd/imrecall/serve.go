@@ -14,6 +14,7 @@ import (
 	"github.com/hibiken/asynq/x/metrics"
 	"github.com/hibiken/asynqmon"
 	"github.com/imrecall/imrecall/api"
+	"github.com/imrecall/imrecall/certificate"
 	"github.com/imrecall/imrecall/msgindex"
 	"github.com/imrecall/imrecall/producer"
 	"github.com/imrecall/imrecall/tim"
@@ -44,6 +45,9 @@ type serveOptions struct {
 	confirmRate       float64
 	confirmEvery      time.Duration
 	heartbeat         time.Duration
+	signingKey        string
+	certificateDir    string
+	verifyTimeout     time.Duration
 }
 
 func newServeCmd() *cobra.Command {
@@ -52,7 +56,11 @@ func newServeCmd() *cobra.Command {
 		Use:   "serve",
 		Short: "Serve the HTTP API, Tencent's callbacks (the message index), the asynq dashboard and metrics",
 		Long: `serve answers:
-  /v1/...         the JSON API (see /openapi.yaml): jobs (with dry runs), dead letters, schedules, audit
+  /v1/...         the JSON API (see /openapi.yaml): jobs (with dry runs), dead letters, schedules, audit;
+                  POST /v1/jobs/{id}/verify runs imrecall verify in the background (GET: the result);
+                  POST /v1/jobs/{id}/certificate writes a signed certificate of erasure into
+                  --certificate-dir, signed with --signing-key (GET: the document, or with
+                  "Accept: text/html" a printable page; .../certificate.sig, .../certificate.rows.jsonl)
   /callback       Tencent IM callbacks; after-send callbacks feed the per-sender message index that
                   "purge user --source index" reads (set the callback URL in the IM console to this)
   /monitor/       the asynq dashboard (admin tokens; read tokens get a read-only view)
@@ -99,7 +107,10 @@ than two beats (serve down, Redis unreachable) is recorded as a gap in the index
 	fl.DurationVar(&o.heartbeat, "index-heartbeat", 10*time.Second, "how often serve records that it receives callbacks; a silence longer than two beats (serve down, Redis unreachable) is recorded as a gap in the index coverage")
 	fl.BoolVar(&o.monitor, "monitor", true, "serve the asynq dashboard under /monitor/")
 	fl.IntVar(&o.confirmAbove, "confirm-above", 1000, `jobs with more messages need "confirm": true`)
-	fl.IntVar(&o.concurrency, "discovery-concurrency", 16, "histories a dry run reads at once (the limiter still caps the calls)")
+	fl.IntVar(&o.concurrency, "discovery-concurrency", 16, "histories a dry run (or a verification) reads at once (the limiter still caps the calls)")
+	fl.StringVar(&o.signingKey, "signing-key", "", "Ed25519 private key, PKCS#8 PEM, that signs certificates of erasure (POST /v1/jobs/{id}/certificate); without it the route answers 501")
+	fl.StringVar(&o.certificateDir, "certificate-dir", "", "directory where certificates of erasure are kept (JOB.json, .sig, .rows.jsonl); required with --signing-key")
+	fl.DurationVar(&o.verifyTimeout, "verify-timeout", time.Hour, "longest a verification or certificate started through the API may run")
 	return cmd
 }
 
@@ -261,10 +272,15 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 		defer ro.Close()
 		cfg.Monitor, cfg.MonitorReadOnly = full, ro
 	}
+	if cfg.Certificates, err = o.certificates(); err != nil {
+		return err
+	}
+	cfg.VerifyTimeout = o.verifyTimeout
 	srv, err := api.New(cfg)
 	if err != nil {
 		return badInput("%v", err)
 	}
+	defer srv.Close()
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		return badInput("--listen %q: %v", o.listen, err)
@@ -308,6 +324,37 @@ func heartbeat(ctx context.Context, idx *msgindex.Index, app int64, every time.D
 		case <-t.C:
 		}
 	}
+}
+
+// certificates reads --signing-key and --certificate-dir: nil when neither
+// is given.
+func (o *serveOptions) certificates() (*api.Certificates, error) {
+	if o.certificateDir == "" {
+		if o.signingKey != "" {
+			return nil, badInput("--signing-key needs --certificate-dir: where the certificates it signs are kept")
+		}
+		return nil, nil
+	}
+	c := &api.Certificates{Dir: o.certificateDir,
+		Software: certificate.Software{Name: "imrecall", Version: version(), ConfigSHA256: o.configHash()}}
+	if o.signingKey != "" {
+		key, err := certificate.LoadPrivateKey(o.signingKey)
+		if err != nil {
+			return nil, badInput("--signing-key %v", err)
+		}
+		c.Key = key
+	}
+	if err := os.MkdirAll(o.certificateDir, 0o700); err != nil {
+		return nil, badInput("--certificate-dir %v", err)
+	}
+	return c, nil
+}
+
+// configHash hashes the settings that shape serve's calls, as the CLI's
+// certificate does: never a secret.
+func (o *serveOptions) configHash() string {
+	h := historyFlags{im: o.im, limits: o.limits}
+	return h.configHash()
 }
 
 // warnEvery calls warn now and every d until ctx ends.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -72,37 +71,13 @@ func (f *historyFlags) open(cmd *cobra.Command) (*conn, *tim.Client, *slog.Logge
 }
 
 // verification is what `imrecall verify --json` prints and what is kept
-// with the job: the result, whose messages, and what the scope cannot reach.
-type verification struct {
-	verify.Result
-	Passed  bool     `json:"passed"`
-	Subject string   `json:"subject,omitempty"`
-	Gaps    []string `json:"coverage_gaps"`
-}
+// with the job (verify.JobResult).
+type verification = verify.JobResult
 
-// runVerification verifies a job, keeps the result with it and audits it.
-// onSubject, if set, learns the job's subject before any finding is reported.
-func runVerification(ctx context.Context, store *jobs.Store, im *tim.Client, job jobs.Job, concurrency int, actor string, onFinding func(verify.Finding) error, onSubject func(string)) (verification, error) {
-	scope, err := verify.ScopeOf(job, im)
-	if err != nil {
-		return verification{}, err
-	}
-	if onSubject != nil {
-		onSubject(scope.Subject)
-	}
-	res, err := verify.Run(ctx, store, im, job.ID, verify.Options{Scope: scope.List, OnFinding: onFinding, Concurrency: concurrency})
-	if err != nil {
-		return verification{}, err
-	}
-	v := verification{Result: res, Passed: res.Passed(), Subject: scope.Subject, Gaps: scope.Gaps}
-	if v.Gaps == nil {
-		v.Gaps = []string{}
-	}
-	raw, err := json.Marshal(v)
-	if err != nil {
-		return v, err
-	}
-	return v, store.SaveVerification(ctx, job.ID, actor, raw, v.Passed)
+// runVerification verifies a job, keeps the result with it and audits it
+// (verify.RunJob, which serve's POST /v1/jobs/{id}/verify runs too).
+func runVerification(ctx context.Context, store *jobs.Store, im *tim.Client, job jobs.Job, concurrency int, actor string) (verification, error) {
+	return verify.RunJob(ctx, store, im, job, verify.JobOptions{Actor: actor, Concurrency: concurrency})
 }
 
 func newVerifyCmd() *cobra.Command {
@@ -134,7 +109,7 @@ Exit 0 when nothing is still visible and there is no residue; exit 5 otherwise.`
 			if err != nil {
 				return jobErr(err)
 			}
-			v, err := runVerification(cmd.Context(), c.store, im, job, f.concurrency, f.actor, nil, nil)
+			v, err := runVerification(cmd.Context(), c.store, im, job, f.concurrency, f.actor)
 			if err != nil {
 				return err
 			}
