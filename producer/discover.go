@@ -197,20 +197,35 @@ func scanGroup(ctx context.Context, im IM, t jobs.Target, f GroupFilter, emit fu
 
 // scanC2C hands the MsgKeys of the messages user sent to peer (not already
 // recalled) within w to emit, a page at a time, and returns how many it
-// handed over and how many messages it read.
+// handed over and how many messages it read. It reads the conversation
+// from both sides, the sender's and the peer's (a sender who cleared their
+// side hides messages the peer still has), and hands each message once.
 func scanC2C(ctx context.Context, im IM, user, peer string, w Window, emit func([]string) error) (found, scanned int, err error) {
-	err = scanC2CFrom(ctx, im, user, peer, w, 0, "", func(keys []string, n int, _ int64, _ string, _ bool) (bool, error) {
-		scanned += n
-		if len(keys) == 0 {
+	seen := map[string]bool{}
+	for _, side := range [][2]string{{user, peer}, {peer, user}} {
+		err = scanC2CFrom(ctx, im, side[0], side[1], user, w, 0, "", func(keys []string, n int, _ int64, _ string, _ bool) (bool, error) {
+			scanned += n
+			fresh := keys[:0:0]
+			for _, k := range keys {
+				if !seen[k] {
+					seen[k] = true
+					fresh = append(fresh, k)
+				}
+			}
+			if len(fresh) == 0 {
+				return false, nil
+			}
+			if err := emit(fresh); err != nil {
+				return true, err
+			}
+			found += len(fresh)
 			return false, nil
+		})
+		if err != nil {
+			return found, scanned, err
 		}
-		if err := emit(keys); err != nil {
-			return true, err
-		}
-		found += len(keys)
-		return false, nil
-	})
-	return found, scanned, err
+	}
+	return found, scanned, nil
 }
 
 // expandTopics returns the targets of a group: itself, or for a Community

@@ -5,6 +5,10 @@ import (
 
 	"github.com/imrecall/imrecall/emulator"
 	"github.com/imrecall/imrecall/internal/imtest"
+	"github.com/imrecall/imrecall/internal/redistest"
+	"github.com/imrecall/imrecall/jobs"
+	"github.com/imrecall/imrecall/tasks"
+	"github.com/imrecall/imrecall/tim"
 )
 
 // The emulator answers as Tencent documents; each test here is a way
@@ -75,5 +79,81 @@ func TestScanReadsPastARunOfRecalledMessages(t *testing.T) {
 	}
 	if tally.Count() != 55 || rep.GroupMsgs != 55 {
 		t.Fatalf("found %d (report %d) of alice's 55 messages not yet recalled", tally.Count(), rep.GroupMsgs)
+	}
+}
+
+// TestPurgeReadsOneToOneFromThePeersSide: a sender who cleared their side
+// of a conversation (delete_c2c_msg_ramble) hides those messages from a scan
+// as them, but the peer still has them. Discovery reads the peer's side
+// too, so a purge finds them, and recalls them.
+func TestPurgeReadsOneToOneFromThePeersSide(t *testing.T) {
+	srv := redistest.Start(t)
+	env := imtest.Start(t, emulator.Config{})
+	env.Accounts(t, "alice", "bob")
+	keys := env.SendC2C(t, "alice", "bob", 150)
+	env.SendC2C(t, "bob", "alice", 20)
+	hidden := keys[10:55] // 45 of alice's, cleared from alice's side only
+	for i := 0; i < len(hidden); i += 30 {
+		if _, err := env.Client.DeleteC2CMsgRamble(t.Context(), tim.DeleteC2CMsgRambleRequest{
+			OperatorAccount: "alice", PeerAccount: "bob", MsgKeyList: hidden[i:min(i+30, len(hidden))]}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	spec := UserPurge{User: "alice", Peers: []string{"bob"}}
+
+	// In this process (a dry run): every one of alice's 150, once.
+	tally := &Tally{}
+	rep, err := PlanUserPurge(t.Context(), env.Client, spec, tally)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tally.Count() != 150 || rep.C2CMsgs != 150 {
+		t.Fatalf("dry run found %d (report %d) of alice's 150 messages to bob", tally.Count(), rep.C2CMsgs)
+	}
+
+	// In workers, a page budget at a time (the side is in the checkpoint).
+	store := jobs.NewStore(srv.Client(), "")
+	job, err := store.Create(t.Context(), jobs.Spec{Kind: "purge:user", Queue: tasks.QueuePurge, AppID: imtest.AppID, RequestedBy: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	scans, _, err := UserScans(t.Context(), env.Client, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := &memQ{}
+	if _, err := EnqueueScans(t.Context(), store, q, job, scans); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.ClosePlanner(t.Context(), job.ID, jobs.RootPlanner); err != nil {
+		t.Fatal(err)
+	}
+	b := &discoveryBundle{env: env, store: store, q: q, job: job}
+	if _, errs := b.drain(t, NewDiscoverHandler(env.Client, store, q, nil).WithBudget(1, 0)); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	queued := map[string]bool{}
+	for _, task := range q.tasks {
+		if p, err := tasks.DecodeC2CWithdraw(task); err == nil {
+			if queued[p.MsgKey] {
+				t.Fatalf("%s queued twice", p.MsgKey)
+			}
+			queued[p.MsgKey] = true
+			if _, err := env.Client.AdminMsgWithdraw(t.Context(), tim.AdminMsgWithdrawRequest{FromAccount: p.From, ToAccount: p.To, MsgKey: p.MsgKey}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	j, _ := store.Get(t.Context(), job.ID)
+	if len(queued) != 150 || j.Counts.Planned != 150 {
+		t.Fatalf("queued %d recalls, planned %d; want alice's 150", len(queued), j.Counts.Planned)
+	}
+	for _, m := range env.Emu.C2CMessages("alice", "bob") {
+		if m.From == "alice" && !m.Recalled {
+			t.Fatalf("alice's %s is not recalled", m.MsgKey)
+		}
+		if m.From == "bob" && m.Recalled {
+			t.Fatalf("bob's %s was recalled", m.MsgKey)
+		}
 	}
 }

@@ -44,9 +44,13 @@ type checkpoint struct {
 	Part int `json:"part"`
 	// Group histories: the ReqMsgSeq of the next page (0: the newest).
 	Next int64 `json:"next_seq,omitempty"`
-	// One-to-one: the next page's MaxTime and LastMsgKey (0, "": the newest).
-	MaxTime int64  `json:"max_time,omitempty"`
-	LastKey string `json:"last_key,omitempty"`
+	// One-to-one: the next page's MaxTime and LastMsgKey (0, "": the newest)
+	// on the side being read. A conversation is read from the sender's side
+	// first, then (PeerSide) from the peer's: a sender who cleared their
+	// side (delete_c2c_msg_ramble) hides messages the peer still has.
+	MaxTime  int64  `json:"max_time,omitempty"`
+	LastKey  string `json:"last_key,omitempty"`
+	PeerSide bool   `json:"peer_side,omitempty"`
 	// Done: the history was read to its end (or the range's start).
 	Done bool `json:"done,omitempty"`
 	// Pages, Scanned and Found count the scan's progress, for reports.
@@ -341,22 +345,40 @@ func (h *DiscoverHandler) scan(ctx context.Context, s Scan, b *Batcher, cp *chec
 			return stop, err
 		})
 	} else {
-		err = scanC2CFrom(ctx, h.im, s.Target.From, s.Target.To, s.Filter.Window, cp.MaxTime, cp.LastKey,
-			func(keys []string, scanned int, maxTime int64, lastKey string, complete bool) (bool, error) {
-				for _, k := range keys {
-					if err := b.AddC2C(ctx, s.Target, k); err != nil {
-						return true, err
+		// The sender's side, then the peer's; the checkpoint says which.
+		for err == nil && end == endDone {
+			operator, peer := s.Target.From, s.Target.To
+			if cp.PeerSide {
+				operator, peer = peer, operator
+			}
+			sideDone := false
+			err = scanC2CFrom(ctx, h.im, operator, peer, s.Target.From, s.Filter.Window, cp.MaxTime, cp.LastKey,
+				func(keys []string, scanned int, maxTime int64, lastKey string, complete bool) (bool, error) {
+					for _, k := range keys {
+						if err := b.AddC2C(ctx, s.Target, k); err != nil {
+							return true, err
+						}
 					}
-				}
-				cp.Pages++
-				cp.Scanned += scanned
-				cp.Found += len(keys)
-				cp.MaxTime, cp.LastKey = maxTime, lastKey
-				if complete {
-					return false, nil
-				}
-				return after()
-			})
+					cp.Pages++
+					cp.Scanned += scanned
+					cp.Found += len(keys)
+					cp.MaxTime, cp.LastKey = maxTime, lastKey
+					if complete {
+						sideDone = true
+						return false, nil
+					}
+					return after()
+				})
+			if err != nil || !sideDone || cp.PeerSide {
+				break
+			}
+			// The sender's side is read: the peer's next, from its newest.
+			cp.PeerSide, cp.MaxTime, cp.LastKey = true, 0, ""
+			var stop bool
+			if stop, err = after(); stop {
+				break
+			}
+		}
 	}
 	return end, err
 }
@@ -414,14 +436,14 @@ func scanGroupFrom(ctx context.Context, im IM, t jobs.Target, f GroupFilter, fro
 	return nil
 }
 
-// scanC2CFrom reads the one-to-one history of user with peer within w
-// backwards from maxTime and lastKey (0, "": the newest) and calls page
-// with the MsgKeys user sent (not recalled), how many messages the page
-// held, the next page's cursor, and whether this page is the last. page
-// returns true to stop.
-func scanC2CFrom(ctx context.Context, im IM, user, peer string, w Window, maxTime int64, lastKey string,
+// scanC2CFrom reads the one-to-one history of operator with peer (as
+// operator sees it) within w backwards from maxTime and lastKey (0, "": the
+// newest) and calls page with the MsgKeys sent by user (not recalled), how
+// many messages the page held, the next page's cursor, and whether this
+// page is the last. page returns true to stop.
+func scanC2CFrom(ctx context.Context, im IM, operator, peer, user string, w Window, maxTime int64, lastKey string,
 	page func(keys []string, scanned int, maxTime int64, lastKey string, complete bool) (bool, error)) error {
-	req := tim.AdminGetRoamMsgRequest{OperatorAccount: user, PeerAccount: peer, MaxCnt: 100, MaxTime: time.Now().Unix() + 60}
+	req := tim.AdminGetRoamMsgRequest{OperatorAccount: operator, PeerAccount: peer, MaxCnt: 100, MaxTime: time.Now().Unix() + 60}
 	if !w.Since.IsZero() {
 		req.MinTime = w.Since.Unix()
 	}
@@ -433,7 +455,7 @@ func scanC2CFrom(ctx context.Context, im IM, user, peer string, w Window, maxTim
 	}
 	for resp, err := range im.RoamMsgPages(ctx, req) {
 		if err != nil {
-			return fmt.Errorf("reading one-to-one history of %s with %s: %w", user, peer, err)
+			return fmt.Errorf("reading one-to-one history of %s with %s: %w", operator, peer, err)
 		}
 		var keys []string
 		for _, m := range resp.MsgList {
