@@ -57,6 +57,36 @@ type checkpoint struct {
 	Pages   int `json:"pages"`
 	Scanned int `json:"scanned"`
 	Found   int `json:"found"`
+	// Low and High: the oldest and newest MsgSeq (groups) or MsgTimeStamp
+	// (one-to-one) read so far, for the job's coverage.
+	Low  int64 `json:"low,omitempty"`
+	High int64 `json:"high,omitempty"`
+}
+
+// widen takes a page's span (oldest, newest) into the checkpoint's range.
+func (cp *checkpoint) widen(span [2]int64) {
+	if span[1] == 0 {
+		return
+	}
+	if cp.Low == 0 || span[0] < cp.Low {
+		cp.Low = span[0]
+	}
+	cp.High = max(cp.High, span[1])
+}
+
+// coverage is what the scan s read, as the job's coverage records it.
+func (cp checkpoint) coverage(s Scan) jobs.TargetCoverage {
+	tc := jobs.TargetCoverage{Target: s.Target, Type: s.Type, Pages: cp.Pages, Scanned: cp.Scanned, Found: cp.Found, Done: cp.Done}
+	if s.Target.IsGroup() {
+		tc.FirstSeq, tc.LastSeq = cp.Low, cp.High
+		return tc
+	}
+	tc.FirstTime, tc.LastTime = cp.Low, cp.High
+	tc.Sides = []string{SideSender}
+	if cp.PeerSide {
+		tc.Sides = append(tc.Sides, SidePeer)
+	}
+	return tc
 }
 
 func (h *DiscoverHandler) loadCheckpoint(ctx context.Context, jobID, unit string) (checkpoint, error) {
@@ -207,6 +237,10 @@ func (h *DiscoverHandler) handle(ctx context.Context, t *asynq.Task) error {
 	if err := h.saveCheckpoint(ctx, p.JobID, unit, cp); err != nil {
 		return err
 	}
+	// The target is read: record what was read in the job's coverage.
+	if err := h.store.SaveTargetCoverage(ctx, p.JobID, cp.coverage(s)); err != nil {
+		return err
+	}
 	_, err = h.store.ClosePlanner(ctx, p.JobID, unit)
 	return err
 }
@@ -317,7 +351,8 @@ func (h *DiscoverHandler) scan(ctx context.Context, s Scan, b *Batcher, cp *chec
 	}
 	var err error
 	if s.Target.IsGroup() {
-		err = scanGroupFrom(ctx, h.im, s.Target, s.Filter, cp.Next, func(seqs []int64, scanned int, next int64) (bool, error) {
+		err = scanGroupFrom(ctx, h.im, s.Target, s.Filter, cp.Next, func(seqs []int64, scanned int, next int64, span [2]int64) (bool, error) {
+			cp.widen(span)
 			if len(seqs) > 0 {
 				if err := b.AddGroup(ctx, s.Target, seqs...); err != nil {
 					return true, err
@@ -353,7 +388,8 @@ func (h *DiscoverHandler) scan(ctx context.Context, s Scan, b *Batcher, cp *chec
 			}
 			sideDone := false
 			err = scanC2CFrom(ctx, h.im, operator, peer, s.Target.From, s.Filter.Window, cp.MaxTime, cp.LastKey,
-				func(keys []string, scanned int, maxTime int64, lastKey string, complete bool) (bool, error) {
+				func(keys []string, scanned int, maxTime int64, lastKey string, complete bool, span [2]int64) (bool, error) {
+					cp.widen(span)
 					for _, k := range keys {
 						if err := b.AddC2C(ctx, s.Target, k); err != nil {
 							return true, err
@@ -388,7 +424,7 @@ func (h *DiscoverHandler) scan(ctx context.Context, s Scan, b *Batcher, cp *chec
 // that match f, how many messages the page held, and the ReqMsgSeq of the
 // next page (0 when this page is the last: the history or the range ends).
 // page returns true to stop.
-func scanGroupFrom(ctx context.Context, im IM, t jobs.Target, f GroupFilter, from int64, page func(seqs []int64, scanned int, next int64) (bool, error)) error {
+func scanGroupFrom(ctx context.Context, im IM, t jobs.Target, f GroupFilter, from int64, page func(seqs []int64, scanned int, next int64, span [2]int64) (bool, error)) error {
 	req := tim.GroupMsgGetSimpleRequest{GroupID: t.GroupID, TopicID: t.TopicID, ReqMsgNumber: tim.MaxGetSimpleMsgs}
 	switch {
 	case from > 0:
@@ -401,10 +437,10 @@ func scanGroupFrom(ctx context.Context, im IM, t jobs.Target, f GroupFilter, fro
 			return fmt.Errorf("reading history of %s: %w", t, err)
 		}
 		older := false
-		low := resp.RspMsgList[0].MsgSeq
+		low, high := resp.RspMsgList[0].MsgSeq, resp.RspMsgList[0].MsgSeq
 		var seqs []int64
 		for _, m := range resp.RspMsgList {
-			low = min(low, m.MsgSeq)
+			low, high = min(low, m.MsgSeq), max(high, m.MsgSeq)
 			if f.SeqFrom > 0 && m.MsgSeq < f.SeqFrom {
 				older = true
 				continue
@@ -425,7 +461,7 @@ func scanGroupFrom(ctx context.Context, im IM, t jobs.Target, f GroupFilter, fro
 		if older || low <= 1 {
 			next = 0
 		}
-		stop, err := page(seqs, len(resp.RspMsgList), next)
+		stop, err := page(seqs, len(resp.RspMsgList), next, [2]int64{low, high})
 		if err != nil {
 			return err
 		}
@@ -442,7 +478,7 @@ func scanGroupFrom(ctx context.Context, im IM, t jobs.Target, f GroupFilter, fro
 // many messages the page held, the next page's cursor, and whether this
 // page is the last. page returns true to stop.
 func scanC2CFrom(ctx context.Context, im IM, operator, peer, user string, w Window, maxTime int64, lastKey string,
-	page func(keys []string, scanned int, maxTime int64, lastKey string, complete bool) (bool, error)) error {
+	page func(keys []string, scanned int, maxTime int64, lastKey string, complete bool, span [2]int64) (bool, error)) error {
 	req := tim.AdminGetRoamMsgRequest{OperatorAccount: operator, PeerAccount: peer, MaxCnt: 100, MaxTime: time.Now().Unix() + 60}
 	if !w.Since.IsZero() {
 		req.MinTime = w.Since.Unix()
@@ -458,13 +494,18 @@ func scanC2CFrom(ctx context.Context, im IM, operator, peer, user string, w Wind
 			return fmt.Errorf("reading one-to-one history of %s with %s: %w", operator, peer, err)
 		}
 		var keys []string
-		for _, m := range resp.MsgList {
+		var span [2]int64
+		for i, m := range resp.MsgList {
+			if i == 0 {
+				span = [2]int64{m.MsgTimeStamp, m.MsgTimeStamp}
+			}
+			span = [2]int64{min(span[0], m.MsgTimeStamp), max(span[1], m.MsgTimeStamp)}
 			if m.FromAccount == user && !m.Recalled() && w.contains(m.MsgTimeStamp) {
 				keys = append(keys, m.MsgKey)
 			}
 		}
 		complete := resp.Complete == 1
-		stop, err := page(keys, len(resp.MsgList), resp.LastMsgTime, string(resp.LastMsgKey), complete)
+		stop, err := page(keys, len(resp.MsgList), resp.LastMsgTime, string(resp.LastMsgKey), complete, span)
 		if err != nil || stop || complete {
 			return err
 		}
