@@ -104,16 +104,16 @@ type Unsupported struct {
 // Report is a discovery's result: per target, totals, and groups skipped
 // with their reason (never silently).
 type Report struct {
-	Targets      []TargetReport `json:"targets"`
-	Unsupported  []Unsupported  `json:"unsupported,omitempty"`
+	Targets     []TargetReport `json:"targets"`
+	Unsupported []Unsupported  `json:"unsupported,omitempty"`
 	// Gaps name what the purge cannot reach (see jobs.Gap): a dry run
 	// warns of each, and the job records them in its coverage.
-	Gaps []jobs.Gap `json:"gaps,omitempty"`
-	GroupMsgs    int            `json:"group_messages"`
-	C2CMsgs      int            `json:"c2c_messages"`
-	GroupCalls   int            `json:"group_calls"`
-	C2CCalls     int            `json:"c2c_calls"`
-	SecondsAtCap float64        `json:"seconds_at_cap"`
+	Gaps         []jobs.Gap `json:"gaps,omitempty"`
+	GroupMsgs    int        `json:"group_messages"`
+	C2CMsgs      int        `json:"c2c_messages"`
+	GroupCalls   int        `json:"group_calls"`
+	C2CCalls     int        `json:"c2c_calls"`
+	SecondsAtCap float64    `json:"seconds_at_cap"`
 
 	mu sync.Mutex
 }
