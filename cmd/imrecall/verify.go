@@ -83,7 +83,7 @@ type verification struct {
 // runVerification verifies a job, keeps the result with it and audits it.
 // onSubject, if set, learns the job's subject before any finding is reported.
 func runVerification(ctx context.Context, store *jobs.Store, im *tim.Client, job jobs.Job, concurrency int, actor string, onFinding func(verify.Finding) error, onSubject func(string)) (verification, error) {
-	scope, err := verify.ScopeOf(job, im)
+	scope, err := verify.ScopeOfRecorded(ctx, store, job, im)
 	if err != nil {
 		return verification{}, err
 	}
