@@ -144,6 +144,13 @@ func TestPurgeReadsOneToOneFromThePeersSide(t *testing.T) {
 			}
 		}
 	}
+	cov, err := store.Coverage(t.Context(), job.ID)
+	if err != nil || cov == nil || len(cov.Targets) != 1 {
+		t.Fatalf("coverage recorded = %+v, %v", cov, err)
+	}
+	if tc := cov.Targets[0]; !tc.Done || len(tc.Sides) != 2 || tc.Sides[1] != SidePeer || tc.Scanned != 170+125 || tc.FirstTime == 0 || tc.LastTime < tc.FirstTime {
+		t.Fatalf("the conversation's coverage = %+v, want both sides read (170 messages, 125 left on alice's side)", tc)
+	}
 	j, _ := store.Get(t.Context(), job.ID)
 	if len(queued) != 150 || j.Counts.Planned != 150 {
 		t.Fatalf("queued %d recalls, planned %d; want alice's 150", len(queued), j.Counts.Planned)

@@ -201,6 +201,14 @@ func TestDiscoveryAcrossBudgets(t *testing.T) {
 	if j.Status != jobs.StatusRunning || j.Counts.Planned != int64(len(want)) {
 		t.Fatalf("job after discovery = %s %+v", j.Status, j.Counts)
 	}
+	// The job's coverage records the seq range read, across the parts.
+	cov, err := b.store.Coverage(t.Context(), b.job.ID)
+	if err != nil || cov == nil || len(cov.Targets) != 1 {
+		t.Fatalf("coverage = %+v, %v", cov, err)
+	}
+	if tc := cov.Targets[0]; tc.FirstSeq != 1 || tc.LastSeq != 1200 || tc.Scanned != 1200 || tc.Found != len(want) || !tc.Done {
+		t.Fatalf("the group's coverage = %+v, want seqs 1..1200 read", tc)
+	}
 }
 
 // TestDiscoveryRetryResumes: a scan that fails mid-history is retried from
