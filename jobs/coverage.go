@@ -51,9 +51,12 @@ type TargetCoverage struct {
 	FirstTime int64    `json:"first_time,omitempty"`
 	LastTime  int64    `json:"last_time,omitempty"`
 	Sides     []string `json:"sides,omitempty"`
-	Pages     int      `json:"pages"`
-	Scanned   int      `json:"scanned"`
-	Found     int      `json:"found"`
+	// Pages and Scanned count what was read; Found the messages of the
+	// subject on those pages (a one-to-one message seen from both sides
+	// counts twice; the job plans it once).
+	Pages   int `json:"pages"`
+	Scanned int `json:"scanned"`
+	Found   int `json:"found"`
 	// Done: the history was read to its end (or the range's start).
 	Done bool `json:"done"`
 }
