@@ -68,7 +68,9 @@ type purgeScope struct {
 	subject string
 	window  producer.Window
 	peers   []string
-	user    bool // a user purge: the callback index may know groups the scan does not list
+	// user is a user purge's spec: the callback index may know groups the
+	// scan does not list (groups the user left); they are added to it.
+	user *producer.UserPurge
 }
 
 // withScope sets the response's scope and warnings from cov.
@@ -277,7 +279,7 @@ func (s *Server) createUserPurge(ctx context.Context, req CreateJobRequest, who 
 	if s.cfg.IM == nil {
 		return resp, 0, badf("source scan: this server has no IM credentials")
 	}
-	scope := purgeScope{subject: req.User, window: w, peers: req.Peers, user: true}
+	scope := purgeScope{subject: req.User, window: w, peers: req.Peers, user: &spec}
 	return s.purgeByScan(ctx, req, who, "purge:user", queue, resp, scope, func() ([]producer.Scan, *producer.Report, error) {
 		return producer.UserScans(ctx, s.cfg.IM, spec)
 	})
@@ -362,8 +364,7 @@ func (s *Server) purgeByScan(ctx context.Context, req CreateJobRequest, who stri
 		}
 		return resp, 0, err
 	}
-	resp.Scans = len(scans)
-	if scope.user && s.cfg.Index != nil {
+	if scope.user != nil && s.cfg.Index != nil {
 		// Groups the user left are not listed; the index may know them.
 		indexed := map[string]bool{}
 		err := s.cfg.Index.Lookup(ctx, s.cfg.AppID, scope.subject, scope.window.Since, scope.window.Until, func(e msgindex.Entry) error {
@@ -375,10 +376,11 @@ func (s *Server) purgeByScan(ctx context.Context, req CreateJobRequest, who stri
 		if err != nil {
 			return resp, 0, err
 		}
-		if left := producer.NotScanned(scans, indexed); len(left) > 0 {
-			rep.SetGroupsLeft(left)
+		if scans, err = producer.AddIndexedGroups(ctx, s.cfg.IM, *scope.user, scans, rep, indexed); err != nil {
+			return resp, 0, err
 		}
 	}
+	resp.Scans = len(scans)
 	cov := producer.Coverage(scope.subject, scope.window, scope.peers, producer.ScanSources(len(scope.peers)), rep)
 	resp.withScope(cov)
 	if req.DryRun {

@@ -1,12 +1,15 @@
 package producer
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/imrecall/imrecall/jobs"
+	"github.com/imrecall/imrecall/tim"
 )
 
 // The sides of a one-to-one chat that discovery reads.
@@ -93,15 +96,76 @@ func NotScanned(scans []Scan, indexed map[string]bool) []string {
 	return out
 }
 
-// SetGroupsLeft replaces the report's groups-left gap by one naming groups.
-func (r *Report) SetGroupsLeft(groups []string) {
+// SetGroupsLeft replaces the report's groups-left gap: added are the
+// groups the callback index knew of that were added to the scan, missed
+// those it knew of that cannot be read (named in the gap).
+func (r *Report) SetGroupsLeft(added, missed []string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for i, g := range r.Gaps {
-		if g.Kind == jobs.GapGroupsLeft {
-			r.Gaps[i] = GroupsLeftGap(groups)
+		if g.Kind != jobs.GapGroupsLeft {
+			continue
+		}
+		g = GroupsLeftGap(missed)
+		if len(added) > 0 {
+			g.What += fmt.Sprintf("; %d groups the callback index holds messages of the user in were added to the scan: %s",
+				len(added), strings.Join(added, ", "))
+		}
+		r.Gaps[i] = g
+	}
+}
+
+// AddIndexedGroups adds to scans the groups among indexed (groups in which
+// the callback index holds messages of the user) that the scan does not
+// list, because the user left them or was removed: each that still exists
+// and can be recalled is scanned (its topics included) for the user's
+// messages in p's window. The report's groups-left gap then names those
+// added and those that cannot be read (dismissed, or AVChatRoom).
+func AddIndexedGroups(ctx context.Context, im IM, p UserPurge, scans []Scan, rep *Report, indexed map[string]bool) ([]Scan, error) {
+	left := NotScanned(scans, indexed)
+	if len(left) == 0 {
+		return scans, nil
+	}
+	filter := GroupFilter{Window: p.Window, Senders: map[string]bool{p.User: true}}
+	var added, missed []string
+	for i := 0; i < len(left); i += tim.MaxGroupInfoIDs {
+		batch := left[i:min(i+tim.MaxGroupInfoIDs, len(left))]
+		resp, err := im.GetGroupInfo(ctx, tim.GetGroupInfoRequest{GroupIDList: batch,
+			ResponseFilter: &tim.ResponseFilter{GroupBaseInfoFilter: []string{"Type"}}})
+		if err != nil {
+			var te *tim.Error
+			if errors.As(err, &te) && te.Code != 0 && tim.Classify(te.Code) == tim.ClassPermanent {
+				missed = append(missed, batch...) // none of them exists
+				continue
+			}
+			return scans, fmt.Errorf("reading the groups the callback index knows %s sent to: %w", p.User, err)
+		}
+		answered := map[string]bool{}
+		for _, gi := range resp.GroupInfo {
+			answered[gi.GroupID] = true
+			if gi.ErrorCode != 0 || !Recallable(gi.Type) {
+				missed = append(missed, gi.GroupID)
+				continue
+			}
+			ts, err := expandTopics(ctx, im, gi.GroupID, gi.Type, "")
+			if err != nil {
+				return scans, err
+			}
+			for _, t := range ts {
+				scans = append(scans, Scan{Target: t, Type: gi.Type, Filter: filter})
+			}
+			added = append(added, gi.GroupID)
+		}
+		for _, g := range batch {
+			if !answered[g] {
+				missed = append(missed, g)
+			}
 		}
 	}
+	sort.Strings(added)
+	sort.Strings(missed)
+	rep.SetGroupsLeft(added, missed)
+	return scans, nil
 }
 
 // Coverage is the job coverage a purge starts with: its scope (subject,

@@ -1,6 +1,9 @@
 package producer
 
 import (
+	"context"
+	"iter"
+	"strings"
 	"testing"
 
 	"github.com/imrecall/imrecall/emulator"
@@ -162,5 +165,75 @@ func TestPurgeReadsOneToOneFromThePeersSide(t *testing.T) {
 		if m.From == "bob" && m.Recalled {
 			t.Fatalf("bob's %s was recalled", m.MsgKey)
 		}
+	}
+}
+
+// leftIM answers get_joined_group_list as if the user had left the groups
+// in left (the emulator has no delete_group_member); every other call goes
+// to the emulator.
+type leftIM struct {
+	IM
+	left map[string]bool
+}
+
+func (l leftIM) JoinedGroupPages(ctx context.Context, req tim.GetJoinedGroupListRequest) iter.Seq2[*tim.GetJoinedGroupListResponse, error] {
+	return func(yield func(*tim.GetJoinedGroupListResponse, error) bool) {
+		for page, err := range l.IM.JoinedGroupPages(ctx, req) {
+			if page != nil {
+				kept := *page
+				kept.GroupIDList = nil
+				for _, g := range page.GroupIDList {
+					if !l.left[g.GroupID] {
+						kept.GroupIDList = append(kept.GroupIDList, g)
+					}
+				}
+				page = &kept
+			}
+			if !yield(page, err) {
+				return
+			}
+		}
+	}
+}
+
+// TestPurgeUserReadsGroupsLeftThatTheIndexKnows: a scan lists only the
+// groups the user is in now. Groups in which the callback index holds the
+// user's messages are added to the scan; those that cannot be read are
+// named in the groups-left gap.
+func TestPurgeUserReadsGroupsLeftThatTheIndexKnows(t *testing.T) {
+	env := imtest.Start(t, emulator.Config{})
+	env.Accounts(t, "alice", "bob")
+	g1 := env.Group(t, "Public", "g1", "alice", "bob")
+	g2 := env.Group(t, "Work", "g2", "alice", "bob")
+	env.SendGroup(t, g1, "", 10, "alice", "bob")
+	env.SendGroup(t, g2, "", 30, "alice", "bob")
+	im := leftIM{IM: env.Client, left: map[string]bool{g2: true}}
+	spec := UserPurge{User: "alice", Peers: []string{"bob"}}
+	scans, rep, err := UserScans(t.Context(), im, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(scans) != 2 { // g1 and the chat with bob
+		t.Fatalf("scans of a user who left g2: %+v", scans)
+	}
+	scans, err = AddIndexedGroups(t.Context(), im, spec, scans, rep, map[string]bool{g1: true, g2: true, "@TGS#gone": true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tally := &Tally{}
+	if err := RunScans(t.Context(), im, scans, 4, tally, rep); err != nil {
+		t.Fatal(err)
+	}
+	if tally.Count() != 5+15 || rep.GroupMsgs != 20 {
+		t.Fatalf("found %d (group %d) of alice's 20 group messages, 15 of them in the group she left", tally.Count(), rep.GroupMsgs)
+	}
+	var gap *jobs.Gap
+	for i, g := range rep.Gaps {
+		if g.Kind == jobs.GapGroupsLeft {
+			gap = &rep.Gaps[i]
+		}
+	}
+	if gap == nil || len(gap.Groups) != 1 || gap.Groups[0] != "@TGS#gone" || !strings.Contains(gap.What, g2) {
+		t.Fatalf("groups-left gap = %+v, want it to name @TGS#gone and say %s was added", gap, g2)
 	}
 }

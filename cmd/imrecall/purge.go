@@ -164,7 +164,7 @@ the user belongs to is scanned, and the one-to-one chats with --peers.`,
 			default:
 				return badInput("--source %q: want index, scan or auto", source)
 			}
-			return runPurge(cmd, &f, "purge:user", params, purgeScope{subject: user, window: w, peers: ps, user: true},
+			return runPurge(cmd, &f, "purge:user", params, purgeScope{subject: user, window: w, peers: ps, user: &spec},
 				func(ctx context.Context, im producer.IM) ([]producer.Scan, *producer.Report, error) {
 					return producer.UserScans(ctx, im, spec)
 				})
@@ -258,7 +258,9 @@ type purgeScope struct {
 	subject string
 	window  producer.Window
 	peers   []string
-	user    bool // a user purge: the callback index may know groups the scan does not list
+	// user is a user purge's spec: the callback index may know groups the
+	// scan does not list (groups the user left); they are added to it.
+	user *producer.UserPurge
 }
 
 // indexedGroups returns the groups in which the callback index holds
@@ -312,13 +314,13 @@ func runPurge(cmd *cobra.Command, f *purgeFlags, kind string, params map[string]
 	for _, u := range rep.Unsupported {
 		fmt.Fprintf(cmd.ErrOrStderr(), "unsupported: %s (%s): %s\n", u.GroupID, u.Type, u.Reason)
 	}
-	if scope.user {
+	if scope.user != nil {
 		indexed, err := indexedGroups(ctx, c, f.redis.prefix, f.appID, scope.subject, scope.window)
 		if err != nil {
 			return err
 		}
-		if left := producer.NotScanned(scans, indexed); len(left) > 0 {
-			rep.SetGroupsLeft(left)
+		if scans, err = producer.AddIndexedGroups(ctx, im, *scope.user, scans, rep, indexed); err != nil {
+			return discoveryErr(err)
 		}
 	}
 	cov := producer.Coverage(scope.subject, scope.window, scope.peers, producer.ScanSources(len(scope.peers)), rep)
