@@ -156,6 +156,9 @@ func (h *DiscoverHandler) handle(ctx context.Context, t *asynq.Task) error {
 	}
 	if st != jobs.StatusPlanning {
 		// Cancelled or failed: discovery stops and its unit closes.
+		if cp, err := h.loadCheckpoint(ctx, p.JobID, unit); err == nil && !cp.Done {
+			h.recordPartial(ctx, p.JobID, s)
+		}
 		_, err := h.store.ClosePlanner(ctx, p.JobID, unit)
 		return err
 	}
@@ -223,6 +226,7 @@ func (h *DiscoverHandler) handle(ctx context.Context, t *asynq.Task) error {
 	_ = lease.Release(ctx)
 	switch end {
 	case endStopped:
+		h.recordPartial(ctx, p.JobID, s)
 		_, err := h.store.ClosePlanner(ctx, p.JobID, unit)
 		return err
 	case endBudget:
@@ -256,10 +260,25 @@ func (h *DiscoverHandler) failed(ctx context.Context, p tasks.Discover, unit str
 		return fmt.Errorf("discovering %s: %w", s.Target, err)
 	}
 	log.Error("discovery failed for good; the target is recorded as failed", "err", err)
+	h.recordPartial(context.WithoutCancel(ctx), p.JobID, s)
 	if _, ferr := h.store.FailPlanner(context.WithoutCancel(ctx), p.JobID, unit, fmt.Errorf("discovering %s: %w", s.Target, err)); ferr != nil {
 		return ferr
 	}
 	return fmt.Errorf("discovering %s: %v: %w", s.Target, err, asynq.SkipRetry)
+}
+
+// recordPartial records in the job's coverage what a scan that stops for
+// good (failed, or its job cancelled) read, as not read to its end. It is
+// best effort: the job's status says the scan stopped already.
+func (h *DiscoverHandler) recordPartial(ctx context.Context, jobID string, s Scan) {
+	cp, err := h.loadCheckpoint(ctx, jobID, s.unit())
+	if err == nil {
+		cp.Done = false
+		err = h.store.SaveTargetCoverage(ctx, jobID, cp.coverage(s))
+	}
+	if err != nil {
+		h.log.Warn("recording what a stopped scan read failed", "job_id", jobID, "target", s.Target.String(), "err", err)
+	}
 }
 
 // HandleError is for the discovery server's asynq.Config.ErrorHandler: a

@@ -265,6 +265,14 @@ func TestCancelStopsDiscovery(t *testing.T) {
 	if j.Status != jobs.StatusCancelled {
 		t.Fatalf("status = %s", j.Status)
 	}
+	// The job's coverage says how far the scan got: 8 pages of 20 from the newest.
+	cov, err := b.store.Coverage(t.Context(), b.job.ID)
+	if err != nil || cov == nil || len(cov.Targets) != 1 {
+		t.Fatalf("coverage = %+v, %v", cov, err)
+	}
+	if tc := cov.Targets[0]; tc.Done || tc.LastSeq != 1200 || tc.FirstSeq != 1041 || tc.Scanned != 160 {
+		t.Fatalf("a cancelled scan's coverage = %+v, want seqs 1041..1200 read, not done", tc)
+	}
 }
 
 // TestRequeueDuringDiscoveryKeepsPlanning: a re-queue of dead letters while
