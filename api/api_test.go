@@ -250,6 +250,7 @@ func TestOpenAPIDocumentMatchesTheRoutes(t *testing.T) {
 		"CreateJobResponse": CreateJobResponse{}, "Requeued": producer.Requeued{}, "Event": jobs.Event{},
 		"VerifyRequest": VerifyRequest{}, "CertificateRequest": CertificateRequest{}, "RunStatus": RunStatus{},
 		"Verification": verify.JobResult{},
+		"Report": jobs.Report{}, "JobCoverage": jobs.Coverage{}, "TargetCoverage": jobs.TargetCoverage{},
 	} {
 		var want []string
 		for name := range doc.Components.Schemas[schema].Properties {
@@ -659,4 +660,53 @@ func basicAuth(user, pass string) string {
 	req, _ := http.NewRequest("GET", "http://x", nil)
 	req.SetBasicAuth(user, pass)
 	return strings.TrimPrefix(req.Header.Get("Authorization"), "Basic ")
+}
+
+// TestPurgeScopeAndGaps: a purge's dry run shows its scope and warns of
+// what it cannot reach (no peers and no index: no one-to-one chat; groups
+// the user left, naming those the index knows); the job records them and
+// its report shows them.
+func TestPurgeScopeAndGaps(t *testing.T) {
+	b := setup(t, nil)
+	env := b.env
+	env.Accounts(t, "spammer", "alice")
+	g1 := env.Group(t, "Public", "g1", "spammer", "alice")
+	env.SendGroup(t, g1, "", 4, "spammer", "alice")
+	env.SendC2C(t, "spammer", "alice", 3)
+	// The index saw the spammer in a group the scan does not list.
+	if err := b.index.Add(t.Context(), imtest.AppID, msgindex.Entry{From: "spammer", Time: time.Now(), GroupID: "@TGS#left", MsgSeq: 9}); err != nil {
+		t.Fatal(err)
+	}
+	req := CreateJobRequest{Kind: KindPurgeUser, Reason: "GDPR #10", User: "spammer", Source: SourceScan, Since: "2d", DryRun: true}
+	var dry CreateJobResponse
+	if code := b.call("POST", "/v1/jobs", adminSecret, req, &dry); code != 200 || dry.Messages != 2 || dry.Scope == nil {
+		t.Fatalf("purge_user dry run: HTTP %d %+v", code, dry)
+	}
+	kinds := map[string]jobs.Gap{}
+	for _, g := range dry.Scope.Gaps {
+		kinds[g.Kind] = g
+	}
+	if _, ok := kinds[jobs.GapOneToOne]; !ok || len(dry.Warnings) != len(dry.Scope.Gaps) {
+		t.Fatalf("a purge without peers or index does not warn of one-to-one chats: %+v %q", dry.Scope.Gaps, dry.Warnings)
+	}
+	if g := kinds[jobs.GapGroupsLeft]; len(g.Groups) != 1 || g.Groups[0] != "@TGS#left" {
+		t.Fatalf("groups-left gap = %+v, want it to name @TGS#left", g)
+	}
+	if _, ok := kinds[jobs.GapRoaming]; ok {
+		t.Fatalf("a 2-day range has a roaming gap: %+v", dry.Scope.Gaps)
+	}
+	if dry.Scope.Subject != "spammer" || dry.Scope.Since == nil || len(dry.Scope.Targets) != 1 ||
+		dry.Scope.Targets[0].FirstSeq != 1 || dry.Scope.Targets[0].LastSeq != 4 {
+		t.Fatalf("dry run scope = %+v", dry.Scope)
+	}
+	req.DryRun, req.Confirm = false, true
+	var created CreateJobResponse
+	if code := b.call("POST", "/v1/jobs", adminSecret, req, &created); code != http.StatusCreated || created.Job == nil {
+		t.Fatalf("purge_user: HTTP %d %+v", code, created)
+	}
+	var rep jobs.Report
+	if code := b.call("GET", "/v1/jobs/"+created.Job.ID+"/report", readSecret, nil, &rep); code != 200 || rep.Coverage == nil ||
+		rep.Coverage.Subject != "spammer" || len(rep.Coverage.Gaps) != len(dry.Scope.Gaps) {
+		t.Fatalf("report coverage: HTTP %d %+v", code, rep.Coverage)
+	}
 }

@@ -56,6 +56,26 @@ type CreateJobResponse struct {
 	// does not show the user sent them (forged callbacks, others' messages).
 	SenderUnconfirmed int64              `json:"sender_unconfirmed,omitempty"`
 	Coverage          *msgindex.Coverage `json:"coverage,omitempty"`
+	// Scope is the purge's scope and gaps (with, for a dry run by scan,
+	// each target read); the job records it. Warnings say, one per gap,
+	// why the purge cannot be complete.
+	Scope    *jobs.Coverage `json:"scope,omitempty"`
+	Warnings []string       `json:"warnings,omitempty"`
+}
+
+// purgeScope is what a purge covers, for the job's coverage.
+type purgeScope struct {
+	subject string
+	window  producer.Window
+	peers   []string
+	// user is a user purge's spec: the callback index may know groups the
+	// scan does not list (groups the user left); they are added to it.
+	user *producer.UserPurge
+}
+
+// withScope sets the response's scope and warnings from cov.
+func (r *CreateJobResponse) withScope(cov jobs.Coverage) {
+	r.Scope, r.Warnings = &cov, producer.Warnings(cov.Gaps)
 }
 
 // confirmationRequired answers 409 with the size of the job.
@@ -259,7 +279,8 @@ func (s *Server) createUserPurge(ctx context.Context, req CreateJobRequest, who 
 	if s.cfg.IM == nil {
 		return resp, 0, badf("source scan: this server has no IM credentials")
 	}
-	return s.purgeByScan(ctx, req, who, "purge:user", queue, resp, func() ([]producer.Scan, *producer.Report, error) {
+	scope := purgeScope{subject: req.User, window: w, peers: req.Peers, user: &spec}
+	return s.purgeByScan(ctx, req, who, "purge:user", queue, resp, scope, func() ([]producer.Scan, *producer.Report, error) {
 		return producer.UserScans(ctx, s.cfg.IM, spec)
 	})
 }
@@ -268,6 +289,15 @@ func (s *Server) purgeByIndex(ctx context.Context, req CreateJobRequest, who str
 	if s.cfg.IM == nil {
 		return resp, 0, badf("source index: this server has no IM credentials to confirm the senders of indexed messages")
 	}
+	rep := &producer.Report{}
+	if resp.Coverage != nil {
+		if why := resp.Coverage.Why(w.Since, s.now()); why != "" {
+			rep.AddGap(jobs.Gap{Kind: jobs.GapIndex, What: "the callback index does not cover the whole range: " + why})
+		}
+	}
+	producer.RoamingGap(rep, w, s.now())
+	cov := producer.Coverage(req.User, w, nil, []string{producer.SourceNameIndex}, rep)
+	resp.withScope(cov)
 	// The index holds what callbacks claimed; Sign does not cover their
 	// bodies. Only what the history shows the user sent is recalled.
 	if req.Confirm && !req.DryRun {
@@ -276,6 +306,9 @@ func (s *Server) purgeByIndex(ctx context.Context, req CreateJobRequest, who str
 		var counts msgindex.Counts
 		job, b, err := producer.NewJob(context.WithoutCancel(ctx), s.cfg.Store, s.cfg.Queue, s.spec(req, who, "purge:user", queue),
 			func(ctx context.Context, job jobs.Job, _ producer.Enqueuer, b *producer.Batcher) error {
+				if err := s.cfg.Store.SaveCoverage(ctx, job.ID, cov); err != nil {
+					return err
+				}
 				check := producer.NewSenderCheck(s.cfg.IM, req.User, b)
 				var err error
 				if counts, err = s.cfg.Index.Plan(ctx, s.cfg.AppID, req.User, w.Since, w.Until, check); err != nil {
@@ -312,6 +345,9 @@ func (s *Server) purgeByIndex(ctx context.Context, req CreateJobRequest, who str
 	}
 	job, b, err := producer.NewJob(context.WithoutCancel(ctx), s.cfg.Store, s.cfg.Queue, s.spec(req, who, "purge:user", queue),
 		func(ctx context.Context, job jobs.Job, _ producer.Enqueuer, b *producer.Batcher) error {
+			if err := s.cfg.Store.SaveCoverage(ctx, job.ID, cov); err != nil {
+				return err
+			}
 			if err := check.Replay(ctx, b); err != nil {
 				return err
 			}
@@ -320,7 +356,7 @@ func (s *Server) purgeByIndex(ctx context.Context, req CreateJobRequest, who str
 	return s.created(ctx, resp, job, b, err)
 }
 
-func (s *Server) purgeByScan(ctx context.Context, req CreateJobRequest, who string, kind, queue string, resp CreateJobResponse, list func() ([]producer.Scan, *producer.Report, error)) (CreateJobResponse, int, error) {
+func (s *Server) purgeByScan(ctx context.Context, req CreateJobRequest, who string, kind, queue string, resp CreateJobResponse, scope purgeScope, list func() ([]producer.Scan, *producer.Report, error)) (CreateJobResponse, int, error) {
 	scans, rep, err := list()
 	if err != nil {
 		if strings.HasPrefix(err.Error(), "--") {
@@ -328,12 +364,32 @@ func (s *Server) purgeByScan(ctx context.Context, req CreateJobRequest, who stri
 		}
 		return resp, 0, err
 	}
+	if scope.user != nil && s.cfg.Index != nil {
+		// Groups the user left are not listed; the index may know them.
+		indexed := map[string]bool{}
+		err := s.cfg.Index.Lookup(ctx, s.cfg.AppID, scope.subject, scope.window.Since, scope.window.Until, func(e msgindex.Entry) error {
+			if e.IsGroup() {
+				indexed[e.GroupID] = true
+			}
+			return nil
+		})
+		if err != nil {
+			return resp, 0, err
+		}
+		if scans, err = producer.AddIndexedGroups(ctx, s.cfg.IM, *scope.user, scans, rep, indexed); err != nil {
+			return resp, 0, err
+		}
+	}
 	resp.Scans = len(scans)
+	cov := producer.Coverage(scope.subject, scope.window, scope.peers, producer.ScanSources(len(scope.peers)), rep)
+	resp.withScope(cov)
 	if req.DryRun {
 		tally := &producer.Tally{}
 		if err := producer.RunScans(ctx, s.cfg.IM, scans, s.cfg.DiscoveryConcurrency, tally, rep); err != nil {
 			return resp, 0, err
 		}
+		cov.Targets = rep.TargetCoverage()
+		resp.withScope(cov)
 		resp.Messages, resp.Report = int64(tally.Count()), rep
 		s.auditDryRun(ctx, req, who, resp.Messages)
 		return resp, http.StatusOK, nil
@@ -344,6 +400,9 @@ func (s *Server) purgeByScan(ctx context.Context, req CreateJobRequest, who stri
 	}
 	job, _, err := producer.NewJob(context.WithoutCancel(ctx), s.cfg.Store, s.cfg.Queue, s.spec(req, who, kind, queue),
 		func(ctx context.Context, job jobs.Job, q producer.Enqueuer, _ *producer.Batcher) error {
+			if err := s.cfg.Store.SaveCoverage(ctx, job.ID, cov); err != nil {
+				return err
+			}
 			_, err := producer.EnqueueScans(ctx, s.cfg.Store, q, job, scans)
 			return err
 		})
@@ -368,7 +427,11 @@ func (s *Server) createGroupPurge(ctx context.Context, req CreateJobRequest, who
 		return CreateJobResponse{}, 0, badf("purge_group: this server has no IM credentials")
 	}
 	resp := CreateJobResponse{DryRun: req.DryRun, Source: SourceScan}
-	return s.purgeByScan(ctx, req, who, "purge:group", queue, resp, func() ([]producer.Scan, *producer.Report, error) {
+	scope := purgeScope{window: w}
+	if len(req.Senders) == 1 {
+		scope.subject = req.Senders[0]
+	}
+	return s.purgeByScan(ctx, req, who, "purge:group", queue, resp, scope, func() ([]producer.Scan, *producer.Report, error) {
 		return producer.GroupScans(ctx, s.cfg.IM, spec)
 	})
 }

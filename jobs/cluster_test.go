@@ -32,7 +32,7 @@ func TestStoreOnRedisCluster(t *testing.T) {
 	c := Target{From: "alice", To: "bob"}
 
 	// Every key of the job, named as the store names them, is in one slot.
-	keys := []string{s.jobKey(j.ID), s.plannersKey(j.ID), s.leasesKey(j.ID), s.journalKey(j.ID), s.targetsKey(j.ID), s.deadKey(j.ID), s.stateKey(j.ID, g), s.stateKey(j.ID, c)}
+	keys := []string{s.jobKey(j.ID), s.plannersKey(j.ID), s.leasesKey(j.ID), s.journalKey(j.ID), s.targetsKey(j.ID), s.deadKey(j.ID), s.stateKey(j.ID, g), s.stateKey(j.ID, c), s.coverageKey(j.ID)}
 	want, err := rdb.ClusterKeySlot(ctx, keys[0]).Result()
 	if err != nil {
 		t.Fatal(err)

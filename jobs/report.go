@@ -29,6 +29,9 @@ type Report struct {
 	ReconcileProblem string `json:"reconcile_problem,omitempty"`
 	// Settled: the job has ended and no message is pending (Job.Finished).
 	Settled bool `json:"settled"`
+	// Coverage is the purge's scope, the targets its discovery read and
+	// the gaps it could not reach; nil for a job that recorded none.
+	Coverage *Coverage `json:"coverage,omitempty"`
 }
 
 // BuildReport reads a job and recounts its message states.
@@ -45,7 +48,11 @@ func (s *Store) BuildReport(ctx context.Context, jobID string) (Report, error) {
 	if err != nil {
 		return Report{}, err
 	}
-	r := Report{Job: j, Recount: rc, Reconciled: true, Settled: j.Finished(), Refused: refused}
+	cov, err := s.Coverage(ctx, jobID)
+	if err != nil {
+		return Report{}, err
+	}
+	r := Report{Job: j, Recount: rc, Reconciled: true, Settled: j.Finished(), Refused: refused, Coverage: cov}
 	if err := rc.Matches(j.Counts); err != nil {
 		r.Reconciled, r.ReconcileProblem = false, err.Error()
 	}
@@ -122,6 +129,10 @@ func (r Report) WriteText(w io.Writer, describe func(code string) string) error 
 	}
 	if j.Error != "" {
 		p("error: %s\n", j.Error)
+	}
+	if r.Coverage != nil {
+		p("\n")
+		r.Coverage.WriteText(w)
 	}
 	return nil
 }

@@ -84,6 +84,14 @@ type TargetReport struct {
 	Messages int         `json:"messages"`
 	Calls    int         `json:"calls"`
 	Scanned  int         `json:"scanned"` // messages read from history
+	// FirstSeq and LastSeq: the oldest and newest MsgSeq read (groups);
+	// FirstTime and LastTime: the oldest and newest MsgTimeStamp read, and
+	// Sides the sides read (one-to-one chats).
+	FirstSeq  int64    `json:"first_seq,omitempty"`
+	LastSeq   int64    `json:"last_seq,omitempty"`
+	FirstTime int64    `json:"first_time,omitempty"`
+	LastTime  int64    `json:"last_time,omitempty"`
+	Sides     []string `json:"sides,omitempty"`
 }
 
 // Unsupported is a group that cannot be recalled from, with why.
@@ -96,13 +104,16 @@ type Unsupported struct {
 // Report is a discovery's result: per target, totals, and groups skipped
 // with their reason (never silently).
 type Report struct {
-	Targets      []TargetReport `json:"targets"`
-	Unsupported  []Unsupported  `json:"unsupported,omitempty"`
-	GroupMsgs    int            `json:"group_messages"`
-	C2CMsgs      int            `json:"c2c_messages"`
-	GroupCalls   int            `json:"group_calls"`
-	C2CCalls     int            `json:"c2c_calls"`
-	SecondsAtCap float64        `json:"seconds_at_cap"`
+	Targets     []TargetReport `json:"targets"`
+	Unsupported []Unsupported  `json:"unsupported,omitempty"`
+	// Gaps name what the purge cannot reach (see jobs.Gap): a dry run
+	// warns of each, and the job records them in its coverage.
+	Gaps         []jobs.Gap `json:"gaps,omitempty"`
+	GroupMsgs    int        `json:"group_messages"`
+	C2CMsgs      int        `json:"c2c_messages"`
+	GroupCalls   int        `json:"group_calls"`
+	C2CCalls     int        `json:"c2c_calls"`
+	SecondsAtCap float64    `json:"seconds_at_cap"`
 
 	mu sync.Mutex
 }
@@ -180,8 +191,9 @@ func (t *Tally) Count() int {
 // seqs that match f and are not already recalled or deleted to emit, a page
 // at a time: recall can start while a long history is still being read. It
 // returns how many it handed over and how many messages it read.
-func scanGroup(ctx context.Context, im IM, t jobs.Target, f GroupFilter, emit func([]int64) error) (found, scanned int, err error) {
-	err = scanGroupFrom(ctx, im, t, f, 0, func(seqs []int64, n int, _ int64) (bool, error) {
+func scanGroup(ctx context.Context, im IM, t jobs.Target, f GroupFilter, emit func([]int64) error) (found, scanned int, span [2]int64, err error) {
+	err = scanGroupFrom(ctx, im, t, f, 0, func(seqs []int64, n int, _ int64, sp [2]int64) (bool, error) {
+		span = widen(span, sp)
 		scanned += n
 		if len(seqs) == 0 {
 			return false, nil
@@ -192,25 +204,52 @@ func scanGroup(ctx context.Context, im IM, t jobs.Target, f GroupFilter, emit fu
 		found += len(seqs)
 		return false, nil
 	})
-	return found, scanned, err
+	return found, scanned, span, err
+}
+
+// widen returns the range a (oldest, newest) widened by b; zero is empty.
+func widen(a, b [2]int64) [2]int64 {
+	switch {
+	case b[1] == 0:
+		return a
+	case a[1] == 0:
+		return b
+	}
+	return [2]int64{min(a[0], b[0]), max(a[1], b[1])}
 }
 
 // scanC2C hands the MsgKeys of the messages user sent to peer (not already
 // recalled) within w to emit, a page at a time, and returns how many it
-// handed over and how many messages it read.
-func scanC2C(ctx context.Context, im IM, user, peer string, w Window, emit func([]string) error) (found, scanned int, err error) {
-	err = scanC2CFrom(ctx, im, user, peer, w, 0, "", func(keys []string, n int, _ int64, _ string, _ bool) (bool, error) {
-		scanned += n
-		if len(keys) == 0 {
+// handed over and how many messages it read. It reads the conversation
+// from both sides, the sender's and the peer's (a sender who cleared their
+// side hides messages the peer still has), and hands each message once.
+func scanC2C(ctx context.Context, im IM, user, peer string, w Window, emit func([]string) error) (found, scanned int, span [2]int64, err error) {
+	seen := map[string]bool{}
+	for _, side := range [][2]string{{user, peer}, {peer, user}} {
+		err = scanC2CFrom(ctx, im, side[0], side[1], user, w, 0, "", func(keys []string, n int, _ int64, _ string, _ bool, sp [2]int64) (bool, error) {
+			scanned += n
+			span = widen(span, sp)
+			fresh := keys[:0:0]
+			for _, k := range keys {
+				if !seen[k] {
+					seen[k] = true
+					fresh = append(fresh, k)
+				}
+			}
+			if len(fresh) == 0 {
+				return false, nil
+			}
+			if err := emit(fresh); err != nil {
+				return true, err
+			}
+			found += len(fresh)
 			return false, nil
+		})
+		if err != nil {
+			return found, scanned, span, err
 		}
-		if err := emit(keys); err != nil {
-			return true, err
-		}
-		found += len(keys)
-		return false, nil
-	})
-	return found, scanned, err
+	}
+	return found, scanned, span, nil
 }
 
 // expandTopics returns the targets of a group: itself, or for a Community

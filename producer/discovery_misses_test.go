@@ -1,10 +1,17 @@
 package producer
 
 import (
+	"context"
+	"iter"
+	"strings"
 	"testing"
 
 	"github.com/imrecall/imrecall/emulator"
 	"github.com/imrecall/imrecall/internal/imtest"
+	"github.com/imrecall/imrecall/internal/redistest"
+	"github.com/imrecall/imrecall/jobs"
+	"github.com/imrecall/imrecall/tasks"
+	"github.com/imrecall/imrecall/tim"
 )
 
 // The emulator answers as Tencent documents; each test here is a way
@@ -75,5 +82,158 @@ func TestScanReadsPastARunOfRecalledMessages(t *testing.T) {
 	}
 	if tally.Count() != 55 || rep.GroupMsgs != 55 {
 		t.Fatalf("found %d (report %d) of alice's 55 messages not yet recalled", tally.Count(), rep.GroupMsgs)
+	}
+}
+
+// TestPurgeReadsOneToOneFromThePeersSide: a sender who cleared their side
+// of a conversation (delete_c2c_msg_ramble) hides those messages from a scan
+// as them, but the peer still has them. Discovery reads the peer's side
+// too, so a purge finds them, and recalls them.
+func TestPurgeReadsOneToOneFromThePeersSide(t *testing.T) {
+	srv := redistest.Start(t)
+	env := imtest.Start(t, emulator.Config{})
+	env.Accounts(t, "alice", "bob")
+	keys := env.SendC2C(t, "alice", "bob", 150)
+	env.SendC2C(t, "bob", "alice", 20)
+	hidden := keys[10:55] // 45 of alice's, cleared from alice's side only
+	for i := 0; i < len(hidden); i += 30 {
+		if _, err := env.Client.DeleteC2CMsgRamble(t.Context(), tim.DeleteC2CMsgRambleRequest{
+			OperatorAccount: "alice", PeerAccount: "bob", MsgKeyList: hidden[i:min(i+30, len(hidden))]}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	spec := UserPurge{User: "alice", Peers: []string{"bob"}}
+
+	// In this process (a dry run): every one of alice's 150, once.
+	tally := &Tally{}
+	rep, err := PlanUserPurge(t.Context(), env.Client, spec, tally)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tally.Count() != 150 || rep.C2CMsgs != 150 {
+		t.Fatalf("dry run found %d (report %d) of alice's 150 messages to bob", tally.Count(), rep.C2CMsgs)
+	}
+
+	// In workers, a page budget at a time (the side is in the checkpoint).
+	store := jobs.NewStore(srv.Client(), "")
+	job, err := store.Create(t.Context(), jobs.Spec{Kind: "purge:user", Queue: tasks.QueuePurge, AppID: imtest.AppID, RequestedBy: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	scans, _, err := UserScans(t.Context(), env.Client, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := &memQ{}
+	if _, err := EnqueueScans(t.Context(), store, q, job, scans); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.ClosePlanner(t.Context(), job.ID, jobs.RootPlanner); err != nil {
+		t.Fatal(err)
+	}
+	b := &discoveryBundle{env: env, store: store, q: q, job: job}
+	if _, errs := b.drain(t, NewDiscoverHandler(env.Client, store, q, nil).WithBudget(1, 0)); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	queued := map[string]bool{}
+	for _, task := range q.tasks {
+		if p, err := tasks.DecodeC2CWithdraw(task); err == nil {
+			if queued[p.MsgKey] {
+				t.Fatalf("%s queued twice", p.MsgKey)
+			}
+			queued[p.MsgKey] = true
+			if _, err := env.Client.AdminMsgWithdraw(t.Context(), tim.AdminMsgWithdrawRequest{FromAccount: p.From, ToAccount: p.To, MsgKey: p.MsgKey}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	cov, err := store.Coverage(t.Context(), job.ID)
+	if err != nil || cov == nil || len(cov.Targets) != 1 {
+		t.Fatalf("coverage recorded = %+v, %v", cov, err)
+	}
+	if tc := cov.Targets[0]; !tc.Done || len(tc.Sides) != 2 || tc.Sides[1] != SidePeer || tc.Scanned != 170+125 || tc.FirstTime == 0 || tc.LastTime < tc.FirstTime {
+		t.Fatalf("the conversation's coverage = %+v, want both sides read (170 messages, 125 left on alice's side)", tc)
+	}
+	j, _ := store.Get(t.Context(), job.ID)
+	if len(queued) != 150 || j.Counts.Planned != 150 {
+		t.Fatalf("queued %d recalls, planned %d; want alice's 150", len(queued), j.Counts.Planned)
+	}
+	for _, m := range env.Emu.C2CMessages("alice", "bob") {
+		if m.From == "alice" && !m.Recalled {
+			t.Fatalf("alice's %s is not recalled", m.MsgKey)
+		}
+		if m.From == "bob" && m.Recalled {
+			t.Fatalf("bob's %s was recalled", m.MsgKey)
+		}
+	}
+}
+
+// leftIM answers get_joined_group_list as if the user had left the groups
+// in left (the emulator has no delete_group_member); every other call goes
+// to the emulator.
+type leftIM struct {
+	IM
+	left map[string]bool
+}
+
+func (l leftIM) JoinedGroupPages(ctx context.Context, req tim.GetJoinedGroupListRequest) iter.Seq2[*tim.GetJoinedGroupListResponse, error] {
+	return func(yield func(*tim.GetJoinedGroupListResponse, error) bool) {
+		for page, err := range l.IM.JoinedGroupPages(ctx, req) {
+			if page != nil {
+				kept := *page
+				kept.GroupIDList = nil
+				for _, g := range page.GroupIDList {
+					if !l.left[g.GroupID] {
+						kept.GroupIDList = append(kept.GroupIDList, g)
+					}
+				}
+				page = &kept
+			}
+			if !yield(page, err) {
+				return
+			}
+		}
+	}
+}
+
+// TestPurgeUserReadsGroupsLeftThatTheIndexKnows: a scan lists only the
+// groups the user is in now. Groups in which the callback index holds the
+// user's messages are added to the scan; those that cannot be read are
+// named in the groups-left gap.
+func TestPurgeUserReadsGroupsLeftThatTheIndexKnows(t *testing.T) {
+	env := imtest.Start(t, emulator.Config{})
+	env.Accounts(t, "alice", "bob")
+	g1 := env.Group(t, "Public", "g1", "alice", "bob")
+	g2 := env.Group(t, "Work", "g2", "alice", "bob")
+	env.SendGroup(t, g1, "", 10, "alice", "bob")
+	env.SendGroup(t, g2, "", 30, "alice", "bob")
+	im := leftIM{IM: env.Client, left: map[string]bool{g2: true}}
+	spec := UserPurge{User: "alice", Peers: []string{"bob"}}
+	scans, rep, err := UserScans(t.Context(), im, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(scans) != 2 { // g1 and the chat with bob
+		t.Fatalf("scans of a user who left g2: %+v", scans)
+	}
+	scans, err = AddIndexedGroups(t.Context(), im, spec, scans, rep, map[string]bool{g1: true, g2: true, "@TGS#gone": true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tally := &Tally{}
+	if err := RunScans(t.Context(), im, scans, 4, tally, rep); err != nil {
+		t.Fatal(err)
+	}
+	if tally.Count() != 5+15 || rep.GroupMsgs != 20 {
+		t.Fatalf("found %d (group %d) of alice's 20 group messages, 15 of them in the group she left", tally.Count(), rep.GroupMsgs)
+	}
+	var gap *jobs.Gap
+	for i, g := range rep.Gaps {
+		if g.Kind == jobs.GapGroupsLeft {
+			gap = &rep.Gaps[i]
+		}
+	}
+	if gap == nil || len(gap.Groups) != 1 || gap.Groups[0] != "@TGS#gone" || !strings.Contains(gap.What, g2) {
+		t.Fatalf("groups-left gap = %+v, want it to name @TGS#gone and say %s was added", gap, g2)
 	}
 }

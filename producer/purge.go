@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/tim"
@@ -73,6 +74,7 @@ func UserScans(ctx context.Context, im IM, p UserPurge) ([]Scan, *Report, error)
 	for _, peer := range p.Peers {
 		scans = append(scans, Scan{Target: jobs.Target{From: p.User, To: peer}, Filter: GroupFilter{Window: p.Window}})
 	}
+	userGaps(rep, p)
 	return scans, rep, nil
 }
 
@@ -153,7 +155,9 @@ func GroupScans(ctx context.Context, im IM, p GroupPurge) ([]Scan, *Report, erro
 			scans = append(scans, Scan{Target: t, Type: types[g], Filter: f})
 		}
 	}
-	return scans, &Report{}, nil
+	rep := &Report{}
+	RoamingGap(rep, p.Window, time.Now())
+	return scans, rep, nil
 }
 
 // PlanGroupPurge discovers in this process and hands the matches to sink.

@@ -44,15 +44,49 @@ type checkpoint struct {
 	Part int `json:"part"`
 	// Group histories: the ReqMsgSeq of the next page (0: the newest).
 	Next int64 `json:"next_seq,omitempty"`
-	// One-to-one: the next page's MaxTime and LastMsgKey (0, "": the newest).
-	MaxTime int64  `json:"max_time,omitempty"`
-	LastKey string `json:"last_key,omitempty"`
+	// One-to-one: the next page's MaxTime and LastMsgKey (0, "": the newest)
+	// on the side being read. A conversation is read from the sender's side
+	// first, then (PeerSide) from the peer's: a sender who cleared their
+	// side (delete_c2c_msg_ramble) hides messages the peer still has.
+	MaxTime  int64  `json:"max_time,omitempty"`
+	LastKey  string `json:"last_key,omitempty"`
+	PeerSide bool   `json:"peer_side,omitempty"`
 	// Done: the history was read to its end (or the range's start).
 	Done bool `json:"done,omitempty"`
 	// Pages, Scanned and Found count the scan's progress, for reports.
 	Pages   int `json:"pages"`
 	Scanned int `json:"scanned"`
 	Found   int `json:"found"`
+	// Low and High: the oldest and newest MsgSeq (groups) or MsgTimeStamp
+	// (one-to-one) read so far, for the job's coverage.
+	Low  int64 `json:"low,omitempty"`
+	High int64 `json:"high,omitempty"`
+}
+
+// widen takes a page's span (oldest, newest) into the checkpoint's range.
+func (cp *checkpoint) widen(span [2]int64) {
+	if span[1] == 0 {
+		return
+	}
+	if cp.Low == 0 || span[0] < cp.Low {
+		cp.Low = span[0]
+	}
+	cp.High = max(cp.High, span[1])
+}
+
+// coverage is what the scan s read, as the job's coverage records it.
+func (cp checkpoint) coverage(s Scan) jobs.TargetCoverage {
+	tc := jobs.TargetCoverage{Target: s.Target, Type: s.Type, Pages: cp.Pages, Scanned: cp.Scanned, Found: cp.Found, Done: cp.Done}
+	if s.Target.IsGroup() {
+		tc.FirstSeq, tc.LastSeq = cp.Low, cp.High
+		return tc
+	}
+	tc.FirstTime, tc.LastTime = cp.Low, cp.High
+	tc.Sides = []string{SideSender}
+	if cp.PeerSide {
+		tc.Sides = append(tc.Sides, SidePeer)
+	}
+	return tc
 }
 
 func (h *DiscoverHandler) loadCheckpoint(ctx context.Context, jobID, unit string) (checkpoint, error) {
@@ -122,6 +156,9 @@ func (h *DiscoverHandler) handle(ctx context.Context, t *asynq.Task) error {
 	}
 	if st != jobs.StatusPlanning {
 		// Cancelled or failed: discovery stops and its unit closes.
+		if cp, err := h.loadCheckpoint(ctx, p.JobID, unit); err == nil && !cp.Done {
+			h.recordPartial(ctx, p.JobID, s)
+		}
 		_, err := h.store.ClosePlanner(ctx, p.JobID, unit)
 		return err
 	}
@@ -189,6 +226,7 @@ func (h *DiscoverHandler) handle(ctx context.Context, t *asynq.Task) error {
 	_ = lease.Release(ctx)
 	switch end {
 	case endStopped:
+		h.recordPartial(ctx, p.JobID, s)
 		_, err := h.store.ClosePlanner(ctx, p.JobID, unit)
 		return err
 	case endBudget:
@@ -201,6 +239,10 @@ func (h *DiscoverHandler) handle(ctx context.Context, t *asynq.Task) error {
 	}
 	cp.Done = true
 	if err := h.saveCheckpoint(ctx, p.JobID, unit, cp); err != nil {
+		return err
+	}
+	// The target is read: record what was read in the job's coverage.
+	if err := h.store.SaveTargetCoverage(ctx, p.JobID, cp.coverage(s)); err != nil {
 		return err
 	}
 	_, err = h.store.ClosePlanner(ctx, p.JobID, unit)
@@ -218,10 +260,25 @@ func (h *DiscoverHandler) failed(ctx context.Context, p tasks.Discover, unit str
 		return fmt.Errorf("discovering %s: %w", s.Target, err)
 	}
 	log.Error("discovery failed for good; the target is recorded as failed", "err", err)
+	h.recordPartial(context.WithoutCancel(ctx), p.JobID, s)
 	if _, ferr := h.store.FailPlanner(context.WithoutCancel(ctx), p.JobID, unit, fmt.Errorf("discovering %s: %w", s.Target, err)); ferr != nil {
 		return ferr
 	}
 	return fmt.Errorf("discovering %s: %v: %w", s.Target, err, asynq.SkipRetry)
+}
+
+// recordPartial records in the job's coverage what a scan that stops for
+// good (failed, or its job cancelled) read, as not read to its end. It is
+// best effort: the job's status says the scan stopped already.
+func (h *DiscoverHandler) recordPartial(ctx context.Context, jobID string, s Scan) {
+	cp, err := h.loadCheckpoint(ctx, jobID, s.unit())
+	if err == nil {
+		cp.Done = false
+		err = h.store.SaveTargetCoverage(ctx, jobID, cp.coverage(s))
+	}
+	if err != nil {
+		h.log.Warn("recording what a stopped scan read failed", "job_id", jobID, "target", s.Target.String(), "err", err)
+	}
 }
 
 // HandleError is for the discovery server's asynq.Config.ErrorHandler: a
@@ -313,7 +370,8 @@ func (h *DiscoverHandler) scan(ctx context.Context, s Scan, b *Batcher, cp *chec
 	}
 	var err error
 	if s.Target.IsGroup() {
-		err = scanGroupFrom(ctx, h.im, s.Target, s.Filter, cp.Next, func(seqs []int64, scanned int, next int64) (bool, error) {
+		err = scanGroupFrom(ctx, h.im, s.Target, s.Filter, cp.Next, func(seqs []int64, scanned int, next int64, span [2]int64) (bool, error) {
+			cp.widen(span)
 			if len(seqs) > 0 {
 				if err := b.AddGroup(ctx, s.Target, seqs...); err != nil {
 					return true, err
@@ -341,22 +399,41 @@ func (h *DiscoverHandler) scan(ctx context.Context, s Scan, b *Batcher, cp *chec
 			return stop, err
 		})
 	} else {
-		err = scanC2CFrom(ctx, h.im, s.Target.From, s.Target.To, s.Filter.Window, cp.MaxTime, cp.LastKey,
-			func(keys []string, scanned int, maxTime int64, lastKey string, complete bool) (bool, error) {
-				for _, k := range keys {
-					if err := b.AddC2C(ctx, s.Target, k); err != nil {
-						return true, err
+		// The sender's side, then the peer's; the checkpoint says which.
+		for err == nil && end == endDone {
+			operator, peer := s.Target.From, s.Target.To
+			if cp.PeerSide {
+				operator, peer = peer, operator
+			}
+			sideDone := false
+			err = scanC2CFrom(ctx, h.im, operator, peer, s.Target.From, s.Filter.Window, cp.MaxTime, cp.LastKey,
+				func(keys []string, scanned int, maxTime int64, lastKey string, complete bool, span [2]int64) (bool, error) {
+					cp.widen(span)
+					for _, k := range keys {
+						if err := b.AddC2C(ctx, s.Target, k); err != nil {
+							return true, err
+						}
 					}
-				}
-				cp.Pages++
-				cp.Scanned += scanned
-				cp.Found += len(keys)
-				cp.MaxTime, cp.LastKey = maxTime, lastKey
-				if complete {
-					return false, nil
-				}
-				return after()
-			})
+					cp.Pages++
+					cp.Scanned += scanned
+					cp.Found += len(keys)
+					cp.MaxTime, cp.LastKey = maxTime, lastKey
+					if complete {
+						sideDone = true
+						return false, nil
+					}
+					return after()
+				})
+			if err != nil || !sideDone || cp.PeerSide {
+				break
+			}
+			// The sender's side is read: the peer's next, from its newest.
+			cp.PeerSide, cp.MaxTime, cp.LastKey = true, 0, ""
+			var stop bool
+			if stop, err = after(); stop {
+				break
+			}
+		}
 	}
 	return end, err
 }
@@ -366,7 +443,7 @@ func (h *DiscoverHandler) scan(ctx context.Context, s Scan, b *Batcher, cp *chec
 // that match f, how many messages the page held, and the ReqMsgSeq of the
 // next page (0 when this page is the last: the history or the range ends).
 // page returns true to stop.
-func scanGroupFrom(ctx context.Context, im IM, t jobs.Target, f GroupFilter, from int64, page func(seqs []int64, scanned int, next int64) (bool, error)) error {
+func scanGroupFrom(ctx context.Context, im IM, t jobs.Target, f GroupFilter, from int64, page func(seqs []int64, scanned int, next int64, span [2]int64) (bool, error)) error {
 	req := tim.GroupMsgGetSimpleRequest{GroupID: t.GroupID, TopicID: t.TopicID, ReqMsgNumber: tim.MaxGetSimpleMsgs}
 	switch {
 	case from > 0:
@@ -379,10 +456,10 @@ func scanGroupFrom(ctx context.Context, im IM, t jobs.Target, f GroupFilter, fro
 			return fmt.Errorf("reading history of %s: %w", t, err)
 		}
 		older := false
-		low := resp.RspMsgList[0].MsgSeq
+		low, high := resp.RspMsgList[0].MsgSeq, resp.RspMsgList[0].MsgSeq
 		var seqs []int64
 		for _, m := range resp.RspMsgList {
-			low = min(low, m.MsgSeq)
+			low, high = min(low, m.MsgSeq), max(high, m.MsgSeq)
 			if f.SeqFrom > 0 && m.MsgSeq < f.SeqFrom {
 				older = true
 				continue
@@ -403,7 +480,7 @@ func scanGroupFrom(ctx context.Context, im IM, t jobs.Target, f GroupFilter, fro
 		if older || low <= 1 {
 			next = 0
 		}
-		stop, err := page(seqs, len(resp.RspMsgList), next)
+		stop, err := page(seqs, len(resp.RspMsgList), next, [2]int64{low, high})
 		if err != nil {
 			return err
 		}
@@ -414,14 +491,14 @@ func scanGroupFrom(ctx context.Context, im IM, t jobs.Target, f GroupFilter, fro
 	return nil
 }
 
-// scanC2CFrom reads the one-to-one history of user with peer within w
-// backwards from maxTime and lastKey (0, "": the newest) and calls page
-// with the MsgKeys user sent (not recalled), how many messages the page
-// held, the next page's cursor, and whether this page is the last. page
-// returns true to stop.
-func scanC2CFrom(ctx context.Context, im IM, user, peer string, w Window, maxTime int64, lastKey string,
-	page func(keys []string, scanned int, maxTime int64, lastKey string, complete bool) (bool, error)) error {
-	req := tim.AdminGetRoamMsgRequest{OperatorAccount: user, PeerAccount: peer, MaxCnt: 100, MaxTime: time.Now().Unix() + 60}
+// scanC2CFrom reads the one-to-one history of operator with peer (as
+// operator sees it) within w backwards from maxTime and lastKey (0, "": the
+// newest) and calls page with the MsgKeys sent by user (not recalled), how
+// many messages the page held, the next page's cursor, and whether this
+// page is the last. page returns true to stop.
+func scanC2CFrom(ctx context.Context, im IM, operator, peer, user string, w Window, maxTime int64, lastKey string,
+	page func(keys []string, scanned int, maxTime int64, lastKey string, complete bool, span [2]int64) (bool, error)) error {
+	req := tim.AdminGetRoamMsgRequest{OperatorAccount: operator, PeerAccount: peer, MaxCnt: 100, MaxTime: time.Now().Unix() + 60}
 	if !w.Since.IsZero() {
 		req.MinTime = w.Since.Unix()
 	}
@@ -433,16 +510,21 @@ func scanC2CFrom(ctx context.Context, im IM, user, peer string, w Window, maxTim
 	}
 	for resp, err := range im.RoamMsgPages(ctx, req) {
 		if err != nil {
-			return fmt.Errorf("reading one-to-one history of %s with %s: %w", user, peer, err)
+			return fmt.Errorf("reading one-to-one history of %s with %s: %w", operator, peer, err)
 		}
 		var keys []string
-		for _, m := range resp.MsgList {
+		var span [2]int64
+		for i, m := range resp.MsgList {
+			if i == 0 {
+				span = [2]int64{m.MsgTimeStamp, m.MsgTimeStamp}
+			}
+			span = [2]int64{min(span[0], m.MsgTimeStamp), max(span[1], m.MsgTimeStamp)}
 			if m.FromAccount == user && !m.Recalled() && w.contains(m.MsgTimeStamp) {
 				keys = append(keys, m.MsgKey)
 			}
 		}
 		complete := resp.Complete == 1
-		stop, err := page(keys, len(resp.MsgList), resp.LastMsgTime, string(resp.LastMsgKey), complete)
+		stop, err := page(keys, len(resp.MsgList), resp.LastMsgTime, string(resp.LastMsgKey), complete, span)
 		if err != nil || stop || complete {
 			return err
 		}

@@ -201,6 +201,14 @@ func TestDiscoveryAcrossBudgets(t *testing.T) {
 	if j.Status != jobs.StatusRunning || j.Counts.Planned != int64(len(want)) {
 		t.Fatalf("job after discovery = %s %+v", j.Status, j.Counts)
 	}
+	// The job's coverage records the seq range read, across the parts.
+	cov, err := b.store.Coverage(t.Context(), b.job.ID)
+	if err != nil || cov == nil || len(cov.Targets) != 1 {
+		t.Fatalf("coverage = %+v, %v", cov, err)
+	}
+	if tc := cov.Targets[0]; tc.FirstSeq != 1 || tc.LastSeq != 1200 || tc.Scanned != 1200 || tc.Found != len(want) || !tc.Done {
+		t.Fatalf("the group's coverage = %+v, want seqs 1..1200 read", tc)
+	}
 }
 
 // TestDiscoveryRetryResumes: a scan that fails mid-history is retried from
@@ -256,6 +264,14 @@ func TestCancelStopsDiscovery(t *testing.T) {
 	j, _ := b.store.Get(t.Context(), b.job.ID)
 	if j.Status != jobs.StatusCancelled {
 		t.Fatalf("status = %s", j.Status)
+	}
+	// The job's coverage says how far the scan got: 8 pages of 20 from the newest.
+	cov, err := b.store.Coverage(t.Context(), b.job.ID)
+	if err != nil || cov == nil || len(cov.Targets) != 1 {
+		t.Fatalf("coverage = %+v, %v", cov, err)
+	}
+	if tc := cov.Targets[0]; tc.Done || tc.LastSeq != 1200 || tc.FirstSeq != 1041 || tc.Scanned != 160 {
+		t.Fatalf("a cancelled scan's coverage = %+v, want seqs 1041..1200 read, not done", tc)
 	}
 }
 

@@ -31,13 +31,14 @@ func (s Scan) unit() string { return jobs.ScanUnit(s.Target) }
 func (s Scan) Run(ctx context.Context, im IM, sink Sink) (TargetReport, error) {
 	tr := TargetReport{Target: s.Target, Type: s.Type}
 	if s.Target.IsGroup() {
-		found, scanned, err := scanGroup(ctx, im, s.Target, s.Filter, func(seqs []int64) error {
+		found, scanned, span, err := scanGroup(ctx, im, s.Target, s.Filter, func(seqs []int64) error {
 			return sink.AddGroup(ctx, s.Target, seqs...)
 		})
 		tr.Messages, tr.Calls, tr.Scanned = found, (found+9)/10, scanned
+		tr.FirstSeq, tr.LastSeq = span[0], span[1]
 		return tr, err
 	}
-	found, scanned, err := scanC2C(ctx, im, s.Target.From, s.Target.To, s.Filter.Window, func(keys []string) error {
+	found, scanned, span, err := scanC2C(ctx, im, s.Target.From, s.Target.To, s.Filter.Window, func(keys []string) error {
 		for _, k := range keys {
 			if err := sink.AddC2C(ctx, s.Target, k); err != nil {
 				return err
@@ -46,6 +47,7 @@ func (s Scan) Run(ctx context.Context, im IM, sink Sink) (TargetReport, error) {
 		return nil
 	})
 	tr.Messages, tr.Calls, tr.Scanned = found, found, scanned
+	tr.FirstTime, tr.LastTime, tr.Sides = span[0], span[1], []string{SideSender, SidePeer}
 	return tr, err
 }
 

@@ -39,11 +39,11 @@ type JobOptions struct {
 	OnSubject func(subject string)
 }
 
-// RunJob verifies job over its scope (ScopeOf), keeps the result with the
+// RunJob verifies job over its scope (ScopeOfRecorded), keeps the result with the
 // job (Store.SaveVerification, which audits it) and returns it. The CLI's
 // verify and certificate and the HTTP API all verify through it.
 func RunJob(ctx context.Context, store *jobs.Store, im JobIM, job jobs.Job, opt JobOptions) (JobResult, error) {
-	scope, err := ScopeOf(job, im)
+	scope, err := ScopeOfRecorded(ctx, store, job, im)
 	if err != nil {
 		return JobResult{}, err
 	}

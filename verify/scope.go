@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/producer"
@@ -38,12 +39,50 @@ type params struct {
 	SeqTo   int64           `json:"seq_to"`
 }
 
+// ScopeOfRecorded is ScopeOf with the coverage the job recorded (its
+// gaps as discovery saw them: groups the user left that the index knows,
+// AVChatRoom groups, one-to-one chats not read, the roaming period), read
+// from store; a job that recorded none gets ScopeOf's.
+func ScopeOfRecorded(ctx context.Context, store *jobs.Store, job jobs.Job, im producer.IM) (*Scope, error) {
+	cov, err := store.Coverage(ctx, job.ID)
+	if err != nil {
+		return nil, err
+	}
+	return ScopeWith(job, cov, im)
+}
+
 // ScopeOf reads a job's scope from its record. Relative times (--since
 // 30d) are taken relative to when the job was created, as the job took them.
 //
 // The Scope is returned by pointer: a re-scan adds the groups it could not
 // read to its Gaps.
-func ScopeOf(job jobs.Job, im producer.IM) (*Scope, error) {
+func ScopeOf(job jobs.Job, im producer.IM) (*Scope, error) { return ScopeWith(job, nil, im) }
+
+// ScopeWith is ScopeOf with the job's recorded coverage (nil: none): when
+// present, its gaps are the scope's, instead of those guessed from the
+// job's parameters.
+func ScopeWith(job jobs.Job, cov *jobs.Coverage, im producer.IM) (*Scope, error) {
+	s, err := scopeOf(job, im)
+	if err != nil || cov == nil || job.Kind != "purge:user" && job.Kind != "purge:group" {
+		return s, err
+	}
+	var p params
+	_ = json.Unmarshal(job.Params, &p) // read by scopeOf already
+	s.Gaps = nil
+	if p.Source == "index" {
+		s.Gaps = append(s.Gaps, "the job found its messages in the callback index; the re-scan reads the groups the user is in now and the given peers")
+	}
+	for _, g := range cov.Gaps {
+		line := g.What
+		if len(g.Groups) > 0 {
+			line += ": " + strings.Join(g.Groups, ", ")
+		}
+		s.Gaps = append(s.Gaps, line)
+	}
+	return s, nil
+}
+
+func scopeOf(job jobs.Job, im producer.IM) (*Scope, error) {
 	var p params
 	if len(job.Params) > 0 {
 		if err := json.Unmarshal(job.Params, &p); err != nil {
@@ -114,7 +153,11 @@ func areasOf(list func(ctx context.Context) ([]producer.Scan, *producer.Report, 
 		if err != nil {
 			return nil, err
 		}
+		recorded := strings.Join(s.Gaps, "\n")
 		for _, u := range rep.Unsupported {
+			if strings.Contains(recorded, u.GroupID) {
+				continue // named by the job's recorded coverage already
+			}
 			s.Gaps = append(s.Gaps, fmt.Sprintf("group %s (%s): %s", u.GroupID, u.Type, u.Reason))
 		}
 		areas := make([]Area, len(scans))

@@ -153,6 +153,10 @@ func runDemo(ctx context.Context, cmd *cobra.Command, o demoOptions) error {
 	if err != nil {
 		return err
 	}
+	cov := producer.Coverage(spammer, producer.Window{}, peers, producer.ScanSources(len(peers)), rep)
+	if err := store.SaveCoverage(ctx, job.ID, cov); err != nil {
+		return err
+	}
 	if _, err := producer.EnqueueScans(ctx, store, enq, job, scans); err != nil {
 		return err
 	}

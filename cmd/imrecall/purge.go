@@ -164,9 +164,10 @@ the user belongs to is scanned, and the one-to-one chats with --peers.`,
 			default:
 				return badInput("--source %q: want index, scan or auto", source)
 			}
-			return runPurge(cmd, &f, "purge:user", params, func(ctx context.Context, im producer.IM) ([]producer.Scan, *producer.Report, error) {
-				return producer.UserScans(ctx, im, spec)
-			})
+			return runPurge(cmd, &f, "purge:user", params, purgeScope{subject: user, window: w, peers: ps, user: &spec},
+				func(ctx context.Context, im producer.IM) ([]producer.Scan, *producer.Report, error) {
+					return producer.UserScans(ctx, im, spec)
+				})
 		},
 	}
 	f.register(cmd, tasks.QueuePurge)
@@ -231,7 +232,11 @@ func newPurgeGroupCmd() *cobra.Command {
 				return usageError{err}
 			}
 			params := map[string]any{"groups": groups, "topic": topic, "senders": senders, "since": f.since, "until": f.until, "seq_from": seqFrom, "seq_to": seqTo}
-			return runPurge(cmd, &f, "purge:group", params, func(ctx context.Context, im producer.IM) ([]producer.Scan, *producer.Report, error) {
+			scope := purgeScope{window: w}
+			if len(senders) == 1 {
+				scope.subject = senders[0]
+			}
+			return runPurge(cmd, &f, "purge:group", params, scope, func(ctx context.Context, im producer.IM) ([]producer.Scan, *producer.Report, error) {
 				return producer.GroupScans(ctx, im, spec)
 			})
 		},
@@ -248,11 +253,45 @@ func newPurgeGroupCmd() *cobra.Command {
 // scansFunc lists what a purge must scan, checking its input first.
 type scansFunc func(ctx context.Context, im producer.IM) ([]producer.Scan, *producer.Report, error)
 
+// purgeScope is what a purge covers, for the job's coverage.
+type purgeScope struct {
+	subject string
+	window  producer.Window
+	peers   []string
+	// user is a user purge's spec: the callback index may know groups the
+	// scan does not list (groups the user left); they are added to it.
+	user *producer.UserPurge
+}
+
+// indexedGroups returns the groups in which the callback index holds
+// messages of user in w; nil when it holds none (or is empty).
+func indexedGroups(ctx context.Context, c *conn, prefix string, app int64, user string, w producer.Window) (map[string]bool, error) {
+	idx := msgindex.New(c.rdb, prefix, 0)
+	groups := map[string]bool{}
+	err := idx.Lookup(ctx, app, user, w.Since, w.Until, func(e msgindex.Entry) error {
+		if e.IsGroup() {
+			groups[e.GroupID] = true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading the callback index for the groups of %s: %w", user, err)
+	}
+	return groups, nil
+}
+
+// warnGaps prints a warning for each gap: what the purge cannot reach.
+func warnGaps(cmd *cobra.Command, gaps []jobs.Gap) {
+	for _, line := range producer.Warnings(gaps) {
+		fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s\n", line)
+	}
+}
+
 // runPurge lists the scans (bad input fails here, before anything is
 // planned). A dry run, or a run that must be confirmed, scans in this
 // process into a tally; a real run queues one discovery task per scan, which
 // workers run in parallel, planning into the job as they go.
-func runPurge(cmd *cobra.Command, f *purgeFlags, kind string, params map[string]any, list scansFunc) error {
+func runPurge(cmd *cobra.Command, f *purgeFlags, kind string, params map[string]any, scope purgeScope, list scansFunc) error {
 	ctx := cmd.Context()
 	log, err := f.logs.logger(cmd.ErrOrStderr())
 	if err != nil {
@@ -275,13 +314,25 @@ func runPurge(cmd *cobra.Command, f *purgeFlags, kind string, params map[string]
 	for _, u := range rep.Unsupported {
 		fmt.Fprintf(cmd.ErrOrStderr(), "unsupported: %s (%s): %s\n", u.GroupID, u.Type, u.Reason)
 	}
+	if scope.user != nil {
+		indexed, err := indexedGroups(ctx, c, f.redis.prefix, f.appID, scope.subject, scope.window)
+		if err != nil {
+			return err
+		}
+		if scans, err = producer.AddIndexedGroups(ctx, im, *scope.user, scans, rep, indexed); err != nil {
+			return discoveryErr(err)
+		}
+	}
+	cov := producer.Coverage(scope.subject, scope.window, scope.peers, producer.ScanSources(len(scope.peers)), rep)
+	warnGaps(cmd, cov.Gaps)
 	if f.dryRun || !f.yes {
 		tally := &producer.Tally{}
 		if err := producer.RunScans(ctx, im, scans, f.concurrency, tally, rep); err != nil {
 			return discoveryErr(err)
 		}
 		if f.dryRun {
-			return printDiscovery(cmd, f.asJSON, rep, tally.Count())
+			cov.Targets = rep.TargetCoverage()
+			return printDiscovery(cmd, f.asJSON, rep, tally.Count(), cov)
 		}
 		if n := tally.Count(); n > f.confirmAbove {
 			fmt.Fprintf(cmd.ErrOrStderr(), "found %d messages in %d targets\n", n, len(rep.Targets))
@@ -291,6 +342,10 @@ func runPurge(cmd *cobra.Command, f *purgeFlags, kind string, params map[string]
 		}
 	}
 	return createAndPlan(cmd, &f.recallFlags, c, kind, params, func(ctx context.Context, job jobs.Job, q producer.Enqueuer, _ *producer.Batcher) error {
+		// The scope and its gaps first; each target as its discovery ends.
+		if err := c.store.SaveCoverage(ctx, job.ID, cov); err != nil {
+			return err
+		}
 		n, err := producer.EnqueueScans(ctx, c.store, q, job, scans)
 		if err == nil {
 			fmt.Fprintf(cmd.ErrOrStderr(), "job %s: %d scans queued for the workers\n", job.ID, n)
@@ -306,9 +361,10 @@ func discoveryErr(err error) error {
 	return err
 }
 
-func printDiscovery(cmd *cobra.Command, asJSON bool, rep *producer.Report, distinct int) error {
+func printDiscovery(cmd *cobra.Command, asJSON bool, rep *producer.Report, distinct int, cov jobs.Coverage) error {
 	if asJSON {
-		return printJSON(cmd.OutOrStdout(), map[string]any{"dry_run": true, "messages": distinct, "report": rep})
+		return printJSON(cmd.OutOrStdout(), map[string]any{"dry_run": true, "messages": distinct, "report": rep,
+			"scope": cov, "warnings": producer.Warnings(cov.Gaps)})
 	}
 	w := cmd.OutOrStdout()
 	fmt.Fprintln(w, "dry run: nothing was changed")
@@ -326,6 +382,8 @@ func printDiscovery(cmd *cobra.Command, asJSON bool, rep *producer.Report, disti
 	}
 	fmt.Fprintf(w, "total: %d messages (%d group in %d calls, %d one-to-one in %d calls); about %.0f s at the cap\n",
 		distinct, rep.GroupMsgs, rep.GroupCalls, rep.C2CMsgs, rep.C2CCalls, rep.SecondsAtCap)
+	fmt.Fprintln(w)
+	cov.WriteText(w)
 	return nil
 }
 
@@ -365,10 +423,20 @@ func runIndexPurge(cmd *cobra.Command, f *purgeFlags, user string, w producer.Wi
 	}
 	f.verifyWhenDone(cmd, c, im)
 	params["source"] = "index"
+	rep := &producer.Report{}
+	if why := cov.Why(w.Since, time.Now()); why != "" {
+		rep.AddGap(jobs.Gap{Kind: jobs.GapIndex, What: "the callback index does not cover the whole range: " + why})
+	}
+	producer.RoamingGap(rep, w, time.Now())
+	scope := producer.Coverage(user, w, nil, []string{producer.SourceNameIndex}, rep)
+	warnGaps(cmd, scope.Gaps)
 	if f.yes && !f.dryRun {
 		// Confirmed up front: plan as senders are confirmed, so that
 		// recalls start while later history pages are read.
 		return true, createAndPlan(cmd, &f.recallFlags, c, "purge:user", params, func(ctx context.Context, job jobs.Job, _ producer.Enqueuer, b *producer.Batcher) error {
+			if err := c.store.SaveCoverage(ctx, job.ID, scope); err != nil {
+				return err
+			}
 			check := producer.NewSenderCheck(im, user, b)
 			if _, err := idx.Plan(ctx, f.appID, user, w.Since, w.Until, check); err != nil {
 				return err
@@ -395,13 +463,16 @@ func runIndexPurge(cmd *cobra.Command, f *purgeFlags, user string, w producer.Wi
 		fmt.Fprintf(cmd.ErrOrStderr(), "%d indexed messages are not confirmed as %s's by the history (forged callbacks or others' messages): left out\n", check.Refused, user)
 	}
 	if f.dryRun {
-		rep := map[string]any{"dry_run": true, "source": "index", "messages": tally.Count(), "index": counts, "coverage": cov, "sender_unconfirmed": check.Refused}
+		out := map[string]any{"dry_run": true, "source": "index", "messages": tally.Count(), "index": counts, "coverage": cov,
+			"sender_unconfirmed": check.Refused, "scope": scope, "warnings": producer.Warnings(scope.Gaps)}
 		if f.asJSON {
-			return true, printJSON(cmd.OutOrStdout(), rep)
+			return true, printJSON(cmd.OutOrStdout(), out)
 		}
 		fmt.Fprintf(cmd.OutOrStdout(), "dry run: nothing was changed\nfrom the callback index: %d messages (%d group in %d groups, %d one-to-one with %d peers); about %.0f s at the cap\n",
 			tally.Count(), counts.GroupMessages, counts.Groups, counts.C2CMessages, counts.Peers,
 			estimateSeconds((counts.GroupMessages+9)/10, counts.C2CMessages))
+		fmt.Fprintln(cmd.OutOrStdout())
+		scope.WriteText(cmd.OutOrStdout())
 		return true, nil
 	}
 	if n := tally.Count(); n > f.confirmAbove && !f.yes {
@@ -410,6 +481,9 @@ func runIndexPurge(cmd *cobra.Command, f *purgeFlags, user string, w producer.Wi
 		}
 	}
 	return true, createAndPlan(cmd, &f.recallFlags, c, "purge:user", params, func(ctx context.Context, job jobs.Job, _ producer.Enqueuer, b *producer.Batcher) error {
+		if err := c.store.SaveCoverage(ctx, job.ID, scope); err != nil {
+			return err
+		}
 		if err := check.Replay(ctx, b); err != nil {
 			return err
 		}
