@@ -306,23 +306,32 @@ func (v *verifier) area(ctx context.Context, a Area, msgs []jobs.Message) (fs []
 			}
 		}
 	} else {
-		req := tim.AdminGetRoamMsgRequest{OperatorAccount: t.From, PeerAccount: t.To, MaxCnt: 100, MaxTime: time.Now().Unix() + 60}
-		if !a.Filter.Since.IsZero() {
-			req.MinTime = a.Filter.Since.Unix()
-		}
-		if !a.Filter.Until.IsZero() {
-			req.MaxTime = a.Filter.Until.Unix()
-		}
-		for page, err := range v.im.RoamMsgPages(ctx, req) {
-			if err != nil {
-				return nil, nil, nil, err
+		// Both sides: a sender who cleared their side hides nothing the peer
+		// still sees. A key met on both sides counts once.
+		met := map[string]bool{}
+		for _, side := range [][2]string{{t.From, t.To}, {t.To, t.From}} {
+			req := tim.AdminGetRoamMsgRequest{OperatorAccount: side[0], PeerAccount: side[1], MaxCnt: 100, MaxTime: time.Now().Unix() + 60}
+			if !a.Filter.Since.IsZero() {
+				req.MinTime = a.Filter.Since.Unix()
 			}
-			for _, m := range page.MsgList {
-				verdict := StillVisible
-				if m.Recalled() {
-					verdict = Recalled
+			if !a.Filter.Until.IsZero() {
+				req.MaxTime = a.Filter.Until.Unix()
+			}
+			for page, err := range v.im.RoamMsgPages(ctx, req) {
+				if err != nil {
+					return nil, nil, nil, err
 				}
-				meet(m.MsgKey, verdict == StillVisible, verdict, a.match(m.FromAccount, m.MsgTimeStamp, 0))
+				for _, m := range page.MsgList {
+					if met[m.MsgKey] {
+						continue
+					}
+					met[m.MsgKey] = true
+					verdict := StillVisible
+					if m.Recalled() {
+						verdict = Recalled
+					}
+					meet(m.MsgKey, verdict == StillVisible, verdict, a.match(m.FromAccount, m.MsgTimeStamp, 0))
+				}
 			}
 		}
 	}

@@ -129,9 +129,10 @@ func TestVerifyClassifiesEveryPlannedMessageAndFindsResidue(t *testing.T) {
 		t.Fatalf("a recalled MsgKey: %s", v)
 	}
 	// One pass over the scope checks and finds residue at once: 200 seqs
-	// of group history in calls of 20, and one page of the chat.
-	if res.HistoryCalls > 10+1 {
-		t.Fatalf("%d history calls, want ≤ 11", res.HistoryCalls)
+	// of group history in calls of 20, and one page of the chat from each
+	// side.
+	if res.HistoryCalls > 10+2 {
+		t.Fatalf("%d history calls, want ≤ 12", res.HistoryCalls)
 	}
 
 	// The rest recalled: passes. Then alice posts again: residue.
@@ -150,6 +151,24 @@ func TestVerifyClassifiesEveryPlannedMessageAndFindsResidue(t *testing.T) {
 	}
 	if res.Residue != 2 || res.Passed() || len(res.ResidueSample) != 2 {
 		t.Fatalf("after alice posted twice more: %+v, want residue 2", res)
+	}
+}
+
+func TestVerifySeesWhatTheSenderClearedFromTheirSide(t *testing.T) {
+	// alice deleted ten of her messages from her own side: bob still sees
+	// them, so they are still visible, not gone.
+	b := setup(t)
+	b.recall(t, b.aliceSeq, b.keys[10:])
+	if _, err := b.env.Client.DeleteC2CMsgRamble(t.Context(), tim.DeleteC2CMsgRambleRequest{
+		OperatorAccount: "alice", PeerAccount: "bob", MsgKeyList: b.keys[:10]}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Run(t.Context(), b.store, b.env.Client, b.job.ID, Options{Scope: b.aliceScope})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.StillVisible != 10 || res.Gone != 0 || res.Verified != 120 {
+		t.Fatalf("result = %+v, want 10 still visible (on bob's side), 0 gone", res)
 	}
 }
 
