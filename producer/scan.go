@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -155,34 +156,77 @@ func (c *collect) replay(ctx context.Context, t jobs.Target, sink Sink) error {
 // One-to-one conversations go first: they are few (one per peer), and until
 // they are read the one-to-one API's share of the cap sits idle, while group
 // recall has work as soon as the first group history is read.
+//
+// Scans are queued enqueueConcurrency at a time (each takes two Redis round
+// trips): with Redis milliseconds away, one at a time made a purge of a few
+// hundred groups spend seconds before the workers had anything to do.
 func EnqueueScans(ctx context.Context, store *jobs.Store, q Enqueuer, job jobs.Job, scans []Scan) (int, error) {
-	ordered := make([]Scan, 0, len(scans))
-	for _, s := range scans {
-		if !s.Target.IsGroup() {
-			ordered = append(ordered, s)
-		}
-	}
+	var c2c, groups []Scan
 	for _, s := range scans {
 		if s.Target.IsGroup() {
-			ordered = append(ordered, s)
+			groups = append(groups, s)
+		} else {
+			c2c = append(c2c, s)
 		}
 	}
 	n := 0
-	for _, s := range ordered {
-		task, err := s.task(job)
+	for _, batch := range [][]Scan{c2c, groups} {
+		k, err := enqueueScans(ctx, store, q, job, batch)
+		n += k
 		if err != nil {
 			return n, err
 		}
-		ref := jobs.TaskRef{Queue: tasks.DiscoveryQueue(job.Queue), ID: tasks.DiscoverTaskID(s.payload(job))}
-		if err := store.OpenTaskPlanner(ctx, job.ID, s.unit(), ref); err != nil {
-			return n, err
-		}
-		if _, err := q.EnqueueContext(ctx, task); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
-			return n, fmt.Errorf("enqueueing discovery of %s: %w", s.Target, err)
-		}
-		n++
 	}
 	return n, nil
+}
+
+// enqueueConcurrency bounds the scans queued at once.
+const enqueueConcurrency = 16
+
+// enqueueScans opens each scan's planning unit and queues its task, up to
+// enqueueConcurrency at once, and returns how many it queued; on an error
+// the others stop (a unit opened but not queued is closed by a reconciler
+// once its task is found missing).
+func enqueueScans(ctx context.Context, store *jobs.Store, q Enqueuer, job jobs.Job, scans []Scan) (int, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var queued atomic.Int64
+	sem := make(chan struct{}, enqueueConcurrency)
+	var wg sync.WaitGroup
+	for _, s := range scans {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := enqueueScan(ctx, store, q, job, s); err != nil {
+				cancel(err)
+				return
+			}
+			queued.Add(1)
+		})
+	}
+	wg.Wait()
+	return int(queued.Load()), context.Cause(ctx)
+}
+
+func enqueueScan(ctx context.Context, store *jobs.Store, q Enqueuer, job jobs.Job, s Scan) error {
+	task, err := s.task(job)
+	if err != nil {
+		return err
+	}
+	ref := jobs.TaskRef{Queue: tasks.DiscoveryQueue(job.Queue), ID: tasks.DiscoverTaskID(s.payload(job))}
+	if err := store.OpenTaskPlanner(ctx, job.ID, s.unit(), ref); err != nil {
+		return err
+	}
+	if _, err := q.EnqueueContext(ctx, task); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+		return fmt.Errorf("enqueueing discovery of %s: %w", s.Target, err)
+	}
+	return nil
 }
 
 // DiscoverHandler runs discovery tasks in workers.
