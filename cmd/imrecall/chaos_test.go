@@ -355,7 +355,7 @@ func (p *chaosPool) tails() string {
 // imrecall:job:{ID}:targets names each target's suffix ("g:" group \x1f
 // topic, or "c:" from \x1f to), and imrecall:job:{ID}:<suffix> maps each
 // item to its state (p, s<n>, a<n>, r, d:<code>).
-func jobStates(ctx context.Context, rdb *redis.Client, jobID string) (map[string]string, error) {
+func jobStates(ctx context.Context, rdb redis.UniversalClient, jobID string) (map[string]string, error) {
 	base := jobs.DefaultPrefix + ":job:{" + jobID + "}"
 	sufs, err := rdb.SMembers(ctx, base+":targets").Result()
 	if err != nil {
