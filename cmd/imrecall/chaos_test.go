@@ -29,9 +29,10 @@ import (
 )
 
 // chaosDefaultMessages is TestChaos's job size when IMRECALL_CHAOS_MESSAGES
-// is unset: small enough for `make test` (about a minute and a half, most of
-// it asynq's lease on the last killed worker's tasks), big enough that the
-// kills, the Redis restart and the throttle burst all land mid-job.
+// is unset: small enough for `make test` (about two minutes, most of it
+// asynq's lease on the last killed worker's tasks), big enough that the
+// kills, the Redis restart, the throttle burst, the Redis latency changes
+// and the interrupted planners all land mid-job.
 // `make chaos` runs 50,000.
 const chaosDefaultMessages = 20000
 
