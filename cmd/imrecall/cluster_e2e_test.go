@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -98,6 +100,46 @@ func (c *clusterE2E) waitDone(id string, timeout time.Duration) jobs.Job {
 	}
 }
 
+// killPlanner runs imrecall with the test hook that pauses it before
+// enqueue pauseAt+1 (between planning messages and queueing them), SIGKILLs
+// it there and waits for it to exit.
+func (c *clusterE2E) killPlanner(pauseAt int, args ...string) {
+	c.t.Helper()
+	cmd := exec.CommandContext(c.t.Context(), c.bin, args...)
+	cmd.Env = append(c.environ(), testPauseEnv+"="+strconv.Itoa(pauseAt))
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	paused := make(chan struct{})
+	var logged strings.Builder
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "test hook: paused") {
+				close(paused)
+				_, _ = io.Copy(io.Discard, stderr)
+				return
+			}
+			logged.WriteString(sc.Text() + "\n")
+		}
+	}()
+	select {
+	case <-paused:
+	case <-time.After(time.Minute):
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		c.t.Fatalf("imrecall %s never reached the pause:\n%s", strings.Join(args, " "), logged.String())
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		c.t.Fatal(err)
+	}
+	_ = cmd.Wait()
+}
+
 // verifyJob runs `imrecall verify ID --json` and requires it to pass.
 func (c *clusterE2E) verifyJob(j jobs.Job) verification {
 	c.t.Helper()
@@ -118,10 +160,13 @@ func (c *clusterE2E) verifyJob(j jobs.Job) verification {
 // TestClusterEndToEnd is issue 12's "the whole pipeline on a real Redis
 // Cluster": a 3-master cluster, worker processes, `purge user` (discovery by
 // history scan), `recall file` with a worker SIGKILLed mid-job, `verify` of
-// both jobs, all through --redis redis-cluster://; checked message by
+// both jobs, and a `recall file` planner SIGKILLed between planning and
+// queueing (the workers' reconciler settles its job; the same command run
+// again finishes), all through --redis redis-cluster://; checked message by
 // message against the emulator: everything the user sent and everything
-// listed is recalled, nothing else is, each job's message states are
-// terminal and its counters equal the recount.
+// listed is recalled (a killed planner's message by exactly one of its two
+// jobs), nothing else is, each job's message states are terminal and its
+// counters equal the recount.
 func TestClusterEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test")
@@ -177,6 +222,25 @@ func TestClusterEndToEnd(t *testing.T) {
 	if err := os.WriteFile(listPath, buf.Bytes(), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// The list of the interrupted `recall file`: others' messages at seq 1
+	// mod 3 in the plain groups, up to 400.
+	buf.Reset()
+	listed2 := map[string]bool{}
+	for _, g := range c.env.Emu.Groups() {
+		if g.Type == "AVChatRoom" {
+			continue
+		}
+		for _, m := range c.env.Emu.GroupMessages(g.GroupID, "") {
+			if m.From != spammer && m.Seq%3 == 1 && len(listed2) < 400 {
+				fmt.Fprintf(&buf, `{"GroupId":%q,"MsgSeq":%d}`+"\n", g.GroupID, m.Seq)
+				listed2[chaosKey(jobs.Target{GroupID: g.GroupID}, strconv.FormatInt(m.Seq, 10))] = true
+			}
+		}
+	}
+	list2Path := filepath.Join(t.TempDir(), "list2.jsonl")
+	if err := os.WriteFile(list2Path, buf.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
 
 	// 1. purge user, two workers.
 	c.worker("w1")
@@ -223,9 +287,32 @@ func TestClusterEndToEnd(t *testing.T) {
 	}
 	vr := c.verifyJob(recall)
 
+	// 3. recall file SIGKILLed between planning and queueing (the test
+	// hook): its lease lapses, a worker's reconciler settles the job and
+	// queues its journal; the same command run again finishes the work.
+	args := []string{"recall", "file", list2Path, "--yes", "--json", "--planner-lease", "3s"}
+	c.killPlanner(3, args...)
+	list, err := c.store.List(ctx, 1)
+	if err != nil || len(list) == 0 {
+		t.Fatalf("no job: %v", err)
+	}
+	killed := c.waitDone(list[0].ID, 2*time.Minute)
+	if killed.Status != jobs.StatusFailed || killed.PlanningInterrupted == nil || killed.Counts.Pending != 0 {
+		t.Fatalf("the killed planner's job settled as %s, interruption %+v, counts %+v; want failed, planning interrupted, none pending",
+			killed.Status, killed.PlanningInterrupted, killed.Counts)
+	}
+	out, err = c.run(args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rerun := c.waitDone(jobIDOf(t, out), 2*time.Minute)
+	if rerun.Status != jobs.StatusDone || rerun.Counts.Planned != int64(len(listed2)) || rerun.Counts.Pending != 0 {
+		t.Fatalf("re-run = %+v, want done with %d planned", rerun, len(listed2))
+	}
+
 	// Each job: states terminal, counters = recount.
 	states := map[string]map[string]string{}
-	for _, j := range []jobs.Job{purge, recall} {
+	for _, j := range []jobs.Job{purge, recall, killed, rerun} {
 		rc, err := c.store.Recount(ctx, j.ID)
 		if err != nil {
 			t.Fatal(err)
@@ -239,6 +326,11 @@ func TestClusterEndToEnd(t *testing.T) {
 		st, err := jobStates(ctx, rdb, j.ID)
 		if err != nil {
 			t.Fatal(err)
+		}
+		for k, v := range st {
+			if v != "r" && v != "u" && !strings.HasPrefix(v, "d:") {
+				t.Errorf("job %s: %s in state %q, not terminal", j.ID, k, v)
+			}
 		}
 		if int64(len(st)) != j.Counts.Planned {
 			t.Errorf("job %s: %d message states, %d planned", j.ID, len(st), j.Counts.Planned)
@@ -266,6 +358,14 @@ func TestClusterEndToEnd(t *testing.T) {
 				t.Errorf("%s: %d recall requests after it was recalled", k, requests)
 			}
 			requestedAgain += requests
+		case listed2[k]:
+			st1, st2 := states[killed.ID][k], states[rerun.ID][k]
+			if !recalled || st1 != "r" && st1 != "u" && st2 != "r" && st2 != "u" || st1 == "r" && st2 == "r" {
+				t.Errorf("%s: recalled %v, states %q (killed planner's job), %q (re-run); want recalled by exactly one", k, recalled, st1, st2)
+			}
+			if requests > 1 {
+				t.Errorf("%s: %d recall requests after it was recalled", k, requests)
+			}
 		case recalled || requests > 0:
 			t.Errorf("%s: neither the user's nor listed, yet recalled %v with %d further requests", k, recalled, requests)
 		}
@@ -289,8 +389,8 @@ func TestClusterEndToEnd(t *testing.T) {
 	if int64(sent) != purge.Counts.Recalled {
 		t.Errorf("the user sent %d recallable messages; the purge recalled %d", sent, purge.Counts.Recalled)
 	}
-	if tr := c.env.Emu.Truth(); int64(tr.GroupRecalled+tr.C2CRecalled) != int64(sent+len(listed)) {
-		t.Errorf("the emulator holds %d recalled messages, want %d (the user's) + %d (listed)", tr.GroupRecalled+tr.C2CRecalled, sent, len(listed))
+	if tr := c.env.Emu.Truth(); int64(tr.GroupRecalled+tr.C2CRecalled) != int64(sent+len(listed)+len(listed2)) {
+		t.Errorf("the emulator holds %d recalled messages, want %d (the user's) + %d + %d (listed)", tr.GroupRecalled+tr.C2CRecalled, sent, len(listed), len(listed2))
 	}
 	for api, st := range c.env.Emu.Stats() {
 		if st.Throttled != 0 || st.Max1s > 200 {
@@ -300,4 +400,6 @@ func TestClusterEndToEnd(t *testing.T) {
 	t.Logf("%s: purge %s recalled %d (verify: %d checked, %d history calls); recall file %s planned %d, recalled %d, dead-lettered %d, worker killed at %d recalled, %d requests after recall (verify: %d checked, %d history calls)",
 		cl, purge.ID, purge.Counts.Recalled, vp.Verified, vp.HistoryCalls, recall.ID, recall.Counts.Planned, recall.Counts.Recalled, recall.Counts.DeadLettered, killedAt.Recalled, requestedAgain,
 		vr.Verified, vr.HistoryCalls)
+	t.Logf("killed planner: job %s %s (%s), planned %d, recalled %d; re-run %s planned %d, recalled %d, dead-lettered %d",
+		killed.ID, killed.Status, killed.Error, killed.Counts.Planned, killed.Counts.Recalled, rerun.ID, rerun.Counts.Planned, rerun.Counts.Recalled, rerun.Counts.DeadLettered)
 }
