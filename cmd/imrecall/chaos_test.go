@@ -351,6 +351,26 @@ func (p *chaosPool) count(s string) int {
 	return n
 }
 
+// rtts lists the Redis round trip each incarnation of worker i measured at
+// its start (the redis_rtt of its start line), in start order.
+func (p *chaosPool) rtts(i int) []string {
+	var out []string
+	prefix := fmt.Sprintf("w%d-", i+1)
+	for _, path := range p.logs {
+		if !strings.HasPrefix(filepath.Base(path), prefix) {
+			continue
+		}
+		b, _ := os.ReadFile(path)
+		for _, line := range strings.Split(string(b), "\n") {
+			if v := chaosLogAttr(line, "redis_rtt"); v != "" {
+				out = append(out, v)
+				break
+			}
+		}
+	}
+	return out
+}
+
 // verifyFailures counts, per group and seq, the history checks after a
 // 10030 that failed ("verifying an unanswered recall failed"): each makes the
 // worker send the recall once more. Keys are group_id|seq (the log does not
@@ -1109,6 +1129,7 @@ func TestChaos(t *testing.T) {
 		id, jobWall.Round(time.Millisecond), c.Recalled, c.DeadLettered, c.DeadByCode, time.Since(testStart).Round(time.Second))
 	t.Logf("chaos: %d SIGKILLs, %d SIGTERM restarts, Redis restarted %v, throttle burst of %d calls; asynq: %s",
 		kills, terms, redisRestarted, burstCalls, asynqSummary(e))
+	t.Logf("worker %d (Redis through the proxy): round trips measured at its starts %v", chaosProxied+1, pool.rtts(chaosProxied))
 	t.Logf("interrupted planners: %d messages, %d recalled by the interrupted jobs, the rest by the re-runs; %d recall requests after recall; all settled %v after the main job",
 		len(plan.sideOf), sideBy1, sideDoubles, time.Since(mainDone).Round(time.Second))
 	t.Logf("lost answers: %d deliveries ended early (%d left messages sent and unrecorded), %d messages sent around the Redis restart; %d messages in doubt; %d recall requests after recall (emulator), %d of the messages the job recalled requested again; %d messages recalled before the job counted recalled",
