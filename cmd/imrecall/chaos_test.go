@@ -41,11 +41,13 @@ const (
 	chaosConcurrency = 16
 	chaosCap         = 200 // the emulator's cap, Tencent's real one
 	// chaosProxied is the worker that reaches Redis through a latency proxy
-	// (internal/redisproxy), with the --concurrency and --dequeuers that
-	// docs/REDIS.md asks for a round trip of a few tens of ms.
+	// (internal/redisproxy), with the --concurrency docs/REDIS.md asks for
+	// up to a ~25 ms round trip, and --dequeuers set for the longest round
+	// trip of the run (30 ms): the default is measured once, at start, and
+	// the delay changes while the worker runs.
 	chaosProxied            = 2
-	chaosProxiedConcurrency = 64
-	chaosProxiedDequeuers   = 8
+	chaosProxiedConcurrency = 128
+	chaosProxiedDequeuers   = 16
 )
 
 // chaosKind is what the ground truth expects of a listed message.
