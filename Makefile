@@ -24,7 +24,7 @@ lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 
-chaos: build ## chaos suite, 50,000 messages: SIGKILLed workers, a Redis restart, faults, a throttle burst (≈2 min; make test runs 20,000)
+chaos: build ## chaos suite, 50,000 messages: SIGKILLed workers, a Redis restart, faults, a throttle burst, Redis latency, interrupted planners (≈2 min; make test runs 20,000)
 	IMRECALL_CHAOS_MESSAGES=50000 $(GO) test -count=1 -timeout 30m -run '^TestChaos$$' -v ./cmd/imrecall/
 
 # Every parser of outside input, each fuzzed for FUZZTIME (CI runs them bounded).

@@ -21,6 +21,7 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/imrecall/imrecall/emulator"
+	"github.com/imrecall/imrecall/internal/redisproxy"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/tasks"
 	"github.com/imrecall/imrecall/tim"
@@ -28,9 +29,10 @@ import (
 )
 
 // chaosDefaultMessages is TestChaos's job size when IMRECALL_CHAOS_MESSAGES
-// is unset: small enough for `make test` (about a minute and a half, most of
-// it asynq's lease on the last killed worker's tasks), big enough that the
-// kills, the Redis restart and the throttle burst all land mid-job.
+// is unset: small enough for `make test` (about two minutes, most of it
+// asynq's lease on the last killed worker's tasks), big enough that the
+// kills, the Redis restart, the throttle burst, the Redis latency changes
+// and the interrupted planners all land mid-job.
 // `make chaos` runs 50,000.
 const chaosDefaultMessages = 20000
 
@@ -38,6 +40,14 @@ const (
 	chaosWorkers     = 3
 	chaosConcurrency = 16
 	chaosCap         = 200 // the emulator's cap, Tencent's real one
+	// chaosProxied is the worker that reaches Redis through a latency proxy
+	// (internal/redisproxy), with the --concurrency docs/REDIS.md asks for
+	// up to a ~25 ms round trip, and --dequeuers set for the longest round
+	// trip of the run (30 ms): the default is measured once, at start, and
+	// the delay changes while the worker runs.
+	chaosProxied            = 2
+	chaosProxiedConcurrency = 128
+	chaosProxiedDequeuers   = 16
 )
 
 // chaosKind is what the ground truth expects of a listed message.
@@ -69,6 +79,17 @@ type chaosPlan struct {
 	histories []jobs.Target // every group history of the app (group or topic)
 	pairs     [][2]string   // the conversations whose messages were listed
 	byKind    map[chaosKind]int
+	// side are the list files of the interrupted planners: messages left off
+	// the main list (every fifth group seq, every tenth one-to-one message),
+	// each existing and not recalled before; sideOf names each one's list.
+	side   [2]chaosSide
+	sideOf map[string]int
+}
+
+// chaosSide is the list of one interrupted planner.
+type chaosSide struct {
+	path string
+	msgs []chaosMsg
 }
 
 // seedChaos generates an app in the emulator's memory (fast: no HTTP) and
@@ -89,7 +110,15 @@ func seedChaos(t *testing.T, e *e2e, n int) *chaosPlan {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &chaosPlan{msgs: map[string]chaosMsg{}, byKind: map[chaosKind]int{}}
+	p := &chaosPlan{msgs: map[string]chaosMsg{}, byKind: map[chaosKind]int{}, sideOf: map[string]int{}}
+	var sides [2][]chaosMsg
+	sideWant := n / 40
+	addSide := func(m chaosMsg) {
+		i := len(p.sideOf) % 2
+		sides[i] = append(sides[i], m)
+		p.side[i].msgs = append(p.side[i].msgs, m)
+		p.sideOf[m.key()] = i
+	}
 	var lines []chaosMsg
 	add := func(m chaosMsg) {
 		lines = append(lines, m)
@@ -110,6 +139,9 @@ func seedChaos(t *testing.T, e *e2e, n int) *chaosPlan {
 		}
 		first := true
 		for _, m := range msgs {
+			if m.Seq%5 == 0 && !m.Recalled && len(p.sideOf) < 2*sideWant {
+				addSide(chaosMsg{target: h, item: strconv.FormatInt(m.Seq, 10), kind: chaosLive})
+			}
 			if m.Seq%5 == 0 || listed >= groupWant {
 				continue
 			}
@@ -137,6 +169,9 @@ func seedChaos(t *testing.T, e *e2e, n int) *chaosPlan {
 		p.pairs = append(p.pairs, [2]string{spammer, peer})
 		first := true
 		for k, m := range emu.C2CMessages(spammer, peer) {
+			if k%10 == 9 && !m.Recalled && pi < 4 {
+				addSide(chaosMsg{target: jobs.Target{From: m.From, To: m.To}, item: m.MsgKey, kind: chaosLive})
+			}
 			if k%10 == 9 || listed >= c2cWant {
 				continue
 			}
@@ -158,6 +193,17 @@ func seedChaos(t *testing.T, e *e2e, n int) *chaosPlan {
 
 	// Interleave group and one-to-one lines, so that both APIs work at once.
 	rand.New(rand.NewPCG(23, 5)).Shuffle(len(lines), func(i, j int) { lines[i], lines[j] = lines[j], lines[i] })
+	dir := t.TempDir()
+	p.path = writeChaosList(t, filepath.Join(dir, "chaos.jsonl"), lines)
+	for i := range sides {
+		p.side[i].path = writeChaosList(t, filepath.Join(dir, fmt.Sprintf("side%d.jsonl", i)), sides[i])
+	}
+	return p
+}
+
+// writeChaosList writes the list file of lines at path.
+func writeChaosList(t *testing.T, path string, lines []chaosMsg) string {
+	t.Helper()
 	var buf bytes.Buffer
 	for _, m := range lines {
 		var line any
@@ -181,11 +227,10 @@ func seedChaos(t *testing.T, e *e2e, n int) *chaosPlan {
 		}
 		buf.Write(append(b, '\n'))
 	}
-	p.path = filepath.Join(t.TempDir(), "chaos.jsonl")
-	if err := os.WriteFile(p.path, buf.Bytes(), 0o600); err != nil {
+	if err := os.WriteFile(path, buf.Bytes(), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return p
+	return path
 }
 
 // chaosProc is one incarnation of a worker process.
@@ -203,6 +248,9 @@ type chaosPool struct {
 	procs []*chaosProc
 	gen   []int
 	logs  []string // every incarnation's log file, in start order
+	// proxyURL is the Redis URL of worker chaosProxied (through the latency
+	// proxy); empty: it dials Redis directly like the others.
+	proxyURL string
 }
 
 // newChaosPool returns a pool of n workers whose logs are kept (and named)
@@ -239,8 +287,18 @@ func (p *chaosPool) start(i int) {
 		t.Fatal(err)
 	}
 	level := cmp.Or(os.Getenv("IMRECALL_CHAOS_LOG_LEVEL"), "info")
-	cmd := exec.Command(p.e.bin, "worker", "--concurrency", strconv.Itoa(chaosConcurrency), "--max-attempts", "10", "--log-level", level)
-	cmd.Env = p.e.environ()
+	// A short reconcile interval: the interrupted planners' jobs settle
+	// (and their journals are queued) a few seconds after their leases lapse.
+	args := []string{"worker", "--max-attempts", "10", "--log-level", level, "--reconcile-interval", "2s"}
+	env := p.e.environ()
+	if i == chaosProxied && p.proxyURL != "" {
+		args = append(args, "--concurrency", strconv.Itoa(chaosProxiedConcurrency), "--dequeuers", strconv.Itoa(chaosProxiedDequeuers))
+		env = append(env, "IMRECALL_REDIS="+p.proxyURL) // the last value of a key wins
+	} else {
+		args = append(args, "--concurrency", strconv.Itoa(chaosConcurrency))
+	}
+	cmd := exec.Command(p.e.bin, args...)
+	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -293,6 +351,26 @@ func (p *chaosPool) count(s string) int {
 		n += bytes.Count(b, []byte(s))
 	}
 	return n
+}
+
+// rtts lists the Redis round trip each incarnation of worker i measured at
+// its start (the redis_rtt of its start line), in start order.
+func (p *chaosPool) rtts(i int) []string {
+	var out []string
+	prefix := fmt.Sprintf("w%d-", i+1)
+	for _, path := range p.logs {
+		if !strings.HasPrefix(filepath.Base(path), prefix) {
+			continue
+		}
+		b, _ := os.ReadFile(path)
+		for _, line := range strings.Split(string(b), "\n") {
+			if v := chaosLogAttr(line, "redis_rtt"); v != "" {
+				out = append(out, v)
+				break
+			}
+		}
+	}
+	return out
 }
 
 // verifyFailures counts, per group and seq, the history checks after a
@@ -355,7 +433,7 @@ func (p *chaosPool) tails() string {
 // imrecall:job:{ID}:targets names each target's suffix ("g:" group \x1f
 // topic, or "c:" from \x1f to), and imrecall:job:{ID}:<suffix> maps each
 // item to its state (p, s<n>, a<n>, r, d:<code>).
-func jobStates(ctx context.Context, rdb *redis.Client, jobID string) (map[string]string, error) {
+func jobStates(ctx context.Context, rdb redis.UniversalClient, jobID string) (map[string]string, error) {
 	base := jobs.DefaultPrefix + ":job:{" + jobID + "}"
 	sufs, err := rdb.SMembers(ctx, base+":targets").Result()
 	if err != nil {
@@ -410,8 +488,9 @@ type failedDeliveries struct {
 	lossy      int            // deliveries that left a message sent and unrecorded
 }
 
-// watchFailedDeliveries watches the job's tasks until the returned stop is
-// called (or the test ends); read the result only after stop.
+// watchFailedDeliveries watches the job's tasks (every job's if jobID is
+// empty) until the returned stop is called (or the test ends); read the
+// result only after stop.
 func watchFailedDeliveries(t *testing.T, e *e2e, jobID string) (*failedDeliveries, func()) {
 	w := &failedDeliveries{seen: map[string]bool{}, lost: map[string]int{}}
 	rdb := e.redis.Client()
@@ -456,30 +535,31 @@ func (w *failedDeliveries) poll(ctx context.Context, insp *asynq.Inspector, rdb 
 			}
 			var target jobs.Target
 			var items []string
+			var taskJob string
 			task := asynq.NewTask(info.Type, info.Payload)
 			switch info.Type {
 			case tasks.TypeGroupRecall:
 				p, err := tasks.DecodeGroupRecall(task)
-				if err != nil || p.JobID != jobID {
+				if err != nil || jobID != "" && p.JobID != jobID {
 					w.seen[id] = true
 					continue
 				}
-				target = jobs.Target{GroupID: p.GroupID, TopicID: p.TopicID}
+				target, taskJob = jobs.Target{GroupID: p.GroupID, TopicID: p.TopicID}, p.JobID
 				for _, s := range p.Seqs {
 					items = append(items, strconv.FormatInt(s, 10))
 				}
 			case tasks.TypeC2CWithdraw:
 				p, err := tasks.DecodeC2CWithdraw(task)
-				if err != nil || p.JobID != jobID {
+				if err != nil || jobID != "" && p.JobID != jobID {
 					w.seen[id] = true
 					continue
 				}
-				target, items = jobs.Target{From: p.From, To: p.To}, []string{p.MsgKey}
+				target, items, taskJob = jobs.Target{From: p.From, To: p.To}, []string{p.MsgKey}, p.JobID
 			default:
 				w.seen[id] = true
 				continue
 			}
-			states, err := rdb.HMGet(ctx, chaosStateKey(jobID, target), items...).Result()
+			states, err := rdb.HMGet(ctx, chaosStateKey(taskJob, target), items...).Result()
 			if err != nil {
 				continue // try again at the next poll
 			}
@@ -507,6 +587,11 @@ func (w *failedDeliveries) poll(ctx context.Context, insp *asynq.Inspector, rdb 
 // real cap of 200 calls/s that answers about 10 % of calls with retryable
 // codes, 2 % with HTTP 502, hangs 1 % (first below, then above the client's
 // timeout) and, for two seconds mid-job, throttles every call (60018).
+// One of the workers reaches Redis through a latency proxy
+// (internal/redisproxy) whose delay goes 0 → 5 ms → 15 ms → 0 each way as
+// the job advances. Two `recall file` planners of side lists (messages left
+// off the main list) are stopped mid-plan, paused by the test hook between
+// planning and queueing: one SIGKILLed, one SIGINTed, each then run again.
 //
 // Invariants at the end:
 //   - the job is done; every planned message is in exactly one terminal state
@@ -517,7 +602,11 @@ func (w *failedDeliveries) poll(ctx context.Context, insp *asynq.Inspector, rdb 
 //     what the emulator's state implies;
 //   - no message is recalled twice unless an answer was lost (see below);
 //   - the cap is never exceeded: the emulator refused no call for the cap
-//     (60007) and accepted at most 200 calls of any API in any sliding second.
+//     (60007) and accepted at most 200 calls of any API in any sliding second;
+//   - each interrupted planner's job settles by itself (the workers'
+//     reconciler): failed, planning interrupted, nothing pending, `jobs wait`
+//     returns; its re-run ends done; each side-list message is recalled on
+//     the emulator by exactly one of the two jobs, the other found it gone.
 //
 // Double recalls. The emulator recalls a message once; every later recall
 // request for it is counted (RecallRequests). A worker re-sends a recall
@@ -596,30 +685,67 @@ func TestChaos(t *testing.T) {
 	id := created.JobID
 	jobStart := time.Now()
 
+	// Worker chaosProxied reaches Redis through a proxy whose delay changes
+	// during the run (latencySteps). Closed after the workers stop.
+	proxy, err := redisproxy.Start(e.redis.Addr(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = proxy.Close() })
 	pool := newChaosPool(e, chaosWorkers)
+	pool.proxyURL = "redis://" + proxy.Addr() + "/0"
 	for i := range chaosWorkers {
 		pool.start(i)
 	}
 
-	// Lost answers: the deliveries that left a message sent and unrecorded,
-	// and the messages sent around the Redis restart.
-	lost, stopWatch := watchFailedDeliveries(t, e, id)
+	// Lost answers: the deliveries (of any job's tasks) that left a message
+	// sent and unrecorded, and the messages sent around the Redis restart.
+	lost, stopWatch := watchFailedDeliveries(t, e, "")
 	atRestart := map[string]string{}
+	var sideJobs []string // per interrupted planner: its job, then the re-run's
 	sent := func(what string) map[string]string {
 		t.Helper()
 		deadline := time.Now().Add(30 * time.Second)
-		for {
-			states, err := jobStates(ctx, rdb, id)
-			if err == nil {
-				maps.DeleteFunc(states, func(_, st string) bool { return !strings.HasPrefix(st, "s") })
-				return states
+		out := map[string]string{}
+		for _, jid := range append([]string{id}, sideJobs...) {
+			for {
+				states, err := jobStates(ctx, rdb, jid)
+				if err == nil {
+					maps.DeleteFunc(states, func(_, st string) bool { return !strings.HasPrefix(st, "s") })
+					maps.Copy(out, states)
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("reading message states %s: %v", what, err)
+				}
+				time.Sleep(100 * time.Millisecond)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("reading message states %s: %v", what, err)
-			}
-			time.Sleep(100 * time.Millisecond)
 		}
+		return out
 	}
+	sideFinished := func() bool {
+		for _, jid := range sideJobs {
+			if sj, err := e.store.Get(ctx, jid); err != nil || !sj.Finished() {
+				return false
+			}
+		}
+		return true
+	}
+	// Redis latency of the proxied worker, each way, from a share of the job done.
+	latencySteps := []struct {
+		at    float64
+		delay time.Duration
+	}{{0.05, 5 * time.Millisecond}, {0.25, 15 * time.Millisecond}, {0.75, 0}}
+	// The interrupted planners: `recall file` of a side list, paused by the
+	// test hook after some tasks queued, then killed (SIGKILL: its lease
+	// lapses, a worker's reconciler settles the job and queues its journal)
+	// or interrupted (SIGINT: it queues what it planned and stops), and the
+	// same command run again at once.
+	interrupts := []struct {
+		at      float64
+		sig     syscall.Signal
+		pauseAt int
+	}{{0.15, syscall.SIGKILL, 5}, {0.3, syscall.SIGINT, 20}}
 
 	// The chaos runs on this goroutine, in one loop that watches the job:
 	// kills, restarts and snapshots never race each other, and t.Fatal
@@ -628,14 +754,15 @@ func TestChaos(t *testing.T) {
 	timeout := 5*time.Minute + time.Duration(n)*6*time.Millisecond
 	killFor := 20*time.Second + time.Duration(n)*time.Millisecond // kills stop after this, or at 90 % done
 	var (
-		kills, terms                        int
-		killing                             = true
-		nextKill, lastKill, lastTerm, burst time.Time
-		redisRestarted, hangSwitched        bool
-		burstStarted, burstEnded            bool
-		burstStats                          map[string]emulator.APIStats
-		burstCalls                          int64
-		j                                   jobs.Job
+		kills, terms, latencyStep, interrupted int
+		mainDone                               time.Time
+		killing                                = true
+		nextKill, lastKill, lastTerm, burst    time.Time
+		redisRestarted, hangSwitched           bool
+		burstStarted, burstEnded               bool
+		burstStats                             map[string]emulator.APIStats
+		burstCalls                             int64
+		j                                      jobs.Job
 	)
 	lastKill = jobStart
 	for {
@@ -650,7 +777,12 @@ func TestChaos(t *testing.T) {
 		}
 		j = got
 		if j.Finished() {
-			break
+			if mainDone.IsZero() {
+				mainDone = now
+			}
+			if interrupted == len(interrupts) && sideFinished() {
+				break
+			}
 		}
 		done := float64(j.Counts.Recalled+j.Counts.DeadLettered) / float64(max(j.Counts.Planned, 1))
 		switch {
@@ -671,6 +803,25 @@ func TestChaos(t *testing.T) {
 			maps.Copy(atRestart, sent("after the Redis restart"))
 			redisRestarted = true
 			t.Logf("%5.1fs Redis killed and restarted at %.0f%% done", time.Since(jobStart).Seconds(), done*100)
+
+		case latencyStep < len(latencySteps) && done >= latencySteps[latencyStep].at:
+			proxy.SetDelay(latencySteps[latencyStep].delay)
+			latencyStep++
+			t.Logf("%5.1fs worker %d's Redis now %v away each way", time.Since(jobStart).Seconds(), chaosProxied+1, proxy.Delay())
+
+		case interrupted < len(interrupts) && done >= interrupts[interrupted].at:
+			in := interrupts[interrupted]
+			args := []string{"recall", "file", plan.side[interrupted].path, "--yes", "--json", "--reason", "chaos test: interrupted planner"}
+			e.startInterrupted(in.sig, in.pauseAt, args...)
+			first := e.newestJob()
+			out, err := e.run(args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sideJobs = append(sideJobs, first, jobIDOf(t, out))
+			interrupted++
+			t.Logf("%5.1fs recall file of %d messages: %s after %d tasks queued (job %s), run again (job %s)",
+				time.Since(jobStart).Seconds(), len(plan.side[interrupted-1].msgs), in.sig, in.pauseAt, first, sideJobs[len(sideJobs)-1])
 
 		case !hangSwitched && done >= 0.5:
 			hangFor, hangSwitched = hangAbove, true
@@ -711,7 +862,7 @@ func TestChaos(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	jobWall := time.Since(jobStart)
+	jobWall := mainDone.Sub(jobStart)
 	stopWatch()
 
 	// The job: done, every message in one terminal state, counters = recount.
@@ -841,9 +992,87 @@ func TestChaos(t *testing.T) {
 			deadByJob++
 		}
 	}
-	// Nothing off the list is touched.
+	// The interrupted planners' messages: each recalled on the emulator, by
+	// exactly one of its two jobs (the interrupted one, or the re-run); the
+	// other, if it planned the message, found it gone. Both jobs settled by
+	// themselves, the interrupted one failed with planning interrupted.
+	var sideDoubles, sideBy1 int64
+	terminal := func(st string) bool { return st == "r" || st == "u" || strings.HasPrefix(st, "d:") }
+	for i, sd := range plan.side {
+		first, second := sideJobs[2*i], sideJobs[2*i+1]
+		j1, _ := e.settleInterrupted(first)
+		j2 := e.waitDone(second, time.Minute)
+		if j2.Status != jobs.StatusDone || j2.Counts.Pending != 0 || j2.Counts.Planned != int64(len(sd.msgs)) {
+			t.Errorf("re-run %s of interrupted job %s: %s, counts %+v; want done, %d planned, none pending", second, first, j2.Status, j2.Counts, len(sd.msgs))
+		}
+		s12 := [2]map[string]string{}
+		for x, sj := range []jobs.Job{j1, j2} {
+			rc, err := e.store.Recount(ctx, sj.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := rc.Matches(sj.Counts); err != nil {
+				t.Errorf("job %s: %v", sj.ID, err)
+			}
+			if s12[x], err = jobStates(ctx, rdb, sj.ID); err != nil {
+				t.Fatal(err)
+			}
+		}
+		t.Logf("interrupted planner %d: job %s %s (%s), planned %d, recalled %d; re-run %s planned %d, recalled %d, dead-lettered %d",
+			i+1, first, j1.Status, j1.Error, j1.Counts.Planned, j1.Counts.Recalled, second, j2.Counts.Planned, j2.Counts.Recalled, j2.Counts.DeadLettered)
+		for _, m := range sd.msgs {
+			k := m.key()
+			st1, st2 := s12[0][k], s12[1][k]
+			var recalled bool
+			var requests int
+			if m.target.IsGroup() {
+				gm, ok := group[k]
+				recalled, requests = ok && gm.Recalled, gm.RecallRequests
+			} else {
+				cm, ok := c2c[k]
+				recalled, requests = ok && cm.Recalled, cm.RecallRequests
+			}
+			sideDoubles += int64(requests)
+			rec1, rec2 := st1 == "r" || st1 == "u", st2 == "r" || st2 == "u"
+			switch {
+			case !recalled:
+				bad("%s (interrupted planner %d): not recalled on the emulator; states %q, %q", k, i+1, st1, st2)
+			case !terminal(st2) || st1 != "" && !terminal(st1):
+				bad("%s (interrupted planner %d): states %q (interrupted job), %q (re-run); want terminal", k, i+1, st1, st2)
+			case !rec1 && !rec2 || st1 == "r" && st2 == "r":
+				bad("%s (interrupted planner %d): states %q (interrupted job), %q (re-run); want recalled by exactly one", k, i+1, st1, st2)
+			}
+			for _, st := range []string{st1, st2} {
+				if code, ok := strings.CutPrefix(st, "d:"); ok && jobs.CategoryOf(code) == jobs.NeedsAttention {
+					bad("%s (interrupted planner %d): dead letter %s needs attention; want recalled, or found gone", k, i+1, code)
+				}
+			}
+			if rec1 {
+				sideBy1++
+			}
+			allowed := lost.lost[k]
+			if _, ok := atRestart[k]; ok {
+				allowed++
+			}
+			if st1 != "" {
+				allowed++ // both jobs planned it: the later request finds it recalled
+			}
+			if m.target.IsGroup() && allowed > 0 {
+				allowed += verifyFails[m.target.GroupID+"|"+m.item]
+			}
+			if requests > allowed {
+				bad("%s (interrupted planner %d): %d recall requests after it was recalled; allowed %d (states %q, %q)", k, i+1, requests, allowed, st1, st2)
+			}
+		}
+	}
+
+	// Nothing off the lists is touched.
 	untouched := func(k string, recalled bool, requests int) {
-		if _, listed := plan.msgs[k]; !listed && (recalled || requests > 0) {
+		_, listed := plan.msgs[k]
+		if _, side := plan.sideOf[k]; side {
+			listed = true
+		}
+		if !listed && (recalled || requests > 0) {
 			bad("%s: not listed, yet recalled %v with %d further requests", k, recalled, requests)
 		}
 	}
@@ -856,11 +1085,11 @@ func TestChaos(t *testing.T) {
 	// ... and, in total, over every conversation and group of the app.
 	tr := e.env.Emu.Truth()
 	onEmu := int64(tr.GroupRecalled + tr.C2CRecalled)
-	if want := int64(plan.byKind[chaosLive] + plan.byKind[chaosPre]); onEmu != want {
-		bad("the emulator holds %d recalled messages; the list had %d that existed", onEmu, want)
+	if want := int64(plan.byKind[chaosLive] + plan.byKind[chaosPre] + len(plan.sideOf)); onEmu != want {
+		bad("the emulator holds %d recalled messages; the lists had %d that existed", onEmu, want)
 	}
-	if int64(tr.DoubleRecalls) != doubles {
-		bad("the emulator counts %d recall requests after recall, %d of them on listed messages", tr.DoubleRecalls, doubles)
+	if int64(tr.DoubleRecalls) != doubles+sideDoubles {
+		bad("the emulator counts %d recall requests after recall, %d of them on the main list's messages and %d on the interrupted planners'", tr.DoubleRecalls, doubles, sideDoubles)
 	}
 	if want := int64(plan.byKind[chaosLive]) + reattributed; c.Recalled != want || recalledByJob != c.Recalled {
 		bad("job recalled %d (%d states r or u); ground truth: %d", c.Recalled, recalledByJob, want)
@@ -877,9 +1106,9 @@ func TestChaos(t *testing.T) {
 	}
 
 	// The chaos did happen.
-	if kills == 0 || !redisRestarted || !hangSwitched || burstCalls == 0 {
-		t.Errorf("not all the chaos happened mid-job: %d kills, Redis restarted %v, hangs lengthened %v, %d calls in the throttle burst",
-			kills, redisRestarted, hangSwitched, burstCalls)
+	if kills == 0 || !redisRestarted || !hangSwitched || burstCalls == 0 || latencyStep != len(latencySteps) || interrupted != len(interrupts) {
+		t.Errorf("not all the chaos happened mid-job: %d kills, Redis restarted %v, hangs lengthened %v, %d calls in the throttle burst, %d of %d Redis latency changes, %d of %d planners interrupted",
+			kills, redisRestarted, hangSwitched, burstCalls, latencyStep, len(latencySteps), interrupted, len(interrupts))
 	}
 
 	// The cap.
@@ -902,6 +1131,9 @@ func TestChaos(t *testing.T) {
 		id, jobWall.Round(time.Millisecond), c.Recalled, c.DeadLettered, c.DeadByCode, time.Since(testStart).Round(time.Second))
 	t.Logf("chaos: %d SIGKILLs, %d SIGTERM restarts, Redis restarted %v, throttle burst of %d calls; asynq: %s",
 		kills, terms, redisRestarted, burstCalls, asynqSummary(e))
+	t.Logf("worker %d (Redis through the proxy): round trips measured at its starts %v", chaosProxied+1, pool.rtts(chaosProxied))
+	t.Logf("interrupted planners: %d messages, %d recalled by the interrupted jobs, the rest by the re-runs; %d recall requests after recall; all settled %v after the main job",
+		len(plan.sideOf), sideBy1, sideDoubles, time.Since(mainDone).Round(time.Second))
 	t.Logf("lost answers: %d deliveries ended early (%d left messages sent and unrecorded), %d messages sent around the Redis restart; %d messages in doubt; %d recall requests after recall (emulator), %d of the messages the job recalled requested again; %d messages recalled before the job counted recalled",
 		lost.deliveries, lost.lossy, len(atRestart), suspected, doubles, resent, reattributed)
 	t.Logf("worker logs: %d history checks before a call counted messages recalled, %d such checks and %d after a 10030 failed; %d group seqs and %d one-to-one counted recalled after a second request; %d throttle pauses",
