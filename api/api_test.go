@@ -250,7 +250,7 @@ func TestOpenAPIDocumentMatchesTheRoutes(t *testing.T) {
 		"CreateJobResponse": CreateJobResponse{}, "Requeued": producer.Requeued{}, "Event": jobs.Event{},
 		"VerifyRequest": VerifyRequest{}, "CertificateRequest": CertificateRequest{}, "RunStatus": RunStatus{},
 		"Verification": verify.JobResult{},
-		"Report": jobs.Report{}, "JobCoverage": jobs.Coverage{}, "TargetCoverage": jobs.TargetCoverage{},
+		"Report":       jobs.Report{}, "JobCoverage": jobs.Coverage{}, "TargetCoverage": jobs.TargetCoverage{},
 	} {
 		var want []string
 		for name := range doc.Components.Schemas[schema].Properties {
