@@ -194,7 +194,16 @@ func TestRenderHTMLEscapesAndShowsResult(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := buf.String()
-	for _, want := range []string{"Certificate of erasure", d.Job.ID, "passed: nothing of the job remains visible", "&lt;script&gt;", "Signature and rows checked"} {
+	d.Job.Scope = []byte(`{"user":"u1","peers":["a","b"],"since":"","seq_from":0}`)
+	buf.Reset()
+	if err := RenderHTML(&buf, View{Document: d, Checked: true}); err != nil {
+		t.Fatal(err)
+	}
+	s = buf.String()
+	if strings.Contains(s, "since") || strings.Contains(s, "seq from") {
+		t.Error("empty scope fields are shown")
+	}
+	for _, want := range []string{"Certificate of erasure", d.Job.ID, "passed: nothing of the job remains visible", "&lt;script&gt;", "Signature and rows checked", "<b>peers</b>: a, b", "<b>user</b>: u1"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("page lacks %q", want)
 		}

@@ -2,8 +2,13 @@ package certificate
 
 import (
 	"embed"
+	"encoding/json"
+	"fmt"
 	"html/template"
 	"io"
+	"sort"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -11,6 +16,7 @@ import (
 var htmlFS embed.FS
 
 var page = template.Must(template.New("certificate.html.tmpl").Funcs(template.FuncMap{
+	"scopeRows": scopeRows,
 	"when": func(t any) string {
 		switch v := t.(type) {
 		case time.Time:
@@ -41,4 +47,55 @@ type View struct {
 // who do not read JSON. It embeds no script and loads nothing.
 func RenderHTML(w io.Writer, v View) error {
 	return page.Execute(w, v)
+}
+
+// scopeRow is one field of a job's recorded scope, for reading.
+type scopeRow struct{ Name, Value string }
+
+// scopeRows lists the fields of a job's scope (a JSON object) by name, lists
+// joined with commas and empty fields left out, so that a person reads
+// "peers: a, b" rather than JSON. A scope that is not an object is shown as
+// it is.
+func scopeRows(raw json.RawMessage) []scopeRow {
+	if len(raw) == 0 {
+		return nil
+	}
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return []scopeRow{{Name: "scope", Value: string(raw)}}
+	}
+	names := make([]string, 0, len(m))
+	for k := range m {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	var rows []scopeRow
+	for _, k := range names {
+		var v string
+		switch x := m[k].(type) {
+		case nil:
+			continue
+		case string:
+			v = x
+		case []any:
+			parts := make([]string, 0, len(x))
+			for _, e := range x {
+				parts = append(parts, fmt.Sprint(e))
+			}
+			v = strings.Join(parts, ", ")
+		case float64:
+			if x == 0 {
+				continue
+			}
+			v = strconv.FormatFloat(x, 'f', -1, 64)
+		default:
+			b, _ := json.Marshal(x)
+			v = string(b)
+		}
+		if v == "" {
+			continue
+		}
+		rows = append(rows, scopeRow{Name: strings.ReplaceAll(k, "_", " "), Value: v})
+	}
+	return rows
 }
