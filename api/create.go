@@ -3,8 +3,6 @@ package api
 import (
 	"context"
 	"errors"
-	"fmt"
-	"log/slog"
 	"net/http"
 	"time"
 )
@@ -25,22 +23,9 @@ type Jobs struct{ s *Server }
 // NewJobs returns a creator; cfg needs Store, Queue and AppID (Tokens and
 // the HTTP handlers are not used).
 func NewJobs(cfg Config) (*Jobs, error) {
-	switch {
-	case cfg.Store == nil:
-		return nil, errors.New("api: Store is required")
-	case cfg.Queue == nil:
-		return nil, errors.New("api: Queue is required")
-	case cfg.AppID <= 0:
-		return nil, fmt.Errorf("api: AppID %d: want the app's SDKAppID", cfg.AppID)
-	}
-	if cfg.ConfirmAbove <= 0 {
-		cfg.ConfirmAbove = 1000
-	}
-	if cfg.DiscoveryConcurrency <= 0 {
-		cfg.DiscoveryConcurrency = 16
-	}
-	if cfg.Log == nil {
-		cfg.Log = slog.New(slog.DiscardHandler)
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
 	}
 	return &Jobs{s: &Server{cfg: cfg, log: cfg.Log, now: time.Now}}, nil
 }

@@ -87,15 +87,26 @@ type Server struct {
 
 // New validates cfg and returns a server.
 func New(cfg Config) (*Server, error) {
+	if len(cfg.Tokens) == 0 {
+		return nil, errors.New("api: no tokens: give at least one (IMRECALL_API_TOKENS or --tokens-file)")
+	}
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	return &Server{cfg: cfg, auth: newAuthenticator(cfg.Tokens), log: cfg.Log, now: time.Now, bg: newBackground()}, nil
+}
+
+// withDefaults checks the fields every use of the API's job code needs
+// (Store, Queue, AppID) and fills in the defaults of the others.
+func (cfg Config) withDefaults() (Config, error) {
 	switch {
 	case cfg.Store == nil:
-		return nil, errors.New("api: Store is required")
+		return cfg, errors.New("api: Store is required")
 	case cfg.Queue == nil:
-		return nil, errors.New("api: Queue is required")
+		return cfg, errors.New("api: Queue is required")
 	case cfg.AppID <= 0:
-		return nil, fmt.Errorf("api: AppID %d: want the app's SDKAppID", cfg.AppID)
-	case len(cfg.Tokens) == 0:
-		return nil, errors.New("api: no tokens: give at least one (IMRECALL_API_TOKENS or --tokens-file)")
+		return cfg, fmt.Errorf("api: AppID %d: want the app's SDKAppID", cfg.AppID)
 	}
 	if cfg.ConfirmAbove <= 0 {
 		cfg.ConfirmAbove = 1000
@@ -106,11 +117,10 @@ func New(cfg Config) (*Server, error) {
 	if cfg.VerifyTimeout <= 0 {
 		cfg.VerifyTimeout = time.Hour
 	}
-	log := cfg.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{cfg: cfg, auth: newAuthenticator(cfg.Tokens), log: log, now: time.Now, bg: newBackground()}, nil
+	return cfg, nil
 }
 
 // Route is one route of the API. Role is empty for public routes.

@@ -192,8 +192,7 @@ func (s *Server) startVerify(w http.ResponseWriter, r *http.Request, who Token) 
 		}
 		return err
 	})
-	w.Header().Set("Location", st.StatusURL)
-	writeJSON(w, http.StatusAccepted, st)
+	writeRunning(w, st)
 }
 
 func (s *Server) runStatus(jobID, what, by string) RunStatus {
@@ -215,8 +214,7 @@ func (s *Server) lastVerify(w http.ResponseWriter, r *http.Request, _ Token) {
 	}
 	st, running, failed := s.bg.state("verify", id)
 	if running {
-		w.Header().Set("Location", st.StatusURL)
-		writeJSON(w, http.StatusAccepted, st)
+		writeRunning(w, st)
 		return
 	}
 	raw, err := s.cfg.Store.LastVerification(r.Context(), id)
@@ -301,8 +299,7 @@ func (s *Server) startCertificate(w http.ResponseWriter, r *http.Request, who To
 		}
 		return err
 	})
-	w.Header().Set("Location", st.StatusURL)
-	writeJSON(w, http.StatusAccepted, st)
+	writeRunning(w, st)
 }
 
 // getCertificate is GET /v1/jobs/{id}/certificate: 202 while it is being
@@ -328,8 +325,7 @@ func (s *Server) certificateFile(w http.ResponseWriter, r *http.Request, part st
 	}
 	st, running, failed := s.bg.state("certificate", id)
 	if running {
-		w.Header().Set("Location", st.StatusURL)
-		writeJSON(w, http.StatusAccepted, st)
+		writeRunning(w, st)
 		return
 	}
 	if _, err := os.Stat(path); err != nil {
@@ -443,4 +439,10 @@ func (s *Server) sendFile(w http.ResponseWriter, r *http.Request, path, contentT
 	w.Header().Set("Content-Disposition", fmt.Sprintf("%s; filename=%q", disposition, filepath.Base(path)))
 	w.WriteHeader(http.StatusOK)
 	_, _ = io.Copy(w, fh)
+}
+
+// writeRunning answers 202 for a run in progress, pointing at its status.
+func writeRunning(w http.ResponseWriter, st RunStatus) {
+	w.Header().Set("Location", st.StatusURL)
+	writeJSON(w, http.StatusAccepted, st)
 }

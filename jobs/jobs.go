@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -140,6 +141,20 @@ func (t Target) String() string {
 		return "group " + t.GroupID
 	}
 	return "c2c " + t.From + "→" + t.To
+}
+
+// CompareTargets orders targets: groups before one-to-one chats, then by
+// GroupId, TopicId, From_Account, To_Account. Every sorted list of targets
+// uses it.
+func CompareTargets(a, b Target) int {
+	if a.IsGroup() != b.IsGroup() {
+		if a.IsGroup() {
+			return -1
+		}
+		return 1
+	}
+	return cmp.Or(cmp.Compare(a.GroupID, b.GroupID), cmp.Compare(a.TopicID, b.TopicID),
+		cmp.Compare(a.From, b.From), cmp.Compare(a.To, b.To))
 }
 
 // sep separates the parts of a target inside a key; it cannot appear in an

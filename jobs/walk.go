@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
@@ -51,7 +51,8 @@ func (s *Store) Targets(ctx context.Context, jobID string) ([]Target, error) {
 		}
 		ts = append(ts, t)
 	}
-	return sortedTargetList(ts), nil
+	slices.SortFunc(ts, CompareTargets)
+	return ts, nil
 }
 
 // WalkTarget calls fn for every planned message of one target of a job, in
@@ -84,26 +85,6 @@ func (s *Store) WalkTarget(ctx context.Context, jobID string, t Target, fn func(
 		return fmt.Errorf("reading job %s, %s: %w", jobID, t, err)
 	}
 	return nil
-}
-
-func sortedTargetList(ts []Target) []Target {
-	sort.Slice(ts, func(i, j int) bool {
-		a, b := ts[i], ts[j]
-		if a.IsGroup() != b.IsGroup() {
-			return a.IsGroup()
-		}
-		if a.GroupID != b.GroupID {
-			return a.GroupID < b.GroupID
-		}
-		if a.TopicID != b.TopicID {
-			return a.TopicID < b.TopicID
-		}
-		if a.From != b.From {
-			return a.From < b.From
-		}
-		return a.To < b.To
-	})
-	return ts
 }
 
 // verificationKey holds the last verification of a job, as JSON.

@@ -6,7 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"sort"
+	"slices"
 	"strconv"
 
 	"github.com/hibiken/asynq"
@@ -341,19 +341,7 @@ func sortedTargets[V any](m map[jobs.Target]V) []jobs.Target {
 	for t := range m {
 		ts = append(ts, t)
 	}
-	sort.Slice(ts, func(i, j int) bool {
-		a, b := ts[i], ts[j]
-		if a.GroupID != b.GroupID {
-			return a.GroupID < b.GroupID
-		}
-		if a.TopicID != b.TopicID {
-			return a.TopicID < b.TopicID
-		}
-		if a.From != b.From {
-			return a.From < b.From
-		}
-		return a.To < b.To
-	})
+	slices.SortFunc(ts, jobs.CompareTargets)
 	return ts
 }
 

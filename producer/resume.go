@@ -286,7 +286,7 @@ func (h *DiscoverHandler) recordPartial(ctx context.Context, jobID string, s Sca
 // Handle did not see through, such as a panic) closes its planning unit as
 // failed, so that its job does not stay planning.
 func (h *DiscoverHandler) HandleError(ctx context.Context, t *asynq.Task, err error) {
-	if t.Type() != tasks.TypeDiscover || !archived(ctx, err) {
+	if t.Type() != tasks.TypeDiscover || !tasks.Archived(ctx, err) {
 		return
 	}
 	p, derr := tasks.DecodeDiscover(t)
@@ -299,19 +299,6 @@ func (h *DiscoverHandler) HandleError(ctx context.Context, t *asynq.Task, err er
 	if _, ferr := h.store.FailPlanner(wctx, p.JobID, s.unit(), fmt.Errorf("discovering %s: %w", s.Target, err)); ferr != nil && !errors.Is(ferr, jobs.ErrNotFound) {
 		h.log.Error("discovery task archived; its planning unit could not be closed", "job_id", p.JobID, "target", s.Target.String(), "err", ferr)
 	}
-}
-
-// archived mirrors worker.Archived (producer does not import worker).
-func archived(ctx context.Context, err error) bool {
-	if err == nil || errors.Is(err, asynq.RevokeTask) {
-		return false
-	}
-	if errors.Is(err, asynq.SkipRetry) {
-		return true
-	}
-	retried, ok1 := asynq.GetRetryCount(ctx)
-	maxRetry, ok2 := asynq.GetMaxRetry(ctx)
-	return ok1 && ok2 && retried >= maxRetry
 }
 
 // enqueuePart queues part of p's scan; queued already is fine.

@@ -1,6 +1,8 @@
 package tasks
 
 import (
+	"context"
+	"errors"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -23,3 +25,19 @@ const (
 	DiscoverTimeout  = 30 * time.Minute
 	DiscoverMaxRetry = 10
 )
+
+// Archived reports whether asynq archives a task whose handler returned err
+// in ctx: its retries are spent (retried ≥ max retry) or err wraps
+// asynq.SkipRetry (asynq v0.26's handleFailedMessage). asynq.RevokeTask is
+// never archived. Error handlers use it to act on a task's last attempt.
+func Archived(ctx context.Context, err error) bool {
+	if err == nil || errors.Is(err, asynq.RevokeTask) {
+		return false
+	}
+	if errors.Is(err, asynq.SkipRetry) {
+		return true
+	}
+	retried, ok1 := asynq.GetRetryCount(ctx)
+	maxRetry, ok2 := asynq.GetMaxRetry(ctx)
+	return ok1 && ok2 && retried >= maxRetry
+}

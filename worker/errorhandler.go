@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"errors"
 	"strconv"
 	"time"
 
@@ -10,22 +9,6 @@ import (
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/tasks"
 )
-
-// Archived reports whether asynq archives a task whose handler returned err
-// in ctx: its retries are spent (retried ≥ max retry) or err wraps
-// asynq.SkipRetry (asynq v0.26's handleFailedMessage). asynq.RevokeTask is
-// never archived.
-func Archived(ctx context.Context, err error) bool {
-	if err == nil || errors.Is(err, asynq.RevokeTask) {
-		return false
-	}
-	if errors.Is(err, asynq.SkipRetry) {
-		return true
-	}
-	retried, ok1 := asynq.GetRetryCount(ctx)
-	maxRetry, ok2 := asynq.GetMaxRetry(ctx)
-	return ok1 && ok2 && retried >= maxRetry
-}
 
 // HandleError is for asynq.Config.ErrorHandler: when a recall task is
 // about to be archived (its last attempt failed), its messages that are not
@@ -35,7 +18,7 @@ func Archived(ctx context.Context, err error) bool {
 // `imrecall dlq requeue` can try them again). Other task types and
 // failures that asynq retries are left alone.
 func (h *Handler) HandleError(ctx context.Context, t *asynq.Task, err error) {
-	if !Archived(ctx, err) {
+	if !tasks.Archived(ctx, err) {
 		return
 	}
 	var jobID string
