@@ -194,23 +194,6 @@ func (s *Store) List(ctx context.Context, limit int) ([]Job, error) {
 	return out, nil
 }
 
-// scriptErr turns a script's error reply into a typed error.
-func scriptErr(id, what string, err error) error {
-	if err == nil {
-		return nil
-	}
-	msg := err.Error()
-	switch {
-	case strings.HasPrefix(msg, "NOJOB"):
-		return fmt.Errorf("%s: job %s: %w", what, id, ErrNotFound)
-	case strings.HasPrefix(msg, "STATUS "):
-		return &StatusError{JobID: id, Status: Status(strings.TrimPrefix(msg, "STATUS ")), Action: what}
-	case strings.HasPrefix(msg, "CLOSED"):
-		return fmt.Errorf("%s: job %s is %s: %w", what, id, strings.TrimPrefix(msg, "CLOSED "), ErrClosed)
-	}
-	return fmt.Errorf("%s: job %s: %w", what, id, err)
-}
-
 // PlanGroup records seqs of a group target as planned and returns those that
 // were not planned before, in the order given: the caller enqueues only
 // those, so duplicates (in a file, or across discovery passes) are removed.
@@ -243,15 +226,16 @@ func (s *Store) plan(ctx context.Context, jobID string, t Target, items []string
 // OpenPlanner opens a planning unit (such as one discovery task): the job
 // stays in planning until every unit is closed. Opening twice is harmless.
 func (s *Store) OpenPlanner(ctx context.Context, jobID, unit string) error {
-	err := openPlannerScript.Run(ctx, s.rdb, []string{s.jobKey(jobID), s.plannersKey(jobID)}, unit).Err()
-	return scriptErr(jobID, "opening planner "+unit, err)
+	_, err := s.runScript(ctx, openPlannerScript, jobID, "opening planner "+unit, []string{s.jobKey(jobID), s.plannersKey(jobID)}, unit)
+	return err
 }
 
 // ClosePlanner closes a planning unit; closing the last one ends planning.
 // Closing twice is harmless. It returns the job's status afterwards.
 func (s *Store) ClosePlanner(ctx context.Context, jobID, unit string) (Status, error) {
-	st, err := closePlannerScript.Run(ctx, s.rdb, []string{s.jobKey(jobID), s.plannersKey(jobID)}, s.stamp(), unit).Text()
-	return Status(st), scriptErr(jobID, "closing planner "+unit, err)
+	st, err := replyString(s.runScript(ctx, closePlannerScript, jobID, "closing planner "+unit,
+		[]string{s.jobKey(jobID), s.plannersKey(jobID)}, s.stamp(), unit))
+	return Status(st), err
 }
 
 // ItemState is what Begin found for one message.
@@ -324,9 +308,10 @@ func (s *Store) begin(ctx context.Context, jobID string, t Target, items []strin
 	for _, it := range items {
 		argv = append(argv, it)
 	}
-	res, err := beginScript.Run(ctx, s.rdb, []string{s.jobKey(jobID), s.stateKey(jobID, t)}, argv...).Slice()
+	res, err := replyList(s.runScript(ctx, beginScript, jobID, "starting a call for "+t.String(),
+		[]string{s.jobKey(jobID), s.stateKey(jobID, t)}, argv...))
 	if err != nil {
-		return Begin{}, scriptErr(jobID, "starting a call for "+t.String(), err)
+		return Begin{}, err
 	}
 	if len(res) != len(items)+2 {
 		return Begin{}, fmt.Errorf("starting a call for %s: job %s: script returned %d values for %d items", t, jobID, len(res), len(items))
@@ -415,7 +400,7 @@ func (s *Store) Record(ctx context.Context, jobID string, t Target, outcomes []O
 	keys := []string{s.jobKey(jobID), s.stateKey(jobID, t), s.deadKey(jobID), s.plannersKey(jobID)}
 	n, err := recordScript.Run(ctx, s.rdb, keys, argv...).Int()
 	if err != nil {
-		return 0, scriptErr(jobID, "recording outcomes for "+t.String(), err)
+		return 0, fmt.Errorf("recording outcomes for %s: job %s: %w", t, jobID, err)
 	}
 	return n, nil
 }
@@ -441,8 +426,9 @@ func (s *Store) Fail(ctx context.Context, jobID string, cause error) (Status, er
 }
 
 func (s *Store) setStatus(ctx context.Context, jobID string, st Status, msg string) (Status, error) {
-	res, err := setStatusScript.Run(ctx, s.rdb, []string{s.jobKey(jobID), s.plannersKey(jobID)}, s.stamp(), string(st), msg).Text()
-	return Status(res), scriptErr(jobID, "setting status "+string(st), err)
+	res, err := replyString(s.runScript(ctx, setStatusScript, jobID, "setting status "+string(st),
+		[]string{s.jobKey(jobID), s.plannersKey(jobID)}, s.stamp(), string(st), msg))
+	return Status(res), err
 }
 
 // SetPaused pauses or resumes a job. Workers park a paused job's tasks
@@ -460,6 +446,6 @@ func (s *Store) SetPaused(ctx context.Context, jobID, actor string, paused bool)
 	if err := s.Audit(ctx, Event{Actor: actor, Action: action, JobID: jobID}); err != nil {
 		return err
 	}
-	err := pauseScript.Run(ctx, s.rdb, []string{s.jobKey(jobID)}, mode, "", s.stamp()).Err()
-	return scriptErr(jobID, action, err)
+	_, err := s.runScript(ctx, pauseScript, jobID, action, []string{s.jobKey(jobID)}, mode, "", s.stamp())
+	return err
 }
