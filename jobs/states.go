@@ -198,7 +198,9 @@ func (s *Store) SaveScanCheckpoint(ctx context.Context, jobID, unit, cp string) 
 }
 
 // Status reads a job's status and pause flag (one small read, for loops
-// that check a job often).
+// that check a job often). The status is the one under a hold (see
+// Job.Phase) and paused does not count a hold: discovery, which only reads,
+// goes on while a job awaits approval. Held says whether a job is held.
 func (s *Store) Status(ctx context.Context, jobID string) (Status, bool, error) {
 	h, err := s.rdb.HMGet(ctx, s.jobKey(jobID), "status", "paused").Result()
 	if err != nil {

@@ -57,7 +57,9 @@ func (s *Store) stateKey(id string, t Target) string {
 func (s *Store) stamp() string { return s.now().UTC().Format(time.RFC3339Nano) }
 
 // Create records a new job in status planning, with the root planning unit
-// open, and writes an audit event.
+// open, and writes an audit event. With spec.HoldForApproval the job is
+// held: its status reads awaiting_approval until Approve (see
+// StatusAwaitingApproval).
 func (s *Store) Create(ctx context.Context, spec Spec) (Job, error) {
 	if err := spec.Validate(); err != nil {
 		return Job{}, err
@@ -78,9 +80,16 @@ func (s *Store) Create(ctx context.Context, spec Spec) (Job, error) {
 		"recalled":      0,
 		"dead_lettered": 0,
 		"generation":    0,
+		"requester":     spec.requester(),
+	}
+	detail := strings.TrimSpace(spec.Kind + " " + spec.Reason)
+	if spec.HoldForApproval {
+		fields[holdField] = holdApproval
+		fields["held"] = "1"
+		detail += " (held for approval)"
 	}
 	// The audit event goes first: no job exists that the audit trail misses.
-	if err := s.Audit(ctx, Event{Actor: spec.RequestedBy, Action: "create", JobID: id, Detail: strings.TrimSpace(spec.Kind + " " + spec.Reason)}); err != nil {
+	if err := s.Audit(ctx, Event{Actor: spec.RequestedBy, Action: "create", JobID: id, Detail: detail}); err != nil {
 		return Job{}, err
 	}
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
@@ -151,6 +160,7 @@ func parseJob(h map[string]string) (Job, error) {
 		},
 	}
 	j.PlanningInterrupted = parseInterruption(h)
+	parseApproval(h, &j, ts)
 	if h["params"] != "" {
 		j.Params = json.RawMessage(h["params"])
 	}
@@ -411,12 +421,19 @@ func deadField(t Target, item string) string { return t.suffix() + sep + item }
 // (every planning unit is closed; discovery tasks stop at their next page),
 // a pause is lifted, and workers drop its pending messages, parked ones
 // included, without calling the API, dead-lettering them as "cancelled".
+// A held job (awaiting approval, or approved in its cool-off) is cancelled
+// alike: its hold ends, and its parked tasks come back to be dead-lettered.
 // A done or cancelled job keeps its status, which is returned.
 func (s *Store) Cancel(ctx context.Context, jobID, actor, reason string) (Status, error) {
 	if err := s.Audit(ctx, Event{Actor: actor, Action: "cancel", JobID: jobID, Detail: reason}); err != nil {
 		return "", err
 	}
-	return s.setStatus(ctx, jobID, StatusCancelled, "")
+	st, err := s.setStatus(ctx, jobID, StatusCancelled, "")
+	if err == nil && st == StatusCancelled {
+		// No longer in a cool-off, if it was (StartDue would drop it too).
+		_ = s.rdb.ZRem(ctx, s.coolOffKey(), jobID).Err()
+	}
+	return st, err
 }
 
 // Fail marks a job failed (planning could not finish) if it is planning or
