@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -171,7 +170,7 @@ func (s *Store) StartDue(ctx context.Context) ([]string, error) {
 		return nil, fmt.Errorf("starting approved jobs: reading Redis's clock: %w", err)
 	}
 	ids, err := s.rdb.ZRangeByScore(ctx, s.coolOffKey(), &redis.ZRangeBy{
-		Min: "-inf", Max: strconv.FormatInt(now.UnixMilli(), 10), Count: 100,
+		Min: "-inf", Max: fmt.Sprint(now.UnixMilli()), Count: 100,
 	}).Result()
 	if err != nil {
 		return nil, fmt.Errorf("listing approved jobs due to start: %w", err)

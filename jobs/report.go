@@ -94,6 +94,18 @@ func (r Report) WriteText(w io.Writer, describe func(code string) string) error 
 	if j.Reason != "" {
 		p(": %s", j.Reason)
 	}
+	switch {
+	case j.ApprovedBy != "" && j.ApprovedAt != nil:
+		p("\napproved by %s at %s", j.ApprovedBy, j.ApprovedAt.Format(time.RFC3339))
+		if j.ApprovalReason != "" {
+			p(": %s", j.ApprovalReason)
+		}
+		if j.Status == StatusApproved && j.StartsAt != nil {
+			p("\nstarts at %s (cool-off): cancel stops it before then", j.StartsAt.Format(time.RFC3339))
+		}
+	case j.Status == StatusAwaitingApproval:
+		p("\nawaiting approval by an admin other than %s: nothing is sent until then", cmpRequester(j))
+	}
 	p("\nduration %s\n\n", r.Duration.Round(time.Second))
 	p("  planned        %10d\n", c.Planned)
 	p("  recalled       %10d\n", c.Recalled)

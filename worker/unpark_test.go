@@ -20,19 +20,21 @@ func (l *live) heldJob(t *testing.T, groups ...string) jobs.Job {
 	t.Helper()
 	spec := jobs.Spec{Kind: "test", Queue: tasks.QueuePurge, AppID: imtest.AppID,
 		RequestedBy: "token:alice", Requester: "token:alice", HoldForApproval: true}
-	j, _, err := producer.NewJob(t.Context(), l.store, l.client, spec,
-		func(ctx context.Context, job jobs.Job, _ producer.Enqueuer, b *producer.Batcher) error {
-			for _, g := range groups {
-				var seqs []int64
-				for _, m := range l.env.Emu.GroupMessages(g, "") {
-					seqs = append(seqs, m.Seq)
-				}
-				if err := b.AddGroup(ctx, jobs.Target{GroupID: g}, seqs...); err != nil {
-					return err
-				}
+	all := map[string][]int64{}
+	for _, g := range groups {
+		for _, m := range l.env.Emu.GroupMessages(g, "") {
+			all[g] = append(all[g], m.Seq)
+		}
+	}
+	planAll := func(ctx context.Context, _ jobs.Job, _ producer.Enqueuer, b *producer.Batcher) error {
+		for g, seqs := range all {
+			if err := b.AddGroup(ctx, jobs.Target{GroupID: g}, seqs...); err != nil {
+				return err
 			}
-			return nil
-		})
+		}
+		return nil
+	}
+	j, _, err := producer.NewJob(t.Context(), l.store, l.client, spec, planAll)
 	if err != nil {
 		t.Fatal(err)
 	}
