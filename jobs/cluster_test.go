@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/imrecall/imrecall/internal/redistest"
 )
@@ -170,5 +171,39 @@ func TestStoreOnRedisCluster(t *testing.T) {
 	}
 	if got := strings.Join(actions, ","); !strings.Contains(got, "cancel") || !strings.Contains(got, "pause") || strings.Count(got, "create") != 3 {
 		t.Fatalf("audit actions = %s", got)
+	}
+}
+
+// TestApprovalOnRedisCluster: a held job's approval with a cool-off and
+// its start (scripts on the job's keys, the cool-off index by single-key
+// commands) work on a Redis Cluster.
+func TestApprovalOnRedisCluster(t *testing.T) {
+	t.Parallel()
+	cl := redistest.StartCluster(t, 3)
+	s := NewStore(cl.Client(), "")
+	ctx := t.Context()
+	j := newHeldJob(t, s)
+	if _, err := s.Approve(ctx, j.ID, "token:alice", "", 0); !errors.As(err, new(*SelfApprovalError)) {
+		t.Fatalf("self-approval on a cluster = %v", err)
+	}
+	if _, err := s.Approve(ctx, j.ID, "token:bob", "", time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		started, err := s.StartDue(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.Equal(started, []string{j.ID}) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("StartDue = %v, want %s", started, j.ID)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got, _ := s.Get(ctx, j.ID); got.Status != StatusPlanning || got.ApprovedBy != "token:bob" {
+		t.Fatalf("after the cool-off on a cluster = %+v", got)
 	}
 }
