@@ -42,7 +42,7 @@ func (s *Store) PlanJournaled(ctx context.Context, jobID string, t Target, items
 	for _, it := range items {
 		argv = append(argv, it)
 	}
-	keys := []string{s.jobKey(jobID), s.stateKey(jobID, t), s.targetsKey(jobID), s.journalKey(jobID)}
+	keys := s.stateKeys(jobID, t, items, s.jobKey(jobID), s.stateKey(jobID, t), s.targetsKey(jobID), s.journalKey(jobID))
 	res, err := planScript.Run(ctx, s.rdb, keys, argv...).StringSlice()
 	if err != nil {
 		return nil, scriptErr(jobID, "planning "+t.String(), err)
@@ -163,18 +163,8 @@ func (s *Store) Unsettled(ctx context.Context, jobID string, fn func(Target, []s
 			return fmt.Errorf("job %s: %w", jobID, err)
 		}
 		var batch []string
-		seen := map[string]bool{} // HSCAN may return an entry twice
-		iter := s.rdb.HScan(ctx, s.stateKey(jobID, t), 0, "", 1000).Iterator()
-		var item string
-		odd := true
-		for iter.Next(ctx) {
-			if odd {
-				item, odd = iter.Val(), false
-				continue
-			}
-			odd = true
-			if v := iter.Val(); v != "r" && v != "u" && !strings.HasPrefix(v, "d:") && !seen[item] {
-				seen[item] = true
+		err = s.walkStates(ctx, jobID, t, func(item, v string) error {
+			if v != "r" && v != "u" && !strings.HasPrefix(v, "d:") {
 				batch = append(batch, item)
 			}
 			if len(batch) >= 1000 {
@@ -183,9 +173,10 @@ func (s *Store) Unsettled(ctx context.Context, jobID string, fn func(Target, []s
 				}
 				batch = nil
 			}
-		}
-		if err := iter.Err(); err != nil {
-			return fmt.Errorf("reading states of job %s, %s: %w", jobID, t, err)
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 		if len(batch) > 0 {
 			if err := fn(t, batch); err != nil {

@@ -78,6 +78,7 @@ func (s *Store) Create(ctx context.Context, spec Spec) (Job, error) {
 		"recalled":      0,
 		"dead_lettered": 0,
 		"generation":    0,
+		"layout":        layoutBuckets,
 	}
 	// The audit event goes first: no job exists that the audit trail misses.
 	if err := s.Audit(ctx, Event{Actor: spec.RequestedBy, Action: "create", JobID: id, Detail: strings.TrimSpace(spec.Kind + " " + spec.Reason)}); err != nil {
@@ -324,7 +325,7 @@ func (s *Store) begin(ctx context.Context, jobID string, t Target, items []strin
 	for _, it := range items {
 		argv = append(argv, it)
 	}
-	res, err := beginScript.Run(ctx, s.rdb, []string{s.jobKey(jobID), s.stateKey(jobID, t)}, argv...).Slice()
+	res, err := beginScript.Run(ctx, s.rdb, s.stateKeys(jobID, t, items, s.jobKey(jobID), s.stateKey(jobID, t)), argv...).Slice()
 	if err != nil {
 		return Begin{}, scriptErr(jobID, "starting a call for "+t.String(), err)
 	}
@@ -357,7 +358,7 @@ func (s *Store) MarkAnswered(ctx context.Context, jobID string, t Target, items 
 	for i, it := range items {
 		argv[i] = it
 	}
-	if err := answeredScript.Run(ctx, s.rdb, []string{s.stateKey(jobID, t)}, argv...).Err(); err != nil {
+	if err := answeredScript.Run(ctx, s.rdb, s.stateKeys(jobID, t, items, s.jobKey(jobID), s.stateKey(jobID, t)), argv...).Err(); err != nil {
 		return fmt.Errorf("noting answers for %s: job %s: %w", t, jobID, err)
 	}
 	return nil
@@ -412,7 +413,11 @@ func (s *Store) Record(ctx context.Context, jobID string, t Target, outcomes []O
 		}
 		argv = append(argv, o.Item, "d", o.Code, deadField(t, o.Item), string(rec))
 	}
-	keys := []string{s.jobKey(jobID), s.stateKey(jobID, t), s.deadKey(jobID), s.plannersKey(jobID)}
+	items := make([]string, len(outcomes))
+	for i, o := range outcomes {
+		items[i] = o.Item
+	}
+	keys := s.stateKeys(jobID, t, items, s.jobKey(jobID), s.stateKey(jobID, t), s.deadKey(jobID), s.plannersKey(jobID))
 	n, err := recordScript.Run(ctx, s.rdb, keys, argv...).Int()
 	if err != nil {
 		return 0, scriptErr(jobID, "recording outcomes for "+t.String(), err)
