@@ -131,25 +131,15 @@ func (s *Store) stateKeys(id string, t Target, items []string, fixed ...string) 
 // particular order, and at most once per message: those of a job of layout
 // 1 (one hash) and those in buckets.
 func (s *Store) walkStates(ctx context.Context, jobID string, t Target, fn func(item, state string) error) error {
-	iter := s.rdb.HScan(ctx, s.stateKey(jobID, t), 0, "", 1000).Iterator()
 	seen := map[string]bool{} // HSCAN may return a field twice
-	var item string
-	odd := true
-	for iter.Next(ctx) {
-		if odd {
-			item, odd = iter.Val(), false
-			continue
-		}
-		odd = true
+	err := s.hscan(ctx, s.stateKey(jobID, t), func(item, v string) error {
 		if seen[item] {
-			continue
+			return nil
 		}
 		seen[item] = true
-		if err := fn(item, iter.Val()); err != nil {
-			return err
-		}
-	}
-	if err := iter.Err(); err != nil {
+		return fn(item, v)
+	})
+	if err != nil {
 		return fmt.Errorf("reading states of job %s, %s: %w", jobID, t, err)
 	}
 	bs := s.rdb.SScan(ctx, s.bucketIndexKey(jobID, t), 0, "", 1000).Iterator()
@@ -172,6 +162,25 @@ func (s *Store) walkStates(ctx context.Context, jobID string, t Target, fn func(
 		return fmt.Errorf("reading buckets of job %s, %s: %w", jobID, t, err)
 	}
 	return s.walkBuckets(ctx, jobID, t, batch, fn)
+}
+
+// hscan calls fn with each field and value of the hash at key, streaming
+// (HSCAN: a field may come twice).
+func (s *Store) hscan(ctx context.Context, key string, fn func(field, value string) error) error {
+	iter := s.rdb.HScan(ctx, key, 0, "", 1000).Iterator()
+	var field string
+	odd := true
+	for iter.Next(ctx) {
+		if odd {
+			field, odd = iter.Val(), false
+			continue
+		}
+		odd = true
+		if err := fn(field, iter.Val()); err != nil {
+			return err
+		}
+	}
+	return iter.Err()
 }
 
 // walkBuckets reads the given buckets of a target in one round trip and

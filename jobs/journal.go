@@ -82,26 +82,19 @@ func (e JournalEntry) Field() string { return JournalField(e.Target, e.Item) }
 // planning and queueing).
 func (s *Store) Journal(ctx context.Context, jobID string) ([]JournalEntry, error) {
 	var out []JournalEntry
-	iter := s.rdb.HScan(ctx, s.journalKey(jobID), 0, "", 1000).Iterator()
-	var field string
-	odd := true
-	for iter.Next(ctx) {
-		if odd {
-			field, odd = iter.Val(), false
-			continue
-		}
-		odd = true
+	err := s.hscan(ctx, s.journalKey(jobID), func(field, token string) error {
 		i := strings.LastIndex(field, sep)
 		if i < 0 {
-			continue
+			return nil
 		}
 		t, err := targetFromSuffix(field[:i])
 		if err != nil {
-			continue
+			return nil
 		}
-		out = append(out, JournalEntry{Target: t, Item: field[i+len(sep):], Token: iter.Val()})
-	}
-	if err := iter.Err(); err != nil {
+		out = append(out, JournalEntry{Target: t, Item: field[i+len(sep):], Token: token})
+		return nil
+	})
+	if err != nil {
 		return nil, fmt.Errorf("reading the plan journal of job %s: %w", jobID, err)
 	}
 	return out, nil
