@@ -309,7 +309,10 @@ func TestJobRecordSize(t *testing.T) {
 		t.Skip("set IMRECALL_RECORD_SIZE=100000,1000000 to measure")
 	}
 	srv := redistest.Start(t)
-	rdb := srv.Client()
+	// No read timeout: a script retried after a timeout (a loaded machine)
+	// would plan nothing new the second time.
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ReadTimeout: -1})
+	t.Cleanup(func() { _ = rdb.Close() })
 	s := NewStore(rdb, "")
 	ctx := t.Context()
 	cfg, _ := rdb.ConfigGet(ctx, "hash-max-listpack-*").Result()
