@@ -49,7 +49,7 @@ local n = tonumber(ARGV[3])
 for i = 4, 3 + n do redis.call('HDEL', KEYS[4], ARGV[i]) end
 local open = status == 'planning'
 local tok = ARGV[2]
-local buckets = redis.call('HGET', KEYS[1], 'layout') == '2'
+local buckets = redis.call('HGET', KEYS[1], 'layout') == '2' -- layoutBuckets
 local new, planned, seen = {}, 0, {}
 for i = 4 + n, #ARGV do
   local item = ARGV[i]
@@ -119,7 +119,8 @@ return 1
 
 // recordScript moves messages to a terminal state; the first terminal state
 // wins. KEYS: job hash, state hash, dead-letter hash, planners set, then
-// the bucket index and the items' buckets (bucketLua, base 5). ARGV: now, then per message: item, outcome ("r", "u" or "d"), code, dead-letter
+// the bucket index and the items' buckets (bucketLua, base 5).
+// ARGV: now, then per message: item, outcome ("r", "u" or "d"), code, dead-letter
 // field, dead-letter record. Returns how many messages changed state.
 var recordScript = redis.NewScript(settleLua + bucketLua + `
 local n = 0
@@ -191,7 +192,8 @@ return ARGV[2]
 // stays cancelled), a job still planning stays planning (its discovery goes
 // on), a done job runs again, a failed one stays failed; finished_at is
 // cleared. KEYS: job hash, state hash, dead-letter hash, re-queue journal,
-// then the bucket index and the items' buckets (bucketLua, base 5). ARGV: pairs of item and dead-letter field. Returns the items moved.
+// then the bucket index and the items' buckets (bucketLua, base 5).
+// ARGV: pairs of item and dead-letter field. Returns the items moved.
 var requeueScript = redis.NewScript(bucketLua + `
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return redis.error_reply('NOJOB') end
