@@ -104,7 +104,7 @@ func (s *Store) Requeue(ctx context.Context, jobID string, t Target, items []str
 	for _, it := range items {
 		argv = append(argv, it, deadField(t, it))
 	}
-	keys := []string{s.jobKey(jobID), s.stateKey(jobID, t), s.deadKey(jobID), s.requeueKey(jobID)}
+	keys := s.stateKeys(jobID, t, items, s.jobKey(jobID), s.stateKey(jobID, t), s.deadKey(jobID), s.requeueKey(jobID))
 	return replyStrings(s.runScript(ctx, requeueScript, jobID, "re-queueing dead letters of "+t.String(), keys, argv...))
 }
 
@@ -144,15 +144,7 @@ func (s *Store) Recount(ctx context.Context, jobID string) (Recount, error) {
 		if err != nil {
 			return rc, fmt.Errorf("recounting job %s: %w", jobID, err)
 		}
-		iter := s.rdb.HScan(ctx, s.stateKey(jobID, t), 0, "", 1000).Iterator()
-		field := true
-		for iter.Next(ctx) {
-			if field {
-				field = false
-				continue
-			}
-			field = true
-			v := iter.Val()
+		err = s.walkStates(ctx, jobID, t, func(_, v string) error {
 			rc.Planned++
 			switch {
 			case v == "r":
@@ -169,9 +161,10 @@ func (s *Store) Recount(ctx context.Context, jobID string) (Recount, error) {
 			default:
 				rc.Pending++
 			}
-		}
-		if err := iter.Err(); err != nil {
-			return rc, fmt.Errorf("recounting job %s, %s: %w", jobID, t, err)
+			return nil
+		})
+		if err != nil {
+			return rc, fmt.Errorf("recounting job %s: %w", jobID, err)
 		}
 	}
 	n, err := s.rdb.HLen(ctx, s.deadKey(jobID)).Result()

@@ -42,7 +42,7 @@ func (s *Store) PlanJournaled(ctx context.Context, jobID string, t Target, items
 	for _, it := range items {
 		argv = append(argv, it)
 	}
-	keys := []string{s.jobKey(jobID), s.stateKey(jobID, t), s.targetsKey(jobID), s.journalKey(jobID)}
+	keys := s.stateKeys(jobID, t, items, s.jobKey(jobID), s.stateKey(jobID, t), s.targetsKey(jobID), s.journalKey(jobID))
 	return replyStrings(s.runScript(ctx, planScript, jobID, "planning "+t.String(), keys, argv...))
 }
 
@@ -78,26 +78,19 @@ func (e JournalEntry) Field() string { return JournalField(e.Target, e.Item) }
 // planning and queueing).
 func (s *Store) Journal(ctx context.Context, jobID string) ([]JournalEntry, error) {
 	var out []JournalEntry
-	iter := s.rdb.HScan(ctx, s.journalKey(jobID), 0, "", 1000).Iterator()
-	var field string
-	odd := true
-	for iter.Next(ctx) {
-		if odd {
-			field, odd = iter.Val(), false
-			continue
-		}
-		odd = true
+	err := s.hscan(ctx, s.journalKey(jobID), func(field, token string) error {
 		i := strings.LastIndex(field, sep)
 		if i < 0 {
-			continue
+			return nil
 		}
 		t, err := targetFromSuffix(field[:i])
 		if err != nil {
-			continue
+			return nil
 		}
-		out = append(out, JournalEntry{Target: t, Item: field[i+len(sep):], Token: iter.Val()})
-	}
-	if err := iter.Err(); err != nil {
+		out = append(out, JournalEntry{Target: t, Item: field[i+len(sep):], Token: token})
+		return nil
+	})
+	if err != nil {
 		return nil, fmt.Errorf("reading the plan journal of job %s: %w", jobID, err)
 	}
 	return out, nil
@@ -159,18 +152,8 @@ func (s *Store) Unsettled(ctx context.Context, jobID string, fn func(Target, []s
 			return fmt.Errorf("job %s: %w", jobID, err)
 		}
 		var batch []string
-		seen := map[string]bool{} // HSCAN may return an entry twice
-		iter := s.rdb.HScan(ctx, s.stateKey(jobID, t), 0, "", 1000).Iterator()
-		var item string
-		odd := true
-		for iter.Next(ctx) {
-			if odd {
-				item, odd = iter.Val(), false
-				continue
-			}
-			odd = true
-			if v := iter.Val(); v != "r" && v != "u" && !strings.HasPrefix(v, "d:") && !seen[item] {
-				seen[item] = true
+		err = s.walkStates(ctx, jobID, t, func(item, v string) error {
+			if v != "r" && v != "u" && !strings.HasPrefix(v, "d:") {
 				batch = append(batch, item)
 			}
 			if len(batch) >= 1000 {
@@ -179,9 +162,10 @@ func (s *Store) Unsettled(ctx context.Context, jobID string, fn func(Target, []s
 				}
 				batch = nil
 			}
-		}
-		if err := iter.Err(); err != nil {
-			return fmt.Errorf("reading states of job %s, %s: %w", jobID, t, err)
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 		if len(batch) > 0 {
 			if err := fn(t, batch); err != nil {

@@ -37,23 +37,25 @@ end
 // it, or if the journal holds it under this very token: a retry of the same
 // call (go-redis retries a script after a read timeout) returns the same
 // answer, even once the job has stopped planning (which refuses new
-// messages). KEYS: job hash, state hash, targets set, journal hash. ARGV: target
+// messages). KEYS: job hash, state hash, targets set, journal hash, then the
+// bucket index and the items' buckets (bucketLua, base 5). ARGV: target
 // suffix, token ("" = no journal), n, n journal fields to remove (messages
 // the planner has queued since its last call), items... Returns the new
 // items, or an error if the job cannot take more messages.
-var planScript = redis.NewScript(replyLua + `
+var planScript = redis.NewScript(replyLua + bucketLua + `
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return nojob() end
 local n = tonumber(ARGV[3])
 for i = 4, 3 + n do redis.call('HDEL', KEYS[4], ARGV[i]) end
 local open = status == 'planning'
 local tok = ARGV[2]
+local buckets = redis.call('HGET', KEYS[1], 'layout') == '2' -- layoutBuckets
 local new, planned, seen = {}, 0, {}
 for i = 4 + n, #ARGV do
   local item = ARGV[i]
   if seen[item] then
     -- given twice in one call: new once
-  elseif open and redis.call('HSETNX', KEYS[2], item, 'p') == 1 then
+  elseif open and plant(5, i - 3 - n, item, buckets) then
     new[#new + 1] = item
     planned = planned + 1
     if tok ~= '' then redis.call('HSET', KEYS[4], ARGV[1] .. '\031' .. item, tok) end
@@ -73,11 +75,12 @@ return reply(new)
 // beginScript is called before every API call for a task's messages: with
 // ARGV[1] "0" to peek, and with "1" once the call may go, when, unless the
 // job is cancelled or paused, it counts a send for each message not yet
-// terminal. KEYS: job hash, state hash. ARGV: count flag, items...
+// terminal. KEYS: job hash, state hash, then the bucket index and the items'
+// buckets (bucketLua, base 3). ARGV: count flag, items...
 // Returns {status, paused, state1, state2, ...} where a state is the number
 // of earlier sends (0 = fresh), -1 recalled, -2 dead-lettered, -3 unplanned;
 // a state of n + 1000000 means n earlier sends whose answers all arrived.
-var beginScript = redis.NewScript(replyLua + `
+var beginScript = redis.NewScript(replyLua + bucketLua + `
 local h = redis.call('HMGET', KEYS[1], 'status', 'paused', 'hold')
 if not h[1] then return nojob() end
 local paused = h[2] or '0'
@@ -85,7 +88,7 @@ if h[3] and h[3] ~= '' then paused = '1' end
 local out = {h[1], paused}
 local act = ARGV[1] == '1' and h[1] ~= 'cancelled' and paused ~= '1'
 for i = 2, #ARGV do
-  local cur = redis.call('HGET', KEYS[2], ARGV[i])
+  local k, f, cur = where(3, i - 1, ARGV[i])
   local st
   if not cur then st = -3
   elseif cur == 'r' or cur == 'u' then st = -1
@@ -95,7 +98,7 @@ for i = 2, #ARGV do
     if cur ~= 'p' then n = tonumber(string.sub(cur, 2)) or 0 end
     st = n
     if string.sub(cur, 1, 1) == 'a' then st = n + 1000000 end
-    if act then redis.call('HSET', KEYS[2], ARGV[i], 's' .. (n + 1)) end
+    if act then redis.call('HSET', k, f, 's' .. (n + 1)) end
   end
   out[#out + 1] = st
 end
@@ -104,33 +107,35 @@ return reply(out)
 
 // answeredScript notes that the last send of each message was answered
 // without recalling it (a retryable code), so that a later delivery does not
-// suspect it. KEYS: state hash. ARGV: items...
-var answeredScript = redis.NewScript(`
+// suspect it. KEYS: job hash, state hash, then the bucket index and the
+// items' buckets (bucketLua, base 3). ARGV: items...
+var answeredScript = redis.NewScript(bucketLua + `
 for i = 1, #ARGV do
-  local cur = redis.call('HGET', KEYS[1], ARGV[i])
+  local k, f, cur = where(3, i, ARGV[i])
   if cur and string.sub(cur, 1, 1) == 's' then
-    redis.call('HSET', KEYS[1], ARGV[i], 'a' .. string.sub(cur, 2))
+    redis.call('HSET', k, f, 'a' .. string.sub(cur, 2))
   end
 end
 return 1
 `)
 
 // recordScript moves messages to a terminal state; the first terminal state
-// wins. KEYS: job hash, state hash, dead-letter hash, planners set.
+// wins. KEYS: job hash, state hash, dead-letter hash, planners set, then
+// the bucket index and the items' buckets (bucketLua, base 5).
 // ARGV: now, then per message: item, outcome ("r", "u" or "d"), code, dead-letter
 // field, dead-letter record. Returns how many messages changed state.
-var recordScript = redis.NewScript(settleLua + `
+var recordScript = redis.NewScript(settleLua + bucketLua + `
 local n = 0
 for i = 2, #ARGV, 5 do
   local item, outcome, code = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local cur = redis.call('HGET', KEYS[2], item)
+  local k, f, cur = where(5, (i + 3) / 5, item)
   if cur and cur ~= 'r' and cur ~= 'u' and string.sub(cur, 1, 1) ~= 'd' then
     if outcome == 'r' or outcome == 'u' then
-      redis.call('HSET', KEYS[2], item, outcome)
+      redis.call('HSET', k, f, outcome)
       redis.call('HINCRBY', KEYS[1], 'recalled', 1)
       if outcome == 'u' then redis.call('HINCRBY', KEYS[1], 'recalled_unattributed', 1) end
     else
-      redis.call('HSET', KEYS[2], item, 'd:' .. code)
+      redis.call('HSET', k, f, 'd:' .. code)
       redis.call('HINCRBY', KEYS[1], 'dead_lettered', 1)
       redis.call('HINCRBY', KEYS[1], 'dl:' .. code, 1)
       redis.call('HSET', KEYS[3], ARGV[i + 3], ARGV[i + 4])
@@ -191,18 +196,19 @@ return reply(ARGV[2])
 // The job's status follows the state table: a cancelled job is refused (it
 // stays cancelled), a job still planning stays planning (its discovery goes
 // on), a done job runs again, a failed one stays failed; finished_at is
-// cleared. KEYS: job hash, state hash, dead-letter hash, re-queue journal.
+// cleared. KEYS: job hash, state hash, dead-letter hash, re-queue journal,
+// then the bucket index and the items' buckets (bucketLua, base 5).
 // ARGV: pairs of item and dead-letter field. Returns the items moved.
-var requeueScript = redis.NewScript(replyLua + `
+var requeueScript = redis.NewScript(replyLua + bucketLua + `
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return nojob() end
 if status == 'cancelled' then return refused('cancelled') end
 local moved = {}
 for i = 1, #ARGV, 2 do
-  local cur = redis.call('HGET', KEYS[2], ARGV[i])
+  local k, f, cur = where(5, (i + 1) / 2, ARGV[i])
   if cur and string.sub(cur, 1, 2) == 'd:' then
     local code = string.sub(cur, 3)
-    redis.call('HSET', KEYS[2], ARGV[i], 'p')
+    redis.call('HSET', k, f, 'p')
     redis.call('HINCRBY', KEYS[1], 'dead_lettered', -1)
     if redis.call('HINCRBY', KEYS[1], 'dl:' .. code, -1) <= 0 then redis.call('HDEL', KEYS[1], 'dl:' .. code) end
     redis.call('HDEL', KEYS[3], ARGV[i + 1])

@@ -81,6 +81,7 @@ func (s *Store) Create(ctx context.Context, spec Spec) (Job, error) {
 		"dead_lettered": 0,
 		"generation":    0,
 		"requester":     spec.requester(),
+		"layout":        layoutBuckets,
 	}
 	detail := strings.TrimSpace(spec.Kind + " " + spec.Reason)
 	if spec.HoldForApproval {
@@ -319,7 +320,7 @@ func (s *Store) begin(ctx context.Context, jobID string, t Target, items []strin
 		argv = append(argv, it)
 	}
 	res, err := replyList(s.runScript(ctx, beginScript, jobID, "starting a call for "+t.String(),
-		[]string{s.jobKey(jobID), s.stateKey(jobID, t)}, argv...))
+		s.stateKeys(jobID, t, items, s.jobKey(jobID), s.stateKey(jobID, t)), argv...))
 	if err != nil {
 		return Begin{}, err
 	}
@@ -352,7 +353,7 @@ func (s *Store) MarkAnswered(ctx context.Context, jobID string, t Target, items 
 	for i, it := range items {
 		argv[i] = it
 	}
-	if err := answeredScript.Run(ctx, s.rdb, []string{s.stateKey(jobID, t)}, argv...).Err(); err != nil {
+	if err := answeredScript.Run(ctx, s.rdb, s.stateKeys(jobID, t, items, s.jobKey(jobID), s.stateKey(jobID, t)), argv...).Err(); err != nil {
 		return fmt.Errorf("noting answers for %s: job %s: %w", t, jobID, err)
 	}
 	return nil
@@ -407,7 +408,11 @@ func (s *Store) Record(ctx context.Context, jobID string, t Target, outcomes []O
 		}
 		argv = append(argv, o.Item, "d", o.Code, deadField(t, o.Item), string(rec))
 	}
-	keys := []string{s.jobKey(jobID), s.stateKey(jobID, t), s.deadKey(jobID), s.plannersKey(jobID)}
+	items := make([]string, len(outcomes))
+	for i, o := range outcomes {
+		items[i] = o.Item
+	}
+	keys := s.stateKeys(jobID, t, items, s.jobKey(jobID), s.stateKey(jobID, t), s.deadKey(jobID), s.plannersKey(jobID))
 	n, err := recordScript.Run(ctx, s.rdb, keys, argv...).Int()
 	if err != nil {
 		return 0, fmt.Errorf("recording outcomes for %s: job %s: %w", t, jobID, err)

@@ -59,17 +59,9 @@ func (s *Store) Targets(ctx context.Context, jobID string) ([]Target, error) {
 // no particular order. It reads the target's whole state, so it is for
 // verification and certificates, not hot paths.
 func (s *Store) WalkTarget(ctx context.Context, jobID string, t Target, fn func(Message) error) error {
-	iter := s.rdb.HScan(ctx, s.stateKey(jobID, t), 0, "", 1000).Iterator()
-	var item string
-	field := true
-	for iter.Next(ctx) {
-		if field {
-			item, field = iter.Val(), false
-			continue
-		}
-		field = true
+	return s.walkStates(ctx, jobID, t, func(item, v string) error {
 		m := Message{Target: t, Item: item, State: FinalPending}
-		switch v := iter.Val(); {
+		switch {
 		case v == "r":
 			m.State = FinalRecalled
 		case v == "u":
@@ -77,14 +69,8 @@ func (s *Store) WalkTarget(ctx context.Context, jobID string, t Target, fn func(
 		case strings.HasPrefix(v, "d:"):
 			m.State, m.Code = FinalDeadLettered, v[2:]
 		}
-		if err := fn(m); err != nil {
-			return err
-		}
-	}
-	if err := iter.Err(); err != nil {
-		return fmt.Errorf("reading job %s, %s: %w", jobID, t, err)
-	}
-	return nil
+		return fn(m)
+	})
 }
 
 // verificationKey holds the last verification of a job, as JSON.

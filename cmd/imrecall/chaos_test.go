@@ -428,51 +428,19 @@ func (p *chaosPool) tails() string {
 	return sb.String()
 }
 
-// jobStates reads every message state of a job straight from Redis, keyed
-// like chaosKey. It follows the layout of docs/ACCOUNTING.md: the set
-// imrecall:job:{ID}:targets names each target's suffix ("g:" group \x1f
-// topic, or "c:" from \x1f to), and imrecall:job:{ID}:<suffix> maps each
-// item to its state (p, s<n>, a<n>, r, d:<code>).
+// jobStates reads every message state of a job (p, s<n>, a<n>, r,
+// d:<code>), keyed like chaosKey, through jobs.Store.States, which knows
+// where each layout keeps them (docs/REDIS.md "Memory per message").
 func jobStates(ctx context.Context, rdb redis.UniversalClient, jobID string) (map[string]string, error) {
-	base := jobs.DefaultPrefix + ":job:{" + jobID + "}"
-	sufs, err := rdb.SMembers(ctx, base+":targets").Result()
+	out := map[string]string{}
+	err := jobs.NewStore(rdb, "").States(ctx, jobID, func(t jobs.Target, item, st string) error {
+		out[chaosKey(t, item)] = st
+		return nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("reading the targets of job %s: %w", jobID, err)
-	}
-	pipe := rdb.Pipeline()
-	cmds := make([]*redis.MapStringStringCmd, len(sufs))
-	for i, s := range sufs {
-		cmds[i] = pipe.HGetAll(ctx, base+":"+s)
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("reading the message states of job %s: %w", jobID, err)
 	}
-	out := map[string]string{}
-	for i, s := range sufs {
-		a, b, ok := strings.Cut(s[min(2, len(s)):], "\x1f")
-		var t jobs.Target
-		switch {
-		case ok && strings.HasPrefix(s, "g:"):
-			t = jobs.Target{GroupID: a, TopicID: b}
-		case ok && strings.HasPrefix(s, "c:"):
-			t = jobs.Target{From: a, To: b}
-		default:
-			return nil, fmt.Errorf("job %s: target key %q has an unknown layout", jobID, s)
-		}
-		for item, st := range cmds[i].Val() {
-			out[chaosKey(t, item)] = st
-		}
-	}
 	return out, nil
-}
-
-// chaosStateKey is the key of a target's message states (see jobStates).
-func chaosStateKey(jobID string, t jobs.Target) string {
-	suffix := "c:" + t.From + "\x1f" + t.To
-	if t.IsGroup() {
-		suffix = "g:" + t.GroupID + "\x1f" + t.TopicID
-	}
-	return jobs.DefaultPrefix + ":job:{" + jobID + "}:" + suffix
 }
 
 // failedDeliveries counts the deliveries of a job's tasks that ended before
@@ -523,6 +491,7 @@ func watchFailedDeliveries(t *testing.T, e *e2e, jobID string) (*failedDeliverie
 }
 
 func (w *failedDeliveries) poll(ctx context.Context, insp *asynq.Inspector, rdb *redis.Client, jobID string) {
+	store := jobs.NewStore(rdb, "")
 	for _, q := range tasks.AllQueues() {
 		infos, err := insp.ListRetryTasks(q, asynq.PageSize(1000))
 		if err != nil {
@@ -535,6 +504,7 @@ func (w *failedDeliveries) poll(ctx context.Context, insp *asynq.Inspector, rdb 
 			}
 			var target jobs.Target
 			var items []string
+			var seqs []int64
 			var taskJob string
 			task := asynq.NewTask(info.Type, info.Payload)
 			switch info.Type {
@@ -545,6 +515,7 @@ func (w *failedDeliveries) poll(ctx context.Context, insp *asynq.Inspector, rdb 
 					continue
 				}
 				target, taskJob = jobs.Target{GroupID: p.GroupID, TopicID: p.TopicID}, p.JobID
+				seqs = p.Seqs
 				for _, s := range p.Seqs {
 					items = append(items, strconv.FormatInt(s, 10))
 				}
@@ -559,15 +530,23 @@ func (w *failedDeliveries) poll(ctx context.Context, insp *asynq.Inspector, rdb 
 				w.seen[id] = true
 				continue
 			}
-			states, err := rdb.HMGet(ctx, chaosStateKey(taskJob, target), items...).Result()
+			// A peek counts nothing: a message sent with no answer is one
+			// with earlier sends, not all answered (state s<n>).
+			var b jobs.Begin
+			var err error
+			if target.IsGroup() {
+				b, err = store.PeekGroup(ctx, taskJob, target, seqs)
+			} else {
+				b, err = store.PeekC2C(ctx, taskJob, target, items[0])
+			}
 			if err != nil {
 				continue // try again at the next poll
 			}
 			w.seen[id] = true
 			w.deliveries++
 			lossy := false
-			for i, v := range states {
-				if st, _ := v.(string); strings.HasPrefix(st, "s") {
+			for i, st := range b.States {
+				if st > 0 && !b.Answered[i] {
 					w.lost[chaosKey(target, items[i])]++
 					lossy = true
 				}
