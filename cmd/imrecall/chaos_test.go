@@ -672,17 +672,7 @@ func TestChaos(t *testing.T) {
 	hangFor := hangBelow
 	e.env.Emu.SetFaults(faults(hangFor))
 
-	out, err := e.run("recall", "file", plan.path, "--yes", "--json", "--reason", "chaos test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var created struct {
-		JobID string `json:"job_id"`
-	}
-	if err := json.Unmarshal([]byte(out), &created); err != nil || created.JobID == "" {
-		t.Fatalf("recall file --json printed %q: %v", out, err)
-	}
-	id := created.JobID
+	id := e.created("recall", "file", plan.path, "--yes", "--json", "--reason", "chaos test")
 	jobStart := time.Now()
 
 	// Worker chaosProxied reaches Redis through a proxy whose delay changes

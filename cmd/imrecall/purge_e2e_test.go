@@ -45,17 +45,8 @@ func TestPurgeUserAcceptance(t *testing.T) {
 		t.Fatalf("the dry run recalled %d messages", after-before)
 	}
 	e.worker("w1")
-	out, err = e.run("purge", "user", "--user", spammer, "--peers", peers, "--yes", "--json", "--reason", "acceptance")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var created struct {
-		JobID string `json:"job_id"`
-	}
-	if err := json.Unmarshal([]byte(out), &created); err != nil {
-		t.Fatal(err)
-	}
-	j := e.waitDone(created.JobID, 4*time.Minute)
+	jobID := e.created("purge", "user", "--user", spammer, "--peers", peers, "--yes", "--json", "--reason", "acceptance")
+	j := e.waitDone(jobID, 4*time.Minute)
 	if j.Status != jobs.StatusDone || j.Counts.DeadLettered != 0 {
 		t.Fatalf("job = %+v", j)
 	}
@@ -131,15 +122,8 @@ func TestPurgeGroupTimeRange(t *testing.T) {
 	for _, g := range groups {
 		args = append(args, "--group", g)
 	}
-	out, err := e.run(args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var created struct {
-		JobID string `json:"job_id"`
-	}
-	json.Unmarshal([]byte(out), &created)
-	j := e.waitDone(created.JobID, 2*time.Minute)
+	jobID := e.created(args...)
+	j := e.waitDone(jobID, 2*time.Minute)
 	inRange := 0
 	for _, g := range e.env.Emu.Groups() {
 		target := false

@@ -16,22 +16,25 @@ import (
 	"github.com/imrecall/imrecall/jobs"
 )
 
-// waitFor polls cond every 100 ms until it holds or timeout passes.
+// waitFor polls job id every 100 ms until cond holds or timeout passes. A
+// failed read is tried again (a Redis Cluster may be failing over) and
+// reported if the time runs out.
 func (e *e2e) waitFor(what string, timeout time.Duration, cond func(jobs.Job) bool, id string) jobs.Job {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(e.t.Context(), timeout)
 	defer cancel()
+	var j jobs.Job
 	for {
-		j, err := e.store.Get(ctx, id)
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		if cond(j) {
-			return j
+		got, err := e.store.Get(ctx, id)
+		if err == nil {
+			j = got
+			if cond(j) {
+				return j
+			}
 		}
 		select {
 		case <-ctx.Done():
-			e.t.Fatalf("%s: not within %v: %+v", what, timeout, j)
+			e.t.Fatalf("%s: not within %v: %+v (last error %v)", what, timeout, j, err)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
