@@ -110,11 +110,8 @@ func TestClusterEndToEnd(t *testing.T) {
 		env: imtest.Start(t, emulator.Config{Rate: 200, Latency: 2 * time.Millisecond, LatencyMax: 10 * time.Millisecond, Seed: 3})}}
 	ctx := t.Context()
 
-	ds, err := c.env.Emu.Generate(emulator.DatasetSpec{Groups: 24, Users: 300, GroupMessages: 8000, C2CMessages: 600,
+	ds := c.env.Dataset(t, emulator.DatasetSpec{Groups: 24, Users: 300, GroupMessages: 8000, C2CMessages: 600,
 		HeavyGroups: 16, HeavyShare: 0.08, Peers: 5, Topics: 2, Seed: 31})
-	if err != nil {
-		t.Fatal(err)
-	}
 	spammer := ds.HeavySenders[0]
 	peers := ds.PeersOf[spammer]
 

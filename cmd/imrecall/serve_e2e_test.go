@@ -97,10 +97,7 @@ func TestIndexPurgeEqualsScanPurge(t *testing.T) {
 		imtest.Start(t, emulator.Config{Rate: 200, Callbacks: emulator.CallbackConfig{URL: "http://" + addr + "/callback", Token: e2eCallbackToken}}))
 	t.Cleanup(a.env.Emu.Close)
 	a.serveProc(addr)
-	ds, err := a.env.Emu.Generate(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ds := a.env.Dataset(t, spec)
 	spammer := ds.HeavySenders[0]
 	n := a.env.Emu.ReplayCallbacks()
 	if err := a.env.Emu.WaitCallbacks(t.Context()); err != nil {
@@ -176,10 +173,7 @@ func TestIndexPurgeEqualsScanPurge(t *testing.T) {
 
 	// B: the same data, purged by history scan.
 	b := e2eOn(t, redistest.Start(t), imtest.Start(t, emulator.Config{Rate: 200}))
-	dsB, err := b.env.Emu.Generate(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dsB := b.env.Dataset(t, spec)
 	if dsB.HeavySenders[0] != spammer {
 		t.Fatalf("the two datasets differ: %s vs %s", dsB.HeavySenders[0], spammer)
 	}

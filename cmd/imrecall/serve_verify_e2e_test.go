@@ -25,11 +25,8 @@ func TestServeVerifiesAndCertifies(t *testing.T) {
 		t.Skip("openssl not installed")
 	}
 	e := newE2E(t, emulator.Config{Rate: 200})
-	ds, err := e.env.Emu.Generate(emulator.DatasetSpec{Groups: 12, Users: 100, GroupMessages: 2000, C2CMessages: 200,
+	ds := e.env.Dataset(t, emulator.DatasetSpec{Groups: 12, Users: 100, GroupMessages: 2000, C2CMessages: 200,
 		HeavyGroups: 6, HeavyShare: 0.1, Peers: 3, Seed: 41})
-	if err != nil {
-		t.Fatal(err)
-	}
 	spammer := ds.HeavySenders[0]
 	e.worker("w1")
 	jobID := e.created("purge", "user", "--user", spammer, "--peers", strings.Join(ds.PeersOf[spammer], ","), "--source", "scan",

@@ -37,11 +37,8 @@ func TestPurgeVerifyCertificate(t *testing.T) {
 		t.Skip("openssl not installed")
 	}
 	e := newE2E(t, emulator.Config{Rate: 200})
-	ds, err := e.env.Emu.Generate(emulator.DatasetSpec{Groups: 30, Users: 300, GroupMessages: 8000, C2CMessages: 600,
+	ds := e.env.Dataset(t, emulator.DatasetSpec{Groups: 30, Users: 300, GroupMessages: 8000, C2CMessages: 600,
 		HeavyGroups: 12, HeavyShare: 0.05, Peers: 6, Topics: 2, Seed: 29})
-	if err != nil {
-		t.Fatal(err)
-	}
 	spammer := ds.HeavySenders[0]
 	peers := strings.Join(ds.PeersOf[spammer], ",")
 	e.worker("w1")

@@ -153,6 +153,16 @@ func (e *Env) SendC2C(t testing.TB, from, to string, n int) []string {
 	return keys
 }
 
+// Dataset generates a dataset on the emulator (see emulator.Server.Generate).
+func (e *Env) Dataset(t testing.TB, spec emulator.DatasetSpec) *emulator.Dataset {
+	t.Helper()
+	ds, err := e.Emu.Generate(spec)
+	if err != nil {
+		t.Fatalf("imtest: generating a dataset: %v", err)
+	}
+	return ds
+}
+
 // Parallel runs fn(i) for i in [0, n) on 16 goroutines.
 func Parallel(n int, fn func(i int)) {
 	var wg sync.WaitGroup
