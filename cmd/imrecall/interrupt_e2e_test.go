@@ -397,30 +397,25 @@ func TestWorkerKilledBetweenPlanAndQueueInDiscovery(t *testing.T) {
 		t.Fatalf("job = %+v, want done", j)
 	}
 	left, others, sent := 0, 0, 0
+	count := func(from string, recalled bool) {
+		switch {
+		case from == spammer:
+			sent++
+			if !recalled {
+				left++
+			}
+		case recalled:
+			others++
+		}
+	}
 	for _, g := range e.env.Emu.Groups() {
 		for _, m := range e.env.Emu.GroupMessages(g.GroupID, "") {
-			switch {
-			case m.From == spammer:
-				sent++
-				if !m.Recalled {
-					left++
-				}
-			case m.Recalled:
-				others++
-			}
+			count(m.From, m.Recalled)
 		}
 	}
 	for _, p := range ds.PeersOf[spammer] {
 		for _, m := range e.env.Emu.C2CMessages(spammer, p) {
-			switch {
-			case m.From == spammer:
-				sent++
-				if !m.Recalled {
-					left++
-				}
-			case m.Recalled:
-				others++
-			}
+			count(m.From, m.Recalled)
 		}
 	}
 	if left != 0 || others != 0 || sent == 0 {
