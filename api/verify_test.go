@@ -14,7 +14,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -58,29 +57,7 @@ func finishedPurge(t *testing.T, b *bundle) (jobs.Job, string) {
 	if _, err := b.store.ClosePlanner(ctx, job.ID, jobs.RootPlanner); err != nil {
 		t.Fatal(err)
 	}
-	var out []jobs.Outcome
-	for i := 0; i < len(alice); i += 10 {
-		chunk := alice[i:min(i+10, len(alice))]
-		if _, err := b.env.Client.RecallGroup(ctx, gid, "", chunk); err != nil {
-			t.Fatal(err)
-		}
-		for _, s := range chunk {
-			out = append(out, jobs.Outcome{Item: strconv.FormatInt(s, 10), Recalled: true, Attempts: 1})
-		}
-	}
-	if _, err := b.store.Record(ctx, job.ID, group, out); err != nil {
-		t.Fatal(err)
-	}
-	out = nil
-	for _, k := range keys {
-		if _, err := b.env.Client.AdminMsgWithdraw(ctx, tim.AdminMsgWithdrawRequest{FromAccount: "alice", ToAccount: "bob", MsgKey: k}); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, jobs.Outcome{Item: k, Recalled: true, Attempts: 1})
-	}
-	if _, err := b.store.Record(ctx, job.ID, chat, out); err != nil {
-		t.Fatal(err)
-	}
+	b.env.Recall(t, b.store, job.ID, group, alice, chat, keys)
 	if job, err = b.store.Get(ctx, job.ID); err != nil || !job.Finished() {
 		t.Fatalf("job %+v not finished (%v)", job, err)
 	}

@@ -9,29 +9,93 @@ import (
 
 // handlers maps "service/command" to its handler.
 var handlers = map[string]handler{
-	"im_open_login_svc/account_import":          (*Server).accountImport,
-	"im_open_login_svc/multiaccount_import":     (*Server).multiAccountImport,
-	"group_open_http_svc/create_group":          (*Server).createGroup,
-	"group_open_http_svc/add_group_member":      (*Server).addGroupMember,
-	"group_open_http_svc/send_group_msg":        (*Server).sendGroupMsg,
-	"group_open_http_svc/group_msg_recall":      (*Server).groupMsgRecall,
-	"group_open_http_svc/group_msg_get_simple":  (*Server).groupMsgGetSimple,
-	"group_open_http_svc/get_joined_group_list": (*Server).getJoinedGroupList,
-	"group_open_http_svc/get_group_info":        (*Server).getGroupInfo,
-	"million_group_open_http_svc/create_topic":  (*Server).createTopic,
-	"million_group_open_http_svc/get_topic":     (*Server).getTopic,
-	"openim/sendmsg":                            (*Server).sendMsg,
-	"openim/admin_msgwithdraw":                  (*Server).adminMsgWithdraw,
-	"openim/admin_getroammsg":                   (*Server).adminGetRoamMsg,
-	"openim/delete_c2c_msg_ramble":              (*Server).deleteC2CMsgRamble,
+	"im_open_login_svc/account_import":          api(70402, (*Server).accountImport),
+	"im_open_login_svc/multiaccount_import":     api(70402, (*Server).multiAccountImport),
+	"group_open_http_svc/create_group":          api(10004, (*Server).createGroup),
+	"group_open_http_svc/add_group_member":      api(10004, (*Server).addGroupMember),
+	"group_open_http_svc/send_group_msg":        api(10004, (*Server).sendGroupMsg),
+	"group_open_http_svc/group_msg_recall":      api(10004, (*Server).groupMsgRecall),
+	"group_open_http_svc/group_msg_get_simple":  api(10004, (*Server).groupMsgGetSimple),
+	"group_open_http_svc/get_joined_group_list": api(10004, (*Server).getJoinedGroupList),
+	"group_open_http_svc/get_group_info":        api(10004, (*Server).getGroupInfo),
+	"million_group_open_http_svc/create_topic":  api(10004, (*Server).createTopic),
+	"million_group_open_http_svc/get_topic":     api(10004, (*Server).getTopic),
+	"openim/sendmsg":                            api(90001, (*Server).sendMsg),
+	"openim/admin_msgwithdraw":                  api(90001, (*Server).adminMsgWithdraw),
+	"openim/admin_getroammsg":                   api(90001, (*Server).adminGetRoamMsg),
+	"openim/delete_c2c_msg_ramble":              api(90001, (*Server).deleteC2CMsgRamble),
 }
 
-// decode decodes a body into v; a type mismatch is a parameter error.
-func decode(body []byte, v any, code int) *apiError {
-	if err := json.Unmarshal(body, v); err != nil {
-		return fail(code, "invalid request body: %v", err)
+// api makes a handler of a typed one: it decodes the body into a Req and
+// answers code (the API's parameter error) when the body does not fit.
+func api[Req any](code int, h func(*Server, *Req) (any, *apiError)) handler {
+	return func(s *Server, body []byte) (any, *apiError) {
+		var req Req
+		if err := json.Unmarshal(body, &req); err != nil {
+			return nil, fail(code, "invalid request body: %v", err)
+		}
+		return h(s, &req)
 	}
-	return nil
+}
+
+// groupByID returns the group id names, or error 10010. The caller holds s.mu.
+func (s *Server) groupByID(id string) (*group, *apiError) {
+	g, known := s.groups[id]
+	if !known {
+		return nil, fail(10010, "group %s does not exist", id)
+	}
+	return g, nil
+}
+
+// topicGroup returns the group id names, which must support topics. The
+// caller holds s.mu.
+func (s *Server) topicGroup(id string) (*group, *apiError) {
+	g, e := s.groupByID(id)
+	if e == nil && !g.supportTopic {
+		return nil, fail(10004, "group %s does not support topics", g.id)
+	}
+	return g, e
+}
+
+// historyOf returns the history of g's topic (of g itself when topicID is
+// empty), or error 10004 when g has no such topic.
+func historyOf(g *group, topicID string) (*[]gmsg, *apiError) {
+	h, found := g.history(topicID)
+	if !found {
+		return nil, fail(10004, "TopicId %q: no such topic in %s", topicID, g.id)
+	}
+	return h, nil
+}
+
+// account returns the index of the imported account name, or code with a
+// message naming field when name is empty or was not imported. The caller
+// holds s.mu.
+func (s *Server) account(field, name string, code int) (uint32, *apiError) {
+	u, known := s.userIdx[name]
+	if name == "" || !known {
+		return 0, fail(code, "%s %q missing or does not exist", field, name)
+	}
+	return u, nil
+}
+
+// conversation returns the indexes of the operator and the peer of a
+// one-to-one conversation. The caller holds s.mu.
+func (s *Server) conversation(operator, peer string) (uint32, uint32, *apiError) {
+	op, e := s.account("Operator_Account", operator, 90008)
+	if e != nil {
+		return 0, 0, e
+	}
+	p, e := s.account("Peer_Account", peer, 90003)
+	return op, p, e
+}
+
+// sender returns the index of a message's sender: from, or the app admin
+// when from is empty. The caller holds s.mu.
+func (s *Server) sender(from string, code int) (uint32, *apiError) {
+	if from == "" {
+		from = s.cfg.Admin
+	}
+	return s.account("From_Account", from, code)
 }
 
 // msgBody is a message body element, kept only to check its shape.
@@ -59,13 +123,11 @@ func textBody(seq int) []msgBody {
 
 // --- accounts ---
 
-func (s *Server) accountImport(body []byte) (any, *apiError) {
-	var req struct {
-		UserID string `json:"UserID"`
-	}
-	if e := decode(body, &req, 70402); e != nil {
-		return nil, e
-	}
+type accountImportReq struct {
+	UserID string `json:"UserID"`
+}
+
+func (s *Server) accountImport(req *accountImportReq) (any, *apiError) {
 	if req.UserID == "" || len(req.UserID) > 32 {
 		return nil, fail(70402, "UserID %q: want 1 to 32 characters", req.UserID)
 	}
@@ -75,13 +137,11 @@ func (s *Server) accountImport(body []byte) (any, *apiError) {
 	return ok(), nil
 }
 
-func (s *Server) multiAccountImport(body []byte) (any, *apiError) {
-	var req struct {
-		Accounts []string `json:"Accounts"`
-	}
-	if e := decode(body, &req, 70402); e != nil {
-		return nil, e
-	}
+type multiAccountImportReq struct {
+	Accounts []string `json:"Accounts"`
+}
+
+func (s *Server) multiAccountImport(req *multiAccountImportReq) (any, *apiError) {
 	if len(req.Accounts) == 0 || len(req.Accounts) > 100 {
 		return nil, fail(70402, "Accounts: want 1 to 100, got %d", len(req.Accounts))
 	}
@@ -107,18 +167,16 @@ type memberReq struct {
 	MemberAccount string `json:"Member_Account"`
 }
 
-func (s *Server) createGroup(body []byte) (any, *apiError) {
-	var req struct {
-		OwnerAccount string      `json:"Owner_Account"`
-		Type         string      `json:"Type"`
-		GroupID      string      `json:"GroupId"`
-		Name         string      `json:"Name"`
-		SupportTopic int         `json:"SupportTopic"`
-		MemberList   []memberReq `json:"MemberList"`
-	}
-	if e := decode(body, &req, 10004); e != nil {
-		return nil, e
-	}
+type createGroupReq struct {
+	OwnerAccount string      `json:"Owner_Account"`
+	Type         string      `json:"Type"`
+	GroupID      string      `json:"GroupId"`
+	Name         string      `json:"Name"`
+	SupportTopic int         `json:"SupportTopic"`
+	MemberList   []memberReq `json:"MemberList"`
+}
+
+func (s *Server) createGroup(req *createGroupReq) (any, *apiError) {
 	typ, known := groupTypes[req.Type]
 	if !known {
 		return nil, fail(10004, "Type %q: want Public, Private, Work, ChatRoom, Meeting, AVChatRoom or Community", req.Type)
@@ -166,19 +224,17 @@ func (s *Server) join(g *group, u uint32, at int64) bool {
 	return true
 }
 
-func (s *Server) addGroupMember(body []byte) (any, *apiError) {
-	var req struct {
-		GroupID    string      `json:"GroupId"`
-		MemberList []memberReq `json:"MemberList"`
-	}
-	if e := decode(body, &req, 10004); e != nil {
-		return nil, e
-	}
+type addGroupMemberReq struct {
+	GroupID    string      `json:"GroupId"`
+	MemberList []memberReq `json:"MemberList"`
+}
+
+func (s *Server) addGroupMember(req *addGroupMemberReq) (any, *apiError) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	g, known := s.groups[req.GroupID]
-	if !known {
-		return nil, fail(10010, "group %s does not exist", req.GroupID)
+	g, e := s.groupByID(req.GroupID)
+	if e != nil {
+		return nil, e
 	}
 	type result struct {
 		MemberAccount string `json:"Member_Account"`
@@ -203,33 +259,27 @@ func (s *Server) addGroupMember(body []byte) (any, *apiError) {
 	return resp, nil
 }
 
-func (s *Server) sendGroupMsg(body []byte) (any, *apiError) {
-	var req struct {
-		GroupID     string    `json:"GroupId"`
-		TopicID     string    `json:"TopicId"`
-		Random      uint32    `json:"Random"`
-		FromAccount string    `json:"From_Account"`
-		MsgBody     []msgBody `json:"MsgBody"`
-	}
-	if e := decode(body, &req, 10004); e != nil {
-		return nil, e
-	}
+type sendGroupMsgReq struct {
+	GroupID     string    `json:"GroupId"`
+	TopicID     string    `json:"TopicId"`
+	Random      uint32    `json:"Random"`
+	FromAccount string    `json:"From_Account"`
+	MsgBody     []msgBody `json:"MsgBody"`
+}
+
+func (s *Server) sendGroupMsg(req *sendGroupMsgReq) (any, *apiError) {
 	if !checkBody(req.MsgBody) {
 		return nil, fail(10004, "MsgBody: at least one element with a MsgType")
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	g, known := s.groups[req.GroupID]
-	if !known {
-		return nil, fail(10010, "group %s does not exist", req.GroupID)
+	g, e := s.groupByID(req.GroupID)
+	if e != nil {
+		return nil, e
 	}
-	from := s.cfg.Admin
-	if req.FromAccount != "" {
-		from = req.FromAccount
-	}
-	u, known := s.userIdx[from]
-	if !known {
-		return nil, fail(10019, "From_Account %s does not exist", from)
+	u, e := s.sender(req.FromAccount, 10019)
+	if e != nil {
+		return nil, e
 	}
 	now := time.Now().Unix()
 	if g.typ == "AVChatRoom" {
@@ -237,9 +287,9 @@ func (s *Server) sendGroupMsg(body []byte) (any, *apiError) {
 		s.groupSent(g, "", g.nextSeqAV, gmsg{from: u, time: now, random: req.Random})
 		return sendGroupReply(g.nextSeqAV, now), nil
 	}
-	h, found := g.history(req.TopicID)
-	if !found {
-		return nil, fail(10004, "TopicId %q: no such topic in %s", req.TopicID, g.id)
+	h, e := historyOf(g, req.TopicID)
+	if e != nil {
+		return nil, e
 	}
 	m := gmsg{from: u, time: now, random: req.Random}
 	*h = append(*h, m)
@@ -273,15 +323,13 @@ type recallReply struct {
 
 func (r recallReply) itemFaults() int { return r.faults }
 
-func (s *Server) groupMsgRecall(body []byte) (any, *apiError) {
-	var req struct {
-		GroupID    string    `json:"GroupId"`
-		MsgSeqList []seqItem `json:"MsgSeqList"`
-		TopicID    string    `json:"TopicId"`
-	}
-	if e := decode(body, &req, 10004); e != nil {
-		return nil, e
-	}
+type groupMsgRecallReq struct {
+	GroupID    string    `json:"GroupId"`
+	MsgSeqList []seqItem `json:"MsgSeqList"`
+	TopicID    string    `json:"TopicId"`
+}
+
+func (s *Server) groupMsgRecall(req *groupMsgRecallReq) (any, *apiError) {
 	if req.GroupID == "" {
 		return nil, fail(10004, "GroupId: required")
 	}
@@ -294,16 +342,16 @@ func (s *Server) groupMsgRecall(body []byte) (any, *apiError) {
 	itemFaults := s.currentFaults().ItemCodes
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	g, known := s.groups[req.GroupID]
-	if !known {
-		return nil, fail(10010, "group %s does not exist or was dismissed", req.GroupID)
+	g, e := s.groupByID(req.GroupID)
+	if e != nil {
+		return nil, e
 	}
 	if g.typ == "AVChatRoom" {
 		return nil, fail(10033, "group type AVChatRoom does not support message recall")
 	}
-	h, found := g.history(req.TopicID)
-	if !found {
-		return nil, fail(10004, "TopicId %q: no such topic in %s", req.TopicID, g.id)
+	h, e := historyOf(g, req.TopicID)
+	if e != nil {
+		return nil, e
 	}
 	resp := recallReply{reply: ok()}
 	for _, it := range req.MsgSeqList {
@@ -341,32 +389,30 @@ type groupMsgOut struct {
 	MsgTimeStamp int64     `json:"MsgTimeStamp"`
 }
 
-func (s *Server) groupMsgGetSimple(body []byte) (any, *apiError) {
-	var req struct {
-		GroupID         string `json:"GroupId"`
-		ReqMsgNumber    int    `json:"ReqMsgNumber"`
-		ReqMsgSeq       int64  `json:"ReqMsgSeq"`
-		WithRecalledMsg int    `json:"WithRecalledMsg"`
-		TopicID         string `json:"TopicId"`
-	}
-	if e := decode(body, &req, 10004); e != nil {
-		return nil, e
-	}
+type groupMsgGetSimpleReq struct {
+	GroupID         string `json:"GroupId"`
+	ReqMsgNumber    int    `json:"ReqMsgNumber"`
+	ReqMsgSeq       int64  `json:"ReqMsgSeq"`
+	WithRecalledMsg int    `json:"WithRecalledMsg"`
+	TopicID         string `json:"TopicId"`
+}
+
+func (s *Server) groupMsgGetSimple(req *groupMsgGetSimpleReq) (any, *apiError) {
 	if req.ReqMsgNumber < 1 || req.ReqMsgNumber > 20 {
 		return nil, fail(10004, "ReqMsgNumber %d: want 1 to 20", req.ReqMsgNumber)
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	g, known := s.groups[req.GroupID]
-	if !known {
-		return nil, fail(10010, "group %s does not exist", req.GroupID)
+	g, e := s.groupByID(req.GroupID)
+	if e != nil {
+		return nil, e
 	}
 	if g.typ == "AVChatRoom" {
 		return nil, fail(10007, "AVChatRoom keeps no message history")
 	}
-	h, found := g.history(req.TopicID)
-	if !found {
-		return nil, fail(10004, "TopicId %q: no such topic in %s", req.TopicID, g.id)
+	h, e := historyOf(g, req.TopicID)
+	if e != nil {
+		return nil, e
 	}
 	// A page is a window of seqs, [ReqMsgSeq-ReqMsgNumber+1, ReqMsgSeq]:
 	// recalled messages in it are left out unless WithRecalledMsg is 1, so
@@ -428,18 +474,16 @@ func lastTime(h []gmsg) int64 {
 	return h[len(h)-1].time
 }
 
-func (s *Server) getJoinedGroupList(body []byte) (any, *apiError) {
-	var req struct {
-		MemberAccount  string          `json:"Member_Account"`
-		Limit          int             `json:"Limit"`
-		Offset         int             `json:"Offset"`
-		GroupType      string          `json:"GroupType"`
-		WithHugeGroups int             `json:"WithHugeGroups"`
-		ResponseFilter *responseFilter `json:"ResponseFilter"`
-	}
-	if e := decode(body, &req, 10004); e != nil {
-		return nil, e
-	}
+type getJoinedGroupListReq struct {
+	MemberAccount  string          `json:"Member_Account"`
+	Limit          int             `json:"Limit"`
+	Offset         int             `json:"Offset"`
+	GroupType      string          `json:"GroupType"`
+	WithHugeGroups int             `json:"WithHugeGroups"`
+	ResponseFilter *responseFilter `json:"ResponseFilter"`
+}
+
+func (s *Server) getJoinedGroupList(req *getJoinedGroupListReq) (any, *apiError) {
 	if req.MemberAccount == "" {
 		return nil, fail(10004, "Member_Account: required")
 	}
@@ -484,14 +528,12 @@ func (s *Server) getJoinedGroupList(body []byte) (any, *apiError) {
 	}{ok(), total, out}, nil
 }
 
-func (s *Server) getGroupInfo(body []byte) (any, *apiError) {
-	var req struct {
-		GroupIDList    []string        `json:"GroupIdList"`
-		ResponseFilter *responseFilter `json:"ResponseFilter"`
-	}
-	if e := decode(body, &req, 10004); e != nil {
-		return nil, e
-	}
+type getGroupInfoReq struct {
+	GroupIDList    []string        `json:"GroupIdList"`
+	ResponseFilter *responseFilter `json:"ResponseFilter"`
+}
+
+func (s *Server) getGroupInfo(req *getGroupInfoReq) (any, *apiError) {
 	if n := len(req.GroupIDList); n == 0 || n > 50 {
 		return nil, fail(10004, "GroupIdList: want 1 to 50 groups, got %d", n)
 	}
@@ -520,26 +562,21 @@ func (s *Server) getGroupInfo(body []byte) (any, *apiError) {
 
 // --- topics ---
 
-func (s *Server) createTopic(body []byte) (any, *apiError) {
-	var req struct {
-		GroupID   string `json:"GroupId"`
-		TopicID   string `json:"TopicId"`
-		TopicName string `json:"TopicName"`
-	}
-	if e := decode(body, &req, 10004); e != nil {
-		return nil, e
-	}
+type createTopicReq struct {
+	GroupID   string `json:"GroupId"`
+	TopicID   string `json:"TopicId"`
+	TopicName string `json:"TopicName"`
+}
+
+func (s *Server) createTopic(req *createTopicReq) (any, *apiError) {
 	if req.TopicName == "" {
 		return nil, fail(10004, "TopicName: required")
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	g, known := s.groups[req.GroupID]
-	if !known {
-		return nil, fail(10010, "group %s does not exist", req.GroupID)
-	}
-	if !g.supportTopic {
-		return nil, fail(10004, "group %s does not support topics", g.id)
+	g, e := s.topicGroup(req.GroupID)
+	if e != nil {
+		return nil, e
 	}
 	if req.TopicID == "" {
 		s.topicSeq++
@@ -556,27 +593,22 @@ func (s *Server) createTopic(body []byte) (any, *apiError) {
 	}{ok(), req.TopicID}, nil
 }
 
-func (s *Server) getTopic(body []byte) (any, *apiError) {
-	var req struct {
-		GroupID     string   `json:"GroupId"`
-		FromAccount string   `json:"From_Account"`
-		TopicIDList []string `json:"TopicIdList"`
-	}
-	if e := decode(body, &req, 10004); e != nil {
-		return nil, e
-	}
+type getTopicReq struct {
+	GroupID     string   `json:"GroupId"`
+	FromAccount string   `json:"From_Account"`
+	TopicIDList []string `json:"TopicIdList"`
+}
+
+func (s *Server) getTopic(req *getTopicReq) (any, *apiError) {
 	if req.FromAccount == "" {
 		// Documented as required (trtc.io/document/49469: From_Account 必填).
 		return nil, fail(10003, "From_Account is required")
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	g, known := s.groups[req.GroupID]
-	if !known {
-		return nil, fail(10010, "group %s does not exist", req.GroupID)
-	}
-	if !g.supportTopic {
-		return nil, fail(10004, "group %s does not support topics", g.id)
+	g, e := s.topicGroup(req.GroupID)
+	if e != nil {
+		return nil, e
 	}
 	ids := req.TopicIDList
 	if len(ids) == 0 {
@@ -613,32 +645,26 @@ func (s *Server) getTopic(body []byte) (any, *apiError) {
 
 // --- one-to-one ---
 
-func (s *Server) sendMsg(body []byte) (any, *apiError) {
-	var req struct {
-		FromAccount string    `json:"From_Account"`
-		ToAccount   string    `json:"To_Account"`
-		MsgRandom   uint32    `json:"MsgRandom"`
-		MsgBody     []msgBody `json:"MsgBody"`
-	}
-	if e := decode(body, &req, 90001); e != nil {
-		return nil, e
-	}
+type sendMsgReq struct {
+	FromAccount string    `json:"From_Account"`
+	ToAccount   string    `json:"To_Account"`
+	MsgRandom   uint32    `json:"MsgRandom"`
+	MsgBody     []msgBody `json:"MsgBody"`
+}
+
+func (s *Server) sendMsg(req *sendMsgReq) (any, *apiError) {
 	if !checkBody(req.MsgBody) {
 		return nil, fail(90005, "MsgBody: at least one element with a MsgType")
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	from := s.cfg.Admin
-	if req.FromAccount != "" {
-		from = req.FromAccount
+	fu, e := s.sender(req.FromAccount, 90008)
+	if e != nil {
+		return nil, e
 	}
-	fu, known := s.userIdx[from]
-	if !known {
-		return nil, fail(90008, "From_Account %s does not exist", from)
-	}
-	tu, known := s.userIdx[req.ToAccount]
-	if req.ToAccount == "" || !known {
-		return nil, fail(90003, "To_Account %q missing or does not exist", req.ToAccount)
+	tu, e := s.account("To_Account", req.ToAccount, 90003)
+	if e != nil {
+		return nil, e
 	}
 	now := time.Now().Unix()
 	k := pair(fu, tu)
@@ -675,27 +701,21 @@ func (s *Server) findC2C(from, to uint32, key string) (*cmsg, bool) {
 // deleteC2CMsgRamble deletes one-to-one messages from one side of a
 // conversation only (doc/101439): the peer still sees them, and they can
 // still be recalled.
-func (s *Server) deleteC2CMsgRamble(body []byte) (any, *apiError) {
-	var req struct {
-		OperatorAccount string   `json:"Operator_Account"`
-		PeerAccount     string   `json:"Peer_Account"`
-		MsgKeyList      []string `json:"MsgKeyList"`
-	}
-	if e := decode(body, &req, 90001); e != nil {
-		return nil, e
-	}
+type deleteC2CMsgRambleReq struct {
+	OperatorAccount string   `json:"Operator_Account"`
+	PeerAccount     string   `json:"Peer_Account"`
+	MsgKeyList      []string `json:"MsgKeyList"`
+}
+
+func (s *Server) deleteC2CMsgRamble(req *deleteC2CMsgRambleReq) (any, *apiError) {
 	if len(req.MsgKeyList) == 0 || len(req.MsgKeyList) > 30 {
 		return nil, fail(90001, "MsgKeyList: want 1 to 30 keys, got %d", len(req.MsgKeyList))
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	op, known := s.userIdx[req.OperatorAccount]
-	if req.OperatorAccount == "" || !known {
-		return nil, fail(90008, "Operator_Account %q missing or does not exist", req.OperatorAccount)
-	}
-	peer, known := s.userIdx[req.PeerAccount]
-	if req.PeerAccount == "" || !known {
-		return nil, fail(90003, "Peer_Account %q missing or does not exist", req.PeerAccount)
+	op, peer, e := s.conversation(req.OperatorAccount, req.PeerAccount)
+	if e != nil {
+		return nil, e
 	}
 	invalid := []string{}
 	c := s.convs[pair(op, peer)]
@@ -718,24 +738,22 @@ func (s *Server) deleteC2CMsgRamble(body []byte) (any, *apiError) {
 	}{ok(), invalid}, nil
 }
 
-func (s *Server) adminMsgWithdraw(body []byte) (any, *apiError) {
-	var req struct {
-		FromAccount string `json:"From_Account"`
-		ToAccount   string `json:"To_Account"`
-		MsgKey      string `json:"MsgKey"`
-	}
-	if e := decode(body, &req, 90001); e != nil {
-		return nil, e
-	}
+type adminMsgWithdrawReq struct {
+	FromAccount string `json:"From_Account"`
+	ToAccount   string `json:"To_Account"`
+	MsgKey      string `json:"MsgKey"`
+}
+
+func (s *Server) adminMsgWithdraw(req *adminMsgWithdrawReq) (any, *apiError) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	fu, known := s.userIdx[req.FromAccount]
-	if req.FromAccount == "" || !known {
-		return nil, fail(90008, "From_Account %q missing or does not exist", req.FromAccount)
+	fu, e := s.account("From_Account", req.FromAccount, 90008)
+	if e != nil {
+		return nil, e
 	}
-	tu, known := s.userIdx[req.ToAccount]
-	if req.ToAccount == "" || !known {
-		return nil, fail(90003, "To_Account %q missing or does not exist", req.ToAccount)
+	tu, e := s.account("To_Account", req.ToAccount, 90003)
+	if e != nil {
+		return nil, e
 	}
 	if _, _, _, well := parseMsgKey(req.MsgKey); !well {
 		return nil, fail(90054, "MsgKey %q is invalid", req.MsgKey)
@@ -767,20 +785,18 @@ type c2cOut struct {
 // roamPageBytes is the documented 13 KB cap on one answer of admin_getroammsg.
 const roamPageBytes = 13 << 10
 
-func (s *Server) adminGetRoamMsg(body []byte) (any, *apiError) {
-	var req struct {
-		OperatorAccount string `json:"Operator_Account"`
-		PeerAccount     string `json:"Peer_Account"`
-		FromAccount     string `json:"From_Account"` // older docs
-		ToAccount       string `json:"To_Account"`
-		MaxCnt          int    `json:"MaxCnt"`
-		MinTime         int64  `json:"MinTime"`
-		MaxTime         int64  `json:"MaxTime"`
-		LastMsgKey      string `json:"LastMsgKey"`
-	}
-	if e := decode(body, &req, 90001); e != nil {
-		return nil, e
-	}
+type adminGetRoamMsgReq struct {
+	OperatorAccount string `json:"Operator_Account"`
+	PeerAccount     string `json:"Peer_Account"`
+	FromAccount     string `json:"From_Account"` // older docs
+	ToAccount       string `json:"To_Account"`
+	MaxCnt          int    `json:"MaxCnt"`
+	MinTime         int64  `json:"MinTime"`
+	MaxTime         int64  `json:"MaxTime"`
+	LastMsgKey      string `json:"LastMsgKey"`
+}
+
+func (s *Server) adminGetRoamMsg(req *adminGetRoamMsgReq) (any, *apiError) {
 	if req.OperatorAccount == "" {
 		req.OperatorAccount, req.PeerAccount = req.FromAccount, req.ToAccount
 	}
@@ -795,13 +811,9 @@ func (s *Server) adminGetRoamMsg(body []byte) (any, *apiError) {
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	op, known := s.userIdx[req.OperatorAccount]
-	if req.OperatorAccount == "" || !known {
-		return nil, fail(90008, "Operator_Account %q missing or does not exist", req.OperatorAccount)
-	}
-	peer, known := s.userIdx[req.PeerAccount]
-	if req.PeerAccount == "" || !known {
-		return nil, fail(90003, "Peer_Account %q missing or does not exist", req.PeerAccount)
+	op, peer, e := s.conversation(req.OperatorAccount, req.PeerAccount)
+	if e != nil {
+		return nil, e
 	}
 	var msgs []cmsg
 	if c := s.convs[pair(op, peer)]; c != nil {

@@ -2,6 +2,9 @@ package jobs
 
 import (
 	"errors"
+	"maps"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -115,67 +118,47 @@ func TestStateTransitions(t *testing.T) {
 			return err
 		},
 	}
-	cases := []struct {
+	// outcomes[action][from] is the status after the action, then "paused"
+	// when the job is paused after it, "reason" when a pause reason is
+	// recorded, and "refused" when the action is refused (a *StatusError).
+	outcomes := map[string]map[string]string{
+		"requeue": {"planning": "planning", "running": "running", "done": "running", "failed": "failed",
+			"cancelled": "cancelled refused", "paused": "running paused", "held": "awaiting_approval"},
+		"cancel": {"planning": "cancelled", "running": "cancelled", "failed": "cancelled", "paused": "cancelled",
+			"done": "done", "cancelled": "cancelled", "held": "cancelled", "cooling": "cancelled"},
+		"fail": {"planning": "failed", "running": "failed", "done": "done", "cancelled": "cancelled",
+			"held": "awaiting_approval"},
+		"pause": {"planning": "planning paused", "running": "running paused", "done": "done paused", "cancelled": "cancelled refused",
+			"held": "awaiting_approval paused"},
+		"resume": {"paused": "running", "cancelled": "cancelled", "held": "awaiting_approval", "cooling": "approved"},
+		"trip": {"planning": "planning paused reason", "running": "running paused reason", "failed": "failed paused reason",
+			"paused": "running paused", "done": "done", "cancelled": "cancelled", "held": "awaiting_approval paused reason"},
+		"close-planning": {"planning": "running", "held": "awaiting_approval"},
+		// A held job: only approve and cancel end the hold.
+		"approve": {"held": "planning", "cooling": "approved refused", "running": "running refused",
+			"done": "done refused", "cancelled": "cancelled refused"},
+		"fail-planner": {"planning": "failed"},
+		"settle-all":   {"running": "done", "failed": "failed", "planning": "planning"},
+	}
+	type transition struct {
 		from, action string
 		want         Status
 		paused       bool
-		reason       bool // a pause reason is recorded
-		refused      bool // a *StatusError
-	}{
-		{from: "planning", action: "requeue", want: StatusPlanning},
-		{from: "running", action: "requeue", want: StatusRunning},
-		{from: "done", action: "requeue", want: StatusRunning},
-		{from: "failed", action: "requeue", want: StatusFailed},
-		{from: "cancelled", action: "requeue", want: StatusCancelled, refused: true},
-		{from: "paused", action: "requeue", want: StatusRunning, paused: true},
-
-		{from: "planning", action: "cancel", want: StatusCancelled},
-		{from: "running", action: "cancel", want: StatusCancelled},
-		{from: "failed", action: "cancel", want: StatusCancelled},
-		{from: "paused", action: "cancel", want: StatusCancelled},
-		{from: "done", action: "cancel", want: StatusDone},
-		{from: "cancelled", action: "cancel", want: StatusCancelled},
-
-		{from: "planning", action: "fail", want: StatusFailed},
-		{from: "running", action: "fail", want: StatusFailed},
-		{from: "done", action: "fail", want: StatusDone},
-		{from: "cancelled", action: "fail", want: StatusCancelled},
-
-		{from: "planning", action: "pause", want: StatusPlanning, paused: true},
-		{from: "running", action: "pause", want: StatusRunning, paused: true},
-		{from: "done", action: "pause", want: StatusDone, paused: true},
-		{from: "cancelled", action: "pause", want: StatusCancelled, refused: true},
-		{from: "paused", action: "resume", want: StatusRunning},
-		{from: "cancelled", action: "resume", want: StatusCancelled},
-
-		{from: "planning", action: "trip", want: StatusPlanning, paused: true, reason: true},
-		{from: "running", action: "trip", want: StatusRunning, paused: true, reason: true},
-		{from: "failed", action: "trip", want: StatusFailed, paused: true, reason: true},
-		{from: "paused", action: "trip", want: StatusRunning, paused: true},
-		{from: "done", action: "trip", want: StatusDone},
-		{from: "cancelled", action: "trip", want: StatusCancelled},
-
-		{from: "planning", action: "close-planning", want: StatusRunning},
-		{from: "planning", action: "fail-planner", want: StatusFailed},
-		{from: "running", action: "settle-all", want: StatusDone},
-		{from: "failed", action: "settle-all", want: StatusFailed},
-		{from: "planning", action: "settle-all", want: StatusPlanning},
-
-		// A held job: only approve and cancel end the hold.
-		{from: "held", action: "approve", want: StatusPlanning},
-		{from: "held", action: "cancel", want: StatusCancelled},
-		{from: "held", action: "fail", want: StatusAwaitingApproval},
-		{from: "held", action: "pause", want: StatusAwaitingApproval, paused: true},
-		{from: "held", action: "resume", want: StatusAwaitingApproval},
-		{from: "held", action: "trip", want: StatusAwaitingApproval, paused: true, reason: true},
-		{from: "held", action: "requeue", want: StatusAwaitingApproval},
-		{from: "held", action: "close-planning", want: StatusAwaitingApproval},
-		{from: "cooling", action: "cancel", want: StatusCancelled},
-		{from: "cooling", action: "approve", want: StatusApproved, refused: true},
-		{from: "cooling", action: "resume", want: StatusApproved},
-		{from: "running", action: "approve", want: StatusRunning, refused: true},
-		{from: "done", action: "approve", want: StatusDone, refused: true},
-		{from: "cancelled", action: "approve", want: StatusCancelled, refused: true},
+		reason       bool
+		refused      bool
+	}
+	var cases []transition
+	for _, action := range slices.Sorted(maps.Keys(outcomes)) {
+		for _, from := range slices.Sorted(maps.Keys(outcomes[action])) {
+			after := strings.Fields(outcomes[action][from])
+			for _, w := range after[1:] {
+				if w != "paused" && w != "reason" && w != "refused" {
+					t.Fatalf("outcomes[%s][%s]: unknown word %q", action, from, w)
+				}
+			}
+			cases = append(cases, transition{from: from, action: action, want: Status(after[0]),
+				paused: slices.Contains(after, "paused"), reason: slices.Contains(after, "reason"), refused: slices.Contains(after, "refused")})
+		}
 	}
 	for _, tc := range cases {
 		t.Run(tc.from+"/"+tc.action, func(t *testing.T) {

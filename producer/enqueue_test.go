@@ -6,11 +6,9 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/hibiken/asynq"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/tasks"
-	"github.com/redis/go-redis/v9"
 )
 
 // seqRange returns from, from+1, …, to.
@@ -28,13 +26,7 @@ func seqRange(from, to int64) []int64 {
 // queued task: a worker killed between two pages strands nothing.
 func TestBatcherQueuesEverySeqItPlans(t *testing.T) {
 	ctx := t.Context()
-	mr := miniredis.RunT(t)
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-	store := jobs.NewStore(rdb, "")
-	client := asynq.NewClient(asynq.RedisClientOpt{Addr: mr.Addr()})
-	t.Cleanup(func() { client.Close() })
-	insp := asynq.NewInspector(asynq.RedisClientOpt{Addr: mr.Addr()})
-	t.Cleanup(func() { insp.Close() })
+	store, client, insp := onMiniredis(t)
 
 	job, err := store.Create(ctx, jobs.Spec{Kind: "purge:group", Queue: tasks.QueuePurge, AppID: 1, RequestedBy: "t"})
 	if err != nil {

@@ -8,11 +8,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/hibiken/asynq"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/tasks"
-	"github.com/redis/go-redis/v9"
 )
 
 func writeFile(t *testing.T, name, body string) string {
@@ -100,11 +98,7 @@ func TestReadListFormats(t *testing.T) {
 
 func TestPlanListChunksAndDedups(t *testing.T) {
 	ctx := t.Context()
-	mr := miniredis.RunT(t)
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-	store := jobs.NewStore(rdb, "")
-	client := asynq.NewClient(asynq.RedisClientOpt{Addr: mr.Addr()})
-	t.Cleanup(func() { client.Close() })
+	store, client, insp := onMiniredis(t)
 
 	var b strings.Builder
 	// Group a: 25 seqs interleaved with group b: 10 seqs, each written twice.
@@ -136,8 +130,6 @@ func TestPlanListChunksAndDedups(t *testing.T) {
 		t.Fatalf("job = %+v", got)
 	}
 
-	insp := asynq.NewInspector(asynq.RedisClientOpt{Addr: mr.Addr()})
-	t.Cleanup(func() { insp.Close() })
 	infos, err := insp.ListPendingTasks(tasks.QueuePurge, asynq.PageSize(100))
 	if err != nil {
 		t.Fatal(err)

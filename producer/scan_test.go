@@ -4,13 +4,11 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/hibiken/asynq"
 	"github.com/imrecall/imrecall/emulator"
 	"github.com/imrecall/imrecall/internal/imtest"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/tasks"
-	"github.com/redis/go-redis/v9"
 )
 
 // TestDiscoveryTasks queues a user purge's scans as tasks and runs each task
@@ -24,13 +22,7 @@ func TestDiscoveryTasks(t *testing.T) {
 		t.Fatal(err)
 	}
 	spammer := ds.HeavySenders[0]
-	mr := miniredis.RunT(t)
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-	store := jobs.NewStore(rdb, "")
-	q := asynq.NewClient(asynq.RedisClientOpt{Addr: mr.Addr()})
-	t.Cleanup(func() { q.Close() })
-	insp := asynq.NewInspector(asynq.RedisClientOpt{Addr: mr.Addr()})
-	t.Cleanup(func() { insp.Close() })
+	store, q, insp := onMiniredis(t)
 
 	spec := UserPurge{User: spammer, Peers: ds.PeersOf[spammer]}
 	dry := &Tally{}

@@ -428,6 +428,16 @@ func TestGateRefusal(t *testing.T) {
 	}
 }
 
+// gatedWithdraw returns a client of url whose calls pass g, and a call of
+// admin_msgwithdraw made with it.
+func gatedWithdraw(t *testing.T, url string, g Gate) (*Client, func(context.Context) error) {
+	c := newTestClient(t, url, func(c *Config) { c.Gate = g })
+	return c, func(ctx context.Context) error {
+		_, err := c.AdminMsgWithdraw(ctx, AdminMsgWithdrawRequest{FromAccount: "a", ToAccount: "b", MsgKey: "1_2_3"})
+		return err
+	}
+}
+
 // TestAwaitPermitsOneCall: Await waits on the Gate once, and the next call
 // of that API made with its context goes without waiting again; any other
 // call waits as usual. A refusal is the error the call would have had.
@@ -435,11 +445,7 @@ func TestAwaitPermitsOneCall(t *testing.T) {
 	t.Parallel()
 	s, srv := startScripted(t, okBody(""), okBody(""), okBody(""), okBody(""))
 	g := &recordingGate{}
-	c := newTestClient(t, srv.URL, func(c *Config) { c.Gate = g })
-	withdraw := func(ctx context.Context) error {
-		_, err := c.AdminMsgWithdraw(ctx, AdminMsgWithdrawRequest{FromAccount: "a", ToAccount: "b", MsgKey: "1_2_3"})
-		return err
-	}
+	c, withdraw := gatedWithdraw(t, srv.URL, g)
 	ctx, err := c.Await(t.Context(), AdminMsgWithdraw)
 	if err != nil {
 		t.Fatal(err)
@@ -520,11 +526,7 @@ func TestAwaitReserves(t *testing.T) {
 	t.Parallel()
 	s, srv := startScripted(t, okBody(""), okBody(""), okBody(""))
 	g := &reservingGate{}
-	c := newTestClient(t, srv.URL, func(c *Config) { c.Gate = g })
-	withdraw := func(ctx context.Context) error {
-		_, err := c.AdminMsgWithdraw(ctx, AdminMsgWithdrawRequest{FromAccount: "a", ToAccount: "b", MsgKey: "1_2_3"})
-		return err
-	}
+	c, withdraw := gatedWithdraw(t, srv.URL, g)
 	ctx, err := c.Await(t.Context(), AdminMsgWithdraw)
 	if err != nil {
 		t.Fatal(err)

@@ -61,30 +61,7 @@ func setup(t *testing.T) *bundle {
 // recall recalls messages on the emulator and records them recalled.
 func (b *bundle) recall(t *testing.T, seqs []int64, keys []string) {
 	t.Helper()
-	ctx := t.Context()
-	var out []jobs.Outcome
-	for i := 0; i < len(seqs); i += 10 {
-		chunk := seqs[i:min(i+10, len(seqs))]
-		if _, err := b.env.Client.RecallGroup(ctx, b.group.GroupID, "", chunk); err != nil {
-			t.Fatal(err)
-		}
-		for _, s := range chunk {
-			out = append(out, jobs.Outcome{Item: strconv.FormatInt(s, 10), Recalled: true, Attempts: 1})
-		}
-	}
-	if _, err := b.store.Record(ctx, b.job.ID, b.group, out); err != nil {
-		t.Fatal(err)
-	}
-	out = nil
-	for _, k := range keys {
-		if _, err := b.env.Client.AdminMsgWithdraw(ctx, tim.AdminMsgWithdrawRequest{FromAccount: "alice", ToAccount: "bob", MsgKey: k}); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, jobs.Outcome{Item: k, Recalled: true, Attempts: 1})
-	}
-	if _, err := b.store.Record(ctx, b.job.ID, b.chat, out); err != nil {
-		t.Fatal(err)
-	}
+	b.env.Recall(t, b.store, b.job.ID, b.group, seqs, b.chat, keys)
 }
 
 // aliceScope is the scope of a purge of alice: the group, and her chat

@@ -651,17 +651,7 @@ func TestChaos(t *testing.T) {
 	hangFor := hangBelow
 	e.env.Emu.SetFaults(faults(hangFor))
 
-	out, err := e.run("recall", "file", plan.path, "--yes", "--json", "--reason", "chaos test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var created struct {
-		JobID string `json:"job_id"`
-	}
-	if err := json.Unmarshal([]byte(out), &created); err != nil || created.JobID == "" {
-		t.Fatalf("recall file --json printed %q: %v", out, err)
-	}
-	id := created.JobID
+	id := e.created("recall", "file", plan.path, "--yes", "--json", "--reason", "chaos test")
 	jobStart := time.Now()
 
 	// Worker chaosProxied reaches Redis through a proxy whose delay changes
@@ -887,6 +877,16 @@ func TestChaos(t *testing.T) {
 			c2c[chaosKey(jobs.Target{From: m.From, To: m.To}, m.MsgKey)] = m
 		}
 	}
+	// truth is what the emulator holds of message m (key k): whether it is
+	// recalled, and how many recall requests it received once it was.
+	truth := func(m chaosMsg, k string) (recalled bool, requests int) {
+		if m.target.IsGroup() {
+			gm, ok := group[k]
+			return ok && gm.Recalled, gm.RecallRequests
+		}
+		cm, ok := c2c[k]
+		return ok && cm.Recalled, cm.RecallRequests
+	}
 	var problems []string
 	bad := func(format string, args ...any) {
 		problems = append(problems, fmt.Sprintf(format, args...))
@@ -907,14 +907,7 @@ func TestChaos(t *testing.T) {
 		if d, ok := dead[k]; ok != strings.HasPrefix(st, "d:") || (ok && "d:"+d.Code != st) {
 			bad("%s: state %q, dead letter %+v", k, st, d)
 		}
-		recalled, requests := false, 0
-		if m.target.IsGroup() {
-			gm, ok := group[k]
-			recalled, requests = ok && gm.Recalled, gm.RecallRequests
-		} else {
-			cm, ok := c2c[k]
-			recalled, requests = ok && cm.Recalled, cm.RecallRequests
-		}
+		recalled, requests := truth(m, k)
 		lostHere := lost.lost[k]
 		if _, ok := atRestart[k]; ok {
 			lostHere++
@@ -1002,15 +995,7 @@ func TestChaos(t *testing.T) {
 		for _, m := range sd.msgs {
 			k := m.key()
 			st1, st2 := s12[0][k], s12[1][k]
-			var recalled bool
-			var requests int
-			if m.target.IsGroup() {
-				gm, ok := group[k]
-				recalled, requests = ok && gm.Recalled, gm.RecallRequests
-			} else {
-				cm, ok := c2c[k]
-				recalled, requests = ok && cm.Recalled, cm.RecallRequests
-			}
+			recalled, requests := truth(m, k)
 			sideDoubles += int64(requests)
 			rec1, rec2 := st1 == "r" || st1 == "u", st2 == "r" || st2 == "u"
 			switch {

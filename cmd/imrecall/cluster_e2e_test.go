@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -25,79 +24,13 @@ import (
 // clusterE2E is e2e on a Redis Cluster: every imrecall process gets the
 // cluster's redis-cluster:// URL.
 type clusterE2E struct {
-	t     *testing.T
-	bin   string
-	cl    *redistest.Cluster
-	env   *imtest.Env
-	store *jobs.Store
+	*e2e
+	cl *redistest.Cluster
 }
 
-func (c *clusterE2E) environ() []string {
-	return append(os.Environ(),
-		"IMRECALL_REDIS="+c.cl.URL(),
-		"IMRECALL_API_BASE="+c.env.URL,
-		fmt.Sprintf("IMRECALL_SDKAPPID=%d", imtest.AppID),
-		"IMRECALL_ADMIN="+imtest.Admin,
-		"IMRECALL_SECRET_KEY="+imtest.Secret,
-	)
-}
-
-// run runs imrecall to completion and returns its standard output.
-func (c *clusterE2E) run(args ...string) (string, error) {
-	cmd := exec.CommandContext(c.t.Context(), c.bin, args...)
-	cmd.Env = c.environ()
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		return out.String(), fmt.Errorf("imrecall %s: %w\n%s", strings.Join(args, " "), err, errb.String())
-	}
-	return out.String(), nil
-}
-
-// worker starts a worker process on the cluster; it is stopped (SIGTERM)
-// when the test ends, and its log tail shown if the test failed.
+// worker starts a worker process on the cluster, reconciling every second.
 func (c *clusterE2E) worker(name string) *exec.Cmd {
-	cmd := exec.Command(c.bin, "worker", "--concurrency", "16", "--max-attempts", "10", "--log-level", "warn", "--reconcile-interval", "1s")
-	cmd.Env = c.environ()
-	logf, err := os.Create(filepath.Join(c.t.TempDir(), name+".log"))
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		c.t.Fatal(err)
-	}
-	c.t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-		logf.Close()
-		if c.t.Failed() {
-			b, _ := os.ReadFile(logf.Name())
-			c.t.Logf("%s log (tail):\n%s", name, b[max(0, len(b)-4000):])
-		}
-	})
-	return cmd
-}
-
-func (c *clusterE2E) waitDone(id string, timeout time.Duration) jobs.Job {
-	c.t.Helper()
-	ctx, cancel := context.WithTimeout(c.t.Context(), timeout)
-	defer cancel()
-	var j jobs.Job
-	for {
-		got, err := c.store.Get(ctx, id)
-		if err == nil {
-			j = got
-			if j.Finished() {
-				return j
-			}
-		}
-		select {
-		case <-ctx.Done():
-			c.t.Fatalf("job %s did not finish in %v: %+v (last error %v)", id, timeout, j, err)
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
+	return c.e2e.worker(name, "--reconcile-interval", "1s")
 }
 
 // killPlanner runs imrecall with the test hook that pauses it before
@@ -172,16 +105,13 @@ func TestClusterEndToEnd(t *testing.T) {
 		t.Skip("end-to-end test")
 	}
 	cl := redistest.StartCluster(t, 3)
-	c := &clusterE2E{t: t, bin: imrecallBin(t), cl: cl, env: imtest.Start(t, emulator.Config{Rate: 200, Latency: 2 * time.Millisecond, LatencyMax: 10 * time.Millisecond, Seed: 3})}
 	rdb := cl.Client()
-	c.store = jobs.NewStore(rdb, "")
+	c := &clusterE2E{cl: cl, e2e: &e2e{t: t, bin: imrecallBin(t), redisURL: cl.URL(), store: jobs.NewStore(rdb, ""),
+		env: imtest.Start(t, emulator.Config{Rate: 200, Latency: 2 * time.Millisecond, LatencyMax: 10 * time.Millisecond, Seed: 3})}}
 	ctx := t.Context()
 
-	ds, err := c.env.Emu.Generate(emulator.DatasetSpec{Groups: 24, Users: 300, GroupMessages: 8000, C2CMessages: 600,
+	ds := c.env.Dataset(t, emulator.DatasetSpec{Groups: 24, Users: 300, GroupMessages: 8000, C2CMessages: 600,
 		HeavyGroups: 16, HeavyShare: 0.08, Peers: 5, Topics: 2, Seed: 31})
-	if err != nil {
-		t.Fatal(err)
-	}
 	spammer := ds.HeavySenders[0]
 	peers := ds.PeersOf[spammer]
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -53,28 +52,34 @@ func imrecallBin(t *testing.T) string {
 	return binPath
 }
 
-// e2e is a multi-process setup: a private redis-server, the emulator in the
-// test process over HTTP, and imrecall processes.
+// e2e is a multi-process setup: a private redis-server (or a Redis Cluster,
+// see clusterE2E), the emulator in the test process over HTTP, and imrecall
+// processes.
 type e2e struct {
-	t     *testing.T
-	bin   string
-	redis *redistest.Server
-	env   *imtest.Env
-	store *jobs.Store
+	t        *testing.T
+	bin      string
+	redis    *redistest.Server // nil on a Redis Cluster
+	redisURL string            // what every imrecall process is given
+	env      *imtest.Env
+	store    *jobs.Store
 }
 
 func newE2E(t *testing.T, cfg emulator.Config) *e2e {
 	if testing.Short() {
 		t.Skip("end-to-end test")
 	}
-	e := &e2e{t: t, bin: imrecallBin(t), redis: redistest.Start(t, redistest.WithAOF()), env: imtest.Start(t, cfg)}
-	e.store = jobs.NewStore(e.redis.Client(), "")
-	return e
+	return e2eOn(t, redistest.Start(t, redistest.WithAOF()), imtest.Start(t, cfg))
+}
+
+// e2eOn is the setup of newE2E on a redis-server and an emulator of the
+// caller's.
+func e2eOn(t *testing.T, redis *redistest.Server, env *imtest.Env) *e2e {
+	return &e2e{t: t, bin: imrecallBin(t), redis: redis, redisURL: redis.URL(), env: env, store: jobs.NewStore(redis.Client(), "")}
 }
 
 func (e *e2e) environ() []string {
 	return append(os.Environ(),
-		"IMRECALL_REDIS="+e.redis.URL(),
+		"IMRECALL_REDIS="+e.redisURL,
 		"IMRECALL_API_BASE="+e.env.URL,
 		fmt.Sprintf("IMRECALL_SDKAPPID=%d", imtest.AppID),
 		"IMRECALL_ADMIN="+imtest.Admin,
@@ -88,8 +93,7 @@ func (e *e2e) run(args ...string) (string, error) {
 	cmd.Env = e.environ()
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	if err != nil {
+	if err := cmd.Run(); err != nil {
 		return out.String(), fmt.Errorf("imrecall %s: %w\n%s", strings.Join(args, " "), err, errb.String())
 	}
 	return out.String(), nil
@@ -102,9 +106,16 @@ func (e *e2e) worker(name string, args ...string) *exec.Cmd {
 
 // workerLogged starts a worker logging to logPath, with extra environment.
 func (e *e2e) workerLogged(logPath string, env []string, args ...string) *exec.Cmd {
-	name := filepath.Base(logPath)
 	cmd := exec.Command(e.bin, append([]string{"worker", "--concurrency", "16", "--max-attempts", "10"}, args...)...)
 	cmd.Env = append(e.environ(), env...)
+	e.startLogged(cmd, logPath)
+	return cmd
+}
+
+// startLogged starts cmd with its output in logPath; it is stopped (SIGTERM)
+// when the test ends, and the tail of its log shown if the test failed.
+func (e *e2e) startLogged(cmd *exec.Cmd, logPath string) {
+	e.t.Helper()
 	logf, err := os.Create(logPath)
 	if err != nil {
 		e.t.Fatal(err)
@@ -118,34 +129,32 @@ func (e *e2e) workerLogged(logPath string, env []string, args ...string) *exec.C
 		_ = cmd.Wait()
 		logf.Close()
 		if e.t.Failed() {
-			b, _ := os.ReadFile(logf.Name())
-			if len(b) > 4000 {
-				b = b[len(b)-4000:]
-			}
-			e.t.Logf("%s log (tail):\n%s", name, b)
+			e.t.Logf("%s (tail):\n%s", filepath.Base(logPath), tail(logPath, 4000))
 		}
 	})
-	return cmd
 }
 
+// waitDone waits until job id has finished.
 func (e *e2e) waitDone(id string, timeout time.Duration) jobs.Job {
 	e.t.Helper()
-	ctx, cancel := context.WithTimeout(e.t.Context(), timeout)
-	defer cancel()
-	for {
-		j, err := e.store.Get(ctx, id)
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		if j.Finished() {
-			return j
-		}
-		select {
-		case <-ctx.Done():
-			e.t.Fatalf("job did not finish in %v: %+v", timeout, j)
-		case <-time.After(200 * time.Millisecond):
-		}
+	return e.waitFor("job "+id+" finished", timeout, jobs.Job.Finished, id)
+}
+
+// created runs imrecall with args (a command that creates a job and prints
+// it as JSON first) and returns the new job's id.
+func (e *e2e) created(args ...string) string {
+	e.t.Helper()
+	out, err := e.run(args...)
+	if err != nil {
+		e.t.Fatal(err)
 	}
+	var created struct {
+		JobID string `json:"job_id"`
+	}
+	if err := json.NewDecoder(strings.NewReader(out)).Decode(&created); err != nil || created.JobID == "" {
+		e.t.Fatalf("imrecall %s printed %q: %v", strings.Join(args, " "), out, err)
+	}
+	return created.JobID
 }
 
 // fixture seeds groups and one-to-one chats and writes a list file naming
@@ -363,16 +372,7 @@ func TestEndToEndTwoWorkers(t *testing.T) {
 		HTTP502:   0.01,
 	})
 
-	out, err := e.run("recall", "file", f.path, "--yes", "--json", "--reason", "e2e test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var created struct {
-		JobID string `json:"job_id"`
-	}
-	if err := json.Unmarshal([]byte(out), &created); err != nil || created.JobID == "" {
-		t.Fatalf("recall file --json printed %q: %v", out, err)
-	}
+	jobID := e.created("recall", "file", f.path, "--yes", "--json", "--reason", "e2e test")
 	w1 := e.worker("w1")
 	metricsAddr := freeAddr(t)
 	e.worker("w2", "--metrics-listen", metricsAddr)
@@ -380,7 +380,7 @@ func TestEndToEndTwoWorkers(t *testing.T) {
 	// SIGTERM one worker mid-job: it finishes its calls in flight, records
 	// them and exits cleanly; the other finishes the job.
 	for {
-		j, _ := e.store.Get(t.Context(), created.JobID)
+		j, _ := e.store.Get(t.Context(), jobID)
 		if j.Counts.Recalled > 2000 {
 			break
 		}
@@ -392,7 +392,7 @@ func TestEndToEndTwoWorkers(t *testing.T) {
 	if err := w1.Wait(); err != nil {
 		t.Fatalf("worker after SIGTERM: %v", err)
 	}
-	j := e.waitDone(created.JobID, 5*time.Minute)
+	j := e.waitDone(jobID, 5*time.Minute)
 	if j.Status != jobs.StatusDone {
 		t.Fatalf("job status %s", j.Status)
 	}
@@ -420,7 +420,7 @@ func TestEndToEndTwoWorkers(t *testing.T) {
 	}
 
 	// jobs show --json reports the same record.
-	out, err = e.run("jobs", "show", created.JobID, "--json")
+	out, err := e.run("jobs", "show", jobID, "--json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -446,21 +446,12 @@ func TestWorkerKilledMidJob(t *testing.T) {
 	e := newE2E(t, emulator.Config{Rate: 200, Latency: 20 * time.Millisecond, LatencyMax: 40 * time.Millisecond, Seed: 5})
 	f := seedFixture(t, e.env, 20, 150, 10, 10)
 	e.env.Emu.ResetStats()
-	out, err := e.run("recall", "file", f.path, "--yes", "--json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var created struct {
-		JobID string `json:"job_id"`
-	}
-	if err := json.Unmarshal([]byte(out), &created); err != nil {
-		t.Fatal(err)
-	}
+	jobID := e.created("recall", "file", f.path, "--yes", "--json")
 	w1 := e.worker("w1")
 	// Kill it once it has recorded some work.
 	deadline := time.Now().Add(time.Minute)
 	for {
-		j, _ := e.store.Get(t.Context(), created.JobID)
+		j, _ := e.store.Get(t.Context(), jobID)
 		if j.Counts.Recalled > 300 {
 			break
 		}
@@ -473,7 +464,7 @@ func TestWorkerKilledMidJob(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.worker("w2")
-	j := e.waitDone(created.JobID, 4*time.Minute)
+	j := e.waitDone(jobID, 4*time.Minute)
 	f.check(t, e.env, j, e.store)
 }
 

@@ -73,6 +73,23 @@ func (e *e2e) startInterrupted(sig syscall.Signal, pauseAt int, args ...string) 
 	mu.Unlock()
 }
 
+// interruptAndRerun runs imrecall with args, interrupted with sig between
+// planning and queueing (see startInterrupted), checks that its job settles
+// by itself (settleInterrupted), then runs the same command again to the
+// end and requires the re-run to finish done. It returns both jobs' ids.
+func (e *e2e) interruptAndRerun(sig syscall.Signal, pauseAt int, args ...string) (first, second string) {
+	e.t.Helper()
+	e.startInterrupted(sig, pauseAt, args...)
+	first = e.newestJob()
+	j1, took := e.settleInterrupted(first)
+	e.t.Logf("interrupted job settled %.1f s after the signal: planned %d, recalled %d", took.Seconds(), j1.Counts.Planned, j1.Counts.Recalled)
+	second = jobIDOf(e.t, e.must(e.run(args...)))
+	if j2 := e.waitDone(second, 2*time.Minute); j2.Status != jobs.StatusDone || j2.Counts.Pending != 0 {
+		e.t.Fatalf("re-run = %+v", j2)
+	}
+	return first, second
+}
+
 // newestJob returns the id of the newest job.
 func (e *e2e) newestJob() string {
 	e.t.Helper()
@@ -164,19 +181,7 @@ func TestInterruptedRecallFile(t *testing.T) {
 			e.worker("w1", "--reconcile-interval", "1s")
 			e.worker("w2", "--reconcile-interval", "1s")
 			args := []string{"recall", "file", path, "--yes", "--json"}
-			e.startInterrupted(c.sig, c.pauseAt, args...)
-			first := e.newestJob()
-			j1, took := e.settleInterrupted(first)
-			t.Logf("interrupted job settled %.1f s after the signal: planned %d, recalled %d", took.Seconds(), j1.Counts.Planned, j1.Counts.Recalled)
-
-			out, err := e.run(args...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			second := jobIDOf(t, out)
-			if j2 := e.waitDone(second, 2*time.Minute); j2.Status != jobs.StatusDone || j2.Counts.Pending != 0 {
-				t.Fatalf("re-run = %+v", j2)
-			}
+			first, second := e.interruptAndRerun(c.sig, c.pauseAt, args...)
 			e.twoJobsAccount(first, second, keysOf(listed), false)
 			checkListTruth(t, e.env, listed)
 		})
@@ -195,28 +200,13 @@ func TestInterruptedPurgeUser(t *testing.T) {
 	}{{syscall.SIGINT, 0}, {syscall.SIGINT, 6}, {syscall.SIGKILL, 0}, {syscall.SIGKILL, 6}} {
 		t.Run(fmt.Sprintf("%s after %d tasks", c.sig, c.pauseAt), func(t *testing.T) {
 			e := newE2E(t, emulator.Config{Rate: 200})
-			ds, err := e.env.Emu.Generate(emulator.DatasetSpec{Groups: 24, Users: 300, GroupMessages: 8000, C2CMessages: 400,
+			ds := e.env.Dataset(t, emulator.DatasetSpec{Groups: 24, Users: 300, GroupMessages: 8000, C2CMessages: 400,
 				HeavyGroups: 20, HeavyShare: 0.08, Peers: 5, Seed: 23, TypeMix: map[string]int{"Public": 3, "Work": 1, "AVChatRoom": 1}})
-			if err != nil {
-				t.Fatal(err)
-			}
 			spammer := ds.HeavySenders[0]
 			e.worker("w1", "--reconcile-interval", "1s")
 			e.worker("w2", "--reconcile-interval", "1s")
 			args := []string{"purge", "user", "--user", spammer, "--peers", strings.Join(ds.PeersOf[spammer], ","), "--source", "scan", "--yes", "--json"}
-			e.startInterrupted(c.sig, c.pauseAt, args...)
-			first := e.newestJob()
-			j1, took := e.settleInterrupted(first)
-			t.Logf("interrupted job settled %.1f s after the signal: planned %d, recalled %d", took.Seconds(), j1.Counts.Planned, j1.Counts.Recalled)
-
-			out, err := e.run(args...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			second := jobIDOf(t, out)
-			if j2 := e.waitDone(second, 2*time.Minute); j2.Status != jobs.StatusDone || j2.Counts.Pending != 0 {
-				t.Fatalf("re-run = %+v", j2)
-			}
+			first, second := e.interruptAndRerun(c.sig, c.pauseAt, args...)
 			// Ground truth: every message the user sent (recallable groups, chats
 			// with the peers) is recalled, by exactly one of the two jobs, and
 			// nothing else is.
@@ -368,11 +358,8 @@ func checkListTruth(t *testing.T, env *imtest.Env, listed []listedMsg) {
 // done with every message the user sent recalled, nothing pending.
 func TestWorkerKilledBetweenPlanAndQueueInDiscovery(t *testing.T) {
 	e := newE2E(t, emulator.Config{Rate: 200})
-	ds, err := e.env.Emu.Generate(emulator.DatasetSpec{Groups: 12, Users: 200, GroupMessages: 6000, C2CMessages: 200,
+	ds := e.env.Dataset(t, emulator.DatasetSpec{Groups: 12, Users: 200, GroupMessages: 6000, C2CMessages: 200,
 		HeavyGroups: 10, HeavyShare: 0.1, Peers: 3, Seed: 29, TypeMix: map[string]int{"Public": 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	spammer := ds.HeavySenders[0]
 	logPath := filepath.Join(t.TempDir(), "w1.log")
 	w1 := e.workerLogged(logPath, []string{testPauseEnv + "=5"}, "--log-level", "warn", "--reconcile-interval", "1s", "--planner-lease", "3s")
@@ -410,30 +397,25 @@ func TestWorkerKilledBetweenPlanAndQueueInDiscovery(t *testing.T) {
 		t.Fatalf("job = %+v, want done", j)
 	}
 	left, others, sent := 0, 0, 0
+	count := func(from string, recalled bool) {
+		switch {
+		case from == spammer:
+			sent++
+			if !recalled {
+				left++
+			}
+		case recalled:
+			others++
+		}
+	}
 	for _, g := range e.env.Emu.Groups() {
 		for _, m := range e.env.Emu.GroupMessages(g.GroupID, "") {
-			switch {
-			case m.From == spammer:
-				sent++
-				if !m.Recalled {
-					left++
-				}
-			case m.Recalled:
-				others++
-			}
+			count(m.From, m.Recalled)
 		}
 	}
 	for _, p := range ds.PeersOf[spammer] {
 		for _, m := range e.env.Emu.C2CMessages(spammer, p) {
-			switch {
-			case m.From == spammer:
-				sent++
-				if !m.Recalled {
-					left++
-				}
-			case m.Recalled:
-				others++
-			}
+			count(m.From, m.Recalled)
 		}
 	}
 	if left != 0 || others != 0 || sent == 0 {

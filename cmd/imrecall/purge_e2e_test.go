@@ -16,11 +16,8 @@ import (
 // else, and the dry run's counts equal what the real run recalls.
 func TestPurgeUserAcceptance(t *testing.T) {
 	e := newE2E(t, emulator.Config{Rate: 200, Latency: 2 * time.Millisecond, LatencyMax: 10 * time.Millisecond})
-	ds, err := e.env.Emu.Generate(emulator.DatasetSpec{Groups: 200, Users: 2000, GroupMessages: 100000, C2CMessages: 4000,
+	ds := e.env.Dataset(t, emulator.DatasetSpec{Groups: 200, Users: 2000, GroupMessages: 100000, C2CMessages: 4000,
 		HeavyGroups: 110, HeavyShare: 0.04, Peers: 22, Topics: 3, Seed: 17})
-	if err != nil {
-		t.Fatal(err)
-	}
 	spammer := ds.HeavySenders[0]
 	peers := strings.Join(ds.PeersOf[spammer], ",")
 	if ds.GroupsByType["Community"] == 0 || ds.GroupsByType["AVChatRoom"] == 0 {
@@ -45,17 +42,8 @@ func TestPurgeUserAcceptance(t *testing.T) {
 		t.Fatalf("the dry run recalled %d messages", after-before)
 	}
 	e.worker("w1")
-	out, err = e.run("purge", "user", "--user", spammer, "--peers", peers, "--yes", "--json", "--reason", "acceptance")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var created struct {
-		JobID string `json:"job_id"`
-	}
-	if err := json.Unmarshal([]byte(out), &created); err != nil {
-		t.Fatal(err)
-	}
-	j := e.waitDone(created.JobID, 4*time.Minute)
+	jobID := e.created("purge", "user", "--user", spammer, "--peers", peers, "--yes", "--json", "--reason", "acceptance")
+	j := e.waitDone(jobID, 4*time.Minute)
 	if j.Status != jobs.StatusDone || j.Counts.DeadLettered != 0 {
 		t.Fatalf("job = %+v", j)
 	}
@@ -74,19 +62,7 @@ func TestPurgeUserAcceptance(t *testing.T) {
 
 	// Ground truth: all of the spammer's messages in recallable groups and in
 	// chats with the peers are recalled, and nothing else is.
-	var left, others int
-	for _, g := range e.env.Emu.Groups() {
-		for _, topic := range append([]string{""}, g.Topics...) {
-			for _, m := range e.env.Emu.GroupMessages(g.GroupID, topic) {
-				switch {
-				case m.From == spammer && !m.Recalled && g.Type != "AVChatRoom":
-					left++
-				case m.From != spammer && m.Recalled:
-					others++
-				}
-			}
-		}
-	}
+	left, others := spammerLeft(e, spammer)
 	c2cRecalled := 0
 	for _, p := range ds.PeersOf[spammer] {
 		for _, m := range e.env.Emu.C2CMessages(spammer, p) {
@@ -119,11 +95,8 @@ func snapshot(e *e2e) int {
 func TestPurgeGroupTimeRange(t *testing.T) {
 	e := newE2E(t, emulator.Config{Rate: 200})
 	end := time.Now().Truncate(time.Second)
-	ds, err := e.env.Emu.Generate(emulator.DatasetSpec{Groups: 8, Users: 100, GroupMessages: 4000, C2CMessages: 10, HeavyGroups: 2,
+	ds := e.env.Dataset(t, emulator.DatasetSpec{Groups: 8, Users: 100, GroupMessages: 4000, C2CMessages: 10, HeavyGroups: 2,
 		Start: end.Add(-24 * time.Hour), End: end, Seed: 5, TypeMix: map[string]int{"Public": 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	groups := []string{ds.Groups[2].GroupID, ds.Groups[3].GroupID, ds.Groups[4].GroupID}
 	since, until := end.Add(-10*time.Hour), end.Add(-4*time.Hour)
 	e.worker("w1")
@@ -131,15 +104,8 @@ func TestPurgeGroupTimeRange(t *testing.T) {
 	for _, g := range groups {
 		args = append(args, "--group", g)
 	}
-	out, err := e.run(args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var created struct {
-		JobID string `json:"job_id"`
-	}
-	json.Unmarshal([]byte(out), &created)
-	j := e.waitDone(created.JobID, 2*time.Minute)
+	jobID := e.created(args...)
+	j := e.waitDone(jobID, 2*time.Minute)
 	inRange := 0
 	for _, g := range e.env.Emu.Groups() {
 		target := false
@@ -160,7 +126,7 @@ func TestPurgeGroupTimeRange(t *testing.T) {
 		t.Fatalf("job recalled %d, %d in range", j.Counts.Recalled, inRange)
 	}
 	// An inverted range is refused before anything is planned.
-	_, err = e.run("purge", "group", "--group", groups[0], "--since", until.Format(time.RFC3339), "--until", since.Format(time.RFC3339), "--yes")
+	_, err := e.run("purge", "group", "--group", groups[0], "--since", until.Format(time.RFC3339), "--until", since.Format(time.RFC3339), "--yes")
 	if err == nil || !strings.Contains(err.Error(), "before --since") {
 		t.Fatalf("inverted range: %v", err)
 	}

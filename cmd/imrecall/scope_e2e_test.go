@@ -38,17 +38,8 @@ func TestPurgeScopeAndCoverage(t *testing.T) {
 	}
 
 	e.worker("w1")
-	out, err = e.run("purge", "user", "--user", "spammer", "--source", "scan", "--peers", "alice", "--yes", "--json", "--reason", "scope")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var created struct {
-		JobID string `json:"job_id"`
-	}
-	if err := json.Unmarshal([]byte(out), &created); err != nil {
-		t.Fatal(err)
-	}
-	j := e.waitDone(created.JobID, time.Minute)
+	jobID := e.created("purge", "user", "--user", "spammer", "--source", "scan", "--peers", "alice", "--yes", "--json", "--reason", "scope")
+	j := e.waitDone(jobID, time.Minute)
 	if j.Status != jobs.StatusDone || j.Counts.Recalled != 15+12 {
 		t.Fatalf("job = %s %+v, want the spammer's 15 group and 12 one-to-one messages recalled", j.Status, j.Counts)
 	}
@@ -57,7 +48,7 @@ func TestPurgeScopeAndCoverage(t *testing.T) {
 			t.Fatalf("one-to-one %s not recalled", m.MsgKey)
 		}
 	}
-	out, err = e.run("jobs", "report", created.JobID, "--json")
+	out, err = e.run("jobs", "report", jobID, "--json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +73,7 @@ func TestPurgeScopeAndCoverage(t *testing.T) {
 			t.Errorf("a purge with peers records a one-to-one gap: %+v", g)
 		}
 	}
-	text, err := e.run("jobs", "report", created.JobID)
+	text, err := e.run("jobs", "report", jobID)
 	if err != nil || !strings.Contains(text, "sides sender+peer") || !strings.Contains(text, "groups the user has left") {
 		t.Fatalf("report text: %v\n%s", err, text)
 	}

@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -36,22 +35,7 @@ func (e *e2e) serveProc(addr string, extra ...string) string {
 	cmd := exec.Command(e.bin, args...)
 	cmd.Env = append(e.environ(), "IMRECALL_API_TOKENS=ops:admin:"+e2eAPIToken, "IMRECALL_CALLBACK_TOKEN="+e2eCallbackToken)
 	logPath := filepath.Join(e.t.TempDir(), "serve.log")
-	out, err := createLog(logPath)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		e.t.Fatal(err)
-	}
-	e.t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-		out.Close()
-		if e.t.Failed() {
-			e.t.Logf("serve log:\n%s", tail(logPath, 4000))
-		}
-	})
+	e.startLogged(cmd, logPath)
 	if err := waitReady(e.t.Context(), addr, 30*time.Second); err != nil {
 		e.t.Fatalf("serve: %v\n%s", err, tail(logPath, 4000))
 	}
@@ -109,15 +93,11 @@ func TestIndexPurgeEqualsScanPurge(t *testing.T) {
 
 	// A: the index, fed by callbacks.
 	addr := freeAddr(t)
-	a := &e2e{t: t, bin: imrecallBin(t), redis: redistest.Start(t),
-		env: imtest.Start(t, emulator.Config{Rate: 200, Callbacks: emulator.CallbackConfig{URL: "http://" + addr + "/callback", Token: e2eCallbackToken}})}
+	a := e2eOn(t, redistest.Start(t),
+		imtest.Start(t, emulator.Config{Rate: 200, Callbacks: emulator.CallbackConfig{URL: "http://" + addr + "/callback", Token: e2eCallbackToken}}))
 	t.Cleanup(a.env.Emu.Close)
-	a.store = jobs.NewStore(a.redis.Client(), "")
 	a.serveProc(addr)
-	ds, err := a.env.Emu.Generate(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ds := a.env.Dataset(t, spec)
 	spammer := ds.HeavySenders[0]
 	n := a.env.Emu.ReplayCallbacks()
 	if err := a.env.Emu.WaitCallbacks(t.Context()); err != nil {
@@ -177,17 +157,8 @@ func TestIndexPurgeEqualsScanPurge(t *testing.T) {
 
 	historyBefore := historyCalls(a.env.Emu)
 	a.worker("wa")
-	out, err = a.run("purge", "user", "--user", spammer, "--source", "index", "--yes", "--json", "--reason", "index acceptance")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var created struct {
-		JobID string `json:"job_id"`
-	}
-	if err := json.Unmarshal([]byte(out), &created); err != nil {
-		t.Fatal(err)
-	}
-	ja := a.waitDone(created.JobID, 3*time.Minute)
+	jobID := a.created("purge", "user", "--user", spammer, "--source", "index", "--yes", "--json", "--reason", "index acceptance")
+	ja := a.waitDone(jobID, 3*time.Minute)
 	if ja.Status != jobs.StatusDone || ja.Counts.DeadLettered != 0 || int(ja.Counts.Recalled) != dry.Messages {
 		t.Fatalf("index purge: %+v (dry run counted %d); a dead letter would mean a forged callback was indexed", ja, dry.Messages)
 	}
@@ -201,25 +172,14 @@ func TestIndexPurgeEqualsScanPurge(t *testing.T) {
 	setA, othersA := recalledBy(a.env.Emu, spammer, ds.PeersOf[spammer])
 
 	// B: the same data, purged by history scan.
-	b := &e2e{t: t, bin: a.bin, redis: redistest.Start(t), env: imtest.Start(t, emulator.Config{Rate: 200})}
-	b.store = jobs.NewStore(b.redis.Client(), "")
-	dsB, err := b.env.Emu.Generate(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := e2eOn(t, redistest.Start(t), imtest.Start(t, emulator.Config{Rate: 200}))
+	dsB := b.env.Dataset(t, spec)
 	if dsB.HeavySenders[0] != spammer {
 		t.Fatalf("the two datasets differ: %s vs %s", dsB.HeavySenders[0], spammer)
 	}
 	b.worker("wb")
-	out, err = b.run("purge", "user", "--user", spammer, "--source", "scan", "--peers", strings.Join(ds.PeersOf[spammer], ","),
-		"--yes", "--json", "--reason", "scan acceptance")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal([]byte(out), &created); err != nil {
-		t.Fatal(err)
-	}
-	jb := b.waitDone(created.JobID, 3*time.Minute)
+	jb := b.waitDone(b.created("purge", "user", "--user", spammer, "--source", "scan", "--peers", strings.Join(ds.PeersOf[spammer], ","),
+		"--yes", "--json", "--reason", "scan acceptance"), 3*time.Minute)
 	setB, othersB := recalledBy(b.env.Emu, spammer, ds.PeersOf[spammer])
 
 	if othersA != 0 || othersB != 0 {
@@ -300,8 +260,6 @@ func TestServeNeverLogsSecrets(t *testing.T) {
 		}
 	}
 }
-
-func createLog(path string) (*os.File, error) { return os.Create(path) }
 
 // tail returns the last n bytes of a file.
 func tail(path string, n int) string {

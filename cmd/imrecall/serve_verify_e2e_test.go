@@ -25,25 +25,13 @@ func TestServeVerifiesAndCertifies(t *testing.T) {
 		t.Skip("openssl not installed")
 	}
 	e := newE2E(t, emulator.Config{Rate: 200})
-	ds, err := e.env.Emu.Generate(emulator.DatasetSpec{Groups: 12, Users: 100, GroupMessages: 2000, C2CMessages: 200,
+	ds := e.env.Dataset(t, emulator.DatasetSpec{Groups: 12, Users: 100, GroupMessages: 2000, C2CMessages: 200,
 		HeavyGroups: 6, HeavyShare: 0.1, Peers: 3, Seed: 41})
-	if err != nil {
-		t.Fatal(err)
-	}
 	spammer := ds.HeavySenders[0]
 	e.worker("w1")
-	out, err := e.run("purge", "user", "--user", spammer, "--peers", strings.Join(ds.PeersOf[spammer], ","), "--source", "scan",
+	jobID := e.created("purge", "user", "--user", spammer, "--peers", strings.Join(ds.PeersOf[spammer], ","), "--source", "scan",
 		"--yes", "--json", "--reason", "erasure request 907", "--wait")
-	if err != nil {
-		t.Fatalf("purge: %v", err)
-	}
-	var created struct {
-		JobID string `json:"job_id"`
-	}
-	if err := json.NewDecoder(strings.NewReader(out)).Decode(&created); err != nil || created.JobID == "" {
-		t.Fatalf("purge printed %q: %v", out, err)
-	}
-	j := e.waitDone(created.JobID, 2*time.Minute)
+	j := e.waitDone(jobID, 2*time.Minute)
 	if j.Status != jobs.StatusDone || j.Counts.Planned == 0 {
 		t.Fatalf("job = %+v", j)
 	}

@@ -16,22 +16,25 @@ import (
 	"github.com/imrecall/imrecall/jobs"
 )
 
-// waitFor polls cond every 100 ms until it holds or timeout passes.
+// waitFor polls job id every 100 ms until cond holds or timeout passes. A
+// failed read is tried again (a Redis Cluster may be failing over) and
+// reported if the time runs out.
 func (e *e2e) waitFor(what string, timeout time.Duration, cond func(jobs.Job) bool, id string) jobs.Job {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(e.t.Context(), timeout)
 	defer cancel()
+	var j jobs.Job
 	for {
-		j, err := e.store.Get(ctx, id)
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		if cond(j) {
-			return j
+		got, err := e.store.Get(ctx, id)
+		if err == nil {
+			j = got
+			if cond(j) {
+				return j
+			}
 		}
 		select {
 		case <-ctx.Done():
-			e.t.Fatalf("%s: not within %v: %+v", what, timeout, j)
+			e.t.Fatalf("%s: not within %v: %+v (last error %v)", what, timeout, j, err)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -69,11 +72,8 @@ func exitStatus(err error) int {
 // recalls every message of the user, checked against the emulator.
 func TestRequeueDuringDiscovery(t *testing.T) {
 	e := newE2E(t, emulator.Config{Rate: 200})
-	ds, err := e.env.Emu.Generate(emulator.DatasetSpec{Groups: 12, Users: 200, GroupMessages: 24000, C2CMessages: 10, Peers: 1,
+	ds := e.env.Dataset(t, emulator.DatasetSpec{Groups: 12, Users: 200, GroupMessages: 24000, C2CMessages: 10, Peers: 1,
 		HeavyGroups: 12, HeavyShare: 0.15, TypeMix: map[string]int{"Public": 1}, Seed: 21})
-	if err != nil {
-		t.Fatal(err)
-	}
 	spammer := ds.HeavySenders[0]
 	// Some calls fail (10002) and, with one attempt, dead-letter at once.
 	e.env.Emu.SetFaults(emulator.Faults{ItemCodes: map[int]float64{10002: 0.1}})
@@ -133,11 +133,8 @@ func TestRequeueDuringDiscovery(t *testing.T) {
 // refused (exit 2, naming the job and its status) and recalls nothing.
 func TestRequeueCancelledJobStaysCancelled(t *testing.T) {
 	e := newE2E(t, emulator.Config{Rate: 200})
-	ds, err := e.env.Emu.Generate(emulator.DatasetSpec{Groups: 4, Users: 50, GroupMessages: 6000, C2CMessages: 10, Peers: 1,
+	ds := e.env.Dataset(t, emulator.DatasetSpec{Groups: 4, Users: 50, GroupMessages: 6000, C2CMessages: 10, Peers: 1,
 		HeavyGroups: 4, HeavyShare: 0.5, TypeMix: map[string]int{"Public": 1}, Seed: 22})
-	if err != nil {
-		t.Fatal(err)
-	}
 	e.env.Emu.SetFaults(emulator.Faults{ItemCodes: map[int]float64{10002: 0.2}})
 	e.worker("w1", "--max-attempts", "1", "--cap", "20")
 	id := jobIDOf(t, e.must(e.run("purge", "user", "--user", ds.HeavySenders[0], "--yes", "--json", "--cap", "20"))) // every process of a budget uses one cap
@@ -204,11 +201,8 @@ func TestAppWideErrorPausesE2E(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newE2E(t, emulator.Config{Rate: 200})
-			ds, err := e.env.Emu.Generate(emulator.DatasetSpec{Groups: 4, Users: 50, GroupMessages: 4000, C2CMessages: 10, Peers: 1,
+			ds := e.env.Dataset(t, emulator.DatasetSpec{Groups: 4, Users: 50, GroupMessages: 4000, C2CMessages: 10, Peers: 1,
 				HeavyGroups: 4, HeavyShare: 0.3, TypeMix: map[string]int{"Public": 1}, Seed: 23})
-			if err != nil {
-				t.Fatal(err)
-			}
 			spammer := ds.HeavySenders[0]
 			var id, spammerGroup string
 			if tc.purge {

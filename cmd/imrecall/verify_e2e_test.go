@@ -37,27 +37,15 @@ func TestPurgeVerifyCertificate(t *testing.T) {
 		t.Skip("openssl not installed")
 	}
 	e := newE2E(t, emulator.Config{Rate: 200})
-	ds, err := e.env.Emu.Generate(emulator.DatasetSpec{Groups: 30, Users: 300, GroupMessages: 8000, C2CMessages: 600,
+	ds := e.env.Dataset(t, emulator.DatasetSpec{Groups: 30, Users: 300, GroupMessages: 8000, C2CMessages: 600,
 		HeavyGroups: 12, HeavyShare: 0.05, Peers: 6, Topics: 2, Seed: 29})
-	if err != nil {
-		t.Fatal(err)
-	}
 	spammer := ds.HeavySenders[0]
 	peers := strings.Join(ds.PeersOf[spammer], ",")
 	e.worker("w1")
 
-	out, err := e.run("purge", "user", "--user", spammer, "--peers", peers, "--source", "scan", "--yes", "--json",
+	jobID := e.created("purge", "user", "--user", spammer, "--peers", peers, "--source", "scan", "--yes", "--json",
 		"--reason", "GDPR Art. 17 request #881", "--wait", "--verify")
-	if err != nil {
-		t.Fatalf("purge --verify: %v", err)
-	}
-	var created struct {
-		JobID string `json:"job_id"`
-	}
-	if err := json.NewDecoder(strings.NewReader(out)).Decode(&created); err != nil || created.JobID == "" {
-		t.Fatalf("purge printed %q: %v", out, err)
-	}
-	j := e.waitDone(created.JobID, 2*time.Minute)
+	j := e.waitDone(jobID, 2*time.Minute)
 	if j.Status != jobs.StatusDone || j.Counts.Planned == 0 {
 		t.Fatalf("job = %+v", j)
 	}

@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"sync"
 	"testing"
 
 	"github.com/imrecall/imrecall/emulator"
+	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/tim"
 )
 
@@ -151,6 +153,47 @@ func (e *Env) SendC2C(t testing.TB, from, to string, n int) []string {
 		keys[i] = resp.MsgKey
 	}
 	return keys
+}
+
+// Dataset generates a dataset on the emulator (see emulator.Server.Generate).
+func (e *Env) Dataset(t testing.TB, spec emulator.DatasetSpec) *emulator.Dataset {
+	t.Helper()
+	ds, err := e.Emu.Generate(spec)
+	if err != nil {
+		t.Fatalf("imtest: generating a dataset: %v", err)
+	}
+	return ds
+}
+
+// Recall recalls, as a worker would, the messages seqs of group (in calls
+// of 10) and keys of the one-to-one chat (From → To) on the emulator, and
+// records each of them recalled in job jobID of store.
+func (e *Env) Recall(t testing.TB, store *jobs.Store, jobID string, group jobs.Target, seqs []int64, chat jobs.Target, keys []string) {
+	t.Helper()
+	ctx := context.Background()
+	var out []jobs.Outcome
+	for i := 0; i < len(seqs); i += 10 {
+		chunk := seqs[i:min(i+10, len(seqs))]
+		if _, err := e.Client.RecallGroup(ctx, group.GroupID, group.TopicID, chunk); err != nil {
+			t.Fatalf("imtest: recalling in %s: %v", group.GroupID, err)
+		}
+		for _, s := range chunk {
+			out = append(out, jobs.Outcome{Item: strconv.FormatInt(s, 10), Recalled: true, Attempts: 1})
+		}
+	}
+	if _, err := store.Record(ctx, jobID, group, out); err != nil {
+		t.Fatalf("imtest: recording: %v", err)
+	}
+	out = nil
+	for _, k := range keys {
+		if _, err := e.Client.AdminMsgWithdraw(ctx, tim.AdminMsgWithdrawRequest{FromAccount: chat.From, ToAccount: chat.To, MsgKey: k}); err != nil {
+			t.Fatalf("imtest: withdrawing %s: %v", k, err)
+		}
+		out = append(out, jobs.Outcome{Item: k, Recalled: true, Attempts: 1})
+	}
+	if _, err := store.Record(ctx, jobID, chat, out); err != nil {
+		t.Fatalf("imtest: recording: %v", err)
+	}
 }
 
 // Parallel runs fn(i) for i in [0, n) on 16 goroutines.
