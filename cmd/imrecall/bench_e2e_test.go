@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/imrecall/imrecall/internal/bench"
 	"github.com/imrecall/imrecall/internal/redistest"
 	"github.com/imrecall/imrecall/tim"
 )
@@ -43,7 +44,7 @@ func TestBenchE2E(t *testing.T) {
 				t.Fatalf("bench e2e %s: %v\n%s", strings.Join(tc.args, " "), err, lastBytes(stderr.String(), 4000))
 			}
 			var doc struct {
-				Runs []e2eResult `json:"runs"`
+				Runs []bench.Result `json:"runs"`
 			}
 			if err := json.Unmarshal(stdout.Bytes(), &doc); err != nil {
 				t.Fatalf("bench e2e --json: %v\n%s", err, stdout.String())
