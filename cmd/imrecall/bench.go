@@ -8,6 +8,7 @@ import (
 	"github.com/imrecall/imrecall/internal/bench"
 	"github.com/imrecall/imrecall/tim"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // The bench subcommands only wire: flags → a bench Config → its Run
@@ -42,18 +43,6 @@ func intList(flag, s string) ([]int, error) {
 		out[i] = int(n)
 	}
 	return out, err
-}
-
-type benchLimiterOptions struct {
-	redisURL   string
-	procs      string
-	goroutines int
-	duration   time.Duration
-	modes      string
-	apis       string
-	latency    string
-	redisDelay time.Duration
-	cap        int
 }
 
 func newBenchLimiterCmd() *cobra.Command {
@@ -104,12 +93,6 @@ func runBenchLimiter(cmd *cobra.Command, o *benchLimiterOptions) error {
 	return benchErr(bench.RunLimiter(cmd.Context(), cfg, cmd.OutOrStdout()))
 }
 
-type benchChildOptions struct {
-	mode, redisURL, apiBase, apis, prefix, groups string
-	goroutines, cap                               int
-	duration                                      time.Duration
-}
-
 func newBenchLimiterChildCmd() *cobra.Command {
 	var o benchChildOptions
 	cmd := &cobra.Command{
@@ -135,30 +118,6 @@ func newBenchLimiterChildCmd() *cobra.Command {
 	fl.IntVar(&o.cap, "cap", 200, "")
 	fl.DurationVar(&o.duration, "duration", 20*time.Second, "")
 	return cmd
-}
-
-// benchE2EOptions are the flags of `imrecall bench e2e`.
-type benchE2EOptions struct {
-	redisURL    string
-	workers     string
-	groupMsgs   int
-	c2cMsgs     int
-	groups      int
-	peers       int
-	share       float64
-	scale       string
-	via         string
-	concurrency int
-	workerArgs  string
-	latency     string
-	redisDelay  time.Duration
-	cap         int
-	seed        int64
-	timeout     time.Duration
-	logDir      string
-	asJSON      bool
-	jsonFile    string
-	verify      bool
 }
 
 func newBenchE2ECmd() *cobra.Command {
@@ -221,27 +180,7 @@ Linux: peak RSS and this process's CPU are read from /proc.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runBenchE2E(cmd, &o) },
 	}
-	fl := cmd.Flags()
-	fl.StringVar(&o.redisURL, "redis", "", "Redis URL, dedicated to the bench (default: a fresh private redis-server per run)")
-	fl.StringVar(&o.workers, "workers", "1,4", "worker process counts to measure")
-	fl.IntVar(&o.groupMsgs, "group-messages", 100000, "the spammer's group messages")
-	fl.IntVar(&o.c2cMsgs, "c2c-messages", 5000, "the spammer's one-to-one messages (about: the generator draws them)")
-	fl.IntVar(&o.groups, "groups", 200, "groups the spammer posts in (every type; AVChatRoom keeps no history, Community has topics)")
-	fl.IntVar(&o.peers, "peers", 25, "one-to-one peers of the spammer")
-	fl.Float64Var(&o.share, "share", 1, "the spammer's share of the messages of their groups (discovery reads the others too)")
-	fl.StringVar(&o.via, "via", "purge", "how the job is made: purge (--source scan: history discovery by the workers), index (purge user --source index, from imrecall serve's callback index) or file (recall file of the same messages)")
-	fl.StringVar(&o.scale, "scale", "", "instead: group purges of these sizes, e.g. 10000,100000,1000000")
-	fl.IntVar(&o.concurrency, "concurrency", 64, "--concurrency of each worker")
-	fl.StringVar(&o.workerArgs, "worker-args", "", "more flags for each worker, space-separated (e.g. \"--margin 0.01\")")
-	fl.StringVar(&o.latency, "latency", "20ms-60ms", "emulator latency, uniform in the range")
-	fl.IntVar(&o.cap, "cap", tim.DefaultRateLimit, "the emulator's cap per API (the workers are told the same)")
-	fl.DurationVar(&o.redisDelay, "redis-latency", 0, "one-way delay added each way between every child process and Redis (a proxy)")
-	fl.Int64Var(&o.seed, "seed", 1, "seed of the synthetic data")
-	fl.DurationVar(&o.timeout, "timeout", 30*time.Minute, "give a run up after this long")
-	fl.StringVar(&o.logDir, "log-dir", "", "keep the workers' and the purge command's logs here (default: a temporary directory, removed unless a run fails)")
-	fl.BoolVar(&o.asJSON, "json", false, "print the results as JSON on standard output")
-	fl.StringVar(&o.jsonFile, "json-file", "", "also write the results as JSON to this file")
-	fl.BoolVar(&o.verify, "verify", false, "after the job, run and time \"imrecall verify JOB --json\" (history calls, calls/s against the cap)")
+	o.register(cmd.Flags())
 	return cmd
 }
 
@@ -262,15 +201,11 @@ func runBenchE2E(cmd *cobra.Command, o *benchE2EOptions) error {
 	return benchErr(bench.RunE2E(cmd.Context(), cfg, cmd.OutOrStdout(), cmd.ErrOrStderr()))
 }
 
-// benchScaleOptions are the flags of `imrecall bench scale`.
-type benchScaleOptions struct {
-	cfg     bench.ScaleConfig
-	sizes   string
-	latency string
-}
-
 func newBenchScaleCmd() *cobra.Command {
-	var o benchScaleOptions
+	var (
+		cfg            bench.ScaleConfig
+		sizes, latency string
+	)
 	cmd := &cobra.Command{
 		Use:   "scale",
 		Short: "Scale (issue 17): list files of 10^5 to 10^7 messages end to end at a raised cap; Redis bytes per message, peak RSS",
@@ -292,27 +227,94 @@ It is "bench e2e --via file --scale SIZES" with a table of these figures.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
-			if o.cfg.Sizes, err = intList("sizes", o.sizes); err != nil {
+			if cfg.Sizes, err = intList("sizes", sizes); err != nil {
 				return err
 			}
-			if o.cfg.LatencyMin, o.cfg.LatencyMax, err = parseLatency(o.latency); err != nil {
+			if cfg.LatencyMin, cfg.LatencyMax, err = parseLatency(latency); err != nil {
 				return err
 			}
-			return benchErr(bench.RunScale(cmd.Context(), o.cfg, cmd.OutOrStdout(), cmd.ErrOrStderr()))
+			return benchErr(bench.RunScale(cmd.Context(), cfg, cmd.OutOrStdout(), cmd.ErrOrStderr()))
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&o.cfg.Redis, "redis", "", "Redis URL, dedicated to the bench (default: a fresh private redis-server per size)")
-	fl.StringVar(&o.sizes, "sizes", "100000,1000000", "messages per list file, one run each")
-	fl.IntVar(&o.cfg.Workers, "workers", 2, "worker processes")
-	fl.IntVar(&o.cfg.Concurrency, "concurrency", 128, "--concurrency of each worker")
-	fl.StringVar(&o.cfg.WorkerArgs, "worker-args", "", "more flags for each worker, space-separated")
-	fl.IntVar(&o.cfg.Cap, "cap", 5000, "calls/s per API of the emulator and of the workers' limiter")
-	fl.StringVar(&o.latency, "latency", "20ms-60ms", "emulator latency, uniform in the range")
-	fl.Int64Var(&o.cfg.Seed, "seed", 1, "seed of the synthetic data")
-	fl.DurationVar(&o.cfg.Timeout, "timeout", 2*time.Hour, "give a size up after this long")
-	fl.StringVar(&o.cfg.LogDir, "log-dir", "", "keep the child processes' logs here (default: a temporary directory, removed unless a run fails)")
-	fl.BoolVar(&o.cfg.JSON, "json", false, "print the results as JSON on standard output")
-	fl.StringVar(&o.cfg.JSONFile, "json-file", "", "also write the results as JSON to this file")
+	fl.StringVar(&cfg.Redis, "redis", "", "Redis URL, dedicated to the bench (default: a fresh private redis-server per size)")
+	fl.StringVar(&sizes, "sizes", "100000,1000000", "messages per list file, one run each")
+	fl.IntVar(&cfg.Workers, "workers", 2, "worker processes")
+	fl.IntVar(&cfg.Concurrency, "concurrency", 128, "--concurrency of each worker")
+	fl.StringVar(&cfg.WorkerArgs, "worker-args", "", "more flags for each worker, space-separated")
+	fl.IntVar(&cfg.Cap, "cap", 5000, "calls/s per API of the emulator and of the workers' limiter")
+	fl.StringVar(&latency, "latency", "20ms-60ms", "emulator latency, uniform in the range")
+	fl.Int64Var(&cfg.Seed, "seed", 1, "seed of the synthetic data")
+	fl.DurationVar(&cfg.Timeout, "timeout", 2*time.Hour, "give a size up after this long")
+	fl.StringVar(&cfg.LogDir, "log-dir", "", "keep the child processes' logs here (default: a temporary directory, removed unless a run fails)")
+	fl.BoolVar(&cfg.JSON, "json", false, "print the results as JSON on standard output")
+	fl.StringVar(&cfg.JSONFile, "json-file", "", "also write the results as JSON to this file")
 	return cmd
+}
+
+// The flags of the bench subcommands, as given.
+type benchLimiterOptions struct {
+	redisURL   string
+	procs      string
+	goroutines int
+	duration   time.Duration
+	modes      string
+	apis       string
+	latency    string
+	redisDelay time.Duration
+	cap        int
+}
+
+type benchChildOptions struct {
+	mode, redisURL, apiBase, apis, prefix, groups string
+	goroutines, cap                               int
+	duration                                      time.Duration
+}
+
+// benchE2EOptions are the flags of `imrecall bench e2e`.
+type benchE2EOptions struct {
+	redisURL    string
+	workers     string
+	groupMsgs   int
+	c2cMsgs     int
+	groups      int
+	peers       int
+	share       float64
+	scale       string
+	via         string
+	concurrency int
+	workerArgs  string
+	latency     string
+	redisDelay  time.Duration
+	cap         int
+	seed        int64
+	timeout     time.Duration
+	logDir      string
+	asJSON      bool
+	jsonFile    string
+	verify      bool
+}
+
+// register declares the flags of bench e2e.
+func (o *benchE2EOptions) register(fl *pflag.FlagSet) {
+	fl.StringVar(&o.redisURL, "redis", "", "Redis URL, dedicated to the bench (default: a fresh private redis-server per run)")
+	fl.StringVar(&o.workers, "workers", "1,4", "worker process counts to measure")
+	fl.IntVar(&o.groupMsgs, "group-messages", 100000, "the spammer's group messages")
+	fl.IntVar(&o.c2cMsgs, "c2c-messages", 5000, "the spammer's one-to-one messages (about: the generator draws them)")
+	fl.IntVar(&o.groups, "groups", 200, "groups the spammer posts in (every type; AVChatRoom keeps no history, Community has topics)")
+	fl.IntVar(&o.peers, "peers", 25, "one-to-one peers of the spammer")
+	fl.Float64Var(&o.share, "share", 1, "the spammer's share of the messages of their groups (discovery reads the others too)")
+	fl.StringVar(&o.via, "via", "purge", "how the job is made: purge (--source scan: history discovery by the workers), index (purge user --source index, from imrecall serve's callback index) or file (recall file of the same messages)")
+	fl.StringVar(&o.scale, "scale", "", "instead: group purges of these sizes, e.g. 10000,100000,1000000")
+	fl.IntVar(&o.concurrency, "concurrency", 64, "--concurrency of each worker")
+	fl.StringVar(&o.workerArgs, "worker-args", "", "more flags for each worker, space-separated (e.g. \"--margin 0.01\")")
+	fl.StringVar(&o.latency, "latency", "20ms-60ms", "emulator latency, uniform in the range")
+	fl.IntVar(&o.cap, "cap", tim.DefaultRateLimit, "the emulator's cap per API (the workers are told the same)")
+	fl.DurationVar(&o.redisDelay, "redis-latency", 0, "one-way delay added each way between every child process and Redis (a proxy)")
+	fl.Int64Var(&o.seed, "seed", 1, "seed of the synthetic data")
+	fl.DurationVar(&o.timeout, "timeout", 30*time.Minute, "give a run up after this long")
+	fl.StringVar(&o.logDir, "log-dir", "", "keep the workers' and the purge command's logs here (default: a temporary directory, removed unless a run fails)")
+	fl.BoolVar(&o.asJSON, "json", false, "print the results as JSON on standard output")
+	fl.StringVar(&o.jsonFile, "json-file", "", "also write the results as JSON to this file")
+	fl.BoolVar(&o.verify, "verify", false, "after the job, run and time \"imrecall verify JOB --json\" (history calls, calls/s against the cap)")
 }

@@ -29,91 +29,6 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// E2EConfig is one invocation of the end-to-end harness ("imrecall bench
-// e2e"); each field is the flag of the same name.
-type E2EConfig struct {
-	// Redis is a Redis URL dedicated to the bench (asynq's queues are not
-	// prefixed); empty: a fresh private redis-server per run.
-	Redis string
-	// Workers are the worker process counts to measure, one run each.
-	Workers []int
-	// GroupMessages and C2CMessages are the spammer's messages of a user
-	// purge; Groups and Peers where they are; Share the spammer's share of
-	// the messages of their groups (above 0, at most 1).
-	GroupMessages, C2CMessages, Groups, Peers int
-	Share                                     float64
-	// Scale, when not empty, runs group purges (or with Via "file", list
-	// files) of these sizes instead of a user purge.
-	Scale []int
-	// Via is how the job is made: "purge", "index" or "file".
-	Via string
-	// Concurrency is each worker's --concurrency; WorkerArgs more flags for
-	// each worker, space-separated.
-	Concurrency int
-	WorkerArgs  string
-	// LatencyMin and LatencyMax bound the emulator's latency (uniform).
-	LatencyMin, LatencyMax time.Duration
-	// RedisDelay is the one-way delay a proxy adds between every child
-	// process and Redis; 0: none.
-	RedisDelay time.Duration
-	// Cap is the emulator's cap per API, and the workers' --cap.
-	Cap int
-	// Seed seeds the synthetic data.
-	Seed int64
-	// Timeout gives a run up after this long.
-	Timeout time.Duration
-	// LogDir keeps the child processes' logs; empty: a temporary directory,
-	// removed unless a run fails.
-	LogDir string
-	// JSON prints the results as JSON; JSONFile also writes them there.
-	JSON     bool
-	JSONFile string
-	// Verify runs and times "imrecall verify JOB --json" after each job.
-	Verify bool
-}
-
-// Validate checks the configuration; its errors are ConfigErrors naming
-// the flag.
-func (o *E2EConfig) Validate() error {
-	if len(o.Workers) == 0 {
-		return configError("--workers: at least one count")
-	}
-	for _, w := range o.Workers {
-		if w <= 0 || w > 64 {
-			return configError("--workers: %d: want 1 to 64", w)
-		}
-	}
-	for _, s := range o.Scale {
-		if s <= 0 {
-			return configError("--scale: %d: sizes must be positive", s)
-		}
-	}
-	switch {
-	case o.GroupMessages < 0 || o.C2CMessages < 0:
-		return configError("--group-messages, --c2c-messages: must not be negative")
-	case o.Groups < 5:
-		return configError("--groups %d: want at least 5", o.Groups)
-	case o.Share <= 0 || o.Share > 1:
-		return configError("--share %v: want more than 0, at most 1", o.Share)
-	case o.Cap <= 0:
-		return configError("--cap %d: must be positive", o.Cap)
-	case o.Concurrency <= 0:
-		return configError("--concurrency %d: must be positive", o.Concurrency)
-	case o.Timeout <= 0:
-		return configError("--timeout %v: must be positive", o.Timeout)
-	case o.RedisDelay < 0:
-		return configError("--redis-latency %v: must not be negative", o.RedisDelay)
-	case o.LatencyMin < 0 || o.LatencyMax < o.LatencyMin:
-		return configError("--latency %v-%v: want MIN ≤ MAX, neither negative", o.LatencyMin, o.LatencyMax)
-	case o.Via != "purge" && o.Via != "file" && o.Via != "index":
-		return configError("--via %q: want purge, file or index", o.Via)
-	}
-	return nil
-}
-
-// latency formats the emulator's latency as the flag takes it.
-func (o *E2EConfig) latency() string { return latencyString(o.LatencyMin, o.LatencyMax) }
-
 // RunE2E runs the end-to-end harness: for each worker count (and each
 // Scale size), a fresh Redis, the emulator in this process, worker
 // processes and the producer's command (this binary, os.Executable). It
@@ -123,17 +38,23 @@ func RunE2E(ctx context.Context, o E2EConfig, out, errOut io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := writeResults(&o, out, results); err != nil || o.JSON {
+	table := printE2ETables
+	if len(o.Scale) > 0 {
+		table = printScaleTable
+	}
+	return report(&o, out, results, fmt.Sprintf("emulator cap %d calls/s per API, latency %s; Redis one-way delay %v; worker --concurrency %d %s",
+		o.Cap, o.latency(), o.RedisDelay, o.Concurrency, o.WorkerArgs), table)
+}
+
+// report writes the results as JSON (writeResults) or, unless o.JSON, the
+// machine and setup line and then table.
+func report(o *E2EConfig, out io.Writer, results []Result, setup string, table func(io.Writer, []Result)) error {
+	if err := writeResults(o, out, results); err != nil || o.JSON {
 		return err
 	}
 	m := machineInfo()
-	fmt.Fprintf(out, "\nmachine: %s, %v CPUs, %s/%s; emulator cap %d calls/s per API, latency %s; Redis one-way delay %v; worker --concurrency %d %s\n\n",
-		m["cpu"], m["cpus"], runtime.GOOS, runtime.GOARCH, o.Cap, o.latency(), o.RedisDelay, o.Concurrency, o.WorkerArgs)
-	if len(o.Scale) > 0 {
-		printScaleTable(out, results)
-	} else {
-		printE2ETables(out, results)
-	}
+	fmt.Fprintf(out, "\nmachine: %s, %v CPUs, %s/%s; %s\n\n", m["cpu"], m["cpus"], runtime.GOOS, runtime.GOARCH, setup)
+	table(out, results)
 	return nil
 }
 

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,61 +24,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/time/rate"
 )
-
-// Modes are the limiters RunLimiter compares: imrecall (this project's
-// Redis limiter), xrate (golang.org/x/time/rate at the cap in each process)
-// and redis_rate (go-redis/redis_rate PerSecond(cap), sleeping RetryAfter).
-var Modes = []string{"imrecall", "xrate", "redis_rate"}
-
-// LimiterConfig is one invocation of "imrecall bench limiter"; each field
-// is the flag of the same name.
-type LimiterConfig struct {
-	// Redis is the Redis URL; empty: a private redis-server on a free port.
-	Redis string
-	// Procs are the process counts to measure; Goroutines the goroutines
-	// per process; Duration how long each run lasts.
-	Procs      []int
-	Goroutines int
-	Duration   time.Duration
-	// Modes are the limiters compared (of Modes); APIs the APIs called at
-	// once, each with its own cap: group_msg_recall, admin_msgwithdraw.
-	Modes, APIs []string
-	// LatencyMin and LatencyMax bound the emulator's latency.
-	LatencyMin, LatencyMax time.Duration
-	// RedisDelay is the one-way delay a proxy adds between every child
-	// process and Redis; 0: none.
-	RedisDelay time.Duration
-	// Cap is the emulator's cap per API.
-	Cap int
-}
-
-// Validate checks the configuration; its errors are ConfigErrors naming
-// the flag.
-func (o *LimiterConfig) Validate() error {
-	for _, m := range o.Modes {
-		if !slices.Contains(Modes, m) {
-			return configError("--modes: %q is not one of %s", m, strings.Join(Modes, ", "))
-		}
-	}
-	for _, a := range o.APIs {
-		if a != tim.GroupMsgRecall.Name() && a != tim.AdminMsgWithdraw.Name() {
-			return configError("--apis: %q: want group_msg_recall or admin_msgwithdraw", a)
-		}
-	}
-	switch {
-	case len(o.Procs) == 0 || slices.ContainsFunc(o.Procs, func(p int) bool { return p <= 0 }):
-		return configError("--procs %v: want counts above 0", o.Procs)
-	case o.Goroutines <= 0:
-		return configError("--goroutines %d: must be positive", o.Goroutines)
-	case o.Cap <= 0:
-		return configError("--cap %d: must be positive", o.Cap)
-	case o.RedisDelay < 0:
-		return configError("--redis-latency %v: must not be negative", o.RedisDelay)
-	case o.LatencyMin < 0 || o.LatencyMax < o.LatencyMin:
-		return configError("--latency %v-%v: want MIN ≤ MAX, neither negative", o.LatencyMin, o.LatencyMax)
-	}
-	return nil
-}
 
 // RunLimiter starts the emulator in this process (strict cap per API) and,
 // unless o.Redis is set, a private redis-server; then for each mode and each
@@ -182,16 +126,6 @@ func RunLimiter(ctx context.Context, o LimiterConfig, out io.Writer) error {
 		}
 	}
 	return nil
-}
-
-// ChildConfig is one process of RunLimiter ("imrecall bench
-// limiter-child", which RunLimiter starts); the secret key comes from
-// IMRECALL_SECRET_KEY.
-type ChildConfig struct {
-	Mode, Redis, APIBase, Prefix string
-	APIs, Groups                 []string
-	Goroutines, Cap              int
-	Duration                     time.Duration
 }
 
 // funcGate adapts a wait function to tim.Gate.
@@ -317,12 +251,4 @@ func RunLimiterChild(ctx context.Context, o ChildConfig, out io.Writer) error {
 	b, _ := json.Marshal(res)
 	fmt.Fprintln(out, string(b))
 	return nil
-}
-
-// latencyString formats a latency range as the --latency flag takes it.
-func latencyString(lo, hi time.Duration) string {
-	if lo == hi {
-		return lo.String()
-	}
-	return lo.String() + "-" + hi.String()
 }
