@@ -193,6 +193,14 @@ func (c ScaleConfig) Validate() error {
 	if len(c.Sizes) == 0 {
 		return configError("--sizes: at least one size")
 	}
+	for _, n := range c.Sizes {
+		if n <= 0 {
+			return configError("--sizes: %d: sizes must be positive", n)
+		}
+	}
+	if c.Workers <= 0 || c.Workers > 64 {
+		return configError("--workers %d: want 1 to 64", c.Workers)
+	}
 	e := c.e2e()
 	if err := e.Validate(); err != nil {
 		return err
