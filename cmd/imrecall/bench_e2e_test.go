@@ -37,22 +37,7 @@ func TestBenchE2E(t *testing.T) {
 			rs := redistest.Start(t)
 			args := []string{"bench", "e2e", "--redis", rs.URL(), "--group-messages", "3000", "--c2c-messages", "300",
 				"--groups", "20", "--peers", "5", "--workers", "1", "--json", "--timeout", "5m"}
-			cmd := exec.CommandContext(t.Context(), bin, append(args, tc.args...)...)
-			var stdout, stderr bytes.Buffer
-			cmd.Stdout, cmd.Stderr = &stdout, &stderr
-			if err := cmd.Run(); err != nil {
-				t.Fatalf("bench e2e %s: %v\n%s", strings.Join(tc.args, " "), err, lastBytes(stderr.String(), 4000))
-			}
-			var doc struct {
-				Runs []bench.Result `json:"runs"`
-			}
-			if err := json.Unmarshal(stdout.Bytes(), &doc); err != nil {
-				t.Fatalf("bench e2e --json: %v\n%s", err, stdout.String())
-			}
-			if len(doc.Runs) != 1 {
-				t.Fatalf("%d runs, want 1", len(doc.Runs))
-			}
-			r := doc.Runs[0]
+			r := runBenchJSON(t, bin, append(args, tc.args...)...)
 			total := int64(r.GroupMessages + r.C2CMessages)
 			switch {
 			case r.Status != "done" || r.Left != 0:
@@ -124,23 +109,8 @@ func TestBenchE2E(t *testing.T) {
 func TestBenchScale(t *testing.T) {
 	bin := imrecallBin(t)
 	rs := redistest.Start(t)
-	cmd := exec.CommandContext(t.Context(), bin, "bench", "scale", "--redis", rs.URL(), "--sizes", "2000",
+	r := runBenchJSON(t, bin, "bench", "scale", "--redis", rs.URL(), "--sizes", "2000",
 		"--cap", "5000", "--workers", "1", "--json", "--timeout", "5m")
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("bench scale: %v\n%s", err, lastBytes(stderr.String(), 4000))
-	}
-	var doc struct {
-		Runs []bench.Result `json:"runs"`
-	}
-	if err := json.Unmarshal(stdout.Bytes(), &doc); err != nil {
-		t.Fatalf("bench scale --json: %v\n%s", err, stdout.String())
-	}
-	if len(doc.Runs) != 1 {
-		t.Fatalf("%d runs, want 1", len(doc.Runs))
-	}
-	r := doc.Runs[0]
 	switch {
 	case r.Mode != "recall file (group)" || r.Cap != 5000 || r.Workers != 1:
 		t.Fatalf("mode %q, cap %d, %d workers: want a list file at cap 5000 with 1 worker", r.Mode, r.Cap, r.Workers)
@@ -157,4 +127,26 @@ func TestBenchScale(t *testing.T) {
 	case r.Producer.PeakRSS <= 0 || r.WorkerPeakRSS <= 0:
 		t.Fatalf("producer peak RSS %d, worker %d: want both read from /proc", r.Producer.PeakRSS, r.WorkerPeakRSS)
 	}
+}
+
+// runBenchJSON runs "imrecall ARGS" (a bench with --json and one run) and
+// returns its run.
+func runBenchJSON(t *testing.T, bin string, args ...string) bench.Result {
+	t.Helper()
+	cmd := exec.CommandContext(t.Context(), bin, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("imrecall %s: %v\n%s", strings.Join(args, " "), err, lastBytes(stderr.String(), 4000))
+	}
+	var doc struct {
+		Runs []bench.Result `json:"runs"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &doc); err != nil {
+		t.Fatalf("imrecall %s: %v\n%s", strings.Join(args, " "), err, stdout.String())
+	}
+	if len(doc.Runs) != 1 {
+		t.Fatalf("%d runs, want 1", len(doc.Runs))
+	}
+	return doc.Runs[0]
 }
