@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/imrecall
 PKGS    := ./...
 
-.PHONY: help build demo test test-race lint tidy fuzz chaos bench bench-e2e bench-scale bench-limiter clean
+.PHONY: help build demo test test-race lint tidy fuzz chaos bench bench-e2e bench-scale bench-scale-purge bench-limiter clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -39,12 +39,19 @@ fuzz: ## fuzz callback bodies, API requests, list files, task payloads and IM AP
 tidy: ## go mod tidy
 	$(GO) mod tidy
 
-bench: bench-e2e bench-scale ## the end-to-end benchmarks of docs/BENCHMARKS.md (≈20 min; bench-limiter is separate)
+bench: bench-e2e bench-scale bench-scale-purge ## the end-to-end benchmarks of docs/BENCHMARKS.md (≈30 min; bench-limiter is separate)
 
 bench-e2e: build ## purge user of 100,000 group + 5,000 one-to-one messages, with 1 and 4 worker processes (≈3 min)
 	./$(BIN) bench e2e --workers 1,4
 
-bench-scale: build ## group purges of 10,000, 100,000 and 1,000,000 messages with 4 workers: time and memory (≈13 min)
+# Issue 17's scale bench: list files of SIZES messages, the emulator and the limiter both at SCALE_CAP calls/s.
+SIZES     ?= 100000,1000000
+SCALE_CAP ?= 5000
+
+bench-scale: build ## list files of SIZES messages (10^5, 10^6; SIZES=...,10000000 for 10^7) at cap SCALE_CAP: Redis B/msg, peak RSS
+	./$(BIN) bench scale --sizes $(SIZES) --cap $(SCALE_CAP) --workers 2
+
+bench-scale-purge: build ## group purges of 10,000, 100,000 and 1,000,000 messages with 4 workers at the real cap: time and memory (≈13 min)
 	./$(BIN) bench e2e --scale 10000,100000,1000000 --workers 4
 
 bench-limiter: build ## P = 1,2,4 processes at the emulator's strict cap, 20 s each, three limiters compared (≈4 min)

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/imrecall/imrecall/internal/bench"
 	"github.com/imrecall/imrecall/internal/redistest"
 	"github.com/imrecall/imrecall/tim"
 )
@@ -36,22 +37,7 @@ func TestBenchE2E(t *testing.T) {
 			rs := redistest.Start(t)
 			args := []string{"bench", "e2e", "--redis", rs.URL(), "--group-messages", "3000", "--c2c-messages", "300",
 				"--groups", "20", "--peers", "5", "--workers", "1", "--json", "--timeout", "5m"}
-			cmd := exec.CommandContext(t.Context(), bin, append(args, tc.args...)...)
-			var stdout, stderr bytes.Buffer
-			cmd.Stdout, cmd.Stderr = &stdout, &stderr
-			if err := cmd.Run(); err != nil {
-				t.Fatalf("bench e2e %s: %v\n%s", strings.Join(tc.args, " "), err, lastBytes(stderr.String(), 4000))
-			}
-			var doc struct {
-				Runs []e2eResult `json:"runs"`
-			}
-			if err := json.Unmarshal(stdout.Bytes(), &doc); err != nil {
-				t.Fatalf("bench e2e --json: %v\n%s", err, stdout.String())
-			}
-			if len(doc.Runs) != 1 {
-				t.Fatalf("%d runs, want 1", len(doc.Runs))
-			}
-			r := doc.Runs[0]
+			r := runBenchJSON(t, bin, append(args, tc.args...)...)
 			total := int64(r.GroupMessages + r.C2CMessages)
 			switch {
 			case r.Status != "done" || r.Left != 0:
@@ -114,4 +100,53 @@ func TestBenchE2E(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestBenchScale runs "imrecall bench scale" small and checks that it
+// measured what issue 17 sizes by: every message recalled at the raised cap
+// with none throttled, Redis bytes per message at the peak and at rest, and
+// the producer's and the workers' peak RSS.
+func TestBenchScale(t *testing.T) {
+	bin := imrecallBin(t)
+	rs := redistest.Start(t)
+	r := runBenchJSON(t, bin, "bench", "scale", "--redis", rs.URL(), "--sizes", "2000",
+		"--cap", "5000", "--workers", "1", "--json", "--timeout", "5m")
+	switch {
+	case r.Mode != "recall file (group)" || r.Cap != 5000 || r.Workers != 1:
+		t.Fatalf("mode %q, cap %d, %d workers: want a list file at cap 5000 with 1 worker", r.Mode, r.Cap, r.Workers)
+	// The list file holds the group messages and the few one-to-one
+	// messages the spammer sent the generator's peers.
+	case r.Status != "done" || r.Left != 0 || r.Planned < int64(r.GroupMessages) || r.Recalled != r.Planned || r.DeadLettered != 0:
+		t.Fatalf("job %s %s: planned %d, recalled %d, %d left of %d", r.JobID, r.Status, r.Planned, r.Recalled, r.Left, r.GroupMessages)
+	case r.Throttled != 0:
+		t.Fatalf("%d calls throttled at a cap the limiter shares with the emulator", r.Throttled)
+	case r.RedisPeakPerMessage <= 0 || r.RedisJobPerMessage <= 0 || r.JobRecordPerMessage <= 0:
+		t.Fatalf("Redis per message: peak %v, at rest %v, job record %v: want each measured", r.RedisPeakPerMessage, r.RedisJobPerMessage, r.JobRecordPerMessage)
+	case r.RedisPeak < r.RedisAfterJob && r.RedisPeak < r.RedisAfterPlanning:
+		t.Fatalf("Redis peak %d below what was sampled after planning (%d) and after the job (%d)", r.RedisPeak, r.RedisAfterPlanning, r.RedisAfterJob)
+	case r.Producer.PeakRSS <= 0 || r.WorkerPeakRSS <= 0:
+		t.Fatalf("producer peak RSS %d, worker %d: want both read from /proc", r.Producer.PeakRSS, r.WorkerPeakRSS)
+	}
+}
+
+// runBenchJSON runs "imrecall ARGS" (a bench with --json and one run) and
+// returns its run.
+func runBenchJSON(t *testing.T, bin string, args ...string) bench.Result {
+	t.Helper()
+	cmd := exec.CommandContext(t.Context(), bin, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("imrecall %s: %v\n%s", strings.Join(args, " "), err, lastBytes(stderr.String(), 4000))
+	}
+	var doc struct {
+		Runs []bench.Result `json:"runs"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &doc); err != nil {
+		t.Fatalf("imrecall %s: %v\n%s", strings.Join(args, " "), err, stdout.String())
+	}
+	if len(doc.Runs) != 1 {
+		t.Fatalf("%d runs, want 1", len(doc.Runs))
+	}
+	return doc.Runs[0]
 }

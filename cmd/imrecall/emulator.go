@@ -3,12 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
-	"net/http"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/imrecall/imrecall/emulator"
@@ -82,6 +78,8 @@ accepted, throttled, faults, max_1s and a per-second series; GET /emulator/truth
 	return cmd
 }
 
+// runEmulator wires the flags to the emulator package: its Config, a
+// generated dataset, a listener, Serve until interrupted.
 func runEmulator(ctx context.Context, cmd *cobra.Command, o *emulatorOptions) error {
 	log, err := o.logs.logger(cmd.ErrOrStderr())
 	if err != nil {
@@ -101,11 +99,11 @@ func runEmulator(ctx context.Context, cmd *cobra.Command, o *emulatorOptions) er
 	if cfg.Latency, cfg.LatencyMax, err = parseLatency(o.latency); err != nil {
 		return err
 	}
-	if cfg.Faults.Codes, err = parseProbs("fault", o.fault); err != nil {
-		return err
+	if cfg.Faults.Codes, err = emulator.ParseFaultCodes(o.fault); err != nil {
+		return badInput("--fault: %v", err)
 	}
-	if cfg.Faults.ItemCodes, err = parseProbs("item-fault", o.itemFault); err != nil {
-		return err
+	if cfg.Faults.ItemCodes, err = emulator.ParseFaultCodes(o.itemFault); err != nil {
+		return badInput("--item-fault: %v", err)
 	}
 	cfg.Faults.HTTP502, cfg.Faults.Hang, cfg.Faults.HangFor = o.fault502, o.faultHang, o.hangFor
 	cfg.Callbacks = emulator.CallbackConfig{URL: o.callbackURL, Token: o.callbackToken}
@@ -118,9 +116,9 @@ func runEmulator(ctx context.Context, cmd *cobra.Command, o *emulatorOptions) er
 	}
 	defer emu.Close()
 	if o.generate != "" {
-		spec, err := parseGenerate(o.generate)
+		spec, err := emulator.ParseDatasetSpec(o.generate)
 		if err != nil {
-			return err
+			return badInput("--generate: %v", err)
 		}
 		ds, err := emu.Generate(spec)
 		if err != nil {
@@ -134,91 +132,17 @@ func runEmulator(ctx context.Context, cmd *cobra.Command, o *emulatorOptions) er
 		return badInput("--listen %q: %v", o.listen, err)
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "listening on http://%s\n", ln.Addr())
-	srv := &http.Server{Handler: emu, ReadHeaderTimeout: 5 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
 	if o.replay {
 		n := emu.ReplayCallbacks()
 		log.Info("replaying after-send callbacks", "callbacks", n, "url", o.callbackURL)
 	}
-	select {
-	case err := <-errc:
-		return fmt.Errorf("emulator server: %w", err)
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		return err
-	}
-	return nil
+	return emu.Serve(ctx, ln)
 }
 
+// parseLatency is emulator.ParseLatency as a --latency flag's usage error.
 func parseLatency(s string) (lo, hi time.Duration, err error) {
-	s = strings.TrimSpace(s)
-	a, b, isRange := strings.Cut(s, "-")
-	if lo, err = time.ParseDuration(strings.TrimSpace(a)); err != nil || lo < 0 {
-		return 0, 0, badInput("--latency %q: want a duration such as 30ms, or a range such as 20ms-80ms", s)
-	}
-	if !isRange {
-		return lo, lo, nil
-	}
-	if hi, err = time.ParseDuration(strings.TrimSpace(b)); err != nil || hi < lo {
-		return 0, 0, badInput("--latency %q: want a range MIN-MAX with MIN ≤ MAX, such as 20ms-80ms", s)
+	if lo, hi, err = emulator.ParseLatency(s); err != nil {
+		return 0, 0, badInput("--latency %v", err)
 	}
 	return lo, hi, nil
-}
-
-func parseProbs(flag, s string) (map[int]float64, error) {
-	out := map[int]float64{}
-	if strings.TrimSpace(s) == "" {
-		return out, nil
-	}
-	for _, part := range strings.Split(s, ",") {
-		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
-		code, err1 := strconv.Atoi(strings.TrimSpace(k))
-		p, err2 := strconv.ParseFloat(strings.TrimSpace(v), 64)
-		if !ok || err1 != nil || err2 != nil || code <= 0 || p < 0 || p > 1 {
-			return nil, badInput("--%s: %q: want CODE=PROBABILITY, e.g. 10002=0.05", flag, part)
-		}
-		out[code] = p
-	}
-	return out, nil
-}
-
-func parseGenerate(s string) (emulator.DatasetSpec, error) {
-	var spec emulator.DatasetSpec
-	ints := map[string]*int{
-		"groups": &spec.Groups, "users": &spec.Users, "messages": &spec.GroupMessages, "c2c": &spec.C2CMessages,
-		"heavy": &spec.HeavySenders, "heavy-groups": &spec.HeavyGroups, "peers": &spec.Peers, "topics": &spec.Topics,
-	}
-	for _, part := range strings.Split(s, ",") {
-		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
-		if !ok {
-			return spec, badInput("--generate: %q: want KEY=VALUE", part)
-		}
-		switch {
-		case ints[k] != nil:
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 0 {
-				return spec, badInput("--generate: %s=%q: want a whole number ≥ 0", k, v)
-			}
-			*ints[k] = n
-		case k == "heavy-share":
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil || f < 0 || f > 1 {
-				return spec, badInput("--generate: heavy-share=%q: want 0 to 1", v)
-			}
-			spec.HeavyShare = f
-		case k == "seed":
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil {
-				return spec, badInput("--generate: seed=%q: want a whole number", v)
-			}
-			spec.Seed = n
-		default:
-			return spec, badInput("--generate: unknown key %q (groups, users, messages, c2c, heavy, heavy-groups, heavy-share, peers, topics, seed)", k)
-		}
-	}
-	return spec, nil
 }
