@@ -225,10 +225,10 @@ func window(since, until string, now time.Time) (producer.Window, error) {
 	var w producer.Window
 	var err error
 	if w.Since, err = producer.ParseTime(since, now); err != nil {
-		return w, &FieldError{Field: "since", Value: since, Reason: err.Error(), Err: err}
+		return w, &FieldError{Field: "since", Reason: err.Error(), Err: err}
 	}
 	if w.Until, err = producer.ParseTime(until, now); err != nil {
-		return w, &FieldError{Field: "until", Value: until, Reason: err.Error(), Err: err}
+		return w, &FieldError{Field: "until", Reason: err.Error(), Err: err}
 	}
 	return w, asFieldError(w.Validate())
 }
@@ -238,8 +238,13 @@ func window(since, until string, now time.Time) (producer.Window, error) {
 // it (errors are *FieldError). Its Reason, Actor, Queue, DryRun and
 // Confirm are the caller's to pass on as CreateOptions.
 func RequestOf(r producer.JobRequest) (Request, error) {
-	if err := r.Check(time.Now()); err != nil {
-		return nil, asFieldError(err)
+	if strings.TrimSpace(r.Reason) == "" {
+		return nil, fieldErr("reason", "", "required (why, for the audit record)")
+	}
+	if r.Queue != "" {
+		if err := tasks.ValidQueue(r.Queue); err != nil {
+			return nil, &FieldError{Field: "queue", Value: r.Queue, Reason: err.Error(), Err: err}
+		}
 	}
 	var req Request
 	switch r.Kind {
