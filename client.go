@@ -22,15 +22,19 @@ import (
 // DefaultConfirmAbove is the confirmation threshold when Config.ConfirmAbove is zero.
 const DefaultConfirmAbove = 1000
 
-// Config configures a Client. Redis, Queue and AppID are required.
+// Config configures a Client. Redis is required; Plan and Create need
+// AppID and Queue too.
 type Config struct {
 	// Redis holds the job records (and the callback index). Required.
 	Redis redis.UniversalClient
 	// Prefix is the prefix of imrecall's own keys; empty is jobs.DefaultPrefix.
 	Prefix string
-	// Queue enqueues tasks: an *asynq.Client on the same Redis. Required.
+	// Queue enqueues tasks: an *asynq.Client on the same Redis. Nil:
+	// Create and Requeue are refused, and Cancel and Resume leave parked
+	// tasks to the workers' unparkers.
 	Queue producer.Enqueuer
-	// AppID is the Tencent SDKAppID the jobs are for. Required.
+	// AppID is the Tencent SDKAppID the jobs are for. Zero: Plan and
+	// Create are refused.
 	AppID int64
 	// IM reads histories: purges by scan, their dry runs, and the sender
 	// check of purges by index. Nil: purges are refused; recalls of listed
@@ -69,9 +73,7 @@ func New(cfg Config) (*Client, error) {
 	switch {
 	case cfg.Redis == nil:
 		return nil, errors.New("imrecall: Config.Redis is required")
-	case cfg.Queue == nil:
-		return nil, errors.New("imrecall: Config.Queue is required")
-	case cfg.AppID <= 0:
+	case cfg.AppID < 0:
 		return nil, fmt.Errorf("imrecall: Config.AppID %d: want the app's SDKAppID", cfg.AppID)
 	}
 	if cfg.Prefix == "" {
@@ -99,6 +101,10 @@ func New(cfg Config) (*Client, error) {
 	return &Client{cfg: cfg, store: store}, nil
 }
 
+// ErrNotConfigured is the error of Plan, Create and Requeue on a client
+// without Config.AppID or Config.Queue.
+var ErrNotConfigured = errors.New("imrecall: this client has no AppID or Queue: it can read and act on jobs, not create them")
+
 // Store is the job store the client writes to.
 func (c *Client) Store() *jobs.Store { return c.store }
 
@@ -108,6 +114,8 @@ func (c *Client) Store() *jobs.Store { return c.store }
 type ConfirmationRequired struct {
 	Messages int64
 	Above    int
+	// Plan is what the job would do, for the question put to a person.
+	Plan Plan
 }
 
 func (e *ConfirmationRequired) Error() string {
@@ -134,7 +142,8 @@ type Plan struct {
 	SecondsAtCap float64 `json:"seconds_at_cap"`
 	// Summary is what a list file holds (ListRecall with File).
 	Summary *producer.ListSummary `json:"summary,omitempty"`
-	// Report is a scan's per-target count (purges by scan).
+	// Report is a scan's per-target count (purges by scan; its groups that
+	// cannot recall even when not counted).
 	Report *producer.Report `json:"report,omitempty"`
 	// Index and IndexCoverage are the callback index's counts and coverage
 	// (purges that read the index).
@@ -201,6 +210,9 @@ func (c *Client) Plan(ctx context.Context, req Request) (Plan, error) {
 // countIndex reads a purge by index's senders now (to count them);
 // countScan reads a purge by scan's histories now.
 func (c *Client) prepare(ctx context.Context, req Request, countIndex, countScan bool) (*prepared, error) {
+	if c.cfg.AppID == 0 || c.cfg.Queue == nil {
+		return nil, ErrNotConfigured
+	}
 	if req == nil {
 		return nil, fieldErr("kind", "", "required")
 	}
@@ -390,7 +402,7 @@ func (c *Client) prepareGroup(ctx context.Context, p *prepared, r GroupPurge, co
 // scanned records a purge's scans and, when count is set, reads them into a
 // tally (the histories are read once more by the job's discovery tasks).
 func (c *Client) scanned(ctx context.Context, p *prepared, scans []producer.Scan, rep *producer.Report, cov jobs.Coverage, count bool) error {
-	p.scans, p.Scans, p.Messages = scans, len(scans), -1
+	p.scans, p.Scans, p.Messages, p.Report = scans, len(scans), -1, rep
 	p.setScope(cov)
 	if !count {
 		return nil
@@ -401,7 +413,7 @@ func (c *Client) scanned(ctx context.Context, p *prepared, scans []producer.Scan
 	}
 	cov.Targets = rep.TargetCoverage()
 	p.setScope(cov)
-	p.Report, p.Messages = rep, int64(tally.Count())
+	p.Messages = int64(tally.Count())
 	p.GroupCalls, p.C2CCalls, p.SecondsAtCap = rep.GroupCalls, rep.C2CCalls, rep.SecondsAtCap
 	return nil
 }
@@ -433,7 +445,7 @@ func (c *Client) Create(ctx context.Context, req Request, opts CreateOptions) (C
 		return out, err
 	}
 	if !opts.Confirmed && (p.Messages < 0 || p.Messages > int64(c.cfg.ConfirmAbove)) {
-		need := &ConfirmationRequired{Messages: p.Messages, Above: c.cfg.ConfirmAbove}
+		need := &ConfirmationRequired{Messages: p.Messages, Above: c.cfg.ConfirmAbove, Plan: p.Plan}
 		if opts.Confirm == nil {
 			return Created{Plan: p.Plan}, need
 		}

@@ -78,6 +78,9 @@ type Unparked struct {
 }
 
 func (c *Client) unpark(ctx context.Context, id string) Unparked {
+	if c.cfg.Queue == nil {
+		return Unparked{}
+	}
 	n, err := worker.Unpark(ctx, c.store, c.cfg.Queue, id)
 	if err != nil {
 		err = fmt.Errorf("job %s: queueing its parked tasks again (the workers will retry): %w", id, err)
@@ -130,6 +133,9 @@ func (f DeadLetterFilter) Match() (func(jobs.DeadLetter) bool, error) {
 // selects (an empty filter: those that need attention). A cancelled job is
 // never reopened (*jobs.StatusError).
 func (c *Client) Requeue(ctx context.Context, id string, f DeadLetterFilter, actor, reason string) (producer.Requeued, error) {
+	if c.cfg.Queue == nil {
+		return producer.Requeued{}, ErrNotConfigured
+	}
 	if f.Code == "" && f.Category == "" {
 		f.Category = string(jobs.NeedsAttention)
 	}

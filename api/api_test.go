@@ -80,7 +80,7 @@ func setupClient(t *testing.T, cmod func(*imrecall.Config), mod func(*Config)) *
 	}
 	cfg := Config{
 		Client: client, Store: b.store, Schedules: producer.NewSchedules(rdb, ""), IM: env.Client, Index: b.index,
-		AppID: imtest.AppID,
+		AppID:   imtest.AppID,
 		Tokens:  []Token{{Name: "ops", Role: RoleAdmin, Secret: adminSecret}, {Name: "auditor", Role: RoleRead, Secret: readSecret}},
 		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 		Ready:   func(ctx context.Context) error { return rdb.Ping(ctx).Err() },

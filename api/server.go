@@ -81,10 +81,10 @@ type Config struct {
 type Server struct {
 	cfg    Config
 	client *imrecall.Client
-	auth *authenticator
-	log  *slog.Logger
-	now  func() time.Time
-	bg   *background
+	auth   *authenticator
+	log    *slog.Logger
+	now    func() time.Time
+	bg     *background
 }
 
 // New validates cfg and returns a server.

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/imrecall/imrecall"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/redis/go-redis/v9"
 	"github.com/schollz/progressbar/v3"
@@ -140,20 +142,16 @@ func printJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-// waitJob polls a job until it has finished, showing progress on a terminal
-// (a bar) or as a log line every few seconds otherwise.
-func waitJob(ctx context.Context, cmd *cobra.Command, store *jobs.Store, id string, every time.Duration) (jobs.Job, error) {
+// waitJob follows a job until it has finished, showing progress on a
+// terminal (a bar) or as a log line every few seconds otherwise.
+func waitJob(ctx context.Context, cmd *cobra.Command, client *imrecall.Client, id string) (jobs.Job, error) {
 	var bar *progressbar.ProgressBar
 	out := cmd.ErrOrStderr()
 	tty := isTerminal(os.Stderr)
 	lastLog := time.Time{}
 	start := time.Now()
 	var startRecalled int64 = -1
-	for {
-		j, err := store.Get(ctx, id)
-		if err != nil {
-			return j, err
-		}
+	j, err := client.Wait(ctx, id, func(j jobs.Job) {
 		c := j.Counts
 		done := c.Recalled + c.DeadLettered
 		if startRecalled < 0 {
@@ -181,19 +179,55 @@ func waitJob(ctx context.Context, cmd *cobra.Command, store *jobs.Store, id stri
 			fmt.Fprintf(out, "job %s %s: planned %d recalled %d dead-lettered %d pending %d (%.0f msg/s)\n",
 				id, j.Status, c.Planned, c.Recalled, c.DeadLettered, c.Pending, rate)
 		}
-		if j.Finished() {
-			if bar != nil {
-				_ = bar.Finish()
-				fmt.Fprintln(out)
-			}
-			return j, nil
-		}
-		select {
-		case <-ctx.Done():
-			return j, ctx.Err()
-		case <-time.After(every):
-		}
+	})
+	if bar != nil && err == nil {
+		_ = bar.Finish()
+		fmt.Fprintln(out)
 	}
+	return j, err
+}
+
+// flagOf maps a request's fields (imrecall.FieldError.Field) to the flags
+// that set them; "" is a positional argument.
+var flagOf = map[string]string{
+	"GroupId": "--group", "TopicId": "--topic", "seqs": "--seqs",
+	"From_Account": "--from", "To_Account": "--to", "MsgKey": "--msgkey", "file": "",
+	"user": "--user", "peers": "--peers", "source": "--source", "since": "--since", "until": "--until",
+	"groups": "--group", "topic": "--topic", "senders": "--sender", "seq_from": "--seq-from", "seq_to": "--seq-to",
+	"queue": "--queue", "actor": "--actor", "reason": "--reason", "id": "", "code": "--code", "category": "--category",
+}
+
+// flagError is a request's FieldError worded with the flag that sets it.
+type flagError struct{ fe *imrecall.FieldError }
+
+func (e flagError) Error() string {
+	flag, ok := flagOf[e.fe.Field]
+	switch {
+	case !ok:
+		return e.fe.Error()
+	case flag == "":
+		return e.fe.Reason
+	case e.fe.Value != "":
+		return fmt.Sprintf("%s %q: %s", flag, e.fe.Value, e.fe.Reason)
+	}
+	return flag + ": " + e.fe.Reason
+}
+
+func (e flagError) Unwrap() error { return e.fe }
+
+// cliError turns the Client's typed errors into the CLI's: bad input (a
+// *imrecall.FieldError, worded with its flag) exits 2, as does a refused
+// state change (*jobs.StatusError) or an unknown job.
+func cliError(err error) error {
+	var fe *imrecall.FieldError
+	var se *jobs.StatusError
+	switch {
+	case errors.As(err, &fe):
+		return usageError{flagError{fe}}
+	case errors.As(err, &se), errors.Is(err, jobs.ErrNotFound):
+		return usageError{err}
+	}
+	return err
 }
 
 // jobExit maps a finished job to the documented exit code.

@@ -13,6 +13,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/hibiken/asynq/x/metrics"
 	"github.com/hibiken/asynqmon"
+	"github.com/imrecall/imrecall"
 	"github.com/imrecall/imrecall/api"
 	"github.com/imrecall/imrecall/certificate"
 	"github.com/imrecall/imrecall/msgindex"
@@ -242,8 +243,8 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		metrics.NewQueueMetricsCollector(inspector), api.NewJobCollector(c.store))
 	cfg := api.Config{
-		Store: c.store, Schedules: producer.NewSchedules(c.rdb, o.redis.prefix), Queue: enq, IM: im,
-		AppID: imCfg.SDKAppID, Tokens: tokens, ConfirmAbove: o.confirmAbove, DiscoveryConcurrency: o.concurrency,
+		Store: c.store, Schedules: producer.NewSchedules(c.rdb, o.redis.prefix), IM: im,
+		AppID: imCfg.SDKAppID, Tokens: tokens, DiscoveryConcurrency: o.concurrency,
 		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), Log: log,
 		Ready: func(ctx context.Context) error { return c.rdb.Ping(ctx).Err() },
 	}
@@ -276,6 +277,10 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 		return err
 	}
 	cfg.VerifyTimeout = o.verifyTimeout
+	if cfg.Client, err = imrecall.New(imrecall.Config{Redis: c.rdb, Prefix: o.redis.prefix, Queue: enq, AppID: imCfg.SDKAppID,
+		IM: im, Index: cfg.Index, ConfirmAbove: o.confirmAbove, DiscoveryConcurrency: o.concurrency, Logger: log}); err != nil {
+		return err
+	}
 	srv, err := api.New(cfg)
 	if err != nil {
 		return badInput("%v", err)

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/imrecall/imrecall/api"
+	"github.com/imrecall/imrecall"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/limiter"
 	"github.com/imrecall/imrecall/msgindex"
@@ -250,12 +250,12 @@ func runWorker(ctx context.Context, cmd *cobra.Command, o *workerOptions) error 
 	defer enq.Close()
 	discover := producer.NewDiscoverHandler(client, c.store, testHookEnqueuer(cmd, enq), log).WithBudget(o.scanPages, o.scanBudget)
 	handleDiscovery(mux, discover, o.discoveries)
-	creator, err := api.NewJobs(api.Config{Store: c.store, Queue: enq, IM: client, AppID: imCfg.SDKAppID,
-		Index: msgindex.New(c.rdb, o.redis.prefix, 0), Log: log})
+	creator, err := imrecall.New(imrecall.Config{Redis: c.rdb, Prefix: o.redis.prefix, Queue: enq, IM: client, AppID: imCfg.SDKAppID,
+		Index: msgindex.New(c.rdb, o.redis.prefix, 0), Logger: log})
 	if err != nil {
 		return err
 	}
-	mux.HandleFunc(tasks.TypeScheduleRun, scheduleRunner{jobs: creator, log: log}.handle)
+	mux.HandleFunc(tasks.TypeScheduleRun, scheduleRunner{client: creator, log: log}.handle)
 
 	if o.metricsListen != "" {
 		ms, err := serveMetrics(o.metricsListen, reg, log)
