@@ -2,6 +2,7 @@ package certificate
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"errors"
 	"os"
 	"os/exec"
@@ -9,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/imrecall/imrecall/jobs"
 )
 
 // opensslKeys makes a key pair with the openssl command line, as an operator
@@ -210,5 +213,64 @@ func TestRenderHTMLEscapesAndShowsResult(t *testing.T) {
 	}
 	if strings.Contains(s, "<script>") {
 		t.Error("page carries an unescaped script")
+	}
+}
+
+// TestApprovalInDocument: a job approved by a second admin names its
+// approver and the time of the approval in the signed document and on the
+// page; a job never held keeps the document's earlier shape (no approval
+// fields), so documents of earlier versions and of unheld jobs read alike.
+func TestApprovalInDocument(t *testing.T) {
+	_, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 12, 1, 9, 58, 30, 0, time.UTC)
+	fin := time.Date(2026, 12, 1, 10, 5, 0, 0, time.UTC)
+	job := jobs.Job{ID: "20261201T100000Z-0a1b2c3d", Kind: "purge:user", Status: jobs.StatusDone, RequestedBy: "dpo (token:alice)",
+		Requester: "token:alice", HeldForApproval: true, ApprovedBy: "token:bob", ApprovedAt: &at, FinishedAt: &fin}
+	for _, tc := range []struct {
+		name     string
+		job      jobs.Job
+		approved bool
+	}{
+		{"approved", job, true},
+		{"never held", jobs.Job{ID: job.ID, Kind: job.Kind, Status: jobs.StatusDone, RequestedBy: "dpo", FinishedAt: &fin}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "cert.json")
+			doc := sampleDoc()
+			doc.Job = docJob(tc.job, []string{})
+			if doc.Rows, err = WriteRows(path, sampleRows); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := WriteSigned(path, doc, priv); err != nil {
+				t.Fatal(err)
+			}
+			body, _ := os.ReadFile(path)
+			if bytes.Contains(body, []byte("approved_")) != tc.approved {
+				t.Fatalf("approval fields in the document: %v, want %v\n%s", !tc.approved, tc.approved, body)
+			}
+			got, err := Verify(path, priv.Public().(ed25519.PublicKey))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var buf bytes.Buffer
+			if err := RenderHTML(&buf, View{Document: got, Checked: true}); err != nil {
+				t.Fatal(err)
+			}
+			if !tc.approved {
+				if got.Job.ApprovedBy != "" || got.Job.ApprovedAt != nil {
+					t.Fatalf("unheld job's document names an approval: %+v", got.Job)
+				}
+				return
+			}
+			if got.Job.ApprovedBy != "token:bob" || got.Job.ApprovedAt == nil || !got.Job.ApprovedAt.Equal(at) {
+				t.Fatalf("document's job = %+v", got.Job)
+			}
+			if !strings.Contains(buf.String(), "token:bob at") || !strings.Contains(buf.String(), "2026-12-01") {
+				t.Fatalf("page does not show the approval:\n%s", buf.String())
+			}
+		})
 	}
 }

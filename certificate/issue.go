@@ -91,10 +91,7 @@ func Issue(ctx context.Context, r Request) (verify.JobResult, Document, error) {
 	}
 	doc := Document{
 		IssuedAt: time.Now().UTC(),
-		Job: Job{
-			ID: job.ID, Kind: job.Kind, Status: string(job.Status), Scope: job.Params, CoverageGaps: v.Gaps,
-			RequestedBy: job.RequestedBy, Reason: job.Reason, CreatedAt: job.CreatedAt, FinishedAt: job.FinishedAt,
-		},
+		Job:      docJob(job, v.Gaps),
 		Counts: Counts{
 			Planned: job.Counts.Planned, Recalled: job.Counts.Recalled, RecalledUnattributed: job.Counts.RecalledUnattributed,
 			DeadLettered: job.Counts.DeadLettered, DeadLetteredByCode: job.Counts.DeadByCode, Pending: job.Counts.Pending,
@@ -161,4 +158,14 @@ func hideInScope(params json.RawMessage, hide func(string) string) json.RawMessa
 		return nil
 	}
 	return b
+}
+
+// docJob is the document's record of job: with its approver and the time
+// of the approval (Redis's clock) when the job was held for approval.
+func docJob(job jobs.Job, gaps []string) Job {
+	return Job{
+		ID: job.ID, Kind: job.Kind, Status: string(job.Status), Scope: job.Params, CoverageGaps: gaps,
+		RequestedBy: job.RequestedBy, ApprovedBy: job.ApprovedBy, ApprovedAt: job.ApprovedAt,
+		Reason: job.Reason, CreatedAt: job.CreatedAt, FinishedAt: job.FinishedAt,
+	}
 }

@@ -105,11 +105,7 @@ func (s *Store) Requeue(ctx context.Context, jobID string, t Target, items []str
 		argv = append(argv, it, deadField(t, it))
 	}
 	keys := []string{s.jobKey(jobID), s.stateKey(jobID, t), s.deadKey(jobID), s.requeueKey(jobID)}
-	moved, err := requeueScript.Run(ctx, s.rdb, keys, argv...).StringSlice()
-	if err != nil {
-		return nil, scriptErr(jobID, "re-queueing dead letters of "+t.String(), err)
-	}
-	return moved, nil
+	return replyStrings(s.runScript(ctx, requeueScript, jobID, "re-queueing dead letters of "+t.String(), keys, argv...))
 }
 
 // NextGeneration increments and returns the job's generation, which makes

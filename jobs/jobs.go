@@ -31,6 +31,16 @@ const (
 	// StatusFailed: planning failed (or one of its discovery targets did);
 	// what was planned is still recalled and accounted for.
 	StatusFailed Status = "failed"
+	// StatusAwaitingApproval: the job was created held (Spec.HoldForApproval)
+	// and waits for Store.Approve by someone other than its requester.
+	// Nothing is sent: its recall tasks are parked as a paused job's are.
+	// Discovery (reads only) goes on, so that the approver sees how many
+	// messages the job will recall. Job.Phase says where planning is.
+	StatusAwaitingApproval Status = "awaiting_approval"
+	// StatusApproved: approved with a cool-off (Job.StartsAt); nothing is
+	// sent before StartsAt, and Cancel still stops the job. At StartsAt a
+	// worker's unparker releases it (Store.StartDue) and it runs.
+	StatusApproved Status = "approved"
 )
 
 // Terminal reports whether no further change of status is expected without
@@ -91,6 +101,30 @@ type Job struct {
 	// had planned everything (see Store.InterruptPlanner); such a job ends
 	// failed, and running the same command again finishes the work.
 	PlanningInterrupted *Interruption `json:"planning_interrupted,omitempty"`
+	// Requester is the principal that asked for the job (an API token's
+	// name, a CLI user): the one who cannot approve it. RequestedBy may add
+	// on whose behalf. Jobs of earlier versions leave it empty.
+	Requester string `json:"requester,omitempty"`
+	// HeldForApproval is set when the job was created held
+	// (Spec.HoldForApproval), and stays set once it is approved.
+	HeldForApproval bool `json:"held_for_approval,omitempty"`
+	// Phase is where a held job (awaiting_approval or approved) stands
+	// under the hold: planning, running, or failed (a discovery target
+	// failed). Empty when the job is not held.
+	Phase Status `json:"phase,omitempty"`
+	// ApprovedBy, ApprovedAt (Redis's clock) and ApprovalReason record the
+	// approval of a held job.
+	ApprovedBy     string     `json:"approved_by,omitempty"`
+	ApprovedAt     *time.Time `json:"approved_at,omitempty"`
+	ApprovalReason string     `json:"approval_reason,omitempty"`
+	// StartsAt is when an approved job's cool-off ends and it starts.
+	StartsAt *time.Time `json:"starts_at,omitempty"`
+}
+
+// Held reports whether the job waits for an approval or a cool-off:
+// nothing of it is sent while it does.
+func (j Job) Held() bool {
+	return j.Status == StatusAwaitingApproval || j.Status == StatusApproved
 }
 
 // Finished reports whether the job has ended and nothing is pending.
@@ -104,6 +138,21 @@ type Spec struct {
 	RequestedBy string          // who asked (audit); required
 	Reason      string          // why (audit)
 	Params      json.RawMessage // the plan's parameters, for the record
+	// Requester is the principal that asked (an API token's name such as
+	// "token:alice", or the CLI's user), compared with the approver of a
+	// held job. Empty means RequestedBy.
+	Requester string
+	// HoldForApproval creates the job in status awaiting_approval: nothing
+	// is sent until Store.Approve by a principal other than Requester.
+	HoldForApproval bool
+}
+
+// requester is the principal that cannot approve the job.
+func (s Spec) requester() string {
+	if r := strings.TrimSpace(s.Requester); r != "" {
+		return r
+	}
+	return strings.TrimSpace(s.RequestedBy)
 }
 
 // Validate names the first missing field.

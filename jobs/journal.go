@@ -43,11 +43,7 @@ func (s *Store) PlanJournaled(ctx context.Context, jobID string, t Target, items
 		argv = append(argv, it)
 	}
 	keys := []string{s.jobKey(jobID), s.stateKey(jobID, t), s.targetsKey(jobID), s.journalKey(jobID)}
-	res, err := planScript.Run(ctx, s.rdb, keys, argv...).StringSlice()
-	if err != nil {
-		return nil, scriptErr(jobID, "planning "+t.String(), err)
-	}
-	return res, nil
+	return replyStrings(s.runScript(ctx, planScript, jobID, "planning "+t.String(), keys, argv...))
 }
 
 // Confirm removes journal fields of messages whose tasks are queued.

@@ -65,14 +65,14 @@ return out
 // task's queue and id, by which a reconciler finds whether the task still
 // exists. KEYS: job hash, planners set, leases hash. ARGV: unit, ttl ms,
 // "queue<sep>task id".
-var openTaskScript = redis.NewScript(`
+var openTaskScript = redis.NewScript(replyLua + `
 local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return redis.error_reply('NOJOB') end
-if status ~= 'planning' then return redis.error_reply('CLOSED ' .. status) end
+if not status then return nojob() end
+if status ~= 'planning' then return closed(status) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('HSET', KEYS[3], ARGV[1], now + tonumber(ARGV[2]), 'task:' .. ARGV[1], ARGV[3])
-return redis.call('SADD', KEYS[2], ARGV[1])
+return reply(redis.call('SADD', KEYS[2], ARGV[1]))
 `)
 
 // interruptScript closes a planning unit whose planner is gone and records
@@ -80,10 +80,10 @@ return redis.call('SADD', KEYS[2], ARGV[1])
 // failed once no unit is left (settle). KEYS: job hash, planners set, leases
 // hash. ARGV: now, unit, why. Returns the status afterwards, or "" if the
 // unit was not open.
-var interruptScript = redis.NewScript(settleLua + `
+var interruptScript = redis.NewScript(replyLua + settleLua + `
 local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return redis.error_reply('NOJOB') end
-if redis.call('SREM', KEYS[2], ARGV[2]) == 0 then return '' end
+if not status then return nojob() end
+if redis.call('SREM', KEYS[2], ARGV[2]) == 0 then return reply('') end
 redis.call('HDEL', KEYS[3], ARGV[2], 'task:' .. ARGV[2])
 local prev = redis.call('HGET', KEYS[1], 'planning_interrupted')
 local planned = redis.call('HGET', KEYS[1], 'planned') or '0'
@@ -97,7 +97,7 @@ if status == 'planning' then
     planned .. ' messages planned: run the same command again to finish')
 end
 settle(KEYS[1], KEYS[2], ARGV[1])
-return redis.call('HGET', KEYS[1], 'status')
+return reply(redis.call('HGET', KEYS[1], 'status'))
 `)
 
 func (s *Store) renewIn(ctx context.Context, c redis.Scripter, jobID, lease string) *redis.Cmd {
@@ -230,9 +230,9 @@ func (s *Store) ReadLeases(ctx context.Context, jobID string) (Leases, error) {
 // so that a reconciler keeps the unit open while the task exists in asynq
 // (asynq delivers it again after a crash) and closes it once it does not.
 func (s *Store) OpenTaskPlanner(ctx context.Context, jobID, unit string, task TaskRef) error {
-	err := openTaskScript.Run(ctx, s.rdb, []string{s.jobKey(jobID), s.plannersKey(jobID), s.leasesKey(jobID)},
-		unit, s.leaseTTL.Milliseconds(), task.Queue+sep+task.ID).Err()
-	return scriptErr(jobID, "opening planner "+unit, err)
+	_, err := s.runScript(ctx, openTaskScript, jobID, "opening planner "+unit, []string{s.jobKey(jobID), s.plannersKey(jobID), s.leasesKey(jobID)},
+		unit, s.leaseTTL.Milliseconds(), task.Queue+sep+task.ID)
+	return err
 }
 
 // Planners returns the job's open planning units.
@@ -251,9 +251,9 @@ func (s *Store) Planners(ctx context.Context, jobID string) ([]string, error) {
 // again. It returns the job's status afterwards, or "" if the unit was not
 // open.
 func (s *Store) InterruptPlanner(ctx context.Context, jobID, unit, why string) (Status, error) {
-	st, err := interruptScript.Run(ctx, s.rdb, []string{s.jobKey(jobID), s.plannersKey(jobID), s.leasesKey(jobID)},
-		s.stamp(), unit, why).Text()
-	return Status(st), scriptErr(jobID, "interrupting planner "+unit, err)
+	st, err := replyString(s.runScript(ctx, interruptScript, jobID, "interrupting planner "+unit,
+		[]string{s.jobKey(jobID), s.plannersKey(jobID), s.leasesKey(jobID)}, s.stamp(), unit, why))
+	return Status(st), err
 }
 
 // Interruption says that a job's planning was interrupted, and how far it

@@ -41,9 +41,9 @@ end
 // suffix, token ("" = no journal), n, n journal fields to remove (messages
 // the planner has queued since its last call), items... Returns the new
 // items, or an error if the job cannot take more messages.
-var planScript = redis.NewScript(`
+var planScript = redis.NewScript(replyLua + `
 local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return redis.error_reply('NOJOB') end
+if not status then return nojob() end
 local n = tonumber(ARGV[3])
 for i = 4, 3 + n do redis.call('HDEL', KEYS[4], ARGV[i]) end
 local open = status == 'planning'
@@ -62,12 +62,12 @@ for i = 4 + n, #ARGV do
   end
   seen[item] = true
 end
-if not open and #new == 0 and 4 + n <= #ARGV then return redis.error_reply('CLOSED ' .. status) end
+if not open and #new == 0 and 4 + n <= #ARGV then return closed(status) end
 if planned > 0 then
   redis.call('HINCRBY', KEYS[1], 'planned', planned)
   redis.call('SADD', KEYS[3], ARGV[1])
 end
-return new
+return reply(new)
 `)
 
 // beginScript is called before every API call for a task's messages: with
@@ -77,11 +77,13 @@ return new
 // Returns {status, paused, state1, state2, ...} where a state is the number
 // of earlier sends (0 = fresh), -1 recalled, -2 dead-lettered, -3 unplanned;
 // a state of n + 1000000 means n earlier sends whose answers all arrived.
-var beginScript = redis.NewScript(`
-local h = redis.call('HMGET', KEYS[1], 'status', 'paused')
-if not h[1] then return redis.error_reply('NOJOB') end
-local out = {h[1], h[2] or '0'}
-local act = ARGV[1] == '1' and h[1] ~= 'cancelled' and h[2] ~= '1'
+var beginScript = redis.NewScript(replyLua + `
+local h = redis.call('HMGET', KEYS[1], 'status', 'paused', 'hold')
+if not h[1] then return nojob() end
+local paused = h[2] or '0'
+if h[3] and h[3] ~= '' then paused = '1' end
+local out = {h[1], paused}
+local act = ARGV[1] == '1' and h[1] ~= 'cancelled' and paused ~= '1'
 for i = 2, #ARGV do
   local cur = redis.call('HGET', KEYS[2], ARGV[i])
   local st
@@ -97,7 +99,7 @@ for i = 2, #ARGV do
   end
   out[#out + 1] = st
 end
-return out
+return reply(out)
 `)
 
 // answeredScript notes that the last send of each message was answered
@@ -145,20 +147,20 @@ return n
 
 // closePlannerScript closes one planning unit and settles the job.
 // KEYS: job hash, planners set. ARGV: now, unit.
-var closePlannerScript = redis.NewScript(settleLua + `
-if not redis.call('HGET', KEYS[1], 'status') then return redis.error_reply('NOJOB') end
+var closePlannerScript = redis.NewScript(replyLua + settleLua + `
+if not redis.call('HGET', KEYS[1], 'status') then return nojob() end
 redis.call('SREM', KEYS[2], ARGV[2])
 settle(KEYS[1], KEYS[2], ARGV[1])
-return redis.call('HGET', KEYS[1], 'status')
+return reply(redis.call('HGET', KEYS[1], 'status'))
 `)
 
 // openPlannerScript opens a planning unit of a job still planning.
 // KEYS: job hash, planners set. ARGV: unit.
-var openPlannerScript = redis.NewScript(`
+var openPlannerScript = redis.NewScript(replyLua + `
 local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return redis.error_reply('NOJOB') end
-if status ~= 'planning' then return redis.error_reply('CLOSED ' .. status) end
-return redis.call('SADD', KEYS[2], ARGV[1])
+if not status then return nojob() end
+if status ~= 'planning' then return closed(status) end
+return reply(redis.call('SADD', KEYS[2], ARGV[1]))
 `)
 
 // setStatusScript changes a job's status for cancel and fail (see the state
@@ -168,17 +170,20 @@ return redis.call('SADD', KEYS[2], ARGV[1])
 // stops at its next page) and clears a pause (the parked tasks of a
 // cancelled job come back and are dead-lettered as cancelled without a call).
 // KEYS: job hash, planners set. ARGV: now, new status, error text.
-var setStatusScript = redis.NewScript(settleLua + `
+var setStatusScript = redis.NewScript(replyLua + settleLua + `
 local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return redis.error_reply('NOJOB') end
-if status == 'done' or status == 'cancelled' then return status end
-if status == 'failed' and ARGV[2] ~= 'cancelled' then return status end
+if not status then return nojob() end
+if status == 'done' or status == 'cancelled' then return reply(status) end
+if status == 'failed' and ARGV[2] ~= 'cancelled' then return reply(status) end
 redis.call('HSET', KEYS[1], 'status', ARGV[2])
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[3]) end
-if ARGV[2] == 'cancelled' then redis.call('HSET', KEYS[1], 'paused', '0') end
+if ARGV[2] == 'cancelled' then
+  redis.call('HSET', KEYS[1], 'paused', '0')
+  redis.call('HDEL', KEYS[1], 'hold')
+end
 redis.call('DEL', KEYS[2])
 settle(KEYS[1], KEYS[2], ARGV[1])
-return ARGV[2]
+return reply(ARGV[2])
 `)
 
 // requeueScript moves dead-lettered messages back to planned and notes each
@@ -188,10 +193,10 @@ return ARGV[2]
 // on), a done job runs again, a failed one stays failed; finished_at is
 // cleared. KEYS: job hash, state hash, dead-letter hash, re-queue journal.
 // ARGV: pairs of item and dead-letter field. Returns the items moved.
-var requeueScript = redis.NewScript(`
+var requeueScript = redis.NewScript(replyLua + `
 local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return redis.error_reply('NOJOB') end
-if status == 'cancelled' then return redis.error_reply('STATUS cancelled') end
+if not status then return nojob() end
+if status == 'cancelled' then return refused('cancelled') end
 local moved = {}
 for i = 1, #ARGV, 2 do
   local cur = redis.call('HGET', KEYS[2], ARGV[i])
@@ -209,7 +214,7 @@ if #moved > 0 then
   if status == 'done' then redis.call('HSET', KEYS[1], 'status', 'running') end
   redis.call('HDEL', KEYS[1], 'finished_at')
 end
-return moved
+return reply(moved)
 `)
 
 // pauseScript pauses or resumes a job. ARGV[1] is "pause" (a person: refused
@@ -218,25 +223,25 @@ return moved
 // "resume" (clears the pause and its reason; parked tasks are then queued
 // again by the workers). KEYS: job hash. ARGV: mode, reason, now.
 // Returns 1 if the pause flag changed, 0 if not.
-var pauseScript = redis.NewScript(`
+var pauseScript = redis.NewScript(replyLua + `
 local h = redis.call('HMGET', KEYS[1], 'status', 'paused')
 local status, paused = h[1], h[2] == '1'
-if not status then return redis.error_reply('NOJOB') end
+if not status then return nojob() end
 if ARGV[1] == 'resume' then
   redis.call('HSET', KEYS[1], 'paused', '0', 'resumed_at', ARGV[3])
   redis.call('HDEL', KEYS[1], 'pause_reason')
-  if paused then return 1 end
-  return 0
+  if paused then return reply(1) end
+  return reply(0)
 end
 if status == 'cancelled' then
-  if ARGV[1] == 'trip' then return 0 end
-  return redis.error_reply('STATUS cancelled')
+  if ARGV[1] == 'trip' then return reply(0) end
+  return refused('cancelled')
 end
-if ARGV[1] == 'trip' and (status == 'done' or paused) then return 0 end
+if ARGV[1] == 'trip' and (status == 'done' or paused) then return reply(0) end
 redis.call('HSET', KEYS[1], 'paused', '1', 'paused_at', ARGV[3])
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'pause_reason', ARGV[2]) else redis.call('HDEL', KEYS[1], 'pause_reason') end
-if paused then return 0 end
-return 1
+if paused then return reply(0) end
+return reply(1)
 `)
 
 // parkScript stores a paused job's task aside: the task completes, and is
@@ -244,26 +249,27 @@ return 1
 // job is paused and not cancelled. KEYS: job hash, parked list. ARGV: the
 // parked record, stored as "<park number>|<record>".
 // Returns the park number, or 0 if the job is not paused.
-var parkScript = redis.NewScript(`
-local h = redis.call('HMGET', KEYS[1], 'status', 'paused')
-if not h[1] then return redis.error_reply('NOJOB') end
-if h[1] == 'cancelled' or h[2] ~= '1' then return 0 end
+var parkScript = redis.NewScript(replyLua + `
+local h = redis.call('HMGET', KEYS[1], 'status', 'paused', 'hold')
+if not h[1] then return nojob() end
+local held = h[3] and h[3] ~= ''
+if h[1] == 'cancelled' or (h[2] ~= '1' and not held) then return reply(0) end
 local n = redis.call('HINCRBY', KEYS[1], 'parked_seq', 1)
 redis.call('RPUSH', KEYS[2], n .. '|' .. ARGV[1])
-return n
+return reply(n)
 `)
 
 // failPlannerScript closes a planning unit that failed for good (a discovery
 // target whose history could not be read) and records why: planning goes on
 // for the other units, and the job ends failed once planning is over.
 // KEYS: job hash, planners set. ARGV: now, unit, error text.
-var failPlannerScript = redis.NewScript(settleLua + `
+var failPlannerScript = redis.NewScript(replyLua + settleLua + `
 local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return redis.error_reply('NOJOB') end
+if not status then return nojob() end
 if redis.call('SREM', KEYS[2], ARGV[2]) == 1 then
   redis.call('HINCRBY', KEYS[1], 'failed_units', 1)
   if not redis.call('HGET', KEYS[1], 'error') then redis.call('HSET', KEYS[1], 'error', ARGV[3]) end
 end
 settle(KEYS[1], KEYS[2], ARGV[1])
-return redis.call('HGET', KEYS[1], 'status')
+return reply(redis.call('HGET', KEYS[1], 'status'))
 `)

@@ -37,9 +37,9 @@ func (s *Store) parkedIndexKey() string      { return s.prefix + ":parked" }
 // (SetPaused false) clears it. A cancelled or done job, or one already
 // paused, is left as it is. It reports whether it paused the job.
 func (s *Store) Trip(ctx context.Context, jobID, reason string) (bool, error) {
-	n, err := pauseScript.Run(ctx, s.rdb, []string{s.jobKey(jobID)}, "trip", reason, s.stamp()).Int()
+	n, err := replyInt(s.runScript(ctx, pauseScript, jobID, "pausing", []string{s.jobKey(jobID)}, "trip", reason, s.stamp()))
 	if err != nil {
-		return false, scriptErr(jobID, "pausing", err)
+		return false, err
 	}
 	if n == 1 {
 		if err := s.Audit(ctx, Event{Actor: "worker", Action: "pause", JobID: jobID, Detail: reason}); err != nil {
@@ -89,9 +89,9 @@ func (s *Store) Park(ctx context.Context, jobID, typ string, payload []byte, que
 	if err := s.rdb.SAdd(ctx, s.parkedIndexKey(), jobID).Err(); err != nil {
 		return false, fmt.Errorf("parking a task of job %s: %w", jobID, err)
 	}
-	n, err := parkScript.Run(ctx, s.rdb, []string{s.jobKey(jobID), s.parkedKey(jobID)}, string(rec)).Int()
+	n, err := replyInt(s.runScript(ctx, parkScript, jobID, "parking a task", []string{s.jobKey(jobID), s.parkedKey(jobID)}, string(rec)))
 	if err != nil {
-		return false, scriptErr(jobID, "parking a task", err)
+		return false, err
 	}
 	return n > 0, nil
 }
@@ -170,8 +170,9 @@ func (s *Store) ParkedCount(ctx context.Context, jobID string) (int64, error) {
 // the other units go on planning, and the job ends failed once planning is
 // over. Closing a unit twice counts it once. It returns the job's status.
 func (s *Store) FailPlanner(ctx context.Context, jobID, unit string, cause error) (Status, error) {
-	st, err := failPlannerScript.Run(ctx, s.rdb, []string{s.jobKey(jobID), s.plannersKey(jobID)}, s.stamp(), unit, cause.Error()).Text()
-	return Status(st), scriptErr(jobID, "failing planner "+unit, err)
+	st, err := replyString(s.runScript(ctx, failPlannerScript, jobID, "failing planner "+unit,
+		[]string{s.jobKey(jobID), s.plannersKey(jobID)}, s.stamp(), unit, cause.Error()))
+	return Status(st), err
 }
 
 // ScanCheckpoint returns the checkpoint saved for a planning unit (a
@@ -197,7 +198,9 @@ func (s *Store) SaveScanCheckpoint(ctx context.Context, jobID, unit, cp string) 
 }
 
 // Status reads a job's status and pause flag (one small read, for loops
-// that check a job often).
+// that check a job often). The status is the one under a hold (see
+// Job.Phase) and paused does not count a hold: discovery, which only reads,
+// goes on while a job awaits approval. Held says whether a job is held.
 func (s *Store) Status(ctx context.Context, jobID string) (Status, bool, error) {
 	h, err := s.rdb.HMGet(ctx, s.jobKey(jobID), "status", "paused").Result()
 	if err != nil {

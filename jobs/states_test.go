@@ -3,14 +3,20 @@ package jobs
 import (
 	"errors"
 	"testing"
+	"time"
 )
 
 // stateJob brings a new job to status from: seqs 1 and 2 of group g planned
-// and pending (recalled for "done"), seq 3 dead-lettered with 10002.
+// and pending (recalled for "done"), seq 3 dead-lettered with 10002. "held"
+// is a job created held for approval (awaiting_approval), "cooling" one
+// approved with a cool-off (approved).
 func stateJob(t *testing.T, s *Store, from string) Job {
 	t.Helper()
 	ctx := t.Context()
 	j := newJob(t, s)
+	if from == "held" || from == "cooling" {
+		j = newHeldJob(t, s)
+	}
 	g := Target{GroupID: "g"}
 	if _, err := s.PlanGroup(ctx, j.ID, g, []int64{1, 2, 3}); err != nil {
 		t.Fatal(err)
@@ -45,6 +51,13 @@ func stateJob(t *testing.T, s *Store, from string) Job {
 		if err := s.SetPaused(ctx, j.ID, "t", true); err != nil {
 			t.Fatal(err)
 		}
+	case "held":
+		from = string(StatusAwaitingApproval)
+	case "cooling":
+		if _, err := s.Approve(ctx, j.ID, "bob", "checked", time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		from = string(StatusApproved)
 	default:
 		t.Fatalf("unknown state %q", from)
 	}
@@ -97,6 +110,10 @@ func TestStateTransitions(t *testing.T) {
 			_, err := s.Record(t.Context(), id, g, []Outcome{{Item: "1", Recalled: true}, {Item: "2", Code: "10030"}})
 			return err
 		},
+		"approve": func(t *testing.T, s *Store, id string) error {
+			_, err := s.Approve(t.Context(), id, "bob", "checked", 0)
+			return err
+		},
 	}
 	cases := []struct {
 		from, action string
@@ -143,6 +160,22 @@ func TestStateTransitions(t *testing.T) {
 		{from: "running", action: "settle-all", want: StatusDone},
 		{from: "failed", action: "settle-all", want: StatusFailed},
 		{from: "planning", action: "settle-all", want: StatusPlanning},
+
+		// A held job: only approve and cancel end the hold.
+		{from: "held", action: "approve", want: StatusPlanning},
+		{from: "held", action: "cancel", want: StatusCancelled},
+		{from: "held", action: "fail", want: StatusAwaitingApproval},
+		{from: "held", action: "pause", want: StatusAwaitingApproval, paused: true},
+		{from: "held", action: "resume", want: StatusAwaitingApproval},
+		{from: "held", action: "trip", want: StatusAwaitingApproval, paused: true, reason: true},
+		{from: "held", action: "requeue", want: StatusAwaitingApproval},
+		{from: "held", action: "close-planning", want: StatusAwaitingApproval},
+		{from: "cooling", action: "cancel", want: StatusCancelled},
+		{from: "cooling", action: "approve", want: StatusApproved, refused: true},
+		{from: "cooling", action: "resume", want: StatusApproved},
+		{from: "running", action: "approve", want: StatusRunning, refused: true},
+		{from: "done", action: "approve", want: StatusDone, refused: true},
+		{from: "cancelled", action: "approve", want: StatusCancelled, refused: true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.from+"/"+tc.action, func(t *testing.T) {

@@ -57,7 +57,9 @@ func (s *Store) stateKey(id string, t Target) string {
 func (s *Store) stamp() string { return s.now().UTC().Format(time.RFC3339Nano) }
 
 // Create records a new job in status planning, with the root planning unit
-// open, and writes an audit event.
+// open, and writes an audit event. With spec.HoldForApproval the job is
+// held: its status reads awaiting_approval until Approve (see
+// StatusAwaitingApproval).
 func (s *Store) Create(ctx context.Context, spec Spec) (Job, error) {
 	if err := spec.Validate(); err != nil {
 		return Job{}, err
@@ -78,9 +80,16 @@ func (s *Store) Create(ctx context.Context, spec Spec) (Job, error) {
 		"recalled":      0,
 		"dead_lettered": 0,
 		"generation":    0,
+		"requester":     spec.requester(),
+	}
+	detail := strings.TrimSpace(spec.Kind + " " + spec.Reason)
+	if spec.HoldForApproval {
+		fields[holdField] = holdApproval
+		fields["held"] = "1"
+		detail += " (held for approval)"
 	}
 	// The audit event goes first: no job exists that the audit trail misses.
-	if err := s.Audit(ctx, Event{Actor: spec.RequestedBy, Action: "create", JobID: id, Detail: strings.TrimSpace(spec.Kind + " " + spec.Reason)}); err != nil {
+	if err := s.Audit(ctx, Event{Actor: spec.RequestedBy, Action: "create", JobID: id, Detail: detail}); err != nil {
 		return Job{}, err
 	}
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
@@ -151,6 +160,7 @@ func parseJob(h map[string]string) (Job, error) {
 		},
 	}
 	j.PlanningInterrupted = parseInterruption(h)
+	parseApproval(h, &j, ts)
 	if h["params"] != "" {
 		j.Params = json.RawMessage(h["params"])
 	}
@@ -194,23 +204,6 @@ func (s *Store) List(ctx context.Context, limit int) ([]Job, error) {
 	return out, nil
 }
 
-// scriptErr turns a script's error reply into a typed error.
-func scriptErr(id, what string, err error) error {
-	if err == nil {
-		return nil
-	}
-	msg := err.Error()
-	switch {
-	case strings.HasPrefix(msg, "NOJOB"):
-		return fmt.Errorf("%s: job %s: %w", what, id, ErrNotFound)
-	case strings.HasPrefix(msg, "STATUS "):
-		return &StatusError{JobID: id, Status: Status(strings.TrimPrefix(msg, "STATUS ")), Action: what}
-	case strings.HasPrefix(msg, "CLOSED"):
-		return fmt.Errorf("%s: job %s is %s: %w", what, id, strings.TrimPrefix(msg, "CLOSED "), ErrClosed)
-	}
-	return fmt.Errorf("%s: job %s: %w", what, id, err)
-}
-
 // PlanGroup records seqs of a group target as planned and returns those that
 // were not planned before, in the order given: the caller enqueues only
 // those, so duplicates (in a file, or across discovery passes) are removed.
@@ -243,15 +236,16 @@ func (s *Store) plan(ctx context.Context, jobID string, t Target, items []string
 // OpenPlanner opens a planning unit (such as one discovery task): the job
 // stays in planning until every unit is closed. Opening twice is harmless.
 func (s *Store) OpenPlanner(ctx context.Context, jobID, unit string) error {
-	err := openPlannerScript.Run(ctx, s.rdb, []string{s.jobKey(jobID), s.plannersKey(jobID)}, unit).Err()
-	return scriptErr(jobID, "opening planner "+unit, err)
+	_, err := s.runScript(ctx, openPlannerScript, jobID, "opening planner "+unit, []string{s.jobKey(jobID), s.plannersKey(jobID)}, unit)
+	return err
 }
 
 // ClosePlanner closes a planning unit; closing the last one ends planning.
 // Closing twice is harmless. It returns the job's status afterwards.
 func (s *Store) ClosePlanner(ctx context.Context, jobID, unit string) (Status, error) {
-	st, err := closePlannerScript.Run(ctx, s.rdb, []string{s.jobKey(jobID), s.plannersKey(jobID)}, s.stamp(), unit).Text()
-	return Status(st), scriptErr(jobID, "closing planner "+unit, err)
+	st, err := replyString(s.runScript(ctx, closePlannerScript, jobID, "closing planner "+unit,
+		[]string{s.jobKey(jobID), s.plannersKey(jobID)}, s.stamp(), unit))
+	return Status(st), err
 }
 
 // ItemState is what Begin found for one message.
@@ -324,9 +318,10 @@ func (s *Store) begin(ctx context.Context, jobID string, t Target, items []strin
 	for _, it := range items {
 		argv = append(argv, it)
 	}
-	res, err := beginScript.Run(ctx, s.rdb, []string{s.jobKey(jobID), s.stateKey(jobID, t)}, argv...).Slice()
+	res, err := replyList(s.runScript(ctx, beginScript, jobID, "starting a call for "+t.String(),
+		[]string{s.jobKey(jobID), s.stateKey(jobID, t)}, argv...))
 	if err != nil {
-		return Begin{}, scriptErr(jobID, "starting a call for "+t.String(), err)
+		return Begin{}, err
 	}
 	if len(res) != len(items)+2 {
 		return Begin{}, fmt.Errorf("starting a call for %s: job %s: script returned %d values for %d items", t, jobID, len(res), len(items))
@@ -415,7 +410,7 @@ func (s *Store) Record(ctx context.Context, jobID string, t Target, outcomes []O
 	keys := []string{s.jobKey(jobID), s.stateKey(jobID, t), s.deadKey(jobID), s.plannersKey(jobID)}
 	n, err := recordScript.Run(ctx, s.rdb, keys, argv...).Int()
 	if err != nil {
-		return 0, scriptErr(jobID, "recording outcomes for "+t.String(), err)
+		return 0, fmt.Errorf("recording outcomes for %s: job %s: %w", t, jobID, err)
 	}
 	return n, nil
 }
@@ -426,12 +421,19 @@ func deadField(t Target, item string) string { return t.suffix() + sep + item }
 // (every planning unit is closed; discovery tasks stop at their next page),
 // a pause is lifted, and workers drop its pending messages, parked ones
 // included, without calling the API, dead-lettering them as "cancelled".
+// A held job (awaiting approval, or approved in its cool-off) is cancelled
+// alike: its hold ends, and its parked tasks come back to be dead-lettered.
 // A done or cancelled job keeps its status, which is returned.
 func (s *Store) Cancel(ctx context.Context, jobID, actor, reason string) (Status, error) {
 	if err := s.Audit(ctx, Event{Actor: actor, Action: "cancel", JobID: jobID, Detail: reason}); err != nil {
 		return "", err
 	}
-	return s.setStatus(ctx, jobID, StatusCancelled, "")
+	st, err := s.setStatus(ctx, jobID, StatusCancelled, "")
+	if err == nil && st == StatusCancelled {
+		// No longer in a cool-off, if it was (StartDue would drop it too).
+		_ = s.rdb.ZRem(ctx, s.coolOffKey(), jobID).Err()
+	}
+	return st, err
 }
 
 // Fail marks a job failed (planning could not finish) if it is planning or
@@ -441,8 +443,9 @@ func (s *Store) Fail(ctx context.Context, jobID string, cause error) (Status, er
 }
 
 func (s *Store) setStatus(ctx context.Context, jobID string, st Status, msg string) (Status, error) {
-	res, err := setStatusScript.Run(ctx, s.rdb, []string{s.jobKey(jobID), s.plannersKey(jobID)}, s.stamp(), string(st), msg).Text()
-	return Status(res), scriptErr(jobID, "setting status "+string(st), err)
+	res, err := replyString(s.runScript(ctx, setStatusScript, jobID, "setting status "+string(st),
+		[]string{s.jobKey(jobID), s.plannersKey(jobID)}, s.stamp(), string(st), msg))
+	return Status(res), err
 }
 
 // SetPaused pauses or resumes a job. Workers park a paused job's tasks
@@ -460,6 +463,6 @@ func (s *Store) SetPaused(ctx context.Context, jobID, actor string, paused bool)
 	if err := s.Audit(ctx, Event{Actor: actor, Action: action, JobID: jobID}); err != nil {
 		return err
 	}
-	err := pauseScript.Run(ctx, s.rdb, []string{s.jobKey(jobID)}, mode, "", s.stamp()).Err()
-	return scriptErr(jobID, action, err)
+	_, err := s.runScript(ctx, pauseScript, jobID, action, []string{s.jobKey(jobID)}, mode, "", s.stamp())
+	return err
 }

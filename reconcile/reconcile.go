@@ -12,7 +12,8 @@
 //     that planning was interrupted and how far it got;
 //   - messages in the plan journal whose planner's lease lapsed (planned, the
 //     planner died before it confirmed them queued) are queued again;
-//   - a job that is not paused, has no planner left and pending messages, made
+//   - a job that is neither paused nor held (awaiting approval, or in its
+//     approved cool-off), has no planner left and pending messages, made
 //     no progress since the previous pass, and has no task in any asynq queue
 //     (pending, active, scheduled, retry) gets its unsettled messages queued
 //     again in a new generation (the handler skips messages already settled,
@@ -285,8 +286,9 @@ func (r *Reconciler) job(ctx context.Context, id string, s *Summary) (*jobs.Job,
 			return nil, store.MarkSettled(ctx, id)
 		}
 		return nil, nil
-	case j.Paused || j.Status == jobs.StatusPlanning:
-		delete(r.marks, id) // a paused job's tasks may be held aside; planners are at work
+	case j.Paused || j.Held() || j.Status == jobs.StatusPlanning:
+		// A paused or held job's tasks may be parked; planners are at work.
+		delete(r.marks, id)
 		return nil, nil
 	}
 	p := progress{done: j.Counts.Recalled + j.Counts.DeadLettered, generation: j.Generation}
@@ -322,7 +324,7 @@ func (r *Reconciler) gone(ctx context.Context, j jobs.Job, ls jobs.Leases, unit 
 		if perr != nil {
 			return "", perr
 		}
-		if j.Paused || parked > 0 {
+		if j.Paused || j.Held() || parked > 0 {
 			return "", nil
 		}
 	}

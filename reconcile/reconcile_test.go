@@ -358,3 +358,40 @@ func TestReconcilerAdoptsJobsOfEarlierVersions(t *testing.T) {
 		t.Fatalf("queued %v, want 1-20", got)
 	}
 }
+
+// TestReconcilerLeavesAHeldJobAlone: a job awaiting approval has pending
+// messages and nothing in flight (its tasks are parked, here gone), yet
+// passes neither queue its messages again nor settle nor fail it; once
+// approved, lost tasks are queued again as for any job.
+func TestReconcilerLeavesAHeldJobAlone(t *testing.T) {
+	b := setup(t)
+	ctx := t.Context()
+	held := spec
+	held.Requester, held.HoldForApproval = "token:alice", true
+	job, _, err := producer.NewJob(ctx, b.store, b.client, held, plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.insp.DeleteAllPendingTasks(tasks.QueuePurge); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if s := b.pass(t); s.Requeued != 0 || s.Interrupted != 0 || s.Settled != 0 {
+			t.Fatalf("pass on a held job = %+v, want nothing done", s)
+		}
+	}
+	j, _ := b.store.Get(ctx, job.ID)
+	if j.Status != jobs.StatusAwaitingApproval || j.Phase != jobs.StatusRunning || j.Counts.Pending != 45 {
+		t.Fatalf("held job after passes = %s (phase %s) %+v", j.Status, j.Phase, j.Counts)
+	}
+	if open, _ := b.store.OpenJobs(ctx); len(open) != 1 {
+		t.Fatalf("open jobs = %v, want the held job", open)
+	}
+	if _, err := b.store.Approve(ctx, job.ID, "token:bob", "", 0); err != nil {
+		t.Fatal(err)
+	}
+	b.pass(t)
+	if s := b.pass(t); s.Requeued != 45 {
+		t.Fatalf("second pass after approval = %+v, want 45 unsettled messages queued again", s)
+	}
+}

@@ -17,10 +17,11 @@ type Enqueuer interface {
 	EnqueueContext(ctx context.Context, task *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error)
 }
 
-// Unparker queues the parked tasks of resumed and cancelled jobs again (a
-// cancelled job's messages are then dead-lettered as cancelled by the
-// handler, without a call). Every worker runs one; two queueing the same
-// parked task meet on its task ID.
+// Unparker queues the parked tasks of resumed, approved and cancelled jobs
+// again (a cancelled job's messages are then dead-lettered as cancelled by
+// the handler, without a call). It also ends the cool-off of approved jobs
+// whose start has come (jobs.Store.StartDue). Every worker runs one; two
+// queueing the same parked task meet on its task ID.
 type Unparker struct {
 	Store *jobs.Store
 	Queue Enqueuer
@@ -43,6 +44,13 @@ func (u *Unparker) Run(ctx context.Context) {
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
+		started, err := u.Store.StartDue(ctx)
+		if err != nil && ctx.Err() == nil {
+			log.Warn("starting approved jobs after their cool-off failed; will retry", "err", err)
+		}
+		for _, id := range started {
+			log.Info("approved job's cool-off is over: it starts", "job_id", id)
+		}
 		ids, err := u.Store.ParkedJobs(ctx)
 		if err != nil && ctx.Err() == nil {
 			log.Warn("listing parked tasks failed; will retry", "err", err)
@@ -64,8 +72,8 @@ func (u *Unparker) Run(ctx context.Context) {
 	}
 }
 
-// Unpark queues the parked tasks of jobID again if the job is no longer
-// paused (or is cancelled), in batches, each removed from the parked list
+// Unpark queues the parked tasks of jobID again if the job is neither
+// paused nor held for approval or a cool-off (or is cancelled), in batches, each removed from the parked list
 // only once queued: an interrupted unpark leaves the rest parked for the
 // next, and two at once queue a task twice at worst (the handler skips what
 // is done). It returns how many tasks it queued.
@@ -86,8 +94,11 @@ func Unpark(ctx context.Context, store *jobs.Store, q Enqueuer, jobID string) (i
 	if err != nil {
 		return 0, err
 	}
-	if paused && st != jobs.StatusCancelled {
-		return 0, nil
+	if st != jobs.StatusCancelled {
+		held, err := store.Held(ctx, jobID)
+		if err != nil || paused || held {
+			return 0, err
+		}
 	}
 	n := 0
 	for {

@@ -1,0 +1,176 @@
+package jobs
+
+import (
+	"errors"
+	"testing"
+	"time"
+)
+
+// newHeldJob creates a job held for approval, requested by token:alice.
+func newHeldJob(t *testing.T, s *Store) Job {
+	t.Helper()
+	j, err := s.Create(t.Context(), Spec{Kind: "purge:user", Queue: "purge", AppID: 1400000001,
+		RequestedBy: "dpo (token:alice)", Requester: "token:alice", Reason: "erasure", HoldForApproval: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.Status != StatusAwaitingApproval || j.Phase != StatusPlanning || !j.HeldForApproval || j.Requester != "token:alice" {
+		t.Fatalf("held job = %+v", j)
+	}
+	return j
+}
+
+// TestHeldJobSendsNothing: while a job awaits approval, Begin counts no
+// send and reports it paused, its tasks park, and a resume does not release
+// it; planning goes on. Approve releases it.
+func TestHeldJobSendsNothing(t *testing.T) {
+	backends(t, func(t *testing.T, s *Store) {
+		ctx := t.Context()
+		j := newHeldJob(t, s)
+		g := Target{GroupID: "g"}
+		if fresh, err := s.PlanGroup(ctx, j.ID, g, []int64{1, 2}); err != nil || len(fresh) != 2 {
+			t.Fatalf("planning under a hold = %v, %v", fresh, err)
+		}
+		if err := s.SetPaused(ctx, j.ID, "token:alice", false); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			b, err := s.BeginGroup(ctx, j.ID, g, []int64{1, 2})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !b.Paused || b.States[0] != 0 || b.States[1] != 0 {
+				t.Fatalf("Begin on a held job = %+v; want paused and no send counted", b)
+			}
+		}
+		if st, paused, err := s.Status(ctx, j.ID); err != nil || st != StatusPlanning || paused {
+			t.Fatalf("Status = %s %v %v; want planning, not paused (discovery goes on)", st, paused, err)
+		}
+		if held, err := s.Held(ctx, j.ID); err != nil || !held {
+			t.Fatalf("Held = %v, %v", held, err)
+		}
+		if ok, err := s.Park(ctx, j.ID, "recall:group", []byte(`{}`), "purge", "t1"); err != nil || !ok {
+			t.Fatalf("Park on a held job = %v, %v", ok, err)
+		}
+		got, err := s.Approve(ctx, j.ID, "token:bob", "checked the scope", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Status != StatusPlanning || got.Phase != "" || got.ApprovedBy != "token:bob" || got.ApprovalReason != "checked the scope" ||
+			got.ApprovedAt == nil || got.StartsAt != nil || !got.HeldForApproval {
+			t.Fatalf("approved job = %+v", got)
+		}
+		if held, _ := s.Held(ctx, j.ID); held {
+			t.Fatal("still held after approval")
+		}
+		b, err := s.BeginGroup(ctx, j.ID, g, []int64{1})
+		if err != nil || b.Paused || b.States[0] != 0 {
+			t.Fatalf("Begin after approval = %+v, %v", b, err)
+		}
+		if b, _ = s.PeekGroup(ctx, j.ID, g, []int64{1}); b.States[0] != 1 {
+			t.Fatalf("send not counted after approval: %+v", b)
+		}
+		events, err := s.AuditLog(ctx, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var approved bool
+		for _, e := range events {
+			approved = approved || (e.Action == "approve" && e.JobID == j.ID && e.Actor == "token:bob" && e.Detail == "checked the scope")
+		}
+		if !approved {
+			t.Fatalf("no approve event in %+v", events)
+		}
+	})
+}
+
+func TestApproveRefusals(t *testing.T) {
+	backends(t, func(t *testing.T, s *Store) {
+		ctx := t.Context()
+		j := newHeldJob(t, s)
+		_, err := s.Approve(ctx, j.ID, "token:alice", "", 0)
+		var self *SelfApprovalError
+		if !errors.As(err, &self) || self.Requester != "token:alice" || self.JobID != j.ID {
+			t.Fatalf("self-approval = %v, want a SelfApprovalError", err)
+		}
+		// The requester of a job of an earlier version is RequestedBy.
+		old := newJob(t, s)
+		if _, err := s.Approve(ctx, old.ID, "bob", "", 0); !errors.As(err, new(*StatusError)) {
+			t.Fatalf("approving a job never held = %v, want a StatusError", err)
+		}
+		if _, err := s.Approve(ctx, j.ID, "", "", 0); err == nil {
+			t.Fatal("approved with no approver")
+		}
+		if _, err := s.Approve(ctx, j.ID, "token:bob", "", -time.Second); err == nil {
+			t.Fatal("approved with a negative delay")
+		}
+		if _, err := s.Approve(ctx, "20260101T000000Z-00000000", "token:bob", "", 0); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("approving a missing job = %v", err)
+		}
+		if got, _ := s.Get(ctx, j.ID); got.Status != StatusAwaitingApproval || got.ApprovedBy != "" {
+			t.Fatalf("refused approvals changed the job: %+v", got)
+		}
+		// The script refuses on its own (as for two approvals at once).
+		_, err = s.runScript(ctx, approveScript, j.ID, "approving", []string{s.jobKey(j.ID)}, "token:alice", "", "now", "", 0)
+		if !errors.As(err, &self) {
+			t.Fatalf("approveScript, self = %v", err)
+		}
+		if _, err := s.Approve(ctx, j.ID, "token:bob", "", 0); err != nil {
+			t.Fatal(err)
+		}
+		_, err = s.runScript(ctx, approveScript, j.ID, "approving", []string{s.jobKey(j.ID)}, "token:carol", "", "now", "", 0)
+		var se *StatusError
+		if !errors.As(err, &se) || se.Status != StatusPlanning {
+			t.Fatalf("approveScript, approved twice = %v", err)
+		}
+	})
+}
+
+// TestCoolOff: an approval with a delay holds the job until StartDue finds
+// it due; a cancel in the cool-off ends it and StartDue drops it.
+func TestCoolOff(t *testing.T) {
+	backends(t, func(t *testing.T, s *Store) {
+		ctx := t.Context()
+		j := newHeldJob(t, s)
+		got, err := s.Approve(ctx, j.ID, "token:bob", "", 200*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Status != StatusApproved || got.StartsAt == nil || got.ApprovedAt == nil || !got.StartsAt.After(*got.ApprovedAt) {
+			t.Fatalf("approved with a delay = %+v", got)
+		}
+		if held, _ := s.Held(ctx, j.ID); !held {
+			t.Fatal("not held in its cool-off")
+		}
+		cancelled := newHeldJob(t, s)
+		if _, err := s.Approve(ctx, cancelled.ID, "token:bob", "", 200*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+		if st, err := s.Cancel(ctx, cancelled.ID, "token:carol", "changed our mind"); err != nil || st != StatusCancelled {
+			t.Fatalf("cancel in the cool-off = %s, %v", st, err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			started, err := s.StartDue(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(started) == 1 && started[0] == j.ID {
+				break
+			}
+			if len(started) > 0 || time.Now().After(deadline) {
+				t.Fatalf("StartDue = %v; want only %s, once due", started, j.ID)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if got, _ := s.Get(ctx, j.ID); got.Status != StatusPlanning || got.ApprovedBy != "token:bob" {
+			t.Fatalf("after the cool-off = %+v", got)
+		}
+		if got, _ := s.Get(ctx, cancelled.ID); got.Status != StatusCancelled {
+			t.Fatalf("cancelled in the cool-off = %+v", got)
+		}
+		if n, _ := s.rdb.ZCard(ctx, s.coolOffKey()).Result(); n != 0 {
+			t.Fatalf("%d jobs left in the cool-off index", n)
+		}
+	})
+}

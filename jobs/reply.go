@@ -1,0 +1,139 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// replyLua is the reply protocol of every job script that can refuse: a
+// script answers {kind} or {kind, value}, kind 0 with its result, any other
+// kind naming why it refused, with the job's status or the requester as the
+// value. Go turns the kind into a typed error (see runScript), so no error
+// text is ever parsed.
+const replyLua = `
+local function reply(v) return {0, v} end
+local function nojob() return {1} end
+local function refused(status) return {2, status} end
+local function closed(status) return {3, status} end
+local function selfapproval(requester) return {4, requester} end
+`
+
+// Reply kinds of replyLua.
+const (
+	replyOK           = 0 // the value is the script's result
+	replyNoJob        = 1 // ErrNotFound
+	replyRefused      = 2 // *StatusError, with the job's status
+	replyClosed       = 3 // ErrClosed, with the job's status
+	replySelfApproval = 4 // *SelfApprovalError, with the requester
+)
+
+// SelfApprovalError is returned by Approve when the approver is the
+// principal that requested the job: a job held for approval needs a second
+// person.
+type SelfApprovalError struct {
+	JobID     string
+	Requester string
+}
+
+func (e *SelfApprovalError) Error() string {
+	return fmt.Sprintf("approving job %s: %s requested it and cannot approve it too: another admin must", e.JobID, e.Requester)
+}
+
+// runScript runs a script that answers by replyLua and returns its result,
+// or the typed error its reply kind names; what says what was asked, for the
+// error.
+func (s *Store) runScript(ctx context.Context, sc *redis.Script, jobID, what string, keys []string, args ...any) (any, error) {
+	res, err := sc.Run(ctx, s.rdb, keys, args...).Slice()
+	if err != nil {
+		return nil, fmt.Errorf("%s: job %s: %w", what, jobID, err)
+	}
+	if len(res) == 0 {
+		return nil, fmt.Errorf("%s: job %s: the script gave an empty reply", what, jobID)
+	}
+	kind, ok := res[0].(int64)
+	if !ok {
+		return nil, fmt.Errorf("%s: job %s: the script's reply kind is %T, not an integer", what, jobID, res[0])
+	}
+	var v any
+	if len(res) > 1 {
+		v = res[1]
+	}
+	detail, _ := v.(string)
+	switch kind {
+	case replyOK:
+		return v, nil
+	case replyNoJob:
+		return nil, fmt.Errorf("%s: job %s: %w", what, jobID, ErrNotFound)
+	case replyRefused:
+		return nil, &StatusError{JobID: jobID, Status: Status(detail), Action: what}
+	case replyClosed:
+		return nil, fmt.Errorf("%s: job %s is %s: %w", what, jobID, detail, ErrClosed)
+	case replySelfApproval:
+		return nil, &SelfApprovalError{JobID: jobID, Requester: detail}
+	}
+	return nil, fmt.Errorf("%s: job %s: unknown reply kind %d", what, jobID, kind)
+}
+
+// replyString is a script result that is a string (or nothing: "").
+func replyString(v any, err error) (string, error) {
+	if err != nil {
+		return "", err
+	}
+	switch x := v.(type) {
+	case nil:
+		return "", nil
+	case string:
+		return x, nil
+	}
+	return "", fmt.Errorf("script result is %T, not a string", v)
+}
+
+// replyInt is a script result that is an integer.
+func replyInt(v any, err error) (int64, error) {
+	if err != nil {
+		return 0, err
+	}
+	n, ok := v.(int64)
+	if !ok {
+		return 0, fmt.Errorf("script result is %T, not an integer", v)
+	}
+	return n, nil
+}
+
+// replyStrings is a script result that is a list of strings.
+func replyStrings(v any, err error) ([]string, error) {
+	if err != nil {
+		return nil, err
+	}
+	if v == nil {
+		return nil, nil
+	}
+	list, ok := v.([]any)
+	if !ok {
+		return nil, fmt.Errorf("script result is %T, not a list", v)
+	}
+	out := make([]string, len(list))
+	for i, e := range list {
+		str, ok := e.(string)
+		if !ok {
+			return nil, errors.New("script result: a list entry is not a string")
+		}
+		out[i] = str
+	}
+	return out, nil
+}
+
+// replyList is a script result that is a list.
+func replyList(v any, err error) ([]any, error) {
+	if err != nil {
+		return nil, err
+	}
+	list, ok := v.([]any)
+	if !ok && v != nil {
+		return nil, fmt.Errorf("script result is %T, not a list", v)
+	}
+	return list, nil
+}
