@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"runtime"
 	"slices"
 	"time"
 
@@ -305,23 +304,6 @@ func runWorker(ctx context.Context, cmd *cobra.Command, o *workerOptions) error 
 	srv.Shutdown()
 	log.Info("worker stopped")
 	return nil
-}
-
-// raisePool sets the pool size of imrecall's own client to n when the URL
-// sets none and go-redis's default (10 per CPU) is smaller. For a Cluster
-// the size is per node.
-func (t *redisTarget) raisePool(n int) {
-	if n <= 10*runtime.GOMAXPROCS(0) {
-		return
-	}
-	switch {
-	case t.failover != nil && t.failover.PoolSize == 0:
-		t.failover.PoolSize = n
-	case t.cluster != nil && t.cluster.PoolSize == 0:
-		t.cluster.PoolSize = n
-	case t.single != nil && t.single.PoolSize == 0:
-		t.single.PoolSize = n
-	}
 }
 
 // redisRTT is the median of five PINGs (0 if Redis does not answer).
