@@ -15,6 +15,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/imrecall/imrecall"
 	"github.com/imrecall/imrecall/jobs"
+	"github.com/imrecall/imrecall/redisurl"
 	"github.com/redis/go-redis/v9"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
@@ -35,7 +36,7 @@ type redisFlags struct {
 }
 
 func (f *redisFlags) register(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&f.url, "redis", defaultRedis, "Redis URL: "+redisURLForms+" (docs/REDIS.md)")
+	cmd.Flags().StringVar(&f.url, "redis", defaultRedis, "Redis URL: "+redisurl.Forms+" (docs/REDIS.md)")
 	cmd.Flags().StringVar(&f.prefix, "key-prefix", jobs.DefaultPrefix, "prefix of imrecall's own Redis keys (job records, limiter)")
 }
 
@@ -54,43 +55,23 @@ func (c *conn) Close() {
 }
 
 // connect opens Redis for a command and checks that it answers: one server,
-// a Sentinel-managed master or a Cluster (see parseRedisURL for the forms).
+// a Sentinel-managed master or a Cluster (see redisurl.Parse for the forms).
 // imrecall's own client and asynq's connection point at the same Redis.
 func (f *redisFlags) connect(ctx context.Context) (*conn, error) {
-	target, err := parseRedisURL(f.url)
+	target, err := redisurl.Parse(f.url)
 	if err != nil {
 		return nil, badInput("--redis %v", err)
 	}
-	target.raisePool(f.minPool)
-	rdb := target.newClient()
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	ping := func(ctx context.Context, c *redis.Client) error { return c.Ping(ctx).Err() }
-	if cc, ok := rdb.(*redis.ClusterClient); ok {
-		// Every master must answer: a missing shard would fail later, on
-		// whichever job or queue key hashes to it.
-		err = cc.ForEachMaster(pctx, ping)
-	} else {
-		err = rdb.Ping(pctx).Err()
-	}
+	target.RaisePool(f.minPool)
+	rdb, err := redisurl.Open(ctx, target, 5*time.Second)
 	if err != nil {
-		_ = rdb.Close()
-		return nil, fmt.Errorf("connecting to %s: %w", target, err)
+		return nil, err
 	}
-	return &conn{rdb: rdb, asynq: target.asynq, store: jobs.NewStore(rdb, f.prefix), closer: []io.Closer{rdb}}, nil
+	return &conn{rdb: rdb, asynq: target.Asynq, store: jobs.NewStore(rdb, f.prefix), closer: []io.Closer{rdb}}, nil
 }
 
-// redactURL hides a password in a Redis URL.
-func redactURL(u string) string {
-	scheme, rest, ok := strings.Cut(u, "://")
-	if !ok {
-		return u
-	}
-	if at := strings.LastIndex(rest, "@"); at >= 0 {
-		return scheme + "://***@" + rest[at+1:]
-	}
-	return u
-}
+// redactURL hides a password in a Redis URL (redisurl.Redact).
+func redactURL(u string) string { return redisurl.Redact(u) }
 
 // auditFlags are who asks and why, recorded with every job.
 type auditFlags struct {

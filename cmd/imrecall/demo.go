@@ -127,18 +127,18 @@ func runDemo(ctx context.Context, cmd *cobra.Command, o demoOptions) error {
 		return err
 	}
 	h := worker.New(worker.TIM{C: client}, store, worker.Config{AppID: app, Logger: log})
-	mux := asynq.NewServeMux()
-	h.Register(mux)
 	enq := asynq.NewClient(asynq.RedisClientOpt{Addr: mr.Addr()})
 	defer enq.Close()
 	discover := producer.NewDiscoverHandler(client, store, enq, log)
-	discoveries := defaultDiscoveries(o.concurrency)
-	handleDiscovery(mux, discover, discoveries)
-	srv, err := startWorkerServers(asynq.RedisClientOpt{Addr: mr.Addr()}, o.concurrency, discoveries, tim.DefaultTimeout, log, asynq.ErrorLevel, mux, discover, nil)
+	srv, err := worker.NewServer(worker.ServerConfig{Redis: asynq.RedisClientOpt{Addr: mr.Addr()}, Handler: h,
+		Discovery: asynq.HandlerFunc(discover.Handle), DiscoveryErrors: asynq.ErrorHandlerFunc(discover.HandleError), Concurrency: o.concurrency, Logger: log, LogLevel: asynq.ErrorLevel})
+	if err == nil {
+		err = srv.Start()
+	}
 	if err != nil {
 		return fmt.Errorf("starting the worker: %w", err)
 	}
-	defer func() { h.Drain(); srv.Shutdown() }()
+	defer srv.Shutdown()
 
 	job, err := store.Create(ctx, jobs.Spec{
 		Kind: "purge:user", Queue: tasks.QueuePurge, AppID: app, RequestedBy: "demo@" + hostname(),
