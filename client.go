@@ -425,7 +425,10 @@ func (p *prepared) setScope(cov jobs.Coverage) {
 // Create plans req into a new job on behalf of opts.Actor. A job above the
 // confirmation threshold, or a purge by scan, needs opts.Confirmed (or
 // opts.Confirm's consent); without it Create returns *ConfirmationRequired
-// and changes nothing. Bad input is a *FieldError.
+// and changes nothing. Bad input is a *FieldError. Cancelling ctx while the
+// job is planned interrupts planning (what was planned is queued first, see
+// producer.NewJob); a caller whose job must outlive it (an HTTP request)
+// passes context.WithoutCancel.
 func (c *Client) Create(ctx context.Context, req Request, opts CreateOptions) (Created, error) {
 	var out Created
 	queue := opts.Queue
@@ -455,7 +458,7 @@ func (c *Client) Create(ctx context.Context, req Request, opts CreateOptions) (C
 	}
 	out.Plan = p.Plan
 	spec := jobs.Spec{Kind: req.Kind(), Queue: queue, AppID: c.cfg.AppID, RequestedBy: opts.Actor, Reason: opts.Reason, Params: params(req, p)}
-	job, b, err := producer.NewJob(context.WithoutCancel(ctx), c.store, c.cfg.Queue, spec, c.planFunc(p, &out))
+	job, b, err := producer.NewJob(ctx, c.store, c.cfg.Queue, spec, c.planFunc(p, &out))
 	if err != nil {
 		return out, err
 	}

@@ -124,7 +124,8 @@ func (s *Server) create(ctx context.Context, jr CreateJobRequest, principal stri
 		resp.DryRun = true
 		return resp, nil
 	}
-	c, err := s.client.Create(ctx, req, imrecall.CreateOptions{Actor: who, Reason: jr.Reason, Queue: jr.Queue, Confirmed: jr.Confirm})
+	// The job outlives a client that drops the request while it is planned.
+	c, err := s.client.Create(context.WithoutCancel(ctx), req, imrecall.CreateOptions{Actor: who, Reason: jr.Reason, Queue: jr.Queue, Confirmed: jr.Confirm})
 	if err != nil {
 		return CreateJobResponse{}, err
 	}
