@@ -52,6 +52,13 @@ type Config struct {
 	// PlannerLease is how long a planner's lease lasts without renewal
 	// (jobs.Store.SetLeaseTTL). Zero keeps the store's default.
 	PlannerLease time.Duration
+	// ApprovalAbove: a job of more messages (per its plan) is created held,
+	// status awaiting_approval, until an actor other than its requester
+	// approves it (Approve). Zero: no job waits for approval.
+	ApprovalAbove int
+	// ApprovalDelay is the cool-off after an approval in which the job can
+	// still be cancelled before it starts. Zero: it starts at once.
+	ApprovalDelay time.Duration
 	// Poll is how often Wait reads the job. Zero is 500 ms.
 	Poll time.Duration
 	// Logger; nil discards.
@@ -169,6 +176,9 @@ type CreateOptions struct {
 	// Queue: incident, purge or backfill; empty is the kind's default
 	// (purge for user purges and list files, incident otherwise).
 	Queue string
+	// Requester is the identity an approver must differ from (an API
+	// token's principal, "token:NAME"); empty is Actor.
+	Requester string
 	// Confirmed: the job goes ahead whatever its size.
 	Confirmed bool
 	// Confirm, if set and not Confirmed, is asked when a job needs
@@ -443,7 +453,8 @@ func (c *Client) Create(ctx context.Context, req Request, opts CreateOptions) (C
 	// A purge by scan is counted only when someone can be asked; a purge
 	// by index is counted to decide, unless confirmed (it then plans as
 	// senders are confirmed).
-	p, err := c.prepare(ctx, req, !opts.Confirmed, !opts.Confirmed && opts.Confirm != nil)
+	// With approval on, a purge by scan is counted too: the plan decides.
+	p, err := c.prepare(ctx, req, !opts.Confirmed || c.cfg.ApprovalAbove > 0, (!opts.Confirmed && opts.Confirm != nil) || c.cfg.ApprovalAbove > 0)
 	if err != nil {
 		return out, err
 	}
@@ -457,7 +468,8 @@ func (c *Client) Create(ctx context.Context, req Request, opts CreateOptions) (C
 		}
 	}
 	out.Plan = p.Plan
-	spec := jobs.Spec{Kind: req.Kind(), Queue: queue, AppID: c.cfg.AppID, RequestedBy: opts.Actor, Reason: opts.Reason, Params: params(req, p)}
+	spec := jobs.Spec{Kind: req.Kind(), Queue: queue, AppID: c.cfg.AppID, RequestedBy: opts.Actor, Reason: opts.Reason, Params: params(req, p),
+		Requester: opts.Requester, HoldForApproval: c.cfg.ApprovalAbove > 0 && p.Messages > int64(c.cfg.ApprovalAbove)}
 	job, b, err := producer.NewJob(ctx, c.store, c.cfg.Queue, spec, c.planFunc(p, &out))
 	if err != nil {
 		return out, err

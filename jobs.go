@@ -3,6 +3,7 @@ package imrecall
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/imrecall/imrecall/jobs"
@@ -150,3 +151,27 @@ func (c *Client) Requeue(ctx context.Context, id string, f DeadLetterFilter, act
 // Audit records an event in the audit log (a dry run, for one: it changes
 // nothing but is part of who asked for what).
 func (c *Client) Audit(ctx context.Context, e jobs.Event) error { return c.store.Audit(ctx, e) }
+
+// Approve approves a job held for approval (Config.ApprovalAbove) on behalf
+// of approver, who must not be its requester (*jobs.SelfApprovalError); a
+// job not awaiting approval is refused (*jobs.StatusError). After
+// Config.ApprovalDelay it starts (the workers' unparkers start it; with no
+// delay its parked tasks are queued at once).
+func (c *Client) Approve(ctx context.Context, id, approver, reason string) (jobs.Job, error) {
+	if _, err := c.Job(ctx, id); err != nil {
+		return jobs.Job{}, err
+	}
+	if strings.TrimSpace(approver) == "" {
+		return jobs.Job{}, fieldErr("actor", "", "required (who approves, for the audit record)")
+	}
+	j, err := c.store.Approve(ctx, id, approver, reason, c.cfg.ApprovalDelay)
+	if err != nil {
+		return j, err
+	}
+	if c.cfg.ApprovalDelay <= 0 {
+		if un := c.unpark(ctx, id); un.Err != nil {
+			c.cfg.Logger.WarnContext(ctx, "approved job: queueing its parked tasks (the workers will)", "job_id", id, "err", un.Err)
+		}
+	}
+	return c.Job(ctx, id)
+}

@@ -125,7 +125,7 @@ func (s *Server) create(ctx context.Context, jr CreateJobRequest, principal stri
 		return resp, nil
 	}
 	// The job outlives a client that drops the request while it is planned.
-	c, err := s.client.Create(context.WithoutCancel(ctx), req, imrecall.CreateOptions{Actor: who, Reason: jr.Reason, Queue: jr.Queue, Confirmed: jr.Confirm})
+	c, err := s.client.Create(context.WithoutCancel(ctx), req, imrecall.CreateOptions{Actor: who, Requester: principal, Reason: jr.Reason, Queue: jr.Queue, Confirmed: jr.Confirm})
 	if err != nil {
 		return CreateJobResponse{}, err
 	}
@@ -259,6 +259,24 @@ func (s *Server) pauseJob(pause bool) func(http.ResponseWriter, *http.Request, T
 		}
 		s.fail(w, r, err)
 	}
+}
+
+// approveJob approves a job held for approval: the approver is the
+// token's principal, refused (403) when it is the requester's.
+func (s *Server) approveJob(w http.ResponseWriter, r *http.Request, who Token) {
+	var req reasonRequest
+	id, err := jobID(r)
+	if err == nil {
+		err = optionalBody(w, r, &req)
+	}
+	if err == nil {
+		var j jobs.Job
+		if j, err = s.client.Approve(r.Context(), id, who.principal(), req.Reason); err == nil {
+			writeJSON(w, http.StatusOK, j)
+			return
+		}
+	}
+	s.fail(w, r, err)
 }
 
 func (s *Server) deadLetters(w http.ResponseWriter, r *http.Request, _ Token) {

@@ -147,6 +147,7 @@ func (s *Server) Routes() []Route {
 		{"GET", "/v1/jobs/{id}/certificate.sig", RoleRead, s.getCertificatePart("sig")},
 		{"GET", "/v1/jobs/{id}/certificate.rows.jsonl", RoleRead, s.getCertificatePart("rows")},
 		{"POST", "/v1/jobs/{id}/cancel", RoleAdmin, s.cancelJob},
+		{"POST", "/v1/jobs/{id}/approve", RoleAdmin, s.approveJob},
 		{"POST", "/v1/jobs/{id}/pause", RoleAdmin, s.pauseJob(true)},
 		{"POST", "/v1/jobs/{id}/resume", RoleAdmin, s.pauseJob(false)},
 		{"GET", "/v1/jobs/{id}/dead-letters", RoleRead, s.deadLetters},
@@ -356,7 +357,10 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var tl errTooLarge
 	var se *jobs.StatusError
 	var fe *imrecall.FieldError
+	var sa *jobs.SelfApprovalError
 	switch {
+	case errors.As(err, &sa):
+		writeError(w, http.StatusForbidden, sa.Error())
 	case errors.As(err, &fe):
 		writeError(w, http.StatusBadRequest, fe.Error())
 	case errors.As(err, &se):
