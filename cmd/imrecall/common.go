@@ -73,6 +73,28 @@ func (f *redisFlags) connect(ctx context.Context) (*conn, error) {
 // redactURL hides a password in a Redis URL (redisurl.Redact).
 func redactURL(u string) string { return redisurl.Redact(u) }
 
+// approvalFlags hold big jobs for a second person's approval; serve and
+// the CLI's recall and purge read the same flags (and IMRECALL_APPROVAL_*).
+type approvalFlags struct {
+	above int
+	delay time.Duration
+}
+
+func (f *approvalFlags) register(cmd *cobra.Command) {
+	cmd.Flags().IntVar(&f.above, "approval-above", 0, "a job of more messages waits in awaiting_approval until someone other than its requester approves it (imrecall jobs approve); 0: never")
+	cmd.Flags().DurationVar(&f.delay, "approval-delay", 0, "cool-off after an approval in which the job can still be cancelled before it starts")
+}
+
+func (f *approvalFlags) validate() error {
+	if f.above < 0 {
+		return badInput("--approval-above (IMRECALL_APPROVAL_ABOVE) %d: must not be negative", f.above)
+	}
+	if f.delay < 0 {
+		return badInput("--approval-delay (IMRECALL_APPROVAL_DELAY) %s: must not be negative", f.delay)
+	}
+	return nil
+}
+
 // auditFlags are who asks and why, recorded with every job.
 type auditFlags struct {
 	actor  string
@@ -202,7 +224,10 @@ func (e flagError) Unwrap() error { return e.fe }
 func cliError(err error) error {
 	var fe *imrecall.FieldError
 	var se *jobs.StatusError
+	var sa *jobs.SelfApprovalError
 	switch {
+	case errors.As(err, &sa):
+		return usageError{err}
 	case errors.As(err, &fe):
 		return usageError{flagError{fe}}
 	case errors.As(err, &se), errors.Is(err, jobs.ErrNotFound):

@@ -19,7 +19,7 @@ func newJobsCmd() *cobra.Command {
 		Short: "List, inspect, wait for, pause, resume and cancel jobs",
 	}
 	cmd.AddCommand(newJobsListCmd(), newJobsShowCmd(), newJobsWaitCmd(), newJobsReportCmd(),
-		newJobsCancelCmd(), newJobsPauseCmd(true), newJobsPauseCmd(false), newJobsAuditCmd())
+		newJobsCancelCmd(), newJobsApproveCmd(), newJobsPauseCmd(true), newJobsPauseCmd(false), newJobsAuditCmd())
 	return cmd
 }
 
@@ -185,6 +185,33 @@ func newJobsCancelCmd() *cobra.Command {
 			fmt.Fprintf(cmd.OutOrStdout(), "job %s: %s\n", id, st)
 			return reportUnparked(cmd, id, un)
 		}, audit.register)
+}
+
+func newJobsApproveCmd() *cobra.Command {
+	var audit auditFlags
+	var approval approvalFlags
+	return jobCmd("approve ID", "Approve a job held for approval (--approval-above): the approver (--actor) must not be its requester",
+		`  imrecall jobs approve 20261122T230512Z-9f3a1c2b --actor dpo@example.com --reason "checked the scope"`,
+		func(cmd *cobra.Command, c *conn, _ *imrecall.Client, id string) error {
+			if err := approval.validate(); err != nil {
+				return err
+			}
+			q := asynq.NewClient(c.asynq)
+			defer q.Close()
+			client, err := imrecall.New(imrecall.Config{Redis: c.rdb, Prefix: c.store.Prefix(), Queue: q, ApprovalDelay: approval.delay})
+			if err != nil {
+				return err
+			}
+			j, err := client.Approve(cmd.Context(), id, audit.actor, audit.reason)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "job %s: %s (approved by %s)\n", id, j.Status, j.ApprovedBy)
+			return nil
+		}, func(cmd *cobra.Command) {
+			audit.register(cmd)
+			approval.register(cmd)
+		})
 }
 
 func newJobsPauseCmd(pause bool) *cobra.Command {

@@ -34,6 +34,7 @@ type recallFlags struct {
 	plannerLease time.Duration
 	// discovery is how many histories a purge's dry run reads at once.
 	discovery int
+	approval  approvalFlags
 }
 
 func (f *recallFlags) register(cmd *cobra.Command, defaultQueue string) {
@@ -48,6 +49,7 @@ func (f *recallFlags) register(cmd *cobra.Command, defaultQueue string) {
 	fl.BoolVar(&f.wait, "wait", false, "wait until the job ends, showing progress, and exit with the job's code")
 	fl.BoolVar(&f.asJSON, "json", false, "print JSON for scripts")
 	plannerLeaseFlag(cmd, &f.plannerLease)
+	f.approval.register(cmd)
 }
 
 func (f *recallFlags) validate() error {
@@ -59,6 +61,9 @@ func (f *recallFlags) validate() error {
 	}
 	if strings.TrimSpace(f.audit.actor) == "" {
 		return badInput("--actor: required (who asks, for the audit record)")
+	}
+	if err := f.approval.validate(); err != nil {
+		return err
 	}
 	if f.plannerLease <= 0 {
 		return badInput("--planner-lease (IMRECALL_PLANNER_LEASE) %s: must be positive", f.plannerLease)
@@ -173,7 +178,8 @@ func (f *recallFlags) client(cmd *cobra.Command, c *conn, im producer.IM) (*imre
 		confirmAbove = -1 // every job asks
 	}
 	cfg := imrecall.Config{Redis: c.rdb, Prefix: f.redis.prefix, Queue: testHookEnqueuer(cmd, q), AppID: f.appID,
-		Index: msgindex.New(c.rdb, f.redis.prefix, 0), ConfirmAbove: confirmAbove, PlannerLease: f.plannerLease, DiscoveryConcurrency: f.discovery}
+		Index: msgindex.New(c.rdb, f.redis.prefix, 0), ConfirmAbove: confirmAbove, PlannerLease: f.plannerLease, DiscoveryConcurrency: f.discovery,
+		ApprovalAbove: f.approval.above, ApprovalDelay: f.approval.delay}
 	if im != nil {
 		cfg.IM = im
 	}
@@ -233,6 +239,10 @@ func runJob(cmd *cobra.Command, f *recallFlags, open func(c *conn) (producer.IM,
 		notePlan(cmd, created.Plan)
 	}
 	job := created.Job
+	if job.HeldForApproval {
+		fmt.Fprintf(cmd.ErrOrStderr(), "job %s: more than %d messages: it waits for approval by someone other than %s (imrecall jobs approve %s)\n",
+			job.ID, f.approval.above, f.audit.actor, job.ID)
+	}
 	if created.Plan.Source == imrecall.SourceScan {
 		fmt.Fprintf(cmd.ErrOrStderr(), "job %s: %d scans queued for the workers\n", job.ID, created.Plan.Scans)
 	}
