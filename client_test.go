@@ -5,30 +5,22 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/alicebob/miniredis/v2"
-	"github.com/hibiken/asynq"
 	"github.com/imrecall/imrecall"
-	"github.com/imrecall/imrecall/emulator"
-	"github.com/imrecall/imrecall/internal/imtest"
+	"github.com/imrecall/imrecall/imrecalltest"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/producer"
-	"github.com/redis/go-redis/v9"
 )
 
-// newClient is a Client on miniredis with the emulator as the IM API.
-func newClient(t *testing.T, confirmAbove int) (*imrecall.Client, *imtest.Env, *miniredis.Miniredis) {
+// newClient is a Client on miniredis with the emulator as the IM API (no
+// worker: the jobs stay queued).
+func newClient(t *testing.T, confirmAbove int) (*imrecall.Client, *imrecalltest.Env) {
 	t.Helper()
-	mr := miniredis.RunT(t)
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-	t.Cleanup(func() { _ = rdb.Close() })
-	q := asynq.NewClient(asynq.RedisClientOpt{Addr: mr.Addr()})
-	t.Cleanup(func() { _ = q.Close() })
-	env := imtest.Start(t, emulator.Config{})
-	c, err := imrecall.New(imrecall.Config{Redis: rdb, Queue: q, AppID: imtest.AppID, IM: env.Client, ConfirmAbove: confirmAbove})
+	env := imrecalltest.Start(t, imrecalltest.Options{NoWorker: true})
+	c, err := imrecall.New(imrecall.Config{Redis: env.Redis, Queue: env.Queue, AppID: imrecalltest.AppID, IM: env.Client, ConfirmAbove: confirmAbove})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c, env, mr
+	return c, env
 }
 
 func TestValidateNamesTheField(t *testing.T) {
@@ -72,7 +64,8 @@ func TestValidateNamesTheField(t *testing.T) {
 // someone to ask needs confirmation whatever its size.
 func TestCreateAsksForConfirmation(t *testing.T) {
 	t.Parallel()
-	c, env, mr := newClient(t, 2)
+	c, env := newClient(t, 2)
+	mr := env.Miniredis
 	ctx := t.Context()
 	req := imrecall.GroupRecall{GroupID: "@TGS#1", Seqs: []int64{1, 2, 3, 3}}
 	_, err := c.Create(ctx, req, imrecall.CreateOptions{Actor: "alice", Reason: "test"})
@@ -94,9 +87,9 @@ func TestCreateAsksForConfirmation(t *testing.T) {
 		t.Fatalf("Job = %+v, %v", j, err)
 	}
 
-	env.Accounts(t, "spammer", "bob")
-	g := env.Group(t, "Public", "@TGS#spam", "spammer", "bob")
-	env.SendGroup(t, g, "", 1, "spammer")
+	env.IM.Accounts(t, "spammer", "bob")
+	g := env.IM.Group(t, "Public", "@TGS#spam", "spammer", "bob")
+	env.IM.SendGroup(t, g, "", 1, "spammer")
 	purge := imrecall.GroupPurge{Groups: []string{g}, Senders: []string{"spammer"}}
 	if _, err := c.Create(ctx, purge, imrecall.CreateOptions{Actor: "alice"}); !errors.As(err, &need) || need.Messages != -1 {
 		t.Fatalf("unconfirmed purge by scan = %v, want Messages -1", err)
