@@ -34,19 +34,27 @@ const (
 // FieldError is a bad field of a request. Field is the request's JSON name
 // ("user", "groups", "messages[3]", "seqs"); a CLI maps it to its flag, an
 // HTTP API returns it as is. Value is the bad value when there is one to
-// show; Err, if set, is the underlying error (errors.As reaches it).
+// show; Other, when set, is the field it conflicts with and OtherValue
+// that field's value (the message reads "Field: Reason Other OtherValue").
+// Err, if set, is the underlying error (errors.As reaches it).
 type FieldError struct {
-	Field  string
-	Value  string
-	Reason string
-	Err    error
+	Field      string
+	Value      string
+	Reason     string
+	Other      string
+	OtherValue string
+	Err        error
 }
 
 func (e *FieldError) Error() string {
-	if e.Value != "" {
-		return fmt.Sprintf("%s %q: %s", e.Field, e.Value, e.Reason)
+	reason := e.Reason
+	if e.Other != "" {
+		reason += " " + e.Other + " " + e.OtherValue
 	}
-	return e.Field + ": " + e.Reason
+	if e.Value != "" {
+		return fmt.Sprintf("%s %q: %s", e.Field, e.Value, reason)
+	}
+	return e.Field + ": " + reason
 }
 
 func (e *FieldError) Unwrap() error { return e.Err }
@@ -60,7 +68,7 @@ func fieldErr(field, value, format string, args ...any) *FieldError {
 func asFieldError(err error) error {
 	var pe *producer.FieldError
 	if errors.As(err, &pe) {
-		return &FieldError{Field: pe.Field, Reason: pe.Msg, Err: err}
+		return &FieldError{Field: pe.Field, Reason: pe.Msg, Other: pe.Other, OtherValue: pe.OtherValue, Err: err}
 	}
 	return err
 }

@@ -399,7 +399,7 @@ func TestBadRequestsNameTheFieldAndChangeNothing(t *testing.T) {
 		{`{"kind":"purge_user","reason":"x"}`, 400, "user: required"},
 		{`{"kind":"purge_user","reason":"x","user":"u","since":"yesterday"}`, 400, `since: "yesterday"`},
 		{`{"kind":"purge_user","reason":"x","user":"u","source":"cache"}`, 400, `source "cache"`},
-		{`{"kind":"purge_group","reason":"x","groups":["g"],"seq_from":9,"seq_to":3}`, 400, "seq_from: 9 is after the last seq 3"},
+		{`{"kind":"purge_group","reason":"x","groups":["g"],"seq_from":9,"seq_to":3}`, 400, "seq_from: 9 is after seq_to 3"},
 		{`{"kind":"recall","reason":"x"} {"again":1}`, 400, "data after"},
 		{`{"kind":"recall",`, 400, "request body"},
 		{``, 400, "empty"},

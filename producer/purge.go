@@ -115,7 +115,7 @@ func (p GroupPurge) Validate() error {
 		return &FieldError{Field: "seq_from", Msg: fmt.Sprintf("seq range %d..%d must not be negative", p.SeqFrom, p.SeqTo)}
 	}
 	if p.SeqTo > 0 && p.SeqFrom > p.SeqTo {
-		return &FieldError{Field: "seq_from", Msg: fmt.Sprintf("%d is after the last seq %d", p.SeqFrom, p.SeqTo)}
+		return &FieldError{Field: "seq_from", Msg: fmt.Sprintf("%d is after", p.SeqFrom), Other: "seq_to", OtherValue: fmt.Sprint(p.SeqTo)}
 	}
 	if (p.SeqFrom > 0 || p.SeqTo > 0) && (!p.Since.IsZero() || !p.Until.IsZero()) {
 		return &FieldError{Field: "seq_from", Msg: "give a time range (since/until) or a seq range (seq_from/seq_to), not both"}

@@ -81,17 +81,26 @@ type JobRequest struct {
 }
 
 // FieldError is a bad field of a request; Field is the request's JSON name
-// (e.g. "request.api_base", "groups", "messages[3]").
+// (e.g. "request.api_base", "groups", "messages[3]"). Other, when set, is
+// the field it conflicts with, and OtherValue that field's value: the
+// message reads Field: Msg Other OtherValue ("until: 2026-11-01T00:00:00Z
+// is before since 2026-11-02T00:00:00Z").
 type FieldError struct {
-	Field string
-	Msg   string
+	Field      string
+	Msg        string
+	Other      string
+	OtherValue string
 }
 
 func (e *FieldError) Error() string {
-	if e.Field == "" {
-		return e.Msg
+	msg := e.Msg
+	if e.Other != "" {
+		msg += " " + e.Other + " " + e.OtherValue
 	}
-	return e.Field + ": " + e.Msg
+	if e.Field == "" {
+		return msg
+	}
+	return e.Field + ": " + msg
 }
 
 // ConnectionSettings are the names a request may carry only to redirect a

@@ -205,15 +205,21 @@ type flagError struct{ fe *imrecall.FieldError }
 
 func (e flagError) Error() string {
 	flag, ok := flagOf[e.fe.Field]
-	switch {
-	case !ok:
+	other, otherOK := flagOf[e.fe.Other]
+	if !ok || e.fe.Other != "" && !otherOK {
 		return e.fe.Error()
-	case flag == "":
-		return e.fe.Reason
-	case e.fe.Value != "":
-		return fmt.Sprintf("%s %q: %s", flag, e.fe.Value, e.fe.Reason)
 	}
-	return flag + ": " + e.fe.Reason
+	reason := e.fe.Reason
+	if e.fe.Other != "" {
+		reason += " " + other + " " + e.fe.OtherValue
+	}
+	switch {
+	case flag == "":
+		return reason
+	case e.fe.Value != "":
+		return fmt.Sprintf("%s %q: %s", flag, e.fe.Value, reason)
+	}
+	return flag + ": " + reason
 }
 
 func (e flagError) Unwrap() error { return e.fe }
