@@ -46,15 +46,14 @@ type FieldError struct {
 	Err        error
 }
 
+// Error reads "Field: Reason", "Field \"Value\": Reason", with "Other
+// OtherValue" after the reason when set (worded as producer.FieldError).
 func (e *FieldError) Error() string {
-	reason := e.Reason
-	if e.Other != "" {
-		reason += " " + e.Other + " " + e.OtherValue
-	}
+	field := e.Field
 	if e.Value != "" {
-		return fmt.Sprintf("%s %q: %s", e.Field, e.Value, reason)
+		field = fmt.Sprintf("%s %q", e.Field, e.Value)
 	}
-	return e.Field + ": " + reason
+	return (&producer.FieldError{Field: field, Msg: e.Reason, Other: e.Other, OtherValue: e.OtherValue}).Error()
 }
 
 func (e *FieldError) Unwrap() error { return e.Err }
