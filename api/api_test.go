@@ -19,6 +19,7 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/hibiken/asynq"
+	"github.com/imrecall/imrecall"
 	"github.com/imrecall/imrecall/emulator"
 	"github.com/imrecall/imrecall/internal/imtest"
 	"github.com/imrecall/imrecall/jobs"
@@ -52,6 +53,12 @@ type bundle struct {
 
 func setup(t *testing.T, mod func(*Config)) *bundle {
 	t.Helper()
+	return setupClient(t, nil, mod)
+}
+
+// setupClient is setup with the Client's config changed by cmod first.
+func setupClient(t *testing.T, cmod func(*imrecall.Config), mod func(*Config)) *bundle {
+	t.Helper()
 	mr := miniredis.RunT(t)
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	t.Cleanup(func() { _ = rdb.Close() })
@@ -63,9 +70,17 @@ func setup(t *testing.T, mod func(*Config)) *bundle {
 	t.Cleanup(func() { _ = b.inspector.Close() })
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(NewJobCollector(b.store))
+	ccfg := imrecall.Config{Redis: rdb, Queue: enq, AppID: imtest.AppID, IM: env.Client, Index: b.index, ConfirmAbove: 5}
+	if cmod != nil {
+		cmod(&ccfg)
+	}
+	client, err := imrecall.New(ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfg := Config{
-		Store: b.store, Schedules: producer.NewSchedules(rdb, ""), Queue: enq, IM: env.Client, Index: b.index,
-		AppID: imtest.AppID, ConfirmAbove: 5,
+		Client: client, Store: b.store, Schedules: producer.NewSchedules(rdb, ""), IM: env.Client, Index: b.index,
+		AppID:   imtest.AppID,
 		Tokens:  []Token{{Name: "ops", Role: RoleAdmin, Secret: adminSecret}, {Name: "auditor", Role: RoleRead, Secret: readSecret}},
 		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 		Ready:   func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
@@ -384,7 +399,7 @@ func TestBadRequestsNameTheFieldAndChangeNothing(t *testing.T) {
 		{`{"kind":"purge_user","reason":"x"}`, 400, "user: required"},
 		{`{"kind":"purge_user","reason":"x","user":"u","since":"yesterday"}`, 400, `since: "yesterday"`},
 		{`{"kind":"purge_user","reason":"x","user":"u","source":"cache"}`, 400, `source "cache"`},
-		{`{"kind":"purge_group","reason":"x","groups":["g"],"seq_from":9,"seq_to":3}`, 400, "seq_from 9 is after seq_to 3"},
+		{`{"kind":"purge_group","reason":"x","groups":["g"],"seq_from":9,"seq_to":3}`, 400, "seq_from: 9 is after seq_to 3"},
 		{`{"kind":"recall","reason":"x"} {"again":1}`, 400, "data after"},
 		{`{"kind":"recall",`, 400, "request body"},
 		{``, 400, "empty"},

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/imrecall/imrecall"
 	"github.com/imrecall/imrecall/producer"
 )
 
@@ -35,8 +36,9 @@ func FuzzDecodeJobRequest(f *testing.F) {
 				t.Fatalf("accepted %+v", msg)
 			}
 		}
-		s := &Server{now: fixedNow}
-		_, _ = s.window(req)
+		if _, err := imrecall.RequestOf(req); err != nil && err.Error() == "" {
+			t.Fatal("an empty error")
+		}
 		_, _ = ParseTokens(strings.NewReader(req.Reason), "fuzz")
 	})
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/imrecall/imrecall"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/producer"
 	"github.com/imrecall/imrecall/tasks"
@@ -37,7 +38,7 @@ func (g *gatedEnqueuer) EnqueueContext(ctx context.Context, t *asynq.Task, opts 
 // does not interrupt planning: the job is planned and queued in full.
 func TestCreateJobOutlivesTheClient(t *testing.T) {
 	gate := &gatedEnqueuer{reached: make(chan struct{}), release: make(chan struct{})}
-	b := setup(t, func(c *Config) { gate.q = c.Queue; c.Queue = gate })
+	b := setupClient(t, func(c *imrecall.Config) { gate.q = c.Queue; c.Queue = gate }, nil)
 	var msgs []MessageRef
 	for s := int64(1); s <= 95; s++ {
 		msgs = append(msgs, MessageRef{GroupID: "@TGS#1", MsgSeq: s})

@@ -12,10 +12,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/imrecall/imrecall"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/msgindex"
 	"github.com/imrecall/imrecall/producer"
-	"github.com/imrecall/imrecall/tasks"
 )
 
 // Job kinds a request can ask for (see producer.JobRequest).
@@ -63,21 +63,6 @@ type CreateJobResponse struct {
 	Warnings []string       `json:"warnings,omitempty"`
 }
 
-// purgeScope is what a purge covers, for the job's coverage.
-type purgeScope struct {
-	subject string
-	window  producer.Window
-	peers   []string
-	// user is a user purge's spec: the callback index may know groups the
-	// scan does not list (groups the user left); they are added to it.
-	user *producer.UserPurge
-}
-
-// withScope sets the response's scope and warnings from cov.
-func (r *CreateJobResponse) withScope(cov jobs.Coverage) {
-	r.Scope, r.Warnings = &cov, producer.Warnings(cov.Gaps)
-}
-
 // confirmationRequired answers 409 with the size of the job.
 type confirmationRequired struct {
 	Error    string `json:"error"`
@@ -103,345 +88,61 @@ func (s *Server) createJob(w http.ResponseWriter, r *http.Request, who Token) {
 		s.fail(w, r, err)
 		return
 	}
-	resp, status, err := s.create(r.Context(), req, who.principal())
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	if status == http.StatusConflict {
-		msg := fmt.Sprintf("confirmation required: %d messages would be recalled, and recalled messages cannot be restored; repeat with \"confirm\": true", resp.Messages)
-		if resp.Messages < 0 {
+	resp, err := s.create(r.Context(), req, who.principal())
+	var need *imrecall.ConfirmationRequired
+	switch {
+	case errors.As(err, &need):
+		msg := fmt.Sprintf("confirmation required: %d messages would be recalled, and recalled messages cannot be restored; repeat with \"confirm\": true", need.Messages)
+		if need.Messages < 0 {
 			msg = "confirmation required: a purge by history scan learns its size only as it scans (send \"dry_run\": true to see it); repeat with \"confirm\": true"
 		}
-		writeJSON(w, status, confirmationRequired{Error: msg, Messages: resp.Messages})
-		return
-	}
-	writeJSON(w, status, resp)
-}
-
-func queueOf(req CreateJobRequest, def string) (string, error) {
-	if req.Queue == "" {
-		return def, nil
-	}
-	if err := tasks.ValidQueue(req.Queue); err != nil {
-		return "", badf("queue: %v", err)
-	}
-	return req.Queue, nil
-}
-
-// create plans the job a request asks for, on behalf of principal: the one
-// path behind POST /v1/jobs and every schedule's firing. Its status is 200
-// (dry run), 201 (created) or 409 (confirmation required).
-func (s *Server) create(ctx context.Context, req CreateJobRequest, who string) (CreateJobResponse, int, error) {
-	if strings.TrimSpace(req.Reason) == "" {
-		return CreateJobResponse{}, 0, badf("reason: required (why, for the audit record)")
-	}
-	switch req.Kind {
-	case KindRecall:
-		return s.createRecall(ctx, req, who)
-	case KindPurgeUser:
-		return s.createUserPurge(ctx, req, who)
-	case KindPurgeGroup:
-		return s.createGroupPurge(ctx, req, who)
-	}
-	return CreateJobResponse{}, 0, badf("kind %q: want %s, %s or %s", req.Kind, KindRecall, KindPurgeUser, KindPurgeGroup)
-}
-
-// spec is the job record of a request.
-func (s *Server) spec(req CreateJobRequest, who string, kind, queue string) jobs.Spec {
-	params := req
-	params.Messages = nil // the record keeps the count, not the list
-	raw, _ := json.Marshal(struct {
-		CreateJobRequest
-		MessageCount int `json:"message_count,omitempty"`
-	}{params, len(req.Messages)})
-	return jobs.Spec{Kind: kind, Queue: queue, AppID: s.cfg.AppID, RequestedBy: actor(who, req.Actor), Reason: req.Reason, Params: raw}
-}
-
-// auditDryRun records that someone looked: a dry run changes nothing but is
-// part of who asked for what.
-func (s *Server) auditDryRun(ctx context.Context, req CreateJobRequest, who string, messages int64) {
-	_ = s.cfg.Store.Audit(ctx, jobs.Event{Actor: actor(who, req.Actor), Action: "dry_run",
-		Detail: fmt.Sprintf("%s: %d messages; %s", req.Kind, messages, req.Reason)})
-}
-
-func (s *Server) createRecall(ctx context.Context, req CreateJobRequest, who string) (CreateJobResponse, int, error) {
-	queue, err := queueOf(req, tasks.QueueIncident)
-	if err != nil {
-		return CreateJobResponse{}, 0, err
-	}
-	if len(req.Messages) == 0 {
-		return CreateJobResponse{}, 0, badf("messages: at least one required for kind %s", KindRecall)
-	}
-	msgs := make([]producer.Message, len(req.Messages))
-	for i, m := range req.Messages {
-		msgs[i] = producer.Message{GroupID: m.GroupID, TopicID: m.TopicID, MsgSeq: m.MsgSeq, From: m.From, To: m.To, MsgKey: m.MsgKey}
-		if err := msgs[i].Validate(); err != nil {
-			return CreateJobResponse{}, 0, badf("messages[%d]: %v", i, err)
-		}
-	}
-	resp := CreateJobResponse{DryRun: req.DryRun, Messages: int64(len(msgs))}
-	if req.DryRun {
-		s.auditDryRun(ctx, req, who, resp.Messages)
-		return resp, http.StatusOK, nil
-	}
-	if len(msgs) > s.cfg.ConfirmAbove && !req.Confirm {
-		return resp, http.StatusConflict, nil
-	}
-	job, b, err := producer.NewJob(context.WithoutCancel(ctx), s.cfg.Store, s.cfg.Queue, s.spec(req, who, "recall:api", queue),
-		func(ctx context.Context, _ jobs.Job, _ producer.Enqueuer, b *producer.Batcher) error {
-			for _, m := range msgs {
-				if err := b.AddMessage(ctx, m); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-	return s.created(ctx, resp, job, b, err)
-}
-
-func (s *Server) created(ctx context.Context, resp CreateJobResponse, job jobs.Job, b *producer.Batcher, err error) (CreateJobResponse, int, error) {
-	if err != nil {
-		return resp, 0, err
-	}
-	if j, gerr := s.cfg.Store.Get(ctx, job.ID); gerr == nil {
-		job = j
-	}
-	resp.Job = &job
-	if b != nil {
-		resp.Planned, resp.Duplicates, resp.Tasks = b.Planned, b.Seen-b.Planned, b.Tasks
-	}
-	return resp, http.StatusCreated, nil
-}
-
-func (s *Server) window(req CreateJobRequest) (producer.Window, error) {
-	now := s.now()
-	var w producer.Window
-	var err error
-	if w.Since, err = producer.ParseTime(req.Since, now); err != nil {
-		return w, badf("since: %v", err)
-	}
-	if w.Until, err = producer.ParseTime(req.Until, now); err != nil {
-		return w, badf("until: %v", err)
-	}
-	if err := w.Validate(); err != nil {
-		return w, badf("%v", err)
-	}
-	return w, nil
-}
-
-func (s *Server) createUserPurge(ctx context.Context, req CreateJobRequest, who string) (CreateJobResponse, int, error) {
-	queue, err := queueOf(req, tasks.QueuePurge)
-	if err != nil {
-		return CreateJobResponse{}, 0, err
-	}
-	w, err := s.window(req)
-	if err != nil {
-		return CreateJobResponse{}, 0, err
-	}
-	spec := producer.UserPurge{User: req.User, Peers: req.Peers, Window: w, Concurrency: s.cfg.DiscoveryConcurrency}
-	if err := spec.Validate(); err != nil {
-		return CreateJobResponse{}, 0, badf("%s", apiField(err))
-	}
-	source := req.Source
-	if source == "" {
-		source = SourceAuto
-	}
-	resp := CreateJobResponse{DryRun: req.DryRun}
-	switch source {
-	case SourceAuto, SourceIndex:
-		if s.cfg.Index == nil {
-			if source == SourceIndex {
-				return resp, 0, badf("source index: this server keeps no callback index (start serve with --index)")
-			}
-			source = SourceScan
-			break
-		}
-		cov, err := s.cfg.Index.Coverage(ctx, s.cfg.AppID)
-		if err != nil {
-			return resp, 0, err
-		}
-		resp.Coverage = &cov
-		if source == SourceAuto {
-			source = SourceScan
-			if cov.Covers(w.Since, s.now()) {
-				source = SourceIndex
-			}
-		}
-	case SourceScan:
+		writeJSON(w, http.StatusConflict, confirmationRequired{Error: msg, Messages: need.Messages})
+	case err != nil:
+		s.fail(w, r, err)
+	case resp.DryRun:
+		writeJSON(w, http.StatusOK, resp)
 	default:
-		return resp, 0, badf("source %q: want %s, %s or %s", req.Source, SourceAuto, SourceIndex, SourceScan)
+		writeJSON(w, http.StatusCreated, resp)
 	}
-	resp.Source = source
-	if source == SourceIndex {
-		return s.purgeByIndex(ctx, req, who, queue, resp, w)
-	}
-	if s.cfg.IM == nil {
-		return resp, 0, badf("source scan: this server has no IM credentials")
-	}
-	scope := purgeScope{subject: req.User, window: w, peers: req.Peers, user: &spec}
-	return s.purgeByScan(ctx, req, who, "purge:user", queue, resp, scope, func() ([]producer.Scan, *producer.Report, error) {
-		return producer.UserScans(ctx, s.cfg.IM, spec)
-	})
 }
 
-func (s *Server) purgeByIndex(ctx context.Context, req CreateJobRequest, who string, queue string, resp CreateJobResponse, w producer.Window) (CreateJobResponse, int, error) {
-	if s.cfg.IM == nil {
-		return resp, 0, badf("source index: this server has no IM credentials to confirm the senders of indexed messages")
-	}
-	rep := &producer.Report{}
-	if resp.Coverage != nil {
-		if why := resp.Coverage.Why(w.Since, s.now()); why != "" {
-			rep.AddGap(jobs.Gap{Kind: jobs.GapIndex, What: "the callback index does not cover the whole range: " + why})
-		}
-	}
-	producer.RoamingGap(rep, w, s.now())
-	cov := producer.Coverage(req.User, w, nil, []string{producer.SourceNameIndex}, rep)
-	resp.withScope(cov)
-	// The index holds what callbacks claimed; Sign does not cover their
-	// bodies. Only what the history shows the user sent is recalled.
-	if req.Confirm && !req.DryRun {
-		// Confirmed up front: plan as senders are confirmed, so that
-		// recalls start while later history pages are read.
-		var counts msgindex.Counts
-		job, b, err := producer.NewJob(context.WithoutCancel(ctx), s.cfg.Store, s.cfg.Queue, s.spec(req, who, "purge:user", queue),
-			func(ctx context.Context, job jobs.Job, _ producer.Enqueuer, b *producer.Batcher) error {
-				if err := s.cfg.Store.SaveCoverage(ctx, job.ID, cov); err != nil {
-					return err
-				}
-				check := producer.NewSenderCheck(s.cfg.IM, req.User, b)
-				var err error
-				if counts, err = s.cfg.Index.Plan(ctx, s.cfg.AppID, req.User, w.Since, w.Until, check); err != nil {
-					return err
-				}
-				if err := check.Flush(ctx); err != nil {
-					return err
-				}
-				resp.SenderUnconfirmed = int64(check.Refused)
-				return s.cfg.Store.AddRefused(ctx, job.ID, jobs.RefusedSenderUnconfirmed, int64(check.Refused))
-			})
-		resp.Index = &counts
-		if b != nil {
-			resp.Messages = b.Seen
-		}
-		return s.created(ctx, resp, job, b, err)
-	}
-	tally := &producer.Tally{}
-	check := producer.NewSenderCheck(s.cfg.IM, req.User, tally)
-	counts, err := s.cfg.Index.Plan(ctx, s.cfg.AppID, req.User, w.Since, w.Until, check)
-	if err == nil {
-		err = check.Flush(ctx)
-	}
+// create runs a request through the Client on behalf of principal: a dry
+// run (Plan) or a job (Create), whose confirmation the Client decides.
+func (s *Server) create(ctx context.Context, jr CreateJobRequest, principal string) (CreateJobResponse, error) {
+	req, err := imrecall.RequestOf(jr)
 	if err != nil {
-		return resp, 0, err
+		return CreateJobResponse{}, err
 	}
-	resp.Index, resp.Messages, resp.SenderUnconfirmed = &counts, int64(tally.Count()), int64(check.Refused)
-	if req.DryRun {
-		s.auditDryRun(ctx, req, who, resp.Messages)
-		return resp, http.StatusOK, nil
-	}
-	if resp.Messages > int64(s.cfg.ConfirmAbove) && !req.Confirm {
-		return resp, http.StatusConflict, nil
-	}
-	job, b, err := producer.NewJob(context.WithoutCancel(ctx), s.cfg.Store, s.cfg.Queue, s.spec(req, who, "purge:user", queue),
-		func(ctx context.Context, job jobs.Job, _ producer.Enqueuer, b *producer.Batcher) error {
-			if err := s.cfg.Store.SaveCoverage(ctx, job.ID, cov); err != nil {
-				return err
-			}
-			if err := check.Replay(ctx, b); err != nil {
-				return err
-			}
-			return s.cfg.Store.AddRefused(ctx, job.ID, jobs.RefusedSenderUnconfirmed, int64(check.Refused))
-		})
-	return s.created(ctx, resp, job, b, err)
-}
-
-func (s *Server) purgeByScan(ctx context.Context, req CreateJobRequest, who string, kind, queue string, resp CreateJobResponse, scope purgeScope, list func() ([]producer.Scan, *producer.Report, error)) (CreateJobResponse, int, error) {
-	scans, rep, err := list()
-	if err != nil {
-		if strings.HasPrefix(err.Error(), "--") {
-			return resp, 0, badf("%s", apiField(err))
-		}
-		return resp, 0, err
-	}
-	if scope.user != nil && s.cfg.Index != nil {
-		// Groups the user left are not listed; the index may know them.
-		indexed := map[string]bool{}
-		err := s.cfg.Index.Lookup(ctx, s.cfg.AppID, scope.subject, scope.window.Since, scope.window.Until, func(e msgindex.Entry) error {
-			if e.IsGroup() {
-				indexed[e.GroupID] = true
-			}
-			return nil
-		})
+	who := actor(principal, jr.Actor)
+	if jr.DryRun {
+		p, err := s.client.Plan(ctx, req)
 		if err != nil {
-			return resp, 0, err
+			return CreateJobResponse{}, err
 		}
-		if scans, err = producer.AddIndexedGroups(ctx, s.cfg.IM, *scope.user, scans, rep, indexed); err != nil {
-			return resp, 0, err
-		}
+		_ = s.client.Audit(ctx, jobs.Event{Actor: who, Action: "dry_run", Detail: fmt.Sprintf("%s: %d messages; %s", jr.Kind, p.Messages, jr.Reason)})
+		resp := responseOf(p)
+		resp.DryRun = true
+		return resp, nil
 	}
-	resp.Scans = len(scans)
-	cov := producer.Coverage(scope.subject, scope.window, scope.peers, producer.ScanSources(len(scope.peers)), rep)
-	resp.withScope(cov)
-	if req.DryRun {
-		tally := &producer.Tally{}
-		if err := producer.RunScans(ctx, s.cfg.IM, scans, s.cfg.DiscoveryConcurrency, tally, rep); err != nil {
-			return resp, 0, err
-		}
-		cov.Targets = rep.TargetCoverage()
-		resp.withScope(cov)
-		resp.Messages, resp.Report = int64(tally.Count()), rep
-		s.auditDryRun(ctx, req, who, resp.Messages)
-		return resp, http.StatusOK, nil
+	// The job outlives a client that drops the request while it is planned.
+	c, err := s.client.Create(context.WithoutCancel(ctx), req, imrecall.CreateOptions{Actor: who, Requester: principal, Reason: jr.Reason, Queue: jr.Queue, Confirmed: jr.Confirm})
+	if err != nil {
+		return CreateJobResponse{}, err
 	}
-	if !req.Confirm {
-		resp.Messages = -1 // unknown until scanned
-		return resp, http.StatusConflict, nil
-	}
-	job, _, err := producer.NewJob(context.WithoutCancel(ctx), s.cfg.Store, s.cfg.Queue, s.spec(req, who, kind, queue),
-		func(ctx context.Context, job jobs.Job, q producer.Enqueuer, _ *producer.Batcher) error {
-			if err := s.cfg.Store.SaveCoverage(ctx, job.ID, cov); err != nil {
-				return err
-			}
-			_, err := producer.EnqueueScans(ctx, s.cfg.Store, q, job, scans)
-			return err
-		})
-	return s.created(ctx, resp, job, nil, err)
+	resp := responseOf(c.Plan)
+	resp.Report = nil // a dry run's per-target count
+	resp.Job, resp.Planned, resp.Duplicates, resp.Tasks = &c.Job, c.Planned, c.Duplicates, c.Tasks
+	return resp, nil
 }
 
-func (s *Server) createGroupPurge(ctx context.Context, req CreateJobRequest, who string) (CreateJobResponse, int, error) {
-	queue, err := queueOf(req, tasks.QueueIncident)
-	if err != nil {
-		return CreateJobResponse{}, 0, err
+// responseOf is a plan in the API's shape.
+func responseOf(p imrecall.Plan) CreateJobResponse {
+	resp := CreateJobResponse{Messages: max(p.Messages, 0), Scans: p.Scans, Report: p.Report, Index: p.Index,
+		SenderUnconfirmed: p.SenderUnconfirmed, Coverage: p.IndexCoverage, Scope: p.Scope, Warnings: p.Warnings}
+	if p.Source != imrecall.SourceList {
+		resp.Source = p.Source
 	}
-	w, err := s.window(req)
-	if err != nil {
-		return CreateJobResponse{}, 0, err
-	}
-	spec := producer.GroupPurge{Groups: req.Groups, Topic: req.Topic, Senders: req.Senders, Concurrency: s.cfg.DiscoveryConcurrency,
-		GroupFilter: producer.GroupFilter{Window: w, SeqFrom: req.SeqFrom, SeqTo: req.SeqTo}}
-	if err := spec.Validate(); err != nil {
-		return CreateJobResponse{}, 0, badf("%s", apiField(err))
-	}
-	if s.cfg.IM == nil {
-		return CreateJobResponse{}, 0, badf("purge_group: this server has no IM credentials")
-	}
-	resp := CreateJobResponse{DryRun: req.DryRun, Source: SourceScan}
-	scope := purgeScope{window: w}
-	if len(req.Senders) == 1 {
-		scope.subject = req.Senders[0]
-	}
-	return s.purgeByScan(ctx, req, who, "purge:group", queue, resp, scope, func() ([]producer.Scan, *producer.Report, error) {
-		return producer.GroupScans(ctx, s.cfg.IM, spec)
-	})
-}
-
-// apiField turns the CLI's flag names in a validation error into the API's
-// field names.
-func apiField(err error) string {
-	r := strings.NewReplacer("--user", "user", "--peers", "peers", "--group", "groups", "--topic", "topic",
-		"--seq-from", "seq_from", "--seq-to", "seq_to", "--since", "since", "--until", "until", "--sender", "senders")
-	return r.Replace(err.Error())
+	return resp
 }
 
 func (s *Server) listJobs(w http.ResponseWriter, r *http.Request, _ Token) {
@@ -450,7 +151,7 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request, _ Token) {
 		s.fail(w, r, err)
 		return
 	}
-	list, err := s.cfg.Store.List(r.Context(), limit)
+	list, err := s.client.Jobs(r.Context(), limit)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -486,7 +187,7 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request, _ Token) {
 	id, err := jobID(r)
 	if err == nil {
 		var j jobs.Job
-		if j, err = s.cfg.Store.Get(r.Context(), id); err == nil {
+		if j, err = s.client.Job(r.Context(), id); err == nil {
 			writeJSON(w, http.StatusOK, j)
 			return
 		}
@@ -498,7 +199,7 @@ func (s *Server) jobReport(w http.ResponseWriter, r *http.Request, _ Token) {
 	id, err := jobID(r)
 	if err == nil {
 		var rep jobs.Report
-		if rep, err = s.cfg.Store.BuildReport(r.Context(), id); err == nil {
+		if rep, err = s.client.Report(r.Context(), id); err == nil {
 			writeJSON(w, http.StatusOK, rep)
 			return
 		}
@@ -529,11 +230,9 @@ func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request, who Token) {
 		err = optionalBody(w, r, &req)
 	}
 	if err == nil {
-		if _, err = s.cfg.Store.Get(r.Context(), id); err == nil {
-			if _, err = s.cfg.Store.Cancel(r.Context(), id, actor(who.principal(), req.Actor), req.Reason); err == nil {
-				s.getJob(w, r, who)
-				return
-			}
+		if _, _, err = s.client.Cancel(r.Context(), id, actor(who.principal(), req.Actor), req.Reason); err == nil {
+			s.getJob(w, r, who)
+			return
 		}
 	}
 	s.fail(w, r, err)
@@ -547,7 +246,13 @@ func (s *Server) pauseJob(pause bool) func(http.ResponseWriter, *http.Request, T
 			err = optionalBody(w, r, &req)
 		}
 		if err == nil {
-			if err = s.cfg.Store.SetPaused(r.Context(), id, actor(who.principal(), req.Actor), pause); err == nil {
+			by := actor(who.principal(), req.Actor)
+			if pause {
+				err = s.client.Pause(r.Context(), id, by, req.Reason)
+			} else {
+				_, err = s.client.Resume(r.Context(), id, by, req.Reason)
+			}
+			if err == nil {
 				s.getJob(w, r, who)
 				return
 			}
@@ -556,16 +261,22 @@ func (s *Server) pauseJob(pause bool) func(http.ResponseWriter, *http.Request, T
 	}
 }
 
-// dlqMatch builds the dead-letter filter of code and category.
-func dlqMatch(code, category string) (func(jobs.DeadLetter) bool, error) {
-	switch jobs.Category(category) {
-	case "", jobs.AlreadyRecalled, jobs.NotFound, jobs.Cancelled, jobs.NeedsAttention:
-	default:
-		return nil, badf("category %q: want already_recalled, not_found, cancelled or needs_attention", category)
+// approveJob approves a job held for approval: the approver is the
+// token's principal, refused (403) when it is the requester's.
+func (s *Server) approveJob(w http.ResponseWriter, r *http.Request, who Token) {
+	var req reasonRequest
+	id, err := jobID(r)
+	if err == nil {
+		err = optionalBody(w, r, &req)
 	}
-	return func(d jobs.DeadLetter) bool {
-		return (code == "" || d.Code == code) && (category == "" || string(d.Category) == category)
-	}, nil
+	if err == nil {
+		var j jobs.Job
+		if j, err = s.client.Approve(r.Context(), id, who.principal(), req.Reason); err == nil {
+			writeJSON(w, http.StatusOK, j)
+			return
+		}
+	}
+	s.fail(w, r, err)
 }
 
 func (s *Server) deadLetters(w http.ResponseWriter, r *http.Request, _ Token) {
@@ -575,7 +286,7 @@ func (s *Server) deadLetters(w http.ResponseWriter, r *http.Request, _ Token) {
 		s.fail(w, r, err)
 		return
 	}
-	match, err := dlqMatch(q.Get("code"), q.Get("category"))
+	match, err := imrecall.DeadLetterFilter{Code: q.Get("code"), Category: q.Get("category")}.Match()
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -629,16 +340,7 @@ func (s *Server) requeue(w http.ResponseWriter, r *http.Request, who Token) {
 		s.fail(w, r, err)
 		return
 	}
-	if req.Code == "" && req.Category == "" {
-		req.Category = string(jobs.NeedsAttention)
-	}
-	match, err := dlqMatch(req.Code, req.Category)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	res, err := producer.RequeueDeadLetters(r.Context(), s.cfg.Store, s.cfg.Queue, id, match, actor(who.principal(), req.Actor),
-		fmt.Sprintf("code=%q category=%q %s", req.Code, req.Category, req.Reason))
+	res, err := s.client.Requeue(r.Context(), id, imrecall.DeadLetterFilter{Code: req.Code, Category: req.Category}, actor(who.principal(), req.Actor), req.Reason)
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/imrecall/imrecall"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/msgindex"
 	"github.com/imrecall/imrecall/producer"
@@ -38,15 +39,17 @@ const (
 	MaxSmallBody = 64 << 10
 )
 
-// Config configures a Server. Store, Queue, AppID and Tokens are required.
+// Config configures a Server. Client, AppID and Tokens are required.
 type Config struct {
+	// Client creates, plans and acts on jobs: every job route is an
+	// adapter over it (it decides index or scan, dry runs, confirmation).
+	Client *imrecall.Client
+	// Store is the job store of the read routes; nil is Client.Store().
 	Store     *jobs.Store
 	Schedules *producer.Schedules
-	// Queue enqueues tasks (an *asynq.Client).
-	Queue producer.Enqueuer
-	// IM reads histories for purges by scan and dry runs; nil refuses them.
+	// IM reads histories for verifications; nil refuses them.
 	IM producer.IM
-	// Index is the callback index for purges by index; nil: none.
+	// Index is the callback index (GET /v1/index); nil: none.
 	Index *msgindex.Index
 	// AppID is the Tencent SDKAppID jobs are for.
 	AppID int64
@@ -61,10 +64,8 @@ type Config struct {
 	Metrics http.Handler
 	// Ready reports whether dependencies answer (/readyz); nil: always.
 	Ready func(context.Context) error
-	// ConfirmAbove: jobs with more messages need "confirm": true; zero is 1000.
-	ConfirmAbove int
-	// DiscoveryConcurrency is how many histories a dry run reads at once;
-	// zero is 16.
+	// DiscoveryConcurrency is how many histories a verification reads at
+	// once; zero is 16.
 	DiscoveryConcurrency int
 	// Certificates configures POST and GET /v1/jobs/{id}/certificate; nil:
 	// the routes answer 501.
@@ -78,11 +79,12 @@ type Config struct {
 
 // Server is the HTTP API.
 type Server struct {
-	cfg  Config
-	auth *authenticator
-	log  *slog.Logger
-	now  func() time.Time
-	bg   *background
+	cfg    Config
+	client *imrecall.Client
+	auth   *authenticator
+	log    *slog.Logger
+	now    func() time.Time
+	bg     *background
 }
 
 // New validates cfg and returns a server.
@@ -94,22 +96,20 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Server{cfg: cfg, auth: newAuthenticator(cfg.Tokens), log: cfg.Log, now: time.Now, bg: newBackground()}, nil
+	return &Server{cfg: cfg, client: cfg.Client, auth: newAuthenticator(cfg.Tokens), log: cfg.Log, now: time.Now, bg: newBackground()}, nil
 }
 
-// withDefaults checks the fields every use of the API's job code needs
-// (Store, Queue, AppID) and fills in the defaults of the others.
+// withDefaults checks the required fields (Client, AppID) and fills in the
+// defaults of the others.
 func (cfg Config) withDefaults() (Config, error) {
 	switch {
-	case cfg.Store == nil:
-		return cfg, errors.New("api: Store is required")
-	case cfg.Queue == nil:
-		return cfg, errors.New("api: Queue is required")
+	case cfg.Client == nil:
+		return cfg, errors.New("api: Client is required")
 	case cfg.AppID <= 0:
 		return cfg, fmt.Errorf("api: AppID %d: want the app's SDKAppID", cfg.AppID)
 	}
-	if cfg.ConfirmAbove <= 0 {
-		cfg.ConfirmAbove = 1000
+	if cfg.Store == nil {
+		cfg.Store = cfg.Client.Store()
 	}
 	if cfg.DiscoveryConcurrency <= 0 {
 		cfg.DiscoveryConcurrency = 16
@@ -147,6 +147,7 @@ func (s *Server) Routes() []Route {
 		{"GET", "/v1/jobs/{id}/certificate.sig", RoleRead, s.getCertificatePart("sig")},
 		{"GET", "/v1/jobs/{id}/certificate.rows.jsonl", RoleRead, s.getCertificatePart("rows")},
 		{"POST", "/v1/jobs/{id}/cancel", RoleAdmin, s.cancelJob},
+		{"POST", "/v1/jobs/{id}/approve", RoleAdmin, s.approveJob},
 		{"POST", "/v1/jobs/{id}/pause", RoleAdmin, s.pauseJob(true)},
 		{"POST", "/v1/jobs/{id}/resume", RoleAdmin, s.pauseJob(false)},
 		{"GET", "/v1/jobs/{id}/dead-letters", RoleRead, s.deadLetters},
@@ -355,7 +356,13 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var br badRequest
 	var tl errTooLarge
 	var se *jobs.StatusError
+	var fe *imrecall.FieldError
+	var sa *jobs.SelfApprovalError
 	switch {
+	case errors.As(err, &sa):
+		writeError(w, http.StatusForbidden, sa.Error())
+	case errors.As(err, &fe):
+		writeError(w, http.StatusBadRequest, fe.Error())
 	case errors.As(err, &se):
 		writeError(w, http.StatusConflict, se.Error()) // e.g. re-queueing a cancelled job
 	case errors.As(err, &br):

@@ -25,11 +25,11 @@ type UserPurge struct {
 // Validate names the first bad field.
 func (p UserPurge) Validate() error {
 	if strings.TrimSpace(p.User) == "" {
-		return errors.New("--user: required")
+		return &FieldError{Field: "user", Msg: "required"}
 	}
 	for i, peer := range p.Peers {
 		if strings.TrimSpace(peer) == "" {
-			return fmt.Errorf("--peers: element %d is empty", i+1)
+			return &FieldError{Field: "peers", Msg: fmt.Sprintf("element %d is empty", i+1)}
 		}
 	}
 	return p.Window.Validate()
@@ -53,7 +53,7 @@ func UserScans(ctx context.Context, im IM, p UserPurge) ([]Scan, *Report, error)
 		if err != nil {
 			var te *tim.Error
 			if errors.As(err, &te) && (te.Code == 70107 || te.Code == 10004) {
-				return nil, nil, fmt.Errorf("--user %q: unknown user (%d %s)", p.User, te.Code, te.Info)
+				return nil, nil, &FieldError{Field: "user", Msg: fmt.Sprintf("%q: unknown user (%d %s)", p.User, te.Code, te.Info)}
 			}
 			return nil, nil, fmt.Errorf("listing the groups of %s: %w", p.User, err)
 		}
@@ -101,24 +101,24 @@ type GroupPurge struct {
 // Validate names the first bad field.
 func (p GroupPurge) Validate() error {
 	if len(p.Groups) == 0 {
-		return errors.New("--group: at least one required")
+		return &FieldError{Field: "groups", Msg: "at least one required"}
 	}
 	for i, g := range p.Groups {
 		if strings.TrimSpace(g) == "" {
-			return fmt.Errorf("--group: element %d is empty", i+1)
+			return &FieldError{Field: "groups", Msg: fmt.Sprintf("element %d is empty", i+1)}
 		}
 	}
 	if p.Topic != "" && len(p.Groups) != 1 {
-		return errors.New("--topic: only with exactly one --group")
+		return &FieldError{Field: "topic", Msg: "only with exactly one group"}
 	}
 	if p.SeqFrom < 0 || p.SeqTo < 0 {
-		return fmt.Errorf("--seq-from/--seq-to: %d..%d must not be negative", p.SeqFrom, p.SeqTo)
+		return &FieldError{Field: "seq_from", Msg: fmt.Sprintf("seq range %d..%d must not be negative", p.SeqFrom, p.SeqTo)}
 	}
 	if p.SeqTo > 0 && p.SeqFrom > p.SeqTo {
-		return fmt.Errorf("--seq-from %d is after --seq-to %d", p.SeqFrom, p.SeqTo)
+		return &FieldError{Field: "seq_from", Msg: fmt.Sprintf("%d is after", p.SeqFrom), Other: "seq_to", OtherValue: fmt.Sprint(p.SeqTo)}
 	}
 	if (p.SeqFrom > 0 || p.SeqTo > 0) && (!p.Since.IsZero() || !p.Until.IsZero()) {
-		return errors.New("give a time range (--since/--until) or a seq range (--seq-from/--seq-to), not both")
+		return &FieldError{Field: "seq_from", Msg: "give a time range (since/until) or a seq range (seq_from/seq_to), not both"}
 	}
 	return p.Window.Validate()
 }
@@ -194,15 +194,15 @@ func groupTypes(ctx context.Context, im IM, groups []string) (map[string]string,
 			}
 		}
 	}
-	if err := joinErr("--group: unknown groups: ", unknown); err != nil {
-		return nil, err
+	if err := joinErr("unknown groups: ", unknown); err != nil {
+		return nil, &FieldError{Field: "groups", Msg: err.Error()}
 	}
-	if err := joinErr("--group: group types that cannot recall messages: ", unsupported); err != nil {
-		return nil, err
+	if err := joinErr("group types that cannot recall messages: ", unsupported); err != nil {
+		return nil, &FieldError{Field: "groups", Msg: err.Error()}
 	}
 	for _, g := range groups {
 		if _, ok := types[g]; !ok {
-			return nil, fmt.Errorf("--group %s: get_group_info did not answer for it", g)
+			return nil, &FieldError{Field: "groups", Msg: g + ": get_group_info did not answer for it"}
 		}
 	}
 	return types, nil

@@ -81,17 +81,26 @@ type JobRequest struct {
 }
 
 // FieldError is a bad field of a request; Field is the request's JSON name
-// (e.g. "request.api_base", "groups", "messages[3]").
+// (e.g. "request.api_base", "groups", "messages[3]"). Other, when set, is
+// the field it conflicts with, and OtherValue that field's value: the
+// message reads Field: Msg Other OtherValue ("until: 2026-11-01T00:00:00Z
+// is before since 2026-11-02T00:00:00Z").
 type FieldError struct {
-	Field string
-	Msg   string
+	Field      string
+	Msg        string
+	Other      string
+	OtherValue string
 }
 
 func (e *FieldError) Error() string {
-	if e.Field == "" {
-		return e.Msg
+	msg := e.Msg
+	if e.Other != "" {
+		msg += " " + e.Other + " " + e.OtherValue
 	}
-	return e.Field + ": " + e.Msg
+	if e.Field == "" {
+		return msg
+	}
+	return e.Field + ": " + msg
 }
 
 // ConnectionSettings are the names a request may carry only to redirect a
@@ -192,12 +201,12 @@ func (r JobRequest) Check(now time.Time) error {
 		}
 	case KindPurgeUser:
 		if err := (UserPurge{User: r.User, Peers: r.Peers, Window: w}).Validate(); err != nil {
-			return flagError(err)
+			return err
 		}
 	case KindPurgeGroup:
 		p := GroupPurge{Groups: r.Groups, Topic: r.Topic, Senders: r.Senders, GroupFilter: GroupFilter{Window: w, SeqFrom: r.SeqFrom, SeqTo: r.SeqTo}}
 		if err := p.Validate(); err != nil {
-			return flagError(err)
+			return err
 		}
 	default:
 		return bad("kind", "%q: want %s, %s or %s", r.Kind, KindRecall, KindPurgeUser, KindPurgeGroup)
@@ -216,18 +225,7 @@ func (r JobRequest) Window(now time.Time) (Window, error) {
 		return w, &FieldError{Field: "until", Msg: err.Error()}
 	}
 	if err := w.Validate(); err != nil {
-		return w, flagError(err)
+		return w, err
 	}
 	return w, nil
-}
-
-// flagNames maps the CLI's flag names in the planner's validation errors to
-// the request's field names.
-var flagNames = strings.NewReplacer("--user", "user", "--peers", "peers", "--group", "groups", "--topic", "topic",
-	"--seq-from", "seq_from", "--seq-to", "seq_to", "--since", "since", "--until", "until", "--sender", "senders")
-
-// flagError words a planner validation error (which names flags) with the
-// request's field names.
-func flagError(err error) error {
-	return &FieldError{Msg: flagNames.Replace(err.Error())}
 }

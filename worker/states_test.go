@@ -3,7 +3,6 @@ package worker
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -242,100 +241,4 @@ func TestPausedJobDoesNotCycle(t *testing.T) {
 		t.Fatalf("deliveries = %d, want 100 (50 parked + 50 after resume)", d)
 	}
 	l.allRecalled(t, big...)
-}
-
-// TestAppWideErrorPausesJob is a 70001 storm: every call answers 70001.
-// The job pauses with a reason naming the fix, nothing is dead-lettered, a
-// second job of the app pauses on the breaker without a call, and after the
-// fix and a resume both finish.
-func TestAppWideErrorPausesJob(t *testing.T) {
-	l := startLive(t, emulator.Config{}, 4)
-	groups := l.seed(t, "storm", 4, 50) // 20 tasks
-	other := l.seed(t, "other", 1, 30)
-	l.env.Emu.SetFaults(emulator.Faults{Codes: map[int]float64{70001: 1}})
-
-	first := l.job(t, groups...)
-	waitFor(t, "the job paused and its tasks parked", func() bool {
-		n, _ := l.store.ParkedCount(t.Context(), first.ID)
-		return l.get(t, first.ID).Paused && n == 20 && l.queued(t) == 0
-	})
-	j := l.check(t, first.ID)
-	if j.Counts.DeadLettered != 0 || j.Counts.Pending != 200 {
-		t.Fatalf("after a 70001 storm: %+v, want 0 dead letters, 200 pending", j.Counts)
-	}
-	if !strings.Contains(j.PauseReason, "70001") || !strings.Contains(j.PauseReason, "IMRECALL_SECRET_KEY") {
-		t.Fatalf("pause reason = %q", j.PauseReason)
-	}
-	calls := l.env.Emu.Stats()[tim.GroupMsgRecall.Name()].Calls
-	// At most the tasks in flight when the first answer came (4 slots), each
-	// sent twice (the client renews the UserSig once).
-	t.Logf("70001 storm: %d group_msg_recall calls before the job paused (20 tasks, 200 messages, 4 slots)", calls)
-	if calls > 8 {
-		t.Fatalf("%d group_msg_recall calls in a 70001 storm, want at most 8", calls)
-	}
-
-	second := l.job(t, other...)
-	waitFor(t, "the second job paused by the breaker", func() bool {
-		n, _ := l.store.ParkedCount(t.Context(), second.ID)
-		return l.get(t, second.ID).Paused && n == 3
-	})
-	if got := l.env.Emu.Stats()[tim.GroupMsgRecall.Name()].Calls; got != calls {
-		t.Fatalf("the open breaker let %d more calls go", got-calls)
-	}
-
-	// Fixed: resume both.
-	l.env.Emu.SetFaults(emulator.Faults{})
-	for _, id := range []string{first.ID, second.ID} {
-		if err := l.store.SetPaused(t.Context(), id, "t", false); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, id := range []string{first.ID, second.ID} {
-		waitFor(t, "job "+id+" to finish", func() bool { return l.get(t, id).Finished() })
-		if j := l.check(t, id); j.Status != jobs.StatusDone || j.Counts.DeadLettered != 0 || j.PauseReason != "" {
-			t.Fatalf("job %s after resume = %s %+v %q", id, j.Status, j.Counts, j.PauseReason)
-		}
-	}
-	l.allRecalled(t, append(groups, other...)...)
-}
-
-// TestArchivedTaskDeadLetters: a task whose last attempt fails (here: its
-// deadline passes while the API hangs) is archived by asynq; its messages
-// are dead-lettered as "exhausted" and the job settles with nothing pending.
-func TestArchivedTaskDeadLetters(t *testing.T) {
-	l := startLive(t, emulator.Config{}, 2)
-	groups := l.seed(t, "arch", 1, 10)
-	l.env.Emu.SetFaults(emulator.Faults{Hang: 1, HangFor: 3 * time.Second})
-	job, err := l.store.Create(t.Context(), jobs.Spec{Kind: "test", Queue: tasks.QueuePurge, AppID: imtest.AppID, RequestedBy: "t"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	target := jobs.Target{GroupID: groups[0]}
-	seqs := []int64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
-	if _, err := l.store.PlanGroup(t.Context(), job.ID, target, seqs); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := l.store.ClosePlanner(t.Context(), job.ID, jobs.RootPlanner); err != nil {
-		t.Fatal(err)
-	}
-	task, err := tasks.NewGroupRecallTask(tasks.GroupRecall{JobID: job.ID, AppID: imtest.AppID, GroupID: target.GroupID, Seqs: seqs}, tasks.QueuePurge, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := l.client.Enqueue(task, asynq.MaxRetry(1), asynq.Timeout(time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "the job to settle", func() bool { return l.get(t, job.ID).Finished() })
-	j := l.check(t, job.ID)
-	if j.Status != jobs.StatusDone || j.Counts.Pending != 0 || j.Counts.DeadByCode[jobs.CodeExhausted] != 10 {
-		t.Fatalf("job after an archived task = %s %+v", j.Status, j.Counts)
-	}
-	if d := l.delivered(job.ID); d != 2 {
-		t.Fatalf("deliveries = %d, want 2 (MaxRetry 1)", d)
-	}
-	var dl []jobs.DeadLetter
-	l.store.DeadLetters(t.Context(), job.ID, func(d jobs.DeadLetter) error { dl = append(dl, d); return nil })
-	if len(dl) != 10 || dl[0].Category != jobs.NeedsAttention || !strings.Contains(dl[0].ErrorInfo, "archived") {
-		t.Fatalf("dead letters = %+v", dl)
-	}
 }

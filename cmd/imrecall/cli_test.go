@@ -187,3 +187,32 @@ func writeTestFile(t *testing.T, path, body string) {
 		t.Fatal(err)
 	}
 }
+
+// TestJobsApprove: a held job cannot be approved by its requester (exit 2,
+// nothing changes); another actor approves it, and a second approval is
+// refused.
+func TestJobsApprove(t *testing.T) {
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { rdb.Close() })
+	store := jobs.NewStore(rdb, "")
+	j, err := store.Create(t.Context(), jobs.Spec{Kind: "recall:file", Queue: tasks.QueuePurge, AppID: 1400000001,
+		RequestedBy: "alice", Requester: "alice", Reason: "cli test", HoldForApproval: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := "--redis=redis://" + mr.Addr() + "/0"
+	if _, e, code := runCLI(t, "jobs", "approve", j.ID, "--actor", "alice", r); code != exitBadInput || !strings.Contains(e, "alice") {
+		t.Fatalf("the requester's own approval: exit %d %s", code, e)
+	}
+	if got, _ := store.Get(t.Context(), j.ID); got.Status != jobs.StatusAwaitingApproval {
+		t.Fatalf("after a refused approval: %s", got.Status)
+	}
+	out, e, code := runCLI(t, "jobs", "approve", j.ID, "--actor", "bob", "--reason", "checked", r)
+	if code != 0 || !strings.Contains(out, "approved by bob") {
+		t.Fatalf("jobs approve by bob: exit %d %s %s", code, out, e)
+	}
+	if _, _, code := runCLI(t, "jobs", "approve", j.ID, "--actor", "carol", r); code != exitBadInput {
+		t.Fatalf("approving twice: exit %d", code)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,7 +13,9 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/imrecall/imrecall"
 	"github.com/imrecall/imrecall/jobs"
+	"github.com/imrecall/imrecall/redisurl"
 	"github.com/redis/go-redis/v9"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
@@ -33,7 +36,7 @@ type redisFlags struct {
 }
 
 func (f *redisFlags) register(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&f.url, "redis", defaultRedis, "Redis URL: "+redisURLForms+" (docs/REDIS.md)")
+	cmd.Flags().StringVar(&f.url, "redis", defaultRedis, "Redis URL: "+redisurl.Forms+" (docs/REDIS.md)")
 	cmd.Flags().StringVar(&f.prefix, "key-prefix", jobs.DefaultPrefix, "prefix of imrecall's own Redis keys (job records, limiter)")
 }
 
@@ -52,42 +55,44 @@ func (c *conn) Close() {
 }
 
 // connect opens Redis for a command and checks that it answers: one server,
-// a Sentinel-managed master or a Cluster (see parseRedisURL for the forms).
+// a Sentinel-managed master or a Cluster (see redisurl.Parse for the forms).
 // imrecall's own client and asynq's connection point at the same Redis.
 func (f *redisFlags) connect(ctx context.Context) (*conn, error) {
-	target, err := parseRedisURL(f.url)
+	target, err := redisurl.Parse(f.url)
 	if err != nil {
 		return nil, badInput("--redis %v", err)
 	}
-	target.raisePool(f.minPool)
-	rdb := target.newClient()
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	ping := func(ctx context.Context, c *redis.Client) error { return c.Ping(ctx).Err() }
-	if cc, ok := rdb.(*redis.ClusterClient); ok {
-		// Every master must answer: a missing shard would fail later, on
-		// whichever job or queue key hashes to it.
-		err = cc.ForEachMaster(pctx, ping)
-	} else {
-		err = rdb.Ping(pctx).Err()
-	}
+	target.RaisePool(f.minPool)
+	rdb, err := redisurl.Open(ctx, target, 5*time.Second)
 	if err != nil {
-		_ = rdb.Close()
-		return nil, fmt.Errorf("connecting to %s: %w", target, err)
+		return nil, err
 	}
-	return &conn{rdb: rdb, asynq: target.asynq, store: jobs.NewStore(rdb, f.prefix), closer: []io.Closer{rdb}}, nil
+	return &conn{rdb: rdb, asynq: target.Asynq, store: jobs.NewStore(rdb, f.prefix), closer: []io.Closer{rdb}}, nil
 }
 
-// redactURL hides a password in a Redis URL.
-func redactURL(u string) string {
-	scheme, rest, ok := strings.Cut(u, "://")
-	if !ok {
-		return u
+// redactURL hides a password in a Redis URL (redisurl.Redact).
+func redactURL(u string) string { return redisurl.Redact(u) }
+
+// approvalFlags hold big jobs for a second person's approval; serve and
+// the CLI's recall and purge read the same flags (and IMRECALL_APPROVAL_*).
+type approvalFlags struct {
+	above int
+	delay time.Duration
+}
+
+func (f *approvalFlags) register(cmd *cobra.Command) {
+	cmd.Flags().IntVar(&f.above, "approval-above", 0, "a job of more messages waits in awaiting_approval until someone other than its requester approves it (imrecall jobs approve); 0: never")
+	cmd.Flags().DurationVar(&f.delay, "approval-delay", 0, "cool-off after an approval in which the job can still be cancelled before it starts")
+}
+
+func (f *approvalFlags) validate() error {
+	if f.above < 0 {
+		return badInput("--approval-above (IMRECALL_APPROVAL_ABOVE) %d: must not be negative", f.above)
 	}
-	if at := strings.LastIndex(rest, "@"); at >= 0 {
-		return scheme + "://***@" + rest[at+1:]
+	if f.delay < 0 {
+		return badInput("--approval-delay (IMRECALL_APPROVAL_DELAY) %s: must not be negative", f.delay)
 	}
-	return u
+	return nil
 }
 
 // auditFlags are who asks and why, recorded with every job.
@@ -140,20 +145,16 @@ func printJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-// waitJob polls a job until it has finished, showing progress on a terminal
-// (a bar) or as a log line every few seconds otherwise.
-func waitJob(ctx context.Context, cmd *cobra.Command, store *jobs.Store, id string, every time.Duration) (jobs.Job, error) {
+// waitJob follows a job until it has finished, showing progress on a
+// terminal (a bar) or as a log line every few seconds otherwise.
+func waitJob(ctx context.Context, cmd *cobra.Command, client *imrecall.Client, id string) (jobs.Job, error) {
 	var bar *progressbar.ProgressBar
 	out := cmd.ErrOrStderr()
 	tty := isTerminal(os.Stderr)
 	lastLog := time.Time{}
 	start := time.Now()
 	var startRecalled int64 = -1
-	for {
-		j, err := store.Get(ctx, id)
-		if err != nil {
-			return j, err
-		}
+	j, err := client.Wait(ctx, id, func(j jobs.Job) {
 		c := j.Counts
 		done := c.Recalled + c.DeadLettered
 		if startRecalled < 0 {
@@ -181,19 +182,64 @@ func waitJob(ctx context.Context, cmd *cobra.Command, store *jobs.Store, id stri
 			fmt.Fprintf(out, "job %s %s: planned %d recalled %d dead-lettered %d pending %d (%.0f msg/s)\n",
 				id, j.Status, c.Planned, c.Recalled, c.DeadLettered, c.Pending, rate)
 		}
-		if j.Finished() {
-			if bar != nil {
-				_ = bar.Finish()
-				fmt.Fprintln(out)
-			}
-			return j, nil
-		}
-		select {
-		case <-ctx.Done():
-			return j, ctx.Err()
-		case <-time.After(every):
-		}
+	})
+	if bar != nil && err == nil {
+		_ = bar.Finish()
+		fmt.Fprintln(out)
 	}
+	return j, err
+}
+
+// flagOf maps a request's fields (imrecall.FieldError.Field) to the flags
+// that set them; "" is a positional argument.
+var flagOf = map[string]string{
+	"GroupId": "--group", "TopicId": "--topic", "seqs": "--seqs",
+	"From_Account": "--from", "To_Account": "--to", "MsgKey": "--msgkey", "file": "",
+	"user": "--user", "peers": "--peers", "source": "--source", "since": "--since", "until": "--until",
+	"groups": "--group", "topic": "--topic", "senders": "--sender", "seq_from": "--seq-from", "seq_to": "--seq-to",
+	"queue": "--queue", "actor": "--actor", "reason": "--reason", "id": "", "code": "--code", "category": "--category",
+}
+
+// flagError is a request's FieldError worded with the flag that sets it.
+type flagError struct{ fe *imrecall.FieldError }
+
+func (e flagError) Error() string {
+	flag, ok := flagOf[e.fe.Field]
+	other, otherOK := flagOf[e.fe.Other]
+	if !ok || e.fe.Other != "" && !otherOK {
+		return e.fe.Error()
+	}
+	reason := e.fe.Reason
+	if e.fe.Other != "" {
+		reason += " " + other + " " + e.fe.OtherValue
+	}
+	switch {
+	case flag == "":
+		return reason
+	case e.fe.Value != "":
+		return fmt.Sprintf("%s %q: %s", flag, e.fe.Value, reason)
+	}
+	return flag + ": " + reason
+}
+
+func (e flagError) Unwrap() error { return e.fe }
+
+// cliError turns the Client's typed errors into the CLI's: bad input (a
+// *imrecall.FieldError, worded with its flag) exits 2, as does a refused
+// state change (*jobs.StatusError) or an unknown job.
+func cliError(err error) error {
+	var fe *imrecall.FieldError
+	var se *jobs.StatusError
+	var sa *jobs.SelfApprovalError
+	switch {
+	case errors.As(err, &sa):
+		return usageError{err}
+	case errors.As(err, &fe):
+		return usageError{flagError{fe}}
+	case errors.As(err, &se), errors.Is(err, jobs.ErrNotFound):
+		return usageError{err}
+	}
+	return err
 }
 
 // jobExit maps a finished job to the documented exit code.

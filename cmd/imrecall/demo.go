@@ -10,7 +10,6 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/imrecall/imrecall/internal/demo"
 	"github.com/imrecall/imrecall/producer"
-	"github.com/imrecall/imrecall/tim"
 	"github.com/imrecall/imrecall/verify"
 	"github.com/imrecall/imrecall/worker"
 	"github.com/spf13/cobra"
@@ -82,13 +81,14 @@ func runDemo(ctx context.Context, cmd *cobra.Command, o demoOptions) error {
 // startDemoWorker starts imrecall worker's lanes in this process for the
 // demo.
 func startDemoWorker(opt asynq.RedisConnOpt, h *worker.Handler, discover *producer.DiscoverHandler, concurrency int, log *slog.Logger) (func(), error) {
-	mux := asynq.NewServeMux()
-	h.Register(mux)
-	discoveries := defaultDiscoveries(concurrency)
-	handleDiscovery(mux, discover, discoveries)
-	srv, err := startWorkerServers(opt, concurrency, discoveries, tim.DefaultTimeout, log, asynq.ErrorLevel, mux, discover, nil)
+	srv, err := worker.NewServer(worker.ServerConfig{Redis: opt, Handler: h,
+		Discovery: asynq.HandlerFunc(discover.Handle), DiscoveryErrors: asynq.ErrorHandlerFunc(discover.HandleError),
+		Concurrency: concurrency, Logger: log, LogLevel: asynq.ErrorLevel})
+	if err == nil {
+		err = srv.Start()
+	}
 	if err != nil {
 		return nil, err
 	}
-	return func() { h.Drain(); srv.Shutdown() }, nil
+	return srv.Shutdown, nil
 }

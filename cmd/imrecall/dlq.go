@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"github.com/hibiken/asynq"
+	"github.com/imrecall/imrecall"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/producer"
 	"github.com/spf13/cobra"
@@ -50,7 +51,7 @@ func newDLQListCmd() *cobra.Command {
 	var f dlqFilter
 	var limit int
 	return jobCmd("list JOB", "List a job's dead letters", "  imrecall dlq list 20261122T230512Z-9f3a1c2b --category needs_attention",
-		func(cmd *cobra.Command, c *conn, id string) error {
+		func(cmd *cobra.Command, c *conn, client *imrecall.Client, id string) error {
 			if err := f.validate(); err != nil {
 				return err
 			}
@@ -89,7 +90,7 @@ func newDLQExportCmd() *cobra.Command {
 	var format, out string
 	return jobCmd("export JOB", "Export a job's dead letters as JSON Lines or CSV",
 		"  imrecall dlq export 20261122T230512Z-9f3a1c2b --format csv --out dead.csv",
-		func(cmd *cobra.Command, c *conn, id string) error {
+		func(cmd *cobra.Command, c *conn, client *imrecall.Client, id string) error {
 			if err := f.validate(); err != nil {
 				return err
 			}
@@ -127,7 +128,7 @@ func newDLQRequeueCmd() *cobra.Command {
 	var yes bool
 	return jobCmd("requeue JOB", "Re-queue a job's dead letters (by default those that need attention)",
 		"  imrecall dlq requeue 20261122T230512Z-9f3a1c2b --code 10002",
-		func(cmd *cobra.Command, c *conn, id string) error {
+		func(cmd *cobra.Command, c *conn, client *imrecall.Client, id string) error {
 			if f.code == "" && f.category == "" {
 				f.category = string(jobs.NeedsAttention)
 			}
@@ -151,13 +152,13 @@ func newDLQRequeueCmd() *cobra.Command {
 			}
 			if total == 0 {
 				// Still finish a re-queue that was interrupted.
-				client := asynq.NewClient(c.asynq)
-				defer client.Close()
+				q := asynq.NewClient(c.asynq)
+				defer q.Close()
 				j, err := c.store.Get(ctx, id)
 				if err != nil {
 					return err
 				}
-				n, err := producer.FinishRequeue(ctx, c.store, client, j)
+				n, err := producer.FinishRequeue(ctx, c.store, q, j)
 				if err != nil {
 					return err
 				}
@@ -172,10 +173,7 @@ func newDLQRequeueCmd() *cobra.Command {
 					return err
 				}
 			}
-			client := asynq.NewClient(c.asynq)
-			defer client.Close()
-			r, err := producer.RequeueDeadLetters(ctx, c.store, client, id, f.match, audit.actor,
-				fmt.Sprintf("code=%q category=%q %s", f.code, f.category, audit.reason))
+			r, err := client.Requeue(ctx, id, imrecall.DeadLetterFilter{Code: f.code, Category: f.category}, audit.actor, audit.reason)
 			if r.Repaired > 0 {
 				fmt.Fprintf(cmd.OutOrStdout(), "job %s: %d messages of an interrupted re-queue queued\n", id, r.Repaired)
 			}

@@ -1,16 +1,15 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"strconv"
 	"text/tabwriter"
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/imrecall/imrecall"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/tim"
-	"github.com/imrecall/imrecall/worker"
 	"github.com/spf13/cobra"
 )
 
@@ -20,12 +19,14 @@ func newJobsCmd() *cobra.Command {
 		Short: "List, inspect, wait for, pause, resume and cancel jobs",
 	}
 	cmd.AddCommand(newJobsListCmd(), newJobsShowCmd(), newJobsWaitCmd(), newJobsReportCmd(),
-		newJobsCancelCmd(), newJobsPauseCmd(true), newJobsPauseCmd(false), newJobsAuditCmd())
+		newJobsCancelCmd(), newJobsApproveCmd(), newJobsPauseCmd(true), newJobsPauseCmd(false), newJobsAuditCmd())
 	return cmd
 }
 
-// jobCmd builds a subcommand that takes one job id and a Redis connection.
-func jobCmd(use, short, example string, run func(cmd *cobra.Command, c *conn, id string) error, extra func(*cobra.Command)) *cobra.Command {
+// jobCmd builds a subcommand that takes one job id, a Redis connection and
+// a Client on it (its queue for re-queues and parked tasks; poll, if set, is
+// how often Wait reads the job).
+func jobCmd(use, short, example string, run func(cmd *cobra.Command, c *conn, client *imrecall.Client, id string) error, extra func(*cobra.Command), poll ...*time.Duration) *cobra.Command {
 	var rf redisFlags
 	cmd := &cobra.Command{
 		Use: use, Short: short, Example: example,
@@ -42,11 +43,17 @@ func jobCmd(use, short, example string, run func(cmd *cobra.Command, c *conn, id
 				return err
 			}
 			defer c.Close()
-			err = run(cmd, c, args[0])
-			if errors.Is(err, jobs.ErrNotFound) {
-				return usageError{err}
+			q := asynq.NewClient(c.asynq)
+			defer q.Close()
+			cfg := imrecall.Config{Redis: c.rdb, Prefix: rf.prefix, Queue: q}
+			if len(poll) > 0 {
+				cfg.Poll = *poll[0]
 			}
-			return err
+			client, err := imrecall.New(cfg)
+			if err != nil {
+				return err
+			}
+			return cliError(run(cmd, c, client, args[0]))
 		},
 	}
 	rf.register(cmd)
@@ -66,7 +73,7 @@ func newJobsListCmd() *cobra.Command {
 		Example: "  imrecall jobs list --limit 20",
 		Args:    cobra.NoArgs,
 		RunE: redisRun(&rf, func(cmd *cobra.Command, _ []string, c *conn) error {
-			list, err := c.store.List(cmd.Context(), limit)
+			list, err := c.store.List(cmd.Context(), limit) // a read: no Client needed
 			if err != nil {
 				return err
 			}
@@ -98,8 +105,8 @@ func newJobsListCmd() *cobra.Command {
 func newJobsShowCmd() *cobra.Command {
 	var asJSON bool
 	return jobCmd("show ID", "Show a job: status, counts, who asked and why", "  imrecall jobs show 20261122T230512Z-9f3a1c2b --json",
-		func(cmd *cobra.Command, c *conn, id string) error {
-			j, err := c.store.Get(cmd.Context(), id)
+		func(cmd *cobra.Command, _ *conn, client *imrecall.Client, id string) error {
+			j, err := client.Job(cmd.Context(), id)
 			if err != nil {
 				return err
 			}
@@ -138,8 +145,8 @@ func newJobsWaitCmd() *cobra.Command {
 	var every time.Duration
 	return jobCmd("wait ID", "Wait until a job ends, showing progress; exit with the job's code",
 		"  imrecall jobs wait 20261122T230512Z-9f3a1c2b && echo all recalled",
-		func(cmd *cobra.Command, c *conn, id string) error {
-			j, err := waitJob(cmd.Context(), cmd, c.store, id, every)
+		func(cmd *cobra.Command, _ *conn, client *imrecall.Client, id string) error {
+			j, err := waitJob(cmd.Context(), cmd, client, id)
 			if err != nil {
 				return err
 			}
@@ -147,15 +154,15 @@ func newJobsWaitCmd() *cobra.Command {
 			return jobExit(j)
 		}, func(cmd *cobra.Command) {
 			cmd.Flags().DurationVar(&every, "poll", 500*time.Millisecond, "how often to read the job")
-		})
+		}, &every)
 }
 
 func newJobsReportCmd() *cobra.Command {
 	var asJSON bool
 	return jobCmd("report ID", "The job's final report: counts, dead letters by meaning, and a recount proving them",
 		"  imrecall jobs report 20261122T230512Z-9f3a1c2b --json > report.json",
-		func(cmd *cobra.Command, c *conn, id string) error {
-			r, err := c.store.BuildReport(cmd.Context(), id)
+		func(cmd *cobra.Command, _ *conn, client *imrecall.Client, id string) error {
+			r, err := client.Report(cmd.Context(), id)
 			if err != nil {
 				return err
 			}
@@ -170,14 +177,41 @@ func newJobsCancelCmd() *cobra.Command {
 	var audit auditFlags
 	return jobCmd("cancel ID", "Cancel a job: its pending messages are dropped without calling the API",
 		`  imrecall jobs cancel 20261122T230512Z-9f3a1c2b --reason "wrong group list"`,
-		func(cmd *cobra.Command, c *conn, id string) error {
-			st, err := c.store.Cancel(cmd.Context(), id, audit.actor, audit.reason)
+		func(cmd *cobra.Command, _ *conn, client *imrecall.Client, id string) error {
+			st, un, err := client.Cancel(cmd.Context(), id, audit.actor, audit.reason)
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "job %s: %s\n", id, st)
-			return unparkNow(cmd, c, id)
+			return reportUnparked(cmd, id, un)
 		}, audit.register)
+}
+
+func newJobsApproveCmd() *cobra.Command {
+	var audit auditFlags
+	var approval approvalFlags
+	return jobCmd("approve ID", "Approve a job held for approval (--approval-above): the approver (--actor) must not be its requester",
+		`  imrecall jobs approve 20261122T230512Z-9f3a1c2b --actor dpo@example.com --reason "checked the scope"`,
+		func(cmd *cobra.Command, c *conn, _ *imrecall.Client, id string) error {
+			if err := approval.validate(); err != nil {
+				return err
+			}
+			q := asynq.NewClient(c.asynq)
+			defer q.Close()
+			client, err := imrecall.New(imrecall.Config{Redis: c.rdb, Prefix: c.store.Prefix(), Queue: q, ApprovalDelay: approval.delay})
+			if err != nil {
+				return err
+			}
+			j, err := client.Approve(cmd.Context(), id, audit.actor, audit.reason)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "job %s: %s (approved by %s)\n", id, j.Status, j.ApprovedBy)
+			return nil
+		}, func(cmd *cobra.Command) {
+			audit.register(cmd)
+			approval.register(cmd)
+		})
 }
 
 func newJobsPauseCmd(pause bool) *cobra.Command {
@@ -186,33 +220,30 @@ func newJobsPauseCmd(pause bool) *cobra.Command {
 	if pause {
 		use, short = "pause ID", "Pause a job: workers park its tasks (set them aside, taking no slot) until it is resumed"
 	}
-	return jobCmd(use, short, "  imrecall jobs "+use[:len(use)-3]+" 20261122T230512Z-9f3a1c2b --actor oncall@example.com", func(cmd *cobra.Command, c *conn, id string) error {
-		if err := c.store.SetPaused(cmd.Context(), id, audit.actor, pause); err != nil {
-			var se *jobs.StatusError
-			if errors.As(err, &se) {
-				return usageError{err}
+	return jobCmd(use, short, "  imrecall jobs "+use[:len(use)-3]+" 20261122T230512Z-9f3a1c2b --actor oncall@example.com", func(cmd *cobra.Command, _ *conn, client *imrecall.Client, id string) error {
+		if pause {
+			if err := client.Pause(cmd.Context(), id, audit.actor, audit.reason); err != nil {
+				return err
 			}
+			fmt.Fprintf(cmd.OutOrStdout(), "job %s: paused=%v\n", id, pause)
+			return nil
+		}
+		un, err := client.Resume(cmd.Context(), id, audit.actor, audit.reason)
+		if err != nil {
 			return err
 		}
 		fmt.Fprintf(cmd.OutOrStdout(), "job %s: paused=%v\n", id, pause)
-		if pause {
-			return nil
-		}
-		return unparkNow(cmd, c, id)
+		return reportUnparked(cmd, id, un)
 	}, audit.register)
 }
 
-// unparkNow queues the parked tasks of a resumed or cancelled job at once
-// (every worker's Unparker would within a second or so).
-func unparkNow(cmd *cobra.Command, c *conn, id string) error {
-	client := asynq.NewClient(c.asynq)
-	defer client.Close()
-	n, err := worker.Unpark(cmd.Context(), c.store, client, id)
-	if err != nil {
-		return fmt.Errorf("job %s: queueing its parked tasks again (the workers will retry): %w", id, err)
+// reportUnparked says how many parked tasks a resume or cancel queued again.
+func reportUnparked(cmd *cobra.Command, id string, un imrecall.Unparked) error {
+	if un.Err != nil {
+		return un.Err
 	}
-	if n > 0 {
-		fmt.Fprintf(cmd.OutOrStdout(), "job %s: %d parked tasks queued again\n", id, n)
+	if un.Tasks > 0 {
+		fmt.Fprintf(cmd.OutOrStdout(), "job %s: %d parked tasks queued again\n", id, un.Tasks)
 	}
 	return nil
 }

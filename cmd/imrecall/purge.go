@@ -7,10 +7,9 @@ import (
 	"os"
 	"strings"
 	"text/tabwriter"
-	"time"
 
+	"github.com/imrecall/imrecall"
 	"github.com/imrecall/imrecall/jobs"
-	"github.com/imrecall/imrecall/msgindex"
 	"github.com/imrecall/imrecall/producer"
 	"github.com/imrecall/imrecall/tasks"
 	"github.com/imrecall/imrecall/tim"
@@ -61,31 +60,6 @@ func (f *purgeFlags) verifyWhenDone(cmd *cobra.Command, c *conn, im *tim.Client)
 		writeVerification(cmd, v)
 		return verificationExit(v)
 	}
-}
-
-func (f *purgeFlags) window(now time.Time) (producer.Window, error) {
-	var w producer.Window
-	var err error
-	if w.Since, err = parseWhen("since", f.since, now); err != nil {
-		return w, err
-	}
-	if w.Until, err = parseWhen("until", f.until, now); err != nil {
-		return w, err
-	}
-	if err := w.Validate(); err != nil {
-		return w, usageError{err}
-	}
-	return w, nil
-}
-
-// parseWhen parses a time flag: RFC 3339, a date, a date and minute, or an
-// age (90d, 36h, 15m) before now. Empty is the zero time.
-func parseWhen(flag, s string, now time.Time) (time.Time, error) {
-	t, err := producer.ParseTime(s, now)
-	if err != nil {
-		return t, badInput("--%s %v", flag, err)
-	}
-	return t, nil
 }
 
 // client builds the IM client for discovery, gated by the shared limiter.
@@ -140,34 +114,11 @@ the user belongs to is scanned, and the one-to-one chats with --peers.`,
 			if err := f.validate(); err != nil {
 				return err
 			}
-			w, err := f.window(time.Now())
-			if err != nil {
-				return err
-			}
 			ps, err := peerList(peers, peersFile)
 			if err != nil {
 				return err
 			}
-			spec := producer.UserPurge{User: user, Peers: ps, Window: w, Concurrency: f.concurrency}
-			if err := spec.Validate(); err != nil {
-				return usageError{err}
-			}
-			params := map[string]any{"user": user, "peers": ps, "since": f.since, "until": f.until, "source": source}
-			switch source {
-			case "index", "auto":
-				done, err := runIndexPurge(cmd, &f, user, w, source, params)
-				if done || err != nil {
-					return err
-				}
-				params["source"] = "scan"
-			case "scan":
-			default:
-				return badInput("--source %q: want index, scan or auto", source)
-			}
-			return runPurge(cmd, &f, "purge:user", params, purgeScope{subject: user, window: w, peers: ps, user: &spec},
-				func(ctx context.Context, im producer.IM) ([]producer.Scan, *producer.Report, error) {
-					return producer.UserScans(ctx, im, spec)
-				})
+			return runPurge(cmd, &f, imrecall.UserPurge{User: user, Peers: ps, Source: source, Since: f.since, Until: f.until})
 		},
 	}
 	f.register(cmd, tasks.QueuePurge)
@@ -222,23 +173,8 @@ func newPurgeGroupCmd() *cobra.Command {
 			if err := f.validate(); err != nil {
 				return err
 			}
-			w, err := f.window(time.Now())
-			if err != nil {
-				return err
-			}
-			spec := producer.GroupPurge{Groups: groups, Topic: topic, Senders: senders, Concurrency: f.concurrency,
-				GroupFilter: producer.GroupFilter{Window: w, SeqFrom: seqFrom, SeqTo: seqTo}}
-			if err := spec.Validate(); err != nil {
-				return usageError{err}
-			}
-			params := map[string]any{"groups": groups, "topic": topic, "senders": senders, "since": f.since, "until": f.until, "seq_from": seqFrom, "seq_to": seqTo}
-			scope := purgeScope{window: w}
-			if len(senders) == 1 {
-				scope.subject = senders[0]
-			}
-			return runPurge(cmd, &f, "purge:group", params, scope, func(ctx context.Context, im producer.IM) ([]producer.Scan, *producer.Report, error) {
-				return producer.GroupScans(ctx, im, spec)
-			})
+			return runPurge(cmd, &f, imrecall.GroupPurge{Groups: groups, Topic: topic, Senders: senders,
+				SeqFrom: seqFrom, SeqTo: seqTo, Since: f.since, Until: f.until})
 		},
 	}
 	f.register(cmd, tasks.QueueIncident)
@@ -250,120 +186,30 @@ func newPurgeGroupCmd() *cobra.Command {
 	return cmd
 }
 
-// scansFunc lists what a purge must scan, checking its input first.
-type scansFunc func(ctx context.Context, im producer.IM) ([]producer.Scan, *producer.Report, error)
-
-// purgeScope is what a purge covers, for the job's coverage.
-type purgeScope struct {
-	subject string
-	window  producer.Window
-	peers   []string
-	// user is a user purge's spec: the callback index may know groups the
-	// scan does not list (groups the user left); they are added to it.
-	user *producer.UserPurge
-}
-
-// indexedGroups returns the groups in which the callback index holds
-// messages of user in w; nil when it holds none (or is empty).
-func indexedGroups(ctx context.Context, c *conn, prefix string, app int64, user string, w producer.Window) (map[string]bool, error) {
-	idx := msgindex.New(c.rdb, prefix, 0)
-	groups := map[string]bool{}
-	err := idx.Lookup(ctx, app, user, w.Since, w.Until, func(e msgindex.Entry) error {
-		if e.IsGroup() {
-			groups[e.GroupID] = true
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("reading the callback index for the groups of %s: %w", user, err)
-	}
-	return groups, nil
-}
-
-// warnGaps prints a warning for each gap: what the purge cannot reach.
-func warnGaps(cmd *cobra.Command, gaps []jobs.Gap) {
-	for _, line := range producer.Warnings(gaps) {
-		fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s\n", line)
-	}
-}
-
-// runPurge lists the scans (bad input fails here, before anything is
-// planned). A dry run, or a run that must be confirmed, scans in this
-// process into a tally; a real run queues one discovery task per scan, which
-// workers run in parallel, planning into the job as they go.
-func runPurge(cmd *cobra.Command, f *purgeFlags, kind string, params map[string]any, scope purgeScope, list scansFunc) error {
-	ctx := cmd.Context()
-	log, err := f.logs.logger(cmd.ErrOrStderr())
-	if err != nil {
-		return err
-	}
-	c, err := f.redis.connect(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	im, err := f.client(c, log)
-	if err != nil {
-		return err
-	}
-	f.verifyWhenDone(cmd, c, im)
-	scans, rep, err := list(ctx, im)
-	if err != nil {
-		return discoveryErr(err)
-	}
-	for _, u := range rep.Unsupported {
-		fmt.Fprintf(cmd.ErrOrStderr(), "unsupported: %s (%s): %s\n", u.GroupID, u.Type, u.Reason)
-	}
-	if scope.user != nil {
-		indexed, err := indexedGroups(ctx, c, f.redis.prefix, f.appID, scope.subject, scope.window)
+// runPurge runs a purge: its IM client (discovery, dry runs and the
+// sender check of the index) is gated by the shared limiter; with --verify,
+// --wait verifies the job at its end.
+func runPurge(cmd *cobra.Command, f *purgeFlags, req imrecall.Request) error {
+	f.discovery = f.concurrency
+	return runJob(cmd, &f.recallFlags, func(c *conn) (producer.IM, error) {
+		log, err := f.logs.logger(cmd.ErrOrStderr())
 		if err != nil {
-			return err
+			return nil, err
 		}
-		if scans, err = producer.AddIndexedGroups(ctx, im, *scope.user, scans, rep, indexed); err != nil {
-			return discoveryErr(err)
+		im, err := f.client(c, log)
+		if err != nil {
+			return nil, err
 		}
-	}
-	cov := producer.Coverage(scope.subject, scope.window, scope.peers, producer.ScanSources(len(scope.peers)), rep)
-	warnGaps(cmd, cov.Gaps)
-	if f.dryRun || !f.yes {
-		tally := &producer.Tally{}
-		if err := producer.RunScans(ctx, im, scans, f.concurrency, tally, rep); err != nil {
-			return discoveryErr(err)
-		}
-		if f.dryRun {
-			cov.Targets = rep.TargetCoverage()
-			return printDiscovery(cmd, f.asJSON, rep, tally.Count(), cov)
-		}
-		if n := tally.Count(); n > f.confirmAbove {
-			fmt.Fprintf(cmd.ErrOrStderr(), "found %d messages in %d targets\n", n, len(rep.Targets))
-			if err := confirm(cmd, fmt.Sprintf("About to recall %d messages.", n)); err != nil {
-				return err
-			}
-		}
-	}
-	return createAndPlan(cmd, &f.recallFlags, c, kind, params, func(ctx context.Context, job jobs.Job, q producer.Enqueuer, _ *producer.Batcher) error {
-		// The scope and its gaps first; each target as its discovery ends.
-		if err := c.store.SaveCoverage(ctx, job.ID, cov); err != nil {
-			return err
-		}
-		n, err := producer.EnqueueScans(ctx, c.store, q, job, scans)
-		if err == nil {
-			fmt.Fprintf(cmd.ErrOrStderr(), "job %s: %d scans queued for the workers\n", job.ID, n)
-		}
-		return err
-	})
+		f.verifyWhenDone(cmd, c, im)
+		return im, nil
+	}, req)
 }
 
-func discoveryErr(err error) error {
-	if strings.HasPrefix(err.Error(), "--") {
-		return usageError{err}
-	}
-	return err
-}
-
-func printDiscovery(cmd *cobra.Command, asJSON bool, rep *producer.Report, distinct int, cov jobs.Coverage) error {
+// printDiscovery prints the dry run of a purge by scan.
+func printDiscovery(cmd *cobra.Command, asJSON bool, p imrecall.Plan) error {
+	rep, cov := p.Report, *p.Scope
 	if asJSON {
-		return printJSON(cmd.OutOrStdout(), map[string]any{"dry_run": true, "messages": distinct, "report": rep,
+		return printJSON(cmd.OutOrStdout(), map[string]any{"dry_run": true, "messages": p.Messages, "report": rep,
 			"scope": cov, "warnings": producer.Warnings(cov.Gaps)})
 	}
 	w := cmd.OutOrStdout()
@@ -381,119 +227,23 @@ func printDiscovery(cmd *cobra.Command, asJSON bool, rep *producer.Report, disti
 		fmt.Fprintf(w, "unsupported: %s (%s): %s\n", u.GroupID, u.Type, u.Reason)
 	}
 	fmt.Fprintf(w, "total: %d messages (%d group in %d calls, %d one-to-one in %d calls); about %.0f s at the cap\n",
-		distinct, rep.GroupMsgs, rep.GroupCalls, rep.C2CMsgs, rep.C2CCalls, rep.SecondsAtCap)
+		p.Messages, rep.GroupMsgs, rep.GroupCalls, rep.C2CMsgs, rep.C2CCalls, rep.SecondsAtCap)
 	fmt.Fprintln(w)
 	cov.WriteText(w)
 	return nil
 }
 
-// runIndexPurge purges a user's messages found in the callback index. With
-// source auto it returns done=false, and does nothing, when the index does
-// not cover the range, so that the caller scans instead.
-func runIndexPurge(cmd *cobra.Command, f *purgeFlags, user string, w producer.Window, source string, params map[string]any) (done bool, err error) {
-	ctx := cmd.Context()
-	c, err := f.redis.connect(ctx)
-	if err != nil {
-		return true, err
+// printIndexPlan prints the dry run of a purge by index.
+func printIndexPlan(cmd *cobra.Command, asJSON bool, p imrecall.Plan) error {
+	scope := *p.Scope
+	if asJSON {
+		return printJSON(cmd.OutOrStdout(), map[string]any{"dry_run": true, "source": "index", "messages": p.Messages, "index": p.Index,
+			"coverage": p.IndexCoverage, "sender_unconfirmed": p.SenderUnconfirmed, "scope": scope, "warnings": p.Warnings})
 	}
-	defer c.Close()
-	idx := msgindex.New(c.rdb, f.redis.prefix, 0)
-	cov, err := idx.Coverage(ctx, f.appID)
-	if err != nil {
-		return true, err
-	}
-	why := cov.Why(w.Since, time.Now())
-	covered := why == ""
-	switch {
-	case source == "auto" && !covered:
-		fmt.Fprintf(cmd.ErrOrStderr(), "the callback index does not cover the range (%s); scanning histories\n", why)
-		return false, nil
-	case !covered:
-		fmt.Fprintf(cmd.ErrOrStderr(), "warning: the callback index begins %s, after the range starts: older messages are not in it\n", describeSince(cov))
-	}
-	// The index holds what callbacks claimed (Sign does not cover a body):
-	// only what the history shows the user sent is recalled.
-	log, err := f.logs.logger(cmd.ErrOrStderr())
-	if err != nil {
-		return true, err
-	}
-	im, err := f.client(c, log)
-	if err != nil {
-		return true, err
-	}
-	f.verifyWhenDone(cmd, c, im)
-	params["source"] = "index"
-	rep := &producer.Report{}
-	if why := cov.Why(w.Since, time.Now()); why != "" {
-		rep.AddGap(jobs.Gap{Kind: jobs.GapIndex, What: "the callback index does not cover the whole range: " + why})
-	}
-	producer.RoamingGap(rep, w, time.Now())
-	scope := producer.Coverage(user, w, nil, []string{producer.SourceNameIndex}, rep)
-	warnGaps(cmd, scope.Gaps)
-	if f.yes && !f.dryRun {
-		// Confirmed up front: plan as senders are confirmed, so that
-		// recalls start while later history pages are read.
-		return true, createAndPlan(cmd, &f.recallFlags, c, "purge:user", params, func(ctx context.Context, job jobs.Job, _ producer.Enqueuer, b *producer.Batcher) error {
-			if err := c.store.SaveCoverage(ctx, job.ID, scope); err != nil {
-				return err
-			}
-			check := producer.NewSenderCheck(im, user, b)
-			if _, err := idx.Plan(ctx, f.appID, user, w.Since, w.Until, check); err != nil {
-				return err
-			}
-			if err := check.Flush(ctx); err != nil {
-				return err
-			}
-			if check.Refused > 0 {
-				fmt.Fprintf(cmd.ErrOrStderr(), "%d indexed messages are not confirmed as %s's by the history (forged callbacks or others' messages): left out\n", check.Refused, user)
-			}
-			return c.store.AddRefused(ctx, job.ID, jobs.RefusedSenderUnconfirmed, int64(check.Refused))
-		})
-	}
-	tally := &producer.Tally{}
-	check := producer.NewSenderCheck(im, user, tally)
-	counts, err := idx.Plan(ctx, f.appID, user, w.Since, w.Until, check)
-	if err == nil {
-		err = check.Flush(ctx)
-	}
-	if err != nil {
-		return true, err
-	}
-	if check.Refused > 0 {
-		fmt.Fprintf(cmd.ErrOrStderr(), "%d indexed messages are not confirmed as %s's by the history (forged callbacks or others' messages): left out\n", check.Refused, user)
-	}
-	if f.dryRun {
-		out := map[string]any{"dry_run": true, "source": "index", "messages": tally.Count(), "index": counts, "coverage": cov,
-			"sender_unconfirmed": check.Refused, "scope": scope, "warnings": producer.Warnings(scope.Gaps)}
-		if f.asJSON {
-			return true, printJSON(cmd.OutOrStdout(), out)
-		}
-		fmt.Fprintf(cmd.OutOrStdout(), "dry run: nothing was changed\nfrom the callback index: %d messages (%d group in %d groups, %d one-to-one with %d peers); about %.0f s at the cap\n",
-			tally.Count(), counts.GroupMessages, counts.Groups, counts.C2CMessages, counts.Peers,
-			estimateSeconds((counts.GroupMessages+9)/10, counts.C2CMessages))
-		fmt.Fprintln(cmd.OutOrStdout())
-		scope.WriteText(cmd.OutOrStdout())
-		return true, nil
-	}
-	if n := tally.Count(); n > f.confirmAbove && !f.yes {
-		if err := confirm(cmd, fmt.Sprintf("About to recall %d messages of %s found in the callback index.", n, user)); err != nil {
-			return true, err
-		}
-	}
-	return true, createAndPlan(cmd, &f.recallFlags, c, "purge:user", params, func(ctx context.Context, job jobs.Job, _ producer.Enqueuer, b *producer.Batcher) error {
-		if err := c.store.SaveCoverage(ctx, job.ID, scope); err != nil {
-			return err
-		}
-		if err := check.Replay(ctx, b); err != nil {
-			return err
-		}
-		return c.store.AddRefused(ctx, job.ID, jobs.RefusedSenderUnconfirmed, int64(check.Refused))
-	})
-}
-
-func describeSince(c msgindex.Coverage) string {
-	if c.Since.IsZero() {
-		return "nowhere (it has recorded nothing)"
-	}
-	return c.Since.Format(time.RFC3339)
+	counts := p.Index
+	fmt.Fprintf(cmd.OutOrStdout(), "dry run: nothing was changed\nfrom the callback index: %d messages (%d group in %d groups, %d one-to-one with %d peers); about %.0f s at the cap\n",
+		p.Messages, counts.GroupMessages, counts.Groups, counts.C2CMessages, counts.Peers, p.SecondsAtCap)
+	fmt.Fprintln(cmd.OutOrStdout())
+	scope.WriteText(cmd.OutOrStdout())
+	return nil
 }

@@ -3,16 +3,16 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/imrecall/imrecall"
 	"github.com/imrecall/imrecall/jobs"
+	"github.com/imrecall/imrecall/msgindex"
 	"github.com/imrecall/imrecall/producer"
 	"github.com/imrecall/imrecall/tasks"
 	"github.com/spf13/cobra"
@@ -32,6 +32,9 @@ type recallFlags struct {
 	afterWait    func(ctx context.Context, j jobs.Job) error
 	asJSON       bool
 	plannerLease time.Duration
+	// discovery is how many histories a purge's dry run reads at once.
+	discovery int
+	approval  approvalFlags
 }
 
 func (f *recallFlags) register(cmd *cobra.Command, defaultQueue string) {
@@ -46,6 +49,7 @@ func (f *recallFlags) register(cmd *cobra.Command, defaultQueue string) {
 	fl.BoolVar(&f.wait, "wait", false, "wait until the job ends, showing progress, and exit with the job's code")
 	fl.BoolVar(&f.asJSON, "json", false, "print JSON for scripts")
 	plannerLeaseFlag(cmd, &f.plannerLease)
+	f.approval.register(cmd)
 }
 
 func (f *recallFlags) validate() error {
@@ -57,6 +61,9 @@ func (f *recallFlags) validate() error {
 	}
 	if strings.TrimSpace(f.audit.actor) == "" {
 		return badInput("--actor: required (who asks, for the audit record)")
+	}
+	if err := f.approval.validate(); err != nil {
+		return err
 	}
 	if f.plannerLease <= 0 {
 		return badInput("--planner-lease (IMRECALL_PLANNER_LEASE) %s: must be positive", f.plannerLease)
@@ -93,27 +100,11 @@ func newRecallGroupCmd() *cobra.Command {
 			if err := f.validate(); err != nil {
 				return err
 			}
-			if strings.TrimSpace(group) == "" {
-				return badInput("--group: required")
-			}
 			list, err := parseInt64List("seqs", seqs)
 			if err != nil {
 				return err
 			}
-			if len(list) == 0 {
-				return badInput("--seqs: at least one MsgSeq required")
-			}
-			for _, s := range list {
-				if s <= 0 {
-					return badInput("--seqs: MsgSeq %d must be positive", s)
-				}
-			}
-			msgs := make([]producer.Message, len(list))
-			for i, s := range list {
-				msgs[i] = producer.Message{GroupID: group, TopicID: topic, MsgSeq: s}
-			}
-			params := map[string]any{"GroupId": group, "TopicId": topic, "seqs": list}
-			return runRecall(cmd, &f, "recall:group", params, msgs)
+			return runJob(cmd, &f, nil, imrecall.GroupRecall{GroupID: group, TopicID: topic, Seqs: list})
 		},
 	}
 	f.register(cmd, tasks.QueueIncident)
@@ -138,17 +129,7 @@ func newRecallC2CCmd() *cobra.Command {
 			if err := f.validate(); err != nil {
 				return err
 			}
-			switch {
-			case strings.TrimSpace(from) == "":
-				return badInput("--from: required (From_Account, the sender)")
-			case strings.TrimSpace(to) == "":
-				return badInput("--to: required (To_Account, the receiver)")
-			}
-			if err := tasks.ValidMsgKey(key); err != nil {
-				return badInput("--msgkey: %v", err)
-			}
-			params := map[string]any{"From_Account": from, "To_Account": to, "MsgKey": key}
-			return runRecall(cmd, &f, "recall:c2c", params, []producer.Message{{From: from, To: to, MsgKey: key}})
+			return runJob(cmd, &f, nil, imrecall.C2CRecall{From: from, To: to, MsgKey: key})
 		},
 	}
 	f.register(cmd, tasks.QueueIncident)
@@ -180,125 +161,106 @@ enqueued. Duplicates are recalled once; group seqs are sent 10 per call.`,
 			if err := f.validate(); err != nil {
 				return err
 			}
-			return runRecallFile(cmd, &f, args[0])
+			return runJob(cmd, &f, nil, imrecall.ListRecall{File: args[0]})
 		},
 	}
 	f.register(cmd, tasks.QueuePurge)
 	return cmd
 }
 
-// runRecall creates a job for a few messages given on the command line.
-func runRecall(cmd *cobra.Command, f *recallFlags, kind string, params map[string]any, msgs []producer.Message) error {
-	ctx := cmd.Context()
-	if f.dryRun {
-		return printDryRun(cmd, f, map[string]any{"messages": len(msgs), "params": params})
+// client builds the Client of a recall or purge command: its queue (with
+// the test-only pause of testPauseEnv), the callback index, and im for
+// purges (nil for recalls of listed messages).
+func (f *recallFlags) client(cmd *cobra.Command, c *conn, im producer.IM) (*imrecall.Client, func(), error) {
+	q := asynq.NewClient(c.asynq)
+	confirmAbove := f.confirmAbove
+	if confirmAbove == 0 {
+		confirmAbove = -1 // every job asks
 	}
-	if len(msgs) > f.confirmAbove && !f.yes {
-		if err := confirm(cmd, fmt.Sprintf("About to recall %d messages.", len(msgs))); err != nil {
-			return err
-		}
+	cfg := imrecall.Config{Redis: c.rdb, Prefix: f.redis.prefix, Queue: testHookEnqueuer(cmd, q), AppID: f.appID,
+		Index: msgindex.New(c.rdb, f.redis.prefix, 0), ConfirmAbove: confirmAbove, PlannerLease: f.plannerLease, DiscoveryConcurrency: f.discovery,
+		ApprovalAbove: f.approval.above, ApprovalDelay: f.approval.delay}
+	if im != nil {
+		cfg.IM = im
 	}
-	c, err := f.redis.connect(ctx)
+	cl, err := imrecall.New(cfg)
 	if err != nil {
-		return err
+		_ = q.Close()
+		return nil, nil, err
 	}
-	defer c.Close()
-	return createAndPlan(cmd, f, c, kind, params, func(ctx context.Context, _ jobs.Job, _ producer.Enqueuer, b *producer.Batcher) error {
-		for _, m := range msgs {
-			if err := b.AddMessage(ctx, m); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	return cl, func() { _ = q.Close() }, nil
 }
 
-func runRecallFile(cmd *cobra.Command, f *recallFlags, path string) error {
+// runJob is every recall and purge command once its flags are read: the
+// request is checked before Redis is opened; then a dry run prints the
+// plan, or the job is created (asking at the terminal when the Client says
+// it needs confirmation), its id printed, and with --wait followed to its
+// end. open, if set, builds the IM client of a purge.
+func runJob(cmd *cobra.Command, f *recallFlags, open func(c *conn) (producer.IM, error), req imrecall.Request) error {
 	ctx := cmd.Context()
-	sum, err := producer.CheckListFile(ctx, path)
-	if err != nil {
-		var le *producer.LineError
-		if errors.As(err, &le) || errors.Is(err, os.ErrNotExist) {
-			return usageError{err}
-		}
-		return err
-	}
-	if sum.Messages == 0 {
-		return badInput("%s: no messages in the file", path)
-	}
-	abs, _ := filepath.Abs(path)
-	if f.dryRun {
-		return printDryRun(cmd, f, map[string]any{"file": abs, "summary": sum,
-			"seconds_at_cap": estimateSeconds(sum.GroupCalls, sum.C2CCalls)})
-	}
-	if sum.Messages > f.confirmAbove && !f.yes {
-		if err := confirm(cmd, fmt.Sprintf("About to recall %d messages (%d group, %d one-to-one) listed in %s.",
-			sum.Messages, sum.GroupMsgs, sum.C2CMsgs, path)); err != nil {
-			return err
-		}
+	if err := req.Validate(); err != nil {
+		return cliError(err)
 	}
 	c, err := f.redis.connect(ctx)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	params := map[string]any{"file": abs, "messages": sum.Messages}
-	return createAndPlan(cmd, f, c, "recall:file", params, func(ctx context.Context, _ jobs.Job, _ producer.Enqueuer, b *producer.Batcher) error {
-		fh, err := os.Open(path)
+	var im producer.IM
+	if open != nil {
+		if im, err = open(c); err != nil {
+			return err
+		}
+	}
+	client, closeQ, err := f.client(cmd, c, im)
+	if err != nil {
+		return err
+	}
+	defer closeQ()
+	if f.dryRun {
+		p, err := client.Plan(ctx, req)
 		if err != nil {
-			return fmt.Errorf("opening list file: %w", err)
+			return cliError(err)
 		}
-		defer fh.Close()
-		return producer.ReadList(ctx, fh, path, func(_ int, m producer.Message) error { return b.AddMessage(ctx, m) })
-	})
-}
-
-// estimateSeconds is the time the calls take at the default cap of 200
-// calls/s per API; the two APIs run in parallel.
-func estimateSeconds(groupCalls, c2cCalls int) float64 {
-	return float64(max(groupCalls, c2cCalls)) / 200
-}
-
-func printDryRun(cmd *cobra.Command, f *recallFlags, report map[string]any) error {
-	report["dry_run"] = true
-	if f.asJSON {
-		return printJSON(cmd.OutOrStdout(), report)
+		notePlan(cmd, p)
+		return printPlan(cmd, f, req, p)
 	}
-	b, _ := json.MarshalIndent(report, "", "  ")
-	fmt.Fprintf(cmd.OutOrStdout(), "dry run: nothing was changed\n%s\n", b)
-	return nil
-}
-
-// createAndPlan creates the job, runs plan on a batcher, closes planning and
-// prints the job id; with --wait it then follows the job to its end.
-func createAndPlan(cmd *cobra.Command, f *recallFlags, c *conn, kind string, params map[string]any, plan producer.PlanFunc) error {
-	ctx := cmd.Context()
-	raw, _ := json.Marshal(params)
-	client := asynq.NewClient(c.asynq)
-	defer client.Close()
-	c.store.SetLeaseTTL(f.plannerLease)
-	job, b, err := producer.NewJob(ctx, c.store, testHookEnqueuer(cmd, client), jobs.Spec{
-		Kind: kind, Queue: f.queue, AppID: f.appID,
-		RequestedBy: f.audit.actor, Reason: f.audit.reason, Params: raw,
-	}, plan)
+	noted := false
+	created, err := client.Create(ctx, req, imrecall.CreateOptions{Actor: f.audit.actor, Reason: f.audit.reason, Queue: f.queue, Confirmed: f.yes,
+		Confirm: func(_ context.Context, need *imrecall.ConfirmationRequired) error {
+			notePlan(cmd, need.Plan)
+			noted = true
+			return confirm(cmd, prompt(req, need))
+		}})
 	if err != nil {
-		return err
+		return cliError(err)
+	}
+	if !noted {
+		notePlan(cmd, created.Plan)
+	}
+	job := created.Job
+	if job.HeldForApproval {
+		fmt.Fprintf(cmd.ErrOrStderr(), "job %s: more than %d messages: it waits for approval by someone other than %s (imrecall jobs approve %s)\n",
+			job.ID, f.approval.above, f.audit.actor, job.ID)
+	}
+	if created.Plan.Source == imrecall.SourceScan {
+		fmt.Fprintf(cmd.ErrOrStderr(), "job %s: %d scans queued for the workers\n", job.ID, created.Plan.Scans)
 	}
 	if f.asJSON {
-		if err := printJSON(cmd.OutOrStdout(), map[string]any{"job_id": job.ID, "planned": b.Planned, "tasks": b.Tasks}); err != nil {
+		if err := printJSON(cmd.OutOrStdout(), map[string]any{"job_id": job.ID, "planned": created.Planned, "tasks": created.Tasks}); err != nil {
 			return err
 		}
 	} else {
 		fmt.Fprintln(cmd.OutOrStdout(), job.ID)
-		if b.Seen > 0 {
+		if seen := created.Planned + created.Duplicates; seen > 0 {
 			fmt.Fprintf(cmd.ErrOrStderr(), "job %s: %d messages planned (%d duplicates removed) in %d tasks on queue %s\n",
-				job.ID, b.Planned, b.Seen-b.Planned, b.Tasks, f.queue)
+				job.ID, created.Planned, created.Duplicates, created.Tasks, job.Queue)
 		}
 	}
 	if !f.wait {
 		return nil
 	}
-	j, err := waitJob(ctx, cmd, c.store, job.ID, 500*time.Millisecond)
+	j, err := waitJob(ctx, cmd, client, job.ID)
 	if err != nil {
 		return err
 	}
@@ -309,6 +271,66 @@ func createAndPlan(cmd *cobra.Command, f *recallFlags, c *conn, kind string, par
 		}
 	}
 	return jobExit(j)
+}
+
+// notePlan prints on standard error what a plan cannot do or chose: groups
+// that cannot recall, why the index was not used, unconfirmed senders and
+// the scope's gaps.
+func notePlan(cmd *cobra.Command, p imrecall.Plan) {
+	w := cmd.ErrOrStderr()
+	if p.SourceWhy != "" {
+		fmt.Fprintf(w, "%s; scanning histories\n", p.SourceWhy)
+	}
+	if p.Report != nil {
+		for _, u := range p.Report.Unsupported {
+			fmt.Fprintf(w, "unsupported: %s (%s): %s\n", u.GroupID, u.Type, u.Reason)
+		}
+	}
+	if p.SenderUnconfirmed > 0 {
+		fmt.Fprintf(w, "%d indexed messages are not confirmed as the user's by the history (forged callbacks or others' messages): left out\n", p.SenderUnconfirmed)
+	}
+	for _, line := range p.Warnings {
+		fmt.Fprintf(w, "warning: %s\n", line)
+	}
+}
+
+// prompt is the question put to the person at the terminal.
+func prompt(req imrecall.Request, need *imrecall.ConfirmationRequired) string {
+	p := need.Plan
+	switch {
+	case p.Summary != nil:
+		s := p.Summary
+		return fmt.Sprintf("About to recall %d messages (%d group, %d one-to-one) listed in %s.", s.Messages, s.GroupMsgs, s.C2CMsgs, req.(imrecall.ListRecall).File)
+	case p.Source == imrecall.SourceIndex:
+		return fmt.Sprintf("About to recall %d messages of %s found in the callback index.", need.Messages, req.(imrecall.UserPurge).User)
+	case p.Source == imrecall.SourceScan && p.Report != nil:
+		return fmt.Sprintf("found %d messages in %d targets\nAbout to recall %d messages.", need.Messages, len(p.Report.Targets), need.Messages)
+	}
+	return fmt.Sprintf("About to recall %d messages.", need.Messages)
+}
+
+// printPlan prints a dry run in the shape of each command.
+func printPlan(cmd *cobra.Command, f *recallFlags, req imrecall.Request, p imrecall.Plan) error {
+	switch {
+	case p.Summary != nil:
+		abs, _ := filepath.Abs(req.(imrecall.ListRecall).File)
+		return printDryRun(cmd, f, map[string]any{"file": abs, "summary": p.Summary, "seconds_at_cap": p.SecondsAtCap})
+	case p.Source == imrecall.SourceList:
+		return printDryRun(cmd, f, map[string]any{"messages": p.Messages, "params": req})
+	case p.Source == imrecall.SourceIndex:
+		return printIndexPlan(cmd, f.asJSON, p)
+	}
+	return printDiscovery(cmd, f.asJSON, p)
+}
+
+func printDryRun(cmd *cobra.Command, f *recallFlags, report map[string]any) error {
+	report["dry_run"] = true
+	if f.asJSON {
+		return printJSON(cmd.OutOrStdout(), report)
+	}
+	b, _ := json.MarshalIndent(report, "", "  ")
+	fmt.Fprintf(cmd.OutOrStdout(), "dry run: nothing was changed\n%s\n", b)
+	return nil
 }
 
 func printCounts(cmd *cobra.Command, j jobs.Job) {

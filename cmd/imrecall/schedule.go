@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/imrecall/imrecall/api"
+	"github.com/imrecall/imrecall"
 	"github.com/imrecall/imrecall/producer"
 	"github.com/imrecall/imrecall/tasks"
 	"github.com/spf13/cobra"
@@ -337,10 +337,11 @@ func newScheduler(ctx context.Context, c *conn, prefix string, q producer.Enqueu
 
 // scheduleRunner plans a schedule's firing in the worker's process, with
 // the worker's own settings: the request says what the job is, the worker
-// how to connect.
+// how to connect. It creates the job through the Client, as the CLI and
+// the API do.
 type scheduleRunner struct {
-	jobs *api.Jobs
-	log  *slog.Logger
+	client *imrecall.Client
+	log    *slog.Logger
 }
 
 func (r scheduleRunner) handle(ctx context.Context, t *asynq.Task) error {
@@ -352,23 +353,28 @@ func (r scheduleRunner) handle(ctx context.Context, t *asynq.Task) error {
 		r.log.Error("schedule refused: its firing holds a command line, not a job request", "schedule", p.Name)
 		return fmt.Errorf("schedule %s: a command line, not a job request (schedules from before typed requests never run; the scheduler migrates them): %w", p.Name, asynq.SkipRetry)
 	}
-	var req producer.JobRequest
-	if err := json.Unmarshal(p.Request, &req); err != nil {
+	var jr producer.JobRequest
+	if err := json.Unmarshal(p.Request, &jr); err != nil {
 		return fmt.Errorf("schedule %s: request: %v: %w", p.Name, err, asynq.SkipRetry)
 	}
-	req.Confirm, req.DryRun = true, false
-	resp, err := r.jobs.Create(ctx, req, "schedule:"+p.Name)
-	if err != nil {
-		if errors.Is(err, api.ErrBadRequest) {
-			r.log.Error("schedule's request refused", "schedule", p.Name, "err", err)
-			return fmt.Errorf("schedule %s: %v: %w", p.Name, err, asynq.SkipRetry)
+	req, err := imrecall.RequestOf(jr)
+	var created imrecall.Created
+	if err == nil {
+		who := "schedule:" + p.Name
+		if a := strings.TrimSpace(jr.Actor); a != "" {
+			who = a + " (" + who + ")"
 		}
+		created, err = r.client.Create(ctx, req, imrecall.CreateOptions{Actor: who, Reason: jr.Reason, Queue: jr.Queue, Confirmed: true})
+	}
+	var fe *imrecall.FieldError
+	if errors.As(err, &fe) {
+		// Retrying a bad request cannot help.
+		r.log.Error("schedule's request refused", "schedule", p.Name, "err", err)
+		return fmt.Errorf("schedule %s: %v: %w", p.Name, err, asynq.SkipRetry)
+	}
+	if err != nil {
 		return fmt.Errorf("schedule %s: %w", p.Name, err)
 	}
-	jobID := ""
-	if resp.Job != nil {
-		jobID = resp.Job.ID
-	}
-	r.log.Info("schedule fired", "schedule", p.Name, "job_id", jobID, "due", p.Due, "planned", resp.Planned)
+	r.log.Info("schedule fired", "schedule", p.Name, "job_id", created.Job.ID, "due", p.Due, "planned", created.Planned)
 	return nil
 }

@@ -16,7 +16,7 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/hibiken/asynq"
-	"github.com/imrecall/imrecall/api"
+	"github.com/imrecall/imrecall"
 	"github.com/imrecall/imrecall/emulator"
 	"github.com/imrecall/imrecall/internal/imtest"
 	"github.com/imrecall/imrecall/jobs"
@@ -164,13 +164,13 @@ func TestScheduleFiresAJob(t *testing.T) {
 	defer cancel()
 	sched := newScheduler(ctx, c, rf.prefix, enq, 200*time.Millisecond, log)
 	go func() { _ = sched.Run(ctx) }()
-	creator, err := api.NewJobs(api.Config{Store: c.store, Queue: enq, AppID: imtest.AppID})
+	creator, err := imrecall.New(imrecall.Config{Redis: c.rdb, Prefix: rf.prefix, Queue: enq, AppID: imtest.AppID})
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := asynq.NewServer(c.asynq, asynq.Config{Concurrency: 2, Queues: tasks.Queues, LogLevel: asynq.ErrorLevel, Logger: asynqLogger{log}})
 	mux := asynq.NewServeMux()
-	mux.HandleFunc(tasks.TypeScheduleRun, scheduleRunner{jobs: creator, log: log}.handle)
+	mux.HandleFunc(tasks.TypeScheduleRun, scheduleRunner{client: creator, log: log}.handle)
 	if err := srv.Start(mux); err != nil {
 		t.Fatal(err)
 	}

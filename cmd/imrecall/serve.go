@@ -13,6 +13,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/hibiken/asynq/x/metrics"
 	"github.com/hibiken/asynqmon"
+	"github.com/imrecall/imrecall"
 	"github.com/imrecall/imrecall/api"
 	"github.com/imrecall/imrecall/certificate"
 	"github.com/imrecall/imrecall/msgindex"
@@ -41,6 +42,7 @@ type serveOptions struct {
 	insecureCallbacks bool
 	jobRetention      string
 	confirmAbove      int
+	approval          approvalFlags
 	concurrency       int
 	confirmRate       float64
 	confirmEvery      time.Duration
@@ -107,6 +109,7 @@ than two beats (serve down, Redis unreachable) is recorded as a gap in the index
 	fl.DurationVar(&o.heartbeat, "index-heartbeat", 10*time.Second, "how often serve records that it receives callbacks; a silence longer than two beats (serve down, Redis unreachable) is recorded as a gap in the index coverage")
 	fl.BoolVar(&o.monitor, "monitor", true, "serve the asynq dashboard under /monitor/")
 	fl.IntVar(&o.confirmAbove, "confirm-above", 1000, `jobs with more messages need "confirm": true`)
+	o.approval.register(cmd)
 	fl.IntVar(&o.concurrency, "discovery-concurrency", 16, "histories a dry run (or a verification) reads at once (the limiter still caps the calls)")
 	fl.StringVar(&o.signingKey, "signing-key", "", "Ed25519 private key, PKCS#8 PEM, that signs certificates of erasure (POST /v1/jobs/{id}/certificate); without it the route answers 501")
 	fl.StringVar(&o.certificateDir, "certificate-dir", "", "directory where certificates of erasure are kept (JOB.json, .sig, .rows.jsonl); required with --signing-key")
@@ -242,8 +245,8 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		metrics.NewQueueMetricsCollector(inspector), api.NewJobCollector(c.store))
 	cfg := api.Config{
-		Store: c.store, Schedules: producer.NewSchedules(c.rdb, o.redis.prefix), Queue: enq, IM: im,
-		AppID: imCfg.SDKAppID, Tokens: tokens, ConfirmAbove: o.confirmAbove, DiscoveryConcurrency: o.concurrency,
+		Store: c.store, Schedules: producer.NewSchedules(c.rdb, o.redis.prefix), IM: im,
+		AppID: imCfg.SDKAppID, Tokens: tokens, DiscoveryConcurrency: o.concurrency,
 		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), Log: log,
 		Ready: func(ctx context.Context) error { return c.rdb.Ping(ctx).Err() },
 	}
@@ -276,6 +279,11 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 		return err
 	}
 	cfg.VerifyTimeout = o.verifyTimeout
+	if cfg.Client, err = imrecall.New(imrecall.Config{Redis: c.rdb, Prefix: o.redis.prefix, Queue: enq, AppID: imCfg.SDKAppID,
+		IM: im, Index: cfg.Index, ConfirmAbove: o.confirmAbove, DiscoveryConcurrency: o.concurrency, Logger: log,
+		ApprovalAbove: o.approval.above, ApprovalDelay: o.approval.delay}); err != nil {
+		return err
+	}
 	srv, err := api.New(cfg)
 	if err != nil {
 		return badInput("%v", err)

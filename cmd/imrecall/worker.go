@@ -3,18 +3,14 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
-	"math"
 	"net"
 	"net/http"
-	"runtime"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/imrecall/imrecall/api"
+	"github.com/imrecall/imrecall"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/limiter"
 	"github.com/imrecall/imrecall/msgindex"
@@ -191,7 +187,7 @@ func runWorker(ctx context.Context, cmd *cobra.Command, o *workerOptions) error 
 	case o.discoveries < 0:
 		return badInput("--discovery-concurrency (IMRECALL_DISCOVERY_CONCURRENCY) %d: must not be negative", o.discoveries)
 	case o.discoveries == 0:
-		o.discoveries = defaultDiscoveries(o.concurrency)
+		o.discoveries = worker.DefaultDiscoveries(o.concurrency)
 	}
 	if o.reconcile < 0 {
 		return badInput("--reconcile-interval (IMRECALL_RECONCILE_INTERVAL) %s: must not be negative", o.reconcile)
@@ -244,19 +240,14 @@ func runWorker(ctx context.Context, cmd *cobra.Command, o *workerOptions) error 
 	h := worker.New(worker.TIM{C: client}, c.store, worker.Config{
 		AppID: imCfg.SDKAppID, MaxAttempts: o.maxAttempts, Logger: log, Metrics: metrics,
 	})
-	mux := asynq.NewServeMux()
-	h.Register(mux)
 	enq := asynq.NewClient(c.asynq)
 	defer enq.Close()
 	discover := producer.NewDiscoverHandler(client, c.store, testHookEnqueuer(cmd, enq), log).WithBudget(o.scanPages, o.scanBudget)
-	handleDiscovery(mux, discover, o.discoveries)
-	creator, err := api.NewJobs(api.Config{Store: c.store, Queue: enq, IM: client, AppID: imCfg.SDKAppID,
-		Index: msgindex.New(c.rdb, o.redis.prefix, 0), Log: log})
+	creator, err := imrecall.New(imrecall.Config{Redis: c.rdb, Prefix: o.redis.prefix, Queue: enq, IM: client, AppID: imCfg.SDKAppID,
+		Index: msgindex.New(c.rdb, o.redis.prefix, 0), Logger: log})
 	if err != nil {
 		return err
 	}
-	mux.HandleFunc(tasks.TypeScheduleRun, scheduleRunner{jobs: creator, log: log}.handle)
-
 	if o.metricsListen != "" {
 		ms, err := serveMetrics(o.metricsListen, reg, log)
 		if err != nil {
@@ -269,25 +260,29 @@ func runWorker(ctx context.Context, cmd *cobra.Command, o *workerOptions) error 
 	case o.dequeuers < 0:
 		return badInput("--dequeuers (IMRECALL_DEQUEUERS) %d: must not be negative", o.dequeuers)
 	case o.dequeuers == 0:
-		o.dequeuers = defaultDequeuers(rtt, o.concurrency)
+		o.dequeuers = worker.DefaultDequeuers(rtt, o.concurrency)
 	}
 	log.Info("worker starting", "sdkappid", imCfg.SDKAppID, "api_base", imCfg.BaseURL, "concurrency", o.concurrency,
 		"dequeuers", o.dequeuers, "redis_rtt", rtt, "discovery_concurrency", o.discoveries, "redis", redactURL(o.redis.url))
-	if min := minConcurrency(rtt); o.concurrency < min {
+	if min := worker.MinConcurrency(rtt, tim.DefaultRateLimit); o.concurrency < min {
 		log.Warn("--concurrency is low for this Redis round trip: the lanes may not reach the cap (docs/REDIS.md)", "concurrency", o.concurrency, "redis_rtt", rtt, "suggested", min)
 	}
-	srv, err := startRecallServers(c.asynq, o.concurrency, o.dequeuers, o.discoveries, o.im.timeout, log, o.logs.asynqLevel(), mux, discover, lastAttempt(h, discover))
+	srv, err := worker.NewServer(worker.ServerConfig{
+		Redis: c.asynq, Handler: h,
+		Discovery: asynq.HandlerFunc(discover.Handle), DiscoveryErrors: asynq.ErrorHandlerFunc(discover.HandleError),
+		Handlers:    map[string]asynq.Handler{tasks.TypeScheduleRun: asynq.HandlerFunc(scheduleRunner{client: creator, log: log}.handle)},
+		Concurrency: o.concurrency, Dequeuers: o.dequeuers, DiscoveryConcurrency: o.discoveries,
+		CallTimeout: o.im.timeout, Logger: log, LogLevel: o.logs.asynqLevel(),
+		// Queue again the parked tasks of jobs resumed or cancelled (by
+		// this CLI, the API or anyone), until shutdown.
+		Unparker: &worker.Unparker{Store: c.store, Queue: enq, Logger: log},
+	})
 	if err != nil {
 		return err
 	}
-	// Queue again the parked tasks of jobs resumed or cancelled (by this
-	// CLI, the API or anyone), until shutdown.
-	unparked := make(chan struct{})
-	go func() {
-		defer close(unparked)
-		(&worker.Unparker{Store: c.store, Queue: enq, Logger: log}).Run(ctx)
-	}()
-	defer func() { <-unparked }()
+	if err := srv.Start(); err != nil {
+		return err
+	}
 	var rcDone chan struct{}
 	if o.reconcile > 0 {
 		insp := asynq.NewInspector(c.asynq)
@@ -306,91 +301,9 @@ func runWorker(ctx context.Context, cmd *cobra.Command, o *workerOptions) error 
 		<-rcDone
 	}
 	log.Info("shutting down: finishing calls in flight")
-	h.Drain()
 	srv.Shutdown()
 	log.Info("worker stopped")
 	return nil
-}
-
-// workerServers are the asynq servers of a worker process, one per lane
-// (see tasks.C2CQueue): group recall tasks and schedule firings, one-to-one
-// withdraw tasks, and discovery tasks, each from its own queues on slots of
-// its own. A task holds its slot while it waits for its API's share of the
-// cap (a scan, for a whole history); in a lane of its own it can block no
-// other API's tasks.
-type workerServers struct{ all []*asynq.Server }
-
-// startWorkerServers starts the servers: the group and one-to-one lanes
-// each run mux on concurrency slots, discovery runs discover on discoveries
-// slots.
-func startWorkerServers(opt asynq.RedisConnOpt, concurrency, discoveries int, callTimeout time.Duration, log *slog.Logger, level asynq.LogLevel,
-	mux *asynq.ServeMux, discover *producer.DiscoverHandler, onError asynq.ErrorHandler) (*workerServers, error) {
-	return startRecallServers(opt, concurrency, 1, discoveries, callTimeout, log, level, mux, discover, onError)
-}
-
-// startRecallServers is startWorkerServers with each recall lane split over
-// dequeuers asynq servers that share its concurrency slots. An asynq server
-// takes tasks from Redis one at a time, in one loop, at one or more round
-// trips each (one per queue it looks at); with Redis milliseconds away one
-// loop cannot take 200 tasks a second, several can. onError runs when a
-// task's attempt fails (the last attempt writes the dead letters).
-func startRecallServers(opt asynq.RedisConnOpt, concurrency, dequeuers, discoveries int, callTimeout time.Duration, log *slog.Logger, level asynq.LogLevel,
-	mux *asynq.ServeMux, discover *producer.DiscoverHandler, onError asynq.ErrorHandler) (*workerServers, error) {
-	dequeuers = max(min(dequeuers, concurrency), 1)
-	dmux := asynq.NewServeMux()
-	discover.Register(dmux)
-	type lane struct {
-		name string
-		srv  *asynq.Server
-		h    asynq.Handler
-	}
-	var lanes []lane
-	for i := range dequeuers {
-		// Spread concurrency over the servers: the first ones take the rest.
-		n := concurrency / dequeuers
-		if i < concurrency%dequeuers {
-			n++
-		}
-		lanes = append(lanes,
-			lane{"group recall", newAsynqServer(opt, tasks.Queues, n, callTimeout, log, level, onError), mux},
-			lane{"one-to-one withdraw", newAsynqServer(opt, tasks.C2CQueues, n, callTimeout, log, level, onError), mux})
-	}
-	lanes = append(lanes, lane{"discovery", newAsynqServer(opt, tasks.DiscoveryQueues, discoveries, callTimeout, log, level, onError), dmux})
-	s := &workerServers{}
-	for _, l := range lanes {
-		if err := l.srv.Start(l.h); err != nil {
-			s.Shutdown()
-			return nil, fmt.Errorf("starting the asynq server for %s tasks: %w", l.name, err)
-		}
-		s.all = append(s.all, l.srv)
-	}
-	return s, nil
-}
-
-// Shutdown stops the servers at once; each lets its tasks in flight finish.
-func (s *workerServers) Shutdown() {
-	var wg sync.WaitGroup
-	for _, srv := range s.all {
-		wg.Go(srv.Shutdown)
-	}
-	wg.Wait()
-}
-
-// raisePool sets the pool size of imrecall's own client to n when the URL
-// sets none and go-redis's default (10 per CPU) is smaller. For a Cluster
-// the size is per node.
-func (t *redisTarget) raisePool(n int) {
-	if n <= 10*runtime.GOMAXPROCS(0) {
-		return
-	}
-	switch {
-	case t.failover != nil && t.failover.PoolSize == 0:
-		t.failover.PoolSize = n
-	case t.cluster != nil && t.cluster.PoolSize == 0:
-		t.cluster.PoolSize = n
-	case t.single != nil && t.single.PoolSize == 0:
-		t.single.PoolSize = n
-	}
 }
 
 // redisRTT is the median of five PINGs (0 if Redis does not answer).
@@ -405,70 +318,6 @@ func redisRTT(ctx context.Context, rdb redis.UniversalClient) time.Duration {
 	}
 	slices.Sort(ds)
 	return ds[len(ds)/2]
-}
-
-// defaultDequeuers is --dequeuers' default for a Redis round trip rtt: one
-// asynq server per recall lane while a loop can take ~250 tasks a second at
-// its two or three round trips a task (strict priority looks at the
-// higher queues first), one more per ~1.3 ms of round trip after that, at
-// most a quarter of concurrency and 32.
-func defaultDequeuers(rtt time.Duration, concurrency int) int {
-	n := int(math.Ceil(float64(3*rtt) * 250 / float64(time.Second)))
-	return max(1, min(n, 32, max(concurrency/4, 1)))
-}
-
-// minConcurrency is the --concurrency a lane needs to hold 200 calls/s with
-// a Redis round trip rtt: a task spends about ten round trips (taking it,
-// the limiter, the send's record, the outcome, acknowledging it) and ~60 ms
-// of API call; twice that, for the queueing in asynq's loops and the
-// limiter's lead (measured: docs/BENCHMARKS.md, "Redis latency").
-func minConcurrency(rtt time.Duration) int {
-	return int(math.Ceil(2 * 200 * (0.06 + 10*rtt.Seconds())))
-}
-
-// defaultDiscoveries is --discovery-concurrency's default: a quarter of
-// --concurrency. At the history APIs' cap of 200 calls/s and ~50 ms a call,
-// about 10 scans at once keep one process's discovery at the cap.
-func defaultDiscoveries(concurrency int) int { return max(concurrency/4, 1) }
-
-// lastAttempt is the servers' asynq ErrorHandler: a recall task about to
-// be archived dead-letters its pending messages (code "exhausted"), a
-// discovery task closes its planning unit as failed; nothing is left
-// pending behind an archived task.
-func lastAttempt(h *worker.Handler, discover *producer.DiscoverHandler) asynq.ErrorHandler {
-	return asynq.ErrorHandlerFunc(func(ctx context.Context, t *asynq.Task, err error) {
-		if t.Type() == tasks.TypeDiscover {
-			discover.HandleError(ctx, t, err)
-			return
-		}
-		h.HandleError(ctx, t, err)
-	})
-}
-
-// handleDiscovery routes discovery tasks found on a recall queue (queued
-// there by a version before the lanes) to h, at most n at once, so they too
-// leave slots free for recall. (Likewise both recall lanes run the same mux,
-// so one-to-one tasks such a version left on a group queue still run.)
-func handleDiscovery(mux *asynq.ServeMux, h *producer.DiscoverHandler, n int) {
-	mux.Handle(tasks.TypeDiscover, worker.LimitRunning(n, "discovery slots of this worker busy", asynq.HandlerFunc(h.Handle)))
-}
-
-// newAsynqServer configures asynq for recall work on queues: strict queue
-// priority, snoozes that use no retry attempt, a shutdown that outlasts a call.
-func newAsynqServer(opt asynq.RedisConnOpt, queues map[string]int, concurrency int, callTimeout time.Duration, log *slog.Logger, level asynq.LogLevel, onError asynq.ErrorHandler) *asynq.Server {
-	return asynq.NewServer(opt, asynq.Config{
-		ErrorHandler:             onError,
-		Concurrency:              concurrency,
-		Queues:                   queues,
-		StrictPriority:           true,
-		IsFailure:                worker.IsFailure,
-		RetryDelayFunc:           worker.RetryDelay,
-		ShutdownTimeout:          2*callTimeout + 5*time.Second,
-		DelayedTaskCheckInterval: time.Second,
-		TaskCheckInterval:        200 * time.Millisecond,
-		Logger:                   asynqLogger{log},
-		LogLevel:                 level,
-	})
 }
 
 // serveMetrics serves /metrics on addr until closed.

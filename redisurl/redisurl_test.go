@@ -1,4 +1,4 @@
-package main
+package redisurl_test
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/imrecall/imrecall/internal/redistest"
 	"github.com/imrecall/imrecall/jobs"
+	"github.com/imrecall/imrecall/redisurl"
 	"github.com/imrecall/imrecall/tasks"
 	"github.com/redis/go-redis/v9"
 )
@@ -37,20 +38,20 @@ type redisConnSummary struct {
 	PoolSize, Redirects int
 }
 
-func summarizeRedis(t redisTarget) redisConnSummary {
+func summarizeRedis(t redisurl.Target) redisConnSummary {
 	switch {
-	case t.failover != nil:
-		o := t.failover
+	case t.Failover != nil:
+		o := t.Failover
 		return redisConnSummary{Mode: "sentinel", Addrs: o.SentinelAddrs, Master: o.MasterName, User: o.Username, Pass: o.Password,
 			SentinelUser: o.SentinelUsername, SPass: o.SentinelPassword, DB: o.DB, TLS: o.TLSConfig != nil, ServerName: serverName(o.TLSConfig != nil, func() string { return o.TLSConfig.ServerName }),
 			Dial: o.DialTimeout, Read: o.ReadTimeout, Write: o.WriteTimeout, PoolSize: o.PoolSize}
-	case t.cluster != nil:
-		o := t.cluster
+	case t.Cluster != nil:
+		o := t.Cluster
 		return redisConnSummary{Mode: "cluster", Addrs: o.Addrs, User: o.Username, Pass: o.Password, TLS: o.TLSConfig != nil,
 			ServerName: serverName(o.TLSConfig != nil, func() string { return o.TLSConfig.ServerName }),
 			Dial:       o.DialTimeout, Read: o.ReadTimeout, Write: o.WriteTimeout, Redirects: o.MaxRedirects}
 	default:
-		o := t.single
+		o := t.Single
 		return redisConnSummary{Mode: "single", Network: o.Network, Addrs: []string{o.Addr}, User: o.Username, Pass: o.Password, DB: o.DB,
 			TLS: o.TLSConfig != nil, ServerName: serverName(o.TLSConfig != nil, func() string { return o.TLSConfig.ServerName }),
 			Dial: o.DialTimeout, Read: o.ReadTimeout, Write: o.WriteTimeout, PoolSize: o.PoolSize}
@@ -110,14 +111,14 @@ func TestRedisURLForms(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := parseRedisURL(tt.url)
+			got, err := redisurl.Parse(tt.url)
 			if err != nil {
-				t.Fatalf("parseRedisURL(%q): %v", tt.url, err)
+				t.Fatalf("redisurl.Parse(%q): %v", tt.url, err)
 			}
 			if diff := cmp.Diff(tt.want, summarizeRedis(got)); diff != "" {
 				t.Errorf("go-redis options (-want +got):\n%s", diff)
 			}
-			if diff := cmp.Diff(tt.want, summarizeAsynq(got.asynq)); diff != "" {
+			if diff := cmp.Diff(tt.want, summarizeAsynq(got.Asynq)); diff != "" {
 				t.Errorf("asynq options (-want +got):\n%s", diff)
 			}
 		})
@@ -150,16 +151,16 @@ func TestRedisURLErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := parseRedisURL(tt.url)
+			_, err := redisurl.Parse(tt.url)
 			if err == nil {
-				t.Fatalf("parseRedisURL(%q): no error, want %q", tt.url, tt.want)
+				t.Fatalf("redisurl.Parse(%q): no error, want %q", tt.url, tt.want)
 			}
 			msg := err.Error()
 			if !strings.Contains(msg, tt.want) {
 				t.Errorf("error %q does not say %q", msg, tt.want)
 			}
-			if !strings.Contains(msg, strconv.Quote(redactURL(tt.url))) {
-				t.Errorf("error %q does not name the input %q", msg, redactURL(tt.url))
+			if !strings.Contains(msg, strconv.Quote(redisurl.Redact(tt.url))) {
+				t.Errorf("error %q does not name the input %q", msg, redisurl.Redact(tt.url))
 			}
 			if strings.Contains(msg, "hunter") {
 				t.Errorf("error %q shows the password", msg)
@@ -168,15 +169,14 @@ func TestRedisURLErrors(t *testing.T) {
 	}
 }
 
-// TestRedisConnectErrors: a bad URL is bad input (exit code 2), an
-// unreachable Redis a failure; neither shows the password.
+// TestRedisConnectErrors: a bad URL is a *redisurl.ParseError, an
+// unreachable Redis a failure of Open; neither shows the password.
 func TestRedisConnectErrors(t *testing.T) {
 	t.Parallel()
-	f := redisFlags{url: "redis-cluster://:hunter2pw@n1:7000/5"}
-	_, err := f.connect(t.Context())
-	var ue usageError
-	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "--redis") || strings.Contains(err.Error(), "hunter") {
-		t.Fatalf("connect(bad URL) = %v, want bad input naming --redis without the password", err)
+	_, err := redisurl.Parse("redis-cluster://:hunter2pw@n1:7000/5")
+	var pe *redisurl.ParseError
+	if !errors.As(err, &pe) || strings.Contains(err.Error(), "hunter") {
+		t.Fatalf("Parse(bad URL) = %v, want a *ParseError without the password", err)
 	}
 
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -186,12 +186,37 @@ func TestRedisConnectErrors(t *testing.T) {
 	addr := l.Addr().String()
 	_ = l.Close() // nothing listens there now
 	for _, u := range []string{"redis://:hunter2pw@" + addr + "/0", "redis-cluster://:hunter2pw@" + addr} {
-		f := redisFlags{url: u}
-		_, err := f.connect(t.Context())
-		if err == nil || errors.As(err, &ue) || !strings.Contains(err.Error(), addr) || strings.Contains(err.Error(), "hunter") {
-			t.Errorf("connect(%s) = %v, want a failure naming %s without the password", redactURL(u), err, addr)
+		target, err := redisurl.Parse(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = redisurl.Open(t.Context(), target, 5*time.Second)
+		if err == nil || !strings.Contains(err.Error(), addr) || strings.Contains(err.Error(), "hunter") {
+			t.Errorf("Open(%s) = %v, want a failure naming %s without the password", redisurl.Redact(u), err, addr)
 		}
 	}
+}
+
+// conn is an opened URL as the commands use it.
+type conn struct {
+	rdb   redis.UniversalClient
+	asynq asynq.RedisConnOpt
+	store *jobs.Store
+}
+
+// connect parses and opens u; the client is closed when the test ends.
+func connect(t *testing.T, u string) (*conn, error) {
+	t.Helper()
+	target, err := redisurl.Parse(u)
+	if err != nil {
+		return nil, err
+	}
+	rdb, err := redisurl.Open(t.Context(), target, 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() { _ = rdb.Close() })
+	return &conn{rdb: rdb, asynq: target.Asynq, store: jobs.NewStore(rdb, jobs.DefaultPrefix)}, nil
 }
 
 // checkRedisConn exercises a connection as the commands use it: the job
@@ -244,12 +269,10 @@ func checkRedisConn(t *testing.T, c *conn) {
 func TestRedisClusterConnect(t *testing.T) {
 	t.Parallel()
 	cl := redistest.StartCluster(t, 3)
-	f := redisFlags{url: cl.URL(), prefix: jobs.DefaultPrefix}
-	c, err := f.connect(t.Context())
+	c, err := connect(t, cl.URL())
 	if err != nil {
 		t.Fatalf("connect(%s): %v", cl.URL(), err)
 	}
-	defer c.Close()
 	if _, ok := c.rdb.(*redis.ClusterClient); !ok {
 		t.Fatalf("client is a %T, want a *redis.ClusterClient", c.rdb)
 	}
@@ -268,12 +291,10 @@ func TestRedisSentinelConnect(t *testing.T) {
 	}
 	sentinel := startSentinel(t, "mymaster", master.Addr(), pw)
 
-	f := redisFlags{url: "redis-sentinel://:" + pw + "@" + sentinel + "/0?master=mymaster", prefix: jobs.DefaultPrefix}
-	c, err := f.connect(t.Context())
+	c, err := connect(t, "redis-sentinel://:"+pw+"@"+sentinel+"/0?master=mymaster")
 	if err != nil {
 		t.Fatalf("connect: %v", err)
 	}
-	defer c.Close()
 	checkRedisConn(t, c)
 
 	// The writes are on the master.
@@ -284,8 +305,7 @@ func TestRedisSentinelConnect(t *testing.T) {
 	}
 
 	// A wrong master name is reported as a connection failure.
-	bad := redisFlags{url: "redis-sentinel://:" + pw + "@" + sentinel + "/0?master=other"}
-	if _, err := bad.connect(t.Context()); err == nil || !strings.Contains(err.Error(), `master "other"`) || strings.Contains(err.Error(), pw) {
+	if _, err := connect(t, "redis-sentinel://:"+pw+"@"+sentinel+"/0?master=other"); err == nil || !strings.Contains(err.Error(), `master "other"`) || strings.Contains(err.Error(), pw) {
 		t.Fatalf("connect to an unknown master: %v", err)
 	}
 }
@@ -368,12 +388,10 @@ func TestRedisSentinelFailover(t *testing.T) {
 		return err == nil && len(r) == 1
 	})
 
-	f := redisFlags{url: "redis-sentinel://:" + pw + "@" + sentinel + "/0?master=mymaster", prefix: jobs.DefaultPrefix}
-	c, err := f.connect(ctx)
+	c, err := connect(t, "redis-sentinel://:"+pw+"@"+sentinel+"/0?master=mymaster")
 	if err != nil {
 		t.Fatalf("connect: %v", err)
 	}
-	defer c.Close()
 	spec := jobs.Spec{Kind: "recall:list", Queue: tasks.QueuePurge, AppID: 1400000001, RequestedBy: "test", Reason: "failover"}
 	before, err := c.store.Create(ctx, spec)
 	if err != nil {

@@ -1,11 +1,17 @@
-package main
+// Package redisurl parses the --redis URL forms (one server, a
+// Sentinel-managed master, a Cluster; each over TLS too) into go-redis
+// options and the matching asynq connection, and opens and checks them.
+// Its errors never show a password: see Redact.
+package redisurl
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,8 +21,8 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// redisURLForms is the --redis help text: every form parseRedisURL accepts.
-const redisURLForms = "redis://[[user]:password@]host:port[/db] (rediss:// for TLS), " +
+// Forms is the help text of a Redis URL flag: every form Parse accepts.
+const Forms = "redis://[[user]:password@]host:port[/db] (rediss:// for TLS), " +
 	"redis-sentinel://[[user]:password@]host:port[,host:port...][/db]?master=NAME, " +
 	"redis-cluster://[[user]:password@]host:port[,host:port...] (rediss-sentinel://, rediss-cluster:// for TLS)"
 
@@ -26,44 +32,44 @@ const (
 	defaultClusterPort  = "6379"
 )
 
-// redisTarget is a parsed --redis URL: how imrecall's own client (job
+// Target is a parsed Redis URL: how imrecall's own client (job
 // records, limiter) and asynq's client reach the same Redis. Exactly one of
-// single, failover and cluster is set.
-type redisTarget struct {
-	single   *redis.Options
-	failover *redis.FailoverOptions
-	cluster  *redis.ClusterOptions
-	// asynq is the matching connection for asynq: RedisClientOpt,
+// Single, Failover and Cluster is set.
+type Target struct {
+	Single   *redis.Options
+	Failover *redis.FailoverOptions
+	Cluster  *redis.ClusterOptions
+	// Asynq is the matching connection for asynq: RedisClientOpt,
 	// RedisFailoverClientOpt or RedisClusterClientOpt.
-	asynq asynq.RedisConnOpt
+	Asynq asynq.RedisConnOpt
 }
 
-// newClient opens imrecall's own client on the target.
-func (t redisTarget) newClient() redis.UniversalClient {
+// NewClient opens imrecall's own client (job records, limiter) on the target.
+func (t Target) NewClient() redis.UniversalClient {
 	switch {
-	case t.failover != nil:
-		return redis.NewFailoverClient(t.failover)
-	case t.cluster != nil:
-		return redis.NewClusterClient(t.cluster)
+	case t.Failover != nil:
+		return redis.NewFailoverClient(t.Failover)
+	case t.Cluster != nil:
+		return redis.NewClusterClient(t.Cluster)
 	default:
-		return redis.NewClient(t.single)
+		return redis.NewClient(t.Single)
 	}
 }
 
 // String names the target for errors and logs, without credentials.
-func (t redisTarget) String() string {
+func (t Target) String() string {
 	switch {
-	case t.failover != nil:
-		return fmt.Sprintf("Redis Sentinel master %q via %s", t.failover.MasterName, strings.Join(t.failover.SentinelAddrs, ","))
-	case t.cluster != nil:
-		return "Redis Cluster via " + strings.Join(t.cluster.Addrs, ",")
+	case t.Failover != nil:
+		return fmt.Sprintf("Redis Sentinel master %q via %s", t.Failover.MasterName, strings.Join(t.Failover.SentinelAddrs, ","))
+	case t.Cluster != nil:
+		return "Redis Cluster via " + strings.Join(t.Cluster.Addrs, ",")
 	default:
-		return "Redis at " + t.single.Addr
+		return "Redis at " + t.Single.Addr
 	}
 }
 
-// parseRedisURL parses a --redis URL. Its errors name the URL with the
-// password hidden (redactURL) and never quote the password.
+// Parse parses a Redis URL. Its errors are *ParseError: they name the URL
+// with the password hidden (Redact) and never quote the password.
 //
 // The forms:
 //
@@ -81,10 +87,10 @@ func (t redisTarget) String() string {
 // read_timeout, write_timeout, pool_size; of the Cluster form: dial_timeout,
 // read_timeout, write_timeout, max_redirects. Timeouts are Go durations
 // ("3s") or whole seconds. A Cluster has only database 0.
-func parseRedisURL(raw string) (redisTarget, error) {
+func Parse(raw string) (Target, error) {
 	t, err := parseRedisTarget(raw)
 	if err != nil {
-		msg := fmt.Sprintf("%q: %v", redactURL(raw), err)
+		msg := fmt.Sprintf("%q: %v", Redact(raw), err)
 		// Defence in depth: the messages above never quote the userinfo,
 		// but should one ever do, the password goes. (Passwords shorter than
 		// four characters would blank unrelated text and are left alone.)
@@ -94,23 +100,29 @@ func parseRedisURL(raw string) (redisTarget, error) {
 				msg = strings.ReplaceAll(msg, dec, "***")
 			}
 		}
-		return redisTarget{}, errors.New(msg)
+		return Target{}, &ParseError{msg: msg}
 	}
 	return t, nil
 }
 
-func parseRedisTarget(raw string) (redisTarget, error) {
+// ParseError is a URL that Parse refused. Its message names the URL with the
+// password hidden and says what is wrong.
+type ParseError struct{ msg string }
+
+func (e *ParseError) Error() string { return e.msg }
+
+func parseRedisTarget(raw string) (Target, error) {
 	scheme, _, ok := strings.Cut(raw, "://")
 	if !ok {
-		return redisTarget{}, fmt.Errorf("not a URL; want one of %s", redisURLForms)
+		return Target{}, fmt.Errorf("not a URL; want one of %s", Forms)
 	}
 	switch scheme {
 	case "redis", "rediss", "unix":
 		o, err := redis.ParseURL(raw)
 		if err != nil {
-			return redisTarget{}, plainURLError(err)
+			return Target{}, plainURLError(err)
 		}
-		return redisTarget{single: o, asynq: asynq.RedisClientOpt{
+		return Target{Single: o, Asynq: asynq.RedisClientOpt{
 			Network: o.Network, Addr: o.Addr, Username: o.Username, Password: o.Password, DB: o.DB,
 			DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout, WriteTimeout: o.WriteTimeout,
 			PoolSize: o.PoolSize, TLSConfig: o.TLSConfig,
@@ -120,7 +132,7 @@ func parseRedisTarget(raw string) (redisTarget, error) {
 	case "redis-cluster", "rediss-cluster":
 		return parseClusterURL(raw)
 	}
-	return redisTarget{}, fmt.Errorf("unsupported scheme %q; want one of %s", scheme, redisURLForms)
+	return Target{}, fmt.Errorf("unsupported scheme %q; want one of %s", scheme, Forms)
 }
 
 // multiHostURL is a URL whose host is a comma-separated list.
@@ -183,12 +195,12 @@ func hostPort(h, defaultPort string) (string, error) {
 	if h == "" {
 		return "", errors.New("empty host in the host list")
 	}
-	host, port, err := net.SplitHostPort(h)
-	if err != nil {
-		if !strings.Contains(err.Error(), "missing port") {
+	host, port := strings.TrimSuffix(strings.TrimPrefix(h, "["), "]"), defaultPort
+	if strings.Contains(h, ":") && !strings.HasSuffix(h, "]") { // a port, or an IPv6 address without brackets
+		var err error
+		if host, port, err = net.SplitHostPort(h); err != nil {
 			return "", fmt.Errorf("host %q: %v", h, err)
 		}
-		host, port = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]"), defaultPort
 	}
 	if host == "" {
 		return "", fmt.Errorf("host %q: no host name", h)
@@ -257,18 +269,18 @@ func tlsConfig(on bool) *tls.Config {
 	return &tls.Config{MinVersion: tls.VersionTLS12}
 }
 
-func parseSentinelURL(raw string) (redisTarget, error) {
+func parseSentinelURL(raw string) (Target, error) {
 	m, err := parseMultiHost(raw, defaultSentinelPort)
 	if err != nil {
-		return redisTarget{}, err
+		return Target{}, err
 	}
 	o := urlOptions{q: m.query, allowed: []string{"master", "sentinel_auth", "dial_timeout", "read_timeout", "write_timeout", "pool_size"}}
 	if err := o.check(); err != nil {
-		return redisTarget{}, err
+		return Target{}, err
 	}
 	master := m.query.Get("master")
 	if master == "" {
-		return redisTarget{}, errors.New("no master name: add ?master=NAME (the name the sentinels monitor)")
+		return Target{}, errors.New("no master name: add ?master=NAME (the name the sentinels monitor)")
 	}
 	var sUser, sPass string
 	switch a := m.query.Get("sentinel_auth"); a {
@@ -276,20 +288,20 @@ func parseSentinelURL(raw string) (redisTarget, error) {
 	case "same":
 		sUser, sPass = m.username, m.password
 	default:
-		return redisTarget{}, fmt.Errorf("option sentinel_auth=%q: want none (the default) or same", a)
+		return Target{}, fmt.Errorf("option sentinel_auth=%q: want none (the default) or same", a)
 	}
 	dial, read, write, pool := o.duration("dial_timeout"), o.duration("read_timeout"), o.duration("write_timeout"), o.int("pool_size")
 	if o.err != nil {
-		return redisTarget{}, o.err
+		return Target{}, o.err
 	}
 	tc := tlsConfig(m.tls)
-	return redisTarget{
-		failover: &redis.FailoverOptions{
+	return Target{
+		Failover: &redis.FailoverOptions{
 			MasterName: master, SentinelAddrs: m.hosts, SentinelUsername: sUser, SentinelPassword: sPass,
 			Username: m.username, Password: m.password, DB: m.db,
 			DialTimeout: dial, ReadTimeout: read, WriteTimeout: write, PoolSize: pool, TLSConfig: tc,
 		},
-		asynq: asynq.RedisFailoverClientOpt{
+		Asynq: asynq.RedisFailoverClientOpt{
 			MasterName: master, SentinelAddrs: m.hosts, SentinelUsername: sUser, SentinelPassword: sPass,
 			Username: m.username, Password: m.password, DB: m.db,
 			DialTimeout: dial, ReadTimeout: read, WriteTimeout: write, PoolSize: pool, TLSConfig: tc,
@@ -297,29 +309,29 @@ func parseSentinelURL(raw string) (redisTarget, error) {
 	}, nil
 }
 
-func parseClusterURL(raw string) (redisTarget, error) {
+func parseClusterURL(raw string) (Target, error) {
 	m, err := parseMultiHost(raw, defaultClusterPort)
 	if err != nil {
-		return redisTarget{}, err
+		return Target{}, err
 	}
 	if m.db != 0 {
-		return redisTarget{}, fmt.Errorf("database %d: a Redis Cluster has only database 0", m.db)
+		return Target{}, fmt.Errorf("database %d: a Redis Cluster has only database 0", m.db)
 	}
 	o := urlOptions{q: m.query, allowed: []string{"dial_timeout", "read_timeout", "write_timeout", "max_redirects"}}
 	if err := o.check(); err != nil {
-		return redisTarget{}, err
+		return Target{}, err
 	}
 	dial, read, write, redirects := o.duration("dial_timeout"), o.duration("read_timeout"), o.duration("write_timeout"), o.int("max_redirects")
 	if o.err != nil {
-		return redisTarget{}, o.err
+		return Target{}, o.err
 	}
 	tc := tlsConfig(m.tls)
-	return redisTarget{
-		cluster: &redis.ClusterOptions{
+	return Target{
+		Cluster: &redis.ClusterOptions{
 			Addrs: m.hosts, Username: m.username, Password: m.password, MaxRedirects: redirects,
 			DialTimeout: dial, ReadTimeout: read, WriteTimeout: write, TLSConfig: tc,
 		},
-		asynq: asynq.RedisClusterClientOpt{
+		Asynq: asynq.RedisClusterClientOpt{
 			Addrs: m.hosts, Username: m.username, Password: m.password, MaxRedirects: redirects,
 			DialTimeout: dial, ReadTimeout: read, WriteTimeout: write, TLSConfig: tc,
 		},
@@ -349,4 +361,54 @@ func urlPassword(raw string) string {
 	}
 	_, pw, _ := strings.Cut(rest[:at], ":")
 	return pw
+}
+
+// RaisePool sets the pool size of imrecall's own client to n when the URL
+// sets none and go-redis's default (10 per CPU) is smaller. For a Cluster
+// the size is per node.
+func (t *Target) RaisePool(n int) {
+	if n <= 10*runtime.GOMAXPROCS(0) {
+		return
+	}
+	switch {
+	case t.Failover != nil && t.Failover.PoolSize == 0:
+		t.Failover.PoolSize = n
+	case t.Cluster != nil && t.Cluster.PoolSize == 0:
+		t.Cluster.PoolSize = n
+	case t.Single != nil && t.Single.PoolSize == 0:
+		t.Single.PoolSize = n
+	}
+}
+
+// Open opens imrecall's own client on t and checks that it answers within
+// timeout (for a Cluster, every master: a missing shard would fail later,
+// on whichever key hashes to it). Its error names the target, not the
+// password.
+func Open(ctx context.Context, t Target, timeout time.Duration) (redis.UniversalClient, error) {
+	rdb := t.NewClient()
+	pctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var err error
+	if cc, ok := rdb.(*redis.ClusterClient); ok {
+		err = cc.ForEachMaster(pctx, func(ctx context.Context, c *redis.Client) error { return c.Ping(ctx).Err() })
+	} else {
+		err = rdb.Ping(pctx).Err()
+	}
+	if err != nil {
+		_ = rdb.Close()
+		return nil, fmt.Errorf("connecting to %s: %w", t, err)
+	}
+	return rdb, nil
+}
+
+// Redact hides a password in a Redis URL.
+func Redact(u string) string {
+	scheme, rest, ok := strings.Cut(u, "://")
+	if !ok {
+		return u
+	}
+	if at := strings.LastIndex(rest, "@"); at >= 0 {
+		return scheme + "://***@" + rest[at+1:]
+	}
+	return u
 }

@@ -1,0 +1,572 @@
+package imrecall
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/imrecall/imrecall/jobs"
+	"github.com/imrecall/imrecall/msgindex"
+	"github.com/imrecall/imrecall/producer"
+	"github.com/imrecall/imrecall/tasks"
+	"github.com/imrecall/imrecall/tim"
+	"github.com/redis/go-redis/v9"
+)
+
+// DefaultConfirmAbove is the confirmation threshold when Config.ConfirmAbove is zero.
+const DefaultConfirmAbove = 1000
+
+// Config configures a Client. Redis is required; Plan and Create need
+// AppID and Queue too.
+type Config struct {
+	// Redis holds the job records (and the callback index). Required.
+	Redis redis.UniversalClient
+	// Prefix is the prefix of imrecall's own keys; empty is jobs.DefaultPrefix.
+	Prefix string
+	// Queue enqueues tasks: an *asynq.Client on the same Redis. Nil:
+	// Create and Requeue are refused, and Cancel and Resume leave parked
+	// tasks to the workers' unparkers.
+	Queue producer.Enqueuer
+	// AppID is the Tencent SDKAppID the jobs are for. Zero: Plan and
+	// Create are refused.
+	AppID int64
+	// IM reads histories: purges by scan, their dry runs, and the sender
+	// check of purges by index. Nil: purges are refused; recalls of listed
+	// messages need no IM client.
+	IM producer.IM
+	// Index is the callback index for purges by index. Nil: none (auto
+	// scans; index is refused).
+	Index *msgindex.Index
+	// ConfirmAbove: a job with more messages needs confirmation. Zero is
+	// DefaultConfirmAbove; negative makes every job need it.
+	ConfirmAbove int
+	// DiscoveryConcurrency is how many histories a dry run reads at once
+	// (the limiter still caps the calls). Zero is 16.
+	DiscoveryConcurrency int
+	// PlannerLease is how long a planner's lease lasts without renewal
+	// (jobs.Store.SetLeaseTTL). Zero keeps the store's default.
+	PlannerLease time.Duration
+	// ApprovalAbove: a job of more messages (per its plan) is created held,
+	// status awaiting_approval, until an actor other than its requester
+	// approves it (Approve). Zero: no job waits for approval.
+	ApprovalAbove int
+	// ApprovalDelay is the cool-off after an approval in which the job can
+	// still be cancelled before it starts. Zero: it starts at once.
+	ApprovalDelay time.Duration
+	// Poll is how often Wait reads the job. Zero is 500 ms.
+	Poll time.Duration
+	// Logger; nil discards.
+	Logger *slog.Logger
+	// Now is the clock relative times (since 90d) are taken from; nil is time.Now.
+	Now func() time.Time
+}
+
+// Client plans, creates and follows jobs: the one place that decides index
+// or scan, runs dry runs and asks for confirmation. The CLI, the HTTP API,
+// schedules and any Go program use it.
+type Client struct {
+	cfg   Config
+	store *jobs.Store
+}
+
+// New checks cfg and returns a client.
+func New(cfg Config) (*Client, error) {
+	switch {
+	case cfg.Redis == nil:
+		return nil, errors.New("imrecall: Config.Redis is required")
+	case cfg.AppID < 0:
+		return nil, fmt.Errorf("imrecall: Config.AppID %d: want the app's SDKAppID", cfg.AppID)
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = jobs.DefaultPrefix
+	}
+	if cfg.ConfirmAbove == 0 {
+		cfg.ConfirmAbove = DefaultConfirmAbove
+	}
+	if cfg.DiscoveryConcurrency <= 0 {
+		cfg.DiscoveryConcurrency = 16
+	}
+	if cfg.Poll <= 0 {
+		cfg.Poll = 500 * time.Millisecond
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	store := jobs.NewStore(cfg.Redis, cfg.Prefix)
+	if cfg.PlannerLease > 0 {
+		store.SetLeaseTTL(cfg.PlannerLease)
+	}
+	return &Client{cfg: cfg, store: store}, nil
+}
+
+// ErrNotConfigured is the error of Plan, Create and Requeue on a client
+// without Config.AppID or Config.Queue.
+var ErrNotConfigured = errors.New("imrecall: this client has no AppID or Queue: it can read and act on jobs, not create them")
+
+// Store is the job store the client writes to.
+func (c *Client) Store() *jobs.Store { return c.store }
+
+// ConfirmationRequired is the error of Create for a job that needs a
+// person's confirmation: more than Above messages, or a purge by history
+// scan whose size is unknown until scanned (Messages -1).
+type ConfirmationRequired struct {
+	Messages int64
+	Above    int
+	// Plan is what the job would do, for the question put to a person.
+	Plan Plan
+}
+
+func (e *ConfirmationRequired) Error() string {
+	if e.Messages < 0 {
+		return "confirmation required: a purge by history scan learns its size only as it scans (dry-run first)"
+	}
+	return fmt.Sprintf("confirmation required: %d messages would be recalled (more than %d), and recalled messages cannot be restored", e.Messages, e.Above)
+}
+
+// Plan is a dry run: what a job would recall, and what it cannot reach.
+type Plan struct {
+	Kind string `json:"kind"`
+	// Source is where the messages come from: list, index or scan;
+	// SourceWhy says why auto chose scan.
+	Source    string `json:"source"`
+	SourceWhy string `json:"source_why,omitempty"`
+	// Messages are the distinct messages found (-1: unknown, a purge by
+	// scan that has not scanned).
+	Messages int64 `json:"messages"`
+	// GroupCalls and C2CCalls are the recall calls they take, and
+	// SecondsAtCap the time at the default cap of 200 calls/s per API.
+	GroupCalls   int     `json:"group_calls"`
+	C2CCalls     int     `json:"c2c_calls"`
+	SecondsAtCap float64 `json:"seconds_at_cap"`
+	// Summary is what a list file holds (ListRecall with File).
+	Summary *producer.ListSummary `json:"summary,omitempty"`
+	// Report is a scan's per-target count (purges by scan; its groups that
+	// cannot recall even when not counted).
+	Report *producer.Report `json:"report,omitempty"`
+	// Index and IndexCoverage are the callback index's counts and coverage
+	// (purges that read the index).
+	Index         *msgindex.Counts   `json:"index,omitempty"`
+	IndexCoverage *msgindex.Coverage `json:"coverage,omitempty"`
+	// SenderUnconfirmed counts index entries left out because the history
+	// does not show the user sent them.
+	SenderUnconfirmed int64 `json:"sender_unconfirmed,omitempty"`
+	// Scans is how many histories a purge by scan reads.
+	Scans int `json:"scans,omitempty"`
+	// Scope is a purge's scope and gaps; Warnings say, one per gap, why the
+	// purge cannot be complete.
+	Scope    *jobs.Coverage `json:"scope,omitempty"`
+	Warnings []string       `json:"warnings,omitempty"`
+}
+
+// CreateOptions say who asks, why, and how the job runs.
+type CreateOptions struct {
+	// Actor is who asks (recorded in the job and the audit log).
+	Actor string
+	// Reason is why (recorded in the job and the audit log).
+	Reason string
+	// Queue: incident, purge or backfill; empty is the kind's default
+	// (purge for user purges and list files, incident otherwise).
+	Queue string
+	// Requester is the identity an approver must differ from (an API
+	// token's principal, "token:NAME"); empty is Actor.
+	Requester string
+	// Confirmed: the job goes ahead whatever its size.
+	Confirmed bool
+	// Confirm, if set and not Confirmed, is asked when a job needs
+	// confirmation (a nil answer goes ahead); a purge by scan is then
+	// scanned first to learn its size. Nil: Create returns
+	// *ConfirmationRequired instead (a purge by scan always needs it).
+	Confirm func(ctx context.Context, need *ConfirmationRequired) error
+}
+
+// Created is a created job and how it was planned.
+type Created struct {
+	Job  jobs.Job `json:"job"`
+	Plan Plan     `json:"plan"`
+	// Planned, Duplicates and Tasks are known at once for listed and
+	// indexed messages; a purge by scan plans as its discovery tasks run.
+	Planned    int64 `json:"planned"`
+	Duplicates int64 `json:"duplicates"`
+	Tasks      int64 `json:"tasks"`
+}
+
+// prepared is a plan and what creating its job needs.
+type prepared struct {
+	Plan
+	w     producer.Window
+	msgs  []producer.Message
+	file  string
+	scans []producer.Scan
+	check *producer.SenderCheck // purge by index, after a count
+	user  string
+}
+
+// Plan is the dry run of req: it reads the list, the index or the
+// histories and changes nothing.
+func (c *Client) Plan(ctx context.Context, req Request) (Plan, error) {
+	p, err := c.prepare(ctx, req, true, true)
+	return p.Plan, err
+}
+
+// countIndex reads a purge by index's senders now (to count them);
+// countScan reads a purge by scan's histories now.
+func (c *Client) prepare(ctx context.Context, req Request, countIndex, countScan bool) (*prepared, error) {
+	if c.cfg.AppID == 0 || c.cfg.Queue == nil {
+		return nil, ErrNotConfigured
+	}
+	if req == nil {
+		return nil, fieldErr("kind", "", "required")
+	}
+	if err := req.Validate(); err != nil {
+		return nil, err
+	}
+	p := &prepared{Plan: Plan{Kind: req.Kind(), Source: SourceList}}
+	switch r := req.(type) {
+	case GroupRecall:
+		p.msgs = r.messages()
+		return p, p.listed()
+	case C2CRecall:
+		p.msgs = []producer.Message{{From: r.From, To: r.To, MsgKey: r.MsgKey}}
+		return p, p.listed()
+	case ListRecall:
+		if r.File == "" {
+			for _, m := range r.Messages {
+				p.msgs = append(p.msgs, m.Message())
+			}
+			return p, p.listed()
+		}
+		return p, c.prepareFile(ctx, p, r.File)
+	case UserPurge:
+		return p, c.prepareUser(ctx, p, r, countIndex, countScan)
+	case GroupPurge:
+		return p, c.prepareGroup(ctx, p, r, countScan)
+	}
+	return nil, fieldErr("kind", req.Kind(), "not a kind this client plans")
+}
+
+// listed counts the messages a request lists.
+func (p *prepared) listed() error {
+	p.Messages = int64(len(p.msgs))
+	targets := map[jobs.Target]int{}
+	for _, m := range p.msgs {
+		if m.GroupID != "" {
+			targets[m.Target()]++
+		} else {
+			p.C2CCalls++
+		}
+	}
+	for _, n := range targets {
+		p.GroupCalls += (n + 9) / 10
+	}
+	p.SecondsAtCap = secondsAtCap(p.GroupCalls, p.C2CCalls)
+	return nil
+}
+
+// secondsAtCap is the time the calls take at the default cap of 200 calls/s
+// per API; the two APIs run in parallel.
+func secondsAtCap(groupCalls, c2cCalls int) float64 {
+	return float64(max(groupCalls, c2cCalls)) / float64(tim.DefaultRateLimit)
+}
+
+func (c *Client) prepareFile(ctx context.Context, p *prepared, path string) error {
+	sum, err := producer.CheckListFile(ctx, path)
+	if err != nil {
+		var le *producer.LineError
+		if errors.As(err, &le) || errors.Is(err, os.ErrNotExist) {
+			return &FieldError{Field: "file", Reason: err.Error(), Err: err}
+		}
+		return err
+	}
+	if sum.Messages == 0 {
+		return &FieldError{Field: "file", Reason: path + ": no messages in the file"}
+	}
+	abs, _ := filepath.Abs(path)
+	p.file, p.Summary = abs, &sum
+	p.Messages, p.GroupCalls, p.C2CCalls = int64(sum.Messages), sum.GroupCalls, sum.C2CCalls
+	p.SecondsAtCap = secondsAtCap(sum.GroupCalls, sum.C2CCalls)
+	return nil
+}
+
+func (c *Client) needIM(field string) error {
+	if c.cfg.IM == nil {
+		return fieldErr(field, "", "this client has no IM credentials to read histories")
+	}
+	return nil
+}
+
+func (c *Client) prepareUser(ctx context.Context, p *prepared, r UserPurge, countIndex, countScan bool) error {
+	now := c.cfg.Now()
+	w, err := window(r.Since, r.Until, now)
+	if err != nil {
+		return err
+	}
+	p.w, p.user = w, r.User
+	source := r.Source
+	if source == "" {
+		source = SourceAuto
+	}
+	if source != SourceScan {
+		// One place decides index or scan: the index if it covers the
+		// range (auto), or because it was asked for.
+		if c.cfg.Index == nil {
+			if source == SourceIndex {
+				return fieldErr("source", SourceIndex, "this client keeps no callback index")
+			}
+			source, p.SourceWhy = SourceScan, "no callback index is kept"
+		} else {
+			cov, err := c.cfg.Index.Coverage(ctx, c.cfg.AppID)
+			if err != nil {
+				return err
+			}
+			p.IndexCoverage = &cov
+			if why := cov.Why(w.Since, now); why != "" && source == SourceAuto {
+				source, p.SourceWhy = SourceScan, "the callback index does not cover the range ("+why+")"
+			} else {
+				source = SourceIndex
+			}
+		}
+	}
+	p.Source = source
+	if err := c.needIM("source"); err != nil {
+		return err
+	}
+	spec := r.spec(w, c.cfg.DiscoveryConcurrency)
+	if source == SourceIndex {
+		rep := &producer.Report{}
+		if why := p.IndexCoverage.Why(w.Since, now); why != "" {
+			rep.AddGap(jobs.Gap{Kind: jobs.GapIndex, What: "the callback index does not cover the whole range: " + why})
+		}
+		producer.RoamingGap(rep, w, now)
+		p.setScope(producer.Coverage(r.User, w, nil, []string{producer.SourceNameIndex}, rep))
+		if !countIndex {
+			return nil
+		}
+		// The index holds what callbacks claimed; Sign does not cover
+		// their bodies. Only what the history shows the user sent counts.
+		tally := &producer.Tally{}
+		p.check = producer.NewSenderCheck(c.cfg.IM, r.User, tally)
+		counts, err := c.cfg.Index.Plan(ctx, c.cfg.AppID, r.User, w.Since, w.Until, p.check)
+		if err == nil {
+			err = p.check.Flush(ctx)
+		}
+		if err != nil {
+			return err
+		}
+		p.Index, p.Messages, p.SenderUnconfirmed = &counts, int64(tally.Count()), int64(p.check.Refused)
+		p.GroupCalls, p.C2CCalls = (counts.GroupMessages+9)/10, counts.C2CMessages
+		p.SecondsAtCap = secondsAtCap(p.GroupCalls, p.C2CCalls)
+		return nil
+	}
+	scans, rep, err := producer.UserScans(ctx, c.cfg.IM, spec)
+	if err != nil {
+		return asFieldError(err)
+	}
+	if c.cfg.Index != nil {
+		// Groups the user left are not listed; the index may know them.
+		indexed := map[string]bool{}
+		err := c.cfg.Index.Lookup(ctx, c.cfg.AppID, r.User, w.Since, w.Until, func(e msgindex.Entry) error {
+			if e.IsGroup() {
+				indexed[e.GroupID] = true
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("reading the callback index for the groups of %s: %w", r.User, err)
+		}
+		if scans, err = producer.AddIndexedGroups(ctx, c.cfg.IM, spec, scans, rep, indexed); err != nil {
+			return asFieldError(err)
+		}
+	}
+	return c.scanned(ctx, p, scans, rep, producer.Coverage(r.User, w, r.Peers, producer.ScanSources(len(r.Peers)), rep), countScan)
+}
+
+func (c *Client) prepareGroup(ctx context.Context, p *prepared, r GroupPurge, count bool) error {
+	w, err := window(r.Since, r.Until, c.cfg.Now())
+	if err != nil {
+		return err
+	}
+	p.w, p.Source = w, SourceScan
+	if err := c.needIM("groups"); err != nil {
+		return err
+	}
+	scans, rep, err := producer.GroupScans(ctx, c.cfg.IM, r.spec(w, c.cfg.DiscoveryConcurrency))
+	if err != nil {
+		return asFieldError(err)
+	}
+	subject := ""
+	if len(r.Senders) == 1 {
+		subject = r.Senders[0]
+	}
+	return c.scanned(ctx, p, scans, rep, producer.Coverage(subject, w, nil, producer.ScanSources(0), rep), count)
+}
+
+// scanned records a purge's scans and, when count is set, reads them into a
+// tally (the histories are read once more by the job's discovery tasks).
+func (c *Client) scanned(ctx context.Context, p *prepared, scans []producer.Scan, rep *producer.Report, cov jobs.Coverage, count bool) error {
+	p.scans, p.Scans, p.Messages, p.Report = scans, len(scans), -1, rep
+	p.setScope(cov)
+	if !count {
+		return nil
+	}
+	tally := &producer.Tally{}
+	if err := producer.RunScans(ctx, c.cfg.IM, scans, c.cfg.DiscoveryConcurrency, tally, rep); err != nil {
+		return asFieldError(err)
+	}
+	cov.Targets = rep.TargetCoverage()
+	p.setScope(cov)
+	p.Messages = int64(tally.Count())
+	p.GroupCalls, p.C2CCalls, p.SecondsAtCap = rep.GroupCalls, rep.C2CCalls, rep.SecondsAtCap
+	return nil
+}
+
+func (p *prepared) setScope(cov jobs.Coverage) {
+	p.Scope, p.Warnings = &cov, producer.Warnings(cov.Gaps)
+}
+
+// Create plans req into a new job on behalf of opts.Actor. A job above the
+// confirmation threshold, or a purge by scan, needs opts.Confirmed (or
+// opts.Confirm's consent); without it Create returns *ConfirmationRequired
+// and changes nothing. Bad input is a *FieldError. Cancelling ctx while the
+// job is planned interrupts planning (what was planned is queued first, see
+// producer.NewJob); a caller whose job must outlive it (an HTTP request)
+// passes context.WithoutCancel.
+func (c *Client) Create(ctx context.Context, req Request, opts CreateOptions) (Created, error) {
+	var out Created
+	queue := opts.Queue
+	if queue == "" {
+		queue = defaultQueue(req)
+	} else if err := tasks.ValidQueue(queue); err != nil {
+		return out, &FieldError{Field: "queue", Value: queue, Reason: err.Error(), Err: err}
+	}
+	if strings.TrimSpace(opts.Actor) == "" {
+		return out, fieldErr("actor", "", "required (who asks, for the audit record)")
+	}
+	// A purge by scan is counted only when someone can be asked; a purge
+	// by index is counted to decide, unless confirmed (it then plans as
+	// senders are confirmed).
+	// With approval on, a purge by scan is counted too: the plan decides.
+	p, err := c.prepare(ctx, req, !opts.Confirmed || c.cfg.ApprovalAbove > 0, (!opts.Confirmed && opts.Confirm != nil) || c.cfg.ApprovalAbove > 0)
+	if err != nil {
+		return out, err
+	}
+	if !opts.Confirmed && (p.Messages < 0 || p.Messages > int64(c.cfg.ConfirmAbove)) {
+		need := &ConfirmationRequired{Messages: p.Messages, Above: c.cfg.ConfirmAbove, Plan: p.Plan}
+		if opts.Confirm == nil {
+			return Created{Plan: p.Plan}, need
+		}
+		if err := opts.Confirm(ctx, need); err != nil {
+			return Created{Plan: p.Plan}, err
+		}
+	}
+	out.Plan = p.Plan
+	spec := jobs.Spec{Kind: req.Kind(), Queue: queue, AppID: c.cfg.AppID, RequestedBy: opts.Actor, Reason: opts.Reason, Params: params(req, p),
+		Requester: opts.Requester, HoldForApproval: c.cfg.ApprovalAbove > 0 && p.Messages > int64(c.cfg.ApprovalAbove)}
+	job, b, err := producer.NewJob(ctx, c.store, c.cfg.Queue, spec, c.planFunc(p, &out))
+	if err != nil {
+		return out, err
+	}
+	if j, gerr := c.store.Get(ctx, job.ID); gerr == nil {
+		job = j
+	}
+	out.Job = job
+	if b != nil {
+		out.Planned, out.Duplicates, out.Tasks = b.Planned, b.Seen-b.Planned, b.Tasks
+		if p.Source == SourceIndex && p.check == nil {
+			out.Plan.Messages = b.Seen
+		}
+	}
+	return out, nil
+}
+
+// planFunc plans a prepared job: listed messages, a list file, the index
+// (replaying a counted sender check, or confirming senders as it plans) or
+// discovery tasks, one per scan.
+func (c *Client) planFunc(p *prepared, out *Created) producer.PlanFunc {
+	return func(ctx context.Context, job jobs.Job, q producer.Enqueuer, b *producer.Batcher) error {
+		if p.Scope != nil {
+			// The scope and its gaps first; each target as its discovery ends.
+			if err := c.store.SaveCoverage(ctx, job.ID, *p.Scope); err != nil {
+				return err
+			}
+		}
+		switch {
+		case p.file != "":
+			fh, err := os.Open(p.file)
+			if err != nil {
+				return fmt.Errorf("opening list file: %w", err)
+			}
+			defer fh.Close()
+			return producer.ReadList(ctx, fh, p.file, func(_ int, m producer.Message) error { return b.AddMessage(ctx, m) })
+		case p.Source == SourceList:
+			for _, m := range p.msgs {
+				if err := b.AddMessage(ctx, m); err != nil {
+					return err
+				}
+			}
+			return nil
+		case p.Source == SourceIndex:
+			check := p.check
+			if check != nil {
+				if err := check.Replay(ctx, b); err != nil {
+					return err
+				}
+			} else {
+				// Confirmed up front: plan as senders are confirmed, so
+				// that recalls start while later history pages are read.
+				check = producer.NewSenderCheck(c.cfg.IM, p.user, b)
+				counts, err := c.cfg.Index.Plan(ctx, c.cfg.AppID, p.user, p.w.Since, p.w.Until, check)
+				if err != nil {
+					return err
+				}
+				if err := check.Flush(ctx); err != nil {
+					return err
+				}
+				out.Plan.Index, out.Plan.SenderUnconfirmed = &counts, int64(check.Refused)
+			}
+			return c.store.AddRefused(ctx, job.ID, jobs.RefusedSenderUnconfirmed, int64(check.Refused))
+		}
+		n, err := producer.EnqueueScans(ctx, c.store, q, job, p.scans)
+		out.Plan.Scans = n
+		return err
+	}
+}
+
+// defaultQueue is the queue of a kind when the request names none.
+func defaultQueue(req Request) string {
+	switch r := req.(type) {
+	case UserPurge:
+		return tasks.QueuePurge
+	case ListRecall:
+		if r.File != "" {
+			return tasks.QueuePurge
+		}
+	}
+	return tasks.QueueIncident
+}
+
+// params is the job record's parameters: the typed request, with the
+// source a user purge used and a list's count rather than its messages.
+func params(req Request, p *prepared) json.RawMessage {
+	var v any = req
+	switch r := req.(type) {
+	case UserPurge:
+		r.Source = p.Source
+		v = r
+	case ListRecall:
+		v = struct {
+			File         string `json:"file,omitempty"`
+			MessageCount int64  `json:"message_count"`
+		}{p.file, p.Messages}
+	}
+	raw, _ := json.Marshal(v)
+	return raw
+}

@@ -1,0 +1,108 @@
+package imrecall_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/imrecall/imrecall"
+	"github.com/imrecall/imrecall/imrecalltest"
+	"github.com/imrecall/imrecall/jobs"
+	"github.com/imrecall/imrecall/producer"
+)
+
+// newClient is a Client on miniredis with the emulator as the IM API (no
+// worker: the jobs stay queued).
+func newClient(t *testing.T, confirmAbove int) (*imrecall.Client, *imrecalltest.Env) {
+	t.Helper()
+	env := imrecalltest.Start(t, imrecalltest.Options{NoWorker: true})
+	c, err := imrecall.New(imrecall.Config{Redis: env.Redis, Queue: env.Queue, AppID: imrecalltest.AppID, IM: env.Client, ConfirmAbove: confirmAbove})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, env
+}
+
+func TestValidateNamesTheField(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		req   imrecall.Request
+		field string
+	}{
+		{imrecall.GroupRecall{Seqs: []int64{1}}, "GroupId"},
+		{imrecall.GroupRecall{GroupID: "g"}, "seqs"},
+		{imrecall.GroupRecall{GroupID: "g", Seqs: []int64{0}}, "seqs"},
+		{imrecall.C2CRecall{To: "b", MsgKey: "1_2_3"}, "From_Account"},
+		{imrecall.C2CRecall{From: "a", To: "b", MsgKey: "x"}, "MsgKey"},
+		{imrecall.ListRecall{}, "messages"},
+		{imrecall.ListRecall{Messages: []imrecall.MessageRef{{GroupID: "g"}}}, "messages[0]"},
+		{imrecall.UserPurge{}, "user"},
+		{imrecall.UserPurge{User: "u", Source: "cache"}, "source"},
+		{imrecall.UserPurge{User: "u", Since: "yesterday"}, "since"},
+		{imrecall.UserPurge{User: "u", Since: "1d", Until: "2d"}, "until"},
+		{imrecall.GroupPurge{}, "groups"},
+		{imrecall.GroupPurge{Groups: []string{"a", "b"}, Topic: "t"}, "topic"},
+		{imrecall.GroupPurge{Groups: []string{"g"}, SeqFrom: 9, SeqTo: 3}, "seq_from"},
+	}
+	for _, tc := range cases {
+		var fe *imrecall.FieldError
+		if err := tc.req.Validate(); !errors.As(err, &fe) || fe.Field != tc.field {
+			t.Errorf("%T %+v: Validate() = %v, want a *FieldError for %q", tc.req, tc.req, err, tc.field)
+		}
+	}
+	var fe *imrecall.FieldError
+	if _, err := imrecall.RequestOf(producer.JobRequest{Kind: "erase", Reason: "x"}); !errors.As(err, &fe) || fe.Field != "kind" {
+		t.Errorf("RequestOf(kind erase) = %v", err)
+	}
+	if _, err := imrecall.RequestOf(producer.JobRequest{Kind: producer.KindPurgeUser, User: "u"}); !errors.As(err, &fe) || fe.Field != "reason" {
+		t.Errorf("RequestOf(no reason) = %v", err)
+	}
+}
+
+// TestCreateAsksForConfirmation: above the threshold Create changes
+// nothing and says how many; confirmed, it plans; a purge by scan without
+// someone to ask needs confirmation whatever its size.
+func TestCreateAsksForConfirmation(t *testing.T) {
+	t.Parallel()
+	c, env := newClient(t, 2)
+	mr := env.Miniredis
+	ctx := t.Context()
+	req := imrecall.GroupRecall{GroupID: "@TGS#1", Seqs: []int64{1, 2, 3, 3}}
+	_, err := c.Create(ctx, req, imrecall.CreateOptions{Actor: "alice", Reason: "test"})
+	var need *imrecall.ConfirmationRequired
+	if !errors.As(err, &need) || need.Messages != 4 || need.Above != 2 {
+		t.Fatalf("Create above the threshold = %v", err)
+	}
+	if keys := mr.Keys(); len(keys) != 0 {
+		t.Fatalf("an unconfirmed job wrote to Redis: %v", keys)
+	}
+	asked := int64(0)
+	created, err := c.Create(ctx, req, imrecall.CreateOptions{Actor: "alice", Reason: "test",
+		Confirm: func(_ context.Context, n *imrecall.ConfirmationRequired) error { asked = n.Messages; return nil }})
+	if err != nil || asked != 4 || created.Planned != 3 || created.Duplicates != 1 || created.Job.Kind != "recall:group" || created.Job.RequestedBy != "alice" {
+		t.Fatalf("Create with consent = %+v, %v (asked %d)", created, err, asked)
+	}
+	j, err := c.Job(ctx, created.Job.ID)
+	if err != nil || j.Counts.Planned != 3 || j.Queue != "incident" {
+		t.Fatalf("Job = %+v, %v", j, err)
+	}
+
+	env.IM.Accounts(t, "spammer", "bob")
+	g := env.IM.Group(t, "Public", "@TGS#spam", "spammer", "bob")
+	env.IM.SendGroup(t, g, "", 1, "spammer")
+	purge := imrecall.GroupPurge{Groups: []string{g}, Senders: []string{"spammer"}}
+	if _, err := c.Create(ctx, purge, imrecall.CreateOptions{Actor: "alice"}); !errors.As(err, &need) || need.Messages != -1 {
+		t.Fatalf("unconfirmed purge by scan = %v, want Messages -1", err)
+	}
+	p, err := c.Plan(ctx, purge)
+	if err != nil || p.Messages != 1 || p.Source != imrecall.SourceScan || p.Scans != 1 {
+		t.Fatalf("Plan = %+v, %v", p, err)
+	}
+	var fe *imrecall.FieldError
+	if _, err := c.Plan(ctx, imrecall.GroupPurge{Groups: []string{"@TGS#nosuch"}}); !errors.As(err, &fe) || fe.Field != "groups" {
+		t.Fatalf("Plan of an unknown group = %v, want a *FieldError for groups", err)
+	}
+	if st, _, err := c.Cancel(ctx, created.Job.ID, "alice", "test over"); err != nil || st != jobs.StatusCancelled {
+		t.Fatalf("Cancel = %s, %v", st, err)
+	}
+}
