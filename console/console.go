@@ -159,6 +159,18 @@ func New(cfg Config) (*Console, error) {
 // /monitor/, /healthz, …) for the API.
 var Paths = []string{"/{$}", "/login", "/logout", "/jobs", "/jobs/", "/new", "/schedules", "/schedules/", "/index", "/static/"}
 
+// Mount returns a handler that serves the console on Paths and everything
+// else with other (the API's handler).
+func (c *Console) Mount(other http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/", other)
+	h := c.Handler()
+	for _, p := range Paths {
+		mux.Handle(p, h)
+	}
+	return mux
+}
+
 // Handler returns the console's handler.
 func (c *Console) Handler() http.Handler {
 	mux := http.NewServeMux()
@@ -170,7 +182,7 @@ func (c *Console) Handler() http.Handler {
 	mux.HandleFunc("GET /jobs", c.signedIn(api.RoleRead, c.jobList))
 	mux.HandleFunc("GET /jobs/stream", c.signedIn(api.RoleRead, c.stream))
 	mux.HandleFunc("GET /jobs/{id}", c.signedIn(api.RoleRead, c.jobPage))
-	mux.HandleFunc("GET /jobs/{id}/dead-letters.{format}", c.signedIn(api.RoleRead, c.export))
+	mux.HandleFunc("GET /jobs/{id}/export/{format}", c.signedIn(api.RoleRead, c.export))
 	mux.HandleFunc("POST /jobs/{id}/{action}", c.signedIn(api.RoleAdmin, c.act))
 	mux.HandleFunc("GET /new", c.signedIn(api.RoleRead, c.newForm))
 	mux.HandleFunc("POST /new", c.signedIn(api.RoleAdmin, c.newJob))

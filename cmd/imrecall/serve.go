@@ -326,13 +326,7 @@ func withConsole(srv *api.Server, c *conn, tokens []api.Token, lim *limiter.Limi
 	if err != nil {
 		return nil, err
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/", apiHandler)
-	ch := con.Handler()
-	for _, p := range console.Paths {
-		mux.Handle(p, ch)
-	}
-	return mux, nil
+	return con.Mount(apiHandler), nil
 }
 
 // heartbeat calls Index.Alive every interval until ctx ends, so that a
