@@ -134,15 +134,9 @@ func New(cfg Config) (*Console, error) {
 	if cfg.Prefix == "" {
 		cfg.Prefix = jobs.DefaultPrefix
 	}
-	if cfg.SessionTTL <= 0 {
-		cfg.SessionTTL = 12 * time.Hour
-	}
-	if cfg.PageSize <= 0 {
-		cfg.PageSize = 50
-	}
-	if cfg.Poll <= 0 {
-		cfg.Poll = time.Second
-	}
+	cfg.SessionTTL = positiveOr(cfg.SessionTTL, 12*time.Hour)
+	cfg.PageSize = positiveOr(cfg.PageSize, 50)
+	cfg.Poll = positiveOr(cfg.Poll, time.Second)
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
@@ -152,6 +146,14 @@ func New(cfg Config) (*Console, error) {
 	}
 	return &Console{cfg: cfg, sessions: &sessions{rdb: cfg.Redis, prefix: cfg.Prefix + ":console:session:", ttl: cfg.SessionTTL},
 		pages: pages, log: cfg.Log}, nil
+}
+
+// positiveOr is v, or def when v is not positive.
+func positiveOr[T int | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
 }
 
 // Paths are the path patterns (http.ServeMux, without a method) the console
@@ -178,18 +180,28 @@ func (c *Console) Handler() http.Handler {
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/jobs", http.StatusSeeOther) })
 	mux.HandleFunc("GET /login", c.loginForm)
 	mux.HandleFunc("POST /login", c.login)
-	mux.HandleFunc("POST /logout", c.signedIn(api.RoleRead, c.logout))
-	mux.HandleFunc("GET /jobs", c.signedIn(api.RoleRead, c.jobList))
-	mux.HandleFunc("GET /jobs/stream", c.signedIn(api.RoleRead, c.stream))
-	mux.HandleFunc("GET /jobs/{id}", c.signedIn(api.RoleRead, c.jobPage))
-	mux.HandleFunc("GET /jobs/{id}/export/{format}", c.signedIn(api.RoleRead, c.export))
-	mux.HandleFunc("POST /jobs/{id}/{action}", c.signedIn(api.RoleAdmin, c.act))
-	mux.HandleFunc("GET /new", c.signedIn(api.RoleRead, c.newForm))
-	mux.HandleFunc("POST /new", c.signedIn(api.RoleAdmin, c.newJob))
-	mux.HandleFunc("GET /schedules", c.signedIn(api.RoleRead, c.scheduleList))
-	mux.HandleFunc("POST /schedules", c.signedIn(api.RoleAdmin, c.addSchedule))
-	mux.HandleFunc("POST /schedules/{name}/remove", c.signedIn(api.RoleAdmin, c.removeSchedule))
-	mux.HandleFunc("GET /index", c.signedIn(api.RoleRead, c.indexPage))
+	// Every other page needs a session; those that change something, an
+	// admin's.
+	for _, rt := range []struct {
+		pattern string
+		need    api.Role
+		h       handlerFunc
+	}{
+		{"POST /logout", api.RoleRead, c.logout},
+		{"GET /jobs", api.RoleRead, c.jobList},
+		{"GET /jobs/stream", api.RoleRead, c.stream},
+		{"GET /jobs/{id}", api.RoleRead, c.jobPage},
+		{"GET /jobs/{id}/export/{format}", api.RoleRead, c.export},
+		{"POST /jobs/{id}/{action}", api.RoleAdmin, c.act},
+		{"GET /new", api.RoleRead, c.newForm},
+		{"POST /new", api.RoleAdmin, c.newJob},
+		{"GET /schedules", api.RoleRead, c.scheduleList},
+		{"POST /schedules", api.RoleAdmin, c.addSchedule},
+		{"POST /schedules/{name}/remove", api.RoleAdmin, c.removeSchedule},
+		{"GET /index", api.RoleRead, c.indexPage},
+	} {
+		mux.HandleFunc(rt.pattern, c.signedIn(rt.need, rt.h))
+	}
 	return secureHeaders(mux)
 }
 

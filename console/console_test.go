@@ -79,7 +79,7 @@ func (b *bundle) browser(t *testing.T) *browser {
 
 // do sends a request and returns the status and body; it remembers the
 // page's CSRF token.
-func (br *browser) do(method, path string, form url.Values, header ...string) (int, string, *http.Response) {
+func (br *browser) do(method, path string, form url.Values, header ...[2]string) (int, string, *http.Response) {
 	br.t.Helper()
 	var body io.Reader
 	if form != nil {
@@ -89,8 +89,8 @@ func (br *browser) do(method, path string, form url.Values, header ...string) (i
 	if form != nil {
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	}
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
+	for _, h := range header {
+		req.Header.Set(h[0], h[1])
 	}
 	resp, err := br.c.Do(req)
 	if err != nil {
@@ -233,13 +233,13 @@ func TestForgedPostsRefused(t *testing.T) {
 	cases := []struct {
 		name   string
 		form   url.Values
-		header []string
+		header [][2]string
 		want   string
 	}{
 		{"no csrf", add, nil, "CSRF token is missing or stale"},
 		{"wrong csrf", withCSRF(add, "forged"), nil, "CSRF token is missing or stale"},
-		{"other origin", withCSRF(add, ad.csrf), []string{"Origin", "http://evil.example"}, "cross-site request refused"},
-		{"cross-site fetch", withCSRF(add, ad.csrf), []string{"Sec-Fetch-Site", "cross-site"}, "cross-site request refused"},
+		{"other origin", withCSRF(add, ad.csrf), [][2]string{{"Origin", "http://evil.example"}}, "cross-site request refused"},
+		{"cross-site fetch", withCSRF(add, ad.csrf), [][2]string{{"Sec-Fetch-Site", "cross-site"}}, "cross-site request refused"},
 	}
 	for _, tc := range cases {
 		st, body, _ := ad.do("POST", "/schedules", tc.form, tc.header...)

@@ -36,25 +36,28 @@ type pageTemplate = template.Template
 var pageNames = []string{"login", "error", "jobs", "job", "new", "preview", "schedules", "index"}
 
 var funcs = template.FuncMap{
-	"pct": pct,
-	"when": func(t any) string {
-		switch v := t.(type) {
-		case time.Time:
-			if v.IsZero() {
-				return "—"
-			}
-			return v.UTC().Format("2006-01-02 15:04:05Z")
-		case *time.Time:
-			if v == nil || v.IsZero() {
-				return "—"
-			}
-			return v.UTC().Format("2006-01-02 15:04:05Z")
-		}
-		return fmt.Sprint(t)
-	},
+	"pct":  pct,
+	"when": when,
 	"secs": func(s float64) string { return (time.Duration(s * float64(time.Second))).Round(time.Second).String() },
 	"dur":  func(d time.Duration) string { return d.Round(time.Second).String() },
 	"join": strings.Join,
+}
+
+// when formats a time or a *time.Time for a page; "—" for none.
+func when(v any) string {
+	var t time.Time
+	switch x := v.(type) {
+	case time.Time:
+		t = x
+	case *time.Time:
+		if x != nil {
+			t = *x
+		}
+	}
+	if t.IsZero() {
+		return "—"
+	}
+	return t.UTC().Format("2006-01-02 15:04:05Z")
 }
 
 // pct is part's share of whole in percent, for a bar's width.

@@ -120,7 +120,7 @@ func signIn(t *testing.T, ctx context.Context, base, secret string) {
 // page is refused; a read token sees no action and is refused one
 // server-side. Screenshots of each page go to IMRECALL_SCREENSHOTS.
 func TestConsoleInBrowser(t *testing.T) {
-	ctx := browserCtx(t)
+	chromium(t) // skip early without a browser
 	e := newE2E(t, emulator.Config{Rate: 20})
 	groups := []string{"@TGS#con001", "@TGS#con002", "@TGS#con003", "@TGS#con004"}
 	e.env.Accounts(t, "spam", "u1")
@@ -136,6 +136,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	e.serveProc(addr, "--tokens-file", tokensFile, "--cap", "20")
 	e.worker("w1", "--cap", "20")
 	base := "http://" + addr
+	ctx := browserCtx(t)
 
 	// Sign in; the jobs page is empty.
 	run(t, ctx, "login page", chromedp.Navigate(base+"/"), chromedp.WaitVisible(chromedp.CSS("#token")))

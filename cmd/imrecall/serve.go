@@ -319,8 +319,13 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 // stays the API's.
 func withConsole(srv *api.Server, c *conn, tokens []api.Token, lim *limiter.Limiter, log *slog.Logger) (http.Handler, error) {
 	apiHandler := srv.Handler()
+	backend := console.NewAPIBackend(apiHandler, c.store, tokens)
+	for _, rt := range srv.Routes() {
+		// The Approve button appears once the API approves jobs.
+		backend.Approvals = backend.Approvals || rt.Method == http.MethodPost && rt.Path == "/v1/jobs/{id}/approve"
+	}
 	con, err := console.New(console.Config{
-		Backend: console.NewAPIBackend(apiHandler, c.store, tokens), Redis: c.rdb, Prefix: c.store.Prefix(),
+		Backend: backend, Redis: c.rdb, Prefix: c.store.Prefix(),
 		Authenticate: srv.Authenticate, CapOf: lim.CapOf, Log: log,
 	})
 	if err != nil {
