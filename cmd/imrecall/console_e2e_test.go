@@ -83,7 +83,9 @@ func screenshot(t *testing.T, ctx context.Context, name string) {
 // run runs steps in the browser; on an error it fails with the page's text.
 func run(t *testing.T, ctx context.Context, what string, steps ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
-	if err := chromedp.Do(ctx, steps...); err != nil {
+	sctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
+	if err := chromedp.Do(sctx, steps...); err != nil {
 		body, _ := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("body")))
 		t.Fatalf("%s: %v\npage:\n%s", what, err, body)
 	}
@@ -108,7 +110,7 @@ func textOf(t *testing.T, ctx context.Context, sel string) string {
 func signIn(t *testing.T, ctx context.Context, base, secret string) {
 	t.Helper()
 	run(t, ctx, "sign in", chromedp.Navigate(base+"/jobs"), chromedp.WaitVisible(chromedp.CSS("#token")),
-		chromedp.SendKeys(chromedp.CSS("#token"), secret), chromedp.Submit(chromedp.CSS("#login")),
+		chromedp.SendKeys(chromedp.CSS("#token"), secret), chromedp.Click(chromedp.CSS("#signin")),
 		chromedp.WaitVisible(chromedp.CSS("#jobs")))
 }
 
