@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"sort"
@@ -489,27 +490,39 @@ func (c *Console) newJob(w http.ResponseWriter, r *http.Request, s *session) {
 			fd.Req.DryRun = false
 			raw, _ := json.Marshal(fd.Req)
 			c.render(w, r, http.StatusOK, "preview", s, view{Title: "Dry run", Nav: "new", Data: map[string]any{
-				"Form": fd, "Resp": resp, "Request": string(raw), "Minutes": c.atCap(resp)}})
+				"Form": fd, "Resp": resp, "Request": string(raw), "Minutes": c.atCap(resp), "Calls": calls(resp)}})
 			return
 		}
 	}
 	c.formError(w, r, s, "new", "New job", fd, err)
 }
 
-// atCap estimates how long a dry run's recall takes at the cap, when the
-// dry run did not say.
+// atCap estimates how long a dry run's calls take at the caps: each API
+// has its own, and the group and one-to-one lanes run side by side.
 func (c *Console) atCap(resp api.CreateJobResponse) string {
-	if resp.Report != nil && resp.Report.SecondsAtCap > 0 {
-		return (time.Duration(resp.Report.SecondsAtCap * float64(time.Second))).Round(time.Second).String()
+	group, c2c := resp.Tasks, int64(0)
+	if r := resp.Report; r != nil {
+		group, c2c = int64(r.GroupCalls), int64(r.C2CCalls)
 	}
-	if c.cfg.CapOf == nil || resp.Tasks == 0 {
+	var secs float64
+	switch {
+	case c.cfg.CapOf != nil && c.cfg.CapOf("group_msg_recall") > 0 && c.cfg.CapOf("admin_msgwithdraw") > 0:
+		secs = max(float64(group)/float64(c.cfg.CapOf("group_msg_recall")), float64(c2c)/float64(c.cfg.CapOf("admin_msgwithdraw")))
+	case resp.Report != nil:
+		secs = resp.Report.SecondsAtCap
+	}
+	if secs <= 0 {
 		return ""
 	}
-	cp := min(c.cfg.CapOf("group_msg_recall"), c.cfg.CapOf("admin_msgwithdraw"))
-	if cp <= 0 {
-		return ""
+	return (time.Duration(math.Ceil(secs)) * time.Second).String()
+}
+
+// calls is the number of recall calls a dry run foresees.
+func calls(resp api.CreateJobResponse) int64 {
+	if r := resp.Report; r != nil && r.GroupCalls+r.C2CCalls > 0 {
+		return int64(r.GroupCalls + r.C2CCalls)
 	}
-	return (time.Duration(float64(resp.Tasks)/float64(cp)*float64(time.Second)) + time.Second - 1).Truncate(time.Second).String()
+	return resp.Tasks
 }
 
 // formError shows a form again with the backend's refusal, or fails.

@@ -206,14 +206,15 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	// Another site's page posts a form to the console: refused, nothing removed.
 	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintf(w, `<form id="f" method="post" action="%s/schedules/nightly/remove"><input name="confirmed" value="yes"></form><script>document.getElementById("f").submit()</script>`, base)
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprintf(w, `<!doctype html><form id="f" method="post" action="%s/schedules/nightly/remove"><input name="confirmed" value="yes"></form><script>document.getElementById("f").submit()</script>`, base)
 	}))
 	defer evil.Close()
 	run(t, ctx, "cross-site post", chromedp.Navigate(evil.URL), chromedp.WaitVisible(chromedp.CSS("#error")))
 	if got := textOf(t, ctx, "#error"); !strings.Contains(got, "cross-site request refused") {
 		t.Fatalf("cross-site post answered: %s", got)
 	}
-	if list, _ := producer.NewSchedules(e.redis.Client(), "").List(t.Context()); len(list) != 1 {
+	if list, _ := producer.NewSchedules(e.redis.Client(), e.store.Prefix()).List(t.Context()); len(list) != 1 {
 		t.Fatalf("after the cross-site post: %d schedules", len(list))
 	}
 
@@ -232,7 +233,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	if status != http.StatusForbidden {
 		t.Fatalf("remove as a read token: %d, want 403", status)
 	}
-	if list, _ := producer.NewSchedules(e.redis.Client(), "").List(t.Context()); len(list) != 1 {
+	if list, _ := producer.NewSchedules(e.redis.Client(), e.store.Prefix()).List(t.Context()); len(list) != 1 {
 		t.Fatalf("after the read token's post: %d schedules", len(list))
 	}
 	run(t, ctx, "new as reader", chromedp.Navigate(base+"/new"))

@@ -1,6 +1,8 @@
 // Live progress: every element with data-job="ID" inside a [data-live]
 // container is updated from the server-sent events of /jobs/stream.
 (function () {
+  // Bars are drawn here: the Content-Security-Policy allows no inline style.
+  document.querySelectorAll("[data-w]").forEach(function (el) { el.style.width = el.dataset.w + "%"; });
   var live = document.querySelector("[data-live]");
   if (!live || !live.dataset.live || !window.EventSource) return;
   var es = new EventSource("/jobs/stream?id=" + encodeURIComponent(live.dataset.live));
