@@ -16,6 +16,8 @@ import (
 	"github.com/imrecall/imrecall"
 	"github.com/imrecall/imrecall/api"
 	"github.com/imrecall/imrecall/certificate"
+	"github.com/imrecall/imrecall/console"
+	"github.com/imrecall/imrecall/limiter"
 	"github.com/imrecall/imrecall/msgindex"
 	"github.com/imrecall/imrecall/producer"
 	"github.com/imrecall/imrecall/tim"
@@ -58,6 +60,9 @@ func newServeCmd() *cobra.Command {
 		Use:   "serve",
 		Short: "Serve the HTTP API, Tencent's callbacks (the message index), the asynq dashboard and metrics",
 		Long: `serve answers:
+  /               the operator's console: jobs with live progress, job pages (report, dead letters,
+                  exports, audit, actions), new jobs after a dry run, schedules, the index (sign in
+                  with an API token; read tokens see, admin tokens act)
   /v1/...         the JSON API (see /openapi.yaml): jobs (with dry runs), dead letters, schedules, audit;
                   POST /v1/jobs/{id}/verify runs imrecall verify in the background (GET: the result);
                   POST /v1/jobs/{id}/certificate writes a signed certificate of erasure into
@@ -293,7 +298,11 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 	if err != nil {
 		return badInput("--listen %q: %v", o.listen, err)
 	}
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	handler, err := withConsole(srv, c, tokens, lim, log)
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	names := make([]string, len(tokens))
@@ -311,6 +320,26 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	return hs.Shutdown(sctx)
+}
+
+// withConsole mounts the operator's console on the paths it serves (/,
+// /jobs/..., /new, ...); everything else (/v1/, /monitor/, /healthz, ...)
+// stays the API's.
+func withConsole(srv *api.Server, c *conn, tokens []api.Token, lim *limiter.Limiter, log *slog.Logger) (http.Handler, error) {
+	apiHandler := srv.Handler()
+	backend := console.NewAPIBackend(apiHandler, c.store, tokens)
+	for _, rt := range srv.Routes() {
+		// The Approve button appears once the API approves jobs.
+		backend.Approvals = backend.Approvals || rt.Method == http.MethodPost && rt.Path == "/v1/jobs/{id}/approve"
+	}
+	con, err := console.New(console.Config{
+		Backend: backend, Redis: c.rdb, Prefix: c.store.Prefix(),
+		Authenticate: srv.Authenticate, CapOf: lim.CapOf, Log: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return con.Mount(apiHandler), nil
 }
 
 // heartbeat calls Index.Alive every interval until ctx ends, so that a

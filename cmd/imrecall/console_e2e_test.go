@@ -1,0 +1,244 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/imrecall/imrecall/emulator"
+	"github.com/imrecall/imrecall/jobs"
+	"github.com/imrecall/imrecall/producer"
+)
+
+const consoleReadToken = "console-read-token-0123456789abcdef"
+
+// chromium returns the headless browser the console's tests drive: Debian's
+// /usr/bin/chromium (or IMRECALL_CHROMIUM). Without one the test skips,
+// unless IMRECALL_REQUIRE_BROWSER is set (CI sets it): then it fails.
+func chromium(t *testing.T) string {
+	t.Helper()
+	for _, p := range []string{os.Getenv("IMRECALL_CHROMIUM"), "/usr/bin/chromium", "chromium", "chromium-browser"} {
+		if p == "" {
+			continue
+		}
+		if path, err := exec.LookPath(p); err == nil {
+			return path
+		}
+	}
+	if os.Getenv("IMRECALL_REQUIRE_BROWSER") != "" {
+		t.Fatal("chromium not found and IMRECALL_REQUIRE_BROWSER is set (apt-get install -y chromium)")
+	}
+	t.Skip("chromium not found; set IMRECALL_REQUIRE_BROWSER=1 to fail instead")
+	return ""
+}
+
+// browserCtx starts headless Chromium for the test.
+func browserCtx(t *testing.T) context.Context {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium(t)), chromedp.NoSandbox, chromedp.Headless,
+		chromedp.Flag("disable-background-networking", true), chromedp.WindowSize(1280, 900))
+	actx, cancelA := chromedp.NewExecAllocator(t.Context(), opts...)
+	ctx, cancelB := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancelB(); cancelA() })
+	ctx, cancelT := context.WithTimeout(ctx, 4*time.Minute)
+	t.Cleanup(cancelT)
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("starting chromium: %v", err)
+	}
+	return ctx
+}
+
+// screenshot writes the page as docs/console/NAME.png when
+// IMRECALL_SCREENSHOTS names a directory (relative to the module's root).
+func screenshot(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	dir := os.Getenv("IMRECALL_SCREENSHOTS")
+	if dir == "" {
+		return
+	}
+	if !filepath.IsAbs(dir) {
+		dir = filepath.Join("..", "..", dir) // tests run in cmd/imrecall
+	}
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // 100: PNG
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// run runs steps in the browser; on an error it fails with the page's text.
+func run(t *testing.T, ctx context.Context, what string, steps ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	sctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
+	if err := chromedp.Do(sctx, steps...); err != nil {
+		body, _ := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("body")))
+		t.Fatalf("%s: %v\npage:\n%s", what, err, body)
+	}
+}
+
+// value runs one action that returns a value.
+func value[T any](t *testing.T, ctx context.Context, what string, a chromedp.Action[T]) T {
+	t.Helper()
+	v, err := chromedp.Run(ctx, a)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	return v
+}
+
+func textOf(t *testing.T, ctx context.Context, sel string) string {
+	t.Helper()
+	return strings.TrimSpace(value(t, ctx, "reading "+sel, chromedp.Text(chromedp.CSS(sel))))
+}
+
+// signIn signs in through the form with secret.
+func signIn(t *testing.T, ctx context.Context, base, secret string) {
+	t.Helper()
+	run(t, ctx, "sign in", chromedp.Navigate(base+"/jobs"), chromedp.WaitVisible(chromedp.CSS("#token")),
+		chromedp.SendKeys(chromedp.CSS("#token"), secret), chromedp.Click(chromedp.CSS("#signin")),
+		chromedp.WaitVisible(chromedp.CSS("#jobs")))
+}
+
+// TestConsoleInBrowser drives the console of a real `imrecall serve` in
+// headless Chromium, with a worker and the emulator: an admin signs in,
+// runs a dry run of a group purge (messages per target, calls, time at the
+// cap), creates the job, and watches it to done on its page; the report
+// reconciles and matches the emulator; a form posted from another site's
+// page is refused; a read token sees no action and is refused one
+// server-side. Screenshots of each page go to IMRECALL_SCREENSHOTS.
+func TestConsoleInBrowser(t *testing.T) {
+	chromium(t) // skip early without a browser
+	e := newE2E(t, emulator.Config{Rate: 20})
+	groups := []string{"@TGS#con001", "@TGS#con002", "@TGS#con003", "@TGS#con004"}
+	e.env.Accounts(t, "spam", "u1")
+	for _, g := range groups {
+		e.env.Group(t, "Public", g, "spam", "u1")
+		e.env.SendGroup(t, g, "", 150, "spam", "u1")
+	}
+	tokensFile := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(tokensFile, []byte("viewer:read:"+consoleReadToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr := freeAddr(t)
+	e.serveProc(addr, "--tokens-file", tokensFile, "--cap", "20")
+	e.worker("w1", "--cap", "20")
+	base := "http://" + addr
+	ctx := browserCtx(t)
+
+	// Sign in; the jobs page is empty.
+	run(t, ctx, "login page", chromedp.Navigate(base+"/"), chromedp.WaitVisible(chromedp.CSS("#token")))
+	screenshot(t, ctx, "login")
+	signIn(t, ctx, base, e2eAPIToken)
+	if who := textOf(t, ctx, "#who"); who != "ops (admin)" {
+		t.Fatalf("signed in as %q", who)
+	}
+
+	// The dry run, before anything exists.
+	run(t, ctx, "dry run", chromedp.Navigate(base+"/new?kind=purge_group"), chromedp.WaitVisible(chromedp.CSS("#groups")),
+		chromedp.SendKeys(chromedp.CSS("#groups"), strings.Join(groups, ", ")),
+		chromedp.SendKeys(chromedp.CSS("#reason"), "INC-42 spam wave"),
+		chromedp.Click(chromedp.CSS("#dryrun")), chromedp.WaitVisible(chromedp.CSS("#preview")))
+	if got := textOf(t, ctx, "#p-messages"); got != "600" {
+		t.Fatalf("dry run: %s messages, want 600", got)
+	}
+	if rows := textOf(t, ctx, "#targets"); !strings.Contains(rows, groups[3]) || !strings.Contains(rows, "150") {
+		t.Fatalf("dry run per target:\n%s", rows)
+	}
+	if page, _ := e.store.Page(t.Context(), jobs.PageFilter{}, 0, 10); len(page.Jobs) != 0 {
+		t.Fatalf("the dry run created %d jobs", len(page.Jobs))
+	}
+	screenshot(t, ctx, "new-job-dry-run")
+
+	// Create it and watch it on its page until it is done.
+	run(t, ctx, "create", chromedp.Click(chromedp.CSS("#create")), chromedp.WaitVisible(chromedp.CSS("#report")))
+	loc := value(t, ctx, "location", chromedp.Location())
+	id := loc[strings.LastIndex(loc, "/")+1:]
+	screenshot(t, ctx, "job-running")
+	run(t, ctx, "watch to done", chromedp.WaitVisible(chromedp.CSS("#settled")))
+	j, err := e.store.Get(t.Context(), id)
+	if err != nil || j.Status != jobs.StatusDone || j.Counts.Recalled != 600 || j.Counts.Pending != 0 {
+		t.Fatalf("job %s: %+v %v", id, j.Counts, err)
+	}
+	if got := textOf(t, ctx, "#n-recalled"); got != "600" {
+		t.Fatalf("the page says %s recalled", got)
+	}
+	if got := textOf(t, ctx, "#reconcile"); !strings.Contains(got, "reconcile with the recount") {
+		t.Fatalf("report: %s", got)
+	}
+	for _, g := range groups {
+		for _, m := range e.env.Emu.GroupMessages(g, "") {
+			if !m.Recalled {
+				t.Fatalf("%s #%d not recalled on the emulator", g, m.Seq)
+			}
+		}
+	}
+	screenshot(t, ctx, "job-report")
+	run(t, ctx, "jobs page", chromedp.Navigate(base+"/jobs"), chromedp.WaitVisible(chromedp.CSS(`tr[data-job="`+id+`"]`)))
+	screenshot(t, ctx, "jobs")
+
+	// A schedule, added with the same form; the index page.
+	run(t, ctx, "add schedule", chromedp.Navigate(base+"/schedules?kind=purge_user"), chromedp.WaitVisible(chromedp.CSS("#user")),
+		chromedp.SendKeys(chromedp.CSS("#name"), "nightly"), chromedp.SendKeys(chromedp.CSS("#cron"), "@daily"),
+		chromedp.SendKeys(chromedp.CSS("#user"), "spam"), chromedp.SendKeys(chromedp.CSS("#since"), "1d"),
+		chromedp.SendKeys(chromedp.CSS("#reason"), "daily sweep"),
+		chromedp.Click(chromedp.CSS("#add")), chromedp.WaitVisible(chromedp.CSS("#flash")))
+	if got := textOf(t, ctx, "#schedules"); !strings.Contains(got, "nightly") {
+		t.Fatalf("schedules:\n%s", got)
+	}
+	screenshot(t, ctx, "schedules")
+	run(t, ctx, "index page", chromedp.Navigate(base+"/index"), chromedp.WaitVisible(chromedp.CSS("#coverage")))
+	screenshot(t, ctx, "index")
+
+	// Another site's page posts a form to the console: refused, nothing removed.
+	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprintf(w, `<!doctype html><form id="f" method="post" action="%s/schedules/nightly/remove"><input name="confirmed" value="yes"></form><script>document.getElementById("f").submit()</script>`, base)
+	}))
+	defer evil.Close()
+	run(t, ctx, "cross-site post", chromedp.Navigate(evil.URL), chromedp.WaitVisible(chromedp.CSS("#error")))
+	if got := textOf(t, ctx, "#error"); !strings.Contains(got, "cross-site request refused") {
+		t.Fatalf("cross-site post answered: %s", got)
+	}
+	if list, _ := producer.NewSchedules(e.redis.Client(), e.store.Prefix()).List(t.Context()); len(list) != 1 {
+		t.Fatalf("after the cross-site post: %d schedules", len(list))
+	}
+
+	// A read token sees, cannot act: no buttons, and a POST is refused.
+	run(t, ctx, "sign out", chromedp.Navigate(base+"/jobs"), chromedp.WaitVisible(chromedp.CSS("#signout")),
+		chromedp.Click(chromedp.CSS("#signout")), chromedp.WaitVisible(chromedp.CSS("#token")))
+	signIn(t, ctx, base, consoleReadToken)
+	run(t, ctx, "job page as reader", chromedp.Navigate(base+"/jobs/"+id), chromedp.WaitVisible(chromedp.CSS("#report")))
+	if !value(t, ctx, "actions", chromedp.Evaluate[bool](`document.querySelector("#actions") === null`)) {
+		t.Fatal("a read token's job page shows actions")
+	}
+	status := value(t, ctx, "POST as reader", chromedp.Evaluate[int](`fetch("/schedules/nightly/remove", {method: "POST",
+		headers: {"Content-Type": "application/x-www-form-urlencoded"},
+		body: "confirmed=yes&csrf=" + encodeURIComponent(document.querySelector("input[name=csrf]").value)}).then(r => r.status)`,
+		chromedp.EvalAwaitPromise))
+	if status != http.StatusForbidden {
+		t.Fatalf("remove as a read token: %d, want 403", status)
+	}
+	if list, _ := producer.NewSchedules(e.redis.Client(), e.store.Prefix()).List(t.Context()); len(list) != 1 {
+		t.Fatalf("after the read token's post: %d schedules", len(list))
+	}
+	run(t, ctx, "new as reader", chromedp.Navigate(base+"/new"))
+	newPage := textOf(t, ctx, "main")
+	if !strings.Contains(newPage, "Read tokens cannot create jobs") || bytes.Contains([]byte(newPage), []byte("Dry run ")) {
+		t.Fatalf("new job page as a read token:\n%s", newPage)
+	}
+}

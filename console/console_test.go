@@ -1,0 +1,324 @@
+package console_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/imrecall/imrecall/api"
+	"github.com/imrecall/imrecall/console"
+	"github.com/imrecall/imrecall/internal/imtest"
+	"github.com/imrecall/imrecall/internal/redistest"
+	"github.com/imrecall/imrecall/jobs"
+	"github.com/imrecall/imrecall/producer"
+	"github.com/redis/go-redis/v9"
+)
+
+// Test tokens.
+var (
+	admin  = api.Token{Name: "ops", Role: api.RoleAdmin, Secret: "console-admin-secret-0123456789"}
+	reader = api.Token{Name: "viewer", Role: api.RoleRead, Secret: "console-read-secret-0123456789"}
+)
+
+// bundle is a console mounted on the API, as serve mounts it, over a
+// private redis-server.
+type bundle struct {
+	url   string
+	rdb   *redis.Client
+	store *jobs.Store
+}
+
+func setup(t *testing.T) *bundle {
+	t.Helper()
+	r := redistest.Start(t)
+	rdb := r.Client()
+	store := jobs.NewStore(rdb, "")
+	enq := asynq.NewClient(asynq.RedisClientOpt{Addr: r.Addr()})
+	t.Cleanup(func() { enq.Close() })
+	tokens := []api.Token{admin, reader}
+	srv, err := api.New(api.Config{Store: store, Schedules: producer.NewSchedules(rdb, ""), Queue: enq, AppID: imtest.AppID, Tokens: tokens})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	h := srv.Handler()
+	con, err := console.New(console.Config{Backend: console.NewAPIBackend(h, store, tokens), Redis: rdb, Authenticate: srv.Authenticate,
+		CapOf: func(string) int { return 200 }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(con.Mount(h))
+	t.Cleanup(hs.Close)
+	return &bundle{url: hs.URL, rdb: rdb, store: store}
+}
+
+var csrfField = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+
+// browser is a cookie-keeping client that does not follow redirects.
+type browser struct {
+	t    *testing.T
+	base string
+	c    *http.Client
+	csrf string // the last page's CSRF token
+}
+
+func (b *bundle) browser(t *testing.T) *browser {
+	jar, _ := cookiejar.New(nil)
+	return &browser{t: t, base: b.url, c: &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+}
+
+// do sends a request and returns the status and body; it remembers the
+// page's CSRF token.
+func (br *browser) do(method, path string, form url.Values, header ...[2]string) (int, string, *http.Response) {
+	br.t.Helper()
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req, _ := http.NewRequest(method, br.base+path, body)
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	for _, h := range header {
+		req.Header.Set(h[0], h[1])
+	}
+	resp, err := br.c.Do(req)
+	if err != nil {
+		br.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if m := csrfField.FindStringSubmatch(string(b)); m != nil {
+		br.csrf = m[1]
+	}
+	return resp.StatusCode, string(b), resp
+}
+
+func (br *browser) signIn(secret string) int {
+	br.t.Helper()
+	br.do("GET", "/login", nil)
+	st, _, _ := br.do("POST", "/login", url.Values{"csrf": {br.csrf}, "token": {secret}, "next": {"/jobs"}})
+	if st == http.StatusSeeOther {
+		br.do("GET", "/jobs", nil)
+	}
+	return st
+}
+
+// TestSignInSessionsAndRoles: a wrong token is refused; a session cookie is
+// HttpOnly, SameSite=Strict and holds neither the token nor anything Redis
+// keeps in clear; read tokens see but cannot act (refused server-side);
+// admins dry-run, then create; signing out ends the session.
+func TestSignInSessionsAndRoles(t *testing.T) {
+	b := setup(t)
+	anon := b.browser(t)
+	if st, _, resp := anon.do("GET", "/jobs", nil); st != http.StatusSeeOther || !strings.HasPrefix(resp.Header.Get("Location"), "/login") {
+		t.Fatalf("GET /jobs signed out: %d %s, want a redirect to /login", st, resp.Header.Get("Location"))
+	}
+	if st := anon.signIn("not-a-token-at-all-0123"); st != http.StatusUnauthorized {
+		t.Fatalf("sign in with a wrong token: %d, want 401", st)
+	}
+
+	rd := b.browser(t)
+	rd.do("GET", "/login", nil)
+	st, _, resp := rd.do("POST", "/login", url.Values{"csrf": {rd.csrf}, "token": {reader.Secret}})
+	if st != http.StatusSeeOther {
+		t.Fatalf("sign in: %d", st)
+	}
+	var sc *http.Cookie
+	for _, c := range resp.Cookies() {
+		if c.Name == "imrecall_session" && c.Value != "" {
+			sc = c
+		}
+	}
+	if sc == nil || !sc.HttpOnly || sc.SameSite != http.SameSiteStrictMode || sc.Path != "/" || sc.Secure {
+		t.Fatalf("session cookie %+v: want HttpOnly, SameSite=Strict, Path=/, not Secure over plain HTTP", sc)
+	}
+	if strings.Contains(sc.Value, reader.Secret) {
+		t.Fatal("the session cookie holds the token")
+	}
+	keys, _ := b.rdb.Keys(context.Background(), "*console*").Result()
+	for _, k := range keys {
+		h, _ := b.rdb.HGetAll(context.Background(), k).Result()
+		if strings.Contains(k, sc.Value) || strings.Contains(fmt.Sprint(h), reader.Secret) {
+			t.Fatalf("Redis holds the session id or the token: %s %v", k, h)
+		}
+		if ttl, _ := b.rdb.TTL(context.Background(), k).Result(); ttl <= 0 {
+			t.Fatalf("session %s has no TTL", k)
+		}
+	}
+	if st, body, _ := rd.do("GET", "/new", nil); st != 200 || !strings.Contains(body, "Read tokens cannot create jobs") || strings.Contains(body, `id="dryrun"`) {
+		t.Fatalf("GET /new as a read token: %d, want the form hidden", st)
+	}
+	form := url.Values{"csrf": {rd.csrf}, "kind": {"recall"}, "reason": {"INC-1"}, "messages": {`{"GroupId":"g1","MsgSeq":1}`}}
+	if st, body, _ := rd.do("POST", "/new", form); st != http.StatusForbidden || !strings.Contains(body, "only admin tokens act") {
+		t.Fatalf("POST /new as a read token: %d, want 403", st)
+	}
+
+	ad := b.browser(t)
+	if st := ad.signIn(admin.Secret); st != http.StatusSeeOther {
+		t.Fatalf("admin sign in: %d", st)
+	}
+	list := "{\"GroupId\":\"g1\",\"MsgSeq\":1}\n{\"GroupId\":\"g1\",\"MsgSeq\":2}\n{\"From_Account\":\"a\",\"To_Account\":\"b\",\"MsgKey\":\"1_2_3\"}\n"
+	ad.do("GET", "/new", nil)
+	st, body, _ := ad.do("POST", "/new", url.Values{"csrf": {ad.csrf}, "kind": {"recall"}, "reason": {"INC-1"}, "messages": {list}, "step": {"dryrun"}})
+	if st != 200 || !strings.Contains(body, `<b id="p-messages">3</b>`) {
+		t.Fatalf("dry run: %d\n%s", st, body)
+	}
+	if page, _ := b.store.Page(context.Background(), jobs.PageFilter{}, 0, 10); len(page.Jobs) != 0 {
+		t.Fatalf("a dry run created %d jobs", len(page.Jobs))
+	}
+	m := regexp.MustCompile(`name="request" value="([^"]+)"`).FindStringSubmatch(body)
+	if m == nil {
+		t.Fatal("no request in the dry run's confirmation form")
+	}
+	req := strings.NewReplacer("&#34;", `"`, "&quot;", `"`).Replace(m[1])
+	st, _, resp = ad.do("POST", "/new", url.Values{"csrf": {ad.csrf}, "step": {"create"}, "request": {req}})
+	loc := resp.Header.Get("Location")
+	if st != http.StatusSeeOther || !strings.HasPrefix(loc, "/jobs/") {
+		t.Fatalf("create: %d %q", st, loc)
+	}
+	j, err := b.store.Get(context.Background(), strings.TrimPrefix(loc, "/jobs/"))
+	if err != nil || j.Counts.Planned != 3 || j.RequestedBy != "token:ops" || j.Reason != "INC-1" {
+		t.Fatalf("created job %+v, %v", j, err)
+	}
+	if st, body, _ := ad.do("GET", loc, nil); st != 200 || !strings.Contains(body, `id="act-cancel"`) {
+		t.Fatalf("job page as admin: %d, want a cancel button", st)
+	}
+	if st, body, _ := rd.do("GET", loc, nil); st != 200 || strings.Contains(body, `id="act-cancel"`) || !strings.Contains(body, `id="n-planned">3<`) {
+		t.Fatalf("job page as a read token: %d, want the report without actions", st)
+	}
+	if st, _, _ := rd.do("POST", loc+"/cancel", url.Values{"csrf": {rd.csrf}, "confirmed": {"yes"}}); st != http.StatusForbidden {
+		t.Fatalf("cancel as a read token: %d, want 403", st)
+	}
+	// The cancel asks first, saying what it will do; then does it.
+	if st, body, _ := ad.do("POST", loc+"/cancel", url.Values{"csrf": {ad.csrf}}); st != 200 || !strings.Contains(body, "dead-lettered as &#34;cancelled&#34;") {
+		t.Fatalf("cancel without confirmation: %d\n%s", st, body)
+	}
+	if j, _ := b.store.Get(context.Background(), j.ID); j.Status == jobs.StatusCancelled {
+		t.Fatal("cancelled before the confirmation")
+	}
+	if st, _, _ := ad.do("POST", loc+"/cancel", url.Values{"csrf": {ad.csrf}, "confirmed": {"yes"}, "reason": {"wrong list"}}); st != http.StatusSeeOther {
+		t.Fatalf("confirmed cancel: %d", st)
+	}
+	if j, _ := b.store.Get(context.Background(), j.ID); j.Status != jobs.StatusCancelled {
+		t.Fatalf("status %s after the confirmed cancel", j.Status)
+	}
+
+	if st, _, _ := ad.do("POST", "/logout", url.Values{"csrf": {ad.csrf}}); st != http.StatusSeeOther {
+		t.Fatalf("sign out: %d", st)
+	}
+	if st, _, _ := ad.do("GET", "/jobs", nil); st != http.StatusSeeOther {
+		t.Fatalf("GET /jobs after signing out: %d, want a redirect to sign in", st)
+	}
+}
+
+// TestForgedPostsRefused: a POST without the session's CSRF token, or from
+// another site's page (Origin, Sec-Fetch-Site), changes nothing; the API's
+// routes stay where they were.
+func TestForgedPostsRefused(t *testing.T) {
+	b := setup(t)
+	ad := b.browser(t)
+	ad.signIn(admin.Secret)
+	add := url.Values{"kind": {"purge_user"}, "user": {"u1"}, "reason": {"weekly"}, "name": {"nightly"}, "cron": {"@daily"}}
+	cases := []struct {
+		name   string
+		form   url.Values
+		header [][2]string
+		want   string
+	}{
+		{"no csrf", add, nil, "CSRF token is missing or stale"},
+		{"wrong csrf", withCSRF(add, "forged"), nil, "CSRF token is missing or stale"},
+		{"other origin", withCSRF(add, ad.csrf), [][2]string{{"Origin", "http://evil.example"}}, "cross-site request refused"},
+		{"cross-site fetch", withCSRF(add, ad.csrf), [][2]string{{"Sec-Fetch-Site", "cross-site"}}, "cross-site request refused"},
+	}
+	for _, tc := range cases {
+		st, body, _ := ad.do("POST", "/schedules", tc.form, tc.header...)
+		if st != http.StatusForbidden || !strings.Contains(body, tc.want) {
+			t.Errorf("%s: %d, want 403 %q", tc.name, st, tc.want)
+		}
+	}
+	if list, _ := producer.NewSchedules(b.rdb, "").List(context.Background()); len(list) != 0 {
+		t.Fatalf("a forged post added %d schedules", len(list))
+	}
+	if st, _, _ := ad.do("POST", "/schedules", withCSRF(add, ad.csrf)); st != http.StatusSeeOther {
+		t.Fatalf("add schedule: %d", st)
+	}
+	if list, _ := producer.NewSchedules(b.rdb, "").List(context.Background()); len(list) != 1 || list[0].CreatedBy != "token:ops" {
+		t.Fatalf("schedules %+v", list)
+	}
+	// The API is still the API: JSON, bearer tokens.
+	req, _ := http.NewRequest("GET", b.url+"/v1/jobs", nil)
+	req.Header.Set("Authorization", "Bearer "+reader.Secret)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+		t.Fatalf("GET /v1/jobs: %v %v", resp, err)
+	}
+	resp.Body.Close()
+}
+
+func withCSRF(v url.Values, token string) url.Values {
+	out := url.Values{"csrf": {token}}
+	for k, vs := range v {
+		out[k] = vs
+	}
+	return out
+}
+
+// TestPagesFastWith10000Jobs: with 10,000 jobs in Redis, the jobs page (the
+// first, a deep one, and a filter that matches nothing, which reads every
+// job's status) answers in under a second.
+func TestPagesFastWith10000Jobs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("creates 10,000 jobs")
+	}
+	b := setup(t)
+	ctx := context.Background()
+	const n = 10_000
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += 8 {
+				if _, err := b.store.Create(ctx, jobs.Spec{Kind: "recall:list", Queue: "incident", AppID: imtest.AppID, RequestedBy: "token:ops", Reason: fmt.Sprint("job ", i)}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	ad := b.browser(t)
+	ad.signIn(admin.Secret)
+	for _, path := range []string{"/jobs", "/jobs?from=9950", "/jobs?status=failed", "/jobs?kind=purge:user"} {
+		var worst time.Duration
+		for range 3 {
+			start := time.Now()
+			st, body, _ := ad.do("GET", path, nil)
+			took := time.Since(start)
+			if st != 200 || !strings.Contains(body, "10000 jobs in all") {
+				t.Fatalf("GET %s: %d", path, st)
+			}
+			worst = max(worst, took)
+		}
+		t.Logf("GET %s with %d jobs: %s (worst of 3)", path, n, worst.Round(time.Millisecond))
+		if worst > time.Second {
+			t.Errorf("GET %s took %s, want under a second", path, worst)
+		}
+	}
+}
