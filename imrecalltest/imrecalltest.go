@@ -137,6 +137,9 @@ func Start(t testing.TB, opts Options) *Env {
 	if wcfg.Logger == nil {
 		wcfg.Logger = log
 	}
+	if wcfg.Limiter == nil {
+		wcfg.Limiter = lim.ForApp(AppID)
+	}
 	concurrency := opts.Concurrency
 	if concurrency <= 0 {
 		concurrency = 16

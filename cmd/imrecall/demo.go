@@ -126,7 +126,7 @@ func runDemo(ctx context.Context, cmd *cobra.Command, o demoOptions) error {
 	if err != nil {
 		return err
 	}
-	h := worker.New(worker.TIM{C: client}, store, worker.Config{AppID: app, Logger: log})
+	h := worker.New(worker.TIM{C: client}, store, worker.Config{AppID: app, Limiter: lim.ForApp(app), Logger: log})
 	enq := asynq.NewClient(asynq.RedisClientOpt{Addr: mr.Addr()})
 	defer enq.Close()
 	discover := producer.NewDiscoverHandler(client, store, enq, log)
