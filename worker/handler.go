@@ -35,9 +35,10 @@ type Config struct {
 	// Default 5 s. (A paused job's tasks are parked, not retried: see Park.)
 	PausedDelay time.Duration
 	// Limiter is the shared cap the send path waits on before each recall
-	// call (limiter.AppGate). Nil: the send path waits on nothing (tests,
-	// an emulator without a cap). The IM's recall calls must not wait
-	// again: TIM sends them through tim.Client.Paced.
+	// call (limiter.AppGate). The IM's recall calls must not wait again:
+	// TIM sends them through tim.Client.Paced. Nil: the send path waits on
+	// nothing, and a TIM's recall calls wait on its client's Gate (if any)
+	// as any other call does.
 	Limiter Limiter
 	// Logger; nil discards.
 	Logger *slog.Logger
@@ -95,6 +96,10 @@ type Handler struct {
 
 // New returns a handler that calls im and records outcomes in store.
 func New(im IM, store *jobs.Store, cfg Config) *Handler {
+	if t, ok := im.(TIM); ok && cfg.Limiter == nil {
+		t.gated = true
+		im = t
+	}
 	return &Handler{im: im, store: store, cfg: cfg.withDefaults()}
 }
 

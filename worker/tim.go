@@ -7,15 +7,28 @@ import (
 )
 
 // TIM adapts a *tim.Client to IM. Its recall calls go through C.Paced():
-// the send path has already waited on Config.Limiter for them. Its history
-// reads wait on C's Gate.
-type TIM struct{ C *tim.Client }
+// the send path has already waited on Config.Limiter for them (a Handler
+// without a Limiter lets them wait on C's Gate instead). Its history reads
+// wait on C's Gate.
+type TIM struct {
+	C *tim.Client
+
+	gated bool // the handler has no Limiter: recall calls wait on C's Gate
+}
+
+// recaller is the client for a recall call.
+func (t TIM) recaller() *tim.Client {
+	if t.gated {
+		return t.C
+	}
+	return t.C.Paced()
+}
 
 var _ IM = TIM{}
 
 // RecallGroup implements IM.
 func (t TIM) RecallGroup(ctx context.Context, group, topic string, seqs []int64) (map[int64]int, error) {
-	res, err := t.C.Paced().RecallGroup(ctx, group, topic, seqs)
+	res, err := t.recaller().RecallGroup(ctx, group, topic, seqs)
 	if err != nil {
 		return nil, err
 	}
@@ -28,7 +41,7 @@ func (t TIM) RecallGroup(ctx context.Context, group, topic string, seqs []int64)
 
 // Withdraw implements IM.
 func (t TIM) Withdraw(ctx context.Context, from, to, msgKey string) error {
-	_, err := t.C.Paced().AdminMsgWithdraw(ctx, tim.AdminMsgWithdrawRequest{FromAccount: from, ToAccount: to, MsgKey: msgKey})
+	_, err := t.recaller().AdminMsgWithdraw(ctx, tim.AdminMsgWithdrawRequest{FromAccount: from, ToAccount: to, MsgKey: msgKey})
 	return err
 }
 
