@@ -25,6 +25,8 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
 	"github.com/imrecall/imrecall/emulator"
 	"github.com/imrecall/imrecall/internal/imtest"
 	"github.com/imrecall/imrecall/internal/redistest"
@@ -34,7 +36,6 @@ import (
 	"github.com/imrecall/imrecall/tasks"
 	"github.com/imrecall/imrecall/tim"
 	"github.com/imrecall/imrecall/worker"
-	"github.com/redis/go-redis/v9"
 )
 
 // Options configure Start. The zero value is an emulator with Tencent's
