@@ -54,6 +54,9 @@ type Options struct {
 	Worker worker.Config
 	// Concurrency is each recall lane's slots. Default 16.
 	Concurrency int
+	// Handlers are further task types the worker runs on its group lane
+	// (worker.ServerConfig.Handlers), e.g. tasks.TypeScheduleRun.
+	Handlers map[string]asynq.Handler
 	// NoWorker starts no worker.Server: the test runs its own (or none).
 	NoWorker bool
 	// Logger receives the worker's records. Nil discards.
@@ -151,6 +154,7 @@ func Start(t testing.TB, opts Options) *Env {
 		Handler:         worker.New(worker.TIM{C: env.Client}, env.Store, wcfg),
 		Discovery:       asynq.HandlerFunc(discover.Handle),
 		DiscoveryErrors: asynq.ErrorHandlerFunc(discover.HandleError),
+		Handlers:        opts.Handlers,
 		Concurrency:     concurrency,
 		Unparker:        &worker.Unparker{Store: env.Store, Queue: env.Queue, Interval: 50 * time.Millisecond, Logger: log},
 		PollInterval:    10 * time.Millisecond,
