@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/imrecall/imrecall/certificate"
+	"github.com/imrecall/imrecall/internal/cliout"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/spf13/cobra"
 )
@@ -87,7 +88,7 @@ the exit code is then 5.`,
 			if hashSubject && v.Subject != "" {
 				fmt.Fprintf(w, "  salt      %s (keep it apart from the certificate)\n", out+".salt")
 			}
-			writeVerification(cmd, v)
+			cliout.Verification(cmd.OutOrStdout(), v)
 			return verificationExit(v)
 		},
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,10 +13,10 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/imrecall/imrecall"
+	"github.com/imrecall/imrecall/internal/cliout"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/redisurl"
 	"github.com/redis/go-redis/v9"
-	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 )
@@ -138,54 +137,13 @@ func confirm(cmd *cobra.Command, prompt string) error {
 	return nil
 }
 
-// printJSON writes v as indented JSON.
-func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
-}
-
 // waitJob follows a job until it has finished, showing progress on a
 // terminal (a bar) or as a log line every few seconds otherwise.
 func waitJob(ctx context.Context, cmd *cobra.Command, client *imrecall.Client, id string) (jobs.Job, error) {
-	var bar *progressbar.ProgressBar
-	out := cmd.ErrOrStderr()
-	tty := isTerminal(os.Stderr)
-	lastLog := time.Time{}
-	start := time.Now()
-	var startRecalled int64 = -1
-	j, err := client.Wait(ctx, id, func(j jobs.Job) {
-		c := j.Counts
-		done := c.Recalled + c.DeadLettered
-		if startRecalled < 0 {
-			startRecalled = done
-		}
-		if tty {
-			if bar == nil || bar.GetMax64() != c.Planned {
-				if bar != nil {
-					_ = bar.Close()
-				}
-				bar = progressbar.NewOptions64(max(c.Planned, 1),
-					progressbar.OptionSetWriter(out),
-					progressbar.OptionSetDescription("job "+id),
-					progressbar.OptionShowCount(),
-					progressbar.OptionShowIts(),
-					progressbar.OptionSetItsString("msg"),
-					progressbar.OptionSetPredictTime(true),
-					progressbar.OptionThrottle(200*time.Millisecond),
-				)
-			}
-			_ = bar.Set64(done)
-		} else if time.Since(lastLog) >= 5*time.Second || j.Finished() {
-			lastLog = time.Now()
-			rate := float64(done-startRecalled) / max(time.Since(start).Seconds(), 0.001)
-			fmt.Fprintf(out, "job %s %s: planned %d recalled %d dead-lettered %d pending %d (%.0f msg/s)\n",
-				id, j.Status, c.Planned, c.Recalled, c.DeadLettered, c.Pending, rate)
-		}
-	})
-	if bar != nil && err == nil {
-		_ = bar.Finish()
-		fmt.Fprintln(out)
+	p := cliout.NewProgress(cmd.ErrOrStderr(), id, isTerminal(os.Stderr))
+	j, err := client.Wait(ctx, id, p.Update)
+	if err == nil {
+		p.Finish()
 	}
 	return j, err
 }

@@ -3,14 +3,13 @@ package main
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"os"
 
 	"github.com/hibiken/asynq"
+	"github.com/imrecall/imrecall/internal/cliout"
 	"github.com/imrecall/imrecall/internal/demo"
 	"github.com/imrecall/imrecall/producer"
-	"github.com/imrecall/imrecall/verify"
 	"github.com/imrecall/imrecall/worker"
 	"github.com/spf13/cobra"
 )
@@ -65,8 +64,8 @@ func runDemo(ctx context.Context, cmd *cobra.Command, o demoOptions) error {
 	res, err := demo.Run(ctx, demo.Config{
 		Groups: o.groups, Messages: o.messages, SpammerGroups: o.heavyGroups, Peers: o.peers, C2C: o.c2c, Seed: o.seed,
 		Concurrency: o.concurrency, JSON: o.asJSON, Out: cmd.OutOrStdout(), Progress: cmd.ErrOrStderr(), Terminal: isTerminal(os.Stderr),
-		StartWorker: startDemoWorker, Describe: describeCode, Version: version(),
-		WriteVerification: func(_ io.Writer, v verify.JobResult) { writeVerification(cmd, v) },
+		StartWorker: startDemoWorker, Describe: cliout.DescribeCode, Version: version(),
+		WriteVerification: cliout.Verification,
 	})
 	var failed demo.CheckFailed
 	if errors.As(err, &failed) {

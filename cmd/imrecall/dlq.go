@@ -7,6 +7,7 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/imrecall/imrecall"
+	"github.com/imrecall/imrecall/internal/cliout"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/producer"
 	"github.com/spf13/cobra"
@@ -68,8 +69,7 @@ func newDLQListCmd() *cobra.Command {
 				if limit > 0 && n > limit {
 					return errStop
 				}
-				target := d.Target().String()
-				fmt.Fprintf(w, "%-40s %-24s %-10s %-16s attempts=%d  %s\n", target, d.Item(), d.Code, d.Category, d.Attempts, d.ErrorInfo)
+				cliout.DeadLetter(w, d)
 				return nil
 			})
 			if err == errStop {

@@ -2,14 +2,12 @@ package main
 
 import (
 	"fmt"
-	"strconv"
-	"text/tabwriter"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/imrecall/imrecall"
+	"github.com/imrecall/imrecall/internal/cliout"
 	"github.com/imrecall/imrecall/jobs"
-	"github.com/imrecall/imrecall/tim"
 	"github.com/spf13/cobra"
 )
 
@@ -78,22 +76,9 @@ func newJobsListCmd() *cobra.Command {
 				return err
 			}
 			if asJSON {
-				return printJSON(cmd.OutOrStdout(), list)
+				return cliout.JSON(cmd.OutOrStdout(), list)
 			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tKIND\tSTATUS\tPLANNED\tRECALLED\tDEAD\tPENDING\tREQUESTED BY\tCREATED")
-			for _, j := range list {
-				st := string(j.Status)
-				if j.Paused {
-					st += " (paused)"
-				}
-				if j.PlanningInterrupted != nil {
-					st += " (planning interrupted)"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", j.ID, j.Kind, st, j.Counts.Planned,
-					j.Counts.Recalled, j.Counts.DeadLettered, j.Counts.Pending, j.RequestedBy, j.CreatedAt.Local().Format(time.DateTime))
-			}
-			return tw.Flush()
+			return cliout.JobTable(cmd.OutOrStdout(), list)
 		}),
 	}
 	rf.register(cmd)
@@ -111,32 +96,9 @@ func newJobsShowCmd() *cobra.Command {
 				return err
 			}
 			if asJSON {
-				return printJSON(cmd.OutOrStdout(), j)
+				return cliout.JSON(cmd.OutOrStdout(), j)
 			}
-			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "job          %s\nkind         %s\nstatus       %s", j.ID, j.Kind, j.Status)
-			if j.Paused {
-				fmt.Fprint(w, " (paused)")
-			}
-			if j.PauseReason != "" {
-				fmt.Fprintf(w, "\n             %s", j.PauseReason)
-			}
-			fmt.Fprintf(w, "\nqueue        %s\nsdkappid     %d\nrequested by %s\nreason       %s\ncreated      %s\n",
-				j.Queue, j.AppID, j.RequestedBy, j.Reason, j.CreatedAt.Format(time.RFC3339))
-			if j.FinishedAt != nil {
-				fmt.Fprintf(w, "finished     %s\n", j.FinishedAt.Format(time.RFC3339))
-			}
-			c2 := j.Counts
-			fmt.Fprintf(w, "planned      %d\nrecalled     %d\ndead-letters %d\npending      %d\n", c2.Planned, c2.Recalled, c2.DeadLettered, c2.Pending)
-			for code, n := range c2.DeadByCode {
-				fmt.Fprintf(w, "  %-10s %8d  %s\n", code, n, describeCode(code))
-			}
-			if j.Error != "" {
-				fmt.Fprintf(w, "error        %s\n", j.Error)
-			}
-			if in := j.PlanningInterrupted; in != nil {
-				fmt.Fprintf(w, "interrupted  planning stopped (%s) with %d messages planned: run the same command again\n", in.Units, in.Planned)
-			}
+			cliout.Job(cmd.OutOrStdout(), j)
 			return nil
 		}, func(cmd *cobra.Command) { cmd.Flags().BoolVar(&asJSON, "json", false, "print the job record as JSON") })
 }
@@ -150,7 +112,7 @@ func newJobsWaitCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			printCounts(cmd, j)
+			cliout.Counts(cmd.ErrOrStderr(), j)
 			return jobExit(j)
 		}, func(cmd *cobra.Command) {
 			cmd.Flags().DurationVar(&every, "poll", 500*time.Millisecond, "how often to read the job")
@@ -167,9 +129,9 @@ func newJobsReportCmd() *cobra.Command {
 				return err
 			}
 			if asJSON {
-				return printJSON(cmd.OutOrStdout(), r)
+				return cliout.JSON(cmd.OutOrStdout(), r)
 			}
-			return r.WriteText(cmd.OutOrStdout(), describeCode)
+			return r.WriteText(cmd.OutOrStdout(), cliout.DescribeCode)
 		}, func(cmd *cobra.Command) { cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON") })
 }
 
@@ -263,11 +225,9 @@ func newJobsAuditCmd() *cobra.Command {
 				return err
 			}
 			if asJSON {
-				return printJSON(cmd.OutOrStdout(), evs)
+				return cliout.JSON(cmd.OutOrStdout(), evs)
 			}
-			for _, e := range evs {
-				fmt.Fprintf(cmd.OutOrStdout(), "%s  %-24s %-8s %s %s\n", e.At.Local().Format(time.DateTime), e.Actor, e.Action, e.JobID, e.Detail)
-			}
+			cliout.Audit(cmd.OutOrStdout(), evs)
 			return nil
 		}),
 	}
@@ -275,23 +235,4 @@ func newJobsAuditCmd() *cobra.Command {
 	cmd.Flags().Int64Var(&n, "last", 100, "how many events")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
-}
-
-// describeCode is the documented meaning of a dead-letter code.
-func describeCode(code string) string {
-	switch code {
-	case jobs.CodeCancelled:
-		return "job cancelled before the call"
-	case jobs.CodeTimeout:
-		return "no answer within the client timeout"
-	case jobs.CodeTransport:
-		return "connection failure"
-	}
-	if n, err := strconv.Atoi(code); err == nil {
-		return tim.Describe(n)
-	}
-	if len(code) > 5 && code[:5] == "http_" {
-		return "HTTP status " + code[5:]
-	}
-	return ""
 }

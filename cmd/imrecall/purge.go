@@ -6,9 +6,9 @@ import (
 	"log/slog"
 	"os"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/imrecall/imrecall"
+	"github.com/imrecall/imrecall/internal/cliout"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/producer"
 	"github.com/imrecall/imrecall/tasks"
@@ -57,7 +57,7 @@ func (f *purgeFlags) verifyWhenDone(cmd *cobra.Command, c *conn, im *tim.Client)
 		if err != nil {
 			return fmt.Errorf("verifying job %s: %w", j.ID, err)
 		}
-		writeVerification(cmd, v)
+		cliout.Verification(cmd.OutOrStdout(), v)
 		return verificationExit(v)
 	}
 }
@@ -203,47 +203,4 @@ func runPurge(cmd *cobra.Command, f *purgeFlags, req imrecall.Request) error {
 		f.verifyWhenDone(cmd, c, im)
 		return im, nil
 	}, req)
-}
-
-// printDiscovery prints the dry run of a purge by scan.
-func printDiscovery(cmd *cobra.Command, asJSON bool, p imrecall.Plan) error {
-	rep, cov := p.Report, *p.Scope
-	if asJSON {
-		return printJSON(cmd.OutOrStdout(), map[string]any{"dry_run": true, "messages": p.Messages, "report": rep,
-			"scope": cov, "warnings": producer.Warnings(cov.Gaps)})
-	}
-	w := cmd.OutOrStdout()
-	fmt.Fprintln(w, "dry run: nothing was changed")
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "TARGET\tTYPE\tSCANNED\tMESSAGES\tCALLS")
-	for _, t := range rep.Targets {
-		if t.Messages == 0 {
-			continue
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\n", t.Target, t.Type, t.Scanned, t.Messages, t.Calls)
-	}
-	_ = tw.Flush()
-	for _, u := range rep.Unsupported {
-		fmt.Fprintf(w, "unsupported: %s (%s): %s\n", u.GroupID, u.Type, u.Reason)
-	}
-	fmt.Fprintf(w, "total: %d messages (%d group in %d calls, %d one-to-one in %d calls); about %.0f s at the cap\n",
-		p.Messages, rep.GroupMsgs, rep.GroupCalls, rep.C2CMsgs, rep.C2CCalls, rep.SecondsAtCap)
-	fmt.Fprintln(w)
-	cov.WriteText(w)
-	return nil
-}
-
-// printIndexPlan prints the dry run of a purge by index.
-func printIndexPlan(cmd *cobra.Command, asJSON bool, p imrecall.Plan) error {
-	scope := *p.Scope
-	if asJSON {
-		return printJSON(cmd.OutOrStdout(), map[string]any{"dry_run": true, "source": "index", "messages": p.Messages, "index": p.Index,
-			"coverage": p.IndexCoverage, "sender_unconfirmed": p.SenderUnconfirmed, "scope": scope, "warnings": p.Warnings})
-	}
-	counts := p.Index
-	fmt.Fprintf(cmd.OutOrStdout(), "dry run: nothing was changed\nfrom the callback index: %d messages (%d group in %d groups, %d one-to-one with %d peers); about %.0f s at the cap\n",
-		p.Messages, counts.GroupMessages, counts.Groups, counts.C2CMessages, counts.Peers, p.SecondsAtCap)
-	fmt.Fprintln(cmd.OutOrStdout())
-	scope.WriteText(cmd.OutOrStdout())
-	return nil
 }

@@ -2,15 +2,13 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/imrecall/imrecall"
+	"github.com/imrecall/imrecall/internal/cliout"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/msgindex"
 	"github.com/imrecall/imrecall/producer"
@@ -222,21 +220,21 @@ func runJob(cmd *cobra.Command, f *recallFlags, open func(c *conn) (producer.IM,
 		if err != nil {
 			return cliError(err)
 		}
-		notePlan(cmd, p)
-		return printPlan(cmd, f, req, p)
+		cliout.NotePlan(cmd.ErrOrStderr(), p)
+		return cliout.Plan(cmd.OutOrStdout(), f.asJSON, req, p)
 	}
 	noted := false
 	created, err := client.Create(ctx, req, imrecall.CreateOptions{Actor: f.audit.actor, Reason: f.audit.reason, Queue: f.queue, Confirmed: f.yes,
 		Confirm: func(_ context.Context, need *imrecall.ConfirmationRequired) error {
-			notePlan(cmd, need.Plan)
+			cliout.NotePlan(cmd.ErrOrStderr(), need.Plan)
 			noted = true
-			return confirm(cmd, prompt(req, need))
+			return confirm(cmd, cliout.Prompt(req, need))
 		}})
 	if err != nil {
 		return cliError(err)
 	}
 	if !noted {
-		notePlan(cmd, created.Plan)
+		cliout.NotePlan(cmd.ErrOrStderr(), created.Plan)
 	}
 	job := created.Job
 	if job.HeldForApproval {
@@ -247,7 +245,7 @@ func runJob(cmd *cobra.Command, f *recallFlags, open func(c *conn) (producer.IM,
 		fmt.Fprintf(cmd.ErrOrStderr(), "job %s: %d scans queued for the workers\n", job.ID, created.Plan.Scans)
 	}
 	if f.asJSON {
-		if err := printJSON(cmd.OutOrStdout(), map[string]any{"job_id": job.ID, "planned": created.Planned, "tasks": created.Tasks}); err != nil {
+		if err := cliout.JSON(cmd.OutOrStdout(), map[string]any{"job_id": job.ID, "planned": created.Planned, "tasks": created.Tasks}); err != nil {
 			return err
 		}
 	} else {
@@ -264,80 +262,11 @@ func runJob(cmd *cobra.Command, f *recallFlags, open func(c *conn) (producer.IM,
 	if err != nil {
 		return err
 	}
-	printCounts(cmd, j)
+	cliout.Counts(cmd.ErrOrStderr(), j)
 	if f.afterWait != nil {
 		if err := f.afterWait(ctx, j); err != nil {
 			return err
 		}
 	}
 	return jobExit(j)
-}
-
-// notePlan prints on standard error what a plan cannot do or chose: groups
-// that cannot recall, why the index was not used, unconfirmed senders and
-// the scope's gaps.
-func notePlan(cmd *cobra.Command, p imrecall.Plan) {
-	w := cmd.ErrOrStderr()
-	if p.SourceWhy != "" {
-		fmt.Fprintf(w, "%s; scanning histories\n", p.SourceWhy)
-	}
-	if p.Report != nil {
-		for _, u := range p.Report.Unsupported {
-			fmt.Fprintf(w, "unsupported: %s (%s): %s\n", u.GroupID, u.Type, u.Reason)
-		}
-	}
-	if p.SenderUnconfirmed > 0 {
-		fmt.Fprintf(w, "%d indexed messages are not confirmed as the user's by the history (forged callbacks or others' messages): left out\n", p.SenderUnconfirmed)
-	}
-	for _, line := range p.Warnings {
-		fmt.Fprintf(w, "warning: %s\n", line)
-	}
-}
-
-// prompt is the question put to the person at the terminal.
-func prompt(req imrecall.Request, need *imrecall.ConfirmationRequired) string {
-	p := need.Plan
-	switch {
-	case p.Summary != nil:
-		s := p.Summary
-		return fmt.Sprintf("About to recall %d messages (%d group, %d one-to-one) listed in %s.", s.Messages, s.GroupMsgs, s.C2CMsgs, req.(imrecall.ListRecall).File)
-	case p.Source == imrecall.SourceIndex:
-		return fmt.Sprintf("About to recall %d messages of %s found in the callback index.", need.Messages, req.(imrecall.UserPurge).User)
-	case p.Source == imrecall.SourceScan && p.Report != nil:
-		return fmt.Sprintf("found %d messages in %d targets\nAbout to recall %d messages.", need.Messages, len(p.Report.Targets), need.Messages)
-	}
-	return fmt.Sprintf("About to recall %d messages.", need.Messages)
-}
-
-// printPlan prints a dry run in the shape of each command.
-func printPlan(cmd *cobra.Command, f *recallFlags, req imrecall.Request, p imrecall.Plan) error {
-	switch {
-	case p.Summary != nil:
-		abs, _ := filepath.Abs(req.(imrecall.ListRecall).File)
-		return printDryRun(cmd, f, map[string]any{"file": abs, "summary": p.Summary, "seconds_at_cap": p.SecondsAtCap})
-	case p.Source == imrecall.SourceList:
-		return printDryRun(cmd, f, map[string]any{"messages": p.Messages, "params": req})
-	case p.Source == imrecall.SourceIndex:
-		return printIndexPlan(cmd, f.asJSON, p)
-	}
-	return printDiscovery(cmd, f.asJSON, p)
-}
-
-func printDryRun(cmd *cobra.Command, f *recallFlags, report map[string]any) error {
-	report["dry_run"] = true
-	if f.asJSON {
-		return printJSON(cmd.OutOrStdout(), report)
-	}
-	b, _ := json.MarshalIndent(report, "", "  ")
-	fmt.Fprintf(cmd.OutOrStdout(), "dry run: nothing was changed\n%s\n", b)
-	return nil
-}
-
-func printCounts(cmd *cobra.Command, j jobs.Job) {
-	c := j.Counts
-	fmt.Fprintf(cmd.ErrOrStderr(), "job %s %s: planned %d, recalled %d, dead-lettered %d, pending %d\n",
-		j.ID, j.Status, c.Planned, c.Recalled, c.DeadLettered, c.Pending)
-	for code, n := range c.DeadByCode {
-		fmt.Fprintf(cmd.ErrOrStderr(), "  dead letters %s: %s\n", code, strconv.FormatInt(n, 10))
-	}
 }

@@ -9,11 +9,11 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/imrecall/imrecall"
+	"github.com/imrecall/imrecall/internal/cliout"
 	"github.com/imrecall/imrecall/producer"
 	"github.com/imrecall/imrecall/tasks"
 	"github.com/spf13/cobra"
@@ -68,7 +68,7 @@ func newScheduleAddCmd() *cobra.Command {
 			if err := producer.NewSchedules(c.rdb, rf.prefix).Add(cmd.Context(), sc); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "schedule %s: %s: %s\n", name, spec, describeRequest(req))
+			fmt.Fprintf(cmd.OutOrStdout(), "schedule %s: %s: %s\n", name, spec, cliout.Request(req))
 			return nil
 		},
 	}
@@ -216,12 +216,6 @@ func splitList(s string) []string {
 	return out
 }
 
-// describeRequest is a one-line summary of a schedule's request.
-func describeRequest(req producer.JobRequest) string {
-	b, _ := json.Marshal(req)
-	return string(b)
-}
-
 func newScheduleListCmd() *cobra.Command {
 	var rf redisFlags
 	var asJSON bool
@@ -239,18 +233,9 @@ func newScheduleListCmd() *cobra.Command {
 				list[i] = list[i].Public()
 			}
 			if asJSON {
-				return printJSON(cmd.OutOrStdout(), list)
+				return cliout.JSON(cmd.OutOrStdout(), list)
 			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tCRON\tJOB\tCREATED BY\tREASON")
-			for _, s := range list {
-				job := "REFUSED (a command line: imrecall " + strings.Join(s.Args, " ") + ")"
-				if s.Request != nil {
-					job = describeRequest(*s.Request)
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Name, s.Cron, job, s.CreatedBy, s.Reason)
-			}
-			return tw.Flush()
+			return cliout.Schedules(cmd.OutOrStdout(), list)
 		}),
 	}
 	rf.register(cmd)

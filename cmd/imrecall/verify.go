@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/imrecall/imrecall/internal/cliout"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/tim"
 	"github.com/imrecall/imrecall/verify"
@@ -114,11 +115,11 @@ Exit 0 when nothing is still visible and there is no residue; exit 5 otherwise.`
 				return err
 			}
 			if asJSON {
-				if err := printJSON(cmd.OutOrStdout(), v); err != nil {
+				if err := cliout.JSON(cmd.OutOrStdout(), v); err != nil {
 					return err
 				}
 			} else {
-				writeVerification(cmd, v)
+				cliout.Verification(cmd.OutOrStdout(), v)
 			}
 			return verificationExit(v)
 		},
@@ -134,41 +135,6 @@ func jobErr(err error) error {
 		return usageError{err}
 	}
 	return err
-}
-
-func writeVerification(cmd *cobra.Command, v verification) {
-	w := cmd.OutOrStdout()
-	fmt.Fprintf(w, "verification of job %s at %s (%d history calls)\n", v.JobID, v.At.Format("2006-01-02 15:04:05Z"), v.HistoryCalls)
-	fmt.Fprintf(w, "  planned          %10d\n", v.Planned)
-	fmt.Fprintf(w, "  recalled, seen   %10d\n", v.Verified)
-	fmt.Fprintf(w, "  gone             %10d  (expired or deleted)\n", v.Gone)
-	fmt.Fprintf(w, "  still visible    %10d\n", v.StillVisible)
-	if v.ScopeChecked {
-		fmt.Fprintf(w, "  residue          %10d  (visible messages of %s in the scope that the job did not plan)\n", v.Residue, orAny(v.Subject))
-	} else {
-		fmt.Fprintln(w, "  residue                   —  (a list of messages has no scope to re-scan)")
-	}
-	for _, r := range v.StillVisibleSample {
-		fmt.Fprintf(w, "    still visible: %s %s\n", r.Target, r.Item)
-	}
-	for _, r := range v.ResidueSample {
-		fmt.Fprintf(w, "    residue: %s %s\n", r.Target, r.Item)
-	}
-	for _, g := range v.Gaps {
-		fmt.Fprintf(w, "  not covered: %s\n", g)
-	}
-	if v.Passed {
-		fmt.Fprintln(w, "passed: nothing the job planned is visible, and the scope holds nothing it missed")
-	} else {
-		fmt.Fprintln(w, "FAILED: messages remain visible")
-	}
-}
-
-func orAny(s string) string {
-	if s == "" {
-		return "the senders"
-	}
-	return s
 }
 
 func verificationExit(v verification) error {
