@@ -2,12 +2,9 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -15,9 +12,7 @@ import (
 	"github.com/imrecall/imrecall"
 	"github.com/imrecall/imrecall/internal/cliout"
 	"github.com/imrecall/imrecall/producer"
-	"github.com/imrecall/imrecall/tasks"
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 )
 
 func newScheduleCmd() *cobra.Command {
@@ -79,23 +74,6 @@ func newScheduleAddCmd() *cobra.Command {
 	return cmd
 }
 
-// scheduleFields are the flags of each schedulable command that say what
-// the job is; every other flag a command line sets is refused.
-var scheduleFields = map[string][]string{
-	"recall group": {"group", "topic", "seqs"},
-	"recall c2c":   {"from", "to", "msgkey"},
-	"recall file":  {},
-	"purge user":   {"user", "peers", "source", "since", "until"},
-	"purge group":  {"group", "topic", "sender", "seq-from", "seq-to", "since", "until"},
-}
-
-// scheduleHarmless are flags a schedule's command line may carry that change
-// nothing about the job (a firing is always confirmed and never waits).
-var scheduleHarmless = map[string]bool{"queue": true, "reason": true, "yes": true, "json": true, "confirm-above": true, "discovery-concurrency": true}
-
-// maxScheduledMessages bounds the messages a schedule holds.
-const maxScheduledMessages = 10_000
-
 // scheduleRequest turns a recall or purge command line into the typed job
 // request a schedule holds. Connection flags are refused, naming the flag.
 // readFiles lets "recall file PATH" read the list now (on the machine adding
@@ -112,108 +90,11 @@ func scheduleRequest(ctx context.Context, args []string, readFiles bool) (produc
 	if err := sub.ParseFlags(rest); err != nil {
 		return req, badInput("imrecall %s: %v", strings.Join(args[:2], " "), err)
 	}
-	path := strings.TrimPrefix(sub.CommandPath(), "imrecall ")
-	fields, ok := scheduleFields[path]
-	if !ok {
-		return req, badInput("imrecall %s: cannot be scheduled", path)
-	}
-	allowed := map[string]bool{}
-	for _, f := range fields {
-		allowed[f] = true
-	}
-	var refused error
-	sub.Flags().Visit(func(f *pflag.Flag) {
-		switch {
-		case refused != nil || allowed[f.Name] || scheduleHarmless[f.Name]:
-		case producer.IsConnectionSetting(f.Name):
-			refused = usageError{producer.NewConnectionSettingError("--" + f.Name)}
-		case f.Name == "dry-run":
-			refused = badInput("--dry-run: a scheduled dry run would do nothing")
-		default:
-			refused = badInput("--%s: not part of a scheduled job (a schedule holds what the job is: %s)", f.Name, strings.Join(fields, ", "))
-		}
-	})
-	if refused != nil {
-		return req, refused
-	}
-	fl := sub.Flags()
-	str := func(n string) string { v, _ := fl.GetString(n); return v }
-	list := func(n string) []string {
-		if v, err := fl.GetStringArray(n); err == nil {
-			return v
-		}
-		return splitList(str(n))
-	}
-	i64 := func(n string) int64 { v, _ := fl.GetInt64(n); return v }
-	req.Reason = str("reason")
-	if fl.Changed("queue") {
-		req.Queue = str("queue")
-	}
-	positional := sub.Flags().Args()
-	if path != "recall file" && len(positional) > 0 {
-		return req, badInput("imrecall %s: unexpected argument %q", path, positional[0])
-	}
-	switch path {
-	case "recall group":
-		req.Kind = producer.KindRecall
-		seqs := splitList(str("seqs"))
-		if len(seqs) == 0 {
-			return req, badInput("--seqs: required")
-		}
-		for _, s := range seqs {
-			n, err := strconv.ParseInt(s, 10, 64)
-			if err != nil || n <= 0 {
-				return req, badInput("--seqs: %q is not a positive MsgSeq", s)
-			}
-			req.Messages = append(req.Messages, producer.MessageRef{GroupID: str("group"), TopicID: str("topic"), MsgSeq: n})
-		}
-	case "recall c2c":
-		req.Kind = producer.KindRecall
-		req.Messages = []producer.MessageRef{{From: str("from"), To: str("to"), MsgKey: str("msgkey")}}
-	case "recall file":
-		req.Kind = producer.KindRecall
-		if len(positional) != 1 {
-			return req, badInput("recall file: want one PATH")
-		}
-		if !readFiles {
-			return req, badInput("recall file %s: a stored schedule cannot read a file (it would be read on a worker); add it again with \"schedule add\", which reads the list once", positional[0])
-		}
-		fh, err := os.Open(positional[0])
-		if err != nil {
-			return req, badInput("%v", err)
-		}
-		defer fh.Close()
-		err = producer.ReadList(ctx, fh, positional[0], func(_ int, m producer.Message) error {
-			if len(req.Messages) >= maxScheduledMessages {
-				return fmt.Errorf("more than %d messages: a schedule holds at most that many", maxScheduledMessages)
-			}
-			req.Messages = append(req.Messages, producer.MessageRef{GroupID: m.GroupID, TopicID: m.TopicID, MsgSeq: m.MsgSeq, From: m.From, To: m.To, MsgKey: m.MsgKey})
-			return nil
-		})
-		if err != nil {
-			return req, badInput("%v", err)
-		}
-	case "purge user":
-		req.Kind, req.User, req.Peers = producer.KindPurgeUser, str("user"), splitList(str("peers"))
-		if fl.Changed("source") {
-			req.Source = str("source")
-		}
-		req.Since, req.Until = str("since"), str("until")
-	case "purge group":
-		req.Kind, req.Groups, req.Topic, req.Senders = producer.KindPurgeGroup, list("group"), str("topic"), list("sender")
-		req.SeqFrom, req.SeqTo, req.Since, req.Until = i64("seq-from"), i64("seq-to"), str("since"), str("until")
+	req, err = producer.ScheduledRequest(ctx, strings.TrimPrefix(sub.CommandPath(), "imrecall "), sub.Flags(), readFiles)
+	if err != nil {
+		return req, usageError{err}
 	}
 	return req, nil
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
 }
 
 func newScheduleListCmd() *cobra.Command {
@@ -330,36 +211,5 @@ type scheduleRunner struct {
 }
 
 func (r scheduleRunner) handle(ctx context.Context, t *asynq.Task) error {
-	p, err := tasks.DecodeScheduleRun(t)
-	if err != nil {
-		return err
-	}
-	if len(p.Request) == 0 {
-		r.log.Error("schedule refused: its firing holds a command line, not a job request", "schedule", p.Name)
-		return fmt.Errorf("schedule %s: a command line, not a job request (schedules from before typed requests never run; the scheduler migrates them): %w", p.Name, asynq.SkipRetry)
-	}
-	var jr producer.JobRequest
-	if err := json.Unmarshal(p.Request, &jr); err != nil {
-		return fmt.Errorf("schedule %s: request: %v: %w", p.Name, err, asynq.SkipRetry)
-	}
-	req, err := imrecall.RequestOf(jr)
-	var created imrecall.Created
-	if err == nil {
-		who := "schedule:" + p.Name
-		if a := strings.TrimSpace(jr.Actor); a != "" {
-			who = a + " (" + who + ")"
-		}
-		created, err = r.client.Create(ctx, req, imrecall.CreateOptions{Actor: who, Reason: jr.Reason, Queue: jr.Queue, Confirmed: true})
-	}
-	var fe *imrecall.FieldError
-	if errors.As(err, &fe) {
-		// Retrying a bad request cannot help.
-		r.log.Error("schedule's request refused", "schedule", p.Name, "err", err)
-		return fmt.Errorf("schedule %s: %v: %w", p.Name, err, asynq.SkipRetry)
-	}
-	if err != nil {
-		return fmt.Errorf("schedule %s: %w", p.Name, err)
-	}
-	r.log.Info("schedule fired", "schedule", p.Name, "job_id", created.Job.ID, "due", p.Due, "planned", created.Planned)
-	return nil
+	return r.client.FireSchedule(ctx, t, r.log)
 }
