@@ -163,30 +163,11 @@ func startJobRetention(ctx context.Context, c *conn, flag string, log *slog.Logg
 }
 
 func (o *serveOptions) apiTokens() ([]api.Token, error) {
-	var out []api.Token
-	if o.tokens != "" {
-		ts, err := api.ParseTokens(strings.NewReader(o.tokens), "--api-tokens (IMRECALL_API_TOKENS)")
-		if err != nil {
-			return nil, badInput("%v", err)
-		}
-		out = append(out, ts...)
+	ts, err := api.LoadTokens(o.tokens, o.tokensFile)
+	if err != nil {
+		return nil, badInput("%v", err)
 	}
-	if o.tokensFile != "" {
-		fh, err := os.Open(o.tokensFile)
-		if err != nil {
-			return nil, badInput("--tokens-file: %v", err)
-		}
-		defer fh.Close()
-		ts, err := api.ParseTokens(fh, o.tokensFile)
-		if err != nil {
-			return nil, badInput("%v", err)
-		}
-		out = append(out, ts...)
-	}
-	if len(out) == 0 {
-		return nil, badInput("no API tokens: set IMRECALL_API_TOKENS=NAME:ROLE:SECRET or --tokens-file")
-	}
-	return out, nil
+	return ts, nil
 }
 
 func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
@@ -256,22 +237,9 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 		Ready: func(ctx context.Context) error { return c.rdb.Ping(ctx).Err() },
 	}
 	if o.index {
-		counter := msgindex.NewCallbackCounter()
-		reg.MustRegister(counter)
-		cfg.Index = msgindex.New(c.rdb, o.redis.prefix, retention)
-		cfg.Callbacks = &msgindex.Callbacks{Index: cfg.Index, SDKAppID: imCfg.SDKAppID, Token: cbToken, Log: log, Counter: counter}
-		go heartbeat(ctx, cfg.Index, imCfg.SDKAppID, o.heartbeat, log)
-		if o.confirmRate > 0 {
-			confirmed := msgindex.NewConfirmCounter()
-			reg.MustRegister(confirmed)
-			cf := &msgindex.Confirmer{Index: cfg.Index, IM: im, SDKAppID: imCfg.SDKAppID, Rate: o.confirmRate, Counter: confirmed, Log: log}
-			go cf.Run(ctx, o.confirmEvery)
-		}
-		if cbToken == "" {
-			go warnEvery(ctx, time.Minute, func() {
-				log.Warn("--insecure-callbacks: /callback accepts unsigned callbacks from anyone; set IMRECALL_CALLBACK_TOKEN as configured in the IM console")
-			})
-		}
+		cfg.Index, cfg.Callbacks = msgindex.Start(ctx, msgindex.ServiceConfig{Redis: c.rdb, Prefix: o.redis.prefix, Retention: retention,
+			SDKAppID: imCfg.SDKAppID, Token: cbToken, IM: im, ConfirmRate: o.confirmRate, ConfirmEvery: o.confirmEvery,
+			Heartbeat: o.heartbeat, Registry: reg, Log: log})
 	}
 	if o.monitor {
 		full := asynqmon.New(asynqmon.Options{RootPath: "/monitor", RedisConnOpt: c.asynq})
@@ -302,24 +270,9 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
-	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
-	names := make([]string, len(tokens))
-	for i, t := range tokens {
-		names[i] = t.Name + ":" + string(t.Role)
-	}
-	log.Info("serving", "addr", ln.Addr().String(), "sdkappid", imCfg.SDKAppID, "tokens", strings.Join(names, ","),
+	log.Info("serving", "addr", ln.Addr().String(), "sdkappid", imCfg.SDKAppID, "tokens", api.TokenNames(tokens),
 		"index", o.index, "index_retention", retention.String(), "callback_signed", cbToken != "", "redis", redactURL(o.redis.url))
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serving on %s: %w", o.listen, err)
-	case <-ctx.Done():
-	}
-	log.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	return hs.Shutdown(sctx)
+	return api.ServeHTTP(ctx, ln, handler, func() { log.Info("shutting down") })
 }
 
 // withConsole mounts the operator's console on the paths it serves (/,
@@ -340,27 +293,6 @@ func withConsole(srv *api.Server, c *conn, tokens []api.Token, lim *limiter.Limi
 		return nil, err
 	}
 	return con.Mount(apiHandler), nil
-}
-
-// heartbeat calls Index.Alive every interval until ctx ends, so that a
-// silence of serve (down, or cut off from Redis) becomes a coverage gap.
-func heartbeat(ctx context.Context, idx *msgindex.Index, app int64, every time.Duration, log *slog.Logger) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		gap, err := idx.Alive(ctx, app, every)
-		switch {
-		case err != nil && ctx.Err() == nil:
-			log.Warn("index heartbeat", "err", err)
-		case gap != nil:
-			log.Warn("the index has a gap: callbacks may have been lost", "from", gap.From, "to", gap.To, "reason", gap.Reason)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
 }
 
 // certificates reads --signing-key and --certificate-dir: nil when neither
@@ -392,18 +324,4 @@ func (o *serveOptions) certificates() (*api.Certificates, error) {
 func (o *serveOptions) configHash() string {
 	h := historyFlags{im: o.im, limits: o.limits}
 	return h.configHash()
-}
-
-// warnEvery calls warn now and every d until ctx ends.
-func warnEvery(ctx context.Context, d time.Duration, warn func()) {
-	t := time.NewTicker(d)
-	defer t.Stop()
-	for {
-		warn()
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
 }

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"log/slog"
 	"net"
-	"net/http"
-	"slices"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -21,7 +19,6 @@ import (
 	"github.com/imrecall/imrecall/worker"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 )
@@ -89,19 +86,7 @@ func (f *limitFlags) checkCaps(ctx context.Context, lim *limiter.Limiter, rdb re
 	for i, a := range tim.AllAPIs {
 		apis[i] = a.Name()
 	}
-	if f.resetCap {
-		for _, api := range apis {
-			k := limiter.Key{AppID: app, API: api}
-			prev, err := limiter.SetCap(ctx, rdb, prefix+":rl", k, lim.CapOf(api))
-			if err != nil {
-				return err
-			}
-			if now := limiter.FormatCap(lim.CapOf(api)); prev != now {
-				log.Warn("--reset-cap: stored a new shared cap", "api", api, "sdkappid", app, "previous", prev, "cap", now)
-			}
-		}
-	}
-	if err := lim.CheckCaps(ctx, app, apis); err != nil {
+	if err := lim.Agree(ctx, rdb, prefix+":rl", app, apis, f.resetCap, log); err != nil {
 		var m *limiter.CapMismatchError
 		if errors.As(err, &m) {
 			return badInput("%v", err)
@@ -250,13 +235,13 @@ func runWorker(ctx context.Context, cmd *cobra.Command, o *workerOptions) error 
 		return err
 	}
 	if o.metricsListen != "" {
-		ms, err := serveMetrics(o.metricsListen, reg, log)
+		ln, err := net.Listen("tcp", o.metricsListen)
 		if err != nil {
-			return err
+			return badInput("--metrics-listen %q: %v", o.metricsListen, err)
 		}
-		defer ms.Close()
+		defer worker.ServeMetrics(ln, reg, log).Close()
 	}
-	rtt := redisRTT(ctx, c.rdb)
+	rtt := worker.RedisRTT(ctx, c.rdb)
 	switch {
 	case o.dequeuers < 0:
 		return badInput("--dequeuers (IMRECALL_DEQUEUERS) %d: must not be negative", o.dequeuers)
@@ -305,38 +290,6 @@ func runWorker(ctx context.Context, cmd *cobra.Command, o *workerOptions) error 
 	srv.Shutdown()
 	log.Info("worker stopped")
 	return nil
-}
-
-// redisRTT is the median of five PINGs (0 if Redis does not answer).
-func redisRTT(ctx context.Context, rdb redis.UniversalClient) time.Duration {
-	var ds []time.Duration
-	for range 5 {
-		start := time.Now()
-		if rdb.Ping(ctx).Err() != nil {
-			return 0
-		}
-		ds = append(ds, time.Since(start))
-	}
-	slices.Sort(ds)
-	return ds[len(ds)/2]
-}
-
-// serveMetrics serves /metrics on addr until closed.
-func serveMetrics(addr string, reg *prometheus.Registry, log *slog.Logger) (*http.Server, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, badInput("--metrics-listen %q: %v", addr, err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("metrics server stopped", "err", err)
-		}
-	}()
-	log.Info("metrics listening", "addr", ln.Addr().String())
-	return srv, nil
 }
 
 // plannerLeaseFlag registers --planner-lease: how long a planner's lease
