@@ -1,14 +1,11 @@
 package main
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"runtime/debug"
 	"time"
 
 	"github.com/imrecall/imrecall/certificate"
@@ -102,31 +99,14 @@ the exit code is then 5.`,
 
 // configHash hashes the settings that shaped the calls: never a secret.
 func (f *historyFlags) configHash() string {
-	b, _ := json.Marshal(map[string]any{
+	return certificate.ConfigHash(map[string]any{
 		"api_base": f.im.apiBase, "sdkappid": f.im.appID, "admin": f.im.admin,
 		"cap": f.limits.cap, "cap_of": f.limits.capOf, "margin": f.limits.margin,
 	})
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:])
 }
 
-// version is the module version and VCS revision the binary was built from.
-func version() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "unknown"
-	}
-	v := bi.Main.Version
-	for _, s := range bi.Settings {
-		if s.Key == "vcs.revision" {
-			v += " " + s.Value
-		}
-		if s.Key == "vcs.modified" && s.Value == "true" {
-			v += " (modified)"
-		}
-	}
-	return v
-}
+// version is the binary's version (certificate.BuildVersion).
+func version() string { return certificate.BuildVersion() }
 
 func newCertificateVerifyCmd() *cobra.Command {
 	var pubPath string
@@ -195,33 +175,17 @@ func newCertificateRenderCmd() *cobra.Command {
 // certificateView reads a certificate for rendering, checking it when a
 // public key is given.
 func certificateView(path, pubPath string) (certificate.View, error) {
+	var pub ed25519.PublicKey
 	if pubPath != "" {
-		pub, err := certificate.LoadPublicKey(pubPath)
-		if err != nil {
+		var err error
+		if pub, err = certificate.LoadPublicKey(pubPath); err != nil {
 			return certificate.View{}, badInput("--public-key %v", err)
 		}
-		doc, err := certificate.Verify(path, pub)
-		var fail *certificate.Failure
-		if errors.As(err, &fail) {
-			var d certificate.Document
-			b, rerr := os.ReadFile(path)
-			if rerr == nil {
-				_ = json.Unmarshal(b, &d)
-			}
-			return certificate.View{Document: d, Checked: true, Problem: fail.Error()}, nil
-		}
-		if err != nil {
-			return certificate.View{}, err
-		}
-		return certificate.View{Document: doc, Checked: true}, nil
 	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return certificate.View{}, badInput("%v", err)
+	v, err := certificate.OpenView(path, pub)
+	var notCert *certificate.NotACertificateError
+	if pub == nil && err != nil || errors.As(err, &notCert) {
+		return v, usageError{err}
 	}
-	var d certificate.Document
-	if err := json.Unmarshal(b, &d); err != nil {
-		return certificate.View{}, badInput("%s: not a certificate: %v", path, err)
-	}
-	return certificate.View{Document: d}, nil
+	return v, err
 }

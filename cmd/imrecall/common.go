@@ -148,40 +148,6 @@ func waitJob(ctx context.Context, cmd *cobra.Command, client *imrecall.Client, i
 	return j, err
 }
 
-// flagOf maps a request's fields (imrecall.FieldError.Field) to the flags
-// that set them; "" is a positional argument.
-var flagOf = map[string]string{
-	"GroupId": "--group", "TopicId": "--topic", "seqs": "--seqs",
-	"From_Account": "--from", "To_Account": "--to", "MsgKey": "--msgkey", "file": "",
-	"user": "--user", "peers": "--peers", "source": "--source", "since": "--since", "until": "--until",
-	"groups": "--group", "topic": "--topic", "senders": "--sender", "seq_from": "--seq-from", "seq_to": "--seq-to",
-	"queue": "--queue", "actor": "--actor", "reason": "--reason", "id": "", "code": "--code", "category": "--category",
-}
-
-// flagError is a request's FieldError worded with the flag that sets it.
-type flagError struct{ fe *imrecall.FieldError }
-
-func (e flagError) Error() string {
-	flag, ok := flagOf[e.fe.Field]
-	other, otherOK := flagOf[e.fe.Other]
-	if !ok || e.fe.Other != "" && !otherOK {
-		return e.fe.Error()
-	}
-	reason := e.fe.Reason
-	if e.fe.Other != "" {
-		reason += " " + other + " " + e.fe.OtherValue
-	}
-	switch {
-	case flag == "":
-		return reason
-	case e.fe.Value != "":
-		return fmt.Sprintf("%s %q: %s", flag, e.fe.Value, reason)
-	}
-	return flag + ": " + reason
-}
-
-func (e flagError) Unwrap() error { return e.fe }
-
 // cliError turns the Client's typed errors into the CLI's: bad input (a
 // *imrecall.FieldError, worded with its flag) exits 2, as does a refused
 // state change (*jobs.StatusError) or an unknown job.
@@ -193,7 +159,7 @@ func cliError(err error) error {
 	case errors.As(err, &sa):
 		return usageError{err}
 	case errors.As(err, &fe):
-		return usageError{flagError{fe}}
+		return usageError{cliout.FlagError{FE: fe}}
 	case errors.As(err, &se), errors.Is(err, jobs.ErrNotFound):
 		return usageError{err}
 	}

@@ -11,26 +11,14 @@ import (
 	"github.com/spf13/cobra"
 )
 
+// emulatorOptions are the flags of `imrecall emulator` that are not
+// emulator.Config fields as they are.
 type emulatorOptions struct {
-	listen        string
-	appID         int64
-	admin         string
-	secretKey     string
-	secretKeyFile string
-	rate          int
-	rateOf        string
-	latency       string
-	fault         string
-	itemFault     string
-	fault502      float64
-	faultHang     float64
-	hangFor       time.Duration
-	generate      string
-	seed          int64
-	callbackURL   string
-	callbackToken string
-	replay        bool
-	logs          logFlags
+	cfg                                                                 emulator.Config
+	listen, secretKey, secretKeyFile, rateOf, latency, fault, itemFault string
+	generate                                                            string
+	replay                                                              bool
+	logs                                                                logFlags
 }
 
 func newEmulatorCmd() *cobra.Command {
@@ -57,22 +45,22 @@ accepted, throttled, faults, max_1s and a per-second series; GET /emulator/truth
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&o.listen, "listen", "127.0.0.1:8080", "address to listen on (port 0: any free port)")
-	fl.Int64Var(&o.appID, "sdkappid", 1400000001, "the SDKAppID it answers as")
-	fl.StringVar(&o.admin, "admin", "administrator", "the App admin identifier")
+	fl.Int64Var(&o.cfg.SDKAppID, "sdkappid", 1400000001, "the SDKAppID it answers as")
+	fl.StringVar(&o.cfg.Admin, "admin", "administrator", "the App admin identifier")
 	fl.StringVar(&o.secretKey, "secret-key", "", "the secret key UserSigs are checked against (or IMRECALL_SECRET_KEY)")
 	fl.StringVar(&o.secretKeyFile, "secret-key-file", "", "file holding the secret key")
-	fl.IntVar(&o.rate, "rate", 200, "calls/s per API over any sliding second (0: unlimited)")
+	fl.IntVar(&o.cfg.Rate, "rate", 200, "calls/s per API over any sliding second (0: unlimited)")
 	fl.StringVar(&o.rateOf, "rate-of", "", "per-API caps by the path's last segment, e.g. send_group_msg=0,group_msg_recall=100")
 	fl.StringVar(&o.latency, "latency", "0", "latency added to every answer: 30ms, or a range 20ms-80ms")
 	fl.StringVar(&o.fault, "fault", "", "per-call error codes with probabilities, e.g. 10002=0.05,91000=0.02")
 	fl.StringVar(&o.itemFault, "item-fault", "", "group_msg_recall per-seq RetCodes with probabilities, e.g. 10002=0.05")
-	fl.Float64Var(&o.fault502, "fault-502", 0, "probability of an HTTP 502")
-	fl.Float64Var(&o.faultHang, "fault-hang", 0, "probability of a call that hangs unanswered")
-	fl.DurationVar(&o.hangFor, "hang-for", 10*time.Second, "how long a hung call hangs")
+	fl.Float64Var(&o.cfg.Faults.HTTP502, "fault-502", 0, "probability of an HTTP 502")
+	fl.Float64Var(&o.cfg.Faults.Hang, "fault-hang", 0, "probability of a call that hangs unanswered")
+	fl.DurationVar(&o.cfg.Faults.HangFor, "hang-for", 10*time.Second, "how long a hung call hangs")
 	fl.StringVar(&o.generate, "generate", "", "synthetic data: groups=,users=,messages=,c2c=,heavy=,heavy-groups=,heavy-share=,peers=,topics=,seed=")
-	fl.Int64Var(&o.seed, "seed", 1, "seed of fault and latency randomness")
-	fl.StringVar(&o.callbackURL, "callback-url", "", "deliver after-send callbacks (Group./C2C.CallbackAfterSendMsg) here, as Tencent does, e.g. http://127.0.0.1:8080/callback")
-	fl.StringVar(&o.callbackToken, "callback-token", "", "sign callbacks with this token (Sign, RequestTime), as the IM console's callback token; or IMRECALL_CALLBACK_TOKEN")
+	fl.Int64Var(&o.cfg.Seed, "seed", 1, "seed of fault and latency randomness")
+	fl.StringVar(&o.cfg.Callbacks.URL, "callback-url", "", "deliver after-send callbacks (Group./C2C.CallbackAfterSendMsg) here, as Tencent does, e.g. http://127.0.0.1:8080/callback")
+	fl.StringVar(&o.cfg.Callbacks.Token, "callback-token", "", "sign callbacks with this token (Sign, RequestTime), as the IM console's callback token; or IMRECALL_CALLBACK_TOKEN")
 	fl.BoolVar(&o.replay, "replay-callbacks", false, "once listening, deliver the after-send callback of every --generate'd message, as if just sent")
 	o.logs.register(cmd)
 	return cmd
@@ -92,7 +80,8 @@ func runEmulator(ctx context.Context, cmd *cobra.Command, o *emulatorOptions) er
 	if key == "" {
 		return badInput("--secret-key (IMRECALL_SECRET_KEY) or --secret-key-file: required")
 	}
-	cfg := emulator.Config{SDKAppID: o.appID, Admin: o.admin, SecretKey: key, Rate: o.rate, Seed: o.seed, Logger: log}
+	cfg := o.cfg
+	cfg.SecretKey, cfg.Logger = key, log
 	if cfg.RateOf, err = parseCaps("rate-of", o.rateOf); err != nil {
 		return err
 	}
@@ -105,9 +94,7 @@ func runEmulator(ctx context.Context, cmd *cobra.Command, o *emulatorOptions) er
 	if cfg.Faults.ItemCodes, err = emulator.ParseFaultCodes(o.itemFault); err != nil {
 		return badInput("--item-fault: %v", err)
 	}
-	cfg.Faults.HTTP502, cfg.Faults.Hang, cfg.Faults.HangFor = o.fault502, o.faultHang, o.hangFor
-	cfg.Callbacks = emulator.CallbackConfig{URL: o.callbackURL, Token: o.callbackToken}
-	if o.replay && o.callbackURL == "" {
+	if o.replay && cfg.Callbacks.URL == "" {
 		return badInput("--replay-callbacks: needs --callback-url")
 	}
 	emu, err := emulator.New(cfg)
@@ -134,7 +121,7 @@ func runEmulator(ctx context.Context, cmd *cobra.Command, o *emulatorOptions) er
 	fmt.Fprintf(cmd.OutOrStdout(), "listening on http://%s\n", ln.Addr())
 	if o.replay {
 		n := emu.ReplayCallbacks()
-		log.Info("replaying after-send callbacks", "callbacks", n, "url", o.callbackURL)
+		log.Info("replaying after-send callbacks", "callbacks", n, "url", cfg.Callbacks.URL)
 	}
 	return emu.Serve(ctx, ln)
 }

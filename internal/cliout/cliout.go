@@ -324,3 +324,37 @@ func Request(req producer.JobRequest) string {
 	b, _ := json.Marshal(req)
 	return string(b)
 }
+
+// flagOf maps a request's fields (imrecall.FieldError.Field) to the flags
+// that set them; "" is a positional argument.
+var flagOf = map[string]string{
+	"GroupId": "--group", "TopicId": "--topic", "seqs": "--seqs",
+	"From_Account": "--from", "To_Account": "--to", "MsgKey": "--msgkey", "file": "",
+	"user": "--user", "peers": "--peers", "source": "--source", "since": "--since", "until": "--until",
+	"groups": "--group", "topic": "--topic", "senders": "--sender", "seq_from": "--seq-from", "seq_to": "--seq-to",
+	"queue": "--queue", "actor": "--actor", "reason": "--reason", "id": "", "code": "--code", "category": "--category",
+}
+
+// FlagError is a request's FieldError worded with the flag that sets it.
+type FlagError struct{ FE *imrecall.FieldError }
+
+func (e FlagError) Error() string {
+	flag, ok := flagOf[e.FE.Field]
+	other, otherOK := flagOf[e.FE.Other]
+	if !ok || e.FE.Other != "" && !otherOK {
+		return e.FE.Error()
+	}
+	reason := e.FE.Reason
+	if e.FE.Other != "" {
+		reason += " " + other + " " + e.FE.OtherValue
+	}
+	switch {
+	case flag == "":
+		return reason
+	case e.FE.Value != "":
+		return fmt.Sprintf("%s %q: %s", flag, e.FE.Value, reason)
+	}
+	return flag + ": " + reason
+}
+
+func (e FlagError) Unwrap() error { return e.FE }
