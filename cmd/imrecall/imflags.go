@@ -58,23 +58,11 @@ func (f *imFlags) config(log *slog.Logger) (tim.Config, error) {
 	}, nil
 }
 
-// parseCaps parses "api=N,api=unlimited" into a map, naming the bad
-// element. N must be above 0: 0 is refused rather than read as unlimited.
+// parseCaps is limiter.ParseCapOf as a usage error naming --flag.
 func parseCaps(flag, s string) (map[string]int, error) {
-	out := map[string]int{}
-	if strings.TrimSpace(s) == "" {
-		return out, nil
+	m, err := limiter.ParseCapOf(s)
+	if err != nil {
+		return nil, badInput("--%s: %v", flag, err)
 	}
-	for _, part := range strings.Split(s, ",") {
-		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
-		if !ok || strings.TrimSpace(k) == "" {
-			return nil, badInput("--%s: %q: want API=N (N above 0) or API=unlimited", flag, part)
-		}
-		n, err := limiter.ParseCap(v)
-		if err != nil {
-			return nil, badInput("--%s: %q: %v", flag, part, err)
-		}
-		out[strings.TrimSpace(k)] = n
-	}
-	return out, nil
+	return m, nil
 }

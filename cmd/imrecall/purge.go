@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
-	"strings"
 
 	"github.com/imrecall/imrecall"
 	"github.com/imrecall/imrecall/internal/cliout"
@@ -69,16 +67,8 @@ func (f *purgeFlags) client(c *conn, log *slog.Logger) (*tim.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	lim, err := f.limits.limiter(c.rdb, f.redis.prefix, log, nil)
-	if err != nil {
-		return nil, err
-	}
-	cfg.Gate = lim.ForApp(cfg.SDKAppID)
-	cl, err := tim.New(cfg)
-	if err != nil {
-		return nil, badInput("%v", err)
-	}
-	return cl, nil
+	cl, _, err := f.limits.imClient(context.Background(), c, f.redis.prefix, cfg, log, nil, false)
+	return cl, err
 }
 
 func newPurgeCmd() *cobra.Command {
@@ -130,29 +120,11 @@ the user belongs to is scanned, and the one-to-one chats with --peers.`,
 }
 
 func peerList(list, file string) ([]string, error) {
-	var out []string
-	for _, p := range strings.Split(list, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
+	ps, err := imrecall.ReadPeers(list, file)
+	if err != nil {
+		return nil, usageError{err}
 	}
-	if file != "" {
-		b, err := os.ReadFile(file)
-		if err != nil {
-			return nil, badInput("--peers-file: %v", err)
-		}
-		for i, line := range strings.Split(string(b), "\n") {
-			line = strings.TrimSpace(line)
-			if line == "" || strings.HasPrefix(line, "#") {
-				continue
-			}
-			if strings.ContainsAny(line, " \t,") {
-				return nil, badInput("%s:%d: %q: want one UserID per line", file, i+1, line)
-			}
-			out = append(out, line)
-		}
-	}
-	return out, nil
+	return ps, nil
 }
 
 func newPurgeGroupCmd() *cobra.Command {

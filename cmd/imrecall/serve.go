@@ -20,7 +20,6 @@ import (
 	"github.com/imrecall/imrecall/limiter"
 	"github.com/imrecall/imrecall/msgindex"
 	"github.com/imrecall/imrecall/producer"
-	"github.com/imrecall/imrecall/tim"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -210,17 +209,9 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 	if err := startJobRetention(ctx, c, o.jobRetention, log); err != nil {
 		return err
 	}
-	lim, err := o.limits.limiter(c.rdb, o.redis.prefix, log, nil)
+	im, lim, err := o.limits.imClient(ctx, c, o.redis.prefix, imCfg, log, nil, true)
 	if err != nil {
 		return err
-	}
-	if err := o.limits.checkCaps(ctx, lim, c.rdb, o.redis.prefix, imCfg.SDKAppID, log); err != nil {
-		return err
-	}
-	imCfg.Gate = lim.ForApp(imCfg.SDKAppID)
-	im, err := tim.New(imCfg)
-	if err != nil {
-		return badInput("%v", err)
 	}
 	enq := asynq.NewClient(c.asynq)
 	defer enq.Close()

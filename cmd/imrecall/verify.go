@@ -57,16 +57,10 @@ func (f *historyFlags) open(cmd *cobra.Command) (*conn, *tim.Client, *slog.Logge
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	lim, err := f.limits.limiter(c.rdb, f.redis.prefix, log, nil)
+	im, _, err := f.limits.imClient(cmd.Context(), c, f.redis.prefix, cfg, log, nil, false)
 	if err != nil {
 		c.Close()
 		return nil, nil, nil, err
-	}
-	cfg.Gate = lim.ForApp(cfg.SDKAppID)
-	im, err := tim.New(cfg)
-	if err != nil {
-		c.Close()
-		return nil, nil, nil, badInput("%v", err)
 	}
 	return c, im, log, nil
 }

@@ -96,6 +96,27 @@ func (f *limitFlags) checkCaps(ctx context.Context, lim *limiter.Limiter, rdb re
 	return nil
 }
 
+// imClient builds the IM client of cfg, gated by the shared limiter
+// (observe, if set, sees each wait); with check (serve, worker) this
+// process first agrees with the caps stored in Redis (checkCaps).
+func (f *limitFlags) imClient(ctx context.Context, c *conn, prefix string, cfg tim.Config, log *slog.Logger, observe func(limiter.Key, time.Duration), check bool) (*tim.Client, *limiter.Limiter, error) {
+	lim, err := f.limiter(c.rdb, prefix, log, observe)
+	if err != nil {
+		return nil, nil, err
+	}
+	if check {
+		if err := f.checkCaps(ctx, lim, c.rdb, prefix, cfg.SDKAppID, log); err != nil {
+			return nil, nil, err
+		}
+	}
+	cfg.Gate = lim.ForApp(cfg.SDKAppID)
+	cl, err := tim.New(cfg)
+	if err != nil {
+		return nil, nil, badInput("%v", err)
+	}
+	return cl, lim, nil
+}
+
 // workerOptions are everything `imrecall worker` is configured with.
 type workerOptions struct {
 	redis         redisFlags
@@ -210,21 +231,12 @@ func runWorker(ctx context.Context, cmd *cobra.Command, o *workerOptions) error 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := worker.NewMetrics(reg)
-	lim, err := o.limits.limiter(c.rdb, o.redis.prefix, log, func(k limiter.Key, d time.Duration) { metrics.ObserveLimiterWait(k.API, d) })
+	client, lim, err := o.limits.imClient(ctx, c, o.redis.prefix, imCfg, log, func(k limiter.Key, d time.Duration) { metrics.ObserveLimiterWait(k.API, d) }, true)
 	if err != nil {
 		return err
-	}
-	if err := o.limits.checkCaps(ctx, lim, c.rdb, o.redis.prefix, imCfg.SDKAppID, log); err != nil {
-		return err
-	}
-	gate := lim.ForApp(imCfg.SDKAppID)
-	imCfg.Gate = gate
-	client, err := tim.New(imCfg)
-	if err != nil {
-		return badInput("%v", err)
 	}
 	h := worker.New(worker.TIM{C: client}, c.store, worker.Config{
-		AppID: imCfg.SDKAppID, MaxAttempts: o.maxAttempts, Limiter: gate, Logger: log, Metrics: metrics,
+		AppID: imCfg.SDKAppID, MaxAttempts: o.maxAttempts, Limiter: lim.ForApp(imCfg.SDKAppID), Logger: log, Metrics: metrics,
 	})
 	enq := asynq.NewClient(c.asynq)
 	defer enq.Close()
