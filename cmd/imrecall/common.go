@@ -203,3 +203,17 @@ func redisRun(rf *redisFlags, fn func(cmd *cobra.Command, args []string, c *conn
 		return fn(cmd, args, c)
 	}
 }
+
+// checked is the RunE of a command whose flags validate checks: the
+// IMRECALL_* environment first, then the check, then run.
+func checked(validate func() error, run func(*cobra.Command, []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := applyEnv(cmd); err != nil {
+			return err
+		}
+		if err := validate(); err != nil {
+			return err
+		}
+		return run(cmd, args)
+	}
+}

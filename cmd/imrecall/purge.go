@@ -97,19 +97,13 @@ the user belongs to is scanned, and the one-to-one chats with --peers.`,
   imrecall purge user --user spammer42 --source index --since 7d --reason "INC-4211" --yes --wait
   imrecall purge user --user u123 --peers-file peers.txt --reason "GDPR erasure request #881" --yes --wait`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := applyEnv(cmd); err != nil {
-				return err
-			}
-			if err := f.validate(); err != nil {
-				return err
-			}
+		RunE: checked(f.validate, func(cmd *cobra.Command, _ []string) error {
 			ps, err := peerList(peers, peersFile)
 			if err != nil {
 				return err
 			}
 			return runPurge(cmd, &f, imrecall.UserPurge{User: user, Peers: ps, Source: source, Since: f.since, Until: f.until})
-		},
+		}),
 	}
 	f.register(cmd, tasks.QueuePurge)
 	cmd.Flags().StringVar(&user, "user", "", "the user (UserID) whose messages to recall")
@@ -138,16 +132,10 @@ func newPurgeGroupCmd() *cobra.Command {
 		Example: `  imrecall purge group --group @TGS#1 --group @TGS#2 --since "2026-11-22 14:00" --sender spam1 --dry-run
   imrecall purge group --group @TGS#1 --seq-from 1200 --seq-to 1450 --reason "INC-4211" --yes --wait`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := applyEnv(cmd); err != nil {
-				return err
-			}
-			if err := f.validate(); err != nil {
-				return err
-			}
+		RunE: checked(f.validate, func(cmd *cobra.Command, _ []string) error {
 			return runPurge(cmd, &f, imrecall.GroupPurge{Groups: groups, Topic: topic, Senders: senders,
 				SeqFrom: seqFrom, SeqTo: seqTo, Since: f.since, Until: f.until})
-		},
+		}),
 	}
 	f.register(cmd, tasks.QueueIncident)
 	cmd.Flags().StringArrayVar(&groups, "group", nil, "GroupId (repeat for several)")

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"time"
 
@@ -91,19 +90,13 @@ func newRecallGroupCmd() *cobra.Command {
 		Example: `  imrecall recall group --sdkappid 1400000001 --group @TGS#2J4SZEAEL --seqs 100,101,102 --reason "spam"
   imrecall recall group --group @TGS#_community --topic @TGS#_community@TOPIC#_general --seqs 7 --wait`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := applyEnv(cmd); err != nil {
-				return err
-			}
-			if err := f.validate(); err != nil {
-				return err
-			}
+		RunE: checked(f.validate, func(cmd *cobra.Command, _ []string) error {
 			list, err := parseInt64List("seqs", seqs)
 			if err != nil {
 				return err
 			}
 			return runJob(cmd, &f, nil, imrecall.GroupRecall{GroupID: group, TopicID: topic, Seqs: list})
-		},
+		}),
 	}
 	f.register(cmd, tasks.QueueIncident)
 	cmd.Flags().StringVar(&group, "group", "", "GroupId")
@@ -120,15 +113,9 @@ func newRecallC2CCmd() *cobra.Command {
 		Short:   "Recall one one-to-one message by MsgKey",
 		Example: `  imrecall recall c2c --sdkappid 1400000001 --from vinson --to dramon --msgkey 31906_833502_1572869830`,
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := applyEnv(cmd); err != nil {
-				return err
-			}
-			if err := f.validate(); err != nil {
-				return err
-			}
+		RunE: checked(f.validate, func(cmd *cobra.Command, _ []string) error {
 			return runJob(cmd, &f, nil, imrecall.C2CRecall{From: from, To: to, MsgKey: key})
-		},
+		}),
 	}
 	f.register(cmd, tasks.QueueIncident)
 	cmd.Flags().StringVar(&from, "from", "", "From_Account")
@@ -152,15 +139,9 @@ enqueued. Duplicates are recalled once; group seqs are sent 10 per call.`,
 		Example: `  imrecall recall file callbacks.jsonl --sdkappid 1400000001 --reason "INC-4211 spam wave" --dry-run
   imrecall recall file export.csv --queue backfill --yes --wait`,
 		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := applyEnv(cmd); err != nil {
-				return err
-			}
-			if err := f.validate(); err != nil {
-				return err
-			}
+		RunE: checked(f.validate, func(cmd *cobra.Command, args []string) error {
 			return runJob(cmd, &f, nil, imrecall.ListRecall{File: args[0]})
-		},
+		}),
 	}
 	f.register(cmd, tasks.QueuePurge)
 	return cmd
@@ -236,29 +217,13 @@ func runJob(cmd *cobra.Command, f *recallFlags, open func(c *conn) (producer.IM,
 	if !noted {
 		cliout.NotePlan(cmd.ErrOrStderr(), created.Plan)
 	}
-	job := created.Job
-	if job.HeldForApproval {
-		fmt.Fprintf(cmd.ErrOrStderr(), "job %s: more than %d messages: it waits for approval by someone other than %s (imrecall jobs approve %s)\n",
-			job.ID, f.approval.above, f.audit.actor, job.ID)
-	}
-	if created.Plan.Source == imrecall.SourceScan {
-		fmt.Fprintf(cmd.ErrOrStderr(), "job %s: %d scans queued for the workers\n", job.ID, created.Plan.Scans)
-	}
-	if f.asJSON {
-		if err := cliout.JSON(cmd.OutOrStdout(), map[string]any{"job_id": job.ID, "planned": created.Planned, "tasks": created.Tasks}); err != nil {
-			return err
-		}
-	} else {
-		fmt.Fprintln(cmd.OutOrStdout(), job.ID)
-		if seen := created.Planned + created.Duplicates; seen > 0 {
-			fmt.Fprintf(cmd.ErrOrStderr(), "job %s: %d messages planned (%d duplicates removed) in %d tasks on queue %s\n",
-				job.ID, created.Planned, created.Duplicates, created.Tasks, job.Queue)
-		}
+	if err := cliout.Created(cmd.OutOrStdout(), cmd.ErrOrStderr(), created, f.asJSON, f.approval.above, f.audit.actor); err != nil {
+		return err
 	}
 	if !f.wait {
 		return nil
 	}
-	j, err := waitJob(ctx, cmd, client, job.ID)
+	j, err := waitJob(ctx, cmd, client, created.Job.ID)
 	if err != nil {
 		return err
 	}

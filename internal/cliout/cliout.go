@@ -358,3 +358,26 @@ func (e FlagError) Error() string {
 }
 
 func (e FlagError) Unwrap() error { return e.FE }
+
+// Created prints a created job: its id on out (or JSON with asJSON), and on
+// errw whether it waits for approval (by someone other than actor, above
+// approvalAbove messages), its scans and what was planned.
+func Created(out, errw io.Writer, created imrecall.Created, asJSON bool, approvalAbove int, actor string) error {
+	job := created.Job
+	if job.HeldForApproval {
+		fmt.Fprintf(errw, "job %s: more than %d messages: it waits for approval by someone other than %s (imrecall jobs approve %s)\n",
+			job.ID, approvalAbove, actor, job.ID)
+	}
+	if created.Plan.Source == imrecall.SourceScan {
+		fmt.Fprintf(errw, "job %s: %d scans queued for the workers\n", job.ID, created.Plan.Scans)
+	}
+	if asJSON {
+		return JSON(out, map[string]any{"job_id": job.ID, "planned": created.Planned, "tasks": created.Tasks})
+	}
+	fmt.Fprintln(out, job.ID)
+	if seen := created.Planned + created.Duplicates; seen > 0 {
+		fmt.Fprintf(errw, "job %s: %d messages planned (%d duplicates removed) in %d tasks on queue %s\n",
+			job.ID, created.Planned, created.Duplicates, created.Tasks, job.Queue)
+	}
+	return nil
+}
