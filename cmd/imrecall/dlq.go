@@ -25,35 +25,20 @@ Categories: already_recalled (20023), not_found (10030, 20022), cancelled, needs
 	return cmd
 }
 
-// dlqFilter selects dead letters by code and category.
-type dlqFilter struct {
-	code     string
-	category string
-}
-
-func (f *dlqFilter) register(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&f.code, "code", "", "only this code (e.g. 10002, timeout)")
-	cmd.Flags().StringVar(&f.category, "category", "", "only this category: already_recalled, not_found, cancelled, needs_attention")
-}
-
-func (f *dlqFilter) validate() error {
-	switch jobs.Category(f.category) {
-	case "", jobs.AlreadyRecalled, jobs.NotFound, jobs.Cancelled, jobs.NeedsAttention:
-		return nil
-	}
-	return badInput("--category %q: want already_recalled, not_found, cancelled or needs_attention", f.category)
-}
-
-func (f *dlqFilter) match(d jobs.DeadLetter) bool {
-	return (f.code == "" || d.Code == f.code) && (f.category == "" || string(d.Category) == f.category)
+// dlqFilter registers the flags of f, which selects dead letters by code
+// and category.
+func dlqFilter(cmd *cobra.Command, f *imrecall.DeadLetterFilter) {
+	cmd.Flags().StringVar(&f.Code, "code", "", "only this code (e.g. 10002, timeout)")
+	cmd.Flags().StringVar(&f.Category, "category", "", "only this category: already_recalled, not_found, cancelled, needs_attention")
 }
 
 func newDLQListCmd() *cobra.Command {
-	var f dlqFilter
+	var f imrecall.DeadLetterFilter
 	var limit int
 	return jobCmd("list JOB", "List a job's dead letters", "  imrecall dlq list 20261122T230512Z-9f3a1c2b --category needs_attention",
 		func(cmd *cobra.Command, c *conn, client *imrecall.Client, id string) error {
-			if err := f.validate(); err != nil {
+			match, err := f.Match()
+			if err != nil {
 				return err
 			}
 			if _, err := c.store.Get(cmd.Context(), id); err != nil {
@@ -61,8 +46,8 @@ func newDLQListCmd() *cobra.Command {
 			}
 			n := 0
 			w := cmd.OutOrStdout()
-			err := c.store.DeadLetters(cmd.Context(), id, func(d jobs.DeadLetter) error {
-				if !f.match(d) {
+			err = c.store.DeadLetters(cmd.Context(), id, func(d jobs.DeadLetter) error {
+				if !match(d) {
 					return nil
 				}
 				n++
@@ -78,7 +63,7 @@ func newDLQListCmd() *cobra.Command {
 			}
 			return err
 		}, func(cmd *cobra.Command) {
-			f.register(cmd)
+			dlqFilter(cmd, &f)
 			cmd.Flags().IntVar(&limit, "limit", 100, "show at most this many (0 = all)")
 		})
 }
@@ -86,12 +71,13 @@ func newDLQListCmd() *cobra.Command {
 var errStop = fmt.Errorf("stop")
 
 func newDLQExportCmd() *cobra.Command {
-	var f dlqFilter
+	var f imrecall.DeadLetterFilter
 	var format, out string
 	return jobCmd("export JOB", "Export a job's dead letters as JSON Lines or CSV",
 		"  imrecall dlq export 20261122T230512Z-9f3a1c2b --format csv --out dead.csv",
 		func(cmd *cobra.Command, c *conn, client *imrecall.Client, id string) error {
-			if err := f.validate(); err != nil {
+			match, err := f.Match()
+			if err != nil {
 				return err
 			}
 			if format != "jsonl" && format != "csv" {
@@ -109,30 +95,31 @@ func newDLQExportCmd() *cobra.Command {
 				defer fh.Close()
 				w = fh
 			}
-			n, err := c.store.ExportDeadLetters(cmd.Context(), id, f.match, format, w)
+			n, err := c.store.ExportDeadLetters(cmd.Context(), id, match, format, w)
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "%d dead letters exported\n", n)
 			return nil
 		}, func(cmd *cobra.Command) {
-			f.register(cmd)
+			dlqFilter(cmd, &f)
 			cmd.Flags().StringVar(&format, "format", "jsonl", "jsonl or csv")
 			cmd.Flags().StringVar(&out, "out", "", "file to write (default standard output)")
 		})
 }
 
 func newDLQRequeueCmd() *cobra.Command {
-	var f dlqFilter
+	var f imrecall.DeadLetterFilter
 	var audit auditFlags
 	var yes bool
 	return jobCmd("requeue JOB", "Re-queue a job's dead letters (by default those that need attention)",
 		"  imrecall dlq requeue 20261122T230512Z-9f3a1c2b --code 10002",
 		func(cmd *cobra.Command, c *conn, client *imrecall.Client, id string) error {
-			if f.code == "" && f.category == "" {
-				f.category = string(jobs.NeedsAttention)
+			if f.Code == "" && f.Category == "" {
+				f.Category = string(jobs.NeedsAttention)
 			}
-			if err := f.validate(); err != nil {
+			match, err := f.Match()
+			if err != nil {
 				return err
 			}
 			ctx := cmd.Context()
@@ -143,7 +130,7 @@ func newDLQRequeueCmd() *cobra.Command {
 			}
 			total := 0
 			if err := c.store.DeadLetters(ctx, id, func(d jobs.DeadLetter) error {
-				if f.match(d) {
+				if match(d) {
 					total++
 				}
 				return nil
@@ -173,7 +160,7 @@ func newDLQRequeueCmd() *cobra.Command {
 					return err
 				}
 			}
-			r, err := client.Requeue(ctx, id, imrecall.DeadLetterFilter{Code: f.code, Category: f.category}, audit.actor, audit.reason)
+			r, err := client.Requeue(ctx, id, f, audit.actor, audit.reason)
 			if r.Repaired > 0 {
 				fmt.Fprintf(cmd.OutOrStdout(), "job %s: %d messages of an interrupted re-queue queued\n", id, r.Repaired)
 			}
@@ -187,7 +174,7 @@ func newDLQRequeueCmd() *cobra.Command {
 			fmt.Fprintf(cmd.OutOrStdout(), "job %s: %d dead letters re-queued in %d tasks\n", id, r.Messages, r.Tasks)
 			return nil
 		}, func(cmd *cobra.Command) {
-			f.register(cmd)
+			dlqFilter(cmd, &f)
 			audit.register(cmd)
 			cmd.Flags().BoolVar(&yes, "yes", false, "confirm a large re-queue without asking")
 		})
