@@ -43,3 +43,25 @@ func ServeMetrics(ln net.Listener, reg *prometheus.Registry, log *slog.Logger) *
 	log.Info("metrics listening", "addr", ln.Addr().String())
 	return srv
 }
+
+// Serve starts srv and runs background (the reconciler, say; nil: none)
+// until ctx ends; then it waits for background and shuts srv down, letting
+// the calls in flight finish.
+func Serve(ctx context.Context, srv *Server, background func(context.Context), log *slog.Logger) error {
+	if err := srv.Start(); err != nil {
+		return err
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if background != nil {
+			background(ctx)
+		}
+	}()
+	<-ctx.Done()
+	<-done
+	log.Info("shutting down: finishing calls in flight")
+	srv.Shutdown()
+	log.Info("worker stopped")
+	return nil
+}

@@ -265,6 +265,17 @@ func runWorker(ctx context.Context, cmd *cobra.Command, o *workerOptions) error 
 	if min := worker.MinConcurrency(rtt, tim.DefaultRateLimit); o.concurrency < min {
 		log.Warn("--concurrency is low for this Redis round trip: the lanes may not reach the cap (docs/REDIS.md)", "concurrency", o.concurrency, "redis_rtt", rtt, "suggested", min)
 	}
+	var background func(context.Context)
+	if o.reconcile > 0 {
+		insp := asynq.NewInspector(c.asynq)
+		defer insp.Close()
+		rc, err := reconcile.New(reconcile.Config{Store: c.store, Redis: c.rdb, Queue: enq, Inspector: insp,
+			Interval: o.reconcile, Logger: log.With("component", "reconciler")})
+		if err != nil {
+			return err
+		}
+		background = rc.Run
+	}
 	srv, err := worker.NewServer(worker.ServerConfig{
 		Redis: c.asynq, Handler: h,
 		Discovery: asynq.HandlerFunc(discover.Handle), DiscoveryErrors: asynq.ErrorHandlerFunc(discover.HandleError),
@@ -278,30 +289,7 @@ func runWorker(ctx context.Context, cmd *cobra.Command, o *workerOptions) error 
 	if err != nil {
 		return err
 	}
-	if err := srv.Start(); err != nil {
-		return err
-	}
-	var rcDone chan struct{}
-	if o.reconcile > 0 {
-		insp := asynq.NewInspector(c.asynq)
-		defer insp.Close()
-		rc, err := reconcile.New(reconcile.Config{Store: c.store, Redis: c.rdb, Queue: enq, Inspector: insp,
-			Interval: o.reconcile, Logger: log.With("component", "reconciler")})
-		if err != nil {
-			srv.Shutdown()
-			return err
-		}
-		rcDone = make(chan struct{})
-		go func() { defer close(rcDone); rc.Run(ctx) }()
-	}
-	<-ctx.Done()
-	if rcDone != nil {
-		<-rcDone
-	}
-	log.Info("shutting down: finishing calls in flight")
-	srv.Shutdown()
-	log.Info("worker stopped")
-	return nil
+	return worker.Serve(ctx, srv, background, log)
 }
 
 // plannerLeaseFlag registers --planner-lease: how long a planner's lease
