@@ -22,9 +22,9 @@ func newJobsCmd() *cobra.Command {
 }
 
 // jobCmd builds a subcommand that takes one job id, a Redis connection and
-// a Client on it (its queue for re-queues and parked tasks; poll, if set, is
-// how often Wait reads the job).
-func jobCmd(use, short, example string, run func(cmd *cobra.Command, c *conn, client *imrecall.Client, id string) error, extra func(*cobra.Command), poll ...*time.Duration) *cobra.Command {
+// a Client on it (its queue for re-queues and parked tasks; tune, if set,
+// adjusts its Config from the command's flags).
+func jobCmd(use, short, example string, run func(cmd *cobra.Command, c *conn, client *imrecall.Client, id string) error, extra func(*cobra.Command), tune ...func(*imrecall.Config)) *cobra.Command {
 	var rf redisFlags
 	cmd := &cobra.Command{
 		Use: use, Short: short, Example: example,
@@ -44,8 +44,8 @@ func jobCmd(use, short, example string, run func(cmd *cobra.Command, c *conn, cl
 			q := asynq.NewClient(c.asynq)
 			defer q.Close()
 			cfg := imrecall.Config{Redis: c.rdb, Prefix: rf.prefix, Queue: q}
-			if len(poll) > 0 {
-				cfg.Poll = *poll[0]
+			for _, t := range tune {
+				t(&cfg)
 			}
 			client, err := imrecall.New(cfg)
 			if err != nil {
@@ -116,7 +116,7 @@ func newJobsWaitCmd() *cobra.Command {
 			return jobExit(j)
 		}, func(cmd *cobra.Command) {
 			cmd.Flags().DurationVar(&every, "poll", 500*time.Millisecond, "how often to read the job")
-		}, &every)
+		}, func(cfg *imrecall.Config) { cfg.Poll = every })
 }
 
 func newJobsReportCmd() *cobra.Command {
@@ -154,14 +154,8 @@ func newJobsApproveCmd() *cobra.Command {
 	var approval approvalFlags
 	return jobCmd("approve ID", "Approve a job held for approval (--approval-above): the approver (--actor) must not be its requester",
 		`  imrecall jobs approve 20261122T230512Z-9f3a1c2b --actor dpo@example.com --reason "checked the scope"`,
-		func(cmd *cobra.Command, c *conn, _ *imrecall.Client, id string) error {
+		func(cmd *cobra.Command, _ *conn, client *imrecall.Client, id string) error {
 			if err := approval.validate(); err != nil {
-				return err
-			}
-			q := asynq.NewClient(c.asynq)
-			defer q.Close()
-			client, err := imrecall.New(imrecall.Config{Redis: c.rdb, Prefix: c.store.Prefix(), Queue: q, ApprovalDelay: approval.delay})
-			if err != nil {
 				return err
 			}
 			j, err := client.Approve(cmd.Context(), id, audit.actor, audit.reason)
@@ -173,7 +167,7 @@ func newJobsApproveCmd() *cobra.Command {
 		}, func(cmd *cobra.Command) {
 			audit.register(cmd)
 			approval.register(cmd)
-		})
+		}, func(cfg *imrecall.Config) { cfg.ApprovalDelay = approval.delay })
 }
 
 func newJobsPauseCmd(pause bool) *cobra.Command {
