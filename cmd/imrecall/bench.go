@@ -15,12 +15,8 @@ import (
 // their figures).
 
 func newBenchCmd() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "bench",
-		Short: "Benchmarks against the emulator (see docs/BENCHMARKS.md)",
-	}
-	cmd.AddCommand(newBenchLimiterCmd(), newBenchLimiterChildCmd(), newBenchE2ECmd(), newBenchScaleCmd())
-	return cmd
+	return group("bench", "Benchmarks against the emulator (see docs/BENCHMARKS.md)", "",
+		newBenchLimiterCmd(), newBenchLimiterChildCmd(), newBenchE2ECmd(), newBenchScaleCmd())
 }
 
 // waitReady is bench.WaitReady: the serve end-to-end tests wait with it too.

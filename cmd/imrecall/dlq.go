@@ -14,15 +14,10 @@ import (
 )
 
 func newDLQCmd() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "dlq",
-		Short: "Dead letters: list, export (JSONL/CSV) and re-queue the messages a job could not recall",
-		Long: `Every message a job could not recall has a durable dead letter (kept with the job, not in
+	return group("dlq", "Dead letters: list, export (JSONL/CSV) and re-queue the messages a job could not recall", `Every message a job could not recall has a durable dead letter (kept with the job, not in
 asynq's capped archive): the target, the code and its meaning, the attempts and the time.
 Categories: already_recalled (20023), not_found (10030, 20022), cancelled, needs_attention.`,
-	}
-	cmd.AddCommand(newDLQListCmd(), newDLQExportCmd(), newDLQRequeueCmd())
-	return cmd
+		newDLQListCmd(), newDLQExportCmd(), newDLQRequeueCmd())
 }
 
 // dlqFilter registers the flags of f, which selects dead letters by code

@@ -12,13 +12,9 @@ import (
 )
 
 func newJobsCmd() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "jobs",
-		Short: "List, inspect, wait for, pause, resume and cancel jobs",
-	}
-	cmd.AddCommand(newJobsListCmd(), newJobsShowCmd(), newJobsWaitCmd(), newJobsReportCmd(),
+	return group("jobs", "List, inspect, wait for, pause, resume and cancel jobs", "",
+		newJobsListCmd(), newJobsShowCmd(), newJobsWaitCmd(), newJobsReportCmd(),
 		newJobsCancelCmd(), newJobsApproveCmd(), newJobsPauseCmd(true), newJobsPauseCmd(false), newJobsAuditCmd())
-	return cmd
 }
 
 // jobCmd builds a subcommand that takes one job id, a Redis connection and

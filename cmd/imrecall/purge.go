@@ -72,15 +72,10 @@ func (f *purgeFlags) client(c *conn, log *slog.Logger) (*tim.Client, error) {
 }
 
 func newPurgeCmd() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "purge",
-		Short: "Find messages through the IM API and recall them: a user's everything, or a spam wave",
-		Long: `purge discovers messages (group histories, one-to-one histories) through the IM API, at the
+	return group("purge", "Find messages through the IM API and recall them: a user's everything, or a spam wave", `purge discovers messages (group histories, one-to-one histories) through the IM API, at the
 shared rate cap, then plans a job of them. --dry-run discovers and reports per group the
 messages and calls and the time at the cap, and recalls nothing.`,
-	}
-	cmd.AddCommand(newPurgeUserCmd(), newPurgeGroupCmd())
-	return cmd
+		newPurgeUserCmd(), newPurgeGroupCmd())
 }
 
 func newPurgeUserCmd() *cobra.Command {

@@ -69,16 +69,11 @@ func (f *recallFlags) validate() error {
 }
 
 func newRecallCmd() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "recall",
-		Short: "Recall listed messages: one group's seqs, one one-to-one message, or a file of them",
-		Long: `Each recall subcommand creates one job, prints its id, and leaves the work to the workers
+	return group("recall", "Recall listed messages: one group's seqs, one one-to-one message, or a file of them", `Each recall subcommand creates one job, prints its id, and leaves the work to the workers
 (imrecall worker). Recalled messages cannot be restored: --dry-run checks and reports
 without changing anything, and jobs above --confirm-above messages ask for confirmation
 unless --yes is given.`,
-	}
-	cmd.AddCommand(newRecallGroupCmd(), newRecallC2CCmd(), newRecallFileCmd())
-	return cmd
+		newRecallGroupCmd(), newRecallC2CCmd(), newRecallFileCmd())
 }
 
 func newRecallGroupCmd() *cobra.Command {

@@ -16,10 +16,7 @@ import (
 )
 
 func newScheduleCmd() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "schedule",
-		Short: "Recurring jobs: add, list and remove schedules (run by `imrecall scheduler`)",
-		Long: `A schedule creates a job on a cron spec, e.g. a nightly retention purge. It holds a typed job
+	return group("schedule", "Recurring jobs: add, list and remove schedules (run by `imrecall scheduler`)", `A schedule creates a job on a cron spec, e.g. a nightly retention purge. It holds a typed job
 request (what the job is: kind, user, groups, ranges, queue, reason), the same the HTTP API takes,
 never how a worker connects: the worker that runs a firing uses its own Redis, API base, admin
 identity and credentials. "schedule add" takes the request in the shape of a recall or purge
@@ -27,9 +24,7 @@ command after "--"; connection flags (--api-base, --admin, --sdkappid, --secret-
 --redis, …) are refused. Relative times (--since 90d, --until 90d) are evaluated at each firing; the
 job records "schedule:NAME" as who asked. "imrecall scheduler" fires the schedules, each due time
 once however many schedulers run.`,
-	}
-	cmd.AddCommand(newScheduleAddCmd(), newScheduleListCmd(), newScheduleRemoveCmd())
-	return cmd
+		newScheduleAddCmd(), newScheduleListCmd(), newScheduleRemoveCmd())
 }
 
 func newScheduleAddCmd() *cobra.Command {
