@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -11,17 +10,14 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/hibiken/asynq/x/metrics"
-	"github.com/hibiken/asynqmon"
 	"github.com/imrecall/imrecall"
 	"github.com/imrecall/imrecall/api"
 	"github.com/imrecall/imrecall/certificate"
 	"github.com/imrecall/imrecall/console"
+	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/limiter"
 	"github.com/imrecall/imrecall/msgindex"
 	"github.com/imrecall/imrecall/producer"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 )
@@ -127,19 +123,9 @@ func parseRetention(s string) (time.Duration, error) { return parseAge("--index-
 // parseAge parses a retention flag: days (30d), a duration (36h) or 0 (keep
 // forever); errors name flag.
 func parseAge(flag, s string) (time.Duration, error) {
-	s = strings.TrimSpace(s)
-	if n, ok := strings.CutSuffix(s, "d"); ok {
-		var days int
-		if _, err := fmt.Sscanf(n, "%d", &days); err == nil && days >= 0 && fmt.Sprint(days) == n {
-			return time.Duration(days) * 24 * time.Hour, nil
-		}
-	}
-	if s == "0" || s == "" {
-		return 0, nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil || d < 0 {
-		return 0, badInput("%s %q: want days (30d), a duration (36h) or 0", flag, s)
+	d, err := jobs.ParseAge(s)
+	if err != nil {
+		return 0, badInput("%s %q: %v", flag, strings.TrimSpace(s), err)
 	}
 	return d, nil
 }
@@ -217,10 +203,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 	defer enq.Close()
 	inspector := asynq.NewInspector(c.asynq)
 	defer inspector.Close()
-
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		metrics.NewQueueMetricsCollector(inspector), api.NewJobCollector(c.store))
+	reg := api.NewRegistry(inspector, c.store)
 	cfg := api.Config{
 		Store: c.store, Schedules: producer.NewSchedules(c.rdb, o.redis.prefix), IM: im,
 		AppID: imCfg.SDKAppID, Tokens: tokens, DiscoveryConcurrency: o.concurrency,
@@ -233,11 +216,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 			Heartbeat: o.heartbeat, Registry: reg, Log: log})
 	}
 	if o.monitor {
-		full := asynqmon.New(asynqmon.Options{RootPath: "/monitor", RedisConnOpt: c.asynq})
-		ro := asynqmon.New(asynqmon.Options{RootPath: "/monitor", RedisConnOpt: c.asynq, ReadOnly: true})
-		defer full.Close()
-		defer ro.Close()
-		cfg.Monitor, cfg.MonitorReadOnly = full, ro
+		defer cfg.AddMonitor(c.asynq)()
 	}
 	if cfg.Certificates, err = o.certificates(); err != nil {
 		return err
