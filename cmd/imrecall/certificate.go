@@ -65,7 +65,7 @@ the exit code is then 5.`,
 			ctx := cmd.Context()
 			job, err := c.store.Get(ctx, args[0])
 			if err != nil {
-				return jobErr(err)
+				return cliError(err)
 			}
 			if !job.Finished() {
 				return badInput("job %s is %s with %d pending: a certificate is for a finished job (imrecall jobs wait %s)", job.ID, job.Status, job.Counts.Pending, job.ID)

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -9,6 +11,7 @@ import (
 	"github.com/imrecall/imrecall/internal/cliout"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 func newJobsCmd() *cobra.Command {
@@ -58,29 +61,10 @@ func jobCmd(use, short, example string, run func(cmd *cobra.Command, c *conn, cl
 }
 
 func newJobsListCmd() *cobra.Command {
-	var rf redisFlags
 	var limit int
-	var asJSON bool
-	cmd := &cobra.Command{
-		Use:     "list",
-		Short:   "List recent jobs, newest first",
-		Example: "  imrecall jobs list --limit 20",
-		Args:    cobra.NoArgs,
-		RunE: redisRun(&rf, func(cmd *cobra.Command, _ []string, c *conn) error {
-			list, err := c.store.List(cmd.Context(), limit) // a read: no Client needed
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return cliout.JSON(cmd.OutOrStdout(), list)
-			}
-			return cliout.JobTable(cmd.OutOrStdout(), list)
-		}),
-	}
-	rf.register(cmd)
-	cmd.Flags().IntVar(&limit, "limit", 50, "how many jobs")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	return cmd
+	return listCmd("list", "List recent jobs, newest first", "  imrecall jobs list --limit 20",
+		func(ctx context.Context, c *conn) ([]jobs.Job, error) { return c.store.List(ctx, limit) }, // a read: no Client needed
+		cliout.JobTable, func(fl *pflag.FlagSet) { fl.IntVar(&limit, "limit", 50, "how many jobs") })
 }
 
 func newJobsShowCmd() *cobra.Command {
@@ -201,28 +185,32 @@ func reportUnparked(cmd *cobra.Command, id string, un imrecall.Unparked) error {
 }
 
 func newJobsAuditCmd() *cobra.Command {
-	var rf redisFlags
 	var n int64
+	return listCmd("audit", "Show the audit log: who created, cancelled, paused or re-queued which job",
+		"  imrecall jobs audit --last 20\n  imrecall jobs audit --json | jq 'map(select(.action == \"cancel\"))'",
+		func(ctx context.Context, c *conn) ([]jobs.Event, error) { return c.store.AuditLog(ctx, n) },
+		func(w io.Writer, evs []jobs.Event) error { cliout.Audit(w, evs); return nil },
+		func(fl *pflag.FlagSet) { fl.Int64Var(&n, "last", 100, "how many events") })
+}
+
+// listCmd builds a command that reads a list from Redis and prints it as
+// text, or as JSON with --json; flags registers the command's own.
+func listCmd[T any](use, short, example string, read func(context.Context, *conn) (T, error), text func(io.Writer, T) error, flags func(*pflag.FlagSet)) *cobra.Command {
+	var rf redisFlags
 	var asJSON bool
-	cmd := &cobra.Command{
-		Use:     "audit",
-		Short:   "Show the audit log: who created, cancelled, paused or re-queued which job",
-		Example: "  imrecall jobs audit --last 20\n  imrecall jobs audit --json | jq 'map(select(.action == \"cancel\"))'",
-		Args:    cobra.NoArgs,
+	cmd := &cobra.Command{Use: use, Short: short, Example: example, Args: cobra.NoArgs,
 		RunE: redisRun(&rf, func(cmd *cobra.Command, _ []string, c *conn) error {
-			evs, err := c.store.AuditLog(cmd.Context(), n)
+			v, err := read(cmd.Context(), c)
 			if err != nil {
 				return err
 			}
 			if asJSON {
-				return cliout.JSON(cmd.OutOrStdout(), evs)
+				return cliout.JSON(cmd.OutOrStdout(), v)
 			}
-			cliout.Audit(cmd.OutOrStdout(), evs)
-			return nil
-		}),
-	}
+			return text(cmd.OutOrStdout(), v)
+		})}
 	rf.register(cmd)
-	cmd.Flags().Int64Var(&n, "last", 100, "how many events")
+	flags(cmd.Flags())
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/imrecall/imrecall/producer"
 	"github.com/imrecall/imrecall/tasks"
 	"github.com/imrecall/imrecall/tim"
+	"github.com/imrecall/imrecall/verify"
 	"github.com/spf13/cobra"
 )
 
@@ -51,7 +52,7 @@ func (f *purgeFlags) verifyWhenDone(cmd *cobra.Command, c *conn, im *tim.Client)
 	}
 	f.wait = true
 	f.afterWait = func(ctx context.Context, j jobs.Job) error {
-		v, err := runVerification(ctx, c.store, im, j, max(f.concurrency/2, 1), f.audit.actor)
+		v, err := verify.RunJob(ctx, c.store, im, j, verify.JobOptions{Actor: f.audit.actor, Concurrency: max(f.concurrency/2, 1)})
 		if err != nil {
 			return fmt.Errorf("verifying job %s: %w", j.ID, err)
 		}

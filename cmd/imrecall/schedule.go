@@ -13,6 +13,7 @@ import (
 	"github.com/imrecall/imrecall/internal/cliout"
 	"github.com/imrecall/imrecall/producer"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 func newScheduleCmd() *cobra.Command {
@@ -93,30 +94,14 @@ func scheduleRequest(ctx context.Context, args []string, readFiles bool) (produc
 }
 
 func newScheduleListCmd() *cobra.Command {
-	var rf redisFlags
-	var asJSON bool
-	cmd := &cobra.Command{
-		Use:     "list",
-		Short:   "List schedules",
-		Example: "  imrecall schedule list --json",
-		Args:    cobra.NoArgs,
-		RunE: redisRun(&rf, func(cmd *cobra.Command, _ []string, c *conn) error {
-			list, err := producer.NewSchedules(c.rdb, rf.prefix).List(cmd.Context())
-			if err != nil {
-				return err
-			}
+	return listCmd("list", "List schedules", "  imrecall schedule list --json",
+		func(ctx context.Context, c *conn) ([]producer.Schedule, error) {
+			list, err := producer.NewSchedules(c.rdb, c.store.Prefix()).List(ctx)
 			for i := range list {
 				list[i] = list[i].Public()
 			}
-			if asJSON {
-				return cliout.JSON(cmd.OutOrStdout(), list)
-			}
-			return cliout.Schedules(cmd.OutOrStdout(), list)
-		}),
-	}
-	rf.register(cmd)
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	return cmd
+			return list, err
+		}, cliout.Schedules, func(*pflag.FlagSet) {})
 }
 
 func newScheduleRemoveCmd() *cobra.Command {

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 
@@ -69,12 +67,6 @@ func (f *historyFlags) open(cmd *cobra.Command) (*conn, *tim.Client, *slog.Logge
 // with the job (verify.JobResult).
 type verification = verify.JobResult
 
-// runVerification verifies a job, keeps the result with it and audits it
-// (verify.RunJob, which serve's POST /v1/jobs/{id}/verify runs too).
-func runVerification(ctx context.Context, store *jobs.Store, im *tim.Client, job jobs.Job, concurrency int, actor string) (verification, error) {
-	return verify.RunJob(ctx, store, im, job, verify.JobOptions{Actor: actor, Concurrency: concurrency})
-}
-
 func newVerifyCmd() *cobra.Command {
 	var f historyFlags
 	var asJSON bool
@@ -102,9 +94,9 @@ Exit 0 when nothing is still visible and there is no residue; exit 5 otherwise.`
 			defer c.Close()
 			job, err := c.store.Get(cmd.Context(), args[0])
 			if err != nil {
-				return jobErr(err)
+				return cliError(err)
 			}
-			v, err := runVerification(cmd.Context(), c.store, im, job, f.concurrency, f.actor)
+			v, err := verify.RunJob(cmd.Context(), c.store, im, job, verify.JobOptions{Actor: f.actor, Concurrency: f.concurrency})
 			if err != nil {
 				return err
 			}
@@ -121,14 +113,6 @@ Exit 0 when nothing is still visible and there is no residue; exit 5 otherwise.`
 	f.register(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object (verified, gone, still_visible, residue, …)")
 	return cmd
-}
-
-// jobErr turns an unknown job into bad input.
-func jobErr(err error) error {
-	if errors.Is(err, jobs.ErrNotFound) {
-		return usageError{err}
-	}
-	return err
 }
 
 func verificationExit(v verification) error {
