@@ -3,14 +3,10 @@ package main
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"os"
 
-	"github.com/hibiken/asynq"
 	"github.com/imrecall/imrecall/internal/cliout"
 	"github.com/imrecall/imrecall/internal/demo"
-	"github.com/imrecall/imrecall/producer"
-	"github.com/imrecall/imrecall/worker"
 	"github.com/spf13/cobra"
 )
 
@@ -64,7 +60,7 @@ func runDemo(ctx context.Context, cmd *cobra.Command, o demoOptions) error {
 	res, err := demo.Run(ctx, demo.Config{
 		Groups: o.groups, Messages: o.messages, SpammerGroups: o.heavyGroups, Peers: o.peers, C2C: o.c2c, Seed: o.seed,
 		Concurrency: o.concurrency, JSON: o.asJSON, Out: cmd.OutOrStdout(), Progress: cmd.ErrOrStderr(), Terminal: isTerminal(os.Stderr),
-		StartWorker: startDemoWorker, Describe: cliout.DescribeCode, Version: version(),
+		StartWorker: demo.InProcessWorker, Describe: cliout.DescribeCode, Version: version(),
 		WriteVerification: cliout.Verification,
 	})
 	var failed demo.CheckFailed
@@ -75,19 +71,4 @@ func runDemo(ctx context.Context, cmd *cobra.Command, o demoOptions) error {
 		return err
 	}
 	return verificationExit(res.Verification)
-}
-
-// startDemoWorker starts imrecall worker's lanes in this process for the
-// demo.
-func startDemoWorker(opt asynq.RedisConnOpt, h *worker.Handler, discover *producer.DiscoverHandler, concurrency int, log *slog.Logger) (func(), error) {
-	srv, err := worker.NewServer(worker.ServerConfig{Redis: opt, Handler: h,
-		Discovery: asynq.HandlerFunc(discover.Handle), DiscoveryErrors: asynq.ErrorHandlerFunc(discover.HandleError),
-		Concurrency: concurrency, Logger: log, LogLevel: asynq.ErrorLevel})
-	if err == nil {
-		err = srv.Start()
-	}
-	if err != nil {
-		return nil, err
-	}
-	return srv.Shutdown, nil
 }
