@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/imrecall/imrecall"
 	"github.com/imrecall/imrecall/api"
 	"github.com/imrecall/imrecall/console"
 	"github.com/imrecall/imrecall/internal/imtest"
@@ -27,6 +28,7 @@ import (
 // Test tokens.
 var (
 	admin  = api.Token{Name: "ops", Role: api.RoleAdmin, Secret: "console-admin-secret-0123456789"}
+	admin2 = api.Token{Name: "bob", Role: api.RoleAdmin, Secret: "console-admin2-secret-012345678"}
 	reader = api.Token{Name: "viewer", Role: api.RoleRead, Secret: "console-read-secret-0123456789"}
 )
 
@@ -38,21 +40,30 @@ type bundle struct {
 	store *jobs.Store
 }
 
-func setup(t *testing.T) *bundle {
+func setup(t *testing.T) *bundle { t.Helper(); return setupWith(t, imrecall.Config{}) }
+
+// setupWith is setup with the Client's settings in cfg (Redis, Queue and
+// AppID are set here).
+func setupWith(t *testing.T, cfg imrecall.Config) *bundle {
 	t.Helper()
 	r := redistest.Start(t)
 	rdb := r.Client()
 	store := jobs.NewStore(rdb, "")
 	enq := asynq.NewClient(asynq.RedisClientOpt{Addr: r.Addr()})
 	t.Cleanup(func() { enq.Close() })
-	tokens := []api.Token{admin, reader}
-	srv, err := api.New(api.Config{Store: store, Schedules: producer.NewSchedules(rdb, ""), Queue: enq, AppID: imtest.AppID, Tokens: tokens})
+	tokens := []api.Token{admin, reader, admin2}
+	cfg.Redis, cfg.Queue, cfg.AppID = rdb, enq, imtest.AppID
+	client, err := imrecall.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := api.New(api.Config{Client: client, AppID: imtest.AppID, Schedules: producer.NewSchedules(rdb, ""), Tokens: tokens})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Close)
 	h := srv.Handler()
-	con, err := console.New(console.Config{Backend: console.NewAPIBackend(h, store, tokens), Redis: rdb, Authenticate: srv.Authenticate,
+	con, err := console.New(console.Config{Backend: console.NewClientBackend(client, h, tokens), Redis: rdb, Authenticate: srv.Authenticate,
 		CapOf: func(string) int { return 200 }})
 	if err != nil {
 		t.Fatal(err)
