@@ -79,7 +79,7 @@ func refusal(err error) error {
 	case err == nil:
 		return nil
 	case errors.As(err, &self):
-		return &Error{Status: http.StatusForbidden, Message: self.Error() + ": another admin must approve it"}
+		return &Error{Status: http.StatusForbidden, Message: self.Error()}
 	case errors.As(err, &fe):
 		return &Error{Status: http.StatusBadRequest, Message: fe.Error()}
 	case errors.As(err, &se):

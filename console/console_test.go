@@ -1,9 +1,11 @@
 package console_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
+	"mime/multipart"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -331,5 +333,124 @@ func TestPagesFastWith10000Jobs(t *testing.T) {
 		if worst > time.Second {
 			t.Errorf("GET %s took %s, want under a second", path, worst)
 		}
+	}
+}
+
+// postFile posts a multipart form with fields and one file, as the new-job
+// form's upload does.
+func (br *browser) postFile(path string, fields url.Values, file, content string) (int, string) {
+	br.t.Helper()
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	for k, vs := range fields {
+		for _, v := range vs {
+			mw.WriteField(k, v)
+		}
+	}
+	fw, err := mw.CreateFormFile("file", file)
+	if err != nil {
+		br.t.Fatal(err)
+	}
+	io.WriteString(fw, content)
+	mw.Close()
+	req, _ := http.NewRequest("POST", br.base+path, &buf)
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	resp, err := br.c.Do(req)
+	if err != nil {
+		br.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if m := csrfField.FindStringSubmatch(string(b)); m != nil {
+		br.csrf = m[1]
+	}
+	return resp.StatusCode, string(b)
+}
+
+// createFromDryRun confirms the dry run shown in body and returns the new
+// job's page.
+func (br *browser) createFromDryRun(body string) string {
+	br.t.Helper()
+	m := regexp.MustCompile(`name="request" value="([^"]+)"`).FindStringSubmatch(body)
+	if m == nil {
+		br.t.Fatalf("no request in the dry run's confirmation form:\n%s", body)
+	}
+	req := strings.NewReplacer("&#34;", `"`, "&quot;", `"`).Replace(m[1])
+	st, _, resp := br.do("POST", "/new", url.Values{"csrf": {br.csrf}, "step": {"create"}, "request": {req}})
+	loc := resp.Header.Get("Location")
+	if st != http.StatusSeeOther || !strings.HasPrefix(loc, "/jobs/") {
+		br.t.Fatalf("create: %d %q", st, loc)
+	}
+	return loc
+}
+
+// TestApprovalInConsole: with approval above 2 and a cool-off, a list of 3
+// messages uploaded by admin ops is created awaiting approval, its page
+// naming the requester; ops's own approval is refused (403) and changes
+// nothing; bob approves it, recorded as token:bob, and in the cool-off the
+// page says when it starts and offers Cancel, which stops it.
+func TestApprovalInConsole(t *testing.T) {
+	b := setupWith(t, imrecall.Config{ApprovalAbove: 2, ApprovalDelay: time.Hour})
+	ctx := context.Background()
+	ops := b.browser(t)
+	ops.signIn(admin.Secret)
+	ops.do("GET", "/new", nil)
+	list := "{\"GroupId\":\"g1\",\"MsgSeq\":1}\n{\"GroupId\":\"g1\",\"MsgSeq\":2}\n{\"GroupId\":\"g1\",\"MsgSeq\":3}\n"
+	st, body := ops.postFile("/new", url.Values{"csrf": {ops.csrf}, "kind": {"recall"}, "reason": {"INC-7"}}, "list.jsonl", list)
+	if st != 200 || !strings.Contains(body, `<b id="p-messages">3</b>`) {
+		t.Fatalf("dry run of an uploaded list: %d\n%s", st, body)
+	}
+	loc := ops.createFromDryRun(body)
+	id := strings.TrimPrefix(loc, "/jobs/")
+	j, err := b.store.Get(ctx, id)
+	if err != nil || j.Status != jobs.StatusAwaitingApproval || j.Requester != "token:ops" || j.Counts.Planned != 3 {
+		t.Fatalf("job of 3 messages above 2: %+v, %v; want awaiting_approval, requested by token:ops", j, err)
+	}
+	if st, body, _ := ops.do("GET", loc, nil); st != 200 || !strings.Contains(body, `id="requester">token:ops<`) || !strings.Contains(body, `id="act-approve"`) {
+		t.Fatalf("awaiting job's page: %d, want the requester and an approve button\n%s", st, body)
+	}
+	if st, body, _ := ops.do("GET", "/jobs?status=awaiting_approval", nil); st != 200 || !strings.Contains(body, id) {
+		t.Fatalf("jobs filtered by awaiting_approval: %d, want %s listed", st, id)
+	}
+	if st, body, _ := ops.do("POST", loc+"/approve", url.Values{"csrf": {ops.csrf}}); st != 200 || !strings.Contains(body, "another admin") {
+		t.Fatalf("approve without confirmation: %d, want the confirmation page\n%s", st, body)
+	}
+	st, body, _ = ops.do("POST", loc+"/approve", url.Values{"csrf": {ops.csrf}, "confirmed": {"yes"}, "reason": {"mine"}})
+	if st != http.StatusForbidden || !strings.Contains(body, "cannot approve it too") {
+		t.Fatalf("the requester's own approval: %d, want 403\n%s", st, body)
+	}
+	if j, _ := b.store.Get(ctx, id); j.Status != jobs.StatusAwaitingApproval || j.ApprovedBy != "" {
+		t.Fatalf("after the refused approval: %s approved by %q", j.Status, j.ApprovedBy)
+	}
+
+	bob := b.browser(t)
+	bob.signIn(admin2.Secret)
+	bob.do("GET", loc, nil)
+	if st, _, _ := bob.do("POST", loc+"/approve", url.Values{"csrf": {bob.csrf}, "confirmed": {"yes"}, "reason": {"checked"}}); st != http.StatusSeeOther {
+		t.Fatalf("bob's approval: %d", st)
+	}
+	j, _ = b.store.Get(ctx, id)
+	if j.Status != jobs.StatusApproved || j.ApprovedBy != "token:bob" || j.StartsAt == nil {
+		t.Fatalf("after bob's approval: %+v; want approved by token:bob with a cool-off", j)
+	}
+	st, body, _ = bob.do("GET", loc, nil)
+	if st != 200 || !strings.Contains(body, `id="approved-by">token:bob<`) || !strings.Contains(body, `id="cooloff"`) || !strings.Contains(body, `id="act-cancel"`) {
+		t.Fatalf("approved job's page: %d, want the approver, the cool-off and a cancel button\n%s", st, body)
+	}
+	if st, _, _ := bob.do("POST", loc+"/cancel", url.Values{"csrf": {bob.csrf}, "confirmed": {"yes"}, "reason": {"changed my mind"}}); st != http.StatusSeeOther {
+		t.Fatalf("cancel in the cool-off: %d", st)
+	}
+	if j, _ := b.store.Get(ctx, id); j.Status != jobs.StatusCancelled {
+		t.Fatalf("after cancelling in the cool-off: %s", j.Status)
+	}
+	evs, _ := b.store.AuditLog(ctx, 100)
+	who := map[string]string{}
+	for _, e := range evs {
+		if e.JobID == id {
+			who[e.Action] = e.Actor
+		}
+	}
+	if who["approve"] != "token:bob" || who["cancel"] != "token:bob" {
+		t.Fatalf("audit trail of %s: %v; want approve and cancel by token:bob", id, who)
 	}
 }
