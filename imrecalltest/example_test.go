@@ -1,11 +1,16 @@
 package imrecalltest_test
 
 import (
+	"context"
 	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
 
 	"github.com/imrecall/imrecall/emulator"
 	"github.com/imrecall/imrecall/imrecalltest"
 	"github.com/imrecall/imrecall/jobs"
+	"github.com/imrecall/imrecall/tasks"
 	"github.com/imrecall/imrecall/tim"
 )
 
@@ -46,5 +51,29 @@ func TestExampleDeadLetters(t *testing.T) {
 	})
 	if st := env.IM.Emu.Stats()[tim.GroupMsgRecall.Name()]; st.Throttled != 0 {
 		t.Fatalf("%d throttled calls", st.Throttled)
+	}
+}
+
+// TestHandlersRunOnTheGroupLane: a task type given in Options.Handlers
+// (as cmd gives the schedule firings) runs on the worker's group lane.
+func TestHandlersRunOnTheGroupLane(t *testing.T) {
+	t.Parallel()
+	ran := make(chan string, 1)
+	env := imrecalltest.Start(t, imrecalltest.Options{Handlers: map[string]asynq.Handler{
+		"test:ping": asynq.HandlerFunc(func(_ context.Context, task *asynq.Task) error {
+			ran <- string(task.Payload())
+			return nil
+		}),
+	}})
+	if _, err := env.Queue.EnqueueContext(t.Context(), asynq.NewTask("test:ping", []byte("hello")), asynq.Queue(tasks.QueueIncident)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-ran:
+		if got != "hello" {
+			t.Fatalf("handler got %q, want hello", got)
+		}
+	case <-time.After(imrecalltest.WaitTimeout):
+		t.Fatal("the handler never ran")
 	}
 }

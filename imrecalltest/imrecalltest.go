@@ -25,6 +25,8 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
 	"github.com/imrecall/imrecall/emulator"
 	"github.com/imrecall/imrecall/internal/imtest"
 	"github.com/imrecall/imrecall/internal/redistest"
@@ -34,7 +36,6 @@ import (
 	"github.com/imrecall/imrecall/tasks"
 	"github.com/imrecall/imrecall/tim"
 	"github.com/imrecall/imrecall/worker"
-	"github.com/redis/go-redis/v9"
 )
 
 // Options configure Start. The zero value is an emulator with Tencent's
@@ -53,6 +54,9 @@ type Options struct {
 	Worker worker.Config
 	// Concurrency is each recall lane's slots. Default 16.
 	Concurrency int
+	// Handlers are further task types the worker runs on its group lane
+	// (worker.ServerConfig.Handlers), e.g. tasks.TypeScheduleRun.
+	Handlers map[string]asynq.Handler
 	// NoWorker starts no worker.Server: the test runs its own (or none).
 	NoWorker bool
 	// Logger receives the worker's records. Nil discards.
@@ -137,6 +141,9 @@ func Start(t testing.TB, opts Options) *Env {
 	if wcfg.Logger == nil {
 		wcfg.Logger = log
 	}
+	if wcfg.Limiter == nil {
+		wcfg.Limiter = lim.ForApp(AppID)
+	}
 	concurrency := opts.Concurrency
 	if concurrency <= 0 {
 		concurrency = 16
@@ -147,6 +154,7 @@ func Start(t testing.TB, opts Options) *Env {
 		Handler:         worker.New(worker.TIM{C: env.Client}, env.Store, wcfg),
 		Discovery:       asynq.HandlerFunc(discover.Handle),
 		DiscoveryErrors: asynq.ErrorHandlerFunc(discover.HandleError),
+		Handlers:        opts.Handlers,
 		Concurrency:     concurrency,
 		Unparker:        &worker.Unparker{Store: env.Store, Queue: env.Queue, Interval: 50 * time.Millisecond, Logger: log},
 		PollInterval:    10 * time.Millisecond,

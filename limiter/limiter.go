@@ -86,8 +86,9 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// DefaultCap is Tencent's default limit per API per app, in calls/s.
-const DefaultCap = 200
+// DefaultCap is Tencent's default limit per API per app, in calls/s: the
+// one constant, tim.DefaultRateLimit.
+const DefaultCap = tim.DefaultRateLimit
 
 // DefaultMargin is the fraction of the cap left unused to absorb jitter.
 const DefaultMargin = 0.025

@@ -38,6 +38,7 @@ import (
 	"time"
 
 	"github.com/imrecall/imrecall/jobs"
+	"github.com/imrecall/imrecall/tasks"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -125,7 +126,7 @@ func (e Entry) Validate() error {
 	if err := validID("To_Account", e.To, true); err != nil {
 		return err
 	}
-	if err := validMsgKey(e.MsgKey); err != nil {
+	if err := tasks.ValidMsgKey(e.MsgKey); err != nil {
 		return err
 	}
 	return nil
@@ -144,19 +145,6 @@ func validID(field, s string, required bool) error {
 	for _, r := range s {
 		if r < 0x20 || r == 0x7f {
 			return fmt.Errorf("%s %q: control characters are not allowed", field, s)
-		}
-	}
-	return nil
-}
-
-func validMsgKey(k string) error {
-	parts := strings.Split(k, "_")
-	if k == "" || len(k) > 64 || len(parts) != 3 {
-		return fmt.Errorf("MsgKey %q: want {MsgSeq}_{MsgRandom}_{MsgTimeStamp}", k)
-	}
-	for _, p := range parts {
-		if _, err := strconv.ParseUint(p, 10, 64); err != nil {
-			return fmt.Errorf("MsgKey %q: want {MsgSeq}_{MsgRandom}_{MsgTimeStamp} of whole numbers", k)
 		}
 	}
 	return nil

@@ -162,13 +162,20 @@ func (p C2CWithdraw) Validate() error {
 	return nil
 }
 
-// ValidMsgKey checks the documented MsgKey shape {MsgSeq}_{MsgRandom}_{MsgTimeStamp}.
+// MaxMsgKeyLen is the documented bound of a MsgKey (sendmsg's answer:
+// "MsgKey String, at most 50 characters"; ../shared/reference). Every
+// MsgKey imrecall takes (tasks, recall lists, the message index) is checked
+// against it by ValidMsgKey.
+const MaxMsgKeyLen = 50
+
+// ValidMsgKey checks the documented MsgKey shape {MsgSeq}_{MsgRandom}_{MsgTimeStamp},
+// at most MaxMsgKeyLen characters. It is the one MsgKey check.
 func ValidMsgKey(k string) error {
 	if k == "" {
 		return errors.New("MsgKey: required")
 	}
-	if len(k) > 50 {
-		return fmt.Errorf("MsgKey %q: longer than 50 characters", k)
+	if len(k) > MaxMsgKeyLen {
+		return fmt.Errorf("MsgKey %q: longer than %d characters", k, MaxMsgKeyLen)
 	}
 	parts := strings.Split(k, "_")
 	if len(parts) != 3 {

@@ -134,6 +134,7 @@ type Client struct {
 	userAgent string
 	sigs      *sigCache
 	maxBody   int64
+	paced     bool // the caller waited on its limiter: see Paced
 }
 
 // New returns a client for cfg, after cfg.Validate.
@@ -243,6 +244,18 @@ func (c *Client) call(ctx context.Context, api API, req any, resp response, opts
 	}
 }
 
+// Paced returns a client that shares c's connections and UserSigs and
+// sends each call's first try without consulting the Gate: its caller
+// waits on the limiter itself, where it makes the call (the worker's send
+// path: reserve a slot, record the send, wait for the slot, call). The
+// client's own second try after an auth code, and its throttle reports, go
+// through the Gate as usual.
+func (c *Client) Paced() *Client {
+	p := *c
+	p.paced = true
+	return &p
+}
+
 // Await waits on the Gate for one call of api and returns a context that
 // carries the permission: the next call of api made with it uses that
 // permission instead of waiting on the Gate again (any other call waits as
@@ -312,7 +325,7 @@ func (c *Client) pass(ctx context.Context, api string) error {
 // attempt makes one HTTP call and returns the UserSig it used.
 func (c *Client) attempt(ctx context.Context, api API, body []byte, resp response, opts callOpts, attempt int) (sig string, err error) {
 	name := api.Name()
-	if c.gate != nil {
+	if c.gate != nil && !(c.paced && attempt == 1) {
 		if err := c.pass(ctx, name); err != nil {
 			return "", err
 		}

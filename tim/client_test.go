@@ -380,36 +380,47 @@ func TestGateAndRetries(t *testing.T) {
 		{"auth twice: give up", []func(http.ResponseWriter){failBody(70003), failBody(70003), okBody("")}, 70003, 2, nil, 2},
 		{"auth then throttled", []func(http.ResponseWriter){failBody(60004), failBody(60018)}, 60018, 2, []string{"admin_msgwithdraw:60018"}, 2},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			s, srv := startScripted(t, tt.answers...)
-			g := &recordingGate{}
-			c := newTestClient(t, srv.URL, func(c *Config) { c.Gate = g })
-			_, err := c.AdminMsgWithdraw(t.Context(), AdminMsgWithdrawRequest{FromAccount: "a", ToAccount: "b", MsgKey: "1_2_3"})
-			if got := CodeOf(err); got != tt.wantCode {
-				t.Errorf("code %d (err %v), want %d", got, err, tt.wantCode)
-			}
-			if (err == nil) != (tt.wantCode == 0) {
-				t.Errorf("err = %v", err)
-			}
-			reqs := s.requests()
-			waits, throttled := g.counts()
-			if len(reqs) != tt.wantRequests || len(waits) != tt.wantRequests {
-				t.Errorf("%d requests, %d gate waits, want %d of each", len(reqs), len(waits), tt.wantRequests)
-			}
-			for _, w := range waits {
-				if w != "admin_msgwithdraw" {
-					t.Errorf("gate waited for %q", w)
+	// Paced: the caller waited on its limiter for the first try; the
+	// client's own second try after an auth code waits on the Gate.
+	for _, paced := range []bool{false, true} {
+		for _, tt := range tests {
+			t.Run(fmt.Sprintf("%s/paced=%v", tt.name, paced), func(t *testing.T) {
+				t.Parallel()
+				s, srv := startScripted(t, tt.answers...)
+				g := &recordingGate{}
+				c := newTestClient(t, srv.URL, func(c *Config) { c.Gate = g })
+				if paced {
+					c = c.Paced()
 				}
-			}
-			if diff := cmp.Diff(tt.wantThrottled, throttled); diff != "" {
-				t.Errorf("Throttled calls (-want +got):\n%s", diff)
-			}
-			if got := c.sigs.gen.Load(); got != tt.wantSigGens {
-				t.Errorf("%d UserSig generations, want %d", got, tt.wantSigGens)
-			}
-		})
+				wantWaits := tt.wantRequests
+				if paced {
+					wantWaits--
+				}
+				_, err := c.AdminMsgWithdraw(t.Context(), AdminMsgWithdrawRequest{FromAccount: "a", ToAccount: "b", MsgKey: "1_2_3"})
+				if got := CodeOf(err); got != tt.wantCode {
+					t.Errorf("code %d (err %v), want %d", got, err, tt.wantCode)
+				}
+				if (err == nil) != (tt.wantCode == 0) {
+					t.Errorf("err = %v", err)
+				}
+				reqs := s.requests()
+				waits, throttled := g.counts()
+				if len(reqs) != tt.wantRequests || len(waits) != wantWaits {
+					t.Errorf("%d requests, %d gate waits, want %d and %d", len(reqs), len(waits), tt.wantRequests, wantWaits)
+				}
+				for _, w := range waits {
+					if w != "admin_msgwithdraw" {
+						t.Errorf("gate waited for %q", w)
+					}
+				}
+				if diff := cmp.Diff(tt.wantThrottled, throttled); diff != "" {
+					t.Errorf("Throttled calls (-want +got):\n%s", diff)
+				}
+				if got := c.sigs.gen.Load(); got != tt.wantSigGens {
+					t.Errorf("%d UserSig generations, want %d", got, tt.wantSigGens)
+				}
+			})
+		}
 	}
 }
 

@@ -34,11 +34,34 @@ type Config struct {
 	// when its job was paused and resumed while the task was being parked.
 	// Default 5 s. (A paused job's tasks are parked, not retried: see Park.)
 	PausedDelay time.Duration
+	// Limiter is the shared cap the send path waits on before each recall
+	// call (limiter.AppGate). The IM's recall calls must not wait again:
+	// TIM sends them through tim.Client.Paced. Nil: the send path waits on
+	// nothing, and a TIM's recall calls wait on its client's Gate (if any)
+	// as any other call does.
+	Limiter Limiter
 	// Logger; nil discards.
 	Logger *slog.Logger
 	// Metrics; nil records none.
 	Metrics *Metrics
 }
+
+// Limiter is the shared cap as the send path sees it; limiter.AppGate
+// satisfies it.
+type Limiter interface {
+	// Reserve books the next slot of api (the path's last segment) and
+	// returns shortly before it, so that the caller records the send while
+	// the slot approaches; the Slot's Wait sleeps out the rest (one wait per
+	// call). Its errors (ctx done, Redis down, a wait too long) mean the
+	// call is not made.
+	Reserve(ctx context.Context, api string) (tim.Slot, error)
+}
+
+// noLimit is the Limiter of a Config without one.
+type noLimit struct{}
+
+func (noLimit) Reserve(context.Context, string) (tim.Slot, error) { return noLimit{}, nil }
+func (noLimit) Wait(context.Context) error                        { return nil }
 
 func (c Config) withDefaults() Config {
 	if c.MaxAttempts <= 0 {
@@ -56,6 +79,9 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	if c.Limiter == nil {
+		c.Limiter = noLimit{}
+	}
 	return c
 }
 
@@ -70,6 +96,10 @@ type Handler struct {
 
 // New returns a handler that calls im and records outcomes in store.
 func New(im IM, store *jobs.Store, cfg Config) *Handler {
+	if t, ok := im.(TIM); ok && cfg.Limiter == nil {
+		t.gated = true
+		im = t
+	}
 	return &Handler{im: im, store: store, cfg: cfg.withDefaults()}
 }
 
@@ -126,6 +156,33 @@ type item struct {
 	lastInfo  string
 }
 
+// send is one recall task as the attempt loop (run) sees it: what differs
+// between the two recall APIs. Read one message's life in run: admit,
+// limit (Config.Limiter), record the send, call, classify the answer
+// (OutcomeOf), record the outcome, back off.
+type send struct {
+	jobID  string
+	target jobs.Target
+	api    tim.API
+	log    *slog.Logger
+	items  []*item
+	// peek reads the items' states without counting a send; begin counts
+	// one (the send is recorded before the call is made).
+	peek, begin func(ctx context.Context, items []*item) (jobs.Begin, error)
+	// call sends the items and returns each one's code by item id, or an
+	// error that gives no per-item answer.
+	call func(ctx context.Context, items []*item) (map[string]int, error)
+	// whole: the API answers for its one message with the call's
+	// ErrorCode (admin_msgwithdraw), so an error code is that answer.
+	whole bool
+	// checkFirst, if set, checks before the first call the messages an
+	// earlier delivery sent without hearing the answer (preVerify).
+	checkFirst bool
+	// gone decides an OutcomeGone answer for a message an earlier call of
+	// ours may have recalled unheard: recalled (attribution unknown) or not.
+	gone func(ctx context.Context, it *item, code int) (bool, error)
+}
+
 // HandleGroupRecall handles a tasks.TypeGroupRecall task.
 func (h *Handler) HandleGroupRecall(ctx context.Context, t *asynq.Task) error {
 	p, err := tasks.DecodeGroupRecall(t)
@@ -135,70 +192,148 @@ func (h *Handler) HandleGroupRecall(ctx context.Context, t *asynq.Task) error {
 	if err := h.checkApp(p.JobID, p.AppID); err != nil {
 		return err
 	}
-	ctx = withTask(ctx, t)
 	target := jobs.Target{GroupID: p.GroupID, TopicID: p.TopicID}
-	log := h.cfg.Logger.With("job_id", p.JobID, "group_id", p.GroupID)
-	items := make([]*item, len(p.Seqs))
-	for i, s := range p.Seqs {
-		items[i] = &item{id: strconv.FormatInt(s, 10), seq: s}
+	s := &send{
+		jobID: p.JobID, target: target, api: tim.GroupMsgRecall, checkFirst: true,
+		log: h.cfg.Logger.With("job_id", p.JobID, "group_id", p.GroupID),
+		peek: func(ctx context.Context, items []*item) (jobs.Begin, error) {
+			return h.store.PeekGroup(ctx, p.JobID, target, seqsOf(items))
+		},
+		begin: func(ctx context.Context, items []*item) (jobs.Begin, error) {
+			return h.store.BeginGroup(ctx, p.JobID, target, seqsOf(items))
+		},
+		call: func(ctx context.Context, items []*item) (map[string]int, error) {
+			codes, err := h.im.RecallGroup(ctx, p.GroupID, p.TopicID, seqsOf(items))
+			if err != nil {
+				return nil, err
+			}
+			out := make(map[string]int, len(codes))
+			for seq, c := range codes {
+				out[seqItem(seq)] = c
+			}
+			return out, nil
+		},
+		gone: func(ctx context.Context, it *item, _ int) (bool, error) {
+			recalled, _, err := h.im.GroupRecalled(ctx, p.GroupID, p.TopicID, it.seq)
+			return recalled, err
+		},
 	}
-	first := true
-	for len(items) > 0 {
+	for _, seq := range p.Seqs {
+		s.items = append(s.items, &item{id: seqItem(seq), seq: seq})
+	}
+	return h.run(withTask(ctx, t), s)
+}
+
+// HandleC2CWithdraw handles a tasks.TypeC2CWithdraw task.
+func (h *Handler) HandleC2CWithdraw(ctx context.Context, t *asynq.Task) error {
+	p, err := tasks.DecodeC2CWithdraw(t)
+	if err != nil {
+		return err
+	}
+	if err := h.checkApp(p.JobID, p.AppID); err != nil {
+		return err
+	}
+	target := jobs.Target{From: p.From, To: p.To}
+	s := &send{
+		jobID: p.JobID, target: target, api: tim.AdminMsgWithdraw, whole: true,
+		log:   h.cfg.Logger.With("job_id", p.JobID, "from", p.From, "to", p.To),
+		items: []*item{{id: p.MsgKey}},
+		peek: func(ctx context.Context, _ []*item) (jobs.Begin, error) {
+			return h.store.PeekC2C(ctx, p.JobID, target, p.MsgKey)
+		},
+		begin: func(ctx context.Context, _ []*item) (jobs.Begin, error) {
+			return h.store.BeginC2C(ctx, p.JobID, target, p.MsgKey)
+		},
+		call: func(ctx context.Context, _ []*item) (map[string]int, error) {
+			return map[string]int{p.MsgKey: 0}, h.im.Withdraw(ctx, p.From, p.To, p.MsgKey)
+		},
+		// 20023 after a call whose answer we never heard: that call may
+		// have recalled it, or someone before the job. It is gone either
+		// way. (20022, not found, cannot be told apart: dead-lettered.)
+		gone: func(_ context.Context, _ *item, code int) (bool, error) { return tim.IsDone(code), nil },
+	}
+	return h.run(withTask(ctx, t), s)
+}
+
+// run is the attempt loop of a recall task: until every message of s is
+// terminal, it admits them (a cancelled or paused job, messages already
+// done), waits on the limiter, records the send, calls, records each
+// outcome, and backs off before calling again for the messages left.
+func (h *Handler) run(ctx context.Context, s *send) error {
+	items := s.items
+	for first := true; len(items) > 0; first = false {
 		if h.draining.Load() {
 			return errDraining
 		}
-		peek, err := h.store.PeekGroup(ctx, p.JobID, target, seqsOf(items))
+		peek, err := s.peek(ctx, items)
 		if err != nil {
 			return err
 		}
-		items, err = h.admit(ctx, p.JobID, target, peek, items, first)
-		if err != nil || len(items) == 0 {
+		if items, err = h.admit(ctx, s.jobID, s.target, peek, items, first); err != nil || len(items) == 0 {
 			return err
 		}
-		if first {
-			if items, err = h.preVerify(ctx, p.JobID, target, items, log); err != nil || len(items) == 0 {
+		if first && s.checkFirst {
+			if items, err = h.preVerify(ctx, s, items); err != nil || len(items) == 0 {
 				return err
 			}
 		}
-		first = false
 
-		// Reserve the call's slot first, count the send as the slot
-		// approaches, then send at the slot: a worker stopped while it waits
-		// for its share of the cap leaves no send for a later delivery to
-		// suspect, and counting the send costs no second wait.
-		callCtx, callErr := h.im.Await(ctx, tim.GroupMsgRecall)
-		start := time.Now()
-		var codes map[int64]int
-		if callErr == nil {
-			b, err := h.store.BeginGroup(ctx, p.JobID, target, seqsOf(items))
+		// Limit, record, call: reserve the call's slot first, count the
+		// send as the slot approaches, then send at the slot. A worker
+		// stopped while it waits for its share of the cap leaves no send
+		// for a later delivery to suspect, and counting the send costs no
+		// second wait.
+		var codes map[string]int
+		slot, callErr := h.cfg.Limiter.Reserve(ctx, s.api.Name())
+		if callErr != nil {
+			callErr = &tim.Error{API: s.api.Name(), Err: fmt.Errorf("%w: %w", tim.ErrGate, callErr)}
+		} else {
+			b, err := s.begin(ctx, items)
 			if err != nil {
 				return err
 			}
-			if items, err = h.admit(ctx, p.JobID, target, b, items, false); err != nil || len(items) == 0 {
+			if items, err = h.admit(ctx, s.jobID, s.target, b, items, false); err != nil || len(items) == 0 {
 				return err
 			}
-			codes, callErr = h.im.RecallGroup(callCtx, p.GroupID, p.TopicID, seqsOf(items))
+			if callErr = slot.Wait(ctx); callErr != nil {
+				callErr = &tim.Error{API: s.api.Name(), Err: fmt.Errorf("%w: %w", tim.ErrGate, callErr)}
+			}
+		}
+		start := time.Now()
+		if callErr == nil {
+			codes, callErr = s.call(ctx, items)
+		}
+		h.cfg.Metrics.call(s.api.Name(), codeOf(callErr), time.Since(start))
+		if s.whole {
+			codes, callErr = wholeAnswer(items, codes, callErr)
 		}
 		if callErr != nil {
-			h.cfg.Metrics.call(tim.GroupMsgRecall.Name(), codeOf(callErr), time.Since(start))
-			items, err = h.callFailed(ctx, p.JobID, target, items, callErr, log)
+			items, err = h.callFailed(ctx, s, items, callErr)
 		} else {
-			h.cfg.Metrics.call(tim.GroupMsgRecall.Name(), "0", time.Since(start))
-			items, err = h.groupAnswered(ctx, p.JobID, target, items, codes, log)
+			items, err = h.answered(ctx, s, items, codes)
 		}
 		if err != nil {
 			return err
 		}
-		if err := h.noteAnswers(ctx, p.JobID, target, items); err != nil {
+		if err := h.noteAnswers(ctx, s.jobID, s.target, items); err != nil {
 			return err
 		}
-		if len(items) > 0 {
-			if err := h.backoff(ctx, items); err != nil {
-				return err
-			}
+		if err := h.backoff(ctx, items); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// wholeAnswer turns the error code of a call that answers for its one
+// message into that message's code. An error without a code (the call was
+// not answered) or an app-wide code stays the call's.
+func wholeAnswer(items []*item, codes map[string]int, err error) (map[string]int, error) {
+	var te *tim.Error
+	if err == nil || !errors.As(err, &te) || te.Code == 0 || len(items) != 1 || OutcomeOf(te.Code) == OutcomeAppWide {
+		return codes, err
+	}
+	return map[string]int{items[0].id: te.Code}, nil
 }
 
 // seqsOf returns the seqs of items.
@@ -221,75 +356,6 @@ func (h *Handler) noteAnswers(ctx context.Context, jobID string, target jobs.Tar
 		}
 	}
 	return h.store.MarkAnswered(ctx, jobID, target, answered)
-}
-
-// HandleC2CWithdraw handles a tasks.TypeC2CWithdraw task.
-func (h *Handler) HandleC2CWithdraw(ctx context.Context, t *asynq.Task) error {
-	p, err := tasks.DecodeC2CWithdraw(t)
-	if err != nil {
-		return err
-	}
-	if err := h.checkApp(p.JobID, p.AppID); err != nil {
-		return err
-	}
-	ctx = withTask(ctx, t)
-	target := jobs.Target{From: p.From, To: p.To}
-	log := h.cfg.Logger.With("job_id", p.JobID, "from", p.From, "to", p.To)
-	items := []*item{{id: p.MsgKey}}
-	first := true
-	for len(items) > 0 {
-		if h.draining.Load() {
-			return errDraining
-		}
-		peek, err := h.store.PeekC2C(ctx, p.JobID, target, p.MsgKey)
-		if err != nil {
-			return err
-		}
-		items, err = h.admit(ctx, p.JobID, target, peek, items, first)
-		if err != nil || len(items) == 0 {
-			return err
-		}
-		first = false
-
-		// Wait for the cap, count the send, send (see HandleGroupRecall).
-		callCtx, callErr := h.im.Await(ctx, tim.AdminMsgWithdraw)
-		start := time.Now()
-		if callErr == nil {
-			b, err := h.store.BeginC2C(ctx, p.JobID, target, p.MsgKey)
-			if err != nil {
-				return err
-			}
-			if items, err = h.admit(ctx, p.JobID, target, b, items, false); err != nil || len(items) == 0 {
-				return err
-			}
-			callErr = h.im.Withdraw(callCtx, p.From, p.To, p.MsgKey)
-		}
-		code := codeOf(callErr)
-		h.cfg.Metrics.call(tim.AdminMsgWithdraw.Name(), code, time.Since(start))
-		it := items[0]
-		if callErr == nil {
-			items, err = nil, h.record(ctx, p.JobID, target, []jobs.Outcome{{Item: it.id, Recalled: true, Attempts: it.prior + it.attempts + 1}})
-		} else if c := tim.ClassOf(callErr); c == tim.ClassDone && it.unknown {
-			// 20023 after a call whose answer we never heard: that call may
-			// have recalled it, or someone before the job. It is gone.
-			log.Info("already recalled after an unanswered call: counting as recalled, attribution unknown", "code", code)
-			items, err = nil, h.record(ctx, p.JobID, target, []jobs.Outcome{{Item: it.id, Recalled: true, Unattributed: true, Attempts: it.prior + it.attempts + 1}})
-		} else {
-			items, err = h.callFailed(ctx, p.JobID, target, items, callErr, log)
-		}
-		if err != nil {
-			return err
-		}
-		if err := h.noteAnswers(ctx, p.JobID, target, items); err != nil {
-			return err
-		}
-		if len(items) > 0 {
-			if err := h.backoff(ctx, items); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
 }
 
 // checkApp snoozes a task of an app this worker cannot call as.
@@ -345,53 +411,121 @@ func (h *Handler) admit(ctx context.Context, jobID string, target jobs.Target, b
 	return kept, nil
 }
 
-// groupAnswered handles a group_msg_recall answer with per-seq codes and
-// returns the messages to retry.
-func (h *Handler) groupAnswered(ctx context.Context, jobID string, target jobs.Target, items []*item, codes map[int64]int, log *slog.Logger) ([]*item, error) {
+// Outcome is what one answer code means for one message: the one
+// classification the send path acts on (table-tested in TestOutcomeOf).
+type Outcome int
+
+// The outcomes.
+const (
+	// OutcomeRecalled: this call recalled it (code 0).
+	OutcomeRecalled Outcome = iota
+	// OutcomeGone: it is not there to recall (10030, 20022 not found;
+	// 20023 already recalled). If an earlier call of ours went unanswered,
+	// that call may have done it: the send checks (send.gone) and counts it
+	// recalled, attribution unknown; otherwise it is dead-lettered.
+	OutcomeGone
+	// OutcomeThrottled: refused for the rate cap. It uses no attempt.
+	OutcomeThrottled
+	// OutcomeRetry: transient (or an auth code the client already renewed
+	// the UserSig for): another call, up to Config.MaxAttempts.
+	OutcomeRetry
+	// OutcomeDeadLetter: permanent; dead-lettered at once, in the
+	// category jobs.CategoryOf gives its code.
+	OutcomeDeadLetter
+	// OutcomeAppWide: the app's configuration is wrong (tim.AppWideOf):
+	// the job is paused, nothing is dead-lettered.
+	OutcomeAppWide
+)
+
+var outcomeNames = [...]string{"recalled", "gone", "throttled", "retry", "dead-letter", "app-wide"}
+
+func (o Outcome) String() string {
+	if o >= 0 && int(o) < len(outcomeNames) {
+		return outcomeNames[o]
+	}
+	return "Outcome(" + strconv.Itoa(int(o)) + ")"
+}
+
+// OutcomeOf classifies an answer code (a call's ErrorCode or an item's
+// RetCode).
+func OutcomeOf(code int) Outcome {
+	if _, ok := tim.AppWideOf(&tim.Error{Code: code}); ok {
+		return OutcomeAppWide
+	}
+	switch tim.Classify(code) {
+	case tim.ClassOK:
+		return OutcomeRecalled
+	case tim.ClassThrottled:
+		return OutcomeThrottled
+	case tim.ClassRetry, tim.ClassAuth:
+		return OutcomeRetry
+	}
+	if tim.IsNotFound(code) || tim.IsDone(code) {
+		return OutcomeGone
+	}
+	return OutcomeDeadLetter
+}
+
+// answered handles a call's per-message codes and returns the messages to
+// call again.
+func (h *Handler) answered(ctx context.Context, s *send, items []*item, codes map[string]int) ([]*item, error) {
 	var out []jobs.Outcome
-	var retry []*item
+	var retry, appWide []*item
+	var aw tim.AppWide
 	for _, it := range items {
-		code, ok := codes[it.seq]
+		code, ok := codes[it.id]
 		if !ok {
-			// No result for this seq: treat like an unanswered call.
+			// No result for this message: treat like an unanswered call.
 			it.attempts++
 			it.unknown = true
-			it.lastCode, it.lastInfo = jobs.CodeTransport, "no RecallRetList entry for this seq"
+			it.lastCode, it.lastInfo = jobs.CodeTransport, "no answer for this message in the call's result"
 			retry = h.retryOrDead(it, retry, &out)
 			continue
 		}
 		it.lastCode, it.lastInfo = strconv.Itoa(code), tim.Describe(code)
-		switch tim.Classify(code) {
-		case tim.ClassOK:
+		switch OutcomeOf(code) {
+		case OutcomeRecalled:
 			out = append(out, jobs.Outcome{Item: it.id, Recalled: true, Attempts: it.prior + it.attempts + 1})
-		case tim.ClassThrottled:
+		case OutcomeThrottled:
 			// This call did nothing; an earlier unanswered one still may have.
 			it.throttled = true
 			retry = append(retry, it)
-		case tim.ClassRetry, tim.ClassAuth:
+		case OutcomeRetry:
 			it.attempts++
 			it.throttled = false
 			retry = h.retryOrDead(it, retry, &out)
-		default:
-			if tim.IsNotFound(code) && it.unknown {
-				recalled, err := h.verify(ctx, target, it.seq)
+		case OutcomeAppWide:
+			aw, _ = tim.AppWideOf(&tim.Error{Code: code})
+			appWide = append(appWide, it)
+		case OutcomeGone:
+			if it.unknown {
+				recalled, err := s.gone(ctx, it, code)
 				if err != nil {
 					// Cannot tell now: try the whole thing again later.
-					log.Warn("verifying an unanswered recall failed; will retry", "seqs", it.seq, "err", err)
+					s.log.Warn("checking a message sent unanswered failed; will retry", "item", it.id, "err", err)
 					it.attempts++
 					retry = h.retryOrDead(it, retry, &out)
 					continue
 				}
 				if recalled {
-					log.Info("seq already recalled after an unanswered call: counting as recalled, attribution unknown", "seqs", it.seq)
+					s.log.Info("message already recalled after an unanswered call: counting as recalled, attribution unknown", "item", it.id, "code", code)
 					out = append(out, jobs.Outcome{Item: it.id, Recalled: true, Unattributed: true, Attempts: it.prior + it.attempts + 1})
 					continue
 				}
 			}
 			out = append(out, jobs.Outcome{Item: it.id, Code: it.lastCode, ErrorInfo: it.lastInfo, Attempts: it.prior + it.attempts + 1})
+		default:
+			out = append(out, jobs.Outcome{Item: it.id, Code: it.lastCode, ErrorInfo: it.lastInfo, Attempts: it.prior + it.attempts + 1})
 		}
 	}
-	return retry, h.record(ctx, jobID, target, out)
+	if err := h.record(ctx, s.jobID, s.target, out); err != nil {
+		return nil, err
+	}
+	if len(appWide) > 0 {
+		// The app is misconfigured: the messages left wait for the fix.
+		return nil, h.breakerTrip(ctx, s.jobID, s.target, append(appWide, retry...), aw, s.log)
+	}
+	return retry, nil
 }
 
 // preVerify checks, before calling again, the messages an earlier delivery
@@ -400,7 +534,7 @@ func (h *Handler) groupAnswered(ctx context.Context, jobID string, target jobs.T
 // request, attribution unknown (the lost call, or someone before the job).
 // The others are sent again as fresh; if the history cannot be read, they
 // keep their doubt and are checked after the call.
-func (h *Handler) preVerify(ctx context.Context, jobID string, target jobs.Target, items []*item, log *slog.Logger) ([]*item, error) {
+func (h *Handler) preVerify(ctx context.Context, s *send, items []*item) ([]*item, error) {
 	var out []jobs.Outcome
 	kept := items[:0]
 	for _, it := range items {
@@ -408,10 +542,10 @@ func (h *Handler) preVerify(ctx context.Context, jobID string, target jobs.Targe
 			kept = append(kept, it)
 			continue
 		}
-		recalled, _, err := h.im.GroupRecalled(ctx, target.GroupID, target.TopicID, it.seq)
+		recalled, _, err := h.im.GroupRecalled(ctx, s.target.GroupID, s.target.TopicID, it.seq)
 		switch {
 		case err != nil:
-			log.Warn("cannot check a message sent before a crash; will check after the call", "seqs", it.seq, "err", err)
+			s.log.Warn("cannot check a message sent before a crash; will check after the call", "seqs", it.seq, "err", err)
 		case recalled:
 			out = append(out, jobs.Outcome{Item: it.id, Recalled: true, Unattributed: true, Attempts: it.prior + it.attempts})
 			continue
@@ -421,20 +555,14 @@ func (h *Handler) preVerify(ctx context.Context, jobID string, target jobs.Targe
 		kept = append(kept, it)
 	}
 	if len(out) > 0 {
-		log.Info("messages found recalled after a call whose answer was lost: counted recalled, attribution unknown", "messages", len(out))
+		s.log.Info("messages found recalled after a call whose answer was lost: counted recalled, attribution unknown", "messages", len(out))
 	}
-	return kept, h.record(ctx, jobID, target, out)
-}
-
-// verify asks the group's history whether seq is recalled.
-func (h *Handler) verify(ctx context.Context, target jobs.Target, seq int64) (bool, error) {
-	recalled, _, err := h.im.GroupRecalled(ctx, target.GroupID, target.TopicID, seq)
-	return recalled, err
+	return kept, h.record(ctx, s.jobID, s.target, out)
 }
 
 // callFailed handles a call that gave no per-message answer and returns the
 // messages to retry.
-func (h *Handler) callFailed(ctx context.Context, jobID string, target jobs.Target, items []*item, callErr error, log *slog.Logger) ([]*item, error) {
+func (h *Handler) callFailed(ctx context.Context, s *send, items []*item, callErr error) ([]*item, error) {
 	class := tim.ClassOf(callErr)
 	code, info := codeOf(callErr), infoOf(callErr)
 	if errors.Is(callErr, context.Canceled) && ctx.Err() != nil {
@@ -446,7 +574,7 @@ func (h *Handler) callFailed(ctx context.Context, jobID string, target jobs.Targ
 		// The app's configuration is wrong: every message would fail the
 		// same way. Pause the job (and, through the breaker, the app's
 		// other jobs) instead of dead-lettering; the messages stay pending.
-		return nil, h.breakerTrip(ctx, jobID, target, items, aw, log)
+		return nil, h.breakerTrip(ctx, s.jobID, s.target, items, aw, s.log)
 	}
 	var out []jobs.Outcome
 	var retry []*item
@@ -467,9 +595,9 @@ func (h *Handler) callFailed(ctx context.Context, jobID string, target jobs.Targ
 		}
 	}
 	if len(out) > 0 {
-		log.Info("dead-lettering after call failure", "code", code, "class", class.String(), "messages", len(out))
+		s.log.Info("dead-lettering after call failure", "code", code, "class", class.String(), "messages", len(out))
 	}
-	return retry, h.record(ctx, jobID, target, out)
+	return retry, h.record(ctx, s.jobID, s.target, out)
 }
 
 // retryOrDead keeps it for another call, or dead-letters it with its last

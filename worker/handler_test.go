@@ -390,17 +390,16 @@ func TestAnsweredSendIsNotSuspected(t *testing.T) {
 	}
 }
 
-// heldGate is the shared limiter with a backlog that never drains: every
-// call waits until its context ends. It tells the test when a call waits.
-type heldGate struct{ waiting chan string }
+// heldLimiter is the shared limiter with a backlog that never drains:
+// every reservation waits until its context ends. It tells the test when a
+// call waits.
+type heldLimiter struct{ waiting chan string }
 
-func (g heldGate) Wait(ctx context.Context, api string) error {
+func (g heldLimiter) Reserve(ctx context.Context, api string) (tim.Slot, error) {
 	g.waiting <- api
 	<-ctx.Done()
-	return ctx.Err()
+	return nil, ctx.Err()
 }
-
-func (heldGate) Throttled(context.Context, string, int) {}
 
 // TestStoppedWhileWaitingForTheCapCountsNoSend: a worker stopped while its
 // calls wait for the shared cap has sent nothing, so it must record no send.
@@ -429,12 +428,8 @@ func TestStoppedWhileWaitingForTheCapCountsNoSend(t *testing.T) {
 	b.close(t)
 
 	// A worker whose calls wait for the cap, stopped while they wait.
-	gate := heldGate{waiting: make(chan string, 2)}
-	held, err := tim.New(tim.Config{SDKAppID: imtest.AppID, Admin: imtest.Admin, SecretKey: imtest.Secret, BaseURL: b.env.URL, Gate: gate})
-	if err != nil {
-		t.Fatal(err)
-	}
-	stopped := New(TIM{C: held}, b.store, Config{MaxAttempts: 5, BaseBackoff: time.Millisecond})
+	gate := heldLimiter{waiting: make(chan string, 2)}
+	stopped := New(TIM{C: b.env.Client}, b.store, Config{MaxAttempts: 5, BaseBackoff: time.Millisecond, Limiter: gate})
 	gtask, _ := tasks.NewGroupRecallTask(tasks.GroupRecall{JobID: b.job.ID, AppID: imtest.AppID, GroupID: g, Seqs: seqs}, tasks.QueuePurge, 0)
 	ctask, _ := tasks.NewC2CWithdrawTask(tasks.C2CWithdraw{JobID: b.job.ID, AppID: imtest.AppID, From: "alice", To: "bob", MsgKey: keys[0]}, tasks.QueuePurge, 0)
 	ctx, stop := context.WithCancel(t.Context())

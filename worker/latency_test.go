@@ -50,7 +50,7 @@ func TestSendPathThroughRedisLatency(t *testing.T) {
 		t.Fatal(err)
 	}
 	store := jobs.NewStore(rdb, "")
-	h := New(TIM{C: client}, store, Config{BaseBackoff: time.Millisecond})
+	h := New(TIM{C: client}, store, Config{BaseBackoff: time.Millisecond, Limiter: lim.ForApp(imtest.AppID)})
 	ctx := t.Context()
 	job, err := store.Create(ctx, jobs.Spec{Kind: "test", Queue: "purge", AppID: imtest.AppID, RequestedBy: "t"})
 	if err != nil {
@@ -139,7 +139,7 @@ func TestStoppedWhileReservingCountsNoSend(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := New(TIM{C: client}, b.store, Config{MaxAttempts: 5, BaseBackoff: time.Millisecond})
+	h := New(TIM{C: client}, b.store, Config{MaxAttempts: 5, BaseBackoff: time.Millisecond, Limiter: lim.ForApp(imtest.AppID)})
 	task, _ := tasks.NewGroupRecallTask(tasks.GroupRecall{JobID: b.job.ID, AppID: imtest.AppID, GroupID: g, Seqs: seqs}, tasks.QueuePurge, 0)
 	ctx, stop := context.WithCancel(t.Context())
 	done := make(chan error, 1)

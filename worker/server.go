@@ -258,7 +258,7 @@ func (s *Server) newAsynq(queues map[string]int, concurrency int) *asynq.Server 
 		ShutdownTimeout:          2*c.CallTimeout + 5*time.Second,
 		DelayedTaskCheckInterval: c.DelayedInterval,
 		TaskCheckInterval:        c.PollInterval,
-		Logger:                   asynqLogger{c.Logger},
+		Logger:                   AsynqLogger{c.Logger},
 		LogLevel:                 c.LogLevel,
 	})
 }
@@ -354,16 +354,16 @@ func MinConcurrency(rtt time.Duration, capPerSec int) int {
 // about 10 scans at once keep one process's discovery at the cap.
 func DefaultDiscoveries(concurrency int) int { return max(concurrency/4, 1) }
 
-// asynqLogger adapts slog to asynq's logger.
-type asynqLogger struct{ l *slog.Logger }
+// AsynqLogger adapts slog to asynq's Logger: each record gets
+// component=asynq. Fatal logs at error level and exits, as asynq's own
+// logger does.
+type AsynqLogger struct{ L *slog.Logger }
 
-func (a asynqLogger) Debug(args ...any) { a.l.Debug(fmt.Sprint(args...), "component", "asynq") }
-func (a asynqLogger) Info(args ...any)  { a.l.Info(fmt.Sprint(args...), "component", "asynq") }
-func (a asynqLogger) Warn(args ...any)  { a.l.Warn(fmt.Sprint(args...), "component", "asynq") }
-func (a asynqLogger) Error(args ...any) { a.l.Error(fmt.Sprint(args...), "component", "asynq") }
-
-// Fatal logs and exits, as asynq's own logger does.
-func (a asynqLogger) Fatal(args ...any) {
-	a.l.Error(fmt.Sprint(args...), "component", "asynq")
+func (a AsynqLogger) Debug(args ...any) { a.L.Debug(fmt.Sprint(args...), "component", "asynq") }
+func (a AsynqLogger) Info(args ...any)  { a.L.Info(fmt.Sprint(args...), "component", "asynq") }
+func (a AsynqLogger) Warn(args ...any)  { a.L.Warn(fmt.Sprint(args...), "component", "asynq") }
+func (a AsynqLogger) Error(args ...any) { a.L.Error(fmt.Sprint(args...), "component", "asynq") }
+func (a AsynqLogger) Fatal(args ...any) {
+	a.L.Error(fmt.Sprint(args...), "component", "asynq")
 	os.Exit(1)
 }

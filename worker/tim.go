@@ -6,19 +6,29 @@ import (
 	"github.com/imrecall/imrecall/tim"
 )
 
-// TIM adapts a *tim.Client to IM.
-type TIM struct{ C *tim.Client }
+// TIM adapts a *tim.Client to IM. Its recall calls go through C.Paced():
+// the send path has already waited on Config.Limiter for them (a Handler
+// without a Limiter lets them wait on C's Gate instead). Its history reads
+// wait on C's Gate.
+type TIM struct {
+	C *tim.Client
+
+	gated bool // the handler has no Limiter: recall calls wait on C's Gate
+}
+
+// recaller is the client for a recall call.
+func (t TIM) recaller() *tim.Client {
+	if t.gated {
+		return t.C
+	}
+	return t.C.Paced()
+}
 
 var _ IM = TIM{}
 
-// Await implements IM.
-func (t TIM) Await(ctx context.Context, api tim.API) (context.Context, error) {
-	return t.C.Await(ctx, api)
-}
-
 // RecallGroup implements IM.
 func (t TIM) RecallGroup(ctx context.Context, group, topic string, seqs []int64) (map[int64]int, error) {
-	res, err := t.C.RecallGroup(ctx, group, topic, seqs)
+	res, err := t.recaller().RecallGroup(ctx, group, topic, seqs)
 	if err != nil {
 		return nil, err
 	}
@@ -31,7 +41,7 @@ func (t TIM) RecallGroup(ctx context.Context, group, topic string, seqs []int64)
 
 // Withdraw implements IM.
 func (t TIM) Withdraw(ctx context.Context, from, to, msgKey string) error {
-	_, err := t.C.AdminMsgWithdraw(ctx, tim.AdminMsgWithdrawRequest{FromAccount: from, ToAccount: to, MsgKey: msgKey})
+	_, err := t.recaller().AdminMsgWithdraw(ctx, tim.AdminMsgWithdrawRequest{FromAccount: from, ToAccount: to, MsgKey: msgKey})
 	return err
 }
 

@@ -1,13 +1,12 @@
 package main
 
 import (
-	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"strings"
 
 	"github.com/hibiken/asynq"
+	"github.com/imrecall/imrecall/worker"
 	"github.com/spf13/cobra"
 )
 
@@ -49,14 +48,5 @@ func (f *logFlags) asynqLevel() asynq.LogLevel {
 	return asynq.InfoLevel
 }
 
-// asynqLogger adapts slog to asynq's logger.
-type asynqLogger struct{ l *slog.Logger }
-
-func (a asynqLogger) Debug(args ...any) { a.l.Debug(fmt.Sprint(args...), "component", "asynq") }
-func (a asynqLogger) Info(args ...any)  { a.l.Info(fmt.Sprint(args...), "component", "asynq") }
-func (a asynqLogger) Warn(args ...any)  { a.l.Warn(fmt.Sprint(args...), "component", "asynq") }
-func (a asynqLogger) Error(args ...any) { a.l.Error(fmt.Sprint(args...), "component", "asynq") }
-func (a asynqLogger) Fatal(args ...any) {
-	a.l.Error(fmt.Sprint(args...), "component", "asynq")
-	os.Exit(exitFailure)
-}
+// asynqLogger adapts slog to asynq's logger (worker.AsynqLogger).
+type asynqLogger = worker.AsynqLogger

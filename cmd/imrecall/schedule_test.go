@@ -168,7 +168,7 @@ func TestScheduleFiresAJob(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := asynq.NewServer(c.asynq, asynq.Config{Concurrency: 2, Queues: tasks.Queues, LogLevel: asynq.ErrorLevel, Logger: asynqLogger{log}})
+	srv := asynq.NewServer(c.asynq, asynq.Config{Concurrency: 2, Queues: tasks.Queues, LogLevel: asynq.ErrorLevel, Logger: asynqLogger{L: log}})
 	mux := asynq.NewServeMux()
 	mux.HandleFunc(tasks.TypeScheduleRun, scheduleRunner{client: creator, log: log}.handle)
 	if err := srv.Start(mux); err != nil {

@@ -232,13 +232,14 @@ func runWorker(ctx context.Context, cmd *cobra.Command, o *workerOptions) error 
 	if err := o.limits.checkCaps(ctx, lim, c.rdb, o.redis.prefix, imCfg.SDKAppID, log); err != nil {
 		return err
 	}
-	imCfg.Gate = lim.ForApp(imCfg.SDKAppID)
+	gate := lim.ForApp(imCfg.SDKAppID)
+	imCfg.Gate = gate
 	client, err := tim.New(imCfg)
 	if err != nil {
 		return badInput("%v", err)
 	}
 	h := worker.New(worker.TIM{C: client}, c.store, worker.Config{
-		AppID: imCfg.SDKAppID, MaxAttempts: o.maxAttempts, Logger: log, Metrics: metrics,
+		AppID: imCfg.SDKAppID, MaxAttempts: o.maxAttempts, Limiter: gate, Logger: log, Metrics: metrics,
 	})
 	enq := asynq.NewClient(c.asynq)
 	defer enq.Close()
