@@ -105,6 +105,13 @@ func (br *browser) do(method, path string, form url.Values, header ...[2]string)
 	for _, h := range header {
 		req.Header.Set(h[0], h[1])
 	}
+	return br.send(req)
+}
+
+// send sends req and returns the status and body; it remembers the page's
+// CSRF token.
+func (br *browser) send(req *http.Request) (int, string, *http.Response) {
+	br.t.Helper()
 	resp, err := br.c.Do(req)
 	if err != nil {
 		br.t.Fatal(err)
@@ -355,16 +362,8 @@ func (br *browser) postFile(path string, fields url.Values, file, content string
 	mw.Close()
 	req, _ := http.NewRequest("POST", br.base+path, &buf)
 	req.Header.Set("Content-Type", mw.FormDataContentType())
-	resp, err := br.c.Do(req)
-	if err != nil {
-		br.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if m := csrfField.FindStringSubmatch(string(b)); m != nil {
-		br.csrf = m[1]
-	}
-	return resp.StatusCode, string(b)
+	st, body, _ := br.send(req)
+	return st, body
 }
 
 // createFromDryRun confirms the dry run shown in body and returns the new

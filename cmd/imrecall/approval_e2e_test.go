@@ -2,14 +2,12 @@ package main
 
 import (
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/imrecall/imrecall/emulator"
 	"github.com/imrecall/imrecall/jobs"
 )
 
@@ -17,17 +15,7 @@ import (
 // tokens holds a job of 5 messages; the requester's token cannot approve it
 // (403), the second admin's can (200), and a worker runs it to done.
 func TestApprovalThroughServe(t *testing.T) {
-	e := newE2E(t, emulator.Config{Rate: 200})
-	const bobToken = "e2e-bob-token-0123456789abcdef"
-	addr := freeAddr(t)
-	e.serveProc(addr, "--api-tokens", "ops:admin:"+e2eAPIToken+",bob:admin:"+bobToken, "--approval-above", "3")
-	e.worker("w1")
-	e.env.Accounts(t, "spammer", "bob")
-	g := e.env.Group(t, "Public", "@TGS#approve", "spammer", "bob")
-	var msgs []string
-	for _, s := range e.env.SendGroup(t, g, "", 5, "spammer") {
-		msgs = append(msgs, fmt.Sprintf(`{"GroupId":%q,"MsgSeq":%d}`, g, s))
-	}
+	e, addr, _, msgs := approvalServe(t, "@TGS#approve")
 	do := func(path, token, body string, out any) int {
 		t.Helper()
 		req, _ := http.NewRequest("POST", "http://"+addr+path, strings.NewReader(body))
