@@ -56,12 +56,16 @@ func NewClientBackend(client *imrecall.Client, handler http.Handler, tokens []ap
 // reader is the token reads are made with.
 func (b *ClientBackend) reader() string { return b.reads }
 
-// principal is who the token named who is recorded as; a token the server
-// no longer accepts is refused.
+// principal is who the token named who acts as; a token the server no
+// longer accepts, or no longer as an admin (a session outlives a restart
+// with other tokens), is refused, as the API would refuse it.
 func (b *ClientBackend) principal(who string) (string, error) {
 	t, ok := b.tokens[who]
-	if !ok {
+	switch {
+	case !ok:
 		return "", &Error{Status: http.StatusForbidden, Message: fmt.Sprintf("token %s is no longer accepted: sign in again", who)}
+	case t.Role != api.RoleAdmin:
+		return "", &Error{Status: http.StatusForbidden, Message: fmt.Sprintf("token %s has role %s now: only admin tokens act", who, t.Role)}
 	}
 	return t.Principal(), nil
 }

@@ -3,6 +3,7 @@ package console_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"mime/multipart"
@@ -37,9 +38,10 @@ var (
 // bundle is a console mounted on the API, as serve mounts it, over a
 // private redis-server.
 type bundle struct {
-	url   string
-	rdb   *redis.Client
-	store *jobs.Store
+	url    string
+	rdb    *redis.Client
+	store  *jobs.Store
+	client *imrecall.Client
 }
 
 func setup(t *testing.T) *bundle { t.Helper(); return setupWith(t, imrecall.Config{}) }
@@ -72,7 +74,7 @@ func setupWith(t *testing.T, cfg imrecall.Config) *bundle {
 	}
 	hs := httptest.NewServer(con.Mount(h))
 	t.Cleanup(hs.Close)
-	return &bundle{url: hs.URL, rdb: rdb, store: store}
+	return &bundle{url: hs.URL, rdb: rdb, store: store, client: client}
 }
 
 var csrfField = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
@@ -451,5 +453,46 @@ func TestApprovalInConsole(t *testing.T) {
 	}
 	if who["approve"] != "token:bob" || who["cancel"] != "token:bob" {
 		t.Fatalf("audit trail of %s: %v; want approve and cancel by token:bob", id, who)
+	}
+}
+
+// TestBackendActsOnlyForCurrentAdmins: a session outlives a restart with
+// other tokens, so the backend checks the token each time: one the server
+// no longer has, or has as a read token now, is refused (403) and the job
+// is left as it was; a current admin's cancel is recorded as its principal.
+func TestBackendActsOnlyForCurrentAdmins(t *testing.T) {
+	b := setup(t)
+	ctx := context.Background()
+	be := console.NewClientBackend(b.client, http.NotFoundHandler(), []api.Token{admin, {Name: "bob", Role: api.RoleRead, Secret: admin2.Secret}})
+	resp, err := be.Create(ctx, admin.Name, producer.JobRequest{Kind: producer.KindRecall, Reason: "INC-8", Confirm: true,
+		Messages: []producer.MessageRef{{GroupID: "g1", MsgSeq: 1}}})
+	if err != nil || resp.Job == nil || resp.Job.Requester != "token:ops" {
+		t.Fatalf("create as ops: %+v, %v", resp.Job, err)
+	}
+	id := resp.Job.ID
+	for _, who := range []string{"bob", "gone"} {
+		var be2 *console.Error
+		if err := be.Act(ctx, who, id, console.ActionCancel, "x"); !errors.As(err, &be2) || be2.Status != http.StatusForbidden {
+			t.Fatalf("cancel as %s: %v, want a 403 refusal", who, err)
+		}
+	}
+	if j, _ := b.store.Get(ctx, id); j.Status == jobs.StatusCancelled {
+		t.Fatal("a refused cancel cancelled the job")
+	}
+	if err := be.Act(ctx, admin.Name, id, console.ActionCancel, "wrong list"); err != nil {
+		t.Fatal(err)
+	}
+	if j, _ := b.store.Get(ctx, id); j.Status != jobs.StatusCancelled {
+		t.Fatalf("after ops's cancel: %s", j.Status)
+	}
+	evs, _ := b.store.AuditLog(ctx, 10)
+	var by []string
+	for _, e := range evs {
+		if e.JobID == id && e.Action == "cancel" {
+			by = append(by, e.Actor)
+		}
+	}
+	if len(by) != 1 || by[0] != "token:ops" {
+		t.Fatalf("cancels recorded: %v, want one by token:ops", by)
 	}
 }
