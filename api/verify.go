@@ -163,6 +163,23 @@ func (s *Server) failRun(w http.ResponseWriter, r *http.Request, err error) {
 	}
 }
 
+// answerRun answers the request when err is set (failRun) or when a run of
+// what for job id is under way here (202 with its status), and reports
+// whether it did. Otherwise it returns how the last run of what for the job
+// failed here, if it did.
+func (s *Server) answerRun(w http.ResponseWriter, r *http.Request, err error, what, id string) (failure, bool) {
+	if err != nil {
+		s.failRun(w, r, err)
+		return failure{}, true
+	}
+	st, running, failed := s.bg.state(what, id)
+	if running {
+		writeRunning(w, st)
+		return failure{}, true
+	}
+	return failed, false
+}
+
 // startVerify is POST /v1/jobs/{id}/verify: it starts verifying the job
 // in the background (verify.RunJob, as `imrecall verify` does) and answers
 // 202 with where to follow it: GET /v1/jobs/{id}/verify.
@@ -208,13 +225,8 @@ func (s *Server) lastVerify(w http.ResponseWriter, r *http.Request, _ Token) {
 	if err == nil {
 		_, err = s.cfg.Store.Get(r.Context(), id)
 	}
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	st, running, failed := s.bg.state("verify", id)
-	if running {
-		writeRunning(w, st)
+	failed, answered := s.answerRun(w, r, err, "verify", id)
+	if answered {
 		return
 	}
 	raw, err := s.cfg.Store.LastVerification(r.Context(), id)
@@ -319,13 +331,8 @@ func (s *Server) certificateFile(w http.ResponseWriter, r *http.Request, part st
 	if err == nil {
 		path, err = s.certPath(id)
 	}
-	if err != nil {
-		s.failRun(w, r, err)
-		return
-	}
-	st, running, failed := s.bg.state("certificate", id)
-	if running {
-		writeRunning(w, st)
+	failed, answered := s.answerRun(w, r, err, "certificate", id)
+	if answered {
 		return
 	}
 	if _, err := os.Stat(path); err != nil {
