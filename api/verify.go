@@ -180,6 +180,16 @@ func (s *Server) answerRun(w http.ResponseWriter, r *http.Request, err error, wh
 	return failed, false
 }
 
+// jobToVerify returns the verifier of this server and job id.
+func (s *Server) jobToVerify(ctx context.Context, id string) (verify.JobIM, jobs.Job, error) {
+	im, err := s.verifier()
+	if err != nil {
+		return nil, jobs.Job{}, err
+	}
+	job, err := s.cfg.Store.Get(ctx, id)
+	return im, job, err
+}
+
 // startVerify is POST /v1/jobs/{id}/verify: it starts verifying the job
 // in the background (verify.RunJob, as `imrecall verify` does) and answers
 // 202 with where to follow it: GET /v1/jobs/{id}/verify.
@@ -190,12 +200,9 @@ func (s *Server) startVerify(w http.ResponseWriter, r *http.Request, who Token) 
 		err = optionalJSON(w, r, &req)
 	}
 	var im verify.JobIM
-	if err == nil {
-		im, err = s.verifier()
-	}
 	var job jobs.Job
 	if err == nil {
-		job, err = s.cfg.Store.Get(r.Context(), id)
+		im, job, err = s.jobToVerify(r.Context(), id)
 	}
 	if err != nil {
 		s.failRun(w, r, err)
@@ -278,12 +285,9 @@ func (s *Server) startCertificate(w http.ResponseWriter, r *http.Request, who To
 		err = errUnavailable{"this server has no signing key (start serve with --signing-key KEY.pem): it cannot issue certificates"}
 	}
 	var im verify.JobIM
-	if err == nil {
-		im, err = s.verifier()
-	}
 	var job jobs.Job
 	if err == nil {
-		job, err = s.cfg.Store.Get(r.Context(), id)
+		im, job, err = s.jobToVerify(r.Context(), id)
 	}
 	if err == nil && !job.Finished() {
 		err = fmt.Errorf("job %s is %s with %d pending: %w", job.ID, job.Status, job.Counts.Pending, certificate.ErrNotFinished)
