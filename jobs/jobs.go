@@ -238,7 +238,7 @@ func targetFromSuffix(s string) (Target, error) {
 // Ref names one message with Tencent's field names: GroupId, TopicId and
 // MsgSeq for a group message, From_Account, To_Account and MsgKey for a
 // one-to-one one. A list file, a dead letter and a certificate row name
-// their message with it (producer.MessageRef is the same type).
+// their message with it (producer.MessageRef is a type of the same fields).
 type Ref struct {
 	GroupID string `json:"GroupId,omitempty"`
 	TopicID string `json:"TopicId,omitempty"`

@@ -27,7 +27,7 @@ const (
 )
 
 // MessageRef names one message, with Tencent's field names (as in a list
-// file or an after-send callback).
+// file or an after-send callback): the fields of jobs.Ref.
 type MessageRef jobs.Ref
 
 // Message is the planner's form of the reference.
