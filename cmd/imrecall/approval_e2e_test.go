@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -18,19 +17,11 @@ func TestApprovalThroughServe(t *testing.T) {
 	e, addr, _, msgs := approvalServe(t, "@TGS#approve")
 	do := func(path, token, body string, out any) int {
 		t.Helper()
-		req, _ := http.NewRequest("POST", "http://"+addr+path, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+token)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
+		code, b := httpCall(t, "POST", "http://"+addr+path, body, append(bearer(token), "Content-Type", "application/json")...)
 		if out != nil {
 			_ = json.Unmarshal(b, out)
 		}
-		return resp.StatusCode
+		return code
 	}
 	var created struct{ Job jobs.Job }
 	if code := do("/v1/jobs", e2eAPIToken, `{"kind":"recall","reason":"INC-9","messages":[`+strings.Join(msgs, ",")+`]}`, &created); code != http.StatusCreated {
