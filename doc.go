@@ -37,18 +37,22 @@
 //  2. Task. producer.Batcher.enqueueGroup builds a tasks.GroupRecall
 //     payload (tasks/tasks.go, NewGroupRecallTask: at most 10 seqs, a
 //     deterministic task id) and enqueues it on the job's queue.
-//  3. Limit. worker.Handler.HandleGroupRecall (worker/handler.go) admits
-//     the seqs still pending, then waits for a call slot:
-//     tim.Client.Await(ctx, tim.GroupMsgRecall) asks the client's Gate,
-//     which is limiter.AppGate (limiter.Limiter.ForApp, limiter/limiter.go):
+//  3. Limit. worker.Handler.HandleGroupRecall (worker/handler.go) decodes
+//     the task and hands it to worker.Handler.run, the one attempt loop of
+//     both APIs, which admits the seqs still pending and then reserves a
+//     call slot from its Limiter (worker.Config.Limiter, which is
+//     limiter.AppGate from limiter.Limiter.ForApp, limiter/limiter.go):
 //     Reserve books a slot of the shared cap a lead ahead.
-//  4. Call. Once the slot is near, jobs.Store.BeginGroup records the send,
-//     and tim.Client.GroupMsgRecall (tim/group.go, reached through the
-//     worker's IM adapter, RecallGroup) makes the group_msg_recall call.
-//  5. Outcome. worker.Handler.groupAnswered classifies each seq's result
-//     code (recalled, already gone, retry, dead letter), or
-//     worker.Handler.callFailed classifies a failed call; retries wait out
-//     worker.RetryDelay.
+//  4. Call. While the slot approaches, jobs.Store.BeginGroup records the
+//     send; at the slot (Slot.Wait) the worker's IM adapter calls
+//     tim.Client.GroupMsgRecall through tim.Client.Paced (tim/group.go):
+//     the group_msg_recall call, which waits on no second gate.
+//  5. Outcome. worker.OutcomeOf (worker/handler.go, table-tested) turns
+//     each seq's result code into recalled, already gone, retry, dead
+//     letter or app-wide; worker.Handler.answered applies it per seq, and
+//     worker.Handler.callFailed does so for a call that failed whole.
+//     Retries wait out worker.RetryDelay; an app-wide code trips the
+//     breaker and pauses the job.
 //  6. Record. worker.Handler.record writes each outcome with
 //     jobs.Store.Record (jobs/store.go): counts, dead letters by code, and
 //     the job's end. Client.Wait and Client.Report read it back.

@@ -163,6 +163,33 @@ func (s *Server) failRun(w http.ResponseWriter, r *http.Request, err error) {
 	}
 }
 
+// answerRun answers the request when err is set (failRun) or when a run of
+// what for job id is under way here (202 with its status), and reports
+// whether it did. Otherwise it returns how the last run of what for the job
+// failed here, if it did.
+func (s *Server) answerRun(w http.ResponseWriter, r *http.Request, err error, what, id string) (failure, bool) {
+	if err != nil {
+		s.failRun(w, r, err)
+		return failure{}, true
+	}
+	st, running, failed := s.bg.state(what, id)
+	if running {
+		writeRunning(w, st)
+		return failure{}, true
+	}
+	return failed, false
+}
+
+// jobToVerify returns the verifier of this server and job id.
+func (s *Server) jobToVerify(ctx context.Context, id string) (verify.JobIM, jobs.Job, error) {
+	im, err := s.verifier()
+	if err != nil {
+		return nil, jobs.Job{}, err
+	}
+	job, err := s.cfg.Store.Get(ctx, id)
+	return im, job, err
+}
+
 // startVerify is POST /v1/jobs/{id}/verify: it starts verifying the job
 // in the background (verify.RunJob, as `imrecall verify` does) and answers
 // 202 with where to follow it: GET /v1/jobs/{id}/verify.
@@ -173,12 +200,9 @@ func (s *Server) startVerify(w http.ResponseWriter, r *http.Request, who Token) 
 		err = optionalJSON(w, r, &req)
 	}
 	var im verify.JobIM
-	if err == nil {
-		im, err = s.verifier()
-	}
 	var job jobs.Job
 	if err == nil {
-		job, err = s.cfg.Store.Get(r.Context(), id)
+		im, job, err = s.jobToVerify(r.Context(), id)
 	}
 	if err != nil {
 		s.failRun(w, r, err)
@@ -208,13 +232,8 @@ func (s *Server) lastVerify(w http.ResponseWriter, r *http.Request, _ Token) {
 	if err == nil {
 		_, err = s.cfg.Store.Get(r.Context(), id)
 	}
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	st, running, failed := s.bg.state("verify", id)
-	if running {
-		writeRunning(w, st)
+	failed, answered := s.answerRun(w, r, err, "verify", id)
+	if answered {
 		return
 	}
 	raw, err := s.cfg.Store.LastVerification(r.Context(), id)
@@ -266,12 +285,9 @@ func (s *Server) startCertificate(w http.ResponseWriter, r *http.Request, who To
 		err = errUnavailable{"this server has no signing key (start serve with --signing-key KEY.pem): it cannot issue certificates"}
 	}
 	var im verify.JobIM
-	if err == nil {
-		im, err = s.verifier()
-	}
 	var job jobs.Job
 	if err == nil {
-		job, err = s.cfg.Store.Get(r.Context(), id)
+		im, job, err = s.jobToVerify(r.Context(), id)
 	}
 	if err == nil && !job.Finished() {
 		err = fmt.Errorf("job %s is %s with %d pending: %w", job.ID, job.Status, job.Counts.Pending, certificate.ErrNotFinished)
@@ -319,13 +335,8 @@ func (s *Server) certificateFile(w http.ResponseWriter, r *http.Request, part st
 	if err == nil {
 		path, err = s.certPath(id)
 	}
-	if err != nil {
-		s.failRun(w, r, err)
-		return
-	}
-	st, running, failed := s.bg.state("certificate", id)
-	if running {
-		writeRunning(w, st)
+	failed, answered := s.answerRun(w, r, err, "certificate", id)
+	if answered {
 		return
 	}
 	if _, err := os.Stat(path); err != nil {

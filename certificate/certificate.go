@@ -36,6 +36,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/imrecall/imrecall/jobs"
 )
 
 // Format names the document's schema; a reader refuses any other.
@@ -158,12 +160,7 @@ type Rows struct {
 
 // Row is one message of the job and its final state, a line of the rows file.
 type Row struct {
-	GroupID string `json:"GroupId,omitempty"`
-	TopicID string `json:"TopicId,omitempty"`
-	MsgSeq  int64  `json:"MsgSeq,omitempty"`
-	From    string `json:"From_Account,omitempty"`
-	To      string `json:"To_Account,omitempty"`
-	MsgKey  string `json:"MsgKey,omitempty"`
+	jobs.Ref
 	// State is recalled, recalled_unattributed, dead_lettered or pending.
 	State string `json:"state"`
 	Code  string `json:"code,omitempty"` // the dead letter's code

@@ -68,9 +68,9 @@ func sampleDoc() Document {
 
 func sampleRows(yield func(Row) error) error {
 	for _, r := range []Row{
-		{GroupID: "@TGS#1", MsgSeq: 7, State: "recalled", Verified: "recalled"},
-		{GroupID: "@TGS#1", MsgSeq: 8, State: "dead_lettered", Code: "20023", Verified: "recalled"},
-		{From: "u1", To: "u2", MsgKey: "1_2_3", State: "recalled", Verified: "gone"},
+		{Ref: jobs.Ref{GroupID: "@TGS#1", MsgSeq: 7}, State: "recalled", Verified: "recalled"},
+		{Ref: jobs.Ref{GroupID: "@TGS#1", MsgSeq: 8}, State: "dead_lettered", Code: "20023", Verified: "recalled"},
+		{Ref: jobs.Ref{From: "u1", To: "u2", MsgKey: "1_2_3"}, State: "recalled", Verified: "gone"},
 	} {
 		if err := yield(r); err != nil {
 			return err

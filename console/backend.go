@@ -10,38 +10,40 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"strconv"
 	"time"
 
+	"github.com/imrecall/imrecall"
 	"github.com/imrecall/imrecall/api"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/msgindex"
 	"github.com/imrecall/imrecall/producer"
 )
 
-// APIBackend is the Backend over the HTTP API's own handler, called in
-// process: every action goes through the same routes, checks, audit
-// events and answers as a request to /v1/ (the console adds nothing the
-// API does not do), on behalf of the signed-in token, which it finds by
-// name among the server's tokens (held in memory, never in a session).
-// Lists of jobs page through the store, as the API lists only the newest.
-//
-// It is the one file to switch when the root package's Client arrives.
-type APIBackend struct {
-	api    http.Handler
+// ClientBackend is the Backend over the root package's Client: jobs are
+// created, cancelled, paused, resumed, re-queued and approved by calling
+// the Client on behalf of the signed-in token, recorded as its principal
+// ("token:NAME", api.Token.Principal, as the API records it), so the audit
+// trail and approval know who clicked; the Client's checks (confirmation,
+// approval above its threshold, the requester's own approval refused)
+// apply as they do to the API. Reads go to the Client and its store.
+// What the Client does not do (schedules, verification, certificates, the
+// index's coverage) goes through the API's own handler, called in process
+// as the signed-in token, which it finds by name among the server's
+// tokens (held in memory, never in a session).
+type ClientBackend struct {
+	client *imrecall.Client
 	store  *jobs.Store
+	api    http.Handler
 	tokens map[string]api.Token
 	// reads is the token reads are made with (any token may read): the
 	// first read token given, else the first token.
 	reads string
-	// Approvals tells whether the API has POST /v1/jobs/{id}/approve.
-	Approvals bool
 }
 
-// NewAPIBackend returns a backend over handler (api.Server.Handler), store
-// and the server's tokens.
-func NewAPIBackend(handler http.Handler, store *jobs.Store, tokens []api.Token) *APIBackend {
-	b := &APIBackend{api: handler, store: store, tokens: map[string]api.Token{}}
+// NewClientBackend returns a backend over client, the API's handler
+// (api.Server.Handler) and the server's tokens.
+func NewClientBackend(client *imrecall.Client, handler http.Handler, tokens []api.Token) *ClientBackend {
+	b := &ClientBackend{client: client, store: client.Store(), api: handler, tokens: map[string]api.Token{}}
 	for _, t := range tokens {
 		b.tokens[t.Name] = t
 		if b.reads == "" || t.Role == api.RoleRead && b.tokens[b.reads].Role != api.RoleRead {
@@ -52,11 +54,53 @@ func NewAPIBackend(handler http.Handler, store *jobs.Store, tokens []api.Token) 
 }
 
 // reader is the token reads are made with.
-func (b *APIBackend) reader() string { return b.reads }
+func (b *ClientBackend) reader() string { return b.reads }
+
+// principal is who the token named who acts as; a token the server no
+// longer accepts, or no longer as an admin (a session outlives a restart
+// with other tokens), is refused, as the API would refuse it.
+func (b *ClientBackend) principal(who string) (string, error) {
+	t, ok := b.tokens[who]
+	switch {
+	case !ok:
+		return "", &Error{Status: http.StatusForbidden, Message: fmt.Sprintf("token %s is no longer accepted: sign in again", who)}
+	case t.Role != api.RoleAdmin:
+		return "", &Error{Status: http.StatusForbidden, Message: fmt.Sprintf("token %s has role %s now: only admin tokens act", who, t.Role)}
+	}
+	return t.Principal(), nil
+}
+
+// refusal turns the Client's refusals into an *Error with the status the
+// API answers them with; other errors are returned as they are.
+func refusal(err error) error {
+	var (
+		self *jobs.SelfApprovalError
+		fe   *imrecall.FieldError
+		se   *jobs.StatusError
+		need *imrecall.ConfirmationRequired
+	)
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &self):
+		return &Error{Status: http.StatusForbidden, Message: self.Error()}
+	case errors.As(err, &fe):
+		return &Error{Status: http.StatusBadRequest, Message: fe.Error()}
+	case errors.As(err, &se):
+		return &Error{Status: http.StatusConflict, Message: se.Error()}
+	case errors.As(err, &need):
+		return &Error{Status: http.StatusConflict, Message: need.Error() + ": run the dry run, then confirm"}
+	case errors.Is(err, jobs.ErrNotFound):
+		return &Error{Status: http.StatusNotFound, Message: err.Error()}
+	case errors.Is(err, imrecall.ErrNotConfigured):
+		return &Error{Status: http.StatusNotImplemented, Message: err.Error()}
+	}
+	return err
+}
 
 // call sends one request to the API as who and decodes a JSON answer into
 // out (when not nil); an answer of 300 or more is an *Error.
-func (b *APIBackend) call(ctx context.Context, who, method, path string, body, out any) error {
+func (b *ClientBackend) call(ctx context.Context, who, method, path string, body, out any) error {
 	t, ok := b.tokens[who]
 	if !ok {
 		return &Error{Status: http.StatusForbidden, Message: fmt.Sprintf("token %s is no longer accepted: sign in again", who)}
@@ -107,47 +151,51 @@ func notFound(err error) bool {
 func jobPath(id string, rest string) string { return "/v1/jobs/" + url.PathEscape(id) + rest }
 
 // Jobs implements Backend.
-func (b *APIBackend) Jobs(ctx context.Context, f jobs.PageFilter, offset int64, n int) (jobs.JobPage, error) {
+func (b *ClientBackend) Jobs(ctx context.Context, f jobs.PageFilter, offset int64, n int) (jobs.JobPage, error) {
 	return b.store.Page(ctx, f, offset, n)
 }
 
 // Job implements Backend.
-func (b *APIBackend) Job(ctx context.Context, id string) (jobs.Job, error) {
-	var j jobs.Job
-	err := b.call(ctx, b.reader(), "GET", jobPath(id, ""), nil, &j)
-	return j, err
+func (b *ClientBackend) Job(ctx context.Context, id string) (jobs.Job, error) {
+	j, err := b.client.Job(ctx, id)
+	return j, refusal(err)
 }
 
 // Report implements Backend.
-func (b *APIBackend) Report(ctx context.Context, id string) (jobs.Report, error) {
-	var r jobs.Report
-	err := b.call(ctx, b.reader(), "GET", jobPath(id, "/report"), nil, &r)
-	return r, err
+func (b *ClientBackend) Report(ctx context.Context, id string) (jobs.Report, error) {
+	r, err := b.client.Report(ctx, id)
+	return r, refusal(err)
 }
 
 // DeadLetters implements Backend.
-func (b *APIBackend) DeadLetters(ctx context.Context, id string, limit int) ([]jobs.DeadLetter, error) {
+func (b *ClientBackend) DeadLetters(ctx context.Context, id string, limit int) ([]jobs.DeadLetter, error) {
+	if _, err := b.Job(ctx, id); err != nil {
+		return nil, err
+	}
 	var out []jobs.DeadLetter
-	err := b.call(ctx, b.reader(), "GET", jobPath(id, "/dead-letters?limit="+strconv.Itoa(limit)), nil, &out)
+	err := b.store.DeadLetters(ctx, id, func(d jobs.DeadLetter) error {
+		if len(out) < limit {
+			out = append(out, d)
+		}
+		return nil
+	})
 	return out, err
 }
 
 // ExportDeadLetters implements Backend with the store's export, streamed.
-func (b *APIBackend) ExportDeadLetters(ctx context.Context, id, format string, w io.Writer) error {
+func (b *ClientBackend) ExportDeadLetters(ctx context.Context, id, format string, w io.Writer) error {
 	_, err := b.store.ExportDeadLetters(ctx, id, func(jobs.DeadLetter) bool { return true }, format, w)
 	return err
 }
 
 // Audit implements Backend.
-func (b *APIBackend) Audit(ctx context.Context, n int) ([]jobs.Event, error) {
-	var out []jobs.Event
-	err := b.call(ctx, b.reader(), "GET", "/v1/audit?limit="+strconv.Itoa(n), nil, &out)
-	return out, err
+func (b *ClientBackend) Audit(ctx context.Context, n int) ([]jobs.Event, error) {
+	return b.store.AuditLog(ctx, int64(n))
 }
 
 // optional reads a JSON document that may not exist (404, or 501 when the
 // server issues no certificates).
-func (b *APIBackend) optional(ctx context.Context, path string) (json.RawMessage, error) {
+func (b *ClientBackend) optional(ctx context.Context, path string) (json.RawMessage, error) {
 	var buf bytes.Buffer
 	err := b.call(ctx, b.reader(), "GET", path, nil, &buf)
 	var e *Error
@@ -161,55 +209,97 @@ func (b *APIBackend) optional(ctx context.Context, path string) (json.RawMessage
 }
 
 // Verification implements Backend.
-func (b *APIBackend) Verification(ctx context.Context, id string) (json.RawMessage, error) {
+func (b *ClientBackend) Verification(ctx context.Context, id string) (json.RawMessage, error) {
 	return b.optional(ctx, jobPath(id, "/verify"))
 }
 
 // Certificate implements Backend.
-func (b *APIBackend) Certificate(ctx context.Context, id string) (json.RawMessage, error) {
+func (b *ClientBackend) Certificate(ctx context.Context, id string) (json.RawMessage, error) {
 	return b.optional(ctx, jobPath(id, "/certificate"))
 }
 
-// Create implements Backend. A request above the confirmation threshold
-// without "confirm" is an *Error with status 409.
-func (b *APIBackend) Create(ctx context.Context, who string, req producer.JobRequest) (api.CreateJobResponse, error) {
-	var resp api.CreateJobResponse
-	err := b.call(ctx, who, "POST", "/v1/jobs", req, &resp)
-	return resp, err
+// Create implements Backend: a dry run (Plan, recorded in the audit log)
+// or a job (Create), on behalf of the token named who. A request above the
+// confirmation threshold without "confirm" is an *Error with status 409;
+// one above the approval threshold is created awaiting approval.
+func (b *ClientBackend) Create(ctx context.Context, who string, jr producer.JobRequest) (api.CreateJobResponse, error) {
+	principal, err := b.principal(who)
+	if err != nil {
+		return api.CreateJobResponse{}, err
+	}
+	req, err := imrecall.RequestOf(jr)
+	if err != nil {
+		return api.CreateJobResponse{}, refusal(err)
+	}
+	if jr.DryRun {
+		p, err := b.client.Plan(ctx, req)
+		if err != nil {
+			return api.CreateJobResponse{}, refusal(err)
+		}
+		if err := b.client.Audit(ctx, jobs.Event{Actor: principal, Action: "dry_run", Detail: fmt.Sprintf("%s: %d messages; %s", jr.Kind, p.Messages, jr.Reason)}); err != nil {
+			return api.CreateJobResponse{}, err
+		}
+		resp := api.ResponseOf(p)
+		resp.DryRun = true
+		return resp, nil
+	}
+	// The job outlives a browser that drops the request while it is planned.
+	c, err := b.client.Create(context.WithoutCancel(ctx), req, imrecall.CreateOptions{Actor: principal, Requester: principal,
+		Reason: jr.Reason, Queue: jr.Queue, Confirmed: jr.Confirm})
+	if err != nil {
+		return api.CreateJobResponse{}, refusal(err)
+	}
+	resp := api.ResponseOf(c.Plan)
+	resp.Report = nil // a dry run's per-target count
+	resp.Job, resp.Planned, resp.Duplicates, resp.Tasks = &c.Job, c.Planned, c.Duplicates, c.Tasks
+	return resp, nil
 }
 
-// Act implements Backend.
-func (b *APIBackend) Act(ctx context.Context, who, id string, a Action, reason string) error {
-	path := map[Action]string{ActionCancel: "/cancel", ActionPause: "/pause", ActionResume: "/resume",
-		ActionRequeue: "/dead-letters/requeue", ActionApprove: "/approve"}[a]
-	if path == "" || a == ActionApprove && !b.Approvals {
+// Act implements Backend: the action, by the Client, on behalf of the token
+// named who. Re-queueing takes the dead letters that need attention.
+func (b *ClientBackend) Act(ctx context.Context, who, id string, a Action, reason string) error {
+	principal, err := b.principal(who)
+	if err != nil {
+		return err
+	}
+	// Cancel and Resume queue the job's parked tasks at once; what they
+	// cannot queue, the workers' unparkers do.
+	switch a {
+	case ActionCancel:
+		_, _, err = b.client.Cancel(ctx, id, principal, reason)
+	case ActionPause:
+		err = b.client.Pause(ctx, id, principal, reason)
+	case ActionResume:
+		_, err = b.client.Resume(ctx, id, principal, reason)
+	case ActionRequeue:
+		_, err = b.client.Requeue(ctx, id, imrecall.DeadLetterFilter{}, principal, reason)
+	case ActionApprove:
+		_, err = b.client.Approve(ctx, id, principal, reason)
+	default:
 		return &Error{Status: http.StatusNotFound, Message: fmt.Sprintf("no action %q", a)}
 	}
-	return b.call(ctx, who, "POST", jobPath(id, path), map[string]string{"reason": reason}, nil)
+	return refusal(err)
 }
 
-// CanApprove implements Backend.
-func (b *APIBackend) CanApprove() bool { return b.Approvals }
-
 // Schedules implements Backend.
-func (b *APIBackend) Schedules(ctx context.Context) ([]producer.Schedule, error) {
+func (b *ClientBackend) Schedules(ctx context.Context) ([]producer.Schedule, error) {
 	var out []producer.Schedule
 	err := b.call(ctx, b.reader(), "GET", "/v1/schedules", nil, &out)
 	return out, err
 }
 
 // AddSchedule implements Backend.
-func (b *APIBackend) AddSchedule(ctx context.Context, who string, s api.ScheduleRequest) error {
+func (b *ClientBackend) AddSchedule(ctx context.Context, who string, s api.ScheduleRequest) error {
 	return b.call(ctx, who, "POST", "/v1/schedules", s, nil)
 }
 
 // RemoveSchedule implements Backend.
-func (b *APIBackend) RemoveSchedule(ctx context.Context, who, name string) error {
+func (b *ClientBackend) RemoveSchedule(ctx context.Context, who, name string) error {
 	return b.call(ctx, who, "DELETE", "/v1/schedules/"+url.PathEscape(name), nil, nil)
 }
 
 // Index implements Backend.
-func (b *APIBackend) Index(ctx context.Context) (*msgindex.Coverage, error) {
+func (b *ClientBackend) Index(ctx context.Context) (*msgindex.Coverage, error) {
 	var c msgindex.Coverage
 	err := b.call(ctx, b.reader(), "GET", "/v1/index", nil, &c)
 	if notFound(err) {

@@ -44,11 +44,6 @@ const (
 	ActionApprove Action = "approve"
 )
 
-// StatusAwaitingApproval is the status of a job above the approval
-// threshold until a second admin approves it (when the backend has
-// approvals).
-const StatusAwaitingApproval jobs.Status = "awaiting_approval"
-
 // Backend is what the console needs of the application. who is the name of
 // the signed-in token, recorded as who asked.
 type Backend interface {
@@ -71,8 +66,6 @@ type Backend interface {
 	Create(ctx context.Context, who string, req producer.JobRequest) (api.CreateJobResponse, error)
 	// Act applies an action to a job.
 	Act(ctx context.Context, who, id string, a Action, reason string) error
-	// CanApprove reports whether the backend has approvals.
-	CanApprove() bool
 	Schedules(ctx context.Context) ([]producer.Schedule, error)
 	AddSchedule(ctx context.Context, who string, s api.ScheduleRequest) error
 	RemoveSchedule(ctx context.Context, who, name string) error

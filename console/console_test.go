@@ -1,9 +1,12 @@
 package console_test
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"mime/multipart"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -15,6 +18,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/imrecall/imrecall"
 	"github.com/imrecall/imrecall/api"
 	"github.com/imrecall/imrecall/console"
 	"github.com/imrecall/imrecall/internal/imtest"
@@ -27,39 +31,50 @@ import (
 // Test tokens.
 var (
 	admin  = api.Token{Name: "ops", Role: api.RoleAdmin, Secret: "console-admin-secret-0123456789"}
+	admin2 = api.Token{Name: "bob", Role: api.RoleAdmin, Secret: "console-admin2-secret-012345678"}
 	reader = api.Token{Name: "viewer", Role: api.RoleRead, Secret: "console-read-secret-0123456789"}
 )
 
 // bundle is a console mounted on the API, as serve mounts it, over a
 // private redis-server.
 type bundle struct {
-	url   string
-	rdb   *redis.Client
-	store *jobs.Store
+	url    string
+	rdb    *redis.Client
+	store  *jobs.Store
+	client *imrecall.Client
 }
 
-func setup(t *testing.T) *bundle {
+func setup(t *testing.T) *bundle { t.Helper(); return setupWith(t, imrecall.Config{}) }
+
+// setupWith is setup with the Client's settings in cfg (Redis, Queue and
+// AppID are set here).
+func setupWith(t *testing.T, cfg imrecall.Config) *bundle {
 	t.Helper()
 	r := redistest.Start(t)
 	rdb := r.Client()
 	store := jobs.NewStore(rdb, "")
 	enq := asynq.NewClient(asynq.RedisClientOpt{Addr: r.Addr()})
 	t.Cleanup(func() { enq.Close() })
-	tokens := []api.Token{admin, reader}
-	srv, err := api.New(api.Config{Store: store, Schedules: producer.NewSchedules(rdb, ""), Queue: enq, AppID: imtest.AppID, Tokens: tokens})
+	tokens := []api.Token{admin, reader, admin2}
+	cfg.Redis, cfg.Queue, cfg.AppID = rdb, enq, imtest.AppID
+	client, err := imrecall.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := api.New(api.Config{Client: client, AppID: imtest.AppID, Schedules: producer.NewSchedules(rdb, ""), Tokens: tokens})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Close)
 	h := srv.Handler()
-	con, err := console.New(console.Config{Backend: console.NewAPIBackend(h, store, tokens), Redis: rdb, Authenticate: srv.Authenticate,
+	con, err := console.New(console.Config{Backend: console.NewClientBackend(client, h, tokens), Redis: rdb, Authenticate: srv.Authenticate,
 		CapOf: func(string) int { return 200 }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	hs := httptest.NewServer(con.Mount(h))
 	t.Cleanup(hs.Close)
-	return &bundle{url: hs.URL, rdb: rdb, store: store}
+	return &bundle{url: hs.URL, rdb: rdb, store: store, client: client}
 }
 
 var csrfField = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
@@ -92,6 +107,13 @@ func (br *browser) do(method, path string, form url.Values, header ...[2]string)
 	for _, h := range header {
 		req.Header.Set(h[0], h[1])
 	}
+	return br.send(req)
+}
+
+// send sends req and returns the status and body; it remembers the page's
+// CSRF token.
+func (br *browser) send(req *http.Request) (int, string, *http.Response) {
+	br.t.Helper()
 	resp, err := br.c.Do(req)
 	if err != nil {
 		br.t.Fatal(err)
@@ -320,5 +342,157 @@ func TestPagesFastWith10000Jobs(t *testing.T) {
 		if worst > time.Second {
 			t.Errorf("GET %s took %s, want under a second", path, worst)
 		}
+	}
+}
+
+// postFile posts a multipart form with fields and one file, as the new-job
+// form's upload does.
+func (br *browser) postFile(path string, fields url.Values, file, content string) (int, string) {
+	br.t.Helper()
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	for k, vs := range fields {
+		for _, v := range vs {
+			mw.WriteField(k, v)
+		}
+	}
+	fw, err := mw.CreateFormFile("file", file)
+	if err != nil {
+		br.t.Fatal(err)
+	}
+	io.WriteString(fw, content)
+	mw.Close()
+	req, _ := http.NewRequest("POST", br.base+path, &buf)
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	st, body, _ := br.send(req)
+	return st, body
+}
+
+// createFromDryRun confirms the dry run shown in body and returns the new
+// job's page.
+func (br *browser) createFromDryRun(body string) string {
+	br.t.Helper()
+	m := regexp.MustCompile(`name="request" value="([^"]+)"`).FindStringSubmatch(body)
+	if m == nil {
+		br.t.Fatalf("no request in the dry run's confirmation form:\n%s", body)
+	}
+	req := strings.NewReplacer("&#34;", `"`, "&quot;", `"`).Replace(m[1])
+	st, _, resp := br.do("POST", "/new", url.Values{"csrf": {br.csrf}, "step": {"create"}, "request": {req}})
+	loc := resp.Header.Get("Location")
+	if st != http.StatusSeeOther || !strings.HasPrefix(loc, "/jobs/") {
+		br.t.Fatalf("create: %d %q", st, loc)
+	}
+	return loc
+}
+
+// TestApprovalInConsole: with approval above 2 and a cool-off, a list of 3
+// messages uploaded by admin ops is created awaiting approval, its page
+// naming the requester; ops's own approval is refused (403) and changes
+// nothing; bob approves it, recorded as token:bob, and in the cool-off the
+// page says when it starts and offers Cancel, which stops it.
+func TestApprovalInConsole(t *testing.T) {
+	b := setupWith(t, imrecall.Config{ApprovalAbove: 2, ApprovalDelay: time.Hour})
+	ctx := context.Background()
+	ops := b.browser(t)
+	ops.signIn(admin.Secret)
+	ops.do("GET", "/new", nil)
+	list := "{\"GroupId\":\"g1\",\"MsgSeq\":1}\n{\"GroupId\":\"g1\",\"MsgSeq\":2}\n{\"GroupId\":\"g1\",\"MsgSeq\":3}\n"
+	st, body := ops.postFile("/new", url.Values{"csrf": {ops.csrf}, "kind": {"recall"}, "reason": {"INC-7"}}, "list.jsonl", list)
+	if st != 200 || !strings.Contains(body, `<b id="p-messages">3</b>`) {
+		t.Fatalf("dry run of an uploaded list: %d\n%s", st, body)
+	}
+	loc := ops.createFromDryRun(body)
+	id := strings.TrimPrefix(loc, "/jobs/")
+	j, err := b.store.Get(ctx, id)
+	if err != nil || j.Status != jobs.StatusAwaitingApproval || j.Requester != "token:ops" || j.Counts.Planned != 3 {
+		t.Fatalf("job of 3 messages above 2: %+v, %v; want awaiting_approval, requested by token:ops", j, err)
+	}
+	if st, body, _ := ops.do("GET", loc, nil); st != 200 || !strings.Contains(body, `id="requester">token:ops<`) || !strings.Contains(body, `id="act-approve"`) {
+		t.Fatalf("awaiting job's page: %d, want the requester and an approve button\n%s", st, body)
+	}
+	if st, body, _ := ops.do("GET", "/jobs?status=awaiting_approval", nil); st != 200 || !strings.Contains(body, id) {
+		t.Fatalf("jobs filtered by awaiting_approval: %d, want %s listed", st, id)
+	}
+	if st, body, _ := ops.do("POST", loc+"/approve", url.Values{"csrf": {ops.csrf}}); st != 200 || !strings.Contains(body, "another admin") {
+		t.Fatalf("approve without confirmation: %d, want the confirmation page\n%s", st, body)
+	}
+	st, body, _ = ops.do("POST", loc+"/approve", url.Values{"csrf": {ops.csrf}, "confirmed": {"yes"}, "reason": {"mine"}})
+	if st != http.StatusForbidden || !strings.Contains(body, "cannot approve it too") {
+		t.Fatalf("the requester's own approval: %d, want 403\n%s", st, body)
+	}
+	if j, _ := b.store.Get(ctx, id); j.Status != jobs.StatusAwaitingApproval || j.ApprovedBy != "" {
+		t.Fatalf("after the refused approval: %s approved by %q", j.Status, j.ApprovedBy)
+	}
+
+	bob := b.browser(t)
+	bob.signIn(admin2.Secret)
+	bob.do("GET", loc, nil)
+	if st, _, _ := bob.do("POST", loc+"/approve", url.Values{"csrf": {bob.csrf}, "confirmed": {"yes"}, "reason": {"checked"}}); st != http.StatusSeeOther {
+		t.Fatalf("bob's approval: %d", st)
+	}
+	j, _ = b.store.Get(ctx, id)
+	if j.Status != jobs.StatusApproved || j.ApprovedBy != "token:bob" || j.StartsAt == nil {
+		t.Fatalf("after bob's approval: %+v; want approved by token:bob with a cool-off", j)
+	}
+	st, body, _ = bob.do("GET", loc, nil)
+	if st != 200 || !strings.Contains(body, `id="approved-by">token:bob<`) || !strings.Contains(body, `id="cooloff"`) || !strings.Contains(body, `id="act-cancel"`) {
+		t.Fatalf("approved job's page: %d, want the approver, the cool-off and a cancel button\n%s", st, body)
+	}
+	if st, _, _ := bob.do("POST", loc+"/cancel", url.Values{"csrf": {bob.csrf}, "confirmed": {"yes"}, "reason": {"changed my mind"}}); st != http.StatusSeeOther {
+		t.Fatalf("cancel in the cool-off: %d", st)
+	}
+	if j, _ := b.store.Get(ctx, id); j.Status != jobs.StatusCancelled {
+		t.Fatalf("after cancelling in the cool-off: %s", j.Status)
+	}
+	evs, _ := b.store.AuditLog(ctx, 100)
+	who := map[string]string{}
+	for _, e := range evs {
+		if e.JobID == id {
+			who[e.Action] = e.Actor
+		}
+	}
+	if who["approve"] != "token:bob" || who["cancel"] != "token:bob" {
+		t.Fatalf("audit trail of %s: %v; want approve and cancel by token:bob", id, who)
+	}
+}
+
+// TestBackendActsOnlyForCurrentAdmins: a session outlives a restart with
+// other tokens, so the backend checks the token each time: one the server
+// no longer has, or has as a read token now, is refused (403) and the job
+// is left as it was; a current admin's cancel is recorded as its principal.
+func TestBackendActsOnlyForCurrentAdmins(t *testing.T) {
+	b := setup(t)
+	ctx := context.Background()
+	be := console.NewClientBackend(b.client, http.NotFoundHandler(), []api.Token{admin, {Name: "bob", Role: api.RoleRead, Secret: admin2.Secret}})
+	resp, err := be.Create(ctx, admin.Name, producer.JobRequest{Kind: producer.KindRecall, Reason: "INC-8", Confirm: true,
+		Messages: []producer.MessageRef{{GroupID: "g1", MsgSeq: 1}}})
+	if err != nil || resp.Job == nil || resp.Job.Requester != "token:ops" {
+		t.Fatalf("create as ops: %+v, %v", resp.Job, err)
+	}
+	id := resp.Job.ID
+	for _, who := range []string{"bob", "gone"} {
+		var be2 *console.Error
+		if err := be.Act(ctx, who, id, console.ActionCancel, "x"); !errors.As(err, &be2) || be2.Status != http.StatusForbidden {
+			t.Fatalf("cancel as %s: %v, want a 403 refusal", who, err)
+		}
+	}
+	if j, _ := b.store.Get(ctx, id); j.Status == jobs.StatusCancelled {
+		t.Fatal("a refused cancel cancelled the job")
+	}
+	if err := be.Act(ctx, admin.Name, id, console.ActionCancel, "wrong list"); err != nil {
+		t.Fatal(err)
+	}
+	if j, _ := b.store.Get(ctx, id); j.Status != jobs.StatusCancelled {
+		t.Fatalf("after ops's cancel: %s", j.Status)
+	}
+	evs, _ := b.store.AuditLog(ctx, 10)
+	var by []string
+	for _, e := range evs {
+		if e.JobID == id && e.Action == "cancel" {
+			by = append(by, e.Actor)
+		}
+	}
+	if len(by) != 1 || by[0] != "token:ops" {
+		t.Fatalf("cancels recorded: %v, want one by token:ops", by)
 	}
 }

@@ -20,7 +20,7 @@ import (
 
 // Statuses and kinds offered by the jobs page's filters.
 var (
-	filterStatuses = []jobs.Status{jobs.StatusPlanning, jobs.StatusRunning, StatusAwaitingApproval, jobs.StatusDone, jobs.StatusCancelled, jobs.StatusFailed}
+	filterStatuses = []jobs.Status{jobs.StatusPlanning, jobs.StatusRunning, jobs.StatusAwaitingApproval, jobs.StatusApproved, jobs.StatusDone, jobs.StatusCancelled, jobs.StatusFailed}
 	filterKinds    = []string{"recall:list", "purge:user", "purge:group"}
 )
 
@@ -246,13 +246,13 @@ var confirmations = map[Action]string{
 	ActionPause:   "Pause the job: workers park its tasks and make no call for it until it is resumed.",
 	ActionResume:  "Resume the job: its parked tasks are queued again and workers recall what is pending.",
 	ActionRequeue: "Re-queue the dead letters that need attention (throttled, timeouts, transport and other retryable failures): they are tried again; already recalled, not found and cancelled messages are left as they are.",
-	ActionApprove: "Approve the job: it was held because it is above the approval threshold; once approved, workers recall its messages. You cannot approve a job you asked for.",
+	ActionApprove: "Approve the job: it was held because it is above the approval threshold; once approved (after the cool-off, if the server has one), workers recall its messages, and your approval is recorded in the job, the audit trail and its certificate. You cannot approve a job you asked for: another admin must.",
 }
 
 // actionsOf lists what an admin may do to a job in its state.
 func (c *Console) actionsOf(j jobs.Job, r jobs.Report) []Action {
 	var out []Action
-	if j.Status == StatusAwaitingApproval && c.cfg.Backend.CanApprove() {
+	if j.Status == jobs.StatusAwaitingApproval {
 		out = append(out, ActionApprove)
 	}
 	if !j.Status.Terminal() {

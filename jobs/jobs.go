@@ -235,15 +235,23 @@ func targetFromSuffix(s string) (Target, error) {
 	return Target{}, fmt.Errorf("target key %q: unknown kind", s)
 }
 
+// Ref names one message with Tencent's field names: GroupId, TopicId and
+// MsgSeq for a group message, From_Account, To_Account and MsgKey for a
+// one-to-one one. A list file, a dead letter and a certificate row name
+// their message with it (producer.MessageRef is a type of the same fields).
+type Ref struct {
+	GroupID string `json:"GroupId,omitempty"`
+	TopicID string `json:"TopicId,omitempty"`
+	MsgSeq  int64  `json:"MsgSeq,omitempty"`
+	From    string `json:"From_Account,omitempty"`
+	To      string `json:"To_Account,omitempty"`
+	MsgKey  string `json:"MsgKey,omitempty"`
+}
+
 // DeadLetter is the durable record of one message that was not recalled.
 type DeadLetter struct {
-	JobID     string    `json:"job_id"`
-	GroupID   string    `json:"GroupId,omitempty"`
-	TopicID   string    `json:"TopicId,omitempty"`
-	MsgSeq    int64     `json:"MsgSeq,omitempty"`
-	From      string    `json:"From_Account,omitempty"`
-	To        string    `json:"To_Account,omitempty"`
-	MsgKey    string    `json:"MsgKey,omitempty"`
+	JobID string `json:"job_id"`
+	Ref
 	Code      string    `json:"code"`
 	ErrorInfo string    `json:"error_info,omitempty"`
 	Category  Category  `json:"category"`

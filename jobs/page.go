@@ -54,7 +54,7 @@ func (s *Store) Page(ctx context.Context, f PageFilter, offset int64, n int) (Jo
 		cmds := make([]*redis.SliceCmd, len(chunk))
 		if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for i, id := range chunk {
-				cmds[i] = p.HMGet(ctx, s.jobKey(id), "status", "kind")
+				cmds[i] = p.HMGet(ctx, s.jobKey(id), "status", "kind", holdField)
 			}
 			return nil
 		}); err != nil {
@@ -65,6 +65,10 @@ func (s *Store) Page(ctx context.Context, f PageFilter, offset int64, n int) (Jo
 			v := cmds[i].Val()
 			st, _ := v[0].(string)
 			kind, _ := v[1].(string)
+			hold, _ := v[2].(string)
+			if st != "" {
+				st = string(heldStatus(Status(st), hold)) // as Get shows it
+			}
 			if st == "" || f.Status != "" && Status(st) != f.Status || f.Kind != "" && kind != f.Kind {
 				continue
 			}

@@ -394,7 +394,7 @@ func (s *Store) Record(ctx context.Context, jobID string, t Target, outcomes []O
 			return 0, fmt.Errorf("recording %s item %s: a dead letter needs a code", t, o.Item)
 		}
 		dl := DeadLetter{
-			JobID: jobID, GroupID: t.GroupID, TopicID: t.TopicID, From: t.From, To: t.To,
+			JobID: jobID, Ref: Ref{GroupID: t.GroupID, TopicID: t.TopicID, From: t.From, To: t.To},
 			Code: o.Code, ErrorInfo: o.ErrorInfo, Category: CategoryOf(o.Code), Attempts: o.Attempts, At: now.UTC(),
 		}
 		if t.IsGroup() {

@@ -255,6 +255,13 @@ func (b *Batcher) Flush(ctx context.Context) error {
 			return err
 		}
 	}
+	return b.emitReady(ctx)
+}
+
+// emitReady enqueues every ready seq, target by target in a stable order
+// (the last call of each with fewer than 10 seqs), then confirms what was
+// queued in the journal.
+func (b *Batcher) emitReady(ctx context.Context) error {
 	for _, t := range sortedTargets(b.ready) {
 		if err := b.emitFull(ctx, t); err != nil {
 			return err
@@ -322,18 +329,7 @@ func (b *Batcher) Finish(ctx context.Context) error {
 	}
 	clear(b.raw)
 	b.pending = 0
-	for _, t := range sortedTargets(b.ready) {
-		if err := b.emitFull(ctx, t); err != nil {
-			return err
-		}
-		if r := b.ready[t]; len(r) > 0 {
-			delete(b.ready, t)
-			if err := b.enqueueGroup(ctx, t, r); err != nil {
-				return err
-			}
-		}
-	}
-	return b.confirmQueued(ctx)
+	return b.emitReady(ctx)
 }
 
 func sortedTargets[V any](m map[jobs.Target]V) []jobs.Target {

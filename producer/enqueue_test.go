@@ -7,18 +7,10 @@ import (
 	"testing"
 
 	"github.com/hibiken/asynq"
+	"github.com/imrecall/imrecall/internal/imtest"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/tasks"
 )
-
-// seqRange returns from, from+1, …, to.
-func seqRange(from, to int64) []int64 {
-	var s []int64
-	for q := from; q <= to; q++ {
-		s = append(s, q)
-	}
-	return s
-}
 
 // TestBatcherQueuesEverySeqItPlans feeds a Batcher history pages as a
 // discovery scan does, with seqs an earlier run planned mixed in, and checks
@@ -89,14 +81,14 @@ func TestBatcherQueuesEverySeqItPlans(t *testing.T) {
 		heldAfter int   // seqs b holds unplanned
 	}{
 		// 1–13: the first 10 hold 3 planned before, so 3 more are planned to fill the call.
-		{seqRange(1, 13), 10, 0},
+		{imtest.Seqs(1, 13), 10, 0},
 		// 14–26: one call of 10; 24–26 wait, unplanned.
-		{seqRange(14, 26), 20, 3},
+		{imtest.Seqs(14, 26), 20, 3},
 		// Planned before: nothing to do yet (24–26 and these make 6).
 		{[]int64{1, 2, 3}, 20, 6},
 		// 27–30 make 10 buffered; 1–3 are old, so 7 are planned and, with
 		// nothing left to fill the call, queued as a call of 7.
-		{seqRange(27, 30), 27, 0},
+		{imtest.Seqs(27, 30), 27, 0},
 	}
 	for i, p := range pages {
 		if err := b.AddGroup(ctx, target, p.seqs...); err != nil {
@@ -119,7 +111,7 @@ func TestBatcherQueuesEverySeqItPlans(t *testing.T) {
 	}
 	check("after Flush")
 	seqs, sizes := queued()
-	if want := seqRange(1, 30); !slices.Equal(slices.Sorted(slices.Values(seqs)), want) {
+	if want := imtest.Seqs(1, 30); !slices.Equal(slices.Sorted(slices.Values(seqs)), want) {
 		t.Fatalf("queued seqs %v, want 1–30 once each", slices.Sorted(slices.Values(seqs)))
 	}
 	if fmt.Sprint(sizes) != "[3 10 10 7]" {

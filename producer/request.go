@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/tasks"
 )
 
@@ -26,15 +27,8 @@ const (
 )
 
 // MessageRef names one message, with Tencent's field names (as in a list
-// file or an after-send callback).
-type MessageRef struct {
-	GroupID string `json:"GroupId,omitempty"`
-	TopicID string `json:"TopicId,omitempty"`
-	MsgSeq  int64  `json:"MsgSeq,omitempty"`
-	From    string `json:"From_Account,omitempty"`
-	To      string `json:"To_Account,omitempty"`
-	MsgKey  string `json:"MsgKey,omitempty"`
-}
+// file or an after-send callback): the fields of jobs.Ref.
+type MessageRef jobs.Ref
 
 // Message is the planner's form of the reference.
 func (m MessageRef) Message() Message {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/hibiken/asynq"
+	"github.com/imrecall/imrecall/internal/imtest"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/producer"
 	"github.com/imrecall/imrecall/tasks"
@@ -112,28 +113,20 @@ func (b *bundle) pass(t *testing.T) Summary {
 	return s
 }
 
-func seqs(from, to int64) []int64 {
-	var s []int64
-	for q := from; q <= to; q++ {
-		s = append(s, q)
-	}
-	return s
-}
-
 var (
 	g1, g2 = jobs.Target{GroupID: "g1"}, jobs.Target{GroupID: "g2"}
 	// want is what the plan below plans: g1's first two calls and g2's 20
 	// seqs (g1's last 5 are never planned: the plan stops first).
-	want = append(seqs(1, 20), seqs(101, 120)...)
+	want = append(imtest.Seqs(1, 20), imtest.Seqs(101, 120)...)
 )
 
 // plan fills two calls of g1, then g2's two calls, whose first enqueue is
 // the third.
 func plan(ctx context.Context, _ jobs.Job, _ producer.Enqueuer, bt *producer.Batcher) error {
-	if err := bt.AddGroup(ctx, g1, seqs(1, 25)...); err != nil {
+	if err := bt.AddGroup(ctx, g1, imtest.Seqs(1, 25)...); err != nil {
 		return err
 	}
-	return bt.AddGroup(ctx, g2, seqs(101, 120)...)
+	return bt.AddGroup(ctx, g2, imtest.Seqs(101, 120)...)
 }
 
 var spec = jobs.Spec{Kind: "recall:list", Queue: tasks.QueuePurge, AppID: 1, RequestedBy: "t"}
@@ -172,7 +165,7 @@ func TestReconcilerQueuesTheJournalOfALapsedPlanner(t *testing.T) {
 	if !errors.Is(err, errEnqueue) {
 		t.Fatalf("NewJob error = %v, want the enqueue error", err)
 	}
-	if got := b.queued(t, tasks.QueuePurge); !slices.Equal(got, seqs(1, 20)) {
+	if got := b.queued(t, tasks.QueuePurge); !slices.Equal(got, imtest.Seqs(1, 20)) {
 		t.Fatalf("queued before the pass %v, want g1's 1-20", got)
 	}
 	if left, _ := b.store.Journal(ctx, job.ID); len(left) != 20 {
@@ -261,12 +254,12 @@ func TestReconcilerSettlesAKilledPlannerAndRequeuesLostTasks(t *testing.T) {
 
 	// Settled messages are not queued again; a finished job leaves the open set.
 	var out []jobs.Outcome
-	for _, q := range seqs(1, 20) {
+	for _, q := range imtest.Seqs(1, 20) {
 		out = append(out, jobs.Outcome{Item: strconv.FormatInt(q, 10), Recalled: true})
 	}
 	b.store.Record(ctx, job.ID, g1, out)
 	out = out[:0]
-	for _, q := range seqs(101, 120) {
+	for _, q := range imtest.Seqs(101, 120) {
 		out = append(out, jobs.Outcome{Item: strconv.FormatInt(q, 10), Code: "20023"})
 	}
 	b.store.Record(ctx, job.ID, g2, out)
@@ -334,7 +327,7 @@ func TestReconcilerAdoptsJobsOfEarlierVersions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.store.PlanGroup(ctx, job.ID, g1, seqs(1, 20)); err != nil {
+	if _, err := b.store.PlanGroup(ctx, job.ID, g1, imtest.Seqs(1, 20)); err != nil {
 		t.Fatal(err)
 	}
 	// What an earlier version left: no open-set entry, no lease, created long ago.
@@ -354,7 +347,7 @@ func TestReconcilerAdoptsJobsOfEarlierVersions(t *testing.T) {
 	if s := b.pass(t); s.Requeued != 20 {
 		t.Fatalf("second pass = %+v, want its 20 messages queued", s)
 	}
-	if got := b.queued(t, tasks.QueuePurge); !slices.Equal(got, seqs(1, 20)) {
+	if got := b.queued(t, tasks.QueuePurge); !slices.Equal(got, imtest.Seqs(1, 20)) {
 		t.Fatalf("queued %v, want 1-20", got)
 	}
 }

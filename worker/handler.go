@@ -183,6 +183,12 @@ type send struct {
 	gone func(ctx context.Context, it *item, code int) (bool, error)
 }
 
+// gateError is err of the limiter (a wait for a slot that failed or was
+// stopped) as a tim error of api wrapping tim.ErrGate.
+func gateError(api tim.API, err error) error {
+	return &tim.Error{API: api.Name(), Err: fmt.Errorf("%w: %w", tim.ErrGate, err)}
+}
+
 // HandleGroupRecall handles a tasks.TypeGroupRecall task.
 func (h *Handler) HandleGroupRecall(ctx context.Context, t *asynq.Task) error {
 	p, err := tasks.DecodeGroupRecall(t)
@@ -286,7 +292,7 @@ func (h *Handler) run(ctx context.Context, s *send) error {
 		var codes map[string]int
 		slot, callErr := h.cfg.Limiter.Reserve(ctx, s.api.Name())
 		if callErr != nil {
-			callErr = &tim.Error{API: s.api.Name(), Err: fmt.Errorf("%w: %w", tim.ErrGate, callErr)}
+			callErr = gateError(s.api, callErr)
 		} else {
 			b, err := s.begin(ctx, items)
 			if err != nil {
@@ -296,7 +302,7 @@ func (h *Handler) run(ctx context.Context, s *send) error {
 				return err
 			}
 			if callErr = slot.Wait(ctx); callErr != nil {
-				callErr = &tim.Error{API: s.api.Name(), Err: fmt.Errorf("%w: %w", tim.ErrGate, callErr)}
+				callErr = gateError(s.api, callErr)
 			}
 		}
 		start := time.Now()

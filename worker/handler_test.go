@@ -49,6 +49,19 @@ func (b *bundle) planGroup(t *testing.T, target jobs.Target, seqs []int64) {
 	}
 }
 
+// plannedGroup makes the Public group id of alice with n messages of hers,
+// plans them all and closes planning.
+func (b *bundle) plannedGroup(t *testing.T, id string, n int64) (string, jobs.Target) {
+	t.Helper()
+	b.env.Accounts(t, "alice")
+	g := b.env.Group(t, "Public", id, "alice")
+	b.env.SendGroup(t, g, "", int(n), "alice")
+	target := jobs.Target{GroupID: g}
+	b.planGroup(t, target, imtest.Seqs(1, n))
+	b.close(t)
+	return g, target
+}
+
 func (b *bundle) close(t *testing.T) {
 	t.Helper()
 	if _, err := b.store.ClosePlanner(t.Context(), b.job.ID, jobs.RootPlanner); err != nil {
@@ -90,14 +103,6 @@ func (b *bundle) counts(t *testing.T) jobs.Job {
 	return j
 }
 
-func seqRange(from, to int64) []int64 {
-	var out []int64
-	for s := from; s <= to; s++ {
-		out = append(out, s)
-	}
-	return out
-}
-
 func recalledSeqs(t *testing.T, env *imtest.Env, group string) map[int64]bool {
 	t.Helper()
 	out := map[int64]bool{}
@@ -122,7 +127,7 @@ func TestGroupRecallOutcomes(t *testing.T) {
 	b.env.Emu.SetFaults(emulator.Faults{ItemCodes: map[int]float64{10002: 0.3}})
 
 	target := jobs.Target{GroupID: g}
-	seqs := append(seqRange(1, 9), 50) // 50 does not exist
+	seqs := append(imtest.Seqs(1, 9), 50) // 50 does not exist
 	b.planGroup(t, target, seqs)
 	b.close(t)
 	if err := b.runGroup(t, target, seqs); err != nil {
@@ -133,7 +138,7 @@ func TestGroupRecallOutcomes(t *testing.T) {
 		t.Fatalf("job = %+v", j)
 	}
 	got := recalledSeqs(t, b.env, g)
-	for _, s := range seqRange(1, 9) {
+	for _, s := range imtest.Seqs(1, 9) {
 		if !got[s] {
 			t.Errorf("seq %d not recalled on the emulator", s)
 		}
@@ -161,9 +166,9 @@ func TestRetriesExhaustedOnlyFailedSeqs(t *testing.T) {
 	b.env.SendGroup(t, g, "", 10, "alice")
 	b.env.Emu.SetFaults(emulator.Faults{ItemCodes: map[int]float64{10002: 1}})
 	target := jobs.Target{GroupID: g}
-	b.planGroup(t, target, seqRange(1, 10))
+	b.planGroup(t, target, imtest.Seqs(1, 10))
 	b.close(t)
-	if err := b.runGroup(t, target, seqRange(1, 10)); err != nil {
+	if err := b.runGroup(t, target, imtest.Seqs(1, 10)); err != nil {
 		t.Fatal(err)
 	}
 	j := b.counts(t)
@@ -212,12 +217,7 @@ func TestCancelledJobMakesNoCalls(t *testing.T) {
 
 func TestPausedJobParks(t *testing.T) {
 	b := setup(t, emulator.Config{}, Config{PausedDelay: 3 * time.Second})
-	b.env.Accounts(t, "alice")
-	g := b.env.Group(t, "Public", "@TGS#park", "alice")
-	b.env.SendGroup(t, g, "", 3, "alice")
-	target := jobs.Target{GroupID: g}
-	b.planGroup(t, target, []int64{1, 2, 3})
-	b.close(t)
+	_, target := b.plannedGroup(t, "@TGS#park", 3)
 	b.store.SetPaused(t.Context(), b.job.ID, "t", true)
 	// The paused job's task completes, parked: it does not cycle.
 	if err := b.runGroup(t, target, []int64{1, 2, 3}); err != nil {
@@ -265,21 +265,16 @@ func (c *captureQ) EnqueueContext(_ context.Context, t *asynq.Task, _ ...asynq.O
 // checks the history and counts the message recalled, not dead.
 func TestUnansweredCallIsVerified(t *testing.T) {
 	b := setup(t, emulator.Config{}, Config{})
-	b.env.Accounts(t, "alice")
-	g := b.env.Group(t, "Public", "@TGS#v", "alice")
-	b.env.SendGroup(t, g, "", 5, "alice")
-	target := jobs.Target{GroupID: g}
-	b.planGroup(t, target, seqRange(1, 5))
-	b.close(t)
+	g, target := b.plannedGroup(t, "@TGS#v", 5)
 	// The first delivery marked the sends and its call recalled 1 and 2,
 	// then the process died before recording anything.
-	if _, err := b.store.BeginGroup(t.Context(), b.job.ID, target, seqRange(1, 5)); err != nil {
+	if _, err := b.store.BeginGroup(t.Context(), b.job.ID, target, imtest.Seqs(1, 5)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := b.env.Client.RecallGroup(t.Context(), g, "", []int64{1, 2}); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.runGroup(t, target, seqRange(1, 5)); err != nil {
+	if err := b.runGroup(t, target, imtest.Seqs(1, 5)); err != nil {
 		t.Fatal(err)
 	}
 	j := b.counts(t)
@@ -327,18 +322,13 @@ func TestThrottleUsesNoAttempt(t *testing.T) {
 	// The emulator allows 5 recall calls a second; without a limiter the
 	// handler meets 60007 and must retry without spending its 1 attempt.
 	b := setup(t, emulator.Config{RateOf: map[string]int{"group_msg_recall": 5}}, Config{MaxAttempts: 1})
-	b.env.Accounts(t, "alice")
-	g := b.env.Group(t, "Public", "@TGS#t", "alice")
-	b.env.SendGroup(t, g, "", 80, "alice")
-	target := jobs.Target{GroupID: g}
-	b.planGroup(t, target, seqRange(1, 80))
-	b.close(t)
+	g, _ := b.plannedGroup(t, "@TGS#t", 80)
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	errs := make(chan error, 8)
 	for i := range 8 {
 		go func() {
-			s := seqRange(int64(i*10+1), int64(i*10+10))
+			s := imtest.Seqs(int64(i*10+1), int64(i*10+10))
 			task, _ := tasks.NewGroupRecallTask(tasks.GroupRecall{JobID: b.job.ID, AppID: imtest.AppID, GroupID: g, Seqs: s}, tasks.QueuePurge, 0)
 			errs <- b.h.HandleGroupRecall(ctx, task)
 		}()
@@ -363,13 +353,8 @@ func TestThrottleUsesNoAttempt(t *testing.T) {
 // is made.
 func TestAnsweredSendIsNotSuspected(t *testing.T) {
 	b := setup(t, emulator.Config{}, Config{})
-	b.env.Accounts(t, "alice")
-	g := b.env.Group(t, "Public", "@TGS#a", "alice")
-	b.env.SendGroup(t, g, "", 3, "alice")
-	target := jobs.Target{GroupID: g}
-	b.planGroup(t, target, seqRange(1, 3))
-	b.close(t)
-	if _, err := b.store.BeginGroup(t.Context(), b.job.ID, target, seqRange(1, 3)); err != nil {
+	g, target := b.plannedGroup(t, "@TGS#a", 3)
+	if _, err := b.store.BeginGroup(t.Context(), b.job.ID, target, imtest.Seqs(1, 3)); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.store.MarkAnswered(t.Context(), b.job.ID, target, []string{"1", "2", "3"}); err != nil {
@@ -378,7 +363,7 @@ func TestAnsweredSendIsNotSuspected(t *testing.T) {
 	if _, err := b.env.Client.RecallGroup(t.Context(), g, "", []int64{1}); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.runGroup(t, target, seqRange(1, 3)); err != nil {
+	if err := b.runGroup(t, target, imtest.Seqs(1, 3)); err != nil {
 		t.Fatal(err)
 	}
 	j := b.counts(t)
@@ -420,7 +405,7 @@ func TestStoppedWhileWaitingForTheCapCountsNoSend(t *testing.T) {
 		t.Fatal(err)
 	}
 	group, c2c := jobs.Target{GroupID: g}, jobs.Target{From: "alice", To: "bob"}
-	seqs := seqRange(1, 5)
+	seqs := imtest.Seqs(1, 5)
 	b.planGroup(t, group, seqs)
 	if _, err := b.store.PlanC2C(t.Context(), b.job.ID, c2c, keys); err != nil {
 		t.Fatal(err)

@@ -85,8 +85,20 @@ func startLive(t *testing.T, ecfg emulator.Config, concurrency int) *live {
 // job creates a job and plans and queues every message of groups.
 func (l *live) job(t *testing.T, groups ...string) jobs.Job {
 	t.Helper()
-	_, _, err := producer.NewJob(t.Context(), l.store, l.client, jobs.Spec{Kind: "test", Queue: tasks.QueuePurge, AppID: imtest.AppID, RequestedBy: "t"},
+	return l.newJob(t, jobs.Spec{Kind: "test", Queue: tasks.QueuePurge, AppID: imtest.AppID, RequestedBy: "t"}, nil, groups...)
+}
+
+// newJob creates a job of spec, runs first (unless nil) before planning,
+// and plans and queues every message of groups.
+func (l *live) newJob(t *testing.T, spec jobs.Spec, first func(ctx context.Context, job jobs.Job) error, groups ...string) jobs.Job {
+	t.Helper()
+	j, _, err := producer.NewJob(t.Context(), l.store, l.client, spec,
 		func(ctx context.Context, job jobs.Job, _ producer.Enqueuer, b *producer.Batcher) error {
+			if first != nil {
+				if err := first(ctx, job); err != nil {
+					return err
+				}
+			}
 			for _, g := range groups {
 				var seqs []int64
 				for _, m := range l.env.Emu.GroupMessages(g, "") {
@@ -101,8 +113,7 @@ func (l *live) job(t *testing.T, groups ...string) jobs.Job {
 	if err != nil {
 		t.Fatal(err)
 	}
-	js, _ := l.store.List(t.Context(), 1)
-	return js[0]
+	return j
 }
 
 func (l *live) delivered(id string) int {
@@ -189,27 +200,8 @@ func TestPausedJobDoesNotCycle(t *testing.T) {
 
 	// Pause the big job before its tasks run: create it paused by pausing
 	// right after creation, before queueing (its plan func pauses first).
-	var bigJob jobs.Job
-	_, _, err := producer.NewJob(t.Context(), l.store, l.client, jobs.Spec{Kind: "test", Queue: tasks.QueuePurge, AppID: imtest.AppID, RequestedBy: "t"},
-		func(ctx context.Context, job jobs.Job, _ producer.Enqueuer, b *producer.Batcher) error {
-			bigJob = job
-			if err := l.store.SetPaused(ctx, job.ID, "t", true); err != nil {
-				return err
-			}
-			for _, g := range big {
-				var seqs []int64
-				for _, m := range l.env.Emu.GroupMessages(g, "") {
-					seqs = append(seqs, m.Seq)
-				}
-				if err := b.AddGroup(ctx, jobs.Target{GroupID: g}, seqs...); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-	if err != nil {
-		t.Fatal(err)
-	}
+	bigJob := l.newJob(t, jobs.Spec{Kind: "test", Queue: tasks.QueuePurge, AppID: imtest.AppID, RequestedBy: "t"},
+		func(ctx context.Context, job jobs.Job) error { return l.store.SetPaused(ctx, job.ID, "t", true) }, big...)
 	smallJob := l.job(t, small...)
 	waitFor(t, "the small job to finish", func() bool { return l.get(t, smallJob.ID).Finished() })
 	waitFor(t, "every task of the paused job parked", func() bool {

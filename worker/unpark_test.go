@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"context"
 	"errors"
 	"testing"
 	"time"
@@ -9,7 +8,6 @@ import (
 	"github.com/imrecall/imrecall/emulator"
 	"github.com/imrecall/imrecall/internal/imtest"
 	"github.com/imrecall/imrecall/jobs"
-	"github.com/imrecall/imrecall/producer"
 	"github.com/imrecall/imrecall/tasks"
 	"github.com/imrecall/imrecall/tim"
 )
@@ -20,25 +18,7 @@ func (l *live) heldJob(t *testing.T, groups ...string) jobs.Job {
 	t.Helper()
 	spec := jobs.Spec{Kind: "test", Queue: tasks.QueuePurge, AppID: imtest.AppID,
 		RequestedBy: "token:alice", Requester: "token:alice", HoldForApproval: true}
-	all := map[string][]int64{}
-	for _, g := range groups {
-		for _, m := range l.env.Emu.GroupMessages(g, "") {
-			all[g] = append(all[g], m.Seq)
-		}
-	}
-	planAll := func(ctx context.Context, _ jobs.Job, _ producer.Enqueuer, b *producer.Batcher) error {
-		for g, seqs := range all {
-			if err := b.AddGroup(ctx, jobs.Target{GroupID: g}, seqs...); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	j, _, err := producer.NewJob(t.Context(), l.store, l.client, spec, planAll)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return j
+	return l.newJob(t, spec, nil, groups...)
 }
 
 // parkedHeld waits until every task of a held job is parked, and checks

@@ -2,14 +2,11 @@ package main
 
 import (
 	"encoding/json"
-	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/imrecall/imrecall/emulator"
 	"github.com/imrecall/imrecall/jobs"
 )
 
@@ -17,32 +14,14 @@ import (
 // tokens holds a job of 5 messages; the requester's token cannot approve it
 // (403), the second admin's can (200), and a worker runs it to done.
 func TestApprovalThroughServe(t *testing.T) {
-	e := newE2E(t, emulator.Config{Rate: 200})
-	const bobToken = "e2e-bob-token-0123456789abcdef"
-	addr := freeAddr(t)
-	e.serveProc(addr, "--api-tokens", "ops:admin:"+e2eAPIToken+",bob:admin:"+bobToken, "--approval-above", "3")
-	e.worker("w1")
-	e.env.Accounts(t, "spammer", "bob")
-	g := e.env.Group(t, "Public", "@TGS#approve", "spammer", "bob")
-	var msgs []string
-	for _, s := range e.env.SendGroup(t, g, "", 5, "spammer") {
-		msgs = append(msgs, fmt.Sprintf(`{"GroupId":%q,"MsgSeq":%d}`, g, s))
-	}
+	e, addr, _, msgs := approvalServe(t, "@TGS#approve")
 	do := func(path, token, body string, out any) int {
 		t.Helper()
-		req, _ := http.NewRequest("POST", "http://"+addr+path, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+token)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
+		code, b := httpCall(t, "POST", "http://"+addr+path, body, append(bearer(token), "Content-Type", "application/json")...)
 		if out != nil {
 			_ = json.Unmarshal(b, out)
 		}
-		return resp.StatusCode
+		return code
 	}
 	var created struct{ Job jobs.Job }
 	if code := do("/v1/jobs", e2eAPIToken, `{"kind":"recall","reason":"INC-9","messages":[`+strings.Join(msgs, ",")+`]}`, &created); code != http.StatusCreated {

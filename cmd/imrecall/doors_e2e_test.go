@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -59,24 +58,12 @@ func newDoors(t *testing.T) *doors {
 // status and the body.
 func (d *doors) call(method, path, body string, header ...string) (int, string) {
 	d.t.Helper()
-	req, err := http.NewRequest(method, d.base+path, strings.NewReader(body))
-	if err != nil {
-		d.t.Fatal(err)
-	}
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		d.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	code, b := httpCall(d.t, method, d.base+path, body, header...)
+	return code, string(b)
 }
 
 var (
-	asAdmin = []string{"Authorization", "Bearer " + e2eAPIToken}
+	asAdmin = bearer(e2eAPIToken)
 	asJSON  = []string{"Content-Type", "application/json"}
 )
 

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -160,16 +159,9 @@ func TestSecretsNeverLeak(t *testing.T) {
 	}
 	for _, q := range queues {
 		for _, state := range []string{"pending", "active", "scheduled", "retry", "archived", "completed"} {
-			req, _ := http.NewRequest("GET", fmt.Sprintf("http://%s/monitor/api/queues/%s/%s_tasks?page_size=1000", addr, q, state), nil)
-			req.Header.Set("Authorization", "Bearer "+e2eReadToken)
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				t.Fatalf("asynqmon %s %s: HTTP %d %s", q, state, resp.StatusCode, b)
+			code, b := httpCall(t, "GET", fmt.Sprintf("http://%s/monitor/api/queues/%s/%s_tasks?page_size=1000", addr, q, state), "", bearer(e2eReadToken)...)
+			if code != http.StatusOK {
+				t.Fatalf("asynqmon %s %s: HTTP %d %s", q, state, code, b)
 			}
 			if strings.Contains(string(b), `"error_message":"`) || strings.Contains(string(b), `"payload"`) {
 				monitored++

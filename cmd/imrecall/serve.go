@@ -236,7 +236,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 	if err != nil {
 		return badInput("--listen %q: %v", o.listen, err)
 	}
-	handler, err := withConsole(srv, c, tokens, lim, log)
+	handler, err := withConsole(srv, cfg.Client, c, tokens, lim, log)
 	if err != nil {
 		return err
 	}
@@ -247,16 +247,12 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 
 // withConsole mounts the operator's console on the paths it serves (/,
 // /jobs/..., /new, ...); everything else (/v1/, /monitor/, /healthz, ...)
-// stays the API's.
-func withConsole(srv *api.Server, c *conn, tokens []api.Token, lim *limiter.Limiter, log *slog.Logger) (http.Handler, error) {
+// stays the API's. The console acts through client, the API's Client, on
+// behalf of the signed-in token.
+func withConsole(srv *api.Server, client *imrecall.Client, c *conn, tokens []api.Token, lim *limiter.Limiter, log *slog.Logger) (http.Handler, error) {
 	apiHandler := srv.Handler()
-	backend := console.NewAPIBackend(apiHandler, c.store, tokens)
-	for _, rt := range srv.Routes() {
-		// The Approve button appears once the API approves jobs.
-		backend.Approvals = backend.Approvals || rt.Method == http.MethodPost && rt.Path == "/v1/jobs/{id}/approve"
-	}
 	con, err := console.New(console.Config{
-		Backend: backend, Redis: c.rdb, Prefix: c.store.Prefix(),
+		Backend: console.NewClientBackend(client, apiHandler, tokens), Redis: c.rdb, Prefix: c.store.Prefix(),
 		Authenticate: srv.Authenticate, CapOf: lim.CapOf, Log: log,
 	})
 	if err != nil {

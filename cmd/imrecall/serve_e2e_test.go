@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -205,21 +204,13 @@ func TestServeNeverLogsSecrets(t *testing.T) {
 	base := "http://" + addr
 	var answers []string
 	do := func(method, path, token, body string) int {
-		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
+		header := bearer(token)
 		if method == "POST" {
-			req.Header.Set("Content-Type", "application/json")
+			header = append(header, "Content-Type", "application/json")
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
+		code, b := httpCall(t, method, base+path, body, header...)
 		answers = append(answers, string(b))
-		return resp.StatusCode
+		return code
 	}
 	near := e2eAPIToken[:len(e2eAPIToken)-1] + "X"
 	for _, c := range []struct {

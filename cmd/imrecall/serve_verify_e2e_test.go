@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -54,25 +53,14 @@ func TestServeVerifiesAndCertifies(t *testing.T) {
 
 	call := func(method, url, accept string) (int, []byte) {
 		t.Helper()
-		var body io.Reader
+		body, header := "", bearer(e2eAPIToken)
 		if method == "POST" {
-			body = strings.NewReader(`{"actor":"dpo@example.com"}`)
-		}
-		req, _ := http.NewRequestWithContext(t.Context(), method, url, body)
-		req.Header.Set("Authorization", "Bearer "+e2eAPIToken)
-		if method == "POST" {
-			req.Header.Set("Content-Type", "application/json")
+			body, header = `{"actor":"dpo@example.com"}`, append(header, "Content-Type", "application/json")
 		}
 		if accept != "" {
-			req.Header.Set("Accept", accept)
+			header = append(header, "Accept", accept)
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, b
+		return httpCall(t, method, url, body, header...)
 	}
 	// await polls a status URL until it stops answering 202.
 	await := func(url, accept string) []byte {

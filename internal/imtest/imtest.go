@@ -196,6 +196,15 @@ func (e *Env) Recall(t testing.TB, store *jobs.Store, jobID string, group jobs.T
 	}
 }
 
+// Seqs lists the seqs from to to, both included (nil when to < from).
+func Seqs(from, to int64) []int64 {
+	var out []int64
+	for q := from; q <= to; q++ {
+		out = append(out, q)
+	}
+	return out
+}
+
 // Parallel runs fn(i) for i in [0, n) on 16 goroutines.
 func Parallel(n int, fn func(i int)) {
 	var wg sync.WaitGroup
