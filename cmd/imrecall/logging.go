@@ -3,9 +3,8 @@ package main
 import (
 	"io"
 	"log/slog"
-	"strings"
 
-	"github.com/hibiken/asynq"
+	"github.com/imrecall/imrecall/internal/cliout"
 	"github.com/imrecall/imrecall/worker"
 	"github.com/spf13/cobra"
 )
@@ -22,30 +21,11 @@ func (f *logFlags) register(cmd *cobra.Command) {
 }
 
 func (f *logFlags) logger(w io.Writer) (*slog.Logger, error) {
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(f.level)); err != nil {
-		return nil, badInput("--log-level %q: want debug, info, warn or error", f.level)
+	log, err := cliout.Logger(w, f.level, f.format)
+	if err != nil {
+		return nil, usageError{err}
 	}
-	opts := &slog.HandlerOptions{Level: lvl}
-	switch f.format {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	}
-	return nil, badInput("--log-format %q: want text or json", f.format)
-}
-
-func (f *logFlags) asynqLevel() asynq.LogLevel {
-	switch strings.ToLower(f.level) {
-	case "debug":
-		return asynq.DebugLevel
-	case "warn":
-		return asynq.WarnLevel
-	case "error":
-		return asynq.ErrorLevel
-	}
-	return asynq.InfoLevel
+	return log, nil
 }
 
 // asynqLogger adapts slog to asynq's logger (worker.AsynqLogger).

@@ -9,6 +9,7 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/imrecall/imrecall"
+	"github.com/imrecall/imrecall/internal/cliout"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/limiter"
 	"github.com/imrecall/imrecall/msgindex"
@@ -281,7 +282,7 @@ func runWorker(ctx context.Context, cmd *cobra.Command, o *workerOptions) error 
 		Discovery: asynq.HandlerFunc(discover.Handle), DiscoveryErrors: asynq.ErrorHandlerFunc(discover.HandleError),
 		Handlers:    map[string]asynq.Handler{tasks.TypeScheduleRun: asynq.HandlerFunc(scheduleRunner{client: creator, log: log}.handle)},
 		Concurrency: o.concurrency, Dequeuers: o.dequeuers, DiscoveryConcurrency: o.discoveries,
-		CallTimeout: o.im.timeout, Logger: log, LogLevel: o.logs.asynqLevel(),
+		CallTimeout: o.im.timeout, Logger: log, LogLevel: cliout.AsynqLevel(o.logs.level),
 		// Queue again the parked tasks of jobs resumed or cancelled (by
 		// this CLI, the API or anyone), until shutdown.
 		Unparker: &worker.Unparker{Store: c.store, Queue: enq, Logger: log},
