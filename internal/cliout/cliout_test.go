@@ -116,3 +116,23 @@ func TestSchedulesSaysRefusedCommandLines(t *testing.T) {
 		t.Errorf("Schedules:\n%s", s)
 	}
 }
+
+func TestLoggerNamesTheBadFlag(t *testing.T) {
+	t.Parallel()
+	var b bytes.Buffer
+	log, err := Logger(&b, "warn", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Info("hidden")
+	log.Warn("shown", "job_id", "J1")
+	if s := b.String(); strings.Contains(s, "hidden") || !strings.Contains(s, `"job_id":"J1"`) {
+		t.Errorf("warn-level JSON logger wrote %q", s)
+	}
+	if _, err := Logger(&b, "loud", "text"); err == nil || !strings.HasPrefix(err.Error(), `--log-level "loud"`) {
+		t.Errorf("bad level: %v", err)
+	}
+	if _, err := Logger(&b, "info", "xml"); err == nil || !strings.HasPrefix(err.Error(), `--log-format "xml"`) {
+		t.Errorf("bad format: %v", err)
+	}
+}
