@@ -41,9 +41,7 @@ type serveOptions struct {
 	confirmAbove      int
 	approval          approvalFlags
 	concurrency       int
-	confirmRate       float64
-	confirmEvery      time.Duration
-	heartbeat         time.Duration
+	idx               msgindex.ServiceConfig // the confirmer and heartbeat flags
 	signingKey        string
 	certificateDir    string
 	verifyTimeout     time.Duration
@@ -104,9 +102,9 @@ than two beats (serve down, Redis unreachable) is recorded as a gap in the index
 	fl.StringVar(&o.indexRetention, "index-retention", "7d", "how long index entries are kept: the app's roaming period (7d by default at Tencent), e.g. 30d; 0 keeps them forever")
 	jobRetentionFlag(cmd, &o.jobRetention)
 	fl.BoolVar(&o.insecureCallbacks, "insecure-callbacks", false, "accept unsigned callbacks at /callback when no callback token is set (anyone can then fill the index); a warning is logged every minute")
-	fl.Float64Var(&o.confirmRate, "confirm-rate", 5, "history calls per second the index confirmer may make (within the shared limiter's cap) to check callback entries against the history; 0 turns the confirmer off (entries stay unconfirmed, and purges confirm them)")
-	fl.DurationVar(&o.confirmEvery, "confirm-every", 10*time.Second, "how often the index confirmer looks for unconfirmed callback entries")
-	fl.DurationVar(&o.heartbeat, "index-heartbeat", 10*time.Second, "how often serve records that it receives callbacks; a silence longer than two beats (serve down, Redis unreachable) is recorded as a gap in the index coverage")
+	fl.Float64Var(&o.idx.ConfirmRate, "confirm-rate", 5, "history calls per second the index confirmer may make (within the shared limiter's cap) to check callback entries against the history; 0 turns the confirmer off (entries stay unconfirmed, and purges confirm them)")
+	fl.DurationVar(&o.idx.ConfirmEvery, "confirm-every", 10*time.Second, "how often the index confirmer looks for unconfirmed callback entries")
+	fl.DurationVar(&o.idx.Heartbeat, "index-heartbeat", 10*time.Second, "how often serve records that it receives callbacks; a silence longer than two beats (serve down, Redis unreachable) is recorded as a gap in the index coverage")
 	fl.BoolVar(&o.monitor, "monitor", true, "serve the asynq dashboard under /monitor/")
 	fl.IntVar(&o.confirmAbove, "confirm-above", 1000, `jobs with more messages need "confirm": true`)
 	o.approval.register(cmd)
@@ -176,12 +174,12 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 		return err
 	}
 	switch {
-	case o.heartbeat <= 0:
-		return badInput("--index-heartbeat %s: want a positive duration", o.heartbeat)
-	case o.confirmRate < 0:
-		return badInput("--confirm-rate %v: want 0 (no confirmer) or more calls per second", o.confirmRate)
-	case o.confirmEvery <= 0:
-		return badInput("--confirm-every %s: want a positive duration", o.confirmEvery)
+	case o.idx.Heartbeat <= 0:
+		return badInput("--index-heartbeat %s: want a positive duration", o.idx.Heartbeat)
+	case o.idx.ConfirmRate < 0:
+		return badInput("--confirm-rate %v: want 0 (no confirmer) or more calls per second", o.idx.ConfirmRate)
+	case o.idx.ConfirmEvery <= 0:
+		return badInput("--confirm-every %s: want a positive duration", o.idx.ConfirmEvery)
 	}
 	imCfg, err := o.im.config(log)
 	if err != nil {
@@ -211,9 +209,9 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 		Ready: func(ctx context.Context) error { return c.rdb.Ping(ctx).Err() },
 	}
 	if o.index {
-		cfg.Index, cfg.Callbacks = msgindex.Start(ctx, msgindex.ServiceConfig{Redis: c.rdb, Prefix: o.redis.prefix, Retention: retention,
-			SDKAppID: imCfg.SDKAppID, Token: cbToken, IM: im, ConfirmRate: o.confirmRate, ConfirmEvery: o.confirmEvery,
-			Heartbeat: o.heartbeat, Registry: reg, Log: log})
+		o.idx.Redis, o.idx.Prefix, o.idx.Retention, o.idx.SDKAppID, o.idx.Token = c.rdb, o.redis.prefix, retention, imCfg.SDKAppID, cbToken
+		o.idx.IM, o.idx.Registry, o.idx.Log = im, reg, log
+		cfg.Index, cfg.Callbacks = msgindex.Start(ctx, o.idx)
 	}
 	if o.monitor {
 		defer cfg.AddMonitor(c.asynq)()
