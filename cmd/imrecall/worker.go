@@ -10,6 +10,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/imrecall/imrecall"
 	"github.com/imrecall/imrecall/internal/cliout"
+	"github.com/imrecall/imrecall/internal/imclient"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/limiter"
 	"github.com/imrecall/imrecall/msgindex"
@@ -20,7 +21,6 @@ import (
 	"github.com/imrecall/imrecall/worker"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 )
 
@@ -59,63 +59,17 @@ func (f *limitFlags) registerReset(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&f.resetCap, "reset-cap", false, "store this process's caps in Redis as every API's shared cap, replacing the stored ones (processes with the old caps then grant nothing until restarted)")
 }
 
-func (f *limitFlags) limiter(rdb redis.UniversalClient, prefix string, log *slog.Logger, observe func(limiter.Key, time.Duration)) (*limiter.Limiter, error) {
-	capOf, err := parseCaps("cap-of", f.capOf)
-	if err != nil {
-		return nil, err
-	}
-	cfg := limiter.Config{Cap: int(f.cap), CapOf: capOf, Prefix: prefix + ":rl", Logger: log, Observer: observe}
-	if f.margin >= 0 {
-		if f.margin > 0.5 {
-			return nil, badInput("--margin (IMRECALL_MARGIN) %v: want 0 to 0.5", f.margin)
-		}
-		cfg.Margin = f.margin
-	}
-	l, err := limiter.New(rdb, cfg)
-	if err != nil {
-		return nil, badInput("limiter: %v", err)
-	}
-	return l, nil
-}
-
-// checkCaps makes this process agree with the caps stored with the shared
-// budgets of app in Redis: with --reset-cap it stores its own first;
-// otherwise a stored cap that differs from this process's refuses the start,
-// naming the API and both values.
-func (f *limitFlags) checkCaps(ctx context.Context, lim *limiter.Limiter, rdb redis.UniversalClient, prefix string, app int64, log *slog.Logger) error {
-	apis := make([]string, len(tim.AllAPIs))
-	for i, a := range tim.AllAPIs {
-		apis[i] = a.Name()
-	}
-	if err := lim.Agree(ctx, rdb, prefix+":rl", app, apis, f.resetCap, log); err != nil {
-		var m *limiter.CapMismatchError
-		if errors.As(err, &m) {
-			return badInput("%v", err)
-		}
-		return err
-	}
-	return nil
-}
-
 // imClient builds the IM client of cfg, gated by the shared limiter
 // (observe, if set, sees each wait); with check (serve, worker) this
-// process first agrees with the caps stored in Redis (checkCaps).
+// process first agrees with the caps stored in Redis.
 func (f *limitFlags) imClient(ctx context.Context, c *conn, prefix string, cfg tim.Config, log *slog.Logger, observe func(limiter.Key, time.Duration), check bool) (*tim.Client, *limiter.Limiter, error) {
-	lim, err := f.limiter(c.rdb, prefix, log, observe)
-	if err != nil {
-		return nil, nil, err
+	cl, lim, err := imclient.New(ctx, imclient.Config{Redis: c.rdb, Prefix: prefix, Cap: int(f.cap), CapOf: f.capOf, Margin: f.margin,
+		Agree: check, Reset: f.resetCap, IM: cfg, Logger: log, Observer: observe})
+	var ie *imclient.InputError
+	if errors.As(err, &ie) {
+		return nil, nil, usageError{err}
 	}
-	if check {
-		if err := f.checkCaps(ctx, lim, c.rdb, prefix, cfg.SDKAppID, log); err != nil {
-			return nil, nil, err
-		}
-	}
-	cfg.Gate = lim.ForApp(cfg.SDKAppID)
-	cl, err := tim.New(cfg)
-	if err != nil {
-		return nil, nil, badInput("%v", err)
-	}
-	return cl, lim, nil
+	return cl, lim, err
 }
 
 // workerOptions are everything `imrecall worker` is configured with.

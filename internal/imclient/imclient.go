@@ -1,0 +1,89 @@
+// Package imclient builds the Tencent IM client of an imrecall process:
+// gated by the rate limiter every process shares through Redis, after this
+// process agrees with the caps stored there.
+package imclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/imrecall/imrecall/limiter"
+	"github.com/imrecall/imrecall/tim"
+	"github.com/redis/go-redis/v9"
+)
+
+// Config is what New builds a client from.
+type Config struct {
+	// Redis holds the shared budgets, under Prefix+":rl".
+	Redis  redis.UniversalClient
+	Prefix string
+	// Cap is calls/s per API per app (limiter.Unlimited for none); CapOf,
+	// in limiter.ParseCapOf's form, sets caps per API ("" for none).
+	Cap   int
+	CapOf string
+	// Margin is the safety margin under the cap, 0 to 0.5; below 0 the
+	// limiter's default.
+	Margin float64
+	// Agree makes this process agree with the caps stored in Redis before
+	// it calls (serve, worker); Reset stores this process's caps first
+	// instead of refusing a stored cap that differs.
+	Agree, Reset bool
+	// IM is the client's configuration; New sets its Gate.
+	IM     tim.Config
+	Logger *slog.Logger
+	// Observer, if set, sees each wait on the limiter.
+	Observer func(limiter.Key, time.Duration)
+}
+
+// InputError is a setting the operator must change (exit 2 in the CLI).
+// Its text names the flag.
+type InputError struct{ Err error }
+
+func (e *InputError) Error() string { return e.Err.Error() }
+func (e *InputError) Unwrap() error { return e.Err }
+
+func inputErr(format string, args ...any) error {
+	return &InputError{fmt.Errorf(format, args...)}
+}
+
+// New builds the limiter and the IM client gated by it for cfg.IM.SDKAppID.
+func New(ctx context.Context, cfg Config) (*tim.Client, *limiter.Limiter, error) {
+	capOf, err := limiter.ParseCapOf(cfg.CapOf)
+	if err != nil {
+		return nil, nil, inputErr("--cap-of: %v", err)
+	}
+	lcfg := limiter.Config{Cap: cfg.Cap, CapOf: capOf, Prefix: cfg.Prefix + ":rl", Logger: cfg.Logger, Observer: cfg.Observer}
+	if cfg.Margin >= 0 {
+		if cfg.Margin > 0.5 {
+			return nil, nil, inputErr("--margin (IMRECALL_MARGIN) %v: want 0 to 0.5", cfg.Margin)
+		}
+		lcfg.Margin = cfg.Margin
+	}
+	lim, err := limiter.New(cfg.Redis, lcfg)
+	if err != nil {
+		return nil, nil, inputErr("limiter: %v", err)
+	}
+	if cfg.Agree {
+		apis := make([]string, len(tim.AllAPIs))
+		for i, a := range tim.AllAPIs {
+			apis[i] = a.Name()
+		}
+		if err := lim.Agree(ctx, cfg.Redis, cfg.Prefix+":rl", cfg.IM.SDKAppID, apis, cfg.Reset, cfg.Logger); err != nil {
+			var m *limiter.CapMismatchError
+			if errors.As(err, &m) {
+				return nil, nil, &InputError{err}
+			}
+			return nil, nil, err
+		}
+	}
+	im := cfg.IM
+	im.Gate = lim.ForApp(im.SDKAppID)
+	cl, err := tim.New(im)
+	if err != nil {
+		return nil, nil, &InputError{err}
+	}
+	return cl, lim, nil
+}
