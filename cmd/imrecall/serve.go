@@ -4,8 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"net"
-	"net/http"
-	"os"
 	"strings"
 	"time"
 
@@ -15,7 +13,6 @@ import (
 	"github.com/imrecall/imrecall/certificate"
 	"github.com/imrecall/imrecall/console"
 	"github.com/imrecall/imrecall/jobs"
-	"github.com/imrecall/imrecall/limiter"
 	"github.com/imrecall/imrecall/msgindex"
 	"github.com/imrecall/imrecall/producer"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -216,8 +213,9 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 	if o.monitor {
 		defer cfg.AddMonitor(c.asynq)()
 	}
-	if cfg.Certificates, err = o.certificates(); err != nil {
-		return err
+	sw := certificate.Software{Name: "imrecall", Version: version(), ConfigSHA256: o.configHash()}
+	if cfg.Certificates, err = api.OpenCertificates(o.certificateDir, o.signingKey, sw); err != nil {
+		return usageError{err}
 	}
 	cfg.VerifyTimeout = o.verifyTimeout
 	if cfg.Client, err = imrecall.New(imrecall.Config{Redis: c.rdb, Prefix: o.redis.prefix, Queue: enq, AppID: imCfg.SDKAppID,
@@ -234,53 +232,13 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 	if err != nil {
 		return badInput("--listen %q: %v", o.listen, err)
 	}
-	handler, err := withConsole(srv, cfg.Client, c, tokens, lim, log)
+	handler, err := console.MountOn(srv, cfg.Client, tokens, c.rdb, c.store.Prefix(), lim.CapOf, log)
 	if err != nil {
 		return err
 	}
 	log.Info("serving", "addr", ln.Addr().String(), "sdkappid", imCfg.SDKAppID, "tokens", api.TokenNames(tokens),
 		"index", o.index, "index_retention", retention.String(), "callback_signed", cbToken != "", "redis", redactURL(o.redis.url))
 	return api.ServeHTTP(ctx, ln, handler, func() { log.Info("shutting down") })
-}
-
-// withConsole mounts the operator's console on the paths it serves (/,
-// /jobs/..., /new, ...); everything else (/v1/, /monitor/, /healthz, ...)
-// stays the API's. The console acts through client, the API's Client, on
-// behalf of the signed-in token.
-func withConsole(srv *api.Server, client *imrecall.Client, c *conn, tokens []api.Token, lim *limiter.Limiter, log *slog.Logger) (http.Handler, error) {
-	apiHandler := srv.Handler()
-	con, err := console.New(console.Config{
-		Backend: console.NewClientBackend(client, apiHandler, tokens), Redis: c.rdb, Prefix: c.store.Prefix(),
-		Authenticate: srv.Authenticate, CapOf: lim.CapOf, Log: log,
-	})
-	if err != nil {
-		return nil, err
-	}
-	return con.Mount(apiHandler), nil
-}
-
-// certificates reads --signing-key and --certificate-dir: nil when neither
-// is given.
-func (o *serveOptions) certificates() (*api.Certificates, error) {
-	if o.certificateDir == "" {
-		if o.signingKey != "" {
-			return nil, badInput("--signing-key needs --certificate-dir: where the certificates it signs are kept")
-		}
-		return nil, nil
-	}
-	c := &api.Certificates{Dir: o.certificateDir,
-		Software: certificate.Software{Name: "imrecall", Version: version(), ConfigSHA256: o.configHash()}}
-	if o.signingKey != "" {
-		key, err := certificate.LoadPrivateKey(o.signingKey)
-		if err != nil {
-			return nil, badInput("--signing-key %v", err)
-		}
-		c.Key = key
-	}
-	if err := os.MkdirAll(o.certificateDir, 0o700); err != nil {
-		return nil, badInput("--certificate-dir %v", err)
-	}
-	return c, nil
 }
 
 // configHash hashes the settings that shape serve's calls, as the CLI's
