@@ -2,20 +2,16 @@ package main
 
 import (
 	"context"
+	"errors"
 	"log/slog"
-	"net"
 	"strings"
 	"time"
 
-	"github.com/hibiken/asynq"
-	"github.com/imrecall/imrecall"
 	"github.com/imrecall/imrecall/api"
 	"github.com/imrecall/imrecall/certificate"
-	"github.com/imrecall/imrecall/console"
+	"github.com/imrecall/imrecall/internal/serveproc"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/msgindex"
-	"github.com/imrecall/imrecall/producer"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 )
 
@@ -194,51 +190,21 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 	if err != nil {
 		return err
 	}
-	enq := asynq.NewClient(c.asynq)
-	defer enq.Close()
-	inspector := asynq.NewInspector(c.asynq)
-	defer inspector.Close()
-	reg := api.NewRegistry(inspector, c.store)
-	cfg := api.Config{
-		Store: c.store, Schedules: producer.NewSchedules(c.rdb, o.redis.prefix), IM: im,
-		AppID: imCfg.SDKAppID, Tokens: tokens, DiscoveryConcurrency: o.concurrency,
-		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), Log: log,
-		Ready: func(ctx context.Context) error { return c.rdb.Ping(ctx).Err() },
-	}
-	if o.index {
-		o.idx.Redis, o.idx.Prefix, o.idx.Retention, o.idx.SDKAppID, o.idx.Token = c.rdb, o.redis.prefix, retention, imCfg.SDKAppID, cbToken
-		o.idx.IM, o.idx.Registry, o.idx.Log = im, reg, log
-		cfg.Index, cfg.Callbacks = msgindex.Start(ctx, o.idx)
-	}
-	if o.monitor {
-		defer cfg.AddMonitor(c.asynq)()
-	}
 	sw := certificate.Software{Name: "imrecall", Version: version(), ConfigSHA256: o.configHash()}
-	if cfg.Certificates, err = api.OpenCertificates(o.certificateDir, o.signingKey, sw); err != nil {
+	certs, err := api.OpenCertificates(o.certificateDir, o.signingKey, sw)
+	if err != nil {
 		return usageError{err}
 	}
-	cfg.VerifyTimeout = o.verifyTimeout
-	if cfg.Client, err = imrecall.New(imrecall.Config{Redis: c.rdb, Prefix: o.redis.prefix, Queue: enq, AppID: imCfg.SDKAppID,
-		IM: im, Index: cfg.Index, ConfirmAbove: o.confirmAbove, DiscoveryConcurrency: o.concurrency, Logger: log,
-		ApprovalAbove: o.approval.above, ApprovalDelay: o.approval.delay}); err != nil {
-		return err
+	err = serveproc.Run(ctx, serveproc.Config{Redis: c.rdb, Asynq: c.asynq, Store: c.store, Prefix: o.redis.prefix,
+		IM: im, Limiter: lim, AppID: imCfg.SDKAppID, Tokens: tokens, Index: o.index, IndexService: o.idx, Retention: retention,
+		CallbackToken: cbToken, Monitor: o.monitor, Certificates: certs, VerifyTimeout: o.verifyTimeout, ConfirmAbove: o.confirmAbove,
+		DiscoveryConcurrency: o.concurrency, ApprovalAbove: o.approval.above, ApprovalDelay: o.approval.delay,
+		Listen: o.listen, RedisName: redactURL(o.redis.url), Logger: log})
+	var ie *serveproc.InputError
+	if errors.As(err, &ie) {
+		return usageError{err}
 	}
-	srv, err := api.New(cfg)
-	if err != nil {
-		return badInput("%v", err)
-	}
-	defer srv.Close()
-	ln, err := net.Listen("tcp", o.listen)
-	if err != nil {
-		return badInput("--listen %q: %v", o.listen, err)
-	}
-	handler, err := console.MountOn(srv, cfg.Client, tokens, c.rdb, c.store.Prefix(), lim.CapOf, log)
-	if err != nil {
-		return err
-	}
-	log.Info("serving", "addr", ln.Addr().String(), "sdkappid", imCfg.SDKAppID, "tokens", api.TokenNames(tokens),
-		"index", o.index, "index_retention", retention.String(), "callback_signed", cbToken != "", "redis", redactURL(o.redis.url))
-	return api.ServeHTTP(ctx, ln, handler, func() { log.Info("shutting down") })
+	return err
 }
 
 // configHash hashes the settings that shape serve's calls, as the CLI's
