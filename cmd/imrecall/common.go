@@ -1,14 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/user"
-	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -18,7 +15,6 @@ import (
 	"github.com/imrecall/imrecall/redisurl"
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 )
 
 // defaultRedis is the Redis the commands use when neither --redis nor
@@ -101,51 +97,28 @@ type auditFlags struct {
 }
 
 func (f *auditFlags) register(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&f.actor, "actor", defaultActor(), "who asks (recorded in the job and the audit log)")
+	cmd.Flags().StringVar(&f.actor, "actor", cliout.DefaultActor(), "who asks (recorded in the job and the audit log)")
 	cmd.Flags().StringVar(&f.reason, "reason", "", "why (recorded in the job and the audit log)")
 }
 
-func defaultActor() string {
-	name := os.Getenv("USER")
-	if u, err := user.Current(); err == nil && u.Username != "" {
-		name = u.Username
-	}
-	host, _ := os.Hostname()
-	if name == "" {
-		name = "unknown"
-	}
-	if host != "" {
-		return name + "@" + host
-	}
-	return name
-}
-
-// isTerminal reports whether f is an interactive terminal.
-func isTerminal(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }
-
-// confirm asks the person at the terminal to type yes. Without a terminal it
-// refuses: large destructive jobs need --yes in scripts.
+// confirm asks the person at the terminal to type yes (cliout.Confirm):
+// without a terminal it refuses, as large destructive jobs need --yes in
+// scripts.
 func confirm(cmd *cobra.Command, prompt string) error {
-	if !isTerminal(os.Stdin) {
-		return badInput("%s: refusing without confirmation; pass --yes to confirm in a script", prompt)
-	}
-	fmt.Fprintf(cmd.ErrOrStderr(), "%s\nRecalled messages cannot be restored. Type yes to go on: ", prompt)
-	line, _ := bufio.NewReader(os.Stdin).ReadString('\n')
-	if strings.TrimSpace(strings.ToLower(line)) != "yes" {
-		return exitCodeError{code: exitBadInput, msg: "not confirmed; nothing was changed"}
+	err := cliout.Confirm(os.Stdin, cmd.ErrOrStderr(), prompt)
+	var nc *cliout.NotConfirmedError
+	switch {
+	case errors.As(err, &nc) && nc.NoTerminal:
+		return usageError{err}
+	case err != nil:
+		return exitCodeError{code: exitBadInput, msg: err.Error()}
 	}
 	return nil
 }
 
-// waitJob follows a job until it has finished, showing progress on a
-// terminal (a bar) or as a log line every few seconds otherwise.
+// waitJob follows a job until it has finished (cliout.WaitJob).
 func waitJob(ctx context.Context, cmd *cobra.Command, client *imrecall.Client, id string) (jobs.Job, error) {
-	p := cliout.NewProgress(cmd.ErrOrStderr(), id, isTerminal(os.Stderr))
-	j, err := client.Wait(ctx, id, p.Update)
-	if err == nil {
-		p.Finish()
-	}
-	return j, err
+	return cliout.WaitJob(ctx, cmd.ErrOrStderr(), cliout.IsTerminal(os.Stderr), client, id)
 }
 
 // cliError turns the Client's typed errors into the CLI's: bad input (a
@@ -171,12 +144,7 @@ func jobExit(j jobs.Job) error {
 	if !j.Finished() {
 		return nil
 	}
-	needs := int64(0)
-	for code, n := range j.Counts.DeadByCode {
-		if jobs.CategoryOf(code) == jobs.NeedsAttention {
-			needs += n
-		}
-	}
+	needs := cliout.NeedsAttention(j)
 	switch {
 	case j.Status == jobs.StatusFailed:
 		return exitCodeError{code: exitFailure, msg: "job " + j.ID + " failed: " + j.Error}

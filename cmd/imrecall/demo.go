@@ -59,7 +59,7 @@ The same binary pointed at a real Redis and real credentials is the production p
 func runDemo(ctx context.Context, cmd *cobra.Command, o demoOptions) error {
 	res, err := demo.Run(ctx, demo.Config{
 		Groups: o.groups, Messages: o.messages, SpammerGroups: o.heavyGroups, Peers: o.peers, C2C: o.c2c, Seed: o.seed,
-		Concurrency: o.concurrency, JSON: o.asJSON, Out: cmd.OutOrStdout(), Progress: cmd.ErrOrStderr(), Terminal: isTerminal(os.Stderr),
+		Concurrency: o.concurrency, JSON: o.asJSON, Out: cmd.OutOrStdout(), Progress: cmd.ErrOrStderr(), Terminal: cliout.IsTerminal(os.Stderr),
 		StartWorker: demo.InProcessWorker, Describe: cliout.DescribeCode, Version: version(),
 		WriteVerification: cliout.Verification,
 	})

@@ -31,7 +31,7 @@ func (f *historyFlags) register(cmd *cobra.Command) {
 	f.im.register(cmd)
 	f.limits.register(cmd)
 	f.logs.register(cmd)
-	cmd.Flags().StringVar(&f.actor, "actor", defaultActor(), "who asks (recorded in the audit log)")
+	cmd.Flags().StringVar(&f.actor, "actor", cliout.DefaultActor(), "who asks (recorded in the audit log)")
 	cmd.Flags().IntVar(&f.concurrency, "concurrency", 8, "histories read at once (the limiter still caps the calls)")
 }
 
