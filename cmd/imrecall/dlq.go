@@ -5,11 +5,9 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/hibiken/asynq"
 	"github.com/imrecall/imrecall"
 	"github.com/imrecall/imrecall/internal/cliout"
 	"github.com/imrecall/imrecall/jobs"
-	"github.com/imrecall/imrecall/producer"
 	"github.com/spf13/cobra"
 )
 
@@ -110,42 +108,18 @@ func newDLQRequeueCmd() *cobra.Command {
 	return jobCmd("requeue JOB", "Re-queue a job's dead letters (by default those that need attention)",
 		"  imrecall dlq requeue 20261122T230512Z-9f3a1c2b --code 10002",
 		func(cmd *cobra.Command, c *conn, client *imrecall.Client, id string) error {
-			if f.Code == "" && f.Category == "" {
-				f.Category = string(jobs.NeedsAttention)
+			ctx := cmd.Context()
+			total, repaired, err := client.CountRequeue(ctx, id, f)
+			var se *jobs.StatusError
+			if errors.As(err, &se) {
+				return usageError{err}
 			}
-			match, err := f.Match()
 			if err != nil {
 				return err
 			}
-			ctx := cmd.Context()
-			if j, err := c.store.Get(ctx, id); err != nil {
-				return err
-			} else if j.Status == jobs.StatusCancelled {
-				return usageError{&jobs.StatusError{JobID: id, Status: j.Status, Action: "re-queueing dead letters"}}
-			}
-			total := 0
-			if err := c.store.DeadLetters(ctx, id, func(d jobs.DeadLetter) error {
-				if match(d) {
-					total++
-				}
-				return nil
-			}); err != nil {
-				return err
-			}
 			if total == 0 {
-				// Still finish a re-queue that was interrupted.
-				q := asynq.NewClient(c.asynq)
-				defer q.Close()
-				j, err := c.store.Get(ctx, id)
-				if err != nil {
-					return err
-				}
-				n, err := producer.FinishRequeue(ctx, c.store, q, j)
-				if err != nil {
-					return err
-				}
-				if n > 0 {
-					fmt.Fprintf(cmd.OutOrStdout(), "job %s: %d messages of an interrupted re-queue queued\n", id, n)
+				if repaired > 0 {
+					fmt.Fprintf(cmd.OutOrStdout(), "job %s: %d messages of an interrupted re-queue queued\n", id, repaired)
 				}
 				fmt.Fprintln(cmd.ErrOrStderr(), "no dead letters match; nothing re-queued")
 				return nil
@@ -159,7 +133,6 @@ func newDLQRequeueCmd() *cobra.Command {
 			if r.Repaired > 0 {
 				fmt.Fprintf(cmd.OutOrStdout(), "job %s: %d messages of an interrupted re-queue queued\n", id, r.Repaired)
 			}
-			var se *jobs.StatusError
 			if errors.As(err, &se) {
 				return usageError{err} // e.g. a cancelled job: it stays cancelled
 			}
