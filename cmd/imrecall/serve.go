@@ -159,20 +159,12 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 	if err != nil {
 		return err
 	}
-	if o.index && cbToken == "" && !o.insecureCallbacks {
-		return badInput("no callback token: without one anyone can post callbacks and fill the message index that purges by index recall from; set IMRECALL_CALLBACK_TOKEN (or --callback-token-file) to the token configured in the IM console, or start with --insecure-callbacks (or --index=false)")
-	}
 	retention, err := parseRetention(o.indexRetention)
 	if err != nil {
 		return err
 	}
-	switch {
-	case o.idx.Heartbeat <= 0:
-		return badInput("--index-heartbeat %s: want a positive duration", o.idx.Heartbeat)
-	case o.idx.ConfirmRate < 0:
-		return badInput("--confirm-rate %v: want 0 (no confirmer) or more calls per second", o.idx.ConfirmRate)
-	case o.idx.ConfirmEvery <= 0:
-		return badInput("--confirm-every %s: want a positive duration", o.idx.ConfirmEvery)
+	if err := serveproc.CheckIndex(o.index, o.insecureCallbacks, cbToken, o.idx); err != nil {
+		return usageError{err}
 	}
 	imCfg, err := o.im.config(log)
 	if err != nil {

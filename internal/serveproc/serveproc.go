@@ -113,3 +113,21 @@ func Run(ctx context.Context, c Config) error {
 		"index", c.Index, "index_retention", c.Retention.String(), "callback_signed", c.CallbackToken != "", "redis", c.RedisName)
 	return api.ServeHTTP(ctx, ln, handler, func() { log.Info("shutting down") })
 }
+
+// CheckIndex checks the index settings: with the index on, a callback
+// token (or insecure, accepting unsigned callbacks); and s's heartbeat,
+// confirmer rate and interval.
+func CheckIndex(index, insecure bool, token string, s msgindex.ServiceConfig) error {
+	bad := func(format string, args ...any) error { return &InputError{fmt.Errorf(format, args...)} }
+	switch {
+	case index && token == "" && !insecure:
+		return bad("no callback token: without one anyone can post callbacks and fill the message index that purges by index recall from; set IMRECALL_CALLBACK_TOKEN (or --callback-token-file) to the token configured in the IM console, or start with --insecure-callbacks (or --index=false)")
+	case s.Heartbeat <= 0:
+		return bad("--index-heartbeat %s: want a positive duration", s.Heartbeat)
+	case s.ConfirmRate < 0:
+		return bad("--confirm-rate %v: want 0 (no confirmer) or more calls per second", s.ConfirmRate)
+	case s.ConfirmEvery <= 0:
+		return bad("--confirm-every %s: want a positive duration", s.ConfirmEvery)
+	}
+	return nil
+}
