@@ -3,10 +3,8 @@ package main
 import (
 	"crypto/ed25519"
 	"errors"
-	"fmt"
 	"io"
 	"os"
-	"time"
 
 	"github.com/imrecall/imrecall/certificate"
 	"github.com/imrecall/imrecall/internal/cliout"
@@ -78,13 +76,7 @@ the exit code is then 5.`,
 			if err != nil {
 				return err
 			}
-			rows := doc.Rows
-			p := certificate.PathsOf(out)
-			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "certificate of erasure for job %s\n  document  %s\n  signature %s\n  rows      %s (%d messages)\n", job.ID, p.Document, p.Signature, p.Rows, rows.Count)
-			if hashSubject && v.Subject != "" {
-				fmt.Fprintf(w, "  salt      %s (keep it apart from the certificate)\n", out+".salt")
-			}
+			cliout.Issued(cmd.OutOrStdout(), out, doc, hashSubject && v.Subject != "")
 			cliout.Verification(cmd.OutOrStdout(), v)
 			return verificationExit(v)
 		},
@@ -131,11 +123,7 @@ func newCertificateVerifyCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "valid: signature and rows (%d) check out\njob %s  %s  %s\n", doc.Rows.Count, doc.Job.ID, doc.Job.Kind, doc.Job.Status)
-			if v := doc.Verification; v != nil {
-				fmt.Fprintf(w, "verified at %s: %d recalled, %d gone, %d still visible, residue %d\n", v.At.Format(time.RFC3339), v.Verified, v.Gone, v.StillVisible, v.Residue)
-			}
+			cliout.Valid(cmd.OutOrStdout(), doc)
 			return nil
 		},
 	}

@@ -125,7 +125,7 @@ func newJobsCancelCmd() *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "job %s: %s\n", id, st)
-			return reportUnparked(cmd, id, un)
+			return cliout.Unparked(cmd.OutOrStdout(), id, un)
 		}, audit.register)
 }
 
@@ -169,19 +169,8 @@ func newJobsPauseCmd(pause bool) *cobra.Command {
 			return err
 		}
 		fmt.Fprintf(cmd.OutOrStdout(), "job %s: paused=%v\n", id, pause)
-		return reportUnparked(cmd, id, un)
+		return cliout.Unparked(cmd.OutOrStdout(), id, un)
 	}, audit.register)
-}
-
-// reportUnparked says how many parked tasks a resume or cancel queued again.
-func reportUnparked(cmd *cobra.Command, id string, un imrecall.Unparked) error {
-	if un.Err != nil {
-		return un.Err
-	}
-	if un.Tasks > 0 {
-		fmt.Fprintf(cmd.OutOrStdout(), "job %s: %d parked tasks queued again\n", id, un.Tasks)
-	}
-	return nil
 }
 
 func newJobsAuditCmd() *cobra.Command {
