@@ -71,7 +71,7 @@ the exit code is then 5.`,
 			v, doc, err := certificate.Issue(ctx, certificate.Request{
 				Store: c.store, IM: im, Job: job, Actor: f.actor, Concurrency: f.concurrency,
 				Out: out, Key: key, HashSubject: hashSubject,
-				Software: certificate.Software{Name: "imrecall", Version: version(), ConfigSHA256: f.configHash()},
+				Software: certificate.Software{Name: "imrecall", Version: certificate.BuildVersion(), ConfigSHA256: f.configHash()},
 			})
 			if err != nil {
 				return err
@@ -96,9 +96,6 @@ func (f *historyFlags) configHash() string {
 		"cap": f.limits.cap, "cap_of": f.limits.capOf, "margin": f.limits.margin,
 	})
 }
-
-// version is the binary's version (certificate.BuildVersion).
-func version() string { return certificate.BuildVersion() }
 
 func newCertificateVerifyCmd() *cobra.Command {
 	var pubPath string

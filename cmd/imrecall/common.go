@@ -65,9 +65,6 @@ func (f *redisFlags) connect(ctx context.Context) (*conn, error) {
 	return &conn{rdb: rdb, asynq: target.Asynq, store: jobs.NewStore(rdb, f.prefix), closer: []io.Closer{rdb}}, nil
 }
 
-// redactURL hides a password in a Redis URL (redisurl.Redact).
-func redactURL(u string) string { return redisurl.Redact(u) }
-
 // approvalFlags hold big jobs for a second person's approval; serve and
 // the CLI's recall and purge read the same flags (and IMRECALL_APPROVAL_*).
 type approvalFlags struct {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 
+	"github.com/imrecall/imrecall/certificate"
 	"github.com/imrecall/imrecall/internal/cliout"
 	"github.com/imrecall/imrecall/internal/demo"
 	"github.com/spf13/cobra"
@@ -60,7 +61,7 @@ func runDemo(ctx context.Context, cmd *cobra.Command, o demoOptions) error {
 	res, err := demo.Run(ctx, demo.Config{
 		Groups: o.groups, Messages: o.messages, SpammerGroups: o.heavyGroups, Peers: o.peers, C2C: o.c2c, Seed: o.seed,
 		Concurrency: o.concurrency, JSON: o.asJSON, Out: cmd.OutOrStdout(), Progress: cmd.ErrOrStderr(), Terminal: cliout.IsTerminal(os.Stderr),
-		StartWorker: demo.InProcessWorker, Describe: cliout.DescribeCode, Version: version(),
+		StartWorker: demo.InProcessWorker, Describe: cliout.DescribeCode, Version: certificate.BuildVersion(),
 		WriteVerification: cliout.Verification,
 	})
 	var failed demo.CheckFailed

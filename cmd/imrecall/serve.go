@@ -12,6 +12,7 @@ import (
 	"github.com/imrecall/imrecall/internal/serveproc"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/msgindex"
+	"github.com/imrecall/imrecall/redisurl"
 	"github.com/spf13/cobra"
 )
 
@@ -108,9 +109,6 @@ than two beats (serve down, Redis unreachable) is recorded as a gap in the index
 	return cmd
 }
 
-// parseRetention parses --index-retention: 30d, 36h or 0.
-func parseRetention(s string) (time.Duration, error) { return parseAge("--index-retention", s) }
-
 // parseAge parses a retention flag: days (30d), a duration (36h) or 0 (keep
 // forever); errors name flag.
 func parseAge(flag, s string) (time.Duration, error) {
@@ -159,7 +157,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 	if err != nil {
 		return err
 	}
-	retention, err := parseRetention(o.indexRetention)
+	retention, err := parseAge("--index-retention", o.indexRetention)
 	if err != nil {
 		return err
 	}
@@ -182,7 +180,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 	if err != nil {
 		return err
 	}
-	sw := certificate.Software{Name: "imrecall", Version: version(), ConfigSHA256: o.configHash()}
+	sw := certificate.Software{Name: "imrecall", Version: certificate.BuildVersion(), ConfigSHA256: o.configHash()}
 	certs, err := api.OpenCertificates(o.certificateDir, o.signingKey, sw)
 	if err != nil {
 		return usageError{err}
@@ -191,7 +189,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 		IM: im, Limiter: lim, AppID: imCfg.SDKAppID, Tokens: tokens, Index: o.index, IndexService: o.idx, Retention: retention,
 		CallbackToken: cbToken, Monitor: o.monitor, Certificates: certs, VerifyTimeout: o.verifyTimeout, ConfirmAbove: o.confirmAbove,
 		DiscoveryConcurrency: o.concurrency, ApprovalAbove: o.approval.above, ApprovalDelay: o.approval.delay,
-		Listen: o.listen, RedisName: redactURL(o.redis.url), Logger: log})
+		Listen: o.listen, RedisName: redisurl.Redact(o.redis.url), Logger: log})
 	var ie *serveproc.InputError
 	if errors.As(err, &ie) {
 		return usageError{err}

@@ -13,6 +13,7 @@ import (
 	"github.com/imrecall/imrecall/limiter"
 	"github.com/imrecall/imrecall/producer"
 	"github.com/imrecall/imrecall/reconcile"
+	"github.com/imrecall/imrecall/redisurl"
 	"github.com/imrecall/imrecall/tim"
 	"github.com/spf13/cobra"
 )
@@ -148,7 +149,7 @@ func runWorker(ctx context.Context, cmd *cobra.Command, o *workerOptions) error 
 			return o.limits.imClient(ctx, c, o.redis.prefix, imCfg, log, observe, true)
 		},
 		WrapQueue: func(q producer.Enqueuer) producer.Enqueuer { return testHookEnqueuer(cmd, q) },
-		LogLevel:  cliout.AsynqLevel(o.logs.level), RedisName: redactURL(o.redis.url), Logger: log})
+		LogLevel:  cliout.AsynqLevel(o.logs.level), RedisName: redisurl.Redact(o.redis.url), Logger: log})
 	var ie *workerproc.InputError
 	if errors.As(err, &ie) {
 		return usageError{err}
