@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"strconv"
 	"testing"
 	"time"
 
@@ -457,5 +458,40 @@ func TestStoppedWhileWaitingForTheCapCountsNoSend(t *testing.T) {
 	j := b.counts(t)
 	if j.Counts.Recalled != 4 || j.Counts.DeadByCode["10030"] != 1 || j.Counts.DeadByCode["20023"] != 1 || j.Status != jobs.StatusDone {
 		t.Fatalf("job = %+v, want 4 recalled and the two recalled before the job dead-lettered (10030, 20023)", j.Counts)
+	}
+}
+
+func TestOutcomeOf(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		code int
+		want Outcome
+	}{
+		{0, OutcomeRecalled},
+		{10030, OutcomeGone}, // group message not found
+		{20022, OutcomeGone}, // one-to-one message not found
+		{20023, OutcomeGone}, // already recalled
+		{10006, OutcomeThrottled},
+		{10023, OutcomeThrottled},
+		{10002, OutcomeRetry},
+		{20004, OutcomeRetry},
+		{20005, OutcomeRetry},
+		{10031, OutcomeDeadLetter}, // past the recall time limit
+		{10032, OutcomeDeadLetter},
+		{10033, OutcomeDeadLetter},
+		{10010, OutcomeDeadLetter},
+		{90054, OutcomeDeadLetter},
+		{123456, OutcomeDeadLetter}, // undocumented: permanent
+		{70001, OutcomeAppWide},
+		{20002, OutcomeAppWide}, // an auth code, but one that condemns the app
+		{90009, OutcomeAppWide},
+		{10041, OutcomeAppWide}, // recall disabled for the app
+		{70016, OutcomeAppWide},
+	} {
+		t.Run(strconv.Itoa(tt.code), func(t *testing.T) {
+			if got := OutcomeOf(tt.code); got != tt.want {
+				t.Errorf("OutcomeOf(%d) = %s, want %s", tt.code, got, tt.want)
+			}
+		})
 	}
 }
