@@ -508,13 +508,13 @@ func (h *Handler) answered(ctx context.Context, s *send, items []*item, codes ma
 				recalled, err := s.gone(ctx, it, code)
 				if err != nil {
 					// Cannot tell now: try the whole thing again later.
-					s.log.Warn("checking a message sent unanswered failed; will retry", "item", it.id, "err", err)
+					s.log.Warn(LogCheckAfterGoneFailed, "item", it.id, "err", err)
 					it.attempts++
 					retry = h.retryOrDead(it, retry, &out)
 					continue
 				}
 				if recalled {
-					s.log.Info("message already recalled after an unanswered call: counting as recalled, attribution unknown", "item", it.id, "code", code)
+					s.log.Info(LogRecalledUnattributed, "item", it.id, "code", code)
 					out = append(out, jobs.Outcome{Item: it.id, Recalled: true, Unattributed: true, Attempts: it.prior + it.attempts + 1})
 					continue
 				}
@@ -551,7 +551,7 @@ func (h *Handler) preVerify(ctx context.Context, s *send, items []*item) ([]*ite
 		recalled, _, err := h.im.GroupRecalled(ctx, s.target.GroupID, s.target.TopicID, it.seq)
 		switch {
 		case err != nil:
-			s.log.Warn("cannot check a message sent before a crash; will check after the call", "seqs", it.seq, "err", err)
+			s.log.Warn(LogCannotCheckBeforeCall, "seqs", it.seq, "err", err)
 		case recalled:
 			out = append(out, jobs.Outcome{Item: it.id, Recalled: true, Unattributed: true, Attempts: it.prior + it.attempts})
 			continue
@@ -561,7 +561,7 @@ func (h *Handler) preVerify(ctx context.Context, s *send, items []*item) ([]*ite
 		kept = append(kept, it)
 	}
 	if len(out) > 0 {
-		s.log.Info("messages found recalled after a call whose answer was lost: counted recalled, attribution unknown", "messages", len(out))
+		s.log.Info(LogFoundRecalledBeforeCall, "messages", len(out))
 	}
 	return kept, h.record(ctx, s.jobID, s.target, out)
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/tasks"
 	"github.com/imrecall/imrecall/tim"
+	"github.com/imrecall/imrecall/worker"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -374,18 +375,18 @@ func (p *chaosPool) rtts(i int) []string {
 }
 
 // verifyFailures counts, per group and seq, the history checks after a
-// 10030 that failed ("verifying an unanswered recall failed"): each makes the
-// worker send the recall once more. Keys are group_id|seq (the log does not
-// name the topic).
+// 10030 that failed (worker.LogCheckAfterGoneFailed): each makes the worker
+// send the recall once more. Keys are group_id|seq (the log does not name
+// the topic).
 func (p *chaosPool) verifyFailures() map[string]int {
 	out := map[string]int{}
 	for _, path := range p.logs {
 		b, _ := os.ReadFile(path)
 		for _, line := range strings.Split(string(b), "\n") {
-			if !strings.Contains(line, "verifying an unanswered recall failed") {
+			if !strings.Contains(line, worker.LogCheckAfterGoneFailed) {
 				continue
 			}
-			g, s := chaosLogAttr(line, "group_id"), chaosLogAttr(line, "seqs")
+			g, s := chaosLogAttr(line, "group_id"), chaosLogAttr(line, "item")
 			if g != "" && s != "" {
 				out[g+"|"+s]++
 			}
@@ -604,8 +605,8 @@ func (w *failedDeliveries) poll(ctx context.Context, insp *asynq.Inspector, rdb 
 // and counts, per message, the deliveries that left it sent and unrecorded;
 // around the Redis restart the test also counts every message sent then.
 // A message in doubt is also sent again each time the history check after
-// its 10030 fails (the worker logs "verifying an unanswered recall failed"
-// with the group and seq: it retries the recall, not just the check).
+// its 10030 fails (the worker logs worker.LogCheckAfterGoneFailed with the
+// group and seq: it retries the recall, not just the check).
 // The invariant is per message: recall requests after it was recalled ≤ its
 // lost answers + (if any) those failed checks, +1 for a message recalled
 // before the job, which the job's first request finds recalled. A message
@@ -1100,10 +1101,9 @@ func TestChaos(t *testing.T) {
 		len(plan.sideOf), sideBy1, sideDoubles, time.Since(mainDone).Round(time.Second))
 	t.Logf("lost answers: %d deliveries ended early (%d left messages sent and unrecorded), %d messages sent around the Redis restart; %d messages in doubt; %d recall requests after recall (emulator), %d of the messages the job recalled requested again; %d messages recalled before the job counted recalled",
 		lost.deliveries, lost.lossy, len(atRestart), suspected, doubles, resent, reattributed)
-	t.Logf("worker logs: %d history checks before a call counted messages recalled, %d such checks and %d after a 10030 failed; %d group seqs and %d one-to-one counted recalled after a second request; %d throttle pauses",
-		pool.count("messages found recalled after a call whose answer was lost"), pool.count("cannot check a message sent before a crash"), pool.count("verifying an unanswered recall failed"),
-		pool.count("seq already recalled after an unanswered call"), pool.count("msg=\"already recalled after an unanswered call"),
-		pool.count("rate limited by the server"))
+	t.Logf("worker logs: %d history checks before a call counted messages recalled, %d such checks and %d after a 10030 failed; %d messages counted recalled after a second request; %d throttle pauses",
+		pool.count(worker.LogFoundRecalledBeforeCall), pool.count(worker.LogCannotCheckBeforeCall), pool.count(worker.LogCheckAfterGoneFailed),
+		pool.count(worker.LogRecalledUnattributed), pool.count("rate limited by the server"))
 	for _, api := range apis {
 		st := stats[api]
 		maxSec := int64(0)

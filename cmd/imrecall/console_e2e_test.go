@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -101,9 +103,30 @@ func value[T any](t *testing.T, ctx context.Context, what string, a chromedp.Act
 	return v
 }
 
+// textOf reads the visible text of the first element sel matches, waiting
+// for it to exist. The query and the read are one evaluation in the page: a
+// live page reloads itself on every change of its job (console.js), and a
+// node found by one call could be gone at the next. A reload in the middle
+// of the evaluation destroys its context; textOf then reads again.
 func textOf(t *testing.T, ctx context.Context, sel string) string {
 	t.Helper()
-	return strings.TrimSpace(value(t, ctx, "reading "+sel, chromedp.Text(chromedp.CSS(sel))))
+	q, err := json.Marshal(sel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := chromedp.Poll[struct{ Text string }](
+		fmt.Sprintf(`(() => { const e = document.querySelector(%s); return e ? {Text: e.innerText} : null })()`, q),
+		chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(20*time.Second))
+	for try := 1; ; try++ {
+		v, err := chromedp.Run(ctx, read)
+		if err == nil {
+			return strings.TrimSpace(v.Text)
+		}
+		if try == 5 || ctx.Err() != nil || errors.Is(err, chromedp.ErrPollingTimeout) {
+			t.Fatalf("reading %s: %v", sel, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // signIn signs in through the form with secret.
