@@ -59,6 +59,13 @@ type Config struct {
 	// ApprovalDelay is the cool-off after an approval in which the job can
 	// still be cancelled before it starts. Zero: it starts at once.
 	ApprovalDelay time.Duration
+	// Backlog bounds each job's work queued ahead of the workers: its
+	// planners plan no further while it has that many messages pending,
+	// and go on as the workers settle them (jobs.Spec.Backlog), so Redis
+	// holds a bounded queue whatever the job's size. Create then returns
+	// when planning ends, about when the job does. Zero: the whole plan is
+	// queued at once (producer.DefaultBacklog is the CLI's default).
+	Backlog int64
 	// Poll is how often Wait reads the job. Zero is 500 ms.
 	Poll time.Duration
 	// Logger; nil discards.
@@ -82,6 +89,8 @@ func New(cfg Config) (*Client, error) {
 		return nil, errors.New("imrecall: Config.Redis is required")
 	case cfg.AppID < 0:
 		return nil, fmt.Errorf("imrecall: Config.AppID %d: want the app's SDKAppID", cfg.AppID)
+	case cfg.Backlog < 0:
+		return nil, fmt.Errorf("imrecall: Config.Backlog %d: must not be negative", cfg.Backlog)
 	}
 	if cfg.Prefix == "" {
 		cfg.Prefix = jobs.DefaultPrefix
@@ -469,7 +478,7 @@ func (c *Client) Create(ctx context.Context, req Request, opts CreateOptions) (C
 	}
 	out.Plan = p.Plan
 	spec := jobs.Spec{Kind: req.Kind(), Queue: queue, AppID: c.cfg.AppID, RequestedBy: opts.Actor, Reason: opts.Reason, Params: params(req, p),
-		Requester: opts.Requester, HoldForApproval: c.cfg.ApprovalAbove > 0 && p.Messages > int64(c.cfg.ApprovalAbove)}
+		Requester: opts.Requester, HoldForApproval: c.cfg.ApprovalAbove > 0 && p.Messages > int64(c.cfg.ApprovalAbove), Backlog: c.cfg.Backlog}
 	job, b, err := producer.NewJob(ctx, c.store, c.cfg.Queue, spec, c.planFunc(p, &out))
 	if err != nil {
 		return out, err

@@ -119,6 +119,9 @@ type Job struct {
 	ApprovalReason string     `json:"approval_reason,omitempty"`
 	// StartsAt is when an approved job's cool-off ends and it starts.
 	StartsAt *time.Time `json:"starts_at,omitempty"`
+	// Backlog bounds the job's planned work queued ahead of the workers
+	// (Spec.Backlog); 0: no bound.
+	Backlog int64 `json:"backlog,omitempty"`
 }
 
 // Held reports whether the job waits for an approval or a cool-off:
@@ -145,6 +148,11 @@ type Spec struct {
 	// HoldForApproval creates the job in status awaiting_approval: nothing
 	// is sent until Store.Approve by a principal other than Requester.
 	HoldForApproval bool
+	// Backlog, if positive, is the most messages of the job planned and
+	// not yet settled (Counts.Pending) before its planners wait for the
+	// workers to drain them: every planner of the job reads it from the
+	// record (producer.Batcher). Zero: the whole plan is queued at once.
+	Backlog int64
 }
 
 // requester is the principal that cannot approve the job.
@@ -166,6 +174,8 @@ func (s Spec) Validate() error {
 		return fmt.Errorf("job sdkappid: %d must be positive", s.AppID)
 	case strings.TrimSpace(s.RequestedBy) == "":
 		return errors.New("job requested_by: required (who asked, for the audit record)")
+	case s.Backlog < 0:
+		return fmt.Errorf("job backlog: %d must not be negative", s.Backlog)
 	}
 	return nil
 }

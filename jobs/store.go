@@ -84,6 +84,9 @@ func (s *Store) Create(ctx context.Context, spec Spec) (Job, error) {
 		"layout":        layoutBuckets,
 	}
 	detail := strings.TrimSpace(spec.Kind + " " + spec.Reason)
+	if spec.Backlog > 0 {
+		fields["backlog"] = spec.Backlog
+	}
 	if spec.HoldForApproval {
 		fields[holdField] = holdApproval
 		fields["held"] = "1"
@@ -153,6 +156,7 @@ func parseJob(h map[string]string) (Job, error) {
 		StartedAt:   ts("started_at"),
 		FinishedAt:  ts("finished_at"),
 		Generation:  int(num("generation")),
+		Backlog:     num("backlog"),
 		Counts: Counts{
 			Planned:              num("planned"),
 			Recalled:             num("recalled"),

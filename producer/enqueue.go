@@ -44,9 +44,17 @@ type Batcher struct {
 	unsent  []unsentTask // tasks whose enqueue failed
 	failed  *failedPlan  // a plan call whose answer was lost
 
+	left int64 // messages it may plan before it reads the backlog again
+	// pagedBacklog: the planner checks the backlog itself between pages
+	// (BacklogFull) and never waits in a plan call (a discovery task).
+	pagedBacklog bool
+
 	// Seen counts messages given, Planned the new ones, Tasks the tasks
 	// enqueued and AlreadyQueued those an earlier run had enqueued.
 	Seen, Planned, Tasks, AlreadyQueued int64
+	// Backlog is how the job's bound on queued work held it back
+	// (jobs.Spec.Backlog).
+	Backlog Backlog
 }
 
 // maxBuffered bounds the seqs a Batcher holds before it plans and enqueues
@@ -104,6 +112,9 @@ func (b *Batcher) Journal(lease string) {
 // planItems plans items of t, journaled under a fresh token, and passes on
 // the confirmations gathered since the last call.
 func (b *Batcher) planItems(ctx context.Context, t jobs.Target, items []string) ([]string, error) {
+	if err := b.awaitBacklog(ctx, len(items)); err != nil {
+		return nil, err
+	}
 	tok := ""
 	if b.lease != "" {
 		b.calls++

@@ -136,6 +136,7 @@ const (
 	endDone    scanEnd = iota // the history is read
 	endBudget                 // the budget is spent, or the job was paused: hand over
 	endStopped                // the job no longer plans (cancelled, failed)
+	endBacklog                // the job's backlog is full: hand over, later (backlogHandOver)
 )
 
 // handle runs one part of a scan (see checkpoint).
@@ -196,6 +197,7 @@ func (h *DiscoverHandler) handle(ctx context.Context, t *asynq.Task) error {
 	}
 	b := NewBatcher(h.store, h.q, job, 0)
 	b.Journal(lease.ID())
+	b.pagedBacklog = true
 	cp.Part = p.Part
 	end, err := h.scan(ctx, s, b, &cp)
 	if err == nil && end != endStopped {
@@ -229,10 +231,14 @@ func (h *DiscoverHandler) handle(ctx context.Context, t *asynq.Task) error {
 		h.recordPartial(ctx, p.JobID, s)
 		_, err := h.store.ClosePlanner(ctx, p.JobID, unit)
 		return err
-	case endBudget:
+	case endBudget, endBacklog:
 		cp.Part = p.Part + 1
 		if err := h.saveCheckpoint(ctx, p.JobID, unit, cp); err != nil {
 			return err
+		}
+		if end == endBacklog {
+			log.Debug("the job's backlog is full: continuing the scan in a new task once the workers drain it", "pages", cp.Pages, "scanned", cp.Scanned, "after", backlogHandOver)
+			return h.enqueuePart(ctx, p, cp.Part, asynq.ProcessIn(backlogHandOver))
 		}
 		log.Info("scan budget spent: continuing in a new task", "pages", cp.Pages, "scanned", cp.Scanned)
 		return h.enqueuePart(ctx, p, cp.Part)
@@ -302,13 +308,13 @@ func (h *DiscoverHandler) HandleError(ctx context.Context, t *asynq.Task, err er
 }
 
 // enqueuePart queues part of p's scan; queued already is fine.
-func (h *DiscoverHandler) enqueuePart(ctx context.Context, p tasks.Discover, part int) error {
+func (h *DiscoverHandler) enqueuePart(ctx context.Context, p tasks.Discover, part int, opts ...asynq.Option) error {
 	p.Part = part
 	task, err := tasks.NewDiscoverTask(p, h.queueOf(ctx, p))
 	if err != nil {
 		return err
 	}
-	if _, err := h.q.EnqueueContext(ctx, task); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) && !errors.Is(err, asynq.ErrDuplicateTask) {
+	if _, err := h.q.EnqueueContext(ctx, task, opts...); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) && !errors.Is(err, asynq.ErrDuplicateTask) {
 		return fmt.Errorf("queueing part %d of the discovery of %s: %w", part, scanFromTask(p).Target, err)
 	}
 	// The unit is carried by the new part now: a reconciler looks for it.
@@ -329,8 +335,9 @@ func (h *DiscoverHandler) queueOf(ctx context.Context, p tasks.Discover) string 
 
 // scan reads the history from cp's cursor, a page at a time, into b, and
 // saves the checkpoint after every page. It stops at the end of the history,
-// when the budget is spent or the job is paused (endBudget), or when the
-// job no longer plans (endStopped).
+// when the budget is spent or the job is paused (endBudget), when the job's
+// backlog is full (endBacklog: a discovery task does not hold a worker
+// while it waits), or when the job no longer plans (endStopped).
 func (h *DiscoverHandler) scan(ctx context.Context, s Scan, b *Batcher, cp *checkpoint) (scanEnd, error) {
 	start, pages := time.Now(), 0
 	end := endDone
@@ -352,6 +359,10 @@ func (h *DiscoverHandler) scan(ctx context.Context, s Scan, b *Batcher, cp *chec
 		case paused, h.maxPages > 0 && pages >= h.maxPages, time.Since(start) >= h.maxTime:
 			end = endBudget
 			return true, nil
+		}
+		if full, err := b.BacklogFull(ctx); err != nil || full {
+			end = endBacklog
+			return true, err
 		}
 		return false, nil
 	}
@@ -375,7 +386,7 @@ func (h *DiscoverHandler) scan(ctx context.Context, s Scan, b *Batcher, cp *chec
 				return false, nil // the last page: done once the loop ends
 			}
 			stop, err := after()
-			if stop && err == nil && end == endBudget {
+			if stop && err == nil && end != endStopped {
 				// Handing over: queue what is held and move the cursor
 				// exactly past this page.
 				if err := b.Flush(ctx); err != nil {

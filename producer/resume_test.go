@@ -22,9 +22,11 @@ type memQ struct {
 	mu    sync.Mutex
 	tasks []*asynq.Task
 	ids   map[string]bool
+	// delayed counts the tasks enqueued with asynq.ProcessIn.
+	delayed int
 }
 
-func (q *memQ) EnqueueContext(_ context.Context, t *asynq.Task, _ ...asynq.Option) (*asynq.TaskInfo, error) {
+func (q *memQ) EnqueueContext(_ context.Context, t *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	// Task IDs are derived from the payload: the payload stands for the ID.
@@ -37,6 +39,11 @@ func (q *memQ) EnqueueContext(_ context.Context, t *asynq.Task, _ ...asynq.Optio
 	}
 	q.ids[id] = true
 	q.tasks = append(q.tasks, t)
+	for _, o := range opts {
+		if o.Type() == asynq.ProcessInOpt {
+			q.delayed++
+		}
+	}
 	return &asynq.TaskInfo{ID: id}, nil
 }
 
@@ -93,13 +100,20 @@ type discoveryBundle struct {
 // that purges alice's, with its discovery task queued in q.
 func setupDiscovery(t *testing.T, n int) *discoveryBundle {
 	t.Helper()
+	return setupDiscoveryBacklog(t, n, 0)
+}
+
+// setupDiscoveryBacklog is setupDiscovery with a job whose backlog is
+// backlog (jobs.Spec.Backlog; 0: none).
+func setupDiscoveryBacklog(t *testing.T, n int, backlog int64) *discoveryBundle {
+	t.Helper()
 	srv := redistest.Start(t)
 	env := imtest.Start(t, emulator.Config{RateOf: map[string]int{tim.GroupMsgGetSimple.Name(): 0}})
 	env.Accounts(t, "alice", "bob")
 	g := env.Group(t, "Public", "@TGS#long", "alice", "bob")
 	env.SendGroup(t, g, "", n, "alice", "alice", "bob")
 	store := jobs.NewStore(srv.Client(), "")
-	job, err := store.Create(t.Context(), jobs.Spec{Kind: "purge:user", Queue: tasks.QueuePurge, AppID: imtest.AppID, RequestedBy: "t"})
+	job, err := store.Create(t.Context(), jobs.Spec{Kind: "purge:user", Queue: tasks.QueuePurge, AppID: imtest.AppID, RequestedBy: "t", Backlog: backlog})
 	if err != nil {
 		t.Fatal(err)
 	}

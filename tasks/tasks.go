@@ -311,6 +311,11 @@ func ScheduleRunID(name string, due time.Time) string {
 	return fmt.Sprintf("schedule:%s:%d", name, due.Unix())
 }
 
+// ScheduleRunTimeout bounds a schedule's firing: it plans its job under a
+// bound on queued work (jobs.Spec.Backlog), so planning lasts about as long
+// as the job; a firing still planning after this is an interrupted plan.
+const ScheduleRunTimeout = 24 * time.Hour
+
 // NewScheduleRunTask builds a schedule's task, on the backfill queue, with
 // the task ID of its due time.
 func NewScheduleRunTask(p ScheduleRun) (*asynq.Task, error) {
@@ -321,7 +326,7 @@ func NewScheduleRunTask(p ScheduleRun) (*asynq.Task, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encoding schedule run: %w", err)
 	}
-	return asynq.NewTask(TypeScheduleRun, b, asynq.Queue(QueueBackfill), asynq.Timeout(time.Hour), asynq.MaxRetry(3),
+	return asynq.NewTask(TypeScheduleRun, b, asynq.Queue(QueueBackfill), asynq.Timeout(ScheduleRunTimeout), asynq.MaxRetry(3),
 		asynq.TaskID(ScheduleRunID(p.Name, p.Due)), asynq.Retention(time.Hour)), nil
 }
 

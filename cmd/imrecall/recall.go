@@ -29,6 +29,7 @@ type recallFlags struct {
 	afterWait    func(ctx context.Context, j jobs.Job) error
 	asJSON       bool
 	plannerLease time.Duration
+	backlog      int64
 	// discovery is how many histories a purge's dry run reads at once.
 	discovery int
 	approval  approvalFlags
@@ -45,6 +46,7 @@ func (f *recallFlags) register(cmd *cobra.Command, defaultQueue string) {
 	fl.IntVar(&f.confirmAbove, "confirm-above", 1000, "ask for confirmation when a job has more messages than this")
 	fl.BoolVar(&f.wait, "wait", false, "wait until the job ends, showing progress, and exit with the job's code")
 	fl.BoolVar(&f.asJSON, "json", false, "print JSON for scripts")
+	fl.Int64Var(&f.backlog, "backlog", producer.DefaultBacklog, "plan no further while the job has this many messages queued and unsettled; go on as workers settle them (0: queue the whole plan at once)")
 	plannerLeaseFlag(cmd, &f.plannerLease)
 	f.approval.register(cmd)
 }
@@ -61,6 +63,9 @@ func (f *recallFlags) validate() error {
 	}
 	if err := f.approval.validate(); err != nil {
 		return err
+	}
+	if f.backlog < 0 {
+		return badInput("--backlog (IMRECALL_BACKLOG) %d: must not be negative", f.backlog)
 	}
 	if f.plannerLease <= 0 {
 		return badInput("--planner-lease (IMRECALL_PLANNER_LEASE) %s: must be positive", f.plannerLease)
@@ -153,7 +158,7 @@ func (f *recallFlags) client(cmd *cobra.Command, c *conn, im producer.IM) (*imre
 	}
 	cfg := imrecall.Config{Redis: c.rdb, Prefix: f.redis.prefix, Queue: testHookEnqueuer(cmd, q), AppID: f.appID,
 		Index: msgindex.New(c.rdb, f.redis.prefix, 0), ConfirmAbove: confirmAbove, PlannerLease: f.plannerLease, DiscoveryConcurrency: f.discovery,
-		ApprovalAbove: f.approval.above, ApprovalDelay: f.approval.delay}
+		ApprovalAbove: f.approval.above, ApprovalDelay: f.approval.delay, Backlog: f.backlog}
 	if im != nil {
 		cfg.IM = im
 	}

@@ -140,25 +140,17 @@ held typed requests) into requests, and refuses (logs, never fires) those that n
 settings or files.`,
 		Example: "  imrecall scheduler --sync 30s",
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := applyEnv(cmd); err != nil {
-				return err
-			}
+		RunE: redisRun(&rf, func(cmd *cobra.Command, _ []string, c *conn) error {
 			log, err := logs.logger(cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
-			c, err := rf.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer c.Close()
 			enq := asynq.NewClient(c.asynq)
 			defer enq.Close()
 			sched := newScheduler(cmd.Context(), c, rf.prefix, enq, sync, log)
 			log.Info("scheduler running", "sync", sync)
 			return sched.Run(cmd.Context())
-		},
+		}),
 	}
 	rf.register(cmd)
 	logs.register(cmd)

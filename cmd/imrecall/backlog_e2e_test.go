@@ -1,0 +1,120 @@
+package main
+
+import (
+	"errors"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/imrecall/imrecall/emulator"
+	"github.com/imrecall/imrecall/jobs"
+)
+
+// TestBacklogPlannerInterrupted: `recall file --backlog 100` of 1,000
+// messages with no worker running plans 100 and waits for the workers
+// (issue 17: a bounded backlog). Stopped while it waits (SIGINT: it stops
+// and says so; SIGKILL: its lease lapses), the job is an interrupted plan
+// like any other: once workers run, it settles by itself (failed, planning
+// interrupted, nothing pending), and running the same command again, with
+// the workers draining it, never has more than 100 messages pending and
+// recalls the rest, checked message by message against the emulator.
+func TestBacklogPlannerInterrupted(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGKILL} {
+		t.Run(sig.String(), func(t *testing.T) {
+			e := newE2E(t, emulator.Config{Rate: 200})
+			listed, path := seedList(t, e.env, 12, 80, 4, 10)
+			args := []string{"recall", "file", path, "--yes", "--json", "--backlog", "100"}
+			cmd := exec.CommandContext(t.Context(), e.bin, append(args, interruptFlags...)...)
+			cmd.Env = e.environ()
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			exited := make(chan error, 1)
+			go func() { exited <- cmd.Wait() }()
+
+			// The planner fills the backlog and waits: its job's planned
+			// count reaches the bound and stays there while it runs.
+			first, planned := "", int64(-1)
+			for stable := (time.Time{}); ; time.Sleep(100 * time.Millisecond) {
+				select {
+				case err := <-exited:
+					t.Fatalf("the planner exited with no worker to drain its backlog: %v\n%s", err, stderr.String())
+				default:
+				}
+				list, err := e.store.List(t.Context(), 1)
+				if err != nil || len(list) == 0 {
+					continue
+				}
+				j := list[0]
+				first = j.ID
+				if j.Counts.Planned > 100 {
+					t.Fatalf("the planner planned %d messages with a backlog of 100 and no worker", j.Counts.Planned)
+				}
+				if j.Counts.Planned != planned || planned < 90 {
+					planned, stable = j.Counts.Planned, time.Now()
+					continue
+				}
+				if time.Since(stable) > time.Second {
+					break
+				}
+			}
+			if err := cmd.Process.Signal(sig); err != nil {
+				t.Fatal(err)
+			}
+			var ee *exec.ExitError
+			if err := <-exited; !errors.As(err, &ee) {
+				t.Fatalf("the planner after %s: %v, want a failure exit\n%s", sig, err, stderr.String())
+			}
+			t.Logf("planner stopped by %s while waiting with %d planned:\n%s", sig, planned, stderr.String())
+
+			e.worker("w1", "--reconcile-interval", "1s")
+			e.worker("w2", "--reconcile-interval", "1s")
+			j1, took := e.settleInterrupted(first)
+			t.Logf("interrupted job settled %.1f s after the workers started: planned %d, recalled %d", took.Seconds(), j1.Counts.Planned, j1.Counts.Recalled)
+
+			// The re-run, drained by the workers as it plans.
+			var (
+				mu         sync.Mutex
+				maxPending int64
+				stop       = make(chan struct{})
+				sampled    = make(chan struct{})
+			)
+			go func() {
+				defer close(sampled)
+				for {
+					select {
+					case <-stop:
+						return
+					case <-time.After(20 * time.Millisecond):
+					}
+					if list, err := e.store.List(t.Context(), 1); err == nil && len(list) == 1 && list[0].ID != first {
+						mu.Lock()
+						maxPending = max(maxPending, list[0].Counts.Pending)
+						mu.Unlock()
+					}
+				}
+			}()
+			out, err := e.run(args...)
+			close(stop)
+			<-sampled
+			second := jobIDOf(t, e.must(out, err))
+			j2 := e.waitDone(second, 2*time.Minute)
+			if j2.Status != jobs.StatusDone || j2.Counts.Pending != 0 || j2.Backlog != 100 {
+				t.Fatalf("re-run = %s %+v, backlog %d", j2.Status, j2.Counts, j2.Backlog)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if maxPending > 100 {
+				t.Errorf("the re-run had %d messages pending at once; its backlog is 100", maxPending)
+			}
+			t.Logf("re-run: at most %d messages pending (backlog 100)", maxPending)
+			e.twoJobsAccount(first, second, keysOf(listed), false)
+			checkListTruth(t, e.env, listed)
+		})
+	}
+}
