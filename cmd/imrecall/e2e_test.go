@@ -77,8 +77,13 @@ func e2eOn(t *testing.T, redis *redistest.Server, env *imtest.Env) *e2e {
 	return &e2e{t: t, bin: imrecallBin(t), redis: redis, redisURL: redis.URL(), env: env, store: jobs.NewStore(redis.Client(), "")}
 }
 
+// environ is the environment of the imrecall processes of a test. It sets
+// no bound on a job's queued work (IMRECALL_BACKLOG=0): most of these tests
+// plan a whole job before they start its workers.
+// TestBacklogPlannerInterrupted sets --backlog, which the environment does
+// not override.
 func (e *e2e) environ() []string {
-	return append(os.Environ(),
+	return append(os.Environ(), "IMRECALL_BACKLOG=0",
 		"IMRECALL_REDIS="+e.redisURL,
 		"IMRECALL_API_BASE="+e.env.URL,
 		fmt.Sprintf("IMRECALL_SDKAPPID=%d", imtest.AppID),
