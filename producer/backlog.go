@@ -52,8 +52,10 @@ func (b *Batcher) room(ctx context.Context) (int64, error) {
 // bound costs one read per bound's worth of messages. While it waits the
 // planner's lease is renewed as always (jobs.Store.Keep): a planner that
 // waits for the workers is alive; one that dies while it waits is an
-// interrupted plan like any other. What the batcher planned is confirmed in
-// the journal first, so a wait holds nothing there.
+// interrupted plan like any other. Before it waits, it queues what it
+// planned and holds for a fuller call, and confirms the journal: the
+// messages counted pending are all in the queues for the workers, and a
+// wait holds nothing in the journal.
 func (b *Batcher) awaitBacklog(ctx context.Context, n int) error {
 	if b.job.Backlog <= 0 || b.pagedBacklog {
 		return nil
@@ -82,8 +84,12 @@ func (b *Batcher) awaitBacklog(ctx context.Context, n int) error {
 			return nil
 		}
 		if !waited {
+			// Everything counted pending must be where workers can
+			// settle it: queue the seqs planned but held for a fuller
+			// call (a Flush plans every target before it queues), and
+			// confirm what is queued in the journal.
 			b.Backlog.Waits++
-			if err := b.confirmQueued(ctx); err != nil {
+			if err := b.emitReady(ctx); err != nil {
 				return err
 			}
 		}

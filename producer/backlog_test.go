@@ -139,6 +139,57 @@ func TestBacklogBoundsQueuedWork(t *testing.T) {
 	t.Logf("max pending %d of a backlog of %d; the planner waited %d times, %v in all", maxPending, bound, b.Backlog.Waits, b.Backlog.Waited)
 }
 
+// TestBacklogQueuesShortCallsBeforeItWaits: 2,000 groups of 3 seqs each,
+// planned at the Flush, every target before any is queued, with a backlog
+// of 50: the planner queues the short calls it planned before it waits (or
+// it would wait for messages that are in no queue), and everything is
+// planned, queued once and settled, never more than 50 pending.
+func TestBacklogQueuesShortCallsBeforeItWaits(t *testing.T) {
+	store, client, insp := onMiniredis(t)
+	spec := jobs.Spec{Kind: "recall:list", Queue: tasks.QueuePurge, AppID: 1400000001, RequestedBy: "t", Backlog: 50}
+	created, planned := make(chan string, 1), make(chan error, 1)
+	go func() {
+		_, _, err := NewJob(t.Context(), store, client, spec, func(ctx context.Context, j jobs.Job, _ Enqueuer, b *Batcher) error {
+			created <- j.ID
+			for g := range 2000 {
+				if err := b.AddGroup(ctx, jobs.Target{GroupID: fmt.Sprintf("@TGS#s%04d", g)}, 1, 2, 3); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		planned <- err
+	}()
+	jobID := <-created
+	var maxPending int64
+	settled := 0
+	deadline := time.Now().Add(2 * time.Minute)
+	for done := false; !done; {
+		select {
+		case err := <-planned:
+			if err != nil {
+				t.Fatal(err)
+			}
+			done = true
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("planning never ended: the planner waits for messages that are in no queue")
+		}
+		j, err := store.Get(t.Context(), jobID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		maxPending = max(maxPending, j.Counts.Pending)
+		settled += settleQueued(t, store, insp)
+	}
+	settled += settleQueued(t, store, insp)
+	j, err := store.Get(t.Context(), jobID)
+	if err != nil || j.Counts.Planned != 6000 || j.Counts.Recalled != 6000 || settled != 6000 || maxPending > 50 {
+		t.Fatalf("job %+v, %v; settled %d, at most %d pending; want 6,000 planned and settled, at most 50 pending", j.Counts, err, settled, maxPending)
+	}
+}
+
 // TestBacklogHeldJobQueuesItsWholePlan: a job held for approval sends
 // nothing, so waiting for its workers would never end: its plan is queued
 // whole, and the approver sees its count.
