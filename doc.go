@@ -33,7 +33,9 @@
 //     (producer.NewDiscoverHandler, producer/scan.go) reads the history and
 //     feeds the same Batcher. The Batcher plans seq 42 in the job's Lua
 //     plan script (journaled under a per-call token, jobs/journal.go) and
-//     buffers it until 10 seqs of G make one call.
+//     buffers it until 10 seqs of G make one call. With a bound on the
+//     job's queued work (Config.Backlog, jobs.Spec.Backlog), it first waits
+//     while the job has that many messages pending (producer/backlog.go).
 //  2. Task. producer.Batcher.enqueueGroup builds a tasks.GroupRecall
 //     payload (tasks/tasks.go, NewGroupRecallTask: at most 10 seqs, a
 //     deterministic task id) and enqueues it on the job's queue.
