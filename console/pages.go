@@ -36,15 +36,22 @@ type progress struct {
 	Pending     int64       `json:"pending"`
 	PctRecalled string      `json:"pct_recalled"`
 	PctDead     string      `json:"pct_dead"`
-	Rate        string      `json:"rate"` // messages settled per second
+	Rate        string      `json:"rate"`  // messages settled per second
+	Calls       string      `json:"calls"` // recall calls started per second
 	ETA         string      `json:"eta"`
 	Finished    bool        `json:"finished"`
 }
 
-// sample is a job's settled count at a time, for the rate.
+// sample is a job's settled count and calls at a time, for the rates.
 type sample struct {
 	at      time.Time
 	settled int64
+	calls   int64
+}
+
+// sampleOf is j's sample at now.
+func sampleOf(j jobs.Job, now time.Time) sample {
+	return sample{at: now, settled: j.Counts.Recalled + j.Counts.DeadLettered, calls: j.Calls}
 }
 
 // progressOf computes a job's progress; prev (zero: none) gives the rate
@@ -53,7 +60,7 @@ func progressOf(j jobs.Job, now time.Time, prev sample) progress {
 	c := j.Counts
 	p := progress{ID: j.ID, Status: j.Status, Paused: j.Paused, Planned: c.Planned, Recalled: c.Recalled, Dead: c.DeadLettered,
 		Pending: c.Pending, PctRecalled: pct(c.Recalled, c.Planned),
-		PctDead: pct(c.DeadLettered, c.Planned), Finished: j.Finished(), Rate: "—", ETA: "—"}
+		PctDead: pct(c.DeadLettered, c.Planned), Finished: j.Finished(), Rate: "—", Calls: "—", ETA: "—"}
 	settled := c.Recalled + c.DeadLettered
 	start := j.CreatedAt
 	if j.StartedAt != nil {
@@ -63,11 +70,15 @@ func progressOf(j jobs.Job, now time.Time, prev sample) progress {
 	if j.FinishedAt != nil {
 		end = *j.FinishedAt
 	}
-	var rate float64
+	var rate, calls float64
 	if !prev.at.IsZero() && now.Sub(prev.at) > 0 && !p.Finished {
 		rate = float64(settled-prev.settled) / now.Sub(prev.at).Seconds()
+		calls = float64(j.Calls-prev.calls) / now.Sub(prev.at).Seconds()
 	} else if d := end.Sub(start).Seconds(); d > 0 {
-		rate = float64(settled) / d
+		rate, calls = float64(settled)/d, float64(j.Calls)/d
+	}
+	if calls > 0 {
+		p.Calls = fmt.Sprintf("%.0f calls/s", calls)
 	}
 	if rate > 0 {
 		p.Rate = fmt.Sprintf("%.0f/s", rate)
@@ -190,7 +201,7 @@ func (c *Console) stream(w http.ResponseWriter, r *http.Request, s *session) {
 				continue
 			}
 			p := progressOf(j, now, prev[id])
-			prev[id] = sample{at: now, settled: j.Counts.Recalled + j.Counts.DeadLettered}
+			prev[id] = sampleOf(j, now)
 			done[id] = p.Finished
 			b, _ := json.Marshal(p)
 			fmt.Fprintf(w, "event: progress\ndata: %s\n\n", b)

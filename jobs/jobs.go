@@ -122,6 +122,10 @@ type Job struct {
 	// Backlog bounds the job's planned work queued ahead of the workers
 	// (Spec.Backlog); 0: no bound.
 	Backlog int64 `json:"backlog,omitempty"`
+	// Calls counts the recall calls the job's workers started (both
+	// APIs; a send counted before each call), for its rate against the
+	// cap. Jobs of earlier versions count none.
+	Calls int64 `json:"calls"`
 }
 
 // Held reports whether the job waits for an approval or a cool-off:

@@ -80,6 +80,7 @@ return reply(new)
 // Returns {status, paused, state1, state2, ...} where a state is the number
 // of earlier sends (0 = fresh), -1 recalled, -2 dead-lettered, -3 unplanned;
 // a state of n + 1000000 means n earlier sends whose answers all arrived.
+// A count that sends anything adds one to the job's calls (Job.Calls).
 var beginScript = redis.NewScript(replyLua + bucketLua + `
 local h = redis.call('HMGET', KEYS[1], 'status', 'paused', 'hold')
 if not h[1] then return nojob() end
@@ -87,6 +88,7 @@ local paused = h[2] or '0'
 if h[3] and h[3] ~= '' then paused = '1' end
 local out = {h[1], paused}
 local act = ARGV[1] == '1' and h[1] ~= 'cancelled' and paused ~= '1'
+local sent = false
 for i = 2, #ARGV do
   local k, f, cur = where(3, i - 1, ARGV[i])
   local st
@@ -98,10 +100,14 @@ for i = 2, #ARGV do
     if cur ~= 'p' then n = tonumber(string.sub(cur, 2)) or 0 end
     st = n
     if string.sub(cur, 1, 1) == 'a' then st = n + 1000000 end
-    if act then redis.call('HSET', k, f, 's' .. (n + 1)) end
+    if act then
+      redis.call('HSET', k, f, 's' .. (n + 1))
+      sent = true
+    end
   end
   out[#out + 1] = st
 end
+if sent then redis.call('HINCRBY', KEYS[1], 'calls', 1) end
 return reply(out)
 `)
 

@@ -157,6 +157,7 @@ func parseJob(h map[string]string) (Job, error) {
 		FinishedAt:  ts("finished_at"),
 		Generation:  int(num("generation")),
 		Backlog:     num("backlog"),
+		Calls:       num("calls"),
 		Counts: Counts{
 			Planned:              num("planned"),
 			Recalled:             num("recalled"),

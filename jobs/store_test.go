@@ -125,6 +125,14 @@ func TestLifecycle(t *testing.T) {
 		if fmt.Sprint(b.States) != "[-1 -2]" {
 			t.Fatalf("Begin of terminal seqs = %v", b.States)
 		}
+		// Two counts sent something (the first call, seq 4 again); a peek
+		// and a count of terminal messages send nothing.
+		if _, err := s.PeekGroup(ctx, j.ID, g, []int64{4}); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := s.Get(ctx, j.ID); got.Calls != 2 {
+			t.Fatalf("job calls = %d, want 2", got.Calls)
+		}
 		s.Record(ctx, j.ID, g, []Outcome{{Item: "4", Code: "10002", Attempts: 5}})
 		s.Record(ctx, j.ID, c, []Outcome{{Item: "1_2_3", Code: "20023"}})
 		done := mustCounts(t, s, j.ID, Counts{Planned: 5, Recalled: 2, DeadLettered: 3, DeadByCode: map[string]int64{"10030": 1, "10002": 1, "20023": 1}})

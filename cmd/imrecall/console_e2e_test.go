@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -225,6 +226,17 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	screenshot(t, ctx, "job-report")
 	run(t, ctx, "jobs page", chromedp.Navigate(base+"/jobs"), chromedp.WaitVisible(chromedp.CSS(`tr[data-job="`+id+`"]`)))
+	// The job's calls/s, next to the cap: for a finished job its calls over
+	// its run time, about the cap of 20 here. (The run time starts at the
+	// first answer, so a job of a few seconds can show a little more; the
+	// cap itself is the emulator's to check.)
+	calls := textOf(t, ctx, `tr[data-job="`+id+`"] [data-f="calls"]`)
+	if n, err := strconv.ParseFloat(strings.TrimSuffix(calls, " calls/s"), 64); err != nil || n <= 0 || n > 30 {
+		t.Fatalf("the jobs page shows %q calls/s for the job; want some, at most the cap of 20", calls)
+	}
+	if caps := textOf(t, ctx, "#filters"); !strings.Contains(caps, "group_msg_recall 20 calls/s") {
+		t.Fatalf("the jobs page shows no cap: %q", caps)
+	}
 	screenshot(t, ctx, "jobs")
 
 	// A schedule, added with the same form; the index page.

@@ -409,6 +409,13 @@ func TestEndToEndTwoWorkers(t *testing.T) {
 	if st.Accepted < 2000 || st.Accepted > 2000+st.Faults+int64(float64(f.groupMessages)*0.08) {
 		t.Errorf("group_msg_recall accepted %d calls for %d seqs", st.Accepted, f.groupMessages)
 	}
+	// The job counts a call as each starts (the console's calls/s): every
+	// call the emulator saw, plus at most one per lane of the worker stopped
+	// mid-job (a send counted, then its wait for the slot cut short).
+	emuCalls := st.Calls + e.env.Emu.Stats()[tim.AdminMsgWithdraw.Name()].Calls
+	if j.Calls < emuCalls || j.Calls > emuCalls+64 {
+		t.Errorf("the job counts %d calls; the emulator saw %d", j.Calls, emuCalls)
+	}
 
 	// The worker's metrics count calls by API and code, and messages by outcome.
 	resp, err := http.Get("http://" + metricsAddr + "/metrics")
