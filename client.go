@@ -174,6 +174,10 @@ type Plan struct {
 	// purge cannot be complete.
 	Scope    *jobs.Coverage `json:"scope,omitempty"`
 	Warnings []string       `json:"warnings,omitempty"`
+	// ApprovalAbove, when set, is the approval threshold (Config.ApprovalAbove)
+	// that Messages exceed: created, the job waits in awaiting_approval
+	// until an actor other than its requester approves it.
+	ApprovalAbove int `json:"approval_above,omitempty"`
 }
 
 // CreateOptions say who asks, why, and how the job runs.
@@ -223,7 +227,13 @@ type prepared struct {
 // histories and changes nothing.
 func (c *Client) Plan(ctx context.Context, req Request) (Plan, error) {
 	p, err := c.prepare(ctx, req, true, true)
-	return p.Plan, err
+	if err != nil {
+		return Plan{}, err
+	}
+	if c.cfg.ApprovalAbove > 0 && p.Messages > int64(c.cfg.ApprovalAbove) {
+		p.ApprovalAbove = c.cfg.ApprovalAbove
+	}
+	return p.Plan, nil
 }
 
 // countIndex reads a purge by index's senders now (to count them);

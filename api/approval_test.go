@@ -42,6 +42,15 @@ func TestApprovalNeedsASecondAdmin(t *testing.T) {
 	for _, s := range seqs {
 		msgs = append(msgs, MessageRef{GroupID: g, MsgSeq: s})
 	}
+	// The dry run says the job would wait; a dry run of 3 messages would not.
+	var dry CreateJobResponse
+	if code := b.call("POST", "/v1/jobs", adminSecret, CreateJobRequest{Kind: KindRecall, Reason: "INC-9", Messages: msgs, DryRun: true}, &dry); code != http.StatusOK || dry.ApprovalAbove != 3 {
+		t.Fatalf("dry run: HTTP %d, approval_above %d; want 200, 3", code, dry.ApprovalAbove)
+	}
+	var dry3 CreateJobResponse
+	if code := b.call("POST", "/v1/jobs", adminSecret, CreateJobRequest{Kind: KindRecall, Reason: "INC-9", Messages: msgs[:3], DryRun: true}, &dry3); code != http.StatusOK || dry3.ApprovalAbove != 0 || dry3.Messages != 3 {
+		t.Fatalf("dry run of 3: HTTP %d, %+v; want 200, 3 messages, no approval", code, dry3)
+	}
 	var created CreateJobResponse
 	if code := b.call("POST", "/v1/jobs", adminSecret, CreateJobRequest{Kind: KindRecall, Reason: "INC-9", Messages: msgs}, &created); code != http.StatusCreated {
 		t.Fatalf("create: HTTP %d", code)

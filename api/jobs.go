@@ -61,6 +61,9 @@ type CreateJobResponse struct {
 	// why the purge cannot be complete.
 	Scope    *jobs.Coverage `json:"scope,omitempty"`
 	Warnings []string       `json:"warnings,omitempty"`
+	// ApprovalAbove, on a dry run, is the approval threshold the job's
+	// messages exceed: created, it would wait for another admin's approval.
+	ApprovalAbove int `json:"approval_above,omitempty"`
 }
 
 // confirmationRequired answers 409 with the size of the job.
@@ -138,7 +141,7 @@ func (s *Server) create(ctx context.Context, jr CreateJobRequest, principal stri
 // responseOf is a plan in the API's shape.
 func responseOf(p imrecall.Plan) CreateJobResponse {
 	resp := CreateJobResponse{Messages: max(p.Messages, 0), Scans: p.Scans, Report: p.Report, Index: p.Index,
-		SenderUnconfirmed: p.SenderUnconfirmed, Coverage: p.IndexCoverage, Scope: p.Scope, Warnings: p.Warnings}
+		SenderUnconfirmed: p.SenderUnconfirmed, Coverage: p.IndexCoverage, Scope: p.Scope, Warnings: p.Warnings, ApprovalAbove: p.ApprovalAbove}
 	if p.Source != imrecall.SourceList {
 		resp.Source = p.Source
 	}

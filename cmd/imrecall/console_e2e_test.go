@@ -328,6 +328,9 @@ func TestConsoleApprovalInBrowser(t *testing.T) {
 	// ops creates the job in the page: dry run, then create.
 	signIn(t, ctx, base, e2eAPIToken)
 	dryRun(t, ctx, base, "recall", "#messages", strings.Join(list, "\n"), "INC-77 spam", "5")
+	if got := textOf(t, ctx, "#p-approval"); !strings.Contains(got, "approval threshold of 3 messages") {
+		t.Fatalf("the dry run does not say the job will wait for approval: %q", got)
+	}
 	run(t, ctx, "create", chromedp.Click(chromedp.CSS("#create")), chromedp.WaitVisible(chromedp.CSS("#approval")))
 	loc := value(t, ctx, "location", chromedp.Location())
 	id := loc[strings.LastIndex(loc, "/")+1:]

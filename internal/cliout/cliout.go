@@ -113,6 +113,9 @@ func NotePlan(w io.Writer, p imrecall.Plan) {
 	for _, line := range p.Warnings {
 		fmt.Fprintf(w, "warning: %s\n", line)
 	}
+	if p.ApprovalAbove > 0 {
+		fmt.Fprintf(w, "approval: more than %d messages: once created, the job waits for someone other than its requester to approve it (imrecall jobs approve)\n", p.ApprovalAbove)
+	}
 }
 
 // Prompt is the question put to the person at the terminal before a job

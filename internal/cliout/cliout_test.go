@@ -136,3 +136,17 @@ func TestLoggerNamesTheBadFlag(t *testing.T) {
 		t.Errorf("bad format: %v", err)
 	}
 }
+
+// TestNotePlanSaysTheJobWaitsForApproval: a dry run above the approval
+// threshold says the job will wait for a second person; below it, nothing.
+func TestNotePlanSaysTheJobWaitsForApproval(t *testing.T) {
+	var above, below bytes.Buffer
+	NotePlan(&above, imrecall.Plan{Messages: 5, ApprovalAbove: 3})
+	NotePlan(&below, imrecall.Plan{Messages: 2})
+	if !strings.Contains(above.String(), "more than 3 messages") || !strings.Contains(above.String(), "jobs approve") {
+		t.Errorf("dry run above the threshold says %q", above.String())
+	}
+	if below.Len() != 0 {
+		t.Errorf("dry run below the threshold says %q", below.String())
+	}
+}
