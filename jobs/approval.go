@@ -147,6 +147,12 @@ func (s *Store) Approve(ctx context.Context, jobID, approver, reason string, del
 	_, err = s.runScript(ctx, approveScript, jobID, "approving", []string{s.jobKey(jobID)},
 		approver, reason, now.UTC().Format(time.RFC3339Nano), startsAt, startsMs)
 	if err != nil {
+		// Refused after all (another approval, or a cancel, came first):
+		// the trail says so next to the approval it recorded.
+		var se *StatusError
+		if errors.As(err, &se) {
+			_ = s.Audit(context.WithoutCancel(ctx), Event{Actor: approver, Action: "approve_refused", JobID: jobID, Detail: err.Error()})
+		}
 		return Job{}, err
 	}
 	return s.Get(ctx, jobID)

@@ -2,6 +2,8 @@ package jobs
 
 import (
 	"errors"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -171,6 +173,64 @@ func TestCoolOff(t *testing.T) {
 		}
 		if n, _ := s.rdb.ZCard(ctx, s.coolOffKey()).Result(); n != 0 {
 			t.Fatalf("%d jobs left in the cool-off index", n)
+		}
+	})
+}
+
+// TestConcurrentApprovals: two admins approve the same job at once, on 20
+// jobs: exactly one approval takes effect, and the audit trail, which records
+// an approval before it is made, records each one the job refused after all
+// (approve_refused), so the trail's approvals less its refusals are one.
+func TestConcurrentApprovals(t *testing.T) {
+	backends(t, func(t *testing.T, s *Store) {
+		ctx := t.Context()
+		ids := make([]string, 20)
+		for i := range ids {
+			ids[i] = newHeldJob(t, s).ID
+		}
+		var wg sync.WaitGroup
+		wins := make([]atomic.Int32, len(ids))
+		for i, id := range ids {
+			for _, who := range []string{"token:bob", "token:carol"} {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					_, err := s.Approve(ctx, id, who, "checked", 0)
+					var se *StatusError
+					switch {
+					case err == nil:
+						wins[i].Add(1)
+					case !errors.As(err, &se):
+						t.Errorf("approval of %s by %s: %v", id, who, err)
+					}
+				}()
+			}
+		}
+		wg.Wait()
+		events, err := s.AuditLog(ctx, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		net, refused := map[string]int{}, 0
+		for _, e := range events {
+			switch e.Action {
+			case "approve":
+				net[e.JobID]++
+			case "approve_refused":
+				net[e.JobID]--
+				refused++
+			}
+		}
+		t.Logf("%d of 20 second approvals passed the first check and were refused by the script", refused)
+		for i, id := range ids {
+			j, err := s.Get(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if wins[i].Load() != 1 || net[id] != 1 || j.ApprovedBy == "" || j.Held() {
+				t.Errorf("job %s: %d approvals took effect, trail nets %d, approved by %q, status %s; want 1, 1, someone, not held",
+					id, wins[i].Load(), net[id], j.ApprovedBy, j.Status)
+			}
 		}
 	})
 }
