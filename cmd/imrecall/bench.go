@@ -145,6 +145,7 @@ func newBenchE2ECmd() *cobra.Command {
 	fl.StringVar(&scale, "scale", "", "instead: group purges of these sizes, e.g. 10000,100000,1000000")
 	fl.IntVar(&cfg.Concurrency, "concurrency", 64, "--concurrency of each worker")
 	fl.StringVar(&cfg.WorkerArgs, "worker-args", "", "more flags for each worker, space-separated (e.g. \"--margin 0.01\")")
+	fl.IntVar(&cfg.Backlog, "backlog", -1, "the producer's --backlog (0: no bound); default 10 s of group calls at --cap")
 	fl.StringVar(&latency, "latency", "20ms-60ms", "emulator latency, uniform in the range")
 	fl.IntVar(&cfg.Cap, "cap", tim.DefaultRateLimit, "the emulator's cap per API (the workers are told the same)")
 	fl.DurationVar(&cfg.RedisDelay, "redis-latency", 0, "one-way delay added each way between every child process and Redis (a proxy)")

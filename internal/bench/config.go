@@ -89,6 +89,9 @@ type E2EConfig struct {
 	// each worker, space-separated.
 	Concurrency int
 	WorkerArgs  string
+	// Backlog is the producer's --backlog; negative: 10 s of group calls
+	// at the cap (100 × Cap, the CLI's default at the real cap).
+	Backlog int
 	// LatencyMin and LatencyMax bound the emulator's latency (uniform).
 	LatencyMin, LatencyMax time.Duration
 	// RedisDelay is the one-way delay a proxy adds between every child
@@ -181,7 +184,7 @@ type ScaleConfig struct {
 func (c ScaleConfig) e2e() E2EConfig {
 	return E2EConfig{
 		Redis: c.Redis, Workers: []int{c.Workers}, Scale: c.Sizes, Via: "file",
-		Groups: 200, Peers: 5, Share: 1, Concurrency: c.Concurrency, WorkerArgs: c.WorkerArgs,
+		Groups: 200, Peers: 5, Share: 1, Concurrency: c.Concurrency, WorkerArgs: c.WorkerArgs, Backlog: -1,
 		LatencyMin: c.LatencyMin, LatencyMax: c.LatencyMax, Cap: c.Cap, Seed: c.Seed, Timeout: c.Timeout,
 		LogDir: c.LogDir, JSON: c.JSON, JSONFile: c.JSONFile,
 	}

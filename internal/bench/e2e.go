@@ -576,9 +576,13 @@ func (b *e2eBench) producerArgs(mode string, common, groups []string, spammer st
 			}
 		}
 	}
-	// The bound on queued work: 10 s of group calls at the cap (the CLI's
-	// default, 20,000, is that at the real cap of 200/s).
-	args = append(args, "--queue", "purge", "--yes", "--json", "--wait", "--reason", "bench e2e", "--backlog", strconv.Itoa(100*b.o.Cap))
+	// The bound on queued work: by default 10 s of group calls at the cap
+	// (the CLI's default, 20,000, is that at the real cap of 200/s).
+	backlog := b.o.Backlog
+	if backlog < 0 {
+		backlog = 100 * b.o.Cap
+	}
+	args = append(args, "--queue", "purge", "--yes", "--json", "--wait", "--reason", "bench e2e", "--backlog", strconv.Itoa(backlog))
 	if !strings.HasPrefix(mode, "recall file") {
 		args = append(args, "--log-level", "warn")
 	}
