@@ -67,6 +67,49 @@ func settleQueued(t *testing.T, store *jobs.Store, insp *asynq.Inspector) int {
 	return n
 }
 
+// planWhileSettling runs NewJob of spec with plan in a goroutine while the
+// test plays the workers (settleQueued every 20 ms), and returns the job's
+// id, its batcher, the most messages it had pending at a sample, and how
+// many messages were settled. It fails if planning fails or lasts over two
+// minutes (a planner waiting for messages that are in no queue).
+func planWhileSettling(t *testing.T, store *jobs.Store, client Enqueuer, insp *asynq.Inspector, spec jobs.Spec, plan func(ctx context.Context, b *Batcher) error) (string, *Batcher, int64, int) {
+	t.Helper()
+	created, planned := make(chan string, 1), make(chan error, 1)
+	var b *Batcher
+	go func() {
+		var err error
+		_, b, err = NewJob(t.Context(), store, client, spec, func(ctx context.Context, j jobs.Job, _ Enqueuer, b *Batcher) error {
+			created <- j.ID
+			return plan(ctx, b)
+		})
+		planned <- err
+	}()
+	jobID := <-created
+	var maxPending int64
+	settled := 0
+	deadline := time.Now().Add(2 * time.Minute)
+	for done := false; !done; {
+		select {
+		case err := <-planned:
+			if err != nil {
+				t.Fatal(err)
+			}
+			done = true
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("planning never ended: the planner waits for messages that are in no queue")
+		}
+		j, err := store.Get(t.Context(), jobID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		maxPending = max(maxPending, j.Counts.Pending)
+		settled += settleQueued(t, store, insp)
+	}
+	return jobID, b, maxPending, settled + settleQueued(t, store, insp)
+}
+
 // TestBacklogBoundsQueuedWork plans 3,000 group messages and 300 one-to-one
 // ones into a job whose backlog is 100, while a slow "worker" settles what
 // is queued: the job never has more than 100 messages planned and not
@@ -77,49 +120,21 @@ func TestBacklogBoundsQueuedWork(t *testing.T) {
 	ctx := t.Context()
 	const bound = 100
 	spec := jobs.Spec{Kind: "recall:list", Queue: tasks.QueuePurge, AppID: 1400000001, RequestedBy: "t", Backlog: bound}
-	var b *Batcher
-	planned := make(chan error, 1)
-	created := make(chan string, 1)
-	go func() {
-		var err error
-		_, b, err = NewJob(ctx, store, client, spec, func(ctx context.Context, j jobs.Job, _ Enqueuer, b *Batcher) error {
-			created <- j.ID
-			for g := range 30 {
-				for s := range 100 {
-					if err := b.AddGroup(ctx, jobs.Target{GroupID: fmt.Sprintf("@TGS#g%02d", g)}, int64(s+1)); err != nil {
-						return err
-					}
-				}
-				for k := range 10 {
-					if err := b.AddC2C(ctx, jobs.Target{From: "spammer", To: fmt.Sprintf("u%02d", g)}, fmt.Sprintf("%d_1_1", k+1)); err != nil {
-						return err
-					}
+	jobID, b, maxPending, settled := planWhileSettling(t, store, client, insp, spec, func(ctx context.Context, b *Batcher) error {
+		for g := range 30 {
+			for s := range 100 {
+				if err := b.AddGroup(ctx, jobs.Target{GroupID: fmt.Sprintf("@TGS#g%02d", g)}, int64(s+1)); err != nil {
+					return err
 				}
 			}
-			return nil
-		})
-		planned <- err
-	}()
-	jobID := <-created
-	var maxPending int64
-	settled := 0
-	for done := false; !done; {
-		select {
-		case err := <-planned:
-			if err != nil {
-				t.Fatal(err)
+			for k := range 10 {
+				if err := b.AddC2C(ctx, jobs.Target{From: "spammer", To: fmt.Sprintf("u%02d", g)}, fmt.Sprintf("%d_1_1", k+1)); err != nil {
+					return err
+				}
 			}
-			done = true
-		case <-time.After(20 * time.Millisecond):
 		}
-		j, err := store.Get(ctx, jobID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		maxPending = max(maxPending, j.Counts.Pending)
-		settled += settleQueued(t, store, insp)
-	}
-	settled += settleQueued(t, store, insp)
+		return nil
+	})
 	j, err := store.Get(ctx, jobID)
 	if err != nil {
 		t.Fatal(err)
@@ -147,43 +162,14 @@ func TestBacklogBoundsQueuedWork(t *testing.T) {
 func TestBacklogQueuesShortCallsBeforeItWaits(t *testing.T) {
 	store, client, insp := onMiniredis(t)
 	spec := jobs.Spec{Kind: "recall:list", Queue: tasks.QueuePurge, AppID: 1400000001, RequestedBy: "t", Backlog: 50}
-	created, planned := make(chan string, 1), make(chan error, 1)
-	go func() {
-		_, _, err := NewJob(t.Context(), store, client, spec, func(ctx context.Context, j jobs.Job, _ Enqueuer, b *Batcher) error {
-			created <- j.ID
-			for g := range 2000 {
-				if err := b.AddGroup(ctx, jobs.Target{GroupID: fmt.Sprintf("@TGS#s%04d", g)}, 1, 2, 3); err != nil {
-					return err
-				}
+	jobID, _, maxPending, settled := planWhileSettling(t, store, client, insp, spec, func(ctx context.Context, b *Batcher) error {
+		for g := range 2000 {
+			if err := b.AddGroup(ctx, jobs.Target{GroupID: fmt.Sprintf("@TGS#s%04d", g)}, 1, 2, 3); err != nil {
+				return err
 			}
-			return nil
-		})
-		planned <- err
-	}()
-	jobID := <-created
-	var maxPending int64
-	settled := 0
-	deadline := time.Now().Add(2 * time.Minute)
-	for done := false; !done; {
-		select {
-		case err := <-planned:
-			if err != nil {
-				t.Fatal(err)
-			}
-			done = true
-		case <-time.After(20 * time.Millisecond):
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("planning never ended: the planner waits for messages that are in no queue")
-		}
-		j, err := store.Get(t.Context(), jobID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		maxPending = max(maxPending, j.Counts.Pending)
-		settled += settleQueued(t, store, insp)
-	}
-	settled += settleQueued(t, store, insp)
+		return nil
+	})
 	j, err := store.Get(t.Context(), jobID)
 	if err != nil || j.Counts.Planned != 6000 || j.Counts.Recalled != 6000 || settled != 6000 || maxPending > 50 {
 		t.Fatalf("job %+v, %v; settled %d, at most %d pending; want 6,000 planned and settled, at most 50 pending", j.Counts, err, settled, maxPending)
