@@ -80,6 +80,7 @@ type Config struct {
 type Client struct {
 	cfg   Config
 	store *jobs.Store
+	bg    background // plans going on in the background (background.go)
 }
 
 // New checks cfg and returns a client.
@@ -199,6 +200,14 @@ type CreateOptions struct {
 	// scanned first to learn its size. Nil: Create returns
 	// *ConfirmationRequired instead (a purge by scan always needs it).
 	Confirm func(ctx context.Context, need *ConfirmationRequired) error
+	// InBackground, with a bound on queued work (Config.Backlog): Create
+	// returns once planning first waits for the job's backlog, with
+	// Created.Planning set, and planning goes on in the background until
+	// it ends or Close (a server answering a request). Planning that never
+	// waits ends before Create returns, as without it.
+	InBackground bool
+
+	onWait func(Created) // createInBackground's signal
 }
 
 // Created is a created job and how it was planned.
@@ -210,6 +219,9 @@ type Created struct {
 	Planned    int64 `json:"planned"`
 	Duplicates int64 `json:"duplicates"`
 	Tasks      int64 `json:"tasks"`
+	// Planning: Create returned while planning goes on in the background
+	// (CreateOptions.InBackground); the counts are those so far.
+	Planning bool `json:"planning,omitempty"`
 }
 
 // prepared is a plan and what creating its job needs.
@@ -459,6 +471,9 @@ func (p *prepared) setScope(cov jobs.Coverage) {
 // producer.NewJob); a caller whose job must outlive it (an HTTP request)
 // passes context.WithoutCancel.
 func (c *Client) Create(ctx context.Context, req Request, opts CreateOptions) (Created, error) {
+	if opts.InBackground && c.cfg.Backlog > 0 {
+		return c.createInBackground(ctx, req, opts)
+	}
 	var out Created
 	queue := opts.Queue
 	if queue == "" {
@@ -489,7 +504,7 @@ func (c *Client) Create(ctx context.Context, req Request, opts CreateOptions) (C
 	out.Plan = p.Plan
 	spec := jobs.Spec{Kind: req.Kind(), Queue: queue, AppID: c.cfg.AppID, RequestedBy: opts.Actor, Reason: opts.Reason, Params: params(req, p),
 		Requester: opts.Requester, HoldForApproval: c.cfg.ApprovalAbove > 0 && p.Messages > int64(c.cfg.ApprovalAbove), Backlog: c.cfg.Backlog}
-	job, b, err := producer.NewJob(ctx, c.store, c.cfg.Queue, spec, c.planFunc(p, &out))
+	job, b, err := producer.NewJob(ctx, c.store, c.cfg.Queue, spec, c.planFunc(p, &out, opts.onWait))
 	if err != nil {
 		return out, err
 	}
@@ -509,8 +524,15 @@ func (c *Client) Create(ctx context.Context, req Request, opts CreateOptions) (C
 // planFunc plans a prepared job: listed messages, a list file, the index
 // (replaying a counted sender check, or confirming senders as it plans) or
 // discovery tasks, one per scan.
-func (c *Client) planFunc(p *prepared, out *Created) producer.PlanFunc {
+func (c *Client) planFunc(p *prepared, out *Created, onWait func(Created)) producer.PlanFunc {
 	return func(ctx context.Context, job jobs.Job, q producer.Enqueuer, b *producer.Batcher) error {
+		if onWait != nil {
+			b.OnWait = func() {
+				cr := *out
+				cr.Job, cr.Planned, cr.Duplicates, cr.Tasks = job, b.Planned, b.Seen-b.Planned, b.Tasks
+				onWait(cr)
+			}
+		}
 		if p.Scope != nil {
 			// The scope and its gaps first; each target as its discovery ends.
 			if err := c.store.SaveCoverage(ctx, job.ID, *p.Scope); err != nil {

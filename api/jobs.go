@@ -64,6 +64,10 @@ type CreateJobResponse struct {
 	// ApprovalAbove, on a dry run, is the approval threshold the job's
 	// messages exceed: created, it would wait for another admin's approval.
 	ApprovalAbove int `json:"approval_above,omitempty"`
+	// Planning: the job's planning waits for its workers (serve
+	// --backlog) and goes on after this answer; Planned and Tasks are the
+	// counts so far. Follow the job.
+	Planning bool `json:"planning,omitempty"`
 }
 
 // confirmationRequired answers 409 with the size of the job.
@@ -127,15 +131,23 @@ func (s *Server) create(ctx context.Context, jr CreateJobRequest, principal stri
 		resp.DryRun = true
 		return resp, nil
 	}
-	// The job outlives a client that drops the request while it is planned.
-	c, err := s.client.Create(context.WithoutCancel(ctx), req, imrecall.CreateOptions{Actor: who, Requester: principal, Reason: jr.Reason, Queue: jr.Queue, Confirmed: jr.Confirm})
+	// The job outlives a client that drops the request while it is
+	// planned; with a bound on queued work, planning that waits for the
+	// workers goes on in the background (the response says planning).
+	c, err := s.client.Create(context.WithoutCancel(ctx), req, imrecall.CreateOptions{Actor: who, Requester: principal, Reason: jr.Reason, Queue: jr.Queue,
+		Confirmed: jr.Confirm, InBackground: true})
 	if err != nil {
 		return CreateJobResponse{}, err
 	}
+	return CreatedResponse(c), nil
+}
+
+// CreatedResponse is a created job in the API's shape.
+func CreatedResponse(c imrecall.Created) CreateJobResponse {
 	resp := responseOf(c.Plan)
 	resp.Report = nil // a dry run's per-target count
-	resp.Job, resp.Planned, resp.Duplicates, resp.Tasks = &c.Job, c.Planned, c.Duplicates, c.Tasks
-	return resp, nil
+	resp.Job, resp.Planned, resp.Duplicates, resp.Tasks, resp.Planning = &c.Job, c.Planned, c.Duplicates, c.Tasks, c.Planning
+	return resp
 }
 
 // responseOf is a plan in the API's shape.

@@ -243,16 +243,15 @@ func (b *ClientBackend) Create(ctx context.Context, who string, jr producer.JobR
 		resp.DryRun = true
 		return resp, nil
 	}
-	// The job outlives a browser that drops the request while it is planned.
+	// The job outlives a browser that drops the request while it is
+	// planned, and planning that waits for the workers goes on (serve
+	// --backlog).
 	c, err := b.client.Create(context.WithoutCancel(ctx), req, imrecall.CreateOptions{Actor: principal, Requester: principal,
-		Reason: jr.Reason, Queue: jr.Queue, Confirmed: jr.Confirm})
+		Reason: jr.Reason, Queue: jr.Queue, Confirmed: jr.Confirm, InBackground: true})
 	if err != nil {
 		return api.CreateJobResponse{}, refusal(err)
 	}
-	resp := api.ResponseOf(c.Plan)
-	resp.Report = nil // a dry run's per-target count
-	resp.Job, resp.Planned, resp.Duplicates, resp.Tasks = &c.Job, c.Planned, c.Duplicates, c.Tasks
-	return resp, nil
+	return api.CreatedResponse(c), nil
 }
 
 // Act implements Backend: the action, by the Client, on behalf of the token

@@ -92,6 +92,10 @@ func (b *Batcher) awaitBacklog(ctx context.Context, n int) error {
 			if err := b.emitReady(ctx); err != nil {
 				return err
 			}
+			if f := b.OnWait; f != nil {
+				b.OnWait = nil
+				f()
+			}
 		}
 		t := time.NewTimer(poll)
 		select {

@@ -55,6 +55,9 @@ type Batcher struct {
 	// Backlog is how the job's bound on queued work held it back
 	// (jobs.Spec.Backlog).
 	Backlog Backlog
+	// OnWait, if set, is called once, when the batcher first waits for the
+	// job's backlog (after it queued what it planned).
+	OnWait func()
 }
 
 // maxBuffered bounds the seqs a Batcher holds before it plans and enqueues

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
+	"fmt"
+	"net/http"
 	"os/exec"
 	"strings"
 	"sync"
@@ -9,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imrecall/imrecall/api"
 	"github.com/imrecall/imrecall/emulator"
 	"github.com/imrecall/imrecall/jobs"
 )
@@ -117,4 +121,79 @@ func TestBacklogPlannerInterrupted(t *testing.T) {
 			checkListTruth(t, e.env, listed)
 		})
 	}
+}
+
+// TestServeBacklog: `serve --backlog 50` answers POST /v1/jobs of 400
+// listed messages with no worker running once planning waits (201, planning,
+// 50 planned) instead of holding the request; a worker then drains it while
+// serve plans on, never more than 50 pending, to done, every message
+// recalled on the emulator. Serve shut down (SIGTERM) while a second job
+// plans stops that planning: it queues what it planned and the job says
+// planning was interrupted.
+func TestServeBacklog(t *testing.T) {
+	e := newE2E(t, emulator.Config{Rate: 200})
+	addr := freeAddr(t)
+	listed, _ := seedList(t, e.env, 8, 50, 0, 0)
+	var refs []string
+	for _, m := range listed {
+		refs = append(refs, fmt.Sprintf(`{"GroupId":%q,"MsgSeq":%s}`, m.target.GroupID, m.item))
+	}
+	body := `{"kind":"recall","reason":"INC-17","confirm":true,"messages":[` + strings.Join(refs, ",") + `]}`
+	post := func() (int, api.CreateJobResponse) {
+		t.Helper()
+		code, b := httpCall(t, "POST", "http://"+addr+"/v1/jobs", body, append(bearer(e2eAPIToken), "Content-Type", "application/json")...)
+		var resp api.CreateJobResponse
+		if err := json.Unmarshal(b, &resp); err != nil {
+			t.Fatalf("POST /v1/jobs: HTTP %d %s", code, b)
+		}
+		return code, resp
+	}
+
+	serve, _ := e.serveCmd(addr, "--backlog", "50")
+	code, resp := post()
+	if code != http.StatusCreated || !resp.Planning || resp.Planned != 50 || resp.Job == nil || resp.Job.Status != jobs.StatusPlanning {
+		t.Fatalf("POST /v1/jobs with serve --backlog 50 and no worker: HTTP %d %+v; want 201, planning, 50 planned", code, resp)
+	}
+	first := resp.Job.ID
+	w1 := e.worker("w1")
+	var maxPending int64
+	for {
+		j, err := e.store.Get(t.Context(), first)
+		if err != nil {
+			t.Fatal(err)
+		}
+		maxPending = max(maxPending, j.Counts.Pending)
+		if j.Finished() {
+			if j.Status != jobs.StatusDone || j.Counts.Recalled != int64(len(listed)) || maxPending > 50 {
+				t.Fatalf("job %s: %s %+v, at most %d pending; want done, %d recalled, at most 50 pending", first, j.Status, j.Counts, maxPending, len(listed))
+			}
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	checkListTruth(t, e.env, listed)
+
+	// With the worker stopped, a second job of the same messages; serve
+	// stops while it plans.
+	if err := w1.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := w1.Wait(); err != nil {
+		t.Fatalf("worker after SIGTERM: %v", err)
+	}
+	code, resp = post()
+	if code != http.StatusCreated || !resp.Planning {
+		t.Fatalf("second POST: HTTP %d %+v", code, resp)
+	}
+	if err := serve.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := serve.Wait(); err != nil {
+		t.Fatalf("serve after SIGTERM: %v", err)
+	}
+	j, err := e.store.Get(t.Context(), resp.Job.ID)
+	if err != nil || j.PlanningInterrupted == nil || !strings.Contains(j.Error, "server shutting down") || j.Counts.Planned != 50 {
+		t.Fatalf("the job serve was planning when it stopped: %+v, %v; want planning interrupted (server shutting down)", j, err)
+	}
+	t.Logf("first job: at most %d pending of 50; second job stopped with %d planned", maxPending, j.Counts.Planned)
 }

@@ -33,6 +33,7 @@ type serveOptions struct {
 	insecureCallbacks bool
 	jobRetention      string
 	confirmAbove      int
+	backlog           int64
 	approval          approvalFlags
 	concurrency       int
 	idx               msgindex.ServiceConfig // the confirmer and heartbeat flags
@@ -102,6 +103,7 @@ than two beats (serve down, Redis unreachable) is recorded as a gap in the index
 	fl.BoolVar(&o.monitor, "monitor", true, "serve the asynq dashboard under /monitor/")
 	fl.IntVar(&o.confirmAbove, "confirm-above", 1000, `jobs with more messages need "confirm": true`)
 	o.approval.register(cmd)
+	fl.Int64Var(&o.backlog, "backlog", 0, "bound each job's messages planned and not yet settled: a request to create a job is answered once its planning first waits for the workers, and planning goes on in serve (0: queue the whole plan before answering)")
 	fl.IntVar(&o.concurrency, "discovery-concurrency", 16, "histories a dry run (or a verification) reads at once (the limiter still caps the calls)")
 	fl.StringVar(&o.signingKey, "signing-key", "", "Ed25519 private key, PKCS#8 PEM, that signs certificates of erasure (POST /v1/jobs/{id}/certificate); without it the route answers 501")
 	fl.StringVar(&o.certificateDir, "certificate-dir", "", "directory where certificates of erasure are kept (JOB.json, .sig, .rows.jsonl); required with --signing-key")
@@ -188,7 +190,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 	err = serveproc.Run(ctx, serveproc.Config{Redis: c.rdb, Asynq: c.asynq, Store: c.store, Prefix: o.redis.prefix,
 		IM: im, Limiter: lim, AppID: imCfg.SDKAppID, Tokens: tokens, Index: o.index, IndexService: o.idx, Retention: retention,
 		CallbackToken: cbToken, Monitor: o.monitor, Certificates: certs, VerifyTimeout: o.verifyTimeout, ConfirmAbove: o.confirmAbove,
-		DiscoveryConcurrency: o.concurrency, ApprovalAbove: o.approval.above, ApprovalDelay: o.approval.delay,
+		DiscoveryConcurrency: o.concurrency, ApprovalAbove: o.approval.above, ApprovalDelay: o.approval.delay, Backlog: o.backlog,
 		Listen: o.listen, RedisName: redisurl.Redact(o.redis.url), Logger: log})
 	var ie *serveproc.InputError
 	if errors.As(err, &ie) {

@@ -30,6 +30,13 @@ const (
 // returns the path of its log.
 func (e *e2e) serveProc(addr string, extra ...string) string {
 	e.t.Helper()
+	_, logPath := e.serveCmd(addr, extra...)
+	return logPath
+}
+
+// serveCmd is serveProc that also returns the process.
+func (e *e2e) serveCmd(addr string, extra ...string) (*exec.Cmd, string) {
+	e.t.Helper()
 	args := append([]string{"serve", "--listen", addr, "--log-level", "warn", "--index-retention", "30d"}, extra...)
 	cmd := exec.Command(e.bin, args...)
 	cmd.Env = append(e.environ(), "IMRECALL_API_TOKENS=ops:admin:"+e2eAPIToken, "IMRECALL_CALLBACK_TOKEN="+e2eCallbackToken)
@@ -38,7 +45,7 @@ func (e *e2e) serveProc(addr string, extra ...string) string {
 	if err := waitReady(e.t.Context(), addr, 30*time.Second); err != nil {
 		e.t.Fatalf("serve: %v\n%s", err, tail(logPath, 4000))
 	}
-	return logPath
+	return cmd, logPath
 }
 
 // recalledBy lists the messages of user recalled on the emulator, and

@@ -53,6 +53,9 @@ type Config struct {
 	DiscoveryConcurrency int
 	ApprovalAbove        int
 	ApprovalDelay        time.Duration
+	// Backlog bounds each job's queued work (imrecall.Config.Backlog):
+	// a request answers once planning first waits, and planning goes on.
+	Backlog int64
 	// Listen is the address served on; RedisName the Redis URL, redacted,
 	// for the start line.
 	Listen    string
@@ -68,6 +71,9 @@ func (e *InputError) Unwrap() error { return e.Err }
 
 // Run assembles serve and serves until ctx ends, then shuts down.
 func Run(ctx context.Context, c Config) error {
+	if c.Backlog < 0 {
+		return &InputError{fmt.Errorf("--backlog (IMRECALL_BACKLOG) %d: must not be negative", c.Backlog)}
+	}
 	log := c.Logger
 	enq := asynq.NewClient(c.Asynq)
 	defer enq.Close()
@@ -93,9 +99,12 @@ func Run(ctx context.Context, c Config) error {
 	var err error
 	if cfg.Client, err = imrecall.New(imrecall.Config{Redis: c.Redis, Prefix: c.Prefix, Queue: enq, AppID: c.AppID,
 		IM: c.IM, Index: cfg.Index, ConfirmAbove: c.ConfirmAbove, DiscoveryConcurrency: c.DiscoveryConcurrency, Logger: log,
-		ApprovalAbove: c.ApprovalAbove, ApprovalDelay: c.ApprovalDelay}); err != nil {
+		ApprovalAbove: c.ApprovalAbove, ApprovalDelay: c.ApprovalDelay, Backlog: c.Backlog}); err != nil {
 		return err
 	}
+	// Runs before the queue closes: plans going on stop, queue what they
+	// planned and say so.
+	defer cfg.Client.Close()
 	srv, err := api.New(cfg)
 	if err != nil {
 		return &InputError{err}
