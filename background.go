@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"sync"
+
+	"github.com/imrecall/imrecall/producer"
 )
 
 // ErrClosed is returned by Create after Close.
@@ -53,10 +55,11 @@ func (bg *background) start(ctx context.Context) (context.Context, func(), error
 	}, nil
 }
 
-// Close stops the plans going on in the background (CreateOptions.InBackground)
-// and waits for them: each queues what it planned and marks its job's
-// planning interrupted (run the same request again for the rest). Create
-// is refused after Close.
+// Close stops the plans and re-queues going on in the background
+// (CreateOptions.InBackground, RequeueInBackground) and waits for them:
+// each queues what it planned and marks its job's planning interrupted, or
+// leaves the dead letters it has not moved (run the same request again for
+// the rest). Create and RequeueInBackground are refused after Close.
 func (c *Client) Close() {
 	bg := &c.bg
 	bg.mu.Lock()
@@ -72,39 +75,71 @@ func (c *Client) Close() {
 // when planning ends, or once it first waits for the job's backlog, with
 // Created.Planning set and the counts so far, leaving it to go on.
 func (c *Client) createInBackground(ctx context.Context, req Request, opts CreateOptions) (Created, error) {
+	opts.InBackground = false
+	return inBackground(ctx, c, "planning",
+		func(ctx context.Context, onWait func(Created)) (Created, error) {
+			opts.onWait = onWait
+			return c.Create(ctx, req, opts)
+		},
+		func(cr Created) (Created, string) {
+			if j, err := c.store.Get(ctx, cr.Job.ID); err == nil {
+				cr.Job = j
+			}
+			cr.Planning = true
+			return cr, cr.Job.ID
+		})
+}
+
+// RequeueInBackground is Requeue for a server answering a request: it
+// returns when the re-queue ends or once it first waits for the job's
+// backlog (jobs.Job.Backlog), with Requeued.Requeuing set and the counts so
+// far, and the re-queue goes on in the background until it ends or Close.
+// The dead letters not yet moved stay dead letters: a re-queue stopped by
+// Close, or by a server that dies, is finished by running it again.
+func (c *Client) RequeueInBackground(ctx context.Context, id string, f DeadLetterFilter, actor, reason string) (producer.Requeued, error) {
+	return inBackground(ctx, c, "re-queueing",
+		func(ctx context.Context, onWait func(producer.Requeued)) (producer.Requeued, error) {
+			return c.requeue(ctx, id, f, actor, reason, onWait)
+		},
+		func(r producer.Requeued) (producer.Requeued, string) { return r, id })
+}
+
+// inBackground runs work in the background (registered with c.bg, so that
+// Close stops it) and returns its result when it ends, or what it reports
+// when it first waits for a job's backlog (passed through answer, which
+// also names the job for the log), leaving it to go on; a later failure is
+// logged.
+func inBackground[T any](ctx context.Context, c *Client, what string,
+	work func(ctx context.Context, onWait func(T)) (T, error), answer func(T) (T, string)) (T, error) {
+	var zero T
 	bctx, done, err := c.bg.start(context.WithoutCancel(ctx))
 	if err != nil {
-		return Created{}, err
+		return zero, err
 	}
 	type result struct {
-		out Created
+		out T
 		err error
 	}
 	finished := make(chan result, 1)
-	waiting := make(chan Created, 1)
-	opts.InBackground = false
-	opts.onWait = func(cr Created) { waiting <- cr }
+	waiting := make(chan T, 1)
 	go func() {
 		defer done()
-		out, err := c.Create(bctx, req, opts)
+		out, err := work(bctx, func(v T) { waiting <- v })
 		finished <- result{out, err}
 	}()
 	select {
 	case r := <-finished:
 		return r.out, r.err
-	case cr := <-waiting:
-		if j, err := c.store.Get(ctx, cr.Job.ID); err == nil {
-			cr.Job = j
-		}
-		cr.Planning = true
+	case v := <-waiting:
+		v, jobID := answer(v)
 		go func() {
 			switch r := <-finished; {
 			case errors.Is(r.err, errShuttingDown):
-				c.cfg.Logger.Warn("planning in the background stopped: what was planned is queued; run the same request again for the rest", "job_id", cr.Job.ID, "err", r.err)
+				c.cfg.Logger.Warn(what+" in the background stopped: what was done is queued; run the same request again for the rest", "job_id", jobID, "err", r.err)
 			case r.err != nil:
-				c.cfg.Logger.Error("planning in the background failed", "job_id", cr.Job.ID, "err", r.err)
+				c.cfg.Logger.Error(what+" in the background failed", "job_id", jobID, "err", r.err)
 			}
 		}()
-		return cr, nil
+		return v, nil
 	}
 }

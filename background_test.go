@@ -82,3 +82,48 @@ func TestCreateInBackgroundRunsToDone(t *testing.T) {
 		t.Logf("in the background %v: answered with %d planned (planning %v)", inBackground, created.Planned, created.Planning)
 	}
 }
+
+// TestRequeueInBackgroundAnswersWhenItWaits: 200 dead letters of a job with
+// a backlog of 20 and no worker: RequeueInBackground answers once the
+// re-queue waits (20 moved, Requeuing set) instead of never; Close stops it,
+// leaving the 180 it did not move dead letters and nothing in its journal.
+func TestRequeueInBackgroundAnswersWhenItWaits(t *testing.T) {
+	t.Parallel()
+	env := imrecalltest.Start(t, imrecalltest.Options{NoWorker: true})
+	c := backlogClient(t, env)
+	ctx := t.Context()
+	job, err := env.Store.Create(ctx, jobs.Spec{Kind: "recall:list", Queue: "purge", AppID: imrecalltest.AppID, RequestedBy: "t", Backlog: 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := jobs.Target{GroupID: "@TGS#dead"}
+	seqs := make([]int64, 200)
+	out := make([]jobs.Outcome, 200)
+	for i := range seqs {
+		seqs[i] = int64(i + 1)
+		out[i] = jobs.Outcome{Item: fmt.Sprint(i + 1), Code: "10002"}
+	}
+	if _, err := env.Store.PlanGroup(ctx, job.ID, g, seqs); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.Store.Record(ctx, job.ID, g, out); err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.RequeueInBackground(ctx, job.ID, imrecall.DeadLetterFilter{Code: "10002"}, "alice", "test")
+	if err != nil || !r.Requeuing || r.Messages != 20 || r.Tasks != 2 {
+		t.Fatalf("RequeueInBackground = %+v, %v; want requeuing, 20 moved in 2 tasks", r, err)
+	}
+	c.Close()
+	j, err := c.Job(ctx, job.ID)
+	if err != nil || j.Counts.Pending != 20 || j.Counts.DeadLettered != 180 {
+		t.Fatalf("after Close: %+v, %v; want 20 pending, 180 still dead letters", j.Counts, err)
+	}
+	if err := env.Store.RequeueJournal(ctx, job.ID, func(t2 jobs.Target, items []string) error {
+		return fmt.Errorf("journal holds %v of %s", items, t2)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.RequeueInBackground(ctx, job.ID, imrecall.DeadLetterFilter{}, "alice", "test"); !errors.Is(err, imrecall.ErrClosed) {
+		t.Fatalf("RequeueInBackground after Close = %v, want ErrClosed", err)
+	}
+}

@@ -132,8 +132,16 @@ func (f DeadLetterFilter) Match() (func(jobs.DeadLetter) bool, error) {
 
 // Requeue queues again, on behalf of actor, the job's dead letters that f
 // selects (an empty filter: those that need attention). A cancelled job is
-// never reopened (*jobs.StatusError).
+// never reopened (*jobs.StatusError). A job with a bound on queued work is
+// held to it: Requeue waits for the workers as planning does (see
+// RequeueInBackground for a caller that must answer).
 func (c *Client) Requeue(ctx context.Context, id string, f DeadLetterFilter, actor, reason string) (producer.Requeued, error) {
+	return c.requeue(ctx, id, f, actor, reason, nil)
+}
+
+// requeue is Requeue, calling onWait (if set) when it first waits for the
+// job's backlog.
+func (c *Client) requeue(ctx context.Context, id string, f DeadLetterFilter, actor, reason string, onWait func(producer.Requeued)) (producer.Requeued, error) {
 	if c.cfg.Queue == nil {
 		return producer.Requeued{}, ErrNotConfigured
 	}
@@ -144,8 +152,8 @@ func (c *Client) Requeue(ctx context.Context, id string, f DeadLetterFilter, act
 	if err != nil {
 		return producer.Requeued{}, err
 	}
-	return producer.RequeueDeadLetters(ctx, c.store, c.cfg.Queue, id, match, actor,
-		fmt.Sprintf("code=%q category=%q %s", f.Code, f.Category, reason))
+	return producer.RequeueDeadLetters(ctx, c.store, c.cfg.Queue, id, producer.RequeueRequest{Match: match, Actor: actor,
+		Detail: fmt.Sprintf("code=%q category=%q %s", f.Code, f.Category, reason), OnWait: onWait})
 }
 
 // Audit records an event in the audit log (a dry run, for one: it changes

@@ -355,7 +355,7 @@ func (s *Server) requeue(w http.ResponseWriter, r *http.Request, who Token) {
 		s.fail(w, r, err)
 		return
 	}
-	res, err := s.client.Requeue(r.Context(), id, imrecall.DeadLetterFilter{Code: req.Code, Category: req.Category}, actor(who.principal(), req.Actor), req.Reason)
+	res, err := s.client.RequeueInBackground(r.Context(), id, imrecall.DeadLetterFilter{Code: req.Code, Category: req.Category}, actor(who.principal(), req.Actor), req.Reason)
 	if err != nil {
 		s.fail(w, r, err)
 		return

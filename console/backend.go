@@ -271,7 +271,7 @@ func (b *ClientBackend) Act(ctx context.Context, who, id string, a Action, reaso
 	case ActionResume:
 		_, err = b.client.Resume(ctx, id, principal, reason)
 	case ActionRequeue:
-		_, err = b.client.Requeue(ctx, id, imrecall.DeadLetterFilter{}, principal, reason)
+		_, err = b.client.RequeueInBackground(ctx, id, imrecall.DeadLetterFilter{}, principal, reason)
 	case ActionApprove:
 		_, err = b.client.Approve(ctx, id, principal, reason)
 	default:

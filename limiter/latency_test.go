@@ -68,7 +68,7 @@ func TestGrantsThroughLatency(t *testing.T) {
 				}
 			}
 			wg.Wait()
-			rate := float64(capPerSec) * (1 - DefaultMargin)
+			rate := lims[0].Rate(k) // the adaptive margin's ceiling
 			if got := maxInWindow(grants, time.Second); got > capPerSec {
 				t.Fatalf("%d grants in one sliding second, cap %d", got, capPerSec)
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sort"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -107,9 +108,9 @@ func TestIndependentAPIs(t *testing.T) {
 		}
 		wg.Wait()
 		for api, n := range counts {
-			// Each API has its own budget of 30×0.975/s: about 44 in 1.5 s.
+			// Each API has its own budget of 0.988 × 30/s: about 45 in 1.5 s.
 			if n < 20 || n > 46 {
-				t.Errorf("%s: %d grants in 1.5 s, want its own budget of ≈44", api, n)
+				t.Errorf("%s: %d grants in 1.5 s, want its own budget of ≈45", api, n)
 			}
 		}
 		if err := l.Wait(t.Context(), Key{AppID: 7, API: "unlimited_api"}); err != nil {
@@ -189,7 +190,81 @@ func TestConfig(t *testing.T) {
 		}
 	}
 	l, _ := New(rdb, Config{})
-	if r := l.Rate(Key{API: "group_msg_recall"}); r != 195 {
-		t.Fatalf("default rate = %v, want 195 (200 less 2.5%%)", r)
+	// 8 ms of Tolerance and 4 of Slack: (1 s + 12 ms)/200 + 1 µs.
+	if iv := spreadInterval(200, l.spread()); iv != 5061*time.Microsecond {
+		t.Fatalf("interval at 200/s = %v, want 5.061ms", iv)
+	}
+	if r := l.Rate(Key{API: "group_msg_recall"}); r < 197.5 || r > 197.7 {
+		t.Fatalf("default rate = %v, want 0.988 of 200", r)
+	}
+	fixed, _ := New(rdb, Config{Margin: 0.025})
+	if r := fixed.Rate(Key{API: "group_msg_recall"}); r != 195 {
+		t.Fatalf("fixed rate = %v, want 195 (200 less 2.5%%)", r)
+	}
+}
+
+// TestThrottleWidensTheMargin: a throttle code widens the spacing of every
+// process sharing the budget (10 ms more spread, then double, once per
+// pause however many calls in flight are refused), a UserSig throttle
+// (70050) or a fixed margin does not, and the backoff lapses.
+func TestThrottleWidensTheMargin(t *testing.T) {
+	mr := miniredis.RunT(t)
+	newLimiter := func(cfg Config) *Limiter {
+		c := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+		t.Cleanup(func() { c.Close() })
+		l, err := New(c, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	a, b := newLimiter(Config{Cap: 100}), newLimiter(Config{Cap: 100})
+	k := Key{AppID: 1, API: "group_msg_recall"}
+	base := "imrecall:rl:{" + k.String() + "}"
+	// check has b reserve a slot and compares the interval Redis answered
+	// with (1 s + the widest spread stored + backoff)/100 + 1 µs.
+	check := func(what string, backoff time.Duration) {
+		t.Helper()
+		mr.Del(base + ":pause") // skip the throttle's pause
+		a.mu.Lock()
+		clear(a.paused)
+		a.mu.Unlock()
+		if err := b.Wait(t.Context(), k); err != nil {
+			t.Fatal(err)
+		}
+		stored, err := mr.Get(base + ":spread")
+		if err != nil {
+			t.Fatalf("%s: no spread stored: %v", what, err)
+		}
+		us, _ := strconv.ParseInt(stored, 10, 64)
+		spread := time.Duration(us) * time.Microsecond
+		if spread <= b.cfg.Tolerance+b.cfg.Slack {
+			t.Fatalf("%s: stored spread %v, not wider than Tolerance and Slack (no round trip)", what, spread)
+		}
+		if got, want := b.Interval(k), spreadInterval(100, spread+backoff); got != want {
+			t.Fatalf("%s: interval %v, want %v (spread %v, backoff %v)", what, got, want, spread, backoff)
+		}
+	}
+	check("before any throttle", 0)
+	for range 5 { // five calls refused at once: one pause, one step
+		a.ForApp(1).Throttled(t.Context(), k.API, 60007)
+	}
+	check("after one throttle (seen by another process)", FirstBackoff)
+	mr.FastForward(ThrottlePause(60007) + time.Millisecond)
+	a.ForApp(1).Throttled(t.Context(), k.API, 60007)
+	check("after a throttle in the next second", 2*FirstBackoff)
+	for range 10 {
+		mr.FastForward(ThrottlePause(60007) + time.Millisecond)
+		a.ForApp(1).Throttled(t.Context(), k.API, 60018)
+	}
+	check("after twelve throttles", MaxBackoff)
+	mr.FastForward(BackoffLapse + time.Second)
+	check("after the backoff lapsed", 0)
+	a.ForApp(1).Throttled(t.Context(), k.API, 70050)
+	check("after a UserSig throttle (70050)", 0)
+	fixed := newLimiter(Config{Cap: 100, Margin: 0.1, Prefix: "fixed"})
+	fixed.ForApp(1).Throttled(t.Context(), k.API, 60007)
+	if n, _ := mr.Get("fixed:{" + k.String() + "}:backoff"); n != "" {
+		t.Fatalf("a fixed margin stored backoff %q", n)
 	}
 }

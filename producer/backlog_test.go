@@ -348,3 +348,96 @@ func TestDiscoveryHandsOverWhenBacklogFull(t *testing.T) {
 	}
 	t.Logf("%d discovery parts; at most %d messages pending (backlog 50)", runs, maxPending)
 }
+
+// TestBacklogBoundsRequeue: 2,000 group dead letters and 100 one-to-one
+// ones of a job whose backlog is 100 are re-queued while a slow "worker"
+// settles what is queued: the job never has more than 100 pending, the
+// re-queue says once that it waits (with what it moved so far), and every
+// dead letter is moved, queued once and settled.
+func TestBacklogBoundsRequeue(t *testing.T) {
+	store, client, insp := onMiniredis(t)
+	ctx := t.Context()
+	const bound = 100
+	job, err := store.Create(ctx, jobs.Spec{Kind: "recall:list", Queue: tasks.QueuePurge, AppID: 1400000001, RequestedBy: "t", Backlog: bound})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for g := range 20 {
+		target := jobs.Target{GroupID: fmt.Sprintf("@TGS#g%02d", g)}
+		var seqs []int64
+		var out []jobs.Outcome
+		for s := int64(1); s <= 100; s++ {
+			seqs = append(seqs, s)
+			out = append(out, jobs.Outcome{Item: strconv.FormatInt(s, 10), Code: "10002"})
+		}
+		mustDo(t, func() error { _, err := store.PlanGroup(ctx, job.ID, target, seqs); return err })
+		mustDo(t, func() error { _, err := store.Record(ctx, job.ID, target, out); return err })
+	}
+	for k := range 100 {
+		target := jobs.Target{From: "spammer", To: fmt.Sprintf("u%02d", k%10)}
+		key := fmt.Sprintf("%d_1_1", k+1)
+		mustDo(t, func() error { _, err := store.PlanC2C(ctx, job.ID, target, []string{key}); return err })
+		mustDo(t, func() error {
+			_, err := store.Record(ctx, job.ID, target, []jobs.Outcome{{Item: key, Code: "10002"}})
+			return err
+		})
+	}
+	mustDo(t, func() error { _, err := store.ClosePlanner(ctx, job.ID, jobs.RootPlanner); return err })
+	if j, _ := store.Get(ctx, job.ID); j.Counts.DeadLettered != 2100 || j.Counts.Pending != 0 {
+		t.Fatalf("before the re-queue: %+v, want 2,100 dead letters", j.Counts)
+	}
+
+	var waits []Requeued
+	done := make(chan error, 1)
+	var r Requeued
+	go func() {
+		var err error
+		r, err = RequeueDeadLetters(ctx, store, client, job.ID, RequeueRequest{Match: func(jobs.DeadLetter) bool { return true },
+			Actor: "t", OnWait: func(so Requeued) { waits = append(waits, so) }})
+		done <- err
+	}()
+	var maxPending int64
+	settled := 0
+	deadline := time.Now().Add(2 * time.Minute)
+	for finished := false; !finished; {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			finished = true
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the re-queue never ended")
+		}
+		j, err := store.Get(ctx, job.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		maxPending = max(maxPending, j.Counts.Pending)
+		settled += settleQueued(t, store, insp)
+	}
+	settled += settleQueued(t, store, insp)
+	j, err := store.Get(ctx, job.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if maxPending > bound {
+		t.Errorf("the job had %d messages pending at once; its backlog is %d", maxPending, bound)
+	}
+	if r.Messages != 2100 || settled != 2100 || j.Counts.Recalled != 2100 || j.Counts.DeadLettered != 0 || j.Counts.Pending != 0 {
+		t.Errorf("re-queued %+v, settled %d, job %+v; want 2,100 moved, queued and settled", r, settled, j.Counts)
+	}
+	if len(waits) != 1 || !waits[0].Requeuing || waits[0].Messages <= 0 || waits[0].Messages > bound {
+		t.Errorf("OnWait saw %+v; want one call, requeuing, with at most the bound moved", waits)
+	}
+	t.Logf("max pending %d of a backlog of %d; first wait after %d moved", maxPending, bound, waits[0].Messages)
+}
+
+func mustDo(t *testing.T, f func() error) {
+	t.Helper()
+	if err := f(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -14,6 +14,19 @@ type Requeued struct {
 	// Repaired counts messages of an earlier, interrupted re-queue that were
 	// moved back to pending but not queued, and are queued now.
 	Repaired int `json:"repaired,omitempty"`
+	// Requeuing says the re-queue waits for the job's backlog and goes on
+	// (imrecall.Client.RequeueInBackground); the counts are those so far.
+	Requeuing bool `json:"requeuing,omitempty"`
+}
+
+// RequeueRequest says which dead letters RequeueDeadLetters moves and who
+// asked.
+type RequeueRequest struct {
+	Match         func(jobs.DeadLetter) bool
+	Actor, Detail string
+	// OnWait, if set, is called once, with what was re-queued so far, when
+	// the re-queue first waits for the job's backlog.
+	OnWait func(Requeued)
 }
 
 // requeueBatch bounds the messages moved back to pending before their
@@ -29,8 +42,13 @@ const requeueBatch = 1000
 // Messages move in batches of at most 1000, each journaled until its tasks
 // are queued: a re-queue interrupted between the two steps leaves them in
 // the journal, and the next re-queue of the job (or FinishRequeue) queues
-// them first.
-func RequeueDeadLetters(ctx context.Context, store *jobs.Store, q Enqueuer, jobID string, match func(jobs.DeadLetter) bool, actor, detail string) (Requeued, error) {
+// them first. A job with a bound on queued work (jobs.Job.Backlog) is held
+// to it as its planning was: before each batch moves, the re-queue waits
+// while the job has its bound of messages pending (the batches are then at
+// most half the bound). The dead letters not yet moved stay dead letters
+// meanwhile: an interrupted wait leaves nothing in limbo.
+func RequeueDeadLetters(ctx context.Context, store *jobs.Store, q Enqueuer, jobID string, req RequeueRequest) (Requeued, error) {
+	match, actor, detail := req.Match, req.Actor, req.Detail
 	var r Requeued
 	job, err := store.Get(ctx, jobID)
 	if err != nil {
@@ -68,10 +86,24 @@ func RequeueDeadLetters(ctx context.Context, store *jobs.Store, q Enqueuer, jobI
 		return r, err
 	}
 	b := NewBatcher(store, q, job, gen)
+	if req.OnWait != nil {
+		b.OnWait = func() {
+			sofar := r
+			sofar.Tasks, sofar.Requeuing = b.Tasks, true
+			req.OnWait(sofar)
+		}
+	}
+	batch := requeueBatch
+	if job.Backlog > 0 {
+		batch = int(max(min(int64(batch), job.Backlog/2), 1))
+	}
 	for _, t := range sortedTargets(byTarget) {
 		items := byTarget[t]
 		for len(items) > 0 {
-			n := min(len(items), requeueBatch)
+			n := min(len(items), batch)
+			if err := b.awaitBacklog(ctx, n); err != nil {
+				return r, err
+			}
 			moved, err := store.Requeue(ctx, jobID, t, items[:n])
 			if err != nil {
 				return r, err

@@ -51,7 +51,7 @@ func TestInterruptedRequeueIsFinished(t *testing.T) {
 
 	q := &brokenQ{ok: 2}
 	all := func(jobs.DeadLetter) bool { return true }
-	if _, err := RequeueDeadLetters(ctx, store, q, job.ID, all, "t", ""); !errors.Is(err, errQueueDown) {
+	if _, err := RequeueDeadLetters(ctx, store, q, job.ID, RequeueRequest{Match: all, Actor: "t"}); !errors.Is(err, errQueueDown) {
 		t.Fatalf("requeue with a failing queue = %v", err)
 	}
 	j, _ := store.Get(ctx, job.ID)
@@ -65,7 +65,7 @@ func TestInterruptedRequeueIsFinished(t *testing.T) {
 	}
 
 	q.ok = 100
-	r, err := RequeueDeadLetters(ctx, store, q, job.ID, all, "t", "")
+	r, err := RequeueDeadLetters(ctx, store, q, job.ID, RequeueRequest{Match: all, Actor: "t"})
 	if err != nil || r.Repaired != 55 || r.Messages != 0 {
 		t.Fatalf("second requeue = %+v, %v; want the 55 repaired", r, err)
 	}
@@ -87,7 +87,7 @@ func TestInterruptedRequeueIsFinished(t *testing.T) {
 	// A cancelled job refuses a re-queue and stays cancelled.
 	store.Cancel(ctx, job.ID, "t", "")
 	store.Record(ctx, job.ID, g, []jobs.Outcome{{Item: "1", Code: jobs.CodeCancelled}})
-	_, err = RequeueDeadLetters(ctx, store, q, job.ID, all, "t", "")
+	_, err = RequeueDeadLetters(ctx, store, q, job.ID, RequeueRequest{Match: all, Actor: "t"})
 	var se *jobs.StatusError
 	if !errors.As(err, &se) || se.Status != jobs.StatusCancelled {
 		t.Fatalf("requeue of a cancelled job = %v", err)

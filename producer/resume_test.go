@@ -308,7 +308,7 @@ func TestRequeueDuringDiscoveryKeepsPlanning(t *testing.T) {
 	if _, err := b.store.Record(t.Context(), b.job.ID, tg, []jobs.Outcome{{Item: itoa(seq), Code: "10002"}}); err != nil {
 		t.Fatal(err)
 	}
-	r, err := RequeueDeadLetters(t.Context(), b.store, b.q, b.job.ID, func(jobs.DeadLetter) bool { return true }, "t", "")
+	r, err := RequeueDeadLetters(t.Context(), b.store, b.q, b.job.ID, RequeueRequest{Match: func(jobs.DeadLetter) bool { return true }, Actor: "t"})
 	if err != nil || r.Messages != 1 {
 		t.Fatalf("requeue = %+v, %v", r, err)
 	}

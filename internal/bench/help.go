@@ -32,7 +32,10 @@ the spammer's messages remain, stops the workers, and reports per run:
   - seqs per group call: group messages recalled ÷ group_msg_recall calls (10 at best);
   - wall time (purge command started → job finished) against the floor: group messages ÷ 10 ÷ cap,
     one-to-one messages ÷ cap, the larger of the two (the APIs run in parallel); floor/wall is the
-    share of the cap the whole pipeline achieved, discovery included;
+    share of the cap the whole pipeline achieved, discovery included; and against the physical
+    floor the data sets: the least group calls (⌈n ÷ 10⌉ per history, as a call recalls the seqs
+    of one history) ÷ cap ("calls floor/wall"), which 10 seqs a call can only reach when every
+    history holds a multiple of 10;
   - worker CPU (user+sys of all worker processes) per 1,000 API calls, and Redis CPU likewise;
   - Redis memory: INFO used_memory right after planning closed, minus the baseline, ÷ the messages
     planned by then; what the job record keeps per message after the job; the peak;

@@ -72,11 +72,20 @@ type Result struct {
 	Recalled     int64  `json:"recalled"`
 	DeadLettered int64  `json:"dead_lettered"`
 
-	WallSeconds     float64 `json:"wall_seconds"`
-	FloorSeconds    float64 `json:"floor_seconds"`
-	FloorOverWall   float64 `json:"floor_over_wall"`
-	ProducerSeconds float64 `json:"producer_seconds"` // until the purge command printed the job id
-	PlanningSeconds float64 `json:"planning_seconds"` // until discovery closed the job's planning
+	WallSeconds float64 `json:"wall_seconds"`
+	// FloorSeconds is the floor at 10 seqs a call: group messages ÷ 10 ÷
+	// cap, or one-to-one messages ÷ cap if longer.
+	FloorSeconds  float64 `json:"floor_seconds"`
+	FloorOverWall float64 `json:"floor_over_wall"`
+	// LeastGroupCalls is the fewest group calls that recall the spammer's
+	// messages, Σ⌈n ÷ 10⌉ over the histories (a call recalls one
+	// history's seqs); CallFloorSeconds is the physical floor they set,
+	// LeastGroupCalls ÷ cap (or one-to-one messages ÷ cap if longer).
+	LeastGroupCalls   int     `json:"least_group_calls"`
+	CallFloorSeconds  float64 `json:"call_floor_seconds"`
+	CallFloorOverWall float64 `json:"call_floor_over_wall"`
+	ProducerSeconds   float64 `json:"producer_seconds"` // until the purge command printed the job id
+	PlanningSeconds   float64 `json:"planning_seconds"` // until discovery closed the job's planning
 
 	APIs             map[string]API `json:"apis"`
 	Calls            int64          `json:"calls"`     // accepted calls of every API

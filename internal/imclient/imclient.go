@@ -24,8 +24,9 @@ type Config struct {
 	// in limiter.ParseCapOf's form, sets caps per API ("" for none).
 	Cap   int
 	CapOf string
-	// Margin is the safety margin under the cap, 0 to 0.5; below 0 the
-	// limiter's default.
+	// Margin, above 0 (to 0.5), fixes the share of the cap left unused;
+	// 0 or below: the limiter's margin, sized from its tolerance and widened
+	// on throttles.
 	Margin float64
 	// Agree makes this process agree with the caps stored in Redis before
 	// it calls (serve, worker); Reset stores this process's caps first
@@ -56,7 +57,7 @@ func New(ctx context.Context, cfg Config) (*tim.Client, *limiter.Limiter, error)
 		return nil, nil, inputErr("--cap-of: %v", err)
 	}
 	lcfg := limiter.Config{Cap: cfg.Cap, CapOf: capOf, Prefix: cfg.Prefix + ":rl", Logger: cfg.Logger, Observer: cfg.Observer}
-	if cfg.Margin >= 0 {
+	if cfg.Margin > 0 {
 		if cfg.Margin > 0.5 {
 			return nil, nil, inputErr("--margin (IMRECALL_MARGIN) %v: want 0 to 0.5", cfg.Margin)
 		}
