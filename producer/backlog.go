@@ -3,6 +3,8 @@ package producer
 import (
 	"context"
 	"time"
+
+	"github.com/imrecall/imrecall/jobs"
 )
 
 // DefaultBacklog is the bound on a job's queued work that the CLI and the
@@ -33,13 +35,15 @@ type Backlog struct {
 // at the backlog again, reading the job: its bound less its pending
 // messages. A job that is held (awaiting approval, or in its cool-off)
 // sends nothing, so its whole plan is queued (the approver sees the count),
-// and so is a finished one's (planning it is refused anyway).
+// and so is a cancelled one's (its workers settle the tasks as cancelled at
+// once). A failed or done job counts as any other: a re-queue of its dead
+// letters makes it send again.
 func (b *Batcher) room(ctx context.Context) (int64, error) {
 	j, err := b.store.Get(ctx, b.job.ID)
 	if err != nil {
 		return 0, err
 	}
-	if j.Held() || j.Status.Terminal() {
+	if j.Held() || j.Status == jobs.StatusCancelled {
 		return b.job.Backlog, nil
 	}
 	return b.job.Backlog - j.Counts.Pending, nil

@@ -355,6 +355,14 @@ func TestDiscoveryHandsOverWhenBacklogFull(t *testing.T) {
 // re-queue says once that it waits (with what it moved so far), and every
 // dead letter is moved, queued once and settled.
 func TestBacklogBoundsRequeue(t *testing.T) {
+	for _, status := range []jobs.Status{jobs.StatusDone, jobs.StatusFailed} {
+		t.Run(string(status), func(t *testing.T) { testBacklogBoundsRequeue(t, status) })
+	}
+}
+
+// testBacklogBoundsRequeue is TestBacklogBoundsRequeue for a job that ended
+// with status (done: its planner closed; failed: its planning interrupted).
+func testBacklogBoundsRequeue(t *testing.T, status jobs.Status) {
 	store, client, insp := onMiniredis(t)
 	ctx := t.Context()
 	const bound = 100
@@ -382,9 +390,13 @@ func TestBacklogBoundsRequeue(t *testing.T) {
 			return err
 		})
 	}
-	mustDo(t, func() error { _, err := store.ClosePlanner(ctx, job.ID, jobs.RootPlanner); return err })
-	if j, _ := store.Get(ctx, job.ID); j.Counts.DeadLettered != 2100 || j.Counts.Pending != 0 {
-		t.Fatalf("before the re-queue: %+v, want 2,100 dead letters", j.Counts)
+	if status == jobs.StatusFailed {
+		mustDo(t, func() error { _, err := store.InterruptPlanner(ctx, job.ID, jobs.RootPlanner, "test"); return err })
+	} else {
+		mustDo(t, func() error { _, err := store.ClosePlanner(ctx, job.ID, jobs.RootPlanner); return err })
+	}
+	if j, _ := store.Get(ctx, job.ID); j.Counts.DeadLettered != 2100 || j.Counts.Pending != 0 || j.Status != status {
+		t.Fatalf("before the re-queue: %s %+v, want %s with 2,100 dead letters", j.Status, j.Counts, status)
 	}
 
 	var waits []Requeued
