@@ -39,10 +39,11 @@
 // slot's local time is placed when the granting reply arrives, up to a
 // round trip after Redis read its clock: a process whose Redis is 15 ms
 // away sends its calls up to 30 ms behind one next to Redis). Each
-// reservation sends the process's spread; Redis keeps the widest for 5 s.
+// reservation stores its process's spread (its round trip the largest of
+// the last 5–10 s); a process's counts until 5 s after its last.
 // With the defaults (8 + 4 ms) and Redis on loopback, the budget runs at
 // 0.988 of the cap (197.6 of 200 calls/s) instead of a fixed 2.5 %
-// margin's 0.975; with Redis 1 ms away each way, 0.986; and no sliding
+// margin's 0.975; with Redis 1 ms away each way, 0.985; and no sliding
 // second holds more than the cap as long as the HTTP path adds less than
 // Slack of its own (on a host loaded with two CPU hogs, 2 ms of Slack let
 // one call of 16,000 over the cap; 4 ms none).
@@ -52,7 +53,8 @@
 // to the spread of every process sharing the budget, each further one
 // (one per pause: the calls in flight are all refused at once) within 10
 // minutes doubles it, up to 250 ms (a fifth of the cap), and it lapses 10
-// minutes after the last. Config.Margin > 0 fixes the margin instead.
+// minutes after the last. A Config.Margin other than 0 fixes the margin
+// instead (negative: at none).
 //
 // # Redis a few milliseconds away
 //
@@ -97,6 +99,8 @@ package limiter
 
 import (
 	"context"
+	crand "crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -206,7 +210,8 @@ type Config struct {
 type Limiter struct {
 	rdb   redis.UniversalClient
 	cfg   Config
-	fixed bool // Config.Margin was set: no adaptive margin
+	fixed bool   // Config.Margin was set: no sized margin
+	id    string // this process's field in the budgets' spreads hashes
 	log   *slog.Logger
 
 	mu     sync.Mutex
@@ -214,6 +219,8 @@ type Limiter struct {
 
 	late atomic.Int64 // slots given up because the waiter woke too late
 	rtt  atomic.Int64 // smoothed round trip of a reservation, ns
+
+	recentRTT recentMax // the largest smoothed round trip of late
 
 	mismatchLog atomic.Int64 // unix ns of the last cap mismatch logged
 
@@ -265,7 +272,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*Limiter, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Limiter{rdb: rdb, cfg: cfg, fixed: fixed, log: log, paused: map[Key]time.Time{}}, nil
+	return &Limiter{rdb: rdb, cfg: cfg, fixed: fixed, id: newID(), log: log, paused: map[Key]time.Time{}}, nil
 }
 
 // CapOf is the cap this limiter applies to api: calls/s, or Unlimited.
@@ -284,18 +291,18 @@ func (l *Limiter) Rate(k Key) float64 {
 		return 0
 	}
 	if !l.fixed {
-		return float64(time.Second) / float64(spreadInterval(c, l.spread()))
+		return float64(time.Second) / float64(spreadInterval(c, l.spread(time.Duration(l.rtt.Load()))))
 	}
 	return float64(c) * (1 - l.cfg.Margin)
 }
 
 // spread is the arrival spread this process's calls may have, before
-// backoff: Tolerance, Slack and the usual round trip to Redis (a slot's
-// local time is the arrival of the reply that granted it, up to a round
-// trip after Redis read its clock; the excess over the usual round trip
-// counts toward Tolerance).
-func (l *Limiter) spread() time.Duration {
-	return l.cfg.Tolerance + l.cfg.Slack + time.Duration(l.rtt.Load())
+// backoff, when its usual round trip to Redis is rtt: Tolerance, Slack and
+// the round trip (a slot's local time is placed when the granting reply
+// arrives, up to a round trip after Redis read its clock; the excess over
+// the usual round trip counts toward Tolerance).
+func (l *Limiter) spread(rtt time.Duration) time.Duration {
+	return l.cfg.Tolerance + l.cfg.Slack + rtt
 }
 
 // spreadInterval is the interval, in whole microseconds, at which no
@@ -315,24 +322,28 @@ func (l *Limiter) fixedInterval(k Key) time.Duration {
 	return time.Duration(math.Ceil(float64(time.Second/time.Microsecond)/r)) * time.Microsecond
 }
 
-// keys are the budget's keys: tat, pause, cap, backoff, spread, widened.
+// keys are the budget's keys: tat, pause, cap, backoff, spreads (a hash of
+// each process's), widened.
 func (l *Limiter) keys(k Key) []string {
 	base := l.cfg.Prefix + ":{" + k.String() + "}"
 	return []string{base + ":tat", base + ":pause", base + ":cap", base + ":backoff", base + ":spread", base + ":widened"}
 }
 
-// spreadWindow is how long Redis keeps the widest spread a process sent.
+// spreadWindow is how long a process's spread counts after its last
+// reservation, and how long a widened spread is reported (recentMax).
 const spreadWindow = 5 * time.Second
 
 // reserveScript reserves the next slot. KEYS: tat, pause, cap, backoff,
-// spread. ARGV: 1 the fixed interval µs (0: from the spread), 2 horizon µs,
-// 3 this process's cap as stored, 4 lead µs (the slot is no earlier than
-// now + lead: the caller's own work before the call), 5 the cap in calls/s,
-// 6 this process's spread µs (Tolerance + Slack + its round trip).
+// spreads. ARGV: 1 the fixed interval µs (0: from the spreads), 2 horizon
+// µs, 3 this process's cap as stored, 4 lead µs (the slot is no earlier
+// than now + lead: the caller's own work before the call), 5 the cap in
+// calls/s, 6 this process's spread µs (Tolerance + Slack + its recent
+// round trip), 7 this process's id.
 //
-// Without a fixed interval, slots are (1 s + spread + backoff)/cap + 1 µs
-// apart, where spread is the widest any process sharing the budget sent in
-// the last spreadWindow. Returns {1, wait µs, interval µs} when a slot was reserved, {0, µs
+// Every reservation stores its process's spread in the spreads hash, due to
+// lapse spreadWindow later (a process with a fixed margin too, so that the
+// others count it). Without a fixed interval, slots are (1 s + the widest
+// spread not lapsed + backoff)/cap + 1 µs apart. Returns {1, wait µs, interval µs} when a slot was reserved, {0, µs
 // to wait before asking again}, or {-1, the stored cap} when the budget is
 // stored with another cap (nothing reserved). The first process to use a
 // budget stores its cap.
@@ -343,20 +354,26 @@ if not stored then
 elseif stored ~= ARGV[3] then
   return {-1, stored}
 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('HSET', KEYS[5], ARGV[7], ARGV[6] .. ':' .. string.format('%d', now + ` + strconv.FormatInt(spreadWindow.Microseconds(), 10) + `))
+redis.call('PEXPIRE', KEYS[5], ` + strconv.FormatInt(spreadWindow.Milliseconds(), 10) + `)
 local interval = tonumber(ARGV[1])
 if interval == 0 then
-  local spread = tonumber(ARGV[6])
-  local widest = tonumber(redis.call('GET', KEYS[5]) or '0')
-  if spread >= widest then
-    redis.call('SET', KEYS[5], ARGV[6], 'PX', ` + strconv.FormatInt(spreadWindow.Milliseconds(), 10) + `)
-  else
-    spread = widest
+  local spread = 0
+  local all = redis.call('HGETALL', KEYS[5])
+  for i = 1, #all, 2 do
+    local sep = string.find(all[i + 1], ':', 1, true)
+    local s = tonumber(string.sub(all[i + 1], 1, sep - 1))
+    if tonumber(string.sub(all[i + 1], sep + 1)) < now then
+      redis.call('HDEL', KEYS[5], all[i])
+    elseif s > spread then
+      spread = s
+    end
   end
   local backoff = tonumber(redis.call('GET', KEYS[4]) or '0')
   interval = math.floor((1000000 + spread + backoff) / tonumber(ARGV[5])) + 1
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local horizon = tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 local pause = tonumber(redis.call('GET', KEYS[2]) or '0')
@@ -610,9 +627,13 @@ func (l *Limiter) book(ctx context.Context, k Key, lead time.Duration) (time.Tim
 	var lastErr error
 	lastLog := time.Time{}
 	for {
+		// The usual round trip, read once: the spread sent covers it, and
+		// the reply's excess is measured from it.
+		usual := time.Duration(l.rtt.Load())
 		asked := time.Now()
+		spread := l.spread(l.recentRTT.observe(asked, usual))
 		res, err := reserveScript.Run(ctx, l.rdb, keys, fixed.Microseconds(), l.cfg.Horizon.Microseconds(), ours,
-			lead.Microseconds(), l.CapOf(k.API), l.spread().Microseconds()).Slice()
+			lead.Microseconds(), l.CapOf(k.API), spread.Microseconds(), l.id).Slice()
 		got := time.Now()
 		var reply scriptReply
 		if err == nil {
@@ -643,7 +664,6 @@ func (l *Limiter) book(ctx context.Context, k Key, lead time.Duration) (time.Tim
 			continue
 		}
 		rtt := got.Sub(asked)
-		usual := time.Duration(l.rtt.Load())
 		l.observeRTT(rtt)
 		if reply.code == 1 {
 			l.intervals.Store(k, reply.interval)
@@ -808,10 +828,11 @@ func (g *AppGate) Reserve(ctx context.Context, api string) (tim.Slot, error) {
 var _ tim.Reserver = (*AppGate)(nil)
 
 // Throttled pauses api for every process after the server answered a
-// throttle code and, unless the code is about UserSig checks (70050) or the
-// margin is fixed, widens the adaptive margin (see the package doc).
+// throttle code and, for a code about the app's call rate (60007, 60011,
+// 60018, 60019; not a group's own frequency limit nor UserSig checks) and
+// unless the margin is fixed, widens the margin (see the package doc).
 func (g *AppGate) Throttled(ctx context.Context, api string, code int) {
-	widen := code != 70050 && !g.l.fixed
+	widen := !g.l.fixed && (code == 60007 || code == 60011 || code == 60018 || code == 60019)
 	if _, err := g.l.throttle(context.WithoutCancel(ctx), Key{AppID: g.appID, API: api}, ThrottlePause(code), widen); err != nil {
 		g.l.log.Error("could not share a throttle pause", "api", api, "err", err)
 	}
@@ -829,4 +850,11 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+// newID names this process in the budgets' spreads hashes.
+func newID() string {
+	var b [8]byte
+	_, _ = crand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }

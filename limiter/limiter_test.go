@@ -3,8 +3,10 @@ package limiter
 import (
 	"context"
 	"errors"
+	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -191,7 +193,7 @@ func TestConfig(t *testing.T) {
 	}
 	l, _ := New(rdb, Config{})
 	// 8 ms of Tolerance and 4 of Slack: (1 s + 12 ms)/200 + 1 µs.
-	if iv := spreadInterval(200, l.spread()); iv != 5061*time.Microsecond {
+	if iv := spreadInterval(200, l.spread(0)); iv != 5061*time.Microsecond {
 		t.Fatalf("interval at 200/s = %v, want 5.061ms", iv)
 	}
 	if r := l.Rate(Key{API: "group_msg_recall"}); r < 197.5 || r > 197.7 {
@@ -232,18 +234,25 @@ func TestThrottleWidensTheMargin(t *testing.T) {
 		if err := b.Wait(t.Context(), k); err != nil {
 			t.Fatal(err)
 		}
-		stored, err := mr.Get(base + ":spread")
-		if err != nil {
-			t.Fatalf("%s: no spread stored: %v", what, err)
+		fields, err := mr.HKeys(base + ":spread")
+		if err != nil || !slices.Contains(fields, b.id) {
+			t.Fatalf("%s: spreads stored for %v (%v), want b's (%s) among them", what, fields, err, b.id)
 		}
-		us, _ := strconv.ParseInt(stored, 10, 64)
-		spread := time.Duration(us) * time.Microsecond
+		var spread time.Duration
+		for _, f := range fields {
+			v, _, _ := strings.Cut(mr.HGet(base+":spread", f), ":")
+			us, _ := strconv.ParseInt(v, 10, 64)
+			spread = max(spread, time.Duration(us)*time.Microsecond)
+		}
 		if spread <= b.cfg.Tolerance+b.cfg.Slack {
 			t.Fatalf("%s: stored spread %v, not wider than Tolerance and Slack (no round trip)", what, spread)
 		}
 		if got, want := b.Interval(k), spreadInterval(100, spread+backoff); got != want {
 			t.Fatalf("%s: interval %v, want %v (spread %v, backoff %v)", what, got, want, spread, backoff)
 		}
+	}
+	if err := a.Wait(t.Context(), k); err != nil { // a's spread stored too
+		t.Fatal(err)
 	}
 	check("before any throttle", 0)
 	for range 5 { // five calls refused at once: one pause, one step
@@ -262,9 +271,51 @@ func TestThrottleWidensTheMargin(t *testing.T) {
 	check("after the backoff lapsed", 0)
 	a.ForApp(1).Throttled(t.Context(), k.API, 70050)
 	check("after a UserSig throttle (70050)", 0)
+	a.ForApp(1).Throttled(t.Context(), k.API, 10006) // a group's own frequency limit
+	check("after a group's frequency limit (10006)", 0)
 	fixed := newLimiter(Config{Cap: 100, Margin: 0.1, Prefix: "fixed"})
 	fixed.ForApp(1).Throttled(t.Context(), k.API, 60007)
 	if n, _ := mr.Get("fixed:{" + k.String() + "}:backoff"); n != "" {
 		t.Fatalf("a fixed margin stored backoff %q", n)
+	}
+}
+
+// TestWidestSpreadCounts: a process with a wide spread (a far Redis, here
+// a large Slack) widens the interval of every process sharing the budget
+// for as long as it reserves, whoever reserves in between, and stops
+// counting spreadWindow after its last reservation.
+func TestWidestSpreadCounts(t *testing.T) {
+	mr := miniredis.RunT(t)
+	newLimiter := func(cfg Config) *Limiter {
+		c := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+		t.Cleanup(func() { c.Close() })
+		l, err := New(c, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	wide, near := newLimiter(Config{Cap: 1000, Slack: 100 * time.Millisecond}), newLimiter(Config{Cap: 1000})
+	k := Key{AppID: 1, API: "group_msg_recall"}
+	wait := func(l *Limiter) time.Duration {
+		t.Helper()
+		if err := l.Wait(t.Context(), k); err != nil {
+			t.Fatal(err)
+		}
+		return l.Interval(k)
+	}
+	w := wait(wide)
+	if w < spreadInterval(1000, 108*time.Millisecond) {
+		t.Fatalf("the wide process's interval %v, want at least (1 s + 108 ms)/1000", w)
+	}
+	for i := range 50 { // the near process reserves many times; the wide one's spread still counts
+		if got := wait(near); got < w {
+			t.Fatalf("reservation %d of the near process: interval %v, narrower than the wide process's %v", i, got, w)
+		}
+		mr.FastForward(50 * time.Millisecond)
+	}
+	mr.FastForward(spreadWindow)
+	if got := wait(near); got >= w || got > spreadInterval(1000, near.spread(time.Second)) {
+		t.Fatalf("after the wide process stopped: interval %v, want the near process's own (< %v)", got, w)
 	}
 }

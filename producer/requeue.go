@@ -3,8 +3,10 @@ package producer
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/imrecall/imrecall/jobs"
+	"github.com/imrecall/imrecall/tasks"
 )
 
 // Requeued is what RequeueDeadLetters did.
@@ -94,8 +96,8 @@ func RequeueDeadLetters(ctx context.Context, store *jobs.Store, q Enqueuer, jobI
 		}
 	}
 	batch := requeueBatch
-	if job.Backlog > 0 {
-		batch = int(max(min(int64(batch), job.Backlog/2), 1))
+	if job.Backlog > 0 { // half the bound, in whole group calls
+		batch = int(max(min(int64(batch), job.Backlog/2)/tasks.MaxSeqsPerCall*tasks.MaxSeqsPerCall, tasks.MaxSeqsPerCall))
 	}
 	for _, t := range sortedTargets(byTarget) {
 		items := byTarget[t]
@@ -109,7 +111,12 @@ func RequeueDeadLetters(ctx context.Context, store *jobs.Store, q Enqueuer, jobI
 				return r, err
 			}
 			items = items[n:]
-			if err := enqueueMoved(ctx, store, b, jobID, t, moved); err != nil {
+			// Moved is journaled: queue it even if ctx ends now (a stop
+			// while waiting for the backlog leaves nothing to repair).
+			qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			err = enqueueMoved(qctx, store, b, jobID, t, moved)
+			cancel()
+			if err != nil {
 				return r, err
 			}
 			r.Messages += len(moved)
