@@ -211,15 +211,7 @@ func TestConfig(t *testing.T) {
 // (70050) or a fixed margin does not, and the backoff lapses.
 func TestThrottleWidensTheMargin(t *testing.T) {
 	mr := miniredis.RunT(t)
-	newLimiter := func(cfg Config) *Limiter {
-		c := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-		t.Cleanup(func() { c.Close() })
-		l, err := New(c, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return l
-	}
+	newLimiter := func(cfg Config) *Limiter { return limiterOn(t, mr, cfg) }
 	a, b := newLimiter(Config{Cap: 100}), newLimiter(Config{Cap: 100})
 	k := Key{AppID: 1, API: "group_msg_recall"}
 	base := "imrecall:rl:{" + k.String() + "}"
@@ -286,15 +278,7 @@ func TestThrottleWidensTheMargin(t *testing.T) {
 // counting spreadWindow after its last reservation.
 func TestWidestSpreadCounts(t *testing.T) {
 	mr := miniredis.RunT(t)
-	newLimiter := func(cfg Config) *Limiter {
-		c := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-		t.Cleanup(func() { c.Close() })
-		l, err := New(c, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return l
-	}
+	newLimiter := func(cfg Config) *Limiter { return limiterOn(t, mr, cfg) }
 	wide, near := newLimiter(Config{Cap: 1000, Slack: 100 * time.Millisecond}), newLimiter(Config{Cap: 1000})
 	k := Key{AppID: 1, API: "group_msg_recall"}
 	wait := func(l *Limiter) time.Duration {
@@ -318,4 +302,16 @@ func TestWidestSpreadCounts(t *testing.T) {
 	if got := wait(near); got >= w || got > spreadInterval(1000, near.spread(time.Second)) {
 		t.Fatalf("after the wide process stopped: interval %v, want the near process's own (< %v)", got, w)
 	}
+}
+
+// limiterOn is a limiter on its own connection to mr: a process.
+func limiterOn(t *testing.T, mr *miniredis.Miniredis, cfg Config) *Limiter {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { c.Close() })
+	l, err := New(c, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
 }
