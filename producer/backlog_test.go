@@ -85,20 +85,30 @@ func planWhileSettling(t *testing.T, store *jobs.Store, client Enqueuer, insp *a
 		planned <- err
 	}()
 	jobID := <-created
+	maxPending, settled := settleUntil(t, store, insp, jobID, planned)
+	return jobID, b, maxPending, settled
+}
+
+// settleUntil plays the workers (settleQueued every 20 ms) until done
+// yields (failing on an error, or after two minutes: a planner waiting for
+// messages that are in no queue), and returns the most messages jobID had
+// pending at a sample and how many messages were settled.
+func settleUntil(t *testing.T, store *jobs.Store, insp *asynq.Inspector, jobID string, done <-chan error) (int64, int) {
+	t.Helper()
 	var maxPending int64
 	settled := 0
 	deadline := time.Now().Add(2 * time.Minute)
-	for done := false; !done; {
+	for finished := false; !finished; {
 		select {
-		case err := <-planned:
+		case err := <-done:
 			if err != nil {
 				t.Fatal(err)
 			}
-			done = true
+			finished = true
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("planning never ended: the planner waits for messages that are in no queue")
+			t.Fatal("never ended: the planner waits for messages that are in no queue")
 		}
 		j, err := store.Get(t.Context(), jobID)
 		if err != nil {
@@ -107,7 +117,7 @@ func planWhileSettling(t *testing.T, store *jobs.Store, client Enqueuer, insp *a
 		maxPending = max(maxPending, j.Counts.Pending)
 		settled += settleQueued(t, store, insp)
 	}
-	return jobID, b, maxPending, settled + settleQueued(t, store, insp)
+	return maxPending, settled + settleQueued(t, store, insp)
 }
 
 // TestBacklogBoundsQueuedWork plans 3,000 group messages and 300 one-to-one
@@ -408,29 +418,7 @@ func testBacklogBoundsRequeue(t *testing.T, status jobs.Status) {
 			Actor: "t", OnWait: func(so Requeued) { waits = append(waits, so) }})
 		done <- err
 	}()
-	var maxPending int64
-	settled := 0
-	deadline := time.Now().Add(2 * time.Minute)
-	for finished := false; !finished; {
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatal(err)
-			}
-			finished = true
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the re-queue never ended")
-		}
-		j, err := store.Get(ctx, job.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		maxPending = max(maxPending, j.Counts.Pending)
-		settled += settleQueued(t, store, insp)
-	}
-	settled += settleQueued(t, store, insp)
+	maxPending, settled := settleUntil(t, store, insp, job.ID, done)
 	j, err := store.Get(ctx, job.ID)
 	if err != nil {
 		t.Fatal(err)
