@@ -4,7 +4,6 @@ import (
 	"errors"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,33 +29,8 @@ func TestBacklogUnderChaos(t *testing.T) {
 	pool.start(0)
 	pool.start(1)
 
-	var (
-		mu         sync.Mutex
-		maxPending int64
-		newest     jobs.Job
-		stop       = make(chan struct{})
-		sampled    = make(chan struct{})
-	)
-	go func() { // samples the newest job; Redis errors (its restart) are skipped
-		defer close(sampled)
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-			if list, err := e.store.List(t.Context(), 1); err == nil && len(list) == 1 {
-				mu.Lock()
-				newest, maxPending = list[0], max(maxPending, list[0].Counts.Pending)
-				mu.Unlock()
-			}
-		}
-	}()
-	counts := func() jobs.Counts {
-		mu.Lock()
-		defer mu.Unlock()
-		return newest.Counts
-	}
+	w := e.watchNewestJob("")
+	counts := func() jobs.Counts { return w.latest().Counts }
 
 	args := []string{"recall", "file", path, "--yes", "--json", "--backlog", "100"}
 	cmd := exec.CommandContext(t.Context(), e.bin, args...)
@@ -106,17 +80,14 @@ func TestBacklogUnderChaos(t *testing.T) {
 		ids = append(ids, jobIDOf(t, stdout.String()))
 	case errors.As(err, &ee):
 		t.Logf("the planner failed after the chaos (%v); running it again:\n%s", err, stderr.String())
-		mu.Lock()
-		first := newest.ID
-		mu.Unlock()
+		first := w.latest().ID
 		out, err := e.run(args...)
 		ids = append(ids, first, jobIDOf(t, e.must(out, err)))
 	default:
 		t.Fatal(err)
 	}
 	last := e.waitDone(ids[len(ids)-1], 2*time.Minute)
-	close(stop)
-	<-sampled
+	w.stop()
 	if last.Status != jobs.StatusDone || last.Counts.Pending != 0 || last.Backlog != 100 {
 		t.Fatalf("job %s: %s %+v, backlog %d; want done, nothing pending", last.ID, last.Status, last.Counts, last.Backlog)
 	}
@@ -126,8 +97,7 @@ func TestBacklogUnderChaos(t *testing.T) {
 	} else if last.Counts.Planned != int64(len(listed)) || last.Counts.Recalled != int64(len(listed)) {
 		t.Fatalf("job %s: %+v; want all %d listed messages planned and recalled", last.ID, last.Counts, len(listed))
 	}
-	mu.Lock()
-	defer mu.Unlock()
+	maxPending := w.maxPending()
 	if maxPending > 100 {
 		t.Errorf("a job had %d messages pending at once; its backlog is 100", maxPending)
 	}

@@ -82,41 +82,18 @@ func TestBacklogPlannerInterrupted(t *testing.T) {
 			t.Logf("interrupted job settled %.1f s after the workers started: planned %d, recalled %d", took.Seconds(), j1.Counts.Planned, j1.Counts.Recalled)
 
 			// The re-run, drained by the workers as it plans.
-			var (
-				mu         sync.Mutex
-				maxPending int64
-				stop       = make(chan struct{})
-				sampled    = make(chan struct{})
-			)
-			go func() {
-				defer close(sampled)
-				for {
-					select {
-					case <-stop:
-						return
-					case <-time.After(20 * time.Millisecond):
-					}
-					if list, err := e.store.List(t.Context(), 1); err == nil && len(list) == 1 && list[0].ID != first {
-						mu.Lock()
-						maxPending = max(maxPending, list[0].Counts.Pending)
-						mu.Unlock()
-					}
-				}
-			}()
+			w := e.watchNewestJob(first)
 			out, err := e.run(args...)
-			close(stop)
-			<-sampled
+			w.stop()
 			second := jobIDOf(t, e.must(out, err))
 			j2 := e.waitDone(second, 2*time.Minute)
 			if j2.Status != jobs.StatusDone || j2.Counts.Pending != 0 || j2.Backlog != 100 {
 				t.Fatalf("re-run = %s %+v, backlog %d", j2.Status, j2.Counts, j2.Backlog)
 			}
-			mu.Lock()
-			defer mu.Unlock()
-			if maxPending > 100 {
+			if maxPending := w.maxPending(); maxPending > 100 {
 				t.Errorf("the re-run had %d messages pending at once; its backlog is 100", maxPending)
 			}
-			t.Logf("re-run: at most %d messages pending (backlog 100)", maxPending)
+			t.Logf("re-run: at most %d messages pending (backlog 100)", w.maxPending())
 			e.twoJobsAccount(first, second, keysOf(listed), false)
 			checkListTruth(t, e.env, listed)
 		})
@@ -196,4 +173,56 @@ func TestServeBacklog(t *testing.T) {
 		t.Fatalf("the job serve was planning when it stopped: %+v, %v; want planning interrupted (server shutting down)", j, err)
 	}
 	t.Logf("first job: at most %d pending of 50; second job stopped with %d planned", maxPending, j.Counts.Planned)
+}
+
+// jobWatch samples the newest job every 20 ms (skipping Redis errors, and
+// the job it was told to skip) until stopped: the latest sample, and the
+// most messages pending at any sample.
+type jobWatch struct {
+	mu      sync.Mutex
+	newest  jobs.Job
+	pending int64
+	done    chan struct{}
+	sampled chan struct{}
+}
+
+// watchNewestJob starts a jobWatch that ignores the job skip ("" none).
+func (e *e2e) watchNewestJob(skip string) *jobWatch {
+	w := &jobWatch{done: make(chan struct{}), sampled: make(chan struct{})}
+	go func() {
+		defer close(w.sampled)
+		for {
+			select {
+			case <-w.done:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			if list, err := e.store.List(e.t.Context(), 1); err == nil && len(list) == 1 && list[0].ID != skip {
+				w.mu.Lock()
+				w.newest, w.pending = list[0], max(w.pending, list[0].Counts.Pending)
+				w.mu.Unlock()
+			}
+		}
+	}()
+	return w
+}
+
+// stop ends the sampling and waits for it.
+func (w *jobWatch) stop() {
+	close(w.done)
+	<-w.sampled
+}
+
+// latest is the newest job at the last sample.
+func (w *jobWatch) latest() jobs.Job {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.newest
+}
+
+// maxPending is the most messages pending at any sample.
+func (w *jobWatch) maxPending() int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.pending
 }
