@@ -29,7 +29,7 @@ chaos: build ## chaos suite, 50,000 messages: SIGKILLed workers, a Redis restart
 
 # Every parser of outside input, each fuzzed for FUZZTIME (CI runs them bounded).
 FUZZTIME ?= 10s
-FUZZ_TARGETS := ./msgindex:FuzzParseCallback ./api:FuzzDecodeJobRequest ./api:FuzzDecodeScheduleRequest ./producer:FuzzReadList ./tasks:FuzzDecode ./tim:FuzzDecodeResponse
+FUZZ_TARGETS := ./msgindex:FuzzParseCallback ./api:FuzzDecodeJobRequest ./api:FuzzDecodeScheduleRequest ./producer:FuzzReadList ./producer:FuzzParseJSONLine ./tasks:FuzzDecode ./tim:FuzzDecodeResponse
 
 fuzz: ## fuzz callback bodies, API requests, list files, task payloads and IM API responses, FUZZTIME each
 	@set -e; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \

@@ -15,6 +15,9 @@ type APIStats struct {
 	Max1s int64 `json:"max_1s"`
 	// PerSecond is the accepted calls in each second since the start or reset.
 	PerSecond []int64 `json:"per_second"`
+	// First and Last are when the first and the last accepted call arrived.
+	First time.Time `json:"first,omitzero"`
+	Last  time.Time `json:"last,omitzero"`
 }
 
 // apiStats is the live state behind APIStats, with the window of accept times.
@@ -66,6 +69,10 @@ func (a *apiStats) admit(limit int) bool {
 		return false
 	}
 	a.window = append(a.window, now)
+	if a.s.Accepted == 0 {
+		a.s.First = now
+	}
+	a.s.Last = now
 	a.s.Accepted++
 	a.s.Max1s = max(a.s.Max1s, int64(len(a.window)))
 	sec := int(now.Sub(a.start) / time.Second)

@@ -5,13 +5,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/csv"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
+
+	"github.com/valyala/fastjson"
 
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/tasks"
@@ -91,45 +94,68 @@ func ReadList(ctx context.Context, r io.Reader, name string, fn func(line int, m
 	return nil
 }
 
+// lineParsers parse JSON Lines: fastjson reads a line without allocating
+// for what it skips, about 3 times faster than encoding/json into a map,
+// which is what a 10^8-line list file's check (the lead-in of its job) costs.
+var lineParsers fastjson.ParserPool
+
+// listFields are the fields a list line is read for, in Message's order.
+var listFields = [...]string{"GroupId", "TopicId", "From_Account", "To_Account", "MsgKey", "MsgSeq"}
+
+// parseJSONLine reads one JSON object. As with encoding/json into a map, a
+// key repeated counts at its last place, other keys are ignored, and a null
+// is an absent field; IDs must be strings and valid UTF-8.
 func parseJSONLine(text []byte) (Message, error) {
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(text, &raw); err != nil {
+	if err := fastjson.ValidateBytes(text); err != nil {
 		return Message{}, fmt.Errorf("not a JSON object: %v", err)
 	}
-	str := func(k string) (string, error) {
-		v, ok := raw[k]
-		if !ok || string(v) == "null" {
-			return "", nil
+	p := lineParsers.Get()
+	defer lineParsers.Put(p)
+	v, err := p.ParseBytes(text)
+	if err != nil {
+		return Message{}, fmt.Errorf("not a JSON object: %v", err)
+	}
+	o, err := v.Object()
+	if err != nil {
+		return Message{}, fmt.Errorf("not a JSON object: it is %s", v.Type())
+	}
+	var (
+		vals   [len(listFields)]string
+		errs   [len(listFields)]error
+		hasSeq bool
+	)
+	o.Visit(func(k []byte, v *fastjson.Value) {
+		i := slices.Index(listFields[:], string(k))
+		if i < 0 {
+			return
 		}
-		var s string
-		if err := json.Unmarshal(v, &s); err != nil {
-			return "", fmt.Errorf("%s: want a string, got %s", k, v)
+		vals[i], errs[i] = "", nil
+		switch t := v.Type(); {
+		case i == len(listFields)-1: // MsgSeq: its JSON text
+			vals[i], hasSeq = v.String(), t != fastjson.TypeNull
+		case t == fastjson.TypeNull:
+		case t != fastjson.TypeString:
+			errs[i] = fmt.Errorf("%s: want a string, got %s", k, v)
+		default:
+			b := v.GetStringBytes()
+			if !utf8.Valid(b) {
+				errs[i] = fmt.Errorf("%s: not valid UTF-8", k)
+				return
+			}
+			vals[i] = string(b)
 		}
-		return s, nil
+	})
+	for _, err := range errs[:len(listFields)-1] {
+		if err != nil {
+			return Message{}, err
+		}
 	}
-	var m Message
-	var err error
-	if m.GroupID, err = str("GroupId"); err != nil {
-		return m, err
-	}
-	if m.TopicID, err = str("TopicId"); err != nil {
-		return m, err
-	}
-	if m.From, err = str("From_Account"); err != nil {
-		return m, err
-	}
-	if m.To, err = str("To_Account"); err != nil {
-		return m, err
-	}
-	if m.MsgKey, err = str("MsgKey"); err != nil {
-		return m, err
-	}
+	m := Message{GroupID: vals[0], TopicID: vals[1], From: vals[2], To: vals[3], MsgKey: vals[4]}
 	if m.GroupID != "" {
-		v, ok := raw["MsgSeq"]
-		if !ok {
+		if !hasSeq && vals[5] == "" {
 			return m, errors.New("MsgSeq: required with GroupId")
 		}
-		if m.MsgSeq, err = parseSeq(string(v)); err != nil {
+		if m.MsgSeq, err = parseSeq(vals[5]); err != nil {
 			return m, err
 		}
 	}
@@ -241,7 +267,8 @@ type ListSummary struct {
 }
 
 // CheckListFile reads a whole list file without changing anything and
-// returns what it holds, or the first bad line.
+// returns what it holds, or the first bad line. recall file sends nothing
+// until it has: its time is the job's lead-in (docs/BENCHMARKS.md).
 func CheckListFile(ctx context.Context, path string) (ListSummary, error) {
 	f, err := os.Open(path)
 	if err != nil {

@@ -4,6 +4,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/imrecall/imrecall/limiter"
+	"github.com/imrecall/imrecall/tim"
 )
 
 // Metrics are the worker's Prometheus metrics. The zero value is not usable;
@@ -65,4 +68,46 @@ func (m *Metrics) ObserveLimiterWait(api string, waited time.Duration) {
 		return
 	}
 	m.limiterWait.WithLabelValues(api).Observe(waited.Seconds())
+}
+
+// limiterCollector reports the shared limiter as one process sees it: the
+// slot interval Redis last granted per API (1 ÷ it is the rate the margin
+// allows now) and the slots given up because a call would have gone late.
+type limiterCollector struct {
+	lim      *limiter.Limiter
+	app      int64
+	apis     []string
+	interval *prometheus.Desc
+	late     *prometheus.Desc
+}
+
+// RegisterLimiter adds lim's figures for app's recall and discovery APIs
+// to reg: imrecall_limiter_interval_seconds{api} and
+// imrecall_limiter_late_slots_total.
+func RegisterLimiter(reg prometheus.Registerer, lim *limiter.Limiter, app int64) {
+	var apis []string
+	for _, a := range tim.AllAPIs {
+		apis = append(apis, a.Name())
+	}
+	reg.MustRegister(&limiterCollector{
+		lim: lim, app: app, apis: apis,
+		interval: prometheus.NewDesc("imrecall_limiter_interval_seconds",
+			"Spacing of the shared limiter's slots last granted to this process, by API (cap ÷ this is the margin in force).", []string{"api"}, nil),
+		late: prometheus.NewDesc("imrecall_limiter_late_slots_total",
+			"Slots this process gave up because the call would have gone later than the limiter's tolerance.", nil, nil),
+	})
+}
+
+func (c *limiterCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.interval
+	ch <- c.late
+}
+
+func (c *limiterCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, api := range c.apis {
+		if d := c.lim.Interval(limiter.Key{AppID: c.app, API: api}); d > 0 {
+			ch <- prometheus.MustNewConstMetric(c.interval, prometheus.GaugeValue, d.Seconds(), api)
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(c.late, prometheus.CounterValue, float64(c.lim.Late()))
 }

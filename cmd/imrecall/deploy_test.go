@@ -18,10 +18,12 @@ import (
 	asynqmetrics "github.com/hibiken/asynq/x/metrics"
 	"github.com/imrecall/imrecall/api"
 	"github.com/imrecall/imrecall/internal/redistest"
+	"github.com/imrecall/imrecall/limiter"
 	"github.com/imrecall/imrecall/msgindex"
 	"github.com/imrecall/imrecall/tasks"
 	"github.com/imrecall/imrecall/worker"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -185,11 +187,9 @@ func (c *captureRegisterer) Unregister(prometheus.Collector) bool { return false
 // workerMetricNames are the names of every metric the worker registers.
 func workerMetricNames(t *testing.T) map[string]bool {
 	t.Helper()
-	reg := &captureRegisterer{}
-	worker.NewMetrics(reg)
 	names := map[string]bool{}
 	fq := regexp.MustCompile(`fqName: "([^"]+)"`)
-	for _, col := range reg.collectors {
+	for _, col := range workerCollectors(t) {
 		ch := make(chan *prometheus.Desc, 8)
 		go func() { col.Describe(ch); close(ch) }()
 		for d := range ch {
@@ -202,6 +202,22 @@ func workerMetricNames(t *testing.T) map[string]bool {
 		t.Fatalf("worker metrics: %v", names)
 	}
 	return names
+}
+
+// workerCollectors are what a worker registers: its metrics and its
+// limiter's.
+func workerCollectors(t *testing.T) []prometheus.Collector {
+	t.Helper()
+	reg := &captureRegisterer{}
+	worker.NewMetrics(reg)
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}) // never dialled: the limiter only describes itself
+	t.Cleanup(func() { _ = rdb.Close() })
+	lim, err := limiter.New(rdb, limiter.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	worker.RegisterLimiter(reg, lim, 1400000001)
+	return reg.collectors
 }
 
 // exportedMetric is a metric the dashboard and the alerts may use.
@@ -223,6 +239,8 @@ var knownMetrics = map[string]exportedMetric{
 	"imrecall_api_call_duration_seconds":    {labels: []string{"api"}, histogram: true, source: "worker"},
 	"imrecall_messages_total":               {labels: []string{"outcome"}, source: "worker"},
 	"imrecall_limiter_wait_seconds":         {labels: []string{"api"}, histogram: true, source: "worker"},
+	"imrecall_limiter_interval_seconds":     {labels: []string{"api"}, source: "worker"},
+	"imrecall_limiter_late_slots_total":     {source: "worker"},
 	"imrecall_callbacks_total":              {labels: []string{"command", "result"}, source: "serve"},
 	"imrecall_index_confirmations_total":    {labels: []string{"result"}, source: "serve"},
 	"imrecall_job_messages":                 {labels: []string{"job_id", "kind", "state"}, source: "serve"},
@@ -385,7 +403,7 @@ func checkPromQL(t *testing.T, where, expr string) []string {
 }
 
 // TestDeployKnownMetrics keeps knownMetrics true to the code: every metric
-// of the worker (worker.NewMetrics), of imrecall serve (api.NewJobCollector,
+// of the worker (worker.NewMetrics, worker.RegisterLimiter), of imrecall serve (api.NewJobCollector,
 // msgindex.NewCallbackCounter) and of asynq's queue collector (described
 // against a private redis-server holding a task) is listed with its labels
 // and source, and every listed metric is exported by its source.
@@ -398,14 +416,16 @@ func TestDeployKnownMetrics(t *testing.T) {
 			go func() { col.Describe(ch); close(ch) }()
 			for d := range ch {
 				if m := desc.FindStringSubmatch(d.String()); m != nil {
-					got[m[1]] = exportedMetric{labels: strings.Split(m[2], ","), source: source}
+					var labels []string
+					if m[2] != "" {
+						labels = strings.Split(m[2], ",")
+					}
+					got[m[1]] = exportedMetric{labels: labels, source: source}
 				}
 			}
 		}
 	}
-	reg := &captureRegisterer{}
-	worker.NewMetrics(reg)
-	describe("worker", reg.collectors...)
+	describe("worker", workerCollectors(t)...)
 	describe("serve", api.NewJobCollector(nil), msgindex.NewCallbackCounter(), msgindex.NewConfirmCounter())
 
 	// asynq's collector describes by collecting, so it needs a queue.

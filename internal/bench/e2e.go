@@ -394,6 +394,19 @@ func (b *e2eBench) run(ctx context.Context, workers, size int) (res Result, err 
 	c2cFloor := float64(res.C2CMessages) / float64(o.Cap)
 	res.FloorSeconds = max(groupFloor, c2cFloor)
 	res.CallFloorSeconds = max(float64(res.LeastGroupCalls)/float64(o.Cap), c2cFloor)
+	var first, last time.Time
+	for _, a := range st {
+		if a.Accepted > 0 && (first.IsZero() || a.First.Before(first)) {
+			first = a.First
+		}
+		if a.Last.After(last) {
+			last = a.Last
+		}
+	}
+	if !first.IsZero() {
+		res.LeadInSeconds = first.Sub(start).Seconds()
+		res.TailSeconds = end.Sub(last).Seconds()
+	}
 	if res.WallSeconds > 0 {
 		res.FloorOverWall = res.FloorSeconds / res.WallSeconds
 		res.CallFloorOverWall = res.CallFloorSeconds / res.WallSeconds
@@ -425,9 +438,9 @@ func (b *e2eBench) run(ctx context.Context, workers, size int) (res Result, err 
 		jobPart := res.JobRecordPerMessage * float64(res.PlannedAtPlanningEnd)
 		res.RedisQueuePerQueued = (float64(res.RedisAfterPlanning-baseline) - jobPart) / float64(res.PendingAtPlanningEnd)
 	}
-	fmt.Fprintf(b.errOut, "run %s: job %s %s in %.1f s (floor %.1f s, floor/wall %.3f; %d calls at least: %.1f s, %.3f); recalled %d, dead-lettered %d, left %d\n",
+	fmt.Fprintf(b.errOut, "run %s: job %s %s in %.1f s (floor %.1f s, floor/wall %.3f; %d calls at least: %.1f s, %.3f; first call after %.2f s, done %.2f s after the last); recalled %d, dead-lettered %d, left %d\n",
 		tag, res.JobID, res.Status, res.WallSeconds, res.FloorSeconds, res.FloorOverWall, res.LeastGroupCalls, res.CallFloorSeconds, res.CallFloorOverWall,
-		res.Recalled, res.DeadLettered, res.Left)
+		res.LeadInSeconds, res.TailSeconds, res.Recalled, res.DeadLettered, res.Left)
 	switch {
 	case j.Status != jobs.StatusDone:
 		return res, fmt.Errorf("job %s ended %s: %s", jobID, j.Status, j.Error)

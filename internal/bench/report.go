@@ -12,16 +12,16 @@ func mib(n int64) float64 { return float64(n) / (1 << 20) }
 
 func printE2ETables(w io.Writer, rs []Result) {
 	gr, aw := tim.GroupMsgRecall.Name(), tim.AdminMsgWithdraw.Name()
-	fmt.Fprintln(w, "| producer | workers | group msgs | 1:1 msgs | wall s | floor s | floor/wall | least calls | calls floor/wall | planning closed s | group_msg_recall end to end (of cap) | while busy (of cap) | steady (of cap) | first–last s | max_1s | admin_msgwithdraw end to end (of cap) | while busy (of cap) | steady (of cap) | first–last s | max_1s | throttled | seqs/group call |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "| producer | workers | group msgs | 1:1 msgs | wall s | floor s | floor/wall | least calls | calls floor/wall | lead-in s | tail s | planning closed s | group_msg_recall end to end (of cap) | while busy (of cap) | steady (of cap) | first–last s | max_1s | admin_msgwithdraw end to end (of cap) | while busy (of cap) | steady (of cap) | first–last s | max_1s | throttled | seqs/group call |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range rs {
 		g, a := r.APIs[gr], r.APIs[aw]
 		var throttled int64
 		for _, x := range r.APIs {
 			throttled += x.Throttled
 		}
-		fmt.Fprintf(w, "| %s | %d | %d | %d | %.1f | %.1f | %.3f | %d | %.3f | %.1f | %.1f (%.3f) | %.1f (%.3f) | %s | %d–%d | %d | %.1f (%.3f) | %.1f (%.3f) | %s | %d–%d | %d | %d | %.2f |\n",
-			r.Mode, r.Workers, r.GroupMessages, r.C2CMessages, r.WallSeconds, r.FloorSeconds, r.FloorOverWall, r.LeastGroupCalls, r.CallFloorOverWall, r.PlanningSeconds,
+		fmt.Fprintf(w, "| %s | %d | %d | %d | %.1f | %.1f | %.3f | %d | %.3f | %.2f | %.2f | %.1f | %.1f (%.3f) | %.1f (%.3f) | %s | %d–%d | %d | %.1f (%.3f) | %.1f (%.3f) | %s | %d–%d | %d | %d | %.2f |\n",
+			r.Mode, r.Workers, r.GroupMessages, r.C2CMessages, r.WallSeconds, r.FloorSeconds, r.FloorOverWall, r.LeastGroupCalls, r.CallFloorOverWall, r.LeadInSeconds, r.TailSeconds, r.PlanningSeconds,
 			g.EndToEnd, g.EndToEndOfCap, g.PerSecond, g.OfCap, g.steady(), g.FirstSecond, g.LastSecond, g.Max1s,
 			a.EndToEnd, a.EndToEndOfCap, a.PerSecond, a.OfCap, a.steady(), a.FirstSecond, a.LastSecond, a.Max1s, throttled, r.SeqsPerGroupCall)
 	}

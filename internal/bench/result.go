@@ -84,8 +84,15 @@ type Result struct {
 	LeastGroupCalls   int     `json:"least_group_calls"`
 	CallFloorSeconds  float64 `json:"call_floor_seconds"`
 	CallFloorOverWall float64 `json:"call_floor_over_wall"`
-	ProducerSeconds   float64 `json:"producer_seconds"` // until the purge command printed the job id
-	PlanningSeconds   float64 `json:"planning_seconds"` // until discovery closed the job's planning
+	// LeadInSeconds is the purge command's start → the first accepted call
+	// (of either API): the command's start, its check of the input, the
+	// first tasks queued and picked up. TailSeconds is the last accepted
+	// call → the job finished (its answer and record). The rest of the wall
+	// time is the sending, which the limiter paces.
+	LeadInSeconds   float64 `json:"lead_in_seconds"`
+	TailSeconds     float64 `json:"tail_seconds"`
+	ProducerSeconds float64 `json:"producer_seconds"` // until the purge command printed the job id
+	PlanningSeconds float64 `json:"planning_seconds"` // until discovery closed the job's planning
 
 	APIs             map[string]API `json:"apis"`
 	Calls            int64          `json:"calls"`     // accepted calls of every API

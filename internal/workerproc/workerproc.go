@@ -127,6 +127,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	app := cfg.IM.SDKAppID
+	worker.RegisterLimiter(reg, lim, app)
 	h := worker.New(worker.TIM{C: client}, cfg.Store, worker.Config{
 		AppID: app, MaxAttempts: cfg.MaxAttempts, Limiter: lim.ForApp(app), Logger: log, Metrics: metrics,
 	})
