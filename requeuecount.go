@@ -11,7 +11,8 @@ import (
 // default, as for Requeue, those that need attention), so that a caller
 // can ask before a large re-queue. A cancelled job is refused
 // (*jobs.StatusError). When none match, it finishes a re-queue that was
-// interrupted: repaired is how many messages that queued.
+// interrupted: repaired is how many messages that queued (*jobs.BusyError
+// while a re-queue of the job runs).
 func (c *Client) CountRequeue(ctx context.Context, id string, f DeadLetterFilter) (count, repaired int, err error) {
 	if f.Code == "" && f.Category == "" {
 		f.Category = string(jobs.NeedsAttention)
@@ -40,6 +41,6 @@ func (c *Client) CountRequeue(ctx context.Context, id string, f DeadLetterFilter
 	if err != nil {
 		return 0, 0, err
 	}
-	repaired, err = producer.FinishRequeue(ctx, c.store, c.cfg.Queue, j)
+	repaired, err = producer.FinishRequeue(ctx, c.store, c.cfg.Queue, j, "a count of dead letters finishing an interrupted re-queue")
 	return 0, repaired, err
 }

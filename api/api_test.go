@@ -540,6 +540,21 @@ func TestDeadLettersListExportAndRequeue(t *testing.T) {
 	if code := b.call("GET", "/v1/jobs/"+id+"/dead-letters?format=xml", readSecret, nil, &e); code != 400 || !strings.Contains(e.Error, "format") {
 		t.Fatalf("bad format: %d %q", code, e.Error)
 	}
+	// While another re-queue of the job runs (here: a CLI's), the API's is
+	// refused, naming who runs it, and changes nothing.
+	other, err := b.store.LockRequeue(ctx, id, "alice (imrecall dlq requeue)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := b.call("POST", "/v1/jobs/"+id+"/dead-letters/requeue", adminSecret, map[string]string{"reason": "Tencent incident over"}, &e); code != http.StatusConflict || !strings.Contains(e.Error, "a re-queue by alice (imrecall dlq requeue) is running") {
+		t.Fatalf("requeue while another runs: HTTP %d %q", code, e.Error)
+	}
+	if j, _ := b.store.Get(ctx, id); j.Counts.DeadLettered != 2 {
+		t.Fatalf("the refused re-queue changed the job: %+v", j.Counts)
+	}
+	if err := other.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
 	var rq producer.Requeued
 	if code := b.call("POST", "/v1/jobs/"+id+"/dead-letters/requeue", adminSecret, map[string]string{"reason": "Tencent incident over"}, &rq); code != 200 || rq.Messages != 1 || rq.Tasks != 1 {
 		t.Fatalf("requeue: HTTP %d %+v", code, rq)

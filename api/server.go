@@ -363,8 +363,8 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusForbidden, sa.Error())
 	case errors.As(err, &fe):
 		writeError(w, http.StatusBadRequest, fe.Error())
-	case errors.As(err, &se):
-		writeError(w, http.StatusConflict, se.Error()) // e.g. re-queueing a cancelled job
+	case errors.As(err, &se), errors.Is(err, jobs.ErrBusy):
+		writeError(w, http.StatusConflict, err.Error()) // e.g. re-queueing a cancelled job, or one being re-queued
 	case errors.As(err, &br):
 		writeError(w, http.StatusBadRequest, br.msg)
 	case errors.As(err, &tl):

@@ -86,8 +86,8 @@ func refusal(err error) error {
 		return &Error{Status: http.StatusForbidden, Message: self.Error()}
 	case errors.As(err, &fe):
 		return &Error{Status: http.StatusBadRequest, Message: fe.Error()}
-	case errors.As(err, &se):
-		return &Error{Status: http.StatusConflict, Message: se.Error()}
+	case errors.As(err, &se), errors.Is(err, jobs.ErrBusy):
+		return &Error{Status: http.StatusConflict, Message: err.Error()}
 	case errors.As(err, &need):
 		return &Error{Status: http.StatusConflict, Message: need.Error() + ": run the dry run, then confirm"}
 	case errors.Is(err, jobs.ErrNotFound):

@@ -48,7 +48,9 @@ const requeueBatch = 1000
 // to it as its planning was: before each batch moves, the re-queue waits
 // while the job has its bound of messages pending (the batches are then at
 // most half the bound). The dead letters not yet moved stay dead letters
-// meanwhile: an interrupted wait leaves nothing in limbo.
+// meanwhile: an interrupted wait leaves nothing in limbo. One re-queue of a
+// job runs at a time (the job's re-queue lock): another is refused with a
+// *jobs.BusyError naming who runs it.
 func RequeueDeadLetters(ctx context.Context, store *jobs.Store, q Enqueuer, jobID string, req RequeueRequest) (Requeued, error) {
 	match, actor, detail := req.Match, req.Actor, req.Detail
 	var r Requeued
@@ -59,7 +61,12 @@ func RequeueDeadLetters(ctx context.Context, store *jobs.Store, q Enqueuer, jobI
 	if job.Status == jobs.StatusCancelled {
 		return r, &jobs.StatusError{JobID: jobID, Status: job.Status, Action: "re-queueing dead letters"}
 	}
-	if r.Repaired, err = FinishRequeue(ctx, store, q, job); err != nil {
+	lock, err := store.LockRequeue(ctx, jobID, actor)
+	if err != nil {
+		return r, err
+	}
+	defer func() { _ = lock.Release(ctx) }() // a lock not released lapses
+	if r.Repaired, err = finishRequeue(ctx, store, q, job); err != nil {
 		return r, err
 	}
 	byTarget := map[jobs.Target][]string{}
@@ -146,7 +153,19 @@ func enqueueMoved(ctx context.Context, store *jobs.Store, b *Batcher, jobID stri
 // generation of tasks, and returns how many. Messages that are terminal
 // again are queued too and skipped by the workers. A cancelled job's
 // journal is queued as well: its workers dead-letter them as cancelled.
-func FinishRequeue(ctx context.Context, store *jobs.Store, q Enqueuer, job jobs.Job) (int, error) {
+// It takes the job's re-queue lock (*jobs.BusyError while another re-queue
+// runs: its moved messages are not an interrupted re-queue's).
+func FinishRequeue(ctx context.Context, store *jobs.Store, q Enqueuer, job jobs.Job, holder string) (int, error) {
+	lock, err := store.LockRequeue(ctx, job.ID, holder)
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = lock.Release(ctx) }()
+	return finishRequeue(ctx, store, q, job)
+}
+
+// finishRequeue is FinishRequeue under a lock already held.
+func finishRequeue(ctx context.Context, store *jobs.Store, q Enqueuer, job jobs.Job) (int, error) {
 	var b *Batcher
 	n := 0
 	err := store.RequeueJournal(ctx, job.ID, func(t jobs.Target, items []string) error {

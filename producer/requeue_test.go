@@ -3,7 +3,9 @@ package producer
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/imrecall/imrecall/internal/redistest"
@@ -94,5 +96,132 @@ func TestInterruptedRequeueIsFinished(t *testing.T) {
 	}
 	if j, _ := store.Get(ctx, job.ID); j.Status != jobs.StatusCancelled {
 		t.Fatalf("status = %s", j.Status)
+	}
+}
+
+// slowQ is a queue whose every enqueue takes a while: the window between a
+// re-queue moving messages back to pending and queueing them.
+type slowQ struct{ Enqueuer }
+
+func (q slowQ) EnqueueContext(ctx context.Context, t *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error) {
+	time.Sleep(2 * time.Millisecond)
+	return q.Enqueuer.EnqueueContext(ctx, t, opts...)
+}
+
+// TestConcurrentRequeuesQueueEachMessageOnce: two re-queues of one job at
+// once (an operator's double click, the console and the CLI, each trying
+// again when refused) and a third caller finishing "interrupted" re-queues
+// meanwhile queue every dead letter exactly once: one re-queue runs at a
+// time, the others are refused naming who runs it, and a re-queue still
+// running is not mistaken for an interrupted one. (Without the lock, 270
+// of these 360 messages were queued twice.)
+func TestConcurrentRequeuesQueueEachMessageOnce(t *testing.T) {
+	srv := redistest.Start(t)
+	store := jobs.NewStore(srv.Client(), "")
+	ctx := t.Context()
+	job, err := store.Create(ctx, jobs.Spec{Kind: "recall:list", Queue: tasks.QueuePurge, AppID: 1400000001, RequestedBy: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const groups, perGroup = 8, 45
+	for gi := range groups {
+		g := jobs.Target{GroupID: "g" + itoa(int64(gi))}
+		var seqs []int64
+		var out []jobs.Outcome
+		for s := int64(1); s <= perGroup; s++ {
+			seqs = append(seqs, s)
+			out = append(out, jobs.Outcome{Item: itoa(s), Code: "10002"})
+		}
+		store.PlanGroup(ctx, job.ID, g, seqs)
+		store.Record(ctx, job.ID, g, out)
+	}
+	store.ClosePlanner(ctx, job.ID, jobs.RootPlanner)
+
+	opt := asynq.RedisClientOpt{Addr: srv.Addr()}
+	client, insp := asynq.NewClient(opt), asynq.NewInspector(opt)
+	defer client.Close()
+	defer insp.Close()
+	q := slowQ{client}
+	all := func(jobs.DeadLetter) bool { return true }
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var done, busy, finishes int
+	outcome := func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		var be *jobs.BusyError
+		switch {
+		case errors.As(err, &be) && be.JobID == job.ID && be.Holder != "":
+			busy++
+		case err != nil:
+			t.Errorf("a re-queue failed: %v", err)
+		}
+	}
+	for i := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for { // an operator who is refused tries again
+				r, err := RequeueDeadLetters(ctx, store, q, job.ID, RequeueRequest{Match: all, Actor: "operator " + itoa(int64(i))})
+				outcome(err)
+				if errors.Is(err, jobs.ErrBusy) {
+					time.Sleep(time.Millisecond)
+					continue
+				}
+				if r.Messages > 0 {
+					mu.Lock()
+					done++
+					mu.Unlock()
+				}
+				return
+			}
+		}()
+	}
+	stop := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			_, err := FinishRequeue(ctx, store, q, job, "a repair")
+			outcome(err)
+			mu.Lock()
+			finishes++
+			mu.Unlock()
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if done != 1 || busy == 0 || finishes < 10 {
+		t.Fatalf("%d re-queues moved messages, %d attempts refused as busy, %d repairs tried: want 1, some and many (the test must overlap them)", done, busy, finishes)
+	}
+	infos, err := insp.ListPendingTasks(tasks.QueuePurge, asynq.PageSize(1000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	queued := map[string]int{}
+	for _, info := range infos {
+		p, err := tasks.DecodeGroupRecall(asynq.NewTask(info.Type, info.Payload))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range p.Seqs {
+			queued[p.GroupID+"/"+itoa(s)]++
+		}
+	}
+	twice := 0
+	for _, n := range queued {
+		if n > 1 {
+			twice++
+		}
+	}
+	if len(queued) != groups*perGroup || twice > 0 {
+		t.Fatalf("%d of %d messages queued, %d of them more than once", len(queued), groups*perGroup, twice)
 	}
 }

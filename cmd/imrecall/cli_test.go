@@ -100,6 +100,20 @@ func TestJobsAndDLQCommands(t *testing.T) {
 		t.Fatalf("bad --category: exit %d %s", code, errOut)
 	}
 
+	// While the console re-queues this job, the CLI's re-queue is refused
+	// (exit 2, naming who), and changes nothing.
+	busy, err := store.LockRequeue(t.Context(), id, "token:ops (console)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, code = runCLI(t, "dlq", "requeue", id, "--actor", "bob", r)
+	if code != exitBadInput || !strings.Contains(errOut, "a re-queue by token:ops (console) is running") {
+		t.Fatalf("dlq requeue while another runs: exit %d %s", code, errOut)
+	}
+	if err := busy.Release(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+
 	// Re-queue what needs attention: two seqs back to pending, one task.
 	out, _, code = runCLI(t, "dlq", "requeue", id, "--actor", "bob", r)
 	if code != 0 || !strings.Contains(out, "2 dead letters re-queued in 1 tasks") {

@@ -120,7 +120,7 @@ func waitJob(ctx context.Context, cmd *cobra.Command, client *imrecall.Client, i
 
 // cliError turns the Client's typed errors into the CLI's: bad input (a
 // *imrecall.FieldError, worded with its flag) exits 2, as does a refused
-// state change (*jobs.StatusError) or an unknown job.
+// state change (*jobs.StatusError, *jobs.BusyError) or an unknown job.
 func cliError(err error) error {
 	var fe *imrecall.FieldError
 	var se *jobs.StatusError
@@ -130,7 +130,7 @@ func cliError(err error) error {
 		return usageError{err}
 	case errors.As(err, &fe):
 		return usageError{cliout.FlagError{FE: fe}}
-	case errors.As(err, &se), errors.Is(err, jobs.ErrNotFound):
+	case errors.As(err, &se), errors.Is(err, jobs.ErrNotFound), errors.Is(err, jobs.ErrBusy):
 		return usageError{err}
 	}
 	return err

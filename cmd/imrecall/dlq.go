@@ -111,7 +111,7 @@ func newDLQRequeueCmd() *cobra.Command {
 			ctx := cmd.Context()
 			total, repaired, err := client.CountRequeue(ctx, id, f)
 			var se *jobs.StatusError
-			if errors.As(err, &se) {
+			if errors.As(err, &se) || errors.Is(err, jobs.ErrBusy) {
 				return usageError{err}
 			}
 			if err != nil {
@@ -133,7 +133,7 @@ func newDLQRequeueCmd() *cobra.Command {
 			if r.Repaired > 0 {
 				fmt.Fprintf(cmd.OutOrStdout(), "job %s: %d messages of an interrupted re-queue queued\n", id, r.Repaired)
 			}
-			if errors.As(err, &se) {
+			if errors.As(err, &se) || errors.Is(err, jobs.ErrBusy) {
 				return usageError{err} // e.g. a cancelled job: it stays cancelled
 			}
 			if err != nil {

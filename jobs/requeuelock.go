@@ -1,0 +1,114 @@
+package jobs
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ErrBusy is what a *BusyError matches with errors.Is.
+var ErrBusy = errors.New("busy")
+
+// BusyError refuses a re-queue of a job while another one runs: two at
+// once would each take the other's moved messages for an interrupted
+// re-queue's and queue them again.
+type BusyError struct {
+	JobID  string
+	Action string        // what was asked, e.g. "re-queueing dead letters"
+	Holder string        // who runs the re-queue in progress
+	Lapse  time.Duration // how long after a killed holder stopped the job is free
+}
+
+func (e *BusyError) Error() string {
+	return fmt.Sprintf("%s: job %s: a re-queue by %s is running; try again when it has finished (a re-queue that was killed frees the job %v after it stopped)",
+		e.Action, e.JobID, e.Holder, e.Lapse)
+}
+
+// Is makes errors.Is(err, ErrBusy) true.
+func (e *BusyError) Is(target error) bool { return target == ErrBusy }
+
+func (s *Store) requeueLockKey(id string) string { return s.jobKey(id) + ":requeue-lock" }
+
+// keepLockScript renews a lock (PEXPIRE) or deletes it (ARGV[2] "0") if it
+// is still held by ARGV[1]. KEYS: the lock.
+var keepLockScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '0' then return redis.call('DEL', KEYS[1]) end
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+`)
+
+// RequeueLock is a job's re-queue lock, renewed in the background every
+// third of the store's lease time until released; a holder that dies
+// frees the job a lease time later.
+type RequeueLock struct {
+	store *Store
+	key   string
+	value string
+	stop  context.CancelFunc
+	done  chan struct{}
+}
+
+// LockRequeue takes the re-queue lock of job jobID for holder (named in
+// the *BusyError of whoever asks while it is held).
+func (s *Store) LockRequeue(ctx context.Context, jobID, holder string) (*RequeueLock, error) {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	holder = strings.ReplaceAll(holder, sep, " ")
+	if holder == "" {
+		holder = "someone"
+	}
+	l := &RequeueLock{store: s, key: s.requeueLockKey(jobID), value: hex.EncodeToString(b[:]) + sep + holder}
+	for {
+		ok, err := s.rdb.SetNX(ctx, l.key, l.value, s.leaseTTL).Result()
+		if err != nil {
+			return nil, fmt.Errorf("taking the re-queue lock of job %s: %w", jobID, err)
+		}
+		if ok {
+			break
+		}
+		held, err := s.rdb.Get(ctx, l.key).Result()
+		if errors.Is(err, redis.Nil) {
+			continue // released in between: take it
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading the re-queue lock of job %s: %w", jobID, err)
+		}
+		_, by, _ := strings.Cut(held, sep)
+		return nil, &BusyError{JobID: jobID, Action: "re-queueing dead letters", Holder: by, Lapse: s.leaseTTL}
+	}
+	hctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	l.stop, l.done = stop, make(chan struct{})
+	go func() {
+		defer close(l.done)
+		tick := time.NewTicker(max(s.leaseTTL/3, 10*time.Millisecond))
+		defer tick.Stop()
+		for {
+			select {
+			case <-hctx.Done():
+				return
+			case <-tick.C:
+				_ = keepLockScript.Run(hctx, s.rdb, []string{l.key}, l.value, s.leaseTTL.Milliseconds()).Err() // a missed beat is made up by the next
+			}
+		}
+	}()
+	return l, nil
+}
+
+// Release stops renewing the lock and frees the job, even if ctx has
+// ended (a stopped re-queue frees it at once).
+func (l *RequeueLock) Release(ctx context.Context) error {
+	l.stop()
+	<-l.done
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := keepLockScript.Run(rctx, l.store.rdb, []string{l.key}, l.value, "0").Err(); err != nil {
+		return fmt.Errorf("releasing the re-queue lock: %w", err)
+	}
+	return nil
+}
