@@ -39,9 +39,12 @@
 // slot's local time is placed when the granting reply arrives, up to a
 // round trip after Redis read its clock: a process whose Redis is 15 ms
 // away sends its calls up to 30 ms behind one next to Redis). Each
-// reservation stores its process's spread (its round trip the largest of
-// the last 5–10 s); a process's counts until 5 s after its last.
-// A process warming up (its first second of reservations, or the first
+// reservation stores its process's spread (its smoothed round trip); a
+// process's counts until 5 s after its last. When the widest spread
+// narrows (a round trip back to usual, a warm-up over), the wider one is
+// held for the slots within 1 s + that spread of the last slot granted at
+// it: the calls granted then may still arrive that late, inside the same
+// sliding second as the new ones. A process warming up (its first second of reservations, or the first
 // after a minute without any: its HTTP client dials new connections) adds
 // 20 ms. With the defaults (8 + 5 ms) and Redis on loopback, the budget runs
 // at 0.985–0.987 of the cap (197–197.4 of 200 calls/s) instead of a fixed 2.5 %
@@ -236,7 +239,6 @@ type Limiter struct {
 	late atomic.Int64 // slots given up because the waiter woke too late
 	rtt  atomic.Int64 // smoothed round trip of a reservation, ns
 
-	recentRTT recentMax // the largest smoothed round trip of late
 
 	lastBook  atomic.Int64 // unix ns of the last reservation asked
 	warmUntil atomic.Int64 // unix ns until which the process warms up
@@ -360,18 +362,18 @@ func (l *Limiter) fixedInterval(k Key) time.Duration {
 }
 
 // keys are the budget's keys: tat, pause, cap, backoff, spreads (a hash of
-// each process's), widened.
+// each process's), widened, held (the spread held after it narrows).
 func (l *Limiter) keys(k Key) []string {
 	base := l.cfg.Prefix + ":{" + k.String() + "}"
-	return []string{base + ":tat", base + ":pause", base + ":cap", base + ":backoff", base + ":spread", base + ":widened"}
+	return []string{base + ":tat", base + ":pause", base + ":cap", base + ":backoff", base + ":spread", base + ":widened", base + ":held"}
 }
 
 // spreadWindow is how long a process's spread counts after its last
-// reservation, and how long a widened spread is reported (recentMax).
+// reservation.
 const spreadWindow = 5 * time.Second
 
 // reserveScript reserves the next slot. KEYS: tat, pause, cap, backoff,
-// spreads. ARGV: 1 the fixed interval µs (0: from the spreads), 2 horizon
+// spreads, widened (unused here), held. ARGV: 1 the fixed interval µs (0: from the spreads), 2 horizon
 // µs, 3 this process's cap as stored, 4 lead µs (the slot is no earlier
 // than now + lead: the caller's own work before the call), 5 the cap in
 // calls/s, 6 this process's spread µs (Tolerance + Slack + its recent
@@ -379,8 +381,12 @@ const spreadWindow = 5 * time.Second
 //
 // Every reservation stores its process's spread in the spreads hash, due to
 // lapse spreadWindow later (a process with a fixed margin too, so that the
-// others count it). Without a fixed interval, slots are (1 s + the widest
-// spread not lapsed + backoff)/cap + 1 µs apart. Returns {1, wait µs, interval µs} when a slot was reserved, {0, µs
+// others count it). Without a fixed interval, slots are (1 s + S)/cap +
+// 1 µs apart, S the widest spread not lapsed plus the backoff; once S
+// narrows, the wider one is held for the slots within 1 s + its spread of
+// the last slot granted at it (the held key, "spread:until" in slot time):
+// the calls granted then may still arrive that late, in the same sliding
+// second as the new ones. Returns {1, wait µs, interval µs} when a slot was reserved, {0, µs
 // to wait before asking again}, or {-1, the stored cap} when the budget is
 // stored with another cap (nothing reserved). The first process to use a
 // budget stores its cap.
@@ -395,6 +401,14 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 redis.call('HSET', KEYS[5], ARGV[7], ARGV[6] .. ':' .. string.format('%d', now + ` + strconv.FormatInt(spreadWindow.Microseconds(), 10) + `))
 redis.call('PEXPIRE', KEYS[5], ` + strconv.FormatInt(spreadWindow.Milliseconds(), 10) + `)
+local horizon = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+local pause = tonumber(redis.call('GET', KEYS[2]) or '0')
+local slot = math.max(tat, now + tonumber(ARGV[4]), pause)
+local wait = slot - now
+if wait > horizon then
+  return {0, wait - horizon}
+end
 local interval = tonumber(ARGV[1])
 if interval == 0 then
   local spread = 0
@@ -408,16 +422,20 @@ if interval == 0 then
       spread = s
     end
   end
-  local backoff = tonumber(redis.call('GET', KEYS[4]) or '0')
-  interval = math.floor((1000000 + spread + backoff) / tonumber(ARGV[5])) + 1
-end
-local horizon = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-local pause = tonumber(redis.call('GET', KEYS[2]) or '0')
-local slot = math.max(tat, now + tonumber(ARGV[4]), pause)
-local wait = slot - now
-if wait > horizon then
-  return {0, wait - horizon}
+  spread = spread + tonumber(redis.call('GET', KEYS[4]) or '0')
+  local held = redis.call('GET', KEYS[7])
+  local hs, huntil = 0, 0
+  if held then
+    local sep = string.find(held, ':', 1, true)
+    hs, huntil = tonumber(string.sub(held, 1, sep - 1)), tonumber(string.sub(held, sep + 1))
+  end
+  if spread < hs and slot < huntil then
+    spread = hs
+  else
+    local untl = slot + 1000000 + spread
+    redis.call('SET', KEYS[7], string.format('%d:%d', spread, untl), 'PX', math.floor((untl - now) / 1000) + 1000)
+  end
+  interval = math.floor((1000000 + spread) / tonumber(ARGV[5])) + 1
 end
 local nexttat = slot + interval
 redis.call('SET', KEYS[1], string.format('%d', nexttat), 'PX', math.floor((nexttat - now) / 1000) + 1000)
@@ -668,7 +686,7 @@ func (l *Limiter) book(ctx context.Context, k Key, lead time.Duration) (time.Tim
 		// the reply's excess is measured from it.
 		usual := time.Duration(l.rtt.Load())
 		asked := time.Now()
-		spread := l.spread(l.recentRTT.observe(asked, usual)) + l.warmUp(asked)
+		spread := l.spread(usual) + l.warmUp(asked)
 		res, err := reserveScript.Run(ctx, l.rdb, keys, fixed.Microseconds(), l.cfg.Horizon.Microseconds(), ours,
 			lead.Microseconds(), l.CapOf(k.API), spread.Microseconds(), l.id).Slice()
 		got := time.Now()

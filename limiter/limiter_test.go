@@ -344,3 +344,36 @@ func TestWarmUp(t *testing.T) {
 		t.Fatalf("after an idle spell: interval %v, want at least %v (warming up again)", got, least)
 	}
 }
+
+// TestNarrowedSpreadIsHeld: when a process's spread narrows (here its
+// warm-up ends), the wider spacing holds for the slots within 1 s + the
+// wide spread of the last slot granted at it (calls granted then may still
+// arrive that late), then the budget narrows; before, a narrower spread
+// took effect at the next slot.
+func TestNarrowedSpreadIsHeld(t *testing.T) {
+	mr := miniredis.RunT(t)
+	l := limiterOn(t, mr, Config{Cap: 100, WarmUp: 100 * time.Millisecond})
+	k := Key{AppID: 1, API: "group_msg_recall"}
+	wait := func() time.Duration {
+		t.Helper()
+		if err := l.Wait(t.Context(), k); err != nil {
+			t.Fatal(err)
+		}
+		return l.Interval(k)
+	}
+	wide := wait()
+	if least := spreadInterval(100, l.spread(0)+WarmUpSpread); wide < least {
+		t.Fatalf("warming up: interval %v, want at least %v", wide, least)
+	}
+	wideAt := time.Now()
+	time.Sleep(150 * time.Millisecond) // the warm-up is over
+	if got := wait(); got != wide {
+		t.Fatalf("just after the warm-up: interval %v, want the held %v", got, wide)
+	}
+	for time.Since(wideAt) < 1200*time.Millisecond { // past 1 s + the wide spread of its last slot
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := wait(); got >= wide || got > spreadInterval(100, l.spread(time.Duration(l.rtt.Load())+5*time.Millisecond)) {
+		t.Fatalf("1.2 s after the last wide slot: interval %v, want the process's own (< %v)", got, wide)
+	}
+}
