@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -43,15 +44,24 @@ if ARGV[2] == '0' then return redis.call('DEL', KEYS[1]) end
 return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 `)
 
+// ErrRequeueLockLost ends a re-queue whose lock was lost: its renewals
+// failed for a lease time, or the key was gone or held by another (a
+// failover to a replica that never got it, a process stalled past the
+// lease). Another re-queue may be running: this one stops rather than
+// queue what that one moved.
+var ErrRequeueLockLost = errors.New("the job's re-queue lock was lost (not renewed for a lease time, or taken by another): stopped so as not to queue messages twice; run the re-queue again")
+
 // RequeueLock is a job's re-queue lock, renewed in the background every
 // third of the store's lease time until released; a holder that dies
-// frees the job a lease time later.
+// frees the job a lease time later. Release it on every path.
 type RequeueLock struct {
 	store *Store
 	key   string
 	value string
 	stop  context.CancelFunc
 	done  chan struct{}
+	lost  chan struct{} // closed when the lock is lost
+	once  sync.Once
 }
 
 // LockRequeue takes the re-queue lock of job jobID for holder (named in
@@ -83,21 +93,62 @@ func (s *Store) LockRequeue(ctx context.Context, jobID, holder string) (*Requeue
 		return nil, &BusyError{JobID: jobID, Action: "re-queueing dead letters", Holder: by, Lapse: s.leaseTTL}
 	}
 	hctx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	l.stop, l.done = stop, make(chan struct{})
+	l.stop, l.done, l.lost = stop, make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(l.done)
 		tick := time.NewTicker(max(s.leaseTTL/3, 10*time.Millisecond))
 		defer tick.Stop()
+		renewed := time.Now()
 		for {
 			select {
 			case <-hctx.Done():
 				return
 			case <-tick.C:
-				_ = keepLockScript.Run(hctx, s.rdb, []string{l.key}, l.value, s.leaseTTL.Milliseconds()).Err() // a missed beat is made up by the next
 			}
+			n, err := keepLockScript.Run(hctx, s.rdb, []string{l.key}, l.value, s.leaseTTL.Milliseconds()).Int()
+			switch {
+			case err == nil && n == 1:
+				renewed = time.Now()
+			case err == nil, time.Since(renewed) >= s.leaseTTL: // gone or another's; or lapsed by now
+				l.once.Do(func() { close(l.lost) })
+				return
+			} // a missed beat is made up by the next
 		}
 	}()
 	return l, nil
+}
+
+// Bind returns ctx, cancelled with ErrRequeueLockLost (context.Cause) once
+// the lock is lost; call cancel when done.
+func (l *RequeueLock) Bind(ctx context.Context) (context.Context, context.CancelFunc) {
+	bctx, cancel := context.WithCancelCause(ctx)
+	go func() {
+		select {
+		case <-l.lost:
+			cancel(ErrRequeueLockLost)
+		case <-bctx.Done():
+		}
+	}()
+	return bctx, func() { cancel(nil) }
+}
+
+// Check returns ErrRequeueLockLost unless the lock is still this holder's
+// in Redis: a re-queue checks it before each batch it moves.
+func (l *RequeueLock) Check(ctx context.Context) error {
+	select {
+	case <-l.lost:
+		return ErrRequeueLockLost
+	default:
+	}
+	v, err := l.store.rdb.Get(ctx, l.key).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("reading the re-queue lock: %w", err)
+	}
+	if v != l.value {
+		l.once.Do(func() { close(l.lost) })
+		return ErrRequeueLockLost
+	}
+	return nil
 }
 
 // Release stops renewing the lock and frees the job, even if ctx has

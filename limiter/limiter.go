@@ -239,7 +239,6 @@ type Limiter struct {
 	late atomic.Int64 // slots given up because the waiter woke too late
 	rtt  atomic.Int64 // smoothed round trip of a reservation, ns
 
-
 	lastBook  atomic.Int64 // unix ns of the last reservation asked
 	warmUntil atomic.Int64 // unix ns until which the process warms up
 
@@ -346,9 +345,12 @@ func (l *Limiter) warmUp(now time.Time) time.Duration {
 
 // spreadInterval is the interval, in whole microseconds, at which no
 // sliding second holds more than capPerSec calls whose arrivals spread by
-// up to s: more than (1 s + s)/cap. The reserve script computes the same.
+// up to s (rounded up to heldGrain): more than (1 s + s)/cap. The reserve
+// script computes the same.
 func spreadInterval(capPerSec int, s time.Duration) time.Duration {
-	return time.Duration((int64(time.Second/time.Microsecond)+s.Microseconds())/int64(capPerSec)+1) * time.Microsecond
+	g := heldGrain.Microseconds()
+	us := (s.Microseconds() + g - 1) / g * g // rounded up to heldGrain, as the script does
+	return time.Duration((int64(time.Second/time.Microsecond)+us)/int64(capPerSec)+1) * time.Microsecond
 }
 
 // fixedInterval is the interval under the fixed margin, in whole
@@ -372,21 +374,25 @@ func (l *Limiter) keys(k Key) []string {
 // reservation.
 const spreadWindow = 5 * time.Second
 
+// heldGrain is what the budget's spread is rounded up to: the held
+// staircase has a step per level, at most one per heldGrain.
+const heldGrain = 500 * time.Microsecond
+
 // reserveScript reserves the next slot. KEYS: tat, pause, cap, backoff,
 // spreads, widened (unused here), held. ARGV: 1 the fixed interval µs (0: from the spreads), 2 horizon
 // µs, 3 this process's cap as stored, 4 lead µs (the slot is no earlier
 // than now + lead: the caller's own work before the call), 5 the cap in
-// calls/s, 6 this process's spread µs (Tolerance + Slack + its recent
-// round trip), 7 this process's id.
+// calls/s, 6 this process's spread µs (Tolerance + Slack + its smoothed
+// round trip, and its warm-up), 7 this process's id.
 //
 // Every reservation stores its process's spread in the spreads hash, due to
 // lapse spreadWindow later (a process with a fixed margin too, so that the
 // others count it). Without a fixed interval, slots are (1 s + S)/cap +
-// 1 µs apart, S the widest spread not lapsed plus the backoff; once S
-// narrows, the wider one is held for the slots within 1 s + its spread of
-// the last slot granted at it (the held key, "spread:until" in slot time):
-// the calls granted then may still arrive that late, in the same sliding
-// second as the new ones. Returns {1, wait µs, interval µs} when a slot was reserved, {0, µs
+// 1 µs apart, S the widest spread not lapsed plus the backoff, rounded up
+// to heldGrain; and every slot's S is held for the slots within 1 s + S
+// after it (the held key, "spread:until,…" in slot time, a staircase of
+// the levels still above today's): the calls granted then may still
+// arrive that late, in the same sliding second as the new ones. Returns {1, wait µs, interval µs} when a slot was reserved, {0, µs
 // to wait before asking again}, or {-1, the stored cap} when the budget is
 // stored with another cap (nothing reserved). The first process to use a
 // budget stores its cap.
@@ -423,19 +429,23 @@ if interval == 0 then
     end
   end
   spread = spread + tonumber(redis.call('GET', KEYS[4]) or '0')
-  local held = redis.call('GET', KEYS[7])
-  local hs, huntil = 0, 0
-  if held then
-    local sep = string.find(held, ':', 1, true)
-    hs, huntil = tonumber(string.sub(held, 1, sep - 1)), tonumber(string.sub(held, sep + 1))
+  spread = math.ceil(spread / ` + strconv.FormatInt(heldGrain.Microseconds(), 10) + `) * ` + strconv.FormatInt(heldGrain.Microseconds(), 10) + `
+  local untl = slot + 1000000 + spread
+  local kept, last = {}, untl
+  for hs, hu in string.gmatch(redis.call('GET', KEYS[7]) or '', '(%d+):(%d+)') do
+    hs, hu = tonumber(hs), tonumber(hu)
+    if hs > spread and hu > slot then
+      kept[#kept + 1] = string.format('%d:%d', hs, hu)
+      last = math.max(last, hu)
+    end
   end
-  if spread < hs and slot < huntil then
-    spread = hs
-  else
-    local untl = slot + 1000000 + spread
-    redis.call('SET', KEYS[7], string.format('%d:%d', spread, untl), 'PX', math.floor((untl - now) / 1000) + 1000)
+  local eff = spread
+  for _, e in ipairs(kept) do
+    eff = math.max(eff, tonumber(string.match(e, '^(%d+)')))
   end
-  interval = math.floor((1000000 + spread) / tonumber(ARGV[5])) + 1
+  kept[#kept + 1] = string.format('%d:%d', spread, untl)
+  redis.call('SET', KEYS[7], table.concat(kept, ','), 'PX', math.floor((last - now) / 1000) + 1000)
+  interval = math.floor((1000000 + eff) / tonumber(ARGV[5])) + 1
 end
 local nexttat = slot + interval
 redis.call('SET', KEYS[1], string.format('%d', nexttat), 'PX', math.floor((nexttat - now) / 1000) + 1000)

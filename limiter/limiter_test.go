@@ -220,6 +220,7 @@ func TestThrottleWidensTheMargin(t *testing.T) {
 	check := func(what string, backoff time.Duration) {
 		t.Helper()
 		mr.Del(base + ":pause") // skip the throttle's pause
+		mr.Del(base + ":held")  // and the spreads held from earlier checks (TestSpreadHeldAtEveryLevel)
 		a.mu.Lock()
 		clear(a.paused)
 		a.mu.Unlock()
@@ -375,5 +376,77 @@ func TestNarrowedSpreadIsHeld(t *testing.T) {
 	}
 	if got := wait(); got >= wide || got > spreadInterval(100, l.spread(time.Duration(l.rtt.Load())+5*time.Millisecond)) {
 		t.Fatalf("1.2 s after the last wide slot: interval %v, want the process's own (< %v)", got, wide)
+	}
+}
+
+// TestSpreadHeldAtEveryLevel drives the reserve script with spreads that
+// narrow in steps, as processes warming up at different times and round
+// trips settling do, and counts the worst sliding second of arrivals (each
+// call anywhere in [slot, slot + its spread]): never more than the cap.
+// With only the widest spread held, a level in between was forgotten
+// when the widest one's hold ended: these scenarios gave 202, 203 and 201
+// calls in a second at cap 200.
+func TestSpreadHeldAtEveryLevel(t *testing.T) {
+	type step struct {
+		n      int               // reservations
+		spread func(i int) int64 // µs reported by the reserving process
+	}
+	alternate := func(a, b int64) func(int) int64 {
+		return func(i int) int64 {
+			if i%2 == 0 {
+				return a
+			}
+			return b
+		}
+	}
+	const ms = 1000
+	scenarios := map[string][]step{
+		"two processes warming up a second apart": {
+			{300, alternate(40*ms, 40*ms)}, {190, alternate(20*ms, 34*ms)}, {600, alternate(20*ms, 14*ms)}},
+		"a round trip spiking twice": {
+			{220, alternate(43*ms, 43*ms)}, {150, alternate(14*ms, 14*ms)}, {40, alternate(30*ms, 30*ms)}, {600, alternate(14*ms, 14*ms)}},
+		"a slow descent": {
+			{300, func(i int) int64 { return int64(40*ms - 60*i) }}, {600, alternate(14*ms, 14*ms)}},
+	}
+	for name, steps := range scenarios {
+		t.Run(name, func(t *testing.T) {
+			mr := miniredis.RunT(t)
+			rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+			defer rdb.Close()
+			l, err := New(rdb, Config{Cap: 200})
+			if err != nil {
+				t.Fatal(err)
+			}
+			keys := l.keys(Key{AppID: 1, API: "group_msg_recall"})
+			type call struct{ slot, spread int64 }
+			var calls []call
+			for _, st := range steps {
+				for i := range st.n {
+					sp := st.spread(i)
+					res, err := reserveScript.Run(t.Context(), rdb, keys, 0, int64(1e12), "200", 0, 200, sp, []string{"p1", "p2"}[i%2]).Slice()
+					if err != nil || res[0].(int64) != 1 {
+						t.Fatalf("reserve: %v %v", res, err)
+					}
+					next, _ := mr.Get(keys[0]) // the slot granted is the new tat less the interval
+					tat, _ := strconv.ParseInt(next, 10, 64)
+					calls = append(calls, call{tat - res[2].(int64), sp})
+				}
+			}
+			worst := 0
+			for _, c := range calls {
+				from := c.slot + c.spread // a window opening as c's latest arrival
+				n := 0
+				for _, d := range calls {
+					if d.slot < from+1000000 && d.slot+d.spread >= from {
+						n++
+					}
+				}
+				worst = max(worst, n)
+			}
+			if worst > 200 {
+				t.Fatalf("a sliding second can hold %d calls (cap 200)", worst)
+			}
+			t.Logf("worst sliding second: %d of 200, %d calls", worst, len(calls))
+		})
 	}
 }

@@ -429,8 +429,10 @@ func testBacklogBoundsRequeue(t *testing.T, status jobs.Status) {
 	if r.Messages != 2100 || settled != 2100 || j.Counts.Recalled != 2100 || j.Counts.DeadLettered != 0 || j.Counts.Pending != 0 {
 		t.Errorf("re-queued %+v, settled %d, job %+v; want 2,100 moved, queued and settled", r, settled, j.Counts)
 	}
-	if len(waits) != 1 || !waits[0].Requeuing || waits[0].Messages <= 0 || waits[0].Messages > bound {
-		t.Errorf("OnWait saw %+v; want one call, requeuing, with at most the bound moved", waits)
+	// What it moved before it first waited depends on how fast the
+	// "worker" settled meanwhile (the bound is on what is pending).
+	if len(waits) != 1 || !waits[0].Requeuing || waits[0].Messages <= 0 || waits[0].Messages >= r.Messages {
+		t.Errorf("OnWait saw %+v; want one call, requeuing, with some of the %d moved", waits, r.Messages)
 	}
 	t.Logf("max pending %d of a backlog of %d; first wait after %d moved", maxPending, bound, waits[0].Messages)
 }

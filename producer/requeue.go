@@ -2,6 +2,7 @@ package producer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -50,7 +51,9 @@ const requeueBatch = 1000
 // most half the bound). The dead letters not yet moved stay dead letters
 // meanwhile: an interrupted wait leaves nothing in limbo. One re-queue of a
 // job runs at a time (the job's re-queue lock): another is refused with a
-// *jobs.BusyError naming who runs it.
+// *jobs.BusyError naming who runs it. A re-queue that loses the lock (see
+// jobs.ErrRequeueLockLost) stops before its next batch; the batch it had
+// moved is still queued, so at most that batch can be queued twice.
 func RequeueDeadLetters(ctx context.Context, store *jobs.Store, q Enqueuer, jobID string, req RequeueRequest) (Requeued, error) {
 	match, actor, detail := req.Match, req.Actor, req.Detail
 	var r Requeued
@@ -66,8 +69,10 @@ func RequeueDeadLetters(ctx context.Context, store *jobs.Store, q Enqueuer, jobI
 		return r, err
 	}
 	defer func() { _ = lock.Release(ctx) }() // a lock not released lapses
+	ctx, unbind := lock.Bind(ctx)
+	defer unbind()
 	if r.Repaired, err = finishRequeue(ctx, store, q, job); err != nil {
-		return r, err
+		return r, lockLost(ctx, err)
 	}
 	byTarget := map[jobs.Target][]string{}
 	total := 0
@@ -111,11 +116,14 @@ func RequeueDeadLetters(ctx context.Context, store *jobs.Store, q Enqueuer, jobI
 		for len(items) > 0 {
 			n := min(len(items), batch)
 			if err := b.awaitBacklog(ctx, n); err != nil {
-				return r, err
+				return r, lockLost(ctx, err)
+			}
+			if err := lock.Check(ctx); err != nil { // lost: another re-queue may have begun
+				return r, lockLost(ctx, err)
 			}
 			moved, err := store.Requeue(ctx, jobID, t, items[:n])
 			if err != nil {
-				return r, err
+				return r, lockLost(ctx, err)
 			}
 			items = items[n:]
 			// Moved is journaled: queue it even if ctx ends now (a stop
@@ -161,7 +169,18 @@ func FinishRequeue(ctx context.Context, store *jobs.Store, q Enqueuer, job jobs.
 		return 0, err
 	}
 	defer func() { _ = lock.Release(ctx) }()
-	return finishRequeue(ctx, store, q, job)
+	bctx, unbind := lock.Bind(ctx)
+	defer unbind()
+	n, err := finishRequeue(bctx, store, q, job)
+	return n, lockLost(bctx, err)
+}
+
+// lockLost is err, or jobs.ErrRequeueLockLost if that is why ctx ended.
+func lockLost(ctx context.Context, err error) error {
+	if err != nil && errors.Is(context.Cause(ctx), jobs.ErrRequeueLockLost) {
+		return jobs.ErrRequeueLockLost
+	}
+	return err
 }
 
 // finishRequeue is FinishRequeue under a lock already held.

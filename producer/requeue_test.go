@@ -225,3 +225,88 @@ func TestConcurrentRequeuesQueueEachMessageOnce(t *testing.T) {
 		t.Fatalf("%d of %d messages queued, %d of them more than once", len(queued), groups*perGroup, twice)
 	}
 }
+
+// TestRequeueStopsWhenItsLockIsLost: a re-queue whose lock is taken from
+// it (here: deleted, as a failover to a replica without it would, and
+// taken by a repair) stops before its next batch with
+// jobs.ErrRequeueLockLost; at most the batch it had moved is queued by
+// both.
+func TestRequeueStopsWhenItsLockIsLost(t *testing.T) {
+	srv := redistest.Start(t)
+	store := jobs.NewStore(srv.Client(), "")
+	store.SetLeaseTTL(300 * time.Millisecond)
+	ctx := t.Context()
+	job, err := store.Create(ctx, jobs.Spec{Kind: "recall:list", Queue: tasks.QueuePurge, AppID: 1400000001, RequestedBy: "t", Backlog: 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const groups, perGroup = 6, 20
+	for gi := range groups {
+		g := jobs.Target{GroupID: "g" + itoa(int64(gi))}
+		var seqs []int64
+		var out []jobs.Outcome
+		for s := int64(1); s <= perGroup; s++ {
+			seqs = append(seqs, s)
+			out = append(out, jobs.Outcome{Item: itoa(s), Code: "10002"})
+		}
+		store.PlanGroup(ctx, job.ID, g, seqs)
+		store.Record(ctx, job.ID, g, out)
+	}
+	store.ClosePlanner(ctx, job.ID, jobs.RootPlanner)
+	opt := asynq.RedisClientOpt{Addr: srv.Addr()}
+	client, insp := asynq.NewClient(opt), asynq.NewInspector(opt)
+	defer client.Close()
+	defer insp.Close()
+	all := func(jobs.DeadLetter) bool { return true }
+	// The backlog bound (20) holds the re-queue after its first batch (10):
+	// while it waits, its lock is deleted and a repair runs.
+	waiting := make(chan struct{}, 1)
+	done := make(chan error, 1)
+	go func() {
+		_, err := RequeueDeadLetters(ctx, store, slowQ{client}, job.ID, RequeueRequest{Match: all, Actor: "alice",
+			OnWait: func(Requeued) { waiting <- struct{}{} }})
+		done <- err
+	}()
+	select {
+	case <-waiting:
+	case err := <-done:
+		t.Fatalf("the re-queue ended before it waited: %v", err)
+	}
+	keys, err := srv.Client().Keys(ctx, "*requeue-lock").Result()
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("lock keys %v %v", keys, err)
+	}
+	srv.Client().Del(ctx, keys[0])
+	if _, err := FinishRequeue(ctx, store, client, job, "bob's repair"); err != nil {
+		t.Fatalf("a repair once the lock was gone: %v", err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, jobs.ErrRequeueLockLost) {
+			t.Fatalf("the re-queue whose lock was lost = %v, want ErrRequeueLockLost", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the re-queue whose lock was lost goes on")
+	}
+	infos, err := insp.ListPendingTasks(tasks.QueuePurge, asynq.PageSize(1000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	queued := map[string]int{}
+	for _, info := range infos {
+		p, _ := tasks.DecodeGroupRecall(asynq.NewTask(info.Type, info.Payload))
+		for _, s := range p.Seqs {
+			queued[p.GroupID+"/"+itoa(s)]++
+		}
+	}
+	twice := 0
+	for _, n := range queued {
+		if n > 1 {
+			twice++
+		}
+	}
+	if twice > 10 {
+		t.Fatalf("%d messages queued twice, more than the batch it had moved (10)", twice)
+	}
+	t.Logf("%d messages queued, %d twice", len(queued), twice)
+}
