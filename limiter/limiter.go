@@ -47,7 +47,7 @@
 // sliding second as the new ones. A process warming up (its first second of reservations, or the first
 // after a minute without any: its HTTP client dials new connections) adds
 // 20 ms. With the defaults (8 + 5 ms) and Redis on loopback, the budget runs
-// at 0.985–0.987 of the cap (197–197.4 of 200 calls/s) instead of a fixed 2.5 %
+// at 0.983–0.987 of the cap (196.6–197.4 of 200 calls/s) instead of a fixed 2.5 %
 // margin's 0.975, and no sliding second holds more than the cap as long as
 // the HTTP path adds less than Slack of its own (on a host loaded with two
 // CPU hogs, 2 ms of Slack let one call of 16,000 over the cap; 4 ms none,
