@@ -23,12 +23,12 @@ type BusyError struct {
 	JobID  string
 	Action string        // what was asked, e.g. "re-queueing dead letters"
 	Holder string        // who runs the re-queue in progress
-	Lapse  time.Duration // how long after a killed holder stopped the job is free
+	Lapse  time.Duration // at most how long until a holder that was killed frees the job
 }
 
 func (e *BusyError) Error() string {
-	return fmt.Sprintf("%s: job %s: a re-queue by %s is running; try again when it has finished (a re-queue that was killed frees the job %v after it stopped)",
-		e.Action, e.JobID, e.Holder, e.Lapse)
+	return fmt.Sprintf("%s: job %s: a re-queue by %s is running; try again when it has finished (if it was killed, the job is free within %v)",
+		e.Action, e.JobID, e.Holder, e.Lapse.Round(time.Second))
 }
 
 // Is makes errors.Is(err, ErrBusy) true.
@@ -90,7 +90,11 @@ func (s *Store) LockRequeue(ctx context.Context, jobID, holder string) (*Requeue
 			return nil, fmt.Errorf("reading the re-queue lock of job %s: %w", jobID, err)
 		}
 		_, by, _ := strings.Cut(held, sep)
-		return nil, &BusyError{JobID: jobID, Action: "re-queueing dead letters", Holder: by, Lapse: s.leaseTTL}
+		lapse := s.leaseTTL // the holder's own lease time, if Redis tells it
+		if ttl, err := s.rdb.PTTL(ctx, l.key).Result(); err == nil && ttl > 0 {
+			lapse = ttl
+		}
+		return nil, &BusyError{JobID: jobID, Action: "re-queueing dead letters", Holder: by, Lapse: lapse}
 	}
 	hctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	l.stop, l.done, l.lost = stop, make(chan struct{}), make(chan struct{})

@@ -108,6 +108,59 @@ func (q slowQ) EnqueueContext(ctx context.Context, t *asynq.Task, opts ...asynq.
 	return q.Enqueuer.EnqueueContext(ctx, t, opts...)
 }
 
+// deadLetteredJob is a job on a private redis-server whose groups×perGroup
+// group messages are all dead letters (10002), its planning closed, with
+// an asynq client and inspector on the same server.
+func deadLetteredJob(t *testing.T, groups, perGroup int, backlog int64) (*redistest.Server, *jobs.Store, jobs.Job, *asynq.Client, *asynq.Inspector) {
+	t.Helper()
+	srv := redistest.Start(t)
+	store := jobs.NewStore(srv.Client(), "")
+	ctx := t.Context()
+	job, err := store.Create(ctx, jobs.Spec{Kind: "recall:list", Queue: tasks.QueuePurge, AppID: 1400000001, RequestedBy: "t", Backlog: backlog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for gi := range groups {
+		g := jobs.Target{GroupID: "g" + itoa(int64(gi))}
+		var seqs []int64
+		var out []jobs.Outcome
+		for s := int64(1); s <= int64(perGroup); s++ {
+			seqs = append(seqs, s)
+			out = append(out, jobs.Outcome{Item: itoa(s), Code: "10002"})
+		}
+		mustDo(t, func() error { _, err := store.PlanGroup(ctx, job.ID, g, seqs); return err })
+		mustDo(t, func() error { _, err := store.Record(ctx, job.ID, g, out); return err })
+	}
+	mustDo(t, func() error { _, err := store.ClosePlanner(ctx, job.ID, jobs.RootPlanner); return err })
+	opt := asynq.RedisClientOpt{Addr: srv.Addr()}
+	client, insp := asynq.NewClient(opt), asynq.NewInspector(opt)
+	t.Cleanup(func() { client.Close(); insp.Close() })
+	return srv, store, job, client, insp
+}
+
+// queuedGroupSeqs counts, per group message, the pending tasks of the
+// purge queue that carry it, and how many messages more than one does.
+func queuedGroupSeqs(t *testing.T, insp *asynq.Inspector) (queued map[string]int, twice int) {
+	t.Helper()
+	infos, err := insp.ListPendingTasks(tasks.QueuePurge, asynq.PageSize(1000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	queued = map[string]int{}
+	for _, info := range infos {
+		p, err := tasks.DecodeGroupRecall(asynq.NewTask(info.Type, info.Payload))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range p.Seqs {
+			if queued[p.GroupID+"/"+itoa(s)]++; queued[p.GroupID+"/"+itoa(s)] == 2 {
+				twice++
+			}
+		}
+	}
+	return queued, twice
+}
+
 // TestConcurrentRequeuesQueueEachMessageOnce: two re-queues of one job at
 // once (an operator's double click, the console and the CLI, each trying
 // again when refused) and a third caller finishing "interrupted" re-queues
@@ -116,31 +169,9 @@ func (q slowQ) EnqueueContext(ctx context.Context, t *asynq.Task, opts ...asynq.
 // running is not mistaken for an interrupted one. (Without the lock, 270
 // of these 360 messages were queued twice.)
 func TestConcurrentRequeuesQueueEachMessageOnce(t *testing.T) {
-	srv := redistest.Start(t)
-	store := jobs.NewStore(srv.Client(), "")
-	ctx := t.Context()
-	job, err := store.Create(ctx, jobs.Spec{Kind: "recall:list", Queue: tasks.QueuePurge, AppID: 1400000001, RequestedBy: "t"})
-	if err != nil {
-		t.Fatal(err)
-	}
 	const groups, perGroup = 8, 45
-	for gi := range groups {
-		g := jobs.Target{GroupID: "g" + itoa(int64(gi))}
-		var seqs []int64
-		var out []jobs.Outcome
-		for s := int64(1); s <= perGroup; s++ {
-			seqs = append(seqs, s)
-			out = append(out, jobs.Outcome{Item: itoa(s), Code: "10002"})
-		}
-		store.PlanGroup(ctx, job.ID, g, seqs)
-		store.Record(ctx, job.ID, g, out)
-	}
-	store.ClosePlanner(ctx, job.ID, jobs.RootPlanner)
-
-	opt := asynq.RedisClientOpt{Addr: srv.Addr()}
-	client, insp := asynq.NewClient(opt), asynq.NewInspector(opt)
-	defer client.Close()
-	defer insp.Close()
+	_, store, job, client, insp := deadLetteredJob(t, groups, perGroup, 0)
+	ctx := t.Context()
 	q := slowQ{client}
 	all := func(jobs.DeadLetter) bool { return true }
 	var wg sync.WaitGroup
@@ -201,26 +232,7 @@ func TestConcurrentRequeuesQueueEachMessageOnce(t *testing.T) {
 	if done != 1 || busy == 0 || finishes < 10 {
 		t.Fatalf("%d re-queues moved messages, %d attempts refused as busy, %d repairs tried: want 1, some and many (the test must overlap them)", done, busy, finishes)
 	}
-	infos, err := insp.ListPendingTasks(tasks.QueuePurge, asynq.PageSize(1000))
-	if err != nil {
-		t.Fatal(err)
-	}
-	queued := map[string]int{}
-	for _, info := range infos {
-		p, err := tasks.DecodeGroupRecall(asynq.NewTask(info.Type, info.Payload))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, s := range p.Seqs {
-			queued[p.GroupID+"/"+itoa(s)]++
-		}
-	}
-	twice := 0
-	for _, n := range queued {
-		if n > 1 {
-			twice++
-		}
-	}
+	queued, twice := queuedGroupSeqs(t, insp)
 	if len(queued) != groups*perGroup || twice > 0 {
 		t.Fatalf("%d of %d messages queued, %d of them more than once", len(queued), groups*perGroup, twice)
 	}
@@ -232,31 +244,9 @@ func TestConcurrentRequeuesQueueEachMessageOnce(t *testing.T) {
 // jobs.ErrRequeueLockLost; at most the batch it had moved is queued by
 // both.
 func TestRequeueStopsWhenItsLockIsLost(t *testing.T) {
-	srv := redistest.Start(t)
-	store := jobs.NewStore(srv.Client(), "")
+	srv, store, job, client, insp := deadLetteredJob(t, 6, 20, 20)
 	store.SetLeaseTTL(300 * time.Millisecond)
 	ctx := t.Context()
-	job, err := store.Create(ctx, jobs.Spec{Kind: "recall:list", Queue: tasks.QueuePurge, AppID: 1400000001, RequestedBy: "t", Backlog: 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	const groups, perGroup = 6, 20
-	for gi := range groups {
-		g := jobs.Target{GroupID: "g" + itoa(int64(gi))}
-		var seqs []int64
-		var out []jobs.Outcome
-		for s := int64(1); s <= perGroup; s++ {
-			seqs = append(seqs, s)
-			out = append(out, jobs.Outcome{Item: itoa(s), Code: "10002"})
-		}
-		store.PlanGroup(ctx, job.ID, g, seqs)
-		store.Record(ctx, job.ID, g, out)
-	}
-	store.ClosePlanner(ctx, job.ID, jobs.RootPlanner)
-	opt := asynq.RedisClientOpt{Addr: srv.Addr()}
-	client, insp := asynq.NewClient(opt), asynq.NewInspector(opt)
-	defer client.Close()
-	defer insp.Close()
 	all := func(jobs.DeadLetter) bool { return true }
 	// The backlog bound (20) holds the re-queue after its first batch (10):
 	// while it waits, its lock is deleted and a repair runs.
@@ -288,23 +278,7 @@ func TestRequeueStopsWhenItsLockIsLost(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the re-queue whose lock was lost goes on")
 	}
-	infos, err := insp.ListPendingTasks(tasks.QueuePurge, asynq.PageSize(1000))
-	if err != nil {
-		t.Fatal(err)
-	}
-	queued := map[string]int{}
-	for _, info := range infos {
-		p, _ := tasks.DecodeGroupRecall(asynq.NewTask(info.Type, info.Payload))
-		for _, s := range p.Seqs {
-			queued[p.GroupID+"/"+itoa(s)]++
-		}
-	}
-	twice := 0
-	for _, n := range queued {
-		if n > 1 {
-			twice++
-		}
-	}
+	queued, twice := queuedGroupSeqs(t, insp)
 	if twice > 10 {
 		t.Fatalf("%d messages queued twice, more than the batch it had moved (10)", twice)
 	}
