@@ -431,17 +431,13 @@ if interval == 0 then
   spread = spread + tonumber(redis.call('GET', KEYS[4]) or '0')
   spread = math.ceil(spread / ` + strconv.FormatInt(heldGrain.Microseconds(), 10) + `) * ` + strconv.FormatInt(heldGrain.Microseconds(), 10) + `
   local untl = slot + 1000000 + spread
-  local kept, last = {}, untl
+  local kept, last, eff = {}, untl, spread
   for hs, hu in string.gmatch(redis.call('GET', KEYS[7]) or '', '(%d+):(%d+)') do
     hs, hu = tonumber(hs), tonumber(hu)
-    if hs > spread and hu > slot then
+    if hs > spread and hu > slot then -- a wider level still held at this slot
       kept[#kept + 1] = string.format('%d:%d', hs, hu)
-      last = math.max(last, hu)
+      last, eff = math.max(last, hu), math.max(eff, hs)
     end
-  end
-  local eff = spread
-  for _, e in ipairs(kept) do
-    eff = math.max(eff, tonumber(string.match(e, '^(%d+)')))
   end
   kept[#kept + 1] = string.format('%d:%d', spread, untl)
   redis.call('SET', KEYS[7], table.concat(kept, ','), 'PX', math.floor((last - now) / 1000) + 1000)
