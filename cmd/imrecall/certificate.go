@@ -89,8 +89,9 @@ the exit code is then 5.`,
 	return cmd
 }
 
-// configHash hashes the settings that shaped the calls: never a secret.
-func (f *historyFlags) configHash() string {
+// configHash hashes the settings that shape the calls, for a certificate
+// made by the CLI or by serve: never a secret.
+func (f *imCallFlags) configHash() string {
 	return certificate.ConfigHash(map[string]any{
 		"api_base": f.im.apiBase, "sdkappid": f.im.appID, "admin": f.im.admin,
 		"cap": f.limits.cap, "cap_of": f.limits.capOf, "margin": f.limits.margin,

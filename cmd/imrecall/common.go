@@ -153,32 +153,37 @@ func jobExit(j jobs.Job) error {
 	return nil
 }
 
-// redisRun is the RunE of a command that needs Redis: it applies the
-// IMRECALL_* environment, connects, runs fn and closes the connection.
-func redisRun(rf *redisFlags, fn func(cmd *cobra.Command, args []string, c *conn) error) func(*cobra.Command, []string) error {
+// withEnv makes run a command's RunE that first sets the flags not given on
+// the command line from the IMRECALL_* environment (applyEnv).
+func withEnv(run func(*cobra.Command, []string) error) func(*cobra.Command, []string) error {
 	return func(cmd *cobra.Command, args []string) error {
 		if err := applyEnv(cmd); err != nil {
 			return err
 		}
+		return run(cmd, args)
+	}
+}
+
+// redisRun is the RunE of a command that needs Redis: it applies the
+// IMRECALL_* environment, connects, runs fn and closes the connection.
+func redisRun(rf *redisFlags, fn func(cmd *cobra.Command, args []string, c *conn) error) func(*cobra.Command, []string) error {
+	return withEnv(func(cmd *cobra.Command, args []string) error {
 		c, err := rf.connect(cmd.Context())
 		if err != nil {
 			return err
 		}
 		defer c.Close()
 		return fn(cmd, args, c)
-	}
+	})
 }
 
 // checked is the RunE of a command whose flags validate checks: the
 // IMRECALL_* environment first, then the check, then run.
 func checked(validate func() error, run func(*cobra.Command, []string) error) func(*cobra.Command, []string) error {
-	return func(cmd *cobra.Command, args []string) error {
-		if err := applyEnv(cmd); err != nil {
-			return err
-		}
+	return withEnv(func(cmd *cobra.Command, args []string) error {
 		if err := validate(); err != nil {
 			return err
 		}
 		return run(cmd, args)
-	}
+	})
 }

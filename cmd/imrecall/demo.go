@@ -36,12 +36,7 @@ the job's report, and checks against the emulator that none of the spammer's mes
 The same binary pointed at a real Redis and real credentials is the production path.`,
 		Example: "  imrecall demo\n  imrecall demo --groups 500 --messages 300000",
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := applyEnv(cmd); err != nil {
-				return err
-			}
-			return runDemo(cmd.Context(), cmd, o)
-		},
+		RunE:    withEnv(func(cmd *cobra.Command, _ []string) error { return runDemo(cmd.Context(), cmd, o) }),
 	}
 	fl := cmd.Flags()
 	fl.IntVar(&o.groups, "groups", 300, "groups in the synthetic app")

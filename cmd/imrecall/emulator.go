@@ -36,12 +36,7 @@ accepted, throttled, faults, max_1s and a per-second series; GET /emulator/truth
   imrecall emulator --generate groups=200,users=2000,messages=100000,c2c=5000,heavy=1,heavy-groups=120,peers=25
   imrecall emulator --generate messages=20000 --callback-url http://127.0.0.1:8080/callback --callback-token "$TOKEN" --replay-callbacks`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := applyEnv(cmd); err != nil {
-				return err
-			}
-			return runEmulator(cmd.Context(), cmd, &o)
-		},
+		RunE: withEnv(func(cmd *cobra.Command, _ []string) error { return runEmulator(cmd.Context(), cmd, &o) }),
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&o.listen, "listen", "127.0.0.1:8080", "address to listen on (port 0: any free port)")

@@ -10,6 +10,23 @@ import (
 	"github.com/spf13/cobra"
 )
 
+// imCallFlags are the flags of a command that calls the IM API through the
+// shared limiter (serve, worker, verify, certificate): Redis, the IM client,
+// the limiter and the logs.
+type imCallFlags struct {
+	redis  redisFlags
+	im     imFlags
+	limits limitFlags
+	logs   logFlags
+}
+
+func (f *imCallFlags) register(cmd *cobra.Command) {
+	f.redis.register(cmd)
+	f.im.register(cmd)
+	f.limits.register(cmd)
+	f.logs.register(cmd)
+}
+
 // imFlags configure the Tencent IM client.
 type imFlags struct {
 	apiBase       string

@@ -28,10 +28,7 @@ func jobCmd(use, short, example string, run func(cmd *cobra.Command, c *conn, cl
 	cmd := &cobra.Command{
 		Use: use, Short: short, Example: example,
 		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := applyEnv(cmd); err != nil {
-				return err
-			}
+		RunE: withEnv(func(cmd *cobra.Command, args []string) error {
 			if err := jobs.ValidID(args[0]); err != nil {
 				return usageError{err}
 			}
@@ -51,7 +48,7 @@ func jobCmd(use, short, example string, run func(cmd *cobra.Command, c *conn, cl
 				return err
 			}
 			return cliError(run(cmd, c, client, args[0]))
-		},
+		}),
 	}
 	rf.register(cmd)
 	if extra != nil {

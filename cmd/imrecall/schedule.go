@@ -39,10 +39,7 @@ func newScheduleAddCmd() *cobra.Command {
       purge group --group @TGS#1 --group @TGS#2 --until 90d --queue backfill
   imrecall schedule add --name hourly-list --cron "@every 1h" -- recall file callbacks.jsonl   # read now, held in the schedule`,
 		Args: cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := applyEnv(cmd); err != nil {
-				return err
-			}
+		RunE: withEnv(func(cmd *cobra.Command, args []string) error {
 			req, err := scheduleRequest(cmd.Context(), args, true)
 			if err != nil {
 				return err
@@ -61,7 +58,7 @@ func newScheduleAddCmd() *cobra.Command {
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "schedule %s: %s: %s\n", name, spec, cliout.Request(req))
 			return nil
-		},
+		}),
 	}
 	rf.register(cmd)
 	audit.register(cmd)

@@ -18,10 +18,7 @@ import (
 
 // serveOptions are the flags of `imrecall serve`.
 type serveOptions struct {
-	redis             redisFlags
-	im                imFlags
-	limits            limitFlags
-	logs              logFlags
+	imCallFlags
 	listen            string
 	tokens            string
 	tokensFile        string
@@ -76,17 +73,9 @@ than two beats (serve down, Redis unreachable) is recorded as a gap in the index
   curl -H "Authorization: Bearer $TOKEN" localhost:8080/v1/jobs
   curl -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" -d '{"kind":"purge_user","user":"spammer42","reason":"INC-1","dry_run":true}' localhost:8080/v1/jobs`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := applyEnv(cmd); err != nil {
-				return err
-			}
-			return runServe(cmd.Context(), cmd, &o)
-		},
+		RunE: withEnv(func(cmd *cobra.Command, _ []string) error { return runServe(cmd.Context(), cmd, &o) }),
 	}
-	o.redis.register(cmd)
-	o.im.register(cmd)
-	o.limits.register(cmd)
-	o.logs.register(cmd)
+	o.imCallFlags.register(cmd)
 	fl := cmd.Flags()
 	fl.StringVar(&o.listen, "listen", ":8080", "address to serve on")
 	fl.StringVar(&o.tokens, "api-tokens", "", "API tokens NAME:ROLE:SECRET, comma-separated; prefer IMRECALL_API_TOKENS or --tokens-file")
@@ -197,11 +186,4 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 		return usageError{err}
 	}
 	return err
-}
-
-// configHash hashes the settings that shape serve's calls, as the CLI's
-// certificate does: never a secret.
-func (o *serveOptions) configHash() string {
-	h := historyFlags{im: o.im, limits: o.limits}
-	return h.configHash()
 }

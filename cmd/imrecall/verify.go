@@ -18,19 +18,13 @@ const exitNotErased = 5
 // historyFlags are the flags of a command that re-reads the IM histories of
 // an existing job: Redis, the IM client and the shared limiter.
 type historyFlags struct {
-	redis       redisFlags
-	im          imFlags
-	limits      limitFlags
-	logs        logFlags
+	imCallFlags
 	actor       string
 	concurrency int
 }
 
 func (f *historyFlags) register(cmd *cobra.Command) {
-	f.redis.register(cmd)
-	f.im.register(cmd)
-	f.limits.register(cmd)
-	f.logs.register(cmd)
+	f.imCallFlags.register(cmd)
 	cmd.Flags().StringVar(&f.actor, "actor", cliout.DefaultActor(), "who asks (recorded in the audit log)")
 	cmd.Flags().IntVar(&f.concurrency, "concurrency", 8, "histories read at once (the limiter still caps the calls)")
 }

@@ -68,10 +68,7 @@ func (f *limitFlags) imClient(ctx context.Context, c *conn, prefix string, cfg t
 
 // workerOptions are everything `imrecall worker` is configured with.
 type workerOptions struct {
-	redis        redisFlags
-	im           imFlags
-	limits       limitFlags
-	logs         logFlags
+	imCallFlags
 	s            workerproc.Settings
 	jobRetention string
 }
@@ -97,18 +94,10 @@ On SIGTERM the worker stops taking tasks, lets calls in flight finish and record
 		Example: `  IMRECALL_SECRET_KEY=... imrecall worker --redis redis://redis:6379/0 --sdkappid 1400000001 --api-base singapore
   imrecall worker --api-base http://127.0.0.1:8080 --sdkappid 1400000001 --concurrency 32 --metrics-listen :9090`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := applyEnv(cmd); err != nil {
-				return err
-			}
-			return runWorker(cmd.Context(), cmd, &o)
-		},
+		RunE: withEnv(func(cmd *cobra.Command, _ []string) error { return runWorker(cmd.Context(), cmd, &o) }),
 	}
-	o.redis.register(cmd)
-	o.im.register(cmd)
-	o.limits.register(cmd)
+	o.imCallFlags.register(cmd)
 	o.limits.registerReset(cmd)
-	o.logs.register(cmd)
 	cmd.Flags().IntVar(&o.s.Concurrency, "concurrency", 64, "recall tasks run at once by this process, in each lane: group recall and one-to-one withdraw")
 	cmd.Flags().IntVar(&o.s.Dequeuers, "dequeuers", 0, "asynq servers per recall lane, each taking tasks from Redis in its own loop, sharing --concurrency (default: from the measured Redis round trip; docs/REDIS.md)")
 	cmd.Flags().IntVar(&o.s.Discoveries, "discovery-concurrency", 0, "purge discovery tasks (history scans) run at once by this process, on slots of their own beside --concurrency's (default: a quarter of --concurrency)")
