@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -29,8 +30,8 @@ import (
 // unless o.Redis is set, a private redis-server; then for each mode and each
 // P runs P child processes ("imrecall bench limiter-child", this binary) for
 // o.Duration and prints a table to out: accepted calls/s, efficiency
-// (accepted/s ÷ cap), the emulator's max_1s and throttled calls, and the
-// slots the limiters gave up as late.
+// (accepted/s ÷ cap) over the run and after the warm-up, the emulator's
+// max_1s and throttled calls, and the slots the limiters gave up as late.
 func RunLimiter(ctx context.Context, o LimiterConfig, out io.Writer) error {
 	if err := o.Validate(); err != nil {
 		return err
@@ -84,8 +85,8 @@ func RunLimiter(ctx context.Context, o LimiterConfig, out io.Writer) error {
 
 	fmt.Fprintf(out, "emulator cap %d calls/s per API, latency %s, %d goroutines per process, %s per run, APIs %s, Redis one-way delay %v\n\n",
 		o.Cap, latencyString(lo, hi), o.Goroutines, o.Duration, strings.Join(apis, ","), o.RedisDelay)
-	fmt.Fprintln(out, "| limiter | processes | API | accepted calls/s | efficiency | max_1s | throttled | late slots |")
-	fmt.Fprintln(out, "|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(out, "| limiter | processes | API | accepted calls/s | efficiency | after warm-up (calls/s, efficiency) | max_1s | throttled | late slots |")
+	fmt.Fprintln(out, "|---|---|---|---|---|---|---|---|---|")
 	for _, mode := range o.Modes {
 		for _, p := range o.Procs {
 			emu.ResetStats()
@@ -120,12 +121,29 @@ func RunLimiter(ctx context.Context, o LimiterConfig, out io.Writer) error {
 			st := emu.Stats()
 			for _, api := range apis {
 				s := st[api]
-				perSec := steadyRate(s.PerSecond)
-				fmt.Fprintf(out, "| %s | %d | %s | %.1f | %.3f | %d | %d | %d |\n", mode, p, api, perSec, perSec/float64(o.Cap), s.Max1s, s.Throttled, late.Load())
+				perSec, settled := steadyRate(s.PerSecond), settledRate(s.PerSecond)
+				fmt.Fprintf(out, "| %s | %d | %s | %.1f | %.3f | %.1f, %.3f | %d | %d | %d |\n", mode, p, api, perSec, perSec/float64(o.Cap),
+					settled, settled/float64(o.Cap), s.Max1s, s.Throttled, late.Load())
 			}
 		}
 	}
 	return nil
+}
+
+// settleSeconds is how many seconds into a run every child is past the
+// limiter's warm-up: a child's first reservation comes up to half a second
+// into the run, it warms up for limiter.DefaultWarmUp, and the budget holds
+// the warm-up's wider spread for 1 s + that spread after its last slot.
+var settleSeconds = int(math.Ceil((500*time.Millisecond + limiter.DefaultWarmUp + time.Second + limiter.WarmUpSpread + 50*time.Millisecond).Seconds()))
+
+// settledRate averages the accepted calls per second after settleSeconds,
+// leaving out the last second (the children stop); a run too short for
+// that is averaged as steadyRate does.
+func settledRate(series []int64) float64 {
+	if len(series)-1 <= settleSeconds {
+		return steadyRate(series)
+	}
+	return steadyRate(series[settleSeconds-1:])
 }
 
 // funcGate adapts a wait function to tim.Gate.
