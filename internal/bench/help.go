@@ -7,8 +7,11 @@ const (
 	LimiterHelp = `Starts the emulator in this process (strict cap per API, latency 20–80 ms) and, unless --redis is
 given, a private redis-server on a free port; then for each mode and each P runs P child processes
 of G goroutines each calling the API through the IM client for --duration, and prints accepted
-calls/s, efficiency (accepted/s ÷ cap), the emulator's max_1s and throttled calls, and (imrecall
-mode) the slots the limiters gave up as late, all APIs of the run together.
+calls/s and efficiency (accepted/s ÷ cap) over the run (first and last second left out) and after
+the warm-up (from the first second no call granted during a child's start-up can reach: its first
+grant + 1 s of warm-up + 2 s booked ahead + 1 s + the spread held; "n/a" when the run is too short),
+the emulator's max_1s and throttled calls, and (imrecall mode) the slots the limiters gave up as
+late, all APIs of the run together.
 Modes: imrecall (this project's Redis limiter), xrate (golang.org/x/time/rate at the cap in each
 process), redis_rate (go-redis/redis_rate PerSecond(cap), sleeping RetryAfter).
 In imrecall mode each call takes the worker's send path: the client's Await reserves the slot, one

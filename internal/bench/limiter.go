@@ -90,6 +90,8 @@ func RunLimiter(ctx context.Context, o LimiterConfig, out io.Writer) error {
 	for _, mode := range o.Modes {
 		for _, p := range o.Procs {
 			emu.ResetStats()
+			reset := time.Now()
+			var lastFirst atomic.Int64 // unix ns of the last child's first granted call
 			prefix := fmt.Sprintf("bench:%s:%d:%d", mode, p, time.Now().UnixNano())
 			var wg sync.WaitGroup
 			errs := make([]error, p)
@@ -108,9 +110,11 @@ func RunLimiter(ctx context.Context, o LimiterConfig, out io.Writer) error {
 						errs[i] = fmt.Errorf("child %d: %v\n%s", i, err, b)
 						return
 					}
-					var r struct{ Late int64 }
+					var r struct{ Late, First int64 }
 					if json.Unmarshal(b, &r) == nil {
 						late.Add(r.Late)
+						for old := lastFirst.Load(); r.First > old && !lastFirst.CompareAndSwap(old, r.First); old = lastFirst.Load() {
+						}
 					}
 				}()
 			}
@@ -121,29 +125,43 @@ func RunLimiter(ctx context.Context, o LimiterConfig, out io.Writer) error {
 			st := emu.Stats()
 			for _, api := range apis {
 				s := st[api]
-				perSec, settled := steadyRate(s.PerSecond), settledRate(s.PerSecond)
-				fmt.Fprintf(out, "| %s | %d | %s | %.1f | %.3f | %.1f, %.3f | %d | %d | %d |\n", mode, p, api, perSec, perSec/float64(o.Cap),
-					settled, settled/float64(o.Cap), s.Max1s, s.Throttled, late.Load())
+				perSec := steadyRate(s.PerSecond)
+				after := "n/a"
+				if settled, ok := settledRate(s.PerSecond, settleSecond(reset, time.Unix(0, lastFirst.Load()))); ok {
+					after = fmt.Sprintf("%.1f, %.3f", settled, settled/float64(o.Cap))
+				}
+				fmt.Fprintf(out, "| %s | %d | %s | %.1f | %.3f | %s | %d | %d | %d |\n", mode, p, api, perSec, perSec/float64(o.Cap),
+					after, s.Max1s, s.Throttled, late.Load())
 			}
 		}
 	}
 	return nil
 }
 
-// settleSeconds is how many seconds into a run every child is past the
-// limiter's warm-up: a child's first reservation comes up to half a second
-// into the run, it warms up for limiter.DefaultWarmUp, and the budget holds
-// the warm-up's wider spread for 1 s + that spread after its last slot.
-var settleSeconds = int(math.Ceil((500*time.Millisecond + limiter.DefaultWarmUp + time.Second + limiter.WarmUpSpread + 50*time.Millisecond).Seconds()))
+// warmSpread bounds the spread a warming child's slots are granted at:
+// the limiter's tolerance, slack and warm-up, and 10 ms for its round trip
+// to Redis.
+const warmSpread = limiter.DefaultTolerance + limiter.DefaultSlack + limiter.WarmUpSpread + 10*time.Millisecond
 
-// settledRate averages the accepted calls per second after settleSeconds,
-// leaving out the last second (the children stop); a run too short for
-// that is averaged as steadyRate does.
-func settledRate(series []int64) float64 {
-	if len(series)-1 <= settleSeconds {
-		return steadyRate(series)
+// settleSecond is the first second of the emulator's series (counted from
+// 0 at reset) in which no call can come from the limiter's start-up: the
+// last child to start was granted its first call at lastFirst, warms up
+// for limiter.DefaultWarmUp, may book its last warm slot up to
+// limiter.DefaultHorizon after that, and the budget holds that slot's
+// spread for 1 s + the spread after it.
+func settleSecond(reset, lastFirst time.Time) int {
+	end := lastFirst.Sub(reset) + limiter.DefaultWarmUp + limiter.DefaultHorizon + time.Second + warmSpread
+	return int(math.Ceil(end.Seconds()))
+}
+
+// settledRate averages the accepted calls per second from second from
+// on, leaving out the last second (the children stop); ok is false when no
+// such second is left.
+func settledRate(series []int64, from int) (rate float64, ok bool) {
+	if from < 1 || len(series)-1 <= from {
+		return 0, false
 	}
-	return steadyRate(series[settleSeconds-1:])
+	return steadyRate(series[from-1:]), true
 }
 
 // funcGate adapts a wait function to tim.Gate.
@@ -154,7 +172,7 @@ func (f funcGate) Throttled(context.Context, string, int)     {}
 
 // RunLimiterChild calls the APIs through the IM client and o.Mode's limiter
 // with o.Goroutines goroutines for o.Duration, and prints
-// {"calls":N,"late":N} to out.
+// {"calls":N,"first":unix ns of the first call granted,"late":N} to out.
 func RunLimiterChild(ctx context.Context, o ChildConfig, out io.Writer) error {
 	if len(o.APIs) == 0 || len(o.Groups) == 0 || o.Goroutines <= 0 || o.Cap <= 0 {
 		return configError("limiter-child: --apis, --groups, --goroutines and --cap are required")
@@ -223,7 +241,7 @@ func RunLimiterChild(ctx context.Context, o ChildConfig, out io.Writer) error {
 	groups, apis := o.Groups, o.APIs
 	rctx, cancel := context.WithTimeout(ctx, o.Duration)
 	defer cancel()
-	var calls atomic.Int64
+	var calls, first atomic.Int64 // first: unix ns of the first call granted
 	var wg sync.WaitGroup
 	for g := range o.Goroutines {
 		wg.Add(1)
@@ -240,6 +258,7 @@ func RunLimiterChild(ctx context.Context, o ChildConfig, out io.Writer) error {
 				if err != nil {
 					continue
 				}
+				first.CompareAndSwap(0, time.Now().UnixNano())
 				if err := record(rctx); err != nil {
 					continue
 				}
@@ -262,7 +281,7 @@ func RunLimiterChild(ctx context.Context, o ChildConfig, out io.Writer) error {
 		}()
 	}
 	wg.Wait()
-	res := map[string]int64{"calls": calls.Load()}
+	res := map[string]int64{"calls": calls.Load(), "first": first.Load()}
 	if late != nil {
 		res["late"] = late()
 	}

@@ -1,24 +1,36 @@
 package bench
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 // TestSettledRateLeavesOutTheWarmUp: the after-warm-up rate of bench
-// limiter averages the seconds from settleSeconds to the last but one; a
-// run too short for that falls back to the steady rate (first and last
-// second left out).
+// limiter starts at the first second no slot of a child's start-up can
+// reach (its first grant, 1 s of warm-up, 2 s booked ahead at most, then
+// the held spread for 1 s + the spread), leaves out the last second, and
+// is "not measured" for a run too short to have such a second.
 func TestSettledRateLeavesOutTheWarmUp(t *testing.T) {
-	if settleSeconds != 3 {
-		t.Fatalf("settleSeconds = %d, want 3 (start ≤ 0.5 s, 1 s of warm-up, its spread held 1 s + 20 ms more)", settleSeconds)
+	reset := time.Now()
+	// Granted 0.3 s in: 0.3 + 1 + 2 + 1 + 0.043 = 4.343 s, so second 5.
+	if got := settleSecond(reset, reset.Add(300*time.Millisecond)); got != 5 {
+		t.Fatalf("settleSecond(first grant 0.3 s in) = %d, want 5", got)
 	}
-	series := []int64{160, 192, 193, 197, 198, 197, 20}
-	if got, want := settledRate(series), (197.0+198+197)/3; got != want {
-		t.Fatalf("settledRate(%v) = %v, want %v", series, got, want)
+	// Granted 0.99 s in: 5.033 s, so second 6.
+	if got := settleSecond(reset, reset.Add(990*time.Millisecond)); got != 6 {
+		t.Fatalf("settleSecond(first grant 0.99 s in) = %d, want 6", got)
 	}
-	if got, want := steadyRate(series), (192.0+193+197+198+197)/5; got != want {
+	series := []int64{160, 192, 193, 197, 196, 198, 197, 199, 20}
+	got, ok := settledRate(series, 5)
+	if want := (198.0 + 197 + 199) / 3; !ok || got != want {
+		t.Fatalf("settledRate(%v, 5) = %v, %v; want %v, true", series, got, ok, want)
+	}
+	if got, want := steadyRate(series), (192.0+193+197+196+198+197+199)/7; got != want {
 		t.Fatalf("steadyRate(%v) = %v, want %v", series, got, want)
 	}
-	short := []int64{150, 190, 193, 20}
-	if got, want := settledRate(short), steadyRate(short); got != want {
-		t.Fatalf("settledRate(%v) = %v, want the steady rate %v", short, got, want)
+	for _, from := range []int{8, 9, 0} {
+		if got, ok := settledRate(series, from); ok {
+			t.Fatalf("settledRate(%d seconds, from %d) = %v, want not measured", len(series), from, got)
+		}
 	}
 }
