@@ -38,7 +38,7 @@ the exit code is then 5.`,
   imrecall certificate verify erasure-881.json --public-key dpo-pub.pem
   imrecall certificate render erasure-881.json --public-key dpo-pub.pem --out erasure-881.html`,
 		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: withEnv(func(cmd *cobra.Command, args []string) error {
 			if err := jobs.ValidID(args[0]); err != nil {
 				return usageError{err}
 			}
@@ -79,7 +79,7 @@ the exit code is then 5.`,
 			cliout.Issued(cmd.OutOrStdout(), out, doc, hashSubject && v.Subject != "")
 			cliout.Verification(cmd.OutOrStdout(), v)
 			return verificationExit(v)
-		},
+		}),
 	}
 	f.register(cmd)
 	cmd.Flags().StringVar(&keyPath, "signing-key", "", "Ed25519 private key, PKCS#8 PEM (openssl genpkey -algorithm ed25519)")

@@ -230,3 +230,23 @@ func TestJobsApprove(t *testing.T) {
 		t.Fatalf("approving twice: exit %d", code)
 	}
 }
+
+// TestCertificateAndVerifyTakeTheEnvironment: certificate's own flags come
+// from IMRECALL_* too (before, --signing-key and --out were checked before
+// the environment was applied, so IMRECALL_SIGNING_KEY was refused as
+// missing), and verify still applies it before its checks.
+func TestCertificateAndVerifyTakeTheEnvironment(t *testing.T) {
+	id := "20261122T230512Z-9f3a1c2b"
+	missing := t.TempDir() + "/no-such-key.pem"
+	t.Setenv("IMRECALL_SIGNING_KEY", missing)
+	t.Setenv("IMRECALL_OUT", t.TempDir()+"/erasure.json")
+	_, errOut, code := runCLI(t, "certificate", id)
+	if code != exitBadInput || !strings.Contains(errOut, "--signing-key") || !strings.Contains(errOut, "no-such-key.pem") || strings.Contains(errOut, "required") {
+		t.Fatalf("certificate with IMRECALL_SIGNING_KEY=%s: exit %d, %q; want the key file's error (exit %d), not a missing flag", missing, code, errOut, exitBadInput)
+	}
+	t.Setenv("IMRECALL_CONCURRENCY", "0")
+	_, errOut, code = runCLI(t, "verify", id)
+	if code != exitBadInput || !strings.Contains(errOut, "--concurrency 0") {
+		t.Fatalf("verify with IMRECALL_CONCURRENCY=0: exit %d, %q; want the --concurrency error (exit %d)", code, errOut, exitBadInput)
+	}
+}

@@ -29,11 +29,9 @@ func (f *historyFlags) register(cmd *cobra.Command) {
 	cmd.Flags().IntVar(&f.concurrency, "concurrency", 8, "histories read at once (the limiter still caps the calls)")
 }
 
-// open connects to Redis and builds an IM client gated by the shared limiter.
+// open connects to Redis and builds an IM client gated by the shared limiter
+// (the IMRECALL_* environment is applied by the command's withEnv).
 func (f *historyFlags) open(cmd *cobra.Command) (*conn, *tim.Client, *slog.Logger, error) {
-	if err := applyEnv(cmd); err != nil {
-		return nil, nil, nil, err
-	}
 	if f.concurrency < 1 {
 		return nil, nil, nil, badInput("--concurrency %d: want 1 or more", f.concurrency)
 	}
@@ -77,7 +75,7 @@ Exit 0 when nothing is still visible and there is no residue; exit 5 otherwise.`
 		Example: `  imrecall verify 20261122T230512Z-9f3a1c2b
   imrecall verify 20261122T230512Z-9f3a1c2b --json | jq '.still_visible, .residue'`,
 		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: withEnv(func(cmd *cobra.Command, args []string) error {
 			if err := jobs.ValidID(args[0]); err != nil {
 				return usageError{err}
 			}
@@ -102,7 +100,7 @@ Exit 0 when nothing is still visible and there is no residue; exit 5 otherwise.`
 				cliout.Verification(cmd.OutOrStdout(), v)
 			}
 			return verificationExit(v)
-		},
+		}),
 	}
 	f.register(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object (verified, gone, still_visible, residue, …)")
