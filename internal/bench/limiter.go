@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -91,10 +92,10 @@ func RunLimiter(ctx context.Context, o LimiterConfig, out io.Writer) error {
 		for _, p := range o.Procs {
 			emu.ResetStats()
 			reset := time.Now()
-			var lastFirst atomic.Int64 // unix ns of the last child's first granted call
 			prefix := fmt.Sprintf("bench:%s:%d:%d", mode, p, time.Now().UnixNano())
 			var wg sync.WaitGroup
 			errs := make([]error, p)
+			firsts := make([]int64, p) // unix ns of each child's first granted call
 			var late atomic.Int64
 			for i := range p {
 				wg.Add(1)
@@ -113,8 +114,7 @@ func RunLimiter(ctx context.Context, o LimiterConfig, out io.Writer) error {
 					var r struct{ Late, First int64 }
 					if json.Unmarshal(b, &r) == nil {
 						late.Add(r.Late)
-						for old := lastFirst.Load(); r.First > old && !lastFirst.CompareAndSwap(old, r.First); old = lastFirst.Load() {
-						}
+						firsts[i] = r.First
 					}
 				}()
 			}
@@ -127,7 +127,7 @@ func RunLimiter(ctx context.Context, o LimiterConfig, out io.Writer) error {
 				s := st[api]
 				perSec := steadyRate(s.PerSecond)
 				after := "n/a"
-				if settled, ok := settledRate(s.PerSecond, settleSecond(reset, time.Unix(0, lastFirst.Load()))); ok {
+				if settled, ok := settledRate(s.PerSecond, settleSecond(reset, time.Unix(0, slices.Max(firsts)))); ok {
 					after = fmt.Sprintf("%.1f, %.3f", settled, settled/float64(o.Cap))
 				}
 				fmt.Fprintf(out, "| %s | %d | %s | %.1f | %.3f | %s | %d | %d | %d |\n", mode, p, api, perSec, perSec/float64(o.Cap),
