@@ -13,54 +13,73 @@
 // This limiter keeps one theoretical arrival time (TAT) per key. A Lua script
 // reads Redis's own clock (TIME, so host clocks never matter), reserves the
 // next free slot for the caller, max(TAT, now, pause-until), moves TAT one
-// interval on, and answers how long to sleep until that slot. Slots are
+// interval (1 s ÷ cap) on, and answers how long to sleep until that slot. Slots are
 // exactly one interval apart, so any window of length W holds at most
 // W/interval + 1 of them: a burst of one. Waiters queue in arrival order
 // with one round trip each and never poll.
 //
 // What is left is jitter between a slot and the call's arrival at Tencent
-// (sleep accuracy, scheduling, the network). Arrivals in any second come
-// from slots in a second widened by the spread S of that jitter; slots I
-// apart in a span of 1 s + S number at most (1 s + S)/I, so an interval
-// I > (1 s + S)/cap never puts more than cap calls in a sliding second.
+// (sleep accuracy, scheduling, dials, the network), and a burst of one only
+// bounds slots, not arrivals. So every call granted also gets a bound: the
+// latest it may arrive, kept in Redis in a sorted set beside the TAT. A
+// slot at t is granted only when fewer than cap of the calls granted before
+// have a bound later than t − 1 s: t is at least the cap-th latest bound +
+// 1 s. Then no sliding second holds more than cap arrivals: of the calls
+// that arrive in a second, the one granted last saw every other's bound
+// later than the second's start, so there are at most cap − 1 others. Calls
+// whose bound is more than a second old are dropped from the set.
 //
 // Jitter at the source is bounded: a waiter that wakes more than Tolerance
 // after its slot (a stalled process, an overloaded host) gives the slot up
-// and reserves a new one instead of firing late next to calls that are on
-// time. A stall then costs throughput, never the cap.
+// (its bound becomes 0: no call) and reserves a new one. A stall then costs
+// throughput, never the cap.
 //
-// # A margin sized from the spread it allows, widened on throttles
+// # Bounds: assumed at the grant, measured at the write
 //
-// The margin is not a fixed fraction of the cap: the script spaces slots
-// (1 s + S)/cap + 1 µs apart, where S is the widest arrival spread of any
-// process sharing the budget. A process's spread is Tolerance (the most a
-// granted call may be late after its slot's local time, below), Slack (the
-// HTTP path the limiter cannot see) and its usual round trip to Redis (a
-// slot's local time is placed when the granting reply arrives, up to a
-// round trip after Redis read its clock: a process whose Redis is 15 ms
-// away sends its calls up to 30 ms behind one next to Redis). Each
-// reservation stores its process's spread (its smoothed round trip); a
-// process's counts until 5 s after its last. When the widest spread
-// narrows (a round trip back to usual, a warm-up over), the wider one is
-// held for the slots within 1 s + that spread of the last slot granted at
-// it: the calls granted then may still arrive that late, inside the same
-// sliding second as the new ones. A process warming up (its first second of reservations, or the first
-// after a minute without any: its HTTP client dials new connections) adds
-// 20 ms. With the defaults (8 + 5 ms) and Redis on loopback, the budget runs
-// at 0.983–0.987 of the cap (196.6–197.4 of 200 calls/s) instead of a fixed 2.5 %
-// margin's 0.975, and no sliding second holds more than the cap as long as
-// the HTTP path adds less than Slack of its own (on a host loaded with two
-// CPU hogs, 2 ms of Slack let one call of 16,000 over the cap; 4 ms none,
-// but a loaded CI run once let one through 2 s after its workers started,
-// hence 5 ms and the warm-up).
+// A call's bound is first the worst its process allows: slot + Tolerance
+// (how late after its slot a waiter may go) + Slack + the process's
+// smoothed round trip to Redis (a slot's local time is placed when the
+// granting reply arrives, up to a round trip after Redis read its clock)
+// + 20 ms while the process warms up (its first second of reservations, or
+// the first after a minute without any: its HTTP client dials) + the
+// backoff after throttles. When the request has been written (its last
+// byte handed to the connection: tim.WhenWritten and Reservation.Sent) the
+// process reports the truth: slot + how late the write was + the reply's
+// excess over the usual round trip + the round trip + Slack + backoff. The
+// report travels with the process's next reservation of the API, long
+// before the slot a second later that it matters to (slots are booked at
+// most Horizon, 750 ms, ahead). A call written more than once (the
+// transport replays a request on a fresh connection) is reported each
+// time, and the latest write counts. Slack is what the
+// limiter cannot see: from the write to the server counting the call
+// (10 ms; on this project's loaded test machine, the emulator counted calls
+// up to 7 ms after they were written, p99 1.2 ms).
 //
-// A throttle code from the server means the spread was wider than allowed
-// (or another caller uses the budget): the first one adds 10 ms of backoff
-// to the spread of every process sharing the budget, each further one
-// (one per pause: the calls in flight are all refused at once) within 10
-// minutes doubles it, up to 250 ms (a fifth of the cap), and it lapses 10
-// minutes after the last. A Config.Margin other than 0 fixes the margin
-// instead (negative: at none).
+// So the budget runs at cap × 1 s ÷ (1 s + what calls really take), not ÷
+// (1 s + the worst they may take): with Redis on loopback, 0.987–0.988 of the
+// cap (197.5 of 200 calls/s) where a spacing sized for the worst case ran at
+// 0.983–0.986, and a fixed 2.5 % margin at 0.975. A call written late (a
+// dial, a stalled writer) is bounded as late as it was for the slots
+// granted after its report, and one of cap calls late costs the budget
+// almost nothing (only the cap-th latest bound counts, not the latest).
+// Slack needs to cover only how much the path from the write to the
+// server's count varies, not its length: a constant delay shifts every
+// arrival alike. It also covers the flush of the request's buffer, which
+// HTTP/1's transport does just after it reports the write.
+//
+// Processes of an older imrecall (before the bounds) write no bounds and
+// space slots for their own spread; each writes a ":spread" key at every
+// reservation, lapsing 5 s after its last. While that key exists this
+// process grants nothing (OlderProcessError, held back as a throttle):
+// upgrade every process of a budget together.
+//
+// A throttle code from the server means the bounds were too short (or
+// another caller uses the budget): the first one adds 10 ms of backoff to
+// the bound of every call granted after it, by any process, each further
+// one (one per pause: the calls in flight are all refused at once) within
+// 10 minutes doubles it, up to 250 ms (a fifth of the cap), and it lapses
+// 10 minutes after the last. A Config.Margin other than 0 also spaces slots
+// at the cap less that margin (negative: at the cap), bounds still held.
 //
 // # Redis a few milliseconds away
 //
@@ -89,8 +108,13 @@
 // a budget with different caps would let the faster one exceed the slower
 // one's cap. SetCap changes the stored cap on purpose.
 //
-// A slot reserved further than Horizon ahead is not taken: the caller sleeps
-// and asks again, so a backlog never books the future far in advance.
+// A slot reserved further than Horizon (750 ms) ahead is not taken: the
+// caller sleeps and asks again. So a backlog never books the future far in
+// advance, and the bounds that decide a slot are those of calls written a
+// quarter of a second or more before it is granted: their reports are in
+// (a report that raises a bound, after a dial or a stall between the
+// slot's check and the write, counts for every slot granted after it; one
+// that came later than a slot needed it would have to be 250 ms late).
 //
 // # Server feedback and failure
 //
@@ -105,8 +129,6 @@ package limiter
 
 import (
 	"context"
-	crand "crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -125,9 +147,11 @@ import (
 // one constant, tim.DefaultRateLimit.
 const DefaultCap = tim.DefaultRateLimit
 
-// DefaultSlack is the arrival spread the margin allows for beyond
-// Tolerance: the HTTP path from a granted call to Tencent.
-const DefaultSlack = 5 * time.Millisecond
+// DefaultSlack is how much later than its request was written a call may be
+// counted by the server than others are: the variation of the flush, the
+// network and the server's own path to its count, which the limiter cannot
+// see.
+const DefaultSlack = 10 * time.Millisecond
 
 // A process warming up (its first reservations, or its first after an idle
 // spell, when its HTTP client dials new connections) adds WarmUpSpread to
@@ -146,8 +170,10 @@ const (
 	BackoffLapse = 10 * time.Minute
 )
 
-// DefaultHorizon is how far ahead a slot may be reserved.
-const DefaultHorizon = 2 * time.Second
+// DefaultHorizon is how far ahead a slot may be reserved: under a second,
+// so that the calls whose bounds decide a slot have been written and
+// reported by the time it is granted (see the package doc).
+const DefaultHorizon = 750 * time.Millisecond
 
 // DefaultTolerance is how late after its slot a call may go.
 const DefaultTolerance = 8 * time.Millisecond
@@ -200,11 +226,12 @@ type Config struct {
 	// number of calls/s, or Unlimited. 0 is refused.
 	CapOf map[string]int
 	// Margin fixes the fraction of the cap left unused, from 0 to 0.5
-	// (negative: none). Zero: the margin sized from Tolerance and Slack and
-	// widened on throttles (see the package doc).
+	// (negative: none); the calls' bounds still hold. Zero: slots 1 s ÷ cap
+	// apart, paced by the calls' bounds, widened on throttles (see the
+	// package doc).
 	Margin float64
-	// Slack is the arrival spread the margin allows for beyond Tolerance:
-	// the path from a granted call to the server. Zero: DefaultSlack.
+	// Slack is how long after its request was written a call may be
+	// counted by the server. Zero: DefaultSlack.
 	Slack time.Duration
 	// WarmUp is how long a process's spread is WarmUpSpread wider after
 	// its first reservation, or its first after a minute without any.
@@ -229,12 +256,12 @@ type Config struct {
 type Limiter struct {
 	rdb   redis.UniversalClient
 	cfg   Config
-	fixed bool   // Config.Margin was set: no sized margin
-	id    string // this process's field in the budgets' spreads hashes
+	fixed bool // Config.Margin was set: no sized margin
 	log   *slog.Logger
 
-	mu     sync.Mutex
-	paused map[Key]time.Time // local copy of pauses this process set
+	mu      sync.Mutex
+	paused  map[Key]time.Time // local copy of pauses this process set
+	reports map[Key][]string  // "slot:bound" of slots sent or given up, for the next reservation
 
 	late atomic.Int64 // slots given up because the waiter woke too late
 	rtt  atomic.Int64 // smoothed round trip of a reservation, ns
@@ -295,7 +322,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*Limiter, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Limiter{rdb: rdb, cfg: cfg, fixed: fixed, id: newID(), log: log, paused: map[Key]time.Time{}}, nil
+	return &Limiter{rdb: rdb, cfg: cfg, fixed: fixed, log: log, paused: map[Key]time.Time{}, reports: map[Key][]string{}}, nil
 }
 
 // CapOf is the cap this limiter applies to api: calls/s, or Unlimited.
@@ -306,15 +333,17 @@ func (l *Limiter) CapOf(api string) int {
 	return l.cfg.Cap
 }
 
-// Rate is the calls/s the limiter grants for k with no backoff (0:
-// unlimited).
+// Rate is the calls/s the limiter grants for k with no backoff when every
+// call is written on time and reported (0: unlimited): the cap less the
+// Slack and the round trip a second. Calls reported late, or not reported,
+// lower it (see the package doc).
 func (l *Limiter) Rate(k Key) float64 {
 	c := l.CapOf(k.API)
 	if c == Unlimited {
 		return 0
 	}
 	if !l.fixed {
-		return float64(time.Second) / float64(spreadInterval(c, l.spread(time.Duration(l.rtt.Load()))))
+		return float64(c) * float64(time.Second) / float64(time.Second+l.cfg.Slack+time.Duration(l.rtt.Load())+time.Microsecond)
 	}
 	return float64(c) * (1 - l.cfg.Margin)
 }
@@ -343,16 +372,6 @@ func (l *Limiter) warmUp(now time.Time) time.Duration {
 	return 0
 }
 
-// spreadInterval is the interval, in whole microseconds, at which no
-// sliding second holds more than capPerSec calls whose arrivals spread by
-// up to s (rounded up to heldGrain): more than (1 s + s)/cap. The reserve
-// script computes the same.
-func spreadInterval(capPerSec int, s time.Duration) time.Duration {
-	g := heldGrain.Microseconds()
-	us := (s.Microseconds() + g - 1) / g * g // rounded up to heldGrain, as the script does
-	return time.Duration((int64(time.Second/time.Microsecond)+us)/int64(capPerSec)+1) * time.Microsecond
-}
-
 // fixedInterval is the interval under the fixed margin, in whole
 // microseconds rounded up (0: unlimited).
 func (l *Limiter) fixedInterval(k Key) time.Duration {
@@ -363,38 +382,42 @@ func (l *Limiter) fixedInterval(k Key) time.Duration {
 	return time.Duration(math.Ceil(float64(time.Second/time.Microsecond)/r)) * time.Microsecond
 }
 
-// keys are the budget's keys: tat, pause, cap, backoff, spreads (a hash of
-// each process's), widened, held (the spread held after it narrows).
+// keys are the budget's keys: tat, pause, cap, backoff, widened, bounds
+// (the latest arrival of each call that may still count), and spread: the
+// key every process of an older imrecall (before the bounds) writes at each
+// reservation, lapsing 5 s after its last.
 func (l *Limiter) keys(k Key) []string {
 	base := l.cfg.Prefix + ":{" + k.String() + "}"
-	return []string{base + ":tat", base + ":pause", base + ":cap", base + ":backoff", base + ":spread", base + ":widened", base + ":held"}
+	return []string{base + ":tat", base + ":pause", base + ":cap", base + ":backoff", base + ":widened", base + ":bounds", base + ":spread"}
 }
 
-// spreadWindow is how long a process's spread counts after its last
-// reservation.
-const spreadWindow = 5 * time.Second
-
-// heldGrain is what the budget's spread is rounded up to: the held
-// staircase has a step per level, at most one per heldGrain.
-const heldGrain = 500 * time.Microsecond
-
 // reserveScript reserves the next slot. KEYS: tat, pause, cap, backoff,
-// spreads, widened (unused here), held. ARGV: 1 the fixed interval µs (0: from the spreads), 2 horizon
-// µs, 3 this process's cap as stored, 4 lead µs (the slot is no earlier
-// than now + lead: the caller's own work before the call), 5 the cap in
-// calls/s, 6 this process's spread µs (Tolerance + Slack + its smoothed
-// round trip, and its warm-up), 7 this process's id.
+// widened (unused here), bounds, spread (an older process's). ARGV: 1 the fixed interval µs (0: 1 s ÷
+// the cap, rounded down), 2 horizon µs, 3 this process's cap as stored, 4
+// lead µs (the slot is no earlier than now + lead: the caller's own work
+// before the call), 5 the cap in calls/s, 6 this process's spread µs (how
+// late after its slot one of its calls may arrive unless it reports
+// otherwise: Tolerance + Slack + its smoothed round trip, and its warm-up),
+// 7 this process's reports, "slot:bound,…" (µs in Redis time: the latest
+// arrival of the call of that slot, from when its request was written; 0
+// for a slot given up).
 //
-// Every reservation stores its process's spread in the spreads hash, due to
-// lapse spreadWindow later (a process with a fixed margin too, so that the
-// others count it). Without a fixed interval, slots are (1 s + S)/cap +
-// 1 µs apart, S the widest spread not lapsed plus the backoff, rounded up
-// to heldGrain; and every slot's S is held for the slots within 1 s + S
-// after it (the held key, "spread:until,…" in slot time, a staircase of
-// the levels still above today's): the calls granted then may still
-// arrive that late, in the same sliding second as the new ones. Returns {1, wait µs, interval µs} when a slot was reserved, {0, µs
-// to wait before asking again}, or {-1, the stored cap} when the budget is
-// stored with another cap (nothing reserved). The first process to use a
+// The bounds sorted set holds every call granted whose arrival may still
+// fall in a sliding second to come: member its slot, score its bound (the
+// latest it may arrive). A slot at t is granted only when fewer than cap
+// bounds are later than t − 1 s: t ≥ the cap-th latest bound + 1 s + 1 µs.
+// Then no sliding second holds more than cap arrivals (of the calls in any
+// second, the last granted saw every other's bound later than the second's
+// start, and so at most cap − 1 of them). A slot's bound is first slot +
+// spread + backoff, the worst its process allows; a report replaces it with
+// the truth once the request is written: usually milliseconds sooner, later
+// after a dial that took longer than the process allowed for.
+// Returns {1, wait µs, interval µs (the spacing the bounds set now), slot µs,
+// bound µs} when a slot was reserved, {0, µs to wait before asking again},
+// or {-1, the stored cap} when the budget is stored with another cap
+// (nothing reserved), or {-2, 0} while a process of an older imrecall
+// shares the budget (its spreads key exists: it writes no bounds, so this
+// process grants nothing until it has stopped). The first process to use a
 // budget stores its cap.
 var reserveScript = redis.NewScript(`
 local stored = redis.call('GET', KEYS[3])
@@ -403,49 +426,41 @@ if not stored then
 elseif stored ~= ARGV[3] then
   return {-1, stored}
 end
+if redis.call('EXISTS', KEYS[7]) == 1 then
+  return {-2, 0}
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-redis.call('HSET', KEYS[5], ARGV[7], ARGV[6] .. ':' .. string.format('%d', now + ` + strconv.FormatInt(spreadWindow.Microseconds(), 10) + `))
-redis.call('PEXPIRE', KEYS[5], ` + strconv.FormatInt(spreadWindow.Milliseconds(), 10) + `)
-local horizon = tonumber(ARGV[2])
+local cap = tonumber(ARGV[5])
+local bounds = KEYS[6]
+for rs, rb in string.gmatch(ARGV[7], '(%d+):(%d+)') do
+  redis.call('ZADD', bounds, 'XX', rb, rs)
+end
+redis.call('ZREMRANGEBYSCORE', bounds, '-inf', string.format('%d', now - 1000000))
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 local pause = tonumber(redis.call('GET', KEYS[2]) or '0')
 local slot = math.max(tat, now + tonumber(ARGV[4]), pause)
-local wait = slot - now
-if wait > horizon then
-  return {0, wait - horizon}
-end
 local interval = tonumber(ARGV[1])
 if interval == 0 then
-  local spread = 0
-  local all = redis.call('HGETALL', KEYS[5])
-  for i = 1, #all, 2 do
-    local sep = string.find(all[i + 1], ':', 1, true)
-    local s = tonumber(string.sub(all[i + 1], 1, sep - 1))
-    if tonumber(string.sub(all[i + 1], sep + 1)) < now then
-      redis.call('HDEL', KEYS[5], all[i])
-    elseif s > spread then
-      spread = s
-    end
-  end
-  spread = spread + tonumber(redis.call('GET', KEYS[4]) or '0')
-  spread = math.ceil(spread / ` + strconv.FormatInt(heldGrain.Microseconds(), 10) + `) * ` + strconv.FormatInt(heldGrain.Microseconds(), 10) + `
-  local untl = slot + 1000000 + spread
-  local kept, last, eff = {}, untl, spread
-  for hs, hu in string.gmatch(redis.call('GET', KEYS[7]) or '', '(%d+):(%d+)') do
-    hs, hu = tonumber(hs), tonumber(hu)
-    if hs > spread and hu > slot then -- a wider level still held at this slot
-      kept[#kept + 1] = string.format('%d:%d', hs, hu)
-      last, eff = math.max(last, hu), math.max(eff, hs)
-    end
-  end
-  kept[#kept + 1] = string.format('%d:%d', spread, untl)
-  redis.call('SET', KEYS[7], table.concat(kept, ','), 'PX', math.floor((last - now) / 1000) + 1000)
-  interval = math.floor((1000000 + eff) / tonumber(ARGV[5])) + 1
+  interval = math.max(math.floor(1000000 / cap), 1)
 end
+local spacing = interval
+local nth = redis.call('ZREVRANGE', bounds, cap - 1, cap - 1, 'WITHSCORES')
+if #nth == 2 then
+  local b = tonumber(nth[2])
+  slot = math.max(slot, b + 1000001)
+  spacing = math.max(interval, math.floor((1000000 + b - tonumber(nth[1])) / cap))
+end
+local wait = slot - now
+if wait > tonumber(ARGV[2]) then
+  return {0, wait - tonumber(ARGV[2])}
+end
+local bound = slot + tonumber(ARGV[6]) + tonumber(redis.call('GET', KEYS[4]) or '0')
+redis.call('ZADD', bounds, string.format('%d', bound), string.format('%d', slot))
+redis.call('PEXPIRE', bounds, math.max(math.floor((bound + 1000000 - now) / 1000) + 1000, redis.call('PTTL', bounds)))
 local nexttat = slot + interval
 redis.call('SET', KEYS[1], string.format('%d', nexttat), 'PX', math.floor((nexttat - now) / 1000) + 1000)
-return {1, wait, interval}
+return {1, wait, spacing, slot, bound}
 `)
 
 // throttleScript sets pause-until to now + d unless it is already later
@@ -499,6 +514,24 @@ func (e *CapMismatchError) Error() string {
 	return fmt.Sprintf("limiter: API %s of app %d: this process's cap is %s but the shared budget in Redis is stored with cap %s: "+
 		"every process sharing a budget must use the same cap (fix --cap/--cap-of, or store a new cap on purpose by starting one worker with --reset-cap)",
 		e.Key.API, e.Key.AppID, e.Ours, e.Stored)
+}
+
+// OlderProcessError says that a process of an older imrecall (one that
+// writes no arrival bounds) reserves slots of the same budget: its calls
+// would not count in this process's bounds, nor this one's in its spacing.
+// This process grants nothing until the older one has stopped (5 s after
+// its last reservation).
+type OlderProcessError struct {
+	Key Key
+}
+
+// Unwrap makes the error tim.ErrThrottled: calls are held back without
+// spending a message's attempts, as for a cap mismatch.
+func (e *OlderProcessError) Unwrap() error { return tim.ErrThrottled }
+
+func (e *OlderProcessError) Error() string {
+	return fmt.Sprintf("limiter: API %s of app %d: a process of an older imrecall (before the arrival bounds) shares this budget; "+
+		"granting no call until it has stopped: upgrade every process of a budget together", e.Key.API, e.Key.AppID)
 }
 
 // CheckCaps stores this process's cap for each API of app in Redis where
@@ -573,6 +606,16 @@ type Reservation struct {
 	slot   time.Time     // zero: unlimited, no slot
 	excess time.Duration // how much slower than usual the granting reply was
 	start  time.Time
+	entry  boundEntry
+}
+
+// boundEntry is what the budget's bounds hold of a slot: its time (µs in
+// Redis time; 0: none), the latest arrival of its call, and the part of
+// that a report replaces (Tolerance and the warm-up: how late the call
+// might be written; the report says how late it was).
+type boundEntry struct {
+	slot, bound int64
+	assumed     time.Duration
 }
 
 // Slot is the local time of the reserved slot (zero for an unlimited API).
@@ -622,21 +665,21 @@ func (l *Limiter) Reserve(ctx context.Context, k Key, lead time.Duration) (*Rese
 		if lead == DefaultLead {
 			lead = l.Lead()
 		}
-		slot, excess, err := l.book(ctx, k, lead)
+		g, err := l.book(ctx, k, lead)
 		if err != nil {
 			return nil, err
 		}
-		if err := sleep(ctx, time.Until(slot.Add(-lead))); err != nil {
+		if err := sleep(ctx, time.Until(g.slot.Add(-lead))); err != nil {
 			return nil, err
 		}
 		// Waking later than Tolerance after the slot means this process
 		// stalled: the call would arrive bunched with calls that are on
 		// time. Give the slot up and reserve again.
-		if time.Since(slot)+excess > l.cfg.Tolerance {
-			l.late.Add(1)
+		if time.Since(g.slot)+g.excess > l.cfg.Tolerance {
+			l.giveUp(k, g.entry)
 			continue
 		}
-		r.slot, r.excess = slot, excess
+		r.slot, r.excess, r.entry = g.slot, g.excess, g.entry
 		return r, nil
 	}
 }
@@ -655,12 +698,12 @@ func (r *Reservation) Wait(ctx context.Context) error {
 		if time.Since(r.slot)+r.excess <= r.l.cfg.Tolerance {
 			break
 		}
-		r.l.late.Add(1)
+		r.l.giveUp(r.k, r.entry)
 		nr, err := r.l.Reserve(ctx, r.k, 0) // the caller is ready: no lead
 		if err != nil {
 			return err
 		}
-		r.slot, r.excess = nr.slot, nr.excess
+		r.slot, r.excess, r.entry = nr.slot, nr.excess, nr.entry
 	}
 	if r.l.cfg.Observer != nil {
 		r.l.cfg.Observer(r.k, time.Since(r.start))
@@ -668,16 +711,80 @@ func (r *Reservation) Wait(ctx context.Context) error {
 	return nil
 }
 
+// Sent reports that the call of this slot was written at at (its request
+// written to the connection's buffer, flushed just after; tim.WhenWritten
+// calls it). The
+// budget's bounds then bound the call's arrival by that, plus the round trip
+// and Slack, instead of the worst its process allows (Tolerance, and the
+// warm-up), and later slots may come that much sooner. The
+// report travels with this process's next reservation of the API. A call
+// written again (the transport replayed it on another connection) is
+// reported again: the latest write counts. A slot never reported keeps its
+// worst case.
+func (r *Reservation) Sent(at time.Time) {
+	if r.entry.slot == 0 {
+		return
+	}
+	late := max(at.Sub(r.slot), 0) + r.excess
+	lateUS := (late + time.Microsecond - 1).Microseconds() + 1
+	r.l.report(r.k, r.entry.slot, r.entry.bound-r.entry.assumed.Microseconds()+lateUS)
+}
+
+// giveUp counts a slot given up as late and tells the bounds that no call
+// will arrive for it (a bound of 0).
+func (l *Limiter) giveUp(k Key, e boundEntry) {
+	l.late.Add(1)
+	if e.slot != 0 {
+		l.report(k, e.slot, 0)
+	}
+}
+
+// report queues a slot's bound for this process's next reservation of k.
+func (l *Limiter) report(k Key, slot, bound int64) {
+	l.mu.Lock()
+	l.reports[k] = append(l.reports[k], strconv.FormatInt(slot, 10)+":"+strconv.FormatInt(max(bound, 0), 10))
+	l.mu.Unlock()
+}
+
+// requeueReports puts back reports a failed reservation did not deliver.
+func (l *Limiter) requeueReports(k Key, reports string) {
+	if reports == "" {
+		return
+	}
+	l.mu.Lock()
+	l.reports[k] = append(l.reports[k], strings.Split(reports, ",")...)
+	l.mu.Unlock()
+}
+
+// takeReports returns the reports queued for k, "slot:bound,…", and forgets them.
+func (l *Limiter) takeReports(k Key) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	rs := l.reports[k]
+	if len(rs) == 0 {
+		return ""
+	}
+	delete(l.reports, k)
+	return strings.Join(rs, ",")
+}
+
+// grant is a slot book reserved.
+type grant struct {
+	slot   time.Time     // local
+	excess time.Duration // how much slower than usual the granting reply was
+	entry  boundEntry
+}
+
 // book reserves a slot within Horizon, no earlier than lead from now, and
 // returns its local time: the arrival of the granting reply plus the wait
 // Redis computed. Redis read its clock before replying, so the true slot is
 // no later than that: a call made then is never early. It also returns how
 // much slower than usual the reply was (the slot's local time may be late
-// by that much: jitter the adaptive margin counts). A reply slower than the
+// by that much: it counts toward Tolerance and the call's bound). A reply slower than the
 // usual round trip by more than Tolerance gives its slot up (counted in
 // Late). Redis failures are retried with back-off (fail closed) until ctx
 // ends.
-func (l *Limiter) book(ctx context.Context, k Key, lead time.Duration) (time.Time, time.Duration, error) {
+func (l *Limiter) book(ctx context.Context, k Key, lead time.Duration) (grant, error) {
 	keys := l.keys(k)
 	var fixed time.Duration
 	if l.fixed {
@@ -692,9 +799,11 @@ func (l *Limiter) book(ctx context.Context, k Key, lead time.Duration) (time.Tim
 		// the reply's excess is measured from it.
 		usual := time.Duration(l.rtt.Load())
 		asked := time.Now()
-		spread := l.spread(usual) + l.warmUp(asked)
+		warm := l.warmUp(asked)
+		spread := (l.spread(usual) + warm + time.Microsecond - 1).Truncate(time.Microsecond) // rounded up
+		reports := l.takeReports(k)
 		res, err := reserveScript.Run(ctx, l.rdb, keys, fixed.Microseconds(), l.cfg.Horizon.Microseconds(), ours,
-			lead.Microseconds(), l.CapOf(k.API), spread.Microseconds(), l.id).Slice()
+			lead.Microseconds(), l.CapOf(k.API), spread.Microseconds(), reports).Slice()
 		got := time.Now()
 		var reply scriptReply
 		if err == nil {
@@ -707,11 +816,20 @@ func (l *Limiter) book(ctx context.Context, k Key, lead time.Duration) (time.Tim
 				l.log.Error("the shared budget is stored with another cap: granting no call until this process runs with the stored cap",
 					"api", k.API, "stored_cap", err.Stored, "cap", ours)
 			}
-			return time.Time{}, 0, err
+			return grant{}, err
+		}
+		if err == nil && reply.code == -2 {
+			if now := time.Now().UnixNano(); now-l.mismatchLog.Load() > int64(10*time.Second) {
+				l.mismatchLog.Store(now)
+				l.log.Error("a process of an older imrecall shares this budget: granting no call until it has stopped (upgrade every process of a budget together)",
+					"api", k.API)
+			}
+			return grant{}, &OlderProcessError{Key: k}
 		}
 		if err != nil {
+			l.requeueReports(k, reports) // not delivered: with the next try
 			if ctx.Err() != nil {
-				return time.Time{}, 0, errors.Join(ctx.Err(), lastErr)
+				return grant{}, errors.Join(ctx.Err(), lastErr)
 			}
 			lastErr = fmt.Errorf("limiter %s: reserving a slot: %w", k, err)
 			if time.Since(lastLog) > 5*time.Second {
@@ -719,7 +837,7 @@ func (l *Limiter) book(ctx context.Context, k Key, lead time.Duration) (time.Tim
 				lastLog = time.Now()
 			}
 			if err := sleep(ctx, backoff); err != nil {
-				return time.Time{}, 0, errors.Join(err, lastErr)
+				return grant{}, errors.Join(err, lastErr)
 			}
 			backoff = min(backoff*2, 2*time.Second)
 			continue
@@ -732,15 +850,16 @@ func (l *Limiter) book(ctx context.Context, k Key, lead time.Duration) (time.Tim
 			// Tolerance longer than usual (a stalled reader, a congested
 			// path) may have arrived long after Redis read its clock, and
 			// the call would go late next to calls that are on time.
+			e := boundEntry{slot: reply.slot, bound: reply.bound, assumed: l.cfg.Tolerance + warm}
 			excess := max(rtt-usual, 0)
 			if usual > 0 && excess > l.cfg.Tolerance {
-				l.late.Add(1)
+				l.giveUp(k, e)
 				continue
 			}
-			return got.Add(reply.wait), excess, nil
+			return grant{slot: got.Add(reply.wait), excess: excess, entry: e}, nil
 		}
 		if err := sleep(ctx, reply.wait); err != nil { // beyond the horizon: ask again later
-			return time.Time{}, 0, err
+			return grant{}, err
 		}
 	}
 }
@@ -751,10 +870,12 @@ func (l *Limiter) book(ctx context.Context, k Key, lead time.Duration) (time.Tim
 type scriptReply struct {
 	code           int64
 	wait, interval time.Duration
+	slot, bound    int64 // the slot and its call's bound, µs in Redis time
 }
 
-// parseReply reads the script's {code, µs[, interval µs]} reply (the
-// second element is the stored cap, a string, with code -1).
+// parseReply reads the script's {code, µs[, interval µs, slot µs, bound
+// µs]} reply (the second element is the stored cap, a string, with code
+// -1).
 func parseReply(res []any) (scriptReply, error) {
 	bad := fmt.Errorf("unexpected answer %v", res)
 	if len(res) < 2 {
@@ -764,7 +885,7 @@ func parseReply(res []any) (scriptReply, error) {
 	if !ok {
 		return scriptReply{}, bad
 	}
-	if code == -1 {
+	if code == -1 || code == -2 {
 		return scriptReply{code: code}, nil
 	}
 	n, ok := res[1].(int64)
@@ -773,14 +894,16 @@ func parseReply(res []any) (scriptReply, error) {
 	}
 	r := scriptReply{code: code, wait: time.Duration(n) * time.Microsecond}
 	if code == 1 {
-		if len(res) != 3 {
+		if len(res) != 5 {
 			return scriptReply{}, bad
 		}
-		iv, ok := res[2].(int64)
-		if !ok {
+		iv, ok1 := res[2].(int64)
+		slot, ok2 := res[3].(int64)
+		bound, ok3 := res[4].(int64)
+		if !ok1 || !ok2 || !ok3 {
 			return scriptReply{}, bad
 		}
-		r.interval = time.Duration(iv) * time.Microsecond
+		r.interval, r.slot, r.bound = time.Duration(iv)*time.Microsecond, slot, bound
 	}
 	return r, nil
 }
@@ -843,7 +966,7 @@ func (l *Limiter) throttle(ctx context.Context, k Key, d time.Duration, widen bo
 	if widen {
 		w = "1"
 	}
-	us, err := throttleScript.Run(ctx, l.rdb, []string{keys[1], keys[3], keys[5]}, d.Microseconds(), w,
+	us, err := throttleScript.Run(ctx, l.rdb, []string{keys[1], keys[3], keys[4]}, d.Microseconds(), w,
 		FirstBackoff.Microseconds(), MaxBackoff.Microseconds(), BackoffLapse.Milliseconds()).Int64()
 	if err != nil {
 		return 0, fmt.Errorf("limiter %s: pausing for %v: %w", k, d, err)
@@ -862,7 +985,8 @@ func ThrottlePause(code int) time.Duration {
 }
 
 // AppGate is the limiter seen by one app's IM client: it satisfies the
-// client's Gate and Reserver (Wait, Reserve, Throttled).
+// client's Gate, Reserver and SlotWaiter (Wait, Reserve, WaitSlot,
+// Throttled).
 type AppGate struct {
 	l     *Limiter
 	appID int64
@@ -876,6 +1000,20 @@ func (g *AppGate) Wait(ctx context.Context, api string) error {
 	return g.l.Wait(ctx, Key{AppID: g.appID, API: api})
 }
 
+// WaitSlot blocks until a call of api may be made, as Wait, and returns the
+// slot granted, so that the call can report when it was written
+// (Reservation.Sent).
+func (g *AppGate) WaitSlot(ctx context.Context, api string) (tim.Slot, error) {
+	r, err := g.l.Reserve(ctx, Key{AppID: g.appID, API: api}, 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.Wait(ctx); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
 // Reserve reserves the next slot of api and returns Lead() before it (see
 // Limiter.Reserve).
 func (g *AppGate) Reserve(ctx context.Context, api string) (tim.Slot, error) {
@@ -886,7 +1024,11 @@ func (g *AppGate) Reserve(ctx context.Context, api string) (tim.Slot, error) {
 	return r, nil
 }
 
-var _ tim.Reserver = (*AppGate)(nil)
+var (
+	_ tim.Reserver     = (*AppGate)(nil)
+	_ tim.SlotWaiter   = (*AppGate)(nil)
+	_ tim.SentReporter = (*Reservation)(nil)
+)
 
 // Throttled pauses api for every process after the server answered a
 // throttle code and, for a code about the app's call rate (60007, 60011,
@@ -911,11 +1053,4 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
-}
-
-// newID names this process in the budgets' spreads hashes.
-func newID() string {
-	var b [8]byte
-	_, _ = crand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }

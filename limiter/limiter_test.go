@@ -3,7 +3,8 @@ package limiter
 import (
 	"context"
 	"errors"
-	"slices"
+	"fmt"
+	"math/rand/v2"
 	"sort"
 	"strconv"
 	"strings"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/imrecall/imrecall/internal/redistest"
+	"github.com/imrecall/imrecall/tim"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -192,12 +194,9 @@ func TestConfig(t *testing.T) {
 		}
 	}
 	l, _ := New(rdb, Config{})
-	// 8 ms of Tolerance and 5 of Slack: (1 s + 13 ms)/200 + 1 µs.
-	if iv := spreadInterval(200, l.spread(0)); iv != 5066*time.Microsecond {
-		t.Fatalf("interval at 200/s = %v, want 5.066ms", iv)
-	}
-	if r := l.Rate(Key{API: "group_msg_recall"}); r < 197.3 || r > 197.5 {
-		t.Fatalf("default rate = %v, want 0.987 of 200", r)
+	// Calls written on time: 200 a second and 10 ms of Slack.
+	if r := l.Rate(Key{API: "group_msg_recall"}); r < 198.0 || r > 198.1 {
+		t.Fatalf("default rate = %v, want 200 ÷ 1.010 s", r)
 	}
 	fixed, _ := New(rdb, Config{Margin: 0.025})
 	if r := fixed.Rate(Key{API: "group_msg_recall"}); r != 195 {
@@ -205,47 +204,42 @@ func TestConfig(t *testing.T) {
 	}
 }
 
-// TestThrottleWidensTheMargin: a throttle code widens the spacing of every
-// process sharing the budget (10 ms more spread, then double, once per
-// pause however many calls in flight are refused), a UserSig throttle
-// (70050) or a fixed margin does not, and the backoff lapses.
+// reserve has l reserve a slot of k through the script, without sleeping
+// until it, and returns what the bounds hold of it.
+func reserve(t *testing.T, l *Limiter, k Key) boundEntry {
+	t.Helper()
+	g, err := l.book(t.Context(), k, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g.entry
+}
+
+// TestThrottleWidensTheMargin: a throttle code widens the bound of every
+// call granted after it, by any process sharing the budget (10 ms more,
+// then double, once per pause however many calls in flight are refused); a
+// UserSig throttle (70050) or a fixed margin does not, and the backoff
+// lapses.
 func TestThrottleWidensTheMargin(t *testing.T) {
 	mr := miniredis.RunT(t)
 	newLimiter := func(cfg Config) *Limiter { return limiterOn(t, mr, cfg) }
-	a, b := newLimiter(Config{Cap: 100}), newLimiter(Config{Cap: 100})
+	cfg := Config{Cap: 100, WarmUp: time.Nanosecond}
+	a, b := newLimiter(cfg), newLimiter(cfg)
 	k := Key{AppID: 1, API: "group_msg_recall"}
 	base := "imrecall:rl:{" + k.String() + "}"
-	// check has b reserve a slot and compares the interval Redis answered
-	// with (1 s + the widest spread stored + backoff)/100 + 1 µs.
+	// check has b reserve a slot and compares its bound with the slot +
+	// Tolerance + Slack + b's round trip + backoff.
 	check := func(what string, backoff time.Duration) {
 		t.Helper()
 		mr.Del(base + ":pause") // skip the throttle's pause
-		mr.Del(base + ":held")  // and the spreads held from earlier checks (TestSpreadHeldAtEveryLevel)
 		a.mu.Lock()
 		clear(a.paused)
 		a.mu.Unlock()
-		if err := b.Wait(t.Context(), k); err != nil {
-			t.Fatal(err)
+		e := reserve(t, b, k)
+		least := (b.cfg.Tolerance + b.cfg.Slack + backoff).Microseconds()
+		if got := e.bound - e.slot; got < least || got > least+20000 {
+			t.Fatalf("%s: bound %d µs after the slot, want Tolerance + Slack + backoff (%d µs) + a round trip", what, got, least)
 		}
-		fields, err := mr.HKeys(base + ":spread")
-		if err != nil || !slices.Contains(fields, b.id) {
-			t.Fatalf("%s: spreads stored for %v (%v), want b's (%s) among them", what, fields, err, b.id)
-		}
-		var spread time.Duration
-		for _, f := range fields {
-			v, _, _ := strings.Cut(mr.HGet(base+":spread", f), ":")
-			us, _ := strconv.ParseInt(v, 10, 64)
-			spread = max(spread, time.Duration(us)*time.Microsecond)
-		}
-		if spread <= b.cfg.Tolerance+b.cfg.Slack {
-			t.Fatalf("%s: stored spread %v, not wider than Tolerance and Slack (no round trip)", what, spread)
-		}
-		if got, want := b.Interval(k), spreadInterval(100, spread+backoff); got != want {
-			t.Fatalf("%s: interval %v, want %v (spread %v, backoff %v)", what, got, want, spread, backoff)
-		}
-	}
-	if err := a.Wait(t.Context(), k); err != nil { // a's spread stored too
-		t.Fatal(err)
 	}
 	check("before any throttle", 0)
 	for range 5 { // five calls refused at once: one pause, one step
@@ -273,38 +267,6 @@ func TestThrottleWidensTheMargin(t *testing.T) {
 	}
 }
 
-// TestWidestSpreadCounts: a process with a wide spread (a far Redis, here
-// a large Slack) widens the interval of every process sharing the budget
-// for as long as it reserves, whoever reserves in between, and stops
-// counting spreadWindow after its last reservation.
-func TestWidestSpreadCounts(t *testing.T) {
-	mr := miniredis.RunT(t)
-	newLimiter := func(cfg Config) *Limiter { return limiterOn(t, mr, cfg) }
-	wide, near := newLimiter(Config{Cap: 1000, Slack: 100 * time.Millisecond}), newLimiter(Config{Cap: 1000})
-	k := Key{AppID: 1, API: "group_msg_recall"}
-	wait := func(l *Limiter) time.Duration {
-		t.Helper()
-		if err := l.Wait(t.Context(), k); err != nil {
-			t.Fatal(err)
-		}
-		return l.Interval(k)
-	}
-	w := wait(wide)
-	if w < spreadInterval(1000, 108*time.Millisecond) {
-		t.Fatalf("the wide process's interval %v, want at least (1 s + 108 ms)/1000", w)
-	}
-	for i := range 50 { // the near process reserves many times; the wide one's spread still counts
-		if got := wait(near); got < w {
-			t.Fatalf("reservation %d of the near process: interval %v, narrower than the wide process's %v", i, got, w)
-		}
-		mr.FastForward(50 * time.Millisecond)
-	}
-	mr.FastForward(spreadWindow)
-	if got := wait(near); got >= w || got > spreadInterval(1000, near.spread(time.Second)) {
-		t.Fatalf("after the wide process stopped: interval %v, want the near process's own (< %v)", got, w)
-	}
-}
-
 // limiterOn is a limiter on its own connection to mr: a process.
 func limiterOn(t *testing.T, mr *miniredis.Miniredis, cfg Config) *Limiter {
 	t.Helper()
@@ -318,135 +280,202 @@ func limiterOn(t *testing.T, mr *miniredis.Miniredis, cfg Config) *Limiter {
 }
 
 // TestWarmUp: a process's first reservations, and its first after an idle
-// spell, are spaced for WarmUpSpread more; then for its own spread again.
+// spell, assume their calls may arrive WarmUpSpread later (its HTTP client
+// dials); then its own spread again.
 func TestWarmUp(t *testing.T) {
 	mr := miniredis.RunT(t)
 	l := limiterOn(t, mr, Config{Cap: 100, WarmUp: 300 * time.Millisecond})
 	k := Key{AppID: 1, API: "group_msg_recall"}
-	if err := l.Wait(t.Context(), k); err != nil {
-		t.Fatal(err)
-	}
-	if got, least := l.Interval(k), spreadInterval(100, l.spread(0)+WarmUpSpread); got < least {
-		t.Fatalf("first reservation: interval %v, want at least %v (warming up)", got, least)
+	own := (l.cfg.Tolerance + l.cfg.Slack).Microseconds()
+	warm := own + WarmUpSpread.Microseconds()
+	if e := reserve(t, l, k); e.bound-e.slot < warm {
+		t.Fatalf("first reservation: bound %d µs after the slot, want at least %d (warming up)", e.bound-e.slot, warm)
 	}
 	time.Sleep(400 * time.Millisecond)
-	mr.FastForward(spreadWindow + time.Second) // the warm-up spread stored lapses
-	if err := l.Wait(t.Context(), k); err != nil {
-		t.Fatal(err)
-	}
-	if got, most := l.Interval(k), spreadInterval(100, l.spread(time.Duration(l.rtt.Load())+5*time.Millisecond)); got > most {
-		t.Fatalf("after the warm-up: interval %v, want at most %v", got, most)
+	if e := reserve(t, l, k); e.bound-e.slot >= warm {
+		t.Fatalf("after the warm-up: bound %d µs after the slot, want under %d", e.bound-e.slot, warm)
 	}
 	l.lastBook.Store(time.Now().Add(-2 * idleSpell).UnixNano()) // an idle spell
-	if err := l.Wait(t.Context(), k); err != nil {
+	if e := reserve(t, l, k); e.bound-e.slot < warm {
+		t.Fatalf("after an idle spell: bound %d µs after the slot, want at least %d (warming up again)", e.bound-e.slot, warm)
+	}
+}
+
+// TestSentLowersTheBound: a call reported written lowers its slot's bound
+// in Redis (with the process's next reservation) to the write's lateness +
+// the round trip + Slack; a second report (the transport wrote the request
+// again) replaces it, raising it; a slot given up is bounded at 0 (no call
+// will arrive); a slot never reported keeps its worst case.
+func TestSentLowersTheBound(t *testing.T) {
+	mr := miniredis.RunT(t)
+	l := limiterOn(t, mr, Config{Cap: 100, WarmUp: time.Nanosecond})
+	k := Key{AppID: 1, API: "group_msg_recall"}
+	bounds := l.keys(k)[5]
+	score := func(e boundEntry) int64 {
+		t.Helper()
+		set, _ := mr.SortedSet(bounds)
+		f, ok := set[strconv.FormatInt(e.slot, 10)]
+		if !ok {
+			t.Fatalf("slot %d not in the bounds %v", e.slot, set)
+		}
+		return int64(f)
+	}
+	r, err := l.Reserve(t.Context(), k, 0)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if got, least := l.Interval(k), spreadInterval(100, l.spread(0)+WarmUpSpread); got < least {
-		t.Fatalf("after an idle spell: interval %v, want at least %v (warming up again)", got, least)
+	if err := r.Wait(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	worst := r.entry.bound
+	r.Sent(r.Slot().Add(2 * time.Millisecond)) // written 2 ms after its slot
+	if got := score(r.entry); got != worst {
+		t.Fatalf("before the next reservation: bound %d, want the worst case %d (reports travel with reservations)", got, worst)
+	}
+	next := reserve(t, l, k)
+	got := score(r.entry)
+	lowest := r.entry.slot + (l.cfg.Slack + 2*time.Millisecond).Microseconds()
+	if got >= worst || got < lowest || got > lowest+int64(r.excess/time.Microsecond)+20000 {
+		t.Fatalf("after the report: bound %d µs after the slot, want Slack + 2 ms + a round trip (%d µs at least), under the worst case %d", got-r.entry.slot, lowest-r.entry.slot, worst-r.entry.slot)
+	}
+	r.Sent(r.Slot().Add(50 * time.Millisecond)) // written again, later
+	reserve(t, l, k)
+	if got, least := score(r.entry), lowest+48000; got < least {
+		t.Fatalf("after a second write 50 ms after the slot: bound %d µs after the slot, want at least %d", got-r.entry.slot, least-r.entry.slot)
+	}
+	l.giveUp(k, next)
+	reserve(t, l, k)
+	if set, _ := mr.SortedSet(bounds); set[strconv.FormatInt(next.slot, 10)] != 0 {
+		t.Fatalf("a slot given up still bounds a call: %v", set)
+	}
+	unreported := reserve(t, l, k)
+	reserve(t, l, k)
+	if got := score(unreported); got != unreported.bound {
+		t.Fatalf("a slot never reported: bound %d, want its worst case %d", got, unreported.bound)
 	}
 }
 
-// TestNarrowedSpreadIsHeld: when a process's spread narrows (here its
-// warm-up ends), the wider spacing holds for the slots within 1 s + the
-// wide spread of the last slot granted at it (calls granted then may still
-// arrive that late), then the budget narrows; before, a narrower spread
-// took effect at the next slot.
-func TestNarrowedSpreadIsHeld(t *testing.T) {
-	mr := miniredis.RunT(t)
-	l := limiterOn(t, mr, Config{Cap: 100, WarmUp: 100 * time.Millisecond})
-	k := Key{AppID: 1, API: "group_msg_recall"}
-	wait := func() time.Duration {
-		t.Helper()
-		if err := l.Wait(t.Context(), k); err != nil {
+// TestNoSecondOverTheCap drives the reserve script as several processes
+// would, with spreads that change (warm-ups, round trips, backoff) and
+// calls reported written sooner or later than assumed, given up, or never
+// reported, and reports arriving late; then counts, for every sliding
+// second, the calls that may arrive in it (slot ≤ its end, final bound
+// after its start): never more than the cap. It also checks what the
+// reports buy: calls reported 1 ms late run at nearly the cap, and calls
+// never reported at the cap less their worst case.
+func TestNoSecondOverTheCap(t *testing.T) {
+	const capPerSec = 200
+	type call struct {
+		slot, bound int64
+		void        bool
+	}
+	run := func(t *testing.T, n int, spread func(i int) int64, outcome func(i int, slot, bound int64) (reported int64, ok bool), delay int) []call {
+		mr := miniredis.RunT(t)
+		rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+		defer rdb.Close()
+		l, err := New(rdb, Config{Cap: capPerSec})
+		if err != nil {
 			t.Fatal(err)
 		}
-		return l.Interval(k)
-	}
-	wide := wait()
-	if least := spreadInterval(100, l.spread(0)+WarmUpSpread); wide < least {
-		t.Fatalf("warming up: interval %v, want at least %v", wide, least)
-	}
-	wideAt := time.Now()
-	time.Sleep(150 * time.Millisecond) // the warm-up is over
-	if got := wait(); got != wide {
-		t.Fatalf("just after the warm-up: interval %v, want the held %v", got, wide)
-	}
-	for time.Since(wideAt) < 1200*time.Millisecond { // past 1 s + the wide spread of its last slot
-		time.Sleep(50 * time.Millisecond)
-	}
-	if got := wait(); got >= wide || got > spreadInterval(100, l.spread(time.Duration(l.rtt.Load())+5*time.Millisecond)) {
-		t.Fatalf("1.2 s after the last wide slot: interval %v, want the process's own (< %v)", got, wide)
-	}
-}
-
-// TestSpreadHeldAtEveryLevel drives the reserve script with spreads that
-// narrow in steps, as processes warming up at different times and round
-// trips settling do, and counts the worst sliding second of arrivals (each
-// call anywhere in [slot, slot + its spread]): never more than the cap.
-// With only the widest spread held, a level in between was forgotten
-// when the widest one's hold ended: these scenarios gave 202, 203 and 201
-// calls in a second at cap 200.
-func TestSpreadHeldAtEveryLevel(t *testing.T) {
-	type step struct {
-		n      int               // reservations
-		spread func(i int) int64 // µs reported by the reserving process
-	}
-	alternate := func(a, b int64) func(int) int64 {
-		return func(i int) int64 {
-			if i%2 == 0 {
-				return a
+		keys := l.keys(Key{AppID: 1, API: "group_msg_recall"})
+		var calls []call
+		var pending []string // reports not yet sent, oldest first
+		for i := range n {
+			var reports []string
+			if len(pending) > delay { // reports reach Redis `delay` reservations late
+				reports, pending = pending[:len(pending)-delay], pending[len(pending)-delay:]
 			}
-			return b
+			res, err := reserveScript.Run(t.Context(), rdb, keys, 0, int64(1e12), "200", 0, capPerSec, spread(i), strings.Join(reports, ",")).Slice()
+			if err != nil || res[0].(int64) != 1 {
+				t.Fatalf("reserve: %v %v", res, err)
+			}
+			c := call{slot: res[3].(int64), bound: res[4].(int64)}
+			if b, ok := outcome(i, c.slot, c.bound); ok {
+				pending = append(pending, fmt.Sprintf("%d:%d", c.slot, b))
+				c.bound, c.void = b, b == 0
+			}
+			calls = append(calls, c)
 		}
+		worst := 0
+		for _, end := range calls { // sliding seconds ending at a slot hold the most
+			in := 0
+			for _, c := range calls {
+				if !c.void && c.slot <= end.slot && c.bound > end.slot-1000000 {
+					in++
+				}
+			}
+			worst = max(worst, in)
+		}
+		if worst > capPerSec {
+			t.Fatalf("a sliding second can hold %d calls (cap %d)", worst, capPerSec)
+		}
+		t.Logf("worst sliding second: %d of %d, %d calls", worst, capPerSec, len(calls))
+		return calls
+	}
+	// spacing is the mean interval of the calls after the first cap, over
+	// whole runs of cap (the slots come a base interval apart, then wait
+	// for the bounds).
+	spacing := func(calls []call) float64 {
+		runs := (len(calls) - 1 - capPerSec) / capPerSec
+		first, last := calls[capPerSec], calls[capPerSec+runs*capPerSec]
+		return float64(last.slot-first.slot) / float64(runs*capPerSec)
 	}
 	const ms = 1000
-	scenarios := map[string][]step{
-		"two processes warming up a second apart": {
-			{300, alternate(40*ms, 40*ms)}, {190, alternate(20*ms, 34*ms)}, {600, alternate(20*ms, 14*ms)}},
-		"a round trip spiking twice": {
-			{220, alternate(43*ms, 43*ms)}, {150, alternate(14*ms, 14*ms)}, {40, alternate(30*ms, 30*ms)}, {600, alternate(14*ms, 14*ms)}},
-		"a slow descent": {
-			{300, func(i int) int64 { return int64(40*ms - 60*i) }}, {600, alternate(14*ms, 14*ms)}},
+	rng := rand.New(rand.NewPCG(1, 2))
+	t.Run("mixed", func(t *testing.T) {
+		run(t, 3000, func(i int) int64 {
+			if i%7 == 0 || i < 300 {
+				return 40 * ms // warming up, a far Redis
+			}
+			return int64(14*ms + rng.IntN(5*ms))
+		}, func(i int, slot, bound int64) (int64, bool) {
+			switch r := rng.IntN(100); {
+			case r < 70: // written on time, or nearly
+				return slot + int64(11*ms+rng.IntN(3*ms)), true
+			case r < 80: // written later than assumed (a dial): the report raises the bound
+				return bound + int64(rng.IntN(30*ms)), true
+			case r < 85:
+				return 0, true // given up
+			default:
+				return 0, false // never reported
+			}
+		}, 50)
+	})
+	t.Run("reported 1 ms late", func(t *testing.T) {
+		calls := run(t, 2000, func(int) int64 { return 20 * ms }, func(_ int, slot, _ int64) (int64, bool) { return slot + ms, true }, 20)
+		if got, want := spacing(calls), float64(1000000+ms)/capPerSec*1.002; got > want {
+			t.Fatalf("mean interval %.1f µs, want about (1 s + 1 ms)/cap (%.1f at most)", got, want)
+		}
+	})
+	t.Run("never reported", func(t *testing.T) {
+		calls := run(t, 2000, func(int) int64 { return 20 * ms }, func(int, int64, int64) (int64, bool) { return 0, false }, 0)
+		if got, least := spacing(calls), float64(1000000+20*ms)/capPerSec; got < least {
+			t.Fatalf("mean interval %.1f µs, want at least (1 s + 20 ms)/cap (%.1f)", got, least)
+		}
+	})
+}
+
+// TestOlderProcessRefused: while a process of an older imrecall shares the
+// budget (its spreads key, which it writes at every reservation), this one
+// grants nothing: an *OlderProcessError that holds calls back as a
+// throttle; once the key has lapsed (the older process stopped), it grants.
+func TestOlderProcessRefused(t *testing.T) {
+	mr := miniredis.RunT(t)
+	l := limiterOn(t, mr, Config{Cap: 100})
+	k := Key{AppID: 1, API: "group_msg_recall"}
+	spread := l.keys(k)[6]
+	mr.HSet(spread, "0123456789abcdef", "14000:1796213744545034")
+	mr.SetTTL(spread, 5*time.Second)
+	err := l.Wait(t.Context(), k)
+	var older *OlderProcessError
+	if !errors.As(err, &older) || !errors.Is(err, tim.ErrThrottled) || older.Key != k {
+		t.Fatalf("Wait beside an older process: %v, want an *OlderProcessError that is tim.ErrThrottled", err)
 	}
-	for name, steps := range scenarios {
-		t.Run(name, func(t *testing.T) {
-			mr := miniredis.RunT(t)
-			rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-			defer rdb.Close()
-			l, err := New(rdb, Config{Cap: 200})
-			if err != nil {
-				t.Fatal(err)
-			}
-			keys := l.keys(Key{AppID: 1, API: "group_msg_recall"})
-			type call struct{ slot, spread int64 }
-			var calls []call
-			for _, st := range steps {
-				for i := range st.n {
-					sp := st.spread(i)
-					res, err := reserveScript.Run(t.Context(), rdb, keys, 0, int64(1e12), "200", 0, 200, sp, []string{"p1", "p2"}[i%2]).Slice()
-					if err != nil || res[0].(int64) != 1 {
-						t.Fatalf("reserve: %v %v", res, err)
-					}
-					next, _ := mr.Get(keys[0]) // the slot granted is the new tat less the interval
-					tat, _ := strconv.ParseInt(next, 10, 64)
-					calls = append(calls, call{tat - res[2].(int64), sp})
-				}
-			}
-			worst := 0
-			for _, c := range calls {
-				from := c.slot + c.spread // a window opening as c's latest arrival
-				n := 0
-				for _, d := range calls {
-					if d.slot < from+1000000 && d.slot+d.spread >= from {
-						n++
-					}
-				}
-				worst = max(worst, n)
-			}
-			if worst > 200 {
-				t.Fatalf("a sliding second can hold %d calls (cap 200)", worst)
-			}
-			t.Logf("worst sliding second: %d of 200, %d calls", worst, len(calls))
-		})
+	if set, _ := mr.SortedSet(l.keys(k)[5]); len(set) != 0 {
+		t.Fatalf("a slot was booked beside an older process: %v", set)
+	}
+	mr.FastForward(6 * time.Second) // the older process stopped: its key lapsed
+	if err := l.Wait(t.Context(), k); err != nil {
+		t.Fatalf("Wait after the older process stopped: %v", err)
 	}
 }

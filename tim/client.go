@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"reflect"
 	"strconv"
@@ -49,6 +50,15 @@ type Reserver interface {
 	Reserve(ctx context.Context, api string) (Slot, error)
 }
 
+// SlotWaiter is a Gate that hands back the slot it waited for, so that the
+// call can tell it when it was written (SentReporter). Calls made without
+// a permit use it instead of Wait when the Gate has it.
+type SlotWaiter interface {
+	Gate
+	// WaitSlot blocks as Wait does and returns the slot granted.
+	WaitSlot(ctx context.Context, api string) (Slot, error)
+}
+
 // Slot is a call slot reserved by a Reserver.
 type Slot interface {
 	// Wait blocks until the slot. A caller that comes back too late after
@@ -56,6 +66,29 @@ type Slot interface {
 	// being let go next to calls that are on time. Its errors are those of
 	// Gate.Wait.
 	Wait(ctx context.Context) error
+}
+
+// SentReporter is a Slot that wants to know when its call was written:
+// the limiter then bounds the call's arrival by that instead of the worst
+// case. Calls made with a permit or through a SlotWaiter, and those made
+// with WhenWritten, report to it.
+type SentReporter interface {
+	// Sent is told when the call's request was written to the connection
+	// (its buffer is flushed just after), each time it was: a transport
+	// may replay a request on another connection.
+	Sent(at time.Time)
+}
+
+// writtenKey is the context key of WhenWritten's hook.
+type writtenKey struct{}
+
+// WhenWritten returns ctx carrying f: the client calls f with the time the
+// request of each HTTP call made with ctx was written to its connection,
+// each time it was (a failed write is not reported: the transport writes
+// the request again, or the call fails). The worker's send path passes its
+// slot's Sent, so that the limiter learns how late the call really went.
+func WhenWritten(ctx context.Context, f func(time.Time)) context.Context {
+	return context.WithValue(ctx, writtenKey{}, f)
 }
 
 // Config configures a Client. SDKAppID, Admin, SecretKey and BaseURL are
@@ -306,27 +339,35 @@ func usePermit(ctx context.Context, api string) *permit {
 	return nil
 }
 
-// pass waits on the Gate for one call of api, or uses ctx's permit.
-func (c *Client) pass(ctx context.Context, api string) error {
+// pass waits on the Gate for one call of api (SlotWaiter.WaitSlot where
+// the Gate has it), or uses ctx's permit. A slot that is a SentReporter is
+// told when the call is written: the context returned carries it.
+func (c *Client) pass(ctx context.Context, api string) (context.Context, error) {
+	var slot Slot
 	var err error
 	if p := usePermit(ctx, api); p != nil {
 		if p.slot != nil {
-			err = p.slot.Wait(ctx)
+			slot, err = p.slot, p.slot.Wait(ctx)
 		}
+	} else if w, ok := c.gate.(SlotWaiter); ok {
+		slot, err = w.WaitSlot(ctx, api)
 	} else {
 		err = c.gate.Wait(ctx, api)
 	}
-	if err != nil {
-		return &Error{API: api, Err: fmt.Errorf("%w: %w", ErrGate, err)}
+	if sr, ok := slot.(SentReporter); ok && err == nil {
+		ctx = WhenWritten(ctx, sr.Sent)
 	}
-	return nil
+	if err != nil {
+		return ctx, &Error{API: api, Err: fmt.Errorf("%w: %w", ErrGate, err)}
+	}
+	return ctx, nil
 }
 
 // attempt makes one HTTP call and returns the UserSig it used.
 func (c *Client) attempt(ctx context.Context, api API, body []byte, resp response, opts callOpts, attempt int) (sig string, err error) {
 	name := api.Name()
 	if c.gate != nil && !(c.paced && attempt == 1) {
-		if err := c.pass(ctx, name); err != nil {
+		if ctx, err = c.pass(ctx, name); err != nil {
 			return "", err
 		}
 	}
@@ -371,6 +412,15 @@ func (c *Client) do(ctx context.Context, api API, sig string, body []byte, resp 
 	q.Set("contenttype", "json")
 	u := c.base + api.Path() + "?" + q.Encode()
 
+	if f, ok := ctx.Value(writtenKey{}).(func(time.Time)); ok {
+		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+			WroteRequest: func(i httptrace.WroteRequestInfo) {
+				if i.Err == nil {
+					f(time.Now())
+				}
+			},
+		})
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
 	if err != nil {
 		return 0, 0, &Error{API: name, Err: redactURLError(fmt.Errorf("build request: %w", err))}

@@ -507,6 +507,8 @@ func TestAwaitPermitsOneCall(t *testing.T) {
 type reservingGate struct {
 	recordingGate
 	reserves, slotWaits []string
+	waitSlots           []string
+	slots               []*reportingSlot // in the order waited
 	refuseSlot          error
 }
 
@@ -517,22 +519,49 @@ func (g *reservingGate) Reserve(_ context.Context, api string) (Slot, error) {
 	if g.refuse != nil {
 		return nil, g.refuse
 	}
-	return slotFunc(func(context.Context) error {
-		g.mu.Lock()
-		defer g.mu.Unlock()
-		g.slotWaits = append(g.slotWaits, api)
-		return g.refuseSlot
-	}), nil
+	return &reportingSlot{g: g, api: api}, nil
 }
 
-type slotFunc func(context.Context) error
+// WaitSlot makes reservingGate a SlotWaiter: it records the call and hands
+// back a slot already waited for.
+func (g *reservingGate) WaitSlot(_ context.Context, api string) (Slot, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.waitSlots = append(g.waitSlots, api)
+	s := &reportingSlot{g: g, api: api}
+	g.slots = append(g.slots, s)
+	return s, g.refuse
+}
 
-func (f slotFunc) Wait(ctx context.Context) error { return f(ctx) }
+// reportingSlot records its wait in its gate, and when its call was
+// written.
+type reportingSlot struct {
+	g    *reservingGate
+	api  string
+	sent []time.Time
+}
+
+func (s *reportingSlot) Wait(context.Context) error {
+	s.g.mu.Lock()
+	defer s.g.mu.Unlock()
+	s.g.slotWaits = append(s.g.slotWaits, s.api)
+	s.g.slots = append(s.g.slots, s)
+	return s.g.refuseSlot
+}
+
+func (s *reportingSlot) Sent(at time.Time) {
+	s.g.mu.Lock()
+	defer s.g.mu.Unlock()
+	s.sent = append(s.sent, at)
+}
 
 // TestAwaitReserves: with a Gate that reserves, Await reserves the slot and
 // the call made with its context waits out that slot (Slot.Wait) instead of
-// waiting on the Gate: one limiter wait per call. A second call waits on
-// the Gate; a refused reservation or slot is ErrGate, and nothing is sent.
+// waiting on the Gate: one limiter wait per call. A second call waits for
+// a slot of its own (SlotWaiter.WaitSlot). Each slot is told once when its
+// call was written (SentReporter), between the call's start and the
+// server's answer. A refused reservation or slot is ErrGate, and nothing
+// is sent.
 func TestAwaitReserves(t *testing.T) {
 	t.Parallel()
 	s, srv := startScripted(t, okBody(""), okBody(""), okBody(""))
@@ -542,17 +571,28 @@ func TestAwaitReserves(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var spans [][2]time.Time
 	for range 2 {
+		before := time.Now()
 		if err := withdraw(ctx); err != nil {
 			t.Fatal(err)
 		}
+		spans = append(spans, [2]time.Time{before, time.Now()})
 	}
 	g.mu.Lock()
-	reserves, slotWaits, waits := slices.Clone(g.reserves), slices.Clone(g.slotWaits), slices.Clone(g.waits)
+	reserves, slotWaits, waitSlots, waits, slots := slices.Clone(g.reserves), slices.Clone(g.slotWaits), slices.Clone(g.waitSlots), slices.Clone(g.waits), slices.Clone(g.slots)
 	g.mu.Unlock()
 	one := []string{"admin_msgwithdraw"}
-	if !slices.Equal(reserves, one) || !slices.Equal(slotWaits, one) || !slices.Equal(waits, one) {
-		t.Errorf("reserves %v, slot waits %v, gate waits %v; want one of each: Await, its call, the second call", reserves, slotWaits, waits)
+	if !slices.Equal(reserves, one) || !slices.Equal(slotWaits, one) || !slices.Equal(waitSlots, one) || len(waits) != 0 || len(slots) != 2 {
+		t.Errorf("reserves %v, slot waits %v, WaitSlot %v, gate waits %v; want Await's slot waited out, the second call's from WaitSlot, no Gate.Wait", reserves, slotWaits, waitSlots, waits)
+	}
+	for i, sl := range slots {
+		g.mu.Lock()
+		sent := slices.Clone(sl.sent)
+		g.mu.Unlock()
+		if len(sent) != 1 || sent[0].Before(spans[i][0]) || sent[0].After(spans[i][1]) {
+			t.Errorf("slot %d told it was sent at %v, want once within its call (%v – %v)", i, sent, spans[i][0], spans[i][1])
+		}
 	}
 	if n := len(s.requests()); n != 2 {
 		t.Errorf("%d requests, want 2", n)

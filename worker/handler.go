@@ -307,7 +307,11 @@ func (h *Handler) run(ctx context.Context, s *send) error {
 		}
 		start := time.Now()
 		if callErr == nil {
-			codes, callErr = s.call(ctx, items)
+			callCtx := ctx
+			if sr, ok := slot.(tim.SentReporter); ok {
+				callCtx = tim.WhenWritten(ctx, sr.Sent) // the limiter learns how late the call went
+			}
+			codes, callErr = s.call(callCtx, items)
 		}
 		h.cfg.Metrics.call(s.api.Name(), codeOf(callErr), time.Since(start))
 		if s.whole {

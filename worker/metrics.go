@@ -71,8 +71,9 @@ func (m *Metrics) ObserveLimiterWait(api string, waited time.Duration) {
 }
 
 // limiterCollector reports the shared limiter as one process sees it: the
-// slot interval Redis last granted per API (1 ÷ it is the rate the margin
-// allows now) and the slots given up because a call would have gone late.
+// mean slot interval at the last slot Redis granted per API (1 ÷ it is the
+// rate the calls' bounds allow now) and the slots given up because a call
+// would have gone late.
 type limiterCollector struct {
 	lim      *limiter.Limiter
 	app      int64
@@ -92,7 +93,7 @@ func RegisterLimiter(reg prometheus.Registerer, lim *limiter.Limiter, app int64)
 	reg.MustRegister(&limiterCollector{
 		lim: lim, app: app, apis: apis,
 		interval: prometheus.NewDesc("imrecall_limiter_interval_seconds",
-			"Spacing of the shared limiter's slots last granted to this process, by API (cap ÷ this is the margin in force).", []string{"api"}, nil),
+			"Mean spacing of the shared limiter's slots at the last one granted to this process, by API: 1 s ÷ cap, plus how late the calls a second before were bounded to arrive, ÷ cap.", []string{"api"}, nil),
 		late: prometheus.NewDesc("imrecall_limiter_late_slots_total",
 			"Slots this process gave up because the call would have gone later than the limiter's tolerance.", nil, nil),
 	})

@@ -55,9 +55,10 @@ func TestLimiterMetrics(t *testing.T) {
 	after := gather()
 	got := after["imrecall_limiter_interval_seconds{group_msg_recall}"]
 	want := lim.Interval(limiter.Key{AppID: app, API: tim.GroupMsgRecall.Name()}).Seconds()
-	// (1 s + the spread) ÷ 200: above 1 s ÷ 200, well under 1.1 s ÷ 200.
-	if len(got) != 1 || got[0] != want || got[0] <= 0.005 || got[0] > 0.0055 || math.IsNaN(got[0]) {
-		t.Fatalf("interval %v, want [%v] just above 5 ms", got, want)
+	// 1 s ÷ 200 at least (exactly, before 200 calls have bounds to wait
+	// for), well under 1.1 s ÷ 200.
+	if len(got) != 1 || got[0] != want || got[0] < 0.005 || got[0] > 0.0055 || math.IsNaN(got[0]) {
+		t.Fatalf("interval %v, want [%v], 5 ms or just above", got, want)
 	}
 	if _, ok := after["imrecall_limiter_interval_seconds{admin_msgwithdraw}"]; ok {
 		t.Fatalf("an interval for an API this process never reserved: %v", after)

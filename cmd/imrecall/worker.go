@@ -44,7 +44,7 @@ func (f *limitFlags) register(cmd *cobra.Command) {
 	f.cap = tim.DefaultRateLimit
 	cmd.Flags().Var(&f.cap, "cap", "calls/s per API per app, for all processes together, or unlimited (0 is refused)")
 	cmd.Flags().StringVar(&f.capOf, "cap-of", "", "per-API caps by the path's last segment, e.g. group_msg_recall=200,admin_msgwithdraw=100 (N above 0, or unlimited)")
-	cmd.Flags().Float64Var(&f.margin, "margin", -1, "fix the share of the cap left unused, above 0 to 0.5 (default: sized from the limiter's tolerance, widened on throttles)")
+	cmd.Flags().Float64Var(&f.margin, "margin", -1, "fix the share of the cap left unused, above 0 to 0.5 (default: none beyond what the calls' measured arrival bounds take, widened on throttles)")
 }
 
 // registerReset adds --reset-cap (the worker's: the one process an operator

@@ -9,7 +9,7 @@ given, a private redis-server on a free port; then for each mode and each P runs
 of G goroutines each calling the API through the IM client for --duration, and prints accepted
 calls/s and efficiency (accepted/s ÷ cap) over the run (first and last second left out) and after
 the warm-up (from the first second no call granted during a child's start-up can reach: its first
-grant + 1 s of warm-up + 2 s booked ahead + 1 s + the spread held; "n/a" when the run is too short),
+grant + 1 s of warm-up + 0.75 s booked ahead + 1 s + the longest bound a warm slot holds; "n/a" when the run is too short),
 the emulator's max_1s and throttled calls, and (imrecall mode) the slots the limiters gave up as
 late, all APIs of the run together.
 Modes: imrecall (this project's Redis limiter), xrate (golang.org/x/time/rate at the cap in each

@@ -138,17 +138,17 @@ func RunLimiter(ctx context.Context, o LimiterConfig, out io.Writer) error {
 	return nil
 }
 
-// warmSpread bounds the spread a warming child's slots are granted at:
-// the limiter's tolerance, slack and warm-up, and 10 ms for its round trip
-// to Redis.
+// warmSpread bounds how long after its slot a warming child's call is
+// bounded (the worst case, before its write is reported): the limiter's
+// tolerance, slack and warm-up, and 10 ms for its round trip to Redis.
 const warmSpread = limiter.DefaultTolerance + limiter.DefaultSlack + limiter.WarmUpSpread + 10*time.Millisecond
 
 // settleSecond is the first second of the emulator's series (counted from
 // 0 at reset) in which no call can come from the limiter's start-up: the
 // last child to start was granted its first call at lastFirst, warms up
 // for limiter.DefaultWarmUp, may book its last warm slot up to
-// limiter.DefaultHorizon after that, and the budget holds that slot's
-// spread for 1 s + the spread after it.
+// limiter.DefaultHorizon after that, and that slot's bound counts for the
+// slots up to 1 s after it.
 func settleSecond(reset, lastFirst time.Time) int {
 	end := lastFirst.Sub(reset) + limiter.DefaultWarmUp + limiter.DefaultHorizon + time.Second + warmSpread
 	return int(math.Ceil(end.Seconds()))

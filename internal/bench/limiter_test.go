@@ -7,18 +7,18 @@ import (
 
 // TestSettledRateLeavesOutTheWarmUp: the after-warm-up rate of bench
 // limiter starts at the first second no slot of a child's start-up can
-// reach (its first grant, 1 s of warm-up, 2 s booked ahead at most, then
-// the held spread for 1 s + the spread), leaves out the last second, and
+// reach (its first grant, 1 s of warm-up, a slot booked ahead at most
+// Horizon, then its bound for 1 s + the bound), leaves out the last second, and
 // is "not measured" for a run too short to have such a second.
 func TestSettledRateLeavesOutTheWarmUp(t *testing.T) {
 	reset := time.Now()
-	// Granted 0.3 s in: 0.3 + 1 + 2 + 1 + 0.043 = 4.343 s, so second 5.
-	if got := settleSecond(reset, reset.Add(300*time.Millisecond)); got != 5 {
-		t.Fatalf("settleSecond(first grant 0.3 s in) = %d, want 5", got)
+	// Granted 0.3 s in: 0.3 + 1 + 0.75 + 1 + 0.048 = 3.098 s, so second 4.
+	if got := settleSecond(reset, reset.Add(300*time.Millisecond)); got != 4 {
+		t.Fatalf("settleSecond(first grant 0.3 s in) = %d, want 4", got)
 	}
-	// Granted 0.99 s in: 5.033 s, so second 6.
-	if got := settleSecond(reset, reset.Add(990*time.Millisecond)); got != 6 {
-		t.Fatalf("settleSecond(first grant 0.99 s in) = %d, want 6", got)
+	// Granted 1.3 s in: 4.098 s, so second 5.
+	if got := settleSecond(reset, reset.Add(1300*time.Millisecond)); got != 5 {
+		t.Fatalf("settleSecond(first grant 1.3 s in) = %d, want 5", got)
 	}
 	series := []int64{160, 192, 193, 197, 196, 198, 197, 199, 20}
 	got, ok := settledRate(series, 5)

@@ -25,8 +25,8 @@ type Config struct {
 	Cap   int
 	CapOf string
 	// Margin, above 0 (to 0.5), fixes the share of the cap left unused;
-	// 0 or below: the limiter's margin, sized from its tolerance and widened
-	// on throttles.
+	// 0 or below: none fixed, slots paced by the calls' measured arrival
+	// bounds and widened on throttles.
 	Margin float64
 	// Agree makes this process agree with the caps stored in Redis before
 	// it calls (serve, worker); Reset stores this process's caps first
