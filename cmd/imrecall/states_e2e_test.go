@@ -136,9 +136,15 @@ func TestRequeueCancelledJobStaysCancelled(t *testing.T) {
 	ds := e.env.Dataset(t, emulator.DatasetSpec{Groups: 4, Users: 50, GroupMessages: 6000, C2CMessages: 10, Peers: 1,
 		HeavyGroups: 4, HeavyShare: 0.5, TypeMix: map[string]int{"Public": 1}, Seed: 22})
 	e.env.Emu.SetFaults(emulator.Faults{ItemCodes: map[int]float64{10002: 0.2}})
-	e.worker("w1", "--max-attempts", "1", "--cap", "20")
-	id := jobIDOf(t, e.must(e.run("purge", "user", "--user", ds.HeavySenders[0], "--yes", "--json", "--cap", "20"))) // every process of a budget uses one cap
-	e.waitFor("some dead letters", time.Minute, func(j jobs.Job) bool { return j.Counts.DeadLettered >= 10 }, id)
+	// Recalls at 5 calls/s while discovery plans at 20 history calls/s:
+	// messages are still pending when the job is cancelled (at 20 calls/s
+	// each, the workers could settle all discovery had planned first).
+	caps := []string{"--cap", "20", "--cap-of", "group_msg_recall=5"} // every process of a budget uses one cap
+	e.worker("w1", append([]string{"--max-attempts", "1"}, caps...)...)
+	id := jobIDOf(t, e.must(e.run(append([]string{"purge", "user", "--user", ds.HeavySenders[0], "--yes", "--json"}, caps...)...)))
+	e.waitFor("some dead letters and messages pending", time.Minute, func(j jobs.Job) bool {
+		return j.Counts.DeadLettered >= 10 && j.Counts.Pending >= 20
+	}, id)
 	e.must(e.run("jobs", "cancel", id, "--reason", "wrong user"))
 	j := e.waitDone(id, 2*time.Minute)
 	if j.Status != jobs.StatusCancelled || j.Counts.DeadByCode[jobs.CodeCancelled] == 0 {
