@@ -91,6 +91,16 @@ func WhenWritten(ctx context.Context, f func(time.Time)) context.Context {
 	return context.WithValue(ctx, writtenKey{}, f)
 }
 
+// ReportWrites returns ctx carrying slot's Sent when slot is a
+// SentReporter (WhenWritten), ctx itself otherwise: calls made with it
+// tell the slot when they were written.
+func ReportWrites(ctx context.Context, slot Slot) context.Context {
+	if sr, ok := slot.(SentReporter); ok {
+		return WhenWritten(ctx, sr.Sent)
+	}
+	return ctx
+}
+
 // Config configures a Client. SDKAppID, Admin, SecretKey and BaseURL are
 // required; every other zero value means the documented default.
 type Config struct {
@@ -354,13 +364,10 @@ func (c *Client) pass(ctx context.Context, api string) (context.Context, error) 
 	} else {
 		err = c.gate.Wait(ctx, api)
 	}
-	if sr, ok := slot.(SentReporter); ok && err == nil {
-		ctx = WhenWritten(ctx, sr.Sent)
-	}
 	if err != nil {
 		return ctx, &Error{API: api, Err: fmt.Errorf("%w: %w", ErrGate, err)}
 	}
-	return ctx, nil
+	return ReportWrites(ctx, slot), nil
 }
 
 // attempt makes one HTTP call and returns the UserSig it used.

@@ -307,11 +307,8 @@ func (h *Handler) run(ctx context.Context, s *send) error {
 		}
 		start := time.Now()
 		if callErr == nil {
-			callCtx := ctx
-			if sr, ok := slot.(tim.SentReporter); ok {
-				callCtx = tim.WhenWritten(ctx, sr.Sent) // the limiter learns how late the call went
-			}
-			codes, callErr = s.call(callCtx, items)
+			// The limiter learns when the call was written.
+			codes, callErr = s.call(tim.ReportWrites(ctx, slot), items)
 		}
 		h.cfg.Metrics.call(s.api.Name(), codeOf(callErr), time.Since(start))
 		if s.whole {
