@@ -37,16 +37,14 @@
 // # Bounds: assumed at the grant, measured at the write
 //
 // A call's bound is first the worst its process allows: slot + Tolerance
-// (how late after its slot a waiter may go) + Slack + the process's
-// smoothed round trip to Redis (a slot's local time is placed when the
-// granting reply arrives, up to a round trip after Redis read its clock)
-// + 20 ms while the process warms up (its first second of reservations, or
-// the first after a minute without any: its HTTP client dials) + the
-// backoff after throttles. When the request has been written (its last
-// byte handed to the connection: tim.WhenWritten and Reservation.Sent) the
-// process reports the truth: slot + how late the write was + the reply's
-// excess over the usual round trip + the round trip + Slack + backoff. The
-// report travels with the process's next reservation of the API, long
+// (how late after its slot a waiter may go) + Slack + how well the process
+// knows Redis's clock (below) + 20 ms while the process warms up (its
+// first second of reservations, or the first after a minute without any:
+// its HTTP client dials) + the backoff after throttles. When the request
+// has been written (its last byte handed to the connection:
+// tim.WhenWritten and Reservation.Sent) the process reports the truth: the
+// latest the write may be on Redis's clock + Slack + backoff. The report
+// travels with the process's next reservation of the API, long
 // before the slot a second later that it matters to (slots are booked at
 // most Horizon, 750 ms, ahead). A call written more than once (the
 // transport replays a request on a fresh connection) is reported each
@@ -83,14 +81,24 @@
 //
 // # Redis a few milliseconds away
 //
-// A slot's local time is the arrival of the reply that granted it plus the
-// wait Redis answered. Redis read its clock before replying, so a call made
-// then is never early; and lateness is counted from there, so a round trip
-// longer than Tolerance is not mistaken for a stall (measured from before
-// the request, every slot would be given up past an 8 ms round trip). What
-// counts is the round trip's variation: a slot's local time may be late by
-// as much as its reply took longer than the smoothed round trip, so that
-// excess counts toward Tolerance with the waiter's own lateness.
+// Every reply of the reserve script reads Redis's clock at some instant
+// between its request's start and its arrival here, which bounds the
+// offset between Redis's clock and this process's on both sides. The
+// tightest bounds of the replies seen (each widened by 1,000 ppm of drift
+// for its age; a reply outside them, after the Redis host's clock was
+// stepped, starts them over) know Redis's clock to within the fastest
+// request leg plus the fastest reply leg: tens of µs on loopback, the round
+// trip's floor when Redis is far (redisClock). A slot's local time is the
+// latest it may be by those bounds, so a call made then is never early,
+// and a write is placed on Redis's clock at the latest it may be. Neither
+// depends on how long the reply that granted the slot took: a reply held
+// up on its way (a busy Redis, a descheduled reader) neither widens the
+// bound of the call it granted nor is mistaken for a stall, and a round
+// trip longer than Tolerance costs nothing but its width (measured from
+// before the request, every slot would be given up past an 8 ms round
+// trip). The bound sent with a reservation covers the clock's uncertainty
+// then; if the reply leaves it wider (the bounds started over), the
+// difference counts toward Tolerance with the waiter's own lateness.
 //
 // Reserve lets a caller work between the grant and the call: it books a
 // slot no earlier than a lead from now and returns that lead before it. The
@@ -265,6 +273,10 @@ type Limiter struct {
 
 	late atomic.Int64 // slots given up because the waiter woke too late
 	rtt  atomic.Int64 // smoothed round trip of a reservation, ns
+	// clocks: Key → *redisClock, this process's instants on the clock of
+	// the Redis node that holds the key's budget (on a cluster, nodes'
+	// clocks differ: each budget learns its own).
+	clocks sync.Map
 
 	lastBook  atomic.Int64 // unix ns of the last reservation asked
 	warmUntil atomic.Int64 // unix ns until which the process warms up
@@ -334,27 +346,28 @@ func (l *Limiter) CapOf(api string) int {
 }
 
 // Rate is the calls/s the limiter grants for k with no backoff when every
-// call is written on time and reported (0: unlimited): the cap less the
-// Slack and the round trip a second. Calls reported late, or not reported,
-// lower it (see the package doc).
+// call is written on time and reported (0: unlimited), at least: the cap
+// less, each second, the Slack and how uncertain this process is of
+// Redis's clock (about its fastest round trip to Redis; see redisClock).
+// Calls reported late, or not reported, lower it (see the package doc).
 func (l *Limiter) Rate(k Key) float64 {
 	c := l.CapOf(k.API)
 	if c == Unlimited {
 		return 0
 	}
 	if !l.fixed {
-		return float64(c) * float64(time.Second) / float64(time.Second+l.cfg.Slack+time.Duration(l.rtt.Load())+time.Microsecond)
+		return float64(c) * float64(time.Second) / float64(time.Second+l.cfg.Slack+l.clockOf(k).unsure()+time.Microsecond)
 	}
 	return float64(c) * (1 - l.cfg.Margin)
 }
 
-// spread is the arrival spread this process's calls may have, before
-// backoff, when its usual round trip to Redis is rtt: Tolerance, Slack and
-// the round trip (a slot's local time is placed when the granting reply
-// arrives, up to a round trip after Redis read its clock; the excess over
-// the usual round trip counts toward Tolerance).
-func (l *Limiter) spread(rtt time.Duration) time.Duration {
-	return l.cfg.Tolerance + l.cfg.Slack + rtt
+// spread is how late after its slot one of this process's calls may
+// arrive, before backoff and warm-up, when it knows Redis's clock to within
+// unsure: Tolerance, Slack and unsure (a slot's local time is the latest
+// it may be, up to unsure after the truth; a slot granted while Redis's
+// clock is less well known counts the difference toward Tolerance).
+func (l *Limiter) spread(unsure time.Duration) time.Duration {
+	return l.cfg.Tolerance + l.cfg.Slack + unsure
 }
 
 // warmUp is the spread a process adds while it warms up: WarmUpSpread for
@@ -604,18 +617,16 @@ type Reservation struct {
 	l      *Limiter
 	k      Key
 	slot   time.Time     // zero: unlimited, no slot
-	excess time.Duration // how much slower than usual the granting reply was
+	unsure time.Duration // how much later than the slot truly is its local time may be
 	start  time.Time
 	entry  boundEntry
 }
 
 // boundEntry is what the budget's bounds hold of a slot: its time (µs in
-// Redis time; 0: none), the latest arrival of its call, and the part of
-// that a report replaces (Tolerance and the warm-up: how late the call
-// might be written; the report says how late it was).
+// Redis time; 0: none), the latest arrival of its call, and the backoff
+// in that (µs), which a report keeps.
 type boundEntry struct {
-	slot, bound int64
-	assumed     time.Duration
+	slot, bound, backoff int64
 }
 
 // Slot is the local time of the reserved slot (zero for an unlimited API).
@@ -675,11 +686,11 @@ func (l *Limiter) Reserve(ctx context.Context, k Key, lead time.Duration) (*Rese
 		// Waking later than Tolerance after the slot means this process
 		// stalled: the call would arrive bunched with calls that are on
 		// time. Give the slot up and reserve again.
-		if time.Since(g.slot)+g.excess > l.cfg.Tolerance {
+		if time.Since(g.slot)+g.unsure > l.cfg.Tolerance {
 			l.giveUp(k, g.entry)
 			continue
 		}
-		r.slot, r.excess, r.entry = g.slot, g.excess, g.entry
+		r.slot, r.unsure, r.entry = g.slot, g.unsure, g.entry
 		return r, nil
 	}
 }
@@ -695,7 +706,7 @@ func (r *Reservation) Wait(ctx context.Context) error {
 		if err := sleep(ctx, time.Until(r.slot)); err != nil {
 			return err
 		}
-		if time.Since(r.slot)+r.excess <= r.l.cfg.Tolerance {
+		if time.Since(r.slot)+r.unsure <= r.l.cfg.Tolerance {
 			break
 		}
 		r.l.giveUp(r.k, r.entry)
@@ -703,7 +714,7 @@ func (r *Reservation) Wait(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		r.slot, r.excess, r.entry = nr.slot, nr.excess, nr.entry
+		r.slot, r.unsure, r.entry = nr.slot, nr.unsure, nr.entry
 	}
 	if r.l.cfg.Observer != nil {
 		r.l.cfg.Observer(r.k, time.Since(r.start))
@@ -725,9 +736,9 @@ func (r *Reservation) Sent(at time.Time) {
 	if r.entry.slot == 0 {
 		return
 	}
-	late := max(at.Sub(r.slot), 0) + r.excess
-	lateUS := (late + time.Microsecond - 1).Microseconds() + 1
-	r.l.report(r.k, r.entry.slot, r.entry.bound-r.entry.assumed.Microseconds()+lateUS)
+	if w, ok := r.l.clockOf(r.k).latest(at); ok { // always, once a reply granted the slot
+		r.l.report(r.k, r.entry.slot, w+r.l.cfg.Slack.Microseconds()+r.entry.backoff+1)
+	}
 }
 
 // giveUp counts a slot given up as late and tells the bounds that no call
@@ -771,21 +782,19 @@ func (l *Limiter) takeReports(k Key) string {
 // grant is a slot book reserved.
 type grant struct {
 	slot   time.Time     // local
-	excess time.Duration // how much slower than usual the granting reply was
+	unsure time.Duration // how much later than the slot truly is its local time may be
 	entry  boundEntry
 }
 
 // book reserves a slot within Horizon, no earlier than lead from now, and
-// returns its local time: the arrival of the granting reply plus the wait
-// Redis computed. Redis read its clock before replying, so the true slot is
-// no later than that: a call made then is never early. It also returns how
-// much slower than usual the reply was (the slot's local time may be late
-// by that much: it counts toward Tolerance and the call's bound). A reply slower than the
-// usual round trip by more than Tolerance gives its slot up (counted in
-// Late). Redis failures are retried with back-off (fail closed) until ctx
-// ends.
+// returns its local time, the latest it may be on this process's clock (a
+// call made then is never early; redisClock.place), and how much later
+// than the truth that may be beyond what the bound sent allowed for (it
+// counts toward Tolerance). Redis failures are retried with back-off (fail
+// closed) until ctx ends.
 func (l *Limiter) book(ctx context.Context, k Key, lead time.Duration) (grant, error) {
 	keys := l.keys(k)
+	clock := l.clockOf(k)
 	var fixed time.Duration
 	if l.fixed {
 		fixed = l.fixedInterval(k)
@@ -795,12 +804,16 @@ func (l *Limiter) book(ctx context.Context, k Key, lead time.Duration) (grant, e
 	var lastErr error
 	lastLog := time.Time{}
 	for {
-		// The usual round trip, read once: the spread sent covers it, and
-		// the reply's excess is measured from it.
-		usual := time.Duration(l.rtt.Load())
+		// How well Redis's clock is known, read once: the spread sent
+		// covers it, and a slot placed less surely counts the difference
+		// toward Tolerance. Before any reply: the round trip measured.
 		asked := time.Now()
+		known, ok := clock.uncertainty(asked)
+		if !ok {
+			known = time.Duration(l.rtt.Load())
+		}
 		warm := l.warmUp(asked)
-		spread := (l.spread(usual) + warm + time.Microsecond - 1).Truncate(time.Microsecond) // rounded up
+		spread := (l.spread(known) + warm + time.Microsecond - 1).Truncate(time.Microsecond) // rounded up
 		reports := l.takeReports(k)
 		res, err := reserveScript.Run(ctx, l.rdb, keys, fixed.Microseconds(), l.cfg.Horizon.Microseconds(), ours,
 			lead.Microseconds(), l.CapOf(k.API), spread.Microseconds(), reports).Slice()
@@ -845,18 +858,11 @@ func (l *Limiter) book(ctx context.Context, k Key, lead time.Duration) (grant, e
 		rtt := got.Sub(asked)
 		l.observeRTT(rtt)
 		if reply.code == 1 {
+			clock.observe(asked, got, reply.slot-reply.wait.Microseconds())
 			l.intervals.Store(k, reply.interval)
-			// The slot is placed at the reply's arrival: a reply that took
-			// Tolerance longer than usual (a stalled reader, a congested
-			// path) may have arrived long after Redis read its clock, and
-			// the call would go late next to calls that are on time.
-			e := boundEntry{slot: reply.slot, bound: reply.bound, assumed: l.cfg.Tolerance + warm}
-			excess := max(rtt-usual, 0)
-			if usual > 0 && excess > l.cfg.Tolerance {
-				l.giveUp(k, e)
-				continue
-			}
-			return grant{slot: got.Add(reply.wait), excess: excess, entry: e}, nil
+			e := boundEntry{slot: reply.slot, bound: reply.bound, backoff: reply.bound - reply.slot - spread.Microseconds()}
+			slot, unsure := clock.place(reply.slot)
+			return grant{slot: slot, unsure: max(unsure-known, 0), entry: e}, nil
 		}
 		if err := sleep(ctx, reply.wait); err != nil { // beyond the horizon: ask again later
 			return grant{}, err
@@ -916,6 +922,15 @@ func (l *Limiter) Interval(k Key) time.Duration {
 		return v.(time.Duration)
 	}
 	return 0
+}
+
+// clockOf is k's Redis clock as this process knows it.
+func (l *Limiter) clockOf(k Key) *redisClock {
+	if c, ok := l.clocks.Load(k); ok {
+		return c.(*redisClock)
+	}
+	c, _ := l.clocks.LoadOrStore(k, newRedisClock())
+	return c.(*redisClock)
 }
 
 // observeRTT folds one round trip into the smoothed estimate (1/8 weight).

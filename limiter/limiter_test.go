@@ -335,7 +335,7 @@ func TestSentLowersTheBound(t *testing.T) {
 	next := reserve(t, l, k)
 	got := score(r.entry)
 	lowest := r.entry.slot + (l.cfg.Slack + 2*time.Millisecond).Microseconds()
-	if got >= worst || got < lowest || got > lowest+int64(r.excess/time.Microsecond)+20000 {
+	if got >= worst || got < lowest || got > lowest+int64(r.unsure/time.Microsecond)+20000 {
 		t.Fatalf("after the report: bound %d µs after the slot, want Slack + 2 ms + a round trip (%d µs at least), under the worst case %d", got-r.entry.slot, lowest-r.entry.slot, worst-r.entry.slot)
 	}
 	r.Sent(r.Slot().Add(50 * time.Millisecond)) // written again, later
@@ -477,5 +477,53 @@ func TestOlderProcessRefused(t *testing.T) {
 	mr.FastForward(6 * time.Second) // the older process stopped: its key lapsed
 	if err := l.Wait(t.Context(), k); err != nil {
 		t.Fatalf("Wait after the older process stopped: %v", err)
+	}
+}
+
+// TestSentPlacesTheWriteOnRedisClock: on a real redis-server, a call's
+// report bounds its write on Redis's clock from above (never earlier than
+// a TIME read before the write) and closely (within a millisecond of a
+// TIME read after it), through the bounds of Redis's clock the process
+// learnt from its reservations.
+func TestSentPlacesTheWriteOnRedisClock(t *testing.T) {
+	srv := redistest.Start(t)
+	l, err := New(srv.Client(), Config{Cap: 1000, WarmUp: time.Nanosecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	watch := srv.Client()
+	redisNow := func() int64 {
+		t.Helper()
+		now, err := watch.Time(t.Context()).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return now.UnixMicro()
+	}
+	k := Key{AppID: 1, API: "group_msg_recall"}
+	slack := l.cfg.Slack.Microseconds()
+	for i := range 300 {
+		r, err := l.Reserve(t.Context(), k, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Wait(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		before := redisNow()
+		r.Sent(time.Now())
+		after := redisNow()
+		reports := l.takeReports(k)
+		var slot, bound int64
+		if _, err := fmt.Sscanf(reports, "%d:%d", &slot, &bound); err != nil || slot != r.entry.slot {
+			t.Fatalf("reports %q: want this slot's (%d)", reports, r.entry.slot)
+		}
+		written := bound - slack - r.entry.backoff - 1
+		if written < before {
+			t.Fatalf("call %d: write placed at %d on Redis's clock, %d µs before a TIME read before it", i, written, before-written)
+		}
+		if i >= 50 && written > after+1000 {
+			t.Fatalf("call %d: write placed %d µs after a TIME read after it, want within 1 ms", i, written-after)
+		}
 	}
 }
