@@ -7,36 +7,57 @@ import (
 )
 
 // clockDrift is how fast this process's clock may run against Redis's:
-// 1,000 ppm, twice what Linux lets NTP slew a clock (500 ppm).
+// 1,000 ppm, twice the fastest ntpd slews a clock. The limiter as a whole
+// assumes Redis's clock keeps the true rate (its seconds are the server's
+// seconds); a host whose clock is slewed much faster (chrony may slew at
+// several % to correct a large offset) breaks that first.
 const clockDrift = 1e-3
+
+// clockMaxAge is how long a bound of the offset is kept while looser ones
+// come in (µs): the bounds rest on the replies of the last second, so a
+// drift faster than clockDrift shifts them by its rate over a second at
+// most.
+const clockMaxAge = 1e6
 
 // redisClock places this process's instants on Redis's clock, from the
 // replies of the reserve script. Each reply reads Redis's clock (TIME) at
 // some instant between the request's start and the reply's arrival here,
 // so the offset (Redis's clock less this process's) is at most the reading
 // less the start and at least the reading less the arrival. The tightest
-// of those bounds over the replies seen, each widened by clockDrift for
-// its age, bound the offset now: within the fastest request's leg to Redis
-// (tens of µs on loopback), where one reply alone bounds it only within
-// its whole round trip. A call's write is then placed on Redis's clock at
-// most that leg late, instead of a round trip (see Reservation.Sent).
+// of those bounds over the last second's replies, each widened by
+// clockDrift for its age, bound the offset now: within the fastest request
+// leg plus the fastest reply leg (tens of µs on loopback while the
+// process reserves often), where one reply alone bounds it within its
+// whole round trip. A slot is then placed on this process's clock, and a
+// call's write on Redis's, at most that much late, not a round trip.
 //
 // A reply that contradicts the bounds (its clock read outside them: the
-// Redis host's clock was stepped, or drifted faster than clockDrift)
-// starts them over from that reply alone. A forward step too small to
-// contradict them (under the fastest reply leg seen) goes unseen: it
-// places writes at most that much early, well inside Slack. Each budget
-// keeps its own clock (Limiter.clockOf): on a cluster its key's node.
+// Redis host's clock was stepped, a failover to a host with another clock,
+// or a drift faster than clockDrift) starts them over from that reply
+// alone, unless it was sent before the reply that last started them over
+// arrived: then it may have read the clock before the step, and its slot
+// is placed by that reply alone (its arrival plus the wait). A step too
+// small to contradict the bounds (under the fastest leg seen) goes unseen:
+// a forward one places writes at most the fastest reply leg early, a
+// backward one slots at most the granting reply's request leg early (a slot
+// is never placed before the granting request's start plus the wait); both
+// are µs on a LAN, far inside Slack. Each budget keeps its own clock
+// (Limiter.clockOf): on a cluster, its key's node.
 type redisClock struct {
 	origin time.Time // local µs are counted from here (monotonic)
 
 	mu sync.Mutex
 	ok bool
-	// hi and lo bound the offset in µs as of local µs hiAt and loAt; at
-	// local time t they are hi + |t − hiAt|·clockDrift and
+	// base (µs) is taken from the offsets below, kept as float64 near 0.
+	base int64
+	// hi and lo bound the offset less base, in µs, as of local µs hiAt and
+	// loAt; at local time t they are hi + |t − hiAt|·clockDrift and
 	// lo − |t − loAt|·clockDrift.
 	hi, lo     float64
 	hiAt, loAt float64
+	// startedAt is the local µs at which the reply that last started the
+	// bounds over arrived.
+	startedAt float64
 }
 
 func newRedisClock() *redisClock { return &redisClock{origin: time.Now()} }
@@ -46,33 +67,70 @@ func (c *redisClock) local(t time.Time) float64 {
 	return float64(t.Sub(c.origin)) / float64(time.Microsecond)
 }
 
-// bounds are the offset's bounds at local µs t (with the lock held).
+// at is the local instant of µs since origin, rounded up to a whole µs.
+func (c *redisClock) at(x float64) time.Time {
+	return c.origin.Add(time.Duration(math.Ceil(x)) * time.Microsecond)
+}
+
+// bounds are the offset's bounds (less base) at local µs t, with the lock
+// held.
 func (c *redisClock) bounds(t float64) (lo, hi float64) {
 	return c.lo - math.Abs(t-c.loAt)*clockDrift, c.hi + math.Abs(t-c.hiAt)*clockDrift
 }
 
-// observe folds in one reply: asked is when the request started, got when
-// the reply arrived, redisNow the reading of Redis's clock (µs) it carried.
-func (c *redisClock) observe(asked, got time.Time, redisNow int64) {
+// grant folds in the reply that granted a slot and places the slot: asked
+// is when the request started, got when the reply arrived, redisNow the
+// reading of Redis's clock it carried (µs, rounded down as TIME reads it)
+// and slot the slot (µs on Redis's clock). It returns the latest local
+// instant the slot may be, so that a call made then is never early, and
+// how much later than the truth that may be.
+func (c *redisClock) grant(asked, got time.Time, redisNow, slot int64) (time.Time, time.Duration) {
 	a, g := c.local(asked), c.local(got)
-	hi, lo := float64(redisNow)-a, float64(redisNow)-g
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if !c.ok {
+		c.base = redisNow - int64(a)
+	}
+	// Redis's clock read in [redisNow, redisNow + 1 µs) at a local
+	// instant in [a, g].
+	hi, lo := float64(redisNow+1-c.base)-a, float64(redisNow-c.base)-g
+	wait := float64(slot - redisNow)
+	if !c.fold(a, g, hi, lo) {
+		return c.at(g + wait*(1+clockDrift)), time.Duration((g - a + wait*2*clockDrift) * float64(time.Microsecond))
+	}
+	// The slot's local x: x + lo(x) = slot, lo(x) = c.lo − |x − loAt|·drift.
+	s := float64(slot - c.base)
+	x := (s - c.lo - c.loAt*clockDrift) / (1 - clockDrift)
+	if x < c.loAt {
+		x = (s - c.lo + c.loAt*clockDrift) / (1 + clockDrift)
+	}
+	x = max(x, a+wait) // not before the request's start plus the wait, whatever the bounds say
+	l, h := c.bounds(x)
+	return c.at(x), time.Duration(max(h-l, 0) * float64(time.Microsecond))
+}
+
+// fold folds one reply's bounds in, with the lock held; false for a reply
+// that contradicts the bounds but was sent before the reply that last
+// started them over arrived (it is left out).
+func (c *redisClock) fold(a, g, hi, lo float64) bool {
 	if c.ok {
 		oldLo, oldHi := c.bounds(g)
-		if lo > oldHi || hi+(g-a)*clockDrift < oldLo { // the clocks moved apart: start over
-			c.ok = false
-		} else {
-			if _, h := c.bounds(a); hi <= h {
+		if lo <= oldHi && hi+(g-a)*clockDrift >= oldLo {
+			if _, h := c.bounds(a); hi <= h || a-c.hiAt > clockMaxAge {
 				c.hi, c.hiAt = hi, a
 			}
-			if l, _ := c.bounds(g); lo >= l {
+			if l, _ := c.bounds(g); lo >= l || g-c.loAt > clockMaxAge {
 				c.lo, c.loAt = lo, g
 			}
-			return
+			return true
+		}
+		if a < c.startedAt { // it may have read the clock before the step
+			return false
 		}
 	}
-	c.ok, c.hi, c.hiAt, c.lo, c.loAt = true, hi, a, lo, g
+	// The first reply, or the clocks moved apart: start over.
+	c.ok, c.hi, c.hiAt, c.lo, c.loAt, c.startedAt = true, hi, a, lo, g, g
+	return true
 }
 
 // latest is the latest Redis time, in whole µs, that local instant t may
@@ -85,12 +143,13 @@ func (c *redisClock) latest(t time.Time) (int64, bool) {
 		return 0, false
 	}
 	_, hi := c.bounds(x)
-	return int64(x+hi) + 1, true // rounded up
+	return c.base + int64(math.Ceil(x+hi)), true
 }
 
 // uncertainty is how wide the offset's bounds are at t: how much later on
 // Redis's clock than it truly was latest may place an instant, and how
-// much later than the truth place may answer; false before any reply.
+// much later than the truth grant may place a slot at t; false before any
+// reply.
 func (c *redisClock) uncertainty(t time.Time) (time.Duration, bool) {
 	x := c.local(t)
 	c.mu.Lock()
@@ -99,26 +158,11 @@ func (c *redisClock) uncertainty(t time.Time) (time.Duration, bool) {
 		return 0, false
 	}
 	lo, hi := c.bounds(x)
-	return time.Duration((hi - lo) * float64(time.Microsecond)), true
+	return time.Duration(max(hi-lo, 0) * float64(time.Microsecond)), true
 }
 
 // unsure is the uncertainty now (0 before any reply).
 func (c *redisClock) unsure() time.Duration {
 	d, _ := c.uncertainty(time.Now())
 	return d
-}
-
-// place is the local instant of Redis time redisUS (µs), at the latest it
-// may be: a call made then is never early on Redis's clock. It also
-// returns how much later than the truth that instant may be: the offset's
-// uncertainty. Call it after observe.
-func (c *redisClock) place(redisUS int64) (time.Time, time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	// The offset's lower bound widens with the distance from loAt: one
-	// step from its value at loAt finds the instant (to within drift²).
-	x := float64(redisUS) - c.lo
-	lo, hi := c.bounds(x)
-	x = float64(redisUS) - lo
-	return c.origin.Add(time.Duration(math.Ceil(x)) * time.Microsecond), time.Duration((hi - lo) * float64(time.Microsecond))
 }

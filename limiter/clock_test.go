@@ -6,75 +6,124 @@ import (
 	"time"
 )
 
-// TestRedisClockBoundsTheOffset feeds the clock replies whose legs to and
-// from Redis vary (20 µs to 3 ms each), from a Redis clock that is ahead,
-// drifts at 400 ppm, and once steps forward by 50 ms: latest never places
-// an instant earlier than it truly was on Redis's clock, and after a few
-// replies places it within the fastest request leg seen (plus the drift
-// allowance), not a whole round trip.
-func TestRedisClockBoundsTheOffset(t *testing.T) {
-	rng := rand.New(rand.NewPCG(1, 2))
-	base := time.Now()
-	c := &redisClock{origin: base}
-	if _, ok := c.latest(base); ok {
-		t.Fatal("latest before any reply: want false")
-	}
-	offset := 1_234_567.0 // µs: Redis's clock less ours, at local 0
-	drift := 400e-6
-	redisAt := func(local float64) float64 { return local + offset + drift*local }
-	at := func(local float64) time.Time { return base.Add(time.Duration(local * float64(time.Microsecond))) }
-	leg := func() float64 { return 20 + rng.Float64()*rng.Float64()*3000 }
+// simulatedRedis is a Redis clock against a process's: offset µs ahead at
+// local 0, running drift faster, stepped by step from local stepAt on.
+type simulatedRedis struct {
+	offset, drift, step, stepAt float64
+}
 
-	local := 1000.0
-	stepped := false
-	for i := range 4000 {
-		if i == 2000 { // the Redis host's clock is stepped forward
-			offset += 50_000
-			stepped = true
+// at is Redis's clock at local µs x (not rounded).
+func (r simulatedRedis) at(x float64) float64 {
+	v := x + r.offset + r.drift*x
+	if x >= r.stepAt {
+		v += r.step
+	}
+	return v
+}
+
+// localOf is the local µs at which Redis's clock reads v, before the step
+// or (stepped) after it.
+func (r simulatedRedis) localOf(v float64, stepped bool) float64 {
+	if stepped {
+		v -= r.step
+	}
+	return (v - r.offset) / (1 + r.drift)
+}
+
+// TestRedisClockBoundsTheOffset feeds the clock replies whose legs to and
+// from Redis vary (20 µs to 3 ms each) and whose slots are up to 750 ms
+// ahead, from a Redis clock that is ahead, drifts at 400 ppm, and once
+// steps by 50 ms (forward, then in a second run back): a slot is never
+// placed before it truly comes, a write never on Redis's clock before it
+// truly was, and after a few replies both within the fastest legs seen
+// (plus the drift allowance), not a whole round trip.
+func TestRedisClockBoundsTheOffset(t *testing.T) {
+	for _, step := range []float64{50_000, -50_000} {
+		rng := rand.New(rand.NewPCG(1, 2))
+		base := time.Now()
+		c := &redisClock{origin: base}
+		if _, ok := c.latest(base); ok {
+			t.Fatal("latest before any reply: want false")
 		}
-		asked := local
-		read := asked + leg()
-		got := read + leg()
-		c.observe(at(asked), at(got), int64(redisAt(read))) // Redis's TIME reads whole µs, rounded down
-		// A write between replies: never placed early.
-		w := got + rng.Float64()*5000
-		latest, ok := c.latest(at(w))
-		if !ok {
-			t.Fatal("no bound after a reply")
-		}
-		truth := redisAt(w)
-		if float64(latest) < truth {
-			t.Fatalf("reply %d: write placed at %d, %0.1f µs before it truly was on Redis's clock", i, latest, truth-float64(latest))
-		}
-		if i%1000 == 999 {
-			if over := float64(latest) - truth; over > 500 {
-				t.Fatalf("reply %d: write placed %0.1f µs late, want within the fastest leg and the drift allowance (≤ 500 µs)", i, over)
+		r := simulatedRedis{offset: 1_234_567, drift: 400e-6, step: step, stepAt: 1e18}
+		at := func(local float64) time.Time { return base.Add(time.Duration(local * float64(time.Microsecond))) }
+		leg := func() float64 { return 20 + rng.Float64()*rng.Float64()*3000 }
+
+		local := 1000.0
+		for i := range 4000 {
+			if i == 2000 {
+				r.stepAt = local
 			}
-			if stepped && c.unsureAt(at(w)) > time.Millisecond {
-				t.Fatalf("after the step: uncertainty %v, want the bounds rebuilt", c.unsureAt(at(w)))
+			asked := local
+			read := asked + leg()
+			got := read + leg()
+			now := int64(r.at(read)) // TIME reads whole µs, rounded down
+			slot := now + int64(rng.Float64()*750_000)
+			placed, unsure := c.grant(at(asked), at(got), now, slot)
+			truly := r.localOf(float64(slot), read >= r.stepAt) // in the frame of the clock the reply read
+			early := truly - c.local(placed)
+			if early > 0.001 { // float rounding of the test's own arithmetic
+				t.Fatalf("step %v, reply %d: slot placed %.3f µs before it truly comes", step, i, early)
 			}
+			// A write between replies: never placed early.
+			w := got + rng.Float64()*5000
+			latest, ok := c.latest(at(w))
+			if !ok {
+				t.Fatal("no bound after a reply")
+			}
+			truth := r.at(w)
+			if float64(latest) < truth {
+				t.Fatalf("step %v, reply %d: write placed at %d, %0.3f µs before it truly was on Redis's clock", step, i, latest, truth-float64(latest))
+			}
+			if i%1000 == 999 {
+				if over := float64(latest) - truth; over > 500 {
+					t.Fatalf("step %v, reply %d: write placed %0.1f µs late, want within the fastest leg and the drift allowance (≤ 500 µs)", step, i, over)
+				}
+				if late := -early; late > float64(unsure/time.Microsecond)+1 || late > 2000 {
+					t.Fatalf("step %v, reply %d: slot placed %0.1f µs late (uncertainty %v), want within it and 2 ms", step, i, late, unsure)
+				}
+			}
+			local = got + 200 + rng.Float64()*2000
 		}
-		local = got + 200 + rng.Float64()*2000
 	}
 }
 
-// TestRedisClockStartsOverOnAStepBack: a reply that reads Redis's clock
-// earlier than the bounds allow (its clock stepped back) starts them over,
-// so the bounds stay true, and neither moves the wrong way.
-func TestRedisClockStartsOverOnAStepBack(t *testing.T) {
+// TestRedisClockStepAndAStaleReply: a Redis clock stepped back by 100 ms.
+// The first reply after the step starts the bounds over; a reply sent
+// before that one arrived, which read the clock before the step, is left
+// out (it must not start them over in the old frame) and its own slot is
+// placed by its own reading, never early. A reply sent after, in the new
+// frame, is folded in.
+func TestRedisClockStepAndAStaleReply(t *testing.T) {
 	base := time.Now()
 	c := &redisClock{origin: base}
 	at := func(us float64) time.Time { return base.Add(time.Duration(us * float64(time.Microsecond))) }
-	c.observe(at(0), at(100), 1_000_050) // offset within [999,950, 1,000,050]
-	if w, _ := c.latest(at(1000)); w < 1_001_050 || w > 1_001_052 {
+	// Before the step: Redis's clock = local + 1,000,000 (legs 50 µs).
+	c.grant(at(0), at(100), 1_000_050, 1_000_050)
+	if w, _ := c.latest(at(1000)); w < 1_001_050 || w > 1_001_053 {
 		t.Fatalf("latest %d, want 1,001,050 (+ rounding and drift)", w)
 	}
-	c.observe(at(2000), at(2100), 500_000+2050) // Redis stepped back by 0.5 s
-	if w, _ := c.latest(at(3000)); w < 503_050 || w > 503_052 {
-		t.Fatalf("after a step back: latest %d, want 503,050: bounds started over", w)
+	// Stale: sent at 2,000, reads the clock at 2,050 before the step, and
+	// arrives last, at 2,400. Fresh: sent at 2,100, reads it at 2,150
+	// after the step (Redis's clock = local + 900,000), arrives at 2,200.
+	c.grant(at(2100), at(2200), 902_150, 902_150)
+	if w, _ := c.latest(at(3000)); w < 903_000 || w > 903_053 {
+		t.Fatalf("after a step back: latest %d, want about 903,000: bounds started over", w)
+	}
+	placed, _ := c.grant(at(2000), at(2400), 1_002_050, 1_012_050) // slot 10 ms on in the old frame
+	if x := c.local(placed); x < 2400+10_000 {
+		t.Fatalf("stale reply's slot placed at local %.0f, want no earlier than its arrival plus the wait (12,400)", x)
+	}
+	if w, _ := c.latest(at(3000)); w < 903_000 || w > 903_053 {
+		t.Fatalf("a stale reply moved the bounds: latest %d, want about 903,000", w)
 	}
 	if u := c.unsureAt(at(3000)); u > 200*time.Microsecond {
-		t.Fatalf("uncertainty %v, want about the one reply's round trip", u)
+		t.Fatalf("uncertainty %v, want about the fresh reply's round trip", u)
+	}
+	// Sent after the fresh reply arrived: folded in, and tightens.
+	c.grant(at(5000), at(5030), 905_010, 905_010)
+	if u := c.unsureAt(at(5030)); u > 60*time.Microsecond {
+		t.Fatalf("after a faster reply: uncertainty %v, want ≤ its 30 µs round trip (+ drift)", u)
 	}
 }
 

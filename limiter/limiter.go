@@ -11,7 +11,8 @@
 // call and makes waiters poll.
 //
 // This limiter keeps one theoretical arrival time (TAT) per key. A Lua script
-// reads Redis's own clock (TIME, so host clocks never matter), reserves the
+// reads Redis's own clock (TIME: the hosts' clocks never set the pace; each
+// process learns how its clock stands to Redis's), reserves the
 // next free slot for the caller, max(TAT, now, pause-until), moves TAT one
 // interval (1 s ÷ cap) on, and answers how long to sleep until that slot. Slots are
 // exactly one interval apart, so any window of length W holds at most
@@ -84,9 +85,9 @@
 // Every reply of the reserve script reads Redis's clock at some instant
 // between its request's start and its arrival here, which bounds the
 // offset between Redis's clock and this process's on both sides. The
-// tightest bounds of the replies seen (each widened by 1,000 ppm of drift
-// for its age; a reply outside them, after the Redis host's clock was
-// stepped, starts them over) know Redis's clock to within the fastest
+// tightest bounds of the last second's replies (each widened by 1,000 ppm
+// of drift for its age; a reply outside them, after the Redis host's clock
+// was stepped, starts them over) know Redis's clock to within the fastest
 // request leg plus the fastest reply leg: tens of µs on loopback, the round
 // trip's floor when Redis is far (redisClock). A slot's local time is the
 // latest it may be by those bounds, so a call made then is never early,
@@ -97,8 +98,11 @@
 // trip longer than Tolerance costs nothing but its width (measured from
 // before the request, every slot would be given up past an 8 ms round
 // trip). The bound sent with a reservation covers the clock's uncertainty
-// then; if the reply leaves it wider (the bounds started over), the
-// difference counts toward Tolerance with the waiter's own lateness.
+// then (at most the usual round trip: after an idle spell the bounds have
+// widened, and the reply tightens them) and its widening by the drift to a
+// slot as far as the horizon (1.5 ms); whatever the slot's placement is
+// less sure than that (the bounds started over) counts toward Tolerance
+// with the waiter's own lateness.
 //
 // Reserve lets a caller work between the grant and the call: it books a
 // slot no earlier than a lead from now and returns that lead before it. The
@@ -248,9 +252,9 @@ type Config struct {
 	// Horizon bounds how far ahead a slot is reserved. Zero: DefaultHorizon.
 	Horizon time.Duration
 	// Tolerance is how late after its slot a call may go (its waiter's
-	// lateness plus how much slower than usual the reply that granted the
-	// slot came back); a later waiter reserves again. Zero:
-	// DefaultTolerance.
+	// lateness plus how much less surely than its bound allowed for the
+	// slot was placed on this process's clock); a later waiter reserves
+	// again. Zero: DefaultTolerance.
 	Tolerance time.Duration
 	// Prefix starts every key. Empty: "imrecall:rl".
 	Prefix string
@@ -410,7 +414,8 @@ func (l *Limiter) keys(k Key) []string {
 // lead µs (the slot is no earlier than now + lead: the caller's own work
 // before the call), 5 the cap in calls/s, 6 this process's spread µs (how
 // late after its slot one of its calls may arrive unless it reports
-// otherwise: Tolerance + Slack + its smoothed round trip, and its warm-up),
+// otherwise: Tolerance + Slack + how well it knows Redis's clock, and its
+// warm-up),
 // 7 this process's reports, "slot:bound,…" (µs in Redis time: the latest
 // arrival of the call of that slot, from when its request was written; 0
 // for a slot given up).
@@ -610,9 +615,9 @@ func (l *Limiter) Wait(ctx context.Context, k Key) error {
 	return r.Wait(ctx)
 }
 
-// Reservation is a slot reserved for one call. Its time is local: when the
-// reply that granted it arrived plus the wait Redis answered, so the round
-// trip to Redis never counts as lateness.
+// Reservation is a slot reserved for one call. Its time is local: the
+// latest the slot may be on this process's clock (redisClock), so the
+// round trip to Redis never counts as lateness.
 type Reservation struct {
 	l      *Limiter
 	k      Key
@@ -659,8 +664,8 @@ func (l *Limiter) Reserve(ctx context.Context, k Key, lead time.Duration) (*Rese
 	}
 	if l.rtt.Load() == 0 {
 		// No round trip measured yet: load the script (a first EVALSHA
-		// would cost a second round trip, NOSCRIPT then EVAL, and its slot
-		// be given up as a slow reply) and measure one, or the first slots
+		// would cost a second round trip, NOSCRIPT then EVAL) and measure
+		// one, or the first slots
 		// would be reserved with too short a lead and given up as late.
 		// The first command dials (and a cluster client learns its
 		// slots): measure the round trip on a second one.
@@ -724,10 +729,10 @@ func (r *Reservation) Wait(ctx context.Context) error {
 
 // Sent reports that the call of this slot was written at at (its request
 // written to the connection's buffer, flushed just after; tim.WhenWritten
-// calls it). The
-// budget's bounds then bound the call's arrival by that, plus the round trip
-// and Slack, instead of the worst its process allows (Tolerance, and the
-// warm-up), and later slots may come that much sooner. The
+// calls it). The budget's bounds then bound the call's arrival by the
+// latest that may be on Redis's clock plus Slack, instead of the worst its
+// process allows (Tolerance, and the warm-up), and later slots may come
+// that much sooner. The
 // report travels with this process's next reservation of the API. A call
 // written again (the transport replayed it on another connection) is
 // reported again: the latest write counts. A slot never reported keeps its
@@ -806,12 +811,16 @@ func (l *Limiter) book(ctx context.Context, k Key, lead time.Duration) (grant, e
 	for {
 		// How well Redis's clock is known, read once: the spread sent
 		// covers it, and a slot placed less surely counts the difference
-		// toward Tolerance. Before any reply: the round trip measured.
+		// toward Tolerance. At most the usual round trip (after an idle
+		// spell the bounds have widened; the reply tightens them), and
+		// their widening until a slot as far as the horizon.
 		asked := time.Now()
+		usual := time.Duration(l.rtt.Load())
 		known, ok := clock.uncertainty(asked)
-		if !ok {
-			known = time.Duration(l.rtt.Load())
+		if !ok || usual > 0 && known > usual {
+			known = usual
 		}
+		known += time.Duration(2*clockDrift*float64(l.cfg.Horizon+usual)) + 2*time.Microsecond
 		warm := l.warmUp(asked)
 		spread := (l.spread(known) + warm + time.Microsecond - 1).Truncate(time.Microsecond) // rounded up
 		reports := l.takeReports(k)
@@ -858,10 +867,9 @@ func (l *Limiter) book(ctx context.Context, k Key, lead time.Duration) (grant, e
 		rtt := got.Sub(asked)
 		l.observeRTT(rtt)
 		if reply.code == 1 {
-			clock.observe(asked, got, reply.slot-reply.wait.Microseconds())
 			l.intervals.Store(k, reply.interval)
 			e := boundEntry{slot: reply.slot, bound: reply.bound, backoff: reply.bound - reply.slot - spread.Microseconds()}
-			slot, unsure := clock.place(reply.slot)
+			slot, unsure := clock.grant(asked, got, reply.slot-reply.wait.Microseconds(), reply.slot)
 			return grant{slot: slot, unsure: max(unsure-known, 0), entry: e}, nil
 		}
 		if err := sleep(ctx, reply.wait); err != nil { // beyond the horizon: ask again later

@@ -228,7 +228,8 @@ func TestThrottleWidensTheMargin(t *testing.T) {
 	k := Key{AppID: 1, API: "group_msg_recall"}
 	base := "imrecall:rl:{" + k.String() + "}"
 	// check has b reserve a slot and compares its bound with the slot +
-	// Tolerance + Slack + b's round trip + backoff.
+	// Tolerance + Slack + backoff + the clock's widening to the horizon +
+	// b's round trip.
 	check := func(what string, backoff time.Duration) {
 		t.Helper()
 		mr.Del(base + ":pause") // skip the throttle's pause
@@ -236,11 +237,12 @@ func TestThrottleWidensTheMargin(t *testing.T) {
 		clear(a.paused)
 		a.mu.Unlock()
 		e := reserve(t, b, k)
-		least := (b.cfg.Tolerance + b.cfg.Slack + backoff).Microseconds()
+		least := (b.cfg.Tolerance + b.cfg.Slack + backoff + time.Duration(2*clockDrift*float64(b.cfg.Horizon))).Microseconds()
 		if got := e.bound - e.slot; got < least || got > least+20000 {
-			t.Fatalf("%s: bound %d µs after the slot, want Tolerance + Slack + backoff (%d µs) + a round trip", what, got, least)
+			t.Fatalf("%s: bound %d µs after the slot, want Tolerance + Slack + backoff + the clock's widening (%d µs) + a round trip", what, got, least)
 		}
 	}
+	reserve(t, b, k) // b's first reservation warms up (20 ms more)
 	check("before any throttle", 0)
 	for range 5 { // five calls refused at once: one pause, one step
 		a.ForApp(1).Throttled(t.Context(), k.API, 60007)
@@ -525,5 +527,32 @@ func TestSentPlacesTheWriteOnRedisClock(t *testing.T) {
 		if i >= 50 && written > after+1000 {
 			t.Fatalf("call %d: write placed %d µs after a TIME read after it, want within 1 ms", i, written-after)
 		}
+	}
+}
+
+// TestIdleClockKeepsTheSpread: after an hour without a reply, the bounds of
+// Redis's clock have widened by the drift allowed (7.2 s); the bound sent
+// with the next reservation still holds at most the usual round trip for
+// them, not the widened bounds (the reply tightens them again).
+func TestIdleClockKeepsTheSpread(t *testing.T) {
+	mr := miniredis.RunT(t)
+	l := limiterOn(t, mr, Config{Cap: 100, WarmUp: time.Nanosecond})
+	k := Key{AppID: 1, API: "group_msg_recall"}
+	reserve(t, l, k)
+	c := l.clockOf(k)
+	c.mu.Lock()
+	c.hiAt -= 3.6e9 // µs: its last reply an hour ago
+	c.loAt -= 3.6e9
+	c.mu.Unlock()
+	if u := c.unsure(); u < 7*time.Second {
+		t.Fatalf("uncertainty after an hour: %v, want the drift's 7.2 s", u)
+	}
+	e := reserve(t, l, k)
+	most := l.cfg.Tolerance + l.cfg.Slack + time.Duration(l.rtt.Load()) + 2*time.Millisecond // + the widening to the horizon, 1.5 ms
+	if spread := time.Duration(e.bound-e.slot) * time.Microsecond; spread > most {
+		t.Fatalf("bound %v after the slot, want at most %v", spread, most)
+	}
+	if u := c.unsure(); u > 5*time.Millisecond {
+		t.Fatalf("uncertainty after the reply: %v, want its round trip", u)
 	}
 }
