@@ -136,14 +136,8 @@ func (c *redisClock) fold(a, g, hi, lo float64) bool {
 // latest is the latest Redis time, in whole µs, that local instant t may
 // be; false before any reply.
 func (c *redisClock) latest(t time.Time) (int64, bool) {
-	x := c.local(t)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.ok {
-		return 0, false
-	}
-	_, hi := c.bounds(x)
-	return c.base + int64(math.Ceil(x+hi)), true
+	x, _, hi, base, ok := c.boundsAt(t)
+	return base + int64(math.Ceil(x+hi)), ok
 }
 
 // uncertainty is how wide the offset's bounds are at t: how much later on
@@ -151,14 +145,21 @@ func (c *redisClock) latest(t time.Time) (int64, bool) {
 // much later than the truth grant may place a slot at t; false before any
 // reply.
 func (c *redisClock) uncertainty(t time.Time) (time.Duration, bool) {
-	x := c.local(t)
+	_, lo, hi, _, ok := c.boundsAt(t)
+	return time.Duration(max(hi-lo, 0) * float64(time.Microsecond)), ok
+}
+
+// boundsAt is t in local µs, the offset's bounds (less base) then, and
+// base; false (and zeros) before any reply.
+func (c *redisClock) boundsAt(t time.Time) (x, lo, hi float64, base int64, ok bool) {
+	x = c.local(t)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.ok {
-		return 0, false
+		return 0, 0, 0, 0, false
 	}
-	lo, hi := c.bounds(x)
-	return time.Duration(max(hi-lo, 0) * float64(time.Microsecond)), true
+	lo, hi = c.bounds(x)
+	return x, lo, hi, c.base, true
 }
 
 // unsure is the uncertainty now (0 before any reply).
