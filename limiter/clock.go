@@ -14,9 +14,9 @@ import (
 const clockDrift = 1e-3
 
 // clockMaxAge is how long a bound of the offset is kept while looser ones
-// come in (µs): the bounds rest on the replies of the last second, so a
-// drift faster than clockDrift shifts them by its rate over a second at
-// most.
+// come in (µs): as of each reply, the bounds rest on replies at most a
+// second old, so a drift faster than clockDrift shifts them by its rate
+// over a second (and the time since the last reply) at most.
 const clockMaxAge = 1e6
 
 // redisClock places this process's instants on Redis's clock, from the
@@ -24,8 +24,8 @@ const clockMaxAge = 1e6
 // some instant between the request's start and the reply's arrival here,
 // so the offset (Redis's clock less this process's) is at most the reading
 // less the start and at least the reading less the arrival. The tightest
-// of those bounds over the last second's replies, each widened by
-// clockDrift for its age, bound the offset now: within the fastest request
+// of those bounds seen, each widened by clockDrift for its age and given
+// up for the next reply's once it is a second old, bound the offset now: within the fastest request
 // leg plus the fastest reply leg (tens of µs on loopback while the
 // process reserves often), where one reply alone bounds it within its
 // whole round trip. A slot is then placed on this process's clock, and a
@@ -34,9 +34,10 @@ const clockMaxAge = 1e6
 // A reply that contradicts the bounds (its clock read outside them: the
 // Redis host's clock was stepped, a failover to a host with another clock,
 // or a drift faster than clockDrift) starts them over from that reply
-// alone, unless it was sent before the reply that last started them over
-// arrived: then it may have read the clock before the step, and its slot
-// is placed by that reply alone (its arrival plus the wait). A step too
+// alone; so does, in effect, one that replaces both bounds. A reply sent
+// before the one that last started them over arrived may have read the
+// clock before a step that one read after: it is left out, and its slot is
+// placed by that reply alone (its arrival plus the wait). A step too
 // small to contradict the bounds (under the fastest leg seen) goes unseen:
 // a forward one places writes at most the fastest reply leg early, a
 // backward one slots at most the granting reply's request leg early (a slot
@@ -95,8 +96,9 @@ func (c *redisClock) grant(asked, got time.Time, redisNow, slot int64) (time.Tim
 	// instant in [a, g].
 	hi, lo := float64(redisNow+1-c.base)-a, float64(redisNow-c.base)-g
 	wait := float64(slot - redisNow)
+	// Both answers count the rounding of the local time up to a µs.
 	if !c.fold(a, g, hi, lo) {
-		return c.at(g + wait*(1+clockDrift)), time.Duration((g - a + wait*2*clockDrift) * float64(time.Microsecond))
+		return c.at(g + wait*(1+clockDrift)), time.Duration((g - a + wait*2*clockDrift + 1) * float64(time.Microsecond))
 	}
 	// The slot's local x: x + lo(x) = slot, lo(x) = c.lo − |x − loAt|·drift.
 	s := float64(slot - c.base)
@@ -106,26 +108,37 @@ func (c *redisClock) grant(asked, got time.Time, redisNow, slot int64) (time.Tim
 	}
 	x = max(x, a+wait) // not before the request's start plus the wait, whatever the bounds say
 	l, h := c.bounds(x)
-	return c.at(x), time.Duration(max(h-l, 0) * float64(time.Microsecond))
+	return c.at(x), time.Duration((max(h-l, 0) + 1) * float64(time.Microsecond))
 }
 
 // fold folds one reply's bounds in, with the lock held; false for a reply
-// that contradicts the bounds but was sent before the reply that last
-// started them over arrived (it is left out).
+// sent before the reply that last started the bounds over arrived: it may
+// have read Redis's clock before a step that one read after, so it is left
+// out, agreeing with the bounds or not.
 func (c *redisClock) fold(a, g, hi, lo float64) bool {
 	if c.ok {
+		if a < c.startedAt {
+			return false
+		}
 		oldLo, oldHi := c.bounds(g)
 		if lo <= oldHi && hi+(g-a)*clockDrift >= oldLo {
-			if _, h := c.bounds(a); hi <= h || a-c.hiAt > clockMaxAge {
+			_, h := c.bounds(a)
+			newHi := hi <= h || a-c.hiAt > clockMaxAge
+			if newHi {
 				c.hi, c.hiAt = hi, a
 			}
-			if l, _ := c.bounds(g); lo >= l || g-c.loAt > clockMaxAge {
+			l, _ := c.bounds(g)
+			newLo := lo >= l || g-c.loAt > clockMaxAge
+			if newLo {
 				c.lo, c.loAt = lo, g
 			}
+			if newHi && newLo {
+				// The bounds are this reply's alone, which may have read
+				// the clock after a step too small to contradict them: a
+				// start-over in all but name.
+				c.startedAt = g
+			}
 			return true
-		}
-		if a < c.startedAt { // it may have read the clock before the step
-			return false
 		}
 	}
 	// The first reply, or the clocks moved apart: start over.

@@ -132,3 +132,41 @@ func (c *redisClock) unsureAt(t time.Time) time.Duration {
 	d, _ := c.uncertainty(t)
 	return d
 }
+
+// TestRedisClockStaleRepliesAroundSmallSteps: steps too small to contradict
+// the bounds, with a reply in flight that read the clock before the step.
+// Folded in, that reply would put the old frame back (writes placed early
+// by up to the step): it is left out whether it agrees with the bounds or
+// not, and a reply that replaces both bounds counts as a start-over.
+func TestRedisClockStaleRepliesAroundSmallSteps(t *testing.T) {
+	at := func(base time.Time, us float64) time.Time {
+		return base.Add(time.Duration(us * float64(time.Microsecond)))
+	}
+	t.Run("agrees with the fresh bounds", func(t *testing.T) {
+		base := time.Now()
+		c := &redisClock{origin: base}
+		c.grant(at(base, 0), at(base, 100), 1_000_050, 1_000_050) // Redis = local + 1,000,000
+		// A step of +300 µs at local 2,120. Fresh: sent at 2,100, reads
+		// at 2,150 after the step, arrives at 2,350: contradicts, starts over.
+		c.grant(at(base, 2100), at(base, 2350), 2150+1_000_300, 2150+1_000_300)
+		// Stale: sent at 2,000, read at 2,100 before the step, arrives
+		// at 2,500; it agrees with the fresh bounds, and is tighter.
+		c.grant(at(base, 2000), at(base, 2500), 2100+1_000_000, 2100+1_000_000)
+		if w, _ := c.latest(at(base, 3000)); w < 3000+1_000_300 {
+			t.Fatalf("write placed %d µs early on Redis's clock", 3000+1_000_300-w)
+		}
+	})
+	t.Run("after bounds a second old", func(t *testing.T) {
+		base := time.Now()
+		c := &redisClock{origin: base}
+		c.grant(at(base, 0), at(base, 100), 1_000_050, 1_000_050)
+		// 1.5 s later, a step of +1 ms at local 1,500,120; the fresh
+		// reply replaces both bounds (they were a second old).
+		c.grant(at(base, 1_500_100), at(base, 1_500_200), 1_500_150+1_001_000, 1_500_150+1_001_000)
+		// Stale: read before the step; contradicts the fresh bounds.
+		c.grant(at(base, 1_500_000), at(base, 1_500_300), 1_500_050+1_000_000, 1_500_050+1_000_000)
+		if w, _ := c.latest(at(base, 1_501_000)); w < 1_501_000+1_001_000 {
+			t.Fatalf("write placed %d µs early on Redis's clock", 1_501_000+1_001_000-w)
+		}
+	})
+}

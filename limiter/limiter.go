@@ -85,9 +85,10 @@
 // Every reply of the reserve script reads Redis's clock at some instant
 // between its request's start and its arrival here, which bounds the
 // offset between Redis's clock and this process's on both sides. The
-// tightest bounds of the last second's replies (each widened by 1,000 ppm
-// of drift for its age; a reply outside them, after the Redis host's clock
-// was stepped, starts them over) know Redis's clock to within the fastest
+// tightest bounds seen (each widened by 1,000 ppm of drift for its age and
+// given up for the next reply's once a second old; a reply outside them,
+// after the Redis host's clock was stepped, starts them over) know Redis's
+// clock to within the fastest
 // request leg plus the fastest reply leg: tens of µs on loopback, the round
 // trip's floor when Redis is far (redisClock). A slot's local time is the
 // latest it may be by those bounds, so a call made then is never early,
@@ -793,7 +794,7 @@ type grant struct {
 
 // book reserves a slot within Horizon, no earlier than lead from now, and
 // returns its local time, the latest it may be on this process's clock (a
-// call made then is never early; redisClock.place), and how much later
+// call made then is never early; redisClock.grant), and how much later
 // than the truth that may be beyond what the bound sent allowed for (it
 // counts toward Tolerance). Redis failures are retried with back-off (fail
 // closed) until ctx ends.
@@ -820,7 +821,9 @@ func (l *Limiter) book(ctx context.Context, k Key, lead time.Duration) (grant, e
 		if !ok || usual > 0 && known > usual {
 			known = usual
 		}
-		known += time.Duration(2*clockDrift*float64(l.cfg.Horizon+usual)) + 2*time.Microsecond
+		// The drift: over the wait to a slot as far as the horizon (both
+		// bounds), and over how late after the slot a call may go.
+		known += time.Duration(clockDrift*float64(2*(l.cfg.Horizon+usual)+l.cfg.Tolerance+WarmUpSpread+known)) + 2*time.Microsecond
 		warm := l.warmUp(asked)
 		spread := (l.spread(known) + warm + time.Microsecond - 1).Truncate(time.Microsecond) // rounded up
 		reports := l.takeReports(k)
