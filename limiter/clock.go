@@ -36,8 +36,8 @@ const clockMaxAge = 1e6
 // or a drift faster than clockDrift) starts them over from that reply
 // alone; so does, in effect, one that replaces both bounds. A reply sent
 // before the one that last started them over arrived may have read the
-// clock before a step that one read after: it is left out, and its slot is
-// placed by that reply alone (its arrival plus the wait). A step too
+// clock before a step that one read after: it is left out of the bounds
+// (its slot is placed by them, as any other). A step too
 // small to contradict the bounds (under the fastest leg seen) goes unseen:
 // a forward one places writes at most the fastest reply leg early, a
 // backward one slots at most the granting reply's request leg early (a slot
@@ -96,18 +96,21 @@ func (c *redisClock) grant(asked, got time.Time, redisNow, slot int64) (time.Tim
 	// instant in [a, g].
 	hi, lo := float64(redisNow+1-c.base)-a, float64(redisNow-c.base)-g
 	wait := float64(slot - redisNow)
-	// Both answers count the rounding of the local time up to a µs.
-	if !c.fold(a, g, hi, lo) {
-		return c.at(g + wait*(1+clockDrift)), time.Duration((g - a + wait*2*clockDrift + 1) * float64(time.Microsecond))
-	}
-	// The slot's local x: x + lo(x) = slot, lo(x) = c.lo − |x − loAt|·drift.
+	folded := c.fold(a, g, hi, lo)
+	// The slot's local x, by the bounds (a reply left out is placed by them
+	// too: they hold Redis's clock as it reads now, which the slots of every
+	// reply granted from now on are counted in): x + lo(x) = slot, with
+	// lo(x) = c.lo − |x − loAt|·drift.
 	s := float64(slot - c.base)
 	x := (s - c.lo - c.loAt*clockDrift) / (1 - clockDrift)
 	if x < c.loAt {
 		x = (s - c.lo + c.loAt*clockDrift) / (1 + clockDrift)
 	}
-	x = max(x, a+wait) // not before the request's start plus the wait, whatever the bounds say
+	if folded {
+		x = max(x, a+wait) // not before the request's start plus the wait, whatever the bounds say
+	}
 	l, h := c.bounds(x)
+	// The uncertainty counts the rounding of x up to a µs.
 	return c.at(x), time.Duration((max(h-l, 0) + 1) * float64(time.Microsecond))
 }
 

@@ -92,7 +92,7 @@ func TestRedisClockBoundsTheOffset(t *testing.T) {
 // The first reply after the step starts the bounds over; a reply sent
 // before that one arrived, which read the clock before the step, is left
 // out (it must not start them over in the old frame) and its own slot is
-// placed by its own reading, never early. A reply sent after, in the new
+// placed by the new bounds, never early. A reply sent after, in the new
 // frame, is folded in.
 func TestRedisClockStepAndAStaleReply(t *testing.T) {
 	base := time.Now()
