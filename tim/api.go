@@ -17,6 +17,16 @@ func (a API) Path() string { return "/v4/" + a.Service + "/" + a.Command }
 // String returns "service/command".
 func (a API) String() string { return a.Service + "/" + a.Command }
 
+// ReadOnly reports whether a only reads (the discovery APIs): asking again
+// changes nothing, so the client asks again after a throttle code.
+func (a API) ReadOnly() bool {
+	switch a {
+	case GroupMsgGetSimple, AdminGetRoamMsg, GetJoinedGroupList, GetGroupInfo, GetTopic:
+		return true
+	}
+	return false
+}
+
 // DefaultRateLimit is Tencent's default cap, in calls per second, for each API
 // of one app (SDKAppID). Higher limits are a paid add-on.
 const DefaultRateLimit = 200

@@ -264,9 +264,18 @@ type callOpts struct {
 	itemized func() bool
 }
 
+// throttledReadTries is how many times a read (API.ReadOnly) is asked when
+// the server answers a throttle code: the Gate pauses the API for every
+// process on each, and the next try waits that out.
+const throttledReadTries = 4
+
 // call makes one API call: it marshals req (nil sends {}), waits on the Gate,
 // sends the request and decodes the answer into resp. After an auth code it
-// renews the UserSig and tries once more, through the Gate again.
+// renews the UserSig and tries once more, through the Gate again. A read
+// answered with a throttle code (another caller on the app's budget, or a
+// call counted late) is asked again through the Gate, which paused the API,
+// up to throttledReadTries times in all; other calls are not (a recall's
+// outcome is its caller's to settle).
 func (c *Client) call(ctx context.Context, api API, req any, resp response, opts callOpts) error {
 	body := []byte("{}")
 	if req != nil {
@@ -276,12 +285,23 @@ func (c *Client) call(ctx context.Context, api API, req any, resp response, opts
 		}
 		body = b
 	}
+	renewed, throttled := false, 0
 	for attempt := 1; ; attempt++ {
 		sig, err := c.attempt(ctx, api, body, resp, opts, attempt)
 		var e *Error
-		if attempt == 1 && errors.As(err, &e) && e.Code != 0 && Classify(e.Code) == ClassAuth {
-			c.sigs.invalidate(sig)
-			continue
+		if errors.As(err, &e) && e.Code != 0 {
+			switch Classify(e.Code) {
+			case ClassAuth:
+				if !renewed {
+					renewed = true
+					c.sigs.invalidate(sig)
+					continue
+				}
+			case ClassThrottled:
+				if throttled++; api.ReadOnly() && c.gate != nil && throttled < throttledReadTries {
+					continue
+				}
+			}
 		}
 		return err
 	}

@@ -828,3 +828,62 @@ func TestConcurrentCallsShareSig(t *testing.T) {
 		t.Errorf("%d requests, %d sig generations; want 100 and 1", n.Load(), c.sigs.gen.Load())
 	}
 }
+
+// TestThrottledReadAskedAgain: a read answered with a throttle code is
+// reported to the Gate and asked again through it, up to
+// throttledReadTries times in all; a recall is not asked again (its
+// caller settles it), and neither is a read made without a Gate (nothing
+// would pause it).
+func TestThrottledReadAskedAgain(t *testing.T) {
+	t.Parallel()
+	read := func(c *Client) error {
+		_, err := c.GroupMsgGetSimple(t.Context(), GroupMsgGetSimpleRequest{GroupID: "g", ReqMsgNumber: 20})
+		return err
+	}
+	withdraw := func(c *Client) error {
+		_, err := c.AdminMsgWithdraw(t.Context(), AdminMsgWithdrawRequest{FromAccount: "a", ToAccount: "b", MsgKey: "1_2_3"})
+		return err
+	}
+	tests := []struct {
+		name         string
+		call         func(*Client) error
+		noGate       bool
+		answers      []func(http.ResponseWriter)
+		wantCode     int
+		wantRequests int
+	}{
+		{"read: throttled once, then answered", read, false, []func(http.ResponseWriter){failBody(60007), okBody("")}, 0, 2},
+		{"read: throttled every time", read, false, []func(http.ResponseWriter){failBody(60007), failBody(60011), failBody(60007), failBody(60007), okBody("")}, 60007, throttledReadTries},
+		{"read: auth, then throttled, then answered", read, false, []func(http.ResponseWriter){failBody(70001), failBody(60007), okBody("")}, 0, 3},
+		{"read without a Gate", read, true, []func(http.ResponseWriter){failBody(60007), okBody("")}, 60007, 1},
+		{"recall: not asked again", withdraw, false, []func(http.ResponseWriter){failBody(60007), okBody("")}, 60007, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s, srv := startScripted(t, tt.answers...)
+			g := &recordingGate{}
+			c := newTestClient(t, srv.URL, func(c *Config) {
+				if !tt.noGate {
+					c.Gate = g
+				}
+			})
+			err := tt.call(c)
+			if got := CodeOf(err); got != tt.wantCode || (err == nil) != (tt.wantCode == 0) {
+				t.Fatalf("code %d (err %v), want %d", got, err, tt.wantCode)
+			}
+			if n := len(s.requests()); n != tt.wantRequests {
+				t.Errorf("%d requests, want %d", n, tt.wantRequests)
+			}
+			waits, throttled := g.counts()
+			if !tt.noGate && len(waits) != tt.wantRequests {
+				t.Errorf("%d gate waits, want one a request (%d)", len(waits), tt.wantRequests)
+			}
+			for _, th := range throttled {
+				if !strings.HasSuffix(th, ":60007") && !strings.HasSuffix(th, ":60011") {
+					t.Errorf("Throttled %q", th)
+				}
+			}
+		})
+	}
+}
