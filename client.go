@@ -336,7 +336,7 @@ func (c *Client) needIM(field string) error {
 
 func (c *Client) prepareUser(ctx context.Context, p *prepared, r UserPurge, countIndex, countScan bool) error {
 	now := c.cfg.Now()
-	w, err := window(r.Since, r.Until, now)
+	w, err := producer.ParseWindow(r.Since, r.Until, now)
 	if err != nil {
 		return err
 	}
@@ -399,7 +399,7 @@ func (c *Client) prepareUser(ctx context.Context, p *prepared, r UserPurge, coun
 	}
 	scans, rep, err := producer.UserScans(ctx, c.cfg.IM, spec)
 	if err != nil {
-		return asFieldError(err)
+		return err
 	}
 	if c.cfg.Index != nil {
 		// Groups the user left are not listed; the index may know them.
@@ -414,14 +414,14 @@ func (c *Client) prepareUser(ctx context.Context, p *prepared, r UserPurge, coun
 			return fmt.Errorf("reading the callback index for the groups of %s: %w", r.User, err)
 		}
 		if scans, err = producer.AddIndexedGroups(ctx, c.cfg.IM, spec, scans, rep, indexed); err != nil {
-			return asFieldError(err)
+			return err
 		}
 	}
 	return c.scanned(ctx, p, scans, rep, producer.Coverage(r.User, w, r.Peers, producer.ScanSources(len(r.Peers)), rep), countScan)
 }
 
 func (c *Client) prepareGroup(ctx context.Context, p *prepared, r GroupPurge, count bool) error {
-	w, err := window(r.Since, r.Until, c.cfg.Now())
+	w, err := producer.ParseWindow(r.Since, r.Until, c.cfg.Now())
 	if err != nil {
 		return err
 	}
@@ -431,7 +431,7 @@ func (c *Client) prepareGroup(ctx context.Context, p *prepared, r GroupPurge, co
 	}
 	scans, rep, err := producer.GroupScans(ctx, c.cfg.IM, r.spec(w, c.cfg.DiscoveryConcurrency))
 	if err != nil {
-		return asFieldError(err)
+		return err
 	}
 	subject := ""
 	if len(r.Senders) == 1 {
@@ -450,7 +450,7 @@ func (c *Client) scanned(ctx context.Context, p *prepared, scans []producer.Scan
 	}
 	tally := &producer.Tally{}
 	if err := producer.RunScans(ctx, c.cfg.IM, scans, c.cfg.DiscoveryConcurrency, tally, rep); err != nil {
-		return asFieldError(err)
+		return err
 	}
 	cov.Targets = rep.TargetCoverage()
 	p.setScope(cov)

@@ -1,7 +1,6 @@
 package imrecall
 
 import (
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -31,45 +30,14 @@ const (
 	SourceList  = "list"               // the request lists its messages (recalls)
 )
 
-// FieldError is a bad field of a request. Field is the request's JSON name
-// ("user", "groups", "messages[3]", "seqs"); a CLI maps it to its flag, an
-// HTTP API returns it as is. Value is the bad value when there is one to
-// show; Other, when set, is the field it conflicts with and OtherValue
-// that field's value (the message reads "Field: Reason Other OtherValue").
-// Err, if set, is the underlying error (errors.As reaches it).
-type FieldError struct {
-	Field      string
-	Value      string
-	Reason     string
-	Other      string
-	OtherValue string
-	Err        error
-}
-
-// Error reads "Field: Reason", "Field \"Value\": Reason", with "Other
-// OtherValue" after the reason when set (worded as producer.FieldError).
-func (e *FieldError) Error() string {
-	field := e.Field
-	if e.Value != "" {
-		field = fmt.Sprintf("%s %q", e.Field, e.Value)
-	}
-	return (&producer.FieldError{Field: field, Msg: e.Reason, Other: e.Other, OtherValue: e.OtherValue}).Error()
-}
-
-func (e *FieldError) Unwrap() error { return e.Err }
+// FieldError is a bad field of a request: Field names it by its JSON name
+// ("user", "groups", "messages[3]", "seqs"), Value shows the bad value when
+// there is one, Err is the cause. It is the planner's type: every layer
+// returns the same error for bad input (see producer.FieldError).
+type FieldError = producer.FieldError
 
 func fieldErr(field, value, format string, args ...any) *FieldError {
 	return &FieldError{Field: field, Value: value, Reason: fmt.Sprintf(format, args...)}
-}
-
-// asFieldError turns the planner's *producer.FieldError into a *FieldError;
-// other errors are returned as they are.
-func asFieldError(err error) error {
-	var pe *producer.FieldError
-	if errors.As(err, &pe) {
-		return &FieldError{Field: pe.Field, Reason: pe.Msg, Other: pe.Other, OtherValue: pe.OtherValue, Err: err}
-	}
-	return err
 }
 
 // GroupRecall recalls messages of one group (or one topic of a Community)
@@ -186,11 +154,11 @@ func (r UserPurge) Validate() error {
 	default:
 		return fieldErr("source", r.Source, "want %s, %s or %s", SourceAuto, SourceIndex, SourceScan)
 	}
-	w, err := window(r.Since, r.Until, time.Now())
+	w, err := producer.ParseWindow(r.Since, r.Until, time.Now())
 	if err != nil {
 		return err
 	}
-	return asFieldError(r.spec(w, 0).Validate())
+	return r.spec(w, 0).Validate()
 }
 
 func (r UserPurge) spec(w producer.Window, concurrency int) producer.UserPurge {
@@ -215,11 +183,11 @@ func (GroupPurge) Kind() string { return "purge:group" }
 
 // Validate names the first bad field.
 func (r GroupPurge) Validate() error {
-	w, err := window(r.Since, r.Until, time.Now())
+	w, err := producer.ParseWindow(r.Since, r.Until, time.Now())
 	if err != nil {
 		return err
 	}
-	return asFieldError(r.spec(w, 0).Validate())
+	return r.spec(w, 0).Validate()
 }
 
 func (r GroupPurge) spec(w producer.Window, concurrency int) producer.GroupPurge {
@@ -227,31 +195,13 @@ func (r GroupPurge) spec(w producer.Window, concurrency int) producer.GroupPurge
 		GroupFilter: producer.GroupFilter{Window: w, SeqFrom: r.SeqFrom, SeqTo: r.SeqTo}}
 }
 
-// window parses a time range as of now.
-func window(since, until string, now time.Time) (producer.Window, error) {
-	var w producer.Window
-	var err error
-	if w.Since, err = producer.ParseTime(since, now); err != nil {
-		return w, &FieldError{Field: "since", Reason: err.Error(), Err: err}
-	}
-	if w.Until, err = producer.ParseTime(until, now); err != nil {
-		return w, &FieldError{Field: "until", Reason: err.Error(), Err: err}
-	}
-	return w, asFieldError(w.Validate())
-}
-
 // RequestOf turns the stored and HTTP form of a request (what a schedule
 // holds, what POST /v1/jobs takes) into its typed request, after checking
 // it (errors are *FieldError). Its Reason, Actor, Queue, DryRun and
 // Confirm are the caller's to pass on as CreateOptions.
 func RequestOf(r producer.JobRequest) (Request, error) {
-	if strings.TrimSpace(r.Reason) == "" {
-		return nil, fieldErr("reason", "", "required (why, for the audit record)")
-	}
-	if r.Queue != "" {
-		if err := tasks.ValidQueue(r.Queue); err != nil {
-			return nil, &FieldError{Field: "queue", Value: r.Queue, Reason: err.Error(), Err: err}
-		}
+	if err := r.Check(time.Now()); err != nil {
+		return nil, err
 	}
 	var req Request
 	switch r.Kind {

@@ -55,7 +55,7 @@ type Window struct {
 // Validate refuses an inverted range.
 func (w Window) Validate() error {
 	if !w.Since.IsZero() && !w.Until.IsZero() && w.Until.Before(w.Since) {
-		return &FieldError{Field: "until", Msg: w.Until.Format(time.RFC3339) + " is before", Other: "since", OtherValue: w.Since.Format(time.RFC3339)}
+		return &FieldError{Field: "until", Reason: w.Until.Format(time.RFC3339) + " is before", Other: "since", OtherValue: w.Since.Format(time.RFC3339)}
 	}
 	return nil
 }

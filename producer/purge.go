@@ -25,11 +25,11 @@ type UserPurge struct {
 // Validate names the first bad field.
 func (p UserPurge) Validate() error {
 	if strings.TrimSpace(p.User) == "" {
-		return &FieldError{Field: "user", Msg: "required"}
+		return &FieldError{Field: "user", Reason: "required"}
 	}
 	for i, peer := range p.Peers {
 		if strings.TrimSpace(peer) == "" {
-			return &FieldError{Field: "peers", Msg: fmt.Sprintf("element %d is empty", i+1)}
+			return &FieldError{Field: "peers", Reason: fmt.Sprintf("element %d is empty", i+1)}
 		}
 	}
 	return p.Window.Validate()
@@ -53,7 +53,7 @@ func UserScans(ctx context.Context, im IM, p UserPurge) ([]Scan, *Report, error)
 		if err != nil {
 			var te *tim.Error
 			if errors.As(err, &te) && (te.Code == 70107 || te.Code == 10004) {
-				return nil, nil, &FieldError{Field: "user", Msg: fmt.Sprintf("%q: unknown user (%d %s)", p.User, te.Code, te.Info)}
+				return nil, nil, &FieldError{Field: "user", Reason: fmt.Sprintf("%q: unknown user (%d %s)", p.User, te.Code, te.Info)}
 			}
 			return nil, nil, fmt.Errorf("listing the groups of %s: %w", p.User, err)
 		}
@@ -101,24 +101,24 @@ type GroupPurge struct {
 // Validate names the first bad field.
 func (p GroupPurge) Validate() error {
 	if len(p.Groups) == 0 {
-		return &FieldError{Field: "groups", Msg: "at least one required"}
+		return &FieldError{Field: "groups", Reason: "at least one required"}
 	}
 	for i, g := range p.Groups {
 		if strings.TrimSpace(g) == "" {
-			return &FieldError{Field: "groups", Msg: fmt.Sprintf("element %d is empty", i+1)}
+			return &FieldError{Field: "groups", Reason: fmt.Sprintf("element %d is empty", i+1)}
 		}
 	}
 	if p.Topic != "" && len(p.Groups) != 1 {
-		return &FieldError{Field: "topic", Msg: "only with exactly one group"}
+		return &FieldError{Field: "topic", Reason: "only with exactly one group"}
 	}
 	if p.SeqFrom < 0 || p.SeqTo < 0 {
-		return &FieldError{Field: "seq_from", Msg: fmt.Sprintf("seq range %d..%d must not be negative", p.SeqFrom, p.SeqTo)}
+		return &FieldError{Field: "seq_from", Reason: fmt.Sprintf("seq range %d..%d must not be negative", p.SeqFrom, p.SeqTo)}
 	}
 	if p.SeqTo > 0 && p.SeqFrom > p.SeqTo {
-		return &FieldError{Field: "seq_from", Msg: fmt.Sprintf("%d is after", p.SeqFrom), Other: "seq_to", OtherValue: fmt.Sprint(p.SeqTo)}
+		return &FieldError{Field: "seq_from", Reason: fmt.Sprintf("%d is after", p.SeqFrom), Other: "seq_to", OtherValue: fmt.Sprint(p.SeqTo)}
 	}
 	if (p.SeqFrom > 0 || p.SeqTo > 0) && (!p.Since.IsZero() || !p.Until.IsZero()) {
-		return &FieldError{Field: "seq_from", Msg: "give a time range (since/until) or a seq range (seq_from/seq_to), not both"}
+		return &FieldError{Field: "seq_from", Reason: "give a time range (since/until) or a seq range (seq_from/seq_to), not both"}
 	}
 	return p.Window.Validate()
 }
@@ -195,14 +195,14 @@ func groupTypes(ctx context.Context, im IM, groups []string) (map[string]string,
 		}
 	}
 	if err := joinErr("unknown groups: ", unknown); err != nil {
-		return nil, &FieldError{Field: "groups", Msg: err.Error()}
+		return nil, &FieldError{Field: "groups", Reason: err.Error()}
 	}
 	if err := joinErr("group types that cannot recall messages: ", unsupported); err != nil {
-		return nil, &FieldError{Field: "groups", Msg: err.Error()}
+		return nil, &FieldError{Field: "groups", Reason: err.Error()}
 	}
 	for _, g := range groups {
 		if _, ok := types[g]; !ok {
-			return nil, &FieldError{Field: "groups", Msg: g + ": get_group_info did not answer for it"}
+			return nil, &FieldError{Field: "groups", Reason: g + ": get_group_info did not answer for it"}
 		}
 	}
 	return types, nil

@@ -74,28 +74,43 @@ type JobRequest struct {
 	Until string `json:"until,omitempty"`
 }
 
-// FieldError is a bad field of a request; Field is the request's JSON name
-// (e.g. "request.api_base", "groups", "messages[3]"). Other, when set, is
-// the field it conflicts with, and OtherValue that field's value: the
-// message reads Field: Msg Other OtherValue ("until: 2026-11-01T00:00:00Z
-// is before since 2026-11-02T00:00:00Z").
+// FieldError is a bad field of a request: the one error type for bad
+// input from the planner up to the root package (imrecall.FieldError is
+// this type). Field is the request's JSON name ("user", "groups",
+// "messages[3]", "request.api_base"); a CLI maps it to its flag, an HTTP
+// API returns it as is. Value is the bad value when there is one to show;
+// Other, when set, is the field it conflicts with and OtherValue that
+// field's value. Err, if set, is the underlying error (errors.Is and
+// errors.As reach it).
+//
+// It reads "Field: Reason" or "Field \"Value\": Reason", with
+// " Other OtherValue" after the reason when set ("until:
+// 2026-11-01T00:00:00Z is before since 2026-11-02T00:00:00Z").
 type FieldError struct {
 	Field      string
-	Msg        string
+	Value      string
+	Reason     string
 	Other      string
 	OtherValue string
+	Err        error
 }
 
 func (e *FieldError) Error() string {
-	msg := e.Msg
+	msg := e.Reason
 	if e.Other != "" {
 		msg += " " + e.Other + " " + e.OtherValue
 	}
-	if e.Field == "" {
+	field := e.Field
+	if e.Value != "" {
+		field = fmt.Sprintf("%s %q", e.Field, e.Value)
+	}
+	if field == "" {
 		return msg
 	}
-	return e.Field + ": " + msg
+	return field + ": " + msg
 }
+
+func (e *FieldError) Unwrap() error { return e.Err }
 
 // ConnectionSettings are the names a request may carry only to redirect a
 // worker: its network, identity, credentials or files. A request naming one
@@ -127,15 +142,11 @@ func IsConnectionSetting(name string) bool {
 // a connection setting.
 var ErrConnectionSetting = errors.New("a job request says what a job is, never how a worker connects (API base, admin identity, credentials, files); workers use their own settings")
 
-// connectionError is a FieldError that matches ErrConnectionSetting.
-type connectionError struct{ FieldError }
-
-func (e *connectionError) Unwrap() error { return ErrConnectionSetting }
-
 // NewConnectionSettingError is the error for a connection setting named
-// field (a JSON path or a flag).
+// field (a JSON path or a flag): a *FieldError that matches
+// ErrConnectionSetting.
 func NewConnectionSettingError(field string) error {
-	return &connectionError{FieldError{Field: field, Msg: ErrConnectionSetting.Error()}}
+	return &FieldError{Field: field, Reason: ErrConnectionSetting.Error(), Err: ErrConnectionSetting}
 }
 
 // CheckNoConnectionSettings refuses a raw JSON object (a request as sent)
@@ -164,22 +175,22 @@ func CheckNoConnectionSettings(raw json.RawMessage, prefix string) error {
 // of its kind, the time range. Errors are *FieldError naming the JSON field.
 func (r JobRequest) Check(now time.Time) error {
 	bad := func(field, format string, args ...any) error {
-		return &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)}
+		return &FieldError{Field: field, Reason: fmt.Sprintf(format, args...)}
 	}
 	if strings.TrimSpace(r.Reason) == "" {
 		return bad("reason", "required (why, for the audit record)")
 	}
 	if r.Queue != "" {
 		if err := tasks.ValidQueue(r.Queue); err != nil {
-			return bad("queue", "%v", err)
+			return &FieldError{Field: "queue", Reason: err.Error(), Err: err}
 		}
 	}
 	switch r.Source {
 	case "", SourceAuto, SourceIndex, SourceScan:
 	default:
-		return bad("source", "%q: want %s, %s or %s", r.Source, SourceAuto, SourceIndex, SourceScan)
+		return &FieldError{Field: "source", Value: r.Source, Reason: fmt.Sprintf("want %s, %s or %s", SourceAuto, SourceIndex, SourceScan)}
 	}
-	w, err := r.Window(now)
+	w, err := ParseWindow(r.Since, r.Until, now)
 	if err != nil {
 		return err
 	}
@@ -190,7 +201,7 @@ func (r JobRequest) Check(now time.Time) error {
 		}
 		for i, m := range r.Messages {
 			if err := m.Message().Validate(); err != nil {
-				return bad(fmt.Sprintf("messages[%d]", i), "%v", err)
+				return &FieldError{Field: fmt.Sprintf("messages[%d]", i), Reason: err.Error(), Err: err}
 			}
 		}
 	case KindPurgeUser:
@@ -203,23 +214,21 @@ func (r JobRequest) Check(now time.Time) error {
 			return err
 		}
 	default:
-		return bad("kind", "%q: want %s, %s or %s", r.Kind, KindRecall, KindPurgeUser, KindPurgeGroup)
+		return &FieldError{Field: "kind", Value: r.Kind, Reason: fmt.Sprintf("want %s, %s or %s", KindRecall, KindPurgeUser, KindPurgeGroup)}
 	}
 	return nil
 }
 
-// Window parses Since and Until as of now.
-func (r JobRequest) Window(now time.Time) (Window, error) {
+// ParseWindow parses a request's since and until (RFC 3339, a date, or an
+// age such as 90d) as of now; a bad one is a *FieldError naming it.
+func ParseWindow(since, until string, now time.Time) (Window, error) {
 	var w Window
 	var err error
-	if w.Since, err = ParseTime(r.Since, now); err != nil {
-		return w, &FieldError{Field: "since", Msg: err.Error()}
+	if w.Since, err = ParseTime(since, now); err != nil {
+		return w, &FieldError{Field: "since", Reason: err.Error(), Err: err}
 	}
-	if w.Until, err = ParseTime(r.Until, now); err != nil {
-		return w, &FieldError{Field: "until", Msg: err.Error()}
+	if w.Until, err = ParseTime(until, now); err != nil {
+		return w, &FieldError{Field: "until", Reason: err.Error(), Err: err}
 	}
-	if err := w.Validate(); err != nil {
-		return w, err
-	}
-	return w, nil
+	return w, w.Validate()
 }

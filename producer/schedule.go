@@ -44,19 +44,19 @@ var cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month 
 // request.FIELD).
 func (s Schedule) Validate() error {
 	if !scheduleName.MatchString(s.Name) {
-		return &FieldError{Field: "name", Msg: fmt.Sprintf("%q: want letters, digits, '.', '_' or '-', at most 64", s.Name)}
+		return &FieldError{Field: "name", Reason: fmt.Sprintf("%q: want letters, digits, '.', '_' or '-', at most 64", s.Name)}
 	}
 	if _, err := cronParser.Parse(s.Cron); err != nil {
-		return &FieldError{Field: "cron", Msg: fmt.Sprintf("%q: %v", s.Cron, err)}
+		return &FieldError{Field: "cron", Reason: fmt.Sprintf("%q: %v", s.Cron, err)}
 	}
 	if len(s.Args) > 0 {
-		return &FieldError{Field: "args", Msg: "a schedule holds a typed job request, not a command line"}
+		return &FieldError{Field: "args", Reason: "a schedule holds a typed job request, not a command line"}
 	}
 	if s.Request == nil {
-		return &FieldError{Field: "request", Msg: "required: the job to create (kind, user, groups, ranges, queue, reason)"}
+		return &FieldError{Field: "request", Reason: "required: the job to create (kind, user, groups, ranges, queue, reason)"}
 	}
 	if s.Request.DryRun {
-		return &FieldError{Field: "request.dry_run", Msg: "a scheduled dry run would do nothing"}
+		return &FieldError{Field: "request.dry_run", Reason: "a scheduled dry run would do nothing"}
 	}
 	req := *s.Request
 	if strings.TrimSpace(req.Reason) == "" {
@@ -65,12 +65,14 @@ func (s Schedule) Validate() error {
 	if err := req.Check(time.Now()); err != nil {
 		var fe *FieldError
 		if errors.As(err, &fe) && fe.Field != "" {
-			return &FieldError{Field: "request." + fe.Field, Msg: fe.Msg}
+			prefixed := *fe
+			prefixed.Field = "request." + fe.Field
+			return &prefixed
 		}
-		return &FieldError{Field: "request", Msg: err.Error()}
+		return &FieldError{Field: "request", Reason: err.Error(), Err: err}
 	}
 	if s.CreatedBy == "" {
-		return &FieldError{Field: "actor", Msg: "required"}
+		return &FieldError{Field: "actor", Reason: "required"}
 	}
 	return nil
 }

@@ -24,19 +24,12 @@ type Scope struct {
 	List ScopeList
 }
 
-// params are the fields of a job's recorded parameters that describe its
-// scope, as the CLI and the HTTP API record them.
+// params are a job's recorded parameters (the request's fields, as the CLI
+// and the HTTP API record them), but for Peers: a list, where older CLI
+// records hold a count.
 type params struct {
-	User    string          `json:"user"`
-	Peers   json.RawMessage `json:"peers"` // a list; older CLI records hold a count
-	Source  string          `json:"source"`
-	Since   string          `json:"since"`
-	Until   string          `json:"until"`
-	Groups  []string        `json:"groups"`
-	Topic   string          `json:"topic"`
-	Senders []string        `json:"senders"`
-	SeqFrom int64           `json:"seq_from"`
-	SeqTo   int64           `json:"seq_to"`
+	producer.JobRequest
+	Peers json.RawMessage `json:"peers"`
 }
 
 // ScopeOfRecorded is ScopeOf with the coverage the job recorded (its

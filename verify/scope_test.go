@@ -33,3 +33,28 @@ func TestScopeUsesTheRecordedCoverage(t *testing.T) {
 		t.Fatalf("gaps from the parameters = %q (subject %q)", guessed.Gaps, recorded.Subject)
 	}
 }
+
+// TestScopeReadsOlderRecords: a user purge recorded by an older CLI holds
+// its peers as a count; its scope says the one-to-one chats are not
+// re-scanned, and a group purge's fields (groups, senders, seq range) are
+// read from the same record shape as the request's.
+func TestScopeReadsOlderRecords(t *testing.T) {
+	older := jobs.Job{ID: "old", Kind: "purge:user", CreatedAt: time.Now(),
+		Params: json.RawMessage(`{"user":"u1","peers":3,"source":"scan","since":"30d"}`)}
+	s, err := ScopeOf(older, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Subject != "u1" || len(s.Gaps) != 2 || !strings.Contains(s.Gaps[0], "how many peers it had, not who") {
+		t.Fatalf("scope of an older record = subject %q, gaps %q", s.Subject, s.Gaps)
+	}
+	group := jobs.Job{ID: "g", Kind: "purge:group", CreatedAt: time.Now(),
+		Params: json.RawMessage(`{"groups":["@TGS#1"],"senders":["spammer"],"seq_from":5,"seq_to":9}`)}
+	if s, err = ScopeOf(group, nil); err != nil || s.Subject != "spammer" {
+		t.Fatalf("scope of a group purge = %+v, %v", s, err)
+	}
+	bad := jobs.Job{ID: "b", Kind: "purge:user", CreatedAt: time.Now(), Params: json.RawMessage(`{"user":"u1","since":"soon"}`)}
+	if _, err := ScopeOf(bad, nil); err == nil || !strings.Contains(err.Error(), `since "soon"`) {
+		t.Fatalf("scope of a record with a bad since = %v", err)
+	}
+}
