@@ -5,51 +5,14 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/imrecall/imrecall/internal/openssltest"
 	"github.com/imrecall/imrecall/jobs"
 )
-
-// opensslKeys makes a key pair with the openssl command line, as an operator
-// would, so the test proves interoperability rather than a round trip of our
-// own encoding.
-func opensslKeys(t *testing.T, dir string) (priv, pub string) {
-	t.Helper()
-	if _, err := exec.LookPath("openssl"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("openssl not installed: %v", err)
-		}
-		t.Skip("openssl not installed")
-	}
-	priv, pub = filepath.Join(dir, "key.pem"), filepath.Join(dir, "pub.pem")
-	run(t, "openssl", "genpkey", "-algorithm", "ed25519", "-out", priv)
-	run(t, "openssl", "pkey", "-in", priv, "-pubout", "-out", pub)
-	return priv, pub
-}
-
-func run(t *testing.T, name string, args ...string) {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-}
-
-func opensslVerifies(t *testing.T, pub, doc string) bool {
-	t.Helper()
-	out, err := exec.Command("openssl", "pkeyutl", "-verify", "-pubin", "-inkey", pub, "-rawin", "-in", doc, "-sigfile", doc+".sig").CombinedOutput()
-	if err != nil && !bytes.Contains(out, []byte("Signature Verification Failure")) {
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) {
-			t.Fatalf("openssl: %v\n%s", err, out)
-		}
-	}
-	return err == nil && bytes.Contains(out, []byte("Signature Verified Successfully"))
-}
 
 func sampleDoc() Document {
 	fin := time.Date(2026, 12, 1, 10, 5, 0, 0, time.UTC)
@@ -81,7 +44,7 @@ func sampleRows(yield func(Row) error) error {
 
 func TestCertificateSignedVerifiedAndTamperEvident(t *testing.T) {
 	dir := t.TempDir()
-	privPath, pubPath := opensslKeys(t, dir)
+	privPath, pubPath := openssltest.KeyPair(t, dir)
 	priv, err := LoadPrivateKey(privPath)
 	if err != nil {
 		t.Fatal(err)
@@ -112,7 +75,7 @@ func TestCertificateSignedVerifiedAndTamperEvident(t *testing.T) {
 	if got.Job.ID != doc.Job.ID || got.Verification == nil || !got.Verification.Passed {
 		t.Fatalf("Verify returned %+v", got)
 	}
-	if !opensslVerifies(t, pubPath, path) {
+	if !openssltest.Verifies(t, pubPath, path) {
 		t.Fatal("openssl pkeyutl -verify refused a certificate we signed")
 	}
 
@@ -128,7 +91,7 @@ func TestCertificateSignedVerifiedAndTamperEvident(t *testing.T) {
 	if _, err := Verify(path, pub); !errors.As(err, &f) || f.What != "signature" {
 		t.Fatalf("Verify of a changed document: %v, want a signature failure", err)
 	}
-	if opensslVerifies(t, pubPath, path) {
+	if openssltest.Verifies(t, pubPath, path) {
 		t.Fatal("openssl accepted a changed document")
 	}
 
@@ -149,7 +112,7 @@ func TestCertificateSignedVerifiedAndTamperEvident(t *testing.T) {
 	if err := os.Mkdir(other, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	_, otherPub := opensslKeys(t, other)
+	_, otherPub := openssltest.KeyPair(t, other)
 	op, _ := LoadPublicKey(otherPub)
 	if err := os.WriteFile(path+".rows.jsonl", rows, 0o644); err != nil {
 		t.Fatal(err)
@@ -161,12 +124,12 @@ func TestCertificateSignedVerifiedAndTamperEvident(t *testing.T) {
 
 func TestLoadKeysRefuseTheWrongKind(t *testing.T) {
 	dir := t.TempDir()
-	_, pub := opensslKeys(t, dir)
+	_, pub := openssltest.KeyPair(t, dir)
 	if _, err := LoadPrivateKey(pub); err == nil || !strings.Contains(err.Error(), `"PUBLIC KEY"`) {
 		t.Fatalf("LoadPrivateKey(public key) = %v", err)
 	}
 	rsa := filepath.Join(dir, "rsa.pem")
-	run(t, "openssl", "genpkey", "-algorithm", "rsa", "-pkeyopt", "rsa_keygen_bits:1024", "-out", rsa)
+	openssltest.Run(t, "genpkey", "-algorithm", "rsa", "-pkeyopt", "rsa_keygen_bits:1024", "-out", rsa)
 	if _, err := LoadPrivateKey(rsa); err == nil || !strings.Contains(err.Error(), "want Ed25519") {
 		t.Fatalf("LoadPrivateKey(rsa) = %v", err)
 	}

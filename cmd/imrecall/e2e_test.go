@@ -104,6 +104,20 @@ func (e *e2e) run(args ...string) (string, error) {
 	return out.String(), nil
 }
 
+// exitOf returns the exit code of a run of e.run or of a command (0 for
+// success); an error that is not an exit fails the test.
+func exitOf(t *testing.T, err error) int {
+	t.Helper()
+	if err == nil {
+		return 0
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		t.Fatalf("not an exit: %v", err)
+	}
+	return ee.ExitCode()
+}
+
 // worker starts a worker process; it is stopped (SIGTERM) when the test ends.
 func (e *e2e) worker(name string, args ...string) *exec.Cmd {
 	return e.workerLogged(filepath.Join(e.t.TempDir(), name+".log"), nil, append([]string{"--log-level", "warn"}, args...)...)
@@ -525,8 +539,7 @@ func TestRecallFileRejectsBadInput(t *testing.T) {
 			cmd := exec.CommandContext(t.Context(), e.bin, "recall", "file", path, "--yes")
 			cmd.Env = e.environ()
 			out, err := cmd.CombinedOutput()
-			var ee *exec.ExitError
-			if !errors.As(err, &ee) || ee.ExitCode() != exitBadInput {
+			if exitOf(t, err) != exitBadInput {
 				t.Fatalf("exit = %v, want %d\n%s", err, exitBadInput, out)
 			}
 			if !strings.Contains(string(out), path+":2:") {

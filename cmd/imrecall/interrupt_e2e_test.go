@@ -121,8 +121,7 @@ func (e *e2e) settleInterrupted(id string) (jobs.Job, time.Duration) {
 	cmd := exec.CommandContext(e.t.Context(), e.bin, "jobs", "wait", id)
 	cmd.Env = e.environ()
 	out, err := cmd.CombinedOutput()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != exitFailure || !strings.Contains(string(out), "planning interrupted") {
+	if exitOf(e.t, err) != exitFailure || !strings.Contains(string(out), "planning interrupted") {
 		e.t.Fatalf("jobs wait %s: %v\n%s", id, err, out)
 	}
 	return j, took

@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -56,14 +54,6 @@ func spammerLeft(e *e2e, spammer string) (left, others int) {
 		}
 	}
 	return left, others
-}
-
-func exitStatus(err error) int {
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		return ee.ExitCode()
-	}
-	return -1
 }
 
 // TestRequeueDuringDiscovery: `dlq requeue` while a purge is still
@@ -154,7 +144,7 @@ func TestRequeueCancelledJobStaysCancelled(t *testing.T) {
 	recalled := e.env.Emu.Truth().GroupRecalled
 	for _, args := range [][]string{{"dlq", "requeue", id, "--yes"}, {"dlq", "requeue", id, "--yes", "--category", "cancelled"}} {
 		_, err := e.run(args...)
-		if err == nil || exitStatus(errors.Unwrap(err)) != 2 && !strings.Contains(err.Error(), "exit status 2") {
+		if exitOf(t, err) != exitBadInput {
 			t.Fatalf("%v on a cancelled job: %v, want exit 2", args, err)
 		}
 		if !strings.Contains(err.Error(), id) || !strings.Contains(err.Error(), "cancelled") {

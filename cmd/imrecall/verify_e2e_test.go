@@ -3,39 +3,23 @@ package main
 import (
 	"bufio"
 	"encoding/json"
-	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/imrecall/imrecall/emulator"
+	"github.com/imrecall/imrecall/internal/openssltest"
 	"github.com/imrecall/imrecall/jobs"
 )
-
-// exitOf returns the exit code of a failed run of e.run (0 for success).
-func exitOf(t *testing.T, err error) int {
-	t.Helper()
-	if err == nil {
-		return 0
-	}
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) {
-		t.Fatalf("not an exit: %v", err)
-	}
-	return ee.ExitCode()
-}
 
 // TestPurgeVerifyCertificate is issue 14's acceptance, end to end over HTTP:
 // purge user → verify passes → the sender posts again in one of the job's
 // groups → verify finds the residue (exit 5) → certificate → openssl and
 // `certificate verify` accept it → one byte changed → neither does.
 func TestPurgeVerifyCertificate(t *testing.T) {
-	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Skip("openssl not installed")
-	}
+	key, pub := openssltest.KeyPair(t, t.TempDir())
 	e := newE2E(t, emulator.Config{Rate: 200})
 	ds := e.env.Dataset(t, emulator.DatasetSpec{Groups: 30, Users: 300, GroupMessages: 8000, C2CMessages: 600,
 		HeavyGroups: 12, HeavyShare: 0.05, Peers: 6, Topics: 2, Seed: 29})
@@ -95,12 +79,6 @@ func TestPurgeVerifyCertificate(t *testing.T) {
 
 	// The certificate: written even though verification now fails (it says so).
 	dir := t.TempDir()
-	key, pub := filepath.Join(dir, "key.pem"), filepath.Join(dir, "pub.pem")
-	for _, args := range [][]string{{"genpkey", "-algorithm", "ed25519", "-out", key}, {"pkey", "-in", key, "-pubout", "-out", pub}} {
-		if b, err := exec.Command("openssl", args...).CombinedOutput(); err != nil {
-			t.Fatalf("openssl %v: %v\n%s", args, err, b)
-		}
-	}
 	cert := filepath.Join(dir, "erasure.json")
 	_, err = e.run("certificate", j.ID, "--signing-key", key, "--out", cert, "--hash-subject")
 	if got := exitOf(t, err); got != exitNotErased {
@@ -150,10 +128,7 @@ func TestPurgeVerifyCertificate(t *testing.T) {
 		t.Fatalf("rows file has %d lines, job planned %d", rows, j.Counts.Planned)
 	}
 
-	opensslOK := func() bool {
-		out, err := exec.Command("openssl", "pkeyutl", "-verify", "-pubin", "-inkey", pub, "-rawin", "-in", cert, "-sigfile", cert+".sig").CombinedOutput()
-		return err == nil && strings.Contains(string(out), "Signature Verified Successfully")
-	}
+	opensslOK := func() bool { return openssltest.Verifies(t, pub, cert) }
 	if !opensslOK() {
 		t.Fatal("openssl refused the certificate")
 	}
