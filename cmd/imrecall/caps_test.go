@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -13,7 +14,7 @@ import (
 )
 
 // TestWorkerCaps: a cap of 0 is refused (--cap and --cap-of), unlimited is
-// spelled out; a worker whose cap differs from the one stored with the
+// spelled out; a slack out of range is refused by flag and environment; a worker whose cap differs from the one stored with the
 // shared budget refuses to start, naming the API and both values; with
 // --reset-cap it stores its own and starts.
 func TestWorkerCaps(t *testing.T) {
@@ -40,6 +41,24 @@ func TestWorkerCaps(t *testing.T) {
 			t.Errorf("worker %v: exit %d, want a refusal offering unlimited:\n%s", args, code, out)
 		}
 	}
+
+	// The slack: above 0 to 500ms, by flag or environment, refused naming both.
+	for _, args := range [][]string{{"--slack", "0"}, {"--slack", "-1ms"}, {"--slack", "501ms"}} {
+		out, code := run(5*time.Second, args...)
+		if code != exitBadInput || !strings.Contains(out, "--slack (IMRECALL_SLACK) "+strings.TrimPrefix(args[1], "0")) || strings.Contains(out, "worker starting") {
+			t.Errorf("worker %v: exit %d, want %d naming --slack and its value:\n%s", args, code, exitBadInput, out)
+		}
+	}
+	t.Setenv("IMRECALL_SLACK", "2s")
+	if out, code := run(5*time.Second); code != exitBadInput || !strings.Contains(out, "--slack (IMRECALL_SLACK) 2s") {
+		t.Errorf("worker with IMRECALL_SLACK=2s: exit %d, want %d naming it:\n%s", code, exitBadInput, out)
+	}
+	t.Setenv("IMRECALL_SLACK", "soon")
+	if out, code := run(5*time.Second); code != exitBadInput || !strings.Contains(out, "IMRECALL_SLACK") {
+		t.Errorf("worker with IMRECALL_SLACK=soon: exit %d, want %d naming it:\n%s", code, exitBadInput, out)
+	}
+	t.Setenv("IMRECALL_SLACK", "")
+	os.Unsetenv("IMRECALL_SLACK")
 
 	ctx := t.Context()
 	k := limiter.Key{AppID: 1400000001, API: "admin_msgwithdraw"}

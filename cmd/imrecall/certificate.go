@@ -95,6 +95,7 @@ func (f *imCallFlags) configHash() string {
 	return certificate.ConfigHash(map[string]any{
 		"api_base": f.im.apiBase, "sdkappid": f.im.appID, "admin": f.im.admin,
 		"cap": f.limits.cap, "cap_of": f.limits.capOf, "margin": f.limits.margin,
+		"slack": f.limits.slack.String(),
 	})
 }
 

@@ -23,6 +23,7 @@ type limitFlags struct {
 	cap      capValue
 	capOf    string
 	margin   float64
+	slack    time.Duration
 	resetCap bool
 }
 
@@ -45,6 +46,7 @@ func (f *limitFlags) register(cmd *cobra.Command) {
 	cmd.Flags().Var(&f.cap, "cap", "calls/s per API per app, for all processes together, or unlimited (0 is refused)")
 	cmd.Flags().StringVar(&f.capOf, "cap-of", "", "per-API caps by the path's last segment, e.g. group_msg_recall=200,admin_msgwithdraw=100 (N above 0, or unlimited)")
 	cmd.Flags().Float64Var(&f.margin, "margin", -1, "fix the share of the cap left unused, above 0 to 0.5 (default: none beyond what the calls' measured arrival bounds take, widened on throttles)")
+	cmd.Flags().DurationVar(&f.slack, "slack", limiter.DefaultSlack, "how much later after its write a call may reach the server's count than others do, above 0 to 500ms; each ms costs about 0.1% of the cap")
 }
 
 // registerReset adds --reset-cap (the worker's: the one process an operator
@@ -57,7 +59,7 @@ func (f *limitFlags) registerReset(cmd *cobra.Command) {
 // (observe, if set, sees each wait); with check (serve, worker) this
 // process first agrees with the caps stored in Redis.
 func (f *limitFlags) imClient(ctx context.Context, c *conn, prefix string, cfg tim.Config, log *slog.Logger, observe func(limiter.Key, time.Duration), check bool) (*tim.Client, *limiter.Limiter, error) {
-	cl, lim, err := imclient.New(ctx, imclient.Config{Redis: c.rdb, Prefix: prefix, Cap: int(f.cap), CapOf: f.capOf, Margin: f.margin,
+	cl, lim, err := imclient.New(ctx, imclient.Config{Redis: c.rdb, Prefix: prefix, Cap: int(f.cap), CapOf: f.capOf, Margin: f.margin, Slack: f.slack,
 		Agree: check, Reset: f.resetCap, IM: cfg, Logger: log, Observer: observe})
 	var ie *imclient.InputError
 	if errors.As(err, &ie) {

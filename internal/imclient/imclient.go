@@ -28,6 +28,10 @@ type Config struct {
 	// 0 or below: none fixed, slots paced by the calls' measured arrival
 	// bounds and widened on throttles.
 	Margin float64
+	// Slack is how much later after its write a call may be counted by the
+	// server than others are (limiter.Config.Slack): above 0 to MaxSlack
+	// (limiter.DefaultSlack unless the operator knows better).
+	Slack time.Duration
 	// Agree makes this process agree with the caps stored in Redis before
 	// it calls (serve, worker); Reset stores this process's caps first
 	// instead of refusing a stored cap that differs.
@@ -38,6 +42,10 @@ type Config struct {
 	// Observer, if set, sees each wait on the limiter.
 	Observer func(limiter.Key, time.Duration)
 }
+
+// MaxSlack bounds Config.Slack: at 500 ms a budget already runs at two
+// thirds of its cap.
+const MaxSlack = 500 * time.Millisecond
 
 // InputError is a setting the operator must change (exit 2 in the CLI).
 // Its text names the flag.
@@ -63,6 +71,10 @@ func New(ctx context.Context, cfg Config) (*tim.Client, *limiter.Limiter, error)
 		}
 		lcfg.Margin = cfg.Margin
 	}
+	if cfg.Slack <= 0 || cfg.Slack > MaxSlack {
+		return nil, nil, inputErr("--slack (IMRECALL_SLACK) %v: want above 0 to %v", cfg.Slack, MaxSlack)
+	}
+	lcfg.Slack = cfg.Slack
 	lim, err := limiter.New(cfg.Redis, lcfg)
 	if err != nil {
 		return nil, nil, inputErr("limiter: %v", err)
