@@ -19,17 +19,17 @@ const clockDrift = 1e-3
 // over a second (and the time since the last reply) at most.
 const clockMaxAge = 1e6
 
-// redisClock places this process's instants on Redis's clock, from the
-// replies of the reserve script. Each reply reads Redis's clock (TIME) at
-// some instant between the request's start and the reply's arrival here,
-// so the offset (Redis's clock less this process's) is at most the reading
-// less the start and at least the reading less the arrival. The tightest
-// of those bounds seen, each widened by clockDrift for its age and given
-// up for the next reply's once it is a second old, bound the offset now: within the fastest request
-// leg plus the fastest reply leg (tens of µs on loopback while the
-// process reserves often), where one reply alone bounds it within its
-// whole round trip. A slot is then placed on this process's clock, and a
-// call's write on Redis's, at most that much late, not a round trip.
+// redisClock places this process's instants on Redis's clock, from the replies
+// of the reserve script. Each reply reads Redis's clock (TIME) at some instant
+// between the request's start and the reply's arrival here, so the offset
+// (Redis's clock less this process's) is at most the reading less the start and
+// at least the reading less the arrival. The tightest of those bounds seen,
+// each widened by clockDrift for its age and given up for the next reply's once
+// it is a second old, bound the offset now: within the fastest request leg plus
+// the fastest reply leg (tens of µs on loopback while the process reserves
+// often), where one reply alone bounds it within its whole round trip. A slot
+// is then placed on this process's clock, and a call's write on Redis's, at
+// most that much late, not a round trip.
 //
 // A reply that contradicts the bounds (its clock read outside them: the
 // Redis host's clock was stepped, a failover to a host with another clock,

@@ -419,9 +419,10 @@ func (x *Index) RestartCoverage(ctx context.Context, app int64, at time.Time) er
 // [since, until] (zero: open): first the entries still unconfirmed
 // (Entry.Unconfirmed set: a purge confirms them itself), then the confirmed
 // ones, group messages before one-to-one, each kind in time order. The
-// confirmer moves an entry in one transaction, and unconfirmed entries are
-// read first, so an entry confirmed while a lookup runs is never missed (it
-// may be handed twice; producer.SenderCheck takes duplicates). It reads Redis a page at a time, so memory stays flat.
+// confirmer moves an entry in one transaction, and unconfirmed entries are read
+// first, so an entry confirmed while a lookup runs is never missed (it may be
+// handed twice; producer.SenderCheck takes duplicates). It reads Redis a page
+// at a time, so memory stays flat.
 func (x *Index) Lookup(ctx context.Context, app int64, user string, since, until time.Time, fn func(Entry) error) error {
 	if err := validID("user", user, true); err != nil {
 		return err

@@ -712,12 +712,12 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// unanswered reports whether the server may have acted on a call whose
-// answer we did not get: a timeout or a broken connection. A call the Gate
-// did not let go was never sent. An ErrorCode is an answer, and so is an
-// HTTP error status: Tencent documents 502 and its kin as network errors in
-// front of the service, so the call is taken as not made. (Were it made after all, the retry finds the message gone and it is
-// dead-lettered as not found: gone either way.)
+// unanswered reports whether the server may have acted on a call whose answer
+// we did not get: a timeout or a broken connection. A call the Gate did not let
+// go was never sent. An ErrorCode is an answer, and so is an HTTP error status:
+// Tencent documents 502 and its kin as network errors in front of the service,
+// so the call is taken as not made. (Were it made after all, the retry finds
+// the message gone and it is dead-lettered as not found: gone either way.)
 func unanswered(err error) bool {
 	if errors.Is(err, tim.ErrGate) {
 		return false // never sent: nothing happened

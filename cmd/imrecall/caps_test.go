@@ -14,9 +14,10 @@ import (
 )
 
 // TestWorkerCaps: a cap of 0 is refused (--cap and --cap-of), unlimited is
-// spelled out; a slack out of range is refused by flag and environment; a worker whose cap differs from the one stored with the
-// shared budget refuses to start, naming the API and both values; with
-// --reset-cap it stores its own and starts.
+// spelled out; a slack out of range is refused by flag and environment; a
+// worker whose cap differs from the one stored with the shared budget refuses
+// to start, naming the API and both values; with --reset-cap it stores its own
+// and starts.
 func TestWorkerCaps(t *testing.T) {
 	srv := redistest.Start(t)
 	t.Setenv("IMRECALL_SECRET_KEY", string(imtest.Secret))
@@ -50,11 +51,11 @@ func TestWorkerCaps(t *testing.T) {
 		}
 	}
 	t.Setenv("IMRECALL_SLACK", "2s")
-	if out, code := run(5*time.Second); code != exitBadInput || !strings.Contains(out, "--slack (IMRECALL_SLACK) 2s") {
+	if out, code := run(5 * time.Second); code != exitBadInput || !strings.Contains(out, "--slack (IMRECALL_SLACK) 2s") {
 		t.Errorf("worker with IMRECALL_SLACK=2s: exit %d, want %d naming it:\n%s", code, exitBadInput, out)
 	}
 	t.Setenv("IMRECALL_SLACK", "soon")
-	if out, code := run(5*time.Second); code != exitBadInput || !strings.Contains(out, "IMRECALL_SLACK") {
+	if out, code := run(5 * time.Second); code != exitBadInput || !strings.Contains(out, "IMRECALL_SLACK") {
 		t.Errorf("worker with IMRECALL_SLACK=soon: exit %d, want %d naming it:\n%s", code, exitBadInput, out)
 	}
 	t.Setenv("IMRECALL_SLACK", "")
