@@ -478,8 +478,8 @@ func (c *Client) Create(ctx context.Context, req Request, opts CreateOptions) (C
 	queue := opts.Queue
 	if queue == "" {
 		queue = defaultQueue(req)
-	} else if err := tasks.ValidQueue(queue); err != nil {
-		return out, &FieldError{Field: "queue", Value: queue, Reason: err.Error(), Err: err}
+	} else if err := producer.CheckQueue(queue); err != nil {
+		return out, err
 	}
 	if strings.TrimSpace(opts.Actor) == "" {
 		return out, fieldErr("actor", "", "required (who asks, for the audit record)")

@@ -181,8 +181,8 @@ func (r JobRequest) Check(now time.Time) error {
 		return bad("reason", "required (why, for the audit record)")
 	}
 	if r.Queue != "" {
-		if err := tasks.ValidQueue(r.Queue); err != nil {
-			return &FieldError{Field: "queue", Reason: err.Error(), Err: err}
+		if err := CheckQueue(r.Queue); err != nil {
+			return err
 		}
 	}
 	switch r.Source {
@@ -215,6 +215,16 @@ func (r JobRequest) Check(now time.Time) error {
 		}
 	default:
 		return &FieldError{Field: "kind", Value: r.Kind, Reason: fmt.Sprintf("want %s, %s or %s", KindRecall, KindPurgeUser, KindPurgeGroup)}
+	}
+	return nil
+}
+
+// CheckQueue refuses a queue that is not one of tasks.Queues with a
+// *FieldError naming it ("queue \"x\": want incident, purge or
+// backfill").
+func CheckQueue(queue string) error {
+	if err := tasks.ValidQueue(queue); err != nil {
+		return &FieldError{Field: "queue", Value: queue, Reason: fmt.Sprintf("want %s, %s or %s", tasks.QueueIncident, tasks.QueuePurge, tasks.QueueBackfill), Err: err}
 	}
 	return nil
 }

@@ -24,12 +24,21 @@ type Scope struct {
 	List ScopeList
 }
 
-// params are a job's recorded parameters (the request's fields, as the CLI
-// and the HTTP API record them), but for Peers: a list, where older CLI
-// records hold a count.
+// params are the fields of a job's recorded parameters that describe its
+// scope. They are read from every record any version wrote, so they are not
+// the request's type: older CLI records hold peers as a count, and older
+// recall-file records a count under "messages" (not read here).
 type params struct {
-	producer.JobRequest
-	Peers json.RawMessage `json:"peers"`
+	User    string          `json:"user"`
+	Peers   json.RawMessage `json:"peers"` // a list; older CLI records hold a count
+	Source  string          `json:"source"`
+	Since   string          `json:"since"`
+	Until   string          `json:"until"`
+	Groups  []string        `json:"groups"`
+	Topic   string          `json:"topic"`
+	Senders []string        `json:"senders"`
+	SeqFrom int64           `json:"seq_from"`
+	SeqTo   int64           `json:"seq_to"`
 }
 
 // ScopeOfRecorded is ScopeOf with the coverage the job recorded (its

@@ -35,9 +35,10 @@ func TestScopeUsesTheRecordedCoverage(t *testing.T) {
 }
 
 // TestScopeReadsOlderRecords: a user purge recorded by an older CLI holds
-// its peers as a count; its scope says the one-to-one chats are not
-// re-scanned, and a group purge's fields (groups, senders, seq range) are
-// read from the same record shape as the request's.
+// its peers as a count, and its scope says the one-to-one chats are not
+// re-scanned; an older recall-file record holds a count of messages, and
+// its scope is read all the same; a group purge's fields (groups, senders,
+// seq range) are read by their JSON names.
 func TestScopeReadsOlderRecords(t *testing.T) {
 	older := jobs.Job{ID: "old", Kind: "purge:user", CreatedAt: time.Now(),
 		Params: json.RawMessage(`{"user":"u1","peers":3,"source":"scan","since":"30d"}`)}
@@ -47,6 +48,11 @@ func TestScopeReadsOlderRecords(t *testing.T) {
 	}
 	if s.Subject != "u1" || len(s.Gaps) != 2 || !strings.Contains(s.Gaps[0], "how many peers it had, not who") {
 		t.Fatalf("scope of an older record = subject %q, gaps %q", s.Subject, s.Gaps)
+	}
+	file := jobs.Job{ID: "f", Kind: "recall:file", CreatedAt: time.Now(),
+		Params: json.RawMessage(`{"file":"/data/list.jsonl","messages":2}`)}
+	if s, err = ScopeOf(file, nil); err != nil || s.List != nil {
+		t.Fatalf("scope of an older recall-file record = %+v, %v", s, err)
 	}
 	group := jobs.Job{ID: "g", Kind: "purge:group", CreatedAt: time.Now(),
 		Params: json.RawMessage(`{"groups":["@TGS#1"],"senders":["spammer"],"seq_from":5,"seq_to":9}`)}
