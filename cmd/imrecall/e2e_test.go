@@ -104,6 +104,22 @@ func (e *e2e) run(args ...string) (string, error) {
 	return out.String(), nil
 }
 
+// purgeDone purges the first heavy sender of ds with one worker (purge user
+// --source scan with their peers, --yes --json --wait and extra), waits for
+// the job to be done with messages planned, and returns it and the sender.
+func (e *e2e) purgeDone(ds *emulator.Dataset, reason string, extra ...string) (jobs.Job, string) {
+	e.t.Helper()
+	spammer := ds.HeavySenders[0]
+	e.worker("w1")
+	args := []string{"purge", "user", "--user", spammer, "--peers", strings.Join(ds.PeersOf[spammer], ","), "--source", "scan",
+		"--yes", "--json", "--reason", reason, "--wait"}
+	j := e.waitDone(e.created(append(args, extra...)...), 2*time.Minute)
+	if j.Status != jobs.StatusDone || j.Counts.Planned == 0 {
+		e.t.Fatalf("job = %+v", j)
+	}
+	return j, spammer
+}
+
 // exitOf returns the exit code of a run of e.run or of a command (0 for
 // success); an error that is not an exit fails the test.
 func exitOf(t *testing.T, err error) int {

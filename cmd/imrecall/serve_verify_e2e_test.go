@@ -11,7 +11,6 @@ import (
 
 	"github.com/imrecall/imrecall/emulator"
 	"github.com/imrecall/imrecall/internal/openssltest"
-	"github.com/imrecall/imrecall/jobs"
 )
 
 // TestServeVerifiesAndCertifies: a purge through the CLI, then `imrecall
@@ -24,14 +23,7 @@ func TestServeVerifiesAndCertifies(t *testing.T) {
 	e := newE2E(t, emulator.Config{Rate: 200})
 	ds := e.env.Dataset(t, emulator.DatasetSpec{Groups: 12, Users: 100, GroupMessages: 2000, C2CMessages: 200,
 		HeavyGroups: 6, HeavyShare: 0.1, Peers: 3, Seed: 41})
-	spammer := ds.HeavySenders[0]
-	e.worker("w1")
-	jobID := e.created("purge", "user", "--user", spammer, "--peers", strings.Join(ds.PeersOf[spammer], ","), "--source", "scan",
-		"--yes", "--json", "--reason", "erasure request 907", "--wait")
-	j := e.waitDone(jobID, 2*time.Minute)
-	if j.Status != jobs.StatusDone || j.Counts.Planned == 0 {
-		t.Fatalf("job = %+v", j)
-	}
+	j, _ := e.purgeDone(ds, "erasure request 907")
 
 	dir := t.TempDir()
 	// A key without a directory to keep certificates in is refused.

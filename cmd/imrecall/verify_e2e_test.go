@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/imrecall/imrecall/emulator"
 	"github.com/imrecall/imrecall/internal/openssltest"
@@ -23,16 +22,7 @@ func TestPurgeVerifyCertificate(t *testing.T) {
 	e := newE2E(t, emulator.Config{Rate: 200})
 	ds := e.env.Dataset(t, emulator.DatasetSpec{Groups: 30, Users: 300, GroupMessages: 8000, C2CMessages: 600,
 		HeavyGroups: 12, HeavyShare: 0.05, Peers: 6, Topics: 2, Seed: 29})
-	spammer := ds.HeavySenders[0]
-	peers := strings.Join(ds.PeersOf[spammer], ",")
-	e.worker("w1")
-
-	jobID := e.created("purge", "user", "--user", spammer, "--peers", peers, "--source", "scan", "--yes", "--json",
-		"--reason", "GDPR Art. 17 request #881", "--wait", "--verify")
-	j := e.waitDone(jobID, 2*time.Minute)
-	if j.Status != jobs.StatusDone || j.Counts.Planned == 0 {
-		t.Fatalf("job = %+v", j)
-	}
+	j, spammer := e.purgeDone(ds, "GDPR Art. 17 request #881", "--verify")
 
 	verifyJSON := func(wantExit int) verification {
 		t.Helper()
