@@ -63,8 +63,10 @@
 // almost nothing (only the cap-th latest bound counts, not the latest).
 // Slack needs to cover only how much the path from the write to the
 // server's count varies, not its length: a constant delay shifts every
-// arrival alike. It also covers the flush of the request's buffer, which
-// HTTP/1's transport does just after it reports the write.
+// arrival alike. A write is reported when the socket took the request
+// (tim's connections report it themselves: HTTP/1's transport flushes its
+// buffer after telling httptrace the request was written, and a process
+// descheduled in between would send later than it reported).
 //
 // Processes of an older imrecall (before the bounds) write no bounds and
 // space slots for their own spread; each writes a ":spread" key at every
@@ -161,9 +163,8 @@ import (
 const DefaultCap = tim.DefaultRateLimit
 
 // DefaultSlack is how much later than its request was written a call may be
-// counted by the server than others are: the variation of the flush, the
-// network and the server's own path to its count, which the limiter cannot
-// see.
+// counted by the server than others are: the variation of the network and
+// of the server's own path to its count, which the limiter cannot see.
 const DefaultSlack = 10 * time.Millisecond
 
 // A process warming up (its first reservations, or its first after an idle
@@ -728,9 +729,8 @@ func (r *Reservation) Wait(ctx context.Context) error {
 	return nil
 }
 
-// Sent reports that the call of this slot was written at at (its request
-// written to the connection's buffer, flushed just after; tim.WhenWritten
-// calls it). The budget's bounds then bound the call's arrival by the
+// Sent reports that the call of this slot was written at at (the socket
+// took its request by then; tim.WhenWritten calls it). The budget's bounds then bound the call's arrival by the
 // latest that may be on Redis's clock plus Slack, instead of the worst its
 // process allows (Tolerance, and the warm-up), and later slots may come
 // that much sooner. The

@@ -73,9 +73,9 @@ type Slot interface {
 // case. Calls made with a permit or through a SlotWaiter, and those made
 // with WhenWritten, report to it.
 type SentReporter interface {
-	// Sent is told when the call's request was written to the connection
-	// (its buffer is flushed just after), each time it was: a transport
-	// may replay a request on another connection.
+	// Sent is told when the call's request was written to its socket (no
+	// earlier than the write returned), each time it was: a transport may
+	// replay a request on another connection.
 	Sent(at time.Time)
 }
 
@@ -83,9 +83,11 @@ type SentReporter interface {
 type writtenKey struct{}
 
 // WhenWritten returns ctx carrying f: the client calls f with the time the
-// request of each HTTP call made with ctx was written to its connection,
-// each time it was (a failed write is not reported: the transport writes
-// the request again, or the call fails). The worker's send path passes its
+// request of each HTTP call made with ctx was written to its socket, each
+// time it was (see written.go: on NewTransport's HTTP/1 connections, once
+// a write to the socket returned; otherwise when httptrace says the
+// request was written). A write that wrote nothing is not reported: the
+// transport writes the request again, or the call fails. The worker's send path passes its
 // slot's Sent, so that the limiter learns how late the call really went.
 func WhenWritten(ctx context.Context, f func(time.Time)) context.Context {
 	return context.WithValue(ctx, writtenKey{}, f)
@@ -223,10 +225,10 @@ func New(cfg Config) (*Client, error) {
 func NewTransport() *http.Transport {
 	return &http.Transport{
 		Proxy: http.ProxyFromEnvironment,
-		DialContext: (&net.Dialer{
+		DialContext: reportingDial((&net.Dialer{
 			Timeout:   5 * time.Second,
 			KeepAlive: 30 * time.Second,
-		}).DialContext,
+		}).DialContext),
 		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          1024,
 		MaxIdleConnsPerHost:   512,
@@ -439,15 +441,10 @@ func (c *Client) do(ctx context.Context, api API, sig string, body []byte, resp 
 	q.Set("contenttype", "json")
 	u := c.base + api.Path() + "?" + q.Encode()
 
-	if f, ok := ctx.Value(writtenKey{}).(func(time.Time)); ok {
-		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
-			WroteRequest: func(i httptrace.WroteRequestInfo) {
-				if i.Err == nil {
-					f(time.Now())
-				}
-			},
-		})
-	}
+	f, _ := ctx.Value(writtenKey{}).(func(time.Time))
+	trace, done := writeTrace(f)
+	defer done()
+	ctx = httptrace.WithClientTrace(ctx, trace)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
 	if err != nil {
 		return 0, 0, &Error{API: name, Err: redactURLError(fmt.Errorf("build request: %w", err))}

@@ -1,0 +1,139 @@
+package tim
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+)
+
+// stallingConn holds each write back before it reaches the socket, as a
+// flush delayed by a loaded machine would be, and records when each write
+// returned.
+type stallingConn struct {
+	net.Conn
+	stall time.Duration
+	mu    sync.Mutex
+	wrote []time.Time
+}
+
+func (c *stallingConn) Write(p []byte) (int, error) {
+	time.Sleep(c.stall)
+	n, err := c.Conn.Write(p)
+	c.mu.Lock()
+	c.wrote = append(c.wrote, time.Now())
+	c.mu.Unlock()
+	return n, err
+}
+
+func (c *stallingConn) writes() []time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.wrote)
+}
+
+// stallingDial dials TCP connections that stall each write by stall, and
+// keeps them.
+type stallingDial struct {
+	stall time.Duration
+	mu    sync.Mutex
+	conns []*stallingConn
+}
+
+func (d *stallingDial) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	sc := &stallingConn{Conn: c, stall: d.stall}
+	d.mu.Lock()
+	d.conns = append(d.conns, sc)
+	d.mu.Unlock()
+	return sc, nil
+}
+
+// TestWriteReportedAfterTheSocketWrite: a call's write is reported no
+// earlier than its request reached the socket, even when the flush is held
+// back (30 ms here) after the request went into the connection's buffer.
+// The control: WroteRequest alone (a transport of the caller's, whose
+// connections do not report) tells the write before the stalled flush,
+// which is why NewTransport's connections report their writes themselves.
+func TestWriteReportedAfterTheSocketWrite(t *testing.T) {
+	srv := httptest.NewServer(&scripted{t: t, answers: []func(http.ResponseWriter){okBody("")}})
+	t.Cleanup(srv.Close)
+	for _, tc := range []struct {
+		name      string
+		reporting bool
+	}{{"NewTransport's connections", true}, {"a transport of the caller's", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := &stallingDial{stall: 30 * time.Millisecond}
+			tr := &http.Transport{DialContext: d.DialContext}
+			if tc.reporting {
+				tr.DialContext = reportingDial(d.DialContext)
+			}
+			t.Cleanup(tr.CloseIdleConnections)
+			c := newTestClient(t, srv.URL, func(cfg *Config) { cfg.HTTPClient = &http.Client{Transport: tr} })
+			var mu sync.Mutex
+			var reported []time.Time
+			ctx := WhenWritten(t.Context(), func(at time.Time) {
+				mu.Lock()
+				reported = append(reported, at)
+				mu.Unlock()
+			})
+			if _, err := c.AdminMsgWithdraw(ctx, AdminMsgWithdrawRequest{FromAccount: "a", ToAccount: "b", MsgKey: "1_2_3"}); err != nil {
+				t.Fatal(err)
+			}
+			if len(d.conns) != 1 {
+				t.Fatalf("%d connections, want 1", len(d.conns))
+			}
+			writes := d.conns[0].writes()
+			if len(writes) == 0 || len(reported) == 0 {
+				t.Fatalf("writes %v, reported %v", writes, reported)
+			}
+			last := writes[len(writes)-1]
+			early := reported[len(reported)-1].Before(last)
+			if tc.reporting && (early || len(reported) != len(writes)) {
+				t.Fatalf("reported %v for writes that returned at %v: a report before its write, or not one a write", reported, writes)
+			}
+			if !tc.reporting && !early {
+				t.Fatalf("WroteRequest reported %v, not before the stalled flush at %v: the test does not stall the flush", reported, last)
+			}
+		})
+	}
+}
+
+// TestReusedConnectionReportsToItsCall: a connection that carried a call
+// reporting its writes, then a call that reports nothing, does not tell the
+// first call about the second's write.
+func TestReusedConnectionReportsToItsCall(t *testing.T) {
+	srv := httptest.NewServer(&scripted{t: t, answers: []func(http.ResponseWriter){okBody("")}})
+	t.Cleanup(srv.Close)
+	d := &stallingDial{}
+	tr := &http.Transport{DialContext: reportingDial(d.DialContext), MaxConnsPerHost: 1}
+	t.Cleanup(tr.CloseIdleConnections)
+	c := newTestClient(t, srv.URL, func(cfg *Config) { cfg.HTTPClient = &http.Client{Transport: tr} })
+	var mu sync.Mutex
+	reports := 0
+	first := WhenWritten(t.Context(), func(time.Time) { mu.Lock(); reports++; mu.Unlock() })
+	req := AdminMsgWithdrawRequest{FromAccount: "a", ToAccount: "b", MsgKey: "1_2_3"}
+	if _, err := c.AdminMsgWithdraw(first, req); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	after := reports
+	mu.Unlock()
+	for range 3 {
+		if _, err := c.AdminMsgWithdraw(t.Context(), req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(d.conns) != 1 || after == 0 || reports != after {
+		t.Fatalf("%d connections; the first call had %d reports, %d after three more calls on its connection", len(d.conns), after, reports)
+	}
+}
