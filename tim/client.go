@@ -221,7 +221,10 @@ func New(cfg Config) (*Client, error) {
 
 // NewTransport returns the keep-alive transport a Client uses when
 // Config.HTTPClient is nil: a large idle pool per host, so hundreds of
-// concurrent calls reuse connections instead of opening new ones.
+// concurrent calls reuse connections instead of opening new ones. Its
+// connections report their writes to the Client's call they carry
+// (written.go): give it to Clients only; a request of another user's on one
+// of its connections may be reported to the Client's call before it.
 func NewTransport() *http.Transport {
 	return &http.Transport{
 		Proxy: http.ProxyFromEnvironment,

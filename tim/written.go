@@ -21,6 +21,12 @@ import (
 // that instant. HTTP/2 flushes before WroteRequest, and a transport that
 // is not NewTransport's (Config.HTTPClient) has no such connections: those
 // calls are reported by WroteRequest.
+//
+// A report may come late, never early: a TLS connection that closes while
+// a call still holds it (Connection: close, a cancelled call) writes its
+// close_notify after the request, and that write is reported too. The
+// latest write counts, so such a call's bound is its round trip later than
+// it need be: one call of cap, which costs the budget nothing.
 
 // reportingConn is a connection of NewTransport: each write that returns
 // having written something is told to the call it carries, if that call
@@ -28,9 +34,16 @@ import (
 type reportingConn struct {
 	net.Conn
 	wrote atomic.Pointer[func(time.Time)]
+	// writing counts the writes in progress: a call that is over while its
+	// connection is still writing (the server answered before the last
+	// write returned, or the writer was descheduled after the syscall)
+	// leaves its hook in place for that write to report.
+	writing atomic.Int32
 }
 
 func (c *reportingConn) Write(p []byte) (int, error) {
+	c.writing.Add(1)
+	defer c.writing.Add(-1)
 	n, err := c.Conn.Write(p)
 	if n > 0 {
 		if f := c.wrote.Load(); f != nil {
@@ -56,7 +69,9 @@ func reportingDial(dial func(ctx context.Context, network, addr string) (net.Con
 // through WroteRequest otherwise. A call that reports nothing (f nil) still
 // takes its connection's reporting over, so that its writes are not told to
 // the call the connection carried before. done, called when the call is
-// over, stops the connection reporting to f.
+// over, stops the connection reporting to f, unless a write is still in
+// progress on it (that write then reports to f, late rather than never; the
+// next call on the connection takes the reporting over).
 func writeTrace(f func(time.Time)) (trace *httptrace.ClientTrace, done func()) {
 	var byConn atomic.Bool
 	var conn atomic.Pointer[reportingConn]
@@ -94,7 +109,7 @@ func writeTrace(f func(time.Time)) (trace *httptrace.ClientTrace, done func()) {
 		}
 	}
 	done = func() {
-		if rc := conn.Load(); rc != nil && hook != nil {
+		if rc := conn.Load(); rc != nil && hook != nil && rc.writing.Load() == 0 {
 			rc.wrote.CompareAndSwap(hook, nil)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -135,5 +136,73 @@ func TestReusedConnectionReportsToItsCall(t *testing.T) {
 	defer mu.Unlock()
 	if len(d.conns) != 1 || after == 0 || reports != after {
 		t.Fatalf("%d connections; the first call had %d reports, %d after three more calls on its connection", len(d.conns), after, reports)
+	}
+}
+
+// heldConn holds its second write back 30 ms before the socket takes it and
+// 100 ms after (a writer descheduled between two flushes, then after the
+// syscall), and records when that write returned from the socket.
+type heldConn struct {
+	net.Conn
+	mu       sync.Mutex
+	n        int
+	returned time.Time
+}
+
+func (c *heldConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	c.n++
+	second := c.n == 2
+	c.mu.Unlock()
+	if !second {
+		return c.Conn.Write(p)
+	}
+	time.Sleep(30 * time.Millisecond)
+	n, err := c.Conn.Write(p)
+	c.mu.Lock()
+	c.returned = time.Now()
+	c.mu.Unlock()
+	time.Sleep(100 * time.Millisecond)
+	return n, err
+}
+
+// TestLastWriteReportedWhenTheCallIsOver: a request written in two writes
+// (larger than the transport's buffer) whose last write is held back after
+// the socket took it: the server answers, and the transport gives up
+// waiting for the write (50 ms) and returns the answer, before the write
+// returns. The call's last report is still no earlier than that write.
+func TestLastWriteReportedWhenTheCallIsOver(t *testing.T) {
+	srv := httptest.NewServer(&scripted{t: t, answers: []func(http.ResponseWriter){okBody("")}})
+	t.Cleanup(srv.Close)
+	var held *heldConn
+	tr := &http.Transport{DialContext: reportingDial(func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		held = &heldConn{Conn: c}
+		return held, nil
+	})}
+	t.Cleanup(tr.CloseIdleConnections)
+	c := newTestClient(t, srv.URL, func(cfg *Config) { cfg.HTTPClient = &http.Client{Transport: tr} })
+	var mu sync.Mutex
+	var reported []time.Time
+	ctx := WhenWritten(t.Context(), func(at time.Time) {
+		mu.Lock()
+		reported = append(reported, at)
+		mu.Unlock()
+	})
+	key := strings.Repeat("1", 6000) // the request takes two writes
+	if _, err := c.AdminMsgWithdraw(ctx, AdminMsgWithdrawRequest{FromAccount: "a", ToAccount: "b", MsgKey: key}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // the held write returns
+	held.mu.Lock()
+	returned, writes := held.returned, held.n
+	held.mu.Unlock()
+	mu.Lock()
+	defer mu.Unlock()
+	if writes < 2 || returned.IsZero() || len(reported) == 0 || reported[len(reported)-1].Before(returned) {
+		t.Fatalf("%d writes, the second returned at %v; reports %v: the last report is before it", writes, returned, reported)
 	}
 }
