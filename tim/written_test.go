@@ -57,6 +57,30 @@ func (d *stallingDial) DialContext(ctx context.Context, network, addr string) (n
 	return sc, nil
 }
 
+// reports records the times a call's writes were reported.
+type reports struct {
+	mu sync.Mutex
+	at []time.Time
+}
+
+func (r *reports) add(at time.Time) {
+	r.mu.Lock()
+	r.at = append(r.at, at)
+	r.mu.Unlock()
+}
+
+func (r *reports) times() []time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.at)
+}
+
+// clientOver is a test client calling base through tr.
+func clientOver(t *testing.T, base string, tr *http.Transport) *Client {
+	t.Cleanup(tr.CloseIdleConnections)
+	return newTestClient(t, base, func(cfg *Config) { cfg.HTTPClient = &http.Client{Transport: tr} })
+}
+
 // TestWriteReportedAfterTheSocketWrite: a call's write is reported no
 // earlier than its request reached the socket, even when the flush is held
 // back (30 ms here) after the request went into the connection's buffer.
@@ -76,22 +100,16 @@ func TestWriteReportedAfterTheSocketWrite(t *testing.T) {
 			if tc.reporting {
 				tr.DialContext = reportingDial(d.DialContext)
 			}
-			t.Cleanup(tr.CloseIdleConnections)
-			c := newTestClient(t, srv.URL, func(cfg *Config) { cfg.HTTPClient = &http.Client{Transport: tr} })
-			var mu sync.Mutex
-			var reported []time.Time
-			ctx := WhenWritten(t.Context(), func(at time.Time) {
-				mu.Lock()
-				reported = append(reported, at)
-				mu.Unlock()
-			})
+			c := clientOver(t, srv.URL, tr)
+			var r reports
+			ctx := WhenWritten(t.Context(), r.add)
 			if _, err := c.AdminMsgWithdraw(ctx, AdminMsgWithdrawRequest{FromAccount: "a", ToAccount: "b", MsgKey: "1_2_3"}); err != nil {
 				t.Fatal(err)
 			}
 			if len(d.conns) != 1 {
 				t.Fatalf("%d connections, want 1", len(d.conns))
 			}
-			writes := d.conns[0].writes()
+			writes, reported := d.conns[0].writes(), r.times()
 			if len(writes) == 0 || len(reported) == 0 {
 				t.Fatalf("writes %v, reported %v", writes, reported)
 			}
@@ -115,27 +133,20 @@ func TestReusedConnectionReportsToItsCall(t *testing.T) {
 	t.Cleanup(srv.Close)
 	d := &stallingDial{}
 	tr := &http.Transport{DialContext: reportingDial(d.DialContext), MaxConnsPerHost: 1}
-	t.Cleanup(tr.CloseIdleConnections)
-	c := newTestClient(t, srv.URL, func(cfg *Config) { cfg.HTTPClient = &http.Client{Transport: tr} })
-	var mu sync.Mutex
-	reports := 0
-	first := WhenWritten(t.Context(), func(time.Time) { mu.Lock(); reports++; mu.Unlock() })
+	c := clientOver(t, srv.URL, tr)
+	var r reports
 	req := AdminMsgWithdrawRequest{FromAccount: "a", ToAccount: "b", MsgKey: "1_2_3"}
-	if _, err := c.AdminMsgWithdraw(first, req); err != nil {
+	if _, err := c.AdminMsgWithdraw(WhenWritten(t.Context(), r.add), req); err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	after := reports
-	mu.Unlock()
+	after := len(r.times())
 	for range 3 {
 		if _, err := c.AdminMsgWithdraw(t.Context(), req); err != nil {
 			t.Fatal(err)
 		}
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(d.conns) != 1 || after == 0 || reports != after {
-		t.Fatalf("%d connections; the first call had %d reports, %d after three more calls on its connection", len(d.conns), after, reports)
+	if n := len(r.times()); len(d.conns) != 1 || after == 0 || n != after {
+		t.Fatalf("%d connections; the first call had %d reports, %d after three more calls on its connection", len(d.conns), after, n)
 	}
 }
 
@@ -183,15 +194,9 @@ func TestLastWriteReportedWhenTheCallIsOver(t *testing.T) {
 		held = &heldConn{Conn: c}
 		return held, nil
 	})}
-	t.Cleanup(tr.CloseIdleConnections)
-	c := newTestClient(t, srv.URL, func(cfg *Config) { cfg.HTTPClient = &http.Client{Transport: tr} })
-	var mu sync.Mutex
-	var reported []time.Time
-	ctx := WhenWritten(t.Context(), func(at time.Time) {
-		mu.Lock()
-		reported = append(reported, at)
-		mu.Unlock()
-	})
+	c := clientOver(t, srv.URL, tr)
+	var r reports
+	ctx := WhenWritten(t.Context(), r.add)
 	key := strings.Repeat("1", 6000) // the request takes two writes
 	if _, err := c.AdminMsgWithdraw(ctx, AdminMsgWithdrawRequest{FromAccount: "a", ToAccount: "b", MsgKey: key}); err != nil {
 		t.Fatal(err)
@@ -200,8 +205,7 @@ func TestLastWriteReportedWhenTheCallIsOver(t *testing.T) {
 	held.mu.Lock()
 	returned, writes := held.returned, held.n
 	held.mu.Unlock()
-	mu.Lock()
-	defer mu.Unlock()
+	reported := r.times()
 	if writes < 2 || returned.IsZero() || len(reported) == 0 || reported[len(reported)-1].Before(returned) {
 		t.Fatalf("%d writes, the second returned at %v; reports %v: the last report is before it", writes, returned, reported)
 	}
