@@ -33,7 +33,7 @@ func TestBacklogUnderChaos(t *testing.T) {
 	counts := func() jobs.Counts { return w.latest().Counts }
 
 	args := []string{"recall", "file", path, "--yes", "--json", "--backlog", "100"}
-	cmd := exec.CommandContext(t.Context(), e.bin, args...)
+	cmd := imrecallCommand(t.Context(), e.bin, args...)
 	cmd.Env = e.environ()
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

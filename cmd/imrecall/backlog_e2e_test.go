@@ -31,7 +31,7 @@ func TestBacklogPlannerInterrupted(t *testing.T) {
 			e := newE2E(t, emulator.Config{Rate: 200})
 			listed, path := seedList(t, e.env, 12, 80, 4, 10)
 			args := []string{"recall", "file", path, "--yes", "--json", "--backlog", "100"}
-			cmd := exec.CommandContext(t.Context(), e.bin, append(args, interruptFlags...)...)
+			cmd := imrecallCommand(t.Context(), e.bin, append(args, interruptFlags...)...)
 			cmd.Env = e.environ()
 			var stderr strings.Builder
 			cmd.Stderr = &stderr

@@ -298,7 +298,7 @@ func (p *chaosPool) start(i int) {
 	} else {
 		args = append(args, "--concurrency", strconv.Itoa(chaosConcurrency))
 	}
-	cmd := exec.Command(p.e.bin, args...)
+	cmd := imrecallCommand(context.Background(), p.e.bin, args...)
 	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {

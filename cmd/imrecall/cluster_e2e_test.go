@@ -38,7 +38,7 @@ func (c *clusterE2E) worker(name string) *exec.Cmd {
 // it there and waits for it to exit.
 func (c *clusterE2E) killPlanner(pauseAt int, args ...string) {
 	c.t.Helper()
-	cmd := exec.CommandContext(c.t.Context(), c.bin, args...)
+	cmd := imrecallCommand(c.t.Context(), c.bin, args...)
 	cmd.Env = append(c.environ(), testPauseEnv+"="+strconv.Itoa(pauseAt))
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

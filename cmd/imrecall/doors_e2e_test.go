@@ -8,7 +8,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -210,7 +209,7 @@ func TestScheduleConnectionSettingsNeverReachAWorker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sched := exec.Command(d.bin, "scheduler", "--sync", "200ms")
+	sched := imrecallCommand(context.Background(), d.bin, "scheduler", "--sync", "200ms")
 	sched.Env = d.environ()
 	sched.Stdout, sched.Stderr = f, f
 	if err := sched.Start(); err != nil {

@@ -2,7 +2,7 @@ package main
 
 import (
 	"bytes"
-	"os/exec"
+	"context"
 	"strings"
 	"syscall"
 	"testing"
@@ -30,7 +30,7 @@ func TestServeOutageIsAnIndexGap(t *testing.T) {
 
 	// serve, run by hand so that it can be stopped mid-test.
 	addr := freeAddr(t)
-	first := exec.Command(e.bin, append([]string{"serve", "--listen", addr, "--log-level", "warn", "--index-retention", "30d"}, beat...)...)
+	first := imrecallCommand(context.Background(), e.bin, append([]string{"serve", "--listen", addr, "--log-level", "warn", "--index-retention", "30d"}, beat...)...)
 	first.Env = append(e.environ(), "IMRECALL_API_TOKENS=ops:admin:"+e2eAPIToken, "IMRECALL_CALLBACK_TOKEN="+e2eCallbackToken)
 	if err := first.Start(); err != nil {
 		t.Fatal(err)
@@ -57,7 +57,7 @@ func TestServeOutageIsAnIndexGap(t *testing.T) {
 	}
 	since := cov.Since.Add(time.Second).UTC().Format(time.RFC3339)
 	purge := func() string {
-		cmd := exec.CommandContext(ctx, e.bin, "purge", "user", "--user", "u", "--source", "auto", "--since", since, "--peers", "v", "--dry-run")
+		cmd := imrecallCommand(ctx, e.bin, "purge", "user", "--user", "u", "--source", "auto", "--since", since, "--peers", "v", "--dry-run")
 		cmd.Env = e.environ()
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out

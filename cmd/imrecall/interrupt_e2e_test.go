@@ -29,7 +29,7 @@ var interruptFlags = []string{"--planner-lease", "3s"}
 // and queueing them), sends it sig and waits for it to exit.
 func (e *e2e) startInterrupted(sig syscall.Signal, pauseAt int, args ...string) {
 	e.t.Helper()
-	cmd := exec.CommandContext(e.t.Context(), e.bin, append(args, interruptFlags...)...)
+	cmd := imrecallCommand(e.t.Context(), e.bin, append(args, interruptFlags...)...)
 	cmd.Env = append(e.environ(), testPauseEnv+"="+strconv.Itoa(pauseAt))
 	pr, pw := io.Pipe()
 	var logged bytes.Buffer
@@ -118,7 +118,7 @@ func (e *e2e) settleInterrupted(id string) (jobs.Job, time.Duration) {
 		e.t.Fatalf("report of the interrupted job: %+v, %v", rep, err)
 	}
 	// jobs wait returns at once, with the failure's exit code.
-	cmd := exec.CommandContext(e.t.Context(), e.bin, "jobs", "wait", id)
+	cmd := imrecallCommand(e.t.Context(), e.bin, "jobs", "wait", id)
 	cmd.Env = e.environ()
 	out, err := cmd.CombinedOutput()
 	if exitOf(e.t, err) != exitFailure || !strings.Contains(string(out), "planning interrupted") {

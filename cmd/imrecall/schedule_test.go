@@ -220,7 +220,7 @@ func TestTwoSchedulersFireOncePerDueTime(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cmd := exec.Command(e.bin, "scheduler", "--sync", "200ms", "--log-level", "debug")
+		cmd := imrecallCommand(context.Background(), e.bin, "scheduler", "--sync", "200ms", "--log-level", "debug")
 		cmd.Env = e.environ()
 		cmd.Stdout, cmd.Stderr = f, f
 		if err := cmd.Start(); err != nil {

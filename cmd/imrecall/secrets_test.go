@@ -1,12 +1,12 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -122,7 +122,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	if _, err := cl.Enqueue(asynq.NewTask(tasks.TypeScheduleRun, old, asynq.Queue(tasks.QueueBackfill), asynq.TaskID("old-firing"))); err != nil {
 		t.Fatal(err)
 	}
-	sched := exec.Command(e.bin, "scheduler", "--sync", "200ms")
+	sched := imrecallCommand(context.Background(), e.bin, "scheduler", "--sync", "200ms")
 	sched.Env = e.environ()
 	if err := sched.Start(); err != nil {
 		t.Fatal(err)

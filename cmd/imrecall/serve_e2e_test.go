@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -38,7 +39,7 @@ func (e *e2e) serveProc(addr string, extra ...string) string {
 func (e *e2e) serveCmd(addr string, extra ...string) (*exec.Cmd, string) {
 	e.t.Helper()
 	args := append([]string{"serve", "--listen", addr, "--log-level", "warn", "--index-retention", "30d"}, extra...)
-	cmd := exec.Command(e.bin, args...)
+	cmd := imrecallCommand(context.Background(), e.bin, args...)
 	cmd.Env = append(e.environ(), "IMRECALL_API_TOKENS=ops:admin:"+e2eAPIToken, "IMRECALL_CALLBACK_TOKEN="+e2eCallbackToken)
 	logPath := filepath.Join(e.t.TempDir(), "serve.log")
 	e.startLogged(cmd, logPath)
