@@ -392,6 +392,7 @@ func (c *Client) prepareUser(ctx context.Context, p *prepared, r UserPurge, coun
 		if err != nil {
 			return err
 		}
+		p.Scope.Peers = p.check.Peers()
 		p.Index, p.Messages, p.SenderUnconfirmed = &counts, int64(tally.Count()), int64(p.check.Refused)
 		p.GroupCalls, p.C2CCalls = (counts.GroupMessages+9)/10, counts.C2CMessages
 		p.SecondsAtCap = secondsAtCap(p.GroupCalls, p.C2CCalls)
@@ -572,6 +573,13 @@ func (c *Client) planFunc(p *prepared, out *Created, onWait func(Created)) produ
 					return err
 				}
 				out.Plan.Index, out.Plan.SenderUnconfirmed = &counts, int64(check.Refused)
+				if p.Scope != nil {
+					// The chats the index named, for a verification.
+					p.Scope.Peers = check.Peers()
+					if err := c.store.SaveCoverage(ctx, job.ID, *p.Scope); err != nil {
+						return err
+					}
+				}
 			}
 			return c.store.AddRefused(ctx, job.ID, jobs.RefusedSenderUnconfirmed, int64(check.Refused))
 		}

@@ -3,6 +3,7 @@ package emulator
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -260,11 +261,12 @@ func (s *Server) addGroupMember(req *addGroupMemberReq) (any, *apiError) {
 }
 
 type sendGroupMsgReq struct {
-	GroupID     string    `json:"GroupId"`
-	TopicID     string    `json:"TopicId"`
-	Random      uint32    `json:"Random"`
-	FromAccount string    `json:"From_Account"`
-	MsgBody     []msgBody `json:"MsgBody"`
+	GroupID               string    `json:"GroupId"`
+	TopicID               string    `json:"TopicId"`
+	Random                uint32    `json:"Random"`
+	FromAccount           string    `json:"From_Account"`
+	MsgBody               []msgBody `json:"MsgBody"`
+	ForbidCallbackControl []string  `json:"ForbidCallbackControl"`
 }
 
 func (s *Server) sendGroupMsg(req *sendGroupMsgReq) (any, *apiError) {
@@ -282,9 +284,12 @@ func (s *Server) sendGroupMsg(req *sendGroupMsgReq) (any, *apiError) {
 		return nil, e
 	}
 	now := time.Now().Unix()
+	callback := !forbids(req.ForbidCallbackControl, "ForbidAfterSendMsgCallback")
 	if g.typ == "AVChatRoom" {
 		g.nextSeqAV++
-		s.groupSent(g, "", g.nextSeqAV, gmsg{from: u, time: now, random: req.Random})
+		if callback {
+			s.groupSent(g, "", g.nextSeqAV, gmsg{from: u, time: now, random: req.Random})
+		}
 		return sendGroupReply(g.nextSeqAV, now), nil
 	}
 	h, e := historyOf(g, req.TopicID)
@@ -293,8 +298,16 @@ func (s *Server) sendGroupMsg(req *sendGroupMsgReq) (any, *apiError) {
 	}
 	m := gmsg{from: u, time: now, random: req.Random}
 	*h = append(*h, m)
-	s.groupSent(g, req.TopicID, int64(len(*h)), m)
+	if callback {
+		s.groupSent(g, req.TopicID, int64(len(*h)), m)
+	}
 	return sendGroupReply(int64(len(*h)), now), nil
+}
+
+// forbids reports whether a send's ForbidCallbackControl names callback
+// (ForbidBeforeSendMsgCallback, ForbidAfterSendMsgCallback).
+func forbids(control []string, callback string) bool {
+	return slices.Contains(control, callback)
 }
 
 func sendGroupReply(seq, t int64) any {
@@ -650,6 +663,10 @@ type sendMsgReq struct {
 	ToAccount   string    `json:"To_Account"`
 	MsgRandom   uint32    `json:"MsgRandom"`
 	MsgBody     []msgBody `json:"MsgBody"`
+	// SyncOtherMachine 2 keeps the message off the sender's side (their
+	// other devices and roaming history); 1 or absent syncs it.
+	SyncOtherMachine      int      `json:"SyncOtherMachine"`
+	ForbidCallbackControl []string `json:"ForbidCallbackControl"`
 }
 
 func (s *Server) sendMsg(req *sendMsgReq) (any, *apiError) {
@@ -674,8 +691,13 @@ func (s *Server) sendMsg(req *sendMsgReq) (any, *apiError) {
 		s.convs[k] = c
 	}
 	m := cmsg{from: fu, to: tu, time: now, random: req.MsgRandom}
+	if req.SyncOtherMachine == 2 {
+		m.deletedFor = deletedForSender
+	}
 	c.msgs = append(c.msgs, m)
-	s.c2cSent(m, len(c.msgs))
+	if !forbids(req.ForbidCallbackControl, "ForbidAfterSendMsgCallback") {
+		s.c2cSent(m, len(c.msgs))
+	}
 	return struct {
 		reply
 		MsgTime int64  `json:"MsgTime"`

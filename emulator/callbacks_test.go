@@ -34,17 +34,26 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write([]byte(`{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}`))
 }
 
-func TestCallbacksAfterSendAreDeliveredSigned(t *testing.T) {
+// hiBody is a one-element MsgBody for the sends of these tests.
+var hiBody = []map[string]any{{"MsgType": "TIMTextElem", "MsgContent": map[string]string{"Text": "hi"}}}
+
+// startWithReceiver starts an emulator that sends its callbacks (token
+// "tok") to a receiver, with users a and b and a Public group of a.
+func startWithReceiver(t *testing.T) (*harness, *receiver, string) {
 	rc := &receiver{}
 	rs := httptest.NewServer(rc)
-	defer rs.Close()
+	t.Cleanup(rs.Close)
 	h := start(t, Config{Callbacks: CallbackConfig{URL: rs.URL + "/callback", Token: "tok"}})
-	defer h.emu.Close()
+	t.Cleanup(func() { h.emu.Close() })
 	h.want("im_open_login_svc/multiaccount_import", map[string]any{"Accounts": []string{"a", "b"}}, 0)
 	group := h.want("group_open_http_svc/create_group", map[string]any{"Type": "Public", "Name": "g", "MemberList": []map[string]string{{"Member_Account": "a"}}}, 0).Raw["GroupId"].(string)
-	body := []map[string]any{{"MsgType": "TIMTextElem", "MsgContent": map[string]string{"Text": "hi"}}}
-	seq := h.want("group_open_http_svc/send_group_msg", map[string]any{"GroupId": group, "Random": 7, "From_Account": "a", "MsgBody": body}, 0).Raw["MsgSeq"].(float64)
-	key := h.want("openim/sendmsg", map[string]any{"From_Account": "a", "To_Account": "b", "MsgRandom": 9, "MsgBody": body}, 0).Raw["MsgKey"].(string)
+	return h, rc, group
+}
+
+func TestCallbacksAfterSendAreDeliveredSigned(t *testing.T) {
+	h, rc, group := startWithReceiver(t)
+	seq := h.want("group_open_http_svc/send_group_msg", map[string]any{"GroupId": group, "Random": 7, "From_Account": "a", "MsgBody": hiBody}, 0).Raw["MsgSeq"].(float64)
+	key := h.want("openim/sendmsg", map[string]any{"From_Account": "a", "To_Account": "b", "MsgRandom": 9, "MsgBody": hiBody}, 0).Raw["MsgKey"].(string)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -71,6 +80,44 @@ func TestCallbacksAfterSendAreDeliveredSigned(t *testing.T) {
 	c := byCommand["C2C.CallbackAfterSendMsg"]
 	if c["MsgKey"] != key || c["From_Account"] != "a" || c["To_Account"] != "b" || c["SendMsgResult"].(float64) != 0 {
 		t.Fatalf("c2c callback %v", c)
+	}
+}
+
+// TestSendOptionsOfTheDocs: a send whose ForbidCallbackControl names
+// ForbidAfterSendMsgCallback delivers no after-send callback (group and
+// one-to-one), and a sendmsg with SyncOtherMachine 2 is on the receiver's
+// side of the chat only.
+func TestSendOptionsOfTheDocs(t *testing.T) {
+	h, _, group := startWithReceiver(t)
+	forbid := []string{"ForbidBeforeSendMsgCallback", "ForbidAfterSendMsgCallback"}
+	h.want("group_open_http_svc/send_group_msg", map[string]any{"GroupId": group, "Random": 1, "From_Account": "a", "MsgBody": hiBody, "ForbidCallbackControl": forbid}, 0)
+	h.want("openim/sendmsg", map[string]any{"From_Account": "a", "To_Account": "b", "MsgRandom": 2, "MsgBody": hiBody, "ForbidCallbackControl": forbid[1:]}, 0)
+	unsynced := h.want("openim/sendmsg", map[string]any{"From_Account": "a", "To_Account": "b", "MsgRandom": 3, "MsgBody": hiBody,
+		"SyncOtherMachine": 2, "ForbidCallbackControl": forbid[:1]}, 0).Raw["MsgKey"].(string)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := h.emu.WaitCallbacks(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := h.emu.CallbackStats(); st.Delivered != 1 {
+		t.Fatalf("callback stats %+v, want 1 delivered (the send that forbade only the before-send callback)", st)
+	}
+	sides := map[string]int{}
+	for _, op := range []string{"a", "b"} {
+		peer := map[string]string{"a": "b", "b": "a"}[op]
+		list := h.want("openim/admin_getroammsg", map[string]any{"Operator_Account": op, "Peer_Account": peer, "MaxCnt": 100, "MinTime": 0, "MaxTime": time.Now().Unix() + 1}, 0).Raw["MsgList"].([]any)
+		for _, m := range list {
+			if m.(map[string]any)["MsgKey"] == unsynced {
+				sides[op]++
+			}
+		}
+		if want := map[string]int{"a": 1, "b": 2}[op]; len(list) != want {
+			t.Errorf("%s's side of the chat holds %d messages, want %d", op, len(list), want)
+		}
+	}
+	if sides["a"] != 0 || sides["b"] != 1 {
+		t.Fatalf("the SyncOtherMachine 2 message is on the sides %v, want b's only", sides)
 	}
 }
 

@@ -10,6 +10,12 @@
 // (error codes per call or per seq, HTTP 502, hung calls) and counts what it
 // served (GET /emulator/stats) so benchmarks measure against it.
 //
+// The two sides of a one-to-one chat can hold different messages, as
+// documented: delete_c2c_msg_ramble removes messages from one side only, and
+// a sendmsg with SyncOtherMachine 2 never reaches the sender's side. A send
+// whose ForbidCallbackControl names ForbidAfterSendMsgCallback delivers no
+// after-send callback (the callback index never hears of it).
+//
 // Its wire structs are its own, so that it catches the client's mistakes.
 //
 // Where the documentation is silent the emulator makes a documented choice:

@@ -66,9 +66,12 @@ type TargetCoverage struct {
 // target read with its range, and the gaps. The scope is written when the
 // job is created, each target as its discovery finishes.
 type Coverage struct {
-	Subject string           `json:"subject,omitempty"`
-	Since   *time.Time       `json:"since,omitempty"`
-	Until   *time.Time       `json:"until,omitempty"`
+	Subject string     `json:"subject,omitempty"`
+	Since   *time.Time `json:"since,omitempty"`
+	Until   *time.Time `json:"until,omitempty"`
+	// Peers are the one-to-one peers read: those given, or for a purge by
+	// index those of the chats the index named (a verification re-scans
+	// them).
 	Peers   []string         `json:"peers,omitempty"`
 	Sources []string         `json:"sources,omitempty"`
 	Gaps    []Gap            `json:"gaps,omitempty"`

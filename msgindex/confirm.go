@@ -339,8 +339,9 @@ func (c *Confirmer) confirmGroups(ctx context.Context, entries []pendingEntry, d
 			}
 			st.Calls++
 			msgs, err := groupPage(ctx, c.IM, t, top)
-			if targetGone(err) {
-				// No such group: nothing of it can be recalled.
+			if tim.IsGone(tim.CodeOf(err)) {
+				// No such group: nothing of it can be recalled (an entry
+				// naming a made-up group must not stall the confirmer).
 				for _, s := range seqs {
 					for _, i := range bySeq[t][s] {
 						decided[i] = ConfirmMissing
@@ -437,32 +438,38 @@ func (c *Confirmer) confirmC2C(ctx context.Context, entries []pendingEntry, deci
 				hi = max(hi, ts)
 			}
 		}
+		// The sender's side first, then the peer's for what it lacks: a
+		// sender who cleared their side (or sent without syncing to it)
+		// hides messages the peer still has, and a recall reaches them.
 		found := map[string]tim.C2CMsg{}
-		req := tim.AdminGetRoamMsgRequest{OperatorAccount: k.from, PeerAccount: k.to, MaxCnt: 100, MinTime: lo, MaxTime: hi}
-		if err := c.wait(ctx); err != nil {
-			return err
-		}
-		gone := false
-		for page, err := range c.IM.RoamMsgPages(ctx, req) {
-			st.Calls++
-			if targetGone(err) {
-				gone = true // no such account: the chat holds nothing
+		for _, side := range [][2]string{{k.from, k.to}, {k.to, k.from}} {
+			if !lacks(found, entries, idx) {
 				break
 			}
-			if err != nil {
-				return fmt.Errorf("confirming index entries in the chat of %s with %s: %w", k.from, k.to, err)
-			}
-			for _, m := range page.MsgList {
-				found[m.MsgKey] = m
-			}
+			req := tim.AdminGetRoamMsgRequest{OperatorAccount: side[0], PeerAccount: side[1], MaxCnt: 100, MinTime: lo, MaxTime: hi}
 			if err := c.wait(ctx); err != nil {
 				return err
+			}
+			for page, err := range c.IM.RoamMsgPages(ctx, req) {
+				st.Calls++
+				if tim.IsGone(tim.CodeOf(err)) {
+					break // no such account: its side holds nothing
+				}
+				if err != nil {
+					return fmt.Errorf("confirming index entries in the chat of %s with %s, as %s: %w", k.from, k.to, side[0], err)
+				}
+				for _, m := range page.MsgList {
+					found[m.MsgKey] = m
+				}
+				if err := c.wait(ctx); err != nil {
+					return err
+				}
 			}
 		}
 		for _, i := range idx {
 			m, ok := found[entries[i].e.MsgKey]
 			switch {
-			case !ok || gone:
+			case !ok:
 				decided[i] = ConfirmMissing
 			case m.FromAccount != k.from:
 				decided[i] = ConfirmForged
@@ -476,14 +483,12 @@ func (c *Confirmer) confirmC2C(ctx context.Context, entries []pendingEntry, deci
 	return nil
 }
 
-// targetGone reports whether err is the API saying that a group or an
-// account does not exist: the entries naming it are missing, and the rest
-// of the pass goes on (an entry naming a made-up group must not stall the
-// confirmer). Any other error ends the pass, which is retried.
-func targetGone(err error) bool {
-	switch tim.CodeOf(err) {
-	case 10010, 10015, 90003, 90008:
-		return true
+// lacks reports whether found lacks one of the entries at idx.
+func lacks(found map[string]tim.C2CMsg, entries []pendingEntry, idx []int) bool {
+	for _, i := range idx {
+		if _, ok := found[entries[i].e.MsgKey]; !ok {
+			return true
+		}
 	}
 	return false
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/imrecall/imrecall/internal/redistest"
 	"github.com/imrecall/imrecall/msgindex"
 	"github.com/imrecall/imrecall/producer"
+	"github.com/imrecall/imrecall/tim"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -213,6 +214,61 @@ func TestConfirmerForgedOneToOneAndMissingEntries(t *testing.T) {
 	}
 	if want := (msgindex.Confirmation{Confirmed: 1, Forged: 1, Missing: 4}); cov.Confirmation != want {
 		t.Fatalf("coverage confirmation %+v, want %+v", cov.Confirmation, want)
+	}
+}
+
+// TestConfirmerReadsThePeersSide: alice cleared her side of her chat with
+// bob, and sent one more message without syncing it to her side
+// (tim.NoSyncToSender); bob still sees all of them, and a recall reaches
+// them. The confirmer reads the chat from bob's side for what alice's
+// lacks, so it keeps every entry (confirmed), drops none as missing.
+func TestConfirmerReadsThePeersSide(t *testing.T) {
+	ctx := t.Context()
+	idx := msgindex.New(redistest.Start(t).Client(), "", 0)
+	env := imtest.Start(t, emulator.Config{})
+	env.Accounts(t, "alice", "bob")
+	keys := env.SendC2C(t, "alice", "bob", 3)
+	if _, err := env.Client.DeleteC2CMsgRamble(ctx, tim.DeleteC2CMsgRambleRequest{OperatorAccount: "alice", PeerAccount: "bob", MsgKeyList: keys}); err != nil {
+		t.Fatal(err)
+	}
+	unsynced, err := env.Client.SendMsg(ctx, tim.SendMsgRequest{FromAccount: "alice", ToAccount: "bob", SyncOtherMachine: tim.NoSyncToSender,
+		MsgBody: tim.TextBody("not on alice's side")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys = append(keys, unsynced.MsgKey)
+	var entries []msgindex.Entry
+	for _, m := range env.Emu.C2CMessages("alice", "bob") {
+		entries = append(entries, msgindex.Entry{From: "alice", To: "bob", MsgKey: m.MsgKey, Time: time.Unix(m.Time, 0)})
+	}
+	if len(entries) != 4 {
+		t.Fatalf("the chat holds %d messages, want 4", len(entries))
+	}
+	if err := idx.Add(ctx, imtest.AppID, entries...); err != nil {
+		t.Fatal(err)
+	}
+	alices, err := env.Client.AdminGetRoamMsg(ctx, tim.AdminGetRoamMsgRequest{OperatorAccount: "alice", PeerAccount: "bob", MaxCnt: 100})
+	if err != nil || len(alices.MsgList) != 0 {
+		t.Fatalf("alice's side holds %d messages (%v): the fixture proves nothing", len(alices.MsgList), err)
+	}
+	cf := &msgindex.Confirmer{Index: idx, IM: env.Client, SDKAppID: imtest.AppID, Grace: time.Nanosecond}
+	st, err := cf.RunOnce(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Confirmed != 4 || st.Missing != 0 || st.Forged != 0 {
+		t.Fatalf("confirmer %+v: want alice's 4 entries confirmed from bob's side", st)
+	}
+	n := 0
+	_ = idx.Lookup(ctx, imtest.AppID, "alice", time.Time{}, time.Time{}, func(e msgindex.Entry) error {
+		if e.Unconfirmed {
+			t.Errorf("entry %s still unconfirmed", e.MsgKey)
+		}
+		n++
+		return nil
+	})
+	if n != 4 {
+		t.Fatalf("the index holds %d of alice's 4 messages to bob", n)
 	}
 }
 

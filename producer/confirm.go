@@ -23,7 +23,8 @@ import (
 // are confirmed with one group_msg_get_simple call per page of 20 seqs
 // around them (the highest unconfirmed seq and the 19 below it), one-to-one
 // messages with admin_getroammsg over the time span of their MsgKeys, one
-// paged read per peer. Every call goes through the IM client, so through
+// paged read per peer from User's side and one from the peer's side for
+// what User's side lacks. Every call goes through the IM client, so through
 // the shared limiter at the history APIs' cap. A SenderCheck is not safe
 // for concurrent use.
 type SenderCheck struct {
@@ -41,6 +42,7 @@ type SenderCheck struct {
 
 	groups map[jobs.Target]map[int64]bool
 	c2c    map[string]map[string]bool // peer → MsgKeys
+	peers  map[string]bool            // every peer of User's chats it was given
 
 	// What was confirmed, for Replay.
 	okGroups map[jobs.Target][]int64
@@ -50,7 +52,7 @@ type SenderCheck struct {
 // NewSenderCheck returns a check of user's messages in front of next.
 func NewSenderCheck(im IM, user string, next Sink) *SenderCheck {
 	return &SenderCheck{IM: im, User: user, Next: next, groups: map[jobs.Target]map[int64]bool{}, c2c: map[string]map[string]bool{},
-		okGroups: map[jobs.Target][]int64{}, okC2C: map[jobs.Target][]string{}}
+		peers: map[string]bool{}, okGroups: map[jobs.Target][]int64{}, okC2C: map[jobs.Target][]string{}}
 }
 
 // Replay hands everything confirmed so far to sink again, without a history
@@ -97,7 +99,20 @@ func (c *SenderCheck) AddC2C(_ context.Context, t jobs.Target, key string) error
 		c.c2c[t.To] = m
 	}
 	m[key] = true
+	c.peers[t.To] = true
 	return nil
+}
+
+// Peers names, sorted, the peers of every chat of User it was given a
+// message of, confirmed or not: the one-to-one chats a purge by index
+// knows, which a verification re-scans.
+func (c *SenderCheck) Peers() []string {
+	out := make([]string, 0, len(c.peers))
+	for p := range c.peers {
+		out = append(out, p)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // Flush confirms everything buffered and hands what the history shows as
@@ -239,7 +254,8 @@ func (c *SenderCheck) groupPage(ctx context.Context, t jobs.Target, seq int64) (
 }
 
 // confirmC2C reads each peer's chat with User over the time span of the
-// indexed MsgKeys, one paged read per peer.
+// indexed MsgKeys: one paged read per peer from User's side, and one from
+// the peer's side when User's lacks some of them.
 func (c *SenderCheck) confirmC2C(ctx context.Context) (map[jobs.Target][]string, error) {
 	peers := make([]string, 0, len(c.c2c))
 	for p := range c.c2c {
@@ -270,15 +286,31 @@ func (c *SenderCheck) confirmC2C(ctx context.Context) (map[jobs.Target][]string,
 		if len(want) == 0 {
 			return nil
 		}
-		req := tim.AdminGetRoamMsgRequest{OperatorAccount: c.User, PeerAccount: peers[i], MaxCnt: 100, MinTime: lo, MaxTime: hi}
-		for page, err := range c.IM.RoamMsgPages(ctx, req) {
-			r.calls++
-			if err != nil {
-				return fmt.Errorf("confirming senders in the chat of %s with %s: %w", c.User, peers[i], err)
+		// The sender's side first, then the peer's for what it lacks: a
+		// sender who cleared their side (or sent without syncing to it)
+		// hides messages the peer still has, and a recall reaches them.
+		for _, side := range [][2]string{{c.User, peers[i]}, {peers[i], c.User}} {
+			if len(want) == 0 {
+				break
 			}
-			for _, m := range page.MsgList {
-				if want[m.MsgKey] && m.FromAccount == c.User {
-					r.ok = append(r.ok, m.MsgKey)
+			req := tim.AdminGetRoamMsgRequest{OperatorAccount: side[0], PeerAccount: side[1], MaxCnt: 100, MinTime: lo, MaxTime: hi}
+			for page, err := range c.IM.RoamMsgPages(ctx, req) {
+				r.calls++
+				if tim.IsGone(tim.CodeOf(err)) {
+					break // no such account: its side holds nothing
+				}
+				if err != nil {
+					return fmt.Errorf("confirming senders in the chat of %s with %s, as %s: %w", c.User, peers[i], side[0], err)
+				}
+				for _, m := range page.MsgList {
+					if !want[m.MsgKey] {
+						continue
+					}
+					if m.FromAccount == c.User {
+						r.ok = append(r.ok, m.MsgKey)
+					} else {
+						r.refused++ // someone else's message
+					}
 					delete(want, m.MsgKey)
 				}
 			}

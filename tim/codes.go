@@ -152,5 +152,15 @@ func Describe(code int) string {
 // (for groups) been recalled already.
 func IsNotFound(code int) bool { return code == 10030 || code == 20022 }
 
+// IsGone reports whether code says a history read's group or account does
+// not exist (10010, 10015, 90003, 90008): there is nothing to read there.
+func IsGone(code int) bool {
+	switch code {
+	case 10010, 10015, 90003, 90008:
+		return true
+	}
+	return false
+}
+
 // IsDone reports whether code says the message was already recalled (20023).
 func IsDone(code int) bool { return code == 20023 }

@@ -64,7 +64,7 @@ func ScopeOf(job jobs.Job, im producer.IM) (*Scope, error) { return ScopeWith(jo
 // present, its gaps are the scope's, instead of those guessed from the
 // job's parameters.
 func ScopeWith(job jobs.Job, cov *jobs.Coverage, im producer.IM) (*Scope, error) {
-	s, err := scopeOf(job, im)
+	s, err := scopeOf(job, cov, im)
 	if err != nil || cov == nil || job.Kind != "purge:user" && job.Kind != "purge:group" {
 		return s, err
 	}
@@ -72,7 +72,7 @@ func ScopeWith(job jobs.Job, cov *jobs.Coverage, im producer.IM) (*Scope, error)
 	_ = json.Unmarshal(job.Params, &p) // read by scopeOf already
 	s.Gaps = nil
 	if p.Source == "index" {
-		s.Gaps = append(s.Gaps, "the job found its messages in the callback index; the re-scan reads the groups the user is in now and the given peers")
+		s.Gaps = append(s.Gaps, indexGap)
 	}
 	for _, g := range cov.Gaps {
 		line := g.What
@@ -84,7 +84,12 @@ func ScopeWith(job jobs.Job, cov *jobs.Coverage, im producer.IM) (*Scope, error)
 	return s, nil
 }
 
-func scopeOf(job jobs.Job, im producer.IM) (*Scope, error) {
+// indexGap is the gap of a re-scan of a purge by index.
+const indexGap = "the job found its messages in the callback index; the re-scan reads the groups the user is in now and the one-to-one chats the index named (both sides)"
+
+// scopeOf reads the scope from the job's parameters; cov (nil: none) adds,
+// for a purge by index, the peers of the chats the index named.
+func scopeOf(job jobs.Job, cov *jobs.Coverage, im producer.IM) (*Scope, error) {
 	var p params
 	if len(job.Params) > 0 {
 		if err := json.Unmarshal(job.Params, &p); err != nil {
@@ -109,7 +114,10 @@ func scopeOf(job jobs.Job, im producer.IM) (*Scope, error) {
 			s.Gaps = append(s.Gaps, "one-to-one chats: no peers were given, so no one-to-one chat was scanned")
 		}
 		if p.Source == "index" {
-			s.Gaps = append(s.Gaps, "the job found its messages in the callback index; the re-scan reads the groups the user is in now and the given peers")
+			s.Gaps = append(s.Gaps, indexGap)
+			if cov != nil {
+				peers = union(peers, cov.Peers)
+			}
 		}
 		s.Gaps = append(s.Gaps, "groups the user has left or was removed from: a history scan cannot list them")
 		spec := producer.UserPurge{User: p.User, Peers: peers, Window: w}
@@ -134,6 +142,22 @@ func scopeOf(job jobs.Job, im producer.IM) (*Scope, error) {
 
 // peerList reads the recorded peers: a list, or (older records) a count,
 // in which case the peers are unknown.
+// union is a and the names of b not in a.
+func union(a, b []string) []string {
+	seen := make(map[string]bool, len(a))
+	out := append([]string(nil), a...)
+	for _, x := range a {
+		seen[x] = true
+	}
+	for _, x := range b {
+		if !seen[x] {
+			seen[x] = true
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
 func peerList(raw json.RawMessage) (peers []string, known bool) {
 	if len(raw) == 0 || string(raw) == "null" {
 		return nil, true

@@ -144,7 +144,7 @@ func (e *Env) SendC2C(t testing.TB, from, to string, n int) []string {
 	keys := make([]string, n)
 	for i := range n {
 		resp, err := e.Client.SendMsg(context.Background(), tim.SendMsgRequest{
-			FromAccount: from, ToAccount: to, MsgRandom: uint32(i + 1), SyncOtherMachine: 2,
+			FromAccount: from, ToAccount: to, MsgRandom: uint32(i + 1), SyncOtherMachine: tim.SyncToSender,
 			MsgBody: tim.TextBody(fmt.Sprintf("hello %d", i)),
 		})
 		if err != nil {

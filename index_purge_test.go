@@ -1,0 +1,109 @@
+package imrecall_test
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/imrecall/imrecall"
+	"github.com/imrecall/imrecall/imrecalltest"
+	"github.com/imrecall/imrecall/jobs"
+	"github.com/imrecall/imrecall/msgindex"
+	"github.com/imrecall/imrecall/tim"
+	"github.com/imrecall/imrecall/verify"
+)
+
+// TestIndexPurgeReadsBothSidesOfAChat: alice cleared her side of her chat
+// with bob and sent one more message without syncing it to her side; bob
+// still sees all four, the callback index holds them. A fifth message was
+// sent with the after-send callback forbidden, so the index never heard of
+// it. A purge by index confirms the four from bob's side and recalls them;
+// the job records bob's chat in its scope, so the verification re-scans it
+// and finds the fifth (residue), rather than passing.
+//
+// The job is created counted first (a dry run's check replayed) and, in a
+// second app, confirmed up front (senders confirmed as the job plans).
+func TestIndexPurgeReadsBothSidesOfAChat(t *testing.T) {
+	t.Parallel()
+	for _, confirmed := range []bool{false, true} {
+		t.Run(map[bool]string{false: "counted", true: "confirmed"}[confirmed], func(t *testing.T) {
+			t.Parallel()
+			indexPurgeOfAClearedChat(t, confirmed)
+		})
+	}
+}
+
+func indexPurgeOfAClearedChat(t *testing.T, confirmed bool) {
+	env := imrecalltest.Start(t, imrecalltest.Options{})
+	ctx := t.Context()
+	env.IM.Accounts(t, "alice", "bob")
+	keys := env.IM.SendC2C(t, "alice", "bob", 3)
+	if _, err := env.IM.Client.DeleteC2CMsgRamble(ctx, tim.DeleteC2CMsgRambleRequest{OperatorAccount: "alice", PeerAccount: "bob", MsgKeyList: keys}); err != nil {
+		t.Fatal(err)
+	}
+	send := func(req tim.SendMsgRequest) string {
+		req.FromAccount, req.ToAccount, req.MsgBody = "alice", "bob", tim.TextBody("more")
+		resp, err := env.IM.Client.SendMsg(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.MsgKey
+	}
+	keys = append(keys, send(tim.SendMsgRequest{SyncOtherMachine: tim.NoSyncToSender}))
+	unindexed := send(tim.SendMsgRequest{ForbidCallbackControl: []string{"ForbidAfterSendMsgCallback"}})
+
+	idx := msgindex.New(env.Redis, "", 7*24*time.Hour)
+	var entries []msgindex.Entry
+	for _, m := range env.IM.Emu.C2CMessages("alice", "bob") {
+		if slices.Contains(keys, m.MsgKey) {
+			entries = append(entries, msgindex.Entry{From: "alice", To: "bob", MsgKey: m.MsgKey, Time: time.Unix(m.Time, 0)})
+		}
+	}
+	if len(entries) != 4 {
+		t.Fatalf("%d index entries, want 4", len(entries))
+	}
+	if err := idx.Add(ctx, imrecalltest.AppID, entries...); err != nil {
+		t.Fatal(err)
+	}
+	if err := idx.RestartCoverage(ctx, imrecalltest.AppID, time.Now().Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	c, err := imrecall.New(imrecall.Config{Redis: env.Redis, Queue: env.Queue, AppID: imrecalltest.AppID, IM: env.Client, Index: idx, Poll: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := imrecall.UserPurge{User: "alice", Since: "1h"}
+	plan, err := c.Plan(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan.Source != imrecall.SourceIndex || plan.Messages != 4 || plan.SenderUnconfirmed != 0 || plan.Scope == nil || !slices.Equal(plan.Scope.Peers, []string{"bob"}) {
+		t.Fatalf("plan: source %s, %d messages, %d unconfirmed, scope %+v; want the index's 4, none unconfirmed, bob's chat named", plan.Source, plan.Messages, plan.SenderUnconfirmed, plan.Scope)
+	}
+	created, err := c.Create(ctx, req, imrecall.CreateOptions{Actor: "dpo", Reason: "erasure request", Confirmed: confirmed,
+		Confirm: func(context.Context, *imrecall.ConfirmationRequired) error { return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	job, err := c.Wait(ctx, created.Job.ID, nil)
+	if err != nil || job.Status != jobs.StatusDone || job.Counts.Recalled != 4 || job.Counts.DeadLettered != 0 {
+		t.Fatalf("job %s %+v, %v; want done, the 4 recalled", job.Status, job.Counts, err)
+	}
+	cov, err := env.Store.Coverage(ctx, job.ID)
+	if err != nil || !slices.Equal(cov.Peers, []string{"bob"}) {
+		t.Fatalf("recorded scope %+v, %v: want bob's chat", cov, err)
+	}
+	res, err := verify.RunJob(ctx, env.Store, env.Client, job, verify.JobOptions{Actor: "dpo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Passed || res.Residue != 1 || len(res.ResidueSample) != 1 || res.ResidueSample[0].Item != unindexed {
+		t.Fatalf("verification passed %v, residue %d %+v; want it failed on the unindexed message %s", res.Passed, res.Residue, res.ResidueSample, unindexed)
+	}
+	for _, m := range env.IM.Emu.C2CMessages("alice", "bob") {
+		if m.Recalled != slices.Contains(keys, m.MsgKey) {
+			t.Errorf("message %s recalled %v", m.MsgKey, m.Recalled)
+		}
+	}
+}
