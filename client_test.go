@@ -43,6 +43,19 @@ func TestValidateNamesTheField(t *testing.T) {
 		{imrecall.GroupPurge{}, "groups"},
 		{imrecall.GroupPurge{Groups: []string{"a", "b"}, Topic: "t"}, "topic"},
 		{imrecall.GroupPurge{Groups: []string{"g"}, SeqFrom: 9, SeqTo: 3}, "seq_from"},
+		// IDs a task's JSON payload would change (invalid UTF-8) or that
+		// no app has (control characters), and empty names in lists.
+		{imrecall.GroupRecall{GroupID: "@TGS#1\xff", Seqs: []int64{1}}, "GroupId"},
+		{imrecall.GroupRecall{GroupID: "g", TopicID: "t\n", Seqs: []int64{1}}, "TopicId"},
+		{imrecall.C2CRecall{From: "a\xff", To: "b", MsgKey: "1_2_3"}, "From_Account"},
+		{imrecall.C2CRecall{From: "a", To: "b\x00", MsgKey: "1_2_3"}, "To_Account"},
+		{imrecall.ListRecall{Messages: []imrecall.MessageRef{{GroupID: "g\xff", MsgSeq: 1}}}, "messages[0]"},
+		{imrecall.UserPurge{User: "u\xff"}, "user"},
+		{imrecall.UserPurge{User: "u", Peers: []string{"v", "w\r"}}, "peers"},
+		{imrecall.GroupPurge{Groups: []string{"g\xff"}}, "groups"},
+		{imrecall.GroupPurge{Groups: []string{"g"}, Senders: []string{" "}}, "senders"},
+		{imrecall.GroupPurge{Groups: []string{"g"}, Senders: []string{"s\xff"}}, "senders"},
+		{imrecall.GroupPurge{Groups: []string{"g"}, Topic: "t\xff"}, "topic"},
 	}
 	for _, tc := range cases {
 		var fe *imrecall.FieldError

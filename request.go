@@ -56,6 +56,12 @@ func (r GroupRecall) Validate() error {
 	if strings.TrimSpace(r.GroupID) == "" {
 		return fieldErr("GroupId", "", "required")
 	}
+	if err := idErr("GroupId", r.GroupID); err != nil {
+		return err
+	}
+	if err := idErr("TopicId", r.TopicID); err != nil {
+		return err
+	}
 	if len(r.Seqs) == 0 {
 		return fieldErr("seqs", "", "at least one MsgSeq required")
 	}
@@ -63,6 +69,14 @@ func (r GroupRecall) Validate() error {
 		if s <= 0 {
 			return fieldErr("seqs", strconv.FormatInt(s, 10), "a MsgSeq must be positive")
 		}
+	}
+	return nil
+}
+
+// idErr is the *FieldError of a bad ID (tasks.ValidID), or nil.
+func idErr(field, id string) error {
+	if err := tasks.ValidID(id); err != nil {
+		return &FieldError{Field: field, Value: id, Reason: err.Error(), Err: err}
 	}
 	return nil
 }
@@ -92,6 +106,12 @@ func (r C2CRecall) Validate() error {
 		return fieldErr("From_Account", "", "required (the sender)")
 	case strings.TrimSpace(r.To) == "":
 		return fieldErr("To_Account", "", "required (the receiver)")
+	}
+	if err := idErr("From_Account", r.From); err != nil {
+		return err
+	}
+	if err := idErr("To_Account", r.To); err != nil {
+		return err
 	}
 	if err := tasks.ValidMsgKey(r.MsgKey); err != nil {
 		return &FieldError{Field: "MsgKey", Reason: err.Error(), Err: err}

@@ -40,6 +40,12 @@ func TestReadListRejects(t *testing.T) {
 		{"csv bad seq", "a.csv", "GroupId,MsgSeq\ng,1\ng,x\n", 3, "MsgSeq"},
 		{"csv no columns", "a.csv", "foo,bar\n1,2\n", 1, "CSV header"},
 		{"csv missing field", "a.csv", "From_Account,To_Account,MsgKey\na,,1_2_3\n", 2, "To_Account: required"},
+		// A task's JSON payload carries U+FFFD for bad bytes: the worker
+		// would meet another ID than the one planned, and the job never end.
+		{"csv GroupId not UTF-8", "a.csv", "GroupId,MsgSeq\ng,1\n@TGS#1\xff\xfe,2\n", 3, `GroupId "@TGS#1\xff\xfe": not valid UTF-8`},
+		{"csv From_Account not UTF-8", "a.csv", "From_Account,To_Account,MsgKey\na\xff,b,1_2_3\n", 2, `From_Account "a\xff": not valid UTF-8`},
+		{"jsonl TopicId with a NUL", "a.jsonl", `{"GroupId":"g","TopicId":"t\u0000","MsgSeq":1}`, 1, "TopicId \"t\\x00\": holds a control character (U+0000)"},
+		{"csv To_Account with a line break", "a.csv", "From_Account,To_Account,MsgKey\na,\"b\nc\",1_2_3\n", 2, "To_Account \"b\\nc\": holds a control character (U+000A)"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/imrecall/imrecall/jobs"
+	"github.com/imrecall/imrecall/tasks"
 	"github.com/imrecall/imrecall/tim"
 )
 
@@ -27,10 +28,11 @@ func (p UserPurge) Validate() error {
 	if strings.TrimSpace(p.User) == "" {
 		return &FieldError{Field: "user", Reason: "required"}
 	}
-	for i, peer := range p.Peers {
-		if strings.TrimSpace(peer) == "" {
-			return &FieldError{Field: "peers", Reason: fmt.Sprintf("element %d is empty", i+1)}
-		}
+	if err := tasks.ValidID(p.User); err != nil {
+		return &FieldError{Field: "user", Value: p.User, Reason: err.Error(), Err: err}
+	}
+	if err := checkIDs("peers", p.Peers); err != nil {
+		return err
 	}
 	return p.Window.Validate()
 }
@@ -103,10 +105,14 @@ func (p GroupPurge) Validate() error {
 	if len(p.Groups) == 0 {
 		return &FieldError{Field: "groups", Reason: "at least one required"}
 	}
-	for i, g := range p.Groups {
-		if strings.TrimSpace(g) == "" {
-			return &FieldError{Field: "groups", Reason: fmt.Sprintf("element %d is empty", i+1)}
-		}
+	if err := checkIDs("groups", p.Groups); err != nil {
+		return err
+	}
+	if err := checkIDs("senders", p.Senders); err != nil {
+		return err
+	}
+	if err := tasks.ValidID(p.Topic); err != nil {
+		return &FieldError{Field: "topic", Value: p.Topic, Reason: err.Error(), Err: err}
 	}
 	if p.Topic != "" && len(p.Groups) != 1 {
 		return &FieldError{Field: "topic", Reason: "only with exactly one group"}
@@ -121,6 +127,19 @@ func (p GroupPurge) Validate() error {
 		return &FieldError{Field: "seq_from", Reason: "give a time range (since/until) or a seq range (seq_from/seq_to), not both"}
 	}
 	return p.Window.Validate()
+}
+
+// checkIDs names the first empty or bad ID of a list field.
+func checkIDs(field string, ids []string) error {
+	for i, id := range ids {
+		if strings.TrimSpace(id) == "" {
+			return &FieldError{Field: field, Reason: fmt.Sprintf("element %d is empty", i+1)}
+		}
+		if err := tasks.ValidID(id); err != nil {
+			return &FieldError{Field: field, Value: id, Reason: fmt.Sprintf("element %d %v", i+1, err), Err: err}
+		}
+	}
+	return nil
 }
 
 // GroupScans checks every group first (unknown groups and group types that

@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/hibiken/asynq"
 )
@@ -158,6 +160,22 @@ func (p C2CWithdraw) Validate() error {
 	}
 	if err := ValidMsgKey(p.MsgKey); err != nil {
 		return err
+	}
+	return nil
+}
+
+// ValidID checks an account, group or topic ID: valid UTF-8 (a task's JSON
+// payload would carry U+FFFD for the bad bytes, so the worker would meet
+// another ID than the one planned) and no control character (NUL, a line
+// break). It is the one ID check of every request and list.
+func ValidID(id string) error {
+	if !utf8.ValidString(id) {
+		return errors.New("not valid UTF-8")
+	}
+	for _, r := range id {
+		if unicode.IsControl(r) {
+			return fmt.Errorf("holds a control character (%U)", r)
+		}
 	}
 	return nil
 }
