@@ -41,13 +41,15 @@ var scheduleName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 var cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
 
 // Validate names the first bad field (the API's field names: name, cron,
-// request.FIELD).
+// request.FIELD). A cron spec must fire: one with no due time in the next
+// five years ("0 0 30 2 *") is refused, and so is an "@every" interval
+// shorter than MinEvery or not a whole number of seconds.
 func (s Schedule) Validate() error {
 	if !scheduleName.MatchString(s.Name) {
 		return &FieldError{Field: "name", Reason: fmt.Sprintf("%q: want letters, digits, '.', '_' or '-', at most 64", s.Name)}
 	}
-	if _, err := cronParser.Parse(s.Cron); err != nil {
-		return &FieldError{Field: "cron", Reason: fmt.Sprintf("%q: %v", s.Cron, err)}
+	if _, err := checkCron(s.Cron, time.Now()); err != nil {
+		return err
 	}
 	if len(s.Args) > 0 {
 		return &FieldError{Field: "args", Reason: "a schedule holds a typed job request, not a command line"}
@@ -272,6 +274,45 @@ type Scheduler struct {
 	Log *slog.Logger
 }
 
+// MinEvery is the shortest "@every" interval a schedule may have. The
+// scheduler fires in whole seconds (cron's own "@every" rounds a shorter
+// interval, even a negative or zero one, up to one second, and drops
+// fractions), so a shorter interval cannot mean what it says. Five-field
+// specs fire at most once a minute; a retention or backfill schedule
+// normally runs hourly or daily, and one second is the floor for tests
+// and demonstrations.
+const MinEvery = time.Second
+
+// checkCron parses spec as parseCron does and refuses a schedule that
+// would not fire as written: an "@every" interval that is not a whole
+// number of seconds of at least MinEvery, or a spec with no due time after
+// now (cron's Next looks five years ahead: "0 0 30 2 *" never comes). Its
+// errors are *FieldError naming the cron field and its value.
+func checkCron(spec string, now time.Time) (cron.Schedule, error) {
+	bad := func(reason string) error { return &FieldError{Field: "cron", Value: spec, Reason: reason} }
+	sched, err := parseCron(spec)
+	if err != nil {
+		return nil, bad(err.Error())
+	}
+	if _, ok := sched.(cron.ConstantDelaySchedule); ok {
+		// cron.Every has already rounded the interval: read it as written.
+		_, text, _ := strings.Cut(spec, "@every ")
+		every, err := time.ParseDuration(text)
+		switch {
+		case err != nil:
+			return nil, bad(err.Error())
+		case every < MinEvery:
+			return nil, bad(fmt.Sprintf("the interval %s is shorter than %s, the shortest a schedule may have (e.g. @every 1m, @every 1h)", every, MinEvery))
+		case every%time.Second != 0:
+			return nil, bad(fmt.Sprintf("the interval %s is not a whole number of seconds (cron would fire every %s)", every, every.Truncate(time.Second)))
+		}
+	}
+	if nextDue(sched, now).IsZero() {
+		return nil, bad("never fires: no date matches it in the next five years")
+	}
+	return sched, nil
+}
+
 // parseCron parses a schedule's spec; without a CRON_TZ= (or TZ=) prefix
 // it is read in UTC, as asynq's scheduler reads it, so that every scheduler
 // computes the same due times whatever its local zone.
@@ -286,12 +327,24 @@ func parseCron(spec string) (cron.Schedule, error) {
 	return sched, nil
 }
 
-// nextDue is a schedule's next due time after t.
+// nextDue is a schedule's next due time after t; the zero time if it has
+// none (cron's Next gives up five years ahead).
 func nextDue(sched cron.Schedule, t time.Time) time.Time {
 	if c, ok := sched.(cron.ConstantDelaySchedule); ok {
 		return t.Truncate(c.Delay).Add(c.Delay)
 	}
 	return sched.Next(t)
+}
+
+// lastDue is the latest due time of sched after last and not after now, or
+// the zero time if there is none. It stops at a due time that is zero or
+// does not advance, so a schedule that never fires cannot hold the loop.
+func lastDue(sched cron.Schedule, last, now time.Time) time.Time {
+	var due time.Time
+	for d := nextDue(sched, last); !d.IsZero() && d.After(last) && !d.After(now); d = nextDue(sched, d) {
+		due, last = d, d
+	}
+	return due
 }
 
 // Run fires schedules until ctx ends.
@@ -326,10 +379,19 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			} else {
 				loaded, list = now, list[:0]
 				for _, sc := range all {
-					sched, perr := parseCron(sc.Cron)
-					if len(sc.Args) > 0 || sc.Request == nil || perr != nil {
+					if len(sc.Args) > 0 || sc.Request == nil {
 						if !warned[sc.Name] {
 							log.Error("schedule refused: it holds no typed job request (run the scheduler's migration, or remove and add it again)", "schedule", sc.Name)
+							warned[sc.Name] = true
+						}
+						continue
+					}
+					// Stored before Validate refused such specs, or
+					// by hand: skipped, never spun on.
+					sched, err := checkCron(sc.Cron, now)
+					if err != nil {
+						if !warned[sc.Name] {
+							log.Error("schedule refused: it will not fire (remove it and add it again with a valid cron spec)", "schedule", sc.Name, "err", err)
 							warned[sc.Name] = true
 						}
 						continue
@@ -339,11 +401,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			}
 		}
 		for _, e := range list {
-			var due time.Time
-			for d := nextDue(e.sched, last); !d.After(now); d = nextDue(e.sched, d) {
-				due = d
-			}
-			if !due.IsZero() {
+			if due := lastDue(e.sched, last, now); !due.IsZero() {
 				if err := s.fire(ctx, e.sc, due, log); err != nil {
 					log.Error("firing a schedule", "schedule", e.sc.Name, "due", due, "err", err)
 				}

@@ -1,8 +1,19 @@
 package producer
 
 import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/hibiken/asynq"
+	"github.com/imrecall/imrecall/tasks"
+	"github.com/redis/go-redis/v9"
+	"github.com/robfig/cron/v3"
 )
 
 // TestDueTimesAreTheSameEverywhere: two schedulers started at different
@@ -26,6 +37,142 @@ func TestDueTimesAreTheSameEverywhere(t *testing.T) {
 		da, db := nextDue(sched, a).UTC().Format(time.RFC3339), nextDue(sched, b).UTC().Format(time.RFC3339)
 		if da != c.want || db != c.want {
 			t.Errorf("%s: next due %s and %s, want %s", c.spec, da, db, c.want)
+		}
+	}
+}
+
+// TestValidateRefusesSpecsThatWouldNotFireAsWritten: a spec with no due
+// time (30 February, 31 April) and an "@every" interval below one second,
+// negative, zero or with a fraction are refused, naming the cron value.
+func TestValidateRefusesSpecsThatWouldNotFireAsWritten(t *testing.T) {
+	valid := Schedule{Name: "s", Request: &JobRequest{Kind: "purge_user", User: "u", Reason: "retention"}, CreatedBy: "ops"}
+	for _, c := range []struct {
+		spec string
+		want string // "" if valid
+	}{
+		{"0 0 30 2 *", `cron "0 0 30 2 *": never fires`},
+		{"0 0 31 4 *", `cron "0 0 31 4 *": never fires`},
+		{"CRON_TZ=Asia/Shanghai 0 0 31 11 *", "never fires"},
+		{"@every -1h", `cron "@every -1h": the interval -1h0m0s is shorter than 1s`},
+		{"@every 0s", `cron "@every 0s": the interval 0s is shorter than 1s`},
+		{"@every 500ms", `cron "@every 500ms": the interval 500ms is shorter than 1s`},
+		{"@every 1.5s", `cron "@every 1.5s": the interval 1.5s is not a whole number of seconds`},
+		{"CRON_TZ=UTC @every -5m", `the interval -5m0s is shorter than 1s`},
+		{"0 3 * * *", ""},
+		{"0 0 29 2 *", ""}, // a leap day comes within five years
+		{"@every 1s", ""},
+		{"@every 1h", ""},
+		{"@daily", ""},
+	} {
+		sc := valid
+		sc.Cron = c.spec
+		err := sc.Validate()
+		if c.want == "" {
+			if err != nil {
+				t.Errorf("%s: %v, want valid", c.spec, err)
+			}
+			continue
+		}
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != "cron" || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want a cron FieldError naming %q", c.spec, err, c.want)
+		}
+	}
+}
+
+// neverSchedule is a cron.Schedule that has no next time (as cron reports
+// for "0 0 30 2 *"), or, if stuck, answers the time it was asked about.
+type neverSchedule struct{ stuck bool }
+
+func (n neverSchedule) Next(t time.Time) time.Time {
+	if n.stuck {
+		return t
+	}
+	return time.Time{}
+}
+
+// TestLastDueStopsOnTimesThatDoNotAdvance: lastDue returns (nothing due)
+// for a schedule whose next time is zero or does not advance.
+func TestLastDueStopsOnTimesThatDoNotAdvance(t *testing.T) {
+	now := time.Date(2026, 12, 1, 18, 17, 0, 0, time.UTC)
+	for _, sched := range []cron.Schedule{neverSchedule{}, neverSchedule{stuck: true}, cron.ConstantDelaySchedule{}} {
+		done := make(chan time.Time, 1)
+		go func() { done <- lastDue(sched, now.Add(-time.Minute), now) }()
+		select {
+		case got := <-done:
+			if !got.IsZero() {
+				t.Errorf("%#v: due %s, want none", sched, got)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%#v: lastDue did not return", sched)
+		}
+	}
+	sched, err := parseCron("@every 1m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := lastDue(sched, now.Add(-150*time.Second), now), now; !got.Equal(want) {
+		t.Errorf("@every 1m: due %s, want %s", got, want)
+	}
+}
+
+// chanQueue is an Enqueuer that sends each task it is given.
+type chanQueue chan *asynq.Task
+
+func (q chanQueue) EnqueueContext(ctx context.Context, task *asynq.Task, _ ...asynq.Option) (*asynq.TaskInfo, error) {
+	select {
+	case q <- task:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return &asynq.TaskInfo{}, nil
+}
+
+// TestSchedulerSkipsStoredSchedulesThatNeverFire: schedules stored before
+// Validate refused them (a spec with no due time, a negative interval) are
+// skipped with a logged error; the scheduler still fires the others and
+// stops when its context ends.
+func TestSchedulerSkipsStoredSchedulesThatNeverFire(t *testing.T) {
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { rdb.Close() })
+	scs := NewSchedules(rdb, "")
+	req := &JobRequest{Kind: "purge_user", User: "u", Reason: "retention"}
+	for _, sc := range []Schedule{
+		{Name: "a-feb30", Cron: "0 0 30 2 *", Request: req, CreatedBy: "old"},
+		{Name: "b-apr31", Cron: "0 0 31 4 *", Request: req, CreatedBy: "old"},
+		{Name: "c-negative", Cron: "@every -1h", Request: req, CreatedBy: "old"},
+		{Name: "d-every-second", Cron: "@every 1s", Request: req, CreatedBy: "ops"},
+	} {
+		if err := scs.put(t.Context(), sc); err != nil { // as stored before Validate refused them
+			t.Fatal(err)
+		}
+	}
+	var logged bytes.Buffer
+	q := make(chanQueue)
+	ctx, cancel := context.WithCancel(t.Context())
+	ran := make(chan error, 1)
+	s := &Scheduler{Schedules: scs, Queue: q, Tick: 10 * time.Millisecond, Log: slog.New(slog.NewTextHandler(&logged, nil))}
+	go func() { ran <- s.Run(ctx) }()
+	select {
+	case task := <-q:
+		p, err := tasks.DecodeScheduleRun(task)
+		if err != nil || p.Name != "d-every-second" {
+			t.Fatalf("fired %+v (%v), want d-every-second", p, err)
+		}
+	case <-time.After(10 * time.Second):
+		cancel()
+		t.Fatal("the valid schedule did not fire within 10 s")
+	}
+	cancel()
+	select {
+	case <-ran:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after its context ended")
+	}
+	for _, name := range []string{"a-feb30", "b-apr31", "c-negative"} {
+		if !strings.Contains(logged.String(), "schedule="+name) {
+			t.Errorf("no refusal logged for %s; log:\n%s", name, logged.String())
 		}
 	}
 }
