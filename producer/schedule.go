@@ -316,7 +316,12 @@ func checkCron(spec string, now time.Time) (cron.Schedule, error) {
 // parseCron parses a schedule's spec; without a CRON_TZ= (or TZ=) prefix
 // it is read in UTC, as asynq's scheduler reads it, so that every scheduler
 // computes the same due times whatever its local zone.
+// A zone prefix must be followed by a space and a spec: cron's parser
+// panics on "CRON_TZ=UTC" alone.
 func parseCron(spec string) (cron.Schedule, error) {
+	if (strings.HasPrefix(spec, "CRON_TZ=") || strings.HasPrefix(spec, "TZ=")) && !strings.Contains(spec, " ") {
+		return nil, errors.New("a time zone prefix needs a space and a spec after it (CRON_TZ=Asia/Shanghai 0 3 * * *)")
+	}
 	sched, err := cronParser.Parse(spec)
 	if err != nil {
 		return nil, err

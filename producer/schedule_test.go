@@ -42,8 +42,9 @@ func TestDueTimesAreTheSameEverywhere(t *testing.T) {
 }
 
 // TestValidateRefusesSpecsThatWouldNotFireAsWritten: a spec with no due
-// time (30 February, 31 April) and an "@every" interval below one second,
-// negative, zero or with a fraction are refused, naming the cron value.
+// time (30 February, 31 April), an "@every" interval below one second,
+// negative, zero or with a fraction, and a zone prefix with no spec after
+// it (which made cron's parser panic) are refused, naming the cron value.
 func TestValidateRefusesSpecsThatWouldNotFireAsWritten(t *testing.T) {
 	valid := Schedule{Name: "s", Request: &JobRequest{Kind: "purge_user", User: "u", Reason: "retention"}, CreatedBy: "ops"}
 	for _, c := range []struct {
@@ -58,6 +59,8 @@ func TestValidateRefusesSpecsThatWouldNotFireAsWritten(t *testing.T) {
 		{"@every 500ms", `cron "@every 500ms": the interval 500ms is shorter than 1s`},
 		{"@every 1.5s", `cron "@every 1.5s": the interval 1.5s is not a whole number of seconds`},
 		{"CRON_TZ=UTC @every -5m", `the interval -5m0s is shorter than 1s`},
+		{"CRON_TZ=UTC", `cron "CRON_TZ=UTC": a time zone prefix needs a space and a spec after it`},
+		{"TZ=Asia/Shanghai\t@daily", "a time zone prefix needs a space"},
 		{"0 3 * * *", ""},
 		{"0 0 29 2 *", ""}, // a leap day comes within five years
 		{"@every 1s", ""},
