@@ -392,16 +392,6 @@ type ScheduleRequest struct {
 	Actor   string            `json:"actor,omitempty"`
 }
 
-// readBody reads a body of at most limit bytes.
-func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
-	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
-	var mb *http.MaxBytesError
-	if errors.As(err, &mb) {
-		return nil, errTooLarge{limit}
-	}
-	return raw, err
-}
-
 // decodeRequest reads a job request, refusing a connection setting (API
 // base, admin, credentials, files) by name before the strict decode (which
 // would only say "unknown field").
