@@ -247,4 +247,3 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 	}
 	return raw, err
 }
-
