@@ -264,6 +264,9 @@ func (s *Server) certPath(id string) (string, error) {
 	if c == nil || c.Dir == "" {
 		return "", errUnavailable{"this server keeps no certificates (start serve with --signing-key and --certificate-dir)"}
 	}
+	if err := jobs.ValidID(id); err != nil { // no separator, no leading dot
+		return "", badf("%v", err)
+	}
 	return filepath.Join(c.Dir, id+".json"), nil
 }
 

@@ -222,6 +222,22 @@ func TestCertificateOverHTTP(t *testing.T) {
 		t.Fatal("a second POST answered another document")
 	}
 
+	// A job id is never a path: a JSON file beside the certificate
+	// directory, named with an encoded "../", is not served to a reader.
+	outside := filepath.Join(filepath.Dir(dir), "creds.json")
+	if err := os.WriteFile(outside, []byte(`{"secret":"beside the certificates"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"..%2Fcreds", "..%2F" + filepath.Base(dir) + "%2F..%2Fcreds", "%2E%2E%2Fcreds", ".hidden"} {
+		for _, suffix := range []string{"", ".sig", ".rows.jsonl"} {
+			e = apiError{}
+			code := b.call("GET", "/v1/jobs/"+id+"/certificate"+suffix, readSecret, nil, &e)
+			if code != http.StatusBadRequest || !strings.Contains(e.Error, "not a job id") {
+				t.Errorf("GET certificate%s of job %q: HTTP %d %q, want 400 not a job id", suffix, id, code, e.Error)
+			}
+		}
+	}
+
 	// One byte of the kept document changed: the page says so.
 	tampered := bytes.Replace(body, []byte(`"erasure request 881"`), []byte(`"erasure request 882"`), 1)
 	if bytes.Equal(tampered, body) {

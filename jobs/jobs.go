@@ -317,15 +317,22 @@ func newID(now time.Time) string {
 	return now.UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b[:])
 }
 
-// ValidID checks the shape of a job id given by a person, naming it.
+// ValidID checks the shape of a job id given by a person, naming it: at
+// most 64 letters, digits, '-', '_' and '.', not starting with '.'. An id
+// names Redis keys and files (a certificate is {dir}/{id}.json), so a path
+// separator or a leading dot must never pass.
 func ValidID(id string) error {
 	if id == "" {
 		return errors.New("job id: required")
 	}
-	if len(id) > 64 || strings.ContainsAny(id, "{}:\x1f \t\n") {
-		return fmt.Errorf("job id %q: not a job id", id)
+	if len(id) > 64 || id[0] == '.' || strings.IndexFunc(id, notIDRune) >= 0 {
+		return fmt.Errorf("job id %q: not a job id (letters, digits, '-', '_' and '.', at most 64)", id)
 	}
 	return nil
+}
+
+func notIDRune(r rune) bool {
+	return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.')
 }
 
 // sortedCodes returns the codes of m in a stable order, biggest count first.
