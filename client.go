@@ -125,6 +125,23 @@ var ErrNotConfigured = errors.New("imrecall: this client has no AppID or Queue: 
 // Store is the job store the client writes to.
 func (c *Client) Store() *jobs.Store { return c.store }
 
+// ApprovalAbove is the client's approval threshold (Config.ApprovalAbove;
+// zero: none), for a schedule to carry to the worker that fires it.
+func (c *Client) ApprovalAbove() int { return c.cfg.ApprovalAbove }
+
+// approvalAbove is the threshold of a job: the lower positive of
+// Config.ApprovalAbove and the request's own (CreateOptions.ApprovalAbove).
+func (c *Client) approvalAbove(requested int) int {
+	switch a := c.cfg.ApprovalAbove; {
+	case requested <= 0:
+		return a
+	case a <= 0:
+		return requested
+	default:
+		return min(a, requested)
+	}
+}
+
 // ConfirmationRequired is the error of Create for a job that needs a
 // person's confirmation: more than Above messages, or a purge by history
 // scan whose size is unknown until scanned (Messages -1).
@@ -193,6 +210,11 @@ type CreateOptions struct {
 	// Requester is the identity an approver must differ from (an API
 	// token's principal, "token:NAME"); empty is Actor.
 	Requester string
+	// ApprovalAbove is an approval threshold in force where the request
+	// was accepted (a schedule added through an API server with approval
+	// on, fired by a worker whose Client has none): the lower of it and
+	// Config.ApprovalAbove applies. Zero: Config.ApprovalAbove alone.
+	ApprovalAbove int
 	// Confirmed: the job goes ahead whatever its size.
 	Confirmed bool
 	// Confirm, if set and not Confirmed, is asked when a job needs
@@ -489,7 +511,8 @@ func (c *Client) Create(ctx context.Context, req Request, opts CreateOptions) (C
 	// by index is counted to decide, unless confirmed (it then plans as
 	// senders are confirmed).
 	// With approval on, a purge by scan is counted too: the plan decides.
-	p, err := c.prepare(ctx, req, !opts.Confirmed || c.cfg.ApprovalAbove > 0, (!opts.Confirmed && opts.Confirm != nil) || c.cfg.ApprovalAbove > 0)
+	approval := c.approvalAbove(opts.ApprovalAbove)
+	p, err := c.prepare(ctx, req, !opts.Confirmed || approval > 0, (!opts.Confirmed && opts.Confirm != nil) || approval > 0)
 	if err != nil {
 		return out, err
 	}
@@ -504,7 +527,7 @@ func (c *Client) Create(ctx context.Context, req Request, opts CreateOptions) (C
 	}
 	out.Plan = p.Plan
 	spec := jobs.Spec{Kind: req.Kind(), Queue: queue, AppID: c.cfg.AppID, RequestedBy: opts.Actor, Reason: opts.Reason, Params: params(req, p),
-		Requester: opts.Requester, HoldForApproval: c.cfg.ApprovalAbove > 0 && p.Messages > int64(c.cfg.ApprovalAbove), Backlog: c.cfg.Backlog}
+		Requester: opts.Requester, HoldForApproval: approval > 0 && p.Messages > int64(approval), Backlog: c.cfg.Backlog}
 	job, b, err := producer.NewJob(ctx, c.store, c.cfg.Queue, spec, c.planFunc(p, &out, opts.onWait))
 	if err != nil {
 		return out, err

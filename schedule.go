@@ -37,7 +37,8 @@ func (c *Client) FireSchedule(ctx context.Context, t *asynq.Task, log *slog.Logg
 		if a := strings.TrimSpace(jr.Actor); a != "" {
 			who = a + " (" + who + ")"
 		}
-		created, err = c.Create(ctx, req, CreateOptions{Actor: who, Reason: jr.Reason, Queue: jr.Queue, Confirmed: true})
+		created, err = c.Create(ctx, req, CreateOptions{Actor: who, Reason: jr.Reason, Queue: jr.Queue, Confirmed: true,
+			ApprovalAbove: p.ApprovalAbove, Requester: p.Requester})
 	}
 	var fe *FieldError
 	if errors.As(err, &fe) {

@@ -1,14 +1,20 @@
 package api
 
 import (
+	"context"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/imrecall/imrecall"
 	"github.com/imrecall/imrecall/imrecalltest"
 	"github.com/imrecall/imrecall/jobs"
+	"github.com/imrecall/imrecall/producer"
+	"github.com/imrecall/imrecall/tasks"
 )
 
 // TestApprovalNeedsASecondAdmin: with ApprovalAbove 3, a job of 5 messages
@@ -91,4 +97,85 @@ func TestApprovalNeedsASecondAdmin(t *testing.T) {
 	if !found {
 		t.Fatalf("no approve event by token:bob in the audit log: %+v", evs)
 	}
+}
+
+// TestScheduledJobIsHeldForApproval: with ApprovalAbove 3 on the API
+// server, a schedule an admin adds through it fires (in a worker whose
+// Client has no threshold of its own) a job of 5 messages that waits in
+// awaiting_approval, requested by that admin: a second admin approves it.
+// A helper's attack reproduced the bypass: the fired job ran at once.
+func TestScheduledJobIsHeldForApproval(t *testing.T) {
+	var fire *imrecall.Client // the worker's, set once env is up
+	env := imrecalltest.Start(t, imrecalltest.Options{Handlers: map[string]asynq.Handler{
+		tasks.TypeScheduleRun: asynq.HandlerFunc(func(ctx context.Context, task *asynq.Task) error {
+			return fire.FireSchedule(ctx, task, slog.New(slog.DiscardHandler))
+		}),
+	}})
+	var err error
+	if fire, err = imrecall.New(imrecall.Config{Redis: env.Redis, Queue: env.Queue, AppID: imrecalltest.AppID, IM: env.Client}); err != nil {
+		t.Fatal(err)
+	}
+	client, err := imrecall.New(imrecall.Config{Redis: env.Redis, Queue: env.Queue, AppID: imrecalltest.AppID,
+		IM: env.Client, ConfirmAbove: 100, ApprovalAbove: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	schedules := producer.NewSchedules(env.Redis, "")
+	srv, err := New(Config{Client: client, AppID: imrecalltest.AppID, Schedules: schedules, Tokens: []Token{
+		{Name: "alice", Role: RoleAdmin, Secret: adminSecret},
+		{Name: "bob", Role: RoleAdmin, Secret: "bob-" + adminSecret},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	b := &bundle{t: t, url: hs.URL, srv: srv, store: env.Store}
+
+	env.IM.Accounts(t, "spammer", "bob")
+	g := env.IM.Group(t, "Public", "@TGS#scheduled", "spammer", "bob")
+	seqs := env.IM.SendGroup(t, g, "", 5, "spammer")
+	var msgs []MessageRef
+	for _, s := range seqs {
+		msgs = append(msgs, MessageRef{GroupID: g, MsgSeq: s})
+	}
+	add := map[string]any{"name": "sweep", "cron": "@every 1s", "reason": "nightly sweep",
+		"request": CreateJobRequest{Kind: KindRecall, Reason: "nightly sweep", Messages: msgs}}
+	var added producer.Schedule
+	if code := b.call("POST", "/v1/schedules", adminSecret, add, &added); code != http.StatusCreated || added.ApprovalAbove != 3 || added.Requester != "token:alice" {
+		t.Fatalf("add schedule: HTTP %d %+v, want 201 carrying approval above 3, requested by token:alice", code, added)
+	}
+	ctx, stop := context.WithCancel(t.Context())
+	defer stop()
+	go func() {
+		_ = (&producer.Scheduler{Schedules: schedules, Queue: env.Queue, Sync: 50 * time.Millisecond, Tick: 50 * time.Millisecond}).Run(ctx)
+	}()
+	var job jobs.Job
+	for deadline := time.Now().Add(imrecalltest.WaitTimeout); job.ID == ""; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the schedule never fired")
+		}
+		list, err := env.Store.List(t.Context(), 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(list) > 0 && list[len(list)-1].Status != jobs.StatusPlanning {
+			job = list[len(list)-1]
+		}
+	}
+	stop()
+	if job.Status != jobs.StatusAwaitingApproval || !job.HeldForApproval || job.Requester != "token:alice" || job.Counts.Recalled != 0 {
+		t.Fatalf("the fired job = %s held %v requester %q, %d recalled; want awaiting_approval, held, token:alice, none recalled",
+			job.Status, job.HeldForApproval, job.Requester, job.Counts.Recalled)
+	}
+	var e apiError
+	if code := b.call("POST", "/v1/jobs/"+job.ID+"/approve", adminSecret, map[string]string{"reason": "mine"}, &e); code != http.StatusForbidden {
+		t.Fatalf("the schedule's author approving its firing: HTTP %d %q, want 403", code, e.Error)
+	}
+	var approved jobs.Job
+	if code := b.call("POST", "/v1/jobs/"+job.ID+"/approve", "bob-"+adminSecret, map[string]string{"reason": "scope checked"}, &approved); code != http.StatusOK {
+		t.Fatalf("a second admin's approval: HTTP %d", code)
+	}
+	env.RequireOutcome(t, job.ID, imrecalltest.Outcome{Status: jobs.StatusDone, Recalled: 5})
 }

@@ -465,7 +465,11 @@ func (s *Server) addSchedule(w http.ResponseWriter, r *http.Request, who Token) 
 		s.fail(w, r, err)
 		return
 	}
-	sched := producer.Schedule{Name: req.Name, Cron: req.Cron, Request: req.Request, CreatedBy: actor(who.principal(), req.Actor), Reason: req.Reason, CreatedAt: s.now().UTC()}
+	// A firing is held for approval as the same request sent to POST
+	// /v1/jobs would be: the worker that fires it has no threshold of its
+	// own, so the schedule carries this server's, and who added it.
+	sched := producer.Schedule{Name: req.Name, Cron: req.Cron, Request: req.Request, CreatedBy: actor(who.principal(), req.Actor), Reason: req.Reason, CreatedAt: s.now().UTC(),
+		ApprovalAbove: s.client.ApprovalAbove(), Requester: who.principal()}
 	if err := sched.Validate(); err != nil {
 		s.fail(w, r, badf("%v", err))
 		return

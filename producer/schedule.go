@@ -33,6 +33,12 @@ type Schedule struct {
 	CreatedBy string    `json:"created_by"`
 	Reason    string    `json:"reason,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
+	// ApprovalAbove is the approval threshold of the API server that took
+	// the schedule (zero: none): a firing of more messages is created held
+	// until an admin other than Requester (who added it) approves it, as
+	// the same request sent to POST /v1/jobs would be.
+	ApprovalAbove int    `json:"approval_above,omitempty"`
+	Requester     string `json:"requester,omitempty"`
 }
 
 var scheduleName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
@@ -435,7 +441,8 @@ func (s *Scheduler) fire(ctx context.Context, sc Schedule, due time.Time, log *s
 	if err != nil {
 		return err
 	}
-	task, err := tasks.NewScheduleRunTask(tasks.ScheduleRun{Name: sc.Name, Due: due, Request: raw})
+	task, err := tasks.NewScheduleRunTask(tasks.ScheduleRun{Name: sc.Name, Due: due, Request: raw,
+		ApprovalAbove: sc.ApprovalAbove, Requester: sc.Requester})
 	if err != nil {
 		return err
 	}

@@ -321,6 +321,10 @@ type ScheduleRun struct {
 	// Args is the command line of a schedule from before typed requests:
 	// decoded only so that a worker can refuse it by name; never run.
 	Args []string `json:"args,omitempty"`
+	// ApprovalAbove and Requester are the schedule's (producer.Schedule):
+	// the approval threshold where it was added, and who added it.
+	ApprovalAbove int    `json:"approval_above,omitempty"`
+	Requester     string `json:"requester,omitempty"`
 }
 
 // ScheduleRunID is the task ID of a schedule's firing at due: the same for
@@ -340,7 +344,7 @@ func NewScheduleRunTask(p ScheduleRun) (*asynq.Task, error) {
 	if p.Name == "" || len(p.Request) == 0 || p.Due.IsZero() {
 		return nil, errors.New("schedule run task: name, request and due time required")
 	}
-	b, err := json.Marshal(ScheduleRun{Name: p.Name, Due: p.Due, Request: p.Request})
+	b, err := json.Marshal(ScheduleRun{Name: p.Name, Due: p.Due, Request: p.Request, ApprovalAbove: p.ApprovalAbove, Requester: p.Requester})
 	if err != nil {
 		return nil, fmt.Errorf("encoding schedule run: %w", err)
 	}
