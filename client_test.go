@@ -3,6 +3,7 @@ package imrecall_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/imrecall/imrecall"
@@ -69,6 +70,24 @@ func TestValidateNamesTheField(t *testing.T) {
 	}
 	if _, err := imrecall.RequestOf(producer.JobRequest{Kind: producer.KindPurgeUser, User: "u"}); !errors.As(err, &fe) || fe.Field != "reason" {
 		t.Errorf("RequestOf(no reason) = %v", err)
+	}
+	// A field its kind does not take is refused, not ignored: a purge_group
+	// given "user" would have recalled everyone's messages in the group.
+	for _, tc := range []struct {
+		req   producer.JobRequest
+		field string
+	}{
+		{producer.JobRequest{Kind: producer.KindPurgeGroup, Groups: []string{"g"}, User: "spammer"}, "user"},
+		{producer.JobRequest{Kind: producer.KindPurgeUser, User: "u", Groups: []string{"g"}, Source: "scan"}, "groups"},
+		{producer.JobRequest{Kind: producer.KindPurgeUser, User: "u", SeqFrom: 3}, "seq_from"},
+		{producer.JobRequest{Kind: producer.KindRecall, Messages: []producer.MessageRef{{GroupID: "g", MsgSeq: 1}}, Peers: []string{"p"}}, "peers"},
+		{producer.JobRequest{Kind: producer.KindRecall, Messages: []producer.MessageRef{{GroupID: "g", MsgSeq: 1}}, Since: "1d"}, "since"},
+		{producer.JobRequest{Kind: producer.KindPurgeGroup, Groups: []string{"g"}, Source: "index"}, "source"},
+	} {
+		tc.req.Reason = "test"
+		if _, err := imrecall.RequestOf(tc.req); !errors.As(err, &fe) || fe.Field != tc.field || !strings.Contains(err.Error(), "not a field of kind") {
+			t.Errorf("RequestOf(%+v) = %v, want a *FieldError for %q, not a field of its kind", tc.req, err, tc.field)
+		}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -190,6 +191,9 @@ func (r JobRequest) Check(now time.Time) error {
 	default:
 		return &FieldError{Field: "source", Value: r.Source, Reason: fmt.Sprintf("want %s, %s or %s", SourceAuto, SourceIndex, SourceScan)}
 	}
+	if err := r.checkFieldsOfKind(); err != nil {
+		return err
+	}
 	w, err := ParseWindow(r.Since, r.Until, now)
 	if err != nil {
 		return err
@@ -215,6 +219,46 @@ func (r JobRequest) Check(now time.Time) error {
 		}
 	default:
 		return &FieldError{Field: "kind", Value: r.Kind, Reason: fmt.Sprintf("want %s, %s or %s", KindRecall, KindPurgeUser, KindPurgeGroup)}
+	}
+	return nil
+}
+
+// fieldsOfKind are the scope fields each kind takes; hints say what to use
+// instead of a field a kind does not take, where a user may mean something.
+var (
+	fieldsOfKind = map[string][]string{
+		KindRecall:     {"messages"},
+		KindPurgeUser:  {"user", "peers", "source", "since", "until"},
+		KindPurgeGroup: {"groups", "topic", "senders", "seq_from", "seq_to", "since", "until"},
+	}
+	fieldHints = map[string]string{
+		KindPurgeGroup + "/user":   " (senders names whose messages to recall)",
+		KindPurgeUser + "/groups":  " (a user purge reads every group of the user; purge_group purges groups)",
+		KindPurgeUser + "/senders": " (user names whose messages to recall)",
+	}
+)
+
+// checkFieldsOfKind refuses a scope field the request's kind does not take
+// (a purge_group with "user" would recall everyone's messages in the
+// groups, not the user's): a *FieldError naming it. An unknown kind is left
+// to Check.
+func (r JobRequest) checkFieldsOfKind() error {
+	takes, known := fieldsOfKind[r.Kind]
+	if !known {
+		return nil
+	}
+	set := []struct {
+		field string
+		set   bool
+	}{
+		{"messages", len(r.Messages) > 0}, {"user", r.User != ""}, {"peers", len(r.Peers) > 0}, {"source", r.Source != ""},
+		{"groups", len(r.Groups) > 0}, {"topic", r.Topic != ""}, {"senders", len(r.Senders) > 0},
+		{"seq_from", r.SeqFrom != 0}, {"seq_to", r.SeqTo != 0}, {"since", r.Since != ""}, {"until", r.Until != ""},
+	}
+	for _, f := range set {
+		if f.set && !slices.Contains(takes, f.field) {
+			return &FieldError{Field: f.field, Reason: fmt.Sprintf("not a field of kind %s%s", r.Kind, fieldHints[r.Kind+"/"+f.field])}
+		}
 	}
 	return nil
 }
