@@ -251,16 +251,25 @@ type prepared struct {
 	Plan
 	w     producer.Window
 	msgs  []producer.Message
-	file  string
+	file  string // a list file, as given (absolute)
+	spool string // the bytes of file that were checked: the job plans from them
 	scans []producer.Scan
 	check *producer.SenderCheck // purge by index, after a count
 	user  string
+}
+
+// close removes what prepare kept for planning (a list file's spool).
+func (p *prepared) close() {
+	if p != nil && p.spool != "" {
+		os.Remove(p.spool)
+	}
 }
 
 // Plan is the dry run of req: it reads the list, the index or the
 // histories and changes nothing.
 func (c *Client) Plan(ctx context.Context, req Request) (Plan, error) {
 	p, err := c.prepare(ctx, req, true, true)
+	defer p.close()
 	if err != nil {
 		return Plan{}, err
 	}
@@ -331,14 +340,18 @@ func secondsAtCap(groupCalls, c2cCalls int) float64 {
 }
 
 func (c *Client) prepareFile(ctx context.Context, p *prepared, path string) error {
-	sum, err := producer.CheckListFile(ctx, path)
+	spool, sum, err := producer.SpoolListFile(ctx, path, "")
 	if err != nil {
 		var le *producer.LineError
-		if errors.As(err, &le) || errors.Is(err, os.ErrNotExist) {
+		var pe *os.PathError
+		// A bad line, or a file that cannot be opened or read (missing, a
+		// directory): bad input. The spool's own errors are not.
+		if errors.As(err, &le) || errors.As(err, &pe) && pe.Path == path {
 			return &FieldError{Field: "file", Reason: err.Error(), Err: err}
 		}
 		return err
 	}
+	p.spool = spool
 	if sum.Messages == 0 {
 		return &FieldError{Field: "file", Reason: path + ": no messages in the file"}
 	}
@@ -513,6 +526,7 @@ func (c *Client) Create(ctx context.Context, req Request, opts CreateOptions) (C
 	// With approval on, a purge by scan is counted too: the plan decides.
 	approval := c.approvalAbove(opts.ApprovalAbove)
 	p, err := c.prepare(ctx, req, !opts.Confirmed || approval > 0, (!opts.Confirmed && opts.Confirm != nil) || approval > 0)
+	defer p.close()
 	if err != nil {
 		return out, err
 	}
@@ -565,9 +579,10 @@ func (c *Client) planFunc(p *prepared, out *Created, onWait func(Created)) produ
 		}
 		switch {
 		case p.file != "":
-			fh, err := os.Open(p.file)
+			// The bytes checked (and confirmed), not the file as it is now.
+			fh, err := os.Open(p.spool)
 			if err != nil {
-				return fmt.Errorf("opening list file: %w", err)
+				return fmt.Errorf("opening the spool of list file %s: %w", p.file, err)
 			}
 			defer fh.Close()
 			return producer.ReadList(ctx, fh, p.file, func(_ int, m producer.Message) error { return b.AddMessage(ctx, m) })

@@ -280,10 +280,16 @@ func CheckListFile(ctx context.Context, path string) (ListSummary, error) {
 		return ListSummary{}, fmt.Errorf("opening list file: %w", err)
 	}
 	defer f.Close()
+	return CheckList(ctx, f, path)
+}
+
+// CheckList is CheckListFile of a list read from r (name is what line
+// errors name).
+func CheckList(ctx context.Context, r io.Reader, name string) (ListSummary, error) {
 	var s ListSummary
 	perGroup := map[jobs.Target]int{}
 	convs := map[jobs.Target]bool{}
-	err = ReadList(ctx, f, path, func(_ int, m Message) error {
+	err := ReadList(ctx, r, name, func(_ int, m Message) error {
 		s.Messages++
 		t := m.Target()
 		if t.IsGroup() {
@@ -302,9 +308,56 @@ func CheckListFile(ctx context.Context, path string) (ListSummary, error) {
 	return s, err
 }
 
+// SpoolListFile checks the list file at path as CheckListFile does and
+// keeps the bytes it checked in a private file (mode 0600, in dir; "" is
+// the system's temporary directory), whose path it returns: a job planned
+// from the spool recalls what was checked, and confirmed, even if the file
+// grows or changes meanwhile (a log still written) or cannot be read twice
+// (a pipe). The caller removes the spool; on an error there is none.
+func SpoolListFile(ctx context.Context, path, dir string) (spool string, s ListSummary, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", s, fmt.Errorf("opening list file: %w", err)
+	}
+	defer f.Close()
+	tmp, err := os.CreateTemp(dir, "imrecall-list-*")
+	if err != nil {
+		return "", s, fmt.Errorf("spooling the list file: %w", err)
+	}
+	defer func() {
+		if cerr := tmp.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("spooling the list file: %w", cerr)
+		}
+		if err != nil {
+			os.Remove(tmp.Name())
+			spool = ""
+		}
+	}()
+	w := &spoolWriter{w: tmp}
+	s, err = CheckList(ctx, io.TeeReader(f, w), path)
+	if err == nil && w.err != nil {
+		err = fmt.Errorf("spooling the list file: %w", w.err)
+	}
+	return tmp.Name(), s, err
+}
+
+// spoolWriter keeps the first write error for SpoolListFile to report
+// (a TeeReader would report it as a read error of the list).
+type spoolWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (s *spoolWriter) Write(b []byte) (int, error) {
+	if s.err == nil {
+		_, s.err = s.w.Write(b)
+	}
+	return len(b), nil
+}
+
 // PlanList plans and enqueues every message of a list file into job, then
-// closes the job's root planner. Call CheckListFile first: a bad line found
-// here (the file changed in between) fails the job's planning.
+// closes the job's root planner. Check the file first (SpoolListFile, and
+// plan from the spool): a bad line found here fails the job's planning.
 func PlanList(ctx context.Context, store *jobs.Store, q Enqueuer, job jobs.Job, path string) (*Batcher, error) {
 	f, err := os.Open(path)
 	if err != nil {
