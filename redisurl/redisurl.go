@@ -401,14 +401,38 @@ func Open(ctx context.Context, t Target, timeout time.Duration) (redis.Universal
 	return rdb, nil
 }
 
-// Redact hides a password in a Redis URL.
+// Redact hides the secrets of a Redis URL: its user information, and the
+// value of every query parameter whose name speaks of one (password,
+// sentinel_password, auth, token, secret, key: "?password=x" is not an
+// option go-redis takes, and the error naming the URL must not show x).
 func Redact(u string) string {
 	scheme, rest, ok := strings.Cut(u, "://")
 	if !ok {
 		return u
 	}
 	if at := strings.LastIndex(rest, "@"); at >= 0 {
-		return scheme + "://***@" + rest[at+1:]
+		rest = "***@" + rest[at+1:]
 	}
-	return u
+	if base, query, ok := strings.Cut(rest, "?"); ok {
+		params := strings.Split(query, "&")
+		for i, p := range params {
+			if name, _, ok := strings.Cut(p, "="); ok && secretParam(name) {
+				params[i] = name + "=***"
+			}
+		}
+		rest = base + "?" + strings.Join(params, "&")
+	}
+	return scheme + "://" + rest
+}
+
+// secretParam reports whether a URL query parameter's name speaks of a
+// secret.
+func secretParam(name string) bool {
+	n := strings.ToLower(name)
+	for _, word := range []string{"pass", "pwd", "auth", "token", "secret", "key", "cred"} {
+		if strings.Contains(n, word) {
+			return true
+		}
+	}
+	return false
 }

@@ -148,6 +148,10 @@ func TestRedisURLErrors(t *testing.T) {
 		{"cluster no host", "redis-cluster://:" + pw + "@", "no host"},
 		{"cluster unknown option", "redis-cluster://:" + pw + "@n1:7000?pool_size=3", `unknown option "pool_size"`},
 		{"cluster bad path", "redis-cluster://:" + pw + "@n1:7000/0/1", "path"},
+		// A password given as a query option, which go-redis does not take:
+		// the error names the URL without it.
+		{"password as an option", "redis://127.0.0.1:1/0?password=" + pw, "unexpected option"},
+		{"sentinel password option", "redis-sentinel://s1?master=m&sentinel_password=" + pw + "&bogus=1", "bogus"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
