@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"time"
@@ -31,6 +32,15 @@ import (
 
 //go:embed templates/*.html static/*
 var assets embed.FS
+
+// staticFiles is the static directory of assets, served under /static/.
+var staticFiles = func() fs.FS {
+	sub, err := fs.Sub(assets, "static")
+	if err != nil {
+		panic(err) // "static" is a valid name: fs.Sub cannot refuse it
+	}
+	return sub
+}()
 
 // Action is something an admin does to a job from its page.
 type Action string
@@ -93,6 +103,10 @@ type Config struct {
 	// Authenticate finds the token of a secret typed into the sign-in form
 	// (api.Server.Authenticate).
 	Authenticate func(secret string) (api.Token, bool)
+	// Current finds a token by name as the server accepts it now: a
+	// session whose token it does not find ends, and a session acts in its
+	// token's current role. Nil: sessions are trusted as signed in.
+	Current func(name string) (api.Token, bool)
 	// SessionTTL is how long a session lasts; zero is 12 hours.
 	SessionTTL time.Duration
 	// CapOf is the calls/s cap of an API (group_msg_recall,
@@ -169,7 +183,9 @@ func (c *Console) Mount(other http.Handler) http.Handler {
 // Handler returns the console's handler.
 func (c *Console) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /static/", http.FileServerFS(assets))
+	// Only the static directory: an encoded "/static/%2e%2e/" must not reach
+	// the templates.
+	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(staticFiles)))
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/jobs", http.StatusSeeOther) })
 	mux.HandleFunc("GET /login", c.loginForm)
 	mux.HandleFunc("POST /login", c.login)

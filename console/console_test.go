@@ -496,3 +496,78 @@ func TestBackendActsOnlyForCurrentAdmins(t *testing.T) {
 		t.Fatalf("cancels recorded: %v, want one by token:ops", by)
 	}
 }
+
+// TestRevokedTokenEndsSession: serve restarts without the read token a
+// session signed in with, and with the second admin demoted to read. The
+// read session's next page, whichever, sends it to sign in (its session
+// removed); the demoted one reads in its new role and its actions are
+// refused. A helper's attack reproduced the reads: a revoked token's
+// session read jobs, exports and schedules for the rest of its 12 hours.
+func TestRevokedTokenEndsSession(t *testing.T) {
+	b := setup(t)
+	viewer, demoted := b.browser(t), b.browser(t)
+	if st := viewer.signIn(reader.Secret); st != http.StatusSeeOther {
+		t.Fatalf("sign in: HTTP %d", st)
+	}
+	if st := demoted.signIn(admin2.Secret); st != http.StatusSeeOther {
+		t.Fatalf("sign in: HTTP %d", st)
+	}
+	tokens := []api.Token{admin, {Name: admin2.Name, Role: api.RoleRead, Secret: admin2.Secret}}
+	srv, err := api.New(api.Config{Client: b.client, AppID: imtest.AppID, Schedules: producer.NewSchedules(b.rdb, ""), Tokens: tokens})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	h, err := console.MountOn(srv, b.client, tokens, b.rdb, "", func(string) int { return 200 }, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	restarted := httptest.NewServer(h)
+	t.Cleanup(restarted.Close)
+	viewer.base, demoted.base = restarted.URL, restarted.URL
+
+	for _, path := range []string{"/jobs", "/schedules", "/index", "/new"} {
+		st, _, resp := viewer.do("GET", path, nil)
+		if st != http.StatusSeeOther || !strings.HasPrefix(resp.Header.Get("Location"), "/login") {
+			t.Errorf("GET %s with a revoked token's session: HTTP %d to %q, want a redirect to sign in", path, st, resp.Header.Get("Location"))
+		}
+	}
+	if st, _, _ := viewer.do("GET", "/jobs/stream", nil); st != http.StatusUnauthorized {
+		t.Errorf("the live stream with a revoked token's session: HTTP %d, want 401", st)
+	}
+	if keys, _ := b.rdb.Keys(t.Context(), "*console:session:*").Result(); len(keys) != 1 {
+		t.Errorf("sessions kept: %d, want only the demoted admin's", len(keys))
+	}
+	st, body, _ := demoted.do("GET", "/jobs", nil)
+	if st != http.StatusOK || !strings.Contains(body, admin2.Name+" (read)") {
+		t.Fatalf("the demoted admin's page: HTTP %d, want it to show role read", st)
+	}
+	if st, _, _ := demoted.do("POST", "/schedules", url.Values{"csrf": {demoted.csrf}, "name": {"x"}}); st != http.StatusForbidden {
+		t.Fatalf("the demoted admin adding a schedule: HTTP %d, want 403", st)
+	}
+}
+
+// TestNoWayOutOfTheConsole: the static files are served, the templates
+// beside them are not (an encoded "..", which a helper's attack used to
+// read them), and a sign-in's next page is one of the console's: a tab or
+// a backslash that a browser would turn into another site is refused.
+func TestNoWayOutOfTheConsole(t *testing.T) {
+	b := setup(t)
+	br := b.browser(t)
+	if st, body, _ := br.do("GET", "/static/console.css", nil); st != http.StatusOK || body == "" {
+		t.Fatalf("GET /static/console.css: HTTP %d", st)
+	}
+	for _, path := range []string{"/static/%2e%2e/templates/login.html", "/static/%2E%2E/templates/layout.html", "/static/..%2ftemplates/login.html"} {
+		req, _ := http.NewRequest("GET", b.url+path, nil)
+		if st, body, _ := br.send(req); st == http.StatusOK || strings.Contains(body, "{{") {
+			t.Errorf("GET %s: HTTP %d, a template served", path, st)
+		}
+	}
+	for _, next := range []string{"/\t/evil.example/x", "/\n/evil.example", "/\\evil.example", "/jobs\\..\\..\\x", "//evil.example", "https://evil.example"} {
+		br.do("GET", "/login", nil)
+		st, _, resp := br.do("POST", "/login", url.Values{"csrf": {br.csrf}, "token": {reader.Secret}, "next": {next}})
+		if st != http.StatusSeeOther || resp.Header.Get("Location") != "/jobs" {
+			t.Errorf("sign in with next %q: HTTP %d to %q, want /jobs", next, st, resp.Header.Get("Location"))
+		}
+	}
+}

@@ -18,10 +18,22 @@ func MountOn(srv *api.Server, client *imrecall.Client, tokens []api.Token, rdb r
 	apiHandler := srv.Handler()
 	con, err := New(Config{
 		Backend: NewClientBackend(client, apiHandler, tokens), Redis: rdb, Prefix: prefix,
-		Authenticate: srv.Authenticate, CapOf: capOf, Log: log,
+		Authenticate: srv.Authenticate, Current: byName(tokens), CapOf: capOf, Log: log,
 	})
 	if err != nil {
 		return nil, err
 	}
 	return con.Mount(apiHandler), nil
+}
+
+// byName finds a token of tokens by name.
+func byName(tokens []api.Token) func(string) (api.Token, bool) {
+	m := make(map[string]api.Token, len(tokens))
+	for _, t := range tokens {
+		m[t.Name] = t
+	}
+	return func(name string) (api.Token, bool) {
+		t, ok := m[name]
+		return t, ok
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/imrecall/imrecall/api"
 	"github.com/redis/go-redis/v9"
@@ -125,6 +126,9 @@ func (c *Console) signedIn(need api.Role, h handlerFunc) http.HandlerFunc {
 			}
 		}
 		s, err := c.sessions.get(r)
+		if err == nil {
+			err = c.stillAccepted(r, s)
+		}
 		if err != nil {
 			if errors.Is(err, errNoSession) {
 				if post || strings.HasSuffix(r.URL.Path, "/stream") {
@@ -150,6 +154,27 @@ func (c *Console) signedIn(need api.Role, h handlerFunc) http.HandlerFunc {
 		}
 		h(w, r, s)
 	}
+}
+
+// stillAccepted checks a session's token against the tokens the server
+// accepts now (Config.Current): a session whose token was revoked (the
+// server restarted without it) ends, as errNoSession, rather than reading
+// on for the rest of its life; a token whose role changed acts in its
+// current role.
+func (c *Console) stillAccepted(r *http.Request, s *session) error {
+	if c.cfg.Current == nil {
+		return nil
+	}
+	t, ok := c.cfg.Current(s.Name)
+	if !ok {
+		c.log.InfoContext(r.Context(), "console session ended: its token is no longer accepted", "token", s.Name)
+		if err := c.sessions.remove(r.Context(), s); err != nil {
+			return err
+		}
+		return errNoSession
+	}
+	s.Role = t.Role
+	return nil
 }
 
 func (c *Console) loginForm(w http.ResponseWriter, r *http.Request) {
@@ -199,7 +224,11 @@ func (c *Console) logout(w http.ResponseWriter, r *http.Request, s *session) {
 
 // safeNext keeps a redirect after sign-in on this site.
 func safeNext(next string) string {
-	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
+	// A browser drops tabs and line breaks from a URL ("/\t/evil.example"
+	// is "//evil.example") and reads a backslash as a slash: a path with
+	// any of them is not one of ours.
+	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.ContainsRune(next, '\\') ||
+		strings.ContainsFunc(next, unicode.IsControl) {
 		return "/jobs"
 	}
 	return next
