@@ -520,6 +520,9 @@ func (c *Client) Create(ctx context.Context, req Request, opts CreateOptions) (C
 	if strings.TrimSpace(opts.Actor) == "" {
 		return out, fieldErr("actor", "", "required (who asks, for the audit record)")
 	}
+	if err := producer.CheckWhoAndWhy(opts.Actor, opts.Reason); err != nil {
+		return out, err
+	}
 	// A purge by scan is counted only when someone can be asked; a purge
 	// by index is counted to decide, unless confirmed (it then plans as
 	// senders are confirmed).

@@ -71,6 +71,15 @@ func TestValidateNamesTheField(t *testing.T) {
 	if _, err := imrecall.RequestOf(producer.JobRequest{Kind: producer.KindPurgeUser, User: "u"}); !errors.As(err, &fe) || fe.Field != "reason" {
 		t.Errorf("RequestOf(no reason) = %v", err)
 	}
+	// An audit line, not a document: a reason or an actor past its bound.
+	long := producer.JobRequest{Kind: producer.KindPurgeUser, User: "u", Reason: strings.Repeat("r", producer.MaxReasonLen+1)}
+	if _, err := imrecall.RequestOf(long); !errors.As(err, &fe) || fe.Field != "reason" {
+		t.Errorf("RequestOf(a %d-byte reason) = %v", len(long.Reason), err)
+	}
+	long.Reason, long.Actor = "test", strings.Repeat("a", producer.MaxActorLen+1)
+	if _, err := imrecall.RequestOf(long); !errors.As(err, &fe) || fe.Field != "actor" {
+		t.Errorf("RequestOf(a %d-byte actor) = %v", len(long.Actor), err)
+	}
 	// A field its kind does not take is refused, not ignored: a purge_group
 	// given "user" would have recalled everyone's messages in the group.
 	for _, tc := range []struct {

@@ -237,3 +237,19 @@ func TestPurgeUserReadsGroupsLeftThatTheIndexKnows(t *testing.T) {
 		t.Fatalf("groups-left gap = %+v, want it to name @TGS#gone and say %s was added", gap, g2)
 	}
 }
+
+// TestGroupScansNameEachGroupOnce: a group given twice is scanned once (a
+// helper's attack: the dry run counted its messages twice).
+func TestGroupScansNameEachGroupOnce(t *testing.T) {
+	env := imtest.Start(t, emulator.Config{})
+	env.Accounts(t, "a")
+	g1 := env.Group(t, "Public", "@TGS#twice1", "a")
+	g2 := env.Group(t, "Public", "@TGS#twice2", "a")
+	scans, _, err := GroupScans(t.Context(), env.Client, GroupPurge{Groups: []string{g2, g1, g2, g2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(scans) != 2 || scans[0].Target.GroupID != g2 || scans[1].Target.GroupID != g1 {
+		t.Fatalf("scans %+v, want %s then %s, once each", scans, g2, g1)
+	}
+}

@@ -74,6 +74,9 @@ func ReadList(ctx context.Context, r io.Reader, name string, fn func(line int, m
 			return ctx.Err()
 		}
 		text := bytes.TrimSpace(sc.Bytes())
+		if line == 1 {
+			text = bytes.TrimPrefix(text, []byte("\ufeff")) // a byte order mark, as the format guess skips it
+		}
 		if len(text) == 0 {
 			continue
 		}
@@ -166,7 +169,7 @@ func parseJSONLine(text []byte) (Message, error) {
 func parseSeq(s string) (int64, error) {
 	t := strings.TrimSpace(s)
 	n, err := strconv.ParseInt(t, 10, 64)
-	if err != nil {
+	if err != nil || strings.HasPrefix(t, "+") { // digits only, as JSON writes a number
 		return 0, fmt.Errorf("MsgSeq: %s is not a whole number", s)
 	}
 	if n <= 0 {

@@ -42,6 +42,8 @@ func TestReadListRejects(t *testing.T) {
 		{"csv missing field", "a.csv", "From_Account,To_Account,MsgKey\na,,1_2_3\n", 2, "To_Account: required"},
 		// A task's JSON payload carries U+FFFD for bad bytes: the worker
 		// would meet another ID than the one planned, and the job never end.
+		{"csv seq with a plus sign", "a.csv", "GroupId,MsgSeq\ng,+7\n", 2, "MsgSeq: +7 is not a whole number"},
+		{"csv GroupId over MaxIDLen", "a.csv", "GroupId,MsgSeq\n" + strings.Repeat("g", 1025) + ",1\n", 2, "1025 bytes, longer than 1024"},
 		{"csv GroupId not UTF-8", "a.csv", "GroupId,MsgSeq\ng,1\n@TGS#1\xff\xfe,2\n", 3, `GroupId "@TGS#1\xff\xfe": not valid UTF-8`},
 		{"csv From_Account not UTF-8", "a.csv", "From_Account,To_Account,MsgKey\na\xff,b,1_2_3\n", 2, `From_Account "a\xff": not valid UTF-8`},
 		{"jsonl TopicId with a NUL", "a.jsonl", `{"GroupId":"g","TopicId":"t\u0000","MsgSeq":1}`, 1, "TopicId \"t\\x00\": holds a control character (U+0000)"},
@@ -77,7 +79,8 @@ func TestReadListFormats(t *testing.T) {
 		{GroupID: "@TGS#2", TopicID: "@TGS#2@TOPIC#a", MsgSeq: 7},
 		{From: "spam", To: "bob", MsgKey: "1_2_3"},
 	}
-	for name, body := range map[string]string{"list.jsonl": jsonl, "list.csv": csvBody} {
+	// A byte order mark (as some Windows editors write) is skipped in both.
+	for name, body := range map[string]string{"list.jsonl": jsonl, "list.csv": csvBody, "bom.jsonl": "\ufeff" + jsonl, "bom.csv": "\ufeff" + csvBody} {
 		t.Run(name, func(t *testing.T) {
 			f, _ := os.Open(writeFile(t, name, body))
 			defer f.Close()
@@ -91,7 +94,7 @@ func TestReadListFormats(t *testing.T) {
 			}
 			for i := range want {
 				w := want[i]
-				if name == "list.csv" && i == 0 {
+				if strings.HasSuffix(name, ".csv") && i == 0 {
 					w.From = ""
 				}
 				if got[i] != w {

@@ -129,6 +129,19 @@ func (p GroupPurge) Validate() error {
 	return p.Window.Validate()
 }
 
+// distinct is ids without repeats, in their first order.
+func distinct(ids []string) []string {
+	seen := make(map[string]bool, len(ids))
+	out := ids[:0:0]
+	for _, id := range ids {
+		if !seen[id] {
+			seen[id] = true
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
 // checkIDs names the first empty or bad ID of a list field.
 func checkIDs(field string, ids []string) error {
 	for i, id := range ids {
@@ -149,6 +162,8 @@ func GroupScans(ctx context.Context, im IM, p GroupPurge) ([]Scan, *Report, erro
 	if err := p.Validate(); err != nil {
 		return nil, nil, err
 	}
+	// A group named twice is scanned once (and named once in an error).
+	p.Groups = distinct(p.Groups)
 	types, err := groupTypes(ctx, im, p.Groups)
 	if err != nil {
 		return nil, nil, err

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/tasks"
@@ -181,6 +182,9 @@ func (r JobRequest) Check(now time.Time) error {
 	if strings.TrimSpace(r.Reason) == "" {
 		return bad("reason", "required (why, for the audit record)")
 	}
+	if err := CheckWhoAndWhy(r.Actor, r.Reason); err != nil {
+		return err
+	}
 	if r.Queue != "" {
 		if err := CheckQueue(r.Queue); err != nil {
 			return err
@@ -219,6 +223,30 @@ func (r JobRequest) Check(now time.Time) error {
 		}
 	default:
 		return &FieldError{Field: "kind", Value: r.Kind, Reason: fmt.Sprintf("want %s, %s or %s", KindRecall, KindPurgeUser, KindPurgeGroup)}
+	}
+	return nil
+}
+
+// The longest actor and reason a job records: an audit line, not a
+// document (a 5 MB reason made a 10 MB audit event).
+const (
+	MaxActorLen  = 256
+	MaxReasonLen = 4096
+)
+
+// CheckWhoAndWhy refuses an actor or a reason longer than MaxActorLen or
+// MaxReasonLen bytes, or not valid UTF-8: a *FieldError naming it.
+func CheckWhoAndWhy(actor, reason string) error {
+	for _, f := range []struct {
+		field, value string
+		max          int
+	}{{"actor", actor, MaxActorLen}, {"reason", reason, MaxReasonLen}} {
+		switch {
+		case len(f.value) > f.max:
+			return &FieldError{Field: f.field, Reason: fmt.Sprintf("%d bytes, longer than %d", len(f.value), f.max)}
+		case !utf8.ValidString(f.value):
+			return &FieldError{Field: f.field, Reason: "not valid UTF-8"}
+		}
 	}
 	return nil
 }

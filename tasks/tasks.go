@@ -164,11 +164,20 @@ func (p C2CWithdraw) Validate() error {
 	return nil
 }
 
-// ValidID checks an account, group or topic ID: valid UTF-8 (a task's JSON
-// payload would carry U+FFFD for the bad bytes, so the worker would meet
-// another ID than the one planned) and no control character (NUL, a line
-// break). It is the one ID check of every request and list.
+// MaxIDLen bounds an account, group or topic ID, far above any Tencent
+// issues: a 10 MB GroupId in a list file was planned (and its keys filled
+// Redis) before the first recall failed.
+const MaxIDLen = 1024
+
+// ValidID checks an account, group or topic ID: at most MaxIDLen bytes,
+// valid UTF-8 (a task's JSON payload would carry U+FFFD for the bad bytes,
+// so the worker would meet another ID than the one planned) and no control
+// character (NUL, a line break). It is the one ID check of every request
+// and list.
 func ValidID(id string) error {
+	if len(id) > MaxIDLen {
+		return fmt.Errorf("%d bytes, longer than %d", len(id), MaxIDLen)
+	}
 	if !utf8.ValidString(id) {
 		return errors.New("not valid UTF-8")
 	}
