@@ -114,6 +114,15 @@ func TestJobsAndDLQCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The dry run counts what a re-queue would send and changes nothing.
+	out, _, code = runCLI(t, "dlq", "requeue", id, "--dry-run", r)
+	if code != 0 || !strings.Contains(out, "2 dead letters would be re-queued (dry run: nothing changed)") {
+		t.Fatalf("dlq requeue --dry-run (exit %d): %s", code, out)
+	}
+	if j, _ = store.Get(t.Context(), id); j.Counts.Pending != 0 || j.Counts.DeadLettered != 4 {
+		t.Fatalf("after a dry run: %+v", j.Counts)
+	}
+
 	// Re-queue what needs attention: two seqs back to pending, one task.
 	out, _, code = runCLI(t, "dlq", "requeue", id, "--actor", "bob", r)
 	if code != 0 || !strings.Contains(out, "2 dead letters re-queued in 1 tasks") {

@@ -104,13 +104,24 @@ func newDLQExportCmd() *cobra.Command {
 func newDLQRequeueCmd() *cobra.Command {
 	var f imrecall.DeadLetterFilter
 	var audit auditFlags
-	var yes bool
+	var yes, dryRun bool
 	return jobCmd("requeue JOB", "Re-queue a job's dead letters (by default those that need attention)",
-		"  imrecall dlq requeue 20261122T230512Z-9f3a1c2b --code 10002",
+		"  imrecall dlq requeue 20261122T230512Z-9f3a1c2b --code 10002 --dry-run",
 		func(cmd *cobra.Command, c *conn, client *imrecall.Client, id string) error {
 			ctx := cmd.Context()
-			total, repaired, err := client.CountRequeue(ctx, id, f)
 			var se *jobs.StatusError
+			if dryRun {
+				n, err := client.CountDeadLetters(ctx, id, f)
+				if errors.As(err, &se) {
+					return usageError{err}
+				}
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "job %s: %d dead letters would be re-queued (dry run: nothing changed)\n", id, n)
+				return nil
+			}
+			total, repaired, err := client.CountRequeue(ctx, id, f)
 			if errors.As(err, &se) || errors.Is(err, jobs.ErrBusy) {
 				return usageError{err}
 			}
@@ -145,5 +156,6 @@ func newDLQRequeueCmd() *cobra.Command {
 			dlqFilter(cmd, &f)
 			audit.register(cmd)
 			cmd.Flags().BoolVar(&yes, "yes", false, "confirm a large re-queue without asking")
+			cmd.Flags().BoolVar(&dryRun, "dry-run", false, "count the dead letters a re-queue would send again; change nothing")
 		})
 }
