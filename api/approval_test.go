@@ -23,31 +23,7 @@ import (
 // and the job runs to done on an in-process worker.
 func TestApprovalNeedsASecondAdmin(t *testing.T) {
 	env := imrecalltest.Start(t, imrecalltest.Options{})
-	client, err := imrecall.New(imrecall.Config{Redis: env.Redis, Queue: env.Queue, AppID: imrecalltest.AppID,
-		IM: env.Client, ConfirmAbove: 100, ApprovalAbove: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := New(Config{Client: client, AppID: imrecalltest.AppID, Tokens: []Token{
-		{Name: "alice", Role: RoleAdmin, Secret: adminSecret},
-		{Name: "bob", Role: RoleAdmin, Secret: "bob-" + adminSecret},
-		{Name: "auditor", Role: RoleRead, Secret: readSecret},
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(hs.Close)
-	b := &bundle{t: t, url: hs.URL, srv: srv, store: env.Store}
-
-	env.IM.Accounts(t, "spammer", "bob")
-	g := env.IM.Group(t, "Public", "@TGS#approval", "spammer", "bob")
-	seqs := env.IM.SendGroup(t, g, "", 5, "spammer")
-	var msgs []MessageRef
-	for _, s := range seqs {
-		msgs = append(msgs, MessageRef{GroupID: g, MsgSeq: s})
-	}
+	b, msgs := approvalServer(t, env, "@TGS#approval")
 	// The dry run says the job would wait; a dry run of 3 messages would not.
 	var dry CreateJobResponse
 	if code := b.call("POST", "/v1/jobs", adminSecret, CreateJobRequest{Kind: KindRecall, Reason: "INC-9", Messages: msgs, DryRun: true}, &dry); code != http.StatusOK || dry.ApprovalAbove != 3 {
@@ -115,31 +91,8 @@ func TestScheduledJobIsHeldForApproval(t *testing.T) {
 	if fire, err = imrecall.New(imrecall.Config{Redis: env.Redis, Queue: env.Queue, AppID: imrecalltest.AppID, IM: env.Client}); err != nil {
 		t.Fatal(err)
 	}
-	client, err := imrecall.New(imrecall.Config{Redis: env.Redis, Queue: env.Queue, AppID: imrecalltest.AppID,
-		IM: env.Client, ConfirmAbove: 100, ApprovalAbove: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	schedules := producer.NewSchedules(env.Redis, "")
-	srv, err := New(Config{Client: client, AppID: imrecalltest.AppID, Schedules: schedules, Tokens: []Token{
-		{Name: "alice", Role: RoleAdmin, Secret: adminSecret},
-		{Name: "bob", Role: RoleAdmin, Secret: "bob-" + adminSecret},
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(hs.Close)
-	b := &bundle{t: t, url: hs.URL, srv: srv, store: env.Store}
-
-	env.IM.Accounts(t, "spammer", "bob")
-	g := env.IM.Group(t, "Public", "@TGS#scheduled", "spammer", "bob")
-	seqs := env.IM.SendGroup(t, g, "", 5, "spammer")
-	var msgs []MessageRef
-	for _, s := range seqs {
-		msgs = append(msgs, MessageRef{GroupID: g, MsgSeq: s})
-	}
+	b, msgs := approvalServer(t, env, "@TGS#scheduled")
+	schedules := b.srv.cfg.Schedules
 	add := map[string]any{"name": "sweep", "cron": "@every 1s", "reason": "nightly sweep",
 		"request": CreateJobRequest{Kind: KindRecall, Reason: "nightly sweep", Messages: msgs}}
 	var added producer.Schedule
@@ -178,4 +131,34 @@ func TestScheduledJobIsHeldForApproval(t *testing.T) {
 		t.Fatalf("a second admin's approval: HTTP %d", code)
 	}
 	env.RequireOutcome(t, job.ID, imrecalltest.Outcome{Status: jobs.StatusDone, Recalled: 5})
+}
+
+// approvalServer is an API server over env with ApprovalAbove 3 and
+// schedules, admin tokens alice and bob and read token auditor, and a
+// group of that ID with 5 messages of spammer, listed.
+func approvalServer(t *testing.T, env *imrecalltest.Env, group string) (*bundle, []MessageRef) {
+	t.Helper()
+	client, err := imrecall.New(imrecall.Config{Redis: env.Redis, Queue: env.Queue, AppID: imrecalltest.AppID,
+		IM: env.Client, ConfirmAbove: 100, ApprovalAbove: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(Config{Client: client, AppID: imrecalltest.AppID, Schedules: producer.NewSchedules(env.Redis, ""), Tokens: []Token{
+		{Name: "alice", Role: RoleAdmin, Secret: adminSecret},
+		{Name: "bob", Role: RoleAdmin, Secret: "bob-" + adminSecret},
+		{Name: "auditor", Role: RoleRead, Secret: readSecret},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	env.IM.Accounts(t, "spammer", "bob")
+	g := env.IM.Group(t, "Public", group, "spammer", "bob")
+	var msgs []MessageRef
+	for _, s := range env.IM.SendGroup(t, g, "", 5, "spammer") {
+		msgs = append(msgs, MessageRef{GroupID: g, MsgSeq: s})
+	}
+	return &bundle{t: t, url: hs.URL, srv: srv, store: env.Store}, msgs
 }
