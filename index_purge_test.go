@@ -2,6 +2,7 @@ package imrecall_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -63,6 +64,9 @@ func indexPurgeOfAClearedChat(t *testing.T, confirmed bool) {
 	if len(entries) != 4 {
 		t.Fatalf("%d index entries, want 4", len(entries))
 	}
+	// And a forged entry naming an account that does not exist: no chat of
+	// the scope, no failure of the purge or of its verification.
+	entries = append(entries, msgindex.Entry{From: "alice", To: "ghost", MsgKey: "1_2_" + fmt.Sprint(time.Now().Unix()), Time: time.Now()})
 	if err := idx.Add(ctx, imrecalltest.AppID, entries...); err != nil {
 		t.Fatal(err)
 	}
@@ -78,8 +82,8 @@ func indexPurgeOfAClearedChat(t *testing.T, confirmed bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if plan.Source != imrecall.SourceIndex || plan.Messages != 4 || plan.SenderUnconfirmed != 0 || plan.Scope == nil || !slices.Equal(plan.Scope.Peers, []string{"bob"}) {
-		t.Fatalf("plan: source %s, %d messages, %d unconfirmed, scope %+v; want the index's 4, none unconfirmed, bob's chat named", plan.Source, plan.Messages, plan.SenderUnconfirmed, plan.Scope)
+	if plan.Source != imrecall.SourceIndex || plan.Messages != 4 || plan.SenderUnconfirmed != 1 || plan.Scope == nil || !slices.Equal(plan.Scope.Peers, []string{"bob"}) {
+		t.Fatalf("plan: source %s, %d messages, %d unconfirmed, scope %+v; want the index's 4, the forged one unconfirmed, bob's chat named", plan.Source, plan.Messages, plan.SenderUnconfirmed, plan.Scope)
 	}
 	created, err := c.Create(ctx, req, imrecall.CreateOptions{Actor: "dpo", Reason: "erasure request", Confirmed: confirmed,
 		Confirm: func(context.Context, *imrecall.ConfirmationRequired) error { return nil }})
@@ -93,6 +97,13 @@ func indexPurgeOfAClearedChat(t *testing.T, confirmed bool) {
 	cov, err := env.Store.Coverage(ctx, job.ID)
 	if err != nil || !slices.Equal(cov.Peers, []string{"bob"}) {
 		t.Fatalf("recorded scope %+v, %v: want bob's chat", cov, err)
+	}
+	// A chat with an account that no longer exists shows nothing: the
+	// verification reads on (a scope recorded before peers were confirmed
+	// could name one).
+	cov.Peers = append(cov.Peers, "ghost")
+	if err := env.Store.SaveCoverage(ctx, job.ID, *cov); err != nil {
+		t.Fatal(err)
 	}
 	res, err := verify.RunJob(ctx, env.Store, env.Client, job, verify.JobOptions{Actor: "dpo"})
 	if err != nil {

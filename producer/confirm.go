@@ -42,7 +42,7 @@ type SenderCheck struct {
 
 	groups map[jobs.Target]map[int64]bool
 	c2c    map[string]map[string]bool // peer → MsgKeys
-	peers  map[string]bool            // every peer of User's chats it was given
+	peers  map[string]bool            // the peers of User's chats with a confirmed message
 
 	// What was confirmed, for Replay.
 	okGroups map[jobs.Target][]int64
@@ -99,13 +99,13 @@ func (c *SenderCheck) AddC2C(_ context.Context, t jobs.Target, key string) error
 		c.c2c[t.To] = m
 	}
 	m[key] = true
-	c.peers[t.To] = true
 	return nil
 }
 
-// Peers names, sorted, the peers of every chat of User it was given a
-// message of, confirmed or not: the one-to-one chats a purge by index
-// knows, which a verification re-scans.
+// Peers names, sorted, the peers of every chat of User in which it
+// confirmed a message: the one-to-one chats a purge by index knows, which
+// a verification re-scans. A chat named only by entries the history does
+// not back (forged, or of an account that does not exist) is not one.
 func (c *SenderCheck) Peers() []string {
 	out := make([]string, 0, len(c.peers))
 	for p := range c.peers {
@@ -137,6 +137,7 @@ func (c *SenderCheck) Flush(ctx context.Context) error {
 	clear(c.groups)
 	clear(c.c2c)
 	for _, t := range sortedTargets(okC2C) {
+		c.peers[t.To] = true
 		ok := okC2C[t]
 		sort.Strings(ok)
 		c.Confirmed += len(ok)
