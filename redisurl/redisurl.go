@@ -410,24 +410,33 @@ func Redact(u string) string {
 	if !ok {
 		return u
 	}
-	if at := strings.LastIndex(rest, "@"); at >= 0 {
-		rest = "***@" + rest[at+1:]
+	// The query first: an '@' in a query value is not the end of user
+	// information. An '@' only after a '?' is either that or a password
+	// with a raw '?': both hidden, the whole URL.
+	base, query, hasQuery := strings.Cut(rest, "?")
+	if at := strings.LastIndex(base, "@"); at >= 0 {
+		base = "***@" + base[at+1:]
+	} else if strings.Contains(query, "@") {
+		return scheme + "://***"
 	}
-	if base, query, ok := strings.Cut(rest, "?"); ok {
+	if hasQuery {
 		params := strings.Split(query, "&")
 		for i, p := range params {
 			if name, _, ok := strings.Cut(p, "="); ok && secretParam(name) {
 				params[i] = name + "=***"
 			}
 		}
-		rest = base + "?" + strings.Join(params, "&")
+		base += "?" + strings.Join(params, "&")
 	}
-	return scheme + "://" + rest
+	return scheme + "://" + base
 }
 
 // secretParam reports whether a URL query parameter's name speaks of a
 // secret.
 func secretParam(name string) bool {
+	if decoded, err := url.QueryUnescape(name); err == nil {
+		name = decoded // "p%61ssword" is password to go-redis
+	}
 	n := strings.ToLower(name)
 	for _, word := range []string{"pass", "pwd", "auth", "token", "secret", "key", "cred"} {
 		if strings.Contains(n, word) {

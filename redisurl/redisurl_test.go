@@ -152,6 +152,9 @@ func TestRedisURLErrors(t *testing.T) {
 		// the error names the URL without it.
 		{"password as an option", "redis://127.0.0.1:1/0?password=" + pw, "unexpected option"},
 		{"sentinel password option", "redis-sentinel://s1?master=m&sentinel_password=" + pw + "&bogus=1", "bogus"},
+		{"password option with an @", "redis://127.0.0.1:1/0?password=ab@" + pw, "unexpected option"},
+		{"password option, name encoded", "redis://127.0.0.1:1/0?p%61ssword=" + pw, "unexpected option"},
+		{"a raw ? in the password", "redis://:ab?" + pw + "@h:6379/0", "redis"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
