@@ -498,7 +498,8 @@ func TestBackendActsOnlyForCurrentAdmins(t *testing.T) {
 }
 
 // TestRevokedTokenEndsSession: serve restarts without the read token a
-// session signed in with, and with the second admin demoted to read. The
+// session signed in with, with the first admin's secret rotated, and with
+// the second admin demoted to read. The rotated secret's session ends too. The
 // read session's next page, whichever, sends it to sign in (its session
 // removed); the demoted one reads in its new role and its actions are
 // refused. A helper's attack reproduced the reads: a revoked token's
@@ -512,7 +513,12 @@ func TestRevokedTokenEndsSession(t *testing.T) {
 	if st := demoted.signIn(admin2.Secret); st != http.StatusSeeOther {
 		t.Fatalf("sign in: HTTP %d", st)
 	}
-	tokens := []api.Token{admin, {Name: admin2.Name, Role: api.RoleRead, Secret: admin2.Secret}}
+	rotated := b.browser(t)
+	if st := rotated.signIn(admin.Secret); st != http.StatusSeeOther {
+		t.Fatalf("sign in: HTTP %d", st)
+	}
+	// ops keeps its name with a new secret (its old one leaked).
+	tokens := []api.Token{{Name: admin.Name, Role: api.RoleAdmin, Secret: "rotated-" + admin.Secret}, {Name: admin2.Name, Role: api.RoleRead, Secret: admin2.Secret}}
 	srv, err := api.New(api.Config{Client: b.client, AppID: imtest.AppID, Schedules: producer.NewSchedules(b.rdb, ""), Tokens: tokens})
 	if err != nil {
 		t.Fatal(err)
@@ -524,7 +530,10 @@ func TestRevokedTokenEndsSession(t *testing.T) {
 	}
 	restarted := httptest.NewServer(h)
 	t.Cleanup(restarted.Close)
-	viewer.base, demoted.base = restarted.URL, restarted.URL
+	viewer.base, demoted.base, rotated.base = restarted.URL, restarted.URL, restarted.URL
+	if st, _, resp := rotated.do("GET", "/jobs", nil); st != http.StatusSeeOther || !strings.HasPrefix(resp.Header.Get("Location"), "/login") {
+		t.Errorf("GET /jobs with a session of a rotated secret: HTTP %d to %q, want a redirect to sign in", st, resp.Header.Get("Location"))
+	}
 
 	for _, path := range []string{"/jobs", "/schedules", "/index", "/new"} {
 		st, _, resp := viewer.do("GET", path, nil)

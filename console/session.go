@@ -27,10 +27,11 @@ const (
 // session is a signed-in operator: the token's name and role, never the
 // token, and the CSRF token every form of the session carries.
 type session struct {
-	id   string // the cookie's value; in Redis only as a digest
-	Name string
-	Role api.Role
-	CSRF string
+	id     string // the cookie's value; in Redis only as a digest
+	Name   string
+	Role   api.Role
+	CSRF   string
+	secret string // secretDigest of the token's secret at sign-in
 }
 
 // Admin reports whether the session may act.
@@ -42,6 +43,13 @@ type sessions struct {
 	rdb    redis.UniversalClient
 	prefix string
 	ttl    time.Duration
+}
+
+// secretDigest is what a session keeps of its token's secret: enough to
+// tell that the secret was changed since, nothing to sign in with.
+func secretDigest(secret string) string {
+	sum := sha256.Sum256([]byte("imrecall console session\x00" + secret))
+	return hex.EncodeToString(sum[:])
 }
 
 // randomToken returns 32 random bytes, URL-safe.
@@ -58,9 +66,9 @@ func (s *sessions) key(id string) string {
 
 // create starts a session for a token.
 func (s *sessions) create(ctx context.Context, t api.Token) (*session, error) {
-	ss := &session{id: randomToken(), Name: t.Name, Role: t.Role, CSRF: randomToken()}
+	ss := &session{id: randomToken(), Name: t.Name, Role: t.Role, CSRF: randomToken(), secret: secretDigest(t.Secret)}
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSet(ctx, s.key(ss.id), "name", ss.Name, "role", string(ss.Role), "csrf", ss.CSRF)
+		p.HSet(ctx, s.key(ss.id), "name", ss.Name, "role", string(ss.Role), "csrf", ss.CSRF, "secret", ss.secret)
 		p.Expire(ctx, s.key(ss.id), s.ttl)
 		return nil
 	})
@@ -86,7 +94,7 @@ func (s *sessions) get(r *http.Request) (*session, error) {
 	if h["name"] == "" {
 		return nil, errNoSession
 	}
-	return &session{id: c.Value, Name: h["name"], Role: api.Role(h["role"]), CSRF: h["csrf"]}, nil
+	return &session{id: c.Value, Name: h["name"], Role: api.Role(h["role"]), CSRF: h["csrf"], secret: h["secret"]}, nil
 }
 
 // remove ends a session.
@@ -158,7 +166,7 @@ func (c *Console) signedIn(need api.Role, h handlerFunc) http.HandlerFunc {
 
 // stillAccepted checks a session's token against the tokens the server
 // accepts now (Config.Current): a session whose token was revoked (the
-// server restarted without it) ends, as errNoSession, rather than reading
+// server restarted without it, or with a new secret for its name) ends, as errNoSession, rather than reading
 // on for the rest of its life; a token whose role changed acts in its
 // current role.
 func (c *Console) stillAccepted(r *http.Request, s *session) error {
@@ -166,7 +174,7 @@ func (c *Console) stillAccepted(r *http.Request, s *session) error {
 		return nil
 	}
 	t, ok := c.cfg.Current(s.Name)
-	if !ok {
+	if !ok || !sameToken(secretDigest(t.Secret), s.secret) { // revoked, or its secret rotated
 		c.log.InfoContext(r.Context(), "console session ended: its token is no longer accepted", "token", s.Name)
 		if err := c.sessions.remove(r.Context(), s); err != nil {
 			return err
