@@ -407,6 +407,16 @@ func (s *Scheduler) Run(ctx context.Context) error {
 						}
 						continue
 					}
+					// A request this version refuses (stored by an older
+					// one: a field its kind does not take) would fail at
+					// every firing: refused here, by name, once.
+					if err := sc.JobRequest().Check(now); err != nil {
+						if !warned[sc.Name] {
+							log.Error("schedule refused: its request is not valid now (remove it and add it again)", "schedule", sc.Name, "err", err)
+							warned[sc.Name] = true
+						}
+						continue
+					}
 					list = append(list, entry{sc, sched})
 				}
 			}

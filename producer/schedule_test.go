@@ -146,6 +146,8 @@ func TestSchedulerSkipsStoredSchedulesThatNeverFire(t *testing.T) {
 		{Name: "b-apr31", Cron: "0 0 31 4 *", Request: req, CreatedBy: "old"},
 		{Name: "c-negative", Cron: "@every -1h", Request: req, CreatedBy: "old"},
 		{Name: "d-every-second", Cron: "@every 1s", Request: req, CreatedBy: "ops"},
+		// Stored by an older version: a field its kind does not take.
+		{Name: "e-foreign-field", Cron: "@every 1s", Request: &JobRequest{Kind: "purge_group", Groups: []string{"g"}, User: "u", Reason: "old"}, CreatedBy: "old"},
 	} {
 		if err := scs.put(t.Context(), sc); err != nil { // as stored before Validate refused them
 			t.Fatal(err)
@@ -173,7 +175,7 @@ func TestSchedulerSkipsStoredSchedulesThatNeverFire(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Run did not return after its context ended")
 	}
-	for _, name := range []string{"a-feb30", "b-apr31", "c-negative"} {
+	for _, name := range []string{"a-feb30", "b-apr31", "c-negative", "e-foreign-field"} {
 		if !strings.Contains(logged.String(), "schedule="+name) {
 			t.Errorf("no refusal logged for %s; log:\n%s", name, logged.String())
 		}
