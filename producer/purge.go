@@ -114,7 +114,7 @@ func (p GroupPurge) Validate() error {
 	if err := tasks.ValidID(p.Topic); err != nil {
 		return &FieldError{Field: "topic", Value: p.Topic, Reason: err.Error(), Err: err}
 	}
-	if p.Topic != "" && len(p.Groups) != 1 {
+	if p.Topic != "" && len(distinct(p.Groups)) != 1 {
 		return &FieldError{Field: "topic", Reason: "only with exactly one group"}
 	}
 	if p.SeqFrom < 0 || p.SeqTo < 0 {
