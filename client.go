@@ -429,6 +429,9 @@ func (c *Client) prepareUser(ctx context.Context, p *prepared, r UserPurge, coun
 		}
 		p.Scope.Peers = p.check.Peers()
 		p.Index, p.Messages, p.SenderUnconfirmed = &counts, int64(tally.Count()), int64(p.check.Refused)
+		if p.SenderUnconfirmed > 0 {
+			p.Warnings = append(p.Warnings, fmt.Sprintf("callback index entries the history does not show as %s's (forged, deleted or expired), not recalled: %d", r.User, p.SenderUnconfirmed))
+		}
 		p.GroupCalls, p.C2CCalls = (counts.GroupMessages+9)/10, counts.C2CMessages
 		p.SecondsAtCap = secondsAtCap(p.GroupCalls, p.C2CCalls)
 		return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,6 +82,9 @@ func indexPurgeOfAClearedChat(t *testing.T, confirmed bool) {
 	plan, err := c.Plan(ctx, req)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(plan.Warnings) != 1 || !strings.Contains(plan.Warnings[0], "not recalled: 1") {
+		t.Fatalf("plan warnings %q, want one saying 1 index entry is not recalled", plan.Warnings)
 	}
 	if plan.Source != imrecall.SourceIndex || plan.Messages != 4 || plan.SenderUnconfirmed != 1 || plan.Scope == nil || !slices.Equal(plan.Scope.Peers, []string{"bob"}) {
 		t.Fatalf("plan: source %s, %d messages, %d unconfirmed, scope %+v; want the index's 4, the forged one unconfirmed, bob's chat named", plan.Source, plan.Messages, plan.SenderUnconfirmed, plan.Scope)
