@@ -64,6 +64,10 @@ func TestValidateNamesTheField(t *testing.T) {
 			t.Errorf("%T %+v: Validate() = %v, want a *FieldError for %q", tc.req, tc.req, err, tc.field)
 		}
 	}
+	// One group named twice is one group: a topic of it is fine.
+	if err := (imrecall.GroupPurge{Groups: []string{"g", "g"}, Topic: "t"}).Validate(); err != nil {
+		t.Errorf("a topic of one group named twice: %v", err)
+	}
 	var fe *imrecall.FieldError
 	if _, err := imrecall.RequestOf(producer.JobRequest{Kind: "erase", Reason: "x"}); !errors.As(err, &fe) || fe.Field != "kind" {
 		t.Errorf("RequestOf(kind erase) = %v", err)
