@@ -114,7 +114,7 @@ func (p GroupPurge) Validate() error {
 	if err := tasks.ValidID(p.Topic); err != nil {
 		return &FieldError{Field: "topic", Value: p.Topic, Reason: err.Error(), Err: err}
 	}
-	if p.Topic != "" && len(distinct(p.Groups)) != 1 {
+	if p.Topic != "" && len(Distinct(p.Groups)) != 1 {
 		return &FieldError{Field: "topic", Reason: "only with exactly one group"}
 	}
 	if p.SeqFrom < 0 || p.SeqTo < 0 {
@@ -129,8 +129,8 @@ func (p GroupPurge) Validate() error {
 	return p.Window.Validate()
 }
 
-// distinct is ids without repeats, in their first order.
-func distinct(ids []string) []string {
+// Distinct is ids without repeats, in their first order (a new slice).
+func Distinct(ids []string) []string {
 	seen := make(map[string]bool, len(ids))
 	out := ids[:0:0]
 	for _, id := range ids {
@@ -163,7 +163,7 @@ func GroupScans(ctx context.Context, im IM, p GroupPurge) ([]Scan, *Report, erro
 		return nil, nil, err
 	}
 	// A group named twice is scanned once (and named once in an error).
-	p.Groups = distinct(p.Groups)
+	p.Groups = Distinct(p.Groups)
 	types, err := groupTypes(ctx, im, p.Groups)
 	if err != nil {
 		return nil, nil, err

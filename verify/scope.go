@@ -116,7 +116,7 @@ func scopeOf(job jobs.Job, cov *jobs.Coverage, im producer.IM) (*Scope, error) {
 		if p.Source == "index" {
 			s.Gaps = append(s.Gaps, indexGap)
 			if cov != nil {
-				peers = union(peers, cov.Peers)
+				peers = producer.Distinct(append(peers, cov.Peers...))
 			}
 		}
 		s.Gaps = append(s.Gaps, "groups the user has left or was removed from: a history scan cannot list them")
@@ -142,22 +142,6 @@ func scopeOf(job jobs.Job, cov *jobs.Coverage, im producer.IM) (*Scope, error) {
 
 // peerList reads the recorded peers: a list, or (older records) a count,
 // in which case the peers are unknown.
-// union is a and the names of b not in a.
-func union(a, b []string) []string {
-	seen := make(map[string]bool, len(a))
-	out := append([]string(nil), a...)
-	for _, x := range a {
-		seen[x] = true
-	}
-	for _, x := range b {
-		if !seen[x] {
-			seen[x] = true
-			out = append(out, x)
-		}
-	}
-	return out
-}
-
 func peerList(raw json.RawMessage) (peers []string, known bool) {
 	if len(raw) == 0 || string(raw) == "null" {
 		return nil, true
