@@ -22,6 +22,7 @@ import (
 	"github.com/imrecall/imrecall"
 	"github.com/imrecall/imrecall/emulator"
 	"github.com/imrecall/imrecall/internal/imtest"
+	"github.com/imrecall/imrecall/internal/redistest"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/msgindex"
 	"github.com/imrecall/imrecall/producer"
@@ -29,7 +30,6 @@ import (
 	"github.com/imrecall/imrecall/verify"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/redis/go-redis/v9"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -59,9 +59,7 @@ func setup(t *testing.T, mod func(*Config)) *bundle {
 // setupClient is setup with the Client's config changed by cmod first.
 func setupClient(t *testing.T, cmod func(*imrecall.Config), mod func(*Config)) *bundle {
 	t.Helper()
-	mr := miniredis.RunT(t)
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-	t.Cleanup(func() { _ = rdb.Close() })
+	mr, rdb := redistest.Mini(t)
 	enq := asynq.NewClient(asynq.RedisClientOpt{Addr: mr.Addr()})
 	t.Cleanup(func() { _ = enq.Close() })
 	env := imtest.Start(t, emulator.Config{})

@@ -9,18 +9,14 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/imrecall/imrecall/internal/redistest"
-	"github.com/redis/go-redis/v9"
 )
 
 // backends runs fn against miniredis and against a real redis-server.
 func backends(t *testing.T, fn func(t *testing.T, s *Store)) {
 	t.Run("miniredis", func(t *testing.T) {
 		t.Parallel()
-		mr := miniredis.RunT(t)
-		rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-		t.Cleanup(func() { _ = rdb.Close() })
+		_, rdb := redistest.Mini(t)
 		fn(t, NewStore(rdb, ""))
 	})
 	t.Run("redis-server", func(t *testing.T) {

@@ -372,9 +372,7 @@ func TestNoSecondOverTheCap(t *testing.T) {
 		void        bool
 	}
 	run := func(t *testing.T, n int, spread func(i int) int64, outcome func(i int, slot, bound int64) (reported int64, ok bool), delay int) []call {
-		mr := miniredis.RunT(t)
-		rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-		defer rdb.Close()
+		_, rdb := redistest.Mini(t)
 		l, err := New(rdb, Config{Cap: capPerSec})
 		if err != nil {
 			t.Fatal(err)

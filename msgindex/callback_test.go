@@ -15,9 +15,9 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/google/go-cmp/cmp"
+	"github.com/imrecall/imrecall/internal/redistest"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"github.com/redis/go-redis/v9"
 )
 
 const (
@@ -36,9 +36,7 @@ type bundle struct {
 
 func setup(t *testing.T, token string) *bundle {
 	t.Helper()
-	mr := miniredis.RunT(t)
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-	t.Cleanup(func() { _ = rdb.Close() })
+	mr, rdb := redistest.Mini(t)
 	b := &bundle{mr: mr, now: time.Unix(1_800_000_000, 0)}
 	b.idx = New(rdb, "", 30*24*time.Hour)
 	b.idx.now = func() time.Time { return b.now }

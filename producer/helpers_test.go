@@ -3,19 +3,16 @@ package producer
 import (
 	"testing"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/hibiken/asynq"
+	"github.com/imrecall/imrecall/internal/redistest"
 	"github.com/imrecall/imrecall/jobs"
-	"github.com/redis/go-redis/v9"
 )
 
 // onMiniredis starts a miniredis for one test and returns a job store, a
 // task client and a queue inspector on it, closed when the test ends.
 func onMiniredis(t *testing.T) (*jobs.Store, *asynq.Client, *asynq.Inspector) {
 	t.Helper()
-	mr := miniredis.RunT(t)
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-	t.Cleanup(func() { rdb.Close() })
+	mr, rdb := redistest.Mini(t)
 	opt := asynq.RedisClientOpt{Addr: mr.Addr()}
 	client, insp := asynq.NewClient(opt), asynq.NewInspector(opt)
 	t.Cleanup(func() { client.Close(); insp.Close() })

@@ -9,10 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/hibiken/asynq"
+	"github.com/imrecall/imrecall/internal/redistest"
 	"github.com/imrecall/imrecall/tasks"
-	"github.com/redis/go-redis/v9"
 	"github.com/robfig/cron/v3"
 )
 
@@ -136,9 +135,7 @@ func (q chanQueue) EnqueueContext(ctx context.Context, task *asynq.Task, _ ...as
 // skipped with a logged error; the scheduler still fires the others and
 // stops when its context ends.
 func TestSchedulerSkipsStoredSchedulesThatNeverFire(t *testing.T) {
-	mr := miniredis.RunT(t)
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-	t.Cleanup(func() { rdb.Close() })
+	_, rdb := redistest.Mini(t)
 	scs := NewSchedules(rdb, "")
 	req := &JobRequest{Kind: "purge_user", User: "u", Reason: "retention"}
 	for _, sc := range []Schedule{

@@ -5,13 +5,12 @@ import (
 	"strconv"
 	"testing"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/imrecall/imrecall/emulator"
 	"github.com/imrecall/imrecall/internal/imtest"
+	"github.com/imrecall/imrecall/internal/redistest"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/producer"
 	"github.com/imrecall/imrecall/tim"
-	"github.com/redis/go-redis/v9"
 )
 
 // setup seeds a group where alice and bob alternate (alice has the odd
@@ -34,9 +33,7 @@ func setup(t *testing.T) *bundle {
 	gid := env.Group(t, "Public", "g1", "alice", "bob")
 	seqs := env.SendGroup(t, gid, "", 200, "alice", "bob")
 	keys := env.SendC2C(t, "alice", "bob", 30)
-	mr := miniredis.RunT(t)
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-	t.Cleanup(func() { rdb.Close() })
+	_, rdb := redistest.Mini(t)
 	store := jobs.NewStore(rdb, "")
 	ctx := t.Context()
 	job, err := store.Create(ctx, jobs.Spec{Kind: "purge:user", Queue: "purge", AppID: imtest.AppID, RequestedBy: "dpo", Reason: "test"})

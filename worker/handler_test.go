@@ -7,14 +7,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/hibiken/asynq"
 	"github.com/imrecall/imrecall/emulator"
 	"github.com/imrecall/imrecall/internal/imtest"
+	"github.com/imrecall/imrecall/internal/redistest"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/tasks"
 	"github.com/imrecall/imrecall/tim"
-	"github.com/redis/go-redis/v9"
 )
 
 // bundle is one test's emulator, job store and handler.
@@ -28,9 +27,7 @@ type bundle struct {
 func setup(t *testing.T, cfg emulator.Config, wcfg Config) *bundle {
 	t.Helper()
 	env := imtest.Start(t, cfg)
-	mr := miniredis.RunT(t)
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-	t.Cleanup(func() { rdb.Close() })
+	_, rdb := redistest.Mini(t)
 	store := jobs.NewStore(rdb, "")
 	if wcfg.BaseBackoff == 0 {
 		wcfg.BaseBackoff = time.Millisecond

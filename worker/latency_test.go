@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/imrecall/imrecall/emulator"
 	"github.com/imrecall/imrecall/internal/imtest"
 	"github.com/imrecall/imrecall/internal/redisproxy"
@@ -122,9 +121,7 @@ func TestStoppedWhileReservingCountsNoSend(t *testing.T) {
 	b.planGroup(t, group, seqs)
 	b.close(t)
 
-	mr := miniredis.RunT(t)
-	lrdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-	defer lrdb.Close()
+	mr, lrdb := redistest.Mini(t)
 	lim, err := limiter.New(lrdb, limiter.Config{Cap: 1}) // a slot every ~1 s
 	if err != nil {
 		t.Fatal(err)

@@ -4,10 +4,9 @@ import (
 	"math"
 	"testing"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
 
+	"github.com/imrecall/imrecall/internal/redistest"
 	"github.com/imrecall/imrecall/limiter"
 	"github.com/imrecall/imrecall/tim"
 )
@@ -16,9 +15,7 @@ import (
 // shared limiter last granted per API (none before its first slot) and the
 // slots it gave up.
 func TestLimiterMetrics(t *testing.T) {
-	mr := miniredis.RunT(t)
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-	defer rdb.Close()
+	_, rdb := redistest.Mini(t)
 	lim, err := limiter.New(rdb, limiter.Config{Cap: 200})
 	if err != nil {
 		t.Fatal(err)

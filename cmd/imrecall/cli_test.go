@@ -10,9 +10,9 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/hibiken/asynq"
+	"github.com/imrecall/imrecall/internal/redistest"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/tasks"
-	"github.com/redis/go-redis/v9"
 )
 
 // runCLI runs the root command in process and returns stdout, stderr and
@@ -35,9 +35,7 @@ func runCLI(t *testing.T, args ...string) (string, string, int) {
 // deadJob makes a finished job with dead letters of three kinds.
 func deadJob(t *testing.T) (*miniredis.Miniredis, *jobs.Store, string) {
 	t.Helper()
-	mr := miniredis.RunT(t)
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-	t.Cleanup(func() { rdb.Close() })
+	mr, rdb := redistest.Mini(t)
 	store := jobs.NewStore(rdb, "")
 	ctx := t.Context()
 	j, err := store.Create(ctx, jobs.Spec{Kind: "recall:file", Queue: tasks.QueuePurge, AppID: 1400000001, RequestedBy: "alice", Reason: "cli test"})
@@ -215,9 +213,7 @@ func writeTestFile(t *testing.T, path, body string) {
 // nothing changes); another actor approves it, and a second approval is
 // refused.
 func TestJobsApprove(t *testing.T) {
-	mr := miniredis.RunT(t)
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-	t.Cleanup(func() { rdb.Close() })
+	mr, rdb := redistest.Mini(t)
 	store := jobs.NewStore(rdb, "")
 	j, err := store.Create(t.Context(), jobs.Spec{Kind: "recall:file", Queue: tasks.QueuePurge, AppID: 1400000001,
 		RequestedBy: "alice", Requester: "alice", Reason: "cli test", HoldForApproval: true})

@@ -122,6 +122,16 @@ func (e *e2e) run(args ...string) (string, error) {
 	return out.String(), nil
 }
 
+// newPurgedE2E is newE2E on an emulator at the cap of 200 calls/s seeded
+// with spec, and purgeDone of its first heavy sender: the setup of the tests
+// that verify and certify a finished purge.
+func newPurgedE2E(t *testing.T, spec emulator.DatasetSpec, reason string, extra ...string) (*e2e, jobs.Job, string) {
+	e := newE2E(t, emulator.Config{Rate: 200})
+	ds := e.env.Dataset(t, spec)
+	j, spammer := e.purgeDone(ds, reason, extra...)
+	return e, j, spammer
+}
+
 // purgeDone purges the first heavy sender of ds with one worker (purge user
 // --source scan with their peers, --yes --json --wait and extra), waits for
 // the job to be done with messages planned, and returns it and the sender.

@@ -20,10 +20,8 @@ import (
 // the page says the certificate checked out.
 func TestServeVerifiesAndCertifies(t *testing.T) {
 	key, pub := openssltest.KeyPair(t, t.TempDir())
-	e := newE2E(t, emulator.Config{Rate: 200})
-	ds := e.env.Dataset(t, emulator.DatasetSpec{Groups: 12, Users: 100, GroupMessages: 2000, C2CMessages: 200,
-		HeavyGroups: 6, HeavyShare: 0.1, Peers: 3, Seed: 41})
-	j, _ := e.purgeDone(ds, "erasure request 907")
+	e, j, _ := newPurgedE2E(t, emulator.DatasetSpec{Groups: 12, Users: 100, GroupMessages: 2000, C2CMessages: 200,
+		HeavyGroups: 6, HeavyShare: 0.1, Peers: 3, Seed: 41}, "erasure request 907")
 
 	dir := t.TempDir()
 	// A key without a directory to keep certificates in is refused.

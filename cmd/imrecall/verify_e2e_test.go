@@ -19,10 +19,8 @@ import (
 // `certificate verify` accept it → one byte changed → neither does.
 func TestPurgeVerifyCertificate(t *testing.T) {
 	key, pub := openssltest.KeyPair(t, t.TempDir())
-	e := newE2E(t, emulator.Config{Rate: 200})
-	ds := e.env.Dataset(t, emulator.DatasetSpec{Groups: 30, Users: 300, GroupMessages: 8000, C2CMessages: 600,
-		HeavyGroups: 12, HeavyShare: 0.05, Peers: 6, Topics: 2, Seed: 29})
-	j, spammer := e.purgeDone(ds, "GDPR Art. 17 request #881", "--verify")
+	e, j, spammer := newPurgedE2E(t, emulator.DatasetSpec{Groups: 30, Users: 300, GroupMessages: 8000, C2CMessages: 600,
+		HeavyGroups: 12, HeavyShare: 0.05, Peers: 6, Topics: 2, Seed: 29}, "GDPR Art. 17 request #881", "--verify")
 
 	verifyJSON := func(wantExit int) verification {
 		t.Helper()

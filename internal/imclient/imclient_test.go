@@ -6,11 +6,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/imrecall/imrecall/internal/imtest"
+	"github.com/imrecall/imrecall/internal/redistest"
 	"github.com/imrecall/imrecall/limiter"
 	"github.com/imrecall/imrecall/tim"
-	"github.com/redis/go-redis/v9"
 )
 
 // TestSlackReachesTheLimiter: the operator's slack is the limiter's (its
@@ -18,9 +17,7 @@ import (
 // clock), and a slack out of range is an InputError naming the flag and its
 // variable, with no limiter built.
 func TestSlackReachesTheLimiter(t *testing.T) {
-	mr := miniredis.RunT(t)
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-	t.Cleanup(func() { rdb.Close() })
+	_, rdb := redistest.Mini(t)
 	cfg := func(slack time.Duration) Config {
 		return Config{Redis: rdb, Prefix: "t", Cap: 200, Slack: slack,
 			IM: tim.Config{BaseURL: "http://127.0.0.1:1", SDKAppID: 1400000001, Admin: "administrator", SecretKey: tim.Secret(imtest.Secret)}}
