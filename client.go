@@ -202,7 +202,8 @@ type Plan struct {
 type CreateOptions struct {
 	// Actor is who asks (recorded in the job and the audit log).
 	Actor string
-	// Reason is why (recorded in the job and the audit log).
+	// Reason is why (recorded in the job and the audit log); required, as
+	// Actor is: a recall cannot be undone, and its record says who and why.
 	Reason string
 	// Queue: incident, purge or backfill; empty is the kind's default
 	// (purge for user purges and list files, incident otherwise).
@@ -522,6 +523,9 @@ func (c *Client) Create(ctx context.Context, req Request, opts CreateOptions) (C
 	}
 	if strings.TrimSpace(opts.Actor) == "" {
 		return out, fieldErr("actor", "", "required (who asks, for the audit record)")
+	}
+	if strings.TrimSpace(opts.Reason) == "" {
+		return out, fieldErr("reason", "", "required (why, for the audit record)")
 	}
 	if err := producer.CheckWhoAndWhy(opts.Actor, opts.Reason); err != nil {
 		return out, err

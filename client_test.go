@@ -121,6 +121,17 @@ func TestCreateAsksForConfirmation(t *testing.T) {
 	if keys := mr.Keys(); len(keys) != 0 {
 		t.Fatalf("an unconfirmed job wrote to Redis: %v", keys)
 	}
+	// Who asks and why are recorded with every job: a blank reason is a
+	// *FieldError naming it, before anything is asked or written.
+	for _, reason := range []string{"", " \t"} {
+		_, err = c.Create(ctx, req, imrecall.CreateOptions{Actor: "alice", Reason: reason, Confirmed: true})
+		if fe := (*imrecall.FieldError)(nil); !errors.As(err, &fe) || fe.Field != "reason" {
+			t.Fatalf("Create with reason %q = %v, want a *FieldError for reason", reason, err)
+		}
+	}
+	if keys := mr.Keys(); len(keys) != 0 {
+		t.Fatalf("a job without a reason wrote to Redis: %v", keys)
+	}
 	asked := int64(0)
 	created, err := c.Create(ctx, req, imrecall.CreateOptions{Actor: "alice", Reason: "test",
 		Confirm: func(_ context.Context, n *imrecall.ConfirmationRequired) error { asked = n.Messages; return nil }})
@@ -136,7 +147,7 @@ func TestCreateAsksForConfirmation(t *testing.T) {
 	g := env.IM.Group(t, "Public", "@TGS#spam", "spammer", "bob")
 	env.IM.SendGroup(t, g, "", 1, "spammer")
 	purge := imrecall.GroupPurge{Groups: []string{g}, Senders: []string{"spammer"}}
-	if _, err := c.Create(ctx, purge, imrecall.CreateOptions{Actor: "alice"}); !errors.As(err, &need) || need.Messages != -1 {
+	if _, err := c.Create(ctx, purge, imrecall.CreateOptions{Actor: "alice", Reason: "test"}); !errors.As(err, &need) || need.Messages != -1 {
 		t.Fatalf("unconfirmed purge by scan = %v, want Messages -1", err)
 	}
 	p, err := c.Plan(ctx, purge)

@@ -32,7 +32,7 @@ func TestBacklogUnderChaos(t *testing.T) {
 	w := e.watchNewestJob("")
 	counts := func() jobs.Counts { return w.latest().Counts }
 
-	args := []string{"recall", "file", path, "--yes", "--json", "--backlog", "100"}
+	args := []string{"recall", "file", path, "--reason", "test", "--yes", "--json", "--backlog", "100"}
 	cmd := imrecallCommand(t.Context(), e.bin, args...)
 	cmd.Env = e.environ()
 	var stdout, stderr strings.Builder

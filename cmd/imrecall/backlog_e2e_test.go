@@ -30,7 +30,7 @@ func TestBacklogPlannerInterrupted(t *testing.T) {
 		t.Run(sig.String(), func(t *testing.T) {
 			e := newE2E(t, emulator.Config{Rate: 200})
 			listed, path := seedList(t, e.env, 12, 80, 4, 10)
-			args := []string{"recall", "file", path, "--yes", "--json", "--backlog", "100"}
+			args := []string{"recall", "file", path, "--reason", "test", "--yes", "--json", "--backlog", "100"}
 			cmd := imrecallCommand(t.Context(), e.bin, append(args, interruptFlags...)...)
 			cmd.Env = e.environ()
 			var stderr strings.Builder

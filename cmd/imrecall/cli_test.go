@@ -179,22 +179,34 @@ func TestRecallDryRunAndConfirm(t *testing.T) {
 		t.Fatalf("dry run (exit %d):\n%s", code, out)
 	}
 	// Above --confirm-above without a terminal and without --yes: refused.
-	_, e, code := runCLI(t, "recall", "file", path, "--confirm-above", "10", "--sdkappid", "1400000001", r)
+	_, e, code := runCLI(t, "recall", "file", path, "--reason", "test", "--confirm-above", "10", "--sdkappid", "1400000001", r)
 	if code != exitBadInput || !strings.Contains(e, "--yes") {
 		t.Fatalf("large job without --yes: exit %d %s", code, e)
+	}
+	// A job records who asked and why: without --reason (or with a blank
+	// one) nothing is created, and the error names the flag. A schedule's
+	// jobs need one too.
+	for _, args := range [][]string{
+		{"recall", "file", path, "--yes", "--sdkappid", "1400000001", r},
+		{"recall", "group", "--group", "@TGS#1", "--seqs", "1", "--reason", "  ", "--sdkappid", "1400000001", r},
+		{"schedule", "add", "--name", "n", "--cron", "@daily", r, "--", "purge", "group", "--group", "@TGS#1", "--until", "90d"},
+	} {
+		if _, e, code := runCLI(t, args...); code != exitBadInput || !strings.Contains(e, "--reason: required") {
+			t.Fatalf("%v: exit %d %s, want %d naming --reason", args, code, e, exitBadInput)
+		}
 	}
 	if keys := mr.Keys(); len(keys) != 0 {
 		t.Fatalf("a dry run or a refused job wrote to Redis: %v", keys)
 	}
-	out, _, code = runCLI(t, "recall", "group", "--group", "@TGS#1", "--seqs", "1,2,3", "--json", "--sdkappid", "1400000001", r)
+	out, _, code = runCLI(t, "recall", "group", "--reason", "test", "--group", "@TGS#1", "--seqs", "1,2,3", "--json", "--sdkappid", "1400000001", r)
 	if code != 0 || !strings.Contains(out, `"job_id"`) {
 		t.Fatalf("recall group --json (exit %d): %s", code, out)
 	}
-	_, e, code = runCLI(t, "recall", "group", "--group", "@TGS#1", "--seqs", "1,x", "--sdkappid", "1400000001", r)
+	_, e, code = runCLI(t, "recall", "group", "--reason", "test", "--group", "@TGS#1", "--seqs", "1,x", "--sdkappid", "1400000001", r)
 	if code != exitBadInput || !strings.Contains(e, `"x"`) {
 		t.Fatalf("bad --seqs: exit %d %s", code, e)
 	}
-	_, e, code = runCLI(t, "recall", "c2c", "--from", "a", "--to", "b", "--msgkey", "nope", "--sdkappid", "1400000001", r)
+	_, e, code = runCLI(t, "recall", "c2c", "--reason", "test", "--from", "a", "--to", "b", "--msgkey", "nope", "--sdkappid", "1400000001", r)
 	if code != exitBadInput || !strings.Contains(e, "MsgKey") {
 		t.Fatalf("bad --msgkey: exit %d %s", code, e)
 	}

@@ -175,7 +175,7 @@ func TestClusterEndToEnd(t *testing.T) {
 	// 1. purge user, two workers.
 	c.worker("w1")
 	w2 := c.worker("w2")
-	out, err := c.run("purge", "user", "--user", spammer, "--peers", strings.Join(peers, ","), "--source", "scan", "--yes", "--json")
+	out, err := c.run("purge", "user", "--reason", "test", "--user", spammer, "--peers", strings.Join(peers, ","), "--source", "scan", "--yes", "--json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +186,7 @@ func TestClusterEndToEnd(t *testing.T) {
 	vp := c.verifyJob(purge)
 
 	// 2. recall file; the worker w2 is SIGKILLed mid-job and w3 takes over.
-	out, err = c.run("recall", "file", listPath, "--yes", "--json")
+	out, err = c.run("recall", "file", listPath, "--reason", "test", "--yes", "--json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +220,7 @@ func TestClusterEndToEnd(t *testing.T) {
 	// 3. recall file SIGKILLed between planning and queueing (the test
 	// hook): its lease lapses, a worker's reconciler settles the job and
 	// queues its journal; the same command run again finishes the work.
-	args := []string{"recall", "file", list2Path, "--yes", "--json", "--planner-lease", "3s"}
+	args := []string{"recall", "file", list2Path, "--reason", "test", "--yes", "--json", "--planner-lease", "3s"}
 	c.killPlanner(3, args...)
 	list, err := c.store.List(ctx, 1)
 	if err != nil || len(list) == 0 {

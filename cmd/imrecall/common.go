@@ -95,7 +95,7 @@ type auditFlags struct {
 
 func (f *auditFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.actor, "actor", cliout.DefaultActor(), "who asks (recorded in the job and the audit log)")
-	cmd.Flags().StringVar(&f.reason, "reason", "", "why (recorded in the job and the audit log)")
+	cmd.Flags().StringVar(&f.reason, "reason", "", "why (recorded in the job and the audit log); required for a job, not for --dry-run")
 }
 
 // confirm asks the person at the terminal to type yes (cliout.Confirm):

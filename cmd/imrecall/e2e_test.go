@@ -544,7 +544,7 @@ func TestWorkerKilledMidJob(t *testing.T) {
 	e := newE2E(t, emulator.Config{Rate: 200, Latency: 20 * time.Millisecond, LatencyMax: 40 * time.Millisecond, Seed: 5})
 	f := seedFixture(t, e.env, 20, 150, 10, 10)
 	e.env.Emu.ResetStats()
-	jobID := e.created("recall", "file", f.path, "--yes", "--json")
+	jobID := e.created("recall", "file", f.path, "--reason", "test", "--yes", "--json")
 	w1 := e.worker("w1")
 	// Kill it once it has recorded some work.
 	deadline := time.Now().Add(time.Minute)
@@ -580,7 +580,7 @@ func TestRecallFileRejectsBadInput(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "bad.jsonl")
 			os.WriteFile(path, []byte(body), 0o600)
-			cmd := imrecallCommand(t.Context(), e.bin, "recall", "file", path, "--yes")
+			cmd := imrecallCommand(t.Context(), e.bin, "recall", "file", path, "--reason", "test", "--yes")
 			cmd.Env = e.environ()
 			out, err := cmd.CombinedOutput()
 			if exitOf(t, err) != exitBadInput {

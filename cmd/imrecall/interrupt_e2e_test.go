@@ -179,7 +179,7 @@ func TestInterruptedRecallFile(t *testing.T) {
 			listed, path := seedList(t, e.env, 12, 80, 4, 10)
 			e.worker("w1", "--reconcile-interval", "1s")
 			e.worker("w2", "--reconcile-interval", "1s")
-			args := []string{"recall", "file", path, "--yes", "--json"}
+			args := []string{"recall", "file", path, "--reason", "test", "--yes", "--json"}
 			first, second := e.interruptAndRerun(c.sig, c.pauseAt, args...)
 			e.twoJobsAccount(first, second, keysOf(listed), false)
 			checkListTruth(t, e.env, listed)
@@ -204,7 +204,7 @@ func TestInterruptedPurgeUser(t *testing.T) {
 			spammer := ds.HeavySenders[0]
 			e.worker("w1", "--reconcile-interval", "1s")
 			e.worker("w2", "--reconcile-interval", "1s")
-			args := []string{"purge", "user", "--user", spammer, "--peers", strings.Join(ds.PeersOf[spammer], ","), "--source", "scan", "--yes", "--json"}
+			args := []string{"purge", "user", "--reason", "test", "--user", spammer, "--peers", strings.Join(ds.PeersOf[spammer], ","), "--source", "scan", "--yes", "--json"}
 			first, second := e.interruptAndRerun(c.sig, c.pauseAt, args...)
 			// Ground truth: every message the user sent (recallable groups, chats
 			// with the peers) is recalled, by exactly one of the two jobs, and
@@ -362,7 +362,7 @@ func TestWorkerKilledBetweenPlanAndQueueInDiscovery(t *testing.T) {
 	spammer := ds.HeavySenders[0]
 	logPath := filepath.Join(t.TempDir(), "w1.log")
 	w1 := e.workerLogged(logPath, []string{testPauseEnv + "=5"}, "--log-level", "warn", "--reconcile-interval", "1s", "--planner-lease", "3s")
-	out, err := e.run("purge", "user", "--user", spammer, "--peers", strings.Join(ds.PeersOf[spammer], ","), "--source", "scan", "--yes", "--json")
+	out, err := e.run("purge", "user", "--reason", "test", "--user", spammer, "--peers", strings.Join(ds.PeersOf[spammer], ","), "--source", "scan", "--yes", "--json")
 	if err != nil {
 		t.Fatal(err)
 	}

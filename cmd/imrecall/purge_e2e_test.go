@@ -100,7 +100,7 @@ func TestPurgeGroupTimeRange(t *testing.T) {
 	groups := []string{ds.Groups[2].GroupID, ds.Groups[3].GroupID, ds.Groups[4].GroupID}
 	since, until := end.Add(-10*time.Hour), end.Add(-4*time.Hour)
 	e.worker("w1")
-	args := []string{"purge", "group", "--yes", "--json", "--since", since.Format(time.RFC3339), "--until", until.Format(time.RFC3339)}
+	args := []string{"purge", "group", "--reason", "test", "--yes", "--json", "--since", since.Format(time.RFC3339), "--until", until.Format(time.RFC3339)}
 	for _, g := range groups {
 		args = append(args, "--group", g)
 	}
@@ -126,7 +126,7 @@ func TestPurgeGroupTimeRange(t *testing.T) {
 		t.Fatalf("job recalled %d, %d in range", j.Counts.Recalled, inRange)
 	}
 	// An inverted range is refused before anything is planned.
-	_, err := e.run("purge", "group", "--group", groups[0], "--since", until.Format(time.RFC3339), "--until", since.Format(time.RFC3339), "--yes")
+	_, err := e.run("purge", "group", "--reason", "test", "--group", groups[0], "--since", until.Format(time.RFC3339), "--until", since.Format(time.RFC3339), "--yes")
 	if err == nil || !strings.Contains(err.Error(), "before --since") {
 		t.Fatalf("inverted range: %v", err)
 	}

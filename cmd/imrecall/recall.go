@@ -88,7 +88,7 @@ func newRecallGroupCmd() *cobra.Command {
 		Use:   "group --group G --seqs 1,2,3 [--topic T]",
 		Short: "Recall messages of one group (or one topic of a Community) by MsgSeq",
 		Example: `  imrecall recall group --sdkappid 1400000001 --group @TGS#2J4SZEAEL --seqs 100,101,102 --reason "spam"
-  imrecall recall group --group @TGS#_community --topic @TGS#_community@TOPIC#_general --seqs 7 --wait`,
+  imrecall recall group --group @TGS#_community --topic @TGS#_community@TOPIC#_general --seqs 7 --reason "INC-9" --wait`,
 		Args: cobra.NoArgs,
 		RunE: checked(f.validate, func(cmd *cobra.Command, _ []string) error {
 			list, err := parseInt64List("seqs", seqs)
@@ -111,7 +111,7 @@ func newRecallC2CCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "c2c --from A --to B --msgkey K",
 		Short:   "Recall one one-to-one message by MsgKey",
-		Example: `  imrecall recall c2c --sdkappid 1400000001 --from vinson --to dramon --msgkey 31906_833502_1572869830`,
+		Example: `  imrecall recall c2c --sdkappid 1400000001 --from vinson --to dramon --msgkey 31906_833502_1572869830 --reason "reported by the recipient"`,
 		Args:    cobra.NoArgs,
 		RunE: checked(f.validate, func(cmd *cobra.Command, _ []string) error {
 			return runJob(cmd, &f, nil, imrecall.C2CRecall{From: from, To: to, MsgKey: key})
@@ -137,7 +137,7 @@ Other fields are ignored. CSV works too, with a header row of the same names.
 The whole file is checked first: a bad line is reported as FILE:LINE and nothing is
 enqueued. Duplicates are recalled once; group seqs are sent 10 per call.`,
 		Example: `  imrecall recall file callbacks.jsonl --sdkappid 1400000001 --reason "INC-4211 spam wave" --dry-run
-  imrecall recall file export.csv --queue backfill --yes --wait`,
+  imrecall recall file export.csv --queue backfill --reason "retention backfill" --yes --wait`,
 		Args: cobra.ExactArgs(1),
 		RunE: checked(f.validate, func(cmd *cobra.Command, args []string) error {
 			return runJob(cmd, &f, nil, imrecall.ListRecall{File: args[0]})

@@ -37,7 +37,7 @@ func newScheduleAddCmd() *cobra.Command {
 		Short: "Add (or replace) a schedule",
 		Example: `  imrecall schedule add --name retention --cron "0 3 * * *" --reason "90-day retention" -- \
       purge group --group @TGS#1 --group @TGS#2 --until 90d --queue backfill
-  imrecall schedule add --name hourly-list --cron "@every 1h" -- recall file callbacks.jsonl   # read now, held in the schedule`,
+  imrecall schedule add --name hourly-list --cron "@every 1h" --reason "INC-4211" -- recall file callbacks.jsonl   # read now, held in the schedule`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: withEnv(func(cmd *cobra.Command, args []string) error {
 			req, err := scheduleRequest(cmd.Context(), args, true)
@@ -51,6 +51,9 @@ func newScheduleAddCmd() *cobra.Command {
 			defer c.Close()
 			sc := producer.Schedule{Name: name, Cron: spec, Request: &req, CreatedBy: audit.actor, Reason: audit.reason, CreatedAt: time.Now().UTC()}
 			if err := sc.Validate(); err != nil {
+				if fe := (*producer.FieldError)(nil); errors.As(err, &fe) && fe.Field == "request.reason" {
+					return badInput("--reason: required (why the schedule's jobs recall messages, for the audit record)")
+				}
 				return usageError{err}
 			}
 			if err := producer.NewSchedules(c.rdb, rf.prefix).Add(cmd.Context(), sc); err != nil {

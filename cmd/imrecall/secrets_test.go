@@ -44,7 +44,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	// job is paused (an app-wide error dead-letters nothing); the worker is
 	// stopped before the good one starts, and the job resumed.
 	bad := e.workerLogged(filepath.Join(logDir, "bad.log"), []string{"IMRECALL_SECRET_KEY=wrong-key"}, "--log-level", "debug", "--max-attempts", "2")
-	out, err := e.run("recall", "c2c", "--from", "alice", "--to", "bob", "--msgkey", keys[1], "--json")
+	out, err := e.run("recall", "c2c", "--reason", "test", "--from", "alice", "--to", "bob", "--msgkey", keys[1], "--json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,13 +66,13 @@ func TestSecretsNeverLeak(t *testing.T) {
 	if j := e.waitDone(badJob, time.Minute); j.Counts.Recalled != 1 {
 		t.Fatalf("the wrong key's job after the fix = %+v", j.Counts)
 	}
-	out, err = e.run("recall", "group", "--group", g, "--seqs", "1,2,3,4,5,6,7,8,9,10,11,12,99", "--json")
+	out, err = e.run("recall", "group", "--reason", "test", "--group", g, "--seqs", "1,2,3,4,5,6,7,8,9,10,11,12,99", "--json")
 	if err != nil {
 		t.Fatal(err)
 	}
 	id := jobID(t, out)
 	outputs = append(outputs, out)
-	out, err = e.run("recall", "c2c", "--from", "alice", "--to", "bob", "--msgkey", keys[0], "--json")
+	out, err = e.run("recall", "c2c", "--reason", "test", "--from", "alice", "--to", "bob", "--msgkey", keys[0], "--json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,10 +99,10 @@ func TestSecretsNeverLeak(t *testing.T) {
 	addr := freeAddr(t)
 	e.serveProc(addr, "--tokens-file", tokens)
 	for _, args := range [][]string{
-		{"purge", "user", "--user", "alice", "--source", "scan", "--peers", "bob", "--yes", "--json", "--since", "30d"},
-		{"purge", "group", "--group", g, "--seq-from", "13", "--seq-to", "16", "--yes", "--json"},
-		{"purge", "user", "--user", "mallory", "--source", "index", "--yes", "--json"},
-		{"recall", "file", list, "--yes", "--json"},
+		{"purge", "user", "--reason", "test", "--user", "alice", "--source", "scan", "--peers", "bob", "--yes", "--json", "--since", "30d"},
+		{"purge", "group", "--reason", "test", "--group", g, "--seq-from", "13", "--seq-to", "16", "--yes", "--json"},
+		{"purge", "user", "--reason", "test", "--user", "mallory", "--source", "index", "--yes", "--json"},
+		{"recall", "file", list, "--reason", "test", "--yes", "--json"},
 	} {
 		o, err := e.run(args...)
 		if err != nil {

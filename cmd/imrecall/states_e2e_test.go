@@ -131,7 +131,7 @@ func TestRequeueCancelledJobStaysCancelled(t *testing.T) {
 	// each, the workers could settle all discovery had planned first).
 	caps := []string{"--cap", "20", "--cap-of", "group_msg_recall=5"} // every process of a budget uses one cap
 	e.worker("w1", append([]string{"--max-attempts", "1"}, caps...)...)
-	id := jobIDOf(t, e.must(e.run(append([]string{"purge", "user", "--user", ds.HeavySenders[0], "--yes", "--json"}, caps...)...)))
+	id := jobIDOf(t, e.must(e.run(append([]string{"purge", "user", "--reason", "test", "--user", ds.HeavySenders[0], "--yes", "--json"}, caps...)...)))
 	e.waitFor("some dead letters and messages pending", time.Minute, func(j jobs.Job) bool {
 		return j.Counts.DeadLettered >= 10 && j.Counts.Pending >= 20
 	}, id)
@@ -202,7 +202,7 @@ func TestAppWideErrorPausesE2E(t *testing.T) {
 			spammer := ds.HeavySenders[0]
 			var id, spammerGroup string
 			if tc.purge {
-				id = jobIDOf(t, e.must(e.run("purge", "user", "--user", spammer, "--yes", "--json")))
+				id = jobIDOf(t, e.must(e.run("purge", "user", "--reason", "test", "--user", spammer, "--yes", "--json")))
 			} else {
 				// The spammer's messages of every group, planned by the CLI.
 				var seqs []string
@@ -214,7 +214,7 @@ func TestAppWideErrorPausesE2E(t *testing.T) {
 						}
 					}
 					if len(seqs) > 0 {
-						id = jobIDOf(t, e.must(e.run("recall", "group", "--group", g.GroupID, "--seqs", strings.Join(seqs, ","), "--json")))
+						id = jobIDOf(t, e.must(e.run("recall", "group", "--reason", "test", "--group", g.GroupID, "--seqs", strings.Join(seqs, ","), "--json")))
 						spammerGroup = g.GroupID
 						break
 					}
