@@ -257,7 +257,7 @@ func TestOpenAPIDocumentMatchesTheRoutes(t *testing.T) {
 	}
 	// Request bodies: the schemas list exactly the fields the server decodes.
 	for schema, v := range map[string]any{
-		"CreateJobRequest": CreateJobRequest{}, "MessageRef": MessageRef{}, "ReasonRequest": reasonRequest{},
+		"CreateJobRequest": CreateJobRequest{}, "MessageRef": MessageRef{}, "ReasonRequest": reasonRequest{}, "RequeueRequest": requeueRequest{}, "RequeueDryRun": RequeueDryRun{},
 		"ScheduleRequest": ScheduleRequest{}, "RestartCoverageRequest": RestartCoverageRequest{},
 		"Job": jobs.Job{}, "DeadLetter": jobs.DeadLetter{}, "Schedule": producer.Schedule{}, "Coverage": msgindex.Coverage{},
 		"CreateJobResponse": CreateJobResponse{}, "Requeued": producer.Requeued{}, "Event": jobs.Event{},
@@ -553,6 +553,31 @@ func TestDeadLettersListExportAndRequeue(t *testing.T) {
 	}
 	if err := other.Release(ctx); err != nil {
 		t.Fatal(err)
+	}
+	// A dry run counts what a re-queue would move (by default those that
+	// need attention; or a category, a code) and changes nothing.
+	for _, c := range []struct {
+		body string
+		want int
+	}{
+		{`{"dry_run":true}`, 1},
+		{`{"dry_run":true,"category":"not_found"}`, 1},
+		{`{"dry_run":true,"code":"10030"}`, 1},
+		{`{"dry_run":true,"category":"already_recalled"}`, 0},
+	} {
+		var dr RequeueDryRun
+		if code := b.call("POST", "/v1/jobs/"+id+"/dead-letters/requeue", adminSecret, c.body, &dr); code != 200 || !dr.DryRun || dr.Messages != c.want {
+			t.Fatalf("requeue %s: HTTP %d %+v, want a dry run of %d", c.body, code, dr, c.want)
+		}
+	}
+	if code := b.call("POST", "/v1/jobs/"+id+"/dead-letters/requeue", adminSecret, `{"dry_run":true,"category":"bogus"}`, &e); code != 400 || !strings.Contains(e.Error, "bogus") {
+		t.Fatalf("dry run with a bad category: HTTP %d %q", code, e.Error)
+	}
+	if code := b.call("POST", "/v1/jobs/"+id+"/dead-letters/requeue", readSecret, `{"dry_run":true}`, &e); code != http.StatusForbidden {
+		t.Fatalf("dry run with a read token: HTTP %d", code)
+	}
+	if j, _ := b.store.Get(ctx, id); j.Counts.DeadLettered != 2 || j.Counts.Pending != 0 {
+		t.Fatalf("a dry run changed the job: %+v", j.Counts)
 	}
 	var rq producer.Requeued
 	if code := b.call("POST", "/v1/jobs/"+id+"/dead-letters/requeue", adminSecret, map[string]string{"reason": "Tencent incident over"}, &rq); code != 200 || rq.Messages != 1 || rq.Tasks != 1 {

@@ -222,16 +222,15 @@ func (s *Server) jobReport(w http.ResponseWriter, r *http.Request, _ Token) {
 	s.fail(w, r, err)
 }
 
-// reasonRequest is the body of cancel, pause, resume and re-queue.
+// reasonRequest is the body of cancel, approve, pause and resume (and
+// part of a re-queue's).
 type reasonRequest struct {
-	Reason   string `json:"reason,omitempty"`
-	Actor    string `json:"actor,omitempty"`
-	Code     string `json:"code,omitempty"`
-	Category string `json:"category,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	Actor  string `json:"actor,omitempty"`
 }
 
 // optionalBody decodes a body that may be empty.
-func optionalBody(w http.ResponseWriter, r *http.Request, v *reasonRequest) error {
+func optionalBody(w http.ResponseWriter, r *http.Request, v any) error {
 	if r.ContentLength == 0 {
 		return nil
 	}
@@ -345,14 +344,40 @@ func (s *Server) deadLetters(w http.ResponseWriter, r *http.Request, _ Token) {
 	}
 }
 
+// requeueRequest is a re-queue's body: a reasonRequest, the dead letters
+// it moves (Code, Category; by default those that need attention), and
+// DryRun to count them and change nothing.
+type requeueRequest struct {
+	reasonRequest
+	Code     string `json:"code,omitempty"`
+	Category string `json:"category,omitempty"`
+	DryRun   bool   `json:"dry_run,omitempty"`
+}
+
+// RequeueDryRun answers a re-queue's dry run: how many dead letters it
+// would move.
+type RequeueDryRun struct {
+	DryRun   bool `json:"dry_run"`
+	Messages int  `json:"messages"`
+}
+
 func (s *Server) requeue(w http.ResponseWriter, r *http.Request, who Token) {
-	var req reasonRequest
+	var req requeueRequest
 	id, err := jobID(r)
 	if err == nil {
 		err = optionalBody(w, r, &req)
 	}
 	if err != nil {
 		s.fail(w, r, err)
+		return
+	}
+	if req.DryRun {
+		n, err := s.client.CountDeadLetters(r.Context(), id, imrecall.DeadLetterFilter{Code: req.Code, Category: req.Category})
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, RequeueDryRun{DryRun: true, Messages: n})
 		return
 	}
 	res, err := s.client.RequeueInBackground(r.Context(), id, imrecall.DeadLetterFilter{Code: req.Code, Category: req.Category}, actor(who.principal(), req.Actor), req.Reason)
