@@ -308,6 +308,12 @@ func TestCreateRecallJobDryRunConfirmAndFollow(t *testing.T) {
 	if got := b.call("POST", "/v1/jobs", adminSecret, req, &dry); got != http.StatusOK || !dry.DryRun || dry.Messages != 4 || dry.Job != nil {
 		t.Fatalf("dry run: HTTP %d %+v", got, dry)
 	}
+	// The dry run says the calls the messages take and their time at the
+	// cap, as the CLI's does: one group call (10 seqs a call), one
+	// one-to-one call.
+	if dry.Source != imrecall.SourceList || dry.GroupCalls != 1 || dry.C2CCalls != 1 || dry.SecondsAtCap <= 0 {
+		t.Fatalf("dry run plan: %+v", dry.Plan)
+	}
 	var list []jobs.Job
 	if b.call("GET", "/v1/jobs", readSecret, nil, &list); len(list) != 0 {
 		t.Fatalf("a dry run created a job: %+v", list)

@@ -14,7 +14,6 @@ import (
 
 	"github.com/imrecall/imrecall"
 	"github.com/imrecall/imrecall/jobs"
-	"github.com/imrecall/imrecall/msgindex"
 	"github.com/imrecall/imrecall/producer"
 )
 
@@ -40,30 +39,18 @@ type CreateJobRequest = producer.JobRequest
 
 // CreateJobResponse answers a job request (201) or a dry run (200).
 type CreateJobResponse struct {
-	DryRun   bool      `json:"dry_run"`
-	Job      *jobs.Job `json:"job,omitempty"`
-	Source   string    `json:"source,omitempty"`
-	Messages int64     `json:"messages"`
+	DryRun bool      `json:"dry_run"`
+	Job    *jobs.Job `json:"job,omitempty"`
+	// Plan is what the request plans, as imrecall.Client.Plan says it:
+	// the source, the messages found (-1: unknown, a purge by scan that
+	// has not scanned), the recall calls they take and their time at the
+	// cap, the index's counts and coverage, the scope, its warnings.
+	imrecall.Plan
 	// Planned and Tasks are known at once for listed and indexed messages;
 	// a purge by scan plans as its discovery tasks run (follow the job).
-	Planned    int64            `json:"planned"`
-	Duplicates int64            `json:"duplicates"`
-	Tasks      int64            `json:"tasks"`
-	Scans      int              `json:"scans,omitempty"`
-	Report     *producer.Report `json:"report,omitempty"`
-	Index      *msgindex.Counts `json:"index,omitempty"`
-	// SenderUnconfirmed counts index entries left out because the history
-	// does not show the user sent them (forged callbacks, others' messages).
-	SenderUnconfirmed int64              `json:"sender_unconfirmed,omitempty"`
-	Coverage          *msgindex.Coverage `json:"coverage,omitempty"`
-	// Scope is the purge's scope and gaps (with, for a dry run by scan,
-	// each target read); the job records it. Warnings say, one per gap,
-	// why the purge cannot be complete.
-	Scope    *jobs.Coverage `json:"scope,omitempty"`
-	Warnings []string       `json:"warnings,omitempty"`
-	// ApprovalAbove, on a dry run, is the approval threshold the job's
-	// messages exceed: created, it would wait for another admin's approval.
-	ApprovalAbove int `json:"approval_above,omitempty"`
+	Planned    int64 `json:"planned"`
+	Duplicates int64 `json:"duplicates"`
+	Tasks      int64 `json:"tasks"`
 	// Planning: the job's planning waits for its workers (serve
 	// --backlog) and goes on after this answer; Planned and Tasks are the
 	// counts so far. Follow the job.
@@ -151,14 +138,7 @@ func CreatedResponse(c imrecall.Created) CreateJobResponse {
 }
 
 // responseOf is a plan in the API's shape.
-func responseOf(p imrecall.Plan) CreateJobResponse {
-	resp := CreateJobResponse{Messages: max(p.Messages, 0), Scans: p.Scans, Report: p.Report, Index: p.Index,
-		SenderUnconfirmed: p.SenderUnconfirmed, Coverage: p.IndexCoverage, Scope: p.Scope, Warnings: p.Warnings, ApprovalAbove: p.ApprovalAbove}
-	if p.Source != imrecall.SourceList {
-		resp.Source = p.Source
-	}
-	return resp
-}
+func responseOf(p imrecall.Plan) CreateJobResponse { return CreateJobResponse{Plan: p} }
 
 func (s *Server) listJobs(w http.ResponseWriter, r *http.Request, _ Token) {
 	limit, err := intParam(r, "limit", 50, 1, 1000)

@@ -196,6 +196,11 @@ func TestSignInSessionsAndRoles(t *testing.T) {
 	if st != 200 || !strings.Contains(body, `<b id="p-messages">3</b>`) {
 		t.Fatalf("dry run: %d\n%s", st, body)
 	}
+	// A listed recall's dry run says its calls (one group call for both
+	// seqs, one one-to-one call) and their time at the cap.
+	if !strings.Contains(body, `<b id="p-calls">2</b>`) || !strings.Contains(body, `<b id="p-time">1s</b>`) {
+		t.Fatalf("dry run without its calls and time at the cap:\n%s", body)
+	}
 	if page, _ := b.store.Page(context.Background(), jobs.PageFilter{}, 0, 10); len(page.Jobs) != 0 {
 		t.Fatalf("a dry run created %d jobs", len(page.Jobs))
 	}

@@ -511,16 +511,9 @@ func (c *Console) newJob(w http.ResponseWriter, r *http.Request, s *session) {
 // atCap estimates how long a dry run's calls take at the caps: each API
 // has its own, and the group and one-to-one lanes run side by side.
 func (c *Console) atCap(resp api.CreateJobResponse) string {
-	group, c2c := resp.Tasks, int64(0)
-	if r := resp.Report; r != nil {
-		group, c2c = int64(r.GroupCalls), int64(r.C2CCalls)
-	}
-	var secs float64
-	switch {
-	case c.cfg.CapOf != nil && c.cfg.CapOf("group_msg_recall") > 0 && c.cfg.CapOf("admin_msgwithdraw") > 0:
-		secs = max(float64(group)/float64(c.cfg.CapOf("group_msg_recall")), float64(c2c)/float64(c.cfg.CapOf("admin_msgwithdraw")))
-	case resp.Report != nil:
-		secs = resp.Report.SecondsAtCap
+	secs := resp.SecondsAtCap // at the default cap
+	if c.cfg.CapOf != nil && c.cfg.CapOf("group_msg_recall") > 0 && c.cfg.CapOf("admin_msgwithdraw") > 0 {
+		secs = max(float64(resp.GroupCalls)/float64(c.cfg.CapOf("group_msg_recall")), float64(resp.C2CCalls)/float64(c.cfg.CapOf("admin_msgwithdraw")))
 	}
 	if secs <= 0 {
 		return ""
@@ -529,12 +522,7 @@ func (c *Console) atCap(resp api.CreateJobResponse) string {
 }
 
 // calls is the number of recall calls a dry run foresees.
-func calls(resp api.CreateJobResponse) int64 {
-	if r := resp.Report; r != nil && r.GroupCalls+r.C2CCalls > 0 {
-		return int64(r.GroupCalls + r.C2CCalls)
-	}
-	return resp.Tasks
-}
+func calls(resp api.CreateJobResponse) int64 { return int64(resp.GroupCalls + resp.C2CCalls) }
 
 // formError shows a form again with the backend's refusal, or fails.
 func (c *Console) formError(w http.ResponseWriter, r *http.Request, s *session, page, title string, fd formData, err error) {
