@@ -252,17 +252,17 @@ type prepared struct {
 	Plan
 	w     producer.Window
 	msgs  []producer.Message
-	file  string // a list file, as given (absolute)
-	spool string // the bytes of file that were checked: the job plans from them
+	file  string   // a list file, as given (absolute)
+	spool *os.File // the bytes of file that were checked (unlinked): the job plans from them
 	scans []producer.Scan
 	check *producer.SenderCheck // purge by index, after a count
 	user  string
 }
 
-// close removes what prepare kept for planning (a list file's spool).
+// close releases what prepare kept for planning (a list file's spool).
 func (p *prepared) close() {
-	if p != nil && p.spool != "" {
-		os.Remove(p.spool)
+	if p != nil && p.spool != nil {
+		p.spool.Close()
 	}
 }
 
@@ -590,12 +590,7 @@ func (c *Client) planFunc(p *prepared, out *Created, onWait func(Created)) produ
 		switch {
 		case p.file != "":
 			// The bytes checked (and confirmed), not the file as it is now.
-			fh, err := os.Open(p.spool)
-			if err != nil {
-				return fmt.Errorf("opening the spool of list file %s: %w", p.file, err)
-			}
-			defer fh.Close()
-			return producer.ReadList(ctx, fh, p.file, func(_ int, m producer.Message) error { return b.AddMessage(ctx, m) })
+			return producer.ReadList(ctx, p.spool, p.file, func(_ int, m producer.Message) error { return b.AddMessage(ctx, m) })
 		case p.Source == SourceList:
 			for _, m := range p.msgs {
 				if err := b.AddMessage(ctx, m); err != nil {

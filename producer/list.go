@@ -313,27 +313,31 @@ func CheckList(ctx context.Context, r io.Reader, name string) (ListSummary, erro
 
 // SpoolListFile checks the list file at path as CheckListFile does and
 // keeps the bytes it checked in a private file (mode 0600, in dir; "" is
-// the system's temporary directory), whose path it returns: a job planned
-// from the spool recalls what was checked, and confirmed, even if the file
-// grows or changes meanwhile (a log still written) or cannot be read twice
-// (a pipe). The caller removes the spool; on an error there is none.
-func SpoolListFile(ctx context.Context, path, dir string) (spool string, s ListSummary, err error) {
+// the system's temporary directory) that has no name: it is unlinked as
+// soon as it is created, so that no copy of the list (user and group ids)
+// is left behind by a process that is killed, and it is gone when the
+// caller closes it. The returned file is at its start. A job planned from
+// it recalls what was checked, and confirmed, even if the file grows or
+// changes meanwhile (a log still written) or cannot be read twice (a
+// pipe). On an error there is no spool.
+func SpoolListFile(ctx context.Context, path, dir string) (spool *os.File, s ListSummary, err error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return "", s, fmt.Errorf("opening list file: %w", err)
+		return nil, s, fmt.Errorf("opening list file: %w", err)
 	}
 	defer f.Close()
 	tmp, err := os.CreateTemp(dir, "imrecall-list-*")
 	if err != nil {
-		return "", s, fmt.Errorf("spooling the list file: %w", err)
+		return nil, s, fmt.Errorf("spooling the list file: %w", err)
+	}
+	if err := os.Remove(tmp.Name()); err != nil {
+		tmp.Close()
+		return nil, s, fmt.Errorf("spooling the list file: %w", err)
 	}
 	defer func() {
-		if cerr := tmp.Close(); err == nil && cerr != nil {
-			err = fmt.Errorf("spooling the list file: %w", cerr)
-		}
 		if err != nil {
-			os.Remove(tmp.Name())
-			spool = ""
+			tmp.Close()
+			spool = nil
 		}
 	}()
 	w := &spoolWriter{w: tmp}
@@ -341,7 +345,12 @@ func SpoolListFile(ctx context.Context, path, dir string) (spool string, s ListS
 	if err == nil && w.err != nil {
 		err = fmt.Errorf("spooling the list file: %w", w.err)
 	}
-	return tmp.Name(), s, err
+	if err == nil {
+		if _, serr := tmp.Seek(0, io.SeekStart); serr != nil {
+			err = fmt.Errorf("spooling the list file: %w", serr)
+		}
+	}
+	return tmp, s, err
 }
 
 // spoolWriter keeps the first write error for SpoolListFile to report

@@ -3,6 +3,7 @@ package producer
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -175,5 +176,41 @@ func TestPlanListChunksAndDedups(t *testing.T) {
 	job2, _ := store.Get(ctx, job.ID)
 	if _, err := PlanList(ctx, store, client, job2, path); !errors.Is(err, jobs.ErrClosed) {
 		t.Fatalf("re-planning a closed job: err = %v, want ErrClosed", err)
+	}
+}
+
+// TestSpoolHasNoName: the spool of a list file is unlinked as soon as it is
+// created, so a process killed while planning (SIGKILL runs no cleanup)
+// leaves no copy of the list's user and group ids in the directory; the
+// open spool still reads back exactly the bytes that were checked, and a
+// bad list leaves no spool either.
+func TestSpoolHasNoName(t *testing.T) {
+	dir, spools := t.TempDir(), t.TempDir()
+	list := filepath.Join(dir, "l.jsonl")
+	body := "{\"GroupId\":\"@TGS#1\",\"MsgSeq\":1}\n{\"From_Account\":\"alice\",\"To_Account\":\"bob\",\"MsgKey\":\"1_2_3\"}\n"
+	if err := os.WriteFile(list, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	spool, sum, err := SpoolListFile(t.Context(), list, spools)
+	if err != nil || sum.Messages != 2 {
+		t.Fatalf("SpoolListFile = %+v, %v", sum, err)
+	}
+	defer spool.Close()
+	if left, _ := os.ReadDir(spools); len(left) != 0 {
+		t.Fatalf("the spool has a name while it is open: %v", left)
+	}
+	got, err := io.ReadAll(spool)
+	if err != nil || string(got) != body {
+		t.Fatalf("the spool reads %q, %v; want the list's bytes", got, err)
+	}
+	if err := os.WriteFile(list, []byte(body+"not json\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var le *LineError
+	if _, _, err := SpoolListFile(t.Context(), list, spools); !errors.As(err, &le) || le.Line != 3 {
+		t.Fatalf("a bad list: %v, want a *LineError at line 3", err)
+	}
+	if left, _ := os.ReadDir(spools); len(left) != 0 {
+		t.Fatalf("a bad list left a spool: %v", left)
 	}
 }
