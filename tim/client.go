@@ -476,7 +476,7 @@ func (c *Client) do(ctx context.Context, api API, sig string, body []byte, resp 
 		var e *Error
 		if errors.As(err, &e) {
 			e.API, e.HTTPStatus = name, hr.StatusCode
-			e.Info = strings.ReplaceAll(e.Info, sig, redacted) // never echo the sig
+			e.Info = redactSig(e.Info, sig) // never echo the sig
 			return hr.StatusCode, e.Code, e
 		}
 		return hr.StatusCode, 0, &Error{API: name, HTTPStatus: hr.StatusCode, Err: err}

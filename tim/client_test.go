@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -885,5 +886,39 @@ func TestThrottledReadAskedAgain(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestEchoedQueryRedacted: an answer whose ErrorInfo echoes the request's
+// query (a gateway's error page, a proxy in front of the API base) quotes
+// the UserSig percent-encoded, as it was sent; the error must not carry it
+// in any form.
+func TestEchoedQueryRedacted(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		info, _ := json.Marshal("bad request " + r.URL.RawQuery + " path " + r.URL.Path + "/" + r.URL.Query().Get("usersig"))
+		fmt.Fprintf(w, `{"ActionStatus":"FAIL","ErrorCode":70003,"ErrorInfo":%s}`, info)
+	}))
+	t.Cleanup(srv.Close)
+	c := newTestClient(t, srv.URL)
+	sig, err := c.sigs.get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if url.QueryEscape(sig) == sig {
+		t.Fatalf("sig %q has nothing a URL escapes: the test proves nothing", sig)
+	}
+	_, callErr := c.AccountImport(t.Context(), AccountImportRequest{UserID: "u"})
+	if callErr == nil {
+		t.Fatal("an answer with ErrorCode 70003 was not an error")
+	}
+	text := callErr.Error()
+	for name, form := range map[string]string{"as is": sig, "query-escaped": url.QueryEscape(sig), "path-escaped": url.PathEscape(sig)} {
+		if strings.Contains(text, form) {
+			t.Errorf("the UserSig (%s) leaked into the error: %s", name, text)
+		}
+	}
+	if !strings.Contains(text, redacted) {
+		t.Errorf("no %s marker in the error: %s", redacted, text)
 	}
 }

@@ -142,6 +142,20 @@ func ClassOf(err error) Class {
 	return ClassRetry
 }
 
+// redactSig replaces sig in text (an answer's ErrorInfo) as it was sent,
+// in the URL's query: a server or a gateway in front of it that echoes the
+// request's query quotes it percent-encoded ("*" as "%2A"), and the bare
+// sig would not match it.
+func redactSig(text, sig string) string {
+	if sig == "" {
+		return text
+	}
+	for _, form := range []string{sig, url.QueryEscape(sig), url.PathEscape(sig)} {
+		text = strings.ReplaceAll(text, form, redacted)
+	}
+	return text
+}
+
 // redactURLError returns err with the usersig query parameter of any
 // *url.Error replaced, so the error can be logged.
 func redactURLError(err error) error {
