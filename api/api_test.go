@@ -196,6 +196,14 @@ func TestEveryProtectedRouteRefusesMissingAndWrongTokens(t *testing.T) {
 		if string(body) != want {
 			t.Fatalf("monitor with Basic auth: %q, want %q", body, want)
 		}
+		// Another site's page must not frame it (clickjacking with the
+		// browser's Basic credentials), nor a browser sniff its answers.
+		if xfo, csp := resp.Header.Get("X-Frame-Options"), resp.Header.Get("Content-Security-Policy"); xfo != "DENY" || !strings.Contains(csp, "frame-ancestors 'none'") {
+			t.Errorf("%s: X-Frame-Options %q, Content-Security-Policy %q: want DENY and frame-ancestors 'none'", want, xfo, csp)
+		}
+		if got := resp.Header.Get("X-Content-Type-Options"); got != "nosniff" {
+			t.Errorf("%s: X-Content-Type-Options %q, want nosniff", want, got)
+		}
 	}
 }
 

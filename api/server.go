@@ -262,9 +262,16 @@ func (s *Server) access(r *http.Request, status int, start time.Time, token stri
 // monitor serves asynqmon: the full dashboard to admin tokens, a read-only
 // one to read tokens (which may not send anything but GET). Browsers
 // authenticate with Basic auth (any user name, the token as password), here
-// only; changes from another site's page are refused.
+// only; changes from another site's page are refused, and no other site may
+// frame the dashboard: the browser sends its Basic credentials with a
+// framed page too, whose own requests come from this site, so a page that
+// framed it could lead an admin into clicking its buttons (delete, archive,
+// run tasks).
 func (s *Server) monitor() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Frame-Options", "DENY")
+		w.Header().Set("Content-Security-Policy", "frame-ancestors 'none'")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
 		if mutating(r.Method) {
 			if why := crossSite(r); why != "" {
 				writeError(w, http.StatusForbidden, "cross-site request refused: "+why)
