@@ -168,6 +168,22 @@ func TestSignInSessionsAndRoles(t *testing.T) {
 	if strings.Contains(sc.Value, reader.Secret) {
 		t.Fatal("the session cookie holds the token")
 	}
+	// serve listens in plain HTTP behind a proxy that terminates TLS: the
+	// proxy's word makes every console cookie Secure, or the browser would
+	// send the session over any http:// URL of the host.
+	for _, h := range [][2]string{{"X-Forwarded-Proto", "https"}, {"Forwarded", `for=192.0.2.1;proto=https`}} {
+		tl := b.browser(t)
+		_, _, resp := tl.do("GET", "/login", nil, h)
+		st, _, resp2 := tl.do("POST", "/login", url.Values{"csrf": {tl.csrf}, "token": {reader.Secret}}, h)
+		if st != http.StatusSeeOther {
+			t.Fatalf("sign in behind a TLS proxy (%s): %d", h[0], st)
+		}
+		for _, c := range append(resp.Cookies(), resp2.Cookies()...) {
+			if !c.Secure {
+				t.Errorf("behind a TLS proxy (%s: %s): cookie %s is not Secure", h[0], h[1], c.Name)
+			}
+		}
+	}
 	keys, _ := b.rdb.Keys(context.Background(), "*console*").Result()
 	for _, k := range keys {
 		h, _ := b.rdb.HGetAll(context.Background(), k).Result()

@@ -103,14 +103,39 @@ func (s *sessions) remove(ctx context.Context, ss *session) error {
 }
 
 // setCookie writes a console cookie: HttpOnly, SameSite=Strict, Path=/,
-// Secure when the request came over TLS. maxAge < 0 deletes it.
+// Secure when the browser reached the server over TLS (overTLS). maxAge < 0
+// deletes it.
 func setCookie(w http.ResponseWriter, r *http.Request, name, value string, maxAge time.Duration) {
 	c := &http.Cookie{Name: name, Value: value, Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode,
-		Secure: r.TLS != nil, MaxAge: int(maxAge.Seconds())}
+		Secure: overTLS(r), MaxAge: int(maxAge.Seconds())}
 	if maxAge < 0 {
 		c.MaxAge = -1
 	}
 	http.SetCookie(w, c)
+}
+
+// overTLS reports whether the browser reached the server over TLS: the
+// connection is TLS, or the reverse proxy that terminates TLS in front of
+// serve (docs/SECURITY.md) says so in X-Forwarded-Proto or Forwarded. serve
+// itself listens in plain HTTP, so r.TLS alone never marked a cookie
+// Secure, and a browser sent the session over any http:// URL of the host.
+// A client that claims https falsely only keeps its own cookie off plain
+// HTTP.
+func overTLS(r *http.Request) bool {
+	if r.TLS != nil {
+		return true
+	}
+	if p, _, _ := strings.Cut(r.Header.Get("X-Forwarded-Proto"), ","); strings.EqualFold(strings.TrimSpace(p), "https") {
+		return true
+	}
+	first, _, _ := strings.Cut(r.Header.Get("Forwarded"), ",")
+	for _, pair := range strings.Split(first, ";") {
+		k, v, _ := strings.Cut(strings.TrimSpace(pair), "=")
+		if strings.EqualFold(k, "proto") && strings.EqualFold(strings.Trim(v, `"`), "https") {
+			return true
+		}
+	}
+	return false
 }
 
 // sameToken compares two CSRF tokens in constant time; empty never matches.
