@@ -1,6 +1,7 @@
 package console_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -599,5 +600,51 @@ func TestNoWayOutOfTheConsole(t *testing.T) {
 		if st != http.StatusSeeOther || resp.Header.Get("Location") != "/jobs" {
 			t.Errorf("sign in with next %q: HTTP %d to %q, want /jobs", next, st, resp.Header.Get("Location"))
 		}
+	}
+}
+
+// TestStreamEndsWithTheSession: a job page's live stream ends at the next
+// poll after its session does (signed out in another tab), rather than
+// streaming the job's progress until the job finishes (a helper's attack:
+// it read on after logout). The browser's reconnection is refused.
+func TestStreamEndsWithTheSession(t *testing.T) {
+	b := setup(t)
+	ctx := t.Context()
+	created, err := b.client.Create(ctx, imrecall.GroupRecall{GroupID: "@TGS#1", Seqs: []int64{1}},
+		imrecall.CreateOptions{Actor: "t", Reason: "stream test", Confirmed: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ad := b.browser(t)
+	if st := ad.signIn(admin.Secret); st != http.StatusSeeOther {
+		t.Fatalf("sign in: HTTP %d", st)
+	}
+	req, _ := http.NewRequestWithContext(ctx, "GET", b.url+"/jobs/stream?id="+created.Job.ID, nil)
+	resp, err := ad.c.Do(req)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("stream: %v %v", resp, err)
+	}
+	defer resp.Body.Close()
+	rd := bufio.NewReader(resp.Body)
+	if line, err := rd.ReadString('\n'); err != nil || line != "event: progress\n" {
+		t.Fatalf("the stream's first line: %q %v", line, err)
+	}
+	if st, _, _ := ad.do("POST", "/logout", url.Values{"csrf": {ad.csrf}}); st != http.StatusSeeOther {
+		t.Fatalf("logout: HTTP %d", st)
+	}
+	// The job never finishes (no worker): the stream ends only because the
+	// session did. The timer only bounds a failing test.
+	ended := make(chan error, 1)
+	go func() { _, err := io.Copy(io.Discard, rd); ended <- err }()
+	select {
+	case err := <-ended:
+		if err != nil {
+			t.Fatalf("the stream failed rather than ended: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the stream outlived its session")
+	}
+	if st, _, _ := ad.do("GET", "/jobs/stream?id="+created.Job.ID, nil); st != http.StatusUnauthorized {
+		t.Fatalf("reconnecting after logout: HTTP %d, want 401", st)
 	}
 }

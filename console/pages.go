@@ -217,6 +217,12 @@ func (c *Console) stream(w http.ResponseWriter, r *http.Request, s *session) {
 			return
 		case <-t.C:
 		}
+		// The stream lasts as long as the session: signed out, or its token
+		// revoked or rotated, it ends (the browser's reconnection is then
+		// refused) rather than streaming until the jobs finish.
+		if _, err := c.current(r); err != nil {
+			return
+		}
 	}
 }
 

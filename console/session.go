@@ -158,10 +158,7 @@ func (c *Console) signedIn(need api.Role, h handlerFunc) http.HandlerFunc {
 				return
 			}
 		}
-		s, err := c.sessions.get(r)
-		if err == nil {
-			err = c.stillAccepted(r, s)
-		}
+		s, err := c.current(r)
 		if err != nil {
 			if errors.Is(err, errNoSession) {
 				if post || strings.HasSuffix(r.URL.Path, "/stream") {
@@ -187,6 +184,16 @@ func (c *Console) signedIn(need api.Role, h handlerFunc) http.HandlerFunc {
 		}
 		h(w, r, s)
 	}
+}
+
+// current is the request's session, if it has one whose token the server
+// still accepts (errNoSession when not).
+func (c *Console) current(r *http.Request) (*session, error) {
+	s, err := c.sessions.get(r)
+	if err == nil {
+		err = c.stillAccepted(r, s)
+	}
+	return s, err
 }
 
 // stillAccepted checks a session's token against the tokens the server
