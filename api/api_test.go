@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
@@ -212,10 +213,15 @@ func TestReadyzFollowsRedis(t *testing.T) {
 	if got := b.call("GET", "/readyz", "", nil, nil); got != http.StatusOK {
 		t.Fatalf("readyz: %d", got)
 	}
+	addr := b.mr.Addr()
 	b.mr.Close()
 	var st map[string]string
 	if got := b.call("GET", "/readyz", "", nil, &st); got != http.StatusServiceUnavailable || st["error"] == "" {
 		t.Fatalf("readyz with Redis down: HTTP %d %v, want 503 with the error", got, st)
+	}
+	// Anyone may ask: the answer does not name where Redis is.
+	if host, port, _ := net.SplitHostPort(addr); strings.Contains(st["error"], host) || strings.Contains(st["error"], port) {
+		t.Fatalf("readyz tells anyone Redis's address: %q", st["error"])
 	}
 	if got := b.call("GET", "/healthz", "", nil, nil); got != http.StatusOK {
 		t.Fatalf("healthz with Redis down: %d, want 200 (alive)", got)

@@ -354,7 +354,10 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request, _ Token) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		if err := s.cfg.Ready(ctx); err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": err.Error()})
+			// Unauthenticated: the cause (which names Redis's address) goes
+			// to the log, the answer says only what is not ready.
+			s.log.WarnContext(r.Context(), "not ready", "err", err)
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": "Redis does not answer (the server's log says why)"})
 			return
 		}
 	}
