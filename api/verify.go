@@ -142,14 +142,6 @@ type errUnavailable struct{ msg string }
 
 func (e errUnavailable) Error() string { return e.msg }
 
-// optionalJSON decodes a body that may be empty.
-func optionalJSON(w http.ResponseWriter, r *http.Request, v any) error {
-	if r.ContentLength == 0 {
-		return nil
-	}
-	return decode(w, r, MaxSmallBody, v)
-}
-
 // failRun answers an error of the verify and certificate routes.
 func (s *Server) failRun(w http.ResponseWriter, r *http.Request, err error) {
 	var un errUnavailable
@@ -197,7 +189,7 @@ func (s *Server) startVerify(w http.ResponseWriter, r *http.Request, who Token) 
 	var req VerifyRequest
 	id, err := jobID(r)
 	if err == nil {
-		err = optionalJSON(w, r, &req)
+		err = optionalBody(w, r, &req)
 	}
 	var im verify.JobIM
 	var job jobs.Job
@@ -278,7 +270,7 @@ func (s *Server) startCertificate(w http.ResponseWriter, r *http.Request, who To
 	var req CertificateRequest
 	id, err := jobID(r)
 	if err == nil {
-		err = optionalJSON(w, r, &req)
+		err = optionalBody(w, r, &req)
 	}
 	var path string
 	if err == nil {
