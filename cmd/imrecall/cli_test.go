@@ -267,3 +267,44 @@ func TestCertificateAndVerifyTakeTheEnvironment(t *testing.T) {
 		t.Fatalf("verify with IMRECALL_CONCURRENCY=0: exit %d, %q; want the --concurrency error (exit %d)", code, errOut, exitBadInput)
 	}
 }
+
+// TestCommandLineMistakesAreBadInput: an unknown flag, a flag's bad value, a
+// wrong number of arguments and an unknown subcommand exit 2 (bad input,
+// nothing changed), as the README says; they exited 1. Under recall and
+// purge a flag of one value given twice is refused, naming it and both
+// values, rather than the last one kept: `purge user --user alice --user
+// bob` purged bob alone. In a schedule's command too. Nothing reaches
+// Redis.
+func TestCommandLineMistakesAreBadInput(t *testing.T) {
+	mr, _ := redistest.Mini(t)
+	r := "--redis=redis://" + mr.Addr() + "/0"
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"purge", "user", "--bogus"}, "unknown flag: --bogus"},
+		{[]string{"jobs", "list", "--limit", "many"}, `invalid argument "many"`},
+		{[]string{"recall", "file", r}, "accepts 1 arg(s), received 0"},
+		{[]string{"recall", "group", "--group", "g", "--seqs", "1", "extra", r}, `unknown command "extra"`},
+		{[]string{"purge", "user", "--user", "alice", "--user", "bob", "--dry-run", r}, `invalid argument "bob" for "--user" flag: given twice (first "alice")`},
+		{[]string{"recall", "group", "--group", "g1", "--group", "g2", "--seqs", "1", "--reason", "x", "--yes", r}, `for "--group" flag: given twice (first "g1")`},
+		{[]string{"recall", "c2c", "--from", "a", "--to", "b", "--msgkey", "1_2_3", "--reason", "x", "--reason", "y", r}, `for "--reason" flag: given twice`},
+		{[]string{"schedule", "add", "--name", "n", "--cron", "@daily", "--reason", "x", r, "--", "purge", "group", "--group", "g", "--seq-from", "1", "--seq-from", "5", "--seq-to", "9"}, `for "--seq-from" flag: given twice`},
+	} {
+		if _, e, code := runCLI(t, append(c.args, "--sdkappid", "1400000001")...); code != exitBadInput || !strings.Contains(e, c.want) {
+			t.Errorf("%v: exit %d %q, want %d and %q", c.args, code, e, exitBadInput, c.want)
+		}
+	}
+	if keys := mr.Keys(); len(keys) != 0 {
+		t.Fatalf("a refused command line wrote to Redis: %v", keys)
+	}
+	// The environment and the command line do not count as two, and a list
+	// flag still takes several.
+	t.Setenv("IMRECALL_REASON", "from the environment")
+	if out, e, code := runCLI(t, "recall", "group", "--group", "g", "--seqs", "1,2", "--reason", "INC-5", "--dry-run", r, "--sdkappid", "1400000001"); code != exitOK {
+		t.Fatalf("--reason over IMRECALL_REASON: exit %d %s %s", code, out, e)
+	}
+	if out, e, code := runCLI(t, "schedule", "add", "--name", "n", "--cron", "@daily", r, "--", "purge", "group", "--group", "g1", "--group", "g2", "--seq-from", "1", "--seq-to", "3"); code != exitOK || !strings.Contains(out, "g1") || !strings.Contains(out, "g2") {
+		t.Fatalf("a schedule of a purge of two groups: exit %d %s %s", code, out, e)
+	}
+}

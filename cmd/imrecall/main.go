@@ -76,6 +76,7 @@ Settings come from flags, or from IMRECALL_* environment variables (see the READ
 		newVerifyCmd(),
 		newCertificateCmd(),
 	)
+	strict(root)
 	return root
 }
 
