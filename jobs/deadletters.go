@@ -95,7 +95,11 @@ func (s *Store) DeadLetters(ctx context.Context, jobID string, fn func(DeadLette
 // then each moved item is in the job's re-queue journal, so that a re-queue
 // interrupted between the two steps can be finished (RequeueJournal). A
 // cancelled job is refused with a *StatusError; the job's status otherwise
-// follows the state table (a job still planning stays planning).
+// follows the state table (a job still planning stays planning). A dead
+// letter of one of the UnansweredCodes moves back as sent and unanswered,
+// not as planned: its earlier call may have recalled it unheard, and the
+// next delivery checks the history before it counts a 10030 or 20023 as
+// gone before the job.
 func (s *Store) Requeue(ctx context.Context, jobID string, t Target, items []string) ([]string, error) {
 	if len(items) == 0 {
 		return nil, nil

@@ -58,6 +58,26 @@ const (
 	CodeExhausted = "exhausted" // the task was archived after its last attempt (Redis down, timeouts, crashes)
 )
 
+// UnansweredCodes are the dead-letter codes that may hide a call the
+// server acted on without our hearing the answer (a response lost to a
+// timeout or a broken connection, a task archived mid-call). A re-queue
+// moves such a message back as sent and unanswered, so that its next
+// delivery checks it against the history first (see Store.Requeue).
+var UnansweredCodes = []string{CodeTimeout, CodeTransport, CodeExhausted}
+
+// unansweredLua is UnansweredCodes as the fields of a Lua table
+// constructor: ["timeout"]=true, ...
+var unansweredLua = func() string {
+	var b strings.Builder
+	for i, c := range UnansweredCodes {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "[%q]=true", c)
+	}
+	return b.String()
+}()
+
 // Counts are a job's message counts. Pending is derived:
 // Planned = Recalled + DeadLettered + Pending.
 type Counts struct {

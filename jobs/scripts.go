@@ -199,6 +199,12 @@ return reply(ARGV[2])
 
 // requeueScript moves dead-lettered messages back to planned and notes each
 // in the re-queue journal until its task is queued (see ConfirmRequeued).
+// A message dead-lettered with a code that may hide a call the server
+// acted on unheard (UnansweredCodes: timeout, transport, exhausted) moves
+// back to "sent, unanswered" (s1) rather than planned, so that its next
+// delivery checks it against the history as it does any lost answer: a
+// message the lost call recalled is counted recalled (attribution
+// unknown), not dead-lettered as not found.
 // The job's status follows the state table: a cancelled job is refused (it
 // stays cancelled), a job still planning stays planning (its discovery goes
 // on), a done job runs again, a failed one stays failed; finished_at is
@@ -209,12 +215,13 @@ var requeueScript = redis.NewScript(replyLua + bucketLua + `
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return nojob() end
 if status == 'cancelled' then return refused('cancelled') end
+local unanswered = {` + unansweredLua + `}
 local moved = {}
 for i = 1, #ARGV, 2 do
   local k, f, cur = where(5, (i + 1) / 2, ARGV[i])
   if cur and string.sub(cur, 1, 2) == 'd:' then
     local code = string.sub(cur, 3)
-    redis.call('HSET', k, f, 'p')
+    if unanswered[code] then redis.call('HSET', k, f, 's1') else redis.call('HSET', k, f, 'p') end
     redis.call('HINCRBY', KEYS[1], 'dead_lettered', -1)
     if redis.call('HINCRBY', KEYS[1], 'dl:' .. code, -1) <= 0 then redis.call('HDEL', KEYS[1], 'dl:' .. code) end
     redis.call('HDEL', KEYS[3], ARGV[i + 1])
