@@ -266,8 +266,9 @@ func (s *Schedules) unclaim(ctx context.Context, name string, due time.Time) {
 // Scheduler fires schedules: each due time of each schedule once, however
 // many schedulers run (a Redis claim per schedule and due time, and the
 // firing's task ID). Due times are the same in every scheduler: cron specs
-// by the clock in UTC (unless the spec starts with CRON_TZ=), "@every D" at
-// multiples of D. A due time that passed while
+// by the clock in UTC (unless the spec starts with CRON_TZ=; on the days such
+// a zone's clocks change, a fixed hour fires once, as cron's: see
+// nextWallDue), "@every D" at multiples of D. A due time that passed while
 // no scheduler ran is skipped.
 type Scheduler struct {
 	Schedules *Schedules
@@ -341,10 +342,92 @@ func parseCron(spec string) (cron.Schedule, error) {
 // nextDue is a schedule's next due time after t; the zero time if it has
 // none (cron's Next gives up five years ahead).
 func nextDue(sched cron.Schedule, t time.Time) time.Time {
-	if c, ok := sched.(cron.ConstantDelaySchedule); ok {
-		return t.Truncate(c.Delay).Add(c.Delay)
+	switch s := sched.(type) {
+	case cron.ConstantDelaySchedule:
+		return t.Truncate(s.Delay).Add(s.Delay)
+	case *cron.SpecSchedule:
+		return nextWallDue(s, t)
 	}
 	return sched.Next(t)
+}
+
+// cronStar marks a cron field written "*" (robfig/cron's starBit).
+const cronStar = 1 << 63
+
+// nextWallDue is s.Next(t) with cron's rule for the days a zone's clocks
+// change (CRON_TZ= with daylight saving time), which robfig/cron does not
+// follow: a spec with a fixed hour fires once for a wall-clock time the
+// clocks repeat when they go back (not twice, an hour apart), and for one
+// the clocks skip when they go forward it fires at the change (not a day
+// later, or never that day). A spec whose hour is "*" fires by the clock
+// as it goes, as cron's do.
+func nextWallDue(s *cron.SpecSchedule, t time.Time) time.Time {
+	d := s.Next(t)
+	if d.IsZero() || s.Hour&cronStar != 0 {
+		return d
+	}
+	if c := skippedDue(s, t, d); !c.IsZero() {
+		return c
+	}
+	for i := 0; i < 4 && !d.IsZero() && repeatedWall(d, s.Location); i++ {
+		next := s.Next(d)
+		if c := skippedDue(s, d, next); !c.IsZero() {
+			return c
+		}
+		d = next
+	}
+	return d
+}
+
+// repeatedWall reports whether the wall-clock time of d in loc already
+// happened earlier (the clocks went back in between).
+func repeatedWall(d time.Time, loc *time.Location) bool {
+	w := d.In(loc)
+	for _, back := range []time.Duration{30 * time.Minute, time.Hour, 2 * time.Hour} {
+		e := d.Add(-back).In(loc)
+		if e.Year() == w.Year() && e.YearDay() == w.YearDay() && e.Hour() == w.Hour() && e.Minute() == w.Minute() && e.Second() == w.Second() {
+			return true
+		}
+	}
+	return false
+}
+
+// skippedDue returns the first instant after t and before d at which s's
+// zone skipped a wall-clock time s names (the clocks went forward over
+// it): the change itself. Zero if there is none.
+func skippedDue(s *cron.SpecSchedule, t, d time.Time) time.Time {
+	loc := s.Location
+	// Offsets are read a day apart: a change between t and d shows as a
+	// day whose offsets differ, and is then found to the second.
+	for from := t; from.Before(d); {
+		to := from.Add(24 * time.Hour)
+		if to.After(d) {
+			to = d
+		}
+		_, before := from.In(loc).Zone()
+		if _, after := to.In(loc).Zone(); after > before {
+			lo, hi := from, to
+			for hi.Sub(lo) > time.Second {
+				mid := lo.Add(hi.Sub(lo) / 2)
+				if _, off := mid.In(loc).Zone(); off == before {
+					lo = mid
+				} else {
+					hi = mid
+				}
+			}
+			change := hi.Truncate(time.Second)
+			// The times the change skipped, read on the clock before it.
+			old := *s
+			old.Location = time.FixedZone("", before)
+			if x := old.Next(change.Add(-time.Nanosecond)); !x.IsZero() && x.Before(change.Add(time.Duration(after-before)*time.Second)) {
+				if change.After(t) {
+					return change
+				}
+			}
+		}
+		from = to
+	}
+	return time.Time{}
 }
 
 // lastDue is the latest due time of sched after last and not after now, or
