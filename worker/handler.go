@@ -150,6 +150,7 @@ type item struct {
 	seq       int64
 	attempts  int  // calls of this delivery that count towards MaxAttempts
 	prior     int  // calls sent by earlier deliveries (for the record)
+	sent      int  // sends this delivery counted (Begin)
 	unknown   bool // an earlier call for it may have succeeded without our hearing
 	throttled bool // the last call for it was refused for the rate cap
 	lastCode  string
@@ -298,6 +299,7 @@ func (h *Handler) run(ctx context.Context, s *send) error {
 			if err != nil {
 				return err
 			}
+			noteRivalSends(items, b)
 			if items, err = h.admit(ctx, s.jobID, s.target, b, items, false); err != nil || len(items) == 0 {
 				return err
 			}
@@ -330,6 +332,24 @@ func (h *Handler) run(ctx context.Context, s *send) error {
 		}
 	}
 	return nil
+}
+
+// noteRivalSends compares the sends Begin found before this one with those
+// this delivery knows of (earlier deliveries' and its own). More means that
+// another delivery of the same task counted a send meanwhile (asynq
+// delivers at least once: a task recovered while its first delivery still
+// runs); that call may land before ours, so the message is in doubt, and a
+// "not found" answer to ours is checked against the history rather than
+// dead-lettered ahead of the other delivery's "recalled".
+func noteRivalSends(items []*item, b jobs.Begin) {
+	for i, it := range items {
+		if st := b.States[i]; !st.Terminal() {
+			if int(st) != it.prior+it.sent {
+				it.unknown = true
+			}
+			it.sent++
+		}
+	}
 }
 
 // wholeAnswer turns the error code of a call that answers for its one
@@ -539,8 +559,11 @@ func (h *Handler) answered(ctx context.Context, s *send, items []*item, codes ma
 // sent without recording an answer (the worker died mid-call): those the
 // history shows recalled are counted recalled without a second recall
 // request, attribution unknown (the lost call, or someone before the job).
-// The others are sent again as fresh; if the history cannot be read, they
-// keep their doubt and are checked after the call.
+// The others are sent again. Those the history does not have are not ours
+// to doubt; those it shows present keep their doubt, since the earlier
+// call may still be in flight (a delivery running beside this one) and
+// land before ours: a "not found" answer is then checked after the call.
+// If the history cannot be read, they keep their doubt too.
 func (h *Handler) preVerify(ctx context.Context, s *send, items []*item) ([]*item, error) {
 	var out []jobs.Outcome
 	kept := items[:0]
@@ -549,14 +572,14 @@ func (h *Handler) preVerify(ctx context.Context, s *send, items []*item) ([]*ite
 			kept = append(kept, it)
 			continue
 		}
-		recalled, _, err := h.im.GroupRecalled(ctx, s.target.GroupID, s.target.TopicID, it.seq)
+		recalled, found, err := h.im.GroupRecalled(ctx, s.target.GroupID, s.target.TopicID, it.seq)
 		switch {
 		case err != nil:
 			s.log.Warn(LogCannotCheckBeforeCall, "seqs", it.seq, "err", err)
 		case recalled:
 			out = append(out, jobs.Outcome{Item: it.id, Recalled: true, Unattributed: true, Attempts: it.prior + it.attempts})
 			continue
-		default: // present and not recalled, or missing: either way not ours
+		case !found: // missing: a "not found" answer is true
 			it.unknown = false
 		}
 		kept = append(kept, it)
