@@ -553,6 +553,13 @@ func (c *Client) Create(ctx context.Context, req Request, opts CreateOptions) (C
 	spec := jobs.Spec{Kind: req.Kind(), Queue: queue, AppID: c.cfg.AppID, RequestedBy: opts.Actor, Reason: opts.Reason, Params: params(req, p),
 		Requester: opts.Requester, HoldForApproval: approval > 0 && p.Messages > int64(approval), Backlog: c.cfg.Backlog}
 	job, b, err := producer.NewJob(ctx, c.store, c.cfg.Queue, spec, c.planFunc(p, &out, opts.onWait))
+	var cancelled *producer.CancelledError
+	if errors.As(err, &cancelled) {
+		out.Job = job
+		if j, gerr := c.store.Get(ctx, job.ID); gerr == nil {
+			out.Job = j
+		}
+	}
 	if err != nil {
 		return out, err
 	}

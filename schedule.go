@@ -40,6 +40,13 @@ func (c *Client) FireSchedule(ctx context.Context, t *asynq.Task, log *slog.Logg
 		created, err = c.Create(ctx, req, CreateOptions{Actor: who, Reason: jr.Reason, Queue: jr.Queue, Confirmed: true,
 			ApprovalAbove: p.ApprovalAbove, Requester: p.Requester})
 	}
+	var cancelled *producer.CancelledError
+	if errors.As(err, &cancelled) {
+		// A person stopped this firing's job: firing it again (asynq
+		// retries a failed task) would undo the cancel with a new job.
+		log.Warn("schedule's job cancelled while it was being planned: this firing ends here", "schedule", p.Name, "job_id", cancelled.JobID, "due", p.Due)
+		return nil
+	}
 	var fe *FieldError
 	if errors.As(err, &fe) {
 		// Retrying a bad request cannot help.

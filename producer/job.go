@@ -9,6 +9,18 @@ import (
 	"github.com/imrecall/imrecall/jobs"
 )
 
+// CancelledError is NewJob's error when a person cancelled the job while it
+// was being planned: planning stopped there, and what it had planned is
+// queued and dead-lettered as cancelled by the workers. It is the person's
+// decision, not a failure: whoever retries failed requests (a schedule's
+// firing, a script re-running a command that failed) must not create the
+// job again.
+type CancelledError struct{ JobID string }
+
+func (e *CancelledError) Error() string {
+	return "job " + e.JobID + " was cancelled while it was being planned"
+}
+
 // PlanFunc fills a new job: it adds messages to the batcher, or enqueues
 // discovery tasks with q.
 type PlanFunc func(ctx context.Context, job jobs.Job, q Enqueuer, b *Batcher) error
@@ -29,7 +41,8 @@ const finishTimeout = 15 * time.Second
 // ends failed with "planning interrupted", see jobs.Store.InterruptPlanner)
 // when ctx was cancelled, failed with the error otherwise. What was planned
 // is still recalled and accounted for; running the same command again
-// plans the rest as a new job. The job is returned with the error.
+// plans the rest as a new job. The job is returned with the error, which is
+// a *CancelledError when a person cancelled the job meanwhile.
 func NewJob(ctx context.Context, store *jobs.Store, q Enqueuer, spec jobs.Spec, plan PlanFunc) (jobs.Job, *Batcher, error) {
 	job, err := store.Create(ctx, spec)
 	if err != nil {
@@ -52,6 +65,12 @@ func NewJob(ctx context.Context, store *jobs.Store, q Enqueuer, spec jobs.Spec, 
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
 	defer cancel()
 	ferr := b.Finish(fctx)
+	if ferr == nil && errors.Is(err, jobs.ErrClosed) {
+		if j, gerr := store.Get(fctx, job.ID); gerr == nil && j.Status == jobs.StatusCancelled {
+			_ = lease.Release(fctx)
+			return job, b, &CancelledError{JobID: job.ID}
+		}
+	}
 	if cause := context.Cause(ctx); cause != nil {
 		_, _ = store.InterruptPlanner(fctx, job.ID, jobs.RootPlanner, "stopped: "+cause.Error())
 		if j, gerr := store.Get(fctx, job.ID); gerr == nil {

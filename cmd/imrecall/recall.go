@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"time"
 
@@ -211,6 +212,11 @@ func runJob(cmd *cobra.Command, f *recallFlags, open func(c *conn) (producer.IM,
 			noted = true
 			return confirm(cmd, cliout.Prompt(req, need))
 		}})
+	var cancelled *producer.CancelledError
+	if errors.As(err, &cancelled) {
+		// Exit 4, as for a job cancelled once planned: not a failure to retry.
+		return exitCodeError{code: exitCancelled, msg: err.Error()}
+	}
 	if err != nil {
 		return cliError(err)
 	}
