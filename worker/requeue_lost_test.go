@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"strconv"
 	"testing"
 
 	"github.com/imrecall/imrecall/emulator"
@@ -15,10 +16,14 @@ import (
 // timeout, as when the network drops the response.
 type lostAnswers struct {
 	TIM
-	lose bool
+	lose    bool
+	offline bool // the calls time out before they reach the server
 }
 
 func (l *lostAnswers) RecallGroup(ctx context.Context, group, topic string, seqs []int64) (map[int64]int, error) {
+	if l.offline {
+		return nil, &tim.Error{API: tim.GroupMsgRecall.Name(), Err: context.DeadlineExceeded}
+	}
 	codes, err := l.TIM.RecallGroup(ctx, group, topic, seqs)
 	if l.lose {
 		return nil, &tim.Error{API: tim.GroupMsgRecall.Name(), Err: context.DeadlineExceeded}
@@ -96,5 +101,47 @@ func TestRequeuedC2CTimeoutIsCheckedAgainstTheHistory(t *testing.T) {
 	j := b.counts(t)
 	if j.Counts.Recalled != 1 || j.Counts.RecalledUnattributed != 1 || j.Counts.DeadLettered != 0 {
 		t.Fatalf("re-queued lost answer: %+v (want recalled, attribution unknown)", j.Counts)
+	}
+}
+
+// TestRequeuedTimeoutsAreCheckedInOnePull: a task of ten re-queued
+// timeouts (seqs 3..12, of which the lost calls recalled 3..7) is checked
+// against the history in one pull, not one per message: a re-queue of many
+// timeouts costs no more history reads than it makes recall calls.
+func TestRequeuedTimeoutsAreCheckedInOnePull(t *testing.T) {
+	b := setup(t, emulator.Config{}, Config{MaxAttempts: 1})
+	im := &lostAnswers{TIM: TIM{C: b.env.Client}, lose: true}
+	b.h = New(im, b.store, b.h.cfg)
+	_, target := b.plannedGroup(t, "@TGS#pull", 30)
+	seqs := imtest.Seqs(3, 12)
+	if err := b.runGroup(t, target, imtest.Seqs(3, 7)); err != nil { // recalled, answers lost
+		t.Fatal(err)
+	}
+	// 8..12 timed out before they reached the server.
+	im.offline = true
+	if err := b.runGroup(t, target, imtest.Seqs(8, 12)); err != nil {
+		t.Fatal(err)
+	}
+	im.lose, im.offline = false, false
+	if j := b.counts(t); j.Counts.DeadByCode[jobs.CodeTimeout] != 10 {
+		t.Fatalf("after the timeouts: %+v", j.Counts)
+	}
+	items := make([]string, len(seqs))
+	for i, s := range seqs {
+		items[i] = strconv.FormatInt(s, 10)
+	}
+	if _, err := b.store.Requeue(t.Context(), b.job.ID, target, items); err != nil {
+		t.Fatal(err)
+	}
+	b.env.Emu.ResetStats()
+	if err := b.runGroup(t, target, seqs); err != nil {
+		t.Fatal(err)
+	}
+	j := b.counts(t)
+	if j.Counts.Recalled != 10 || j.Counts.RecalledUnattributed != 5 || j.Counts.DeadLettered != 0 {
+		t.Fatalf("re-queued timeouts: %+v (want 10 recalled, 5 of them attribution unknown)", j.Counts)
+	}
+	if st := b.env.Emu.Stats()[tim.GroupMsgGetSimple.Name()]; st.Calls != 1 {
+		t.Fatalf("%d history pulls to check a task of 10 re-queued timeouts, want 1", st.Calls)
 	}
 }

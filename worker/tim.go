@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"slices"
 
 	"github.com/imrecall/imrecall/tim"
 )
@@ -43,6 +44,42 @@ func (t TIM) RecallGroup(ctx context.Context, group, topic string, seqs []int64)
 func (t TIM) Withdraw(ctx context.Context, from, to, msgKey string) error {
 	_, err := t.recaller().AdminMsgWithdraw(ctx, tim.AdminMsgWithdrawRequest{FromAccount: from, ToAccount: to, MsgKey: msgKey})
 	return err
+}
+
+// RecalledSeqs reports which of seqs the group's history shows recalled
+// (IsPlaceMsg 2), in pulls of up to 20 messages ending at the highest seq
+// not yet covered: one pull for seqs that lie within 20 of each other, as a
+// task's usually do. A pull covers [low, s], where low is the lowest seq of
+// its answer (1 when the answer holds fewer than asked and is not cut
+// short, i.e. it reached the start of the history).
+func (t TIM) RecalledSeqs(ctx context.Context, group, topic string, seqs []int64) (map[int64]bool, error) {
+	left := slices.Sorted(slices.Values(seqs))
+	out := make(map[int64]bool, len(seqs))
+	for len(left) > 0 {
+		s := left[len(left)-1]
+		resp, err := t.C.GroupMsgGetSimple(ctx, tim.GroupMsgGetSimpleRequest{
+			GroupID: group, TopicID: topic, ReqMsgSeq: s, ReqMsgNumber: tim.MaxGetSimpleMsgs, WithRecalledMsg: 1,
+		})
+		if err != nil {
+			return nil, err
+		}
+		low := s
+		for _, m := range resp.RspMsgList {
+			if m.MsgSeq <= s {
+				low = min(low, m.MsgSeq)
+				if m.IsPlaceMsg == tim.PlaceMsgRecalled {
+					out[m.MsgSeq] = true
+				}
+			}
+		}
+		if len(resp.RspMsgList) < tim.MaxGetSimpleMsgs && resp.IsFinished != tim.FinishedPartial {
+			low = 1
+		}
+		for len(left) > 0 && left[len(left)-1] >= low {
+			left = left[:len(left)-1]
+		}
+	}
+	return out, nil
 }
 
 // GroupRecalled implements IM with one history pull ending at seq.
