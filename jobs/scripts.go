@@ -240,14 +240,17 @@ return reply(moved)
 // for a cancelled job), "trip" (a worker's breaker: ignored for a cancelled
 // or done job, and for a job already paused, whose reason it keeps) or
 // "resume" (clears the pause and its reason; parked tasks are then queued
-// again by the workers). KEYS: job hash. ARGV: mode, reason, now.
+// again by the workers; resumed_at_us notes when by Redis's clock, which
+// workers compare with their breaker's trip: see Store.ResumedAt).
+// KEYS: job hash. ARGV: mode, reason, now.
 // Returns 1 if the pause flag changed, 0 if not.
 var pauseScript = redis.NewScript(replyLua + `
 local h = redis.call('HMGET', KEYS[1], 'status', 'paused')
 local status, paused = h[1], h[2] == '1'
 if not status then return nojob() end
 if ARGV[1] == 'resume' then
-  redis.call('HSET', KEYS[1], 'paused', '0', 'resumed_at', ARGV[3])
+  local t = redis.call('TIME')
+  redis.call('HSET', KEYS[1], 'paused', '0', 'resumed_at', ARGV[3], 'resumed_at_us', string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2])))
   redis.call('HDEL', KEYS[1], 'pause_reason')
   if paused then return reply(1) end
   return reply(0)

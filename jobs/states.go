@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -49,16 +50,35 @@ func (s *Store) Trip(ctx context.Context, jobID, reason string) (bool, error) {
 	return n == 1, nil
 }
 
-// ResumedAt returns when the job was last resumed (zero if never).
+// ResumedAt returns when the job was last resumed (zero if never), by
+// Redis's clock (Clock): a worker compares it with when its breaker
+// tripped, and the resuming host's clock may be off from the worker's. A
+// resume recorded by an earlier version has only the resuming host's time.
 func (s *Store) ResumedAt(ctx context.Context, jobID string) (time.Time, error) {
-	v, err := s.rdb.HGet(ctx, s.jobKey(jobID), "resumed_at").Result()
-	if errors.Is(err, redis.Nil) || (err == nil && v == "") {
-		return time.Time{}, nil
-	}
+	h, err := s.rdb.HMGet(ctx, s.jobKey(jobID), "resumed_at_us", "resumed_at").Result()
 	if err != nil {
 		return time.Time{}, fmt.Errorf("reading job %s: %w", jobID, err)
 	}
+	if us, _ := h[0].(string); us != "" {
+		if n, err := strconv.ParseInt(us, 10, 64); err == nil {
+			return time.UnixMicro(n), nil
+		}
+	}
+	v, _ := h[1].(string)
+	if v == "" {
+		return time.Time{}, nil
+	}
 	t, _ := time.Parse(time.RFC3339Nano, v)
+	return t, nil
+}
+
+// Clock returns Redis's time: the one clock every process sharing the
+// store reads alike (ResumedAt is on it).
+func (s *Store) Clock(ctx context.Context) (time.Time, error) {
+	t, err := s.rdb.Time(ctx).Result()
+	if err != nil {
+		return time.Time{}, fmt.Errorf("reading Redis's clock: %w", err)
+	}
 	return t, nil
 }
 

@@ -56,13 +56,19 @@ func (h *Handler) park(ctx context.Context, jobID string) error {
 // dead-lettered.
 func (h *Handler) breakerTrip(ctx context.Context, jobID string, target jobs.Target, items []*item, aw tim.AppWide, log *slog.Logger) error {
 	reason := aw.Reason()
-	h.breaker.Store(&trip{At: time.Now(), Reason: reason})
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	// On Redis's clock, as a resume is (jobs.Store.ResumedAt): the host
+	// that resumes may be minutes off this one.
+	at, err := h.store.Clock(wctx)
+	if err != nil {
+		at = time.Now()
+	}
+	h.breaker.Store(&trip{At: at, Reason: reason})
 	ids := make([]string, len(items))
 	for i, it := range items {
 		ids[i] = it.id
 	}
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
 	if err := h.store.MarkAnswered(wctx, jobID, target, ids); err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/tasks"
 	"github.com/imrecall/imrecall/tim"
+	"github.com/redis/go-redis/v9"
 )
 
 // bundle is one test's emulator, job store and handler.
@@ -22,6 +23,7 @@ type bundle struct {
 	store *jobs.Store
 	h     *Handler
 	job   jobs.Job
+	rdb   *redis.Client
 }
 
 func setup(t *testing.T, cfg emulator.Config, wcfg Config) *bundle {
@@ -36,7 +38,7 @@ func setup(t *testing.T, cfg emulator.Config, wcfg Config) *bundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &bundle{env: env, store: store, h: New(TIM{C: env.Client}, store, wcfg), job: job}
+	return &bundle{env: env, store: store, h: New(TIM{C: env.Client}, store, wcfg), job: job, rdb: rdb}
 }
 
 // plan plans seqs of a group and closes planning.
