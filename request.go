@@ -36,6 +36,12 @@ const (
 // returns the same error for bad input (see producer.FieldError).
 type FieldError = producer.FieldError
 
+// CancelledError is Create's error when a person cancelled the job while it
+// was being planned (Created.Job is the cancelled job). It is their
+// decision, not a failure: a caller that retries failed requests must not
+// create the job again.
+type CancelledError = producer.CancelledError
+
 func fieldErr(field, value, format string, args ...any) *FieldError {
 	return &FieldError{Field: field, Value: value, Reason: fmt.Sprintf(format, args...)}
 }

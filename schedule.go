@@ -40,7 +40,7 @@ func (c *Client) FireSchedule(ctx context.Context, t *asynq.Task, log *slog.Logg
 		created, err = c.Create(ctx, req, CreateOptions{Actor: who, Reason: jr.Reason, Queue: jr.Queue, Confirmed: true,
 			ApprovalAbove: p.ApprovalAbove, Requester: p.Requester})
 	}
-	var cancelled *producer.CancelledError
+	var cancelled *CancelledError
 	if errors.As(err, &cancelled) {
 		// A person stopped this firing's job: firing it again (asynq
 		// retries a failed task) would undo the cancel with a new job.

@@ -784,3 +784,28 @@ func TestPurgeScopeAndGaps(t *testing.T) {
 		t.Fatalf("report coverage: HTTP %d %+v", code, rep.Coverage)
 	}
 }
+
+// TestTypedErrorsAnswerTheirStatus: each typed error of the Client answers
+// its status, wrapped or not; a job cancelled while it was planned is a
+// conflict (409), not a failure (500) that a client retrying 5xx would
+// answer by creating the job again.
+func TestTypedErrorsAnswerTheirStatus(t *testing.T) {
+	b := setup(t, nil)
+	for _, c := range []struct {
+		err  error
+		want int
+	}{
+		{&imrecall.CancelledError{JobID: "20261203T000000Z-00000000"}, http.StatusConflict},
+		{fmt.Errorf("creating: %w", &imrecall.CancelledError{JobID: "j"}), http.StatusConflict},
+		{&imrecall.FieldError{Field: "user", Reason: "required"}, http.StatusBadRequest},
+		{&jobs.StatusError{JobID: "j", Status: jobs.StatusCancelled, Action: "re-queueing"}, http.StatusConflict},
+		{jobs.ErrNotFound, http.StatusNotFound},
+		{errors.New("redis: connection refused"), http.StatusInternalServerError},
+	} {
+		rec := httptest.NewRecorder()
+		b.srv.fail(rec, httptest.NewRequest("POST", "/v1/jobs", nil), c.err)
+		if rec.Code != c.want {
+			t.Errorf("%v: HTTP %d, want %d", c.err, rec.Code, c.want)
+		}
+	}
+}

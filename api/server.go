@@ -324,9 +324,14 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var se *jobs.StatusError
 	var fe *imrecall.FieldError
 	var sa *jobs.SelfApprovalError
+	var ce *imrecall.CancelledError
 	switch {
 	case errors.As(err, &sa):
 		writeError(w, http.StatusForbidden, sa.Error())
+	case errors.As(err, &ce):
+		// Not a failure to retry: a client that retries a 5xx would
+		// create the job the operator cancelled again.
+		writeError(w, http.StatusConflict, ce.Error())
 	case errors.As(err, &fe):
 		writeError(w, http.StatusBadRequest, fe.Error())
 	case errors.As(err, &se), errors.Is(err, jobs.ErrBusy):

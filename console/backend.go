@@ -78,10 +78,13 @@ func refusal(err error) error {
 		fe   *imrecall.FieldError
 		se   *jobs.StatusError
 		need *imrecall.ConfirmationRequired
+		ce   *imrecall.CancelledError
 	)
 	switch {
 	case err == nil:
 		return nil
+	case errors.As(err, &ce):
+		return &Error{Status: http.StatusConflict, Message: ce.Error()}
 	case errors.As(err, &self):
 		return &Error{Status: http.StatusForbidden, Message: self.Error()}
 	case errors.As(err, &fe):

@@ -212,7 +212,7 @@ func runJob(cmd *cobra.Command, f *recallFlags, open func(c *conn) (producer.IM,
 			noted = true
 			return confirm(cmd, cliout.Prompt(req, need))
 		}})
-	var cancelled *producer.CancelledError
+	var cancelled *imrecall.CancelledError
 	if errors.As(err, &cancelled) {
 		// Exit 4, as for a job cancelled once planned: not a failure to retry.
 		return exitCodeError{code: exitCancelled, msg: err.Error()}
