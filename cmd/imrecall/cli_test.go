@@ -308,3 +308,38 @@ func TestCommandLineMistakesAreBadInput(t *testing.T) {
 		t.Fatalf("a schedule of a purge of two groups: exit %d %s %s", code, out, e)
 	}
 }
+
+// TestUnknownSubcommandIsBadInput: a mistyped subcommand is a command-line
+// mistake (exit 2, naming it), under the root and under a group alike: it
+// used to print the group's help and exit 0 (imrecall recall grup), which a
+// script takes for success, or exit 1 (imrecall bogus). A group named alone
+// still prints its help and exits 0.
+func TestUnknownSubcommandIsBadInput(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		typo string
+	}{{[]string{"bogus"}, "bogus"}, {[]string{"recall", "grup"}, "grup"}, {[]string{"purge", "usr", "x"}, "usr"},
+		{[]string{"jobs", "lst"}, "lst"}, {[]string{"dlq", "requeu", "JOB"}, "requeu"}} {
+		out, e, code := runCLI(t, c.args...)
+		if code != exitBadInput || !strings.Contains(e, `unknown command "`+c.typo+`"`) {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q: want exit %d naming %q", c.args, code, out, e, exitBadInput, c.typo)
+		}
+	}
+	for _, args := range [][]string{{}, {"recall"}, {"purge"}, {"jobs"}} {
+		if out, e, code := runCLI(t, args...); code != exitOK || !strings.Contains(out, "Available Commands") {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q: want its help, exit 0", args, code, out, e)
+		}
+	}
+}
+
+// TestScheduleOfAGroupIsRefused: a schedule's command must name a recall or
+// purge subcommand; a mistyped one is "not a command", as before groups
+// printed their help when run.
+func TestScheduleOfAGroupIsRefused(t *testing.T) {
+	mr, _ := redistest.Mini(t)
+	r := "--redis=redis://" + mr.Addr() + "/0"
+	_, e, code := runCLI(t, "schedule", "add", "--name", "n", "--cron", "@daily", "--reason", "x", r, "--", "purge", "grup", "--group", "g")
+	if code != exitBadInput || !strings.Contains(e, "imrecall purge grup: not a command") {
+		t.Fatalf("exit %d %q", code, e)
+	}
+}

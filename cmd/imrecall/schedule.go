@@ -80,7 +80,7 @@ func scheduleRequest(ctx context.Context, args []string, readFiles bool) (produc
 		return req, badInput("a schedule creates a recall or purge job, not %q", strings.Join(args[:min(len(args), 2)], " "))
 	}
 	sub, rest, err := newRootCmd().Find(args)
-	if err != nil || !sub.Runnable() {
+	if err != nil || !sub.Runnable() || sub.HasSubCommands() {
 		return req, badInput("imrecall %s: not a command", strings.Join(args[:2], " "))
 	}
 	if err := sub.ParseFlags(rest); err != nil {

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -9,7 +11,7 @@ import (
 
 // strict makes the command line's mistakes bad input (exit 2, nothing
 // changed), as the README says they are: an unknown flag, a flag's bad
-// value, a wrong number of arguments. Under recall and purge, which say
+// value, a wrong number of arguments, an unknown subcommand. Under recall and purge, which say
 // what is recalled, a flag of one value given twice is refused rather than
 // the last one silently kept: `purge user --user alice --user bob` purged
 // bob alone.
@@ -17,7 +19,13 @@ func strict(root *cobra.Command) {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	var walk func(c *cobra.Command, once bool)
 	walk = func(c *cobra.Command, once bool) {
-		if args := c.Args; args != nil {
+		if c.HasSubCommands() && !c.Runnable() {
+			// A group: cobra would print its help and exit 0 for a
+			// mistyped subcommand (imrecall recall grup), and exit 1
+			// under the root. Named alone, it still prints its help.
+			c.Args = unknownSubcommand
+			c.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
+		} else if args := c.Args; args != nil {
 			c.Args = func(cmd *cobra.Command, a []string) error {
 				if err := args(cmd, a); err != nil {
 					return usageError{err}
@@ -38,6 +46,19 @@ func strict(root *cobra.Command) {
 		}
 	}
 	walk(root, false)
+}
+
+// unknownSubcommand refuses any argument of a command that only holds
+// subcommands: it names no subcommand of it.
+func unknownSubcommand(cmd *cobra.Command, a []string) error {
+	if len(a) == 0 {
+		return nil
+	}
+	msg := fmt.Sprintf("unknown command %q for %q", a[0], cmd.CommandPath())
+	if s := cmd.SuggestionsFor(a[0]); len(s) > 0 {
+		msg += fmt.Sprintf(" (did you mean %s?)", strings.Join(s, ", "))
+	}
+	return usageError{errors.New(msg)}
 }
 
 // onceValue is a flag's value that may be set once (by the command line or
