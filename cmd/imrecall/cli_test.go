@@ -12,6 +12,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/imrecall/imrecall/internal/redistest"
 	"github.com/imrecall/imrecall/jobs"
+	"github.com/imrecall/imrecall/producer"
 	"github.com/imrecall/imrecall/tasks"
 )
 
@@ -341,5 +342,26 @@ func TestScheduleOfAGroupIsRefused(t *testing.T) {
 	_, e, code := runCLI(t, "schedule", "add", "--name", "n", "--cron", "@daily", "--reason", "x", r, "--", "purge", "grup", "--group", "g")
 	if code != exitBadInput || !strings.Contains(e, "imrecall purge grup: not a command") {
 		t.Fatalf("exit %d %q", code, e)
+	}
+}
+
+// TestScheduleReasonRefusedSaysWhy: a schedule's reason that is given but
+// refused (longer than producer.MaxReasonLen) is refused for that, not as
+// "required".
+func TestScheduleReasonRefusedSaysWhy(t *testing.T) {
+	mr, _ := redistest.Mini(t)
+	r := "--redis=redis://" + mr.Addr() + "/0"
+	long := strings.Repeat("x", producer.MaxReasonLen+1)
+	for _, args := range [][]string{
+		{"schedule", "add", "--name", "n", "--cron", "@daily", "--reason", long, r, "--", "purge", "user", "--user", "u", "--peers", "a"},
+		{"schedule", "add", "--name", "n", "--cron", "@daily", r, "--", "purge", "user", "--user", "u", "--peers", "a", "--reason", long},
+	} {
+		_, e, code := runCLI(t, args...)
+		if code != exitBadInput || strings.Contains(e, "required") || !strings.Contains(e, "longer than") {
+			t.Errorf("a reason of %d bytes: exit %d %q, want %d saying it is too long", len(long), code, e, exitBadInput)
+		}
+	}
+	if _, e, code := runCLI(t, "schedule", "add", "--name", "n", "--cron", "@daily", r, "--", "purge", "user", "--user", "u", "--peers", "a"); code != exitBadInput || !strings.Contains(e, "--reason: required") {
+		t.Errorf("no reason: exit %d %q", code, e)
 	}
 }

@@ -52,7 +52,11 @@ func newScheduleAddCmd() *cobra.Command {
 			sc := producer.Schedule{Name: name, Cron: spec, Request: &req, CreatedBy: audit.actor, Reason: audit.reason, CreatedAt: time.Now().UTC()}
 			if err := sc.Validate(); err != nil {
 				if fe := (*producer.FieldError)(nil); errors.As(err, &fe) && fe.Field == "request.reason" {
-					return badInput("--reason: required (why the schedule's jobs recall messages, for the audit record)")
+					if strings.TrimSpace(req.Reason) == "" && strings.TrimSpace(audit.reason) == "" {
+						return badInput("--reason: required (why the schedule's jobs recall messages, for the audit record)")
+					}
+					// Given, but refused (too long, not UTF-8): say why.
+					return badInput("--reason: %s", fe.Reason)
 				}
 				return usageError{err}
 			}
