@@ -365,3 +365,15 @@ func TestScheduleReasonRefusedSaysWhy(t *testing.T) {
 		t.Errorf("no reason: exit %d %q", code, e)
 	}
 }
+
+// TestFractionGivenTwiceIsRefused: --margin (a float) is a flag of one
+// value too: given twice under purge it is refused, as the README says of
+// every flag of one value, rather than the last one kept.
+func TestFractionGivenTwiceIsRefused(t *testing.T) {
+	mr, _ := redistest.Mini(t)
+	r := "--redis=redis://" + mr.Addr() + "/0"
+	_, e, code := runCLI(t, "purge", "user", "--user", "alice", "--peers", "bob", "--margin", "0.1", "--margin", "0.4", "--dry-run", r, "--sdkappid", "1400000001")
+	if code != exitBadInput || !strings.Contains(e, `for "--margin" flag: given twice (first "0.1")`) {
+		t.Fatalf("--margin twice: exit %d %q, want %d naming both", code, e, exitBadInput)
+	}
+}

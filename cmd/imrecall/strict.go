@@ -36,7 +36,7 @@ func strict(root *cobra.Command) {
 		if once {
 			c.Flags().VisitAll(func(f *pflag.Flag) {
 				switch f.Value.Type() {
-				case "string", "int", "int64", "duration", "cap":
+				case "string", "int", "int64", "float64", "duration", "cap":
 					f.Value = &onceValue{Value: f.Value}
 				}
 			})
