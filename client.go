@@ -433,7 +433,9 @@ func (c *Client) prepareUser(ctx context.Context, p *prepared, r UserPurge, coun
 		if p.SenderUnconfirmed > 0 {
 			p.Warnings = append(p.Warnings, fmt.Sprintf("callback index entries the history does not show as %s's (forged, deleted or expired), not recalled: %d", r.User, p.SenderUnconfirmed))
 		}
-		p.GroupCalls, p.C2CCalls = (counts.GroupMessages+9)/10, counts.C2CMessages
+		// The calls of what will be recalled (confirmed), target by
+		// target: the index's counts include what the history refused.
+		p.GroupCalls, p.C2CCalls = tally.Calls()
 		p.SecondsAtCap = secondsAtCap(p.GroupCalls, p.C2CCalls)
 		return nil
 	}

@@ -187,6 +187,22 @@ func (t *Tally) Count() int {
 	return n
 }
 
+// Calls returns the recall calls the distinct messages added take: up to
+// tim.MaxRecallSeqs seqs of one group (or topic) a call, one call a
+// one-to-one message.
+func (t *Tally) Calls() (group, c2c int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for tg, m := range t.seen {
+		if tg.IsGroup() {
+			group += (len(m) + tim.MaxRecallSeqs - 1) / tim.MaxRecallSeqs
+		} else {
+			c2c += len(m)
+		}
+	}
+	return group, c2c
+}
+
 // scanGroup reads a group's (or topic's) history backwards and hands the
 // seqs that match f and are not already recalled or deleted to emit, a page
 // at a time: recall can start while a long history is still being read. It
