@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 )
@@ -152,8 +153,30 @@ func redactSig(text, sig string) string {
 	}
 	for _, form := range []string{sig, url.QueryEscape(sig), url.PathEscape(sig)} {
 		text = strings.ReplaceAll(text, form, redacted)
+		if strings.Contains(form, "%") {
+			// A gateway may re-encode with lower-case hex (%2a for %2A).
+			text = escapesAnyCase(form).ReplaceAllLiteralString(text, redacted)
+		}
 	}
 	return text
+}
+
+// escapesAnyCase matches form with the hex digits of its %XX escapes in
+// either case; everything else as it is.
+func escapesAnyCase(form string) *regexp.Regexp {
+	var b strings.Builder
+	for i := 0; i < len(form); i++ {
+		if form[i] == '%' && i+2 < len(form) {
+			b.WriteString("%")
+			for _, h := range form[i+1 : i+3] {
+				b.WriteString("[" + strings.ToLower(string(h)) + strings.ToUpper(string(h)) + "]")
+			}
+			i += 2
+			continue
+		}
+		b.WriteString(regexp.QuoteMeta(form[i : i+1]))
+	}
+	return regexp.MustCompile(b.String())
 }
 
 // redactURLError returns err with the usersig query parameter of any
