@@ -136,6 +136,8 @@ func inBackground[T any](ctx context.Context, c *Client, what string,
 			switch r := <-finished; {
 			case errors.Is(r.err, errShuttingDown):
 				c.cfg.Logger.Warn(what+" in the background stopped: what was done is queued; run the same request again for the rest", "job_id", jobID, "err", r.err)
+			case errors.As(r.err, new(*CancelledError)):
+				c.cfg.Logger.Info(what+" in the background ended: the job was cancelled", "job_id", jobID)
 			case r.err != nil:
 				c.cfg.Logger.Error(what+" in the background failed", "job_id", jobID, "err", r.err)
 			}
