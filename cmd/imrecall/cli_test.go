@@ -299,6 +299,19 @@ func TestCommandLineMistakesAreBadInput(t *testing.T) {
 	if keys := mr.Keys(); len(keys) != 0 {
 		t.Fatalf("a refused command line wrote to Redis: %v", keys)
 	}
+	// A flag that may hold a secret is never refused for being given twice:
+	// the refusal would print its values.
+	for _, args := range [][]string{
+		{"purge", "user", "--user", "u", "--secret-key", "s3cr3t-first-0001", "--secret-key", "s3cr3t-second-002", "--dry-run", r},
+		{"recall", "group", "--group", "g", "--seqs", "1", "--dry-run", "--redis", "redis://:pw-first-0001@127.0.0.1:1/0", "--redis", "redis://:pw-second-002@127.0.0.1:1/0"},
+	} {
+		out, e, _ := runCLI(t, append(args, "--sdkappid", "1400000001")...)
+		for _, secret := range []string{"s3cr3t-first", "s3cr3t-second", "pw-first", "pw-second"} {
+			if strings.Contains(out+e, secret) {
+				t.Errorf("%v: a secret in the output: %s %s", args, out, e)
+			}
+		}
+	}
 	// The environment and the command line do not count as two, and a list
 	// flag still takes several.
 	t.Setenv("IMRECALL_REASON", "from the environment")

@@ -35,6 +35,9 @@ func strict(root *cobra.Command) {
 		}
 		if once {
 			c.Flags().VisitAll(func(f *pflag.Flag) {
+				if holdsSecret[f.Name] {
+					return // a refusal would print both values
+				}
 				switch f.Value.Type() {
 				case "string", "int", "int64", "float64", "duration", "cap":
 					f.Value = &onceValue{Value: f.Value}
@@ -47,6 +50,11 @@ func strict(root *cobra.Command) {
 	}
 	walk(root, false)
 }
+
+// holdsSecret names the flags whose value may be a secret (the SecretKey, a
+// Redis URL's password): pflag prints the value of a flag it refuses, so
+// these are never refused for being given twice.
+var holdsSecret = map[string]bool{"secret-key": true, "redis": true}
 
 // unknownSubcommand refuses any argument of a command that only holds
 // subcommands: it names no subcommand of it.
