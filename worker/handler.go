@@ -556,55 +556,16 @@ func (h *Handler) answered(ctx context.Context, s *send, items []*item, codes ma
 }
 
 // preVerify checks, before calling again, the messages an earlier delivery
-// sent without recording an answer (the worker died mid-call): those the
-// history shows recalled are counted recalled without a second recall
-// request, attribution unknown (the lost call, or someone before the job).
-// The others are sent again. Those the history does not have are not ours
-// to doubt; those it shows present keep their doubt, since the earlier
-// call may still be in flight (a delivery running beside this one) and
-// land before ours: a "not found" answer is then checked after the call.
-// If the history cannot be read, they keep their doubt too.
+// sent without recording an answer (the worker died mid-call, or a
+// re-queued timeout), read together (IM.RecalledSeqs: a pull per task, not
+// per message): those the history shows recalled are counted recalled
+// without a second recall request, attribution unknown (the lost call, or
+// someone before the job). The others are sent again and keep their doubt,
+// since the earlier call may still be in flight (a delivery running beside
+// this one) and land before ours: a "not found" answer is then checked
+// against the history (send.gone). If the history cannot be read, they
+// keep their doubt too.
 func (h *Handler) preVerify(ctx context.Context, s *send, items []*item) ([]*item, error) {
-	if sr, ok := h.im.(seqsReader); ok {
-		return h.preVerifySeqs(ctx, s, items, sr)
-	}
-	var out []jobs.Outcome
-	kept := items[:0]
-	for _, it := range items {
-		if !it.unknown {
-			kept = append(kept, it)
-			continue
-		}
-		recalled, found, err := h.im.GroupRecalled(ctx, s.target.GroupID, s.target.TopicID, it.seq)
-		switch {
-		case err != nil:
-			s.log.Warn(LogCannotCheckBeforeCall, "seqs", it.seq, "err", err)
-		case recalled:
-			out = append(out, jobs.Outcome{Item: it.id, Recalled: true, Unattributed: true, Attempts: it.prior + it.attempts})
-			continue
-		case !found: // missing: a "not found" answer is true
-			it.unknown = false
-		}
-		kept = append(kept, it)
-	}
-	if len(out) > 0 {
-		s.log.Info(LogFoundRecalledBeforeCall, "messages", len(out))
-	}
-	return kept, h.record(ctx, s.jobID, s.target, out)
-}
-
-// seqsReader is an IM that reads which of a group's seqs are recalled in as
-// few history pulls as their spread allows (TIM: one for seqs within 20).
-type seqsReader interface {
-	RecalledSeqs(ctx context.Context, group, topic string, seqs []int64) (map[int64]bool, error)
-}
-
-// preVerifySeqs is preVerify with the messages in doubt read together: a
-// re-queue of many messages in doubt (dead letters of timeouts) costs a
-// history pull per task, not per message. The messages it does not show
-// recalled (present, or not in the history) keep their doubt: a "not
-// found" answer to the call is checked then (send.gone).
-func (h *Handler) preVerifySeqs(ctx context.Context, s *send, items []*item, sr seqsReader) ([]*item, error) {
 	var seqs []int64
 	for _, it := range items {
 		if it.unknown {
@@ -614,7 +575,7 @@ func (h *Handler) preVerifySeqs(ctx context.Context, s *send, items []*item, sr 
 	if len(seqs) == 0 {
 		return items, nil
 	}
-	recalled, err := sr.RecalledSeqs(ctx, s.target.GroupID, s.target.TopicID, seqs)
+	recalled, err := h.im.RecalledSeqs(ctx, s.target.GroupID, s.target.TopicID, seqs)
 	if err != nil {
 		s.log.Warn(LogCannotCheckBeforeCall, "seqs", seqs, "err", err)
 		return items, nil

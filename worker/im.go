@@ -17,4 +17,7 @@ type IM interface {
 	// with WithRecalledMsg, IsPlaceMsg 2). found is false when the history
 	// has no such seq.
 	GroupRecalled(ctx context.Context, group, topic string, seq int64) (recalled, found bool, err error)
+	// RecalledSeqs reports which of a group's seqs the history shows
+	// recalled, in as few pulls as their spread allows.
+	RecalledSeqs(ctx context.Context, group, topic string, seqs []int64) (map[int64]bool, error)
 }
