@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/imrecall/imrecall/internal/bench"
+	"github.com/imrecall/imrecall/internal/cli"
 	"github.com/imrecall/imrecall/tim"
 	"github.com/spf13/cobra"
 )
@@ -15,7 +16,7 @@ import (
 // their figures).
 
 func newBenchCmd() *cobra.Command {
-	return group("bench", "Benchmarks against the emulator (see docs/BENCHMARKS.md)", "",
+	return cli.Group("bench", "Benchmarks against the emulator (see docs/BENCHMARKS.md)", "",
 		newBenchLimiterCmd(), newBenchLimiterChildCmd(), newBenchE2ECmd(), newBenchScaleCmd())
 }
 
@@ -27,7 +28,7 @@ var waitReady = bench.WaitReady
 // a harness's ConfigError exits 2. lo nil: no --latency.
 func benchRun(lists map[string]intList, latency string, lo, hi *time.Duration, run func() error) error {
 	for flag, l := range lists {
-		ns, err := parseInt64List(flag, *l.s)
+		ns, err := cli.ParseInt64List(flag, *l.s)
 		if err != nil {
 			return err
 		}
@@ -44,7 +45,7 @@ func benchRun(lists map[string]intList, latency string, lo, hi *time.Duration, r
 	}
 	var ce bench.ConfigError
 	if err = run(); errors.As(err, &ce) {
-		return usageError{err}
+		return cli.Usage(err)
 	}
 	return err
 }

@@ -3,11 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/imrecall/imrecall/internal/cli"
 	"github.com/imrecall/imrecall/internal/imtest"
 	"github.com/imrecall/imrecall/internal/redistest"
 	"github.com/imrecall/imrecall/limiter"
@@ -34,11 +36,11 @@ func TestWorkerCaps(t *testing.T) {
 		if err != nil {
 			out.WriteString(err.Error())
 		}
-		return out.String(), exitCode(err)
+		return out.String(), cli.ExitCode(err, io.Discard)
 	}
 	for _, args := range [][]string{{"--cap", "0"}, {"--cap-of", "group_msg_recall=0"}, {"--cap-of", "group_msg_recall=-1"}, {"--cap", "many"}} {
 		out, code := run(5*time.Second, args...)
-		if code == exitOK || !strings.Contains(out, "unlimited") || strings.Contains(out, "worker starting") {
+		if code == cli.ExitOK || !strings.Contains(out, "unlimited") || strings.Contains(out, "worker starting") {
 			t.Errorf("worker %v: exit %d, want a refusal offering unlimited:\n%s", args, code, out)
 		}
 	}
@@ -46,17 +48,17 @@ func TestWorkerCaps(t *testing.T) {
 	// The slack: above 0 to 500ms, by flag or environment, refused naming both.
 	for _, args := range [][]string{{"--slack", "0"}, {"--slack", "-1ms"}, {"--slack", "501ms"}} {
 		out, code := run(5*time.Second, args...)
-		if code != exitBadInput || !strings.Contains(out, "--slack (IMRECALL_SLACK) "+strings.TrimPrefix(args[1], "0")) || strings.Contains(out, "worker starting") {
-			t.Errorf("worker %v: exit %d, want %d naming --slack and its value:\n%s", args, code, exitBadInput, out)
+		if code != cli.ExitBadInput || !strings.Contains(out, "--slack (IMRECALL_SLACK) "+strings.TrimPrefix(args[1], "0")) || strings.Contains(out, "worker starting") {
+			t.Errorf("worker %v: exit %d, want %d naming --slack and its value:\n%s", args, code, cli.ExitBadInput, out)
 		}
 	}
 	t.Setenv("IMRECALL_SLACK", "2s")
-	if out, code := run(5 * time.Second); code != exitBadInput || !strings.Contains(out, "--slack (IMRECALL_SLACK) 2s") {
-		t.Errorf("worker with IMRECALL_SLACK=2s: exit %d, want %d naming it:\n%s", code, exitBadInput, out)
+	if out, code := run(5 * time.Second); code != cli.ExitBadInput || !strings.Contains(out, "--slack (IMRECALL_SLACK) 2s") {
+		t.Errorf("worker with IMRECALL_SLACK=2s: exit %d, want %d naming it:\n%s", code, cli.ExitBadInput, out)
 	}
 	t.Setenv("IMRECALL_SLACK", "soon")
-	if out, code := run(5 * time.Second); code != exitBadInput || !strings.Contains(out, "IMRECALL_SLACK") {
-		t.Errorf("worker with IMRECALL_SLACK=soon: exit %d, want %d naming it:\n%s", code, exitBadInput, out)
+	if out, code := run(5 * time.Second); code != cli.ExitBadInput || !strings.Contains(out, "IMRECALL_SLACK") {
+		t.Errorf("worker with IMRECALL_SLACK=soon: exit %d, want %d naming it:\n%s", code, cli.ExitBadInput, out)
 	}
 	t.Setenv("IMRECALL_SLACK", "")
 	os.Unsetenv("IMRECALL_SLACK")
@@ -67,8 +69,8 @@ func TestWorkerCaps(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, code := run(5*time.Second, "--cap-of", "admin_msgwithdraw=unlimited")
-	if code != exitBadInput {
-		t.Fatalf("worker with another cap than the stored one: exit %d, want %d\n%s", code, exitBadInput, out)
+	if code != cli.ExitBadInput {
+		t.Fatalf("worker with another cap than the stored one: exit %d, want %d\n%s", code, cli.ExitBadInput, out)
 	}
 	for _, want := range []string{"admin_msgwithdraw", "unlimited", "100", "--reset-cap"} {
 		if !strings.Contains(out, want) {

@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/imrecall/imrecall/certificate"
+	"github.com/imrecall/imrecall/internal/cli"
 	"github.com/imrecall/imrecall/internal/cliout"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/spf13/cobra"
@@ -38,22 +39,22 @@ the exit code is then 5.`,
   imrecall certificate verify erasure-881.json --public-key dpo-pub.pem
   imrecall certificate render erasure-881.json --public-key dpo-pub.pem --out erasure-881.html`,
 		Args: cobra.ExactArgs(1),
-		RunE: withEnv(func(cmd *cobra.Command, args []string) error {
+		RunE: cli.WithEnv(func(cmd *cobra.Command, args []string) error {
 			if err := jobs.ValidID(args[0]); err != nil {
-				return usageError{err}
+				return cli.Usage(err)
 			}
 			if keyPath == "" {
-				return badInput("--signing-key: required (an Ed25519 private key in PKCS#8 PEM: openssl genpkey -algorithm ed25519)")
+				return cli.BadInput("--signing-key: required (an Ed25519 private key in PKCS#8 PEM: openssl genpkey -algorithm ed25519)")
 			}
 			if out == "" {
-				return badInput("--out: required (the certificate's file name)")
+				return cli.BadInput("--out: required (the certificate's file name)")
 			}
 			key, err := certificate.LoadPrivateKey(keyPath)
 			if err != nil {
-				return badInput("--signing-key %v", err)
+				return cli.BadInput("--signing-key %v", err)
 			}
 			if _, err := os.Stat(out); err == nil {
-				return badInput("--out %s: exists; a certificate is never overwritten", out)
+				return cli.BadInput("--out %s: exists; a certificate is never overwritten", out)
 			}
 			c, im, _, err := f.open(cmd)
 			if err != nil {
@@ -66,7 +67,7 @@ the exit code is then 5.`,
 				return cliError(err)
 			}
 			if !job.Finished() {
-				return badInput("job %s is %s with %d pending: a certificate is for a finished job (imrecall jobs wait %s)", job.ID, job.Status, job.Counts.Pending, job.ID)
+				return cli.BadInput("job %s is %s with %d pending: a certificate is for a finished job (imrecall jobs wait %s)", job.ID, job.Status, job.Counts.Pending, job.ID)
 			}
 			v, doc, err := certificate.Issue(ctx, certificate.Request{
 				Store: c.store, IM: im, Job: job, Actor: f.actor, Concurrency: f.concurrency,
@@ -108,16 +109,16 @@ func newCertificateVerifyCmd() *cobra.Command {
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if pubPath == "" {
-				return badInput("--public-key: required (openssl pkey -in KEY.pem -pubout)")
+				return cli.BadInput("--public-key: required (openssl pkey -in KEY.pem -pubout)")
 			}
 			pub, err := certificate.LoadPublicKey(pubPath)
 			if err != nil {
-				return badInput("--public-key %v", err)
+				return cli.BadInput("--public-key %v", err)
 			}
 			doc, err := certificate.Verify(args[0], pub)
 			var fail *certificate.Failure
 			if errors.As(err, &fail) {
-				return exitCodeError{code: exitFailure, msg: "NOT VALID: " + fail.Error()}
+				return cli.Exit(cli.ExitFailure, "NOT VALID: "+fail.Error())
 			}
 			if err != nil {
 				return err
@@ -146,7 +147,7 @@ func newCertificateRenderCmd() *cobra.Command {
 			if out != "" {
 				fh, err := os.Create(out)
 				if err != nil {
-					return badInput("--out %v", err)
+					return cli.BadInput("--out %v", err)
 				}
 				defer fh.Close()
 				w = fh
@@ -166,13 +167,13 @@ func certificateView(path, pubPath string) (certificate.View, error) {
 	if pubPath != "" {
 		var err error
 		if pub, err = certificate.LoadPublicKey(pubPath); err != nil {
-			return certificate.View{}, badInput("--public-key %v", err)
+			return certificate.View{}, cli.BadInput("--public-key %v", err)
 		}
 	}
 	v, err := certificate.OpenView(path, pub)
 	var notCert *certificate.NotACertificateError
 	if pub == nil && err != nil || errors.As(err, &notCert) {
-		return v, usageError{err}
+		return v, cli.Usage(err)
 	}
 	return v, err
 }

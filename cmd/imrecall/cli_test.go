@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/hibiken/asynq"
+	"github.com/imrecall/imrecall/internal/cli"
 	"github.com/imrecall/imrecall/internal/redistest"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/producer"
@@ -26,7 +28,7 @@ func runCLI(t *testing.T, args ...string) (string, string, int) {
 	cmd.SetErr(&errb)
 	cmd.SetArgs(args)
 	err := cmd.ExecuteContext(t.Context())
-	code := exitCode(err)
+	code := cli.ExitCode(err, io.Discard)
 	if err != nil {
 		errb.WriteString(err.Error())
 	}
@@ -74,7 +76,7 @@ func TestJobsAndDLQCommands(t *testing.T) {
 		}
 	}
 	_, errOut, code := runCLI(t, "jobs", "wait", id, r)
-	if code != exitDeadLetter || !strings.Contains(errOut, "need attention") {
+	if code != cli.ExitDeadLetter || !strings.Contains(errOut, "need attention") {
 		t.Fatalf("jobs wait on a job with dead letters needing attention: exit %d, %s", code, errOut)
 	}
 	out, _, _ = runCLI(t, "jobs", "list", r)
@@ -95,7 +97,7 @@ func TestJobsAndDLQCommands(t *testing.T) {
 		t.Fatalf("dlq export (jsonl):\n%s", out)
 	}
 	_, errOut, code = runCLI(t, "dlq", "list", id, "--category", "bogus", r)
-	if code != exitBadInput || !strings.Contains(errOut, "bogus") {
+	if code != cli.ExitBadInput || !strings.Contains(errOut, "bogus") {
 		t.Fatalf("bad --category: exit %d %s", code, errOut)
 	}
 
@@ -106,7 +108,7 @@ func TestJobsAndDLQCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, errOut, code = runCLI(t, "dlq", "requeue", id, "--actor", "bob", r)
-	if code != exitBadInput || !strings.Contains(errOut, "a re-queue by token:ops (console) is running") {
+	if code != cli.ExitBadInput || !strings.Contains(errOut, "a re-queue by token:ops (console) is running") {
 		t.Fatalf("dlq requeue while another runs: exit %d %s", code, errOut)
 	}
 	if err := busy.Release(t.Context()); err != nil {
@@ -160,7 +162,7 @@ func TestJobsAndDLQCommands(t *testing.T) {
 	if got := strings.Join(actions, " "); got != "alice:create bob:requeue carol:pause carol:resume carol:cancel" {
 		t.Fatalf("audit log = %s", got)
 	}
-	if _, e, code := runCLI(t, "jobs", "show", "nosuchjob", r); code != exitBadInput || !strings.Contains(e, "not found") {
+	if _, e, code := runCLI(t, "jobs", "show", "nosuchjob", r); code != cli.ExitBadInput || !strings.Contains(e, "not found") {
 		t.Fatalf("unknown job: exit %d %s", code, e)
 	}
 }
@@ -181,7 +183,7 @@ func TestRecallDryRunAndConfirm(t *testing.T) {
 	}
 	// Above --confirm-above without a terminal and without --yes: refused.
 	_, e, code := runCLI(t, "recall", "file", path, "--reason", "test", "--confirm-above", "10", "--sdkappid", "1400000001", r)
-	if code != exitBadInput || !strings.Contains(e, "--yes") {
+	if code != cli.ExitBadInput || !strings.Contains(e, "--yes") {
 		t.Fatalf("large job without --yes: exit %d %s", code, e)
 	}
 	// A job records who asked and why: without --reason (or with a blank
@@ -192,8 +194,8 @@ func TestRecallDryRunAndConfirm(t *testing.T) {
 		{"recall", "group", "--group", "@TGS#1", "--seqs", "1", "--reason", "  ", "--sdkappid", "1400000001", r},
 		{"schedule", "add", "--name", "n", "--cron", "@daily", r, "--", "purge", "group", "--group", "@TGS#1", "--until", "90d"},
 	} {
-		if _, e, code := runCLI(t, args...); code != exitBadInput || !strings.Contains(e, "--reason: required") {
-			t.Fatalf("%v: exit %d %s, want %d naming --reason", args, code, e, exitBadInput)
+		if _, e, code := runCLI(t, args...); code != cli.ExitBadInput || !strings.Contains(e, "--reason: required") {
+			t.Fatalf("%v: exit %d %s, want %d naming --reason", args, code, e, cli.ExitBadInput)
 		}
 	}
 	if keys := mr.Keys(); len(keys) != 0 {
@@ -204,11 +206,11 @@ func TestRecallDryRunAndConfirm(t *testing.T) {
 		t.Fatalf("recall group --json (exit %d): %s", code, out)
 	}
 	_, e, code = runCLI(t, "recall", "group", "--reason", "test", "--group", "@TGS#1", "--seqs", "1,x", "--sdkappid", "1400000001", r)
-	if code != exitBadInput || !strings.Contains(e, `"x"`) {
+	if code != cli.ExitBadInput || !strings.Contains(e, `"x"`) {
 		t.Fatalf("bad --seqs: exit %d %s", code, e)
 	}
 	_, e, code = runCLI(t, "recall", "c2c", "--reason", "test", "--from", "a", "--to", "b", "--msgkey", "nope", "--sdkappid", "1400000001", r)
-	if code != exitBadInput || !strings.Contains(e, "MsgKey") {
+	if code != cli.ExitBadInput || !strings.Contains(e, "MsgKey") {
 		t.Fatalf("bad --msgkey: exit %d %s", code, e)
 	}
 }
@@ -234,7 +236,7 @@ func TestJobsApprove(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := "--redis=redis://" + mr.Addr() + "/0"
-	if _, e, code := runCLI(t, "jobs", "approve", j.ID, "--actor", "alice", r); code != exitBadInput || !strings.Contains(e, "alice") {
+	if _, e, code := runCLI(t, "jobs", "approve", j.ID, "--actor", "alice", r); code != cli.ExitBadInput || !strings.Contains(e, "alice") {
 		t.Fatalf("the requester's own approval: exit %d %s", code, e)
 	}
 	if got, _ := store.Get(t.Context(), j.ID); got.Status != jobs.StatusAwaitingApproval {
@@ -244,7 +246,7 @@ func TestJobsApprove(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "approved by bob") {
 		t.Fatalf("jobs approve by bob: exit %d %s %s", code, out, e)
 	}
-	if _, _, code := runCLI(t, "jobs", "approve", j.ID, "--actor", "carol", r); code != exitBadInput {
+	if _, _, code := runCLI(t, "jobs", "approve", j.ID, "--actor", "carol", r); code != cli.ExitBadInput {
 		t.Fatalf("approving twice: exit %d", code)
 	}
 }
@@ -259,13 +261,13 @@ func TestCertificateAndVerifyTakeTheEnvironment(t *testing.T) {
 	t.Setenv("IMRECALL_SIGNING_KEY", missing)
 	t.Setenv("IMRECALL_OUT", t.TempDir()+"/erasure.json")
 	_, errOut, code := runCLI(t, "certificate", id)
-	if code != exitBadInput || !strings.Contains(errOut, "--signing-key") || !strings.Contains(errOut, "no-such-key.pem") || strings.Contains(errOut, "required") {
-		t.Fatalf("certificate with IMRECALL_SIGNING_KEY=%s: exit %d, %q; want the key file's error (exit %d), not a missing flag", missing, code, errOut, exitBadInput)
+	if code != cli.ExitBadInput || !strings.Contains(errOut, "--signing-key") || !strings.Contains(errOut, "no-such-key.pem") || strings.Contains(errOut, "required") {
+		t.Fatalf("certificate with IMRECALL_SIGNING_KEY=%s: exit %d, %q; want the key file's error (exit %d), not a missing flag", missing, code, errOut, cli.ExitBadInput)
 	}
 	t.Setenv("IMRECALL_CONCURRENCY", "0")
 	_, errOut, code = runCLI(t, "verify", id)
-	if code != exitBadInput || !strings.Contains(errOut, "--concurrency 0") {
-		t.Fatalf("verify with IMRECALL_CONCURRENCY=0: exit %d, %q; want the --concurrency error (exit %d)", code, errOut, exitBadInput)
+	if code != cli.ExitBadInput || !strings.Contains(errOut, "--concurrency 0") {
+		t.Fatalf("verify with IMRECALL_CONCURRENCY=0: exit %d, %q; want the --concurrency error (exit %d)", code, errOut, cli.ExitBadInput)
 	}
 }
 
@@ -292,8 +294,8 @@ func TestCommandLineMistakesAreBadInput(t *testing.T) {
 		{[]string{"recall", "c2c", "--from", "a", "--to", "b", "--msgkey", "1_2_3", "--reason", "x", "--reason", "y", r}, `for "--reason" flag: given twice`},
 		{[]string{"schedule", "add", "--name", "n", "--cron", "@daily", "--reason", "x", r, "--", "purge", "group", "--group", "g", "--seq-from", "1", "--seq-from", "5", "--seq-to", "9"}, `for "--seq-from" flag: given twice`},
 	} {
-		if _, e, code := runCLI(t, append(c.args, "--sdkappid", "1400000001")...); code != exitBadInput || !strings.Contains(e, c.want) {
-			t.Errorf("%v: exit %d %q, want %d and %q", c.args, code, e, exitBadInput, c.want)
+		if _, e, code := runCLI(t, append(c.args, "--sdkappid", "1400000001")...); code != cli.ExitBadInput || !strings.Contains(e, c.want) {
+			t.Errorf("%v: exit %d %q, want %d and %q", c.args, code, e, cli.ExitBadInput, c.want)
 		}
 	}
 	if keys := mr.Keys(); len(keys) != 0 {
@@ -315,10 +317,10 @@ func TestCommandLineMistakesAreBadInput(t *testing.T) {
 	// The environment and the command line do not count as two, and a list
 	// flag still takes several.
 	t.Setenv("IMRECALL_REASON", "from the environment")
-	if out, e, code := runCLI(t, "recall", "group", "--group", "g", "--seqs", "1,2", "--reason", "INC-5", "--dry-run", r, "--sdkappid", "1400000001"); code != exitOK {
+	if out, e, code := runCLI(t, "recall", "group", "--group", "g", "--seqs", "1,2", "--reason", "INC-5", "--dry-run", r, "--sdkappid", "1400000001"); code != cli.ExitOK {
 		t.Fatalf("--reason over IMRECALL_REASON: exit %d %s %s", code, out, e)
 	}
-	if out, e, code := runCLI(t, "schedule", "add", "--name", "n", "--cron", "@daily", r, "--", "purge", "group", "--group", "g1", "--group", "g2", "--seq-from", "1", "--seq-to", "3"); code != exitOK || !strings.Contains(out, "g1") || !strings.Contains(out, "g2") {
+	if out, e, code := runCLI(t, "schedule", "add", "--name", "n", "--cron", "@daily", r, "--", "purge", "group", "--group", "g1", "--group", "g2", "--seq-from", "1", "--seq-to", "3"); code != cli.ExitOK || !strings.Contains(out, "g1") || !strings.Contains(out, "g2") {
 		t.Fatalf("a schedule of a purge of two groups: exit %d %s %s", code, out, e)
 	}
 }
@@ -335,12 +337,12 @@ func TestUnknownSubcommandIsBadInput(t *testing.T) {
 	}{{[]string{"bogus"}, "bogus"}, {[]string{"recall", "grup"}, "grup"}, {[]string{"purge", "usr", "x"}, "usr"},
 		{[]string{"jobs", "lst"}, "lst"}, {[]string{"dlq", "requeu", "JOB"}, "requeu"}} {
 		out, e, code := runCLI(t, c.args...)
-		if code != exitBadInput || !strings.Contains(e, `unknown command "`+c.typo+`"`) {
-			t.Errorf("%v: exit %d, stdout %q, stderr %q: want exit %d naming %q", c.args, code, out, e, exitBadInput, c.typo)
+		if code != cli.ExitBadInput || !strings.Contains(e, `unknown command "`+c.typo+`"`) {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q: want exit %d naming %q", c.args, code, out, e, cli.ExitBadInput, c.typo)
 		}
 	}
 	for _, args := range [][]string{{}, {"recall"}, {"purge"}, {"jobs"}} {
-		if out, e, code := runCLI(t, args...); code != exitOK || !strings.Contains(out, "Available Commands") {
+		if out, e, code := runCLI(t, args...); code != cli.ExitOK || !strings.Contains(out, "Available Commands") {
 			t.Errorf("%v: exit %d, stdout %q, stderr %q: want its help, exit 0", args, code, out, e)
 		}
 	}
@@ -353,7 +355,7 @@ func TestScheduleOfAGroupIsRefused(t *testing.T) {
 	mr, _ := redistest.Mini(t)
 	r := "--redis=redis://" + mr.Addr() + "/0"
 	_, e, code := runCLI(t, "schedule", "add", "--name", "n", "--cron", "@daily", "--reason", "x", r, "--", "purge", "grup", "--group", "g")
-	if code != exitBadInput || !strings.Contains(e, "imrecall purge grup: not a command") {
+	if code != cli.ExitBadInput || !strings.Contains(e, "imrecall purge grup: not a command") {
 		t.Fatalf("exit %d %q", code, e)
 	}
 }
@@ -370,11 +372,11 @@ func TestScheduleReasonRefusedSaysWhy(t *testing.T) {
 		{"schedule", "add", "--name", "n", "--cron", "@daily", r, "--", "purge", "user", "--user", "u", "--peers", "a", "--reason", long},
 	} {
 		_, e, code := runCLI(t, args...)
-		if code != exitBadInput || strings.Contains(e, "required") || !strings.Contains(e, "longer than") {
-			t.Errorf("a reason of %d bytes: exit %d %q, want %d saying it is too long", len(long), code, e, exitBadInput)
+		if code != cli.ExitBadInput || strings.Contains(e, "required") || !strings.Contains(e, "longer than") {
+			t.Errorf("a reason of %d bytes: exit %d %q, want %d saying it is too long", len(long), code, e, cli.ExitBadInput)
 		}
 	}
-	if _, e, code := runCLI(t, "schedule", "add", "--name", "n", "--cron", "@daily", r, "--", "purge", "user", "--user", "u", "--peers", "a"); code != exitBadInput || !strings.Contains(e, "--reason: required") {
+	if _, e, code := runCLI(t, "schedule", "add", "--name", "n", "--cron", "@daily", r, "--", "purge", "user", "--user", "u", "--peers", "a"); code != cli.ExitBadInput || !strings.Contains(e, "--reason: required") {
 		t.Errorf("no reason: exit %d %q", code, e)
 	}
 }
@@ -386,7 +388,7 @@ func TestFractionGivenTwiceIsRefused(t *testing.T) {
 	mr, _ := redistest.Mini(t)
 	r := "--redis=redis://" + mr.Addr() + "/0"
 	_, e, code := runCLI(t, "purge", "user", "--user", "alice", "--peers", "bob", "--margin", "0.1", "--margin", "0.4", "--dry-run", r, "--sdkappid", "1400000001")
-	if code != exitBadInput || !strings.Contains(e, `for "--margin" flag: given twice (first "0.1")`) {
-		t.Fatalf("--margin twice: exit %d %q, want %d naming both", code, e, exitBadInput)
+	if code != cli.ExitBadInput || !strings.Contains(e, `for "--margin" flag: given twice (first "0.1")`) {
+		t.Fatalf("--margin twice: exit %d %q, want %d naming both", code, e, cli.ExitBadInput)
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/imrecall/imrecall"
+	"github.com/imrecall/imrecall/internal/cli"
 	"github.com/imrecall/imrecall/internal/cliout"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/redisurl"
@@ -55,7 +56,7 @@ func (c *conn) Close() {
 func (f *redisFlags) connect(ctx context.Context) (*conn, error) {
 	target, err := redisurl.Parse(f.url)
 	if err != nil {
-		return nil, badInput("--redis %v", err)
+		return nil, cli.BadInput("--redis %v", err)
 	}
 	target.RaisePool(f.minPool)
 	rdb, err := redisurl.Open(ctx, target, 5*time.Second)
@@ -79,10 +80,10 @@ func (f *approvalFlags) register(cmd *cobra.Command) {
 
 func (f *approvalFlags) validate() error {
 	if f.above < 0 {
-		return badInput("--approval-above (IMRECALL_APPROVAL_ABOVE) %d: must not be negative", f.above)
+		return cli.BadInput("--approval-above (IMRECALL_APPROVAL_ABOVE) %d: must not be negative", f.above)
 	}
 	if f.delay < 0 {
-		return badInput("--approval-delay (IMRECALL_APPROVAL_DELAY) %s: must not be negative", f.delay)
+		return cli.BadInput("--approval-delay (IMRECALL_APPROVAL_DELAY) %s: must not be negative", f.delay)
 	}
 	return nil
 }
@@ -106,9 +107,9 @@ func confirm(cmd *cobra.Command, prompt string) error {
 	var nc *cliout.NotConfirmedError
 	switch {
 	case errors.As(err, &nc) && nc.NoTerminal:
-		return usageError{err}
+		return cli.Usage(err)
 	case err != nil:
-		return exitCodeError{code: exitBadInput, msg: err.Error()}
+		return cli.Exit(cli.ExitBadInput, err.Error())
 	}
 	return nil
 }
@@ -127,11 +128,11 @@ func cliError(err error) error {
 	var sa *jobs.SelfApprovalError
 	switch {
 	case errors.As(err, &sa):
-		return usageError{err}
+		return cli.Usage(err)
 	case errors.As(err, &fe):
-		return usageError{cliout.FlagError{FE: fe}}
+		return cli.Usage(cliout.FlagError{FE: fe})
 	case errors.As(err, &se), errors.Is(err, jobs.ErrNotFound), errors.Is(err, jobs.ErrBusy):
-		return usageError{err}
+		return cli.Usage(err)
 	}
 	return err
 }
@@ -144,46 +145,24 @@ func jobExit(j jobs.Job) error {
 	needs := cliout.NeedsAttention(j)
 	switch {
 	case j.Status == jobs.StatusFailed:
-		return exitCodeError{code: exitFailure, msg: "job " + j.ID + " failed: " + j.Error}
+		return cli.Exit(cli.ExitFailure, "job "+j.ID+" failed: "+j.Error)
 	case j.Status == jobs.StatusCancelled:
-		return exitCodeError{code: exitCancelled, msg: "job " + j.ID + " was cancelled"}
+		return cli.Exit(cli.ExitCancelled, "job "+j.ID+" was cancelled")
 	case needs > 0:
-		return exitCodeError{code: exitDeadLetter, msg: fmt.Sprintf("job %s done: %d dead letters need attention (imrecall dlq list %s)", j.ID, needs, j.ID)}
+		return cli.Exit(cli.ExitDeadLetter, fmt.Sprintf("job %s done: %d dead letters need attention (imrecall dlq list %s)", j.ID, needs, j.ID))
 	}
 	return nil
-}
-
-// withEnv makes run a command's RunE that first sets the flags not given on
-// the command line from the IMRECALL_* environment (applyEnv).
-func withEnv(run func(*cobra.Command, []string) error) func(*cobra.Command, []string) error {
-	return func(cmd *cobra.Command, args []string) error {
-		if err := applyEnv(cmd); err != nil {
-			return err
-		}
-		return run(cmd, args)
-	}
 }
 
 // redisRun is the RunE of a command that needs Redis: it applies the
 // IMRECALL_* environment, connects, runs fn and closes the connection.
 func redisRun(rf *redisFlags, fn func(cmd *cobra.Command, args []string, c *conn) error) func(*cobra.Command, []string) error {
-	return withEnv(func(cmd *cobra.Command, args []string) error {
+	return cli.WithEnv(func(cmd *cobra.Command, args []string) error {
 		c, err := rf.connect(cmd.Context())
 		if err != nil {
 			return err
 		}
 		defer c.Close()
 		return fn(cmd, args, c)
-	})
-}
-
-// checked is the RunE of a command whose flags validate checks: the
-// IMRECALL_* environment first, then the check, then run.
-func checked(validate func() error, run func(*cobra.Command, []string) error) func(*cobra.Command, []string) error {
-	return withEnv(func(cmd *cobra.Command, args []string) error {
-		if err := validate(); err != nil {
-			return err
-		}
-		return run(cmd, args)
 	})
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"github.com/imrecall/imrecall/certificate"
+	"github.com/imrecall/imrecall/internal/cli"
 	"github.com/imrecall/imrecall/internal/cliout"
 	"github.com/imrecall/imrecall/internal/demo"
 	"github.com/spf13/cobra"
@@ -36,7 +37,7 @@ the job's report, and checks against the emulator that none of the spammer's mes
 The same binary pointed at a real Redis and real credentials is the production path.`,
 		Example: "  imrecall demo\n  imrecall demo --groups 500 --messages 300000",
 		Args:    cobra.NoArgs,
-		RunE:    withEnv(func(cmd *cobra.Command, _ []string) error { return runDemo(cmd.Context(), cmd, o) }),
+		RunE:    cli.WithEnv(func(cmd *cobra.Command, _ []string) error { return runDemo(cmd.Context(), cmd, o) }),
 	}
 	fl := cmd.Flags()
 	fl.IntVar(&o.groups, "groups", 300, "groups in the synthetic app")
@@ -61,7 +62,7 @@ func runDemo(ctx context.Context, cmd *cobra.Command, o demoOptions) error {
 	})
 	var failed demo.CheckFailed
 	if errors.As(err, &failed) {
-		return exitCodeError{code: exitFailure, msg: failed.Error()}
+		return cli.Exit(cli.ExitFailure, failed.Error())
 	}
 	if err != nil {
 		return err

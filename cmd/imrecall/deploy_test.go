@@ -17,6 +17,7 @@ import (
 	"github.com/hibiken/asynq"
 	asynqmetrics "github.com/hibiken/asynq/x/metrics"
 	"github.com/imrecall/imrecall/api"
+	"github.com/imrecall/imrecall/internal/cli"
 	"github.com/imrecall/imrecall/internal/redistest"
 	"github.com/imrecall/imrecall/limiter"
 	"github.com/imrecall/imrecall/msgindex"
@@ -47,7 +48,7 @@ func checkArgs(t *testing.T, where string, args []string) {
 // checkEnv fails if an IMRECALL_* variable names no flag of any command.
 func checkEnv(t *testing.T, where, name string, commands [][]string) {
 	t.Helper()
-	if !strings.HasPrefix(name, envPrefix) {
+	if !strings.HasPrefix(name, cli.EnvPrefix) {
 		return
 	}
 	for _, args := range commands {
@@ -55,7 +56,7 @@ func checkEnv(t *testing.T, where, name string, commands [][]string) {
 		if err != nil {
 			continue
 		}
-		flag := strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(name, envPrefix), "_", "-"))
+		flag := strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(name, cli.EnvPrefix), "_", "-"))
 		if cmd.Flags().Lookup(flag) != nil {
 			return
 		}
@@ -125,11 +126,11 @@ func TestDeployFiles(t *testing.T) {
 					}
 				}
 				for k := range m {
-					if strings.HasPrefix(k, envPrefix) {
+					if strings.HasPrefix(k, cli.EnvPrefix) {
 						envs = append(envs, k)
 					}
 				}
-				if n, ok := m["name"]; ok && strings.HasPrefix(n.Value, envPrefix) {
+				if n, ok := m["name"]; ok && strings.HasPrefix(n.Value, cli.EnvPrefix) {
 					envs = append(envs, n.Value)
 				}
 				if n, ok := m["expr"]; ok {

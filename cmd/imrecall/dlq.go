@@ -6,13 +6,14 @@ import (
 	"os"
 
 	"github.com/imrecall/imrecall"
+	"github.com/imrecall/imrecall/internal/cli"
 	"github.com/imrecall/imrecall/internal/cliout"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/spf13/cobra"
 )
 
 func newDLQCmd() *cobra.Command {
-	return group("dlq", "Dead letters: list, export (JSONL/CSV) and re-queue the messages a job could not recall", `Every message a job could not recall has a durable dead letter (kept with the job, not in
+	return cli.Group("dlq", "Dead letters: list, export (JSONL/CSV) and re-queue the messages a job could not recall", `Every message a job could not recall has a durable dead letter (kept with the job, not in
 asynq's capped archive): the target, the code and its meaning, the attempts and the time.
 Categories: already_recalled (20023), not_found (10030, 20022), cancelled, needs_attention.`,
 		newDLQListCmd(), newDLQExportCmd(), newDLQRequeueCmd())
@@ -74,7 +75,7 @@ func newDLQExportCmd() *cobra.Command {
 				return err
 			}
 			if format != "jsonl" && format != "csv" {
-				return badInput("--format %q: want jsonl or csv", format)
+				return cli.BadInput("--format %q: want jsonl or csv", format)
 			}
 			if _, err := c.store.Get(cmd.Context(), id); err != nil {
 				return err
@@ -83,7 +84,7 @@ func newDLQExportCmd() *cobra.Command {
 			if out != "" && out != "-" {
 				fh, err := os.Create(out)
 				if err != nil {
-					return badInput("--out: %v", err)
+					return cli.BadInput("--out: %v", err)
 				}
 				defer fh.Close()
 				w = fh
@@ -113,7 +114,7 @@ func newDLQRequeueCmd() *cobra.Command {
 			if dryRun {
 				n, err := client.CountDeadLetters(ctx, id, f)
 				if errors.As(err, &se) {
-					return usageError{err}
+					return cli.Usage(err)
 				}
 				if err != nil {
 					return err
@@ -123,7 +124,7 @@ func newDLQRequeueCmd() *cobra.Command {
 			}
 			total, repaired, err := client.CountRequeue(ctx, id, f)
 			if errors.As(err, &se) || errors.Is(err, jobs.ErrBusy) {
-				return usageError{err}
+				return cli.Usage(err)
 			}
 			if err != nil {
 				return err
@@ -145,7 +146,7 @@ func newDLQRequeueCmd() *cobra.Command {
 				fmt.Fprintf(cmd.OutOrStdout(), "job %s: %d messages of an interrupted re-queue queued\n", id, r.Repaired)
 			}
 			if errors.As(err, &se) || errors.Is(err, jobs.ErrBusy) {
-				return usageError{err} // e.g. a cancelled job: it stays cancelled
+				return cli.Usage(err) // e.g. a cancelled job: it stays cancelled
 			}
 			if err != nil {
 				return err

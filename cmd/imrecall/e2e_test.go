@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/imrecall/imrecall/emulator"
+	"github.com/imrecall/imrecall/internal/cli"
 	"github.com/imrecall/imrecall/internal/imtest"
 	"github.com/imrecall/imrecall/internal/redistest"
 	"github.com/imrecall/imrecall/jobs"
@@ -583,8 +584,8 @@ func TestRecallFileRejectsBadInput(t *testing.T) {
 			cmd := imrecallCommand(t.Context(), e.bin, "recall", "file", path, "--reason", "test", "--yes")
 			cmd.Env = e.environ()
 			out, err := cmd.CombinedOutput()
-			if exitOf(t, err) != exitBadInput {
-				t.Fatalf("exit = %v, want %d\n%s", err, exitBadInput, out)
+			if exitOf(t, err) != cli.ExitBadInput {
+				t.Fatalf("exit = %v, want %d\n%s", err, cli.ExitBadInput, out)
 			}
 			if !strings.Contains(string(out), path+":2:") {
 				t.Fatalf("output does not name %s:2:\n%s", path, out)

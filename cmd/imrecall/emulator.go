@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/imrecall/imrecall/emulator"
+	"github.com/imrecall/imrecall/internal/cli"
 	"github.com/spf13/cobra"
 )
 
@@ -36,7 +37,7 @@ accepted, throttled, faults, max_1s and a per-second series; GET /emulator/truth
   imrecall emulator --generate groups=200,users=2000,messages=100000,c2c=5000,heavy=1,heavy-groups=120,peers=25
   imrecall emulator --generate messages=20000 --callback-url http://127.0.0.1:8080/callback --callback-token "$TOKEN" --replay-callbacks`,
 		Args: cobra.NoArgs,
-		RunE: withEnv(func(cmd *cobra.Command, _ []string) error { return runEmulator(cmd.Context(), cmd, &o) }),
+		RunE: cli.WithEnv(func(cmd *cobra.Command, _ []string) error { return runEmulator(cmd.Context(), cmd, &o) }),
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&o.listen, "listen", "127.0.0.1:8080", "address to listen on (port 0: any free port)")
@@ -68,12 +69,12 @@ func runEmulator(ctx context.Context, cmd *cobra.Command, o *emulatorOptions) er
 	if err != nil {
 		return err
 	}
-	key, err := secretFrom(o.secretKey, o.secretKeyFile, "--secret-key / --secret-key-file")
+	key, err := cli.SecretFrom(o.secretKey, o.secretKeyFile, "--secret-key / --secret-key-file")
 	if err != nil {
 		return err
 	}
 	if key == "" {
-		return badInput("--secret-key (IMRECALL_SECRET_KEY) or --secret-key-file: required")
+		return cli.BadInput("--secret-key (IMRECALL_SECRET_KEY) or --secret-key-file: required")
 	}
 	cfg := o.cfg
 	cfg.SecretKey, cfg.Logger = key, log
@@ -84,34 +85,34 @@ func runEmulator(ctx context.Context, cmd *cobra.Command, o *emulatorOptions) er
 		return err
 	}
 	if cfg.Faults.Codes, err = emulator.ParseFaultCodes(o.fault); err != nil {
-		return badInput("--fault: %v", err)
+		return cli.BadInput("--fault: %v", err)
 	}
 	if cfg.Faults.ItemCodes, err = emulator.ParseFaultCodes(o.itemFault); err != nil {
-		return badInput("--item-fault: %v", err)
+		return cli.BadInput("--item-fault: %v", err)
 	}
 	if o.replay && cfg.Callbacks.URL == "" {
-		return badInput("--replay-callbacks: needs --callback-url")
+		return cli.BadInput("--replay-callbacks: needs --callback-url")
 	}
 	emu, err := emulator.New(cfg)
 	if err != nil {
-		return badInput("%v", err)
+		return cli.BadInput("%v", err)
 	}
 	defer emu.Close()
 	if o.generate != "" {
 		spec, err := emulator.ParseDatasetSpec(o.generate)
 		if err != nil {
-			return badInput("--generate: %v", err)
+			return cli.BadInput("--generate: %v", err)
 		}
 		ds, err := emu.Generate(spec)
 		if err != nil {
-			return badInput("--generate: %v", err)
+			return cli.BadInput("--generate: %v", err)
 		}
 		b, _ := json.Marshal(ds)
 		fmt.Fprintf(cmd.ErrOrStderr(), "%s\n", b)
 	}
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
-		return badInput("--listen %q: %v", o.listen, err)
+		return cli.BadInput("--listen %q: %v", o.listen, err)
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "listening on http://%s\n", ln.Addr())
 	if o.replay {
@@ -124,7 +125,7 @@ func runEmulator(ctx context.Context, cmd *cobra.Command, o *emulatorOptions) er
 // parseLatency is emulator.ParseLatency as a --latency flag's usage error.
 func parseLatency(s string) (lo, hi time.Duration, err error) {
 	if lo, hi, err = emulator.ParseLatency(s); err != nil {
-		return 0, 0, badInput("--latency %v", err)
+		return 0, 0, cli.BadInput("--latency %v", err)
 	}
 	return lo, hi, nil
 }

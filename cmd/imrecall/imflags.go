@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/imrecall/imrecall/internal/cli"
 	"github.com/imrecall/imrecall/limiter"
 	"github.com/imrecall/imrecall/tim"
 	"github.com/spf13/cobra"
@@ -51,23 +52,23 @@ func (f *imFlags) register(cmd *cobra.Command) {
 // a gate), naming the flag or variable that is wrong.
 func (f *imFlags) config(log *slog.Logger) (tim.Config, error) {
 	if f.appID <= 0 {
-		return tim.Config{}, badInput("--sdkappid (IMRECALL_SDKAPPID): required, a positive number")
+		return tim.Config{}, cli.BadInput("--sdkappid (IMRECALL_SDKAPPID): required, a positive number")
 	}
 	if strings.TrimSpace(f.admin) == "" {
-		return tim.Config{}, badInput("--admin (IMRECALL_ADMIN): required")
+		return tim.Config{}, cli.BadInput("--admin (IMRECALL_ADMIN): required")
 	}
-	key, err := secretFrom(f.secretKey, f.secretKeyFile, "--secret-key / --secret-key-file (IMRECALL_SECRET_KEY / IMRECALL_SECRET_KEY_FILE)")
+	key, err := cli.SecretFrom(f.secretKey, f.secretKeyFile, "--secret-key / --secret-key-file (IMRECALL_SECRET_KEY / IMRECALL_SECRET_KEY_FILE)")
 	if err != nil {
 		return tim.Config{}, err
 	}
 	if key == "" {
-		return tim.Config{}, badInput("the app's SecretKey is required: set IMRECALL_SECRET_KEY or --secret-key-file")
+		return tim.Config{}, cli.BadInput("the app's SecretKey is required: set IMRECALL_SECRET_KEY or --secret-key-file")
 	}
 	if _, err := tim.BaseURL(f.apiBase); err != nil {
-		return tim.Config{}, badInput("--api-base (IMRECALL_API_BASE): %v", err)
+		return tim.Config{}, cli.BadInput("--api-base (IMRECALL_API_BASE): %v", err)
 	}
 	if f.timeout <= 3*time.Second {
-		return tim.Config{}, badInput("--timeout %v: must be above the server's 3 s", f.timeout)
+		return tim.Config{}, cli.BadInput("--timeout %v: must be above the server's 3 s", f.timeout)
 	}
 	return tim.Config{
 		SDKAppID: f.appID, Admin: f.admin, SecretKey: tim.Secret(key),
@@ -79,7 +80,7 @@ func (f *imFlags) config(log *slog.Logger) (tim.Config, error) {
 func parseCaps(flag, s string) (map[string]int, error) {
 	m, err := limiter.ParseCapOf(s)
 	if err != nil {
-		return nil, badInput("--%s: %v", flag, err)
+		return nil, cli.BadInput("--%s: %v", flag, err)
 	}
 	return m, nil
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/imrecall/imrecall/emulator"
+	"github.com/imrecall/imrecall/internal/cli"
 	"github.com/imrecall/imrecall/internal/imtest"
 	"github.com/imrecall/imrecall/jobs"
 )
@@ -121,7 +122,7 @@ func (e *e2e) settleInterrupted(id string) (jobs.Job, time.Duration) {
 	cmd := imrecallCommand(e.t.Context(), e.bin, "jobs", "wait", id)
 	cmd.Env = e.environ()
 	out, err := cmd.CombinedOutput()
-	if exitOf(e.t, err) != exitFailure || !strings.Contains(string(out), "planning interrupted") {
+	if exitOf(e.t, err) != cli.ExitFailure || !strings.Contains(string(out), "planning interrupted") {
 		e.t.Fatalf("jobs wait %s: %v\n%s", id, err, out)
 	}
 	return j, took

@@ -8,6 +8,7 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/imrecall/imrecall"
+	"github.com/imrecall/imrecall/internal/cli"
 	"github.com/imrecall/imrecall/internal/cliout"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/spf13/cobra"
@@ -15,7 +16,7 @@ import (
 )
 
 func newJobsCmd() *cobra.Command {
-	return group("jobs", "List, inspect, wait for, pause, resume and cancel jobs", "",
+	return cli.Group("jobs", "List, inspect, wait for, pause, resume and cancel jobs", "",
 		newJobsListCmd(), newJobsShowCmd(), newJobsWaitCmd(), newJobsReportCmd(),
 		newJobsCancelCmd(), newJobsApproveCmd(), newJobsPauseCmd(true), newJobsPauseCmd(false), newJobsAuditCmd())
 }
@@ -28,9 +29,9 @@ func jobCmd(use, short, example string, run func(cmd *cobra.Command, c *conn, cl
 	cmd := &cobra.Command{
 		Use: use, Short: short, Example: example,
 		Args: cobra.ExactArgs(1),
-		RunE: withEnv(func(cmd *cobra.Command, args []string) error {
+		RunE: cli.WithEnv(func(cmd *cobra.Command, args []string) error {
 			if err := jobs.ValidID(args[0]); err != nil {
-				return usageError{err}
+				return cli.Usage(err)
 			}
 			c, err := rf.connect(cmd.Context())
 			if err != nil {

@@ -4,6 +4,7 @@ import (
 	"io"
 	"log/slog"
 
+	"github.com/imrecall/imrecall/internal/cli"
 	"github.com/imrecall/imrecall/internal/cliout"
 	"github.com/imrecall/imrecall/worker"
 	"github.com/spf13/cobra"
@@ -23,7 +24,7 @@ func (f *logFlags) register(cmd *cobra.Command) {
 func (f *logFlags) logger(w io.Writer) (*slog.Logger, error) {
 	log, err := cliout.Logger(w, f.level, f.format)
 	if err != nil {
-		return nil, usageError{err}
+		return nil, cli.Usage(err)
 	}
 	return log, nil
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 
 	"github.com/imrecall/imrecall"
+	"github.com/imrecall/imrecall/internal/cli"
 	"github.com/imrecall/imrecall/internal/cliout"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/producer"
@@ -73,7 +74,7 @@ func (f *purgeFlags) client(c *conn, log *slog.Logger) (*tim.Client, error) {
 }
 
 func newPurgeCmd() *cobra.Command {
-	return group("purge", "Find messages through the IM API and recall them: a user's everything, or a spam wave", `purge discovers messages (group histories, one-to-one histories) through the IM API, at the
+	return cli.Group("purge", "Find messages through the IM API and recall them: a user's everything, or a spam wave", `purge discovers messages (group histories, one-to-one histories) through the IM API, at the
 shared rate cap, then plans a job of them. --dry-run discovers and reports per group the
 messages and calls and the time at the cap, and recalls nothing.`,
 		newPurgeUserCmd(), newPurgeGroupCmd())
@@ -93,7 +94,7 @@ the user belongs to is scanned, and the one-to-one chats with --peers.`,
   imrecall purge user --user spammer42 --source index --since 7d --reason "INC-4211" --yes --wait
   imrecall purge user --user u123 --peers-file peers.txt --reason "GDPR erasure request #881" --yes --wait`,
 		Args: cobra.NoArgs,
-		RunE: checked(f.validate, func(cmd *cobra.Command, _ []string) error {
+		RunE: cli.Checked(f.validate, func(cmd *cobra.Command, _ []string) error {
 			ps, err := peerList(peers, peersFile)
 			if err != nil {
 				return err
@@ -112,7 +113,7 @@ the user belongs to is scanned, and the one-to-one chats with --peers.`,
 func peerList(list, file string) ([]string, error) {
 	ps, err := imrecall.ReadPeers(list, file)
 	if err != nil {
-		return nil, usageError{err}
+		return nil, cli.Usage(err)
 	}
 	return ps, nil
 }
@@ -128,7 +129,7 @@ func newPurgeGroupCmd() *cobra.Command {
 		Example: `  imrecall purge group --group @TGS#1 --group @TGS#2 --since "2026-11-22 14:00" --sender spam1 --dry-run
   imrecall purge group --group @TGS#1 --seq-from 1200 --seq-to 1450 --reason "INC-4211" --yes --wait`,
 		Args: cobra.NoArgs,
-		RunE: checked(f.validate, func(cmd *cobra.Command, _ []string) error {
+		RunE: cli.Checked(f.validate, func(cmd *cobra.Command, _ []string) error {
 			return runPurge(cmd, &f, imrecall.GroupPurge{Groups: groups, Topic: topic, Senders: senders,
 				SeqFrom: seqFrom, SeqTo: seqTo, Since: f.since, Until: f.until})
 		}),

@@ -8,6 +8,7 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/imrecall/imrecall"
+	"github.com/imrecall/imrecall/internal/cli"
 	"github.com/imrecall/imrecall/internal/cliout"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/msgindex"
@@ -54,28 +55,28 @@ func (f *recallFlags) register(cmd *cobra.Command, defaultQueue string) {
 
 func (f *recallFlags) validate() error {
 	if f.appID <= 0 {
-		return badInput("--sdkappid (IMRECALL_SDKAPPID): required, a positive number")
+		return cli.BadInput("--sdkappid (IMRECALL_SDKAPPID): required, a positive number")
 	}
 	if err := tasks.ValidQueue(f.queue); err != nil {
-		return badInput("--queue: %v", err)
+		return cli.BadInput("--queue: %v", err)
 	}
 	if strings.TrimSpace(f.audit.actor) == "" {
-		return badInput("--actor: required (who asks, for the audit record)")
+		return cli.BadInput("--actor: required (who asks, for the audit record)")
 	}
 	if err := f.approval.validate(); err != nil {
 		return err
 	}
 	if f.backlog < 0 {
-		return badInput("--backlog (IMRECALL_BACKLOG) %d: must not be negative", f.backlog)
+		return cli.BadInput("--backlog (IMRECALL_BACKLOG) %d: must not be negative", f.backlog)
 	}
 	if f.plannerLease <= 0 {
-		return badInput("--planner-lease (IMRECALL_PLANNER_LEASE) %s: must be positive", f.plannerLease)
+		return cli.BadInput("--planner-lease (IMRECALL_PLANNER_LEASE) %s: must be positive", f.plannerLease)
 	}
 	return nil
 }
 
 func newRecallCmd() *cobra.Command {
-	return group("recall", "Recall listed messages: one group's seqs, one one-to-one message, or a file of them", `Each recall subcommand creates one job, prints its id, and leaves the work to the workers
+	return cli.Group("recall", "Recall listed messages: one group's seqs, one one-to-one message, or a file of them", `Each recall subcommand creates one job, prints its id, and leaves the work to the workers
 (imrecall worker). Recalled messages cannot be restored: --dry-run checks and reports
 without changing anything, and jobs above --confirm-above messages ask for confirmation
 unless --yes is given.`,
@@ -91,8 +92,8 @@ func newRecallGroupCmd() *cobra.Command {
 		Example: `  imrecall recall group --sdkappid 1400000001 --group @TGS#2J4SZEAEL --seqs 100,101,102 --reason "spam"
   imrecall recall group --group @TGS#_community --topic @TGS#_community@TOPIC#_general --seqs 7 --reason "INC-9" --wait`,
 		Args: cobra.NoArgs,
-		RunE: checked(f.validate, func(cmd *cobra.Command, _ []string) error {
-			list, err := parseInt64List("seqs", seqs)
+		RunE: cli.Checked(f.validate, func(cmd *cobra.Command, _ []string) error {
+			list, err := cli.ParseInt64List("seqs", seqs)
 			if err != nil {
 				return err
 			}
@@ -114,7 +115,7 @@ func newRecallC2CCmd() *cobra.Command {
 		Short:   "Recall one one-to-one message by MsgKey",
 		Example: `  imrecall recall c2c --sdkappid 1400000001 --from vinson --to dramon --msgkey 31906_833502_1572869830 --reason "reported by the recipient"`,
 		Args:    cobra.NoArgs,
-		RunE: checked(f.validate, func(cmd *cobra.Command, _ []string) error {
+		RunE: cli.Checked(f.validate, func(cmd *cobra.Command, _ []string) error {
 			return runJob(cmd, &f, nil, imrecall.C2CRecall{From: from, To: to, MsgKey: key})
 		}),
 	}
@@ -140,7 +141,7 @@ enqueued. Duplicates are recalled once; group seqs are sent 10 per call.`,
 		Example: `  imrecall recall file callbacks.jsonl --sdkappid 1400000001 --reason "INC-4211 spam wave" --dry-run
   imrecall recall file export.csv --queue backfill --reason "retention backfill" --yes --wait`,
 		Args: cobra.ExactArgs(1),
-		RunE: checked(f.validate, func(cmd *cobra.Command, args []string) error {
+		RunE: cli.Checked(f.validate, func(cmd *cobra.Command, args []string) error {
 			return runJob(cmd, &f, nil, imrecall.ListRecall{File: args[0]})
 		}),
 	}
@@ -215,7 +216,7 @@ func runJob(cmd *cobra.Command, f *recallFlags, open func(c *conn) (producer.IM,
 	var cancelled *imrecall.CancelledError
 	if errors.As(err, &cancelled) {
 		// Exit 4, as for a job cancelled once planned: not a failure to retry.
-		return exitCodeError{code: exitCancelled, msg: err.Error()}
+		return cli.Exit(cli.ExitCancelled, err.Error())
 	}
 	if err != nil {
 		return cliError(err)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/imrecall/imrecall"
+	"github.com/imrecall/imrecall/internal/cli"
 	"github.com/imrecall/imrecall/internal/cliout"
 	"github.com/imrecall/imrecall/producer"
 	"github.com/spf13/cobra"
@@ -17,7 +18,7 @@ import (
 )
 
 func newScheduleCmd() *cobra.Command {
-	return group("schedule", "Recurring jobs: add, list and remove schedules (run by `imrecall scheduler`)", `A schedule creates a job on a cron spec, e.g. a nightly retention purge. It holds a typed job
+	return cli.Group("schedule", "Recurring jobs: add, list and remove schedules (run by `imrecall scheduler`)", `A schedule creates a job on a cron spec, e.g. a nightly retention purge. It holds a typed job
 request (what the job is: kind, user, groups, ranges, queue, reason), the same the HTTP API takes,
 never how a worker connects: the worker that runs a firing uses its own Redis, API base, admin
 identity and credentials. "schedule add" takes the request in the shape of a recall or purge
@@ -39,7 +40,7 @@ func newScheduleAddCmd() *cobra.Command {
       purge group --group @TGS#1 --group @TGS#2 --until 90d --queue backfill
   imrecall schedule add --name hourly-list --cron "@every 1h" --reason "INC-4211" -- recall file callbacks.jsonl   # read now, held in the schedule`,
 		Args: cobra.MinimumNArgs(1),
-		RunE: withEnv(func(cmd *cobra.Command, args []string) error {
+		RunE: cli.WithEnv(func(cmd *cobra.Command, args []string) error {
 			req, err := scheduleRequest(cmd.Context(), args, true)
 			if err != nil {
 				return err
@@ -53,12 +54,12 @@ func newScheduleAddCmd() *cobra.Command {
 			if err := sc.Validate(); err != nil {
 				if fe := (*producer.FieldError)(nil); errors.As(err, &fe) && fe.Field == "request.reason" {
 					if strings.TrimSpace(req.Reason) == "" && strings.TrimSpace(audit.reason) == "" {
-						return badInput("--reason: required (why the schedule's jobs recall messages, for the audit record)")
+						return cli.BadInput("--reason: required (why the schedule's jobs recall messages, for the audit record)")
 					}
 					// Given, but refused (too long, not UTF-8): say why.
-					return badInput("--reason: %s", fe.Reason)
+					return cli.BadInput("--reason: %s", fe.Reason)
 				}
-				return usageError{err}
+				return cli.Usage(err)
 			}
 			if err := producer.NewSchedules(c.rdb, rf.prefix).Add(cmd.Context(), sc); err != nil {
 				return err
@@ -81,18 +82,18 @@ func newScheduleAddCmd() *cobra.Command {
 func scheduleRequest(ctx context.Context, args []string, readFiles bool) (producer.JobRequest, error) {
 	var req producer.JobRequest
 	if len(args) < 2 || args[0] != "recall" && args[0] != "purge" {
-		return req, badInput("a schedule creates a recall or purge job, not %q", strings.Join(args[:min(len(args), 2)], " "))
+		return req, cli.BadInput("a schedule creates a recall or purge job, not %q", strings.Join(args[:min(len(args), 2)], " "))
 	}
 	sub, rest, err := newRootCmd().Find(args)
 	if err != nil || !sub.Runnable() || sub.HasSubCommands() {
-		return req, badInput("imrecall %s: not a command", strings.Join(args[:2], " "))
+		return req, cli.BadInput("imrecall %s: not a command", strings.Join(args[:2], " "))
 	}
 	if err := sub.ParseFlags(rest); err != nil {
-		return req, badInput("imrecall %s: %v", strings.Join(args[:2], " "), err)
+		return req, cli.BadInput("imrecall %s: %v", strings.Join(args[:2], " "), err)
 	}
 	req, err = producer.ScheduledRequest(ctx, strings.TrimPrefix(sub.CommandPath(), "imrecall "), sub.Flags(), readFiles)
 	if err != nil {
-		return req, usageError{err}
+		return req, cli.Usage(err)
 	}
 	return req, nil
 }
@@ -118,7 +119,7 @@ func newScheduleRemoveCmd() *cobra.Command {
 		RunE: redisRun(&rf, func(cmd *cobra.Command, args []string, c *conn) error {
 			if err := producer.NewSchedules(c.rdb, rf.prefix).Remove(cmd.Context(), args[0]); err != nil {
 				if errors.Is(err, producer.ErrNoSchedule) {
-					return usageError{err}
+					return cli.Usage(err)
 				}
 				return err
 			}

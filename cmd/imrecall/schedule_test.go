@@ -18,6 +18,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/imrecall/imrecall"
 	"github.com/imrecall/imrecall/emulator"
+	"github.com/imrecall/imrecall/internal/cli"
 	"github.com/imrecall/imrecall/internal/imtest"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/producer"
@@ -45,17 +46,17 @@ func TestScheduleRefusesConnectionSettings(t *testing.T) {
 		{"--sdkappid", []string{"recall", "group", "--group", "g", "--seqs", "1", "--sdkappid", "1400000002"}},
 		{"--redis", []string{"recall", "group", "--group", "g", "--seqs", "1", "--redis", "redis://203.0.113.9:6379"}},
 	} {
-		if e, code := add(c.cmdline...); code != exitBadInput || !strings.Contains(e, c.flag) || !strings.Contains(e, "never how a worker connects") {
-			t.Errorf("%s: exit %d, stderr %q; want exit %d naming %s", c.flag, code, e, exitBadInput, c.flag)
+		if e, code := add(c.cmdline...); code != cli.ExitBadInput || !strings.Contains(e, c.flag) || !strings.Contains(e, "never how a worker connects") {
+			t.Errorf("%s: exit %d, stderr %q; want exit %d naming %s", c.flag, code, e, cli.ExitBadInput, c.flag)
 		}
 	}
-	if e, code := add("recall", "group", "--group", "g", "--seqs", "1", "--dry-run"); code != exitBadInput || !strings.Contains(e, "--dry-run") {
+	if e, code := add("recall", "group", "--group", "g", "--seqs", "1", "--dry-run"); code != cli.ExitBadInput || !strings.Contains(e, "--dry-run") {
 		t.Errorf("--dry-run: exit %d %q", code, e)
 	}
-	if e, code := add("jobs", "list"); code != exitBadInput || !strings.Contains(e, "recall or purge") {
+	if e, code := add("jobs", "list"); code != cli.ExitBadInput || !strings.Contains(e, "recall or purge") {
 		t.Errorf("not a recall: exit %d %q", code, e)
 	}
-	if _, e, code := runCLI(t, "schedule", "add", "--name", "bad", "--cron", "every day", r, "--", "recall", "group", "--group", "g", "--seqs", "1"); code != exitBadInput || !strings.Contains(e, "cron") {
+	if _, e, code := runCLI(t, "schedule", "add", "--name", "bad", "--cron", "every day", r, "--", "recall", "group", "--group", "g", "--seqs", "1"); code != cli.ExitBadInput || !strings.Contains(e, "cron") {
 		t.Errorf("bad cron: exit %d %s", code, e)
 	}
 	if keys := mr.Keys(); len(keys) != 0 {
@@ -197,7 +198,7 @@ func TestScheduleFiresAJob(t *testing.T) {
 	if _, e, code := runCLI(t, "schedule", "remove", "nightly", r); code != 0 {
 		t.Fatalf("schedule remove: %d %s", code, e)
 	}
-	if _, _, code := runCLI(t, "schedule", "remove", "nightly", r); code != exitBadInput {
+	if _, _, code := runCLI(t, "schedule", "remove", "nightly", r); code != cli.ExitBadInput {
 		t.Fatalf("removing twice: exit %d", code)
 	}
 }

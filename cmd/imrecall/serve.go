@@ -9,6 +9,7 @@ import (
 
 	"github.com/imrecall/imrecall/api"
 	"github.com/imrecall/imrecall/certificate"
+	"github.com/imrecall/imrecall/internal/cli"
 	"github.com/imrecall/imrecall/internal/serveproc"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/msgindex"
@@ -73,7 +74,7 @@ than two beats (serve down, Redis unreachable) is recorded as a gap in the index
   curl -H "Authorization: Bearer $TOKEN" localhost:8080/v1/jobs
   curl -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" -d '{"kind":"purge_user","user":"spammer42","reason":"INC-1","dry_run":true}' localhost:8080/v1/jobs`,
 		Args: cobra.NoArgs,
-		RunE: withEnv(func(cmd *cobra.Command, _ []string) error { return runServe(cmd.Context(), cmd, &o) }),
+		RunE: cli.WithEnv(func(cmd *cobra.Command, _ []string) error { return runServe(cmd.Context(), cmd, &o) }),
 	}
 	o.imCallFlags.register(cmd)
 	fl := cmd.Flags()
@@ -105,7 +106,7 @@ than two beats (serve down, Redis unreachable) is recorded as a gap in the index
 func parseAge(flag, s string) (time.Duration, error) {
 	d, err := jobs.ParseAge(s)
 	if err != nil {
-		return 0, badInput("%s %q: %v", flag, strings.TrimSpace(s), err)
+		return 0, cli.BadInput("%s %q: %v", flag, strings.TrimSpace(s), err)
 	}
 	return d, nil
 }
@@ -130,7 +131,7 @@ func startJobRetention(ctx context.Context, c *conn, flag string, log *slog.Logg
 func (o *serveOptions) apiTokens() ([]api.Token, error) {
 	ts, err := api.LoadTokens(o.tokens, o.tokensFile)
 	if err != nil {
-		return nil, badInput("%v", err)
+		return nil, cli.BadInput("%v", err)
 	}
 	return ts, nil
 }
@@ -144,7 +145,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 	if err != nil {
 		return err
 	}
-	cbToken, err := secretFrom(o.callbackToken, o.callbackTokenFile, "--callback-token / --callback-token-file (IMRECALL_CALLBACK_TOKEN / IMRECALL_CALLBACK_TOKEN_FILE)")
+	cbToken, err := cli.SecretFrom(o.callbackToken, o.callbackTokenFile, "--callback-token / --callback-token-file (IMRECALL_CALLBACK_TOKEN / IMRECALL_CALLBACK_TOKEN_FILE)")
 	if err != nil {
 		return err
 	}
@@ -153,7 +154,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 		return err
 	}
 	if err := serveproc.CheckIndex(o.index, o.insecureCallbacks, cbToken, o.idx); err != nil {
-		return usageError{err}
+		return cli.Usage(err)
 	}
 	imCfg, err := o.im.config(log)
 	if err != nil {
@@ -174,7 +175,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 	sw := certificate.Software{Name: "imrecall", Version: certificate.BuildVersion(), ConfigSHA256: o.configHash()}
 	certs, err := api.OpenCertificates(o.certificateDir, o.signingKey, sw)
 	if err != nil {
-		return usageError{err}
+		return cli.Usage(err)
 	}
 	err = serveproc.Run(ctx, serveproc.Config{Redis: c.rdb, Asynq: c.asynq, Store: c.store, Prefix: o.redis.prefix,
 		IM: im, Limiter: lim, AppID: imCfg.SDKAppID, Tokens: tokens, Index: o.index, IndexService: o.idx, Retention: retention,
@@ -183,7 +184,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 		Listen: o.listen, RedisName: redisurl.Redact(o.redis.url), Logger: log})
 	var ie *serveproc.InputError
 	if errors.As(err, &ie) {
-		return usageError{err}
+		return cli.Usage(err)
 	}
 	return err
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/imrecall/imrecall/emulator"
+	"github.com/imrecall/imrecall/internal/cli"
 	"github.com/imrecall/imrecall/internal/openssltest"
 )
 
@@ -25,8 +26,8 @@ func TestServeVerifiesAndCertifies(t *testing.T) {
 
 	dir := t.TempDir()
 	// A key without a directory to keep certificates in is refused.
-	if _, err := e.run("serve", "--listen", freeAddr(t), "--index=false", "--signing-key", key); exitOf(t, err) != exitBadInput {
-		t.Fatalf("serve --signing-key without --certificate-dir: %v, want exit %d", err, exitBadInput)
+	if _, err := e.run("serve", "--listen", freeAddr(t), "--index=false", "--signing-key", key); exitOf(t, err) != cli.ExitBadInput {
+		t.Fatalf("serve --signing-key without --certificate-dir: %v, want exit %d", err, cli.ExitBadInput)
 	}
 	addr := freeAddr(t)
 	certDir := filepath.Join(dir, "certs")

@@ -11,6 +11,7 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/imrecall/imrecall/emulator"
+	"github.com/imrecall/imrecall/internal/cli"
 	"github.com/imrecall/imrecall/jobs"
 )
 
@@ -144,7 +145,7 @@ func TestRequeueCancelledJobStaysCancelled(t *testing.T) {
 	recalled := e.env.Emu.Truth().GroupRecalled
 	for _, args := range [][]string{{"dlq", "requeue", id, "--yes"}, {"dlq", "requeue", id, "--yes", "--category", "cancelled"}} {
 		_, err := e.run(args...)
-		if exitOf(t, err) != exitBadInput {
+		if exitOf(t, err) != cli.ExitBadInput {
 			t.Fatalf("%v on a cancelled job: %v, want exit 2", args, err)
 		}
 		if !strings.Contains(err.Error(), id) || !strings.Contains(err.Error(), "cancelled") {

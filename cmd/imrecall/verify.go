@@ -4,16 +4,13 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/imrecall/imrecall/internal/cli"
 	"github.com/imrecall/imrecall/internal/cliout"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/tim"
 	"github.com/imrecall/imrecall/verify"
 	"github.com/spf13/cobra"
 )
-
-// exitNotErased is verify's (and certificate's) exit code when messages of
-// the job remain visible: still visible planned messages, or residue.
-const exitNotErased = 5
 
 // historyFlags are the flags of a command that re-reads the IM histories of
 // an existing job: Redis, the IM client and the shared limiter.
@@ -30,10 +27,10 @@ func (f *historyFlags) register(cmd *cobra.Command) {
 }
 
 // open connects to Redis and builds an IM client gated by the shared limiter
-// (the IMRECALL_* environment is applied by the command's withEnv).
+// (the IMRECALL_* environment is applied by the command's cli.WithEnv).
 func (f *historyFlags) open(cmd *cobra.Command) (*conn, *tim.Client, *slog.Logger, error) {
 	if f.concurrency < 1 {
-		return nil, nil, nil, badInput("--concurrency %d: want 1 or more", f.concurrency)
+		return nil, nil, nil, cli.BadInput("--concurrency %d: want 1 or more", f.concurrency)
 	}
 	log, err := f.logs.logger(cmd.ErrOrStderr())
 	if err != nil {
@@ -75,9 +72,9 @@ Exit 0 when nothing is still visible and there is no residue; exit 5 otherwise.`
 		Example: `  imrecall verify 20261122T230512Z-9f3a1c2b
   imrecall verify 20261122T230512Z-9f3a1c2b --json | jq '.still_visible, .residue'`,
 		Args: cobra.ExactArgs(1),
-		RunE: withEnv(func(cmd *cobra.Command, args []string) error {
+		RunE: cli.WithEnv(func(cmd *cobra.Command, args []string) error {
 			if err := jobs.ValidID(args[0]); err != nil {
-				return usageError{err}
+				return cli.Usage(err)
 			}
 			c, im, _, err := f.open(cmd)
 			if err != nil {
@@ -111,5 +108,5 @@ func verificationExit(v verification) error {
 	if v.Passed {
 		return nil
 	}
-	return exitCodeError{code: exitNotErased, msg: fmt.Sprintf("job %s: %d planned messages still visible, residue %d", v.JobID, v.StillVisible, v.Residue)}
+	return cli.Exit(cli.ExitNotErased, fmt.Sprintf("job %s: %d planned messages still visible, residue %d", v.JobID, v.StillVisible, v.Residue))
 }

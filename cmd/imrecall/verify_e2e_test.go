@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/imrecall/imrecall/emulator"
+	"github.com/imrecall/imrecall/internal/cli"
 	"github.com/imrecall/imrecall/internal/openssltest"
 	"github.com/imrecall/imrecall/jobs"
 )
@@ -60,7 +61,7 @@ func TestPurgeVerifyCertificate(t *testing.T) {
 		t.Fatal("the job recalled in no plain group")
 	}
 	e.env.SendGroup(t, group.GroupID, "", 1, spammer)
-	v = verifyJSON(exitNotErased)
+	v = verifyJSON(cli.ExitNotErased)
 	if v.Residue < 1 || v.StillVisible != 0 || v.Passed {
 		t.Fatalf("verify after a new message: %+v, want residue ≥ 1", v)
 	}
@@ -69,8 +70,8 @@ func TestPurgeVerifyCertificate(t *testing.T) {
 	dir := t.TempDir()
 	cert := filepath.Join(dir, "erasure.json")
 	_, err = e.run("certificate", j.ID, "--signing-key", key, "--out", cert, "--hash-subject")
-	if got := exitOf(t, err); got != exitNotErased {
-		t.Fatalf("certificate exit %d, want %d (residue): %v", got, exitNotErased, err)
+	if got := exitOf(t, err); got != cli.ExitNotErased {
+		t.Fatalf("certificate exit %d, want %d (residue): %v", got, cli.ExitNotErased, err)
 	}
 	var doc struct {
 		Job struct {
@@ -138,7 +139,7 @@ func TestPurgeVerifyCertificate(t *testing.T) {
 		t.Fatal("openssl accepted a changed certificate")
 	}
 	_, err = e.run("certificate", "verify", cert, "--public-key", pub)
-	if got := exitOf(t, err); got != exitFailure || !strings.Contains(err.Error(), "NOT VALID: certificate signature") {
+	if got := exitOf(t, err); got != cli.ExitFailure || !strings.Contains(err.Error(), "NOT VALID: certificate signature") {
 		t.Fatalf("certificate verify of a changed document: exit %d: %v", got, err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/imrecall/imrecall/internal/cli"
 	"github.com/imrecall/imrecall/internal/cliout"
 	"github.com/imrecall/imrecall/internal/imclient"
 	"github.com/imrecall/imrecall/internal/workerproc"
@@ -63,7 +64,7 @@ func (f *limitFlags) imClient(ctx context.Context, c *conn, prefix string, cfg t
 		Agree: check, Reset: f.resetCap, IM: cfg, Logger: log, Observer: observe})
 	var ie *imclient.InputError
 	if errors.As(err, &ie) {
-		return nil, nil, usageError{err}
+		return nil, nil, cli.Usage(err)
 	}
 	return cl, lim, err
 }
@@ -96,7 +97,7 @@ On SIGTERM the worker stops taking tasks, lets calls in flight finish and record
 		Example: `  IMRECALL_SECRET_KEY=... imrecall worker --redis redis://redis:6379/0 --sdkappid 1400000001 --api-base singapore
   imrecall worker --api-base http://127.0.0.1:8080 --sdkappid 1400000001 --concurrency 32 --metrics-listen :9090`,
 		Args: cobra.NoArgs,
-		RunE: withEnv(func(cmd *cobra.Command, _ []string) error { return runWorker(cmd.Context(), cmd, &o) }),
+		RunE: cli.WithEnv(func(cmd *cobra.Command, _ []string) error { return runWorker(cmd.Context(), cmd, &o) }),
 	}
 	o.imCallFlags.register(cmd)
 	o.limits.registerReset(cmd)
@@ -119,7 +120,7 @@ func runWorker(ctx context.Context, cmd *cobra.Command, o *workerOptions) error 
 		return err
 	}
 	if err := o.s.Validate(); err != nil {
-		return usageError{err}
+		return cli.Usage(err)
 	}
 	imCfg, err := o.im.config(log)
 	if err != nil {
@@ -143,7 +144,7 @@ func runWorker(ctx context.Context, cmd *cobra.Command, o *workerOptions) error 
 		LogLevel:  cliout.AsynqLevel(o.logs.level), RedisName: redisurl.Redact(o.redis.url), Logger: log})
 	var ie *workerproc.InputError
 	if errors.As(err, &ie) {
-		return usageError{err}
+		return cli.Usage(err)
 	}
 	return err
 }

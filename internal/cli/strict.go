@@ -1,24 +1,36 @@
-package main
+package cli
 
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
 
-// strict makes the command line's mistakes bad input (exit 2, nothing
+// Once says where a flag of one value may be given only once.
+type Once struct {
+	// Under names the commands (with all below them) whose flags of one
+	// value are refused when given twice, rather than the last one
+	// silently kept: imrecall's recall and purge, which say what is
+	// recalled (`purge user --user alice --user bob` purged bob alone).
+	Under []string
+	// Secret names the flags whose value may be a secret (the SecretKey, a
+	// Redis URL's password): pflag prints the value of a flag it refuses,
+	// so these are never refused for being given twice.
+	Secret []string
+}
+
+// Strict makes the command line's mistakes bad input (ExitBadInput, nothing
 // changed), as the README says they are: an unknown flag, a flag's bad
-// value, a wrong number of arguments, an unknown subcommand. Under recall and purge, which say
-// what is recalled, a flag of one value given twice is refused rather than
-// the last one silently kept: `purge user --user alice --user bob` purged
-// bob alone.
-func strict(root *cobra.Command) {
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	var walk func(c *cobra.Command, once bool)
-	walk = func(c *cobra.Command, once bool) {
+// value, a wrong number of arguments, an unknown subcommand, and under
+// once.Under a flag of one value given twice.
+func Strict(root *cobra.Command, once Once) {
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return Usage(err) })
+	var walk func(c *cobra.Command, setOnce bool)
+	walk = func(c *cobra.Command, setOnce bool) {
 		if c.HasSubCommands() && !c.Runnable() {
 			// A group: cobra would print its help and exit 0 for a
 			// mistyped subcommand (imrecall recall grup), and exit 1
@@ -28,14 +40,14 @@ func strict(root *cobra.Command) {
 		} else if args := c.Args; args != nil {
 			c.Args = func(cmd *cobra.Command, a []string) error {
 				if err := args(cmd, a); err != nil {
-					return usageError{err}
+					return Usage(err)
 				}
 				return nil
 			}
 		}
-		if once {
+		if setOnce {
 			c.Flags().VisitAll(func(f *pflag.Flag) {
-				if holdsSecret[f.Name] {
+				if slices.Contains(once.Secret, f.Name) {
 					return // a refusal would print both values
 				}
 				switch f.Value.Type() {
@@ -45,16 +57,11 @@ func strict(root *cobra.Command) {
 			})
 		}
 		for _, sub := range c.Commands() {
-			walk(sub, once || sub.Name() == "recall" || sub.Name() == "purge")
+			walk(sub, setOnce || slices.Contains(once.Under, sub.Name()))
 		}
 	}
 	walk(root, false)
 }
-
-// holdsSecret names the flags whose value may be a secret (the SecretKey, a
-// Redis URL's password): pflag prints the value of a flag it refuses, so
-// these are never refused for being given twice.
-var holdsSecret = map[string]bool{"secret-key": true, "redis": true}
 
 // unknownSubcommand refuses any argument of a command that only holds
 // subcommands: it names no subcommand of it.
@@ -66,7 +73,7 @@ func unknownSubcommand(cmd *cobra.Command, a []string) error {
 	if s := cmd.SuggestionsFor(a[0]); len(s) > 0 {
 		msg += fmt.Sprintf(" (did you mean %s?)", strings.Join(s, ", "))
 	}
-	return usageError{errors.New(msg)}
+	return Usage(errors.New(msg))
 }
 
 // onceValue is a flag's value that may be set once (by the command line or
