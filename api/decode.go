@@ -47,7 +47,7 @@ func decode(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
 		case errors.As(err, &te):
 			return badf("request body: field %s: want %s, got JSON %s", te.Field, te.Type, te.Value)
 		}
-		return badf("request body: %s", strings.TrimPrefix(err.Error(), "json: "))
+		return badf("request body: %v", err) // an unknown field: encoding/json names it
 	}
 	// dec.More() would miss a closing bracket or brace ("} ]", "}}}").
 	if rest := bytes.TrimLeft(raw[dec.InputOffset():], " \t\r\n"); len(rest) > 0 {
