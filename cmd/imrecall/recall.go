@@ -84,23 +84,17 @@ unless --yes is given.`,
 }
 
 func newRecallGroupCmd() *cobra.Command {
-	var f recallFlags
 	var group, topic, seqs string
-	cmd := &cobra.Command{
+	cmd := recallCmd(&cobra.Command{
 		Use:   "group --group G --seqs 1,2,3 [--topic T]",
 		Short: "Recall messages of one group (or one topic of a Community) by MsgSeq",
 		Example: `  imrecall recall group --sdkappid 1400000001 --group @TGS#2J4SZEAEL --seqs 100,101,102 --reason "spam"
   imrecall recall group --group @TGS#_community --topic @TGS#_community@TOPIC#_general --seqs 7 --reason "INC-9" --wait`,
 		Args: cobra.NoArgs,
-		RunE: cli.Checked(f.validate, func(cmd *cobra.Command, _ []string) error {
-			list, err := cli.ParseInt64List("seqs", seqs)
-			if err != nil {
-				return err
-			}
-			return runJob(cmd, &f, nil, imrecall.GroupRecall{GroupID: group, TopicID: topic, Seqs: list})
-		}),
-	}
-	f.register(cmd, tasks.QueueIncident)
+	}, tasks.QueueIncident, func([]string) (imrecall.Request, error) {
+		list, err := cli.ParseInt64List("seqs", seqs)
+		return imrecall.GroupRecall{GroupID: group, TopicID: topic, Seqs: list}, err
+	})
 	cmd.Flags().StringVar(&group, "group", "", "GroupId")
 	cmd.Flags().StringVar(&topic, "topic", "", "TopicId, for a Community with topics")
 	cmd.Flags().StringVar(&seqs, "seqs", "", "comma-separated MsgSeq list")
@@ -108,18 +102,15 @@ func newRecallGroupCmd() *cobra.Command {
 }
 
 func newRecallC2CCmd() *cobra.Command {
-	var f recallFlags
 	var from, to, key string
-	cmd := &cobra.Command{
+	cmd := recallCmd(&cobra.Command{
 		Use:     "c2c --from A --to B --msgkey K",
 		Short:   "Recall one one-to-one message by MsgKey",
 		Example: `  imrecall recall c2c --sdkappid 1400000001 --from vinson --to dramon --msgkey 31906_833502_1572869830 --reason "reported by the recipient"`,
 		Args:    cobra.NoArgs,
-		RunE: cli.Checked(f.validate, func(cmd *cobra.Command, _ []string) error {
-			return runJob(cmd, &f, nil, imrecall.C2CRecall{From: from, To: to, MsgKey: key})
-		}),
-	}
-	f.register(cmd, tasks.QueueIncident)
+	}, tasks.QueueIncident, func([]string) (imrecall.Request, error) {
+		return imrecall.C2CRecall{From: from, To: to, MsgKey: key}, nil
+	})
 	cmd.Flags().StringVar(&from, "from", "", "From_Account")
 	cmd.Flags().StringVar(&to, "to", "", "To_Account")
 	cmd.Flags().StringVar(&key, "msgkey", "", "MsgKey ({MsgSeq}_{MsgRandom}_{MsgTimeStamp})")
@@ -127,8 +118,7 @@ func newRecallC2CCmd() *cobra.Command {
 }
 
 func newRecallFileCmd() *cobra.Command {
-	var f recallFlags
-	cmd := &cobra.Command{
+	return recallCmd(&cobra.Command{
 		Use:   "file PATH",
 		Short: "Recall every message listed in a JSON Lines or CSV file",
 		Long: `The file holds one message per line, shaped like the after-send callbacks so that callback
@@ -141,11 +131,24 @@ enqueued. Duplicates are recalled once; group seqs are sent 10 per call.`,
 		Example: `  imrecall recall file callbacks.jsonl --sdkappid 1400000001 --reason "INC-4211 spam wave" --dry-run
   imrecall recall file export.csv --queue backfill --reason "retention backfill" --yes --wait`,
 		Args: cobra.ExactArgs(1),
-		RunE: cli.Checked(f.validate, func(cmd *cobra.Command, args []string) error {
-			return runJob(cmd, &f, nil, imrecall.ListRecall{File: args[0]})
-		}),
-	}
-	f.register(cmd, tasks.QueuePurge)
+	}, tasks.QueuePurge, func(args []string) (imrecall.Request, error) {
+		return imrecall.ListRecall{File: args[0]}, nil
+	})
+}
+
+// recallCmd completes a recall subcommand: the flags every recall has (its
+// default queue queue), and a run of the request that request makes of the
+// command's own flags and arguments.
+func recallCmd(cmd *cobra.Command, queue string, request func(args []string) (imrecall.Request, error)) *cobra.Command {
+	var f recallFlags
+	cmd.RunE = cli.Checked(f.validate, func(cmd *cobra.Command, args []string) error {
+		req, err := request(args)
+		if err != nil {
+			return err
+		}
+		return runJob(cmd, &f, nil, req)
+	})
+	f.register(cmd, queue)
 	return cmd
 }
 
