@@ -47,10 +47,17 @@ func TestConcurrentDeliveryIsNotDeadLetteredAsNotFound(t *testing.T) {
 		}
 	}
 	b.h = New(im, b.store, b.h.cfg)
+	b.runThenRecordA(t, target)
+}
+
+// runThenRecordA runs delivery B of seq 1 of target, then records delivery
+// A's answer (recalled), and checks that the job counts the message
+// recalled, once, and nothing dead-lettered.
+func (b *bundle) runThenRecordA(t *testing.T, target jobs.Target) {
+	t.Helper()
 	if err := b.runGroup(t, target, []int64{1}); err != nil {
 		t.Fatal(err)
 	}
-	// A records its answer now: recalled.
 	if _, err := b.store.Record(t.Context(), b.job.ID, target, []jobs.Outcome{{Item: "1", Recalled: true, Attempts: 1}}); err != nil {
 		t.Fatal(err)
 	}
@@ -92,14 +99,5 @@ func TestRivalSendAfterThePeekIsInDoubt(t *testing.T) {
 	cfg := b.h.cfg
 	cfg.Limiter = lim
 	b.h = New(TIM{C: b.env.Client}, b.store, cfg)
-	if err := b.runGroup(t, target, []int64{1}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.store.Record(t.Context(), b.job.ID, target, []jobs.Outcome{{Item: "1", Recalled: true, Attempts: 1}}); err != nil {
-		t.Fatal(err)
-	}
-	j := b.counts(t)
-	if j.Counts.Recalled != 1 || j.Counts.DeadLettered != 0 {
-		t.Fatalf("counts %+v: the job recalled the message, but it is recorded as %v", j.Counts, j.Counts.DeadByCode)
-	}
+	b.runThenRecordA(t, target)
 }

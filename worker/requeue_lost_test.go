@@ -43,64 +43,55 @@ func (l *lostAnswers) Withdraw(ctx context.Context, from, to, key string) error 
 // timed out, but the first one recalled it on the server. The message ends
 // a timeout dead letter (its attempts spent); re-queued once the network is
 // back, it must be counted recalled (attribution unknown), as a lost answer
-// is, not dead-lettered as "not found" (which says: gone before the job).
+// is, not dead-lettered as "not found" (which says: gone before the job;
+// for a one-to-one message, 20023 "already recalled").
 func TestRequeuedTimeoutIsCheckedAgainstTheHistory(t *testing.T) {
-	b := setup(t, emulator.Config{}, Config{MaxAttempts: 2})
-	im := &lostAnswers{TIM: TIM{C: b.env.Client}, lose: true}
-	b.h = New(im, b.store, b.h.cfg)
-	g, target := b.plannedGroup(t, "@TGS#lost", 3)
-	if err := b.runGroup(t, target, imtest.Seqs(1, 3)); err != nil {
-		t.Fatal(err)
-	}
-	if j := b.counts(t); j.Counts.DeadLettered != 3 || j.Counts.DeadByCode[jobs.CodeTimeout] != 3 {
-		t.Fatalf("after the timeouts: %+v", j.Counts)
-	}
-	if n := len(recalledSeqs(t, b.env, g)); n != 3 {
-		t.Fatalf("the server recalled %d of 3", n)
-	}
-	im.lose = false
-	if _, err := b.store.Requeue(t.Context(), b.job.ID, target, []string{"1", "2", "3"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.runGroup(t, target, imtest.Seqs(1, 3)); err != nil {
-		t.Fatal(err)
-	}
-	j := b.counts(t)
-	if j.Counts.Recalled != 3 || j.Counts.RecalledUnattributed != 3 || j.Counts.DeadLettered != 0 {
-		t.Fatalf("re-queued lost answers: %+v (want 3 recalled, attribution unknown; none dead)", j.Counts)
-	}
-}
-
-// TestRequeuedC2CTimeoutIsCheckedAgainstTheHistory is the one-to-one case:
-// after a re-queue, 20023 for a message whose calls all timed out is a
-// lost answer, not "already recalled before the job".
-func TestRequeuedC2CTimeoutIsCheckedAgainstTheHistory(t *testing.T) {
-	b := setup(t, emulator.Config{}, Config{MaxAttempts: 2})
-	im := &lostAnswers{TIM: TIM{C: b.env.Client}, lose: true}
-	b.h = New(im, b.store, b.h.cfg)
-	b.env.Accounts(t, "alice", "bob")
-	keys := b.env.SendC2C(t, "alice", "bob", 1)
-	target := jobs.Target{From: "alice", To: "bob"}
-	if _, err := b.store.PlanC2C(t.Context(), b.job.ID, target, keys); err != nil {
-		t.Fatal(err)
-	}
-	b.close(t)
-	if err := b.runC2C(t, "alice", "bob", keys[0]); err != nil {
-		t.Fatal(err)
-	}
-	if j := b.counts(t); j.Counts.DeadByCode[jobs.CodeTimeout] != 1 {
-		t.Fatalf("after the timeouts: %+v", j.Counts)
-	}
-	im.lose = false
-	if _, err := b.store.Requeue(t.Context(), b.job.ID, target, keys); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.runC2C(t, "alice", "bob", keys[0]); err != nil {
-		t.Fatal(err)
-	}
-	j := b.counts(t)
-	if j.Counts.Recalled != 1 || j.Counts.RecalledUnattributed != 1 || j.Counts.DeadLettered != 0 {
-		t.Fatalf("re-queued lost answer: %+v (want recalled, attribution unknown)", j.Counts)
+	for _, kind := range []string{"group", "c2c"} {
+		t.Run(kind, func(t *testing.T) {
+			b := setup(t, emulator.Config{}, Config{MaxAttempts: 2})
+			im := &lostAnswers{TIM: TIM{C: b.env.Client}, lose: true}
+			b.h = New(im, b.store, b.h.cfg)
+			var target jobs.Target
+			var items []string
+			var run func() error
+			if kind == "group" {
+				_, target = b.plannedGroup(t, "@TGS#lost", 3)
+				items = []string{"1", "2", "3"}
+				run = func() error { return b.runGroup(t, target, imtest.Seqs(1, 3)) }
+			} else {
+				b.env.Accounts(t, "alice", "bob")
+				items = b.env.SendC2C(t, "alice", "bob", 1)
+				target = jobs.Target{From: "alice", To: "bob"}
+				if _, err := b.store.PlanC2C(t.Context(), b.job.ID, target, items); err != nil {
+					t.Fatal(err)
+				}
+				b.close(t)
+				run = func() error { return b.runC2C(t, "alice", "bob", items[0]) }
+			}
+			n := int64(len(items))
+			if err := run(); err != nil {
+				t.Fatal(err)
+			}
+			if j := b.counts(t); j.Counts.DeadLettered != n || j.Counts.DeadByCode[jobs.CodeTimeout] != n {
+				t.Fatalf("after the timeouts: %+v", j.Counts)
+			}
+			if kind == "group" {
+				if got := len(recalledSeqs(t, b.env, target.GroupID)); got != 3 {
+					t.Fatalf("the server recalled %d of 3", got)
+				}
+			}
+			im.lose = false
+			if _, err := b.store.Requeue(t.Context(), b.job.ID, target, items); err != nil {
+				t.Fatal(err)
+			}
+			if err := run(); err != nil {
+				t.Fatal(err)
+			}
+			j := b.counts(t)
+			if j.Counts.Recalled != n || j.Counts.RecalledUnattributed != n || j.Counts.DeadLettered != 0 {
+				t.Fatalf("re-queued lost answers: %+v (want %d recalled, attribution unknown; none dead)", j.Counts, n)
+			}
+		})
 	}
 }
 
