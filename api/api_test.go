@@ -273,7 +273,7 @@ func TestOpenAPIDocumentMatchesTheRoutes(t *testing.T) {
 	for schema, v := range map[string]any{
 		"CreateJobRequest": CreateJobRequest{}, "MessageRef": MessageRef{}, "ReasonRequest": reasonRequest{}, "RequeueRequest": requeueRequest{}, "RequeueDryRun": RequeueDryRun{},
 		"ScheduleRequest": ScheduleRequest{}, "RestartCoverageRequest": RestartCoverageRequest{},
-		"Job": jobs.Job{}, "DeadLetter": jobs.DeadLetter{}, "Schedule": producer.Schedule{}, "Coverage": msgindex.Coverage{},
+		"Job": jobs.Job{}, "DeadLetter": jobs.DeadLetter{}, "Schedule": ScheduleView{}, "Coverage": msgindex.Coverage{},
 		"CreateJobResponse": CreateJobResponse{}, "Requeued": producer.Requeued{}, "Event": jobs.Event{},
 		"VerifyRequest": VerifyRequest{}, "CertificateRequest": CertificateRequest{}, "RunStatus": RunStatus{},
 		"Verification": verify.JobResult{},
@@ -622,12 +622,26 @@ func TestSchedulesAndMetrics(t *testing.T) {
 	if code := b.call("POST", "/v1/schedules", adminSecret, ScheduleRequest{Name: "nightly", Cron: "0 3 * * *", Request: &CreateJobRequest{Kind: KindPurgeGroup, Reason: "r"}}, &e); code != 400 || !strings.Contains(e.Error, "groups") {
 		t.Fatalf("a request without groups: HTTP %d %q", code, e.Error)
 	}
-	var sc producer.Schedule
-	if code := b.call("POST", "/v1/schedules", adminSecret, ScheduleRequest{Name: "nightly", Cron: "0 3 * * *", Request: purge, Reason: "retention"}, &sc); code != 201 || sc.CreatedBy != "token:ops" || sc.Request == nil || sc.Request.Groups[0] != "g" {
+	// A dry run answers the schedule and when it would fire, and adds
+	// nothing: no schedule, no audit record.
+	b.srv.now = func() time.Time { return time.Date(2026, 12, 3, 9, 30, 0, 0, time.UTC) }
+	nextDue := []time.Time{time.Date(2026, 12, 4, 3, 0, 0, 0, time.UTC), time.Date(2026, 12, 5, 3, 0, 0, 0, time.UTC), time.Date(2026, 12, 6, 3, 0, 0, 0, time.UTC)}
+	var sc ScheduleView
+	if code := b.call("POST", "/v1/schedules", adminSecret, ScheduleRequest{Name: "nightly", Cron: "0 3 * * *", Request: purge, Reason: "retention", DryRun: true}, &sc); code != 200 || !sc.DryRun || !slices.Equal(sc.Next, nextDue) {
+		t.Fatalf("dry run: HTTP %d %+v, want 200, dry_run, next %v", code, sc, nextDue)
+	}
+	var list []ScheduleView
+	if code := b.call("GET", "/v1/schedules", readSecret, nil, &list); code != 200 || len(list) != 0 {
+		t.Fatalf("after a dry run: HTTP %d %+v, want no schedule", code, list)
+	}
+	if evs, err := b.store.AuditLog(t.Context(), 100); err != nil || slices.ContainsFunc(evs, func(e jobs.Event) bool { return e.Action == "schedule_add" }) {
+		t.Fatalf("after a dry run the audit log holds %+v (%v), want no schedule_add", evs, err)
+	}
+	sc = ScheduleView{}
+	if code := b.call("POST", "/v1/schedules", adminSecret, ScheduleRequest{Name: "nightly", Cron: "0 3 * * *", Request: purge, Reason: "retention"}, &sc); code != 201 || sc.DryRun || sc.CreatedBy != "token:ops" || sc.Request == nil || sc.Request.Groups[0] != "g" || !slices.Equal(sc.Next, nextDue) {
 		t.Fatalf("add: HTTP %d %+v", code, sc)
 	}
-	var list []producer.Schedule
-	if code := b.call("GET", "/v1/schedules", readSecret, nil, &list); code != 200 || len(list) != 1 || list[0].Name != "nightly" {
+	if code := b.call("GET", "/v1/schedules", readSecret, nil, &list); code != 200 || len(list) != 1 || list[0].Name != "nightly" || !slices.Equal(list[0].Next, nextDue) {
 		t.Fatalf("list: HTTP %d %+v", code, list)
 	}
 	if code := b.call("DELETE", "/v1/schedules/nightly", adminSecret, nil, nil); code != http.StatusNoContent {

@@ -395,7 +395,15 @@ type ScheduleRequest struct {
 	Request *CreateJobRequest `json:"request"`
 	Reason  string            `json:"reason,omitempty"`
 	Actor   string            `json:"actor,omitempty"`
+	// DryRun checks the schedule and answers it with its next due times,
+	// adding nothing (the request's own dry_run is refused: a scheduled
+	// dry run would do nothing).
+	DryRun bool `json:"dry_run,omitempty"`
 }
+
+// ScheduleView is a schedule as the API answers it, with its next due
+// times.
+type ScheduleView = producer.ScheduleView
 
 // decodeRequest reads a job request, refusing a connection setting (API
 // base, admin, credentials, files) by name before the strict decode (which
@@ -449,10 +457,11 @@ func (s *Server) listSchedules(w http.ResponseWriter, r *http.Request, _ Token) 
 	if err == nil {
 		var list []producer.Schedule
 		if list, err = sc.List(r.Context()); err == nil {
+			views := make([]ScheduleView, len(list))
 			for i := range list {
-				list[i] = list[i].Public()
+				views[i] = list[i].View(s.now())
 			}
-			writeJSON(w, http.StatusOK, list)
+			writeJSON(w, http.StatusOK, views)
 			return
 		}
 	}
@@ -479,6 +488,12 @@ func (s *Server) addSchedule(w http.ResponseWriter, r *http.Request, who Token) 
 		s.fail(w, r, badf("%v", err))
 		return
 	}
+	view := sched.View(s.now())
+	if req.DryRun {
+		view.DryRun = true
+		writeJSON(w, http.StatusOK, view)
+		return
+	}
 	detail, _ := json.Marshal(sched.Request)
 	if err := s.cfg.Store.Audit(r.Context(), jobs.Event{Actor: sched.CreatedBy, Action: "schedule_add",
 		Detail: fmt.Sprintf("%s %q: %s; %s", sched.Name, sched.Cron, detail, sched.Reason)}); err != nil {
@@ -489,7 +504,7 @@ func (s *Server) addSchedule(w http.ResponseWriter, r *http.Request, who Token) 
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, sched)
+	writeJSON(w, http.StatusCreated, view)
 }
 
 func (s *Server) removeSchedule(w http.ResponseWriter, r *http.Request, who Token) {

@@ -284,8 +284,8 @@ func (b *ClientBackend) Act(ctx context.Context, who, id string, a Action, reaso
 }
 
 // Schedules implements Backend.
-func (b *ClientBackend) Schedules(ctx context.Context) ([]producer.Schedule, error) {
-	var out []producer.Schedule
+func (b *ClientBackend) Schedules(ctx context.Context) ([]producer.ScheduleView, error) {
+	var out []producer.ScheduleView
 	err := b.call(ctx, b.reader(), "GET", "/v1/schedules", nil, &out)
 	return out, err
 }

@@ -76,7 +76,7 @@ type Backend interface {
 	Create(ctx context.Context, who string, req producer.JobRequest) (api.CreateJobResponse, error)
 	// Act applies an action to a job.
 	Act(ctx context.Context, who, id string, a Action, reason string) error
-	Schedules(ctx context.Context) ([]producer.Schedule, error)
+	Schedules(ctx context.Context) ([]producer.ScheduleView, error)
 	AddSchedule(ctx context.Context, who string, s api.ScheduleRequest) error
 	RemoveSchedule(ctx context.Context, who, name string) error
 	// Index returns the callback index's coverage; nil when the server keeps

@@ -300,6 +300,10 @@ func TestForgedPostsRefused(t *testing.T) {
 	if list, _ := producer.NewSchedules(b.rdb, "").List(context.Background()); len(list) != 1 || list[0].CreatedBy != "token:ops" {
 		t.Fatalf("schedules %+v", list)
 	}
+	// The page says when it fires next: @daily, at midnight UTC.
+	if st, body, _ := ad.do("GET", "/schedules", nil); st != http.StatusOK || !regexp.MustCompile(`<td class="next">\d{4}-\d\d-\d\d 00:00:00</td>`).MatchString(body) {
+		t.Fatalf("GET /schedules: %d, want the next due time at midnight UTC:\n%s", st, body)
+	}
 	// The API is still the API: JSON, bearer tokens.
 	req, _ := http.NewRequest("GET", b.url+"/v1/jobs", nil)
 	req.Header.Set("Authorization", "Bearer "+reader.Secret)

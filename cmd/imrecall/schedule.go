@@ -33,8 +33,9 @@ func newScheduleAddCmd() *cobra.Command {
 	var rf redisFlags
 	var audit auditFlags
 	var name, spec string
+	var dryRun bool
 	cmd := &cobra.Command{
-		Use:   "add --name N --cron SPEC -- recall|purge SUBCOMMAND FLAGS...",
+		Use:   "add --name N --cron SPEC [--dry-run] -- recall|purge SUBCOMMAND FLAGS...",
 		Short: "Add (or replace) a schedule",
 		Example: `  imrecall schedule add --name retention --cron "0 3 * * *" --reason "90-day retention" -- \
       purge group --group @TGS#1 --group @TGS#2 --until 90d --queue backfill
@@ -45,11 +46,6 @@ func newScheduleAddCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := rf.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer c.Close()
 			sc := producer.Schedule{Name: name, Cron: spec, Request: &req, CreatedBy: audit.actor, Reason: audit.reason, CreatedAt: time.Now().UTC()}
 			if err := sc.Validate(); err != nil {
 				if fe := (*producer.FieldError)(nil); errors.As(err, &fe) && fe.Field == "request.reason" {
@@ -61,15 +57,25 @@ func newScheduleAddCmd() *cobra.Command {
 				}
 				return cli.Usage(err)
 			}
+			view := sc.View(time.Now())
+			if dryRun {
+				view.DryRun = true
+				return cliout.ScheduleAdded(cmd.OutOrStdout(), view)
+			}
+			c, err := rf.connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer c.Close()
 			if err := producer.NewSchedules(c.rdb, rf.prefix).Add(cmd.Context(), sc); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "schedule %s: %s: %s\n", name, spec, cliout.Request(req))
-			return nil
+			return cliout.ScheduleAdded(cmd.OutOrStdout(), view)
 		}),
 	}
 	rf.register(cmd)
 	audit.register(cmd)
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "check the schedule and print when it would fire; add nothing")
 	cmd.Flags().StringVar(&name, "name", "", "the schedule's name")
 	cmd.Flags().StringVar(&spec, "cron", "", `cron spec: five fields ("0 3 * * *") or a descriptor (@daily, @every 1h)`)
 	return cmd
@@ -100,12 +106,13 @@ func scheduleRequest(ctx context.Context, args []string, readFiles bool) (produc
 
 func newScheduleListCmd() *cobra.Command {
 	return listCmd("list", "List schedules", "  imrecall schedule list --json",
-		func(ctx context.Context, c *conn) ([]producer.Schedule, error) {
+		func(ctx context.Context, c *conn) ([]producer.ScheduleView, error) {
 			list, err := producer.NewSchedules(c.rdb, c.store.Prefix()).List(ctx)
+			views := make([]producer.ScheduleView, len(list))
 			for i := range list {
-				list[i] = list[i].Public()
+				views[i] = list[i].View(time.Now())
 			}
-			return list, err
+			return views, err
 		}, cliout.Schedules, func(*pflag.FlagSet) {})
 }
 

@@ -59,8 +59,14 @@ func TestScheduleRefusesConnectionSettings(t *testing.T) {
 	if _, e, code := runCLI(t, "schedule", "add", "--name", "bad", "--cron", "every day", r, "--", "recall", "group", "--group", "g", "--seqs", "1"); code != cli.ExitBadInput || !strings.Contains(e, "cron") {
 		t.Errorf("bad cron: exit %d %s", code, e)
 	}
+	// A dry run of the add checks it and says when it would fire, writing
+	// nothing.
+	out, e, code := runCLI(t, "schedule", "add", "--dry-run", "--name", "nightly", "--cron", "30 2 * * *", "--reason", "retention", r, "--", "purge", "group", "--group", "g", "--until", "90d")
+	if code != 0 || !strings.HasPrefix(out, "dry run, nothing added: schedule nightly: 30 2 * * *:") || !regexp.MustCompile(`next due \(UTC\): (\d{4}-\d\d-\d\d 02:30:00(, |\n)){3}$`).MatchString(out) {
+		t.Errorf("schedule add --dry-run: exit %d, stdout %q, stderr %q; want three due times at 02:30 UTC", code, out, e)
+	}
 	if keys := mr.Keys(); len(keys) != 0 {
-		t.Fatalf("refused schedules wrote %v", keys)
+		t.Fatalf("refused schedules and a dry run wrote %v", keys)
 	}
 
 	// A list file is read when the schedule is added, and held in it.
@@ -69,9 +75,9 @@ func TestScheduleRefusesConnectionSettings(t *testing.T) {
 	if out, e, code := runCLI(t, "schedule", "add", "--name", "from-file", "--cron", "@daily", "--reason", "r", r, "--", "recall", "file", list); code != 0 {
 		t.Fatalf("recall file: exit %d %s %s", code, out, e)
 	}
-	out, _, _ := runCLI(t, "schedule", "list", "--json", r)
-	var got []producer.Schedule
-	if err := json.Unmarshal([]byte(out), &got); err != nil || len(got) != 1 || got[0].Request == nil || len(got[0].Request.Messages) != 2 || got[0].Request.Messages[1].MsgKey != "1_2_3" {
+	out, _, _ = runCLI(t, "schedule", "list", "--json", r)
+	var got []producer.ScheduleView
+	if err := json.Unmarshal([]byte(out), &got); err != nil || len(got) != 1 || got[0].Request == nil || len(got[0].Request.Messages) != 2 || got[0].Request.Messages[1].MsgKey != "1_2_3" || len(got[0].Next) != producer.NextDueShown {
 		t.Fatalf("schedule list: %v\n%s", err, out)
 	}
 }

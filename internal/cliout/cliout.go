@@ -309,17 +309,35 @@ func Verification(w io.Writer, v verify.JobResult) {
 }
 
 // Schedules prints schedules as a table.
-func Schedules(w io.Writer, list []producer.Schedule) error {
+func Schedules(w io.Writer, list []producer.ScheduleView) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tCRON\tJOB\tCREATED BY\tREASON")
+	fmt.Fprintln(tw, "NAME\tCRON\tNEXT (UTC)\tJOB\tCREATED BY\tREASON")
 	for _, s := range list {
-		job := "REFUSED (a command line: imrecall " + strings.Join(s.Args, " ") + ")"
+		job, next := "REFUSED (a command line: imrecall "+strings.Join(s.Args, " ")+")", "never"
 		if s.Request != nil {
 			job = Request(*s.Request)
+			if len(s.Next) > 0 {
+				next = s.Next[0].Format(time.DateTime)
+			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Name, s.Cron, job, s.CreatedBy, s.Reason)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Cron, next, job, s.CreatedBy, s.Reason)
 	}
 	return tw.Flush()
+}
+
+// ScheduleAdded says what `schedule add` added (or, on a dry run, would
+// add) and its next due times.
+func ScheduleAdded(w io.Writer, s producer.ScheduleView) error {
+	if s.DryRun {
+		fmt.Fprint(w, "dry run, nothing added: ")
+	}
+	fmt.Fprintf(w, "schedule %s: %s: %s\n", s.Name, s.Cron, Request(*s.Request))
+	var due []string
+	for _, d := range s.Next {
+		due = append(due, d.Format(time.DateTime))
+	}
+	_, err := fmt.Fprintf(w, "next due (UTC): %s\n", strings.Join(due, ", "))
+	return err
 }
 
 // Request is a one-line summary of a schedule's request.

@@ -102,18 +102,26 @@ func TestCreated(t *testing.T) {
 	}
 }
 
+// TestSchedulesSaysRefusedCommandLines: a schedule stored as a command
+// line is shown refused (it never fires); a typed one with its next due
+// time, in UTC whatever the zone of its spec.
 func TestSchedulesSaysRefusedCommandLines(t *testing.T) {
 	t.Parallel()
+	now := time.Date(2026, 12, 3, 9, 30, 0, 0, time.UTC)
 	var b bytes.Buffer
-	err := Schedules(&b, []producer.Schedule{
-		{Name: "old", Cron: "@daily", Args: []string{"purge", "user", "--user", "u1"}},
-		{Name: "new", Cron: "@hourly", Request: &producer.JobRequest{Kind: producer.KindPurgeUser, User: "u2"}},
+	err := Schedules(&b, []producer.ScheduleView{
+		producer.Schedule{Name: "old", Cron: "@daily", Args: []string{"purge", "user", "--user", "u1"}}.View(now),
+		producer.Schedule{Name: "new", Cron: "CRON_TZ=Asia/Shanghai 0 3 * * *", Request: &producer.JobRequest{Kind: producer.KindPurgeUser, User: "u2"}}.View(now),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s := b.String(); !strings.Contains(s, "REFUSED (a command line: imrecall purge user --user u1)") || !strings.Contains(s, `"user":"u2"`) {
+	s := b.String()
+	if !strings.Contains(s, "REFUSED (a command line: imrecall purge user --user u1)") || !strings.Contains(s, `"user":"u2"`) {
 		t.Errorf("Schedules:\n%s", s)
+	}
+	if !strings.Contains(s, "2026-12-03 19:00:00") || strings.Count(s, "never") != 1 {
+		t.Errorf("Schedules: want the next due time of new (03:00 in Shanghai, 19:00 UTC) and none for old:\n%s", s)
 	}
 }
 
