@@ -291,8 +291,10 @@ func (b *ClientBackend) Schedules(ctx context.Context) ([]producer.ScheduleView,
 }
 
 // AddSchedule implements Backend.
-func (b *ClientBackend) AddSchedule(ctx context.Context, who string, s api.ScheduleRequest) error {
-	return b.call(ctx, who, "POST", "/v1/schedules", s, nil)
+func (b *ClientBackend) AddSchedule(ctx context.Context, who string, s api.ScheduleRequest) (producer.ScheduleView, error) {
+	var out producer.ScheduleView
+	err := b.call(ctx, who, "POST", "/v1/schedules", s, &out)
+	return out, err
 }
 
 // RemoveSchedule implements Backend.

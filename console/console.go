@@ -77,7 +77,9 @@ type Backend interface {
 	// Act applies an action to a job.
 	Act(ctx context.Context, who, id string, a Action, reason string) error
 	Schedules(ctx context.Context) ([]producer.ScheduleView, error)
-	AddSchedule(ctx context.Context, who string, s api.ScheduleRequest) error
+	// AddSchedule adds a schedule, or with s.DryRun only checks it; both
+	// answer it with its next due times.
+	AddSchedule(ctx context.Context, who string, s api.ScheduleRequest) (producer.ScheduleView, error)
 	RemoveSchedule(ctx context.Context, who, name string) error
 	// Index returns the callback index's coverage; nil when the server keeps
 	// no index.

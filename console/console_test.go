@@ -294,6 +294,17 @@ func TestForgedPostsRefused(t *testing.T) {
 	if list, _ := producer.NewSchedules(b.rdb, "").List(context.Background()); len(list) != 0 {
 		t.Fatalf("a forged post added %d schedules", len(list))
 	}
+	// The form's dry run says when the schedule would fire, adds nothing,
+	// and keeps the form as it was.
+	dry := withCSRF(add, ad.csrf)
+	dry.Set("step", "dryrun")
+	st, body, _ := ad.do("POST", "/schedules", dry)
+	if st != http.StatusOK || !regexp.MustCompile(`id="preview">Dry run, nothing added: <b>nightly</b> \(@daily\) would fire next at (\d{4}-\d\d-\d\d 00:00:00(, | UTC)){3}`).MatchString(body) || !strings.Contains(body, `value="weekly"`) {
+		t.Fatalf("schedule dry run: %d, want its next three due times and the form kept:\n%s", st, body)
+	}
+	if list, _ := producer.NewSchedules(b.rdb, "").List(context.Background()); len(list) != 0 {
+		t.Fatalf("a dry run added %d schedules", len(list))
+	}
 	if st, _, _ := ad.do("POST", "/schedules", withCSRF(add, ad.csrf)); st != http.StatusSeeOther {
 		t.Fatalf("add schedule: %d", st)
 	}

@@ -560,17 +560,29 @@ func (c *Console) scheduleList(w http.ResponseWriter, r *http.Request, s *sessio
 		Data: map[string]any{"List": list, "Form": formData{Kind: kind, Req: producer.JobRequest{Kind: kind}}}})
 }
 
+// addSchedule adds the form's schedule, or on its dry run shows when it
+// would fire, the form kept as it was, adding nothing.
 func (c *Console) addSchedule(w http.ResponseWriter, r *http.Request, s *session) {
 	fd, err := requestOf(r)
+	dryRun := r.FormValue("step") == "dryrun"
+	var added producer.ScheduleView
 	if err == nil {
 		req := fd.Req
-		err = c.cfg.Backend.AddSchedule(r.Context(), s.Name, api.ScheduleRequest{Name: fd.Name, Cron: fd.Cron, Request: &req, Reason: req.Reason})
+		added, err = c.cfg.Backend.AddSchedule(r.Context(), s.Name, api.ScheduleRequest{Name: fd.Name, Cron: fd.Cron, Request: &req, Reason: req.Reason, DryRun: dryRun})
 	}
-	if err != nil {
+	var list []producer.ScheduleView
+	if err == nil && dryRun {
+		list, err = c.cfg.Backend.Schedules(r.Context())
+	}
+	switch {
+	case err != nil:
 		c.formError(w, r, s, "schedules", "Schedules", fd, err)
-		return
+	case dryRun:
+		c.render(w, r, http.StatusOK, "schedules", s, view{Title: "Schedules", Nav: "schedules",
+			Data: map[string]any{"List": list, "Form": fd, "Preview": added}})
+	default:
+		http.Redirect(w, r, "/schedules?done=added", http.StatusSeeOther)
 	}
-	http.Redirect(w, r, "/schedules?done=added", http.StatusSeeOther)
 }
 
 func (c *Console) removeSchedule(w http.ResponseWriter, r *http.Request, s *session) {
