@@ -494,12 +494,6 @@ func (s *Server) addSchedule(w http.ResponseWriter, r *http.Request, who Token) 
 		writeJSON(w, http.StatusOK, view)
 		return
 	}
-	detail, _ := json.Marshal(sched.Request)
-	if err := s.cfg.Store.Audit(r.Context(), jobs.Event{Actor: sched.CreatedBy, Action: "schedule_add",
-		Detail: fmt.Sprintf("%s %q: %s; %s", sched.Name, sched.Cron, detail, sched.Reason)}); err != nil {
-		s.fail(w, r, err)
-		return
-	}
 	if err := sc.Add(r.Context(), sched); err != nil {
 		s.fail(w, r, err)
 		return
@@ -514,24 +508,12 @@ func (s *Server) removeSchedule(w http.ResponseWriter, r *http.Request, who Toke
 		return
 	}
 	name := r.PathValue("name")
-	list, err := sc.List(r.Context())
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	found := false
-	for _, x := range list {
-		found = found || x.Name == name
-	}
-	if !found {
+	err = sc.Remove(r.Context(), name, actor(who.principal(), r.URL.Query().Get("actor")), r.URL.Query().Get("reason"))
+	if errors.Is(err, producer.ErrNoSchedule) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("schedule %q not found", name))
 		return
 	}
-	if err := s.cfg.Store.Audit(r.Context(), jobs.Event{Actor: actor(who.principal(), r.URL.Query().Get("actor")), Action: "schedule_remove", Detail: name}); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	if err := sc.Remove(r.Context(), name); err != nil {
+	if err != nil {
 		s.fail(w, r, err)
 		return
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/tasks"
 	"github.com/redis/go-redis/v9"
 	"github.com/robfig/cron/v3"
@@ -133,21 +134,32 @@ func RedactArgs(args []string) []string {
 	return out
 }
 
-// Schedules keeps schedules in Redis.
+// Schedules keeps schedules in Redis. Adding and removing one writes an
+// audit record first (in the job store's audit stream under the same
+// prefix): whatever face adds a schedule, its jobs' recalls are on record
+// with who asked for them and why.
 type Schedules struct {
 	rdb    redis.UniversalClient
 	key    string
 	prefix string
+	audit  *jobs.Store
 }
 
 // NewSchedules returns the schedules stored under prefix.
 func NewSchedules(rdb redis.UniversalClient, prefix string) *Schedules {
-	return &Schedules{rdb: rdb, key: prefix + ":schedules", prefix: prefix}
+	return &Schedules{rdb: rdb, key: prefix + ":schedules", prefix: prefix, audit: jobs.NewStore(rdb, prefix)}
 }
 
-// Add stores a schedule, replacing one of the same name.
+// Add stores a schedule, replacing one of the same name, once the audit
+// trail records it (schedule_add, by its CreatedBy, with its request and
+// Reason).
 func (s *Schedules) Add(ctx context.Context, sc Schedule) error {
 	if err := sc.Validate(); err != nil {
+		return err
+	}
+	request, _ := json.Marshal(sc.Request)
+	if err := s.audit.Audit(ctx, jobs.Event{Actor: sc.CreatedBy, Action: "schedule_add",
+		Detail: fmt.Sprintf("%s %q: %s; %s", sc.Name, sc.Cron, request, sc.Reason)}); err != nil {
 		return err
 	}
 	return s.put(ctx, sc)
@@ -167,13 +179,32 @@ func (s *Schedules) put(ctx context.Context, sc Schedule) error {
 // ErrNoSchedule is matched by Remove's error for an unknown name.
 var ErrNoSchedule = errors.New("no such schedule")
 
-// Remove deletes a schedule; removing an unknown name is ErrNoSchedule.
-func (s *Schedules) Remove(ctx context.Context, name string) error {
+// Remove deletes a schedule once the audit trail records who removed it
+// and why (schedule_remove; reason may be empty). An unknown name is
+// ErrNoSchedule and records nothing.
+func (s *Schedules) Remove(ctx context.Context, name, actor, reason string) error {
+	if err := CheckWhoAndWhy(actor, reason); err != nil {
+		return err
+	}
+	exists, err := s.rdb.HExists(ctx, s.key, name).Result()
+	if err != nil {
+		return fmt.Errorf("removing schedule %s: %w", name, err)
+	}
+	if !exists {
+		return fmt.Errorf("schedule %q: %w", name, ErrNoSchedule)
+	}
+	detail := name
+	if reason != "" {
+		detail += "; " + reason
+	}
+	if err := s.audit.Audit(ctx, jobs.Event{Actor: actor, Action: "schedule_remove", Detail: detail}); err != nil {
+		return err
+	}
 	n, err := s.rdb.HDel(ctx, s.key, name).Result()
 	if err != nil {
 		return fmt.Errorf("removing schedule %s: %w", name, err)
 	}
-	if n == 0 {
+	if n == 0 { // removed by another meanwhile
 		return fmt.Errorf("schedule %q: %w", name, ErrNoSchedule)
 	}
 	return nil

@@ -118,23 +118,26 @@ func newScheduleListCmd() *cobra.Command {
 
 func newScheduleRemoveCmd() *cobra.Command {
 	var rf redisFlags
+	var audit auditFlags
 	cmd := &cobra.Command{
-		Use:     "remove NAME",
-		Short:   "Remove a schedule",
-		Example: "  imrecall schedule remove retention",
+		Use:     "remove NAME [--reason R]",
+		Short:   "Remove a schedule (recorded in the audit log with who and why)",
+		Example: `  imrecall schedule remove retention --reason "retention moved to 180 days (DPO ticket 42)"`,
 		Args:    cobra.ExactArgs(1),
 		RunE: redisRun(&rf, func(cmd *cobra.Command, args []string, c *conn) error {
-			if err := producer.NewSchedules(c.rdb, rf.prefix).Remove(cmd.Context(), args[0]); err != nil {
-				if errors.Is(err, producer.ErrNoSchedule) {
-					return cli.Usage(err)
-				}
-				return err
+			err := producer.NewSchedules(c.rdb, rf.prefix).Remove(cmd.Context(), args[0], audit.actor, audit.reason)
+			if errors.Is(err, producer.ErrNoSchedule) {
+				return cli.Usage(err)
+			}
+			if err != nil {
+				return cliError(err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "schedule %s removed\n", args[0])
 			return nil
 		}),
 	}
 	rf.register(cmd)
+	audit.register(cmd)
 	return cmd
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/imrecall/imrecall/emulator"
 	"github.com/imrecall/imrecall/internal/cli"
 	"github.com/imrecall/imrecall/internal/imtest"
+	"github.com/imrecall/imrecall/internal/redistest"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/producer"
 	"github.com/imrecall/imrecall/tasks"
@@ -29,7 +30,7 @@ import (
 // never how a worker connects. Every flag that redirected a worker's API
 // base, identity, credentials or files is refused, naming the flag.
 func TestScheduleRefusesConnectionSettings(t *testing.T) {
-	mr := miniredis.RunT(t)
+	mr, rdb := redistest.Mini(t)
 	r := "--redis=redis://" + mr.Addr() + "/0"
 	add := func(cmdline ...string) (string, int) {
 		_, e, code := runCLI(t, append([]string{"schedule", "add", "--name", "x", "--cron", "@daily", r, "--"}, cmdline...)...)
@@ -79,6 +80,20 @@ func TestScheduleRefusesConnectionSettings(t *testing.T) {
 	var got []producer.ScheduleView
 	if err := json.Unmarshal([]byte(out), &got); err != nil || len(got) != 1 || got[0].Request == nil || len(got[0].Request.Messages) != 2 || got[0].Request.Messages[1].MsgKey != "1_2_3" || len(got[0].Next) != producer.NextDueShown {
 		t.Fatalf("schedule list: %v\n%s", err, out)
+	}
+
+	// Adding and removing are on record with who and why, as through the
+	// API; removing what is not there records nothing.
+	if _, e, code := runCLI(t, "schedule", "remove", "nope", "--actor", "dpo", r); code != cli.ExitBadInput || !strings.Contains(e, "no such schedule") {
+		t.Fatalf("remove an unknown schedule: exit %d %q", code, e)
+	}
+	if _, e, code := runCLI(t, "schedule", "remove", "from-file", "--actor", "dpo", "--reason", "incident closed", r); code != 0 {
+		t.Fatalf("remove: exit %d %q", code, e)
+	}
+	evs, err := jobs.NewStore(rdb, "").AuditLog(t.Context(), 10)
+	if err != nil || len(evs) != 2 || evs[0].Action != "schedule_add" || !strings.HasPrefix(evs[0].Detail, `from-file "@daily": {"kind":"recall"`) ||
+		evs[1].Action != "schedule_remove" || evs[1].Actor != "dpo" || evs[1].Detail != "from-file; incident closed" {
+		t.Fatalf("audit trail: %+v (%v)", evs, err)
 	}
 }
 
