@@ -3,6 +3,7 @@ package imrecall_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -160,5 +161,49 @@ func TestCreateAsksForConfirmation(t *testing.T) {
 	}
 	if st, _, err := c.Cancel(ctx, created.Job.ID, "alice", "test over"); err != nil || st != jobs.StatusCancelled {
 		t.Fatalf("Cancel = %s, %v", st, err)
+	}
+}
+
+// TestOperatorActionsRecordWhy: pause, resume and cancel put the
+// operator's reason in the audit record, not only in a log line; a reason
+// too long for an audit line is a *FieldError, and the job is left as it
+// was.
+func TestOperatorActionsRecordWhy(t *testing.T) {
+	t.Parallel()
+	c, _ := newClient(t, 100)
+	ctx := t.Context()
+	created, err := c.Create(ctx, imrecall.GroupRecall{GroupID: "@TGS#1", Seqs: []int64{1}}, imrecall.CreateOptions{Actor: "alice", Reason: "INC-7"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := created.Job.ID
+	long := strings.Repeat("x", producer.MaxReasonLen+1)
+	var fe *imrecall.FieldError
+	if err := c.Pause(ctx, id, "bob", long); !errors.As(err, &fe) || fe.Field != "reason" {
+		t.Fatalf("Pause with a %d-byte reason = %v, want a *FieldError for reason", len(long), err)
+	}
+	if _, _, err := c.Cancel(ctx, id, "bob", long); !errors.As(err, &fe) || fe.Field != "reason" {
+		t.Fatalf("Cancel with a %d-byte reason = %v, want a *FieldError for reason", len(long), err)
+	}
+	if j, err := c.Job(ctx, id); err != nil || j.Paused || j.Status == jobs.StatusCancelled {
+		t.Fatalf("after refused actions the job is %+v (%v), want it as it was", j, err)
+	}
+	if err := c.Pause(ctx, id, "bob", "Tencent status page: degraded"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Resume(ctx, id, "carol", "incident over"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Cancel(ctx, id, "carol", "wrong group"); err != nil {
+		t.Fatal(err)
+	}
+	evs, err := c.Store().AuditLog(ctx, 10)
+	var trail []string
+	for _, e := range evs {
+		trail = append(trail, e.Action+" by "+e.Actor+": "+e.Detail)
+	}
+	want := []string{"pause by bob: Tencent status page: degraded", "resume by carol: incident over", "cancel by carol: wrong group"}
+	if err != nil || len(trail) != 4 || !slices.Equal(trail[1:], want) {
+		t.Fatalf("audit trail %q (%v), want create then %q", trail, err, want)
 	}
 }

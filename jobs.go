@@ -61,6 +61,9 @@ func (c *Client) Wait(ctx context.Context, id string, onProgress func(jobs.Job))
 // queued again at once so that they are (every worker's unparker would
 // within a second). It returns the job's status.
 func (c *Client) Cancel(ctx context.Context, id, actor, reason string) (jobs.Status, Unparked, error) {
+	if err := producer.CheckWhoAndWhy(actor, reason); err != nil {
+		return "", Unparked{}, err
+	}
 	if _, err := c.Job(ctx, id); err != nil {
 		return "", Unparked{}, err
 	}
@@ -91,10 +94,13 @@ func (c *Client) unpark(ctx context.Context, id string) Unparked {
 
 // Pause pauses a job on behalf of actor: workers park its tasks (set them
 // aside, taking no slot) until it is resumed. A cancelled job cannot be
-// paused (*jobs.StatusError). The reason is logged; the audit record holds
-// the actor and the action.
+// paused (*jobs.StatusError). The audit record holds the actor and the
+// reason.
 func (c *Client) Pause(ctx context.Context, id, actor, reason string) error {
-	if err := c.store.SetPaused(ctx, id, actor, true); err != nil {
+	if err := producer.CheckWhoAndWhy(actor, reason); err != nil {
+		return err
+	}
+	if err := c.store.SetPaused(ctx, id, actor, reason, true); err != nil {
 		return err
 	}
 	c.cfg.Logger.InfoContext(ctx, "job paused", "job_id", id, "actor", actor, "reason", reason)
@@ -102,9 +108,12 @@ func (c *Client) Pause(ctx context.Context, id, actor, reason string) error {
 }
 
 // Resume resumes a paused job on behalf of actor and queues its parked
-// tasks again.
+// tasks again. The audit record holds the actor and the reason.
 func (c *Client) Resume(ctx context.Context, id, actor, reason string) (Unparked, error) {
-	if err := c.store.SetPaused(ctx, id, actor, false); err != nil {
+	if err := producer.CheckWhoAndWhy(actor, reason); err != nil {
+		return Unparked{}, err
+	}
+	if err := c.store.SetPaused(ctx, id, actor, reason, false); err != nil {
 		return Unparked{}, err
 	}
 	c.cfg.Logger.InfoContext(ctx, "job resumed", "job_id", id, "actor", actor, "reason", reason)
@@ -145,6 +154,9 @@ func (c *Client) requeue(ctx context.Context, id string, f DeadLetterFilter, act
 	if c.cfg.Queue == nil {
 		return producer.Requeued{}, ErrNotConfigured
 	}
+	if err := producer.CheckWhoAndWhy(actor, reason); err != nil {
+		return producer.Requeued{}, err
+	}
 	if f.Code == "" && f.Category == "" {
 		f.Category = string(jobs.NeedsAttention)
 	}
@@ -171,6 +183,9 @@ func (c *Client) Approve(ctx context.Context, id, approver, reason string) (jobs
 	}
 	if strings.TrimSpace(approver) == "" {
 		return jobs.Job{}, fieldErr("actor", "", "required (who approves, for the audit record)")
+	}
+	if err := producer.CheckWhoAndWhy(approver, reason); err != nil {
+		return jobs.Job{}, err
 	}
 	j, err := c.store.Approve(ctx, id, approver, reason, c.cfg.ApprovalDelay)
 	if err != nil {

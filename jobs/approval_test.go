@@ -33,7 +33,7 @@ func TestHeldJobSendsNothing(t *testing.T) {
 		if fresh, err := s.PlanGroup(ctx, j.ID, g, []int64{1, 2}); err != nil || len(fresh) != 2 {
 			t.Fatalf("planning under a hold = %v, %v", fresh, err)
 		}
-		if err := s.SetPaused(ctx, j.ID, "token:alice", false); err != nil {
+		if err := s.SetPaused(ctx, j.ID, "token:alice", "", false); err != nil {
 			t.Fatal(err)
 		}
 		for range 2 {

@@ -145,7 +145,7 @@ func TestStoreOnRedisCluster(t *testing.T) {
 	// setStatusScript (cancel, fail) and SetPaused on two more jobs, which
 	// are likely to hash to other nodes.
 	j2, j3 := newJob(t, s), newJob(t, s)
-	if err := s.SetPaused(ctx, j2.ID, "bob", true); err != nil {
+	if err := s.SetPaused(ctx, j2.ID, "bob", "", true); err != nil {
 		t.Fatalf("SetPaused: %v", err)
 	}
 	if st, err := s.Cancel(ctx, j2.ID, "bob", "wrong user"); err != nil || st != StatusCancelled {

@@ -51,7 +51,7 @@ func stateJob(t *testing.T, s *Store, from string) Job {
 		}
 	case "paused":
 		closeRoot()
-		if err := s.SetPaused(ctx, j.ID, "t", true); err != nil {
+		if err := s.SetPaused(ctx, j.ID, "t", "", true); err != nil {
 			t.Fatal(err)
 		}
 	case "held":
@@ -95,8 +95,8 @@ func TestStateTransitions(t *testing.T) {
 			_, err := s.Fail(t.Context(), id, errors.New("planning broke"))
 			return err
 		},
-		"pause":  func(t *testing.T, s *Store, id string) error { return s.SetPaused(t.Context(), id, "t", true) },
-		"resume": func(t *testing.T, s *Store, id string) error { return s.SetPaused(t.Context(), id, "t", false) },
+		"pause":  func(t *testing.T, s *Store, id string) error { return s.SetPaused(t.Context(), id, "t", "", true) },
+		"resume": func(t *testing.T, s *Store, id string) error { return s.SetPaused(t.Context(), id, "t", "", false) },
 		"trip": func(t *testing.T, s *Store, id string) error {
 			_, err := s.Trip(t.Context(), id, "paused: IM rejected the admin credential (70001)")
 			return err
@@ -249,7 +249,7 @@ func TestParkAndCheckpoint(t *testing.T) {
 		if ok, err := s.Park(ctx, j.ID, "recall:group", []byte(`{"a":1}`), "purge", "orig"); err != nil || ok {
 			t.Fatalf("Park on a running job = %v, %v; want not parked", ok, err)
 		}
-		s.SetPaused(ctx, j.ID, "t", true)
+		s.SetPaused(ctx, j.ID, "t", "", true)
 		for range 2 {
 			if ok, err := s.Park(ctx, j.ID, "recall:group", []byte(`{"a":1}`), "purge", "orig"); err != nil || !ok {
 				t.Fatalf("Park on a paused job = %v, %v", ok, err)

@@ -461,8 +461,9 @@ func (s *Store) setStatus(ctx context.Context, jobID string, st Status, msg stri
 // SetPaused pauses or resumes a job. Workers park a paused job's tasks
 // (store them aside, see Park) instead of running them, and queue them again
 // once it is resumed. A cancelled job cannot be paused (*StatusError);
-// resuming clears the pause and its reason (see Trip).
-func (s *Store) SetPaused(ctx context.Context, jobID, actor string, paused bool) error {
+// resuming clears the pause and its reason (see Trip). The audit record
+// holds actor and reason (why, as the operator gave it; may be empty).
+func (s *Store) SetPaused(ctx context.Context, jobID, actor, reason string, paused bool) error {
 	if _, err := s.Get(ctx, jobID); err != nil {
 		return err
 	}
@@ -470,7 +471,7 @@ func (s *Store) SetPaused(ctx context.Context, jobID, actor string, paused bool)
 	if paused {
 		mode, action = "pause", "pause"
 	}
-	if err := s.Audit(ctx, Event{Actor: actor, Action: action, JobID: jobID}); err != nil {
+	if err := s.Audit(ctx, Event{Actor: actor, Action: action, JobID: jobID, Detail: reason}); err != nil {
 		return err
 	}
 	_, err := s.runScript(ctx, pauseScript, jobID, action, []string{s.jobKey(jobID)}, mode, "", s.stamp())

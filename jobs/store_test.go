@@ -194,7 +194,7 @@ func TestCancelAndPause(t *testing.T) {
 		s.PlanGroup(ctx, j.ID, g, []int64{1, 2, 3})
 		s.ClosePlanner(ctx, j.ID, RootPlanner)
 
-		if err := s.SetPaused(ctx, j.ID, "bob", true); err != nil {
+		if err := s.SetPaused(ctx, j.ID, "bob", "", true); err != nil {
 			t.Fatal(err)
 		}
 		b, _ := s.BeginGroup(ctx, j.ID, g, []int64{1})
@@ -205,7 +205,7 @@ func TestCancelAndPause(t *testing.T) {
 		if b.States[0] != 0 {
 			t.Fatalf("a paused job counted a send: %+v", b)
 		}
-		s.SetPaused(ctx, j.ID, "bob", false)
+		s.SetPaused(ctx, j.ID, "bob", "", false)
 		s.Record(ctx, j.ID, g, []Outcome{{Item: "1", Recalled: true}})
 
 		if st, err := s.Cancel(ctx, j.ID, "bob", "wrong group"); err != nil || st != StatusCancelled {

@@ -226,7 +226,7 @@ func TestReconcilerSettlesAKilledPlannerAndRequeuesLostTasks(t *testing.T) {
 	if _, err := b.insp.DeleteAllPendingTasks(tasks.QueuePurge); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.store.SetPaused(ctx, job.ID, "t", true); err != nil {
+	if err := b.store.SetPaused(ctx, job.ID, "t", "", true); err != nil {
 		t.Fatal(err)
 	}
 	for range 3 {
@@ -234,7 +234,7 @@ func TestReconcilerSettlesAKilledPlannerAndRequeuesLostTasks(t *testing.T) {
 			t.Fatalf("pass on a paused job = %+v, want nothing queued", s)
 		}
 	}
-	if err := b.store.SetPaused(ctx, job.ID, "t", false); err != nil {
+	if err := b.store.SetPaused(ctx, job.ID, "t", "", false); err != nil {
 		t.Fatal(err)
 	}
 	if s := b.pass(t); s.Requeued != 0 {

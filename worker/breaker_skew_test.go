@@ -29,7 +29,7 @@ func TestResumeFromASlowClockLetsTheJobTryAgain(t *testing.T) {
 	b.env.Emu.SetFaults(emulator.Faults{}) // the IP is allowed now
 	time.Sleep(50 * time.Millisecond)      // a person reads the reason and acts
 	// The resume, from a host whose clock is a minute behind.
-	if err := b.store.SetPaused(t.Context(), b.job.ID, "ops", false); err != nil {
+	if err := b.store.SetPaused(t.Context(), b.job.ID, "ops", "", false); err != nil {
 		t.Fatal(err)
 	}
 	key := b.store.Prefix() + ":job:{" + b.job.ID + "}"

@@ -218,7 +218,7 @@ func TestCancelledJobMakesNoCalls(t *testing.T) {
 func TestPausedJobParks(t *testing.T) {
 	b := setup(t, emulator.Config{}, Config{PausedDelay: 3 * time.Second})
 	_, target := b.plannedGroup(t, "@TGS#park", 3)
-	b.store.SetPaused(t.Context(), b.job.ID, "t", true)
+	b.store.SetPaused(t.Context(), b.job.ID, "t", "", true)
 	// The paused job's task completes, parked: it does not cycle.
 	if err := b.runGroup(t, target, []int64{1, 2, 3}); err != nil {
 		t.Fatalf("err = %v, want the task parked (nil)", err)
@@ -230,7 +230,7 @@ func TestPausedJobParks(t *testing.T) {
 	if n, err := Unpark(t.Context(), b.store, q, b.job.ID); err != nil || n != 0 || len(q.tasks) != 0 {
 		t.Fatalf("Unpark while paused = %d, %v, %d tasks; want nothing queued", n, err, len(q.tasks))
 	}
-	b.store.SetPaused(t.Context(), b.job.ID, "t", false)
+	b.store.SetPaused(t.Context(), b.job.ID, "t", "", false)
 	if n, err := Unpark(t.Context(), b.store, q, b.job.ID); err != nil || n != 1 || len(q.tasks) != 1 {
 		t.Fatalf("Unpark after resume = %d, %v", n, err)
 	}

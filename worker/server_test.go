@@ -124,7 +124,7 @@ func TestAppWideErrorPausesJob(t *testing.T) {
 	// Fixed: resume both.
 	env.IM.Emu.SetFaults(emulator.Faults{})
 	for _, id := range []string{first.ID, second.ID} {
-		if err := env.Store.SetPaused(t.Context(), id, "t", false); err != nil {
+		if err := env.Store.SetPaused(t.Context(), id, "t", "", false); err != nil {
 			t.Fatal(err)
 		}
 	}

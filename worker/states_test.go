@@ -201,7 +201,7 @@ func TestPausedJobDoesNotCycle(t *testing.T) {
 	// Pause the big job before its tasks run: create it paused by pausing
 	// right after creation, before queueing (its plan func pauses first).
 	bigJob := l.newJob(t, jobs.Spec{Kind: "test", Queue: tasks.QueuePurge, AppID: imtest.AppID, RequestedBy: "t"},
-		func(ctx context.Context, job jobs.Job) error { return l.store.SetPaused(ctx, job.ID, "t", true) }, big...)
+		func(ctx context.Context, job jobs.Job) error { return l.store.SetPaused(ctx, job.ID, "t", "", true) }, big...)
 	smallJob := l.job(t, small...)
 	waitFor(t, "the small job to finish", func() bool { return l.get(t, smallJob.ID).Finished() })
 	waitFor(t, "every task of the paused job parked", func() bool {
@@ -221,7 +221,7 @@ func TestPausedJobDoesNotCycle(t *testing.T) {
 	}
 	l.allRecalled(t, small...)
 
-	if err := l.store.SetPaused(t.Context(), bigJob.ID, "t", false); err != nil {
+	if err := l.store.SetPaused(t.Context(), bigJob.ID, "t", "", false); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the resumed job to finish", func() bool { return l.get(t, bigJob.ID).Finished() })

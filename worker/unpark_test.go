@@ -54,7 +54,7 @@ func TestHeldJobRunsAfterApproval(t *testing.T) {
 		t.Fatalf("held job = %s (phase %s) %+v", got.Status, got.Phase, got.Counts)
 	}
 	// A resume is not an approval.
-	if err := l.store.SetPaused(t.Context(), j.ID, "token:alice", false); err != nil {
+	if err := l.store.SetPaused(t.Context(), j.ID, "token:alice", "", false); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := Unpark(t.Context(), l.store, l.client, j.ID); err != nil {
