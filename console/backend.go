@@ -298,8 +298,8 @@ func (b *ClientBackend) AddSchedule(ctx context.Context, who string, s api.Sched
 }
 
 // RemoveSchedule implements Backend.
-func (b *ClientBackend) RemoveSchedule(ctx context.Context, who, name string) error {
-	return b.call(ctx, who, "DELETE", "/v1/schedules/"+url.PathEscape(name), nil, nil)
+func (b *ClientBackend) RemoveSchedule(ctx context.Context, who, name, reason string) error {
+	return b.call(ctx, who, "DELETE", "/v1/schedules/"+url.PathEscape(name)+"?"+url.Values{"reason": {reason}}.Encode(), nil, nil)
 }
 
 // Index implements Backend.

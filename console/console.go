@@ -80,7 +80,7 @@ type Backend interface {
 	// AddSchedule adds a schedule, or with s.DryRun only checks it; both
 	// answer it with its next due times.
 	AddSchedule(ctx context.Context, who string, s api.ScheduleRequest) (producer.ScheduleView, error)
-	RemoveSchedule(ctx context.Context, who, name string) error
+	RemoveSchedule(ctx context.Context, who, name, reason string) error
 	// Index returns the callback index's coverage; nil when the server keeps
 	// no index.
 	Index(ctx context.Context) (*msgindex.Coverage, error)

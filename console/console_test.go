@@ -315,6 +315,14 @@ func TestForgedPostsRefused(t *testing.T) {
 	if st, body, _ := ad.do("GET", "/schedules", nil); st != http.StatusOK || !regexp.MustCompile(`<td class="next">\d{4}-\d\d-\d\d 00:00:00</td>`).MatchString(body) {
 		t.Fatalf("GET /schedules: %d, want the next due time at midnight UTC:\n%s", st, body)
 	}
+	// Removing it asks why, and the audit trail says who and why.
+	if st, _, _ := ad.do("POST", "/schedules/nightly/remove", withCSRF(url.Values{"confirmed": {"yes"}, "reason": {"replaced by a weekly one"}}, ad.csrf)); st != http.StatusSeeOther {
+		t.Fatalf("remove schedule: %d", st)
+	}
+	evs, err := jobs.NewStore(b.rdb, "").AuditLog(t.Context(), 10)
+	if err != nil || len(evs) == 0 || evs[len(evs)-1].Action != "schedule_remove" || evs[len(evs)-1].Actor != "token:ops" || evs[len(evs)-1].Detail != "nightly; replaced by a weekly one" {
+		t.Fatalf("audit trail after removing: %+v (%v)", evs, err)
+	}
 	// The API is still the API: JSON, bearer tokens.
 	req, _ := http.NewRequest("GET", b.url+"/v1/jobs", nil)
 	req.Header.Set("Authorization", "Bearer "+reader.Secret)

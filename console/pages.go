@@ -591,7 +591,7 @@ func (c *Console) removeSchedule(w http.ResponseWriter, r *http.Request, s *sess
 		c.render(w, r, http.StatusOK, "schedules", s, view{Title: "Remove schedule", Nav: "schedules", Data: map[string]any{"Remove": name}})
 		return
 	}
-	if err := c.cfg.Backend.RemoveSchedule(r.Context(), s.Name, name); err != nil {
+	if err := c.cfg.Backend.RemoveSchedule(r.Context(), s.Name, name, r.FormValue("reason")); err != nil {
 		c.fail(w, r, s, err)
 		return
 	}
