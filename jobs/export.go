@@ -2,12 +2,13 @@ package jobs
 
 import (
 	"context"
-	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"io"
 	"strconv"
 	"time"
+
+	"github.com/imrecall/imrecall/internal/csvsafe"
 )
 
 // ExportFormats are the formats ExportDeadLetters writes.
@@ -16,15 +17,18 @@ var ExportFormats = []string{"jsonl", "csv"}
 // ExportDeadLetters writes the dead letters of a job that match (nil: all)
 // to w as JSON Lines or CSV (with a header row of Tencent's field names, so
 // the file feeds `imrecall recall file`), and returns how many it wrote.
+// JSON Lines are exact; a CSV cell that a spreadsheet would take for a
+// formula is written with a single quote before it (csvsafe.Cell), which
+// `imrecall recall file` removes.
 func (s *Store) ExportDeadLetters(ctx context.Context, jobID string, match func(DeadLetter) bool, format string, w io.Writer) (int, error) {
 	if format != "jsonl" && format != "csv" {
 		return 0, fmt.Errorf("format %q: want jsonl or csv", format)
 	}
 	n := 0
-	var cw *csv.Writer
+	var cw *csvsafe.Writer
 	enc := json.NewEncoder(w)
 	if format == "csv" {
-		cw = csv.NewWriter(w)
+		cw = csvsafe.NewWriter(w)
 		_ = cw.Write([]string{"job_id", "GroupId", "TopicId", "MsgSeq", "From_Account", "To_Account", "MsgKey", "code", "category", "error_info", "attempts", "at"})
 	}
 	err := s.DeadLetters(ctx, jobID, func(d DeadLetter) error {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/valyala/fastjson"
 
+	"github.com/imrecall/imrecall/internal/csvsafe"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/tasks"
 )
@@ -56,7 +57,8 @@ const maxLine = 1 << 20
 // numbers. The format is JSON Lines (one object per line, shaped like the
 // after-send callbacks, other fields ignored) or CSV with a header row naming
 // the same fields; a file whose first non-blank byte is not '{' is CSV.
-// Blank lines are skipped. The first bad line stops the read with a
+// A CSV cell written by csvsafe.Cell (a dead-letter export's) is read back
+// as it was before. Blank lines are skipped. The first bad line stops the read with a
 // *LineError naming file and line.
 func ReadList(ctx context.Context, r io.Reader, name string, fn func(line int, m Message) error) error {
 	br := bufio.NewReaderSize(r, 64<<10)
@@ -241,7 +243,7 @@ func readCSV(ctx context.Context, r io.Reader, name string, fn func(int, Message
 		}
 		get := func(k string) string {
 			if i, ok := col[k]; ok && i < len(rec) {
-				return strings.TrimSpace(rec[i])
+				return strings.TrimSpace(csvsafe.Uncell(rec[i]))
 			}
 			return ""
 		}
