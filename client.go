@@ -429,14 +429,7 @@ func (c *Client) prepareUser(ctx context.Context, p *prepared, r UserPurge, coun
 			return err
 		}
 		p.Scope.Peers = p.check.Peers()
-		p.Index, p.Messages, p.SenderUnconfirmed = &counts, int64(tally.Count()), int64(p.check.Refused)
-		if p.SenderUnconfirmed > 0 {
-			p.Warnings = append(p.Warnings, fmt.Sprintf("callback index entries the history does not show as %s's (forged, deleted or expired), not recalled: %d", r.User, p.SenderUnconfirmed))
-		}
-		// The calls of what will be recalled (confirmed), target by
-		// target: the index's counts include what the history refused.
-		p.GroupCalls, p.C2CCalls = tally.Calls()
-		p.SecondsAtCap = secondsAtCap(p.GroupCalls, p.C2CCalls)
+		p.confirmed(r.User, counts, p.check, tally)
 		return nil
 	}
 	scans, rep, err := producer.UserScans(ctx, c.cfg.IM, spec)
@@ -499,6 +492,19 @@ func (c *Client) scanned(ctx context.Context, p *prepared, scans []producer.Scan
 	p.Messages = int64(tally.Count())
 	p.GroupCalls, p.C2CCalls, p.SecondsAtCap = rep.GroupCalls, rep.C2CCalls, rep.SecondsAtCap
 	return nil
+}
+
+// confirmed sets a purge by index's figures from what its sender check
+// confirmed (tally) and refused, whether counted in a dry run or as the job
+// was planned: the messages, and the calls of what will be recalled (the
+// index's counts include what the history refused), target by target.
+func (p *Plan) confirmed(user string, counts msgindex.Counts, check *producer.SenderCheck, tally *producer.Tally) {
+	p.Index, p.Messages, p.SenderUnconfirmed = &counts, int64(tally.Count()), int64(check.Refused)
+	if p.SenderUnconfirmed > 0 {
+		p.Warnings = append(p.Warnings, fmt.Sprintf("callback index entries the history does not show as %s's (forged, deleted or expired), not recalled: %d", user, p.SenderUnconfirmed))
+	}
+	p.GroupCalls, p.C2CCalls = tally.Calls()
+	p.SecondsAtCap = secondsAtCap(p.GroupCalls, p.C2CCalls)
 }
 
 func (p *prepared) setScope(cov jobs.Coverage) {
@@ -571,9 +577,6 @@ func (c *Client) Create(ctx context.Context, req Request, opts CreateOptions) (C
 	out.Job = job
 	if b != nil {
 		out.Planned, out.Duplicates, out.Tasks = b.Planned, b.Seen-b.Planned, b.Tasks
-		if p.Source == SourceIndex && p.check == nil {
-			out.Plan.Messages = b.Seen
-		}
 	}
 	return out, nil
 }
@@ -624,7 +627,13 @@ func (c *Client) planFunc(p *prepared, out *Created, onWait func(Created)) produ
 				if err := check.Flush(ctx); err != nil {
 					return err
 				}
-				out.Plan.Index, out.Plan.SenderUnconfirmed = &counts, int64(check.Refused)
+				// The figures a dry run gives, from what was confirmed
+				// (kept by the check: no history call).
+				tally := &producer.Tally{}
+				if err := check.Replay(ctx, tally); err != nil {
+					return err
+				}
+				out.Plan.confirmed(p.user, counts, check, tally)
 				if p.Scope != nil {
 					// The chats the index named, for a verification.
 					p.Scope.Peers = check.Peers()

@@ -190,7 +190,7 @@ func indexPlan(w io.Writer, asJSON bool, p imrecall.Plan) error {
 	scope := *p.Scope
 	if asJSON {
 		return JSON(w, map[string]any{"dry_run": true, "source": "index", "messages": p.Messages, "index": p.Index,
-			"coverage": p.IndexCoverage, "sender_unconfirmed": p.SenderUnconfirmed, "scope": scope, "warnings": p.Warnings})
+			"group_calls": p.GroupCalls, "c2c_calls": p.C2CCalls, "seconds_at_cap": p.SecondsAtCap, "coverage": p.IndexCoverage, "sender_unconfirmed": p.SenderUnconfirmed, "scope": scope, "warnings": p.Warnings})
 	}
 	counts := p.Index
 	fmt.Fprintf(w, "dry run: nothing was changed\nfrom the callback index: %d messages (%d group in %d groups, %d one-to-one with %d peers); about %.0f s at the cap\n",
@@ -392,13 +392,22 @@ func Created(out, errw io.Writer, created imrecall.Created, asJSON bool, approva
 	if created.Plan.Source == imrecall.SourceScan {
 		fmt.Fprintf(errw, "job %s: %d scans queued for the workers\n", job.ID, created.Plan.Scans)
 	}
+	p := created.Plan
 	if asJSON {
-		return JSON(out, map[string]any{"job_id": job.ID, "planned": created.Planned, "tasks": created.Tasks})
+		v := map[string]any{"job_id": job.ID, "planned": created.Planned, "tasks": created.Tasks}
+		if p.Messages >= 0 {
+			// What a dry run says too (a purge by scan learns it as it scans).
+			v["messages"], v["group_calls"], v["c2c_calls"], v["seconds_at_cap"] = p.Messages, p.GroupCalls, p.C2CCalls, p.SecondsAtCap
+		}
+		return JSON(out, v)
 	}
 	fmt.Fprintln(out, job.ID)
 	if seen := created.Planned + created.Duplicates; seen > 0 {
 		fmt.Fprintf(errw, "job %s: %d messages planned (%d duplicates removed) in %d tasks on queue %s\n",
 			job.ID, created.Planned, created.Duplicates, created.Tasks, job.Queue)
+	}
+	if p.GroupCalls+p.C2CCalls > 0 {
+		fmt.Fprintf(errw, "job %s: %d group calls, %d one-to-one calls; about %.0f s at the cap\n", job.ID, p.GroupCalls, p.C2CCalls, p.SecondsAtCap)
 	}
 	return nil
 }

@@ -80,7 +80,8 @@ func TestDescribeCode(t *testing.T) {
 
 func TestCreated(t *testing.T) {
 	t.Parallel()
-	c := imrecall.Created{Job: jobs.Job{ID: "J1", Queue: "incident", HeldForApproval: true}, Planned: 3, Duplicates: 1, Tasks: 1}
+	c := imrecall.Created{Job: jobs.Job{ID: "J1", Queue: "incident", HeldForApproval: true}, Planned: 3, Duplicates: 1, Tasks: 1,
+		Plan: imrecall.Plan{Messages: 3, GroupCalls: 1, C2CCalls: 1, SecondsAtCap: 0.005}}
 	var out, errw bytes.Buffer
 	if err := Created(&out, &errw, c, false, 2, "alice"); err != nil {
 		t.Fatal(err)
@@ -89,7 +90,8 @@ func TestCreated(t *testing.T) {
 		t.Errorf("standard output %q, want the job id", out.String())
 	}
 	want := "job J1: more than 2 messages: it waits for approval by someone other than alice (imrecall jobs approve J1)\n" +
-		"job J1: 3 messages planned (1 duplicates removed) in 1 tasks on queue incident\n"
+		"job J1: 3 messages planned (1 duplicates removed) in 1 tasks on queue incident\n" +
+		"job J1: 1 group calls, 1 one-to-one calls; about 0 s at the cap\n"
 	if errw.String() != want {
 		t.Errorf("standard error:\n%q\nwant\n%q", errw.String(), want)
 	}
@@ -97,7 +99,10 @@ func TestCreated(t *testing.T) {
 	if err := Created(&out, &bytes.Buffer{}, c, true, 2, "alice"); err != nil {
 		t.Fatal(err)
 	}
-	if got := out.String(); !strings.Contains(got, `"job_id": "J1"`) || !strings.Contains(got, `"planned": 3`) {
+	// The plan's figures, as its dry run gives them (a purge by index
+	// created with --yes included).
+	if got := out.String(); !strings.Contains(got, `"job_id": "J1"`) || !strings.Contains(got, `"planned": 3`) ||
+		!strings.Contains(got, `"messages": 3`) || !strings.Contains(got, `"group_calls": 1`) || !strings.Contains(got, `"c2c_calls": 1`) {
 		t.Errorf("JSON: %s", got)
 	}
 }
