@@ -2,6 +2,8 @@ package jobs
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -54,13 +56,43 @@ func parseApproval(h map[string]string, j *Job, ts func(string) *time.Time) {
 }
 
 // coolOffKey is the sorted set of jobs in a cool-off, scored by their start
-// in Unix milliseconds (Redis's clock).
+// in Unix milliseconds (Redis's clock). Its members are "JOB NONCE", one per
+// approval with a delay (the job's hash names its approval's member in
+// coolOffMember), or "JOB" alone (written by versions before the nonce).
+//
+// The index cannot be written by approveScript: it is one key for every job
+// and a job's keys share its own hash tag, so on Redis Cluster they are in
+// other slots (no script or MULTI spans them). The script decides alone
+// which approval wins; each approval indexes its own member first (so that
+// a job in a cool-off is always found by StartDue) and removes it when the
+// script refuses it, which leaves no other approval's entry changed.
 func (s *Store) coolOffKey() string { return s.prefix + ":cooloff" }
+
+// coolOffMember is the job hash field naming its approval's cool-off index
+// member (the scripts spell it out).
+const coolOffMember = "cooloff_member"
+
+// newCoolOffMember is the cool-off index member of one approval of jobID.
+func newCoolOffMember(jobID string) string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return jobID + " " + hex.EncodeToString(b[:])
+}
+
+// parseCoolOffMember returns the job a cool-off index member names and its
+// member as the job's hash records it ("" for a member of an older version,
+// which names the job alone).
+func parseCoolOffMember(m string) (jobID, approval string) {
+	if id, _, ok := strings.Cut(m, " "); ok {
+		return id, m
+	}
+	return m, ""
+}
 
 // approveScript approves a job awaiting approval, unless the approver is
 // its requester. KEYS: job hash. ARGV: approver, reason, approved_at,
-// starts_at ("" = start now), starts_at in Unix ms. Returns the job's status
-// afterwards, as Get shows it.
+// starts_at ("" = start now), starts_at in Unix ms, the approval's cool-off
+// index member. Returns the job's status afterwards, as Get shows it.
 var approveScript = redis.NewScript(replyLua + `
 local h = redis.call('HMGET', KEYS[1], 'status', 'hold', 'requester', 'requested_by')
 if not h[1] then return nojob() end
@@ -74,7 +106,7 @@ if not req or req == '' then req = h[4] end
 if req == ARGV[1] then return selfapproval(req) end
 redis.call('HSET', KEYS[1], 'approved_by', ARGV[1], 'approved_at', ARGV[3], 'approval_reason', ARGV[2])
 if ARGV[4] ~= '' then
-  redis.call('HSET', KEYS[1], 'hold', 'cooloff', 'starts_at', ARGV[4], 'starts_at_ms', ARGV[5])
+  redis.call('HSET', KEYS[1], 'hold', 'cooloff', 'starts_at', ARGV[4], 'starts_at_ms', ARGV[5], 'cooloff_member', ARGV[6])
   return reply('approved')
 end
 redis.call('HDEL', KEYS[1], 'hold')
@@ -82,11 +114,14 @@ return reply(h[1])
 `)
 
 // startScript ends a job's cool-off once its start is due by Redis's clock.
-// KEYS: job hash. Returns 1 if it started the job, 0 if the start is not
-// due yet, -1 if the job is gone or no longer in a cool-off (cancelled).
+// KEYS: job hash. ARGV: the cool-off index member ("" for an older
+// version's, naming the job alone). Returns 1 if it started the job, 0 if
+// the start is not due yet, -1 if the job is gone, no longer in a cool-off
+// (cancelled) or in another approval's (the member is stale).
 var startScript = redis.NewScript(replyLua + `
-local h = redis.call('HMGET', KEYS[1], 'status', 'hold', 'starts_at_ms')
+local h = redis.call('HMGET', KEYS[1], 'status', 'hold', 'starts_at_ms', 'cooloff_member')
 if not h[1] or h[2] ~= 'cooloff' then return reply(-1) end
+if ARGV[1] ~= '' and h[4] ~= ARGV[1] then return reply(-1) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if tonumber(h[3] or '0') > now then return reply(0) end
@@ -130,14 +165,15 @@ func (s *Store) Approve(ctx context.Context, jobID, approver, reason string, del
 		return Job{}, fmt.Errorf("approving job %s: reading Redis's clock: %w", jobID, err)
 	}
 	detail := reason
-	startsAt, startsMs := "", int64(0)
+	startsAt, startsMs, member := "", int64(0), ""
 	if delay > 0 {
 		starts := now.Add(delay).UTC()
-		startsAt, startsMs = starts.Format(time.RFC3339Nano), starts.UnixMilli()
+		startsAt, startsMs, member = starts.Format(time.RFC3339Nano), starts.UnixMilli(), newCoolOffMember(jobID)
 		detail = strings.TrimSpace(detail + " (starts at " + starts.Format(time.RFC3339) + ")")
 		// Indexed first: a job in a cool-off is always found by StartDue
-		// (which drops entries of jobs that are not).
-		if err := s.rdb.ZAdd(ctx, s.coolOffKey(), redis.Z{Score: float64(startsMs), Member: jobID}).Err(); err != nil {
+		// (which drops entries of jobs that are not, or of another
+		// approval).
+		if err := s.rdb.ZAdd(ctx, s.coolOffKey(), redis.Z{Score: float64(startsMs), Member: member}).Err(); err != nil {
 			return Job{}, fmt.Errorf("approving job %s: %w", jobID, err)
 		}
 	}
@@ -145,12 +181,20 @@ func (s *Store) Approve(ctx context.Context, jobID, approver, reason string, del
 		return Job{}, err
 	}
 	_, err = s.runScript(ctx, approveScript, jobID, "approving", []string{s.jobKey(jobID)},
-		approver, reason, now.UTC().Format(time.RFC3339Nano), startsAt, startsMs)
+		approver, reason, now.UTC().Format(time.RFC3339Nano), startsAt, startsMs, member)
 	if err != nil {
 		// Refused after all (another approval, or a cancel, came first):
-		// the trail says so next to the approval it recorded.
+		// the trail says so next to the approval it recorded, and this
+		// approval's start leaves the index (the winner's stays). On any
+		// other error the script may have run: the entry stays, and
+		// StartDue drops it if it is stale.
 		var se *StatusError
-		if errors.As(err, &se) {
+		var self *SelfApprovalError
+		refused := errors.As(err, &se) || errors.As(err, &self) || errors.Is(err, ErrNotFound)
+		if refused && member != "" {
+			_ = s.rdb.ZRem(context.WithoutCancel(ctx), s.coolOffKey(), member).Err()
+		}
+		if se != nil {
 			_ = s.Audit(context.WithoutCancel(ctx), Event{Actor: approver, Action: "approve_refused", JobID: jobID, Detail: err.Error()})
 		}
 		return Job{}, err
@@ -182,8 +226,9 @@ func (s *Store) StartDue(ctx context.Context) ([]string, error) {
 		return nil, fmt.Errorf("listing approved jobs due to start: %w", err)
 	}
 	var started []string
-	for _, id := range ids {
-		n, err := replyInt(s.runScript(ctx, startScript, id, "starting after the cool-off", []string{s.jobKey(id)}))
+	for _, m := range ids {
+		id, approval := parseCoolOffMember(m)
+		n, err := replyInt(s.runScript(ctx, startScript, id, "starting after the cool-off", []string{s.jobKey(id)}, approval))
 		if err != nil {
 			return started, err
 		}
@@ -196,7 +241,7 @@ func (s *Store) StartDue(ctx context.Context) ([]string, error) {
 				return started, err
 			}
 		}
-		if err := s.rdb.ZRem(ctx, s.coolOffKey(), id).Err(); err != nil {
+		if err := s.rdb.ZRem(ctx, s.coolOffKey(), m).Err(); err != nil {
 			return started, fmt.Errorf("starting job %s after the cool-off: %w", id, err)
 		}
 	}

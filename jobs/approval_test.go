@@ -2,10 +2,16 @@ package jobs
 
 import (
 	"errors"
+	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/imrecall/imrecall/internal/redistest"
+	"github.com/redis/go-redis/v9"
 )
 
 // newHeldJob creates a job held for approval, requested by token:alice.
@@ -233,4 +239,135 @@ func TestConcurrentApprovals(t *testing.T) {
 			}
 		}
 	})
+}
+
+// coolOffEntries is the cool-off index by job: the start (Unix ms) of each
+// entry naming the job.
+func coolOffEntries(t *testing.T, s *Store) map[string][]int64 {
+	t.Helper()
+	zs, err := s.rdb.ZRangeWithScores(t.Context(), s.coolOffKey(), 0, -1).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	byJob := map[string][]int64{}
+	for _, z := range zs {
+		id, _, _ := strings.Cut(z.Member.(string), " ")
+		byJob[id] = append(byJob[id], int64(z.Score))
+	}
+	return byJob
+}
+
+// TestConcurrentApprovalsKeepTheWinnersCoolOff: two admins approve the same
+// job at once with different delays (jobs approve --approval-delay), on a
+// real redis-server: the cool-off index ends with the winner's start alone,
+// or nothing when the winner gave no delay. The refused approval's start
+// stayed: the job could start at the loser's time (later than approved),
+// or be polled for a cool-off it never had.
+func TestConcurrentApprovalsKeepTheWinnersCoolOff(t *testing.T) {
+	t.Parallel()
+	s := NewStore(redistest.Start(t).Client(), "")
+	ctx := t.Context()
+	raced := 0 // approvals with a delay refused by the script, after their first check
+	for round := 0; raced == 0 && round < 20; round++ {
+		ids := make([]string, 20)
+		for i := range ids {
+			ids[i] = newHeldJob(t, s).ID
+		}
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i, id := range ids {
+			// Even jobs: no delay against an hour; odd: an hour against two.
+			delays := map[string]time.Duration{"token:bob": time.Duration(i%2) * time.Hour, "token:carol": time.Duration(i%2+1) * time.Hour}
+			for who, d := range delays {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					<-start
+					var se *StatusError
+					if _, err := s.Approve(ctx, id, who, "checked", d); err != nil && !errors.As(err, &se) {
+						t.Errorf("approval of %s by %s: %v", id, who, err)
+					}
+				}()
+			}
+		}
+		close(start)
+		wg.Wait()
+		events, err := s.AuditLog(ctx, 10000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inRound := map[string]bool{}
+		for _, id := range ids {
+			inRound[id] = true
+		}
+		for _, e := range events {
+			if e.Action == "approve_refused" && inRound[e.JobID] {
+				raced++
+			}
+		}
+		entries := coolOffEntries(t, s)
+		for _, id := range ids {
+			j, err := s.Get(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := []int64(nil)
+			if j.StartsAt != nil {
+				want = []int64{j.StartsAt.UnixMilli()}
+			}
+			if fmt.Sprint(entries[id]) != fmt.Sprint(want) {
+				t.Errorf("job %s approved by %s (starts at %v): cool-off index %v, want %v (the winner's alone)",
+					id, j.ApprovedBy, j.StartsAt, entries[id], want)
+			}
+		}
+	}
+	if raced == 0 {
+		t.Fatal("no approval was refused by the script after passing the first check in 20 rounds: the race was not reproduced")
+	}
+}
+
+// TestOlderCoolOffStillStarts: a cool-off indexed by a version before the
+// per-approval members (the member is the job's id, the hash names none)
+// still ends at its start.
+func TestOlderCoolOffStillStarts(t *testing.T) {
+	backends(t, func(t *testing.T, s *Store) {
+		ctx := t.Context()
+		j := newHeldJob(t, s)
+		if _, err := s.Approve(ctx, j.ID, "token:bob", "", time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+		// As the older version left it.
+		if err := s.rdb.Del(ctx, s.coolOffKey()).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.rdb.HDel(ctx, s.jobKey(j.ID), coolOffMember).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.rdb.ZAdd(ctx, s.coolOffKey(), redis.Z{Score: 0, Member: j.ID}).Err(); err != nil {
+			t.Fatal(err)
+		}
+		waitStarted(t, s, j.ID)
+		if n, _ := s.rdb.ZCard(ctx, s.coolOffKey()).Result(); n != 0 {
+			t.Fatalf("%d entries left in the cool-off index", n)
+		}
+	})
+}
+
+// waitStarted runs StartDue until it starts the job id alone, within 10 s.
+func waitStarted(t *testing.T, s *Store, id string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		started, err := s.StartDue(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.Equal(started, []string{id}) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("StartDue = %v, want %s", started, id)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

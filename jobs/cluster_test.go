@@ -189,20 +189,7 @@ func TestApprovalOnRedisCluster(t *testing.T) {
 	if _, err := s.Approve(ctx, j.ID, "token:bob", "", time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		started, err := s.StartDue(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if slices.Equal(started, []string{j.ID}) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("StartDue = %v, want %s", started, j.ID)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitStarted(t, s, j.ID)
 	if got, _ := s.Get(ctx, j.ID); got.Status != StatusPlanning || got.ApprovedBy != "token:bob" {
 		t.Fatalf("after the cool-off on a cluster = %+v", got)
 	}

@@ -441,7 +441,11 @@ func (s *Store) Cancel(ctx context.Context, jobID, actor, reason string) (Status
 	st, err := s.setStatus(ctx, jobID, StatusCancelled, "")
 	if err == nil && st == StatusCancelled {
 		// No longer in a cool-off, if it was (StartDue would drop it too).
-		_ = s.rdb.ZRem(ctx, s.coolOffKey(), jobID).Err()
+		members := []any{jobID}
+		if m, _ := s.rdb.HGet(ctx, s.jobKey(jobID), coolOffMember).Result(); m != "" {
+			members = append(members, m)
+		}
+		_ = s.rdb.ZRem(ctx, s.coolOffKey(), members...).Err()
 	}
 	return st, err
 }
