@@ -57,5 +57,11 @@ func (c *Client) FireSchedule(ctx context.Context, t *asynq.Task, log *slog.Logg
 		return fmt.Errorf("schedule %s: %w", p.Name, err)
 	}
 	log.Info("schedule fired", "schedule", p.Name, "job_id", created.Job.ID, "due", p.Due, "planned", created.Planned)
+	// The schedule's next firing waits for this job to finish. Not
+	// recorded, it would not wait; the firing is not run again for that
+	// (a retry would create a second job).
+	if err := producer.NewSchedules(c.cfg.Redis, c.cfg.Prefix).RecordJob(ctx, p.Name, p.Due, created.Job.ID); err != nil {
+		log.Error("schedule's job not recorded: its next firing will not wait for it", "schedule", p.Name, "job_id", created.Job.ID, "err", err)
+	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -294,13 +295,65 @@ func (s *Schedules) unclaim(ctx context.Context, name string, due time.Time) {
 	_ = s.rdb.Del(ctx, fmt.Sprintf("%s:schedule-fired:{%s}:%d", s.prefix, name, due.Unix())).Err()
 }
 
+// runKey is a schedule's last run: "due", the due time (Unix seconds) of
+// its last firing queued (written by the scheduler before it queues it),
+// and "job_due" and "job_id", the job a worker created for the firing of
+// job_due (RecordJob).
+func (s *Schedules) runKey(name string) string { return s.prefix + ":schedule-run:{" + name + "}" }
+
+// firing records that the firing of name at due is queued: the next
+// firing waits for it to end (Scheduler.Jobs).
+func (s *Schedules) firing(ctx context.Context, name string, due time.Time) error {
+	if err := s.rdb.HSet(ctx, s.runKey(name), "due", due.Unix()).Err(); err != nil {
+		return fmt.Errorf("recording the firing of schedule %s: %w", name, err)
+	}
+	return nil
+}
+
+// RecordJob records jobID as the job of the firing of schedule name at due
+// (tasks.ScheduleRun.Due): the schedule's next firing is skipped until it
+// has finished (Scheduler.Jobs).
+func (s *Schedules) RecordJob(ctx context.Context, name string, due time.Time, jobID string) error {
+	if err := s.rdb.HSet(ctx, s.runKey(name), "job_due", due.Unix(), "job_id", jobID).Err(); err != nil {
+		return fmt.Errorf("recording job %s of schedule %s: %w", jobID, name, err)
+	}
+	return nil
+}
+
+// lastRun is a schedule's last firing queued (zero: none recorded) and its
+// job, if a worker created one for it ("": none yet, or none).
+func (s *Schedules) lastRun(ctx context.Context, name string) (due time.Time, jobID string, err error) {
+	h, err := s.rdb.HGetAll(ctx, s.runKey(name)).Result()
+	if err != nil {
+		return time.Time{}, "", fmt.Errorf("reading the last run of schedule %s: %w", name, err)
+	}
+	if h["due"] == "" {
+		return time.Time{}, "", nil
+	}
+	unix, err := strconv.ParseInt(h["due"], 10, 64)
+	if err != nil {
+		return time.Time{}, "", fmt.Errorf("reading the last run of schedule %s: due %q: %w", name, h["due"], err)
+	}
+	if h["job_due"] == h["due"] {
+		jobID = h["job_id"]
+	}
+	return time.Unix(unix, 0).UTC(), jobID, nil
+}
+
+// TaskInspector is what the scheduler reads of asynq (an *asynq.Inspector):
+// whether a firing's task is still to run.
+type TaskInspector interface {
+	GetTaskInfo(queue, id string) (*asynq.TaskInfo, error)
+}
+
 // Scheduler fires schedules: each due time of each schedule once, however
 // many schedulers run (a Redis claim per schedule and due time, and the
 // firing's task ID). Due times are the same in every scheduler: cron specs
 // by the clock in UTC (unless the spec starts with CRON_TZ=; on the days such
 // a zone's clocks change, a fixed hour fires once, as cron's: see
 // nextWallDue), "@every D" at multiples of D. A due time that passed while
-// no scheduler ran is skipped.
+// no scheduler ran is skipped, and so is one that comes while the previous
+// firing has not ended (see Jobs).
 type Scheduler struct {
 	Schedules *Schedules
 	Queue     Enqueuer
@@ -310,6 +363,68 @@ type Scheduler struct {
 	Tick time.Duration
 	// Log; nil discards.
 	Log *slog.Logger
+	// Jobs and Tasks, both set, keep a schedule's runs from overlapping: a
+	// firing is skipped while the schedule's previous firing has not ended
+	// (its task is still queued or running, or the job it created has not
+	// finished: planning, running, held for approval, paused, or failed
+	// with messages pending), and the skip is logged and written to the
+	// audit log ("schedule_skipped"). Nil: every firing fires.
+	Jobs  *jobs.Store
+	Tasks TaskInspector
+}
+
+// unfinished is why a schedule's firing is skipped: the previous firing's
+// job, or its task, has not finished.
+type unfinished struct {
+	Schedule string
+	Due      time.Time // the previous firing's due time
+	JobID    string    // its job; "" while its task has not created one
+	Status   string    // the job's status (paused: "running (paused)"), or its task's state
+}
+
+func (r *unfinished) String() string {
+	if r.JobID == "" {
+		return fmt.Sprintf("schedule %s: the firing due %s has not created its job yet (its task is %s)", r.Schedule, r.Due.Format(time.RFC3339), r.Status)
+	}
+	return fmt.Sprintf("schedule %s: job %s of the firing due %s is still %s", r.Schedule, r.JobID, r.Due.Format(time.RFC3339), r.Status)
+}
+
+// running says how the previous firing of name has not ended, or nil if it
+// has (or none is recorded, or the Scheduler checks none).
+func (s *Scheduler) running(ctx context.Context, name string) (*unfinished, error) {
+	if s.Jobs == nil || s.Tasks == nil {
+		return nil, nil
+	}
+	due, jobID, err := s.Schedules.lastRun(ctx, name)
+	if err != nil || due.IsZero() {
+		return nil, err
+	}
+	if jobID != "" {
+		j, err := s.Jobs.Get(ctx, jobID)
+		switch {
+		case errors.Is(err, jobs.ErrNotFound):
+			return nil, nil // deleted by retention: long finished
+		case err != nil:
+			return nil, err
+		case j.Finished():
+			return nil, nil
+		}
+		st := string(j.Status)
+		if j.Paused {
+			st += " (paused)"
+		}
+		return &unfinished{Schedule: name, Due: due, JobID: jobID, Status: st}, nil
+	}
+	ti, err := s.Tasks.GetTaskInfo(tasks.ScheduleRunQueue, tasks.ScheduleRunID(name, due))
+	switch {
+	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
+		return nil, nil // ended more than its retention ago, or never queued
+	case err != nil:
+		return nil, fmt.Errorf("looking up the firing of schedule %s due %s: %w", name, due.Format(time.RFC3339), err)
+	case ti.State == asynq.TaskStateCompleted, ti.State == asynq.TaskStateArchived:
+		return nil, nil // ended without a job: refused, cancelled while planned, or failed for good
+	}
+	return &unfinished{Schedule: name, Due: due, Status: ti.State.String()}, nil
 }
 
 // MinEvery is the shortest "@every" interval a schedule may have. The
@@ -561,6 +676,18 @@ func (s *Scheduler) fire(ctx context.Context, sc Schedule, due time.Time, log *s
 		log.Debug("schedule already fired by another scheduler", "schedule", sc.Name, "due", due)
 		return nil
 	}
+	busy, err := s.running(ctx, sc.Name)
+	if err != nil {
+		// Not fired: a second run of the same messages is worse than a
+		// missed one.
+		return err
+	}
+	if busy != nil {
+		log.Warn("schedule skipped: its previous run has not finished", "schedule", sc.Name, "due", due,
+			"job_id", busy.JobID, "previous_due", busy.Due, "status", busy.Status)
+		return s.Jobs.Audit(ctx, jobs.Event{Actor: "schedule:" + sc.Name, Action: "schedule_skipped", JobID: busy.JobID,
+			Detail: fmt.Sprintf("due %s: %s", due.Format(time.RFC3339), busy)})
+	}
 	raw, err := json.Marshal(sc.JobRequest())
 	if err != nil {
 		return err
@@ -569,6 +696,14 @@ func (s *Scheduler) fire(ctx context.Context, sc Schedule, due time.Time, log *s
 		ApprovalAbove: sc.ApprovalAbove, Requester: sc.Requester})
 	if err != nil {
 		return err
+	}
+	if s.Jobs != nil && s.Tasks != nil {
+		// Before it is queued: a scheduler that stops in between leaves
+		// a firing whose task is not found, which holds nothing up.
+		if err := s.Schedules.firing(ctx, sc.Name, due); err != nil {
+			s.Schedules.unclaim(context.WithoutCancel(ctx), sc.Name, due)
+			return err
+		}
 	}
 	if _, err := s.Queue.EnqueueContext(ctx, task); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
 		s.Schedules.unclaim(context.WithoutCancel(ctx), sc.Name, due)

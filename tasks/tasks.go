@@ -347,7 +347,10 @@ func ScheduleRunID(name string, due time.Time) string {
 // as the job; a firing still planning after this is an interrupted plan.
 const ScheduleRunTimeout = 24 * time.Hour
 
-// NewScheduleRunTask builds a schedule's task, on the backfill queue, with
+// ScheduleRunQueue is the queue of schedules' firings.
+const ScheduleRunQueue = QueueBackfill
+
+// NewScheduleRunTask builds a schedule's task, on ScheduleRunQueue, with
 // the task ID of its due time.
 func NewScheduleRunTask(p ScheduleRun) (*asynq.Task, error) {
 	if p.Name == "" || len(p.Request) == 0 || p.Due.IsZero() {
@@ -357,7 +360,7 @@ func NewScheduleRunTask(p ScheduleRun) (*asynq.Task, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encoding schedule run: %w", err)
 	}
-	return asynq.NewTask(TypeScheduleRun, b, asynq.Queue(QueueBackfill), asynq.Timeout(ScheduleRunTimeout), asynq.MaxRetry(3),
+	return asynq.NewTask(TypeScheduleRun, b, asynq.Queue(ScheduleRunQueue), asynq.Timeout(ScheduleRunTimeout), asynq.MaxRetry(3),
 		asynq.TaskID(ScheduleRunID(p.Name, p.Due)), asynq.Retention(time.Hour)), nil
 }
 

@@ -149,8 +149,9 @@ func newSchedulerCmd() *cobra.Command {
 		Use:   "scheduler",
 		Short: "Fire the schedules: queue each schedule's job request when its cron spec says (workers plan it)",
 		Long: `Run one scheduler or several: each due time of each schedule fires once, whichever scheduler
-claims it. It reads the schedules from Redis every --sync, so added and removed schedules take
-effect without a restart. On start it migrates schedules stored as command lines (before schedules
+claims it. A firing is skipped (logged, and written to the audit log) while the schedule's previous
+firing has not ended: its job is still planning, running, paused or held for approval. It reads the
+schedules from Redis every --sync, so added and removed schedules take effect without a restart. On start it migrates schedules stored as command lines (before schedules
 held typed requests) into requests, and refuses (logs, never fires) those that name connection
 settings or files.`,
 		Example: "  imrecall scheduler --sync 30s",
@@ -185,7 +186,10 @@ func newScheduler(ctx context.Context, c *conn, prefix string, q producer.Enqueu
 	if err != nil {
 		log.Error("schedules refused", "err", err)
 	}
-	return &producer.Scheduler{Schedules: scs, Queue: q, Sync: sync, Log: log}
+	// A firing waits for the previous one's job (README, "Schedules").
+	insp := asynq.NewInspector(c.asynq)
+	c.closer = append(c.closer, insp)
+	return &producer.Scheduler{Schedules: scs, Queue: q, Sync: sync, Log: log, Jobs: c.store, Tasks: insp}
 }
 
 // scheduleRunner plans a schedule's firing in the worker's process, with
