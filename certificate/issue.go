@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"strconv"
 	"time"
@@ -64,10 +65,22 @@ func Issue(ctx context.Context, r Request) (verify.JobResult, Document, error) {
 		}
 	}
 	var v verify.JobResult
+	var tally jobs.Counts // of the rows, by state
 	rows, err := WriteRows(r.Out, func(yield func(Row) error) error {
 		v, err = verify.RunJob(ctx, r.Store, r.IM, job, verify.JobOptions{
 			Actor: r.Actor, Concurrency: r.Concurrency,
-			OnFinding: func(fd verify.Finding) error { return yield(rowOf(fd, hide)) },
+			OnFinding: func(fd verify.Finding) error {
+				tally.Planned++
+				switch fd.State {
+				case jobs.FinalRecalled, jobs.FinalRecalledUnattributed:
+					tally.Recalled++
+				case jobs.FinalDeadLettered:
+					tally.DeadLettered++
+				default:
+					tally.Pending++
+				}
+				return yield(rowOf(fd, hide))
+			},
 			OnSubject: func(subject string) {
 				if r.HashSubject && subject != "" {
 					hashed := "sha256:" + HashSubject(salt, subject)
@@ -80,11 +93,21 @@ func Issue(ctx context.Context, r Request) (verify.JobResult, Document, error) {
 				}
 			},
 		})
-		return err
+		if err != nil {
+			return err
+		}
+		// The job may have moved while it was verified (a dead letter
+		// re-queued): the document states the job as it is now, and only
+		// if the rows, read before, still say the same.
+		if rep, err = r.Store.BuildReport(ctx, job.ID); err != nil {
+			return err
+		}
+		return unchanged(rep.Job, tally)
 	})
 	if err != nil {
 		return v, Document{}, err
 	}
+	job = rep.Job
 	sw := r.Software
 	if sw.Name == "" {
 		sw.Name = "imrecall"
@@ -118,6 +141,17 @@ func Issue(ctx context.Context, r Request) (verify.JobResult, Document, error) {
 		return v, doc, err
 	}
 	return v, doc, r.Store.Audit(ctx, jobs.Event{Actor: r.Actor, Action: "certificate", JobID: job.ID, Detail: "certificate of erasure written: " + r.Out})
+}
+
+// unchanged returns an error wrapping ErrNotFinished unless job is finished
+// and its counts are those of the rows written (tally).
+func unchanged(job jobs.Job, tally jobs.Counts) error {
+	c := job.Counts
+	if job.Finished() && c.Planned == tally.Planned && c.Recalled == tally.Recalled && c.DeadLettered == tally.DeadLettered {
+		return nil
+	}
+	return fmt.Errorf("job %s changed while its certificate was made (now %s: %d planned, %d recalled, %d dead-lettered, %d pending; the rows read %d, %d, %d, %d): %w",
+		job.ID, job.Status, c.Planned, c.Recalled, c.DeadLettered, c.Pending, tally.Planned, tally.Recalled, tally.DeadLettered, tally.Pending, ErrNotFinished)
 }
 
 // rowOf is the certificate row of a verified message; hide replaces the
