@@ -155,7 +155,10 @@ func (c *Callbacks) handle(r *http.Request) (result string, status int, msg stri
 	if !index {
 		return ResultSkipped, http.StatusOK, ""
 	}
-	ctx := r.Context()
+	// The message was sent whatever becomes of this request, and Tencent
+	// never sends its callback again: a sender that hangs up (its timeout
+	// passed while Redis was slow) must not stop the writes half-way.
+	ctx := context.WithoutCancel(r.Context())
 	// An exact replay (same query, same body) within the skew window is
 	// refused; a new callback in the same second has another body.
 	digest := sha256.Sum256(append([]byte(r.URL.RawQuery+"\n"), body...))
@@ -169,7 +172,7 @@ func (c *Callbacks) handle(r *http.Request) (result string, status int, msg stri
 	}
 	if err := c.Index.Add(ctx, c.SDKAppID, entry); err != nil {
 		// Let a retry of this callback through.
-		_ = c.Index.rdb.Del(context.WithoutCancel(ctx), seen).Err()
+		_ = c.Index.rdb.Del(ctx, seen).Err()
 		// Tencent does not retry: the message is missing from the index
 		// unless a retry comes. Record the gap; if Redis is down this
 		// fails too, and the heartbeat (Index.Alive) records the silence.
@@ -178,7 +181,7 @@ func (c *Callbacks) handle(r *http.Request) (result string, status int, msg stri
 		if entry.Time.Before(from) {
 			from = entry.Time
 		}
-		gapErr := c.Index.RecordGap(context.WithoutCancel(ctx), c.SDKAppID, from, to, "a callback could not be indexed")
+		gapErr := c.Index.RecordGap(ctx, c.SDKAppID, from, to, "a callback could not be indexed")
 		if c.Log != nil {
 			c.Log.ErrorContext(ctx, "indexing a callback", "err", err, "gap_recorded", gapErr == nil)
 		}

@@ -348,3 +348,39 @@ func TestCallbackThatCannotBeIndexedRecordsAGap(t *testing.T) {
 		t.Fatalf("Why = %q, want the gap", why)
 	}
 }
+
+// TestCallbackIndexedWhenTencentHangsUp: Tencent waits for a callback's
+// answer only so long; with Redis a few ms away and busy it hangs up while
+// the receiver writes. The message was sent all the same and Tencent never
+// sends its callback again: it used to be neither indexed (the writes ran
+// on the request's context, cancelled by the hang-up) nor recorded as a gap,
+// so a purge by index missed it while the index claimed to cover its time.
+// The writes now outlive the request.
+func TestCallbackIndexedWhenTencentHangsUp(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	idx := New(redistest.Start(t).Client(), "", 24*time.Hour)
+	idx.now = func() time.Time { return now }
+	cb := &Callbacks{Index: idx, SDKAppID: testApp, Token: testToken, Now: func() time.Time { return now }}
+	rt := strconv.FormatInt(now.Unix(), 10)
+	q := url.Values{"SdkAppid": {strconv.Itoa(testApp)}, "CallbackCommand": {CommandGroupAfterSend}, "RequestTime": {rt}, "Sign": {Sign(testToken, rt)}}
+
+	ctx, hangUp := context.WithCancel(context.Background())
+	req := httptest.NewRequestWithContext(ctx, http.MethodPost, "/callback?"+q.Encode(), strings.NewReader(groupBody("spammer", "@TGS#1", 7, now.Unix()-1)))
+	hangUp() // Tencent gave up waiting before the receiver reached Redis
+	cb.ServeHTTP(httptest.NewRecorder(), req)
+
+	var got []Entry
+	if err := idx.Lookup(context.Background(), testApp, "spammer", time.Time{}, time.Time{}, func(e Entry) error {
+		got = append(got, e)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	cov, err := idx.Coverage(context.Background(), testApp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].GroupID != "@TGS#1" || got[0].MsgSeq != 7 {
+		t.Fatalf("entries of spammer %+v (coverage since %v, gaps %+v), want seq 7 of @TGS#1", got, cov.Since, cov.Gaps)
+	}
+}
