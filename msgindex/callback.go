@@ -14,6 +14,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -62,6 +63,9 @@ type Callbacks struct {
 	Counter *prometheus.CounterVec
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
+
+	mu   sync.Mutex
+	lost *Gap // callbacks lost while not even their gap could be recorded (RecordLost)
 }
 
 // NewCallbackCounter returns the imrecall_callbacks_total counter.
@@ -165,6 +169,7 @@ func (c *Callbacks) handle(r *http.Request) (result string, status int, msg stri
 	seen := c.Index.seenKey(c.SDKAppID, hex.EncodeToString(digest[:16]))
 	fresh, err := c.Index.rdb.SetNX(ctx, seen, 1, 2*MaxClockSkew+time.Minute).Result()
 	if err != nil {
+		c.lose(ctx, entry, now(), err)
 		return ResultError, http.StatusServiceUnavailable, "index unavailable"
 	}
 	if !fresh {
@@ -173,21 +178,72 @@ func (c *Callbacks) handle(r *http.Request) (result string, status int, msg stri
 	if err := c.Index.Add(ctx, c.SDKAppID, entry); err != nil {
 		// Let a retry of this callback through.
 		_ = c.Index.rdb.Del(ctx, seen).Err()
-		// Tencent does not retry: the message is missing from the index
-		// unless a retry comes. Record the gap; if Redis is down this
-		// fails too, and the heartbeat (Index.Alive) records the silence.
-		to := now()
-		from := to
-		if entry.Time.Before(from) {
-			from = entry.Time
-		}
-		gapErr := c.Index.RecordGap(ctx, c.SDKAppID, from, to, "a callback could not be indexed")
-		if c.Log != nil {
-			c.Log.ErrorContext(ctx, "indexing a callback", "err", err, "gap_recorded", gapErr == nil)
-		}
+		c.lose(ctx, entry, now(), err)
 		return ResultError, http.StatusServiceUnavailable, "index unavailable"
 	}
+	if _, err := c.RecordLost(ctx); err != nil && c.Log != nil {
+		c.Log.ErrorContext(ctx, "recording an index gap", "err", err)
+	}
 	return ResultIndexed, http.StatusOK, ""
+}
+
+// lose records that the callback of entry could not be indexed: Tencent
+// does not retry, so the message is missing from the index unless a retry
+// comes. When the gap cannot be recorded either (Redis unreachable), it is
+// kept here and recorded by RecordLost once Redis answers again: a Redis
+// back within two heartbeats leaves no silence for Index.Alive to see.
+func (c *Callbacks) lose(ctx context.Context, entry Entry, now time.Time, cause error) {
+	g := Gap{From: now, To: now, Reason: "a callback could not be indexed"}
+	if entry.Time.Before(g.From) {
+		g.From = entry.Time
+	}
+	c.keep(g)
+	_, gapErr := c.RecordLost(ctx)
+	if c.Log != nil {
+		c.Log.ErrorContext(ctx, "indexing a callback", "err", cause, "gap_recorded", gapErr == nil)
+	}
+}
+
+// keep adds g to the gap not recorded yet.
+func (c *Callbacks) keep(g Gap) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.lost != nil {
+		g.From, g.To = minTime(g.From, c.lost.From), maxTime(g.To, c.lost.To)
+	}
+	c.lost = &g
+}
+
+// RecordLost records the gap of callbacks that could not be indexed and
+// whose gap could not be recorded then, if there is one, and returns it.
+// Serve's heartbeat calls it; so does every callback indexed.
+func (c *Callbacks) RecordLost(ctx context.Context) (*Gap, error) {
+	c.mu.Lock()
+	g := c.lost
+	c.lost = nil
+	c.mu.Unlock()
+	if g == nil {
+		return nil, nil
+	}
+	if err := c.Index.RecordGap(ctx, c.SDKAppID, g.From, g.To, g.Reason); err != nil {
+		c.keep(*g)
+		return nil, err
+	}
+	return g, nil
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // Sign is Tencent's callback signature: hex sha256(token + RequestTime).

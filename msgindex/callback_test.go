@@ -384,3 +384,51 @@ func TestCallbackIndexedWhenTencentHangsUp(t *testing.T) {
 		t.Fatalf("entries of spammer %+v (coverage since %v, gaps %+v), want seq 7 of @TGS#1", got, cov.Since, cov.Gaps)
 	}
 }
+
+// TestCallbackLostWhileRedisDownIsAGap: Redis restarted (it keeps its data)
+// within two heartbeats. A callback that came meanwhile could be neither
+// indexed nor recorded as a gap, and the heartbeat saw no silence: the index
+// claimed to cover the lost message's time, and a purge by index missed it.
+// The gap is kept and recorded once Redis answers again: by the next
+// callback indexed (here) or serve's next heartbeat (Callbacks.RecordLost).
+func TestCallbackLostWhileRedisDownIsAGap(t *testing.T) {
+	srv := redistest.Start(t, redistest.WithAOF())
+	b := setup(t, testToken)
+	b.idx.rdb = srv.Client()
+	ctx := context.Background()
+	const beat = 10 * time.Second
+	post := func(seq int64) int {
+		rt := b.now.Unix()
+		status, _ := b.post(t, testApp, CommandGroupAfterSend, rt, Sign(testToken, strconv.FormatInt(rt, 10)), groupBody("spammer", "@TGS#1", seq, rt))
+		return status
+	}
+	if status := post(1); status != http.StatusOK {
+		t.Fatalf("first callback: HTTP %d", status)
+	}
+	if _, err := b.idx.Alive(ctx, testApp, beat); err != nil {
+		t.Fatal(err)
+	}
+	start := b.now
+
+	srv.Kill()
+	b.now = b.now.Add(2 * time.Second)
+	lost := b.now
+	if status := post(2); status != http.StatusServiceUnavailable {
+		t.Fatalf("callback while Redis is down: HTTP %d, want 503", status)
+	}
+	srv.Restart()
+	b.now = b.now.Add(3 * time.Second) // the next beat: within two of the last
+	if gap, err := b.idx.Alive(ctx, testApp, beat); err != nil || gap != nil {
+		t.Fatalf("heartbeat after the restart: gap %+v (%v), want none: the silence was short", gap, err)
+	}
+	if status := post(3); status != http.StatusOK {
+		t.Fatalf("callback after the restart: HTTP %d", status)
+	}
+	cov, err := b.idx.Coverage(ctx, testApp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cov.Covers(start, b.now) {
+		t.Fatalf("the index claims to cover %s..%s (gaps %+v); seq 2 of @TGS#1, sent at %s, is not in it", start, b.now, cov.Gaps, lost)
+	}
+}

@@ -42,14 +42,17 @@ func Start(ctx context.Context, cfg ServiceConfig) (*Index, *Callbacks) {
 	register(cfg.Registry, counter)
 	idx := New(cfg.Redis, cfg.Prefix, cfg.Retention)
 	cb := &Callbacks{Index: idx, SDKAppID: cfg.SDKAppID, Token: cfg.Token, Log: cfg.Log, Counter: counter}
-	go every(ctx, cfg.Heartbeat, func() {
-		gap, err := idx.Alive(ctx, cfg.SDKAppID, cfg.Heartbeat)
+	beat := func(gap *Gap, err error) {
 		switch {
 		case err != nil && ctx.Err() == nil:
 			cfg.Log.Warn("index heartbeat", "err", err)
 		case gap != nil:
 			cfg.Log.Warn("the index has a gap: callbacks may have been lost", "from", gap.From, "to", gap.To, "reason", gap.Reason)
 		}
+	}
+	go every(ctx, cfg.Heartbeat, func() {
+		beat(idx.Alive(ctx, cfg.SDKAppID, cfg.Heartbeat))
+		beat(cb.RecordLost(ctx))
 	})
 	if cfg.ConfirmRate > 0 {
 		confirmed := NewConfirmCounter()
