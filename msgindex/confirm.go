@@ -234,7 +234,7 @@ func (c *Confirmer) RunOnce(ctx context.Context) (ConfirmStats, error) {
 			}
 		}
 	}
-	decided := make([]string, len(entries)) // result per entry; "" keeps it
+	decided := make([]decision, len(entries)) // per entry; a zero result keeps it
 	if err := c.confirmGroups(ctx, entries, decided, &st); err != nil {
 		return fail(err)
 	}
@@ -255,7 +255,7 @@ func (c *Confirmer) RunOnce(ctx context.Context) (ConfirmStats, error) {
 	}
 	var removed []removal
 	for i, p := range entries {
-		res := decided[i]
+		res := decided[i].res
 		if res == ConfirmMissing && now.Sub(p.e.Time) < grace {
 			res = ""
 		}
@@ -265,8 +265,14 @@ func (c *Confirmer) RunOnce(ctx context.Context) (ConfirmStats, error) {
 			continue
 		}
 		if res == ConfirmConfirmed {
+			// At the time the history gives, not the one the callback
+			// claimed (Sign does not cover MsgTime).
+			score := p.score
+			if decided[i].at > 0 {
+				score = float64(decided[i].at)
+			}
 			key := x.userKey(app, p.e.From, confirmedKind(p.e))
-			pipe.ZAdd(ctx, key, redis.Z{Score: p.score, Member: p.member})
+			pipe.ZAdd(ctx, key, redis.Z{Score: score, Member: p.member})
 			touched[key] = true
 		}
 		removed = append(removed, removal{res, pipe.ZRem(ctx, x.userKey(app, p.e.From, pendingKind(p.e)), p.member), p.e})
@@ -307,9 +313,17 @@ func (c *Confirmer) RunOnce(ctx context.Context) (ConfirmStats, error) {
 	return st, nil
 }
 
+// decision is what the history says of an entry: the result ("" keeps it
+// unconfirmed) and the message's time in the history (unix seconds; 0 if
+// not known).
+type decision struct {
+	res string
+	at  int64
+}
+
 // confirmGroups decides the group entries: per target, a page of 20 seqs at
 // the highest undecided seq, until every seq is decided.
-func (c *Confirmer) confirmGroups(ctx context.Context, entries []pendingEntry, decided []string, st *ConfirmStats) error {
+func (c *Confirmer) confirmGroups(ctx context.Context, entries []pendingEntry, decided []decision, st *ConfirmStats) error {
 	bySeq := map[jobs.Target]map[int64][]int{}
 	for i, p := range entries {
 		if !p.e.IsGroup() {
@@ -344,7 +358,7 @@ func (c *Confirmer) confirmGroups(ctx context.Context, entries []pendingEntry, d
 				// naming a made-up group must not stall the confirmer).
 				for _, s := range seqs {
 					for _, i := range bySeq[t][s] {
-						decided[i] = ConfirmMissing
+						decided[i] = decision{res: ConfirmMissing}
 					}
 				}
 				break
@@ -372,7 +386,7 @@ func (c *Confirmer) confirmGroups(ctx context.Context, entries []pendingEntry, d
 				}
 				m, found := page[s]
 				for _, i := range bySeq[t][s] {
-					decided[i] = decideGroup(entries[i].e, m, found)
+					decided[i] = decision{decideGroup(entries[i].e, m, found), m.MsgTimeStamp}
 				}
 			}
 			seqs = rest
@@ -410,7 +424,7 @@ func groupPage(ctx context.Context, im History, t jobs.Target, seq int64) ([]tim
 
 // confirmC2C decides the one-to-one entries: per conversation, one paged
 // admin_getroammsg over the time span of its entries.
-func (c *Confirmer) confirmC2C(ctx context.Context, entries []pendingEntry, decided []string, st *ConfirmStats) error {
+func (c *Confirmer) confirmC2C(ctx context.Context, entries []pendingEntry, decided []decision, st *ConfirmStats) error {
 	type chat struct{ from, to string }
 	byChat := map[chat][]int{}
 	for i, p := range entries {
@@ -468,15 +482,16 @@ func (c *Confirmer) confirmC2C(ctx context.Context, entries []pendingEntry, deci
 		}
 		for _, i := range idx {
 			m, ok := found[entries[i].e.MsgKey]
+			decided[i].at = m.MsgTimeStamp
 			switch {
 			case !ok:
-				decided[i] = ConfirmMissing
+				decided[i].res = ConfirmMissing
 			case m.FromAccount != k.from:
-				decided[i] = ConfirmForged
+				decided[i].res = ConfirmForged
 			case m.Recalled():
-				decided[i] = ConfirmGone
+				decided[i].res = ConfirmGone
 			default:
-				decided[i] = ConfirmConfirmed
+				decided[i].res = ConfirmConfirmed
 			}
 		}
 	}

@@ -323,3 +323,74 @@ func TestConfirmerConfirmsADatasetInFewCalls(t *testing.T) {
 		t.Fatalf("second pass %+v, %v: want nothing left", st, err)
 	}
 }
+
+// TestForgedTimeCannotHideAMessage: a signed URL replayed with the body of
+// a real callback but another MsgTime (the member is the same, its score
+// the claimed time) used to move the real entry: beyond the retention it
+// was trimmed on the spot, earlier in time it fell out of a purge's --since,
+// and once confirmed it kept the forged time. A purge by index then missed
+// the message. The first claim of a message stands until the confirmer
+// puts the history's time on it.
+func TestForgedTimeCannotHideAMessage(t *testing.T) {
+	ctx := context.Background()
+	idx := msgindex.New(redistest.Start(t).Client(), "", 7*24*time.Hour)
+	cb := &msgindex.Callbacks{Index: idx, SDKAppID: imtest.AppID, Token: confirmToken}
+	var mu sync.Mutex
+	var signedURL string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		if signedURL == "" {
+			signedURL = r.URL.String()
+		}
+		mu.Unlock()
+		cb.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	env := imtest.Start(t, emulator.Config{Callbacks: emulator.CallbackConfig{URL: srv.URL + "/callback", Token: confirmToken}})
+	env.Accounts(t, "alice", "bob")
+	g := env.Group(t, "Public", "@TGS#when", "alice", "bob")
+	seqs := env.SendGroup(t, g, "", 2, "alice")
+	if err := env.Emu.WaitCallbacks(ctx); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	forge := func(seq int64, at time.Time) {
+		t.Helper()
+		body := fmt.Sprintf(`{"CallbackCommand":"Group.CallbackAfterSendMsg","GroupId":%q,"Type":"Public","From_Account":"alice","MsgSeq":%d,"MsgTime":%d}`, g, seq, at.Unix())
+		resp, err := http.Post(srv.URL+signedURL, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	since := now.Add(-24 * time.Hour) // purge user --since 1d
+	inRange := func(when string) {
+		t.Helper()
+		got := map[int64]bool{}
+		if err := idx.Lookup(ctx, imtest.AppID, "alice", since, time.Time{}, func(e msgindex.Entry) error {
+			got[e.MsgSeq] = true
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range seqs {
+			if !got[s] {
+				t.Fatalf("%s: a lookup of alice's last day misses her seq %d (found %v)", when, s, got)
+			}
+		}
+	}
+	forge(seqs[0], now.Add(-8*24*time.Hour)) // beyond the retention
+	forge(seqs[1], now.Add(-2*24*time.Hour)) // before the purge's range
+	inRange("after forged times, unconfirmed")
+
+	cf := &msgindex.Confirmer{Index: idx, IM: env.Client, SDKAppID: imtest.AppID}
+	if _, err := cf.RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	inRange("confirmed")
+	forge(seqs[1], now.Add(-3*24*time.Hour)) // after confirmation: confirmed again, at the forged time
+	if _, err := cf.RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	inRange("a forged time confirmed")
+}

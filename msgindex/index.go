@@ -160,7 +160,8 @@ func (e Entry) member() string {
 // Add records entries of app as unconfirmed: Tencent's Sign does not cover
 // a callback's body, so an entry is what a callback claimed until the
 // Confirmer has checked it against the history. Adding an entry twice is
-// harmless. The first entry ever added starts the app's coverage.
+// harmless: the first time claimed for a message stands. The first entry
+// ever added starts the app's coverage.
 func (x *Index) Add(ctx context.Context, app int64, entries ...Entry) error {
 	for _, e := range entries {
 		if err := e.Validate(); err != nil {
@@ -173,7 +174,10 @@ func (x *Index) Add(ctx context.Context, app int64, entries ...Entry) error {
 	users := map[string]bool{}
 	for _, e := range entries {
 		key := x.userKey(app, e.From, pendingKind(e))
-		pipe.ZAdd(ctx, key, redis.Z{Score: float64(e.Time.Unix()), Member: e.member()})
+		// The first claim of a message keeps its time: a body replayed on a
+		// signed URL with another MsgTime must not move (or trim) the entry
+		// of a real callback. The confirmer puts the history's time on it.
+		pipe.ZAddNX(ctx, key, redis.Z{Score: float64(e.Time.Unix()), Member: e.member()})
 		touched[key] = true
 		users[e.From] = true
 	}
