@@ -421,6 +421,7 @@ func (c *Client) prepareUser(ctx context.Context, p *prepared, r UserPurge, coun
 		// their bodies. Only what the history shows the user sent counts.
 		tally := &producer.Tally{}
 		p.check = producer.NewSenderCheck(c.cfg.IM, r.User, tally)
+		p.check.Window = w
 		counts, err := c.cfg.Index.Plan(ctx, c.cfg.AppID, r.User, w.Since, w.Until, p.check)
 		if err == nil {
 			err = p.check.Flush(ctx)
@@ -620,6 +621,7 @@ func (c *Client) planFunc(p *prepared, out *Created, onWait func(Created)) produ
 				// Confirmed up front: plan as senders are confirmed, so
 				// that recalls start while later history pages are read.
 				check = producer.NewSenderCheck(c.cfg.IM, p.user, b)
+				check.Window = p.w
 				counts, err := c.cfg.Index.Plan(ctx, c.cfg.AppID, p.user, p.w.Since, p.w.Until, check)
 				if err != nil {
 					return err

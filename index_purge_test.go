@@ -122,3 +122,49 @@ func indexPurgeOfAClearedChat(t *testing.T, confirmed bool) {
 		}
 	}
 }
+
+// TestIndexPurgeKeepsToItsTimeRange: a purge by index of what alice sent
+// between 3 and 1 hours ago. The index holds an entry claiming that a
+// message she sent just now was sent 2 hours ago (a body replayed on a
+// signed URL: Sign does not cover MsgTime). The history confirms she sent
+// it, and it used to be recalled: the purge reached outside the range it
+// was asked for. The history's time decides now, in the dry run and in the
+// job.
+func TestIndexPurgeKeepsToItsTimeRange(t *testing.T) {
+	env := imrecalltest.Start(t, imrecalltest.Options{})
+	ctx := t.Context()
+	env.IM.Accounts(t, "alice", "bob")
+	g := env.IM.Group(t, "Public", "@TGS#range", "alice", "bob")
+	seq := env.IM.SendGroup(t, g, "", 1, "alice")[0]
+	idx := msgindex.New(env.Redis, "", 7*24*time.Hour)
+	if err := idx.Add(ctx, imrecalltest.AppID, msgindex.Entry{From: "alice", GroupID: g, MsgSeq: seq, Time: time.Now().Add(-2 * time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := idx.RestartCoverage(ctx, imrecalltest.AppID, time.Now().Add(-4*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	c, err := imrecall.New(imrecall.Config{Redis: env.Redis, Queue: env.Queue, AppID: imrecalltest.AppID, IM: env.Client, Index: idx, Poll: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := imrecall.UserPurge{User: "alice", Source: imrecall.SourceIndex, Since: "3h", Until: "1h"}
+	plan, err := c.Plan(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan.Messages != 0 || plan.SenderUnconfirmed != 1 {
+		t.Fatalf("dry run: %d messages, %d not confirmed; want none planned, the entry refused", plan.Messages, plan.SenderUnconfirmed)
+	}
+	created, err := c.Create(ctx, req, imrecall.CreateOptions{Actor: "dpo", Reason: "incident", Confirmed: true,
+		Confirm: func(context.Context, *imrecall.ConfirmationRequired) error { return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	job, err := c.Wait(ctx, created.Job.ID, nil)
+	if err != nil || job.Counts.Planned != 0 {
+		t.Fatalf("job %s %+v, %v; want nothing planned", job.Status, job.Counts, err)
+	}
+	if m := env.IM.Emu.GroupMessages(g, ""); len(m) != 1 || m[0].Recalled {
+		t.Fatalf("alice's message of just now: %+v, want it not recalled", m)
+	}
+}

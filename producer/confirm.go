@@ -14,7 +14,8 @@ import (
 )
 
 // SenderCheck is a Sink that confirms, from the history, that each message
-// handed to it was sent by User before it hands it on to Next. The callback
+// handed to it was sent by User (within Window) before it hands it on to
+// Next. The callback
 // index records what callbacks claimed, and Tencent's Sign does not cover a
 // callback's body: a forged entry may name another user's message. A purge
 // by index therefore recalls only what the history shows User sent.
@@ -34,6 +35,10 @@ type SenderCheck struct {
 
 	// Concurrency is how many pages or chats are read at once; zero: 16.
 	Concurrency int
+	// Window is the purge's time range: a message the history shows sent
+	// outside it is refused, whatever time the index claimed (a callback's
+	// Sign does not cover its MsgTime). Zero: no bound.
+	Window Window
 
 	// Confirmed and Refused count the messages handed on, and those the
 	// history does not show as User's (sent by someone else, or not there:
@@ -224,7 +229,7 @@ func (c *SenderCheck) confirmGroups(ctx context.Context, emit func(jobs.Target, 
 					switch {
 					case s < p.low:
 						next[p.t] = append(next[p.t], s)
-					case found && m.FromAccount == c.User && m.IsPlaceMsg != tim.PlaceMsgDeleted:
+					case found && m.FromAccount == c.User && m.IsPlaceMsg != tim.PlaceMsgDeleted && c.Window.contains(m.MsgTimeStamp):
 						ok[p.t] = append(ok[p.t], s)
 					default:
 						c.Refused++
@@ -307,10 +312,10 @@ func (c *SenderCheck) confirmC2C(ctx context.Context) (map[jobs.Target][]string,
 					if !want[m.MsgKey] {
 						continue
 					}
-					if m.FromAccount == c.User {
+					if m.FromAccount == c.User && c.Window.contains(m.MsgTimeStamp) {
 						r.ok = append(r.ok, m.MsgKey)
 					} else {
-						r.refused++ // someone else's message
+						r.refused++ // someone else's message, or sent outside the window
 					}
 					delete(want, m.MsgKey)
 				}
