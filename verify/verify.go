@@ -370,6 +370,13 @@ func (v *verifier) group(ctx context.Context, t jobs.Target, msgs []jobs.Message
 		resp, err := v.im.GroupMsgGetSimple(ctx, tim.GroupMsgGetSimpleRequest{
 			GroupID: t.GroupID, TopicID: t.TopicID, ReqMsgSeq: s, ReqMsgNumber: tim.MaxGetSimpleMsgs, WithRecalledMsg: 1,
 		})
+		if tim.IsGone(tim.CodeOf(err)) {
+			// No such group (dismissed) or topic: nobody sees its messages.
+			for ; i < len(ps); i++ {
+				out = append(out, Finding{Message: ps[i].m, Verdict: Gone})
+			}
+			break
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -434,6 +441,9 @@ func (v *verifier) c2c(ctx context.Context, t jobs.Target, msgs []jobs.Message) 
 		}
 		req := tim.AdminGetRoamMsgRequest{OperatorAccount: side[0], PeerAccount: side[1], MinTime: lo, MaxTime: hi}
 		for page, err := range v.im.RoamMsgPages(ctx, req) {
+			if tim.IsGone(tim.CodeOf(err)) {
+				break // no such account (deleted): its side shows nothing
+			}
 			if err != nil {
 				return nil, err
 			}

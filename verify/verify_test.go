@@ -188,3 +188,30 @@ func TestMsgKeyTime(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifyOfAGroupOrAccountNoLongerThere: a job recalled messages of a
+// group since dismissed and of a chat with an account since deleted (as an
+// erasure request often ends). IM answers their histories with "no such
+// group" (10010) or "no such account": nothing of them can be seen. The
+// verification used to fail on the first such answer, and the job could
+// never be certified; those messages are gone.
+func TestVerifyOfAGroupOrAccountNoLongerThere(t *testing.T) {
+	b := setup(t)
+	b.recall(t, b.aliceSeq, b.keys)
+	ctx := t.Context()
+	dismissed := jobs.Target{GroupID: "@TGS#dismissed"}
+	deleted := jobs.Target{From: "alice", To: "deleted-account"}
+	if _, err := b.store.PlanGroup(ctx, b.job.ID, dismissed, []int64{3, 4}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.store.PlanC2C(ctx, b.job.ID, deleted, []string{b.keys[0][:len(b.keys[0])-1] + "9"}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Run(ctx, b.store, b.env.Client, b.job.ID, Options{Scope: b.aliceScope})
+	if err != nil {
+		t.Fatalf("verifying a job with a dismissed group and a deleted account: %v", err)
+	}
+	if res.Planned != 133 || res.Verified != 130 || res.Gone != 3 || !res.Passed() {
+		t.Fatalf("result = %+v, want the 130 recalled verified and the 3 gone", res)
+	}
+}
