@@ -40,7 +40,8 @@ func (p UserPurge) Validate() error {
 // UserScans lists what a user purge must scan: every group the user belongs
 // to (each topic of a Community), and each one-to-one chat with the peers.
 // AVChatRoom groups (no history, no recall) are reported as unsupported, not
-// silently skipped. An unknown user is an error.
+// silently skipped. An unknown user is an error (a *FieldError wrapping
+// ErrUnknownUser).
 func UserScans(ctx context.Context, im IM, p UserPurge) ([]Scan, *Report, error) {
 	if err := p.Validate(); err != nil {
 		return nil, nil, err
@@ -55,7 +56,7 @@ func UserScans(ctx context.Context, im IM, p UserPurge) ([]Scan, *Report, error)
 		if err != nil {
 			var te *tim.Error
 			if errors.As(err, &te) && (te.Code == 70107 || te.Code == 10004) {
-				return nil, nil, &FieldError{Field: "user", Reason: fmt.Sprintf("%q: unknown user (%d %s)", p.User, te.Code, te.Info)}
+				return nil, nil, &FieldError{Field: "user", Reason: fmt.Sprintf("%q: unknown user (%d %s)", p.User, te.Code, te.Info), Err: ErrUnknownUser}
 			}
 			return nil, nil, fmt.Errorf("listing the groups of %s: %w", p.User, err)
 		}
@@ -73,11 +74,23 @@ func UserScans(ctx context.Context, im IM, p UserPurge) ([]Scan, *Report, error)
 			}
 		}
 	}
+	scans = append(scans, PeerScans(p)...)
+	userGaps(rep, p)
+	return scans, rep, nil
+}
+
+// ErrUnknownUser is wrapped by UserScans's error for a user IM does not know
+// (never imported, or deleted).
+var ErrUnknownUser = errors.New("unknown user")
+
+// PeerScans lists the one-to-one chats of a user purge: the user's with each
+// peer.
+func PeerScans(p UserPurge) []Scan {
+	scans := make([]Scan, 0, len(p.Peers))
 	for _, peer := range p.Peers {
 		scans = append(scans, Scan{Target: jobs.Target{From: p.User, To: peer}, Filter: GroupFilter{Window: p.Window}})
 	}
-	userGaps(rep, p)
-	return scans, rep, nil
+	return scans
 }
 
 // PlanUserPurge discovers the user's messages in this process and hands

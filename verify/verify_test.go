@@ -2,7 +2,10 @@ package verify
 
 import (
 	"context"
+	"encoding/json"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/imrecall/imrecall/emulator"
@@ -213,5 +216,34 @@ func TestVerifyOfAGroupOrAccountNoLongerThere(t *testing.T) {
 	}
 	if res.Planned != 133 || res.Verified != 130 || res.Gone != 3 || !res.Passed() {
 		t.Fatalf("result = %+v, want the 130 recalled verified and the 3 gone", res)
+	}
+}
+
+// TestVerifyOfAPurgeWhoseSubjectWasDeleted: an erasure request often ends
+// with the account deleted. The groups of an account that no longer exists
+// cannot be listed (70107), and the verification of its purge used to fail
+// on it: the job could never be certified. Its planned messages are read
+// back where they are, its chats from the peer's side, and the groups
+// it was in are named among the gaps.
+func TestVerifyOfAPurgeWhoseSubjectWasDeleted(t *testing.T) {
+	b := setup(t)
+	ctx := t.Context()
+	params, _ := json.Marshal(map[string]any{"user": "carol", "peers": []string{"bob"}, "source": "scan"})
+	job, err := b.store.Create(ctx, jobs.Spec{Kind: "purge:user", Queue: "purge", AppID: imtest.AppID, RequestedBy: "dpo", Reason: "erasure", Params: params})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// carol's messages, as the purge planned and recalled them before her
+	// account was deleted (the emulator never knew her).
+	if _, err := b.store.PlanGroup(ctx, job.ID, b.group, b.aliceSeq[:5]); err != nil {
+		t.Fatal(err)
+	}
+	b.env.Recall(t, b.store, job.ID, b.group, b.aliceSeq[:5], jobs.Target{}, nil)
+	res, err := RunJob(ctx, b.store, b.env.Client, job, JobOptions{Actor: "dpo"})
+	if err != nil {
+		t.Fatalf("verifying the purge of a deleted account: %v", err)
+	}
+	if res.Planned != 5 || res.Verified != 5 || !res.ScopeChecked || !slices.ContainsFunc(res.Gaps, func(g string) bool { return strings.Contains(g, "no longer exists") }) {
+		t.Fatalf("result = %+v, want the 5 verified and the account's groups among the gaps", res)
 	}
 }
