@@ -216,11 +216,17 @@ func PlanGroupPurge(ctx context.Context, im IM, p GroupPurge, sink Sink) (*Repor
 	return rep, RunScans(ctx, im, scans, concurrency(p.Concurrency), sink, rep)
 }
 
+// UnknownGroupsError is wrapped by GroupScans's error for groups IM does not
+// know (never created, or dismissed).
+type UnknownGroupsError struct{ Groups []string }
+
+func (e *UnknownGroupsError) Error() string { return "unknown groups: " + strings.Join(e.Groups, ", ") }
+
 // groupTypes asks get_group_info (≤ 50 a call) for every group's type and
 // refuses unknown groups and types that cannot be recalled, naming them all.
 func groupTypes(ctx context.Context, im IM, groups []string) (map[string]string, error) {
 	types := map[string]string{}
-	var unknown, unsupported []string
+	var unknown, unsupported, unknownIDs []string
 	for i := 0; i < len(groups); i += tim.MaxGroupInfoIDs {
 		batch := groups[i:min(i+tim.MaxGroupInfoIDs, len(groups))]
 		resp, err := im.GetGroupInfo(ctx, tim.GetGroupInfoRequest{
@@ -234,6 +240,7 @@ func groupTypes(ctx context.Context, im IM, groups []string) (map[string]string,
 			switch {
 			case gi.ErrorCode != 0:
 				unknown = append(unknown, fmt.Sprintf("%s (%d %s)", gi.GroupID, gi.ErrorCode, tim.Describe(gi.ErrorCode)))
+				unknownIDs = append(unknownIDs, gi.GroupID)
 			case !Recallable(gi.Type):
 				unsupported = append(unsupported, gi.GroupID+" ("+gi.Type+")")
 			default:
@@ -242,7 +249,7 @@ func groupTypes(ctx context.Context, im IM, groups []string) (map[string]string,
 		}
 	}
 	if err := joinErr("unknown groups: ", unknown); err != nil {
-		return nil, &FieldError{Field: "groups", Reason: err.Error()}
+		return nil, &FieldError{Field: "groups", Reason: err.Error(), Err: &UnknownGroupsError{Groups: unknownIDs}}
 	}
 	if err := joinErr("group types that cannot recall messages: ", unsupported); err != nil {
 		return nil, &FieldError{Field: "groups", Reason: err.Error()}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -145,7 +146,20 @@ func scopeOf(job jobs.Job, cov *jobs.Coverage, im producer.IM) (*Scope, error) {
 			s.Subject = p.Senders[0]
 		}
 		s.List = areasOf(func(ctx context.Context) ([]producer.Scan, *producer.Report, error) {
-			return producer.GroupScans(ctx, im, spec)
+			scans, rep, err := producer.GroupScans(ctx, im, spec)
+			var gone *producer.UnknownGroupsError
+			if !errors.As(err, &gone) {
+				return scans, rep, err
+			}
+			// Groups dismissed since: nobody sees their messages, and the
+			// planned ones are read back where they were.
+			s.Gaps = append(s.Gaps, "groups that no longer exist (dismissed): "+strings.Join(gone.Groups, ", "))
+			rest := spec
+			rest.Groups = slices.DeleteFunc(slices.Clone(spec.Groups), func(g string) bool { return slices.Contains(gone.Groups, g) })
+			if len(rest.Groups) == 0 {
+				return nil, &producer.Report{}, nil
+			}
+			return producer.GroupScans(ctx, im, rest)
 		}, s)
 		return s, nil
 	}

@@ -247,3 +247,33 @@ func TestVerifyOfAPurgeWhoseSubjectWasDeleted(t *testing.T) {
 		t.Fatalf("result = %+v, want the 5 verified and the account's groups among the gaps", res)
 	}
 }
+
+// TestVerifyOfAGroupPurgeWithAGroupDismissed: a spam wave purged from two
+// groups, one dismissed since. Its scope could no longer be listed
+// (get_group_info: no such group) and the verification failed; the
+// dismissed group's planned messages are gone, the other group is re-scanned.
+func TestVerifyOfAGroupPurgeWithAGroupDismissed(t *testing.T) {
+	b := setup(t)
+	ctx := t.Context()
+	dismissed := jobs.Target{GroupID: "@TGS#dismissed"}
+	params, _ := json.Marshal(map[string]any{"groups": []string{b.group.GroupID, dismissed.GroupID}, "senders": []string{"alice"}})
+	job, err := b.store.Create(ctx, jobs.Spec{Kind: "purge:group", Queue: "purge", AppID: imtest.AppID, RequestedBy: "ops", Reason: "spam", Params: params})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.store.PlanGroup(ctx, job.ID, b.group, b.aliceSeq); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.store.PlanGroup(ctx, job.ID, dismissed, []int64{3, 4}); err != nil {
+		t.Fatal(err)
+	}
+	b.env.Recall(t, b.store, job.ID, b.group, b.aliceSeq, jobs.Target{}, nil)
+	res, err := RunJob(ctx, b.store, b.env.Client, job, JobOptions{Actor: "ops"})
+	if err != nil {
+		t.Fatalf("verifying a group purge with a dismissed group: %v", err)
+	}
+	if res.Verified != int64(len(b.aliceSeq)) || res.Gone != 2 || res.Residue != 0 || !res.Passed ||
+		!slices.ContainsFunc(res.Gaps, func(g string) bool { return strings.Contains(g, dismissed.GroupID) }) {
+		t.Fatalf("result = %+v, want alice's verified, the dismissed group's 2 gone and named among the gaps", res)
+	}
+}
