@@ -33,6 +33,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -207,13 +208,34 @@ func WriteSigned(path string, doc Document, key ed25519.PrivateKey) (Document, e
 	}
 	body = append(body, '\n')
 	p := PathsOf(path)
-	if err := writeFileAtomic(p.Document, body); err != nil {
+	if err := writeFileAtomic(p.Document, body, placeNew); err != nil {
 		return doc, err
 	}
-	if err := writeFileAtomic(p.Signature, ed25519.Sign(key, body)); err != nil {
+	if err := writeFileAtomic(p.Signature, ed25519.Sign(key, body), os.Rename); err != nil {
+		_ = os.Remove(p.Document) // placed by this call: no document without its signature
 		return doc, err
 	}
 	return doc, nil
+}
+
+// placeNew moves the finished file tmp to path unless path exists: a
+// certificate (its document, its rows) is never overwritten, not even by
+// another issuer that started before it was written. The error then wraps
+// fs.ErrExist.
+func placeNew(tmp, path string) error {
+	err := os.Link(tmp, path)
+	if errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("%s exists: a certificate is never overwritten: %w", path, fs.ErrExist)
+	}
+	if err != nil {
+		// A file system without hard links: check, then rename.
+		if _, serr := os.Lstat(path); serr == nil {
+			return fmt.Errorf("%s exists: a certificate is never overwritten: %w", path, fs.ErrExist)
+		}
+		return os.Rename(tmp, path)
+	}
+	_ = os.Remove(tmp) // the file is in place; a leftover name is harmless
+	return nil
 }
 
 func writeRows(path string, rows func(yield func(Row) error) error) (sum string, n int64, err error) {
@@ -241,13 +263,13 @@ func writeRows(path string, rows func(yield func(Row) error) error) (sum string,
 	if err := tmp.Close(); err != nil {
 		return "", 0, fmt.Errorf("certificate: rows file: %w", err)
 	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err := placeNew(tmp.Name(), path); err != nil {
 		return "", 0, fmt.Errorf("certificate: rows file: %w", err)
 	}
 	return hex.EncodeToString(h.Sum(nil)), n, nil
 }
 
-func writeFileAtomic(path string, b []byte) error {
+func writeFileAtomic(path string, b []byte, place func(tmp, path string) error) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".cert-*")
 	if err != nil {
 		return fmt.Errorf("certificate: %w", err)
@@ -263,7 +285,7 @@ func writeFileAtomic(path string, b []byte) error {
 		err = os.Chmod(tmp.Name(), 0o644)
 	}
 	if err == nil {
-		err = os.Rename(tmp.Name(), path)
+		err = place(tmp.Name(), path)
 	}
 	if err != nil {
 		os.Remove(tmp.Name())

@@ -138,6 +138,10 @@ func Issue(ctx context.Context, r Request) (verify.JobResult, Document, error) {
 		}
 	}
 	if doc, err = WriteSigned(r.Out, doc, r.Key); err != nil {
+		// The rows are this issuer's (WriteRows placed them where there
+		// were none): a document is never without its rows, nor rows
+		// without their document.
+		_ = os.Remove(PathsOf(r.Out).Rows)
 		return v, doc, err
 	}
 	return v, doc, r.Store.Audit(ctx, jobs.Event{Actor: r.Actor, Action: "certificate", JobID: job.ID, Detail: "certificate of erasure written: " + r.Out})
