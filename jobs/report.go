@@ -52,8 +52,14 @@ func (s *Store) BuildReport(ctx context.Context, jobID string) (Report, error) {
 	if err != nil {
 		return Report{}, err
 	}
+	// The counters once more: workers may have recorded outcomes while the
+	// states were recounted, target by target.
+	before := j.Counts
+	if j, err = s.Get(ctx, jobID); err != nil {
+		return Report{}, err
+	}
 	r := Report{Job: j, Recount: rc, Reconciled: true, Settled: j.Finished(), Refused: refused, Coverage: cov}
-	if err := rc.Matches(j.Counts); err != nil {
+	if err := rc.Between(before, j.Counts); err != nil {
 		r.Reconciled, r.ReconcileProblem = false, err.Error()
 	}
 	end := s.now()
