@@ -168,3 +168,43 @@ func TestIndexPurgeKeepsToItsTimeRange(t *testing.T) {
 		t.Fatalf("alice's message of just now: %+v, want it not recalled", m)
 	}
 }
+
+// TestForgedEntryCannotFailAPurgeByIndex: the index holds alice's real
+// message and two entries in her name that no history can be read for: a
+// topic of a group without topics, and an AVChatRoom group (a body replayed
+// on a signed URL can name anything). Confirming them answered IM's refusal
+// (10004, 10007) and the whole purge failed: one forged callback stopped an
+// erasure. They are refused; her message is recalled.
+func TestForgedEntryCannotFailAPurgeByIndex(t *testing.T) {
+	env := imrecalltest.Start(t, imrecalltest.Options{})
+	ctx := t.Context()
+	env.IM.Accounts(t, "alice", "bob")
+	g := env.IM.Group(t, "Public", "@TGS#real", "alice", "bob")
+	live := env.IM.Group(t, "AVChatRoom", "@TGS#live", "alice", "bob")
+	seq := env.IM.SendGroup(t, g, "", 1, "alice")[0]
+	idx := msgindex.New(env.Redis, "", 7*24*time.Hour)
+	now := time.Now()
+	if err := idx.Add(ctx, imrecalltest.AppID,
+		msgindex.Entry{From: "alice", GroupID: g, MsgSeq: seq, Time: now},
+		msgindex.Entry{From: "alice", GroupID: g, TopicID: g + "@TOPIC#_forged", MsgSeq: 1, Time: now},
+		msgindex.Entry{From: "alice", GroupID: live, MsgSeq: 1, Time: now}); err != nil {
+		t.Fatal(err)
+	}
+	if err := idx.RestartCoverage(ctx, imrecalltest.AppID, now.Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	c, err := imrecall.New(imrecall.Config{Redis: env.Redis, Queue: env.Queue, AppID: imrecalltest.AppID, IM: env.Client, Index: idx, Poll: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := imrecall.UserPurge{User: "alice", Source: imrecall.SourceIndex, Since: "1h"}
+	created, err := c.Create(ctx, req, imrecall.CreateOptions{Actor: "dpo", Reason: "erasure", Confirmed: true,
+		Confirm: func(context.Context, *imrecall.ConfirmationRequired) error { return nil }})
+	if err != nil {
+		t.Fatalf("a purge by index with forged entries naming unreadable histories: %v", err)
+	}
+	job, err := c.Wait(ctx, created.Job.ID, nil)
+	if err != nil || job.Status != jobs.StatusDone || job.Counts.Recalled != 1 || created.Plan.SenderUnconfirmed != 2 {
+		t.Fatalf("job %s %+v (%v), %d refused; want alice's message recalled, the 2 forged refused", job.Status, job.Counts, err, created.Plan.SenderUnconfirmed)
+	}
+}

@@ -164,6 +164,8 @@ type page struct {
 	seqs []int64
 	low  int64 // the lowest seq the page covers
 	msgs map[int64]tim.GroupMsg
+	// refused: IM refused the read for good (tim.TargetRefused).
+	refused bool
 }
 
 // pagesPerSlice is how many pages are read before what they confirm is
@@ -205,6 +207,13 @@ func (c *SenderCheck) confirmGroups(ctx context.Context, emit func(jobs.Target, 
 			err := forEach(ctx, c.concurrency(), len(slice), func(ctx context.Context, i int) error {
 				p := slice[i]
 				msgs, err := c.groupPage(ctx, p.t, p.top)
+				if tim.TargetRefused(err) {
+					// No history to read there (no such group or topic, a
+					// group type without one): nothing of it is confirmed,
+					// and the other targets go on.
+					p.refused = true
+					return nil
+				}
 				if err != nil {
 					return err
 				}
@@ -227,6 +236,8 @@ func (c *SenderCheck) confirmGroups(ctx context.Context, emit func(jobs.Target, 
 				for _, s := range p.seqs {
 					m, found := p.msgs[s]
 					switch {
+					case p.refused:
+						c.Refused++
 					case s < p.low:
 						next[p.t] = append(next[p.t], s)
 					case found && m.FromAccount == c.User && m.IsPlaceMsg != tim.PlaceMsgDeleted && c.Window.contains(m.MsgTimeStamp):
@@ -302,8 +313,8 @@ func (c *SenderCheck) confirmC2C(ctx context.Context) (map[jobs.Target][]string,
 			req := tim.AdminGetRoamMsgRequest{OperatorAccount: side[0], PeerAccount: side[1], MaxCnt: 100, MinTime: lo, MaxTime: hi}
 			for page, err := range c.IM.RoamMsgPages(ctx, req) {
 				r.calls++
-				if tim.IsGone(tim.CodeOf(err)) {
-					break // no such account: its side holds nothing
+				if tim.TargetRefused(err) {
+					break // no such account (or no readable side): it confirms nothing
 				}
 				if err != nil {
 					return fmt.Errorf("confirming senders in the chat of %s with %s, as %s: %w", c.User, peers[i], side[0], err)

@@ -1,6 +1,9 @@
 package tim
 
-import "strconv"
+import (
+	"errors"
+	"strconv"
+)
 
 // Class says what a caller should do about an error code (a response's
 // ErrorCode or an item's RetCode) or a failed call.
@@ -160,6 +163,23 @@ func IsGone(code int) bool {
 		return true
 	}
 	return false
+}
+
+// TargetRefused reports whether err is IM refusing, for good, a call about
+// one group, topic or account (a permanent code that says nothing of the
+// app's configuration: no such group, topic or account, a group type
+// without history): a call about another one may succeed. A history read
+// of a target named by a callback (which anyone holding a signed URL can
+// forge) fails this way on that target alone.
+func TargetRefused(err error) bool {
+	var te *Error
+	if !errors.As(err, &te) || te.Code == 0 {
+		return false
+	}
+	if _, appWide := AppWideOf(err); appWide {
+		return false
+	}
+	return Classify(te.Code) == ClassPermanent
 }
 
 // IsDone reports whether code says the message was already recalled (20023).
