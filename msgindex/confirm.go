@@ -363,6 +363,13 @@ func (c *Confirmer) confirmGroups(ctx context.Context, entries []pendingEntry, d
 				}
 				break
 			}
+			if tim.TargetRefused(err) {
+				// No readable history there (no such topic, a group type
+				// without one): its entries stay unconfirmed, and the other
+				// targets go on. A purge confirms (and refuses) them itself.
+				c.log().Warn("index entries name a history IM refuses to read; they stay unconfirmed", "group", t.GroupID, "topic", t.TopicID, "err", err)
+				break
+			}
 			if err != nil {
 				return err
 			}
@@ -456,8 +463,9 @@ func (c *Confirmer) confirmC2C(ctx context.Context, entries []pendingEntry, deci
 		// sender who cleared their side (or sent without syncing to it)
 		// hides messages the peer still has, and a recall reaches them.
 		found := map[string]tim.C2CMsg{}
+		unreadable := false // IM refused a side for another reason than no such account
 		for _, side := range [][2]string{{k.from, k.to}, {k.to, k.from}} {
-			if !lacks(found, entries, idx) {
+			if unreadable || !lacks(found, entries, idx) {
 				break
 			}
 			req := tim.AdminGetRoamMsgRequest{OperatorAccount: side[0], PeerAccount: side[1], MaxCnt: 100, MinTime: lo, MaxTime: hi}
@@ -468,6 +476,12 @@ func (c *Confirmer) confirmC2C(ctx context.Context, entries []pendingEntry, deci
 				st.Calls++
 				if tim.IsGone(tim.CodeOf(err)) {
 					break // no such account: its side holds nothing
+				}
+				if tim.TargetRefused(err) {
+					// Its entries stay unconfirmed; the other chats go on.
+					unreadable = true
+					c.log().Warn("index entries name a chat IM refuses to read; they stay unconfirmed", "from", k.from, "to", k.to, "err", err)
+					break
 				}
 				if err != nil {
 					return fmt.Errorf("confirming index entries in the chat of %s with %s, as %s: %w", k.from, k.to, side[0], err)
@@ -481,6 +495,9 @@ func (c *Confirmer) confirmC2C(ctx context.Context, entries []pendingEntry, deci
 			}
 		}
 		for _, i := range idx {
+			if unreadable {
+				continue // kept
+			}
 			m, ok := found[entries[i].e.MsgKey]
 			decided[i].at = m.MsgTimeStamp
 			switch {

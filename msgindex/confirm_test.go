@@ -394,3 +394,34 @@ func TestForgedTimeCannotHideAMessage(t *testing.T) {
 	}
 	inRange("a forged time confirmed")
 }
+
+// TestConfirmerGoesOnPastAnUnreadableTarget: an entry in alice's name for
+// a topic of a group without topics, and one for an AVChatRoom group (no
+// history): IM refuses their reads for good (10004, 10007). The pass used
+// to fail on them and confirm nothing, every minute again for as long as
+// they were kept: one forged body stopped the confirmer for every sender
+// claimed with her. They stay unconfirmed; the rest is decided.
+func TestConfirmerGoesOnPastAnUnreadableTarget(t *testing.T) {
+	ctx := context.Background()
+	idx := msgindex.New(redistest.Start(t).Client(), "", 7*24*time.Hour)
+	env := imtest.Start(t, emulator.Config{})
+	env.Accounts(t, "alice", "bob")
+	g := env.Group(t, "Public", "@TGS#ok", "alice", "bob")
+	live := env.Group(t, "AVChatRoom", "@TGS#av", "alice", "bob")
+	seq := env.SendGroup(t, g, "", 1, "bob")[0]
+	now := time.Now()
+	if err := idx.Add(ctx, imtest.AppID,
+		msgindex.Entry{From: "alice", GroupID: g, TopicID: g + "@TOPIC#_forged", MsgSeq: 1, Time: now},
+		msgindex.Entry{From: "alice", GroupID: live, MsgSeq: 1, Time: now},
+		msgindex.Entry{From: "bob", GroupID: g, MsgSeq: seq, Time: now}); err != nil {
+		t.Fatal(err)
+	}
+	cf := &msgindex.Confirmer{Index: idx, IM: env.Client, SDKAppID: imtest.AppID}
+	st, err := cf.RunOnce(ctx)
+	if err != nil {
+		t.Fatalf("a pass with entries of unreadable histories: %v", err)
+	}
+	if st.Confirmed != 1 || st.Kept != 2 {
+		t.Fatalf("pass: %+v, want bob's entry confirmed and alice's 2 kept", st)
+	}
+}
