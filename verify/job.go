@@ -21,9 +21,18 @@ type JobIM interface {
 // reach.
 type JobResult struct {
 	Result
-	Passed  bool     `json:"passed"`
-	Subject string   `json:"subject,omitempty"`
-	Gaps    []string `json:"coverage_gaps"`
+	// Passed: nothing the job planned is visible, the scope holds nothing
+	// it missed, and the job had finished (JobFinished). A job still
+	// planning or running may plan more: that what it planned so far is
+	// gone says nothing of the rest.
+	Passed bool `json:"passed"`
+	// JobStatus is the job's status when the verification ended, and
+	// JobFinished whether it had finished (jobs.Job.Finished: a terminal
+	// status, nothing pending).
+	JobStatus   jobs.Status `json:"job_status"`
+	JobFinished bool        `json:"job_finished"`
+	Subject     string      `json:"subject,omitempty"`
+	Gaps        []string    `json:"coverage_gaps"`
 }
 
 // JobOptions tune RunJob.
@@ -54,7 +63,14 @@ func RunJob(ctx context.Context, store *jobs.Store, im JobIM, job jobs.Job, opt 
 	if err != nil {
 		return JobResult{}, err
 	}
-	v := JobResult{Result: res, Passed: res.Passed(), Subject: scope.Subject, Gaps: scope.Gaps}
+	// The job as it is now: it may have planned more, or finished, while
+	// its histories were read.
+	now, err := store.Get(ctx, job.ID)
+	if err != nil {
+		return JobResult{}, err
+	}
+	v := JobResult{Result: res, Passed: res.Passed() && now.Finished(), JobStatus: now.Status, JobFinished: now.Finished(),
+		Subject: scope.Subject, Gaps: scope.Gaps}
 	if v.Gaps == nil {
 		v.Gaps = []string{}
 	}

@@ -268,7 +268,20 @@ func TestVerifyOfAGroupPurgeWithAGroupDismissed(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.env.Recall(t, b.store, job.ID, b.group, b.aliceSeq, jobs.Target{}, nil)
+	// Until the job has finished its verification does not pass.
 	res, err := RunJob(ctx, b.store, b.env.Client, job, JobOptions{Actor: "ops"})
+	if err != nil || res.Passed || res.JobFinished || res.JobStatus != jobs.StatusPlanning || res.StillVisible != 0 {
+		t.Fatalf("verifying while the job plans = %+v, %v; want not passed, the job planning, nothing visible", res, err)
+	}
+	// The worker dead-letters the dismissed group's messages (10010: no
+	// such group) and planning ends.
+	if _, err := b.store.Record(ctx, job.ID, dismissed, []jobs.Outcome{{Item: "3", Code: "10010", Attempts: 1}, {Item: "4", Code: "10010", Attempts: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := b.store.ClosePlanner(ctx, job.ID, jobs.RootPlanner); err != nil || st != jobs.StatusDone {
+		t.Fatalf("closing planning: %s, %v; want done", st, err)
+	}
+	res, err = RunJob(ctx, b.store, b.env.Client, job, JobOptions{Actor: "ops"})
 	if err != nil {
 		t.Fatalf("verifying a group purge with a dismissed group: %v", err)
 	}

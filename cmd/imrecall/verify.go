@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"log/slog"
 
 	"github.com/imrecall/imrecall/internal/cli"
@@ -108,5 +107,5 @@ func verificationExit(v verification) error {
 	if v.Passed {
 		return nil
 	}
-	return cli.Exit(cli.ExitNotErased, fmt.Sprintf("job %s: %d planned messages still visible, residue %d", v.JobID, v.StillVisible, v.Residue))
+	return cli.Exit(cli.ExitNotErased, "job "+v.JobID+": "+cliout.VerificationVerdict(v))
 }

@@ -301,10 +301,19 @@ func Verification(w io.Writer, v verify.JobResult) {
 	for _, g := range v.Gaps {
 		fmt.Fprintf(w, "  not covered: %s\n", g)
 	}
-	if v.Passed {
-		fmt.Fprintln(w, "passed: nothing the job planned is visible, and the scope holds nothing it missed")
-	} else {
-		fmt.Fprintln(w, "FAILED: messages remain visible")
+	fmt.Fprintln(w, VerificationVerdict(v))
+}
+
+// VerificationVerdict is a verification's last line: passed, failed (what
+// remains visible), or not passed because the job has not finished.
+func VerificationVerdict(v verify.JobResult) string {
+	switch {
+	case v.Passed:
+		return "passed: nothing the job planned is visible, and the scope holds nothing it missed"
+	case v.StillVisible > 0 || v.Residue > 0:
+		return fmt.Sprintf("FAILED: messages remain visible (%d planned messages still visible, residue %d)", v.StillVisible, v.Residue)
+	default:
+		return fmt.Sprintf("NOT PASSED: the job is %s and has not finished (it may plan or recall more); verify again when it has", v.JobStatus)
 	}
 }
 
