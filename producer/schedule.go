@@ -182,7 +182,8 @@ var ErrNoSchedule = errors.New("no such schedule")
 
 // Remove deletes a schedule once the audit trail records who removed it
 // and why (schedule_remove; reason may be empty). An unknown name is
-// ErrNoSchedule and records nothing.
+// ErrNoSchedule and records nothing; one removed by another after the
+// record is ErrNoSchedule too, and schedule_remove_refused follows it.
 func (s *Schedules) Remove(ctx context.Context, name, actor, reason string) error {
 	if err := CheckWhoAndWhy(actor, reason); err != nil {
 		return err
@@ -205,7 +206,12 @@ func (s *Schedules) Remove(ctx context.Context, name, actor, reason string) erro
 	if err != nil {
 		return fmt.Errorf("removing schedule %s: %w", name, err)
 	}
-	if n == 0 { // removed by another meanwhile
+	if n == 0 {
+		// Removed by another between the check and here: the trail says
+		// this removal, recorded above, removed nothing (as an approval
+		// refused after its record is).
+		_ = s.audit.Audit(context.WithoutCancel(ctx), jobs.Event{Actor: actor, Action: "schedule_remove_refused",
+			Detail: name + ": removed by another meanwhile"})
 		return fmt.Errorf("schedule %q: %w", name, ErrNoSchedule)
 	}
 	return nil

@@ -1,0 +1,68 @@
+package producer
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/imrecall/imrecall/internal/redistest"
+	"github.com/imrecall/imrecall/jobs"
+	"github.com/redis/go-redis/v9"
+)
+
+// removedMeanwhile is a go-redis hook that, just before the first HDEL is
+// sent, lets another remover take the schedule (as a second console tab or
+// operator would between Remove's check and its delete).
+type removedMeanwhile struct{ other func() }
+
+func (removedMeanwhile) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *removedMeanwhile) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() == "hdel" && h.other != nil {
+			other := h.other
+			h.other = nil
+			other()
+		}
+		return next(ctx, cmd)
+	}
+}
+func (removedMeanwhile) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// TestScheduleRemoveRaceIsOnRecord: when another removal takes the schedule
+// between Remove's check and its delete, the loser is told no such schedule
+// and the audit trail says its removal was refused, instead of holding two
+// removals of one schedule, one of them by someone who removed nothing.
+func TestScheduleRemoveRaceIsOnRecord(t *testing.T) {
+	mr, rdb := redistest.Mini(t)
+	ctx := t.Context()
+	scs := NewSchedules(rdb, "")
+	req := &JobRequest{Kind: KindPurgeUser, User: "u", Reason: "retention"}
+	if err := scs.Add(ctx, Schedule{Name: "nightly", Cron: "0 3 * * *", Request: req, CreatedBy: "ops"}); err != nil {
+		t.Fatal(err)
+	}
+	hook := &removedMeanwhile{}
+	hook.other = func() {
+		if err := NewSchedules(redis.NewClient(&redis.Options{Addr: mr.Addr()}), "").Remove(ctx, "nightly", "alice", "first"); err != nil {
+			t.Errorf("the other removal: %v", err)
+		}
+	}
+	rdb.AddHook(hook)
+	if err := scs.Remove(ctx, "nightly", "bob", "second"); !errors.Is(err, ErrNoSchedule) {
+		t.Fatalf("Remove after another removed it = %v, want ErrNoSchedule", err)
+	}
+	evs, err := jobs.NewStore(rdb, "").AuditLog(ctx, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var trail []string
+	for _, e := range evs {
+		trail = append(trail, e.Action+" by "+e.Actor)
+	}
+	want := []string{"schedule_add by ops", "schedule_remove by bob", "schedule_remove by alice", "schedule_remove_refused by bob"}
+	if !slices.Equal(trail, want) {
+		t.Fatalf("audit trail %q, want %q", trail, want)
+	}
+}
