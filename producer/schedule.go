@@ -625,29 +625,14 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			} else {
 				loaded, list = now, list[:0]
 				for _, sc := range all {
-					if len(sc.Args) > 0 || sc.Request == nil {
+					sched, why, err := sc.firing(now)
+					if why != "" {
 						if !warned[sc.Name] {
-							log.Error("schedule refused: it holds no typed job request (run the scheduler's migration, or remove and add it again)", "schedule", sc.Name)
-							warned[sc.Name] = true
-						}
-						continue
-					}
-					// Stored before Validate refused such specs, or
-					// by hand: skipped, never spun on.
-					sched, err := checkCron(sc.Cron, now)
-					if err != nil {
-						if !warned[sc.Name] {
-							log.Error("schedule refused: it will not fire (remove it and add it again with a valid cron spec)", "schedule", sc.Name, "err", err)
-							warned[sc.Name] = true
-						}
-						continue
-					}
-					// A request this version refuses (stored by an older
-					// one: a field its kind does not take) would fail at
-					// every firing: refused here, by name, once.
-					if err := sc.JobRequest().Check(now); err != nil {
-						if !warned[sc.Name] {
-							log.Error("schedule refused: its request is not valid now (remove it and add it again)", "schedule", sc.Name, "err", err)
+							args := []any{"schedule", sc.Name}
+							if err != nil {
+								args = append(args, "err", err)
+							}
+							log.Error(why, args...)
 							warned[sc.Name] = true
 						}
 						continue
@@ -670,6 +655,26 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+}
+
+// firing is the parsed spec of a schedule the scheduler fires, or why it
+// refuses it (a log line, with err when there is one to show): a legacy
+// command line, a spec that would not fire as written (stored before
+// Validate refused such specs, or by hand), or a request this version
+// refuses (stored by an older one: a field its kind does not take), which
+// would fail at every firing.
+func (s Schedule) firing(now time.Time) (cron.Schedule, string, error) {
+	if len(s.Args) > 0 || s.Request == nil {
+		return nil, "schedule refused: it holds no typed job request (run the scheduler's migration, or remove and add it again)", nil
+	}
+	sched, err := checkCron(s.Cron, now)
+	if err != nil {
+		return nil, "schedule refused: it will not fire (remove it and add it again with a valid cron spec)", err
+	}
+	if err := s.JobRequest().Check(now); err != nil {
+		return nil, "schedule refused: its request is not valid now (remove it and add it again)", err
+	}
+	return sched, "", nil
 }
 
 // fire queues the firing of sc at due unless another scheduler did.

@@ -8,7 +8,7 @@ import "time"
 // when the spec has no more in the five years cron looks ahead, and none
 // for a spec Validate refuses.
 func (s Schedule) NextDue(t time.Time, n int) []time.Time {
-	sched, err := parseCron(s.Cron)
+	sched, err := checkCron(s.Cron, t)
 	if err != nil {
 		return nil
 	}
@@ -34,10 +34,14 @@ type ScheduleView struct {
 }
 
 // View is the schedule with its next NextDueShown due times after now (in
-// UTC), and the connection flags of a schedule stored as a command line
-// redacted (Public).
+// UTC; none for a schedule the scheduler refuses: it never fires), and the
+// connection flags of a schedule stored as a command line redacted
+// (Public).
 func (s Schedule) View(now time.Time) ScheduleView {
-	next := s.NextDue(now, NextDueShown)
+	next := []time.Time{}
+	if _, refused, _ := s.firing(now); refused == "" {
+		next = append(next, s.NextDue(now, NextDueShown)...)
+	}
 	for i := range next {
 		next[i] = next[i].UTC()
 	}

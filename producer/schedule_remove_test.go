@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/imrecall/imrecall/internal/redistest"
 	"github.com/imrecall/imrecall/jobs"
@@ -64,5 +65,28 @@ func TestScheduleRemoveRaceIsOnRecord(t *testing.T) {
 	want := []string{"schedule_add by ops", "schedule_remove by bob", "schedule_remove by alice", "schedule_remove_refused by bob"}
 	if !slices.Equal(trail, want) {
 		t.Fatalf("audit trail %q, want %q", trail, want)
+	}
+}
+
+// TestScheduleViewOfARefusedScheduleHasNoNext: a schedule the scheduler
+// refuses (a legacy command line, an interval it will not fire, a request
+// this version refuses) is shown with no next due time, as the CLI's
+// "never" says, not with times at which nothing will fire.
+func TestScheduleViewOfARefusedScheduleHasNoNext(t *testing.T) {
+	now := time.Date(2026, 12, 3, 9, 30, 0, 0, time.UTC)
+	req := &JobRequest{Kind: KindPurgeUser, User: "u", Reason: "retention"}
+	for _, sc := range []Schedule{
+		{Name: "legacy", Cron: "@daily", Args: []string{"purge", "user", "--user", "u1"}, CreatedBy: "old"},
+		{Name: "negative", Cron: "@every -1h", Request: req, CreatedBy: "old"},
+		{Name: "half-second", Cron: "@every 500ms", Request: req, CreatedBy: "old"},
+		{Name: "foreign-field", Cron: "@daily", Request: &JobRequest{Kind: KindPurgeGroup, Groups: []string{"g"}, User: "u", Reason: "old"}, CreatedBy: "old"},
+	} {
+		if next := sc.View(now).Next; len(next) != 0 {
+			t.Errorf("%s: next %v, want none: the scheduler refuses it", sc.Name, next)
+		}
+	}
+	ok := Schedule{Name: "nightly", Cron: "@daily", Request: req, CreatedBy: "ops"}
+	if next := ok.View(now).Next; len(next) != NextDueShown || !next[0].Equal(time.Date(2026, 12, 4, 0, 0, 0, 0, time.UTC)) {
+		t.Errorf("nightly: next %v, want three from 2026-12-04 00:00 UTC", next)
 	}
 }

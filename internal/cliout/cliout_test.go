@@ -116,7 +116,7 @@ func TestSchedulesSaysRefusedCommandLines(t *testing.T) {
 	var b bytes.Buffer
 	err := Schedules(&b, []producer.ScheduleView{
 		producer.Schedule{Name: "old", Cron: "@daily", Args: []string{"purge", "user", "--user", "u1"}}.View(now),
-		producer.Schedule{Name: "new", Cron: "CRON_TZ=Asia/Shanghai 0 3 * * *", Request: &producer.JobRequest{Kind: producer.KindPurgeUser, User: "u2"}}.View(now),
+		producer.Schedule{Name: "new", Cron: "CRON_TZ=Asia/Shanghai 0 3 * * *", Request: &producer.JobRequest{Kind: producer.KindPurgeUser, User: "u2"}, CreatedBy: "ops", Reason: "retention"}.View(now),
 	})
 	if err != nil {
 		t.Fatal(err)
