@@ -84,7 +84,9 @@ func (s Schedule) Validate() error {
 	if s.CreatedBy == "" {
 		return &FieldError{Field: "actor", Reason: "required"}
 	}
-	return nil
+	// Both go to the audit record of its adding (Schedules.Add), the
+	// reason too when the request gives its own.
+	return CheckWhoAndWhy(s.CreatedBy, s.Reason)
 }
 
 // JobRequest is the request of one firing: the schedule's request, with

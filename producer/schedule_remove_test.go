@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -88,5 +89,33 @@ func TestScheduleViewOfARefusedScheduleHasNoNext(t *testing.T) {
 	ok := Schedule{Name: "nightly", Cron: "@daily", Request: req, CreatedBy: "ops"}
 	if next := ok.View(now).Next; len(next) != NextDueShown || !next[0].Equal(time.Date(2026, 12, 4, 0, 0, 0, 0, time.UTC)) {
 		t.Errorf("nightly: next %v, want three from 2026-12-04 00:00 UTC", next)
+	}
+}
+
+// TestScheduleValidateBoundsWhoAndWhy: adding a schedule writes its
+// creator and reason to the audit trail, so they are bounded as every
+// other audited action's are (CheckWhoAndWhy), even when the request
+// gives its own reason; nothing is added or recorded.
+func TestScheduleValidateBoundsWhoAndWhy(t *testing.T) {
+	_, rdb := redistest.Mini(t)
+	scs := NewSchedules(rdb, "")
+	req := &JobRequest{Kind: KindPurgeUser, User: "u", Reason: "retention"}
+	for _, c := range []struct {
+		field string
+		sc    Schedule
+	}{
+		{"actor", Schedule{Name: "a", Cron: "@daily", Request: req, CreatedBy: strings.Repeat("x", MaxActorLen+1)}},
+		{"reason", Schedule{Name: "b", Cron: "@daily", Request: req, CreatedBy: "ops", Reason: strings.Repeat("x", MaxReasonLen+1)}},
+	} {
+		var fe *FieldError
+		if err := scs.Add(t.Context(), c.sc); !errors.As(err, &fe) || fe.Field != c.field {
+			t.Errorf("Add of %s: %v, want a *FieldError for %s", c.sc.Name, err, c.field)
+		}
+	}
+	if list, err := scs.List(t.Context()); err != nil || len(list) != 0 {
+		t.Errorf("%d schedules (%v), want none", len(list), err)
+	}
+	if evs, err := jobs.NewStore(rdb, "").AuditLog(t.Context(), 10); err != nil || len(evs) != 0 {
+		t.Errorf("%d audit events (%v), want none", len(evs), err)
 	}
 }
