@@ -99,6 +99,13 @@ func (f *auditFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.reason, "reason", "", "why (recorded in the job and the audit log); required for a job, not for --dry-run")
 }
 
+// registerAs registers the flags with what --reason is for on cmd, which
+// creates no job (schedule add, schedule remove).
+func (f *auditFlags) registerAs(cmd *cobra.Command, reason string) {
+	f.register(cmd)
+	cmd.Flags().Lookup("reason").Usage = reason
+}
+
 // confirm asks the person at the terminal to type yes (cliout.Confirm):
 // without a terminal it refuses, as large destructive jobs need --yes in
 // scripts.

@@ -74,7 +74,7 @@ func newScheduleAddCmd() *cobra.Command {
 		}),
 	}
 	rf.register(cmd)
-	audit.register(cmd)
+	audit.registerAs(cmd, "why the schedule's jobs recall messages (recorded in the schedule, its jobs and the audit log); required, with --dry-run too, unless the command after -- gives its own")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "check the schedule and print when it would fire; add nothing")
 	cmd.Flags().StringVar(&name, "name", "", "the schedule's name")
 	cmd.Flags().StringVar(&spec, "cron", "", `cron spec: five fields ("0 3 * * *") or a descriptor (@daily, @every 1h)`)
@@ -137,7 +137,7 @@ func newScheduleRemoveCmd() *cobra.Command {
 		}),
 	}
 	rf.register(cmd)
-	audit.register(cmd)
+	audit.registerAs(cmd, "why it is removed (recorded in the audit log)")
 	return cmd
 }
 
