@@ -393,38 +393,15 @@ func (s *Server) serveCertificate(w http.ResponseWriter, r *http.Request, path, 
 	}
 }
 
-// certificateView reads a certificate for its page, checked against the
-// public half of the signing key when the server has one.
+// certificateView reads a certificate for its page (certificate.OpenView),
+// checked against the public half of the signing key when the server has
+// one.
 func (s *Server) certificateView(path string) (certificate.View, error) {
+	var pub ed25519.PublicKey
 	if key := s.cfg.Certificates.Key; key != nil {
-		doc, err := certificate.Verify(path, key.Public().(ed25519.PublicKey))
-		var fail *certificate.Failure
-		if errors.As(err, &fail) {
-			d, rerr := readDocument(path)
-			if rerr != nil {
-				return certificate.View{}, rerr
-			}
-			return certificate.View{Document: d, Checked: true, Problem: fail.Error()}, nil
-		}
-		if err != nil {
-			return certificate.View{}, err
-		}
-		return certificate.View{Document: doc, Checked: true}, nil
+		pub = key.Public().(ed25519.PublicKey)
 	}
-	d, err := readDocument(path)
-	return certificate.View{Document: d}, err
-}
-
-func readDocument(path string) (certificate.Document, error) {
-	var d certificate.Document
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return d, err
-	}
-	if err := json.Unmarshal(b, &d); err != nil {
-		return d, fmt.Errorf("%s: not a certificate: %w", filepath.Base(path), err)
-	}
-	return d, nil
+	return certificate.OpenView(path, pub)
 }
 
 // sendFile streams a file of the certificate, byte for byte.
