@@ -124,6 +124,15 @@ func TestJobsAndDLQCommands(t *testing.T) {
 		t.Fatalf("after a dry run: %+v", j.Counts)
 	}
 
+	// A reason too long for the audit line is refused before anything is
+	// asked or moved.
+	if _, errOut, code = runCLI(t, "dlq", "requeue", id, "--actor", "bob", "--reason", strings.Repeat("x", producer.MaxReasonLen+1), r); code != cli.ExitBadInput || !strings.Contains(errOut, "--reason") {
+		t.Fatalf("dlq requeue with a %d-byte reason: exit %d %s", producer.MaxReasonLen+1, code, errOut)
+	}
+	if j, _ = store.Get(t.Context(), id); j.Counts.Pending != 0 || j.Counts.DeadLettered != 4 {
+		t.Fatalf("after a refused re-queue: %+v", j.Counts)
+	}
+
 	// Re-queue what needs attention: two seqs back to pending, one task.
 	out, _, code = runCLI(t, "dlq", "requeue", id, "--actor", "bob", r)
 	if code != 0 || !strings.Contains(out, "2 dead letters re-queued in 1 tasks") {

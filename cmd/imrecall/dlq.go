@@ -9,6 +9,7 @@ import (
 	"github.com/imrecall/imrecall/internal/cli"
 	"github.com/imrecall/imrecall/internal/cliout"
 	"github.com/imrecall/imrecall/jobs"
+	"github.com/imrecall/imrecall/producer"
 	"github.com/spf13/cobra"
 )
 
@@ -121,6 +122,11 @@ func newDLQRequeueCmd() *cobra.Command {
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "job %s: %d dead letters would be re-queued (dry run: nothing changed)\n", id, n)
 				return nil
+			}
+			// Who and why first: a confirmed re-queue must not be refused
+			// for them after the question.
+			if err := producer.CheckWhoAndWhy(audit.actor, audit.reason); err != nil {
+				return cliError(err)
 			}
 			total, repaired, err := client.CountRequeue(ctx, id, f)
 			if errors.As(err, &se) || errors.Is(err, jobs.ErrBusy) {
