@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"html"
 	"io"
 	"mime/multipart"
 	"net/http"
@@ -669,5 +670,34 @@ func TestStreamEndsWithTheSession(t *testing.T) {
 	}
 	if st, _, _ := ad.do("GET", "/jobs/stream?id="+created.Job.ID, nil); st != http.StatusUnauthorized {
 		t.Fatalf("reconnecting after logout: HTTP %d, want 401", st)
+	}
+}
+
+// TestScheduleDryRunKeepsTheUploadedList: a browser does not send a file
+// again, so the dry run of a recall schedule puts the uploaded list in the
+// form's text; adding the schedule next, without the file, adds the
+// messages the dry run checked.
+func TestScheduleDryRunKeepsTheUploadedList(t *testing.T) {
+	b := setup(t)
+	ops := b.browser(t)
+	ops.signIn(admin.Secret)
+	fields := url.Values{"csrf": {ops.csrf}, "kind": {"recall"}, "reason": {"hourly sweep"}, "name": {"sweep"}, "cron": {"@hourly"}, "step": {"dryrun"}}
+	st, body := ops.postFile("/schedules", fields, "list.jsonl", `{"GroupId":"@TGS#1","MsgSeq":7}`+"\n"+`{"From_Account":"a","To_Account":"b","MsgKey":"1_2_3"}`+"\n")
+	if st != http.StatusOK || !strings.Contains(body, "The messages of list.jsonl are in the list below.") {
+		t.Fatalf("dry run: %d\n%s", st, body)
+	}
+	m := regexp.MustCompile(`(?s)<textarea id="messages" name="messages">(.*?)</textarea>`).FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("no list in the form after the dry run:\n%s", body)
+	}
+	text := html.UnescapeString(m[1])
+	fields.Del("step")
+	fields.Set("messages", text)
+	if st, _, _ := ops.do("POST", "/schedules", fields); st != http.StatusSeeOther {
+		t.Fatalf("add after the dry run: %d", st)
+	}
+	list, err := producer.NewSchedules(b.rdb, "").List(t.Context())
+	if err != nil || len(list) != 1 || list[0].Request == nil || len(list[0].Request.Messages) != 2 || list[0].Request.Messages[1].MsgKey != "1_2_3" {
+		t.Fatalf("schedules %+v (%v), want sweep with the uploaded two messages", list, err)
 	}
 }

@@ -402,6 +402,7 @@ type formData struct {
 	Kind string
 	Req  producer.JobRequest
 	Text string // the pasted list
+	File string // the uploaded list's name
 	Name string // schedules
 	Cron string
 }
@@ -444,6 +445,7 @@ func requestOf(r *http.Request) (formData, error) {
 			}
 		}
 		if f, h, err := r.FormFile("file"); err == nil {
+			fd.File = h.Filename
 			err = add(h.Filename, f)
 			f.Close()
 			if err != nil {
@@ -578,6 +580,12 @@ func (c *Console) addSchedule(w http.ResponseWriter, r *http.Request, s *session
 	case err != nil:
 		c.formError(w, r, s, "schedules", "Schedules", fd, err)
 	case dryRun:
+		if fd.File != "" {
+			// A browser does not send a file again: the form keeps the
+			// whole list (pasted and uploaded) as text, so that adding
+			// the schedule next adds what the dry run checked.
+			fd.Text = listText(fd.Req.Messages)
+		}
 		c.render(w, r, http.StatusOK, "schedules", s, view{Title: "Schedules", Nav: "schedules",
 			Data: map[string]any{"List": list, "Form": fd, "Preview": added}})
 	default:
@@ -605,4 +613,16 @@ func (c *Console) indexPage(w http.ResponseWriter, r *http.Request, s *session) 
 		return
 	}
 	c.render(w, r, http.StatusOK, "index", s, view{Title: "Message index", Nav: "index", Data: cov})
+}
+
+// listText is messages as a JSON Lines list, one message a line, in the
+// form recall file and the console's list field read.
+func listText(messages []producer.MessageRef) string {
+	var b strings.Builder
+	for _, m := range messages {
+		line, _ := json.Marshal(m)
+		b.Write(line)
+		b.WriteByte('\n')
+	}
+	return b.String()
 }
