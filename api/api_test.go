@@ -645,13 +645,17 @@ func TestSchedulesAndMetrics(t *testing.T) {
 	if code := b.call("GET", "/v1/schedules", readSecret, nil, &list); code != 200 || len(list) != 1 || list[0].Name != "nightly" || !slices.Equal(list[0].Next, nextDue) {
 		t.Fatalf("list: HTTP %d %+v", code, list)
 	}
+	// Adding it again replaces it, and the trail says so.
+	if code := b.call("POST", "/v1/schedules", adminSecret, ScheduleRequest{Name: "nightly", Cron: "30 3 * * *", Request: purge, Reason: "retention, later"}, nil); code != 201 {
+		t.Fatalf("replace: HTTP %d", code)
+	}
 	if code := b.call("DELETE", "/v1/schedules/nightly?reason="+url.QueryEscape("retention moved to 180 days"), adminSecret, nil, nil); code != http.StatusNoContent {
 		t.Fatalf("remove: HTTP %d", code)
 	}
 	if code := b.call("DELETE", "/v1/schedules/nightly", adminSecret, nil, &e); code != http.StatusNotFound {
 		t.Fatalf("remove again: HTTP %d", code)
 	}
-	// Both are on record, with who and why; the refused removal is not.
+	// All are on record, with who and why; the refused removal is not.
 	evs, err := b.store.AuditLog(t.Context(), 100)
 	var trail []string
 	for _, ev := range evs {
@@ -661,6 +665,7 @@ func TestSchedulesAndMetrics(t *testing.T) {
 	}
 	if want := []string{
 		`schedule_add by token:ops: nightly "0 3 * * *": {"kind":"purge_group","reason":"","groups":["g"],"until":"90d"}; retention`,
+		`schedule_replace by token:ops: nightly "30 3 * * *": {"kind":"purge_group","reason":"","groups":["g"],"until":"90d"}; retention, later`,
 		"schedule_remove by token:ops: nightly; retention moved to 180 days",
 	}; err != nil || !slices.Equal(trail, want) {
 		t.Fatalf("audit trail of schedules: %q (%v), want %q", trail, err, want)

@@ -154,14 +154,22 @@ func NewSchedules(rdb redis.UniversalClient, prefix string) *Schedules {
 }
 
 // Add stores a schedule, replacing one of the same name, once the audit
-// trail records it (schedule_add, by its CreatedBy, with its request and
-// Reason).
+// trail records it (schedule_add, or schedule_replace when it replaces
+// one, by its CreatedBy, with its request and Reason).
 func (s *Schedules) Add(ctx context.Context, sc Schedule) error {
 	if err := sc.Validate(); err != nil {
 		return err
 	}
+	replaces, err := s.rdb.HExists(ctx, s.key, sc.Name).Result()
+	if err != nil {
+		return fmt.Errorf("adding schedule %s: %w", sc.Name, err)
+	}
+	action := "schedule_add"
+	if replaces {
+		action = "schedule_replace"
+	}
 	request, _ := json.Marshal(sc.Request)
-	if err := s.audit.Audit(ctx, jobs.Event{Actor: sc.CreatedBy, Action: "schedule_add",
+	if err := s.audit.Audit(ctx, jobs.Event{Actor: sc.CreatedBy, Action: action,
 		Detail: fmt.Sprintf("%s %q: %s; %s", sc.Name, sc.Cron, request, sc.Reason)}); err != nil {
 		return err
 	}
