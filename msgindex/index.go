@@ -392,22 +392,32 @@ func (x *Index) RecordGap(ctx context.Context, app int64, from, to time.Time, re
 // Alive is called by the callback receiver every interval while it runs.
 // If the previous heartbeat is older than twice the interval (the receiver
 // was down, or could not reach Redis), the silence is recorded as a gap. It
-// returns the gap it recorded, if any.
+// returns the gap it recorded, if any. Heartbeats are stamped by Redis's
+// clock, the one clock every replica of the receiver shares: a replica
+// whose own clock is off by more than two beats neither hides a silence
+// (a clock ahead, read by one behind) nor makes one up.
 func (x *Index) Alive(ctx context.Context, app int64, interval time.Duration) (*Gap, error) {
-	now := x.now()
-	prev, err := x.rdb.HGet(ctx, x.metaKey(app), "alive").Int64()
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("reading the index heartbeat of app %d: %w", app, err)
+	beats, err := heartbeatScript.Run(ctx, x.rdb, []string{x.metaKey(app)}).Int64Slice()
+	if err != nil {
+		return nil, fmt.Errorf("the index heartbeat of app %d: %w", app, err)
 	}
-	if err := x.rdb.HSet(ctx, x.metaKey(app), "alive", now.Unix()).Err(); err != nil {
-		return nil, fmt.Errorf("writing the index heartbeat of app %d: %w", app, err)
-	}
+	prev, now := beats[0], time.Unix(beats[1], 0)
 	if prev <= 0 || now.Sub(time.Unix(prev, 0)) <= 2*interval {
 		return nil, nil
 	}
 	g := Gap{From: time.Unix(prev, 0).UTC(), To: now.UTC(), Reason: "the callback receiver was not running (or could not reach Redis)"}
 	return &g, x.RecordGap(ctx, app, g.From, g.To, g.Reason)
 }
+
+// heartbeatScript stamps the heartbeat of KEYS[1] (an app's index meta
+// hash) with Redis's clock and returns the previous one (0: none) and now,
+// in Unix seconds.
+var heartbeatScript = redis.NewScript(`
+local prev = tonumber(redis.call('HGET', KEYS[1], 'alive') or '0') or 0
+local now = tonumber(redis.call('TIME')[1])
+redis.call('HSET', KEYS[1], 'alive', now)
+return {prev, now}
+`)
 
 // RestartCoverage declares that the index holds every message only from at
 // on: use it after the callback receiver was down, since Tencent does not

@@ -88,16 +88,20 @@ func TestCoverageHonoursRetentionAndGaps(t *testing.T) {
 		t.Fatalf("30 days back with a 7-day retention: %q", why)
 	}
 
-	// A heartbeat, silence for ten minutes, a heartbeat: a gap.
+	// A heartbeat, silence for ten minutes, a heartbeat: a gap. Heartbeats
+	// go by Redis's clock.
+	b.mr.SetTime(b.now)
 	if g, err := b.idx.Alive(ctx, testApp, 30*time.Second); err != nil || g != nil {
 		t.Fatalf("first heartbeat: %v, %v", g, err)
 	}
 	b.now = b.now.Add(20 * time.Second)
+	b.mr.SetTime(b.now)
 	if g, err := b.idx.Alive(ctx, testApp, 30*time.Second); err != nil || g != nil {
 		t.Fatalf("a beat on time: %v, %v", g, err)
 	}
 	down := b.now
 	b.now = b.now.Add(10 * time.Minute)
+	b.mr.SetTime(b.now)
 	g, err := b.idx.Alive(ctx, testApp, 30*time.Second)
 	if err != nil || g == nil || !g.From.Equal(down.UTC()) || !g.To.Equal(b.now.UTC()) {
 		t.Fatalf("after ten minutes of silence: %+v, %v", g, err)
@@ -119,5 +123,35 @@ func TestCoverageHonoursRetentionAndGaps(t *testing.T) {
 	cov, _ = b.idx.Coverage(ctx, testApp)
 	if cov.Covers(b.now.Add(-time.Second), b.now.Add(time.Second)) {
 		t.Fatal("a failed callback left the coverage whole")
+	}
+}
+
+// TestHeartbeatsGoByRedisClock: two replicas of the callback receiver
+// whose clocks are ten minutes apart. A replica ahead made up a silence
+// the other's beat never had; a silence after a beat of the replica ahead
+// was hidden from the one behind. Beats stamped by Redis's clock see the
+// silence there was, and only it.
+func TestHeartbeatsGoByRedisClock(t *testing.T) {
+	b := setup(t, testToken)
+	ctx := t.Context()
+	const beat = 30 * time.Second
+	behind := b.idx
+	ahead := New(behind.rdb, "", 30*24*time.Hour)
+	ahead.now = func() time.Time { return b.now.Add(10 * time.Minute) }
+
+	redisAt := func(d time.Duration) { b.mr.SetTime(b.now.Add(d)) }
+	redisAt(0)
+	if g, err := behind.Alive(ctx, testApp, beat); err != nil || g != nil {
+		t.Fatalf("first beat: %+v, %v", g, err)
+	}
+	redisAt(20 * time.Second)
+	if g, err := ahead.Alive(ctx, testApp, beat); err != nil || g != nil {
+		t.Fatalf("a beat on time from the replica ahead: gap %+v (%v), want none", g, err)
+	}
+	// Both down for five minutes; the replica behind beats first.
+	redisAt(20*time.Second + 5*time.Minute)
+	g, err := behind.Alive(ctx, testApp, beat)
+	if err != nil || g == nil || !g.From.Equal(b.now.Add(20*time.Second).UTC()) || !g.To.Equal(b.now.Add(20*time.Second+5*time.Minute).UTC()) {
+		t.Fatalf("after five minutes of silence: gap %+v (%v), want the five minutes", g, err)
 	}
 }
