@@ -231,6 +231,9 @@ type CreateOptions struct {
 	InBackground bool
 
 	onWait func(Created) // createInBackground's signal
+	// onJob, if set, is called with the job once it exists, before
+	// anything of it is planned; its error stops the planning.
+	onJob func(context.Context, jobs.Job) error
 }
 
 // Created is a created job and how it was planned.
@@ -561,7 +564,7 @@ func (c *Client) Create(ctx context.Context, req Request, opts CreateOptions) (C
 	out.Plan = p.Plan
 	spec := jobs.Spec{Kind: req.Kind(), Queue: queue, AppID: c.cfg.AppID, RequestedBy: opts.Actor, Reason: opts.Reason, Params: params(req, p),
 		Requester: opts.Requester, HoldForApproval: approval > 0 && p.Messages > int64(approval), Backlog: c.cfg.Backlog}
-	job, b, err := producer.NewJob(ctx, c.store, c.cfg.Queue, spec, c.planFunc(p, &out, opts.onWait))
+	job, b, err := producer.NewJob(ctx, c.store, c.cfg.Queue, spec, c.planFunc(p, &out, opts.onWait, opts.onJob))
 	var cancelled *producer.CancelledError
 	if errors.As(err, &cancelled) {
 		out.Job = job
@@ -585,8 +588,13 @@ func (c *Client) Create(ctx context.Context, req Request, opts CreateOptions) (C
 // planFunc plans a prepared job: listed messages, a list file, the index
 // (replaying a counted sender check, or confirming senders as it plans) or
 // discovery tasks, one per scan.
-func (c *Client) planFunc(p *prepared, out *Created, onWait func(Created)) producer.PlanFunc {
+func (c *Client) planFunc(p *prepared, out *Created, onWait func(Created), onJob func(context.Context, jobs.Job) error) producer.PlanFunc {
 	return func(ctx context.Context, job jobs.Job, q producer.Enqueuer, b *producer.Batcher) error {
+		if onJob != nil {
+			if err := onJob(ctx, job); err != nil {
+				return err
+			}
+		}
 		if onWait != nil {
 			b.OnWait = func() {
 				cr := *out

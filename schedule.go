@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/hibiken/asynq"
+	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/producer"
 	"github.com/imrecall/imrecall/tasks"
 )
@@ -30,6 +31,19 @@ func (c *Client) FireSchedule(ctx context.Context, t *asynq.Task, log *slog.Logg
 	if err := json.Unmarshal(p.Request, &jr); err != nil {
 		return fmt.Errorf("schedule %s: request: %v: %w", p.Name, err, asynq.SkipRetry)
 	}
+	// A firing creates one job: its task runs again when the worker that
+	// ran it stopped or was killed after the job was created (asynq
+	// retries it, or queues it again at shutdown), and a second job would
+	// recall the same messages alongside the first.
+	scs := producer.NewSchedules(c.cfg.Redis, c.cfg.Prefix)
+	made, err := scs.JobOf(ctx, p.Name, p.Due)
+	if err != nil {
+		return fmt.Errorf("schedule %s: %w", p.Name, err)
+	}
+	if made != "" {
+		log.Warn("schedule's firing already created its job: not planned again", "schedule", p.Name, "job_id", made, "due", p.Due)
+		return nil
+	}
 	req, err := RequestOf(jr)
 	var created Created
 	if err == nil {
@@ -37,8 +51,12 @@ func (c *Client) FireSchedule(ctx context.Context, t *asynq.Task, log *slog.Logg
 		if a := strings.TrimSpace(jr.Actor); a != "" {
 			who = a + " (" + who + ")"
 		}
+		// The job is recorded before any of it is planned: the
+		// schedule's next firing waits for it, and this firing's
+		// task, run again, does not make another.
+		record := func(ctx context.Context, j jobs.Job) error { return scs.RecordJob(ctx, p.Name, p.Due, j.ID) }
 		created, err = c.Create(ctx, req, CreateOptions{Actor: who, Reason: jr.Reason, Queue: jr.Queue, Confirmed: true,
-			ApprovalAbove: p.ApprovalAbove, Requester: p.Requester})
+			ApprovalAbove: p.ApprovalAbove, Requester: p.Requester, onJob: record})
 	}
 	var cancelled *CancelledError
 	if errors.As(err, &cancelled) {
@@ -57,11 +75,5 @@ func (c *Client) FireSchedule(ctx context.Context, t *asynq.Task, log *slog.Logg
 		return fmt.Errorf("schedule %s: %w", p.Name, err)
 	}
 	log.Info("schedule fired", "schedule", p.Name, "job_id", created.Job.ID, "due", p.Due, "planned", created.Planned)
-	// The schedule's next firing waits for this job to finish. Not
-	// recorded, it would not wait; the firing is not run again for that
-	// (a retry would create a second job).
-	if err := producer.NewSchedules(c.cfg.Redis, c.cfg.Prefix).RecordJob(ctx, p.Name, p.Due, created.Job.ID); err != nil {
-		log.Error("schedule's job not recorded: its next firing will not wait for it", "schedule", p.Name, "job_id", created.Job.ID, "err", err)
-	}
 	return nil
 }

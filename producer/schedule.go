@@ -336,6 +336,22 @@ func (s *Schedules) RecordJob(ctx context.Context, name string, due time.Time, j
 	return nil
 }
 
+// JobOf is the job recorded for the firing of schedule name at due
+// (RecordJob), or "" if none is: a firing whose task runs again (its worker
+// stopped or was killed after creating its job) finds the job it made.
+func (s *Schedules) JobOf(ctx context.Context, name string, due time.Time) (string, error) {
+	v, err := s.rdb.HMGet(ctx, s.runKey(name), "job_due", "job_id").Result()
+	if err != nil {
+		return "", fmt.Errorf("reading the last run of schedule %s: %w", name, err)
+	}
+	jobDue, _ := v[0].(string)
+	jobID, _ := v[1].(string)
+	if jobDue != strconv.FormatInt(due.Unix(), 10) {
+		return "", nil
+	}
+	return jobID, nil
+}
+
 // lastRun is a schedule's last firing queued (zero: none recorded) and its
 // job, if a worker created one for it ("": none yet, or none).
 func (s *Schedules) lastRun(ctx context.Context, name string) (due time.Time, jobID string, err error) {
