@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"time"
 
@@ -13,6 +14,17 @@ import (
 
 // ExportFormats are the formats ExportDeadLetters writes.
 var ExportFormats = []string{"jsonl", "csv"}
+
+// deadLetterCSVHeader is the header row of a dead-letter export in CSV.
+var deadLetterCSVHeader = [...]string{"job_id", "GroupId", "TopicId", "MsgSeq", "From_Account", "To_Account", "MsgKey", "code", "category", "error_info", "attempts", "at"}
+
+// IsDeadLetterCSV says whether header (its cells without surrounding
+// spaces) is the header row of ExportDeadLetters's CSV: the cells of such a
+// file went through csvsafe.Cell, and csvsafe.Uncell reads them back. The
+// cells of any other CSV are as their writer meant them.
+func IsDeadLetterCSV(header []string) bool {
+	return slices.Equal(header, deadLetterCSVHeader[:])
+}
 
 // ExportDeadLetters writes the dead letters of a job that match (nil: all)
 // to w as JSON Lines or CSV (with a header row of Tencent's field names, so
@@ -29,7 +41,7 @@ func (s *Store) ExportDeadLetters(ctx context.Context, jobID string, match func(
 	enc := json.NewEncoder(w)
 	if format == "csv" {
 		cw = csvsafe.NewWriter(w)
-		_ = cw.Write([]string{"job_id", "GroupId", "TopicId", "MsgSeq", "From_Account", "To_Account", "MsgKey", "code", "category", "error_info", "attempts", "at"})
+		_ = cw.Write(deadLetterCSVHeader[:])
 	}
 	err := s.DeadLetters(ctx, jobID, func(d DeadLetter) error {
 		if match != nil && !match(d) {

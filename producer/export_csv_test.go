@@ -88,3 +88,27 @@ func TestExportedCSVIsSafeAndReadsBack(t *testing.T) {
 		t.Fatalf("JSON Lines export is not exact:\n%s", out.String())
 	}
 }
+
+// A list in CSV that imrecall did not write is read as it is: a cell that
+// begins with a single quote names an ID that does (IDs may hold any
+// printable character), not one a dead-letter export quoted. Reading it
+// as an export would recall the messages of another group or account.
+func TestListCSVOfAnotherToolIsReadAsItIs(t *testing.T) {
+	tests := []struct {
+		csv  string
+		want Message
+	}{
+		{"GroupId,MsgSeq\n'@TGS#x,7\n", Message{GroupID: "'@TGS#x", MsgSeq: 7}},
+		{"From_Account,To_Account,MsgKey\n'-bob,''alice,1_2_3\n", Message{From: "'-bob", To: "''alice", MsgKey: "1_2_3"}},
+		{"\ufeffFrom_Account, To_Account ,MsgKey\n'=carol,'+dave,1_2_3\n", Message{From: "'=carol", To: "'+dave", MsgKey: "1_2_3"}},
+	}
+	for _, tt := range tests {
+		var got []Message
+		if err := ReadList(t.Context(), strings.NewReader(tt.csv), "list.csv", func(_ int, m Message) error { got = append(got, m); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 1 || got[0] != tt.want {
+			t.Errorf("%q read as %+v, want %+v", tt.csv, got, tt.want)
+		}
+	}
+}

@@ -57,8 +57,9 @@ const maxLine = 1 << 20
 // numbers. The format is JSON Lines (one object per line, shaped like the
 // after-send callbacks, other fields ignored) or CSV with a header row naming
 // the same fields; a file whose first non-blank byte is not '{' is CSV.
-// A CSV cell written by csvsafe.Cell (a dead-letter export's) is read back
-// as it was before. Blank lines are skipped. The first bad line stops the read with a
+// The cells of a dead-letter export (jobs.IsDeadLetterCSV), written by
+// csvsafe.Cell, are read back as they were before; any other CSV's are read
+// as they are. Blank lines are skipped. The first bad line stops the read with a
 // *LineError naming file and line.
 func ReadList(ctx context.Context, r io.Reader, name string, fn func(line int, m Message) error) error {
 	br := bufio.NewReaderSize(r, 64<<10)
@@ -214,8 +215,16 @@ func readCSV(ctx context.Context, r io.Reader, name string, fn func(int, Message
 		return &LineError{File: name, Line: 1, Err: fmt.Errorf("CSV header: %v", err)}
 	}
 	col := map[string]int{}
+	names := make([]string, len(header))
 	for i, h := range header {
-		col[strings.TrimPrefix(strings.TrimSpace(h), "\ufeff")] = i
+		names[i] = strings.TrimPrefix(strings.TrimSpace(h), "\ufeff")
+		col[names[i]] = i
+	}
+	// Only imrecall's own export quoted its cells: another tool's cell
+	// that begins with a quote names an ID that does.
+	cell := func(s string) string { return s }
+	if jobs.IsDeadLetterCSV(names) {
+		cell = csvsafe.Uncell
 	}
 	_, hasGroup := col["GroupId"]
 	_, hasKey := col["MsgKey"]
@@ -243,7 +252,7 @@ func readCSV(ctx context.Context, r io.Reader, name string, fn func(int, Message
 		}
 		get := func(k string) string {
 			if i, ok := col[k]; ok && i < len(rec) {
-				return strings.TrimSpace(csvsafe.Uncell(rec[i]))
+				return strings.TrimSpace(cell(rec[i]))
 			}
 			return ""
 		}
