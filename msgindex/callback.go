@@ -193,10 +193,10 @@ func (c *Callbacks) handle(r *http.Request) (result string, status int, msg stri
 // kept here and recorded by RecordLost once Redis answers again: a Redis
 // back within two heartbeats leaves no silence for Index.Alive to see.
 func (c *Callbacks) lose(ctx context.Context, entry Entry, now time.Time, cause error) {
-	g := Gap{From: now, To: now, Reason: "a callback could not be indexed"}
-	if entry.Time.Before(g.From) {
-		g.From = entry.Time
-	}
+	// The gap spans the message's time (Tencent's clock) and ours, which
+	// may differ either way; ahead of ours, only as far as RequestTime may
+	// be (a body's MsgTime is not signed).
+	g := Gap{From: minTime(now, entry.Time), To: maxTime(now, minTime(entry.Time, now.Add(MaxClockSkew))), Reason: "a callback could not be indexed"}
 	c.keep(g)
 	_, gapErr := c.RecordLost(ctx)
 	if c.Log != nil {

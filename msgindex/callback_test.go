@@ -432,3 +432,38 @@ func TestCallbackLostWhileRedisDownIsAGap(t *testing.T) {
 		t.Fatalf("the index claims to cover %s..%s (gaps %+v); seq 2 of @TGS#1, sent at %s, is not in it", start, b.now, cov.Gaps, lost)
 	}
 }
+
+// TestCallbackLostAheadOfOurClockIsInItsGap: a callback whose MsgTime is a
+// few seconds ahead of the receiver's clock (Tencent's clock and ours
+// differ) is lost while Redis is down. Its gap must reach the message's
+// time: a purge by index from just after the receiver's "now" would
+// otherwise be told the index covers a message it does not hold.
+func TestCallbackLostAheadOfOurClockIsInItsGap(t *testing.T) {
+	b := setup(t, testToken)
+	ctx := context.Background()
+	post := func(seq, msgTime int64) int {
+		rt := b.now.Unix()
+		status, _ := b.post(t, testApp, CommandGroupAfterSend, rt, Sign(testToken, strconv.FormatInt(rt, 10)), groupBody("spammer", "@TGS#1", seq, msgTime))
+		return status
+	}
+	if status := post(1, b.now.Unix()); status != http.StatusOK {
+		t.Fatalf("first callback: HTTP %d", status)
+	}
+	b.now = b.now.Add(time.Second)
+	sent := b.now.Add(5 * time.Second)
+	b.mr.SetError("LOADING Redis is loading the dataset in memory")
+	if status := post(2, sent.Unix()); status != http.StatusServiceUnavailable {
+		t.Fatalf("callback while Redis is down: HTTP %d, want 503", status)
+	}
+	b.mr.SetError("")
+	if _, err := b.cb.RecordLost(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cov, err := b.idx.Coverage(ctx, testApp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if from := b.now.Add(time.Second); cov.Covers(from, sent.Add(time.Minute)) {
+		t.Fatalf("the index claims to cover %s.. (gaps %+v); seq 2 of @TGS#1, sent at %s, is not in it", from, cov.Gaps, sent)
+	}
+}
