@@ -313,6 +313,7 @@ func (s *Schedules) unclaim(ctx context.Context, name string, due time.Time) {
 
 // runKey is a schedule's last run: "due", the due time (Unix seconds) of
 // its last firing queued (written by the scheduler before it queues it),
+// "queuing", the same while its task is being queued (removed once it is),
 // and "job_due" and "job_id", the job a worker created for the firing of
 // job_due (RecordJob).
 func (s *Schedules) runKey(name string) string { return s.prefix + ":schedule-run:{" + name + "}" }
@@ -320,10 +321,27 @@ func (s *Schedules) runKey(name string) string { return s.prefix + ":schedule-ru
 // firing records that the firing of name at due is queued: the next
 // firing waits for it to end (Scheduler.Jobs).
 func (s *Schedules) firing(ctx context.Context, name string, due time.Time) error {
-	if err := s.rdb.HSet(ctx, s.runKey(name), "due", due.Unix()).Err(); err != nil {
+	if err := s.rdb.HSet(ctx, s.runKey(name), "due", due.Unix(), "queuing", due.Unix()).Err(); err != nil {
 		return fmt.Errorf("recording the firing of schedule %s: %w", name, err)
 	}
 	return nil
+}
+
+// queued records that the task of the firing recorded by firing is queued.
+func (s *Schedules) queued(ctx context.Context, name string) error {
+	if err := s.rdb.HDel(ctx, s.runKey(name), "queuing").Err(); err != nil {
+		return fmt.Errorf("recording the firing of schedule %s: %w", name, err)
+	}
+	return nil
+}
+
+// claimed says whether the firing of name at due is claimed (by claim).
+func (s *Schedules) claimed(ctx context.Context, name string, due time.Time) (bool, error) {
+	n, err := s.rdb.Exists(ctx, fmt.Sprintf("%s:schedule-fired:{%s}:%d", s.prefix, name, due.Unix())).Result()
+	if err != nil {
+		return false, fmt.Errorf("reading the claim of schedule %s: %w", name, err)
+	}
+	return n > 0, nil
 }
 
 // RecordJob records jobID as the job of the firing of schedule name at due
@@ -352,24 +370,25 @@ func (s *Schedules) JobOf(ctx context.Context, name string, due time.Time) (stri
 	return jobID, nil
 }
 
-// lastRun is a schedule's last firing queued (zero: none recorded) and its
-// job, if a worker created one for it ("": none yet, or none).
-func (s *Schedules) lastRun(ctx context.Context, name string) (due time.Time, jobID string, err error) {
+// lastRun is a schedule's last firing queued (zero: none recorded), its
+// job, if a worker created one for it ("": none yet, or none), and whether
+// its task was still being queued.
+func (s *Schedules) lastRun(ctx context.Context, name string) (due time.Time, jobID string, queuing bool, err error) {
 	h, err := s.rdb.HGetAll(ctx, s.runKey(name)).Result()
 	if err != nil {
-		return time.Time{}, "", fmt.Errorf("reading the last run of schedule %s: %w", name, err)
+		return time.Time{}, "", false, fmt.Errorf("reading the last run of schedule %s: %w", name, err)
 	}
 	if h["due"] == "" {
-		return time.Time{}, "", nil
+		return time.Time{}, "", false, nil
 	}
 	unix, err := strconv.ParseInt(h["due"], 10, 64)
 	if err != nil {
-		return time.Time{}, "", fmt.Errorf("reading the last run of schedule %s: due %q: %w", name, h["due"], err)
+		return time.Time{}, "", false, fmt.Errorf("reading the last run of schedule %s: due %q: %w", name, h["due"], err)
 	}
 	if h["job_due"] == h["due"] {
 		jobID = h["job_id"]
 	}
-	return time.Unix(unix, 0).UTC(), jobID, nil
+	return time.Unix(unix, 0).UTC(), jobID, h["queuing"] == h["due"], nil
 }
 
 // TaskInspector is what the scheduler reads of asynq (an *asynq.Inspector):
@@ -427,7 +446,7 @@ func (s *Scheduler) running(ctx context.Context, name string) (*unfinished, erro
 	if s.Jobs == nil || s.Tasks == nil {
 		return nil, nil
 	}
-	due, jobID, err := s.Schedules.lastRun(ctx, name)
+	due, jobID, queuing, err := s.Schedules.lastRun(ctx, name)
 	if err != nil || due.IsZero() {
 		return nil, err
 	}
@@ -450,7 +469,15 @@ func (s *Scheduler) running(ctx context.Context, name string) (*unfinished, erro
 	ti, err := s.Tasks.GetTaskInfo(tasks.ScheduleRunQueue, tasks.ScheduleRunID(name, due))
 	switch {
 	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
-		return nil, nil // ended more than its retention ago, or never queued
+		if !queuing {
+			return nil, nil // ended more than its retention ago
+		}
+		// Another scheduler is queueing it, or stopped before it could
+		// (its claim, which lapses, says which may still be the case).
+		if claimed, err := s.Schedules.claimed(ctx, name, due); err != nil || !claimed {
+			return nil, err
+		}
+		return &unfinished{Schedule: name, Due: due, Status: "being queued (or its scheduler stopped before queueing it: until its claim lapses, within " + claimTTL.String() + ")"}, nil
 	case err != nil:
 		return nil, fmt.Errorf("looking up the firing of schedule %s due %s: %w", name, due.Format(time.RFC3339), err)
 	case ti.State == asynq.TaskStateCompleted, ti.State == asynq.TaskStateArchived:
@@ -735,8 +762,10 @@ func (s *Scheduler) fire(ctx context.Context, sc Schedule, due time.Time, log *s
 		return err
 	}
 	if s.Jobs != nil && s.Tasks != nil {
-		// Before it is queued: a scheduler that stops in between leaves
-		// a firing whose task is not found, which holds nothing up.
+		// Before it is queued, as queuing until it is: another
+		// scheduler's next firing waits for a task not found yet, and
+		// for one whose scheduler stopped before queueing it until its
+		// claim lapses.
 		if err := s.Schedules.firing(ctx, sc.Name, due); err != nil {
 			s.Schedules.unclaim(context.WithoutCancel(ctx), sc.Name, due)
 			return err
@@ -745,6 +774,11 @@ func (s *Scheduler) fire(ctx context.Context, sc Schedule, due time.Time, log *s
 	if _, err := s.Queue.EnqueueContext(ctx, task); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
 		s.Schedules.unclaim(context.WithoutCancel(ctx), sc.Name, due)
 		return err
+	}
+	if s.Jobs != nil && s.Tasks != nil {
+		if err := s.Schedules.queued(ctx, sc.Name); err != nil {
+			return err
+		}
 	}
 	log.Info("schedule fired", "schedule", sc.Name, "due", due)
 	return nil

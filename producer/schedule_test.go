@@ -11,6 +11,7 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/imrecall/imrecall/internal/redistest"
+	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/tasks"
 	"github.com/robfig/cron/v3"
 )
@@ -176,5 +177,70 @@ func TestSchedulerSkipsStoredSchedulesThatNeverFire(t *testing.T) {
 		if !strings.Contains(logged.String(), "schedule="+name) {
 			t.Errorf("no refusal logged for %s; log:\n%s", name, logged.String())
 		}
+	}
+}
+
+// stallAtFirstEnqueue is the queue of a scheduler that stalls between
+// recording a firing and queueing its task, while meanwhile runs.
+type stallAtFirstEnqueue struct {
+	q         Enqueuer
+	meanwhile func()
+}
+
+func (f *stallAtFirstEnqueue) EnqueueContext(ctx context.Context, t *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error) {
+	if m := f.meanwhile; m != nil {
+		f.meanwhile = nil
+		m()
+	}
+	return f.q.EnqueueContext(ctx, t, opts...)
+}
+
+// TestTwoSchedulersDoNotOverlapAFiringBeingQueued: a scheduler records a
+// schedule's firing and, before its task is queued, another scheduler
+// comes to the schedule's next due time. That firing must wait: the task
+// not found yet is not a firing that ended, and both would run at once.
+func TestTwoSchedulersDoNotOverlapAFiringBeingQueued(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client()
+	opt := asynq.RedisClientOpt{Addr: srv.Addr()}
+	q := asynq.NewClient(opt)
+	defer q.Close()
+	insp := asynq.NewInspector(opt)
+	defer insp.Close()
+	scs := NewSchedules(rdb, jobs.DefaultPrefix)
+	store := jobs.NewStore(rdb, jobs.DefaultPrefix)
+	sc := Schedule{Name: "nightly", Cron: "@every 1m", Request: &JobRequest{Kind: KindRecall, Reason: "retention",
+		Messages: []MessageRef{{GroupID: "@TGS#1", MsgSeq: 1}}}}
+	log := slog.New(slog.DiscardHandler)
+	due := time.Now().UTC().Truncate(time.Minute)
+	ctx := t.Context()
+
+	other := &Scheduler{Schedules: scs, Queue: q, Jobs: store, Tasks: insp}
+	stalled := &stallAtFirstEnqueue{q: q, meanwhile: func() {
+		if err := other.fire(ctx, sc, due.Add(time.Minute), log); err != nil {
+			t.Error(err)
+		}
+	}}
+	first := &Scheduler{Schedules: scs, Queue: stalled, Jobs: store, Tasks: insp}
+	if err := first.fire(ctx, sc, due, log); err != nil {
+		t.Fatal(err)
+	}
+	queued, err := insp.ListPendingTasks(tasks.ScheduleRunQueue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(queued) != 1 || queued[0].ID != tasks.ScheduleRunID(sc.Name, due) {
+		var ids []string
+		for _, ti := range queued {
+			ids = append(ids, ti.ID)
+		}
+		t.Fatalf("firings queued %q, want only the first's: the next came while it was being queued", ids)
+	}
+	events, err := store.AuditLog(ctx, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(events) != 1 || events[0].Action != "schedule_skipped" {
+		t.Fatalf("audit %+v, want the next firing's schedule_skipped", events)
 	}
 }
