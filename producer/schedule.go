@@ -319,13 +319,28 @@ func (s *Schedules) unclaim(ctx context.Context, name string, due time.Time) {
 func (s *Schedules) runKey(name string) string { return s.prefix + ":schedule-run:{" + name + "}" }
 
 // firing records that the firing of name at due is queued: the next
-// firing waits for it to end (Scheduler.Jobs).
-func (s *Schedules) firing(ctx context.Context, name string, due time.Time) error {
-	if err := s.rdb.HSet(ctx, s.runKey(name), "due", due.Unix(), "queuing", due.Unix()).Err(); err != nil {
-		return fmt.Errorf("recording the firing of schedule %s: %w", name, err)
+// firing waits for it to end (Scheduler.Jobs). It records nothing and
+// returns false if the last firing recorded is no longer prev (zero: none),
+// which the scheduler found ended: another scheduler fired meanwhile.
+func (s *Schedules) firing(ctx context.Context, name string, prev, due time.Time) (bool, error) {
+	want := ""
+	if !prev.IsZero() {
+		want = strconv.FormatInt(prev.Unix(), 10)
 	}
-	return nil
+	n, err := firingScript.Run(ctx, s.rdb, []string{s.runKey(name)}, want, due.Unix()).Int()
+	if err != nil {
+		return false, fmt.Errorf("recording the firing of schedule %s: %w", name, err)
+	}
+	return n == 1, nil
 }
+
+// firingScript sets KEYS[1]'s due and queuing to ARGV[2] if its due is
+// still ARGV[1] ("": none), and returns 1; 0 otherwise.
+var firingScript = redis.NewScript(`
+if (redis.call('HGET', KEYS[1], 'due') or '') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'due', ARGV[2], 'queuing', ARGV[2])
+return 1
+`)
 
 // queued records that the task of the firing recorded by firing is queued.
 func (s *Schedules) queued(ctx context.Context, name string) error {
@@ -441,15 +456,22 @@ func (r *unfinished) String() string {
 }
 
 // running says how the previous firing of name has not ended, or nil if it
-// has (or none is recorded, or the Scheduler checks none).
-func (s *Scheduler) running(ctx context.Context, name string) (*unfinished, error) {
+// has (or none is recorded, or the Scheduler checks none), and the due time
+// of the previous firing it read (zero: none).
+func (s *Scheduler) running(ctx context.Context, name string) (busy *unfinished, prev time.Time, err error) {
 	if s.Jobs == nil || s.Tasks == nil {
-		return nil, nil
+		return nil, time.Time{}, nil
 	}
 	due, jobID, queuing, err := s.Schedules.lastRun(ctx, name)
 	if err != nil || due.IsZero() {
-		return nil, err
+		return nil, due, err
 	}
+	busy, err = s.unfinished(ctx, name, due, jobID, queuing)
+	return busy, due, err
+}
+
+// unfinished is running's answer for the previous firing read.
+func (s *Scheduler) unfinished(ctx context.Context, name string, due time.Time, jobID string, queuing bool) (*unfinished, error) {
 	if jobID != "" {
 		j, err := s.Jobs.Get(ctx, jobID)
 		switch {
@@ -740,7 +762,7 @@ func (s *Scheduler) fire(ctx context.Context, sc Schedule, due time.Time, log *s
 		log.Debug("schedule already fired by another scheduler", "schedule", sc.Name, "due", due)
 		return nil
 	}
-	busy, err := s.running(ctx, sc.Name)
+	busy, prev, err := s.running(ctx, sc.Name)
 	if err != nil {
 		// Not fired: a second run of the same messages is worse than a
 		// missed one.
@@ -766,9 +788,15 @@ func (s *Scheduler) fire(ctx context.Context, sc Schedule, due time.Time, log *s
 		// scheduler's next firing waits for a task not found yet, and
 		// for one whose scheduler stopped before queueing it until its
 		// claim lapses.
-		if err := s.Schedules.firing(ctx, sc.Name, due); err != nil {
+		recorded, err := s.Schedules.firing(ctx, sc.Name, prev, due)
+		if err != nil {
 			s.Schedules.unclaim(context.WithoutCancel(ctx), sc.Name, due)
 			return err
+		}
+		if !recorded {
+			log.Warn("schedule skipped: another scheduler fired it while this one checked its previous run", "schedule", sc.Name, "due", due)
+			return s.Jobs.Audit(ctx, jobs.Event{Actor: "schedule:" + sc.Name, Action: "schedule_skipped",
+				Detail: fmt.Sprintf("due %s: schedule %s: another scheduler fired it meanwhile", due.Format(time.RFC3339), sc.Name)})
 		}
 	}
 	if _, err := s.Queue.EnqueueContext(ctx, task); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {

@@ -180,6 +180,55 @@ func TestSchedulerSkipsStoredSchedulesThatNeverFire(t *testing.T) {
 	}
 }
 
+// twoSchedulers are two schedulers of one schedule, firing it by hand.
+type twoSchedulers struct {
+	q     *asynq.Client
+	insp  *asynq.Inspector
+	scs   *Schedules
+	store *jobs.Store
+	sc    Schedule
+	due   time.Time // a due time of sc
+	log   *slog.Logger
+	other *Scheduler // the second scheduler
+}
+
+func startTwoSchedulers(t *testing.T) *twoSchedulers {
+	srv := redistest.Start(t)
+	rdb := srv.Client()
+	opt := asynq.RedisClientOpt{Addr: srv.Addr()}
+	x := &twoSchedulers{q: asynq.NewClient(opt), insp: asynq.NewInspector(opt),
+		scs: NewSchedules(rdb, jobs.DefaultPrefix), store: jobs.NewStore(rdb, jobs.DefaultPrefix),
+		sc: Schedule{Name: "nightly", Cron: "@every 1m", Request: &JobRequest{Kind: KindRecall, Reason: "retention",
+			Messages: []MessageRef{{GroupID: "@TGS#1", MsgSeq: 1}}}},
+		due: time.Now().UTC().Truncate(time.Minute), log: slog.New(slog.DiscardHandler)}
+	t.Cleanup(func() { _ = x.q.Close(); _ = x.insp.Close() })
+	x.other = &Scheduler{Schedules: x.scs, Queue: x.q, Jobs: x.store, Tasks: x.insp}
+	return x
+}
+
+// fireOther fires sc at due by the other scheduler.
+func (x *twoSchedulers) fireOther(t *testing.T, due time.Time) {
+	if err := x.other.fire(t.Context(), x.sc, due, x.log); err != nil {
+		t.Error(err)
+	}
+}
+
+// requireQueued fails t unless the firing of due is the one queued.
+func (x *twoSchedulers) requireQueued(t *testing.T, due time.Time) {
+	t.Helper()
+	queued, err := x.insp.ListPendingTasks(tasks.ScheduleRunQueue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(queued) != 1 || queued[0].ID != tasks.ScheduleRunID(x.sc.Name, due) {
+		var ids []string
+		for _, ti := range queued {
+			ids = append(ids, ti.ID)
+		}
+		t.Fatalf("firings queued %q, want only %s's: both would run at once", ids, due.Format(time.RFC3339))
+	}
+}
+
 // stallAtFirstEnqueue is the queue of a scheduler that stalls between
 // recording a firing and queueing its task, while meanwhile runs.
 type stallAtFirstEnqueue struct {
@@ -200,47 +249,53 @@ func (f *stallAtFirstEnqueue) EnqueueContext(ctx context.Context, t *asynq.Task,
 // comes to the schedule's next due time. That firing must wait: the task
 // not found yet is not a firing that ended, and both would run at once.
 func TestTwoSchedulersDoNotOverlapAFiringBeingQueued(t *testing.T) {
-	srv := redistest.Start(t)
-	rdb := srv.Client()
-	opt := asynq.RedisClientOpt{Addr: srv.Addr()}
-	q := asynq.NewClient(opt)
-	defer q.Close()
-	insp := asynq.NewInspector(opt)
-	defer insp.Close()
-	scs := NewSchedules(rdb, jobs.DefaultPrefix)
-	store := jobs.NewStore(rdb, jobs.DefaultPrefix)
-	sc := Schedule{Name: "nightly", Cron: "@every 1m", Request: &JobRequest{Kind: KindRecall, Reason: "retention",
-		Messages: []MessageRef{{GroupID: "@TGS#1", MsgSeq: 1}}}}
-	log := slog.New(slog.DiscardHandler)
-	due := time.Now().UTC().Truncate(time.Minute)
-	ctx := t.Context()
-
-	other := &Scheduler{Schedules: scs, Queue: q, Jobs: store, Tasks: insp}
-	stalled := &stallAtFirstEnqueue{q: q, meanwhile: func() {
-		if err := other.fire(ctx, sc, due.Add(time.Minute), log); err != nil {
-			t.Error(err)
-		}
-	}}
-	first := &Scheduler{Schedules: scs, Queue: stalled, Jobs: store, Tasks: insp}
-	if err := first.fire(ctx, sc, due, log); err != nil {
+	x := startTwoSchedulers(t)
+	stalled := &stallAtFirstEnqueue{q: x.q, meanwhile: func() { x.fireOther(t, x.due.Add(time.Minute)) }}
+	first := &Scheduler{Schedules: x.scs, Queue: stalled, Jobs: x.store, Tasks: x.insp}
+	if err := first.fire(t.Context(), x.sc, x.due, x.log); err != nil {
 		t.Fatal(err)
 	}
-	queued, err := insp.ListPendingTasks(tasks.ScheduleRunQueue)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(queued) != 1 || queued[0].ID != tasks.ScheduleRunID(sc.Name, due) {
-		var ids []string
-		for _, ti := range queued {
-			ids = append(ids, ti.ID)
-		}
-		t.Fatalf("firings queued %q, want only the first's: the next came while it was being queued", ids)
-	}
-	events, err := store.AuditLog(ctx, 10)
+	x.requireQueued(t, x.due)
+	events, err := x.store.AuditLog(t.Context(), 10)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(events) != 1 || events[0].Action != "schedule_skipped" {
 		t.Fatalf("audit %+v, want the next firing's schedule_skipped", events)
 	}
+}
+
+// stallAtFirstLook is the asynq inspector of a scheduler that stalls as it
+// looks up a schedule's previous firing, while meanwhile runs.
+type stallAtFirstLook struct {
+	TaskInspector
+	meanwhile func()
+}
+
+func (s *stallAtFirstLook) GetTaskInfo(queue, id string) (*asynq.TaskInfo, error) {
+	if m := s.meanwhile; m != nil {
+		s.meanwhile = nil
+		m()
+	}
+	return s.TaskInspector.GetTaskInfo(queue, id)
+}
+
+// TestTwoSchedulersDoNotOverlapAfterALook: a scheduler finds a schedule's
+// previous firing ended and, before it records its own, another scheduler
+// fires the schedule's next due time. The first must not fire too: both
+// would run at once, and the record would name the first's firing only.
+func TestTwoSchedulersDoNotOverlapAfterALook(t *testing.T) {
+	x := startTwoSchedulers(t)
+	prev := x.due.Add(-time.Minute)
+	x.fireOther(t, prev)
+	// That firing ended without a job (refused, say), its task gone.
+	if err := x.insp.DeleteTask(tasks.ScheduleRunQueue, tasks.ScheduleRunID(x.sc.Name, prev)); err != nil {
+		t.Fatal(err)
+	}
+	stalled := &stallAtFirstLook{TaskInspector: x.insp, meanwhile: func() { x.fireOther(t, x.due.Add(time.Minute)) }}
+	first := &Scheduler{Schedules: x.scs, Queue: x.q, Jobs: x.store, Tasks: stalled}
+	if err := first.fire(t.Context(), x.sc, x.due, x.log); err != nil {
+		t.Fatal(err)
+	}
+	x.requireQueued(t, x.due.Add(time.Minute))
 }
