@@ -437,6 +437,8 @@ type Scheduler struct {
 	// audit log ("schedule_skipped"). Nil: every firing fires.
 	Jobs  *jobs.Store
 	Tasks TaskInspector
+	// Metrics, if set, counts the firings by result.
+	Metrics *SchedulerMetrics
 }
 
 // unfinished is why a schedule's firing is skipped: the previous firing's
@@ -719,6 +721,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		for _, e := range list {
 			if due := lastDue(e.sched, last, now); !due.IsZero() {
 				if err := s.fire(ctx, e.sc, due, log); err != nil {
+					s.Metrics.count(e.sc.Name, FiringFailed)
 					log.Error("firing a schedule", "schedule", e.sc.Name, "due", due, "err", err)
 				}
 			}
@@ -769,6 +772,7 @@ func (s *Scheduler) fire(ctx context.Context, sc Schedule, due time.Time, log *s
 		return err
 	}
 	if busy != nil {
+		s.Metrics.count(sc.Name, FiringSkipped)
 		log.Warn("schedule skipped: its previous run has not finished", "schedule", sc.Name, "due", due,
 			"job_id", busy.JobID, "previous_due", busy.Due, "status", busy.Status)
 		return s.Jobs.Audit(ctx, jobs.Event{Actor: "schedule:" + sc.Name, Action: "schedule_skipped", JobID: busy.JobID,
@@ -794,6 +798,7 @@ func (s *Scheduler) fire(ctx context.Context, sc Schedule, due time.Time, log *s
 			return err
 		}
 		if !recorded {
+			s.Metrics.count(sc.Name, FiringSkipped)
 			log.Warn("schedule skipped: another scheduler fired it while this one checked its previous run", "schedule", sc.Name, "due", due)
 			return s.Jobs.Audit(ctx, jobs.Event{Actor: "schedule:" + sc.Name, Action: "schedule_skipped",
 				Detail: fmt.Sprintf("due %s: schedule %s: another scheduler fired it meanwhile", due.Format(time.RFC3339), sc.Name)})
@@ -808,6 +813,7 @@ func (s *Scheduler) fire(ctx context.Context, sc Schedule, due time.Time, log *s
 			return err
 		}
 	}
+	s.Metrics.count(sc.Name, FiringFired)
 	log.Info("schedule fired", "schedule", sc.Name, "due", due)
 	return nil
 }

@@ -13,6 +13,8 @@ import (
 	"github.com/imrecall/imrecall/internal/redistest"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/tasks"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/robfig/cron/v3"
 )
 
@@ -298,4 +300,22 @@ func TestTwoSchedulersDoNotOverlapAfterALook(t *testing.T) {
 		t.Fatal(err)
 	}
 	x.requireQueued(t, x.due.Add(time.Minute))
+}
+
+// TestSchedulerCountsItsFirings: a firing queued counts fired; the next,
+// due while the first's task still waits for a worker, counts skipped.
+func TestSchedulerCountsItsFirings(t *testing.T) {
+	x := startTwoSchedulers(t)
+	reg := prometheus.NewRegistry()
+	s := &Scheduler{Schedules: x.scs, Queue: x.q, Jobs: x.store, Tasks: x.insp, Metrics: NewSchedulerMetrics(reg)}
+	for _, due := range []time.Time{x.due, x.due.Add(time.Minute)} {
+		if err := s.fire(t.Context(), x.sc, due, x.log); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for result, want := range map[string]float64{FiringFired: 1, FiringSkipped: 1, FiringFailed: 0} {
+		if got := testutil.ToFloat64(s.Metrics.firings.WithLabelValues(x.sc.Name, result)); got != want {
+			t.Errorf("imrecall_schedule_firings_total{schedule=%q,result=%q} = %v, want %v", x.sc.Name, result, got, want)
+		}
+	}
 }

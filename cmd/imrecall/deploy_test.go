@@ -21,6 +21,7 @@ import (
 	"github.com/imrecall/imrecall/internal/redistest"
 	"github.com/imrecall/imrecall/limiter"
 	"github.com/imrecall/imrecall/msgindex"
+	"github.com/imrecall/imrecall/producer"
 	"github.com/imrecall/imrecall/tasks"
 	"github.com/imrecall/imrecall/worker"
 	"github.com/prometheus/client_golang/prometheus"
@@ -99,7 +100,6 @@ func TestDeployFiles(t *testing.T) {
 	if len(files) < 3 {
 		t.Fatalf("deploy YAML files: %v", files)
 	}
-	metrics := workerMetricNames(t)
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
@@ -136,8 +136,8 @@ func TestDeployFiles(t *testing.T) {
 				if n, ok := m["expr"]; ok {
 					for _, name := range regexp.MustCompile(`imrecall_[a-z_]+`).FindAllString(n.Value, -1) {
 						base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, "_bucket"), "_count"), "_sum")
-						if !metrics[base] {
-							t.Errorf("%s: alert uses %s, which the worker does not export", f, name)
+						if _, ok := knownMetrics[base]; !ok {
+							t.Errorf("%s: alert uses %s, which imrecall does not export", f, name)
 						}
 					}
 				}
@@ -185,26 +185,6 @@ func (c *captureRegisterer) MustRegister(cols ...prometheus.Collector) {
 }
 func (c *captureRegisterer) Unregister(prometheus.Collector) bool { return false }
 
-// workerMetricNames are the names of every metric the worker registers.
-func workerMetricNames(t *testing.T) map[string]bool {
-	t.Helper()
-	names := map[string]bool{}
-	fq := regexp.MustCompile(`fqName: "([^"]+)"`)
-	for _, col := range workerCollectors(t) {
-		ch := make(chan *prometheus.Desc, 8)
-		go func() { col.Describe(ch); close(ch) }()
-		for d := range ch {
-			if m := fq.FindStringSubmatch(d.String()); m != nil {
-				names[m[1]] = true
-			}
-		}
-	}
-	if len(names) < 4 {
-		t.Fatalf("worker metrics: %v", names)
-	}
-	return names
-}
-
 // workerCollectors are what a worker registers: its metrics and its
 // limiter's.
 func workerCollectors(t *testing.T) []prometheus.Collector {
@@ -245,6 +225,7 @@ var knownMetrics = map[string]exportedMetric{
 	"imrecall_callbacks_total":              {labels: []string{"command", "result"}, source: "serve"},
 	"imrecall_index_confirmations_total":    {labels: []string{"result"}, source: "serve"},
 	"imrecall_job_messages":                 {labels: []string{"job_id", "kind", "state"}, source: "serve"},
+	"imrecall_schedule_firings_total":       {labels: []string{"schedule", "result"}, source: "scheduler"},
 	"asynq_tasks_enqueued_total":            {labels: []string{"queue", "state"}, source: "asynq"},
 	"asynq_queue_size":                      {labels: []string{"queue"}, source: "asynq"},
 	"asynq_queue_latency_seconds":           {labels: []string{"queue"}, source: "asynq"},
@@ -428,6 +409,9 @@ func TestDeployKnownMetrics(t *testing.T) {
 	}
 	describe("worker", workerCollectors(t)...)
 	describe("serve", api.NewJobCollector(nil), msgindex.NewCallbackCounter(), msgindex.NewConfirmCounter())
+	scheduler := &captureRegisterer{}
+	producer.NewSchedulerMetrics(scheduler)
+	describe("scheduler", scheduler.collectors...)
 
 	// asynq's collector describes by collecting, so it needs a queue.
 	srv := redistest.Start(t)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"time"
 
@@ -13,6 +14,9 @@ import (
 	"github.com/imrecall/imrecall/internal/cli"
 	"github.com/imrecall/imrecall/internal/cliout"
 	"github.com/imrecall/imrecall/producer"
+	"github.com/imrecall/imrecall/worker"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
@@ -145,6 +149,7 @@ func newSchedulerCmd() *cobra.Command {
 	var rf redisFlags
 	var logs logFlags
 	var sync time.Duration
+	var metricsListen string
 	cmd := &cobra.Command{
 		Use:   "scheduler",
 		Short: "Fire the schedules: queue each schedule's job request when its cron spec says (workers plan it)",
@@ -154,16 +159,28 @@ firing has not ended: its job is still planning, running, paused or held for app
 schedules from Redis every --sync, so added and removed schedules take effect without a restart. On start it migrates schedules stored as command lines (before schedules
 held typed requests) into requests, and refuses (logs, never fires) those that name connection
 settings or files.`,
-		Example: "  imrecall scheduler --sync 30s",
+		Example: "  imrecall scheduler --sync 30s --metrics-listen :9091",
 		Args:    cobra.NoArgs,
 		RunE: redisRun(&rf, func(cmd *cobra.Command, _ []string, c *conn) error {
 			log, err := logs.logger(cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
+			var metrics *producer.SchedulerMetrics
+			if metricsListen != "" {
+				ln, err := net.Listen("tcp", metricsListen)
+				if err != nil {
+					return cli.BadInput("--metrics-listen %q: %v", metricsListen, err)
+				}
+				reg := prometheus.NewRegistry()
+				reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+				metrics = producer.NewSchedulerMetrics(reg)
+				defer worker.ServeMetrics(ln, reg, log).Close()
+			}
 			enq := asynq.NewClient(c.asynq)
 			defer enq.Close()
 			sched := newScheduler(cmd.Context(), c, rf.prefix, enq, sync, log)
+			sched.Metrics = metrics
 			log.Info("scheduler running", "sync", sync)
 			return sched.Run(cmd.Context())
 		}),
@@ -171,6 +188,7 @@ settings or files.`,
 	rf.register(cmd)
 	logs.register(cmd)
 	cmd.Flags().DurationVar(&sync, "sync", 30*time.Second, "how often to re-read the schedules")
+	cmd.Flags().StringVar(&metricsListen, "metrics-listen", "", "serve Prometheus /metrics (imrecall_schedule_firings_total by schedule and result) on this address (e.g. :9091)")
 	return cmd
 }
 
