@@ -342,6 +342,26 @@ redis.call('HSET', KEYS[1], 'due', ARGV[2], 'queuing', ARGV[2])
 return 1
 `)
 
+// firstSkip records that a firing of name was skipped behind the firing
+// of prev, and says whether it is the first so skipped: the audit log
+// holds that one (a schedule held back by a job awaiting approval for a
+// day would write one record a minute), the metric and the log every one.
+func (s *Schedules) firstSkip(ctx context.Context, name string, prev time.Time) (bool, error) {
+	n, err := firstSkipScript.Run(ctx, s.rdb, []string{s.runKey(name)}, prev.Unix()).Int()
+	if err != nil {
+		return false, fmt.Errorf("recording a skip of schedule %s: %w", name, err)
+	}
+	return n == 1, nil
+}
+
+// firstSkipScript sets KEYS[1]'s skipped_for to ARGV[1] and returns 1,
+// or 0 if it already was.
+var firstSkipScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'skipped_for') == ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'skipped_for', ARGV[1])
+return 1
+`)
+
 // queued records that the task of the firing recorded by firing is queued.
 func (s *Schedules) queued(ctx context.Context, name string) error {
 	if err := s.rdb.HDel(ctx, s.runKey(name), "queuing").Err(); err != nil {
@@ -775,8 +795,11 @@ func (s *Scheduler) fire(ctx context.Context, sc Schedule, due time.Time, log *s
 		s.Metrics.count(sc.Name, FiringSkipped)
 		log.Warn("schedule skipped: its previous run has not finished", "schedule", sc.Name, "due", due,
 			"job_id", busy.JobID, "previous_due", busy.Due, "status", busy.Status)
+		if first, err := s.Schedules.firstSkip(ctx, sc.Name, busy.Due); err != nil || !first {
+			return err
+		}
 		return s.Jobs.Audit(ctx, jobs.Event{Actor: "schedule:" + sc.Name, Action: "schedule_skipped", JobID: busy.JobID,
-			Detail: fmt.Sprintf("due %s: %s", due.Format(time.RFC3339), busy)})
+			Detail: fmt.Sprintf("due %s: %s (the firings skipped after it behind the same run are logged and counted, not audited)", due.Format(time.RFC3339), busy)})
 	}
 	raw, err := json.Marshal(sc.JobRequest())
 	if err != nil {

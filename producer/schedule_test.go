@@ -302,18 +302,25 @@ func TestTwoSchedulersDoNotOverlapAfterALook(t *testing.T) {
 	x.requireQueued(t, x.due.Add(time.Minute))
 }
 
-// TestSchedulerCountsItsFirings: a firing queued counts fired; the next,
-// due while the first's task still waits for a worker, counts skipped.
+// TestSchedulerCountsItsFirings: a firing queued counts fired; the next
+// two, due while the first's task still waits for a worker, count skipped,
+// and the audit log records the first of them.
 func TestSchedulerCountsItsFirings(t *testing.T) {
 	x := startTwoSchedulers(t)
 	reg := prometheus.NewRegistry()
 	s := &Scheduler{Schedules: x.scs, Queue: x.q, Jobs: x.store, Tasks: x.insp, Metrics: NewSchedulerMetrics(reg)}
-	for _, due := range []time.Time{x.due, x.due.Add(time.Minute)} {
+	for _, due := range []time.Time{x.due, x.due.Add(time.Minute), x.due.Add(2 * time.Minute)} {
 		if err := s.fire(t.Context(), x.sc, due, x.log); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for result, want := range map[string]float64{FiringFired: 1, FiringSkipped: 1, FiringFailed: 0} {
+	// The audit log holds the first skip behind that run, not one a
+	// minute.
+	events, err := x.store.AuditLog(t.Context(), 10)
+	if err != nil || len(events) != 1 || events[0].Action != "schedule_skipped" {
+		t.Fatalf("audit %+v (%v), want one schedule_skipped", events, err)
+	}
+	for result, want := range map[string]float64{FiringFired: 1, FiringSkipped: 2, FiringFailed: 0} {
 		if got := testutil.ToFloat64(s.Metrics.firings.WithLabelValues(x.sc.Name, result)); got != want {
 			t.Errorf("imrecall_schedule_firings_total{schedule=%q,result=%q} = %v, want %v", x.sc.Name, result, got, want)
 		}
