@@ -14,6 +14,7 @@ var handlers = map[string]handler{
 	"im_open_login_svc/multiaccount_import":     api(70402, (*Server).multiAccountImport),
 	"group_open_http_svc/create_group":          api(10004, (*Server).createGroup),
 	"group_open_http_svc/add_group_member":      api(10004, (*Server).addGroupMember),
+	"group_open_http_svc/delete_group_member":   api(10004, (*Server).deleteGroupMember),
 	"group_open_http_svc/send_group_msg":        api(10004, (*Server).sendGroupMsg),
 	"group_open_http_svc/group_msg_recall":      api(10004, (*Server).groupMsgRecall),
 	"group_open_http_svc/group_msg_get_simple":  api(10004, (*Server).groupMsgGetSimple),
@@ -258,6 +259,39 @@ func (s *Server) addGroupMember(req *addGroupMemberReq) (any, *apiError) {
 		resp.MemberList = append(resp.MemberList, result{m.MemberAccount, r})
 	}
 	return resp, nil
+}
+
+type deleteGroupMemberReq struct {
+	GroupID            string   `json:"GroupId"`
+	MemberToDelAccount []string `json:"MemberToDel_Account"`
+}
+
+// deleteGroupMember removes members: the group leaves their joined list,
+// and the groups after it move up one place (get_joined_group_list pages by
+// offset).
+func (s *Server) deleteGroupMember(req *deleteGroupMemberReq) (any, *apiError) {
+	if len(req.MemberToDelAccount) == 0 {
+		return nil, fail(10004, "MemberToDel_Account: at least one account")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g, e := s.groupByID(req.GroupID)
+	if e != nil {
+		return nil, e
+	}
+	for _, a := range req.MemberToDelAccount {
+		u, known := s.userIdx[a]
+		if !known {
+			continue
+		}
+		if _, member := g.members[u]; !member {
+			continue
+		}
+		delete(g.members, u)
+		g.memberOrder = slices.DeleteFunc(g.memberOrder, func(m uint32) bool { return m == u })
+		s.joined[u] = slices.DeleteFunc(s.joined[u], func(j *group) bool { return j == g })
+	}
+	return ok(), nil
 }
 
 type sendGroupMsgReq struct {

@@ -2,6 +2,7 @@ package producer
 
 import (
 	"context"
+	"fmt"
 	"iter"
 	"strings"
 	"testing"
@@ -251,5 +252,67 @@ func TestGroupScansNameEachGroupOnce(t *testing.T) {
 	}
 	if len(scans) != 2 || scans[0].Target.GroupID != g2 || scans[1].Target.GroupID != g1 {
 		t.Fatalf("scans %+v, want %s then %s, once each", scans, g2, g1)
+	}
+}
+
+// kickedWhileListed is the real client, except that the user is removed
+// from group kick (an operator kicking the spammer out) once the first page
+// of the user's groups has been read.
+type kickedWhileListed struct {
+	*tim.Client
+	user, kick string
+}
+
+func (k kickedWhileListed) JoinedGroupPages(ctx context.Context, req tim.GetJoinedGroupListRequest) iter.Seq2[*tim.GetJoinedGroupListResponse, error] {
+	return func(yield func(*tim.GetJoinedGroupListResponse, error) bool) {
+		first := true
+		for page, err := range k.Client.JoinedGroupPages(ctx, req) {
+			if !yield(page, err) {
+				return
+			}
+			if first && err == nil && k.kick != "" {
+				first = false
+				if _, err := k.Client.DeleteGroupMember(ctx, tim.DeleteGroupMemberRequest{GroupID: k.kick, MemberToDelAccount: []string{k.user}}); err != nil {
+					yield(nil, err)
+					return
+				}
+			}
+		}
+	}
+}
+
+// TestPurgeUserListsEveryGroupWhenKickedDuringTheListing:
+// get_joined_group_list pages by offset, 1000 groups a page. A spammer in
+// 1001 groups kicked out of one of the first 1000 while the list was read
+// moved the 1001st group up to the first page's end, which the second page
+// (offset 1000) no longer held: the purge never scanned a group the user was
+// still in, and reported no gap for it.
+func TestPurgeUserListsEveryGroupWhenKickedDuringTheListing(t *testing.T) {
+	env := imtest.Start(t, emulator.Config{})
+	env.Accounts(t, "spammer", "owner")
+	const n = 1001
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("@TGS#kick%04d", i)
+		env.Group(t, "Public", ids[i], "owner", "spammer")
+	}
+	last := env.SendGroup(t, ids[n-1], "", 1, "spammer")
+	im := kickedWhileListed{Client: env.Client, user: "spammer", kick: ids[0]}
+	scans, _, err := UserScans(t.Context(), im, UserPurge{User: "spammer"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed := map[string]int{}
+	for _, s := range scans {
+		listed[s.Target.GroupID]++
+	}
+	if listed[ids[n-1]] != 1 {
+		t.Fatalf("the group holding the spammer's seq %v, in which they still are, was listed %d times (want once); %d groups listed",
+			last, listed[ids[n-1]], len(listed))
+	}
+	for id, c := range listed {
+		if c != 1 {
+			t.Fatalf("group %s listed %d times", id, c)
+		}
 	}
 }

@@ -49,35 +49,84 @@ func UserScans(ctx context.Context, im IM, p UserPurge) ([]Scan, *Report, error)
 	rep := &Report{}
 	var scans []Scan
 	filter := GroupFilter{Window: p.Window, Senders: map[string]bool{p.User: true}}
-	for page, err := range im.JoinedGroupPages(ctx, tim.GetJoinedGroupListRequest{
-		MemberAccount: p.User, Limit: 1000, WithHugeGroups: 1, WithNoActiveGroups: 1,
-		ResponseFilter: &tim.ResponseFilter{GroupBaseInfoFilter: []string{"Type", "NextMsgSeq"}},
-	}) {
-		if err != nil {
-			var te *tim.Error
-			if errors.As(err, &te) && (te.Code == 70107 || te.Code == 10004) {
-				return nil, nil, &FieldError{Field: "user", Reason: fmt.Sprintf("%q: unknown user (%d %s)", p.User, te.Code, te.Info), Err: ErrUnknownUser}
-			}
-			return nil, nil, fmt.Errorf("listing the groups of %s: %w", p.User, err)
+	groups, err := joinedGroups(ctx, im, p.User)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, g := range groups {
+		if !Recallable(g.Type) {
+			rep.skip(Unsupported{GroupID: g.GroupID, Type: g.Type, Reason: "group_msg_recall does not support " + g.Type + " (10033); it keeps no history"})
+			continue
 		}
-		for _, g := range page.GroupIDList {
-			if !Recallable(g.Type) {
-				rep.skip(Unsupported{GroupID: g.GroupID, Type: g.Type, Reason: "group_msg_recall does not support " + g.Type + " (10033); it keeps no history"})
-				continue
-			}
-			ts, err := expandTopics(ctx, im, g.GroupID, g.Type, p.User)
-			if err != nil {
-				return nil, nil, err
-			}
-			for _, t := range ts {
-				scans = append(scans, Scan{Target: t, Type: g.Type, Filter: filter})
-			}
+		ts, err := expandTopics(ctx, im, g.GroupID, g.Type, p.User)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, t := range ts {
+			scans = append(scans, Scan{Target: t, Type: g.Type, Filter: filter})
 		}
 	}
 	scans = append(scans, PeerScans(p)...)
 	userGaps(rep, p)
 	return scans, rep, nil
 }
+
+// joinedGroupsPage is how many groups one get_joined_group_list call asks for.
+const joinedGroupsPage = 1000
+
+// maxGroupListPasses bounds how often joinedGroups reads a list of more than
+// one page that keeps changing.
+const maxGroupListPasses = 5
+
+// joinedGroups lists the groups user is in, each once. get_joined_group_list
+// pages by offset: a group the user leaves (or is kicked out of) while its
+// pages are read moves every later group up one place, and the group that
+// crosses a page's end is in neither page. A list of more than one page is
+// therefore read again until a whole pass finds no group the earlier ones
+// missed, and every page of it counted the same total; one that still
+// changes after maxGroupListPasses passes is an error (ErrGroupListUnsettled).
+func joinedGroups(ctx context.Context, im IM, user string) ([]tim.JoinedGroup, error) {
+	var groups []tim.JoinedGroup
+	seen := map[string]bool{}
+	for pass := 1; ; pass++ {
+		paged, added, total, totals := false, 0, -1, true
+		for page, err := range im.JoinedGroupPages(ctx, tim.GetJoinedGroupListRequest{
+			MemberAccount: user, Limit: joinedGroupsPage, WithHugeGroups: 1, WithNoActiveGroups: 1,
+			ResponseFilter: &tim.ResponseFilter{GroupBaseInfoFilter: []string{"Type", "NextMsgSeq"}},
+		}) {
+			if err != nil {
+				var te *tim.Error
+				if errors.As(err, &te) && (te.Code == 70107 || te.Code == 10004) {
+					return nil, &FieldError{Field: "user", Reason: fmt.Sprintf("%q: unknown user (%d %s)", user, te.Code, te.Info), Err: ErrUnknownUser}
+				}
+				return nil, fmt.Errorf("listing the groups of %s: %w", user, err)
+			}
+			paged = paged || page.TotalCount > joinedGroupsPage
+			if total >= 0 && page.TotalCount != total {
+				totals = false
+			}
+			total = page.TotalCount
+			for _, g := range page.GroupIDList {
+				if !seen[g.GroupID] {
+					seen[g.GroupID] = true
+					groups = append(groups, g)
+					added++
+				}
+			}
+		}
+		switch {
+		case !paged || (pass > 1 && added == 0 && totals):
+			return groups, nil
+		case pass == maxGroupListPasses:
+			return nil, fmt.Errorf("listing the groups of %s: %w after %d passes", user, ErrGroupListUnsettled, pass)
+		}
+	}
+}
+
+// ErrGroupListUnsettled is wrapped by UserScans's error when the user's
+// groups changed during every one of maxGroupListPasses readings of their
+// list: some group may be missing from it.
+var ErrGroupListUnsettled = errors.New("the list of groups kept changing while it was read")
 
 // ErrUnknownUser is wrapped by UserScans's error for a user IM does not know
 // (never imported, or deleted).

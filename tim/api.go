@@ -48,6 +48,7 @@ var (
 	AccountImport      = API{Service: "im_open_login_svc", Command: "account_import"}
 	MultiAccountImport = API{Service: "im_open_login_svc", Command: "multiaccount_import"}
 	CreateGroup        = API{Service: "group_open_http_svc", Command: "create_group"}
+	DeleteGroupMember  = API{Service: "group_open_http_svc", Command: "delete_group_member"}
 	AddGroupMember     = API{Service: "group_open_http_svc", Command: "add_group_member"}
 	CreateTopic        = API{Service: "million_group_open_http_svc", Command: "create_topic"}
 	SendGroupMsg       = API{Service: "group_open_http_svc", Command: "send_group_msg"}

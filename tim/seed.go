@@ -123,6 +123,29 @@ func (c *Client) AddGroupMember(ctx context.Context, req AddGroupMemberRequest) 
 	return &resp, nil
 }
 
+// DeleteGroupMemberRequest removes accounts from a group (a spammer kicked
+// out while their messages are purged).
+type DeleteGroupMemberRequest struct {
+	GroupID            string   `json:"GroupId"`
+	Silence            int      `json:"Silence,omitempty"` // 1: no notification
+	MemberToDelAccount []string `json:"MemberToDel_Account"`
+}
+
+// DeleteGroupMember calls delete_group_member.
+func (c *Client) DeleteGroupMember(ctx context.Context, req DeleteGroupMemberRequest) (*Response, error) {
+	switch {
+	case req.GroupID == "":
+		return nil, invalid(DeleteGroupMember, "GroupId is empty")
+	case len(req.MemberToDelAccount) == 0:
+		return nil, invalid(DeleteGroupMember, "MemberToDel_Account is empty")
+	}
+	var resp Response
+	if err := c.call(ctx, DeleteGroupMember, req, &resp, callOpts{}); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
 // CreateTopicRequest creates a topic in a community with topics enabled.
 type CreateTopicRequest struct {
 	GroupID      string `json:"GroupId"`
