@@ -83,13 +83,15 @@ const maxGroupListPasses = 5
 // pages are read moves every later group up one place, and the group that
 // crosses a page's end is in neither page. A list of more than one page is
 // therefore read again until a whole pass finds no group the earlier ones
-// missed, and every page of it counted the same total; one that still
-// changes after maxGroupListPasses passes is an error (ErrGroupListUnsettled).
+// missed. A group moves to an earlier place only when one before it goes,
+// so it crosses each page's start once: it is missed by at most as many
+// passes as the list has pages less one. A list that still grows after
+// maxGroupListPasses passes is an error (ErrGroupListUnsettled).
 func joinedGroups(ctx context.Context, im IM, user string) ([]tim.JoinedGroup, error) {
 	var groups []tim.JoinedGroup
 	seen := map[string]bool{}
 	for pass := 1; ; pass++ {
-		paged, added, total, totals := false, 0, -1, true
+		paged, added := false, 0
 		for page, err := range im.JoinedGroupPages(ctx, tim.GetJoinedGroupListRequest{
 			MemberAccount: user, Limit: joinedGroupsPage, WithHugeGroups: 1, WithNoActiveGroups: 1,
 			ResponseFilter: &tim.ResponseFilter{GroupBaseInfoFilter: []string{"Type", "NextMsgSeq"}},
@@ -102,10 +104,6 @@ func joinedGroups(ctx context.Context, im IM, user string) ([]tim.JoinedGroup, e
 				return nil, fmt.Errorf("listing the groups of %s: %w", user, err)
 			}
 			paged = paged || page.TotalCount > joinedGroupsPage
-			if total >= 0 && page.TotalCount != total {
-				totals = false
-			}
-			total = page.TotalCount
 			for _, g := range page.GroupIDList {
 				if !seen[g.GroupID] {
 					seen[g.GroupID] = true
@@ -115,7 +113,7 @@ func joinedGroups(ctx context.Context, im IM, user string) ([]tim.JoinedGroup, e
 			}
 		}
 		switch {
-		case !paged || (pass > 1 && added == 0 && totals):
+		case !paged || (pass > 1 && added == 0):
 			return groups, nil
 		case pass == maxGroupListPasses:
 			return nil, fmt.Errorf("listing the groups of %s: %w after %d passes", user, ErrGroupListUnsettled, pass)
@@ -123,9 +121,9 @@ func joinedGroups(ctx context.Context, im IM, user string) ([]tim.JoinedGroup, e
 	}
 }
 
-// ErrGroupListUnsettled is wrapped by UserScans's error when the user's
-// groups changed during every one of maxGroupListPasses readings of their
-// list: some group may be missing from it.
+// ErrGroupListUnsettled is wrapped by UserScans's error when every one of
+// maxGroupListPasses readings of the user's groups found a group the
+// earlier ones had not: some group may be missing from the list.
 var ErrGroupListUnsettled = errors.New("the list of groups kept changing while it was read")
 
 // ErrUnknownUser is wrapped by UserScans's error for a user IM does not know
