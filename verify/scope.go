@@ -102,6 +102,10 @@ func scopeOf(job jobs.Job, cov *jobs.Coverage, im producer.IM) (*Scope, error) {
 			return nil, fmt.Errorf("job %s: reading its parameters: %w", job.ID, err)
 		}
 	}
+	// The range the purge covered is the one its coverage recorded,
+	// resolved when the job was created (a local time in that process's
+	// zone, an age from that moment); the parameters are read again only
+	// for a job that recorded none.
 	var w producer.Window
 	var err error
 	if w.Since, err = producer.ParseTime(p.Since, job.CreatedAt); err != nil {
@@ -109,6 +113,12 @@ func scopeOf(job jobs.Job, cov *jobs.Coverage, im producer.IM) (*Scope, error) {
 	}
 	if w.Until, err = producer.ParseTime(p.Until, job.CreatedAt); err != nil {
 		return nil, fmt.Errorf("job %s: until %q: %w", job.ID, p.Until, err)
+	}
+	if cov != nil && cov.Since != nil {
+		w.Since = *cov.Since
+	}
+	if cov != nil && cov.Until != nil {
+		w.Until = *cov.Until
 	}
 	switch job.Kind {
 	case "purge:user":

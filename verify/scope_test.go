@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imrecall/imrecall/emulator"
+	"github.com/imrecall/imrecall/internal/imtest"
 	"github.com/imrecall/imrecall/jobs"
 )
 
@@ -62,5 +64,45 @@ func TestScopeReadsOlderRecords(t *testing.T) {
 	bad := jobs.Job{ID: "b", Kind: "purge:user", CreatedAt: time.Now(), Params: json.RawMessage(`{"user":"u1","since":"soon"}`)}
 	if _, err := ScopeOf(bad, nil); err == nil || !strings.Contains(err.Error(), `since "soon"`) {
 		t.Fatalf("scope of a record with a bad since = %v", err)
+	}
+}
+
+// TestScopeWindowIsTheOneTheJobRecorded: a purge's time range given as a
+// local time ("2026-12-03 10:00") is resolved in the zone of the process
+// that created the job, and the job's coverage records it as an absolute
+// time. A verification run in another zone (serve on a UTC host, a job
+// created from a laptop in Shanghai) read the parameters again in its own
+// zone, and re-read another range than the purge's: hours of the scope
+// unread (residue there never found), or hours beyond it counted as residue.
+func TestScopeWindowIsTheOneTheJobRecorded(t *testing.T) {
+	env := imtest.Start(t, emulator.Config{})
+	env.Accounts(t, "spammer")
+	group := env.Group(t, "Public", "@TGS#tz", "spammer")
+	shanghai, est := time.FixedZone("CST", 8*3600), time.FixedZone("EST", -5*3600)
+	since := time.Date(2026, 12, 2, 9, 30, 0, 0, shanghai)
+	until := time.Date(2026, 12, 3, 10, 0, 0, 0, shanghai)
+	params, _ := json.Marshal(map[string]any{"groups": []string{group}, "senders": []string{"spammer"},
+		"since": "2026-12-02 09:30", "until": "2026-12-03 10:00"})
+	job := jobs.Job{ID: "tz", Kind: "purge:group", Params: params, CreatedAt: until}
+	cov := &jobs.Coverage{Subject: "spammer"}
+	cov.Window(since, until)
+
+	local := time.Local
+	time.Local = est // the verifier's zone
+	t.Cleanup(func() { time.Local = local })
+	s, err := ScopeWith(job, cov, env.Client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	areas, err := s.List(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(areas) != 1 {
+		t.Fatalf("%d areas, want 1: %+v", len(areas), areas)
+	}
+	if f := areas[0].Filter; !f.Since.Equal(since) || !f.Until.Equal(until) {
+		t.Fatalf("the verification reads %s to %s, the purge covered %s to %s",
+			f.Since.UTC().Format(time.RFC3339), f.Until.UTC().Format(time.RFC3339), since.UTC().Format(time.RFC3339), until.UTC().Format(time.RFC3339))
 	}
 }
