@@ -386,7 +386,8 @@ func (s *Server) groupMsgRecall(req *groupMsgRecallReq) (any, *apiError) {
 	if strings.ContainsAny(req.GroupID, " \t\r\n") {
 		return nil, fail(10015, "GroupId %q is invalid", req.GroupID)
 	}
-	itemFaults := s.currentFaults().ItemCodes
+	f := s.currentFaults()
+	itemFaults := f.ItemCodes
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	g, e := s.groupByID(req.GroupID)
@@ -420,6 +421,10 @@ func (s *Server) groupMsgRecall(req *groupMsgRecallReq) (any, *apiError) {
 			default:
 				(*h)[it.MsgSeq-1].recalled = true
 			}
+		}
+		if code == 0 && s.chance(f.OmitItem) {
+			resp.faults++
+			continue
 		}
 		resp.RecallRetList = append(resp.RecallRetList, recallResult{it.MsgSeq, code})
 	}

@@ -46,6 +46,9 @@ type Faults struct {
 	Codes map[int]float64
 	// ItemCodes, on group_msg_recall only: a seq's RetCode is code and it is not recalled.
 	ItemCodes map[int]float64
+	// OmitItem, on group_msg_recall only: a seq is recalled but its entry
+	// is left out of RecallRetList (an answer incomplete for that seq).
+	OmitItem float64
 	// HTTP502 answers HTTP 502 with an HTML body, with no effect.
 	HTTP502 float64
 	// Hang holds the call unanswered until the client gives up or HangFor
@@ -70,6 +73,9 @@ func (f Faults) validate() error {
 		if err := chk("ItemCodes["+strconv.Itoa(c)+"]", p); err != nil {
 			return err
 		}
+	}
+	if err := chk("OmitItem", f.OmitItem); err != nil {
+		return err
 	}
 	if err := chk("HTTP502", f.HTTP502); err != nil {
 		return err

@@ -77,8 +77,8 @@ func validateRecall(req GroupMsgRecallRequest) error {
 // RecallGroup recalls seqs (1 to 10) of a group or topic with one
 // group_msg_recall call and returns one result per requested seq, in the
 // order of seqs. If the answer lacks a result for some seq, RecallGroup
-// returns the results it has (RetCode -1 for the missing ones) and an error
-// wrapping ErrIncompleteResult.
+// returns the results it has (RetCodeMissing for the missing ones) and an
+// error wrapping ErrIncompleteResult.
 func (c *Client) RecallGroup(ctx context.Context, groupID, topicID string, seqs []int64) ([]ItemResult, error) {
 	req := GroupMsgRecallRequest{GroupID: groupID, TopicID: topicID, MsgSeqList: make([]MsgSeqItem, len(seqs))}
 	for i, s := range seqs {
@@ -97,7 +97,7 @@ func (c *Client) RecallGroup(ctx context.Context, groupID, topicID string, seqs 
 	for i, s := range seqs {
 		r, ok := got[s]
 		if !ok {
-			r = ItemResult{MsgSeq: s, RetCode: -1}
+			r = ItemResult{MsgSeq: s, RetCode: RetCodeMissing}
 			missing = append(missing, s)
 		}
 		out[i] = r
@@ -108,6 +108,10 @@ func (c *Client) RecallGroup(ctx context.Context, groupID, topicID string, seqs 
 	}
 	return out, nil
 }
+
+// RetCodeMissing is RecallGroup's RetCode for a seq its answer has no
+// result for.
+const RetCodeMissing = -1
 
 // MaxGetSimpleMsgs is the most messages group_msg_get_simple returns per call.
 const MaxGetSimpleMsgs = 20

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"slices"
 
 	"github.com/imrecall/imrecall/tim"
@@ -27,14 +28,20 @@ func (t TIM) recaller() *tim.Client {
 
 var _ IM = TIM{}
 
-// RecallGroup implements IM.
+// RecallGroup implements IM. An answer without a result for some seqs
+// (tim.ErrIncompleteResult) still answers the others: their codes are
+// returned and the seqs left out are missing from the map, which the
+// handler takes for unanswered.
 func (t TIM) RecallGroup(ctx context.Context, group, topic string, seqs []int64) (map[int64]int, error) {
 	res, err := t.recaller().RecallGroup(ctx, group, topic, seqs)
-	if err != nil {
+	if err != nil && !errors.Is(err, tim.ErrIncompleteResult) {
 		return nil, err
 	}
 	codes := make(map[int64]int, len(res))
 	for _, r := range res {
+		if errors.Is(err, tim.ErrIncompleteResult) && r.RetCode == tim.RetCodeMissing {
+			continue
+		}
 		codes[r.MsgSeq] = r.RetCode
 	}
 	return codes, nil
