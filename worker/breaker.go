@@ -52,7 +52,8 @@ func (h *Handler) park(ctx context.Context, jobID string) error {
 // breakerTrip handles an app-wide error: the job is paused with a reason a
 // person can act on, the worker's breaker opens (the app's other jobs pause
 // at their next task instead of calling), the messages' last send is noted
-// as answered (nothing happened), and the task is parked. Nothing is
+// as answered (nothing happened) unless an earlier send of theirs went
+// unanswered (they stay in doubt), and the task is parked. Nothing is
 // dead-lettered.
 func (h *Handler) breakerTrip(ctx context.Context, jobID string, target jobs.Target, items []*item, aw tim.AppWide, log *slog.Logger) error {
 	reason := aw.Reason()
@@ -65,11 +66,9 @@ func (h *Handler) breakerTrip(ctx context.Context, jobID string, target jobs.Tar
 		at = time.Now()
 	}
 	h.breaker.Store(&trip{At: at, Reason: reason})
-	ids := make([]string, len(items))
-	for i, it := range items {
-		ids[i] = it.id
-	}
-	if err := h.store.MarkAnswered(wctx, jobID, target, ids); err != nil {
+	// The app-wide answer did nothing; an earlier call left unanswered
+	// still may have, and its message stays in doubt.
+	if err := h.noteAnswers(wctx, jobID, target, items); err != nil {
 		return err
 	}
 	paused, err := h.store.Trip(wctx, jobID, reason)

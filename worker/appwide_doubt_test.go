@@ -1,0 +1,54 @@
+package worker
+
+import (
+	"testing"
+
+	"github.com/imrecall/imrecall/emulator"
+	"github.com/imrecall/imrecall/jobs"
+	"github.com/imrecall/imrecall/tim"
+)
+
+// A message whose earlier call went unanswered (it may have recalled it)
+// and whose next call met an app-wide code stays in doubt through the
+// pause: once resumed, the 20023 its call meets is the lost call's recall
+// (counted recalled, attribution unknown), not a message gone before the job.
+func TestAppWideCodeKeepsAnEarlierLostAnswerInDoubt(t *testing.T) {
+	b := setup(t, emulator.Config{}, Config{})
+	b.env.Accounts(t, "alice", "bob")
+	key := b.env.SendC2C(t, "alice", "bob", 1)[0]
+	target := jobs.Target{From: "alice", To: "bob"}
+	if _, err := b.store.PlanC2C(t.Context(), b.job.ID, target, []string{key}); err != nil {
+		t.Fatal(err)
+	}
+	b.close(t)
+	// An earlier delivery counted its send, and its call withdrew the
+	// message; the worker died before hearing the answer.
+	if _, err := b.store.BeginC2C(t.Context(), b.job.ID, target, key); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.env.Client.AdminMsgWithdraw(t.Context(), tim.AdminMsgWithdrawRequest{FromAccount: "alice", ToAccount: "bob", MsgKey: key}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The next delivery's call meets an app-wide code: the job pauses.
+	b.env.Emu.SetFaults(emulator.Faults{Codes: map[int]float64{10041: 1}})
+	if err := b.runC2C(t, "alice", "bob", key); err != nil && IsFailure(err) {
+		t.Fatal(err)
+	}
+	if j := b.counts(t); !j.Paused || j.Counts.Pending != 1 {
+		t.Fatalf("after the app-wide code: %+v, paused %v", j.Counts, j.Paused)
+	}
+
+	// Fixed and resumed: the message is found withdrawn (20023).
+	b.env.Emu.SetFaults(emulator.Faults{})
+	if err := b.store.SetPaused(t.Context(), b.job.ID, "t", "", false); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.runC2C(t, "alice", "bob", key); err != nil {
+		t.Fatal(err)
+	}
+	j := b.counts(t)
+	if j.Counts.Recalled != 1 || j.Counts.RecalledUnattributed != 1 || j.Counts.DeadLettered != 0 {
+		t.Fatalf("job = %+v: the lost call's recall was taken for a message gone before the job", j.Counts)
+	}
+}
