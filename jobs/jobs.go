@@ -291,6 +291,11 @@ type DeadLetter struct {
 	Category  Category  `json:"category"`
 	Attempts  int       `json:"attempts"`
 	At        time.Time `json:"at"`
+	// InDoubt: an earlier call for the message went unanswered and may
+	// have recalled it unheard. A re-queue moves it back as sent and
+	// unanswered (as a code of UnansweredCodes), so that its next delivery
+	// checks the history before taking it for gone before the job.
+	InDoubt bool `json:"in_doubt,omitempty"`
 }
 
 // Target is the dead letter's target.

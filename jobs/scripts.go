@@ -200,7 +200,8 @@ return reply(ARGV[2])
 // requeueScript moves dead-lettered messages back to planned and notes each
 // in the re-queue journal until its task is queued (see ConfirmRequeued).
 // A message dead-lettered with a code that may hide a call the server
-// acted on unheard (UnansweredCodes: timeout, transport, exhausted) moves
+// acted on unheard (UnansweredCodes: timeout, transport, exhausted), or
+// whose record says in_doubt (an earlier call went unanswered), moves
 // back to "sent, unanswered" (s1) rather than planned, so that its next
 // delivery checks it against the history as it does any lost answer: a
 // message the lost call recalled is counted recalled (attribution
@@ -221,7 +222,8 @@ for i = 1, #ARGV, 2 do
   local k, f, cur = where(5, (i + 1) / 2, ARGV[i])
   if cur and string.sub(cur, 1, 2) == 'd:' then
     local code = string.sub(cur, 3)
-    if unanswered[code] then redis.call('HSET', k, f, 's1') else redis.call('HSET', k, f, 'p') end
+    local rec = redis.call('HGET', KEYS[3], ARGV[i + 1])
+    if unanswered[code] or (rec and cjson.decode(rec).in_doubt == true) then redis.call('HSET', k, f, 's1') else redis.call('HSET', k, f, 'p') end
     redis.call('HINCRBY', KEYS[1], 'dead_lettered', -1)
     if redis.call('HINCRBY', KEYS[1], 'dl:' .. code, -1) <= 0 then redis.call('HDEL', KEYS[1], 'dl:' .. code) end
     redis.call('HDEL', KEYS[3], ARGV[i + 1])

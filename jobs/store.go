@@ -374,6 +374,10 @@ type Outcome struct {
 	Code         string // dead-letter code when not recalled: a Tencent code or Code*
 	ErrorInfo    string
 	Attempts     int
+	// InDoubt marks a dead letter whose earlier call went unanswered (it
+	// may have recalled the message unheard): re-queued, it goes back as
+	// sent and unanswered, as the UnansweredCodes do (DeadLetter.InDoubt).
+	InDoubt bool
 }
 
 // Record moves messages of one target to their terminal states and returns
@@ -401,6 +405,7 @@ func (s *Store) Record(ctx context.Context, jobID string, t Target, outcomes []O
 		dl := DeadLetter{
 			JobID: jobID, Ref: Ref{GroupID: t.GroupID, TopicID: t.TopicID, From: t.From, To: t.To},
 			Code: o.Code, ErrorInfo: o.ErrorInfo, Category: CategoryOf(o.Code), Attempts: o.Attempts, At: now.UTC(),
+			InDoubt: o.InDoubt,
 		}
 		if t.IsGroup() {
 			dl.MsgSeq, _ = strconv.ParseInt(o.Item, 10, 64)

@@ -14,21 +14,7 @@ import (
 // (counted recalled, attribution unknown), not a message gone before the job.
 func TestAppWideCodeKeepsAnEarlierLostAnswerInDoubt(t *testing.T) {
 	b := setup(t, emulator.Config{}, Config{})
-	b.env.Accounts(t, "alice", "bob")
-	key := b.env.SendC2C(t, "alice", "bob", 1)[0]
-	target := jobs.Target{From: "alice", To: "bob"}
-	if _, err := b.store.PlanC2C(t.Context(), b.job.ID, target, []string{key}); err != nil {
-		t.Fatal(err)
-	}
-	b.close(t)
-	// An earlier delivery counted its send, and its call withdrew the
-	// message; the worker died before hearing the answer.
-	if _, err := b.store.BeginC2C(t.Context(), b.job.ID, target, key); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.env.Client.AdminMsgWithdraw(t.Context(), tim.AdminMsgWithdrawRequest{FromAccount: "alice", ToAccount: "bob", MsgKey: key}); err != nil {
-		t.Fatal(err)
-	}
+	key, _ := b.lostWithdraw(t)
 
 	// The next delivery's call meets an app-wide code: the job pauses.
 	b.env.Emu.SetFaults(emulator.Faults{Codes: map[int]float64{10041: 1}})
@@ -51,4 +37,54 @@ func TestAppWideCodeKeepsAnEarlierLostAnswerInDoubt(t *testing.T) {
 	if j.Counts.Recalled != 1 || j.Counts.RecalledUnattributed != 1 || j.Counts.DeadLettered != 0 {
 		t.Fatalf("job = %+v: the lost call's recall was taken for a message gone before the job", j.Counts)
 	}
+}
+
+// A message in doubt (an earlier call went unanswered) whose retries are
+// spent on transient codes is dead-lettered with its last code; re-queued,
+// it goes back in doubt, so that the 20023 its next call meets is taken for
+// the lost call's recall, not for a message gone before the job.
+func TestRequeuedDeadLetterInDoubtIsCheckedAgain(t *testing.T) {
+	b := setup(t, emulator.Config{}, Config{MaxAttempts: 2})
+	key, target := b.lostWithdraw(t)
+
+	b.env.Emu.SetFaults(emulator.Faults{Codes: map[int]float64{10002: 1}})
+	if err := b.runC2C(t, "alice", "bob", key); err != nil {
+		t.Fatal(err)
+	}
+	if j := b.counts(t); j.Counts.DeadByCode["10002"] != 1 {
+		t.Fatalf("after the retries: %+v", j.Counts)
+	}
+
+	b.env.Emu.SetFaults(emulator.Faults{})
+	if moved, err := b.store.Requeue(t.Context(), b.job.ID, target, []string{key}); err != nil || len(moved) != 1 {
+		t.Fatalf("requeue: %v %v", moved, err)
+	}
+	if err := b.runC2C(t, "alice", "bob", key); err != nil {
+		t.Fatal(err)
+	}
+	j := b.counts(t)
+	if j.Counts.Recalled != 1 || j.Counts.RecalledUnattributed != 1 || j.Counts.DeadLettered != 0 {
+		t.Fatalf("job = %+v: the lost call's recall was taken for a message gone before the job", j.Counts)
+	}
+}
+
+// lostWithdraw plans one message from alice to bob, and plays an earlier
+// delivery that counted its send and whose call withdrew the message, the
+// worker dying before it heard the answer.
+func (b *bundle) lostWithdraw(t *testing.T) (string, jobs.Target) {
+	t.Helper()
+	b.env.Accounts(t, "alice", "bob")
+	key := b.env.SendC2C(t, "alice", "bob", 1)[0]
+	target := jobs.Target{From: "alice", To: "bob"}
+	if _, err := b.store.PlanC2C(t.Context(), b.job.ID, target, []string{key}); err != nil {
+		t.Fatal(err)
+	}
+	b.close(t)
+	if _, err := b.store.BeginC2C(t.Context(), b.job.ID, target, key); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.env.Client.AdminMsgWithdraw(t.Context(), tim.AdminMsgWithdrawRequest{FromAccount: "alice", ToAccount: "bob", MsgKey: key}); err != nil {
+		t.Fatal(err)
+	}
+	return key, target
 }

@@ -542,7 +542,7 @@ func (h *Handler) answered(ctx context.Context, s *send, items []*item, codes ma
 			}
 			out = append(out, jobs.Outcome{Item: it.id, Code: it.lastCode, ErrorInfo: it.lastInfo, Attempts: it.prior + it.attempts + 1})
 		default:
-			out = append(out, jobs.Outcome{Item: it.id, Code: it.lastCode, ErrorInfo: it.lastInfo, Attempts: it.prior + it.attempts + 1})
+			out = append(out, jobs.Outcome{Item: it.id, Code: it.lastCode, ErrorInfo: it.lastInfo, Attempts: it.prior + it.attempts + 1, InDoubt: it.unknown})
 		}
 	}
 	if err := h.record(ctx, s.jobID, s.target, out); err != nil {
@@ -626,7 +626,7 @@ func (h *Handler) callFailed(ctx context.Context, s *send, items []*item, callEr
 			}
 			retry = h.retryOrDead(it, retry, &out)
 		default:
-			out = append(out, jobs.Outcome{Item: it.id, Code: code, ErrorInfo: info, Attempts: it.prior + it.attempts + 1})
+			out = append(out, jobs.Outcome{Item: it.id, Code: code, ErrorInfo: info, Attempts: it.prior + it.attempts + 1, InDoubt: it.unknown})
 		}
 	}
 	if len(out) > 0 {
@@ -639,7 +639,7 @@ func (h *Handler) callFailed(ctx context.Context, s *send, items []*item, callEr
 // code once its attempts are spent.
 func (h *Handler) retryOrDead(it *item, retry []*item, out *[]jobs.Outcome) []*item {
 	if it.attempts >= h.cfg.MaxAttempts {
-		*out = append(*out, jobs.Outcome{Item: it.id, Code: it.lastCode, ErrorInfo: it.lastInfo, Attempts: it.prior + it.attempts})
+		*out = append(*out, jobs.Outcome{Item: it.id, Code: it.lastCode, ErrorInfo: it.lastInfo, Attempts: it.prior + it.attempts, InDoubt: it.unknown})
 		return retry
 	}
 	return append(retry, it)
