@@ -88,3 +88,27 @@ func (b *bundle) lostWithdraw(t *testing.T) (string, jobs.Target) {
 	}
 	return key, target
 }
+
+// A cancelled job's message whose earlier call went unanswered is
+// dead-lettered cancelled without a call, and its dead letter says it is in
+// doubt: the lost call may have recalled it.
+func TestCancelledDeadLetterSaysItIsInDoubt(t *testing.T) {
+	b := setup(t, emulator.Config{}, Config{})
+	key, _ := b.lostWithdraw(t)
+	if _, err := b.store.Cancel(t.Context(), b.job.ID, "t", "test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.runC2C(t, "alice", "bob", key); err != nil {
+		t.Fatal(err)
+	}
+	if st := b.env.Emu.Stats()[tim.AdminMsgWithdraw.Name()]; st.Calls != 1 {
+		t.Fatalf("%d withdraw calls, want only the lost one", st.Calls)
+	}
+	var dls []jobs.DeadLetter
+	if err := b.store.DeadLetters(t.Context(), b.job.ID, func(d jobs.DeadLetter) error { dls = append(dls, d); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(dls) != 1 || dls[0].Code != jobs.CodeCancelled || !dls[0].InDoubt {
+		t.Fatalf("dead letters %+v, want one cancelled, in doubt", dls)
+	}
+}

@@ -403,8 +403,11 @@ func (h *Handler) admit(ctx context.Context, jobID string, target jobs.Target, b
 	if b.Status == jobs.StatusCancelled {
 		var out []jobs.Outcome
 		for i, it := range items {
-			if !b.States[i].Terminal() {
-				out = append(out, jobs.Outcome{Item: it.id, Code: jobs.CodeCancelled, ErrorInfo: "job cancelled", Attempts: it.prior + it.attempts})
+			if st := b.States[i]; !st.Terminal() {
+				// A send left unanswered may have recalled it: said, not checked
+				// (a cancelled job makes no call).
+				doubt := it.unknown || (st > 0 && !b.Answered[i])
+				out = append(out, jobs.Outcome{Item: it.id, Code: jobs.CodeCancelled, ErrorInfo: "job cancelled", Attempts: it.prior + it.attempts, InDoubt: doubt})
 			}
 		}
 		return nil, h.record(ctx, jobID, target, out)
