@@ -1,23 +1,22 @@
 package producer
 
-import "time"
+import (
+	"time"
 
-// NextDue is the schedule's next n due times after t, as every scheduler
-// computes them: by the clock in UTC unless the spec names a zone
-// (CRON_TZ=), once on the days such a zone's clocks change. It holds fewer
-// when the spec has no more in the five years cron looks ahead, and none
-// for a spec Validate refuses.
-func (s Schedule) NextDue(t time.Time, n int) []time.Time {
-	sched, err := checkCron(s.Cron, t)
-	if err != nil {
-		return nil
-	}
-	var out []time.Time
+	"github.com/robfig/cron/v3"
+)
+
+// dueAfter is sched's next n due times after t, in UTC, as every
+// scheduler computes them (nextDue: by the clock in UTC unless the spec
+// names a zone, once on the days such a zone's clocks change); fewer when
+// the spec has no more in the five years cron looks ahead.
+func dueAfter(sched cron.Schedule, t time.Time, n int) []time.Time {
+	out := []time.Time{}
 	for len(out) < n {
 		if t = nextDue(sched, t); t.IsZero() {
 			break
 		}
-		out = append(out, t)
+		out = append(out, t.UTC())
 	}
 	return out
 }
@@ -39,11 +38,8 @@ type ScheduleView struct {
 // (Public).
 func (s Schedule) View(now time.Time) ScheduleView {
 	next := []time.Time{}
-	if _, refused, _ := s.firing(now); refused == "" {
-		next = append(next, s.NextDue(now, NextDueShown)...)
-	}
-	for i := range next {
-		next[i] = next[i].UTC()
+	if sched, refused, _ := s.firing(now); refused == "" {
+		next = dueAfter(sched, now, NextDueShown)
 	}
 	return ScheduleView{Schedule: s.Public(), Next: next}
 }
