@@ -303,12 +303,16 @@ const claimTTL = time.Hour
 // claim takes the firing of name at due for this scheduler; false: another
 // scheduler took it.
 func (s *Schedules) claim(ctx context.Context, name string, due time.Time) (bool, error) {
-	key := fmt.Sprintf("%s:schedule-fired:{%s}:%d", s.prefix, name, due.Unix())
-	return s.rdb.SetNX(ctx, key, "1", claimTTL).Result()
+	return s.rdb.SetNX(ctx, s.claimKey(name, due), "1", claimTTL).Result()
 }
 
 func (s *Schedules) unclaim(ctx context.Context, name string, due time.Time) {
-	_ = s.rdb.Del(ctx, fmt.Sprintf("%s:schedule-fired:{%s}:%d", s.prefix, name, due.Unix())).Err()
+	_ = s.rdb.Del(ctx, s.claimKey(name, due)).Err()
+}
+
+// claimKey is the claim on the firing of name at due.
+func (s *Schedules) claimKey(name string, due time.Time) string {
+	return fmt.Sprintf("%s:schedule-fired:{%s}:%d", s.prefix, name, due.Unix())
 }
 
 // runKey is a schedule's last run: "due", the due time (Unix seconds) of
@@ -372,7 +376,7 @@ func (s *Schedules) queued(ctx context.Context, name string) error {
 
 // claimed says whether the firing of name at due is claimed (by claim).
 func (s *Schedules) claimed(ctx context.Context, name string, due time.Time) (bool, error) {
-	n, err := s.rdb.Exists(ctx, fmt.Sprintf("%s:schedule-fired:{%s}:%d", s.prefix, name, due.Unix())).Result()
+	n, err := s.rdb.Exists(ctx, s.claimKey(name, due)).Result()
 	if err != nil {
 		return false, fmt.Errorf("reading the claim of schedule %s: %w", name, err)
 	}
