@@ -6,7 +6,8 @@
 // admin identifier, a UserSig verified against the secret key, random,
 // contenttype, a JSON body) and answers API-level errors with HTTP 200 and
 // ActionStatus/ErrorCode/ErrorInfo. It enforces the rate cap per API over any
-// sliding second (60007 past it, with no effect), injects faults on request
+// sliding second (60007 past it, with no effect), each call counted when it
+// arrived (the kernel's receive time, see ArrivalListener), injects faults on request
 // (error codes per call or per seq, HTTP 502, hung calls) and counts what it
 // served (GET /emulator/stats) so benchmarks measure against it.
 //

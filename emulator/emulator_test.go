@@ -35,7 +35,17 @@ func start(t *testing.T, cfg Config) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(emu)
+	return serve(t, emu, emu)
+}
+
+// serve answers over real HTTP with h, a handler that calls emu, on an
+// ArrivalListener.
+func serve(t *testing.T, emu *Server, h http.Handler) *harness {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(h)
+	srv.Listener = ArrivalListener(srv.Listener)
+	srv.Config.ConnContext = ConnContext
+	srv.Start()
 	t.Cleanup(srv.Close)
 	sig, err := tencentyun.GenUserSig(testApp, testSecret, testAdmin, 3600)
 	if err != nil {

@@ -5,17 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"time"
 )
 
 // Serve answers HTTP on ln until ctx is done, then shuts down, giving calls
-// in flight up to 5 s. It returns nil after a shutdown, or why serving
+// in flight up to 5 s. It counts calls at their arrival (ArrivalListener). It returns nil after a shutdown, or why serving
 // stopped.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{Handler: s, ReadHeaderTimeout: 5 * time.Second}
+	srv := s.HTTPServer()
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.Serve(ArrivalListener(ln)) }()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("emulator server: %w", err)

@@ -280,7 +280,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 		answer(nil, fail(60009, "unknown command %s/%s", parts[0], parts[1]))
 		return
 	}
-	if !st.admit(s.capOf(api)) {
+	if !st.admit(arrivalOf(r), s.capOf(api)) {
 		answer(nil, fail(60007, "REST API call frequency over the limit of %d/s", s.capOf(api)))
 		return
 	}

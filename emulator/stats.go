@@ -1,6 +1,8 @@
 package emulator
 
 import (
+	"slices"
+	"sort"
 	"sync"
 	"time"
 )
@@ -25,7 +27,8 @@ type apiStats struct {
 	mu     sync.Mutex
 	start  time.Time
 	s      APIStats
-	window []time.Time // accept times within the last second, oldest first
+	window []time.Time // arrivals of the accepted calls of the last two seconds, oldest first
+	latest time.Time   // the latest arrival seen
 }
 
 func (s *Server) stats(api string) *apiStats {
@@ -51,36 +54,60 @@ func (a *apiStats) fault() {
 	a.mu.Unlock()
 }
 
-// admit counts an arrival against the sliding-second cap (0: unlimited) and
-// reports whether it is accepted. The window size at each accept is the
-// number of calls in the second ending then, so its maximum is Max1s.
-func (a *apiStats) admit(limit int) bool {
-	now := time.Now()
+// admit counts a call that arrived at at against the sliding-second cap
+// (0: unlimited) and reports whether it is accepted. Calls on several
+// connections may be admitted in another order than they arrived, so the
+// window is kept in order of arrival and at is refused when any second
+// holding it would hold more than limit calls; the busiest such second,
+// at included, raises Max1s.
+func (a *apiStats) admit(at time.Time, limit int) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	cut := now.Add(-time.Second)
+	if at.After(a.latest) {
+		a.latest = at
+	}
+	// A call admitted late arrived at most a moment before the latest:
+	// two seconds back covers every second it can share.
+	cut := a.latest.Add(-2 * time.Second)
 	i := 0
 	for i < len(a.window) && !a.window[i].After(cut) {
 		i++
 	}
 	a.window = a.window[i:]
-	if limit > 0 && len(a.window) >= limit {
+	after := sort.Search(len(a.window), func(i int) bool { return a.window[i].After(at) })
+	busiest := a.inSecondEnding(at)
+	for _, end := range a.window[after:] {
+		if end.Sub(at) >= time.Second {
+			break
+		}
+		busiest = max(busiest, a.inSecondEnding(end))
+	}
+	if limit > 0 && busiest >= limit {
 		a.s.Throttled++
 		return false
 	}
-	a.window = append(a.window, now)
-	if a.s.Accepted == 0 {
-		a.s.First = now
+	a.window = slices.Insert(a.window, after, at)
+	if a.s.First.IsZero() || at.Before(a.s.First) {
+		a.s.First = at
 	}
-	a.s.Last = now
+	if at.After(a.s.Last) {
+		a.s.Last = at
+	}
 	a.s.Accepted++
-	a.s.Max1s = max(a.s.Max1s, int64(len(a.window)))
-	sec := int(now.Sub(a.start) / time.Second)
+	a.s.Max1s = max(a.s.Max1s, int64(busiest+1))
+	sec := max(0, int(at.Sub(a.start)/time.Second))
 	for len(a.s.PerSecond) <= sec {
 		a.s.PerSecond = append(a.s.PerSecond, 0)
 	}
 	a.s.PerSecond[sec]++
 	return true
+}
+
+// inSecondEnding counts the accepted calls that arrived in (end-1s, end].
+func (a *apiStats) inSecondEnding(end time.Time) int {
+	hi := sort.Search(len(a.window), func(i int) bool { return a.window[i].After(end) })
+	lo := sort.Search(hi, func(i int) bool { return a.window[i].After(end.Add(-time.Second)) })
+	return hi - lo
 }
 
 // Stats returns what every API that saw calls served, keyed by the path's

@@ -271,8 +271,8 @@ func (b *e2eBench) run(ctx context.Context, workers, size int) (res Result, err 
 		return group, c2c, targets, groupCalls
 	}
 	res.GroupMessages, res.C2CMessages, res.Targets, res.LeastGroupCalls = left()
-	hs := &http.Server{Handler: emu, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = hs.Serve(ln) }()
+	hs := emu.HTTPServer()
+	go func() { _ = hs.Serve(emulator.ArrivalListener(ln)) }()
 	defer hs.Close()
 	fmt.Fprintf(b.errOut, "run %s: %s of %s: %d group messages in %d histories, %d one-to-one with %d peers; %d workers\n",
 		tag, res.Mode, spammer, res.GroupMessages, res.Targets, res.C2CMessages, len(peers), workers)

@@ -9,7 +9,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"slices"
@@ -75,8 +74,8 @@ func RunLimiter(ctx context.Context, o LimiterConfig, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{Handler: emu, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = hs.Serve(ln) }()
+	hs := emu.HTTPServer()
+	go func() { _ = hs.Serve(emulator.ArrivalListener(ln)) }()
 	defer hs.Close()
 	base := "http://" + ln.Addr().String()
 	self, err := os.Executable()

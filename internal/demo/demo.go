@@ -18,7 +18,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -127,8 +126,8 @@ func Run(ctx context.Context, o Config) (Result, error) {
 	if err != nil {
 		return res, fmt.Errorf("listening for the emulator: %w", err)
 	}
-	hs := &http.Server{Handler: emu, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = hs.Serve(ln) }()
+	hs := emu.HTTPServer()
+	go func() { _ = hs.Serve(emulator.ArrivalListener(ln)) }()
 	defer hs.Close()
 	base := "http://" + ln.Addr().String()
 	fmt.Fprintf(out, "emulator on %s: %d groups, %d group messages, %d one-to-one messages; spammer %q in %d groups, %d peers\n",

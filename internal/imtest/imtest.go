@@ -72,7 +72,7 @@ func Start(t testing.TB, cfg emulator.Config) *Env {
 		t.Fatalf("imtest: starting the emulator: %v", err)
 	}
 	env := &Env{Emu: emu, sigs: map[string]bool{}}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if sig := r.URL.Query().Get("usersig"); sig != "" {
 			env.mu.Lock()
 			if len(env.sigs) < 1000 {
@@ -82,6 +82,9 @@ func Start(t testing.TB, cfg emulator.Config) *Env {
 		}
 		emu.ServeHTTP(w, r)
 	}))
+	srv.Listener = emulator.ArrivalListener(srv.Listener)
+	srv.Config.ConnContext = emulator.ConnContext
+	srv.Start()
 	t.Cleanup(srv.Close)
 	env.URL = srv.URL
 	c, err := tim.New(tim.Config{SDKAppID: cfg.SDKAppID, Admin: cfg.Admin, SecretKey: tim.Secret(cfg.SecretKey), BaseURL: srv.URL})

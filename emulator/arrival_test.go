@@ -1,0 +1,104 @@
+package emulator
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tencentyun/tls-sig-api-v2-golang/tencentyun"
+)
+
+// TestCallsCountedWhenTheyArrived stalls the emulator's handling of one
+// call, as a loaded host does: the next call, sent more than a second
+// after the first arrived, is within a cap of 1 call/s and is accepted.
+// Counted when the handler got round to it (the control, without the
+// ArrivalListener), the first call is placed later than it came and the
+// second is throttled.
+func TestCallsCountedWhenTheyArrived(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the kernel's receive times are read on Linux only")
+	}
+	const stall = 600 * time.Millisecond
+	for _, arrivals := range []bool{true, false} {
+		emu, err := New(Config{SDKAppID: testApp, Admin: testAdmin, SecretKey: testSecret, Rate: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var calls atomic.Int32
+		stalling := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if calls.Add(1) == 1 {
+				time.Sleep(stall)
+			}
+			emu.ServeHTTP(w, r)
+		})
+		var h *harness
+		if arrivals {
+			h = serve(t, emu, stalling)
+		} else {
+			h = plainServe(t, emu, stalling)
+		}
+		recall := map[string]any{"GroupId": "@TGS#none", "MsgSeqList": seqs(1)}
+		sent := time.Now()
+		first := h.post("group_open_http_svc/group_msg_recall", recall)
+		time.Sleep(time.Until(sent.Add(1100 * time.Millisecond)))
+		second := h.post("group_open_http_svc/group_msg_recall", recall)
+		st := emu.Stats()["group_msg_recall"]
+		switch {
+		case first.Code == 60007:
+			t.Fatalf("arrivals %v: the first call was throttled", arrivals)
+		case arrivals && (second.Code == 60007 || st.Accepted != 2 || st.Max1s != 1):
+			t.Fatalf("a call 1.1 s after the first arrived: code %d, stats %+v; want both accepted, at most 1 in any second", second.Code, st)
+		case arrivals && st.First.Sub(sent) > stall/2:
+			t.Fatalf("the first call was counted %v after it was sent; its handler was stalled %v", st.First.Sub(sent), stall)
+		case !arrivals && second.Code != 60007:
+			t.Fatalf("control: counted when its handler ran, the first call should crowd out the second: code %d, stats %+v", second.Code, st)
+		}
+	}
+}
+
+// plainServe is serve without the ArrivalListener: the emulator counts
+// calls when their handler runs.
+func plainServe(t *testing.T, emu *Server, h http.Handler) *harness {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	sig, err := tencentyun.GenUserSig(testApp, testSecret, testAdmin, 3600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &harness{t: t, emu: emu, url: srv.URL, sig: sig}
+}
+
+// TestAdmitOutOfOrder admits calls in another order than they arrived, as
+// calls on several connections may be: a call is refused when any second
+// holding it, including seconds ending at calls that arrived after it,
+// would go over the cap, and Max1s counts those seconds too.
+func TestAdmitOutOfOrder(t *testing.T) {
+	t0 := time.Unix(1_800_000_000, 0)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	capped := &apiStats{start: t0}
+	if !capped.admit(at(1000), 2) || !capped.admit(at(1900), 2) {
+		t.Fatal("two calls 900 ms apart refused at a cap of 2")
+	}
+	// Arrived 950 ms: the second (900, 1900] would hold three.
+	if capped.admit(at(950), 2) {
+		t.Fatalf("a call admitted late was accepted though (900 ms, 1900 ms] then holds 3: %+v", capped.s)
+	}
+	// Arrived 850 ms: every second holding it holds two at most.
+	if !capped.admit(at(850), 2) {
+		t.Fatalf("a call at 850 ms refused: no second holds it with two others: %+v", capped.s)
+	}
+	if capped.s.Accepted != 3 || capped.s.Throttled != 1 || capped.s.Max1s != 2 || !capped.s.First.Equal(at(850)) || !capped.s.Last.Equal(at(1900)) {
+		t.Fatalf("stats %+v", capped.s)
+	}
+	open := &apiStats{start: t0}
+	for _, ms := range []int{1000, 1900, 950} {
+		open.admit(at(ms), 0)
+	}
+	if open.s.Max1s != 3 || open.s.PerSecond[0] != 1 || open.s.PerSecond[1] != 2 {
+		t.Fatalf("uncapped, 950, 1000 and 1900 ms: Max1s %d, per second %v; want 3 and [1 2]", open.s.Max1s, open.s.PerSecond)
+	}
+}
