@@ -44,6 +44,9 @@ type Config struct {
 type Faults struct {
 	// Codes answers a call with ErrorCode code (ActionStatus FAIL), with no effect.
 	Codes map[int]float64
+	// CodesOf does what Codes does for one API, keyed by the path's last
+	// segment (as Config.RateOf).
+	CodesOf map[string]map[int]float64
 	// ItemCodes, on group_msg_recall only: a seq's RetCode is code and it is not recalled.
 	ItemCodes map[int]float64
 	// OmitItem, on group_msg_recall only: a seq is recalled but its entry
@@ -67,6 +70,13 @@ func (f Faults) validate() error {
 	for c, p := range f.Codes {
 		if err := chk("Codes["+strconv.Itoa(c)+"]", p); err != nil {
 			return err
+		}
+	}
+	for api, codes := range f.CodesOf {
+		for c, p := range codes {
+			if err := chk("CodesOf["+api+"]["+strconv.Itoa(c)+"]", p); err != nil {
+				return err
+			}
 		}
 	}
 	for c, p := range f.ItemCodes {
@@ -305,11 +315,13 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "<html><body><h1>502 Bad Gateway</h1></body></html>")
 		return
 	}
-	for code, p := range f.Codes {
-		if s.chance(p) {
-			st.fault()
-			answer(nil, fail(code, "injected fault %d", code))
-			return
+	for _, codes := range []map[int]float64{f.Codes, f.CodesOf[api]} {
+		for code, p := range codes {
+			if s.chance(p) {
+				st.fault()
+				answer(nil, fail(code, "injected fault %d", code))
+				return
+			}
 		}
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))

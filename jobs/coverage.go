@@ -27,6 +27,10 @@ const (
 	// GapIndex: the callback index has a hole in the range (serve down,
 	// callbacks failed), or begins after the range starts.
 	GapIndex = "index"
+	// GapTopics: IM refused to list the topics of a Community (get_topic
+	// answered an error other than "no topics" or "no such group"): the
+	// messages in its topics are not read; Groups names the Communities.
+	GapTopics = "topics"
 )
 
 // Gap is one thing a purge could not reach.

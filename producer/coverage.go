@@ -39,6 +39,28 @@ func (r *Report) gap(g jobs.Gap) {
 // AddGap records a gap in the report: something the purge cannot reach.
 func (r *Report) AddGap(g jobs.Gap) { r.gap(g) }
 
+// codeNoTopics is what get_topic answers for a Community without topics
+// (10004, invalid parameter: the API "applies only to topic-enabled
+// communities").
+const codeNoTopics = 10004
+
+// topicsUnread adds group to the report's topics gap: IM refused, with
+// code, to list its topics.
+func (r *Report) topicsUnread(group string, code int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, g := range r.Gaps {
+		if g.Kind == jobs.GapTopics {
+			r.Gaps[i].Groups = append(g.Groups, group)
+			r.Gaps[i].What += fmt.Sprintf("; %s: %d (%s)", group, code, tim.Describe(code))
+			return
+		}
+	}
+	r.Gaps = append(r.Gaps, jobs.Gap{Kind: jobs.GapTopics, Groups: []string{group}, What: fmt.Sprintf(
+		"Communities whose topics IM refused to list (get_topic): the messages in their topics are neither read nor recalled, the groups' own are; %s: %d (%s)",
+		group, code, tim.Describe(code))})
+}
+
 // userGaps adds the gaps of a user purge by scan to rep.
 func userGaps(rep *Report, p UserPurge) {
 	var avc []string
@@ -147,7 +169,7 @@ func AddIndexedGroups(ctx context.Context, im IM, p UserPurge, scans []Scan, rep
 				missed = append(missed, gi.GroupID)
 				continue
 			}
-			ts, err := expandTopics(ctx, im, gi.GroupID, gi.Type, "")
+			ts, err := expandTopics(ctx, im, gi.GroupID, gi.Type, "", rep)
 			if err != nil {
 				return scans, err
 			}

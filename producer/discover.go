@@ -269,8 +269,13 @@ func scanC2C(ctx context.Context, im IM, user, peer string, w Window, emit func(
 }
 
 // expandTopics returns the targets of a group: itself, or for a Community
-// with topics, the group (its topic-less messages) and each topic.
-func expandTopics(ctx context.Context, im IM, groupID, groupType, asUser string) ([]jobs.Target, error) {
+// with topics, the group (its topic-less messages) and each topic. A
+// Community without topics answers get_topic 10004 (invalid parameter),
+// one dismissed meanwhile "no such group": the group alone. Any other
+// refusal for good (no permission, say) leaves its topics unread and says
+// so in rep's topics gap, never as "no topics"; a transient error is the
+// error.
+func expandTopics(ctx context.Context, im IM, groupID, groupType, asUser string, rep *Report) ([]jobs.Target, error) {
 	targets := []jobs.Target{{GroupID: groupID}}
 	if groupType != TypeCommunity {
 		return targets, nil
@@ -278,10 +283,13 @@ func expandTopics(ctx context.Context, im IM, groupID, groupType, asUser string)
 	resp, err := im.GetTopic(ctx, tim.GetTopicRequest{GroupID: groupID, FromAccount: asUser})
 	if err != nil {
 		var te *tim.Error
-		if errors.As(err, &te) && te.Code != 0 && tim.Classify(te.Code) == tim.ClassPermanent {
-			return targets, nil // a Community without topics
+		if !errors.As(err, &te) || te.Code == 0 || tim.Classify(te.Code) != tim.ClassPermanent {
+			return nil, fmt.Errorf("listing topics of %s: %w", groupID, err)
 		}
-		return nil, fmt.Errorf("listing topics of %s: %w", groupID, err)
+		if te.Code != codeNoTopics && !tim.IsGone(te.Code) {
+			rep.topicsUnread(groupID, te.Code)
+		}
+		return targets, nil
 	}
 	for _, ti := range resp.TopicAndSelfInfo {
 		if ti.ErrorCode == 0 && ti.TopicInfo.TopicID != "" {

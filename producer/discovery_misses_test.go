@@ -63,6 +63,72 @@ func TestPurgeGroupListsCommunityTopics(t *testing.T) {
 	}
 }
 
+// TestCommunityTopicsRefusedAreAGap: get_topic refusing for good for a
+// reason other than "no topics" (here 10007, no permission) used to read as
+// a Community without topics: its topics' messages were skipped and the
+// report claimed nothing was missed. Now the group is scanned, its topics
+// are named in a topics gap, for a purge of the group and of a member; a
+// Community without topics (10004) has no gap, and a transient error fails
+// the listing.
+func TestCommunityTopicsRefusedAreAGap(t *testing.T) {
+	env := imtest.Start(t, emulator.Config{})
+	if _, err := env.Emu.Generate(emulator.DatasetSpec{Groups: 12, Users: 60, GroupMessages: 2000, C2CMessages: 10,
+		HeavyGroups: 4, Topics: 3, Seed: 11, TypeMix: map[string]int{"Community": 1}}); err != nil {
+		t.Fatal(err)
+	}
+	var community emulator.GroupInfo
+	for _, g := range env.Emu.Groups() {
+		if g.Type == TypeCommunity && len(g.Topics) > 0 && len(g.Members) > 0 {
+			community = g
+			break
+		}
+	}
+	if community.GroupID == "" {
+		t.Fatal("the dataset has no Community with topics and members")
+	}
+	topicsGap := func(rep *Report) *jobs.Gap {
+		for _, g := range rep.Gaps {
+			if g.Kind == jobs.GapTopics {
+				return &g
+			}
+		}
+		return nil
+	}
+	refuse := func(code int) {
+		env.Emu.SetFaults(emulator.Faults{CodesOf: map[string]map[int]float64{"get_topic": {code: 1}}})
+	}
+
+	refuse(10007)
+	scans, rep, err := GroupScans(t.Context(), env.Client, GroupPurge{Groups: []string{community.GroupID}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gap := topicsGap(rep)
+	if len(scans) != 1 || scans[0].Target != (jobs.Target{GroupID: community.GroupID}) || gap == nil ||
+		!slices.Equal(gap.Groups, []string{community.GroupID}) || !strings.Contains(gap.What, "10007") {
+		t.Fatalf("get_topic refused (10007): scans %+v, gaps %+v; want the group scanned and its topics named in a topics gap", scans, rep.Gaps)
+	}
+	member := community.Members[0]
+	_, rep, err = UserScans(t.Context(), env.Client, UserPurge{User: member})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gap := topicsGap(rep); gap == nil || !slices.Contains(gap.Groups, community.GroupID) {
+		t.Fatalf("a purge of member %s, get_topic refused: gaps %+v; want %s in a topics gap", member, rep.Gaps, community.GroupID)
+	}
+
+	refuse(10004)
+	scans, rep, err = GroupScans(t.Context(), env.Client, GroupPurge{Groups: []string{community.GroupID}})
+	if err != nil || len(scans) != 1 || topicsGap(rep) != nil {
+		t.Fatalf("get_topic answered 10004 (a Community without topics): scans %+v, gaps %+v, %v; want the group, no gap", scans, rep.Gaps, err)
+	}
+
+	refuse(10002)
+	if _, _, err := GroupScans(t.Context(), env.Client, GroupPurge{Groups: []string{community.GroupID}}); err == nil {
+		t.Fatal("get_topic failing with 10002 (internal error, retry): the listing succeeded; want its error")
+	}
+}
+
 // TestScanReadsPastARunOfRecalledMessages: a page of group history is a
 // window of 20 seqs; without WithRecalledMsg the recalled ones are left out,
 // so 20 recalled in a row came back as an empty page and ended the scan.

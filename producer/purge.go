@@ -58,7 +58,7 @@ func UserScans(ctx context.Context, im IM, p UserPurge) ([]Scan, *Report, error)
 			rep.skip(Unsupported{GroupID: g.GroupID, Type: g.Type, Reason: "group_msg_recall does not support " + g.Type + " (10033); it keeps no history"})
 			continue
 		}
-		ts, err := expandTopics(ctx, im, g.GroupID, g.Type, p.User)
+		ts, err := expandTopics(ctx, im, g.GroupID, g.Type, p.User, rep)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -236,12 +236,13 @@ func GroupScans(ctx context.Context, im IM, p GroupPurge) ([]Scan, *Report, erro
 		}
 	}
 	var scans []Scan
+	rep := &Report{}
 	for _, g := range p.Groups {
 		if p.Topic != "" {
 			scans = append(scans, Scan{Target: jobs.Target{GroupID: g, TopicID: p.Topic}, Type: types[g], Filter: f})
 			continue
 		}
-		ts, err := expandTopics(ctx, im, g, types[g], "")
+		ts, err := expandTopics(ctx, im, g, types[g], "", rep)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -249,7 +250,6 @@ func GroupScans(ctx context.Context, im IM, p GroupPurge) ([]Scan, *Report, erro
 			scans = append(scans, Scan{Target: t, Type: types[g], Filter: f})
 		}
 	}
-	rep := &Report{}
 	RoamingGap(rep, p.Window, time.Now())
 	return scans, rep, nil
 }
