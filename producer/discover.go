@@ -358,6 +358,23 @@ func joinErr(prefix string, items []string) error {
 	return errors.New(prefix + strings.Join(items, ", "))
 }
 
+// zonelessLayouts are the absolute times ParseTime reads in the local zone.
+var zonelessLayouts = []string{"2006-01-02 15:04", "2006-01-02T15:04", "2006-01-02"}
+
+// PinZone returns s as RFC 3339 in loc when it is an absolute time without
+// a zone (a date, or a date and minute), and s unchanged otherwise (RFC
+// 3339, an age, empty, or not a time at all: ParseTime says why). A stored
+// request pins its bounds where it is written, so that whoever reads it
+// later, in whatever zone, reads the same instants.
+func PinZone(s string, loc *time.Location) string {
+	for _, layout := range zonelessLayouts {
+		if t, err := time.ParseInLocation(layout, strings.TrimSpace(s), loc); err == nil {
+			return t.Format(time.RFC3339)
+		}
+	}
+	return s
+}
+
 // ParseTime parses a time bound as the CLI and the API accept it: RFC 3339,
 // a date, a date and minute (local time), or an age before now (90d, 36h,
 // 15m). Empty is the zero time (open).
@@ -366,7 +383,7 @@ func ParseTime(s string, now time.Time) (time.Time, error) {
 	if s == "" {
 		return time.Time{}, nil
 	}
-	for _, layout := range []string{time.RFC3339, "2006-01-02 15:04", "2006-01-02T15:04", "2006-01-02"} {
+	for _, layout := range append([]string{time.RFC3339}, zonelessLayouts...) {
 		if t, err := time.ParseInLocation(layout, s, time.Local); err == nil {
 			return t, nil
 		}

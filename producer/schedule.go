@@ -155,11 +155,18 @@ func NewSchedules(rdb redis.UniversalClient, prefix string) *Schedules {
 
 // Add stores a schedule, replacing one of the same name, once the audit
 // trail records it (schedule_add, or schedule_replace when it replaces
-// one, by its CreatedBy, with its request and Reason).
+// one, by its CreatedBy, with its request and Reason). A since or until
+// given as a date, or a date and minute, without a zone is stored as RFC
+// 3339 in this process's zone (PinZone).
 func (s *Schedules) Add(ctx context.Context, sc Schedule) error {
 	if err := sc.Validate(); err != nil {
 		return err
 	}
+	// A date without a zone means the adder's day, not the day of the
+	// zone of whichever scheduler fires the schedule.
+	req := *sc.Request
+	req.Since, req.Until = PinZone(req.Since, time.Local), PinZone(req.Until, time.Local)
+	sc.Request = &req
 	replaces, err := s.rdb.HExists(ctx, s.key, sc.Name).Result()
 	if err != nil {
 		return fmt.Errorf("adding schedule %s: %w", sc.Name, err)

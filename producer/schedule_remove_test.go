@@ -119,3 +119,46 @@ func TestScheduleValidateBoundsWhoAndWhy(t *testing.T) {
 		t.Errorf("%d audit events (%v), want none", len(evs), err)
 	}
 }
+
+// TestScheduleBoundsPinnedWhereAdded: a schedule's since or until given as
+// a date without a zone was stored as given and read, at each firing, in
+// the zone of the scheduler that fired it: a scheduler in another zone than
+// the operator's purged another day's messages. Add stores such a bound as
+// RFC 3339 in the adder's zone; ages and RFC 3339 stay as they are.
+func TestScheduleBoundsPinnedWhereAdded(t *testing.T) {
+	shanghai, err := time.LoadLocation("Asia/Shanghai")
+	if err != nil {
+		t.Skipf("no time zone database: %v", err)
+	}
+	for in, want := range map[string]string{
+		"2026-11-01":                "2026-11-01T00:00:00+08:00",
+		"2026-11-01 14:30":          "2026-11-01T14:30:00+08:00",
+		" 2026-11-01T14:30 ":        "2026-11-01T14:30:00+08:00",
+		"2026-11-01T14:30:00-05:00": "2026-11-01T14:30:00-05:00",
+		"90d":                       "90d",
+		"":                          "",
+		"yesterday":                 "yesterday",
+	} {
+		if got := PinZone(in, shanghai); got != want {
+			t.Errorf("PinZone(%q, Asia/Shanghai) = %q, want %q", in, got, want)
+		}
+	}
+
+	_, rdb := redistest.Mini(t)
+	scs := NewSchedules(rdb, "")
+	req := &JobRequest{Kind: KindPurgeUser, User: "u", Reason: "retention", Since: "2026-11-01", Until: "30d"}
+	if err := scs.Add(t.Context(), Schedule{Name: "nightly", Cron: "0 3 * * *", Request: req, CreatedBy: "ops"}); err != nil {
+		t.Fatal(err)
+	}
+	if req.Since != "2026-11-01" {
+		t.Fatalf("Add changed its caller's request: since %q", req.Since)
+	}
+	list, err := scs.List(t.Context())
+	if err != nil || len(list) != 1 {
+		t.Fatalf("List = %+v, %v", list, err)
+	}
+	day, _ := time.ParseInLocation("2006-01-02", "2026-11-01", time.Local)
+	if got := list[0].Request; got.Since != day.Format(time.RFC3339) || got.Until != "30d" {
+		t.Fatalf("stored since %q, until %q; want %q (the adder's midnight) and 30d", got.Since, got.Until, day.Format(time.RFC3339))
+	}
+}
