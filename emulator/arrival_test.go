@@ -53,6 +53,8 @@ func TestCallsCountedWhenTheyArrived(t *testing.T) {
 			t.Fatalf("a call 1.1 s after the first arrived: code %d, stats %+v; want both accepted, at most 1 in any second", second.Code, st)
 		case arrivals && st.First.Sub(sent) > stall/2:
 			t.Fatalf("the first call was counted %v after it was sent; its handler was stalled %v", st.First.Sub(sent), stall)
+		case arrivals && st.HandledLateMaxMs < float64(stall/time.Millisecond):
+			t.Fatalf("handled_late_max_ms %.1f: the first call's handler was stalled %v after it arrived", st.HandledLateMaxMs, stall)
 		case !arrivals && second.Code != 60007:
 			t.Fatalf("control: counted when its handler ran, the first call should crowd out the second: code %d, stats %+v", second.Code, st)
 		}

@@ -20,6 +20,11 @@ type APIStats struct {
 	// First and Last are when the first and the last accepted call arrived.
 	First time.Time `json:"first,omitzero"`
 	Last  time.Time `json:"last,omitzero"`
+	// HandledLateMaxMs is the longest a call waited on this host, from its
+	// arrival to the emulator counting it (ms; 0 where arrivals are not
+	// known, see ArrivalListener): how busy the host was, which no longer
+	// moves a call's place in the count.
+	HandledLateMaxMs float64 `json:"handled_late_max_ms,omitempty"`
 }
 
 // apiStats is the live state behind APIStats, with the window of accept times.
@@ -61,8 +66,10 @@ func (a *apiStats) fault() {
 // holding it would hold more than limit calls; the busiest such second,
 // at included, raises Max1s.
 func (a *apiStats) admit(at time.Time, limit int) bool {
+	late := time.Since(at)
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.s.HandledLateMaxMs = max(a.s.HandledLateMaxMs, float64(late)/float64(time.Millisecond))
 	if at.After(a.latest) {
 		a.latest = at
 	}

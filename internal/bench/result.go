@@ -11,6 +11,9 @@ type API struct {
 	Accepted  int64 `json:"accepted"`
 	Throttled int64 `json:"throttled"`
 	Max1s     int64 `json:"max_1s"`
+	// EmulatorLateMaxMs is the longest a call waited on the emulator's host
+	// before the emulator counted it, at its arrival (a sign of load).
+	EmulatorLateMaxMs float64 `json:"emulator_late_max_ms,omitempty"`
 	// ActiveSeconds counts the seconds with at least one accepted call.
 	ActiveSeconds int `json:"active_seconds"`
 	// FirstSecond and LastSecond are the first and last active second,
@@ -155,7 +158,8 @@ type Verification struct {
 func apiFigures(st map[string]emulator.APIStats, wall float64, limit int) map[string]API {
 	out := map[string]API{}
 	for api, s := range st {
-		a := API{Accepted: s.Accepted, Throttled: s.Throttled, Max1s: s.Max1s, FirstSecond: -1, LastSecond: -1, Series: s.PerSecond}
+		a := API{Accepted: s.Accepted, Throttled: s.Throttled, Max1s: s.Max1s, EmulatorLateMaxMs: s.HandledLateMaxMs,
+			FirstSecond: -1, LastSecond: -1, Series: s.PerSecond}
 		for i, n := range s.PerSecond {
 			if n > 0 {
 				a.ActiveSeconds++
