@@ -96,6 +96,15 @@ func TestAdmitOutOfOrder(t *testing.T) {
 	if capped.s.Accepted != 3 || capped.s.Throttled != 1 || capped.s.Max1s != 2 || !capped.s.First.Equal(at(850)) || !capped.s.Last.Equal(at(1900)) {
 		t.Fatalf("stats %+v", capped.s)
 	}
+	// Handled 2.1 s after it arrived, behind a later call: the second
+	// ending at 900 ms still holds the two before it.
+	stalled := &apiStats{start: t0}
+	for _, ms := range []int{0, 100, 3000} {
+		stalled.admit(at(ms), 2)
+	}
+	if stalled.admit(at(900), 2) {
+		t.Fatalf("a call handled 2.1 s after its arrival was accepted though (0, 900 ms] then holds 3: %+v", stalled.s)
+	}
 	open := &apiStats{start: t0}
 	for _, ms := range []int{1000, 1900, 950} {
 		open.admit(at(ms), 0)

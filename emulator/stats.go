@@ -27,12 +27,16 @@ type APIStats struct {
 	HandledLateMaxMs float64 `json:"handled_late_max_ms,omitempty"`
 }
 
+// keptArrivals is how far back from the latest arrival the window of an
+// API keeps the arrivals of accepted calls.
+const keptArrivals = 10 * time.Second
+
 // apiStats is the live state behind APIStats, with the window of accept times.
 type apiStats struct {
 	mu     sync.Mutex
 	start  time.Time
 	s      APIStats
-	window []time.Time // arrivals of the accepted calls of the last two seconds, oldest first
+	window []time.Time // arrivals of the accepted calls of the last keptArrivals, oldest first
 	latest time.Time   // the latest arrival seen
 }
 
@@ -73,9 +77,10 @@ func (a *apiStats) admit(at time.Time, limit int) bool {
 	if at.After(a.latest) {
 		a.latest = at
 	}
-	// A call admitted late arrived at most a moment before the latest:
-	// two seconds back covers every second it can share.
-	cut := a.latest.Add(-2 * time.Second)
+	// A call admitted late arrived a moment before the latest, seconds
+	// at the most (ReadHeaderTimeout is 5 s): keeping what arrived in the
+	// last 10 s covers every second it can share.
+	cut := a.latest.Add(-keptArrivals)
 	i := 0
 	for i < len(a.window) && !a.window[i].After(cut) {
 		i++
