@@ -82,7 +82,7 @@ func TestStoreOnRedisCluster(t *testing.T) {
 	if b.Status != StatusRunning || !slices.Equal(b.States, []ItemState{0, 0, 0, 0, 0, 0}) {
 		t.Fatalf("BeginGroup = %+v", b)
 	}
-	if err := s.MarkAnswered(ctx, j.ID, g, []string{"6"}); err != nil {
+	if err := s.MarkAnswered(ctx, j.ID, g, []Answer{{Item: "6", Send: 1}}); err != nil {
 		t.Fatalf("MarkAnswered: %v", err)
 	}
 	if b, err := s.BeginC2C(ctx, j.ID, c, "k1"); err != nil || !slices.Equal(b.States, []ItemState{0}) {

@@ -85,7 +85,7 @@ func TestStatesInEitherLayout(t *testing.T) {
 			if err != nil || !slices.Equal(b.States, []ItemState{0, 0, 0, ItemUnplanned}) {
 				t.Fatalf("BeginGroup = %+v, %v", b, err)
 			}
-			if err := s.MarkAnswered(ctx, j.ID, g, []string{"128"}); err != nil {
+			if err := s.MarkAnswered(ctx, j.ID, g, []Answer{{Item: "128", Send: 1}}); err != nil {
 				t.Fatal(err)
 			}
 			b, err = s.PeekGroup(ctx, j.ID, g, []int64{-1, 128, 1 << 53})

@@ -111,15 +111,17 @@ if sent then redis.call('HINCRBY', KEYS[1], 'calls', 1) end
 return reply(out)
 `)
 
-// answeredScript notes that the last send of each message was answered
-// without recalling it (a retryable code), so that a later delivery does not
-// suspect it. KEYS: job hash, state hash, then the bucket index and the
-// items' buckets (bucketLua, base 3). ARGV: items...
+// answeredScript notes that a send of each message was answered without
+// recalling it (a retryable code), so that a later delivery does not
+// suspect it, if that send is still the message's last: a later one (of
+// another delivery of the same task) stays unanswered. KEYS: job hash,
+// state hash, then the bucket index and the items' buckets (bucketLua,
+// base 3). ARGV: pairs of item and the number of its answered send.
 var answeredScript = redis.NewScript(bucketLua + `
-for i = 1, #ARGV do
-  local k, f, cur = where(3, i, ARGV[i])
-  if cur and string.sub(cur, 1, 1) == 's' then
-    redis.call('HSET', k, f, 'a' .. string.sub(cur, 2))
+for i = 1, #ARGV, 2 do
+  local k, f, cur = where(3, (i + 1) / 2, ARGV[i])
+  if cur == 's' .. ARGV[i + 1] then
+    redis.call('HSET', k, f, 'a' .. ARGV[i + 1])
   end
 end
 return 1

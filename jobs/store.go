@@ -348,15 +348,27 @@ func (s *Store) begin(ctx context.Context, jobID string, t Target, items []strin
 // answeredMark is how beginScript flags an answered state.
 const answeredMark = 1000000
 
-// MarkAnswered notes that the last send of each item was answered without
-// recalling it, so a later delivery of its task need not check the history.
-func (s *Store) MarkAnswered(ctx context.Context, jobID string, t Target, items []string) error {
-	if len(items) == 0 {
+// Answer names one send of a message whose answer came and did not recall
+// it (see MarkAnswered).
+type Answer struct {
+	Item string // the seq (decimal) or the MsgKey
+	Send int    // which send: the n-th that Begin counted for the message (States + 1)
+}
+
+// MarkAnswered notes that each answer's send was answered without recalling
+// the message, so a later delivery of its task need not check the history.
+// A send that is no longer the message's last is left alone: the later send
+// (another delivery of the same task, counted meanwhile) may have recalled
+// the message unheard, and stays unanswered.
+func (s *Store) MarkAnswered(ctx context.Context, jobID string, t Target, answers []Answer) error {
+	if len(answers) == 0 {
 		return nil
 	}
-	argv := make([]any, len(items))
-	for i, it := range items {
-		argv[i] = it
+	items := make([]string, len(answers))
+	argv := make([]any, 0, 2*len(answers))
+	for i, a := range answers {
+		items[i] = a.Item
+		argv = append(argv, a.Item, strconv.Itoa(a.Send))
 	}
 	if err := answeredScript.Run(ctx, s.rdb, s.stateKeys(jobID, t, items, s.jobKey(jobID), s.stateKey(jobID, t)), argv...).Err(); err != nil {
 		return fmt.Errorf("noting answers for %s: job %s: %w", t, jobID, err)

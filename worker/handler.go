@@ -151,6 +151,7 @@ type item struct {
 	attempts  int  // calls of this delivery that count towards MaxAttempts
 	prior     int  // calls sent by earlier deliveries (for the record)
 	sent      int  // sends this delivery counted (Begin)
+	last      int  // which send of the message this delivery's last was (Begin's state + 1); 0: none yet
 	unknown   bool // an earlier call for it may have succeeded without our hearing
 	throttled bool // the last call for it was refused for the rate cap
 	lastCode  string
@@ -348,6 +349,7 @@ func noteRivalSends(items []*item, b jobs.Begin) {
 				it.unknown = true
 			}
 			it.sent++
+			it.last = int(st) + 1
 		}
 	}
 }
@@ -374,12 +376,14 @@ func seqsOf(items []*item) []int64 {
 
 // noteAnswers records that the messages left to retry got a definite
 // answer (not recalled), so that if the worker stops before retrying them,
-// the next delivery does not need to check them against the history.
+// the next delivery does not need to check them against the history. Each
+// answer is of this delivery's last send: a send counted since by another
+// delivery stays unanswered (jobs.Store.MarkAnswered).
 func (h *Handler) noteAnswers(ctx context.Context, jobID string, target jobs.Target, items []*item) error {
-	var answered []string
+	var answered []jobs.Answer
 	for _, it := range items {
-		if !it.unknown {
-			answered = append(answered, it.id)
+		if !it.unknown && it.last > 0 {
+			answered = append(answered, jobs.Answer{Item: it.id, Send: it.last})
 		}
 	}
 	return h.store.MarkAnswered(ctx, jobID, target, answered)

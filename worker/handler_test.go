@@ -357,7 +357,7 @@ func TestAnsweredSendIsNotSuspected(t *testing.T) {
 	if _, err := b.store.BeginGroup(t.Context(), b.job.ID, target, imtest.Seqs(1, 3)); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.store.MarkAnswered(t.Context(), b.job.ID, target, []string{"1", "2", "3"}); err != nil {
+	if err := b.store.MarkAnswered(t.Context(), b.job.ID, target, []jobs.Answer{{Item: "1", Send: 1}, {Item: "2", Send: 1}, {Item: "3", Send: 1}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := b.env.Client.RecallGroup(t.Context(), g, "", []int64{1}); err != nil {
