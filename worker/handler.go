@@ -503,6 +503,15 @@ func OutcomeOf(code int) Outcome {
 // answered handles a call's per-message codes and returns the messages to
 // call again.
 func (h *Handler) answered(ctx context.Context, s *send, items []*item, codes map[string]int) ([]*item, error) {
+	var ends []*item
+	for _, it := range items {
+		if code, ok := codes[it.id]; ok && h.ends(it, OutcomeOf(code)) {
+			ends = append(ends, it)
+		}
+	}
+	if err := h.noteLaterSends(ctx, s, ends); err != nil {
+		return nil, err
+	}
 	var out []jobs.Outcome
 	var retry, appWide []*item
 	var aw tim.AppWide
@@ -562,6 +571,50 @@ func (h *Handler) answered(ctx context.Context, s *send, items []*item, codes ma
 	return retry, nil
 }
 
+// ends reports whether an answer of outcome o ends it without recalling it
+// (gone, a permanent code, or its last attempt spent).
+func (h *Handler) ends(it *item, o Outcome) bool {
+	switch o {
+	case OutcomeGone, OutcomeDeadLetter:
+		return true
+	case OutcomeRetry:
+		return it.attempts+1 >= h.cfg.MaxAttempts
+	}
+	return false
+}
+
+// noteLaterSends marks in doubt the messages of ends whose state shows a
+// send counted after this delivery's last, and not answered: another
+// delivery of the same task, at once (asynq delivers at least once: a task
+// pushed back to its queue by a worker shutting down, or recovered from a
+// worker cut off from Redis, while it still runs). That call may have
+// reached the server before ours and recalled the message unheard, so our
+// answer ("not found", or a code that ends it) does not say the job did
+// not recall it: a "not found" is checked against the history, and a dead
+// letter says in_doubt. (A send counted after our answer came cannot have
+// landed before our call.)
+func (h *Handler) noteLaterSends(ctx context.Context, s *send, ends []*item) error {
+	var ask []*item
+	for _, it := range ends {
+		if !it.unknown && it.last > 0 {
+			ask = append(ask, it)
+		}
+	}
+	if len(ask) == 0 {
+		return nil
+	}
+	b, err := s.peek(ctx, ask)
+	if err != nil {
+		return err
+	}
+	for i, it := range ask {
+		if st := b.States[i]; !st.Terminal() && int(st) > it.last && !b.Answered[i] {
+			it.unknown = true
+		}
+	}
+	return nil
+}
+
 // preVerify checks, before calling again, the messages an earlier delivery
 // sent without recording an answer (the worker died mid-call, or a
 // re-queued timeout), read together (IM.RecalledSeqs: a pull per task, not
@@ -617,6 +670,22 @@ func (h *Handler) callFailed(ctx context.Context, s *send, items []*item, callEr
 		// same way. Pause the job (and, through the breaker, the app's
 		// other jobs) instead of dead-lettering; the messages stay pending.
 		return nil, h.breakerTrip(ctx, s.jobID, s.target, items, aw, s.log)
+	}
+	o := OutcomeDeadLetter
+	switch class {
+	case tim.ClassThrottled:
+		o = OutcomeThrottled
+	case tim.ClassRetry, tim.ClassAuth:
+		o = OutcomeRetry
+	}
+	var ends []*item
+	for _, it := range items {
+		if h.ends(it, o) {
+			ends = append(ends, it)
+		}
+	}
+	if err := h.noteLaterSends(ctx, s, ends); err != nil {
+		return nil, err
 	}
 	var out []jobs.Outcome
 	var retry []*item

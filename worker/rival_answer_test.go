@@ -3,13 +3,16 @@ package worker
 import (
 	"context"
 	"errors"
+	"strconv"
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/imrecall/imrecall/emulator"
 	"github.com/imrecall/imrecall/internal/imtest"
 	"github.com/imrecall/imrecall/internal/redistest"
 	"github.com/imrecall/imrecall/jobs"
+	"github.com/imrecall/imrecall/producer"
 	"github.com/imrecall/imrecall/tasks"
 )
 
@@ -158,6 +161,146 @@ func TestAnswerDoesNotClearARivalsLostSend(t *testing.T) {
 			}
 			if j.Counts.Recalled != 1 || j.Counts.RecalledUnattributed != 1 || j.Counts.DeadLettered != 0 || j.Status != jobs.StatusDone {
 				t.Fatalf("job %s, counts %+v: want done, the message recalled (attribution unknown): the emulator recalled it", j.Status, j.Counts)
+			}
+		})
+	}
+}
+
+// heldAnswer is the IM of a delivery whose call reaches the server (which
+// recalls) as soon as release closes, and whose answer comes back only
+// once answer closes (a slow network, or a worker killed before it hears:
+// answer never closes, and the call ends with its context).
+type heldAnswer struct {
+	TIM
+	sending chan struct{} // closed when the call is about to go (its send counted)
+	release chan struct{}
+	landed  chan error // the server's answer, once it has acted
+	answer  chan struct{}
+}
+
+func (k *heldAnswer) RecallGroup(ctx context.Context, group, topic string, seqs []int64) (map[int64]int, error) {
+	close(k.sending)
+	<-k.release
+	codes, err := k.TIM.RecallGroup(context.WithoutCancel(ctx), group, topic, seqs)
+	k.landed <- err
+	select {
+	case <-k.answer:
+		return codes, err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// callFirst is an IM that runs first once, before its first recall call
+// (after that call's send was counted).
+type callFirst struct {
+	TIM
+	first func(ctx context.Context)
+}
+
+func (c *callFirst) RecallGroup(ctx context.Context, group, topic string, seqs []int64) (map[int64]int, error) {
+	if c.first != nil {
+		c.first(ctx)
+		c.first = nil
+	}
+	return c.TIM.RecallGroup(ctx, group, topic, seqs)
+}
+
+// TestRivalSendAfterOurSendIsInDoubt: two deliveries of one task run at
+// once (asynq delivers at least once: a task pushed back to its queue by a
+// worker shutting down, or recovered from a worker cut off from Redis,
+// while its first delivery still runs). A counts its send; then B counts
+// one and B's call reaches the server first and recalls the message.
+//   - A's call is answered 10030: A must check the history, not dead-letter
+//     the message as not found ahead of B's "recalled" (B's answer comes
+//     late, and the first terminal state wins);
+//   - A's call is answered 10002 at its last attempt, and B's worker is
+//     killed: A's dead letter must say in_doubt, so that `dlq requeue`
+//     sends it back as sent and unanswered and its next delivery finds it
+//     recalled, rather than calling and dead-lettering it as not found.
+//
+// Before the fix, A looked at the sends of other deliveries only when it
+// counted its own (noteRivalSends), and a send counted after A's went
+// unseen: the message ended a 10030 dead letter in both cases, although
+// the job's own call had recalled it.
+func TestRivalSendAfterOurSendIsInDoubt(t *testing.T) {
+	for _, answerA := range []int{10030, 10002} {
+		t.Run(strconv.Itoa(answerA), func(t *testing.T) {
+			srv := redistest.Start(t)
+			env := imtest.Start(t, emulator.Config{})
+			store := jobs.NewStore(srv.Client(), "")
+			ctx := t.Context()
+			job, err := store.Create(ctx, jobs.Spec{Kind: "test", Queue: tasks.QueuePurge, AppID: imtest.AppID, RequestedBy: "t"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			env.Accounts(t, "alice")
+			g := env.Group(t, "Public", "@TGS#rivalsend", "alice")
+			env.SendGroup(t, g, "", 1, "alice")
+			target := jobs.Target{GroupID: g}
+			if _, err := store.PlanGroup(ctx, job.ID, target, []int64{1}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := store.ClosePlanner(ctx, job.ID, jobs.RootPlanner); err != nil {
+				t.Fatal(err)
+			}
+			task, err := tasks.NewGroupRecallTask(tasks.GroupRecall{JobID: job.ID, AppID: imtest.AppID, GroupID: g, Seqs: []int64{1}}, tasks.QueuePurge, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := Config{BaseBackoff: time.Millisecond, MaxBackoff: time.Millisecond, MaxAttempts: 1}
+
+			killB, doneB := context.WithCancel(ctx)
+			defer doneB()
+			imB := &heldAnswer{TIM: TIM{C: env.Client}, sending: make(chan struct{}), release: make(chan struct{}),
+				landed: make(chan error, 1), answer: make(chan struct{})}
+			errB := make(chan error, 1)
+			imA := &callFirst{TIM: TIM{C: env.Client}}
+			imA.first = func(context.Context) {
+				// A's send is counted; B counts its own and its call lands first.
+				go func() { errB <- New(imB, store, cfg).HandleGroupRecall(killB, task) }()
+				<-imB.sending
+				close(imB.release)
+				if err := <-imB.landed; err != nil {
+					t.Errorf("B's call: %v", err)
+				}
+				if answerA == 10002 {
+					env.Emu.SetFaults(emulator.Faults{ItemCodes: map[int]float64{10002: 1}})
+				}
+			}
+			if err := New(imA, store, cfg).HandleGroupRecall(ctx, task); err != nil {
+				t.Fatalf("A: %v", err)
+			}
+			env.Emu.SetFaults(emulator.Faults{})
+			if !env.Emu.GroupMessages(g, "")[0].Recalled {
+				t.Fatal("B's call did not recall the message")
+			}
+			if answerA == 10030 {
+				close(imB.answer) // B hears its answer late
+				if err := <-errB; err != nil {
+					t.Fatalf("B: %v", err)
+				}
+			} else {
+				doneB() // B's worker is killed
+				if err := <-errB; !errors.Is(err, context.Canceled) {
+					t.Fatalf("B (killed mid-call) returned %v", err)
+				}
+				q := asynq.NewClient(asynq.RedisClientOpt{Addr: srv.Addr()})
+				defer q.Close()
+				if _, err := producer.RequeueDeadLetters(ctx, store, q, job.ID, producer.RequeueRequest{
+					Match: func(jobs.DeadLetter) bool { return true }, Actor: "t", Detail: "test"}); err != nil {
+					t.Fatal(err)
+				}
+				if err := New(TIM{C: env.Client}, store, cfg).HandleGroupRecall(ctx, task); err != nil {
+					t.Fatalf("the delivery after the re-queue: %v", err)
+				}
+			}
+			j, err := store.Get(ctx, job.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if j.Counts.Recalled != 1 || j.Counts.DeadLettered != 0 || j.Status != jobs.StatusDone {
+				t.Fatalf("job %s, counts %+v: want done, the message recalled: the job's own call recalled it", j.Status, j.Counts)
 			}
 		})
 	}
