@@ -93,9 +93,16 @@ func parseCoolOffMember(m string) (jobID, approval string) {
 // its requester. KEYS: job hash. ARGV: approver, reason, approved_at,
 // starts_at ("" = start now), starts_at in Unix ms, the approval's cool-off
 // index member. Returns the job's status afterwards, as Get shows it.
+// A run that finds this very approval made (same approver, time and
+// member: go-redis sends a script again when its answer was lost) answers
+// as the first run did, rather than refusing the job as approved already.
 var approveScript = redis.NewScript(replyLua + `
-local h = redis.call('HMGET', KEYS[1], 'status', 'hold', 'requester', 'requested_by')
+local h = redis.call('HMGET', KEYS[1], 'status', 'hold', 'requester', 'requested_by', 'approved_by', 'approved_at', 'cooloff_member')
 if not h[1] then return nojob() end
+if h[5] == ARGV[1] and h[6] == ARGV[3] and (h[7] or '') == ARGV[6] then
+  if ARGV[4] ~= '' then return reply('approved') end
+  return reply(h[1])
+end
 local shown = h[1]
 if h[1] ~= 'cancelled' and h[1] ~= 'done' then
   if h[2] == 'approval' then shown = 'awaiting_approval' elseif h[2] == 'cooloff' then shown = 'approved' end

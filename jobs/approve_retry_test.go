@@ -1,0 +1,94 @@
+package jobs
+
+import (
+	"context"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/imrecall/imrecall/internal/redistest"
+	"github.com/redis/go-redis/v9"
+)
+
+// TestApproveAnswerLostIsRetriedSafely approves held jobs through go-redis
+// with its default retries, over a connection to a real redis-server that
+// loses the approve script's first answer after Redis ran it (a network
+// that dropped the reply, a Redis behind a slow link): go-redis sends the
+// script again. The retry must answer as the first run did. Before the fix
+// it found the job approved already and refused: Approve returned a
+// *StatusError to the operator, audited an approve_refused, and, for an
+// approval with a delay, removed its own entry from the cool-off index, so
+// that the job stayed "approved" for ever: StartDue never started it and
+// nothing it planned was ever recalled.
+func TestApproveAnswerLostIsRetriedSafely(t *testing.T) {
+	for _, delay := range []time.Duration{0, 100 * time.Millisecond} {
+		t.Run(delay.String(), func(t *testing.T) {
+			ctx := t.Context()
+			srv := redistest.Start(t)
+			var armed atomic.Bool
+			marker := []byte(approveScript.Hash()) // only the approve script's EVALSHA carries it
+			rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ReadTimeout: 500 * time.Millisecond, Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				c, err := (&net.Dialer{Timeout: time.Second}).DialContext(ctx, network, addr)
+				if err != nil {
+					return nil, err
+				}
+				return &lossyConn{Conn: c, marker: marker, armed: &armed}, nil
+			}})
+			t.Cleanup(func() { rdb.Close() })
+			s := NewStore(rdb, "")
+			if err := approveScript.Load(ctx, rdb).Err(); err != nil { // the first send runs it (no NOSCRIPT round)
+				t.Fatal(err)
+			}
+			j := newHeldJob(t, s)
+			armed.Store(true)
+			got, err := s.Approve(ctx, j.ID, "token:bob", "looks right", delay)
+			if armed.Load() {
+				t.Fatal("no answer was lost: the test did not exercise the retry")
+			}
+			if err != nil {
+				t.Fatalf("Approve, its answer lost and retried: %v", err)
+			}
+			want := StatusPlanning
+			if delay > 0 {
+				want = StatusApproved
+			}
+			if got.Status != want || got.ApprovedBy != "token:bob" {
+				t.Fatalf("approved = %+v, want %s by token:bob", got, want)
+			}
+			if delay > 0 {
+				deadline := time.Now().Add(5 * time.Second)
+				for {
+					started, err := s.StartDue(ctx)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if len(started) == 1 && started[0] == j.ID {
+						break
+					}
+					if time.Now().After(deadline) {
+						got, _ := s.Get(ctx, j.ID)
+						t.Fatalf("the cool-off never ended: job %s %s, starts at %v", j.ID, got.Status, got.StartsAt)
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+			if held, err := s.Held(ctx, j.ID); err != nil || held {
+				t.Fatalf("still held after the approval (and its cool-off): %v, %v", held, err)
+			}
+			events, err := s.AuditLog(ctx, 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			refused := 0
+			for _, e := range events {
+				if e.JobID == j.ID && e.Action == "approve_refused" {
+					refused++
+				}
+			}
+			if refused != 0 {
+				t.Fatalf("%d approve_refused audit events for an approval that took effect", refused)
+			}
+		})
+	}
+}
