@@ -2,6 +2,8 @@ package jobs
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -104,7 +106,10 @@ func (s *Store) Requeue(ctx context.Context, jobID string, t Target, items []str
 	if len(items) == 0 {
 		return nil, nil
 	}
-	argv := make([]any, 0, 2*len(items))
+	var tok [8]byte
+	_, _ = rand.Read(tok[:])
+	argv := make([]any, 0, 1+2*len(items))
+	argv = append(argv, hex.EncodeToString(tok[:]))
 	for _, it := range items {
 		argv = append(argv, it, deadField(t, it))
 	}

@@ -211,17 +211,22 @@ return reply(ARGV[2])
 // The job's status follows the state table: a cancelled job is refused (it
 // stays cancelled), a job still planning stays planning (its discovery goes
 // on), a done job runs again, a failed one stays failed; finished_at is
-// cleared. KEYS: job hash, state hash, dead-letter hash, re-queue journal,
-// then the bucket index and the items' buckets (bucketLua, base 5).
-// ARGV: pairs of item and dead-letter field. Returns the items moved.
+// cleared. The re-queue journal notes each message under the call's
+// token: a run that finds a message moved and journaled under its own
+// token (go-redis sends a script again when its answer was lost) answers
+// it as moved, so that it is queued. KEYS: job hash, state hash,
+// dead-letter hash, re-queue journal, then the bucket index and the items'
+// buckets (bucketLua, base 5). ARGV: the call's token, then pairs of item
+// and dead-letter field. Returns the items moved.
 var requeueScript = redis.NewScript(replyLua + bucketLua + `
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return nojob() end
 if status == 'cancelled' then return refused('cancelled') end
 local unanswered = {` + unansweredLua + `}
+local tok = ARGV[1]
 local moved = {}
-for i = 1, #ARGV, 2 do
-  local k, f, cur = where(5, (i + 1) / 2, ARGV[i])
+for i = 2, #ARGV, 2 do
+  local k, f, cur = where(5, i / 2, ARGV[i])
   if cur and string.sub(cur, 1, 2) == 'd:' then
     local code = string.sub(cur, 3)
     local rec = redis.call('HGET', KEYS[3], ARGV[i + 1])
@@ -229,8 +234,10 @@ for i = 1, #ARGV, 2 do
     redis.call('HINCRBY', KEYS[1], 'dead_lettered', -1)
     if redis.call('HINCRBY', KEYS[1], 'dl:' .. code, -1) <= 0 then redis.call('HDEL', KEYS[1], 'dl:' .. code) end
     redis.call('HDEL', KEYS[3], ARGV[i + 1])
-    redis.call('HSET', KEYS[4], ARGV[i + 1], '1')
+    redis.call('HSET', KEYS[4], ARGV[i + 1], tok)
     moved[#moved + 1] = ARGV[i]
+  elseif redis.call('HGET', KEYS[4], ARGV[i + 1]) == tok then
+    moved[#moved + 1] = ARGV[i] -- moved by this very call: its answer was lost
   end
 end
 if #moved > 0 then

@@ -1,0 +1,73 @@
+package jobs
+
+import (
+	"context"
+	"net"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/imrecall/imrecall/internal/redistest"
+	"github.com/redis/go-redis/v9"
+)
+
+// TestRequeueAnswerLostIsRetriedSafely moves dead letters back to pending
+// through go-redis with its default retries, over a connection to a real
+// redis-server that loses the re-queue script's first answer after Redis
+// ran it: go-redis sends the script again. The retry must answer the
+// messages the first run moved, which the re-queue then queues. Before the
+// fix it found them moved already and answered none: `dlq requeue`
+// reported them not re-queued and queued no task for them, and they stayed
+// pending with nothing in flight until a reconciler noticed the job
+// stalled (or never, for a job the reconciler leaves alone).
+func TestRequeueAnswerLostIsRetriedSafely(t *testing.T) {
+	ctx := t.Context()
+	srv := redistest.Start(t)
+	var armed atomic.Bool
+	marker := []byte(requeueScript.Hash()) // only the re-queue script's EVALSHA carries it
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ReadTimeout: 500 * time.Millisecond, Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{Timeout: time.Second}).DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &lossyConn{Conn: c, marker: marker, armed: &armed}, nil
+	}})
+	t.Cleanup(func() { rdb.Close() })
+	s := NewStore(rdb, "")
+	if err := requeueScript.Load(ctx, rdb).Err(); err != nil { // the first send runs it (no NOSCRIPT round)
+		t.Fatal(err)
+	}
+	j, err := s.Create(ctx, Spec{Kind: "recall:list", Queue: "purge", AppID: 1, RequestedBy: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := Target{GroupID: "g"}
+	if _, err := s.PlanGroup(ctx, j.ID, g, []int64{1, 2, 3}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ClosePlanner(ctx, j.ID, RootPlanner); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Record(ctx, j.ID, g, []Outcome{
+		{Item: "1", Code: "10002", Attempts: 5}, {Item: "2", Code: "10002", Attempts: 5}, {Item: "3", Recalled: true, Attempts: 1},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	armed.Store(true)
+	moved, err := s.Requeue(ctx, j.ID, g, []string{"1", "2"})
+	if armed.Load() {
+		t.Fatal("no answer was lost: the test did not exercise the retry")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(moved, []string{"1", "2"}) {
+		t.Fatalf("moved %v, want [1 2]: the messages moved back to pending must be queued", moved)
+	}
+	mustCounts(t, s, j.ID, Counts{Planned: 3, Recalled: 1, Pending: 2})
+	// A later re-queue (another call) moves nothing again.
+	if moved, err := s.Requeue(ctx, j.ID, g, []string{"1", "2"}); err != nil || len(moved) != 0 {
+		t.Fatalf("a second re-queue moved %v, %v; want nothing", moved, err)
+	}
+}
