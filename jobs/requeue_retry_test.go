@@ -71,3 +71,41 @@ func TestRequeueAnswerLostIsRetriedSafely(t *testing.T) {
 		t.Fatalf("a second re-queue moved %v, %v; want nothing", moved, err)
 	}
 }
+
+// TestRequeueLockAnswerLostIsRetriedSafely takes a job's re-queue lock over
+// a connection that loses the answer to the SET that took it: go-redis
+// sends it again, and Redis answers that the key is held, by this very
+// taker. Before the fix the re-queue was refused as busy, naming its own
+// holder (CLI exit 2, API 409), and the job stayed locked until the lease
+// lapsed; it must take the lock.
+func TestRequeueLockAnswerLostIsRetriedSafely(t *testing.T) {
+	ctx := t.Context()
+	srv := redistest.Start(t)
+	var armed atomic.Bool
+	holder := "lose-this-answer"
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ReadTimeout: 500 * time.Millisecond, Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{Timeout: time.Second}).DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &lossyConn{Conn: c, marker: []byte(holder), armed: &armed}, nil
+	}})
+	t.Cleanup(func() { rdb.Close() })
+	s := NewStore(rdb, "")
+	armed.Store(true)
+	l, err := s.LockRequeue(ctx, "j1", holder)
+	if armed.Load() {
+		t.Fatal("no answer was lost: the test did not exercise the retry")
+	}
+	if err != nil {
+		t.Fatalf("taking the lock, its answer lost and retried: %v", err)
+	}
+	if err := l.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := s.LockRequeue(ctx, "j1", "bob"); err != nil {
+		t.Fatalf("after the release: %v", err)
+	} else {
+		_ = l.Release(ctx)
+	}
+}

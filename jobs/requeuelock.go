@@ -89,6 +89,9 @@ func (s *Store) LockRequeue(ctx context.Context, jobID, holder string) (*Requeue
 		if err != nil {
 			return nil, fmt.Errorf("reading the re-queue lock of job %s: %w", jobID, err)
 		}
+		if held == l.value {
+			break // ours: go-redis sent the SET again after its answer was lost
+		}
 		_, by, _ := strings.Cut(held, sep)
 		lapse := s.leaseTTL // the holder's own lease time, if Redis tells it
 		if ttl, err := s.rdb.PTTL(ctx, l.key).Result(); err == nil && ttl > 0 {
