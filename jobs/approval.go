@@ -2,8 +2,6 @@ package jobs
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -74,9 +72,7 @@ const coolOffMember = "cooloff_member"
 
 // newCoolOffMember is the cool-off index member of one approval of jobID.
 func newCoolOffMember(jobID string) string {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return jobID + " " + hex.EncodeToString(b[:])
+	return jobID + " " + callToken()
 }
 
 // parseCoolOffMember returns the job a cool-off index member names and its
@@ -126,13 +122,15 @@ return reply(h[1])
 // the start is not due yet, -1 if the job is gone, no longer in a cool-off
 // (cancelled) or in another approval's (the member is stale).
 var startScript = redis.NewScript(replyLua + `
-local h = redis.call('HMGET', KEYS[1], 'status', 'hold', 'starts_at_ms', 'cooloff_member')
+local h = redis.call('HMGET', KEYS[1], 'status', 'hold', 'starts_at_ms', 'cooloff_member', 'start_call')
+if h[1] and h[2] ~= 'cooloff' and ARGV[2] ~= '' and h[5] == ARGV[2] then return reply(1) end -- run again: its answer was lost
 if not h[1] or h[2] ~= 'cooloff' then return reply(-1) end
 if ARGV[1] ~= '' and h[4] ~= ARGV[1] then return reply(-1) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if tonumber(h[3] or '0') > now then return reply(0) end
 redis.call('HDEL', KEYS[1], 'hold')
+redis.call('HSET', KEYS[1], 'start_call', ARGV[2])
 return reply(1)
 `)
 
@@ -235,7 +233,7 @@ func (s *Store) StartDue(ctx context.Context) ([]string, error) {
 	var started []string
 	for _, m := range ids {
 		id, approval := parseCoolOffMember(m)
-		n, err := replyInt(s.runScript(ctx, startScript, id, "starting after the cool-off", []string{s.jobKey(id)}, approval))
+		n, err := replyInt(s.runScript(ctx, startScript, id, "starting after the cool-off", []string{s.jobKey(id)}, approval, callToken()))
 		if err != nil {
 			return started, err
 		}

@@ -92,3 +92,62 @@ func TestApproveAnswerLostIsRetriedSafely(t *testing.T) {
 		})
 	}
 }
+
+// TestStartAnswerLostIsRetriedSafely ends an approved job's cool-off over a
+// connection that loses the start script's first answer after Redis ran
+// it: go-redis sends the script again. The retry must answer "started" as
+// the first run did. Before the fix it found the hold gone and answered
+// "not in its cool-off": StartDue did not report the job (its parked tasks
+// waited for another path to release them) and the audit trail had no
+// start event for it. Two unparkers at once still start it once.
+func TestStartAnswerLostIsRetriedSafely(t *testing.T) {
+	ctx := t.Context()
+	srv := redistest.Start(t)
+	var armed atomic.Bool
+	marker := []byte(startScript.Hash())
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ReadTimeout: 500 * time.Millisecond, Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{Timeout: time.Second}).DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &lossyConn{Conn: c, marker: marker, armed: &armed}, nil
+	}})
+	t.Cleanup(func() { rdb.Close() })
+	s := NewStore(rdb, "")
+	if err := startScript.Load(ctx, rdb).Err(); err != nil {
+		t.Fatal(err)
+	}
+	j := newHeldJob(t, s)
+	if _, err := s.Approve(ctx, j.ID, "token:bob", "looks right", 50*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	armed.Store(true)
+	started, err := s.StartDue(ctx)
+	if armed.Load() {
+		t.Fatal("no answer was lost: the test did not exercise the retry")
+	}
+	if err != nil || len(started) != 1 || started[0] != j.ID {
+		t.Fatalf("StartDue, its answer lost and retried = %v, %v; want [%s]", started, err, j.ID)
+	}
+	again, err := NewStore(redis.NewClient(&redis.Options{Addr: srv.Addr()}), "").StartDue(ctx)
+	if err != nil || len(again) != 0 {
+		t.Fatalf("a second unparker's StartDue = %v, %v; want nothing left to start", again, err)
+	}
+	if held, err := s.Held(ctx, j.ID); err != nil || held {
+		t.Fatalf("still held after its cool-off: %v, %v", held, err)
+	}
+	events, err := s.AuditLog(ctx, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	starts := 0
+	for _, e := range events {
+		if e.JobID == j.ID && e.Action == "start" {
+			starts++
+		}
+	}
+	if starts != 1 {
+		t.Fatalf("%d start audit events, want 1", starts)
+	}
+}

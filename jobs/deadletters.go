@@ -2,8 +2,6 @@ package jobs
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -106,10 +104,8 @@ func (s *Store) Requeue(ctx context.Context, jobID string, t Target, items []str
 	if len(items) == 0 {
 		return nil, nil
 	}
-	var tok [8]byte
-	_, _ = rand.Read(tok[:])
 	argv := make([]any, 0, 1+2*len(items))
-	argv = append(argv, hex.EncodeToString(tok[:]))
+	argv = append(argv, callToken())
 	for _, it := range items {
 		argv = append(argv, it, deadField(t, it))
 	}

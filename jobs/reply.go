@@ -2,6 +2,8 @@ package jobs
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 
@@ -136,4 +138,13 @@ func replyList(v any, err error) ([]any, error) {
 		return nil, fmt.Errorf("script result is %T, not a list", v)
 	}
 	return list, nil
+}
+
+// callToken is a random token naming one call (of a script, of a lock), so
+// that a script run again by go-redis, its first answer lost, knows its own
+// work from a rival's.
+func callToken() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }

@@ -2,8 +2,6 @@ package jobs
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -67,13 +65,11 @@ type RequeueLock struct {
 // LockRequeue takes the re-queue lock of job jobID for holder (named in
 // the *BusyError of whoever asks while it is held).
 func (s *Store) LockRequeue(ctx context.Context, jobID, holder string) (*RequeueLock, error) {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
 	holder = strings.ReplaceAll(holder, sep, " ")
 	if holder == "" {
 		holder = "someone"
 	}
-	l := &RequeueLock{store: s, key: s.requeueLockKey(jobID), value: hex.EncodeToString(b[:]) + sep + holder}
+	l := &RequeueLock{store: s, key: s.requeueLockKey(jobID), value: callToken() + sep + holder}
 	for {
 		ok, err := s.rdb.SetNX(ctx, l.key, l.value, s.leaseTTL).Result()
 		if err != nil {
