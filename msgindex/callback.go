@@ -3,6 +3,7 @@ package msgindex
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
@@ -13,6 +14,7 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -63,9 +65,15 @@ type Callbacks struct {
 	Counter *prometheus.CounterVec
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
+	// Replica names this receiver among the replicas that beat (Beat):
+	// the same after a restart in the same place (serve uses its host and
+	// listen address), so that a run killed is known at once by the next;
+	// empty: the host and a random name.
+	Replica string
 
 	mu   sync.Mutex
-	lost *Gap // callbacks lost while not even their gap could be recorded (RecordLost)
+	life string // this run of the replica: random
+	lost *Gap   // callbacks lost while not even their gap could be recorded (RecordLost)
 }
 
 // NewCallbackCounter returns the imrecall_callbacks_total counter.
@@ -190,8 +198,11 @@ func (c *Callbacks) handle(r *http.Request) (result string, status int, msg stri
 // lose records that the callback of entry could not be indexed: Tencent
 // does not retry, so the message is missing from the index unless a retry
 // comes. When the gap cannot be recorded either (Redis unreachable), it is
-// kept here and recorded by RecordLost once Redis answers again: a Redis
-// back within two heartbeats leaves no silence for Index.Alive to see.
+// kept here and recorded once Redis answers again, by the next heartbeat
+// (Beat) or callback indexed (RecordLost): a Redis back within two
+// heartbeats leaves no silence for Index.Alive to see. A replica killed
+// before then has not beaten since the callback: the next beat of another
+// replica, or of one started after it, records its silence.
 func (c *Callbacks) lose(ctx context.Context, entry Entry, now time.Time, cause error) {
 	// The gap spans the message's time (Tencent's clock) and ours, which
 	// may differ either way; ahead of ours, only as far as RequestTime may
@@ -216,7 +227,7 @@ func (c *Callbacks) keep(g Gap) {
 
 // RecordLost records the gap of callbacks that could not be indexed and
 // whose gap could not be recorded then, if there is one, and returns it.
-// Serve's heartbeat calls it; so does every callback indexed.
+// Every callback indexed calls it; serve's heartbeat carries the gap (Beat).
 func (c *Callbacks) RecordLost(ctx context.Context) (*Gap, error) {
 	c.mu.Lock()
 	g := c.lost
@@ -230,6 +241,67 @@ func (c *Callbacks) RecordLost(ctx context.Context) (*Gap, error) {
 		return nil, err
 	}
 	return g, nil
+}
+
+// Beat is this receiver's heartbeat (Index.Alive), which carries the gap
+// of callbacks that could not be indexed and not recorded then, if there
+// is one: a replica killed after a beat went in has left nothing in memory,
+// and one killed before is found silent by the others' beats. It returns
+// that gap (lost) and the gap the beat found (silence), if any. Serve calls
+// it every interval.
+func (c *Callbacks) Beat(ctx context.Context, interval time.Duration) (lost, silence *Gap, err error) {
+	c.mu.Lock()
+	if c.life == "" {
+		c.life = randomName()
+		if c.Replica == "" {
+			c.Replica = hostName() + "/" + c.life
+		}
+	}
+	g, replica, life := c.lost, c.Replica, c.life
+	c.lost = nil
+	c.mu.Unlock()
+	if silence, err = c.Index.Alive(ctx, c.SDKAppID, replica, life, interval, g); err != nil {
+		if g != nil {
+			c.keep(*g)
+		}
+		return nil, nil, err
+	}
+	return g, silence, nil
+}
+
+// Leave takes this receiver out of the replicas that beat (Index.Leave),
+// with the gap it holds, if any. Call it once callbacks are no longer
+// received (the HTTP server stopped) and Beat is no longer called; a
+// receiver that does not leave is found silent two beats after its last.
+func (c *Callbacks) Leave(ctx context.Context) error {
+	c.mu.Lock()
+	g, replica, life := c.lost, c.Replica, c.life
+	c.lost = nil
+	c.mu.Unlock()
+	if life == "" {
+		return nil // never beat
+	}
+	if err := c.Index.Leave(ctx, c.SDKAppID, replica, life, g); err != nil {
+		if g != nil {
+			c.keep(*g)
+		}
+		return err
+	}
+	return nil
+}
+
+func randomName() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func hostName() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		return "localhost"
+	}
+	return host
 }
 
 func minTime(a, b time.Time) time.Time {

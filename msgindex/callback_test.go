@@ -405,7 +405,7 @@ func TestCallbackLostWhileRedisDownIsAGap(t *testing.T) {
 	if status := post(1); status != http.StatusOK {
 		t.Fatalf("first callback: HTTP %d", status)
 	}
-	if _, err := b.idx.Alive(ctx, testApp, beat); err != nil {
+	if _, _, err := b.cb.Beat(ctx, beat); err != nil {
 		t.Fatal(err)
 	}
 	start := b.now
@@ -418,7 +418,7 @@ func TestCallbackLostWhileRedisDownIsAGap(t *testing.T) {
 	}
 	srv.Restart()
 	b.now = b.now.Add(3 * time.Second) // the next beat: within two of the last
-	if gap, err := b.idx.Alive(ctx, testApp, beat); err != nil || gap != nil {
+	if _, gap, err := b.cb.Beat(ctx, beat); err != nil || gap != nil {
 		t.Fatalf("heartbeat after the restart: gap %+v (%v), want none: the silence was short", gap, err)
 	}
 	if status := post(3); status != http.StatusOK {

@@ -22,9 +22,12 @@
 // senders for a lease; then another pass takes them.
 //
 // Callbacks are delivered at most once (Tencent documents no retry), so an
-// outage of the receiver leaves holes. The receiver keeps a heartbeat
-// (Index.Alive): a silence longer than two beats is recorded as a gap, and so
-// is a callback that could not be indexed (RecordGap). A range with a gap in
+// outage of the receiver leaves holes. Every replica of the receiver keeps a
+// heartbeat (Index.Alive): a silence longer than two beats of all of them or
+// of one replica (killed, or cut off from Redis), or a receiver started while
+// none ran, is recorded as a gap, and so is a callback that could not be
+// indexed (RecordGap; a replica that could not record it then carries it in
+// its next beat). A range with a gap in
 // it, or older than the retention, is not covered: purge it by history scan.
 package msgindex
 
@@ -389,34 +392,166 @@ func (x *Index) RecordGap(ctx context.Context, app int64, from, to time.Time, re
 	return nil
 }
 
-// Alive is called by the callback receiver every interval while it runs.
-// If the previous heartbeat is older than twice the interval (the receiver
-// was down, or could not reach Redis), the silence is recorded as a gap. It
-// returns the gap it recorded, if any. Heartbeats are stamped by Redis's
-// clock, the one clock every replica of the receiver shares: a replica
-// whose own clock is off by more than two beats neither hides a silence
-// (a clock ahead, read by one behind) nor makes one up.
-func (x *Index) Alive(ctx context.Context, app int64, interval time.Duration) (*Gap, error) {
-	beats, err := heartbeatScript.Run(ctx, x.rdb, []string{x.metaKey(app)}).Int64Slice()
+// receiversKey is the hash of the callback receiver replicas that beat:
+// field the replica, value "LAST DEADLINE LIFE": its last beat and the time
+// by which it must beat again (Redis time, unix seconds), and which run of
+// it beat.
+func (x *Index) receiversKey(app int64) string {
+	return x.prefix + ":idx:{" + strconv.FormatInt(app, 10) + "}:receivers"
+}
+
+// The reasons of the gaps the heartbeat records.
+const (
+	reasonNotRunning = "the callback receiver was not running (or could not reach Redis)"
+	reasonStopped    = "a callback receiver replica stopped beating (killed, or cut off from Redis): the callbacks sent to it may have been lost"
+)
+
+// Alive is one heartbeat of the callback receiver replica, called every
+// interval while it runs. replica names the receiver where it runs (the
+// same after a restart in the same place: serve uses its host and listen
+// address) and life this run of it (unique to the process). In the same
+// step it records lost, the gap of callbacks the replica could not index
+// and could not record then (nil: none), so that a replica whose beat went
+// in has left nothing in memory. Every replica beats on its own record,
+// and a beat records as a gap, and returns:
+//   - a silence of every replica longer than two beats (they were down,
+//     or could not reach Redis);
+//   - the silence of a replica that has not beaten for two of its beats
+//     (killed, or cut off from Redis: the callbacks it refused meanwhile,
+//     and whose gap it held, are in it), from its last beat, and at once
+//     that of a replica started again in the same place without having
+//     left (killed);
+//   - the start of a replica while no other runs, from the last beat of
+//     any: a receiver restarted within two beats was down all the same.
+//
+// Heartbeats are stamped by Redis's clock, the one clock every replica of
+// the receiver shares: a replica whose own clock is off by more than two
+// beats neither hides a silence (a clock ahead, read by one behind) nor
+// makes one up.
+func (x *Index) Alive(ctx context.Context, app int64, replica, life string, interval time.Duration, lost *Gap) (*Gap, error) {
+	member, score, err := gapMember(lost)
+	if err != nil {
+		return nil, err
+	}
+	window := int64((2*interval + time.Second - 1) / time.Second)
+	res, err := heartbeatScript.Run(ctx, x.rdb, []string{x.metaKey(app), x.receiversKey(app), x.gapsKey(app)},
+		replica, window, member, score, maxGaps, reasonNotRunning, reasonStopped, life).Slice()
 	if err != nil {
 		return nil, fmt.Errorf("the index heartbeat of app %d: %w", app, err)
 	}
-	prev, now := beats[0], time.Unix(beats[1], 0)
-	if prev <= 0 || now.Sub(time.Unix(prev, 0)) <= 2*interval {
+	if len(res) != 3 {
+		return nil, fmt.Errorf("the index heartbeat of app %d: the script answered %v", app, res)
+	}
+	from, _ := res[0].(int64)
+	now, _ := res[1].(int64)
+	reason, _ := res[2].(string)
+	if reason == "" {
 		return nil, nil
 	}
-	g := Gap{From: time.Unix(prev, 0).UTC(), To: now.UTC(), Reason: "the callback receiver was not running (or could not reach Redis)"}
-	return &g, x.RecordGap(ctx, app, g.From, g.To, g.Reason)
+	return &Gap{From: time.Unix(from, 0).UTC(), To: time.Unix(now, 0).UTC(), Reason: reason}, nil
 }
 
-// heartbeatScript stamps the heartbeat of KEYS[1] (an app's index meta
-// hash) with Redis's clock and returns the previous one (0: none) and now,
-// in Unix seconds.
-var heartbeatScript = redis.NewScript(`
-local prev = tonumber(redis.call('HGET', KEYS[1], 'alive') or '0') or 0
+// Leave takes replica (its run life, as it beat) out of the receivers once
+// it no longer receives callbacks (serve stopped), recording lost with it
+// (nil: none). A
+// receiver that starts next while no other runs records the time between
+// as a gap; one that never leaves is found silent two beats after its last.
+func (x *Index) Leave(ctx context.Context, app int64, replica, life string, lost *Gap) error {
+	member, score, err := gapMember(lost)
+	if err != nil {
+		return err
+	}
+	if err := leaveScript.Run(ctx, x.rdb, []string{x.metaKey(app), x.receiversKey(app), x.gapsKey(app)},
+		replica, member, score, maxGaps, life).Err(); err != nil {
+		return fmt.Errorf("taking the callback receiver out of the index of app %d: %w", app, err)
+	}
+	return nil
+}
+
+// gapMember is g as the gaps' sorted set holds it ("" for nil), and its score.
+func gapMember(g *Gap) (string, int64, error) {
+	if g == nil {
+		return "", 0, nil
+	}
+	b, err := json.Marshal(Gap{From: g.From.UTC(), To: g.To.UTC(), Reason: g.Reason})
+	if err != nil {
+		return "", 0, err
+	}
+	return string(b), g.To.Unix(), nil
+}
+
+// luaGap is the Lua of the heartbeat scripts that records a gap the way
+// RecordGap does: gap(from, to, reason) adds the JSON of a Gap to KEYS[3].
+const luaGap = `
+local function iso(t)
+  local days = math.floor(t / 86400)
+  local secs = t - days * 86400
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local y = yoe + era * 400
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp + 3
+  if mp >= 10 then m = mp - 9 end
+  if m <= 2 then y = y + 1 end
+  return string.format('%04d-%02d-%02dT%02d:%02d:%02dZ', y, m, d, math.floor(secs / 3600), math.floor(secs % 3600 / 60), secs % 60)
+end
+local function gap(from, to, reason)
+  redis.call('ZADD', KEYS[3], to, cjson.encode({from = iso(from), to = iso(to), reason = reason}))
+end
+`
+
+// heartbeatScript is Alive: KEYS[1] the app's index meta hash, KEYS[2] its
+// receivers, KEYS[3] its gaps; ARGV the replica, two beats in seconds, the
+// replica's lost gap ("" for none) and its score, the gaps kept, and the
+// two reasons, and the run of the replica. It returns the start of the gap it found (0: none), Redis's
+// now, and the gap's reason ("": none).
+var heartbeatScript = redis.NewScript(luaGap + `
 local now = tonumber(redis.call('TIME')[1])
+local me, window = ARGV[1], tonumber(ARGV[2])
+if ARGV[3] ~= '' then redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3]) end
+local prev = tonumber(redis.call('HGET', KEYS[1], 'alive') or '0') or 0
+local from, reason = nil, ''
+local known, others = false, false
+local rs = redis.call('HGETALL', KEYS[2])
+for i = 1, #rs, 2 do
+  local last, deadline, life = string.match(rs[i + 1], '^(%d+) (%d+) ?(.*)$')
+  last, deadline = tonumber(last) or 0, tonumber(deadline) or 0
+  if now > deadline or (rs[i] == me and life ~= ARGV[8]) then
+    redis.call('HDEL', KEYS[2], rs[i])
+    if from == nil or last < from then from = last end
+    reason = ARGV[7]
+  elseif rs[i] == me then
+    known = true
+  else
+    others = true
+  end
+end
+if prev > 0 and (now - prev > window or (not known and not others)) then
+  if from == nil or prev < from then from = prev end
+  reason = ARGV[6]
+end
+redis.call('HSET', KEYS[2], me, now .. ' ' .. (now + window) .. ' ' .. ARGV[8])
 redis.call('HSET', KEYS[1], 'alive', now)
-return {prev, now}
+if from ~= nil then gap(from, now, reason) end
+redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -tonumber(ARGV[5]) - 1)
+return {from or 0, now, reason}
+`)
+
+// leaveScript is Leave: the keys of heartbeatScript; ARGV the replica, its
+// lost gap ("" for none) and its score, the gaps kept, its run.
+var leaveScript = redis.NewScript(`
+if ARGV[2] ~= '' then redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2]) end
+local mine = redis.call('HGET', KEYS[2], ARGV[1])
+if mine and string.match(mine, ' ([^ ]*)$') == ARGV[5] then redis.call('HDEL', KEYS[2], ARGV[1]) end
+local now = tonumber(redis.call('TIME')[1])
+local prev = tonumber(redis.call('HGET', KEYS[1], 'alive') or '0') or 0
+if now > prev then redis.call('HSET', KEYS[1], 'alive', now) end
+redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -tonumber(ARGV[4]) - 1)
+return 1
 `)
 
 // RestartCoverage declares that the index holds every message only from at

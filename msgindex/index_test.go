@@ -2,6 +2,8 @@ package msgindex
 
 import (
 	"context"
+	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -91,24 +93,24 @@ func TestCoverageHonoursRetentionAndGaps(t *testing.T) {
 	// A heartbeat, silence for ten minutes, a heartbeat: a gap. Heartbeats
 	// go by Redis's clock.
 	b.mr.SetTime(b.now)
-	if g, err := b.idx.Alive(ctx, testApp, 30*time.Second); err != nil || g != nil {
+	if g, err := b.idx.Alive(ctx, testApp, "r1", "1", 30*time.Second, nil); err != nil || g != nil {
 		t.Fatalf("first heartbeat: %v, %v", g, err)
 	}
 	b.now = b.now.Add(20 * time.Second)
 	b.mr.SetTime(b.now)
-	if g, err := b.idx.Alive(ctx, testApp, 30*time.Second); err != nil || g != nil {
+	if g, err := b.idx.Alive(ctx, testApp, "r1", "1", 30*time.Second, nil); err != nil || g != nil {
 		t.Fatalf("a beat on time: %v, %v", g, err)
 	}
 	down := b.now
 	b.now = b.now.Add(10 * time.Minute)
 	b.mr.SetTime(b.now)
-	g, err := b.idx.Alive(ctx, testApp, 30*time.Second)
+	g, err := b.idx.Alive(ctx, testApp, "r1", "1", 30*time.Second, nil)
 	if err != nil || g == nil || !g.From.Equal(down.UTC()) || !g.To.Equal(b.now.UTC()) {
 		t.Fatalf("after ten minutes of silence: %+v, %v", g, err)
 	}
 	cov, _ = b.idx.Coverage(ctx, testApp)
-	if len(cov.Gaps) != 1 {
-		t.Fatalf("gaps = %+v", cov.Gaps)
+	if len(cov.Gaps) != 1 || !cov.Gaps[0].From.Equal(g.From) || !cov.Gaps[0].To.Equal(g.To) || cov.Gaps[0].Reason != g.Reason {
+		t.Fatalf("gaps = %+v, want the heartbeat's %+v", cov.Gaps, *g)
 	}
 	if why := cov.Why(b.now.Add(-day), b.now); !strings.Contains(why, "gap from") {
 		t.Fatalf("a day back, across the outage: %q", why)
@@ -141,17 +143,123 @@ func TestHeartbeatsGoByRedisClock(t *testing.T) {
 
 	redisAt := func(d time.Duration) { b.mr.SetTime(b.now.Add(d)) }
 	redisAt(0)
-	if g, err := behind.Alive(ctx, testApp, beat); err != nil || g != nil {
+	if g, err := behind.Alive(ctx, testApp, "behind", "1", beat, nil); err != nil || g != nil {
 		t.Fatalf("first beat: %+v, %v", g, err)
 	}
 	redisAt(20 * time.Second)
-	if g, err := ahead.Alive(ctx, testApp, beat); err != nil || g != nil {
+	if g, err := ahead.Alive(ctx, testApp, "ahead", "1", beat, nil); err != nil || g != nil {
 		t.Fatalf("a beat on time from the replica ahead: gap %+v (%v), want none", g, err)
 	}
-	// Both down for five minutes; the replica behind beats first.
+	// Both down for five minutes; the replica behind beats first. Its own
+	// silence began at its last beat, before the one of the replica ahead.
 	redisAt(20*time.Second + 5*time.Minute)
-	g, err := behind.Alive(ctx, testApp, beat)
-	if err != nil || g == nil || !g.From.Equal(b.now.Add(20*time.Second).UTC()) || !g.To.Equal(b.now.Add(20*time.Second+5*time.Minute).UTC()) {
-		t.Fatalf("after five minutes of silence: gap %+v (%v), want the five minutes", g, err)
+	g, err := behind.Alive(ctx, testApp, "behind", "1", beat, nil)
+	if err != nil || g == nil || !g.From.Equal(b.now.UTC()) || !g.To.Equal(b.now.Add(20*time.Second+5*time.Minute).UTC()) {
+		t.Fatalf("after five minutes of silence: gap %+v (%v), want the five minutes and the beat before", g, err)
+	}
+}
+
+// TestReplicaGaps: the callback receiver runs as replicas that each beat.
+// A replica that refused a callback while Redis was out of its reach holds
+// the callback's gap in memory; killed (SIGKILL) before it could write it,
+// it used to leave no trace: the other replica's beats hid its silence, and
+// a receiver started again within two beats saw none. Each case beats on
+// miniredis with Redis's clock set, and checks the gap a lookup from before
+// the lost message is told of.
+func TestReplicaGaps(t *testing.T) {
+	const beat = 10 * time.Second
+	type step struct {
+		at      time.Duration // Redis time since the start
+		replica string        // "name/life"; "leave name/life" leaves
+	}
+	for _, c := range []struct {
+		name  string
+		steps []step
+		// wantFrom is where the gap the last step records starts (-1: no gap).
+		wantFrom time.Duration
+	}{
+		{"a replica killed while another beats", []step{{0, "a/1"}, {1 * time.Second, "b/1"}, {10 * time.Second, "b/1"}, {21 * time.Second, "b/1"}}, 0},
+		{"another replica still within its beats", []step{{0, "a/1"}, {1 * time.Second, "b/1"}, {10 * time.Second, "b/1"}, {19 * time.Second, "b/1"}}, -1},
+		{"restarted in the same place within two beats", []step{{0, "a/1"}, {5 * time.Second, "a/2"}}, 0},
+		{"started elsewhere while none runs", []step{{0, "a/1"}, {3 * time.Second, "leave a/1"}, {5 * time.Second, "b/1"}}, 3 * time.Second},
+		{"one left while another runs", []step{{0, "a/1"}, {1 * time.Second, "b/1"}, {3 * time.Second, "leave a/1"}, {10 * time.Second, "b/1"}, {30 * time.Second, "b/1"}}, -1},
+		{"a replica beating on time", []step{{0, "a/1"}, {10 * time.Second, "a/1"}, {20 * time.Second, "a/1"}}, -1},
+		{"a replica silent for longer than two beats", []step{{0, "a/1"}, {21 * time.Second, "a/1"}}, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			b := setup(t, testToken)
+			ctx := t.Context()
+			start := b.now
+			var got *Gap
+			for i, s := range c.steps {
+				b.mr.SetTime(start.Add(s.at))
+				var err error
+				if name, ok := strings.CutPrefix(s.replica, "leave "); ok {
+					r, life, _ := strings.Cut(name, "/")
+					err = b.idx.Leave(ctx, testApp, r, life, nil)
+				} else {
+					r, life, _ := strings.Cut(s.replica, "/")
+					got, err = b.idx.Alive(ctx, testApp, r, life, beat, nil)
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if i < len(c.steps)-1 && got != nil {
+					t.Fatalf("step %d (%s at %s): gap %+v before the last step", i, s.replica, s.at, *got)
+				}
+			}
+			end := start.Add(c.steps[len(c.steps)-1].at)
+			if c.wantFrom < 0 {
+				if got != nil {
+					t.Fatalf("gap %+v, want none", *got)
+				}
+				return
+			}
+			if got == nil || !got.From.Equal(start.Add(c.wantFrom).UTC()) || !got.To.Equal(end.UTC()) {
+				t.Fatalf("gap %+v, want %s → %s", got, start.Add(c.wantFrom).UTC(), end.UTC())
+			}
+			cov, err := b.idx.Coverage(ctx, testApp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(cov.Gaps) != 1 || !cov.Gaps[0].From.Equal(got.From) || !cov.Gaps[0].To.Equal(got.To) {
+				t.Fatalf("coverage gaps %+v, want %+v", cov.Gaps, *got)
+			}
+		})
+	}
+}
+
+// TestLostGapGoesWithTheBeat: a callback refused while Redis was down
+// leaves its gap in memory; the next beat writes it in the same step as
+// the beat, so that a replica whose beat went in holds nothing a kill
+// could lose, and one whose beat failed keeps it for the next.
+func TestLostGapGoesWithTheBeat(t *testing.T) {
+	b := setup(t, testToken)
+	ctx := t.Context()
+	b.cb.Replica = "r"
+	b.mr.SetTime(b.now)
+	if _, _, err := b.cb.Beat(ctx, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	b.mr.SetError("LOADING Redis is loading the dataset in memory")
+	rt := b.now.Unix()
+	if status, _ := b.post(t, testApp, CommandGroupAfterSend, rt, Sign(testToken, strconv.FormatInt(rt, 10)), groupBody("spammer", "@TGS#1", 2, rt)); status != http.StatusServiceUnavailable {
+		t.Fatalf("callback while Redis is down: HTTP %d, want 503", status)
+	}
+	if _, _, err := b.cb.Beat(ctx, 10*time.Second); err == nil {
+		t.Fatal("a beat while Redis is down went in")
+	}
+	b.mr.SetError("")
+	b.mr.SetTime(b.now.Add(5 * time.Second))
+	lost, silence, err := b.cb.Beat(ctx, 10*time.Second)
+	if err != nil || silence != nil || lost == nil || lost.To.Before(b.now) {
+		t.Fatalf("beat after Redis came back: lost %+v, silence %+v (%v), want the callback's gap and no silence", lost, silence, err)
+	}
+	cov, err := b.idx.Coverage(ctx, testApp)
+	if err != nil || len(cov.Gaps) != 1 || cov.Gaps[0].Reason != lost.Reason {
+		t.Fatalf("coverage gaps %+v (%v), want the callback's", cov.Gaps, err)
+	}
+	if lost, _, err := b.cb.Beat(ctx, 10*time.Second); err != nil || lost != nil {
+		t.Fatalf("the next beat: lost %+v (%v), want nothing left", lost, err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -91,7 +92,21 @@ func Run(ctx context.Context, c Config) error {
 		idx := c.IndexService
 		idx.Redis, idx.Prefix, idx.Retention, idx.SDKAppID, idx.Token = c.Redis, c.Prefix, c.Retention, c.AppID, c.CallbackToken
 		idx.IM, idx.Registry, idx.Log = c.IM, reg, log
-		cfg.Index, cfg.Callbacks = msgindex.Start(ctx, idx)
+		// Where it runs: a serve started again there after a kill is
+		// known as its successor at its first beat.
+		host, _ := os.Hostname()
+		idx.Replica = host + "/" + c.Listen
+		svc := msgindex.Start(ctx, idx)
+		cfg.Index, cfg.Callbacks = svc.Index, svc.Callbacks
+		// Runs last, once the server no longer takes callbacks: the
+		// next receiver to start knows this one stopped (and when).
+		defer func() {
+			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if err := svc.Leave(lctx); err != nil {
+				log.Warn("taking the callback receiver out of the index", "err", err)
+			}
+		}()
 	}
 	if c.Monitor {
 		defer cfg.AddMonitor(c.Asynq)()

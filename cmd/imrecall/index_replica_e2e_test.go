@@ -1,0 +1,228 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/imrecall/imrecall/emulator"
+	"github.com/imrecall/imrecall/internal/imtest"
+	"github.com/imrecall/imrecall/internal/redisproxy"
+	"github.com/imrecall/imrecall/internal/redistest"
+	"github.com/imrecall/imrecall/msgindex"
+)
+
+// receiverE2E is an e2e whose emulator posts its after-send callbacks to
+// the serve at addr (started by the test), with the helpers of the tests
+// that kill callback receivers.
+type receiverE2E struct {
+	*e2e
+	addr string
+	idx  *msgindex.Index
+}
+
+func newReceiverE2E(t *testing.T) *receiverE2E {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	addr := freeAddr(t)
+	e := e2eOn(t, redistest.Start(t, redistest.WithAOF()),
+		imtest.Start(t, emulator.Config{Rate: 200, Callbacks: emulator.CallbackConfig{URL: "http://" + addr + "/callback", Token: e2eCallbackToken}}))
+	t.Cleanup(e.env.Emu.Close)
+	return &receiverE2E{e2e: e, addr: addr, idx: msgindex.New(e.redis.Client(), "", 0)}
+}
+
+// serveOn starts serve listening on addr with Redis at redisURL, beating
+// every beat, and waits until it is ready.
+func (r *receiverE2E) serveOn(name, addr, redisURL string, beat time.Duration) *startedProc {
+	r.t.Helper()
+	cmd := imrecallCommand(context.Background(), r.bin, "serve", "--listen", addr, "--log-level", "info", "--index-retention", "30d",
+		"--index-heartbeat", beat.String(), "--confirm-rate", "0")
+	cmd.Env = append(r.environ(), "IMRECALL_API_TOKENS=ops:admin:"+e2eAPIToken, "IMRECALL_CALLBACK_TOKEN="+e2eCallbackToken,
+		"IMRECALL_REDIS="+redisURL)
+	p := &startedProc{cmd: cmd, log: filepath.Join(r.t.TempDir(), name+".log")}
+	r.startLogged(cmd, p.log)
+	if err := waitReady(r.t.Context(), addr, 30*time.Second); err != nil {
+		r.t.Fatalf("%s: %v\n%s", name, err, tail(p.log, 4000))
+	}
+	return p
+}
+
+type startedProc struct {
+	cmd *exec.Cmd
+	log string
+}
+
+// kill ends the process with SIGKILL: nothing it holds in memory survives.
+func (p *startedProc) kill() {
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	_ = p.cmd.Wait()
+}
+
+// waitCallbacks waits until every callback the emulator queued was
+// answered (or not) and returns the counts.
+func (r *receiverE2E) waitCallbacks() emulator.CallbackStats {
+	r.t.Helper()
+	if err := r.env.Emu.WaitCallbacks(r.t.Context()); err != nil {
+		r.t.Fatal(err)
+	}
+	return r.env.Emu.CallbackStats()
+}
+
+// dryRunAuto is `purge user --source auto --dry-run` of user from since.
+func (r *receiverE2E) dryRunAuto(user string, since time.Time, peers string) string {
+	r.t.Helper()
+	cmd := imrecallCommand(r.t.Context(), r.bin, "purge", "user", "--user", user, "--source", "auto",
+		"--since", since.UTC().Format(time.RFC3339), "--peers", peers, "--dry-run")
+	cmd.Env = r.environ()
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		r.t.Fatalf("purge --source auto: %v\n%s", err, out.String())
+	}
+	return out.String()
+}
+
+// waitBeat waits for the next heartbeat of the index (its alive stamp
+// changes) and returns the time it was seen.
+func (r *receiverE2E) waitBeat(timeout time.Duration) {
+	r.t.Helper()
+	ctx := r.t.Context()
+	meta := "imrecall:idx:{" + strconv.FormatInt(imtest.AppID, 10) + "}:meta"
+	rdb := r.redis.Client()
+	first, _ := rdb.HGet(ctx, meta, "alive").Result()
+	deadline := time.Now().Add(timeout)
+	for {
+		now, _ := rdb.HGet(ctx, meta, "alive").Result()
+		if now != first && now != "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("no heartbeat of the index within %s", timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestReceiverReplicaKilledWhileCutOffFromRedisLeavesAGap: two replicas of
+// serve receive callbacks (as behind a load balancer); replica A loses its
+// way to Redis (here the proxy it goes through is closed), refuses a callback it cannot index (Tencent does not send it
+// again) and keeps its gap in memory, to be written once Redis answers. It
+// is killed first (SIGKILL: a liveness probe, an OOM, a node drained). B
+// beats all along, so no silence shows: the lost message's gap must not be
+// lost with A, or a purge by index of its sender misses it while the index
+// claims to cover its time.
+func TestReceiverReplicaKilledWhileCutOffFromRedisLeavesAGap(t *testing.T) {
+	r := newReceiverE2E(t)
+	r.env.Accounts(t, "u", "v")
+	g := r.env.Group(t, "Public", "@TGS#replica", "u", "v")
+	const beat = 2 * time.Second
+
+	proxy, err := redisproxy.Start(r.redis.Addr(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = proxy.Close() })
+	a := r.serveOn("serve-a", r.addr, "redis://"+proxy.Addr()+"/0", beat)
+	r.serveOn("serve-b", freeAddr(t), r.redisURL, beat)
+
+	// Indexed by A while its Redis answers.
+	r.env.SendGroup(t, g, "", 2, "u")
+	if st := r.waitCallbacks(); st.Delivered != 2 {
+		t.Fatalf("callbacks before the cut: %+v, want 2 delivered", st)
+	}
+	cov, err := r.idx.Coverage(t.Context(), imtest.AppID)
+	if err != nil || cov.Since.IsZero() {
+		t.Fatalf("coverage %+v (%v), want the index fed", cov, err)
+	}
+	since := cov.Since.Add(time.Second)
+	time.Sleep(time.Until(since.Add(100 * time.Millisecond)))
+	r.waitBeat(10 * beat)
+	if out := r.dryRunAuto("u", since, "v"); strings.Contains(out, "scanning histories") {
+		t.Fatalf("with both replicas up, auto scanned:\n%s", out)
+	}
+
+	// A is cut off from Redis; a message is sent, its callback refused.
+	_ = proxy.Close()
+	lost := r.env.SendGroup(t, g, "", 1, "u")
+	if st := r.waitCallbacks(); st.Delivered != 2 {
+		t.Fatalf("callbacks while A is cut off: %+v, want the third not delivered", st)
+	}
+	time.Sleep(time.Second) // A gives up on Redis and keeps the gap
+	a.kill()
+
+	// B beats on for several beats; then a purge from before the loss.
+	for range 3 {
+		r.waitBeat(10 * beat)
+	}
+	cov, err = r.idx.Coverage(t.Context(), imtest.AppID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found bool
+	if err := r.idx.Lookup(t.Context(), imtest.AppID, "u", time.Time{}, time.Time{}, func(e msgindex.Entry) error {
+		found = found || e.MsgSeq == lost[0]
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !found && cov.Covers(since, time.Now()) {
+		t.Fatalf("seq %d of %s was lost with replica A, yet the index claims to cover it (gaps %+v)", lost[0], g, cov.Gaps)
+	}
+	if out := r.dryRunAuto("u", since, "v"); !strings.Contains(out, "scanning histories") {
+		t.Fatalf("after the loss, auto did not scan:\n%s", out)
+	}
+}
+
+// TestReceiverKilledWhileRedisDownLeavesAGap: the only serve refuses a
+// callback while Redis is down and keeps its gap in memory; it is killed
+// before Redis comes back, and started again at once. The silence of the
+// heartbeat is shorter than two beats, so nothing but the refusal could say
+// that the message is missing from the index: the gap must survive the
+// process, or a purge by index misses the message.
+func TestReceiverKilledWhileRedisDownLeavesAGap(t *testing.T) {
+	r := newReceiverE2E(t)
+	r.env.Accounts(t, "u", "v")
+	g := r.env.Group(t, "Public", "@TGS#restart", "u", "v")
+	const beat = 10 * time.Second
+
+	first := r.serveOn("serve-1", r.addr, r.redisURL, beat)
+	r.env.SendGroup(t, g, "", 2, "u")
+	if st := r.waitCallbacks(); st.Delivered != 2 {
+		t.Fatalf("callbacks: %+v, want 2 delivered", st)
+	}
+	cov, err := r.idx.Coverage(t.Context(), imtest.AppID)
+	if err != nil || cov.Since.IsZero() {
+		t.Fatalf("coverage %+v (%v), want the index fed", cov, err)
+	}
+	since := cov.Since.Add(time.Second)
+	time.Sleep(time.Until(since.Add(100 * time.Millisecond)))
+	r.waitBeat(3 * beat) // the whole outage fits well within two beats from here
+
+	r.redis.Kill()
+	lost := r.env.SendGroup(t, g, "", 1, "u")
+	if st := r.waitCallbacks(); st.Delivered != 2 {
+		t.Fatalf("callbacks while Redis is down: %+v, want the third not delivered", st)
+	}
+	first.kill()
+	r.redis.Restart()
+	r.serveOn("serve-2", r.addr, r.redisURL, beat)
+	r.waitBeat(3 * beat)
+
+	cov, err = r.idx.Coverage(t.Context(), imtest.AppID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cov.Covers(since, time.Now()) {
+		t.Fatalf("seq %d of %s was refused while Redis was down, yet the index claims to cover it (gaps %+v)", lost[0], g, cov.Gaps)
+	}
+	if out := r.dryRunAuto("u", since, "v"); !strings.Contains(out, "scanning histories") {
+		t.Fatalf("after the loss, auto did not scan:\n%s", out)
+	}
+}
