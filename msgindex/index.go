@@ -256,7 +256,8 @@ type Coverage struct {
 	// RetentionSeconds is Retention for JSON.
 	RetentionSeconds int64 `json:"retention_seconds"`
 	// Gaps are the recorded times since Since in which callbacks may have
-	// been lost, oldest first.
+	// been lost, oldest first; the last one reaches now while no receiver
+	// beats (every serve stopped, or one silent past its deadline).
 	Gaps []Gap `json:"gaps,omitempty"`
 	// Confirmation counts what the confirmer decided since the index began.
 	Confirmation Confirmation `json:"confirmation"`
@@ -323,7 +324,54 @@ func (x *Index) Coverage(ctx context.Context, app int64) (Coverage, error) {
 			c.Gaps = append(c.Gaps, g)
 		}
 	}
+	open, err := x.openGap(ctx, app, h["alive"])
+	if err != nil {
+		return Coverage{}, err
+	}
+	if open != nil && !open.To.Before(c.Since) {
+		c.Gaps = append(c.Gaps, *open)
+	}
 	return c, nil
+}
+
+// openGap is the gap no beat has recorded yet because no receiver beats:
+// every replica of the receiver has left (serve stopped), or one has not
+// beaten by its deadline (killed, or cut off from Redis) and no other has
+// beaten since to record it. Callbacks sent meanwhile are being lost, so a
+// range that reaches now is not covered. alive is the app's last beat.
+func (x *Index) openGap(ctx context.Context, app int64, alive string) (*Gap, error) {
+	last, _ := strconv.ParseInt(alive, 10, 64)
+	if last <= 0 {
+		return nil, nil // no receiver ever beat (an index fed otherwise)
+	}
+	rs, err := x.rdb.HGetAll(ctx, x.receiversKey(app)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("reading the callback receivers of app %d: %w", app, err)
+	}
+	t, err := x.rdb.Time(ctx).Result()
+	if err != nil {
+		return nil, fmt.Errorf("reading the callback receivers of app %d: %w", app, err)
+	}
+	now := t.Unix()
+	var g *Gap
+	if len(rs) == 0 {
+		g = &Gap{From: time.Unix(last, 0), Reason: "no callback receiver is running: callbacks sent since are lost"}
+	}
+	for _, v := range rs {
+		var beat, deadline int64
+		if _, err := fmt.Sscanf(v, "%d %d", &beat, &deadline); err != nil || now <= deadline {
+			continue
+		}
+		if g == nil || time.Unix(beat, 0).Before(g.From) {
+			g = &Gap{From: time.Unix(beat, 0), Reason: "a callback receiver replica has stopped beating (killed, or cut off from Redis): callbacks sent to it since are lost"}
+		}
+	}
+	if g == nil {
+		return nil, nil
+	}
+	// Open: it reaches now, by Redis's clock and ours.
+	g.From, g.To = g.From.UTC(), time.Unix(max(now, x.now().Unix()), 0).UTC()
+	return g, nil
 }
 
 // Covers reports whether the index holds every message sent from since on

@@ -226,3 +226,57 @@ func TestReceiverKilledWhileRedisDownLeavesAGap(t *testing.T) {
 		t.Fatalf("after the loss, auto did not scan:\n%s", out)
 	}
 }
+
+// TestPurgeByIndexWhileNoReceiverRuns: serve is stopped (SIGTERM) or killed
+// and not started again; a message is sent meanwhile and its callback has
+// nowhere to go. No beat comes to record the silence, and the index claimed
+// to cover the range up to now: `purge --source auto` used it and missed
+// the message. Coverage now holds an open gap while no receiver beats.
+func TestPurgeByIndexWhileNoReceiverRuns(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		stop func(p *startedProc)
+		wait time.Duration // for the killed serve's deadline to pass
+	}{
+		{"stopped", func(p *startedProc) { _ = p.cmd.Process.Signal(syscall.SIGTERM); _ = p.cmd.Wait() }, 0},
+		{"killed", (*startedProc).kill, 5 * time.Second},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := newReceiverE2E(t)
+			r.env.Accounts(t, "u", "v")
+			g := r.env.Group(t, "Public", "@TGS#gone", "u", "v")
+			const beat = 2 * time.Second
+			p := r.serveOn("serve", r.addr, r.redisURL, beat)
+			r.env.SendGroup(t, g, "", 2, "u")
+			if st := r.waitCallbacks(); st.Delivered != 2 {
+				t.Fatalf("callbacks: %+v, want 2 delivered", st)
+			}
+			cov, err := r.idx.Coverage(t.Context(), imtest.AppID)
+			if err != nil || cov.Since.IsZero() {
+				t.Fatalf("coverage %+v (%v), want the index fed", cov, err)
+			}
+			since := cov.Since.Add(time.Second)
+			time.Sleep(time.Until(since.Add(100 * time.Millisecond)))
+			r.waitBeat(10 * beat)
+			if out := r.dryRunAuto("u", since, "v"); strings.Contains(out, "scanning histories") {
+				t.Fatalf("with serve up, auto scanned:\n%s", out)
+			}
+
+			c.stop(p)
+			lost := r.env.SendGroup(t, g, "", 1, "u")
+			if st := r.waitCallbacks(); st.Delivered != 2 {
+				t.Fatalf("callbacks with serve gone: %+v, want the third not delivered", st)
+			}
+			time.Sleep(c.wait)
+			if cov, err = r.idx.Coverage(t.Context(), imtest.AppID); err != nil {
+				t.Fatal(err)
+			}
+			if cov.Covers(since, time.Now()) {
+				t.Fatalf("seq %d of %s was sent with no serve running, yet the index claims to cover it (gaps %+v)", lost[0], g, cov.Gaps)
+			}
+			if out := r.dryRunAuto("u", since, "v"); !strings.Contains(out, "scanning histories") {
+				t.Fatalf("with no serve running, auto did not scan:\n%s", out)
+			}
+		})
+	}
+}
