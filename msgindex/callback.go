@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 )
 
 // The after-send callbacks the index records.
@@ -173,9 +174,11 @@ func (c *Callbacks) handle(r *http.Request) (result string, status int, msg stri
 	ctx := context.WithoutCancel(r.Context())
 	// An exact replay (same query, same body) within the skew window is
 	// refused; a new callback in the same second has another body.
+	// The key holds a name of this request: go-redis sends a command again
+	// after a timeout, and the try that timed out may have set the key.
 	digest := sha256.Sum256(append([]byte(r.URL.RawQuery+"\n"), body...))
 	seen := c.Index.seenKey(c.SDKAppID, hex.EncodeToString(digest[:16]))
-	fresh, err := c.Index.rdb.SetNX(ctx, seen, 1, 2*MaxClockSkew+time.Minute).Result()
+	fresh, err := seenScript.Run(ctx, c.Index.rdb, []string{seen}, randomName(), int64((2*MaxClockSkew+time.Minute)/time.Second)).Bool()
 	if err != nil {
 		c.lose(ctx, entry, now(), err)
 		return ResultError, http.StatusServiceUnavailable, "index unavailable"
@@ -194,6 +197,20 @@ func (c *Callbacks) handle(r *http.Request) (result string, status int, msg stri
 	}
 	return ResultIndexed, http.StatusOK, ""
 }
+
+// seenScript marks KEYS[1] (a callback's digest) seen by the request named
+// ARGV[1] for ARGV[2] seconds. It answers 1 if the callback is new, or was
+// marked by this same request (a command sent again after a timeout whose
+// first try went in), and 0 if another request marked it.
+var seenScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if v == false then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+  return 1
+end
+if v == ARGV[1] then return 1 end
+return 0
+`)
 
 // lose records that the callback of entry could not be indexed: Tencent
 // does not retry, so the message is missing from the index unless a retry

@@ -15,9 +15,11 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/google/go-cmp/cmp"
+	"github.com/imrecall/imrecall/internal/redisproxy"
 	"github.com/imrecall/imrecall/internal/redistest"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/redis/go-redis/v9"
 )
 
 const (
@@ -466,4 +468,61 @@ func TestCallbackLostAheadOfOurClockIsInItsGap(t *testing.T) {
 	if from := b.now.Add(time.Second); cov.Covers(from, sent.Add(time.Minute)) {
 		t.Fatalf("the index claims to cover %s.. (gaps %+v); seq 2 of @TGS#1, sent at %s, is not in it", from, cov.Gaps, sent)
 	}
+}
+
+// TestCallbackRetriedAfterATimeoutIsNotAReplay: Redis a few seconds away
+// for a moment (the latency proxy holds the receiver's first write past
+// go-redis's read timeout, then the path is quick again). go-redis sends
+// the replay check (SET NX of the callback's digest) again on a new
+// connection, where it finds the key its own first try set: the callback
+// was answered 409 "already received", neither indexed nor recorded as a
+// gap, and a purge by index missed its message while the index claimed to
+// cover its time.
+func TestCallbackRetriedAfterATimeoutIsNotAReplay(t *testing.T) {
+	srv := redistest.Start(t)
+	proxy, err := redisproxy.Start(srv.Addr(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = proxy.Close() })
+	rdb := redis.NewClient(&redis.Options{Addr: proxy.Addr()}) // go-redis's defaults: read timeout 3 s, 3 retries
+	t.Cleanup(func() { _ = rdb.Close() })
+	ctx := t.Context()
+	idx := New(rdb, "", 24*time.Hour)
+	cb := &Callbacks{Index: idx, SDKAppID: testApp, Token: testToken}
+	hs := httptest.NewServer(cb)
+	t.Cleanup(hs.Close)
+	b := &bundle{idx: idx, cb: cb, srv: hs}
+	post := func(seq int64) int {
+		rt := time.Now().Unix()
+		status, _ := b.post(t, testApp, CommandGroupAfterSend, rt, Sign(testToken, strconv.FormatInt(rt, 10)), groupBody("spammer", "@TGS#1", seq, rt))
+		return status
+	}
+	if status := post(1); status != http.StatusOK {
+		t.Fatalf("first callback: HTTP %d", status)
+	}
+	since := time.Now()
+
+	proxy.SetDelay(4 * time.Second) // a round trip of 8 s: the first try times out
+	done := make(chan int, 1)
+	go func() { done <- post(2) }()
+	time.Sleep(5500 * time.Millisecond) // the retry is on its way, slow
+	proxy.SetDelay(0)                   // its answer comes back in time
+	status := <-done
+
+	var indexed bool
+	if err := idx.Lookup(ctx, testApp, "spammer", time.Time{}, time.Time{}, func(e Entry) error {
+		indexed = indexed || e.MsgSeq == 2
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	cov, err := idx.Coverage(ctx, testApp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !indexed && cov.Covers(since, time.Now()) {
+		t.Fatalf("callback of seq 2: HTTP %d, not indexed, yet the index claims to cover its time (gaps %+v)", status, cov.Gaps)
+	}
+	t.Logf("callback of seq 2: HTTP %d, indexed %v, gaps %+v", status, indexed, cov.Gaps)
 }
