@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -72,7 +74,18 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock relative times (since 90d) are taken from; nil is time.Now.
 	Now func() time.Time
+	// IndexSettle is how long a purge by index whose range reaches its
+	// start waits for the callbacks then in flight before it reads the index
+	// again for the messages they bring (and for the gaps recorded meanwhile).
+	// Zero is DefaultIndexSettle; negative reads the index once.
+	IndexSettle time.Duration
 }
+
+// DefaultIndexSettle is Config.IndexSettle's default: Tencent sends an
+// after-send callback once the message is sent, and it takes its time
+// (the emulator's deliveries time out after 2 s), so messages sent just
+// before a purge starts may reach the index after the purge has read it.
+const DefaultIndexSettle = 10 * time.Second
 
 // Client plans, creates and follows jobs: the one place that decides index
 // or scan, runs dry runs and asks for confirmation. The CLI, the HTTP API,
@@ -260,6 +273,10 @@ type prepared struct {
 	scans []producer.Scan
 	check *producer.SenderCheck // purge by index, after a count
 	user  string
+	at    time.Time // purge by index: when its range was read (now, for an open end)
+	// recent is what the index held of the last moments of a purge by
+	// index's range before it was first read (settleIndex).
+	recent map[string]bool
 }
 
 // close releases what prepare kept for planning (a list file's spool).
@@ -379,7 +396,7 @@ func (c *Client) prepareUser(ctx context.Context, p *prepared, r UserPurge, coun
 	if err != nil {
 		return err
 	}
-	p.w, p.user = w, r.User
+	p.w, p.user, p.at = w, r.User, now
 	source := r.Source
 	if source == "" {
 		source = SourceAuto
@@ -425,6 +442,9 @@ func (c *Client) prepareUser(ctx context.Context, p *prepared, r UserPurge, coun
 		tally := &producer.Tally{}
 		p.check = producer.NewSenderCheck(c.cfg.IM, r.User, tally)
 		p.check.Window = w
+		if p.recent, err = c.recentIndex(ctx, p, nil); err != nil {
+			return err
+		}
 		counts, err := c.cfg.Index.Plan(ctx, c.cfg.AppID, r.User, w.Since, w.Until, p.check)
 		if err == nil {
 			err = p.check.Flush(ctx)
@@ -630,6 +650,10 @@ func (c *Client) planFunc(p *prepared, out *Created, onWait func(Created), onJob
 				// that recalls start while later history pages are read.
 				check = producer.NewSenderCheck(c.cfg.IM, p.user, b)
 				check.Window = p.w
+				var err error
+				if p.recent, err = c.recentIndex(ctx, p, nil); err != nil {
+					return err
+				}
 				counts, err := c.cfg.Index.Plan(ctx, c.cfg.AppID, p.user, p.w.Since, p.w.Until, check)
 				if err != nil {
 					return err
@@ -652,12 +676,111 @@ func (c *Client) planFunc(p *prepared, out *Created, onWait func(Created), onJob
 					}
 				}
 			}
-			return c.store.AddRefused(ctx, job.ID, jobs.RefusedSenderUnconfirmed, int64(check.Refused))
+			if err := c.store.AddRefused(ctx, job.ID, jobs.RefusedSenderUnconfirmed, int64(check.Refused)); err != nil {
+				return err
+			}
+			return c.settleIndex(ctx, p, job, b)
 		}
 		n, err := producer.EnqueueScans(ctx, c.store, q, job, p.scans)
 		out.Plan.Scans = n
 		return err
 	}
+}
+
+// settleIndex waits, for a purge by index whose range reaches the moment
+// it read the index, until the callbacks then in flight have arrived
+// (Config.IndexSettle), and plans the messages of the range they brought:
+// a message sent just before the purge started, whose callback came after
+// the index was read, was otherwise missed while the coverage said
+// complete. A gap recorded meanwhile that falls in the range (a callback
+// refused, a receiver found silent) is added to the job's coverage.
+func (c *Client) settleIndex(ctx context.Context, p *prepared, job jobs.Job, b *producer.Batcher) error {
+	if p.recent == nil {
+		return nil // no need (the range ended long before), or none asked
+	}
+	t := time.NewTimer(time.Until(p.at.Add(c.settle())))
+	select {
+	case <-ctx.Done():
+		t.Stop()
+		return ctx.Err()
+	case <-t.C:
+	}
+	check := producer.NewSenderCheck(c.cfg.IM, p.user, b)
+	check.Window = p.w
+	if _, err := c.recentIndex(ctx, p, check); err != nil {
+		return err
+	}
+	if err := check.Flush(ctx); err != nil {
+		return err
+	}
+	if err := c.store.AddRefused(ctx, job.ID, jobs.RefusedSenderUnconfirmed, int64(check.Refused)); err != nil {
+		return err
+	}
+	if p.Scope == nil {
+		return nil
+	}
+	changed := false
+	for _, peer := range check.Peers() {
+		if !slices.Contains(p.Scope.Peers, peer) {
+			p.Scope.Peers, changed = append(p.Scope.Peers, peer), true
+		}
+	}
+	cov, err := c.cfg.Index.Coverage(ctx, c.cfg.AppID)
+	if err != nil {
+		return err
+	}
+	if why := cov.Why(p.w.Since, p.at); why != "" && (p.IndexCoverage == nil || p.IndexCoverage.Why(p.w.Since, p.at) == "") {
+		p.Scope.Gaps = append(p.Scope.Gaps, jobs.Gap{Kind: jobs.GapIndex, What: "the callback index does not cover the whole range: " + why})
+		changed = true
+	}
+	if !changed {
+		return nil
+	}
+	return c.store.SaveCoverage(ctx, job.ID, *p.Scope)
+}
+
+func (c *Client) settle() time.Duration {
+	if c.cfg.IndexSettle == 0 {
+		return DefaultIndexSettle
+	}
+	return c.cfg.IndexSettle
+}
+
+// recentIndex reads what the index holds of the last moments of a purge
+// by index's range: the messages whose callbacks may still have been in
+// flight when it was first read (sent within the settle, by Tencent's
+// clock, which may be MaxClockSkew from ours). With sink nil it returns
+// them (nil when the range ended long before, or no settle is asked); else
+// it hands sink those not in p.recent, as Index.Plan would.
+func (c *Client) recentIndex(ctx context.Context, p *prepared, sink msgindex.Sink) (map[string]bool, error) {
+	settle := c.settle()
+	from := p.at.Add(-settle - msgindex.MaxClockSkew)
+	if settle < 0 || (!p.w.Until.IsZero() && p.w.Until.Before(from)) {
+		return nil, nil
+	}
+	if from.Before(p.w.Since) {
+		from = p.w.Since
+	}
+	seen := map[string]bool{}
+	err := c.cfg.Index.Lookup(ctx, c.cfg.AppID, p.user, from, p.w.Until, func(e msgindex.Entry) error {
+		key := strings.Join([]string{e.GroupID, e.TopicID, strconv.FormatInt(e.MsgSeq, 10), e.To, e.MsgKey}, "\x1f")
+		switch {
+		case sink == nil:
+			seen[key] = true
+		case p.recent[key] || seen[key]:
+		case e.IsGroup():
+			seen[key] = true
+			return sink.AddGroup(ctx, jobs.Target{GroupID: e.GroupID, TopicID: e.TopicID}, e.MsgSeq)
+		default:
+			seen[key] = true
+			return sink.AddC2C(ctx, jobs.Target{From: p.user, To: e.To}, e.MsgKey)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading the callback index again: %w", err)
+	}
+	return seen, nil
 }
 
 // defaultQueue is the queue of a kind when the request names none.

@@ -280,3 +280,62 @@ func TestPurgeByIndexWhileNoReceiverRuns(t *testing.T) {
 		})
 	}
 }
+
+// TestCallbackArrivingDuringAPurgeByIndex: a message is sent a moment
+// before `purge user --source index` starts, and its callback reaches serve
+// only after the purge has read the index (here the way from the emulator
+// to serve takes 3 s: Tencent's callbacks are sent after the message, and
+// take their time). The purge ended done, its coverage without a gap, and
+// the message was never recalled.
+func TestCallbackArrivingDuringAPurgeByIndex(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	addr := freeAddr(t)
+	way, err := redisproxy.Start(addr, 0) // a TCP proxy: here the way of callbacks to serve
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = way.Close() })
+	e := e2eOn(t, redistest.Start(t, redistest.WithAOF()),
+		imtest.Start(t, emulator.Config{Rate: 200, Callbacks: emulator.CallbackConfig{URL: "http://" + way.Addr() + "/callback", Token: e2eCallbackToken, Timeout: 10 * time.Second}}))
+	t.Cleanup(e.env.Emu.Close)
+	r := &receiverE2E{e2e: e, addr: addr, idx: msgindex.New(e.redis.Client(), "", 0)}
+	r.env.Accounts(t, "u", "v")
+	g := r.env.Group(t, "Public", "@TGS#during", "u", "v")
+	r.serveOn("serve", addr, r.redisURL, 2*time.Second)
+	r.worker("w1")
+
+	r.env.SendGroup(t, g, "", 2, "u")
+	if st := r.waitCallbacks(); st.Delivered != 2 {
+		t.Fatalf("callbacks: %+v, want 2 delivered", st)
+	}
+	cov, err := r.idx.Coverage(t.Context(), imtest.AppID)
+	if err != nil || cov.Since.IsZero() {
+		t.Fatalf("coverage %+v (%v), want the index fed", cov, err)
+	}
+	since := cov.Since.Add(time.Second)
+	time.Sleep(time.Until(since.Add(1100 * time.Millisecond)))
+
+	way.SetDelay(3 * time.Second)
+	sent := r.env.SendGroup(t, g, "", 1, "u")
+	jobID := r.created("purge", "user", "--user", "u", "--source", "index", "--since", since.UTC().Format(time.RFC3339),
+		"--yes", "--json", "--reason", "callback during the purge")
+	j := r.waitDone(jobID, 2*time.Minute)
+	if st := r.waitCallbacks(); st.Delivered != 3 {
+		t.Fatalf("callbacks: %+v, want the third delivered (late)", st)
+	}
+	jc, err := r.store.Coverage(t.Context(), jobID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recalled := false
+	for _, m := range r.env.Emu.GroupMessages(g, "") {
+		if m.Seq == sent[0] {
+			recalled = m.Recalled
+		}
+	}
+	if !recalled && (jc == nil || len(jc.Gaps) == 0) {
+		t.Fatalf("seq %d of %s, sent before the purge, was not recalled, and the job (%s, %+v) names no gap: %+v", sent[0], g, j.Status, j.Counts, jc)
+	}
+}
