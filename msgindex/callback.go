@@ -17,6 +17,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -71,6 +72,8 @@ type Callbacks struct {
 	// listen address), so that a run killed is known at once by the next;
 	// empty: the host and a random name.
 	Replica string
+
+	busy atomic.Int64 // callbacks being indexed now
 
 	mu   sync.Mutex
 	life string // this run of the replica: random
@@ -172,6 +175,8 @@ func (c *Callbacks) handle(r *http.Request) (result string, status int, msg stri
 	// never sends its callback again: a sender that hangs up (its timeout
 	// passed while Redis was slow) must not stop the writes half-way.
 	ctx := context.WithoutCancel(r.Context())
+	c.busy.Add(1)
+	defer c.busy.Add(-1)
 	// An exact replay (same query, same body) within the skew window is
 	// refused; a new callback in the same second has another body.
 	// The key holds a name of this request: go-redis sends a command again
@@ -288,9 +293,21 @@ func (c *Callbacks) Beat(ctx context.Context, interval time.Duration) (lost, sil
 
 // Leave takes this receiver out of the replicas that beat (Index.Leave),
 // with the gap it holds, if any. Call it once callbacks are no longer
-// received (the HTTP server stopped) and Beat is no longer called; a
-// receiver that does not leave is found silent two beats after its last.
+// received (the HTTP server stopped) and Beat is no longer called. It
+// waits for the callbacks still being indexed until ctx ends, and then
+// stays if some still are; a receiver that does not leave is found silent
+// two beats after its last.
 func (c *Callbacks) Leave(ctx context.Context) error {
+	// A callback still being indexed (Redis slow, serve's shutdown timed
+	// out) may yet fail once the process is gone: then stay, so that this
+	// receiver's silence is recorded as a gap.
+	for c.busy.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d callbacks still being indexed: the receiver stays in the index's record, and its silence will be a gap", c.busy.Load())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 	c.mu.Lock()
 	g, replica, life := c.lost, c.Replica, c.life
 	c.lost = nil

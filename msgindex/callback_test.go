@@ -3,6 +3,7 @@ package msgindex
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -525,4 +527,84 @@ func TestCallbackRetriedAfterATimeoutIsNotAReplay(t *testing.T) {
 		t.Fatalf("callback of seq 2: HTTP %d, not indexed, yet the index claims to cover its time (gaps %+v)", status, cov.Gaps)
 	}
 	t.Logf("callback of seq 2: HTTP %d, indexed %v, gaps %+v", status, indexed, cov.Gaps)
+}
+
+// holdSeen is a go-redis hook that holds the replay check of a callback
+// (the seen script) until release is closed, as a Redis too slow for
+// serve's shutdown would.
+type holdSeen struct {
+	held    chan struct{}
+	release chan struct{}
+}
+
+func (h holdSeen) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h holdSeen) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (h holdSeen) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if strings.Contains(fmt.Sprint(cmd.Args()...), ":seen:") {
+			h.held <- struct{}{}
+			<-h.release
+			return errors.New("redis: the process ended") // as if it had died mid-call
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// TestReceiverLeavesOnlyWhenNoCallbackIsInFlight: serve stops (SIGTERM)
+// while a callback is still being indexed (Redis slow, the shutdown's
+// 10 s passed). It used to leave the receivers' record all the same and
+// exit: the callback, never indexed, left no gap, and the other replica's
+// beats hid the rest. Now it stays while a callback is in flight, and its
+// silence is recorded as a gap by the next beat after its deadline.
+func TestReceiverLeavesOnlyWhenNoCallbackIsInFlight(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := t.Context()
+	const beat = time.Second
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	hold := holdSeen{held: make(chan struct{}), release: make(chan struct{})}
+	rdb.AddHook(hold)
+	stopping := &Callbacks{Index: New(rdb, "", 24*time.Hour), SDKAppID: testApp, Token: testToken, Replica: "a"}
+	other := &Callbacks{Index: New(srv.Client(), "", 24*time.Hour), SDKAppID: testApp, Token: testToken, Replica: "b"}
+	for _, cb := range []*Callbacks{stopping, other} {
+		if _, _, err := cb.Beat(ctx, beat); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := other.Index.Add(ctx, testApp, Entry{From: "spammer", Time: time.Now(), GroupID: "@TGS#1", MsgSeq: 1}); err != nil {
+		t.Fatal(err)
+	}
+	since := time.Now()
+	hs := httptest.NewServer(stopping)
+	t.Cleanup(hs.Close)
+	var once sync.Once
+	release := func() { once.Do(func() { close(hold.release) }) }
+	t.Cleanup(release) // before the server closes: its handler is held
+	b := &bundle{srv: hs}
+	go func() {
+		rt := time.Now().Unix()
+		b.post(t, testApp, CommandGroupAfterSend, rt, Sign(testToken, strconv.FormatInt(rt, 10)), groupBody("spammer", "@TGS#1", 2, rt))
+	}()
+	<-hold.held
+	lctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	err := stopping.Leave(lctx)
+	cancel()
+	t.Logf("leave with a callback in flight: %v", err)
+	// The process ends: the callback is neither indexed nor its gap kept.
+
+	// The other replica beats on time, past the stopped one's deadline.
+	for end := time.Now().Add(2*beat + 1100*time.Millisecond); time.Now().Before(end); time.Sleep(beat / 2) {
+		if _, _, err := other.Beat(ctx, beat); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cov, err := other.Index.Coverage(ctx, testApp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cov.Covers(since, time.Now()) {
+		t.Fatalf("a callback was in flight when the receiver left and exited, yet the index claims to cover its time (gaps %+v)", cov.Gaps)
+	}
 }
