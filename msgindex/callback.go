@@ -75,9 +75,10 @@ type Callbacks struct {
 
 	busy atomic.Int64 // callbacks being indexed now
 
-	mu   sync.Mutex
-	life string // this run of the replica: random
-	lost *Gap   // callbacks lost while not even their gap could be recorded (RecordLost)
+	mu    sync.Mutex
+	life  string // this run of the replica: random
+	stamp int64  // the Redis time of its last beat: a record holding another lost writes
+	lost  *Gap   // callbacks lost while not even their gap could be recorded (RecordLost)
 }
 
 // NewCallbackCounter returns the imrecall_callbacks_total counter.
@@ -279,15 +280,19 @@ func (c *Callbacks) Beat(ctx context.Context, interval time.Duration) (lost, sil
 			c.Replica = hostName() + "/" + c.life
 		}
 	}
-	g, replica, life := c.lost, c.Replica, c.life
+	g, replica, life, prev := c.lost, c.Replica, c.life, c.stamp
 	c.lost = nil
 	c.mu.Unlock()
-	if silence, err = c.Index.Alive(ctx, c.SDKAppID, replica, life, interval, g); err != nil {
+	silence, stamp, err := c.Index.beat(ctx, c.SDKAppID, replica, life, prev, interval, g)
+	if err != nil {
 		if g != nil {
 			c.keep(*g)
 		}
 		return nil, nil, err
 	}
+	c.mu.Lock()
+	c.stamp = stamp
+	c.mu.Unlock()
 	return g, silence, nil
 }
 

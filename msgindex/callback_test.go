@@ -608,3 +608,48 @@ func TestReceiverLeavesOnlyWhenNoCallbackIsInFlight(t *testing.T) {
 		t.Fatalf("a callback was in flight when the receiver left and exited, yet the index claims to cover its time (gaps %+v)", cov.Gaps)
 	}
 }
+
+// TestRedisThatLostWritesIsAGap: Redis comes back with an older state (a
+// failover to a replica behind, a restart from an older snapshot: here a
+// real redis-server saved, written to, killed and started again from its
+// save). The index entry written since is gone, while the coverage
+// (since, the heartbeats) came back intact: a purge by index missed the
+// message and was told the index covered it. The receiver's next beat
+// finds its record older than its last beat and records a gap.
+func TestRedisThatLostWritesIsAGap(t *testing.T) {
+	srv := redistest.Start(t) // no AOF: a restart loads the last save
+	ctx := t.Context()
+	const beat = 10 * time.Second
+	rdb := srv.Client()
+	cb := &Callbacks{Index: New(rdb, "", 24*time.Hour), SDKAppID: testApp, Replica: "r"}
+	if err := cb.Index.Add(ctx, testApp, Entry{From: "spammer", Time: time.Now(), GroupID: "@TGS#1", MsgSeq: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := cb.Beat(ctx, beat); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.Save(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	since := time.Now()
+	time.Sleep(1100 * time.Millisecond) // the next beat in another second of Redis's clock
+	if _, _, err := cb.Beat(ctx, beat); err != nil {
+		t.Fatal(err)
+	}
+	if err := cb.Index.Add(ctx, testApp, Entry{From: "spammer", Time: time.Now(), GroupID: "@TGS#1", MsgSeq: 2}); err != nil {
+		t.Fatal(err)
+	}
+	srv.Restart() // back as it was at the save: seq 2 is gone
+
+	_, silence, err := cb.Beat(ctx, beat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cov, err := cb.Index.Coverage(ctx, testApp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cov.Covers(since, time.Now()) {
+		t.Fatalf("Redis lost seq 2 of @TGS#1, yet the index claims to cover its time (beat's gap %+v, gaps %+v)", silence, cov.Gaps)
+	}
+}

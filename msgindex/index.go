@@ -452,6 +452,7 @@ func (x *Index) receiversKey(app int64) string {
 const (
 	reasonNotRunning = "the callback receiver was not running (or could not reach Redis)"
 	reasonStopped    = "a callback receiver replica stopped beating (killed, or cut off from Redis): the callbacks sent to it may have been lost"
+	reasonRolledBack = "Redis lost writes (a failover to a replica behind, or a restart from an older snapshot): entries indexed since may be gone"
 )
 
 // Alive is one heartbeat of the callback receiver replica, called every
@@ -477,26 +478,36 @@ const (
 // beats neither hides a silence (a clock ahead, read by one behind) nor
 // makes one up.
 func (x *Index) Alive(ctx context.Context, app int64, replica, life string, interval time.Duration, lost *Gap) (*Gap, error) {
+	g, _, err := x.beat(ctx, app, replica, life, 0, interval, lost)
+	return g, err
+}
+
+// beat is Alive for a run of a replica that remembers the stamp of its last
+// beat (prev, unix seconds; 0: none yet): a record that holds an older one
+// has lost writes (Redis failed over to a replica behind, or restarted from
+// an older snapshot), and so may the index since, which is a gap. It
+// returns this beat's stamp.
+func (x *Index) beat(ctx context.Context, app int64, replica, life string, prev int64, interval time.Duration, lost *Gap) (*Gap, int64, error) {
 	member, score, err := gapMember(lost)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	window := int64((2*interval + time.Second - 1) / time.Second)
 	res, err := heartbeatScript.Run(ctx, x.rdb, []string{x.metaKey(app), x.receiversKey(app), x.gapsKey(app)},
-		replica, window, member, score, maxGaps, reasonNotRunning, reasonStopped, life).Slice()
+		replica, window, member, score, maxGaps, reasonNotRunning, reasonStopped, life, prev, reasonRolledBack).Slice()
 	if err != nil {
-		return nil, fmt.Errorf("the index heartbeat of app %d: %w", app, err)
+		return nil, 0, fmt.Errorf("the index heartbeat of app %d: %w", app, err)
 	}
 	if len(res) != 3 {
-		return nil, fmt.Errorf("the index heartbeat of app %d: the script answered %v", app, res)
+		return nil, 0, fmt.Errorf("the index heartbeat of app %d: the script answered %v", app, res)
 	}
 	from, _ := res[0].(int64)
 	now, _ := res[1].(int64)
 	reason, _ := res[2].(string)
 	if reason == "" {
-		return nil, nil
+		return nil, now, nil
 	}
-	return &Gap{From: time.Unix(from, 0).UTC(), To: time.Unix(now, 0).UTC(), Reason: reason}, nil
+	return &Gap{From: time.Unix(from, 0).UTC(), To: time.Unix(now, 0).UTC(), Reason: reason}, now, nil
 }
 
 // Leave takes replica (its run life, as it beat) out of the receivers once
@@ -555,7 +566,8 @@ end
 // heartbeatScript is Alive: KEYS[1] the app's index meta hash, KEYS[2] its
 // receivers, KEYS[3] its gaps; ARGV the replica, two beats in seconds, the
 // replica's lost gap ("" for none) and its score, the gaps kept, and the
-// two reasons, and the run of the replica. It returns the start of the gap it found (0: none), Redis's
+// two reasons, the run of the replica, the stamp of its last beat (0:
+// none) and the reason of a record that lost writes. It returns the start of the gap it found (0: none), Redis's
 // now, and the gap's reason ("": none).
 var heartbeatScript = redis.NewScript(luaGap + `
 local now = tonumber(redis.call('TIME')[1])
@@ -564,6 +576,7 @@ if ARGV[3] ~= '' then redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3]) end
 local prev = tonumber(redis.call('HGET', KEYS[1], 'alive') or '0') or 0
 local from, reason = nil, ''
 local known, others = false, false
+local expected = tonumber(ARGV[9]) or 0
 local rs = redis.call('HGETALL', KEYS[2])
 for i = 1, #rs, 2 do
   local last, deadline, life = string.match(rs[i + 1], '^(%d+) (%d+) ?(.*)$')
@@ -574,6 +587,10 @@ for i = 1, #rs, 2 do
     reason = ARGV[7]
   elseif rs[i] == me then
     known = true
+    if expected > 0 and last < expected then
+      if from == nil or last < from then from = last end
+      reason = ARGV[10]
+    end
   else
     others = true
   end
@@ -581,6 +598,11 @@ end
 if prev > 0 and (now - prev > window or (not known and not others)) then
   if from == nil or prev < from then from = prev end
   reason = ARGV[6]
+end
+if expected > 0 and not known and reason == '' then
+  -- this run beat before, and its record is gone: found silent by
+  -- another (that gap is recorded too), or Redis lost it
+  from, reason = expected, ARGV[7]
 end
 redis.call('HSET', KEYS[2], me, now .. ' ' .. (now + window) .. ' ' .. ARGV[8])
 redis.call('HSET', KEYS[1], 'alive', now)
