@@ -692,11 +692,18 @@ func (c *Client) planFunc(p *prepared, out *Created, onWait func(Created), onJob
 // (Config.IndexSettle), and plans the messages of the range they brought:
 // a message sent just before the purge started, whose callback came after
 // the index was read, was otherwise missed while the coverage said
-// complete. A gap recorded meanwhile that falls in the range (a callback
-// refused, a receiver found silent) is added to the job's coverage.
+// complete. It also waits for every receiver replica to beat once more
+// or be found silent (Index.AwaitBeats). A gap recorded meanwhile that falls
+// in the range (a callback refused, a receiver found silent) is added to
+// the job's coverage.
 func (c *Client) settleIndex(ctx context.Context, p *prepared, job jobs.Job, b *producer.Batcher) error {
 	if p.recent == nil {
 		return nil // no need (the range ended long before), or none asked
+	}
+	// Every receiver beats once more (with the gap of a callback it could
+	// not index), or is found silent; meanwhile the callbacks arrive.
+	if err := c.cfg.Index.AwaitBeats(ctx, c.cfg.AppID); err != nil {
+		return err
 	}
 	t := time.NewTimer(time.Until(p.at.Add(c.settle())))
 	select {

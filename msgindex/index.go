@@ -440,6 +440,45 @@ func (x *Index) RecordGap(ctx context.Context, app int64, from, to time.Time, re
 	return nil
 }
 
+// AwaitBeats waits until every replica of the receiver has beaten since
+// this call began (Redis time), or passed its deadline (then Coverage
+// holds its silence), so that a gap a replica held in memory then (a
+// callback it could not index, carried by its next beat) or the silence of
+// one killed is in the coverage read after. It waits at most two beats of
+// the slowest replica, or until ctx ends.
+func (x *Index) AwaitBeats(ctx context.Context, app int64) error {
+	t, err := x.rdb.Time(ctx).Result()
+	if err != nil {
+		return fmt.Errorf("reading Redis's clock: %w", err)
+	}
+	start := t.Unix()
+	for {
+		rs, err := x.rdb.HGetAll(ctx, x.receiversKey(app)).Result()
+		if err != nil {
+			return fmt.Errorf("reading the callback receivers of app %d: %w", app, err)
+		}
+		t, err := x.rdb.Time(ctx).Result()
+		if err != nil {
+			return fmt.Errorf("reading Redis's clock: %w", err)
+		}
+		waiting := false
+		for _, v := range rs {
+			var last, deadline int64
+			if _, err := fmt.Sscanf(v, "%d %d", &last, &deadline); err == nil && last <= start && t.Unix() <= deadline {
+				waiting = true
+			}
+		}
+		if !waiting {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
 // receiversKey is the hash of the callback receiver replicas that beat:
 // field the replica, value "LAST DEADLINE LIFE": its last beat and the time
 // by which it must beat again (Redis time, unix seconds), and which run of

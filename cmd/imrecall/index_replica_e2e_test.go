@@ -339,3 +339,58 @@ func TestCallbackArrivingDuringAPurgeByIndex(t *testing.T) {
 		t.Fatalf("seq %d of %s, sent before the purge, was not recalled, and the job (%s, %+v) names no gap: %+v", sent[0], g, j.Status, j.Counts, jc)
 	}
 }
+
+// TestPurgeByIndexRightAfterAReplicaIsKilled: replica A, cut off from
+// Redis, refuses a callback and is killed; a purge by index starts at once,
+// while replica B beats on. A's silence is found only two beats (20 s)
+// after its last beat, after the purge has read the index and waited for
+// the callbacks in flight (10 s): the job ended done, its coverage without
+// a gap, and the message was never recalled. The purge now also waits for
+// every replica to beat once more or be found silent.
+func TestPurgeByIndexRightAfterAReplicaIsKilled(t *testing.T) {
+	r := newReceiverE2E(t)
+	r.env.Accounts(t, "u", "v")
+	g := r.env.Group(t, "Public", "@TGS#killed", "u", "v")
+	const beat = 10 * time.Second
+	proxy, err := redisproxy.Start(r.redis.Addr(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = proxy.Close() })
+	a := r.serveOn("serve-a", r.addr, "redis://"+proxy.Addr()+"/0", beat)
+	r.serveOn("serve-b", freeAddr(t), r.redisURL, beat)
+	r.worker("w1")
+	r.env.SendGroup(t, g, "", 2, "u")
+	if st := r.waitCallbacks(); st.Delivered != 2 {
+		t.Fatalf("callbacks: %+v, want 2 delivered", st)
+	}
+	cov, err := r.idx.Coverage(t.Context(), imtest.AppID)
+	if err != nil || cov.Since.IsZero() {
+		t.Fatalf("coverage %+v (%v), want the index fed", cov, err)
+	}
+	since := cov.Since.Add(time.Second)
+	time.Sleep(time.Until(since.Add(100 * time.Millisecond)))
+
+	_ = proxy.Close()
+	lost := r.env.SendGroup(t, g, "", 1, "u")
+	if st := r.waitCallbacks(); st.Delivered != 2 {
+		t.Fatalf("callbacks while A is cut off: %+v, want the third not delivered", st)
+	}
+	a.kill()
+	jobID := r.created("purge", "user", "--user", "u", "--source", "index", "--since", since.UTC().Format(time.RFC3339),
+		"--yes", "--json", "--reason", "right after a kill")
+	j := r.waitDone(jobID, 2*time.Minute)
+	jc, err := r.store.Coverage(t.Context(), jobID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recalled := false
+	for _, m := range r.env.Emu.GroupMessages(g, "") {
+		if m.Seq == lost[0] {
+			recalled = m.Recalled
+		}
+	}
+	if !recalled && (jc == nil || len(jc.Gaps) == 0) {
+		t.Fatalf("seq %d of %s, lost with replica A, was not recalled, and the job (%s, %+v) names no gap: %+v", lost[0], g, j.Status, j.Counts, jc)
+	}
+}
