@@ -147,6 +147,14 @@ func (c *Callbacks) handle(r *http.Request) (result string, status int, msg stri
 			return ResultStale, http.StatusUnauthorized, fmt.Sprintf("RequestTime %q: want unix seconds", rt)
 		}
 		if d := now().Sub(time.Unix(sec, 0)); math.Abs(d.Seconds()) > MaxClockSkew.Seconds() {
+			if cmd := q.Get("CallbackCommand"); (cmd == CommandGroupAfterSend || cmd == CommandC2CAfterSend) && ValidSign(c.Token, rt, q.Get("Sign")) {
+				// Signed with our token: Tencent sent it (late, or our clock
+				// is off), or an old one is replayed. Its message, if any, is
+				// not indexed: a gap over its time (a replay can only make
+				// a purge read the history instead).
+				c.loseAt(context.WithoutCancel(r.Context()), time.Unix(sec, 0), now(),
+					fmt.Errorf("a signed callback refused: RequestTime %d is %s away from the receiver's clock", sec, d.Round(time.Second)))
+			}
 			return ResultStale, http.StatusUnauthorized, fmt.Sprintf("RequestTime %d is %s away from now (limit %s)", sec, d.Round(time.Second), MaxClockSkew)
 		}
 		if !ValidSign(c.Token, rt, q.Get("Sign")) {
@@ -235,6 +243,17 @@ func (c *Callbacks) lose(ctx context.Context, entry Entry, now time.Time, cause 
 	_, gapErr := c.RecordLost(ctx)
 	if c.Log != nil {
 		c.Log.ErrorContext(ctx, "indexing a callback", "err", cause, "gap_recorded", gapErr == nil)
+	}
+}
+
+// loseAt records that a callback sent at sent (Tencent's RequestTime) was
+// refused: the gap spans it and our now, as for a callback that could not
+// be indexed (lose).
+func (c *Callbacks) loseAt(ctx context.Context, sent, now time.Time, cause error) {
+	c.keep(Gap{From: minTime(now, sent), To: maxTime(now, sent), Reason: "a signed callback was refused as stale (delivered late, or the receiver's clock is off)"})
+	_, gapErr := c.RecordLost(ctx)
+	if c.Log != nil {
+		c.Log.ErrorContext(ctx, "a callback refused", "err", cause, "gap_recorded", gapErr == nil)
 	}
 }
 

@@ -653,3 +653,39 @@ func TestRedisThatLostWritesIsAGap(t *testing.T) {
 		t.Fatalf("Redis lost seq 2 of @TGS#1, yet the index claims to cover its time (beat's gap %+v, gaps %+v)", silence, cov.Gaps)
 	}
 }
+
+// TestSignedStaleCallbackIsAGap: the receiver's clock is five minutes
+// off (NTP stopped on its host), so every signed callback is refused as
+// stale. Nothing recorded that: the heartbeats go by Redis's clock and
+// went on, and the index claimed to cover the messages it refused. A
+// callback refused as stale whose Sign is ours now records a gap over its
+// time (an old signed URL replayed can only make a purge read the history).
+func TestSignedStaleCallbackIsAGap(t *testing.T) {
+	b := setup(t, testToken)
+	ctx := t.Context()
+	rt := b.now.Unix()
+	if status, _ := b.post(t, testApp, CommandGroupAfterSend, rt, Sign(testToken, strconv.FormatInt(rt, 10)), groupBody("spammer", "@TGS#1", 1, rt)); status != http.StatusOK {
+		t.Fatalf("first callback: HTTP %d", status)
+	}
+	since := b.now.Add(time.Second)
+	sent := b.now.Add(time.Minute)
+	b.now = sent.Add(5 * time.Minute) // the receiver's clock runs five minutes ahead
+	rt = sent.Unix()
+	if status, _ := b.post(t, testApp, CommandGroupAfterSend, rt, Sign(testToken, strconv.FormatInt(rt, 10)), groupBody("spammer", "@TGS#1", 2, rt)); status != http.StatusUnauthorized {
+		t.Fatalf("callback five minutes off: HTTP %d, want 401", status)
+	}
+	// Unsigned (or signed with another token) and stale: refused, no gap.
+	if status, _ := b.post(t, testApp, CommandGroupAfterSend, rt, Sign("another-token", strconv.FormatInt(rt, 10)), groupBody("spammer", "@TGS#1", 3, rt)); status != http.StatusUnauthorized {
+		t.Fatalf("badly signed stale callback: HTTP %d, want 401", status)
+	}
+	cov, err := b.idx.Coverage(ctx, testApp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cov.Covers(since, sent.Add(time.Second)) {
+		t.Fatalf("seq 2 of @TGS#1, sent at %s, was refused, yet the index claims to cover it (gaps %+v)", sent, cov.Gaps)
+	}
+	if len(cov.Gaps) != 1 {
+		t.Fatalf("gaps %+v, want the signed callback's only", cov.Gaps)
+	}
+}
