@@ -147,3 +147,31 @@ func kernelTimesArrivals(t *testing.T) bool {
 	a, ok := server.(interface{ stamps() *arrivalStamps })
 	return ok && a.stamps().latest.Load() != 0
 }
+
+// TestAdmitLaterThanTheWindowKeeps: a call handled more than the window's
+// keptArrivals after it arrived, behind later calls, was checked against a
+// window whose calls of its second had been dropped, and accepted though
+// its second then held more than the cap. Nothing bounds that delay (the
+// server's ReadHeaderTimeout times the reading of a request, not the wait
+// between its bytes arriving and its handler counting it), so such a call
+// is counted at the latest arrival seen, where the window is whole.
+func TestAdmitLaterThanTheWindowKeeps(t *testing.T) {
+	t0 := time.Unix(1_800_000_000, 0)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	a := &apiStats{start: t0}
+	for _, ms := range []int{0, 100, 11_000} {
+		if !a.admit(at(ms), 2) {
+			t.Fatalf("a call at %d ms refused at a cap of 2: %+v", ms, a.s)
+		}
+	}
+	// Arrived at 900 ms, handled after the call of 11 s: (-100 ms, 900 ms]
+	// already holds two.
+	a.admit(at(900), 2)
+	a.admit(at(900), 2)
+	if a.s.Max1s > 2 || a.s.PerSecond[0] > 2 {
+		t.Fatalf("calls handled 10.1 s after they arrived: Max1s %d, %d accepted in the first second, at a cap of 2: %+v", a.s.Max1s, a.s.PerSecond[0], a.s)
+	}
+	if a.s.Accepted != 4 || a.s.Throttled != 1 {
+		t.Fatalf("want the first late call counted at the latest arrival (11 s, with one other) and the second refused there: %+v", a.s)
+	}
+}

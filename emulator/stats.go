@@ -23,7 +23,8 @@ type APIStats struct {
 	// HandledLateMaxMs is the longest a call waited on this host, from its
 	// arrival to the emulator counting it (ms; 0 where arrivals are not
 	// known, see ArrivalListener): how busy the host was, which no longer
-	// moves a call's place in the count.
+	// moves a call's place in the count (unless it waited longer than the
+	// window keeps arrivals: see admit).
 	HandledLateMaxMs float64 `json:"handled_late_max_ms,omitempty"`
 }
 
@@ -38,6 +39,9 @@ type apiStats struct {
 	s      APIStats
 	window []time.Time // arrivals of the accepted calls of the last keptArrivals, oldest first
 	latest time.Time   // the latest arrival seen
+	// kept is the oldest arrival the window is whole after: it holds every
+	// accepted call that arrived after kept.
+	kept time.Time
 }
 
 func (s *Server) stats(api string) *apiStats {
@@ -77,15 +81,24 @@ func (a *apiStats) admit(at time.Time, limit int) bool {
 	if at.After(a.latest) {
 		a.latest = at
 	}
-	// A call admitted late arrived a moment before the latest, seconds
-	// at the most (ReadHeaderTimeout is 5 s): keeping what arrived in the
-	// last 10 s covers every second it can share.
+	// A call admitted late arrived a moment before the latest, usually
+	// milliseconds: keeping what arrived in the last 10 s covers every
+	// second it can share. Nothing bounds that delay, though (the server's
+	// ReadHeaderTimeout times reading a request, not the wait for its
+	// handler): a call whose second reaches back past what the window
+	// keeps is counted at the latest arrival, where the window is whole.
 	cut := a.latest.Add(-keptArrivals)
 	i := 0
 	for i < len(a.window) && !a.window[i].After(cut) {
 		i++
 	}
 	a.window = a.window[i:]
+	if cut.After(a.kept) {
+		a.kept = cut
+	}
+	if at.Add(-time.Second).Before(a.kept) {
+		at = a.latest
+	}
 	after := sort.Search(len(a.window), func(i int) bool { return a.window[i].After(at) })
 	busiest := a.inSecondEnding(at)
 	for _, end := range a.window[after:] {
