@@ -116,7 +116,11 @@ func TestAdmitOutOfOrder(t *testing.T) {
 }
 
 // kernelTimesArrivals reports whether a connection accepted by an
-// ArrivalListener learns its bytes' receive time here (Linux does).
+// ArrivalListener learns its bytes' receive time here (Linux does). The
+// kernel turns receive times on for the whole system a moment after the
+// first socket asks (in a work queue), and off when the last one closes:
+// the probe's listener stays open until the test ends, and it tries a few
+// times.
 func kernelTimesArrivals(t *testing.T) bool {
 	t.Helper()
 	if runtime.GOOS != "linux" {
@@ -127,25 +131,30 @@ func kernelTimesArrivals(t *testing.T) bool {
 		t.Fatal(err)
 	}
 	al := ArrivalListener(ln)
-	defer al.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
+	t.Cleanup(func() { al.Close() })
+	for range 20 {
+		client, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		server, err := al.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := client.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := server.Read(make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+		client.Close()
+		server.Close()
+		if a, ok := server.(interface{ stamps() *arrivalStamps }); ok && a.stamps().latest.Load() != 0 {
+			return true
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	defer client.Close()
-	server, err := al.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer server.Close()
-	if _, err := client.Write([]byte("x")); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := server.Read(make([]byte, 1)); err != nil {
-		t.Fatal(err)
-	}
-	a, ok := server.(interface{ stamps() *arrivalStamps })
-	return ok && a.stamps().latest.Load() != 0
+	return false
 }
 
 // TestAdmitLaterThanTheWindowKeeps: a call handled more than the window's
