@@ -118,9 +118,12 @@ return reply(h[1])
 
 // startScript ends a job's cool-off once its start is due by Redis's clock.
 // KEYS: job hash. ARGV: the cool-off index member ("" for an older
-// version's, naming the job alone). Returns 1 if it started the job, 0 if
-// the start is not due yet, -1 if the job is gone, no longer in a cool-off
-// (cancelled) or in another approval's (the member is stale).
+// version's, naming the job alone), the call's token (callToken, kept in
+// start_call). Returns 1 if it started the job, or if this call did
+// already (run again by go-redis, its first answer lost); 0 if the start
+// is not due yet; -1 if the job is gone, no longer in a cool-off
+// (cancelled, or started by another call) or in another approval's (the
+// member is stale).
 var startScript = redis.NewScript(replyLua + `
 local h = redis.call('HMGET', KEYS[1], 'status', 'hold', 'starts_at_ms', 'cooloff_member', 'start_call')
 if h[1] and h[2] ~= 'cooloff' and ARGV[2] ~= '' and h[5] == ARGV[2] then return reply(1) end -- run again: its answer was lost

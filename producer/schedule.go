@@ -162,11 +162,7 @@ func (s *Schedules) Add(ctx context.Context, sc Schedule) error {
 	if err := sc.Validate(); err != nil {
 		return err
 	}
-	// A date without a zone means the adder's day, not the day of the
-	// zone of whichever scheduler fires the schedule.
-	req := *sc.Request
-	req.Since, req.Until = PinZone(req.Since, time.Local), PinZone(req.Until, time.Local)
-	sc.Request = &req
+	sc.Request = pinned(*sc.Request)
 	replaces, err := s.rdb.HExists(ctx, s.key, sc.Name).Result()
 	if err != nil {
 		return fmt.Errorf("adding schedule %s: %w", sc.Name, err)
@@ -266,6 +262,14 @@ func (e *RefusedSchedule) Error() string {
 
 func (e *RefusedSchedule) Unwrap() error { return e.Err }
 
+// pinned is req with its since and until pinned to this process's zone: a
+// date without a zone means the day of whoever stores the schedule, not
+// of whichever scheduler fires it.
+func pinned(req JobRequest) *JobRequest {
+	req.Since, req.Until = PinZone(req.Since, time.Local), PinZone(req.Until, time.Local)
+	return &req
+}
+
 // Migrate turns every legacy schedule (a command line) that convert accepts
 // into a typed request, stored in its place. It returns the names migrated
 // and, joined, a *RefusedSchedule for each one convert refused (left as is:
@@ -287,7 +291,7 @@ func (s *Schedules) Migrate(ctx context.Context, convert func(args []string) (Jo
 				// Command lines could be scheduled without a reason.
 				sc.Reason = "schedule " + sc.Name
 			}
-			sc.Request, sc.Args = &req, nil
+			sc.Request, sc.Args = pinned(req), nil
 			err = sc.Validate()
 		}
 		if err != nil {

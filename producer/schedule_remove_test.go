@@ -161,4 +161,24 @@ func TestScheduleBoundsPinnedWhereAdded(t *testing.T) {
 	if got := list[0].Request; got.Since != day.Format(time.RFC3339) || got.Until != "30d" {
 		t.Fatalf("stored since %q, until %q; want %q (the adder's midnight) and 30d", got.Since, got.Until, day.Format(time.RFC3339))
 	}
+
+	// A legacy schedule (a command line) migrated to a typed request is
+	// pinned the same way.
+	if err := scs.put(t.Context(), Schedule{Name: "legacy", Cron: "0 4 * * *", Args: []string{"purge", "user", "--user", "u", "--since", "2026-11-01"}, CreatedBy: "ops"}); err != nil {
+		t.Fatal(err)
+	}
+	migrated, err := scs.Migrate(t.Context(), func([]string) (JobRequest, error) {
+		return JobRequest{Kind: KindPurgeUser, User: "u", Since: "2026-11-01", Reason: "retention"}, nil
+	})
+	if err != nil || !slices.Equal(migrated, []string{"legacy"}) {
+		t.Fatalf("Migrate = %v, %v", migrated, err)
+	}
+	if list, err = scs.List(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for _, sc := range list {
+		if sc.Name == "legacy" && (sc.Request == nil || sc.Request.Since != day.Format(time.RFC3339)) {
+			t.Fatalf("migrated schedule %+v: want since %q", sc, day.Format(time.RFC3339))
+		}
+	}
 }
