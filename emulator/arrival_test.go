@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -182,5 +183,28 @@ func TestAdmitLaterThanTheWindowKeeps(t *testing.T) {
 	}
 	if a.s.Accepted != 4 || a.s.Throttled != 1 {
 		t.Fatalf("want the first late call counted at the latest arrival (11 s, with one other) and the second refused there: %+v", a.s)
+	}
+}
+
+// TestUnknownAPINamesRefused: a mistyped API name in RateOf or
+// Faults.CodesOf was accepted, and the cap or the fault silently never
+// applied.
+func TestUnknownAPINamesRefused(t *testing.T) {
+	base := Config{SDKAppID: testApp, Admin: testAdmin, SecretKey: testSecret}
+	typo := base
+	typo.RateOf = map[string]int{"group_msg_recal": 5}
+	if _, err := New(typo); err == nil || !strings.Contains(err.Error(), "group_msg_recal") {
+		t.Fatalf("RateOf with a mistyped API: %v", err)
+	}
+	typo = base
+	typo.Faults.CodesOf = map[string]map[int]float64{"get_topics": {10007: 1}}
+	if _, err := New(typo); err == nil || !strings.Contains(err.Error(), "get_topics") {
+		t.Fatalf("Faults.CodesOf with a mistyped API: %v", err)
+	}
+	ok := base
+	ok.RateOf = map[string]int{"group_msg_recall": 5}
+	ok.Faults.CodesOf = map[string]map[int]float64{"get_topic": {10007: 1}}
+	if _, err := New(ok); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -73,6 +73,9 @@ func (f Faults) validate() error {
 		}
 	}
 	for api, codes := range f.CodesOf {
+		if !knownAPI(api) {
+			return fmt.Errorf("emulator: Faults.CodesOf[%s]: no such API (want the path's last segment, such as get_topic)", api)
+		}
 		for c, p := range codes {
 			if err := chk("CodesOf["+api+"]["+strconv.Itoa(c)+"]", p); err != nil {
 				return err
@@ -137,8 +140,11 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("emulator: Latency is negative")
 	}
 	for api, n := range cfg.RateOf {
-		if n < 0 {
+		switch {
+		case n < 0:
 			return nil, fmt.Errorf("emulator: RateOf[%s] %d is negative", api, n)
+		case !knownAPI(api):
+			return nil, fmt.Errorf("emulator: RateOf[%s]: no such API (want the path's last segment, such as group_msg_recall)", api)
 		}
 	}
 	if err := cfg.Faults.validate(); err != nil {
@@ -413,6 +419,17 @@ func (s *Server) verifySig(id, sig string) *apiError {
 		return fail(70014, "SDKAppID does not match the UserSig")
 	}
 	return fail(70003, "UserSig invalid")
+}
+
+// knownAPI reports whether api is the last segment of a path the emulator
+// answers.
+func knownAPI(api string) bool {
+	for path := range handlers {
+		if strings.HasSuffix(path, "/"+api) {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Server) capOf(api string) int {
