@@ -1,8 +1,6 @@
 package jobs
 
 import (
-	"context"
-	"net"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -28,14 +26,7 @@ func TestApproveAnswerLostIsRetriedSafely(t *testing.T) {
 			srv := redistest.Start(t)
 			var armed atomic.Bool
 			marker := []byte(approveScript.Hash()) // only the approve script's EVALSHA carries it
-			rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ReadTimeout: 500 * time.Millisecond, Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
-				c, err := (&net.Dialer{Timeout: time.Second}).DialContext(ctx, network, addr)
-				if err != nil {
-					return nil, err
-				}
-				return &lossyConn{Conn: c, marker: marker, armed: &armed}, nil
-			}})
-			t.Cleanup(func() { rdb.Close() })
+			rdb := lossyClient(t, srv.Addr(), marker, &armed)
 			s := NewStore(rdb, "")
 			if err := approveScript.Load(ctx, rdb).Err(); err != nil { // the first send runs it (no NOSCRIPT round)
 				t.Fatal(err)
@@ -76,17 +67,7 @@ func TestApproveAnswerLostIsRetriedSafely(t *testing.T) {
 			if held, err := s.Held(ctx, j.ID); err != nil || held {
 				t.Fatalf("still held after the approval (and its cool-off): %v, %v", held, err)
 			}
-			events, err := s.AuditLog(ctx, 100)
-			if err != nil {
-				t.Fatal(err)
-			}
-			refused := 0
-			for _, e := range events {
-				if e.JobID == j.ID && e.Action == "approve_refused" {
-					refused++
-				}
-			}
-			if refused != 0 {
+			if refused := auditCount(t, s, j.ID, "approve_refused"); refused != 0 {
 				t.Fatalf("%d approve_refused audit events for an approval that took effect", refused)
 			}
 		})
@@ -105,14 +86,7 @@ func TestStartAnswerLostIsRetriedSafely(t *testing.T) {
 	srv := redistest.Start(t)
 	var armed atomic.Bool
 	marker := []byte(startScript.Hash())
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ReadTimeout: 500 * time.Millisecond, Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := (&net.Dialer{Timeout: time.Second}).DialContext(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		return &lossyConn{Conn: c, marker: marker, armed: &armed}, nil
-	}})
-	t.Cleanup(func() { rdb.Close() })
+	rdb := lossyClient(t, srv.Addr(), marker, &armed)
 	s := NewStore(rdb, "")
 	if err := startScript.Load(ctx, rdb).Err(); err != nil {
 		t.Fatal(err)
@@ -137,17 +111,24 @@ func TestStartAnswerLostIsRetriedSafely(t *testing.T) {
 	if held, err := s.Held(ctx, j.ID); err != nil || held {
 		t.Fatalf("still held after its cool-off: %v, %v", held, err)
 	}
-	events, err := s.AuditLog(ctx, 100)
+	if starts := auditCount(t, s, j.ID, "start"); starts != 1 {
+		t.Fatalf("%d start audit events, want 1", starts)
+	}
+}
+
+// auditCount counts the audit events of action about job jobID among the
+// last 100.
+func auditCount(t *testing.T, s *Store, jobID, action string) int {
+	t.Helper()
+	events, err := s.AuditLog(t.Context(), 100)
 	if err != nil {
 		t.Fatal(err)
 	}
-	starts := 0
+	n := 0
 	for _, e := range events {
-		if e.JobID == j.ID && e.Action == "start" {
-			starts++
+		if e.JobID == jobID && e.Action == action {
+			n++
 		}
 	}
-	if starts != 1 {
-		t.Fatalf("%d start audit events, want 1", starts)
-	}
+	return n
 }

@@ -41,6 +41,22 @@ func (c *lossyConn) Read(b []byte) (int, error) {
 	return c.Conn.Read(b)
 }
 
+// lossyClient is a go-redis client of addr (its default retries, a 500 ms
+// read timeout) whose connections are lossyConns: once armed is set, the
+// reply to the next command carrying marker is lost after Redis ran it.
+func lossyClient(t *testing.T, addr string, marker []byte, armed *atomic.Bool) *redis.Client {
+	t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: addr, ReadTimeout: 500 * time.Millisecond, Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{Timeout: time.Second}).DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &lossyConn{Conn: c, marker: marker, armed: armed}, nil
+	}})
+	t.Cleanup(func() { rdb.Close() })
+	return rdb
+}
+
 // TestPlanAnswerLostIsRetriedSafely runs the plan script through go-redis
 // with its default retries, over a connection that loses the first answer
 // after Redis applied the script: go-redis sends the script again. Without a
@@ -52,14 +68,7 @@ func TestPlanAnswerLostIsRetriedSafely(t *testing.T) {
 	mr := miniredis.RunT(t)
 	var armed atomic.Bool
 	marker := []byte("lose-this-answer")
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), ReadTimeout: 500 * time.Millisecond, Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := (&net.Dialer{Timeout: time.Second}).DialContext(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		return &lossyConn{Conn: c, marker: marker, armed: &armed}, nil
-	}})
-	t.Cleanup(func() { rdb.Close() })
+	rdb := lossyClient(t, mr.Addr(), marker, &armed)
 	s := NewStore(rdb, "")
 	j, err := s.Create(ctx, Spec{Kind: "recall:list", Queue: "purge", AppID: 1, RequestedBy: "t"})
 	if err != nil {

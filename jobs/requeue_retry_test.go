@@ -1,15 +1,11 @@
 package jobs
 
 import (
-	"context"
-	"net"
 	"slices"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/imrecall/imrecall/internal/redistest"
-	"github.com/redis/go-redis/v9"
 )
 
 // TestRequeueAnswerLostIsRetriedSafely moves dead letters back to pending
@@ -26,14 +22,7 @@ func TestRequeueAnswerLostIsRetriedSafely(t *testing.T) {
 	srv := redistest.Start(t)
 	var armed atomic.Bool
 	marker := []byte(requeueScript.Hash()) // only the re-queue script's EVALSHA carries it
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ReadTimeout: 500 * time.Millisecond, Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := (&net.Dialer{Timeout: time.Second}).DialContext(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		return &lossyConn{Conn: c, marker: marker, armed: &armed}, nil
-	}})
-	t.Cleanup(func() { rdb.Close() })
+	rdb := lossyClient(t, srv.Addr(), marker, &armed)
 	s := NewStore(rdb, "")
 	if err := requeueScript.Load(ctx, rdb).Err(); err != nil { // the first send runs it (no NOSCRIPT round)
 		t.Fatal(err)
@@ -83,14 +72,7 @@ func TestRequeueLockAnswerLostIsRetriedSafely(t *testing.T) {
 	srv := redistest.Start(t)
 	var armed atomic.Bool
 	holder := "lose-this-answer"
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ReadTimeout: 500 * time.Millisecond, Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := (&net.Dialer{Timeout: time.Second}).DialContext(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		return &lossyConn{Conn: c, marker: []byte(holder), armed: &armed}, nil
-	}})
-	t.Cleanup(func() { rdb.Close() })
+	rdb := lossyClient(t, srv.Addr(), []byte(holder), &armed)
 	s := NewStore(rdb, "")
 	armed.Store(true)
 	l, err := s.LockRequeue(ctx, "j1", holder)
