@@ -67,6 +67,24 @@ func (p *startedProc) kill() {
 
 // waitCallbacks waits until every callback the emulator queued was
 // answered (or not) and returns the counts.
+// feed sends two messages of u to group g, waits for their callbacks and
+// for the index to cover them, and returns a time a second after its
+// coverage starts, once that time has passed.
+func (r *receiverE2E) feed(t *testing.T, g string) time.Time {
+	t.Helper()
+	r.env.SendGroup(t, g, "", 2, "u")
+	if st := r.waitCallbacks(); st.Delivered != 2 {
+		t.Fatalf("callbacks: %+v, want 2 delivered", st)
+	}
+	cov, err := r.idx.Coverage(t.Context(), imtest.AppID)
+	if err != nil || cov.Since.IsZero() {
+		t.Fatalf("coverage %+v (%v), want the index fed", cov, err)
+	}
+	since := cov.Since.Add(time.Second)
+	time.Sleep(time.Until(since.Add(100 * time.Millisecond)))
+	return since
+}
+
 func (r *receiverE2E) waitCallbacks() emulator.CallbackStats {
 	r.t.Helper()
 	if err := r.env.Emu.WaitCallbacks(r.t.Context()); err != nil {
@@ -133,16 +151,7 @@ func TestReceiverReplicaKilledWhileCutOffFromRedisLeavesAGap(t *testing.T) {
 	r.serveOn("serve-b", freeAddr(t), r.redisURL, beat)
 
 	// Indexed by A while its Redis answers.
-	r.env.SendGroup(t, g, "", 2, "u")
-	if st := r.waitCallbacks(); st.Delivered != 2 {
-		t.Fatalf("callbacks before the cut: %+v, want 2 delivered", st)
-	}
-	cov, err := r.idx.Coverage(t.Context(), imtest.AppID)
-	if err != nil || cov.Since.IsZero() {
-		t.Fatalf("coverage %+v (%v), want the index fed", cov, err)
-	}
-	since := cov.Since.Add(time.Second)
-	time.Sleep(time.Until(since.Add(100 * time.Millisecond)))
+	since := r.feed(t, g)
 	r.waitBeat(10 * beat)
 	if out := r.dryRunAuto("u", since, "v"); strings.Contains(out, "scanning histories") {
 		t.Fatalf("with both replicas up, auto scanned:\n%s", out)
@@ -161,7 +170,7 @@ func TestReceiverReplicaKilledWhileCutOffFromRedisLeavesAGap(t *testing.T) {
 	for range 3 {
 		r.waitBeat(10 * beat)
 	}
-	cov, err = r.idx.Coverage(t.Context(), imtest.AppID)
+	cov, err := r.idx.Coverage(t.Context(), imtest.AppID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,16 +202,7 @@ func TestReceiverKilledWhileRedisDownLeavesAGap(t *testing.T) {
 	const beat = 10 * time.Second
 
 	first := r.serveOn("serve-1", r.addr, r.redisURL, beat)
-	r.env.SendGroup(t, g, "", 2, "u")
-	if st := r.waitCallbacks(); st.Delivered != 2 {
-		t.Fatalf("callbacks: %+v, want 2 delivered", st)
-	}
-	cov, err := r.idx.Coverage(t.Context(), imtest.AppID)
-	if err != nil || cov.Since.IsZero() {
-		t.Fatalf("coverage %+v (%v), want the index fed", cov, err)
-	}
-	since := cov.Since.Add(time.Second)
-	time.Sleep(time.Until(since.Add(100 * time.Millisecond)))
+	since := r.feed(t, g)
 	r.waitBeat(3 * beat) // the whole outage fits well within two beats from here
 
 	r.redis.Kill()
@@ -215,7 +215,7 @@ func TestReceiverKilledWhileRedisDownLeavesAGap(t *testing.T) {
 	r.serveOn("serve-2", r.addr, r.redisURL, beat)
 	r.waitBeat(3 * beat)
 
-	cov, err = r.idx.Coverage(t.Context(), imtest.AppID)
+	cov, err := r.idx.Coverage(t.Context(), imtest.AppID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,16 +247,7 @@ func TestPurgeByIndexWhileNoReceiverRuns(t *testing.T) {
 			g := r.env.Group(t, "Public", "@TGS#gone", "u", "v")
 			const beat = 2 * time.Second
 			p := r.serveOn("serve", r.addr, r.redisURL, beat)
-			r.env.SendGroup(t, g, "", 2, "u")
-			if st := r.waitCallbacks(); st.Delivered != 2 {
-				t.Fatalf("callbacks: %+v, want 2 delivered", st)
-			}
-			cov, err := r.idx.Coverage(t.Context(), imtest.AppID)
-			if err != nil || cov.Since.IsZero() {
-				t.Fatalf("coverage %+v (%v), want the index fed", cov, err)
-			}
-			since := cov.Since.Add(time.Second)
-			time.Sleep(time.Until(since.Add(100 * time.Millisecond)))
+			since := r.feed(t, g)
 			r.waitBeat(10 * beat)
 			if out := r.dryRunAuto("u", since, "v"); strings.Contains(out, "scanning histories") {
 				t.Fatalf("with serve up, auto scanned:\n%s", out)
@@ -268,7 +259,8 @@ func TestPurgeByIndexWhileNoReceiverRuns(t *testing.T) {
 				t.Fatalf("callbacks with serve gone: %+v, want the third not delivered", st)
 			}
 			time.Sleep(c.wait)
-			if cov, err = r.idx.Coverage(t.Context(), imtest.AppID); err != nil {
+			cov, err := r.idx.Coverage(t.Context(), imtest.AppID)
+			if err != nil {
 				t.Fatal(err)
 			}
 			if cov.Covers(since, time.Now()) {
@@ -306,16 +298,8 @@ func TestCallbackArrivingDuringAPurgeByIndex(t *testing.T) {
 	r.serveOn("serve", addr, r.redisURL, 2*time.Second)
 	r.worker("w1")
 
-	r.env.SendGroup(t, g, "", 2, "u")
-	if st := r.waitCallbacks(); st.Delivered != 2 {
-		t.Fatalf("callbacks: %+v, want 2 delivered", st)
-	}
-	cov, err := r.idx.Coverage(t.Context(), imtest.AppID)
-	if err != nil || cov.Since.IsZero() {
-		t.Fatalf("coverage %+v (%v), want the index fed", cov, err)
-	}
-	since := cov.Since.Add(time.Second)
-	time.Sleep(time.Until(since.Add(1100 * time.Millisecond)))
+	since := r.feed(t, g)
+	time.Sleep(1000 * time.Millisecond)
 
 	way.SetDelay(3 * time.Second)
 	sent := r.env.SendGroup(t, g, "", 1, "u")
@@ -360,16 +344,7 @@ func TestPurgeByIndexRightAfterAReplicaIsKilled(t *testing.T) {
 	a := r.serveOn("serve-a", r.addr, "redis://"+proxy.Addr()+"/0", beat)
 	r.serveOn("serve-b", freeAddr(t), r.redisURL, beat)
 	r.worker("w1")
-	r.env.SendGroup(t, g, "", 2, "u")
-	if st := r.waitCallbacks(); st.Delivered != 2 {
-		t.Fatalf("callbacks: %+v, want 2 delivered", st)
-	}
-	cov, err := r.idx.Coverage(t.Context(), imtest.AppID)
-	if err != nil || cov.Since.IsZero() {
-		t.Fatalf("coverage %+v (%v), want the index fed", cov, err)
-	}
-	since := cov.Since.Add(time.Second)
-	time.Sleep(time.Until(since.Add(100 * time.Millisecond)))
+	since := r.feed(t, g)
 
 	_ = proxy.Close()
 	lost := r.env.SendGroup(t, g, "", 1, "u")
