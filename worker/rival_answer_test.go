@@ -70,28 +70,8 @@ func (a *answerHeld) RecallGroup(ctx context.Context, group, topic string, seqs 
 func TestAnswerDoesNotClearARivalsLostSend(t *testing.T) {
 	for _, action := range []string{"pause then resume", "cancel"} {
 		t.Run(action, func(t *testing.T) {
-			srv := redistest.Start(t)
-			env := imtest.Start(t, emulator.Config{})
-			store := jobs.NewStore(srv.Client(), "")
+			_, env, store, job, g, task := oneMessagePlanned(t, "@TGS#rivalans")
 			ctx := t.Context()
-			job, err := store.Create(ctx, jobs.Spec{Kind: "test", Queue: tasks.QueuePurge, AppID: imtest.AppID, RequestedBy: "t"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			env.Accounts(t, "alice")
-			g := env.Group(t, "Public", "@TGS#rivalans", "alice")
-			env.SendGroup(t, g, "", 1, "alice")
-			target := jobs.Target{GroupID: g}
-			if _, err := store.PlanGroup(ctx, job.ID, target, []int64{1}); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := store.ClosePlanner(ctx, job.ID, jobs.RootPlanner); err != nil {
-				t.Fatal(err)
-			}
-			task, err := tasks.NewGroupRecallTask(tasks.GroupRecall{JobID: job.ID, AppID: imtest.AppID, GroupID: g, Seqs: []int64{1}}, tasks.QueuePurge, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
 			cfg := Config{BaseBackoff: time.Millisecond, MaxBackoff: time.Millisecond}
 
 			// B: a delivery whose worker is killed mid-call.
@@ -226,28 +206,8 @@ func (c *callFirst) RecallGroup(ctx context.Context, group, topic string, seqs [
 func TestRivalSendAfterOurSendIsInDoubt(t *testing.T) {
 	for _, answerA := range []int{10030, 10002} {
 		t.Run(strconv.Itoa(answerA), func(t *testing.T) {
-			srv := redistest.Start(t)
-			env := imtest.Start(t, emulator.Config{})
-			store := jobs.NewStore(srv.Client(), "")
+			srv, env, store, job, g, task := oneMessagePlanned(t, "@TGS#rivalsend")
 			ctx := t.Context()
-			job, err := store.Create(ctx, jobs.Spec{Kind: "test", Queue: tasks.QueuePurge, AppID: imtest.AppID, RequestedBy: "t"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			env.Accounts(t, "alice")
-			g := env.Group(t, "Public", "@TGS#rivalsend", "alice")
-			env.SendGroup(t, g, "", 1, "alice")
-			target := jobs.Target{GroupID: g}
-			if _, err := store.PlanGroup(ctx, job.ID, target, []int64{1}); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := store.ClosePlanner(ctx, job.ID, jobs.RootPlanner); err != nil {
-				t.Fatal(err)
-			}
-			task, err := tasks.NewGroupRecallTask(tasks.GroupRecall{JobID: job.ID, AppID: imtest.AppID, GroupID: g, Seqs: []int64{1}}, tasks.QueuePurge, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
 			cfg := Config{BaseBackoff: time.Millisecond, MaxBackoff: time.Millisecond, MaxAttempts: 1}
 
 			killB, doneB := context.WithCancel(ctx)
@@ -304,4 +264,33 @@ func TestRivalSendAfterOurSendIsInDoubt(t *testing.T) {
 			}
 		})
 	}
+}
+
+// oneMessagePlanned starts a redis-server and the emulator, makes the
+// Public group id of alice with one message of hers, plans it in a new job
+// (planning closed) and returns the task that recalls it.
+func oneMessagePlanned(t *testing.T, id string) (*redistest.Server, *imtest.Env, *jobs.Store, jobs.Job, string, *asynq.Task) {
+	t.Helper()
+	srv := redistest.Start(t)
+	env := imtest.Start(t, emulator.Config{})
+	store := jobs.NewStore(srv.Client(), "")
+	ctx := t.Context()
+	job, err := store.Create(ctx, jobs.Spec{Kind: "test", Queue: tasks.QueuePurge, AppID: imtest.AppID, RequestedBy: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.Accounts(t, "alice")
+	g := env.Group(t, "Public", id, "alice")
+	env.SendGroup(t, g, "", 1, "alice")
+	if _, err := store.PlanGroup(ctx, job.ID, jobs.Target{GroupID: g}, []int64{1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.ClosePlanner(ctx, job.ID, jobs.RootPlanner); err != nil {
+		t.Fatal(err)
+	}
+	task, err := tasks.NewGroupRecallTask(tasks.GroupRecall{JobID: job.ID, AppID: imtest.AppID, GroupID: g, Seqs: []int64{1}}, tasks.QueuePurge, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv, env, store, job, g, task
 }
