@@ -256,6 +256,24 @@ type chaosPool struct {
 
 // newChaosPool returns a pool of n workers whose logs are kept (and named)
 // if the test fails.
+// startChaosPool starts chaosWorkers worker processes, worker chaosProxied
+// reaching Redis through a latency proxy delay away (the proxy is
+// returned, to change it; closed when the test ends).
+func startChaosPool(t *testing.T, e *e2e, delay time.Duration) (*chaosPool, *redisproxy.Proxy) {
+	t.Helper()
+	proxy, err := redisproxy.Start(e.redis.Addr(), delay)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = proxy.Close() })
+	pool := newChaosPool(e, chaosWorkers)
+	pool.proxyURL = "redis://" + proxy.Addr() + "/0"
+	for i := range chaosWorkers {
+		pool.start(i)
+	}
+	return pool, proxy
+}
+
 func newChaosPool(e *e2e, n int) *chaosPool {
 	dir, err := os.MkdirTemp("", "imrecall-chaos-")
 	if err != nil {
@@ -657,16 +675,7 @@ func TestChaos(t *testing.T) {
 
 	// Worker chaosProxied reaches Redis through a proxy whose delay changes
 	// during the run (latencySteps). Closed after the workers stop.
-	proxy, err := redisproxy.Start(e.redis.Addr(), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = proxy.Close() })
-	pool := newChaosPool(e, chaosWorkers)
-	pool.proxyURL = "redis://" + proxy.Addr() + "/0"
-	for i := range chaosWorkers {
-		pool.start(i)
-	}
+	pool, proxy := startChaosPool(t, e, 0)
 
 	// Lost answers: the deliveries (of any job's tasks) that left a message
 	// sent and unrecorded, and the messages sent around the Redis restart.

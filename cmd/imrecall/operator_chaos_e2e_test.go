@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/imrecall/imrecall/emulator"
-	"github.com/imrecall/imrecall/internal/redisproxy"
 	"github.com/imrecall/imrecall/jobs"
 )
 
@@ -34,16 +33,7 @@ func TestOperatorActsDuringChaos(t *testing.T) {
 				HTTP502: 0.01, Hang: 0.01, HangFor: 2 * time.Second,
 			})
 			id := e.created("recall", "file", f.path, "--yes", "--json", "--reason", "operator chaos")
-			proxy, err := redisproxy.Start(e.redis.Addr(), 10*time.Millisecond)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = proxy.Close() })
-			pool := newChaosPool(e, chaosWorkers)
-			pool.proxyURL = "redis://" + proxy.Addr() + "/0"
-			for i := range chaosWorkers {
-				pool.start(i)
-			}
+			pool, proxy := startChaosPool(t, e, 10*time.Millisecond)
 			op := func(args ...string) {
 				t.Helper()
 				if out, err := e.run(append(args, "--reason", "operator chaos", "--actor", "oncall")...); err != nil {
@@ -109,7 +99,7 @@ func TestOperatorActsDuringChaos(t *testing.T) {
 			for i := range chaosWorkers {
 				pool.term(i)
 			}
-			j, err = e.store.Get(ctx, id)
+			j, err := e.store.Get(ctx, id)
 			if err != nil {
 				t.Fatal(err)
 			}
