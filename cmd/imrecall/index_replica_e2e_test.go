@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -83,6 +84,23 @@ func (r *receiverE2E) feed(t *testing.T, g string) time.Time {
 	since := cov.Since.Add(time.Second)
 	time.Sleep(time.Until(since.Add(100 * time.Millisecond)))
 	return since
+}
+
+// wantGap fails the test unless the index's coverage has a gap after since
+// and a dry run of purge user --source auto from since therefore scans the
+// histories; lost says what was lost.
+func (r *receiverE2E) wantGap(t *testing.T, since time.Time, lost string) {
+	t.Helper()
+	cov, err := r.idx.Coverage(t.Context(), imtest.AppID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cov.Covers(since, time.Now()) {
+		t.Fatalf("%s, yet the index claims to cover it (gaps %+v)", lost, cov.Gaps)
+	}
+	if out := r.dryRunAuto("u", since, "v"); !strings.Contains(out, "scanning histories") {
+		t.Fatalf("%s, and auto did not scan:\n%s", lost, out)
+	}
 }
 
 func (r *receiverE2E) waitCallbacks() emulator.CallbackStats {
@@ -215,16 +233,7 @@ func TestReceiverKilledWhileRedisDownLeavesAGap(t *testing.T) {
 	r.serveOn("serve-2", r.addr, r.redisURL, beat)
 	r.waitBeat(3 * beat)
 
-	cov, err := r.idx.Coverage(t.Context(), imtest.AppID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cov.Covers(since, time.Now()) {
-		t.Fatalf("seq %d of %s was refused while Redis was down, yet the index claims to cover it (gaps %+v)", lost[0], g, cov.Gaps)
-	}
-	if out := r.dryRunAuto("u", since, "v"); !strings.Contains(out, "scanning histories") {
-		t.Fatalf("after the loss, auto did not scan:\n%s", out)
-	}
+	r.wantGap(t, since, fmt.Sprintf("seq %d of %s was refused while Redis was down", lost[0], g))
 }
 
 // TestPurgeByIndexWhileNoReceiverRuns: serve is stopped (SIGTERM) or killed
@@ -259,16 +268,7 @@ func TestPurgeByIndexWhileNoReceiverRuns(t *testing.T) {
 				t.Fatalf("callbacks with serve gone: %+v, want the third not delivered", st)
 			}
 			time.Sleep(c.wait)
-			cov, err := r.idx.Coverage(t.Context(), imtest.AppID)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if cov.Covers(since, time.Now()) {
-				t.Fatalf("seq %d of %s was sent with no serve running, yet the index claims to cover it (gaps %+v)", lost[0], g, cov.Gaps)
-			}
-			if out := r.dryRunAuto("u", since, "v"); !strings.Contains(out, "scanning histories") {
-				t.Fatalf("with no serve running, auto did not scan:\n%s", out)
-			}
+			r.wantGap(t, since, fmt.Sprintf("seq %d of %s was sent with no serve running", lost[0], g))
 		})
 	}
 }
