@@ -171,21 +171,6 @@ func (k *heldAnswer) RecallGroup(ctx context.Context, group, topic string, seqs 
 	}
 }
 
-// callFirst is an IM that runs first once, before its first recall call
-// (after that call's send was counted).
-type callFirst struct {
-	TIM
-	first func(ctx context.Context)
-}
-
-func (c *callFirst) RecallGroup(ctx context.Context, group, topic string, seqs []int64) (map[int64]int, error) {
-	if c.first != nil {
-		c.first(ctx)
-		c.first = nil
-	}
-	return c.TIM.RecallGroup(ctx, group, topic, seqs)
-}
-
 // TestRivalSendAfterOurSendIsInDoubt: two deliveries of one task run at
 // once (asynq delivers at least once: a task pushed back to its queue by a
 // worker shutting down, or recovered from a worker cut off from Redis,
@@ -215,8 +200,8 @@ func TestRivalSendAfterOurSendIsInDoubt(t *testing.T) {
 			imB := &heldAnswer{TIM: TIM{C: env.Client}, sending: make(chan struct{}), release: make(chan struct{}),
 				landed: make(chan error, 1), answer: make(chan struct{})}
 			errB := make(chan error, 1)
-			imA := &callFirst{TIM: TIM{C: env.Client}}
-			imA.first = func(context.Context) {
+			imA := &raceAhead{TIM: TIM{C: env.Client}}
+			imA.ahead = func(context.Context) {
 				// A's send is counted; B counts its own and its call lands first.
 				go func() { errB <- New(imB, store, cfg).HandleGroupRecall(killB, task) }()
 				<-imB.sending
