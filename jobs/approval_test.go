@@ -15,6 +15,27 @@ import (
 )
 
 // newHeldJob creates a job held for approval, requested by token:alice.
+// startWhenDue calls StartDue until it starts job id, and only it, failing
+// the test if it starts another or nothing within timeout.
+func startWhenDue(t *testing.T, s *Store, id string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		started, err := s.StartDue(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(started) == 1 && started[0] == id {
+			return
+		}
+		if len(started) > 0 || time.Now().After(deadline) {
+			got, _ := s.Get(t.Context(), id)
+			t.Fatalf("StartDue = %v; want only %s, once due (it is %s, starting at %v)", started, id, got.Status, got.StartsAt)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func newHeldJob(t *testing.T, s *Store) Job {
 	t.Helper()
 	j, err := s.Create(t.Context(), Spec{Kind: "purge:user", Queue: "purge", AppID: 1400000001,
@@ -157,20 +178,7 @@ func TestCoolOff(t *testing.T) {
 		if st, err := s.Cancel(ctx, cancelled.ID, "token:carol", "changed our mind"); err != nil || st != StatusCancelled {
 			t.Fatalf("cancel in the cool-off = %s, %v", st, err)
 		}
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			started, err := s.StartDue(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(started) == 1 && started[0] == j.ID {
-				break
-			}
-			if len(started) > 0 || time.Now().After(deadline) {
-				t.Fatalf("StartDue = %v; want only %s, once due", started, j.ID)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		startWhenDue(t, s, j.ID, 10*time.Second)
 		if got, _ := s.Get(ctx, j.ID); got.Status != StatusPlanning || got.ApprovedBy != "token:bob" {
 			t.Fatalf("after the cool-off = %+v", got)
 		}

@@ -48,21 +48,7 @@ func TestApproveAnswerLostIsRetriedSafely(t *testing.T) {
 				t.Fatalf("approved = %+v, want %s by token:bob", got, want)
 			}
 			if delay > 0 {
-				deadline := time.Now().Add(5 * time.Second)
-				for {
-					started, err := s.StartDue(ctx)
-					if err != nil {
-						t.Fatal(err)
-					}
-					if len(started) == 1 && started[0] == j.ID {
-						break
-					}
-					if time.Now().After(deadline) {
-						got, _ := s.Get(ctx, j.ID)
-						t.Fatalf("the cool-off never ended: job %s %s, starts at %v", j.ID, got.Status, got.StartsAt)
-					}
-					time.Sleep(20 * time.Millisecond)
-				}
+				startWhenDue(t, s, j.ID, 5*time.Second)
 			}
 			if held, err := s.Held(ctx, j.ID); err != nil || held {
 				t.Fatalf("still held after the approval (and its cool-off): %v, %v", held, err)
