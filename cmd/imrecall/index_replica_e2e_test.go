@@ -103,6 +103,21 @@ func (r *receiverE2E) wantGap(t *testing.T, since time.Time, lost string) {
 	}
 }
 
+// twoReplicas starts two serve replicas beating every beat: A, reaching
+// Redis through the returned proxy (close it to cut A off), on the address
+// the emulator's callbacks go to, and B on another, straight to Redis.
+func (r *receiverE2E) twoReplicas(t *testing.T, beat time.Duration) (*startedProc, *redisproxy.Proxy) {
+	t.Helper()
+	proxy, err := redisproxy.Start(r.redis.Addr(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = proxy.Close() })
+	a := r.serveOn("serve-a", r.addr, "redis://"+proxy.Addr()+"/0", beat)
+	r.serveOn("serve-b", freeAddr(t), r.redisURL, beat)
+	return a, proxy
+}
+
 func (r *receiverE2E) waitCallbacks() emulator.CallbackStats {
 	r.t.Helper()
 	if err := r.env.Emu.WaitCallbacks(r.t.Context()); err != nil {
@@ -160,13 +175,7 @@ func TestReceiverReplicaKilledWhileCutOffFromRedisLeavesAGap(t *testing.T) {
 	g := r.env.Group(t, "Public", "@TGS#replica", "u", "v")
 	const beat = 2 * time.Second
 
-	proxy, err := redisproxy.Start(r.redis.Addr(), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = proxy.Close() })
-	a := r.serveOn("serve-a", r.addr, "redis://"+proxy.Addr()+"/0", beat)
-	r.serveOn("serve-b", freeAddr(t), r.redisURL, beat)
+	a, proxy := r.twoReplicas(t, beat)
 
 	// Indexed by A while its Redis answers.
 	since := r.feed(t, g)
@@ -336,13 +345,7 @@ func TestPurgeByIndexRightAfterAReplicaIsKilled(t *testing.T) {
 	r.env.Accounts(t, "u", "v")
 	g := r.env.Group(t, "Public", "@TGS#killed", "u", "v")
 	const beat = 10 * time.Second
-	proxy, err := redisproxy.Start(r.redis.Addr(), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = proxy.Close() })
-	a := r.serveOn("serve-a", r.addr, "redis://"+proxy.Addr()+"/0", beat)
-	r.serveOn("serve-b", freeAddr(t), r.redisURL, beat)
+	a, proxy := r.twoReplicas(t, beat)
 	r.worker("w1")
 	since := r.feed(t, g)
 
