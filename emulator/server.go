@@ -54,6 +54,11 @@ type Faults struct {
 	OmitItem float64
 	// HTTP502 answers HTTP 502 with an HTML body, with no effect.
 	HTTP502 float64
+	// HTTP502AfterEffect lets the call take effect, then answers HTTP 502
+	// in its place: a gateway that lost the service's answer (Tencent
+	// documents a non-200 status as a network error in front of the
+	// service, which does not say whether the service acted).
+	HTTP502AfterEffect float64
 	// Hang holds the call unanswered until the client gives up or HangFor
 	// passes, with no effect.
 	Hang    float64
@@ -88,6 +93,9 @@ func (f Faults) validate() error {
 		}
 	}
 	if err := chk("OmitItem", f.OmitItem); err != nil {
+		return err
+	}
+	if err := chk("HTTP502AfterEffect", f.HTTP502AfterEffect); err != nil {
 		return err
 	}
 	if err := chk("HTTP502", f.HTTP502); err != nil {
@@ -316,9 +324,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	}
 	if s.chance(f.HTTP502) {
 		st.fault()
-		w.Header().Set("Content-Type", "text/html")
-		w.WriteHeader(http.StatusBadGateway)
-		_, _ = io.WriteString(w, "<html><body><h1>502 Bad Gateway</h1></body></html>")
+		badGateway(w)
 		return
 	}
 	for _, codes := range []map[int]float64{f.Codes, f.CodesOf[api]} {
@@ -351,7 +357,20 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+	if s.chance(f.HTTP502AfterEffect) {
+		st.fault()
+		badGateway(w)
+		return
+	}
 	answer(v, e)
+}
+
+// badGateway answers as Tencent's gateway does when the service behind it
+// failed or its answer was lost: HTTP 502 with an HTML body.
+func badGateway(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "text/html")
+	w.WriteHeader(http.StatusBadGateway)
+	_, _ = io.WriteString(w, "<html><body><h1>502 Bad Gateway</h1></body></html>")
 }
 
 // checkQuery checks the common URL parameters and the UserSig.

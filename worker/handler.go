@@ -817,17 +817,20 @@ func isTimeout(err error) bool {
 }
 
 // unanswered reports whether the server may have acted on a call whose answer
-// we did not get: a timeout or a broken connection. A call the Gate did not let
-// go was never sent. An ErrorCode is an answer, and so is an HTTP error status:
-// Tencent documents 502 and its kin as network errors in front of the service,
-// so the call is taken as not made. (Were it made after all, the retry finds
-// the message gone and it is dead-lettered as not found: gone either way.)
+// we did not get: a timeout, a broken connection, or an HTTP 5xx. A call the
+// Gate did not let go was never sent. An ErrorCode is an answer. Tencent
+// documents a non-200 status as a network error in front of the service:
+// a 4xx is the gateway refusing the request (it never reached the service),
+// but a 5xx (502, 504) can come after the service acted, its answer lost on
+// the way back, so the message is in doubt, like after a timeout: the next
+// call's "not found" is checked against the history (counted recalled,
+// attribution unknown, rather than dead-lettered not_found).
 func unanswered(err error) bool {
 	if errors.Is(err, tim.ErrGate) {
 		return false // never sent: nothing happened
 	}
 	var te *tim.Error
-	if errors.As(err, &te) && (te.Code != 0 || (te.HTTPStatus != 0 && te.HTTPStatus != http.StatusOK)) {
+	if errors.As(err, &te) && (te.Code != 0 || (te.HTTPStatus >= http.StatusBadRequest && te.HTTPStatus < http.StatusInternalServerError)) {
 		return false
 	}
 	return true
