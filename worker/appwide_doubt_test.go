@@ -73,13 +73,7 @@ func TestRequeuedDeadLetterInDoubtIsCheckedAgain(t *testing.T) {
 // worker dying before it heard the answer.
 func (b *bundle) lostWithdraw(t *testing.T) (string, jobs.Target) {
 	t.Helper()
-	b.env.Accounts(t, "alice", "bob")
-	key := b.env.SendC2C(t, "alice", "bob", 1)[0]
-	target := jobs.Target{From: "alice", To: "bob"}
-	if _, err := b.store.PlanC2C(t.Context(), b.job.ID, target, []string{key}); err != nil {
-		t.Fatal(err)
-	}
-	b.close(t)
+	key, target := b.plannedC2C(t)
 	if _, err := b.store.BeginC2C(t.Context(), b.job.ID, target, key); err != nil {
 		t.Fatal(err)
 	}

@@ -58,13 +58,7 @@ func TestGatewayErrorAfterTheRecallIsInDoubt(t *testing.T) {
 	})
 	t.Run("c2c", func(t *testing.T) {
 		b := setup(t, emulator.Config{}, Config{MaxAttempts: 3})
-		b.env.Accounts(t, "alice", "bob")
-		key := b.env.SendC2C(t, "alice", "bob", 1)[0]
-		target := jobs.Target{From: "alice", To: "bob"}
-		if _, err := b.store.PlanC2C(t.Context(), b.job.ID, target, []string{key}); err != nil {
-			t.Fatal(err)
-		}
-		b.close(t)
+		key, _ := b.plannedC2C(t)
 		b.h = New(&gatewayLosesFirst{TIM: TIM{C: b.env.Client}, emu: b.env.Emu}, b.store, b.h.cfg)
 		if err := b.runC2C(t, "alice", "bob", key); err != nil {
 			t.Fatal(err)

@@ -62,6 +62,20 @@ func (b *bundle) plannedGroup(t *testing.T, id string, n int64) (string, jobs.Ta
 	return g, target
 }
 
+// plannedC2C sends one message from alice to bob, plans it and closes
+// planning.
+func (b *bundle) plannedC2C(t *testing.T) (string, jobs.Target) {
+	t.Helper()
+	b.env.Accounts(t, "alice", "bob")
+	key := b.env.SendC2C(t, "alice", "bob", 1)[0]
+	target := jobs.Target{From: "alice", To: "bob"}
+	if _, err := b.store.PlanC2C(t.Context(), b.job.ID, target, []string{key}); err != nil {
+		t.Fatal(err)
+	}
+	b.close(t)
+	return key, target
+}
+
 func (b *bundle) close(t *testing.T) {
 	t.Helper()
 	if _, err := b.store.ClosePlanner(t.Context(), b.job.ID, jobs.RootPlanner); err != nil {
