@@ -366,9 +366,18 @@ type recallReply struct {
 	reply
 	RecallRetList []recallResult `json:"RecallRetList"`
 	faults        int
+	history       *[]gmsg
+	reached       []int64 // the seqs this call recalled or found recalled
 }
 
 func (r recallReply) itemFaults() int { return r.faults }
+
+// answerLost notes that the call's answer was lost; the caller holds s.mu.
+func (r recallReply) answerLost() {
+	for _, seq := range r.reached {
+		(*r.history)[seq-1].lost++
+	}
+}
 
 type groupMsgRecallReq struct {
 	GroupID    string    `json:"GroupId"`
@@ -401,7 +410,7 @@ func (s *Server) groupMsgRecall(req *groupMsgRecallReq) (any, *apiError) {
 	if e != nil {
 		return nil, e
 	}
-	resp := recallReply{reply: ok()}
+	resp := recallReply{reply: ok(), history: h}
 	for _, it := range req.MsgSeqList {
 		code := 0
 		for c, p := range itemFaults {
@@ -417,9 +426,11 @@ func (s *Server) groupMsgRecall(req *groupMsgRecallReq) (any, *apiError) {
 				code = 10030
 			case (*h)[it.MsgSeq-1].recalled:
 				(*h)[it.MsgSeq-1].requests++
+				resp.reached = append(resp.reached, it.MsgSeq)
 				code = 10030
 			default:
 				(*h)[it.MsgSeq-1].recalled = true
+				resp.reached = append(resp.reached, it.MsgSeq)
 			}
 		}
 		if code == 0 && s.chance(f.OmitItem) {
@@ -823,13 +834,27 @@ func (s *Server) adminMsgWithdraw(req *adminMsgWithdrawReq) (any, *apiError) {
 	if !found {
 		return nil, fail(20022, "the message to recall does not exist")
 	}
+	seq, _, _, _ := parseMsgKey(req.MsgKey)
+	reached := withdrawReply{conv: s.convs[pair(fu, tu)], seq: seq}
 	if m.recalled {
 		m.requests++
-		return nil, fail(20023, "the message was already recalled")
+		return reached, fail(20023, "the message was already recalled")
 	}
 	m.recalled = true
-	return ok(), nil
+	reached.reply = ok()
+	return reached, nil
 }
+
+// withdrawReply is admin_msgwithdraw's answer; seq of conv is the message
+// it reached.
+type withdrawReply struct {
+	reply
+	conv *conv
+	seq  int
+}
+
+// answerLost notes that the call's answer was lost; the caller holds s.mu.
+func (r withdrawReply) answerLost() { r.conv.msgs[r.seq-1].lost++ }
 
 type c2cOut struct {
 	FromAccount   string    `json:"From_Account"`

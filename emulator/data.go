@@ -8,11 +8,12 @@ import (
 
 // gmsg is one group message; its seq is its index + 1.
 type gmsg struct {
-	from     uint32 // user index
 	time     int64  // MsgTimeStamp, unix seconds
+	from     uint32 // user index
 	random   uint32
 	recalled bool
 	requests uint16 // recall requests that came after it was recalled
+	lost     uint16 // recall calls that reached it, answered 502 in their place
 }
 
 // cmsg is one one-to-one message of a conversation; its MsgSeq is index + 1.
@@ -23,6 +24,7 @@ type cmsg struct {
 	random   uint32
 	recalled bool
 	requests uint16
+	lost     uint16
 	// deletedFor marks a one-sided delete (delete_c2c_msg_ramble): the
 	// sender's side (1), the receiver's (2). The other side still sees it.
 	deletedFor uint8
@@ -127,6 +129,10 @@ type GroupMessage struct {
 	Time           int64
 	Recalled       bool
 	RecallRequests int // recall requests that targeted it after it was recalled
+	// AnswersLost counts the recall calls that reached it (recalled it, or
+	// found it recalled) whose answer was replaced by an HTTP 502
+	// (Faults.HTTP502AfterEffect): each may be followed by one more request.
+	AnswersLost int
 }
 
 // C2CMessage is a one-to-one message as the ground truth knows it.
@@ -136,6 +142,7 @@ type C2CMessage struct {
 	Time           int64
 	Recalled       bool
 	RecallRequests int
+	AnswersLost    int // as GroupMessage.AnswersLost
 }
 
 // GroupInfo describes a group for tests.
@@ -161,7 +168,7 @@ func (s *Server) GroupMessages(groupID, topicID string) []GroupMessage {
 	}
 	out := make([]GroupMessage, len(*h))
 	for i, m := range *h {
-		out[i] = GroupMessage{Seq: int64(i + 1), From: s.users[m.from], Time: m.time, Recalled: m.recalled, RecallRequests: int(m.requests)}
+		out[i] = GroupMessage{Seq: int64(i + 1), From: s.users[m.from], Time: m.time, Recalled: m.recalled, RecallRequests: int(m.requests), AnswersLost: int(m.lost)}
 	}
 	return out
 }
@@ -181,7 +188,7 @@ func (s *Server) C2CMessages(a, b string) []C2CMessage {
 	}
 	out := make([]C2CMessage, len(c.msgs))
 	for i, m := range c.msgs {
-		out[i] = C2CMessage{MsgKey: m.key(i + 1), From: s.users[m.from], To: s.users[m.to], Time: m.time, Recalled: m.recalled, RecallRequests: int(m.requests)}
+		out[i] = C2CMessage{MsgKey: m.key(i + 1), From: s.users[m.from], To: s.users[m.to], Time: m.time, Recalled: m.recalled, RecallRequests: int(m.requests), AnswersLost: int(m.lost)}
 	}
 	return out
 }

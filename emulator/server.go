@@ -359,6 +359,11 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	}
 	if s.chance(f.HTTP502AfterEffect) {
 		st.fault()
+		if la, ok := v.(interface{ answerLost() }); ok {
+			s.mu.Lock()
+			la.answerLost()
+			s.mu.Unlock()
+		}
 		badGateway(w)
 		return
 	}

@@ -49,12 +49,19 @@ func (g *gatewayLosesFirst) Withdraw(ctx context.Context, from, to, msgKey strin
 func TestGatewayErrorAfterTheRecallIsInDoubt(t *testing.T) {
 	t.Run("group", func(t *testing.T) {
 		b := setup(t, emulator.Config{}, Config{MaxAttempts: 3})
-		_, target := b.plannedGroup(t, "@TGS#gw", 5)
+		g, target := b.plannedGroup(t, "@TGS#gw", 5)
 		b.h = New(&gatewayLosesFirst{TIM: TIM{C: b.env.Client}, emu: b.env.Emu}, b.store, b.h.cfg)
 		if err := b.runGroup(t, target, imtest.Seqs(1, 5)); err != nil {
 			t.Fatal(err)
 		}
 		wantRecalledAfterLostAnswer(t, b, 5)
+		// The emulator saw each message recalled by the first call, whose
+		// answer it lost, and requested once more by the second.
+		for _, m := range b.env.Emu.GroupMessages(g, "") {
+			if !m.Recalled || m.AnswersLost != 1 || m.RecallRequests != 1 {
+				t.Errorf("seq %d on the emulator: %+v; want recalled, 1 answer lost, 1 request after", m.Seq, m)
+			}
+		}
 	})
 	t.Run("c2c", func(t *testing.T) {
 		b := setup(t, emulator.Config{}, Config{MaxAttempts: 3})

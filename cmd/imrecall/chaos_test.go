@@ -396,9 +396,13 @@ func (p *chaosPool) rtts(i int) []string {
 // 10030 that failed (worker.LogCheckAfterGoneFailed): each makes the worker
 // send the recall once more. Keys are group_id|seq (the log does not name
 // the topic).
-func (p *chaosPool) verifyFailures() map[string]int {
+func (p *chaosPool) verifyFailures() map[string]int { return verifyFailuresIn(p.logs) }
+
+// verifyFailuresIn counts, by group id|seq, the history checks after a
+// "not found" that failed (worker.LogCheckAfterGoneFailed) in the logs.
+func verifyFailuresIn(logs []string) map[string]int {
 	out := map[string]int{}
-	for _, path := range p.logs {
+	for _, path := range logs {
 		b, _ := os.ReadFile(path)
 		for _, line := range strings.Split(string(b), "\n") {
 			if !strings.Contains(line, worker.LogCheckAfterGoneFailed) {
@@ -663,8 +667,10 @@ func TestChaos(t *testing.T) {
 			Codes:     map[int]float64{91000: 0.04, 10002: 0.02},
 			ItemCodes: map[int]float64{10002: 0.04},
 			HTTP502:   0.02,
-			Hang:      0.01,
-			HangFor:   hangFor,
+			// the call takes effect, its answer is lost: 0.5 % of calls
+			HTTP502AfterEffect: 0.005,
+			Hang:               0.01,
+			HangFor:            hangFor,
 		}
 	}
 	hangFor := hangBelow
@@ -889,13 +895,16 @@ func TestChaos(t *testing.T) {
 	}
 	// truth is what the emulator holds of message m (key k): whether it is
 	// recalled, and how many recall requests it received once it was.
-	truth := func(m chaosMsg, k string) (recalled bool, requests int) {
+	// truth is what the emulator knows of a message: recalled, the recall
+	// requests after it was, and the calls that reached it whose answer the
+	// gateway lost (a 502 after the effect, each a lost answer).
+	truth := func(m chaosMsg, k string) (recalled bool, requests, answersLost int) {
 		if m.target.IsGroup() {
 			gm, ok := group[k]
-			return ok && gm.Recalled, gm.RecallRequests
+			return ok && gm.Recalled, gm.RecallRequests, gm.AnswersLost
 		}
 		cm, ok := c2c[k]
-		return ok && cm.Recalled, cm.RecallRequests
+		return ok && cm.Recalled, cm.RecallRequests, cm.AnswersLost
 	}
 	var problems []string
 	bad := func(format string, args ...any) {
@@ -917,8 +926,8 @@ func TestChaos(t *testing.T) {
 		if d, ok := dead[k]; ok != strings.HasPrefix(st, "d:") || (ok && "d:"+d.Code != st) {
 			bad("%s: state %q, dead letter %+v", k, st, d)
 		}
-		recalled, requests := truth(m, k)
-		lostHere := lost.lost[k]
+		recalled, requests, answersLost := truth(m, k)
+		lostHere := lost.lost[k] + answersLost
 		if _, ok := atRestart[k]; ok {
 			lostHere++
 		}
@@ -1005,7 +1014,7 @@ func TestChaos(t *testing.T) {
 		for _, m := range sd.msgs {
 			k := m.key()
 			st1, st2 := s12[0][k], s12[1][k]
-			recalled, requests := truth(m, k)
+			recalled, requests, answersLost := truth(m, k)
 			sideDoubles += int64(requests)
 			rec1, rec2 := st1 == "r" || st1 == "u", st2 == "r" || st2 == "u"
 			switch {
@@ -1024,7 +1033,7 @@ func TestChaos(t *testing.T) {
 			if rec1 {
 				sideBy1++
 			}
-			allowed := lost.lost[k]
+			allowed := lost.lost[k] + answersLost
 			if _, ok := atRestart[k]; ok {
 				allowed++
 			}
