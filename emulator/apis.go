@@ -662,6 +662,33 @@ type getTopicReq struct {
 	TopicIDList []string `json:"TopicIdList"`
 }
 
+// topicOut is a TopicInfo of get_topic.
+type topicOut struct {
+	TopicID     string `json:"TopicId"`
+	TopicName   string `json:"TopicName,omitempty"`
+	GroupID     string `json:"GroupID"`
+	CreateTime  int64  `json:"CreateTime,omitempty"`
+	NextMsgSeq  int64  `json:"NextMsgSeq,omitempty"`
+	LastMsgTime int64  `json:"LastMsgTime,omitempty"`
+}
+
+// topicItem is one entry of get_topic's TopicAndSelfInfo: a topic
+// described, or ErrorCode and ErrorInfo for a topic that cannot be.
+type topicItem struct {
+	ErrorCode int      `json:"ErrorCode"`
+	ErrorInfo string   `json:"ErrorInfo"`
+	TopicInfo topicOut `json:"TopicInfo"`
+}
+
+// topicReply carries get_topic's entries and how many were injected faults.
+type topicReply struct {
+	reply
+	TopicAndSelfInfo []topicItem `json:"TopicAndSelfInfo"`
+	faults           int
+}
+
+func (r topicReply) itemFaults() int { return r.faults }
+
 func (s *Server) getTopic(req *getTopicReq) (any, *apiError) {
 	if req.FromAccount == "" {
 		// Documented as required (trtc.io/document/49469: From_Account 必填).
@@ -677,33 +704,24 @@ func (s *Server) getTopic(req *getTopicReq) (any, *apiError) {
 	if len(ids) == 0 {
 		ids = g.topicOrder
 	}
-	type info struct {
-		TopicID     string `json:"TopicId"`
-		TopicName   string `json:"TopicName,omitempty"`
-		GroupID     string `json:"GroupID"`
-		CreateTime  int64  `json:"CreateTime,omitempty"`
-		NextMsgSeq  int64  `json:"NextMsgSeq,omitempty"`
-		LastMsgTime int64  `json:"LastMsgTime,omitempty"`
-	}
-	type item struct {
-		ErrorCode int    `json:"ErrorCode"`
-		ErrorInfo string `json:"ErrorInfo"`
-		TopicInfo info   `json:"TopicInfo"`
-	}
-	out := []item{}
+	faults := s.currentFaults().TopicCodes
+	resp := topicReply{reply: ok(), TopicAndSelfInfo: []topicItem{}}
 	for _, id := range ids {
 		t, known := g.topics[id]
-		if !known {
-			out = append(out, item{ErrorCode: 10010, ErrorInfo: "topic does not exist", TopicInfo: info{TopicID: id, GroupID: g.id}})
+		if code := faults[id]; code != 0 {
+			resp.TopicAndSelfInfo = append(resp.TopicAndSelfInfo, topicItem{ErrorCode: code,
+				ErrorInfo: fmt.Sprintf("injected fault %d", code), TopicInfo: topicOut{TopicID: id, GroupID: g.id}})
+			resp.faults++
 			continue
 		}
-		out = append(out, item{TopicInfo: info{TopicID: t.id, TopicName: t.name, GroupID: g.id, CreateTime: t.created,
-			NextMsgSeq: int64(len(t.msgs)) + 1, LastMsgTime: lastTime(t.msgs)}})
+		if !known {
+			resp.TopicAndSelfInfo = append(resp.TopicAndSelfInfo, topicItem{ErrorCode: 10010, ErrorInfo: "topic does not exist", TopicInfo: topicOut{TopicID: id, GroupID: g.id}})
+			continue
+		}
+		resp.TopicAndSelfInfo = append(resp.TopicAndSelfInfo, topicItem{TopicInfo: topicOut{TopicID: t.id, TopicName: t.name,
+			GroupID: g.id, CreateTime: t.created, NextMsgSeq: int64(len(t.msgs)) + 1, LastMsgTime: lastTime(t.msgs)}})
 	}
-	return struct {
-		reply
-		TopicAndSelfInfo []item `json:"TopicAndSelfInfo"`
-	}{ok(), out}, nil
+	return resp, nil
 }
 
 // --- one-to-one ---

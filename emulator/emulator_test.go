@@ -286,6 +286,38 @@ func TestJoinedGroupsAndTopics(t *testing.T) {
 	h.want("million_group_open_http_svc/get_topic", map[string]any{"GroupId": c}, 10003)
 }
 
+// TestTopicCodes: Faults.TopicCodes answers get_topic with ErrorCode and
+// ErrorInfo on the named topic's entry (its TopicInfo naming only the topic
+// and its group), the call itself and the other topics as usual; a fault
+// without a TopicId or a code is refused.
+func TestTopicCodes(t *testing.T) {
+	h := start(t, Config{})
+	_, _, c, topicID, _ := h.seed()
+	other := h.want("million_group_open_http_svc/create_topic", map[string]any{"GroupId": c, "TopicName": "u"}, 0).Raw["TopicId"].(string)
+	h.emu.SetFaults(Faults{TopicCodes: map[string]int{topicID: 10007}})
+	a := h.want("million_group_open_http_svc/get_topic", map[string]any{"GroupId": c, "From_Account": "a"}, 0)
+	ts := a.Raw["TopicAndSelfInfo"].([]any)
+	if len(ts) != 2 {
+		t.Fatalf("get_topic = %v, want two entries", a.Raw)
+	}
+	refused, fine := ts[0].(map[string]any), ts[1].(map[string]any)
+	info := refused["TopicInfo"].(map[string]any)
+	if refused["ErrorCode"] != float64(10007) || refused["ErrorInfo"] == "" || info["TopicId"] != topicID || info["GroupID"] != c || info["TopicName"] != nil {
+		t.Fatalf("the refused topic's entry = %v, want ErrorCode 10007, an ErrorInfo and only its TopicId and GroupID", refused)
+	}
+	if fine["ErrorCode"] != float64(0) || fine["TopicInfo"].(map[string]any)["TopicId"] != other {
+		t.Fatalf("the other topic's entry = %v, want it described", fine)
+	}
+	base := Config{SDKAppID: testApp, Admin: testAdmin, SecretKey: testSecret}
+	for _, bad := range []map[string]int{{"": 10007}, {topicID: 0}} {
+		cfg := base
+		cfg.Faults.TopicCodes = bad
+		if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), "TopicCodes") {
+			t.Fatalf("Faults.TopicCodes %v: %v, want it refused", bad, err)
+		}
+	}
+}
+
 // TestRateCap sends 400 concurrent recall calls: at most 200 are accepted in
 // the sliding second, the rest get 60007 and have no effect.
 func TestRateCap(t *testing.T) {

@@ -49,6 +49,14 @@ type Faults struct {
 	CodesOf map[string]map[int]float64
 	// ItemCodes, on group_msg_recall only: a seq's RetCode is code and it is not recalled.
 	ItemCodes map[int]float64
+	// TopicCodes, on get_topic only, keyed by TopicId: that topic's entry
+	// in TopicAndSelfInfo carries ErrorCode code with an ErrorInfo, and a
+	// TopicInfo holding only its TopicId and GroupID, as Tencent answers a
+	// topic it cannot describe; the call itself succeeds (ActionStatus OK,
+	// ErrorCode 0) and the other topics are described as usual. Unlike the
+	// other faults it is certain, not a probability: a test names the
+	// topics that fail.
+	TopicCodes map[string]int
 	// OmitItem, on group_msg_recall only: a seq is recalled but its entry
 	// is left out of RecallRetList (an answer incomplete for that seq).
 	OmitItem float64
@@ -90,6 +98,11 @@ func (f Faults) validate() error {
 	for c, p := range f.ItemCodes {
 		if err := chk("ItemCodes["+strconv.Itoa(c)+"]", p); err != nil {
 			return err
+		}
+	}
+	for id, c := range f.TopicCodes {
+		if id == "" || c == 0 {
+			return fmt.Errorf("emulator: Faults.TopicCodes[%q] = %d: want a TopicId and a non-zero ErrorCode", id, c)
 		}
 	}
 	if err := chk("OmitItem", f.OmitItem); err != nil {
