@@ -28,8 +28,10 @@ const (
 	// callbacks failed), or begins after the range starts.
 	GapIndex = "index"
 	// GapTopics: IM refused to list the topics of a Community (get_topic
-	// answered an error other than "no topics" or "no such group"): the
-	// messages in its topics are not read; Groups names the Communities.
+	// answered an error other than "no topics" or "no such group"), or to
+	// describe some of them (a topic's entry carried an ErrorCode other
+	// than "no such topic"): the messages in those topics are not read;
+	// Groups names the Communities, Topics the topics refused one by one.
 	GapTopics = "topics"
 )
 
@@ -39,6 +41,9 @@ type Gap struct {
 	What string `json:"what"`
 	// Groups names the groups concerned, when known.
 	Groups []string `json:"groups,omitempty"`
+	// Topics names the topics concerned, when known (GapTopics: those
+	// get_topic refused one by one; empty when it refused to list any).
+	Topics []string `json:"topics,omitempty"`
 }
 
 // TargetCoverage is what discovery read of one target: for a group (or

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -44,21 +45,37 @@ func (r *Report) AddGap(g jobs.Gap) { r.gap(g) }
 // communities").
 const codeNoTopics = 10004
 
-// topicsUnread adds group to the report's topics gap: IM refused, with
-// code, to list its topics.
-func (r *Report) topicsUnread(group string, code int) {
+// topicsUnread adds to the report's topics gap the topics of group that IM
+// refused, with code, to list (topics nil: get_topic refused the call, none
+// of them is read) or to describe (get_topic answered code on each of
+// topics' entries). A topic refused without its TopicId is named "(no
+// TopicId)".
+func (r *Report) topicsUnread(group string, topics []string, code int) {
+	var named []string
+	for _, t := range topics {
+		if t == "" {
+			t = "(no TopicId)"
+		}
+		named = append(named, t)
+	}
+	what := fmt.Sprintf("%s: %d (%s)", group, code, tim.Describe(code))
+	if len(named) > 0 {
+		what = fmt.Sprintf("%s topics %s: %d (%s)", group, strings.Join(named, ", "), code, tim.Describe(code))
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for i, g := range r.Gaps {
 		if g.Kind == jobs.GapTopics {
-			r.Gaps[i].Groups = append(g.Groups, group)
-			r.Gaps[i].What += fmt.Sprintf("; %s: %d (%s)", group, code, tim.Describe(code))
+			if !slices.Contains(g.Groups, group) {
+				r.Gaps[i].Groups = append(g.Groups, group)
+			}
+			r.Gaps[i].Topics = append(g.Topics, named...)
+			r.Gaps[i].What += "; " + what
 			return
 		}
 	}
-	r.Gaps = append(r.Gaps, jobs.Gap{Kind: jobs.GapTopics, Groups: []string{group}, What: fmt.Sprintf(
-		"Communities whose topics IM refused to list (get_topic): the messages in their topics are neither read nor recalled, the groups' own are; %s: %d (%s)",
-		group, code, tim.Describe(code))})
+	r.Gaps = append(r.Gaps, jobs.Gap{Kind: jobs.GapTopics, Groups: []string{group}, Topics: named, What: "Community topics IM refused to list or to describe (get_topic): " +
+		"the messages in those topics are neither read nor recalled, the groups' own are; " + what})
 }
 
 // userGaps adds the gaps of a user purge by scan to rep.

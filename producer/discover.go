@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"maps"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -275,6 +277,14 @@ func scanC2C(ctx context.Context, im IM, user, peer string, w Window, emit func(
 // refusal for good (no permission, say) leaves its topics unread and says
 // so in rep's topics gap, never as "no topics"; a transient error is the
 // error.
+//
+// get_topic also answers each topic with its own ErrorCode. A topic
+// refused for good is left unread and named in rep's topics gap, with the
+// code; one IM says no longer exists (10010, 10015) is left out without a
+// gap, as a group dismissed meanwhile is: its history went with it, no one
+// can read or recall anything there, and no client shows it; a transient
+// code (an internal error, a frequency limit) fails the listing with a
+// *tim.Error of that code, to be retried as a refusal of the whole call is.
 func expandTopics(ctx context.Context, im IM, groupID, groupType, asUser string, rep *Report) ([]jobs.Target, error) {
 	targets := []jobs.Target{{GroupID: groupID}}
 	if groupType != TypeCommunity {
@@ -287,14 +297,28 @@ func expandTopics(ctx context.Context, im IM, groupID, groupType, asUser string,
 			return nil, fmt.Errorf("listing topics of %s: %w", groupID, err)
 		}
 		if te.Code != codeNoTopics && !tim.IsGone(te.Code) {
-			rep.topicsUnread(groupID, te.Code)
+			rep.topicsUnread(groupID, nil, te.Code)
 		}
 		return targets, nil
 	}
+	refused := map[int][]string{} // code → topics refused with it
 	for _, ti := range resp.TopicAndSelfInfo {
-		if ti.ErrorCode == 0 && ti.TopicInfo.TopicID != "" {
-			targets = append(targets, jobs.Target{GroupID: groupID, TopicID: ti.TopicInfo.TopicID})
+		id, code := ti.TopicInfo.TopicID, ti.ErrorCode
+		switch {
+		case code == 0:
+			if id != "" {
+				targets = append(targets, jobs.Target{GroupID: groupID, TopicID: id})
+			}
+		case tim.IsGone(code):
+		case tim.Classify(code) != tim.ClassPermanent:
+			return nil, fmt.Errorf("listing topics of %s: topic %q: %w", groupID, id,
+				&tim.Error{API: tim.GetTopic.Name(), Code: code, Info: ti.ErrorInfo})
+		default:
+			refused[code] = append(refused[code], id)
 		}
+	}
+	for _, code := range slices.Sorted(maps.Keys(refused)) {
+		rep.topicsUnread(groupID, refused[code], code)
 	}
 	return targets, nil
 }

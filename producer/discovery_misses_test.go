@@ -2,12 +2,15 @@ package producer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"iter"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/imrecall/imrecall/emulator"
 	"github.com/imrecall/imrecall/internal/imtest"
 	"github.com/imrecall/imrecall/internal/redistest"
@@ -126,6 +129,104 @@ func TestCommunityTopicsRefusedAreAGap(t *testing.T) {
 	refuse(10002)
 	if _, _, err := GroupScans(t.Context(), env.Client, GroupPurge{Groups: []string{community.GroupID}}); err == nil {
 		t.Fatal("get_topic failing with 10002 (internal error, retry): the listing succeeded; want its error")
+	}
+}
+
+// TestCommunityTopicRefusedIsAGap: get_topic answers each topic with its
+// own ErrorCode. A topic whose entry carried one (here 10007, no
+// permission) was dropped silently: its messages were never read and the
+// report claimed nothing was missed. Now it is named in a topics gap (the
+// Community in Groups, the topic in Topics) while the other topics are
+// scanned; a topic that no longer exists (10010) is no gap, there is
+// nothing left of it to recall; a transient code (10002) or a frequency
+// limit (10006) fails the listing, to be retried.
+func TestCommunityTopicRefusedIsAGap(t *testing.T) {
+	env := imtest.Start(t, emulator.Config{})
+	if _, err := env.Emu.Generate(emulator.DatasetSpec{Groups: 12, Users: 60, GroupMessages: 2000, C2CMessages: 10,
+		HeavyGroups: 4, Topics: 3, Seed: 11, TypeMix: map[string]int{"Community": 1}}); err != nil {
+		t.Fatal(err)
+	}
+	var community emulator.GroupInfo
+	for _, g := range env.Emu.Groups() {
+		if g.Type == TypeCommunity && len(g.Topics) > 1 && len(g.Members) > 0 {
+			community = g
+			break
+		}
+	}
+	if community.GroupID == "" {
+		t.Fatal("the dataset has no Community with two topics and members")
+	}
+	refused := community.Topics[0]
+	// wantScans: the group and each topic but the one refused.
+	wantScans := []jobs.Target{{GroupID: community.GroupID}}
+	for _, id := range community.Topics[1:] {
+		wantScans = append(wantScans, jobs.Target{GroupID: community.GroupID, TopicID: id})
+	}
+	targets := func(scans []Scan) []jobs.Target {
+		out := make([]jobs.Target, len(scans))
+		for i, s := range scans {
+			out[i] = s.Target
+		}
+		return out
+	}
+	topicsGap := func(rep *Report) *jobs.Gap {
+		for _, g := range rep.Gaps {
+			if g.Kind == jobs.GapTopics {
+				return &g
+			}
+		}
+		return nil
+	}
+	for _, tc := range []struct {
+		name string
+		code int
+		// gap: the topic is named in a topics gap; fails: the listing
+		// fails with the code.
+		gap, fails bool
+	}{
+		{name: "no permission", code: 10007, gap: true},
+		{name: "invalid parameter", code: 10004, gap: true},
+		{name: "topic gone", code: 10010},
+		{name: "internal error", code: 10002, fails: true},
+		{name: "frequency limit", code: 10006, fails: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env.Emu.SetFaults(emulator.Faults{TopicCodes: map[string]int{refused: tc.code}})
+			t.Cleanup(func() { env.Emu.SetFaults(emulator.Faults{}) })
+			scans, rep, err := GroupScans(t.Context(), env.Client, GroupPurge{Groups: []string{community.GroupID}})
+			if tc.fails {
+				var te *tim.Error
+				if !errors.As(err, &te) || te.Code != tc.code {
+					t.Fatalf("topic %s answered %d: got scans %v, error %v; want the listing to fail with a *tim.Error of code %d",
+						refused, tc.code, targets(scans), err, tc.code)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(wantScans, targets(scans)); diff != "" {
+				t.Errorf("topic %s answered %d: scans (-want +got):\n%s", refused, tc.code, diff)
+			}
+			gap := topicsGap(rep)
+			if !tc.gap {
+				if gap != nil {
+					t.Fatalf("topic %s answered %d (it no longer exists): gap %+v; want none", refused, tc.code, *gap)
+				}
+				return
+			}
+			if gap == nil || !slices.Equal(gap.Groups, []string{community.GroupID}) || !slices.Equal(gap.Topics, []string{refused}) ||
+				!strings.Contains(gap.What, refused) || !strings.Contains(gap.What, strconv.Itoa(tc.code)) {
+				t.Fatalf("topic %s answered %d: gaps %+v; want a topics gap naming %s, the topic and the code", refused, tc.code, rep.Gaps, community.GroupID)
+			}
+			_, rep, err = UserScans(t.Context(), env.Client, UserPurge{User: community.Members[0]})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if gap := topicsGap(rep); gap == nil || !slices.Contains(gap.Topics, refused) {
+				t.Fatalf("a purge of member %s, topic %s answered %d: gaps %+v; want the topic in a topics gap", community.Members[0], refused, tc.code, rep.Gaps)
+			}
+		})
 	}
 }
 
