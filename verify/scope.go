@@ -77,13 +77,18 @@ func ScopeWith(job jobs.Job, cov *jobs.Coverage, im producer.IM) (*Scope, error)
 		s.Gaps = append(s.Gaps, indexGap)
 	}
 	for _, g := range cov.Gaps {
-		line := g.What
-		if len(g.Groups) > 0 {
-			line += ": " + strings.Join(g.Groups, ", ")
-		}
-		s.Gaps = append(s.Gaps, line)
+		s.Gaps = append(s.Gaps, gapLine(g))
 	}
 	return s, nil
+}
+
+// gapLine is a coverage gap as a scope's gaps name it: what, and the
+// groups concerned.
+func gapLine(g jobs.Gap) string {
+	if len(g.Groups) == 0 {
+		return g.What
+	}
+	return g.What + ": " + strings.Join(g.Groups, ", ")
 }
 
 // deletedGap is the gap of a re-scan of a purge whose user IM no longer
@@ -191,8 +196,10 @@ func peerList(raw json.RawMessage) (peers []string, known bool) {
 	return nil, false
 }
 
-// areasOf lists a purge's scans as areas, and notes the groups that cannot
-// be scanned among the scope's gaps.
+// areasOf lists a purge's scans as areas, and notes among the scope's gaps
+// the groups that cannot be scanned and the Community topics IM refused to
+// list or describe to the re-scan (a topics gap), unless the job's recorded
+// coverage names them already.
 func areasOf(list func(ctx context.Context) ([]producer.Scan, *producer.Report, error), s *Scope) ScopeList {
 	return func(ctx context.Context) ([]Area, error) {
 		scans, rep, err := list(ctx)
@@ -205,6 +212,19 @@ func areasOf(list func(ctx context.Context) ([]producer.Scan, *producer.Report, 
 				continue // named by the job's recorded coverage already
 			}
 			s.Gaps = append(s.Gaps, fmt.Sprintf("group %s (%s): %s", u.GroupID, u.Type, u.Reason))
+		}
+		for _, g := range rep.Gaps {
+			if g.Kind != jobs.GapTopics {
+				continue // the others are the scope's already (recorded, or guessed from the parameters)
+			}
+			named := g.Topics
+			if len(named) == 0 {
+				named = g.Groups
+			}
+			if !slices.ContainsFunc(named, func(id string) bool { return !strings.Contains(recorded, id) }) {
+				continue // named by the job's recorded coverage already
+			}
+			s.Gaps = append(s.Gaps, gapLine(g))
 		}
 		areas := make([]Area, len(scans))
 		for i, sc := range scans {

@@ -2,6 +2,7 @@ package verify
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/imrecall/imrecall/emulator"
 	"github.com/imrecall/imrecall/internal/imtest"
 	"github.com/imrecall/imrecall/jobs"
+	"github.com/imrecall/imrecall/tim"
 )
 
 // TestScopeUsesTheRecordedCoverage: the gaps of a job that recorded its
@@ -104,5 +106,64 @@ func TestScopeWindowIsTheOneTheJobRecorded(t *testing.T) {
 	if f := areas[0].Filter; !f.Since.Equal(since) || !f.Until.Equal(until) {
 		t.Fatalf("the verification reads %s to %s, the purge covered %s to %s",
 			f.Since.UTC().Format(time.RFC3339), f.Until.UTC().Format(time.RFC3339), since.UTC().Format(time.RFC3339), until.UTC().Format(time.RFC3339))
+	}
+}
+
+// TestScopeNamesTopicsTheRescanCannotRead: a verification re-scans the
+// purge's groups; a Community topic get_topic refused to describe to the
+// re-scan (its entry carried 10007) was left out silently, and the
+// verification (and the certificate) claimed the topic was read. Now the
+// scope's gaps name it, once: not again when the job's recorded coverage
+// names it already.
+func TestScopeNamesTopicsTheRescanCannotRead(t *testing.T) {
+	env := imtest.Start(t, emulator.Config{})
+	env.Accounts(t, "spammer")
+	group := env.Group(t, "Community", "@TGS#community", "spammer")
+	var topics []string
+	for _, name := range []string{"refused", "read"} {
+		resp, err := env.Client.CreateTopic(t.Context(), tim.CreateTopicRequest{GroupID: group, TopicName: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		topics = append(topics, resp.TopicID)
+	}
+	env.Emu.SetFaults(emulator.Faults{TopicCodes: map[string]int{topics[0]: 10007}})
+	params, _ := json.Marshal(map[string]any{"groups": []string{group}, "senders": []string{"spammer"}})
+	job := jobs.Job{ID: "topics", Kind: "purge:group", Params: params, CreatedAt: time.Now()}
+	for _, tc := range []struct {
+		name     string
+		recorded []jobs.Gap
+		want     int // gaps naming the refused topic
+	}{
+		{name: "refused to the re-scan only", want: 1},
+		{name: "recorded by the job", recorded: []jobs.Gap{{Kind: jobs.GapTopics, What: "refused topics; " + group + " topics " + topics[0] + ": 10007",
+			Groups: []string{group}, Topics: topics[:1]}}, want: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := ScopeWith(job, &jobs.Coverage{Subject: "spammer", Gaps: tc.recorded}, env.Client)
+			if err != nil {
+				t.Fatal(err)
+			}
+			areas, err := s.List(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var read []string
+			for _, a := range areas {
+				read = append(read, a.Target.String())
+			}
+			if len(areas) != 2 || slices.ContainsFunc(areas, func(a Area) bool { return a.Target.TopicID == topics[0] }) {
+				t.Fatalf("areas %q: want the group and topic %s, not the refused %s", read, topics[1], topics[0])
+			}
+			named := 0
+			for _, g := range s.Gaps {
+				if strings.Contains(g, topics[0]) {
+					named++
+				}
+			}
+			if named != tc.want {
+				t.Fatalf("gaps %q name the refused topic %s %d times, want %d", s.Gaps, topics[0], named, tc.want)
+			}
+		})
 	}
 }
