@@ -42,7 +42,8 @@ type Gap struct {
 	// Groups names the groups concerned, when known.
 	Groups []string `json:"groups,omitempty"`
 	// Topics names the topics concerned, when known (GapTopics: those
-	// get_topic refused one by one; empty when it refused to list any).
+	// get_topic refused one by one; a Community in Groups none of whose
+	// topics is here was refused whole, none of its topics is read).
 	Topics []string `json:"topics,omitempty"`
 }
 

@@ -310,6 +310,7 @@ func expandTopics(ctx context.Context, im IM, groupID, groupType, asUser string,
 				targets = append(targets, jobs.Target{GroupID: groupID, TopicID: id})
 			}
 		case tim.IsGone(code):
+			// Destroyed since it was listed: nothing of it to recall.
 		case tim.Classify(code) != tim.ClassPermanent:
 			return nil, fmt.Errorf("listing topics of %s: topic %q: %w", groupID, id,
 				&tim.Error{API: tim.GetTopic.Name(), Code: code, Info: ti.ErrorInfo})
