@@ -217,10 +217,7 @@ func areasOf(list func(ctx context.Context) ([]producer.Scan, *producer.Report, 
 			if g.Kind != jobs.GapTopics {
 				continue // the others are the scope's already (recorded, or guessed from the parameters)
 			}
-			named := g.Topics
-			if len(named) == 0 {
-				named = g.Groups
-			}
+			named := slices.Concat(g.Groups, g.Topics)
 			if !slices.ContainsFunc(named, func(id string) bool { return !strings.Contains(recorded, id) }) {
 				continue // named by the job's recorded coverage already
 			}
