@@ -33,7 +33,7 @@ func TestStoreOnRedisCluster(t *testing.T) {
 	c := Target{From: "alice", To: "bob"}
 
 	// Every key of the job, named as the store names them, is in one slot.
-	keys := []string{s.jobKey(j.ID), s.plannersKey(j.ID), s.leasesKey(j.ID), s.journalKey(j.ID), s.targetsKey(j.ID), s.deadKey(j.ID), s.stateKey(j.ID, g), s.stateKey(j.ID, c), s.coverageKey(j.ID)}
+	keys := []string{s.jobKey(j.ID), s.plannersKey(j.ID), s.leasesKey(j.ID), s.journalKey(j.ID), s.targetsKey(j.ID), s.deadKey(j.ID), s.stateKey(j.ID, g), s.stateKey(j.ID, c), s.coverageKey(j.ID), s.parkedKey(j.ID), s.callKey(j.ID, callToken())}
 	want, err := rdb.ClusterKeySlot(ctx, keys[0]).Result()
 	if err != nil {
 		t.Fatal(err)
@@ -142,11 +142,15 @@ func TestStoreOnRedisCluster(t *testing.T) {
 		t.Fatalf("dead letters = %q", dead)
 	}
 
-	// setStatusScript (cancel, fail) and SetPaused on two more jobs, which
+	// setStatusScript (cancel, fail), SetPaused and Park on two more jobs, which
 	// are likely to hash to other nodes.
 	j2, j3 := newJob(t, s), newJob(t, s)
 	if err := s.SetPaused(ctx, j2.ID, "bob", "", true); err != nil {
 		t.Fatalf("SetPaused: %v", err)
+	}
+	// parkScript (its call's answer under a key of the job's slot).
+	if parked, err := s.Park(ctx, j2.ID, "recall:group", []byte(`{}`), "purge", "t1"); err != nil || !parked {
+		t.Fatalf("Park = %v, %v; want parked", parked, err)
 	}
 	if st, err := s.Cancel(ctx, j2.ID, "bob", "wrong user"); err != nil || st != StatusCancelled {
 		t.Fatalf("Cancel = %v, %v", st, err)

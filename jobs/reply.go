@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -148,3 +150,26 @@ func callToken() string {
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
 }
+
+// callAnswerTTL is how long a script keeps a call's answer under its call
+// key (callKey). It must outlast every retry go-redis may send of the call:
+// with its default options a command is given up within about a minute
+// (four tries, each waiting at most 4 s for a pooled connection, 5 s to
+// dial, 3 s to write and 3 s to read, with backoffs between them), and the
+// workers bound Record and Park by a 10 s context. At the default cap of
+// 200 calls a second per API, the answers of two APIs' record calls hold
+// about 50,000 keys of 170 B: under 10 MB.
+const callAnswerTTL = 2 * time.Minute
+
+// callKey is the key where one call of a job's script, named by its token
+// (callToken), keeps its answer for callAnswerTTL: a run that finds it is
+// that same call sent again by go-redis (its first answer lost), and
+// answers what the first run answered, changing nothing. It carries the
+// job's hash tag, and the scripts take it in KEYS (Redis Cluster).
+func (s *Store) callKey(jobID, token string) string {
+	return s.jobKey(jobID) + ":call:" + token
+}
+
+// callAnswerMillis is callAnswerTTL in milliseconds, as the scripts take it
+// (SET … PX).
+var callAnswerMillis = strconv.FormatInt(callAnswerTTL.Milliseconds(), 10)

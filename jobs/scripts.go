@@ -279,16 +279,24 @@ return reply(1)
 
 // parkScript stores a paused job's task aside: the task completes, and is
 // queued again when the job is resumed or cancelled. It parks only while the
-// job is paused and not cancelled. KEYS: job hash, parked list. ARGV: the
-// parked record, stored as "<park number>|<record>".
-// Returns the park number, or 0 if the job is not paused.
+// job is paused and not cancelled. KEYS: job hash, parked list, the call's
+// key (callKey). ARGV: the parked record, stored as "<park number>|<record>",
+// then callAnswerTTL in ms. Returns the park number, or 0 if the job is not
+// paused. The answer is kept under the call's key: a run that finds it (the
+// same call sent again by go-redis, its first answer lost) answers it and
+// parks nothing more.
 var parkScript = redis.NewScript(replyLua + `
+local prior = redis.call('GET', KEYS[3])
+if prior then return reply(tonumber(prior)) end -- run again: its answer was lost
 local h = redis.call('HMGET', KEYS[1], 'status', 'paused', 'hold')
 if not h[1] then return nojob() end
 local held = h[3] and h[3] ~= ''
-if h[1] == 'cancelled' or (h[2] ~= '1' and not held) then return reply(0) end
-local n = redis.call('HINCRBY', KEYS[1], 'parked_seq', 1)
-redis.call('RPUSH', KEYS[2], n .. '|' .. ARGV[1])
+local n = 0
+if h[1] ~= 'cancelled' and (h[2] == '1' or held) then
+  n = redis.call('HINCRBY', KEYS[1], 'parked_seq', 1)
+  redis.call('RPUSH', KEYS[2], n .. '|' .. ARGV[1])
+end
+redis.call('SET', KEYS[3], n, 'PX', ARGV[2])
 return reply(n)
 `)
 

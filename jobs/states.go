@@ -98,7 +98,8 @@ type ParkedTask struct {
 // cancelled), and reports whether it did: the caller then completes the
 // task, which thus stops cycling through the queue. origID is the task's
 // ID; the parked task gets origID + ":p" + the park number, so that it
-// cannot collide with the task being completed.
+// cannot collide with the task being completed. One call parks the task at
+// most once, even when go-redis sends the script again (its answer lost).
 func (s *Store) Park(ctx context.Context, jobID, typ string, payload []byte, queue, origID string) (bool, error) {
 	rec, err := json.Marshal(ParkedTask{Type: typ, Payload: payload, Queue: queue, TaskID: origID, ParkedAt: s.now().UTC()})
 	if err != nil {
@@ -109,7 +110,8 @@ func (s *Store) Park(ctx context.Context, jobID, typ string, payload []byte, que
 	if err := s.rdb.SAdd(ctx, s.parkedIndexKey(), jobID).Err(); err != nil {
 		return false, fmt.Errorf("parking a task of job %s: %w", jobID, err)
 	}
-	n, err := replyInt(s.runScript(ctx, parkScript, jobID, "parking a task", []string{s.jobKey(jobID), s.parkedKey(jobID)}, string(rec)))
+	keys := []string{s.jobKey(jobID), s.parkedKey(jobID), s.callKey(jobID, callToken())}
+	n, err := replyInt(s.runScript(ctx, parkScript, jobID, "parking a task", keys, string(rec), callAnswerMillis))
 	if err != nil {
 		return false, err
 	}
