@@ -1,12 +1,8 @@
 package jobs
 
 import (
-	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/imrecall/imrecall/internal/redistest"
-	"github.com/redis/go-redis/v9"
 )
 
 // TestApproveAnswerLostIsRetriedSafely approves held jobs through go-redis
@@ -23,14 +19,7 @@ func TestApproveAnswerLostIsRetriedSafely(t *testing.T) {
 	for _, delay := range []time.Duration{0, 100 * time.Millisecond} {
 		t.Run(delay.String(), func(t *testing.T) {
 			ctx := t.Context()
-			srv := redistest.Start(t)
-			var armed atomic.Bool
-			marker := []byte(approveScript.Hash()) // only the approve script's EVALSHA carries it
-			rdb := lossyClient(t, srv.Addr(), marker, &armed)
-			s := NewStore(rdb, "")
-			if err := approveScript.Load(ctx, rdb).Err(); err != nil { // the first send runs it (no NOSCRIPT round)
-				t.Fatal(err)
-			}
+			s, armed := lossyStore(t, approveScript)
 			j := newHeldJob(t, s)
 			armed.Store(true)
 			got, err := s.Approve(ctx, j.ID, "token:bob", "looks right", delay)
@@ -69,14 +58,7 @@ func TestApproveAnswerLostIsRetriedSafely(t *testing.T) {
 // start event for it. Two unparkers at once still start it once.
 func TestStartAnswerLostIsRetriedSafely(t *testing.T) {
 	ctx := t.Context()
-	srv := redistest.Start(t)
-	var armed atomic.Bool
-	marker := []byte(startScript.Hash())
-	rdb := lossyClient(t, srv.Addr(), marker, &armed)
-	s := NewStore(rdb, "")
-	if err := startScript.Load(ctx, rdb).Err(); err != nil {
-		t.Fatal(err)
-	}
+	s, armed := lossyStore(t, startScript)
 	j := newHeldJob(t, s)
 	if _, err := s.Approve(ctx, j.ID, "token:bob", "looks right", 50*time.Millisecond); err != nil {
 		t.Fatal(err)
@@ -90,7 +72,7 @@ func TestStartAnswerLostIsRetriedSafely(t *testing.T) {
 	if err != nil || len(started) != 1 || started[0] != j.ID {
 		t.Fatalf("StartDue, its answer lost and retried = %v, %v; want [%s]", started, err, j.ID)
 	}
-	again, err := NewStore(redis.NewClient(&redis.Options{Addr: srv.Addr()}), "").StartDue(ctx)
+	again, err := NewStore(s.rdb, "").StartDue(ctx) // a second unparker
 	if err != nil || len(again) != 0 {
 		t.Fatalf("a second unparker's StartDue = %v, %v; want nothing left to start", again, err)
 	}

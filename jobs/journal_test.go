@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/imrecall/imrecall/internal/redistest"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -39,6 +40,21 @@ func (c *lossyConn) Read(b []byte) (int, error) {
 		return 0, os.ErrDeadlineExceeded
 	}
 	return c.Conn.Read(b)
+}
+
+// lossyStore is a Store on a private redis-server whose client loses,
+// once armed is set, the next answer of script after Redis ran it, so that
+// go-redis sends it again. The script is loaded first, so that its first
+// send runs it (no NOSCRIPT round); only its EVALSHA carries its hash.
+func lossyStore(t *testing.T, script *redis.Script) (*Store, *atomic.Bool) {
+	t.Helper()
+	srv := redistest.Start(t)
+	armed := new(atomic.Bool)
+	rdb := lossyClient(t, srv.Addr(), []byte(script.Hash()), armed)
+	if err := script.Load(t.Context(), rdb).Err(); err != nil {
+		t.Fatal(err)
+	}
+	return NewStore(rdb, ""), armed
 }
 
 // lossyClient is a go-redis client of addr (its default retries, a 500 ms

@@ -2,10 +2,7 @@ package jobs
 
 import (
 	"slices"
-	"sync/atomic"
 	"testing"
-
-	"github.com/imrecall/imrecall/internal/redistest"
 )
 
 // TestParkAnswerLostIsRetriedSafely parks a paused job's task through
@@ -18,14 +15,7 @@ import (
 // spent against the shared cap for nothing).
 func TestParkAnswerLostIsRetriedSafely(t *testing.T) {
 	ctx := t.Context()
-	srv := redistest.Start(t)
-	var armed atomic.Bool
-	marker := []byte(parkScript.Hash()) // only the park script's EVALSHA carries it
-	rdb := lossyClient(t, srv.Addr(), marker, &armed)
-	s := NewStore(rdb, "")
-	if err := parkScript.Load(ctx, rdb).Err(); err != nil { // the first send runs it (no NOSCRIPT round)
-		t.Fatal(err)
-	}
+	s, armed := lossyStore(t, parkScript)
 	j := newJob(t, s)
 	if err := s.SetPaused(ctx, j.ID, "alice", "test", true); err != nil {
 		t.Fatal(err)

@@ -19,14 +19,7 @@ import (
 // stalled (or never, for a job the reconciler leaves alone).
 func TestRequeueAnswerLostIsRetriedSafely(t *testing.T) {
 	ctx := t.Context()
-	srv := redistest.Start(t)
-	var armed atomic.Bool
-	marker := []byte(requeueScript.Hash()) // only the re-queue script's EVALSHA carries it
-	rdb := lossyClient(t, srv.Addr(), marker, &armed)
-	s := NewStore(rdb, "")
-	if err := requeueScript.Load(ctx, rdb).Err(); err != nil { // the first send runs it (no NOSCRIPT round)
-		t.Fatal(err)
-	}
+	s, armed := lossyStore(t, requeueScript)
 	j, err := s.Create(ctx, Spec{Kind: "recall:list", Queue: "purge", AppID: 1, RequestedBy: "t"})
 	if err != nil {
 		t.Fatal(err)

@@ -22,26 +22,40 @@ import (
 // The emulator answers as Tencent documents; each test here is a way
 // discovery used to miss messages on it.
 
-// TestPurgeGroupListsCommunityTopics: get_topic requires From_Account. A
-// purge of groups (no user to ask as) used to send none, read the error as
-// "no topics", and skip every topic's messages.
-func TestPurgeGroupListsCommunityTopics(t *testing.T) {
+// communityWithTopics starts an emulator with a synthetic app and returns
+// a Community of it with members and at least minTopics topics.
+func communityWithTopics(t *testing.T, minTopics int) (*imtest.Env, emulator.GroupInfo) {
+	t.Helper()
 	env := imtest.Start(t, emulator.Config{})
 	if _, err := env.Emu.Generate(emulator.DatasetSpec{Groups: 12, Users: 60, GroupMessages: 2000, C2CMessages: 10,
 		HeavyGroups: 4, Topics: 3, Seed: 11, TypeMix: map[string]int{"Community": 1}}); err != nil {
 		t.Fatal(err)
 	}
-	var community string
-	var topics int
 	for _, g := range env.Emu.Groups() {
-		if g.Type == TypeCommunity && len(g.Topics) > 0 {
-			community, topics = g.GroupID, len(g.Topics)
-			break
+		if g.Type == TypeCommunity && len(g.Topics) >= minTopics && len(g.Members) > 0 {
+			return env, g
 		}
 	}
-	if community == "" {
-		t.Fatal("the dataset has no Community with topics")
+	t.Fatalf("the dataset has no Community with %d topics and members", minTopics)
+	return nil, emulator.GroupInfo{}
+}
+
+// topicsGap is the report's topics gap, or nil.
+func topicsGap(rep *Report) *jobs.Gap {
+	for _, g := range rep.Gaps {
+		if g.Kind == jobs.GapTopics {
+			return &g
+		}
 	}
+	return nil
+}
+
+// TestPurgeGroupListsCommunityTopics: get_topic requires From_Account. A
+// purge of groups (no user to ask as) used to send none, read the error as
+// "no topics", and skip every topic's messages.
+func TestPurgeGroupListsCommunityTopics(t *testing.T) {
+	env, c := communityWithTopics(t, 1)
+	community, topics := c.GroupID, len(c.Topics)
 	scans, _, err := GroupScans(t.Context(), env.Client, GroupPurge{Groups: []string{community}})
 	if err != nil {
 		t.Fatal(err)
@@ -74,29 +88,7 @@ func TestPurgeGroupListsCommunityTopics(t *testing.T) {
 // Community without topics (10004) has no gap, and a transient error fails
 // the listing.
 func TestCommunityTopicsRefusedAreAGap(t *testing.T) {
-	env := imtest.Start(t, emulator.Config{})
-	if _, err := env.Emu.Generate(emulator.DatasetSpec{Groups: 12, Users: 60, GroupMessages: 2000, C2CMessages: 10,
-		HeavyGroups: 4, Topics: 3, Seed: 11, TypeMix: map[string]int{"Community": 1}}); err != nil {
-		t.Fatal(err)
-	}
-	var community emulator.GroupInfo
-	for _, g := range env.Emu.Groups() {
-		if g.Type == TypeCommunity && len(g.Topics) > 0 && len(g.Members) > 0 {
-			community = g
-			break
-		}
-	}
-	if community.GroupID == "" {
-		t.Fatal("the dataset has no Community with topics and members")
-	}
-	topicsGap := func(rep *Report) *jobs.Gap {
-		for _, g := range rep.Gaps {
-			if g.Kind == jobs.GapTopics {
-				return &g
-			}
-		}
-		return nil
-	}
+	env, community := communityWithTopics(t, 1)
 	refuse := func(code int) {
 		env.Emu.SetFaults(emulator.Faults{CodesOf: map[string]map[int]float64{"get_topic": {code: 1}}})
 	}
@@ -141,21 +133,7 @@ func TestCommunityTopicsRefusedAreAGap(t *testing.T) {
 // nothing left of it to recall; a transient code (10002) or a frequency
 // limit (10006) fails the listing, to be retried.
 func TestCommunityTopicRefusedIsAGap(t *testing.T) {
-	env := imtest.Start(t, emulator.Config{})
-	if _, err := env.Emu.Generate(emulator.DatasetSpec{Groups: 12, Users: 60, GroupMessages: 2000, C2CMessages: 10,
-		HeavyGroups: 4, Topics: 3, Seed: 11, TypeMix: map[string]int{"Community": 1}}); err != nil {
-		t.Fatal(err)
-	}
-	var community emulator.GroupInfo
-	for _, g := range env.Emu.Groups() {
-		if g.Type == TypeCommunity && len(g.Topics) > 1 && len(g.Members) > 0 {
-			community = g
-			break
-		}
-	}
-	if community.GroupID == "" {
-		t.Fatal("the dataset has no Community with two topics and members")
-	}
+	env, community := communityWithTopics(t, 2)
 	refused := community.Topics[0]
 	// wantScans: the group and each topic but the one refused.
 	wantScans := []jobs.Target{{GroupID: community.GroupID}}
@@ -168,14 +146,6 @@ func TestCommunityTopicRefusedIsAGap(t *testing.T) {
 			out[i] = s.Target
 		}
 		return out
-	}
-	topicsGap := func(rep *Report) *jobs.Gap {
-		for _, g := range rep.Gaps {
-			if g.Kind == jobs.GapTopics {
-				return &g
-			}
-		}
-		return nil
 	}
 	for _, tc := range []struct {
 		name string
