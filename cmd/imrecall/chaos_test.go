@@ -587,7 +587,8 @@ func (w *failedDeliveries) poll(ctx context.Context, insp *asynq.Inspector, rdb 
 // SIGKILL every few seconds and restarted, through a Redis (AOF, appendfsync
 // always) that is killed and restarted mid-job, against an emulator at the
 // real cap of 200 calls/s that answers about 10 % of calls with retryable
-// codes, 2 % with HTTP 502, hangs 1 % (first below, then above the client's
+// codes, 2 % with HTTP 502, 0.5 % with HTTP 502 after the call took effect
+// (its answer lost), hangs 1 % (first below, then above the client's
 // timeout) and, for two seconds mid-job, throttles every call (60018).
 // One of the workers reaches Redis through a latency proxy
 // (internal/redisproxy) whose delay goes 0 → 5 ms → 15 ms → 0 each way as
