@@ -142,11 +142,18 @@ func TestStoreOnRedisCluster(t *testing.T) {
 		t.Fatalf("dead letters = %q", dead)
 	}
 
-	// setStatusScript (cancel, fail), SetPaused and Park on two more jobs, which
-	// are likely to hash to other nodes.
+	// setStatusScript (cancel, fail), SetPaused, Trip and Park on two more
+	// jobs, which are likely to hash to other nodes; the pause and park
+	// scripts keep their call's answer under a key of the job's slot.
 	j2, j3 := newJob(t, s), newJob(t, s)
 	if err := s.SetPaused(ctx, j2.ID, "bob", "", true); err != nil {
 		t.Fatalf("SetPaused: %v", err)
+	}
+	if paused, err := s.Trip(ctx, j3.ID, "wrong SecretKey"); err != nil || !paused {
+		t.Fatalf("Trip = %v, %v; want paused", paused, err)
+	}
+	if err := s.SetPaused(ctx, j3.ID, "bob", "fixed", false); err != nil {
+		t.Fatalf("SetPaused (resume): %v", err)
 	}
 	// parkScript (its call's answer under a key of the job's slot).
 	if parked, err := s.Park(ctx, j2.ID, "recall:group", []byte(`{}`), "purge", "t1"); err != nil || !parked {

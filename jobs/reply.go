@@ -156,8 +156,9 @@ func callToken() string {
 // with its default options a command is given up within about a minute
 // (four tries, each waiting at most 4 s for a pooled connection, 5 s to
 // dial, 3 s to write and 3 s to read, with backoffs between them), and the
-// workers bound Park by a 10 s context. Parks are rare (a paused job's
-// tasks, once each), so these keys are few.
+// workers bound Park by a 10 s context. The scripts that keep answers are
+// rare calls (a park: a paused job's tasks, once each; a pause, resume or
+// breaker trip), so these keys are few.
 const callAnswerTTL = 2 * time.Minute
 
 // callKey is the key where one call of a job's script, named by its token

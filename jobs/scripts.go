@@ -253,9 +253,20 @@ return reply(moved)
 // "resume" (clears the pause and its reason; parked tasks are then queued
 // again by the workers; resumed_at_us notes when by Redis's clock, which
 // workers compare with their breaker's trip: see Store.ResumedAt).
-// KEYS: job hash. ARGV: mode, reason, now.
-// Returns 1 if the pause flag changed, 0 if not.
+// KEYS: job hash, the call's key (callKey). ARGV: mode, reason, now, then
+// callAnswerTTL in ms. Returns 1 if the pause flag changed, 0 if not. The
+// answer is kept under the call's key: a run that finds it (the same call
+// sent again by go-redis, its first answer lost) answers it and changes
+// nothing, so that a retried trip still reports the pause it made (and its
+// caller audits it), and a retried pause or resume does not undo what
+// another call did in between (nor move resumed_at_us).
 var pauseScript = redis.NewScript(replyLua + `
+local prior = redis.call('GET', KEYS[2])
+if prior then return reply(tonumber(prior)) end -- run again: its answer was lost
+local function answer(n)
+  redis.call('SET', KEYS[2], n, 'PX', ARGV[4])
+  return reply(n)
+end
 local h = redis.call('HMGET', KEYS[1], 'status', 'paused')
 local status, paused = h[1], h[2] == '1'
 if not status then return nojob() end
@@ -263,18 +274,18 @@ if ARGV[1] == 'resume' then
   local t = redis.call('TIME')
   redis.call('HSET', KEYS[1], 'paused', '0', 'resumed_at', ARGV[3], 'resumed_at_us', string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2])))
   redis.call('HDEL', KEYS[1], 'pause_reason')
-  if paused then return reply(1) end
-  return reply(0)
+  if paused then return answer(1) end
+  return answer(0)
 end
 if status == 'cancelled' then
-  if ARGV[1] == 'trip' then return reply(0) end
+  if ARGV[1] == 'trip' then return answer(0) end
   return refused('cancelled')
 end
-if ARGV[1] == 'trip' and (status == 'done' or paused) then return reply(0) end
+if ARGV[1] == 'trip' and (status == 'done' or paused) then return answer(0) end
 redis.call('HSET', KEYS[1], 'paused', '1', 'paused_at', ARGV[3])
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'pause_reason', ARGV[2]) else redis.call('HDEL', KEYS[1], 'pause_reason') end
-if paused then return reply(0) end
-return reply(1)
+if paused then return answer(0) end
+return answer(1)
 `)
 
 // parkScript stores a paused job's task aside: the task completes, and is

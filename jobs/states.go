@@ -38,7 +38,7 @@ func (s *Store) parkedIndexKey() string      { return s.prefix + ":parked" }
 // (SetPaused false) clears it. A cancelled or done job, or one already
 // paused, is left as it is. It reports whether it paused the job.
 func (s *Store) Trip(ctx context.Context, jobID, reason string) (bool, error) {
-	n, err := replyInt(s.runScript(ctx, pauseScript, jobID, "pausing", []string{s.jobKey(jobID)}, "trip", reason, s.stamp()))
+	n, err := s.pause(ctx, jobID, "pausing", "trip", reason)
 	if err != nil {
 		return false, err
 	}
@@ -48,6 +48,14 @@ func (s *Store) Trip(ctx context.Context, jobID, reason string) (bool, error) {
 		}
 	}
 	return n == 1, nil
+}
+
+// pause runs pauseScript in mode ("pause", "trip" or "resume") as one
+// call, named by a token of its own (see callKey): what says what was
+// asked, for the error. It returns 1 if the pause flag changed, else 0.
+func (s *Store) pause(ctx context.Context, jobID, what, mode, reason string) (int64, error) {
+	keys := []string{s.jobKey(jobID), s.callKey(jobID, callToken())}
+	return replyInt(s.runScript(ctx, pauseScript, jobID, what, keys, mode, reason, s.stamp(), callAnswerMillis))
 }
 
 // ResumedAt returns when the job was last resumed (zero if never), by

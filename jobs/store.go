@@ -495,6 +495,6 @@ func (s *Store) SetPaused(ctx context.Context, jobID, actor, reason string, paus
 	if err := s.Audit(ctx, Event{Actor: actor, Action: action, JobID: jobID, Detail: reason}); err != nil {
 		return err
 	}
-	_, err := s.runScript(ctx, pauseScript, jobID, action, []string{s.jobKey(jobID)}, mode, "", s.stamp())
+	_, err := s.pause(ctx, jobID, action, mode, "")
 	return err
 }
