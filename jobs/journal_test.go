@@ -24,6 +24,7 @@ type lossyConn struct {
 	marker []byte
 	armed  *atomic.Bool
 	lose   bool
+	then   func() // if set, runs once the answer is lost, before go-redis sends the command again
 }
 
 func (c *lossyConn) Write(b []byte) (int, error) {
@@ -37,6 +38,9 @@ func (c *lossyConn) Read(b []byte) (int, error) {
 	if c.lose {
 		c.lose = false
 		_, _ = c.Conn.Read(b) // the server ran the command and answered
+		if c.then != nil {
+			c.then()
+		}
 		return 0, os.ErrDeadlineExceeded
 	}
 	return c.Conn.Read(b)
@@ -48,9 +52,24 @@ func (c *lossyConn) Read(b []byte) (int, error) {
 // send runs it (no NOSCRIPT round); only its EVALSHA carries its hash.
 func lossyStore(t *testing.T, script *redis.Script) (*Store, *atomic.Bool) {
 	t.Helper()
+	return lossyStoreThen(t, script, nil)
+}
+
+// lossyStoreThen is lossyStore where rival, if not nil, runs between the
+// lost answer and the retry, given a Store of its own on the same server:
+// another process's call that lands while go-redis waits to send the
+// script again.
+func lossyStoreThen(t *testing.T, script *redis.Script, rival func(*Store)) (*Store, *atomic.Bool) {
+	t.Helper()
 	srv := redistest.Start(t)
 	armed := new(atomic.Bool)
-	rdb := lossyClient(t, srv.Addr(), []byte(script.Hash()), armed)
+	var then func()
+	if rival != nil {
+		other := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+		t.Cleanup(func() { other.Close() })
+		then = func() { rival(NewStore(other, "")) }
+	}
+	rdb := lossyClientThen(t, srv.Addr(), []byte(script.Hash()), armed, then)
 	if err := script.Load(t.Context(), rdb).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -62,12 +81,19 @@ func lossyStore(t *testing.T, script *redis.Script) (*Store, *atomic.Bool) {
 // reply to the next command carrying marker is lost after Redis ran it.
 func lossyClient(t *testing.T, addr string, marker []byte, armed *atomic.Bool) *redis.Client {
 	t.Helper()
+	return lossyClientThen(t, addr, marker, armed, nil)
+}
+
+// lossyClientThen is lossyClient whose lost reply is followed by then (if
+// not nil) before go-redis sends the command again.
+func lossyClientThen(t *testing.T, addr string, marker []byte, armed *atomic.Bool, then func()) *redis.Client {
+	t.Helper()
 	rdb := redis.NewClient(&redis.Options{Addr: addr, ReadTimeout: 500 * time.Millisecond, Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := (&net.Dialer{Timeout: time.Second}).DialContext(ctx, network, addr)
 		if err != nil {
 			return nil, err
 		}
-		return &lossyConn{Conn: c, marker: marker, armed: armed}, nil
+		return &lossyConn{Conn: c, marker: marker, armed: armed, then: then}, nil
 	}})
 	t.Cleanup(func() { rdb.Close() })
 	return rdb
