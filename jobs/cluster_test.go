@@ -142,9 +142,10 @@ func TestStoreOnRedisCluster(t *testing.T) {
 		t.Fatalf("dead letters = %q", dead)
 	}
 
-	// setStatusScript (cancel, fail), SetPaused, Trip and Park on two more
-	// jobs, which are likely to hash to other nodes; the pause and park
-	// scripts keep their call's answer under a key of the job's slot.
+	// setStatusScript (cancel, fail), SetPaused, Trip, InterruptPlanner and
+	// Park on two more jobs, which are likely to hash to other nodes; the
+	// pause, interrupt and park scripts keep their call's answer under a key
+	// of the job's slot.
 	j2, j3 := newJob(t, s), newJob(t, s)
 	if err := s.SetPaused(ctx, j2.ID, "bob", "", true); err != nil {
 		t.Fatalf("SetPaused: %v", err)
@@ -154,6 +155,10 @@ func TestStoreOnRedisCluster(t *testing.T) {
 	}
 	if err := s.SetPaused(ctx, j3.ID, "bob", "fixed", false); err != nil {
 		t.Fatalf("SetPaused (resume): %v", err)
+	}
+	// interruptScript (its call's answer kept too): j3's planning ends failed.
+	if st, err := s.InterruptPlanner(ctx, j3.ID, RootPlanner, "lease lapsed"); err != nil || st != StatusFailed {
+		t.Fatalf("InterruptPlanner = %q, %v; want failed", st, err)
 	}
 	// parkScript (its call's answer under a key of the job's slot).
 	if parked, err := s.Park(ctx, j2.ID, "recall:group", []byte(`{}`), "purge", "t1"); err != nil || !parked {

@@ -78,12 +78,21 @@ return reply(redis.call('SADD', KEYS[2], ARGV[1]))
 // interruptScript closes a planning unit whose planner is gone and records
 // that planning was interrupted, with how far it had got; the job then ends
 // failed once no unit is left (settle). KEYS: job hash, planners set, leases
-// hash. ARGV: now, unit, why. Returns the status afterwards, or "" if the
-// unit was not open.
+// hash, the call's key (callKey). ARGV: now, unit, why, callAnswerTTL in
+// ms. Returns the status afterwards, or "" if the unit was not open. The
+// answer is kept under the call's key: a run that finds it (the same call
+// sent again by go-redis, its first answer lost) answers it and changes
+// nothing, so that a retried interruption is still reported as one.
 var interruptScript = redis.NewScript(replyLua + settleLua + `
+local prior = redis.call('GET', KEYS[4])
+if prior then return reply(prior) end -- run again: its answer was lost
+local function answer(v)
+  redis.call('SET', KEYS[4], v, 'PX', ARGV[4])
+  return reply(v)
+end
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return nojob() end
-if redis.call('SREM', KEYS[2], ARGV[2]) == 0 then return reply('') end
+if redis.call('SREM', KEYS[2], ARGV[2]) == 0 then return answer('') end
 redis.call('HDEL', KEYS[3], ARGV[2], 'task:' .. ARGV[2])
 local prev = redis.call('HGET', KEYS[1], 'planning_interrupted')
 local planned = redis.call('HGET', KEYS[1], 'planned') or '0'
@@ -97,7 +106,7 @@ if status == 'planning' then
     planned .. ' messages planned: run the same command again to finish')
 end
 settle(KEYS[1], KEYS[2], ARGV[1])
-return reply(redis.call('HGET', KEYS[1], 'status'))
+return answer(redis.call('HGET', KEYS[1], 'status'))
 `)
 
 func (s *Store) renewIn(ctx context.Context, c redis.Scripter, jobID, lease string) *redis.Cmd {
@@ -251,8 +260,8 @@ func (s *Store) Planners(ctx context.Context, jobID string) ([]string, error) {
 // again. It returns the job's status afterwards, or "" if the unit was not
 // open.
 func (s *Store) InterruptPlanner(ctx context.Context, jobID, unit, why string) (Status, error) {
-	st, err := replyString(s.runScript(ctx, interruptScript, jobID, "interrupting planner "+unit,
-		[]string{s.jobKey(jobID), s.plannersKey(jobID), s.leasesKey(jobID)}, s.stamp(), unit, why))
+	keys := []string{s.jobKey(jobID), s.plannersKey(jobID), s.leasesKey(jobID), s.callKey(jobID, callToken())}
+	st, err := replyString(s.runScript(ctx, interruptScript, jobID, "interrupting planner "+unit, keys, s.stamp(), unit, why, callAnswerMillis))
 	return Status(st), err
 }
 

@@ -158,7 +158,7 @@ func callToken() string {
 // dial, 3 s to write and 3 s to read, with backoffs between them), and the
 // workers bound Park by a 10 s context. The scripts that keep answers are
 // rare calls (a park: a paused job's tasks, once each; a pause, resume or
-// breaker trip), so these keys are few.
+// breaker trip; a gone planner's interruption), so these keys are few.
 const callAnswerTTL = 2 * time.Minute
 
 // callKey is the key where one call of a job's script, named by its token
