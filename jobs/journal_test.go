@@ -55,6 +55,13 @@ func lossyStore(t *testing.T, script *redis.Script) (*Store, *atomic.Bool) {
 	return lossyStoreThen(t, script, nil)
 }
 
+// lossyJob is a new job (newJob) on a lossyStore(t, script).
+func lossyJob(t *testing.T, script *redis.Script) (*Store, *atomic.Bool, Job) {
+	t.Helper()
+	s, armed := lossyStore(t, script)
+	return s, armed, newJob(t, s)
+}
+
 // lossyStoreThen is lossyStore where rival, if not nil, runs between the
 // lost answer and the retry, given a Store of its own on the same server:
 // another process's call that lands while go-redis waits to send the
@@ -99,6 +106,19 @@ func lossyClientThen(t *testing.T, addr string, marker []byte, armed *atomic.Boo
 	return rdb
 }
 
+// retried arms armed, makes call and returns what it returned, failing t
+// unless the answer of its script was lost (so that go-redis sent the
+// script again and call got the retry's answer).
+func retried[T any](t *testing.T, armed *atomic.Bool, call func() (T, error)) (T, error) {
+	t.Helper()
+	armed.Store(true)
+	v, err := call()
+	if armed.Load() {
+		t.Fatal("no answer was lost: the test did not exercise the retry")
+	}
+	return v, err
+}
+
 // TestPlanAnswerLostIsRetriedSafely runs the plan script through go-redis
 // with its default retries, over a connection that loses the first answer
 // after Redis applied the script: go-redis sends the script again. Without a
@@ -123,28 +143,22 @@ func TestPlanAnswerLostIsRetriedSafely(t *testing.T) {
 	}
 
 	t.Run("without a token the retry answers nothing", func(t *testing.T) {
-		armed.Store(true)
 		// The marker rides in the item list: the target's state is unaffected by it.
-		got, err := s.PlanJournaled(ctx, j.ID, g, []string{"1", "2", string(marker)}, "", nil)
+		got, err := retried(t, &armed, func() ([]string, error) {
+			return s.PlanJournaled(ctx, j.ID, g, []string{"1", "2", string(marker)}, "", nil)
+		})
 		if err != nil {
 			t.Fatal(err)
-		}
-		if armed.Load() {
-			t.Fatal("no answer was lost: the test did not exercise the retry")
 		}
 		if len(got) != 0 {
 			t.Fatalf("retry answered %v; want none (the hazard this test documents)", got)
 		}
 	})
 	t.Run("with a token the retry answers the same", func(t *testing.T) {
-		armed.Store(true)
 		tok := Token("root", string(marker))
-		got, err := s.PlanJournaled(ctx, j.ID, g, []string{"3", "4", "5", "1"}, tok, nil)
+		got, err := retried(t, &armed, func() ([]string, error) { return s.PlanJournaled(ctx, j.ID, g, []string{"3", "4", "5", "1"}, tok, nil) })
 		if err != nil {
 			t.Fatal(err)
-		}
-		if armed.Load() {
-			t.Fatal("no answer was lost: the test did not exercise the retry")
 		}
 		if want := []string{"3", "4", "5"}; !slices.Equal(got, want) {
 			t.Fatalf("retry answered %v, want %v", got, want)

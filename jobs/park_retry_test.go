@@ -15,8 +15,7 @@ import (
 // spent against the shared cap for nothing).
 func TestParkAnswerLostIsRetriedSafely(t *testing.T) {
 	ctx := t.Context()
-	s, armed := lossyStore(t, parkScript)
-	j := newJob(t, s)
+	s, armed, j := lossyJob(t, parkScript)
 	if err := s.SetPaused(ctx, j.ID, "alice", "test", true); err != nil {
 		t.Fatal(err)
 	}
@@ -33,11 +32,7 @@ func TestParkAnswerLostIsRetriedSafely(t *testing.T) {
 		return ids
 	}
 
-	armed.Store(true)
-	parked, err := s.Park(ctx, j.ID, "recall:group", []byte(`{"seqs":[1]}`), "purge", "t1")
-	if armed.Load() {
-		t.Fatal("no answer was lost: the test did not exercise the retry")
-	}
+	parked, err := retried(t, armed, func() (bool, error) { return s.Park(ctx, j.ID, "recall:group", []byte(`{"seqs":[1]}`), "purge", "t1") })
 	if err != nil || !parked {
 		t.Fatalf("Park, its answer lost and retried = %v, %v; want parked", parked, err)
 	}

@@ -16,13 +16,8 @@ import (
 // log why the job stopped).
 func TestTripAnswerLostIsRetriedSafely(t *testing.T) {
 	ctx := t.Context()
-	s, armed := lossyStore(t, pauseScript)
-	j := newJob(t, s)
-	armed.Store(true)
-	paused, err := s.Trip(ctx, j.ID, "wrong SecretKey")
-	if armed.Load() {
-		t.Fatal("no answer was lost: the test did not exercise the retry")
-	}
+	s, armed, j := lossyJob(t, pauseScript)
+	paused, err := retried(t, armed, func() (bool, error) { return s.Trip(ctx, j.ID, "wrong SecretKey") })
 	if err != nil || !paused {
 		t.Fatalf("Trip, its answer lost and retried = %v, %v; want paused", paused, err)
 	}
@@ -76,11 +71,7 @@ func TestPauseResumeAnswerLostIsRetriedSafely(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			armed.Store(true)
-			err := s.SetPaused(ctx, jobID, "alice", "test", tc.pause)
-			if armed.Load() {
-				t.Fatal("no answer was lost: the test did not exercise the retry")
-			}
+			_, err := retried(t, armed, func() (bool, error) { return true, s.SetPaused(ctx, jobID, "alice", "test", tc.pause) })
 			if err != nil || rivalErr != nil {
 				t.Fatalf("SetPaused, its answer lost and retried: %v (the other call: %v)", err, rivalErr)
 			}

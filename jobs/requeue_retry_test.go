@@ -19,11 +19,7 @@ import (
 // stalled (or never, for a job the reconciler leaves alone).
 func TestRequeueAnswerLostIsRetriedSafely(t *testing.T) {
 	ctx := t.Context()
-	s, armed := lossyStore(t, requeueScript)
-	j, err := s.Create(ctx, Spec{Kind: "recall:list", Queue: "purge", AppID: 1, RequestedBy: "t"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, armed, j := lossyJob(t, requeueScript)
 	g := Target{GroupID: "g"}
 	if _, err := s.PlanGroup(ctx, j.ID, g, []int64{1, 2, 3}); err != nil {
 		t.Fatal(err)
@@ -36,11 +32,7 @@ func TestRequeueAnswerLostIsRetriedSafely(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	armed.Store(true)
-	moved, err := s.Requeue(ctx, j.ID, g, []string{"1", "2"})
-	if armed.Load() {
-		t.Fatal("no answer was lost: the test did not exercise the retry")
-	}
+	moved, err := retried(t, armed, func() ([]string, error) { return s.Requeue(ctx, j.ID, g, []string{"1", "2"}) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,15 +55,11 @@ func TestRequeueAnswerLostIsRetriedSafely(t *testing.T) {
 func TestRequeueLockAnswerLostIsRetriedSafely(t *testing.T) {
 	ctx := t.Context()
 	srv := redistest.Start(t)
-	var armed atomic.Bool
+	armed := new(atomic.Bool)
 	holder := "lose-this-answer"
-	rdb := lossyClient(t, srv.Addr(), []byte(holder), &armed)
+	rdb := lossyClient(t, srv.Addr(), []byte(holder), armed)
 	s := NewStore(rdb, "")
-	armed.Store(true)
-	l, err := s.LockRequeue(ctx, "j1", holder)
-	if armed.Load() {
-		t.Fatal("no answer was lost: the test did not exercise the retry")
-	}
+	l, err := retried(t, armed, func() (*RequeueLock, error) { return s.LockRequeue(ctx, "j1", holder) })
 	if err != nil {
 		t.Fatalf("taking the lock, its answer lost and retried: %v", err)
 	}
