@@ -88,6 +88,25 @@ func (f *approvalFlags) validate() error {
 	return nil
 }
 
+// indexSettleFlag registers --index-settle on a command that plans purges
+// by index: purge, serve (the API's and the console's jobs) and worker
+// (the schedules it fires).
+func indexSettleFlag(cmd *cobra.Command, d *time.Duration) {
+	cmd.Flags().DurationVar(d, "index-settle", imrecall.DefaultIndexSettle, "a purge by index whose range reaches the moment it starts waits until this long after it read the index, and for every serve replica to beat once more, for the after-send callbacks then in flight, and reads the index again; 0 reads it once, without waiting (a message whose callback comes late is then missed, and no gap says so)")
+}
+
+// indexSettle checks --index-settle and returns it as
+// imrecall.Config.IndexSettle, whose negative is the flag's 0 (read once).
+func indexSettle(d time.Duration) (time.Duration, error) {
+	switch {
+	case d < 0:
+		return 0, cli.BadInput("--index-settle (IMRECALL_INDEX_SETTLE) %s: must not be negative (0 reads the index once, without waiting)", d)
+	case d == 0:
+		return -1, nil
+	}
+	return d, nil
+}
+
 // auditFlags are who asks and why, recorded with every job.
 type auditFlags struct {
 	actor  string

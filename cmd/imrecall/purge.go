@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/imrecall/imrecall"
 	"github.com/imrecall/imrecall/internal/cli"
@@ -27,6 +28,7 @@ type purgeFlags struct {
 	until       string
 	concurrency int
 	verify      bool
+	settle      time.Duration // purge user's --index-settle
 }
 
 func (f *purgeFlags) register(cmd *cobra.Command, defaultQueue string) {
@@ -44,6 +46,14 @@ func (f *purgeFlags) register(cmd *cobra.Command, defaultQueue string) {
 	fl.StringVar(&f.until, "until", "", "only messages sent at or before this time (same forms as --since)")
 	fl.IntVar(&f.concurrency, "discovery-concurrency", 16, "histories read at once (the limiter still caps the calls)")
 	fl.BoolVar(&f.verify, "verify", false, "when the job ends, verify it (imrecall verify): implies --wait; exit 5 if messages remain visible")
+}
+
+// validateUser is purge user's check: purge group reads no index.
+func (f *purgeFlags) validateUser() (err error) {
+	if err = f.recallFlags.validate(); err == nil {
+		f.indexSettle, err = indexSettle(f.settle)
+	}
+	return err
 }
 
 // verifyWhenDone makes --wait verify the job at its end, when --verify asks.
@@ -94,7 +104,7 @@ the user belongs to is scanned, and the one-to-one chats with --peers.`,
   imrecall purge user --user spammer42 --source index --since 7d --reason "INC-4211" --yes --wait
   imrecall purge user --user u123 --peers-file peers.txt --reason "GDPR erasure request #881" --yes --wait`,
 		Args: cobra.NoArgs,
-		RunE: cli.Checked(f.validate, func(cmd *cobra.Command, _ []string) error {
+		RunE: cli.Checked(f.validateUser, func(cmd *cobra.Command, _ []string) error {
 			ps, err := peerList(peers, peersFile)
 			if err != nil {
 				return err
@@ -107,6 +117,7 @@ the user belongs to is scanned, and the one-to-one chats with --peers.`,
 	cmd.Flags().StringVar(&peers, "peers", "", "comma-separated peers whose one-to-one chats with the user to purge")
 	cmd.Flags().StringVar(&peersFile, "peers-file", "", "file with one peer UserID per line")
 	cmd.Flags().StringVar(&source, "source", "auto", "where to find the messages: index (the callback index kept by imrecall serve; no history scan, no --peers needed), scan (group and one-to-one histories), or auto (the index if it covers --since, else scan)")
+	indexSettleFlag(cmd, &f.settle)
 	return cmd
 }
 

@@ -32,6 +32,8 @@ type recallFlags struct {
 	asJSON       bool
 	plannerLease time.Duration
 	backlog      int64
+	// indexSettle is imrecall.Config.IndexSettle (purge's --index-settle).
+	indexSettle time.Duration
 	// discovery is how many histories a purge's dry run reads at once.
 	discovery int
 	approval  approvalFlags
@@ -163,7 +165,7 @@ func (f *recallFlags) client(cmd *cobra.Command, c *conn, im producer.IM) (*imre
 	}
 	cfg := imrecall.Config{Redis: c.rdb, Prefix: f.redis.prefix, Queue: testHookEnqueuer(cmd, q), AppID: f.appID,
 		Index: msgindex.New(c.rdb, f.redis.prefix, 0), ConfirmAbove: confirmAbove, PlannerLease: f.plannerLease, DiscoveryConcurrency: f.discovery,
-		ApprovalAbove: f.approval.above, ApprovalDelay: f.approval.delay, Backlog: f.backlog}
+		ApprovalAbove: f.approval.above, ApprovalDelay: f.approval.delay, Backlog: f.backlog, IndexSettle: f.indexSettle}
 	if im != nil {
 		cfg.IM = im
 	}

@@ -38,6 +38,7 @@ type serveOptions struct {
 	signingKey        string
 	certificateDir    string
 	verifyTimeout     time.Duration
+	indexSettle       time.Duration
 }
 
 func newServeCmd() *cobra.Command {
@@ -95,6 +96,7 @@ between a serve stopped or killed and the next started, are recorded as gaps in 
 	fl.IntVar(&o.confirmAbove, "confirm-above", 1000, `jobs with more messages need "confirm": true`)
 	o.approval.register(cmd)
 	fl.Int64Var(&o.backlog, "backlog", 0, "bound each job's messages planned and not yet settled: a request to create a job is answered once its planning first waits for the workers, and planning goes on in serve (0: queue the whole plan before answering)")
+	indexSettleFlag(cmd, &o.indexSettle)
 	fl.IntVar(&o.concurrency, "discovery-concurrency", 16, "histories a dry run (or a verification) reads at once (the limiter still caps the calls)")
 	fl.StringVar(&o.signingKey, "signing-key", "", "Ed25519 private key, PKCS#8 PEM, that signs certificates of erasure (POST /v1/jobs/{id}/certificate); without it the route answers 501")
 	fl.StringVar(&o.certificateDir, "certificate-dir", "", "directory where certificates of erasure are kept (JOB.json, .sig, .rows.jsonl); required with --signing-key")
@@ -154,6 +156,10 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 	if err != nil {
 		return err
 	}
+	settle, err := indexSettle(o.indexSettle)
+	if err != nil {
+		return err
+	}
 	if err := serveproc.CheckIndex(o.index, o.insecureCallbacks, cbToken, o.idx); err != nil {
 		return cli.Usage(err)
 	}
@@ -182,7 +188,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, o *serveOptions) error {
 		IM: im, Limiter: lim, AppID: imCfg.SDKAppID, Tokens: tokens, Index: o.index, IndexService: o.idx, Retention: retention,
 		CallbackToken: cbToken, Monitor: o.monitor, Certificates: certs, VerifyTimeout: o.verifyTimeout, ConfirmAbove: o.confirmAbove,
 		DiscoveryConcurrency: o.concurrency, ApprovalAbove: o.approval.above, ApprovalDelay: o.approval.delay, Backlog: o.backlog,
-		Listen: o.listen, RedisName: redisurl.Redact(o.redis.url), Logger: log})
+		IndexSettle: settle, Listen: o.listen, RedisName: redisurl.Redact(o.redis.url), Logger: log})
 	var ie *serveproc.InputError
 	if errors.As(err, &ie) {
 		return cli.Usage(err)

@@ -74,6 +74,7 @@ type workerOptions struct {
 	imCallFlags
 	s            workerproc.Settings
 	jobRetention string
+	indexSettle  time.Duration
 }
 
 func newWorkerCmd() *cobra.Command {
@@ -111,6 +112,7 @@ On SIGTERM the worker stops taking tasks, lets calls in flight finish and record
 	cmd.Flags().DurationVar(&o.s.Reconcile, "reconcile-interval", reconcile.DefaultInterval, "how often the reconciler runs (one process at a time): it settles jobs whose planner is gone and queues again messages nothing is in flight for; 0 turns it off in this process")
 	plannerLeaseFlag(cmd, &o.s.PlannerLease)
 	jobRetentionFlag(cmd, &o.jobRetention)
+	indexSettleFlag(cmd, &o.indexSettle)
 	return cmd
 }
 
@@ -121,6 +123,10 @@ func runWorker(ctx context.Context, cmd *cobra.Command, o *workerOptions) error 
 	}
 	if err := o.s.Validate(); err != nil {
 		return cli.Usage(err)
+	}
+	settle, err := indexSettle(o.indexSettle)
+	if err != nil {
+		return err
 	}
 	imCfg, err := o.im.config(log)
 	if err != nil {
@@ -140,8 +146,8 @@ func runWorker(ctx context.Context, cmd *cobra.Command, o *workerOptions) error 
 		IM: imCfg, Client: func(observe func(limiter.Key, time.Duration)) (*tim.Client, *limiter.Limiter, error) {
 			return o.limits.imClient(ctx, c, o.redis.prefix, imCfg, log, observe, true)
 		},
-		WrapQueue: func(q producer.Enqueuer) producer.Enqueuer { return testHookEnqueuer(cmd, q) },
-		LogLevel:  cliout.AsynqLevel(o.logs.level), RedisName: redisurl.Redact(o.redis.url), Logger: log})
+		WrapQueue:   func(q producer.Enqueuer) producer.Enqueuer { return testHookEnqueuer(cmd, q) },
+		IndexSettle: settle, LogLevel: cliout.AsynqLevel(o.logs.level), RedisName: redisurl.Redact(o.redis.url), Logger: log})
 	var ie *workerproc.InputError
 	if errors.As(err, &ie) {
 		return cli.Usage(err)

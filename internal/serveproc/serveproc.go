@@ -57,6 +57,9 @@ type Config struct {
 	// Backlog bounds each job's queued work (imrecall.Config.Backlog):
 	// a request answers once planning first waits, and planning goes on.
 	Backlog int64
+	// IndexSettle is imrecall.Config.IndexSettle: how long a purge by
+	// index reaching now waits for the callbacks in flight.
+	IndexSettle time.Duration
 	// Listen is the address served on; RedisName the Redis URL, redacted,
 	// for the start line.
 	Listen    string
@@ -114,7 +117,7 @@ func Run(ctx context.Context, c Config) error {
 	var err error
 	if cfg.Client, err = imrecall.New(imrecall.Config{Redis: c.Redis, Prefix: c.Prefix, Queue: enq, AppID: c.AppID,
 		IM: c.IM, Index: cfg.Index, ConfirmAbove: c.ConfirmAbove, DiscoveryConcurrency: c.DiscoveryConcurrency, Logger: log,
-		ApprovalAbove: c.ApprovalAbove, ApprovalDelay: c.ApprovalDelay, Backlog: c.Backlog}); err != nil {
+		ApprovalAbove: c.ApprovalAbove, ApprovalDelay: c.ApprovalDelay, Backlog: c.Backlog, IndexSettle: c.IndexSettle}); err != nil {
 		return err
 	}
 	// Runs before the queue closes: plans going on stop, queue what they

@@ -108,6 +108,9 @@ type Config struct {
 	Client func(observe func(limiter.Key, time.Duration)) (*tim.Client, *limiter.Limiter, error)
 	// WrapQueue, if set, wraps the queue discovery enqueues on (tests).
 	WrapQueue func(producer.Enqueuer) producer.Enqueuer
+	// IndexSettle is imrecall.Config.IndexSettle of the purges by index
+	// that schedules fire here.
+	IndexSettle time.Duration
 	// LogLevel is asynq's own log level; RedisName is the Redis URL,
 	// redacted, for the start line.
 	LogLevel  asynq.LogLevel
@@ -139,7 +142,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	discover := producer.NewDiscoverHandler(client, cfg.Store, q, log).WithBudget(cfg.ScanPages, cfg.ScanBudget)
 	creator, err := imrecall.New(imrecall.Config{Redis: cfg.Redis, Prefix: cfg.Prefix, Queue: enq, IM: client, AppID: app,
-		Index: msgindex.New(cfg.Redis, cfg.Prefix, 0), Logger: log, Backlog: producer.DefaultBacklog})
+		Index: msgindex.New(cfg.Redis, cfg.Prefix, 0), Logger: log, Backlog: producer.DefaultBacklog, IndexSettle: cfg.IndexSettle})
 	if err != nil {
 		return err
 	}
