@@ -77,7 +77,8 @@ type Config struct {
 	// IndexSettle is how long a purge by index whose range reaches its
 	// start waits for the callbacks then in flight before it reads the index
 	// again for the messages they bring (and for the gaps recorded meanwhile).
-	// Zero is DefaultIndexSettle; negative reads the index once.
+	// Zero is DefaultIndexSettle; negative reads the index once, waiting
+	// for nothing (the CLI's --index-settle 0).
 	IndexSettle time.Duration
 }
 

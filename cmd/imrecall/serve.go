@@ -70,7 +70,8 @@ callback entries land unconfirmed, and a confirmer (--confirm-rate history calls
 history backs into the index and drops forged ones; a purge by index also confirms each message's
 sender from the history before recalling it. serve beats every --index-heartbeat: a silence longer
 than two beats of every replica or of one (serve down or killed, Redis unreachable), and the time
-between a serve stopped or killed and the next started, are recorded as gaps in the index's coverage.`,
+between a serve stopped or killed and the next started, are recorded as gaps in the index's coverage.
+A purge by index whose range reaches now waits --index-settle for the callbacks still in flight.`,
 		Example: `  IMRECALL_API_TOKENS=ops:admin:$(openssl rand -hex 24) IMRECALL_CALLBACK_TOKEN=... \
     imrecall serve --sdkappid 1400000001 --listen :8080 --index-retention 30d
   curl -H "Authorization: Bearer $TOKEN" localhost:8080/v1/jobs
