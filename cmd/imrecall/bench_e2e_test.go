@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -130,10 +131,12 @@ func TestBenchScale(t *testing.T) {
 }
 
 // runBenchJSON runs "imrecall ARGS" (a bench with --json and one run) and
-// returns its run.
+// returns its run. Its producer's purge by index waits 1 s for the
+// callbacks in flight, as in the other end-to-end tests (environ).
 func runBenchJSON(t *testing.T, bin string, args ...string) bench.Result {
 	t.Helper()
 	cmd := exec.CommandContext(t.Context(), bin, args...)
+	cmd.Env = append(os.Environ(), "IMRECALL_INDEX_SETTLE="+e2eIndexSettle)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {

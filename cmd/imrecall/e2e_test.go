@@ -101,9 +101,11 @@ func e2eOn(t *testing.T, redis *redistest.Server, env *imtest.Env) *e2e {
 // no bound on a job's queued work (IMRECALL_BACKLOG=0): most of these tests
 // plan a whole job before they start its workers.
 // TestBacklogPlannerInterrupted sets --backlog, which the environment does
-// not override.
+// not override. A purge by index reaching now waits 1 s, not 10 s, for the
+// callbacks in flight (IMRECALL_INDEX_SETTLE=1s): the tests of that wait
+// give --index-settle.
 func (e *e2e) environ() []string {
-	return append(os.Environ(), "IMRECALL_BACKLOG=0",
+	return append(os.Environ(), "IMRECALL_BACKLOG=0", "IMRECALL_INDEX_SETTLE="+e2eIndexSettle,
 		"IMRECALL_REDIS="+e.redisURL,
 		"IMRECALL_API_BASE="+e.env.URL,
 		fmt.Sprintf("IMRECALL_SDKAPPID=%d", imtest.AppID),
@@ -111,6 +113,10 @@ func (e *e2e) environ() []string {
 		"IMRECALL_SECRET_KEY="+imtest.Secret,
 	)
 }
+
+// e2eIndexSettle is the --index-settle of the end-to-end tests' processes
+// (environ).
+const e2eIndexSettle = "1s"
 
 // run runs imrecall to completion and returns its standard output.
 func (e *e2e) run(args ...string) (string, error) {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imrecall/imrecall"
 	"github.com/imrecall/imrecall/emulator"
 	"github.com/imrecall/imrecall/internal/imtest"
 	"github.com/imrecall/imrecall/internal/redisproxy"
@@ -312,8 +313,9 @@ func TestCallbackArrivingDuringAPurgeByIndex(t *testing.T) {
 
 	way.SetDelay(3 * time.Second)
 	sent := r.env.SendGroup(t, g, "", 1, "u")
+	// The default settle (10 s), not the tests' 1 s: the callback takes 3 s.
 	jobID := r.created("purge", "user", "--user", "u", "--source", "index", "--since", since.UTC().Format(time.RFC3339),
-		"--yes", "--json", "--reason", "callback during the purge")
+		"--index-settle", imrecall.DefaultIndexSettle.String(), "--yes", "--json", "--reason", "callback during the purge")
 	j := r.waitDone(jobID, 2*time.Minute)
 	if st := r.waitCallbacks(); st.Delivered != 3 {
 		t.Fatalf("callbacks: %+v, want the third delivered (late)", st)
@@ -355,8 +357,9 @@ func TestPurgeByIndexRightAfterAReplicaIsKilled(t *testing.T) {
 		t.Fatalf("callbacks while A is cut off: %+v, want the third not delivered", st)
 	}
 	a.kill()
+	// At the default settle (10 s), as when the purge missed the message.
 	jobID := r.created("purge", "user", "--user", "u", "--source", "index", "--since", since.UTC().Format(time.RFC3339),
-		"--yes", "--json", "--reason", "right after a kill")
+		"--index-settle", imrecall.DefaultIndexSettle.String(), "--yes", "--json", "--reason", "right after a kill")
 	j := r.waitDone(jobID, 2*time.Minute)
 	jc, err := r.store.Coverage(t.Context(), jobID)
 	if err != nil {
