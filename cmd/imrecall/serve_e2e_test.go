@@ -35,12 +35,15 @@ func (e *e2e) serveProc(addr string, extra ...string) string {
 	return logPath
 }
 
-// serveCmd is serveProc that also returns the process.
+// serveCmd is serveProc that also returns the process. It beats every 2 s
+// (IMRECALL_INDEX_HEARTBEAT; --index-heartbeat in extra overrides it), not
+// 10 s: a purge by index reaching now waits for every replica's next beat.
 func (e *e2e) serveCmd(addr string, extra ...string) (*exec.Cmd, string) {
 	e.t.Helper()
 	args := append([]string{"serve", "--listen", addr, "--log-level", "warn", "--index-retention", "30d"}, extra...)
 	cmd := imrecallCommand(context.Background(), e.bin, args...)
-	cmd.Env = append(e.environ(), "IMRECALL_API_TOKENS=ops:admin:"+e2eAPIToken, "IMRECALL_CALLBACK_TOKEN="+e2eCallbackToken)
+	cmd.Env = append(e.environ(), "IMRECALL_API_TOKENS=ops:admin:"+e2eAPIToken, "IMRECALL_CALLBACK_TOKEN="+e2eCallbackToken,
+		"IMRECALL_INDEX_HEARTBEAT=2s")
 	logPath := filepath.Join(e.t.TempDir(), "serve.log")
 	e.startLogged(cmd, logPath)
 	if err := waitReady(e.t.Context(), addr, 30*time.Second); err != nil {
