@@ -132,11 +132,12 @@ func TestBenchScale(t *testing.T) {
 
 // runBenchJSON runs "imrecall ARGS" (a bench with --json and one run) and
 // returns its run. Its producer's purge by index waits 1 s for the
-// callbacks in flight, as in the other end-to-end tests (environ).
+// callbacks in flight, and its serve beats every 2 s, as in the other
+// end-to-end tests (environ, serveCmd).
 func runBenchJSON(t *testing.T, bin string, args ...string) bench.Result {
 	t.Helper()
 	cmd := exec.CommandContext(t.Context(), bin, args...)
-	cmd.Env = append(os.Environ(), "IMRECALL_INDEX_SETTLE="+e2eIndexSettle)
+	cmd.Env = append(os.Environ(), "IMRECALL_INDEX_SETTLE="+e2eIndexSettle, "IMRECALL_INDEX_HEARTBEAT=2s")
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
