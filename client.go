@@ -78,7 +78,8 @@ type Config struct {
 	// start waits for the callbacks then in flight before it reads the index
 	// again for the messages they bring (and for the gaps recorded meanwhile).
 	// Zero is DefaultIndexSettle; negative reads the index once, waiting
-	// for nothing (the CLI's --index-settle 0).
+	// for nothing (the CLI's --index-settle 0), and the job's coverage has
+	// an index gap for the callbacks it did not wait for.
 	IndexSettle time.Duration
 }
 
@@ -432,6 +433,10 @@ func (c *Client) prepareUser(ctx context.Context, p *prepared, r UserPurge, coun
 		rep := &producer.Report{}
 		if why := p.IndexCoverage.Why(w.Since, now); why != "" {
 			rep.AddGap(jobs.Gap{Kind: jobs.GapIndex, What: "the callback index does not cover the whole range: " + why})
+		}
+		if c.settle() < 0 && (w.Until.IsZero() || !w.Until.Before(now.Add(-msgindex.MaxClockSkew))) {
+			rep.AddGap(jobs.Gap{Kind: jobs.GapIndex, What: "the purge waits for no after-send callback in flight (index settle 0): " +
+				"a message sent in the last seconds before it, whose callback had not reached the index, is not planned"})
 		}
 		producer.RoamingGap(rep, w, now)
 		p.setScope(producer.Coverage(r.User, w, nil, []string{producer.SourceNameIndex}, rep))

@@ -208,3 +208,45 @@ func TestForgedEntryCannotFailAPurgeByIndex(t *testing.T) {
 		t.Fatalf("job %s %+v (%v), %d refused; want alice's message recalled, the 2 forged refused", job.Status, job.Counts, err, created.Plan.SenderUnconfirmed)
 	}
 }
+
+// TestIndexSettleZeroIsAGap: a purge by index whose range reaches now and
+// that waits for no callback in flight (IndexSettle negative, the CLI's
+// --index-settle 0) misses a message whose callback had not arrived; its
+// coverage says so in an index gap rather than claiming the range whole.
+// A range that ended long before, or the default settle, has no such gap.
+func TestIndexSettleZeroIsAGap(t *testing.T) {
+	env := imrecalltest.Start(t, imrecalltest.Options{})
+	ctx := t.Context()
+	idx := msgindex.New(env.Redis, "", 7*24*time.Hour)
+	if err := idx.RestartCoverage(ctx, imrecalltest.AppID, time.Now().Add(-4*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	settleGap := func(settle time.Duration, req imrecall.UserPurge) bool {
+		t.Helper()
+		c, err := imrecall.New(imrecall.Config{Redis: env.Redis, Queue: env.Queue, AppID: imrecalltest.AppID, IM: env.Client, Index: idx, IndexSettle: settle})
+		if err != nil {
+			t.Fatal(err)
+		}
+		plan, err := c.Plan(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, g := range plan.Scope.Gaps {
+			if g.Kind == jobs.GapIndex && strings.Contains(g.What, "index settle 0") {
+				return true
+			}
+		}
+		return false
+	}
+	toNow := imrecall.UserPurge{User: "alice", Source: imrecall.SourceIndex, Since: "3h"}
+	longAgo := imrecall.UserPurge{User: "alice", Source: imrecall.SourceIndex, Since: "3h", Until: "2h"}
+	if !settleGap(-1, toNow) {
+		t.Error("settle 0, range reaching now: no gap; want an index gap naming the settle")
+	}
+	if settleGap(-1, longAgo) {
+		t.Error("settle 0, range ended 2 h ago: a settle gap; want none (no callback of it is in flight)")
+	}
+	if settleGap(0, toNow) {
+		t.Error("default settle: a settle gap; want none")
+	}
+}

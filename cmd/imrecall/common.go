@@ -92,7 +92,7 @@ func (f *approvalFlags) validate() error {
 // by index: purge, serve (the API's and the console's jobs) and worker
 // (the schedules it fires).
 func indexSettleFlag(cmd *cobra.Command, d *time.Duration) {
-	cmd.Flags().DurationVar(d, "index-settle", imrecall.DefaultIndexSettle, "a purge by index whose range reaches the moment it starts waits until this long after it read the index, and for every serve replica to beat once more, for the after-send callbacks then in flight, and reads the index again; 0 reads it once, without waiting (a message whose callback comes late is then missed, and no gap says so)")
+	cmd.Flags().DurationVar(d, "index-settle", imrecall.DefaultIndexSettle, "a purge by index whose range reaches the moment it starts waits until this long after it read the index, and for every serve replica to beat once more, for the after-send callbacks then in flight, and reads the index again; 0 reads it once, without waiting (a message whose callback comes late is then missed, and an index gap says so)")
 }
 
 // indexSettle checks --index-settle and returns it as
