@@ -142,7 +142,8 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	discover := producer.NewDiscoverHandler(client, cfg.Store, q, log).WithBudget(cfg.ScanPages, cfg.ScanBudget)
 	creator, err := imrecall.New(imrecall.Config{Redis: cfg.Redis, Prefix: cfg.Prefix, Queue: enq, IM: client, AppID: app,
-		Index: msgindex.New(cfg.Redis, cfg.Prefix, 0), Logger: log, Backlog: producer.DefaultBacklog, IndexSettle: cfg.IndexSettle})
+		Index: msgindex.New(cfg.Redis, cfg.Prefix, 0), Logger: log, Backlog: producer.DefaultBacklog, IndexSettle: cfg.IndexSettle,
+		PlannerLease: cfg.PlannerLease})
 	if err != nil {
 		return err
 	}
