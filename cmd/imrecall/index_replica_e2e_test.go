@@ -67,8 +67,6 @@ func (p *startedProc) kill() {
 	_ = p.cmd.Wait()
 }
 
-// waitCallbacks waits until every callback the emulator queued was
-// answered (or not) and returns the counts.
 // feed sends two messages of u to group g, waits for their callbacks and
 // for the index to cover them, and returns a time a second after its
 // coverage starts, once that time has passed.
@@ -119,6 +117,8 @@ func (r *receiverE2E) twoReplicas(t *testing.T, beat time.Duration) (*startedPro
 	return a, proxy
 }
 
+// waitCallbacks waits until every callback the emulator queued was
+// answered (or not) and returns the counts.
 func (r *receiverE2E) waitCallbacks() emulator.CallbackStats {
 	r.t.Helper()
 	if err := r.env.Emu.WaitCallbacks(r.t.Context()); err != nil {
