@@ -58,6 +58,11 @@ func TestValidateNamesTheField(t *testing.T) {
 		{imrecall.GroupPurge{Groups: []string{"g"}, Senders: []string{" "}}, "senders"},
 		{imrecall.GroupPurge{Groups: []string{"g"}, Senders: []string{"s\xff"}}, "senders"},
 		{imrecall.GroupPurge{Groups: []string{"g"}, Topic: "t\xff"}, "topic"},
+		// Ages past the date arithmetic named a time after now (a purge
+		// "older than forever" recalled everything), the zero instant no
+		// bound at all.
+		{imrecall.GroupPurge{Groups: []string{"g"}, Until: "9223372036854775807d"}, "until"},
+		{imrecall.UserPurge{User: "u", Until: "0001-01-01T00:00:00Z"}, "until"},
 	}
 	for _, tc := range cases {
 		var fe *imrecall.FieldError

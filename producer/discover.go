@@ -400,9 +400,17 @@ func PinZone(s string, loc *time.Location) string {
 	return s
 }
 
+// MaxAgeDays is the longest age ParseTime takes in days: the longest it
+// takes in hours (time.Duration's 2562047h), about 292 years. Past some
+// 10^14 days the date arithmetic wraps around and names another time, even
+// one after now.
+const MaxAgeDays = 106751
+
 // ParseTime parses a time bound as the CLI and the API accept it: RFC 3339,
 // a date, a date and minute (local time), or an age before now (90d, 36h,
-// 15m). Empty is the zero time (open).
+// 15m; at most MaxAgeDays days). Empty is the zero time (open); a time
+// that is the zero instant (0001-01-01T00:00:00Z) is refused, since a
+// Window would take it for no bound.
 func ParseTime(s string, now time.Time) (time.Time, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
@@ -410,12 +418,18 @@ func ParseTime(s string, now time.Time) (time.Time, error) {
 	}
 	for _, layout := range append([]string{time.RFC3339}, zonelessLayouts...) {
 		if t, err := time.ParseInLocation(layout, s, time.Local); err == nil {
+			if t.IsZero() {
+				return time.Time{}, fmt.Errorf("%q: the zero time, which means no bound; leave it out or give a later time", s)
+			}
 			return t, nil
 		}
 	}
 	if n, ok := strings.CutSuffix(s, "d"); ok {
-		if days, err := strconv.Atoi(n); err == nil && days >= 0 {
-			return now.AddDate(0, 0, -days), nil
+		if days, err := strconv.ParseInt(n, 10, 64); err == nil && days >= 0 {
+			if days > MaxAgeDays {
+				return time.Time{}, fmt.Errorf("%q: an age of at most %dd (about 292 years)", s, MaxAgeDays)
+			}
+			return now.AddDate(0, 0, -int(days)), nil
 		}
 	}
 	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
