@@ -90,6 +90,20 @@ func TestValidateNamesTheField(t *testing.T) {
 	if _, err := imrecall.RequestOf(long); !errors.As(err, &fe) || fe.Field != "actor" {
 		t.Errorf("RequestOf(a %d-byte actor) = %v", len(long.Actor), err)
 	}
+	// One audit event is one line of jobs audit: a line break in a reason
+	// or an actor wrote a second, forged line, and an escape sequence
+	// rewrote the operator's terminal.
+	for _, who := range []struct{ actor, reason, field string }{
+		{"alice", "spam\n2026-12-03 15:00:00  mallory  approve  JOB", "reason"},
+		{"alice", "spam \x1b[2K", "reason"},
+		{"alice", "spam\u009b2K", "reason"},
+		{"bob\rmallory", "spam", "actor"},
+	} {
+		req := producer.JobRequest{Kind: producer.KindPurgeUser, User: "u", Actor: who.actor, Reason: who.reason}
+		if _, err := imrecall.RequestOf(req); !errors.As(err, &fe) || fe.Field != who.field || !strings.Contains(err.Error(), "control character") {
+			t.Errorf("RequestOf(actor %q, reason %q) = %v, want a *FieldError for %s", who.actor, who.reason, err, who.field)
+		}
+	}
 	// A field its kind does not take is refused, not ignored: a purge_group
 	// given "user" would have recalled everyone's messages in the group.
 	for _, tc := range []struct {
@@ -189,6 +203,13 @@ func TestOperatorActionsRecordWhy(t *testing.T) {
 	}
 	if _, _, err := c.Cancel(ctx, id, "bob", long); !errors.As(err, &fe) || fe.Field != "reason" {
 		t.Fatalf("Cancel with a %d-byte reason = %v, want a *FieldError for reason", len(long), err)
+	}
+	forged := "x\n2026-12-03 15:00:00  mallory  approve  " + id
+	if _, _, err := c.Cancel(ctx, id, "bob", forged); !errors.As(err, &fe) || fe.Field != "reason" {
+		t.Fatalf("Cancel with a reason of two lines = %v, want a *FieldError for reason", err)
+	}
+	if err := c.Pause(ctx, id, "bob\x1b[2K", "x"); !errors.As(err, &fe) || fe.Field != "actor" {
+		t.Fatalf("Pause by an actor with an escape = %v, want a *FieldError for actor", err)
 	}
 	if j, err := c.Job(ctx, id); err != nil || j.Paused || j.Status == jobs.StatusCancelled {
 		t.Fatalf("after refused actions the job is %+v (%v), want it as it was", j, err)

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/imrecall/imrecall/jobs"
@@ -235,7 +236,11 @@ const (
 )
 
 // CheckWhoAndWhy refuses an actor or a reason longer than MaxActorLen or
-// MaxReasonLen bytes, or not valid UTF-8: a *FieldError naming it.
+// MaxReasonLen bytes, not valid UTF-8, or holding a control character (a
+// line break, a tab, an escape): a *FieldError naming it. An audit event is
+// one line of jobs audit and of a job's page; a line break in a reason
+// wrote a second, forged event there, and an escape sequence rewrote the
+// operator's terminal.
 func CheckWhoAndWhy(actor, reason string) error {
 	for _, f := range []struct {
 		field, value string
@@ -246,6 +251,10 @@ func CheckWhoAndWhy(actor, reason string) error {
 			return &FieldError{Field: f.field, Reason: fmt.Sprintf("%d bytes, longer than %d", len(f.value), f.max)}
 		case !utf8.ValidString(f.value):
 			return &FieldError{Field: f.field, Reason: "not valid UTF-8"}
+		}
+		if i := strings.IndexFunc(f.value, unicode.IsControl); i >= 0 {
+			r, _ := utf8.DecodeRuneInString(f.value[i:])
+			return &FieldError{Field: f.field, Reason: fmt.Sprintf("holds a control character (%U) at byte %d: an audit record is one line", r, i)}
 		}
 	}
 	return nil
