@@ -60,7 +60,9 @@ const maxLine = 1 << 20
 // The cells of a dead-letter export (jobs.IsDeadLetterCSV), written by
 // csvsafe.Cell, are read back exactly as they were before; any other CSV's
 // are read as they are, without surrounding spaces. Blank lines are skipped. The first bad line stops the read with a
-// *LineError naming file and line.
+// *LineError naming file and line; a line (in CSV, a record, the line
+// breaks of its quoted cells included) longer than 1 MiB is bad, and is
+// read no further.
 func ReadList(ctx context.Context, r io.Reader, name string, fn func(line int, m Message) error) error {
 	br := bufio.NewReaderSize(r, 64<<10)
 	head, _ := br.Peek(4096)
@@ -206,11 +208,49 @@ func validate(m Message) error {
 	return tasks.ValidMsgKey(m.MsgKey)
 }
 
+// csvRecords bounds a CSV record as ReadList bounds a JSON line
+// (encoding/csv reads a record whole, however long): a read fails with a
+// *LineError once more than maxLine bytes came since the last line break
+// outside quotes (a quoted cell's line breaks are part of its record), so
+// that one endless cell cannot fill memory. The quotes are counted as
+// RFC 4180 writes them; a stray one is the CSV reader's error first.
+type csvRecords struct {
+	r      io.Reader
+	name   string
+	n      int  // bytes of the record so far
+	quoted bool // inside a quoted cell
+	lines  int  // line breaks read
+	start  int  // the line the record began on
+}
+
+func (c *csvRecords) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	for i, b := range p[:n] {
+		switch b {
+		case '"':
+			c.quoted = !c.quoted
+		case '\n':
+			c.lines++
+			if !c.quoted {
+				c.n, c.start = 0, c.lines+1
+				continue
+			}
+		}
+		if c.n++; c.n > maxLine {
+			return i, &LineError{File: c.name, Line: c.start, Err: fmt.Errorf("line longer than %d bytes", maxLine)}
+		}
+	}
+	return n, err
+}
+
 func readCSV(ctx context.Context, r io.Reader, name string, fn func(int, Message) error) error {
-	cr := csv.NewReader(r)
+	cr := csv.NewReader(&csvRecords{r: r, name: name, start: 1})
 	cr.FieldsPerRecord = -1
 	cr.ReuseRecord = true
 	header, err := cr.Read()
+	if le := (*LineError)(nil); errors.As(err, &le) {
+		return le
+	}
 	if err != nil {
 		return &LineError{File: name, Line: 1, Err: fmt.Errorf("CSV header: %v", err)}
 	}
@@ -242,6 +282,10 @@ func readCSV(ctx context.Context, r io.Reader, name string, fn func(int, Message
 		}
 		if err != nil {
 			var pe *csv.ParseError
+			var le *LineError
+			if errors.As(err, &le) {
+				return le
+			}
 			if errors.As(err, &pe) {
 				return &LineError{File: name, Line: pe.Line, Err: pe.Err}
 			}

@@ -214,3 +214,51 @@ func TestSpoolHasNoName(t *testing.T) {
 		t.Fatalf("a bad list left a spool: %v", left)
 	}
 }
+
+// countingReader counts the bytes read from r.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// TestReadListBoundsALine: a line longer than maxLine is a *LineError
+// naming it, read no further than the bound, in CSV as in JSON Lines. A
+// CSV record had no bound: a list with one 200 MB cell took 2 GB before
+// its check said anything (a cell without its closing quote, the rest of
+// the file). A quoted cell's line breaks are part of its record.
+func TestReadListBoundsALine(t *testing.T) {
+	t.Parallel()
+	huge := strings.Repeat("x", 8<<20)
+	for _, tc := range []struct {
+		name, head, tail string
+		line             int
+	}{
+		{"jsonl", `{"GroupId":"g","MsgSeq":1}` + "\n" + `{"GroupId":"`, "\",\"MsgSeq\":2}\n", 2},
+		{"csv cell", "GroupId,MsgSeq\ng,1\n", ",2\n", 3},
+		{"csv quoted cell", "GroupId,MsgSeq\r\ng,1\r\n\"", "\",2\r\n", 3},
+		{"csv quoted cell of many lines", "GroupId,MsgSeq\ng,1\n\"a\nb\n", "\n\",2\n", 3},
+		{"csv header", "GroupId,MsgSeq,", "\ng,1\n", 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body := tc.head + huge + tc.tail
+			if tc.name == "csv quoted cell of many lines" {
+				body = tc.head + strings.Repeat("x\n", 4<<20) + tc.tail
+			}
+			r := &countingReader{r: strings.NewReader(body)}
+			err := ReadList(t.Context(), r, "list", func(int, Message) error { return nil })
+			var le *LineError
+			if !errors.As(err, &le) || le.Line != tc.line || !strings.Contains(err.Error(), fmt.Sprintf("longer than %d bytes", maxLine)) {
+				t.Fatalf("err = %.200v, want list:%d: … longer than %d bytes", err, tc.line, maxLine)
+			}
+			if r.n > 2*maxLine {
+				t.Errorf("read %d bytes of a %d-byte list to refuse it, want at most %d", r.n, len(body), 2*maxLine)
+			}
+		})
+	}
+}
