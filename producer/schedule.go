@@ -587,11 +587,19 @@ func checkCron(spec string, now time.Time) (cron.Schedule, error) {
 // parseCron parses a schedule's spec; without a CRON_TZ= (or TZ=) prefix
 // it is read in UTC, as asynq's scheduler reads it, so that every scheduler
 // computes the same due times whatever its local zone.
-// A zone prefix must be followed by a space and a spec: cron's parser
+// CRON_TZ=Local (each host's own zone) is refused. A zone prefix must be
+// followed by a space and a spec: cron's parser
 // panics on "CRON_TZ=UTC" alone.
 func parseCron(spec string) (cron.Schedule, error) {
 	if (strings.HasPrefix(spec, "CRON_TZ=") || strings.HasPrefix(spec, "TZ=")) && !strings.Contains(spec, " ") {
 		return nil, errors.New("a time zone prefix needs a space and a spec after it (CRON_TZ=Asia/Shanghai 0 3 * * *)")
+	}
+	// time.LoadLocation("Local") is the zone of the process reading it:
+	// schedulers on hosts in two zones would each fire at their own 03:00.
+	for _, prefix := range []string{"CRON_TZ=", "TZ="} {
+		if rest, ok := strings.CutPrefix(spec, prefix); ok && strings.HasPrefix(rest, "Local ") {
+			return nil, errors.New("CRON_TZ=Local is the zone of each scheduler's host, which differs between hosts: name the zone (CRON_TZ=Europe/Berlin), or leave the prefix out for UTC")
+		}
 	}
 	sched, err := cronParser.Parse(spec)
 	if err != nil {

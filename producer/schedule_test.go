@@ -41,6 +41,15 @@ func TestDueTimesAreTheSameEverywhere(t *testing.T) {
 			t.Errorf("%s: next due %s and %s, want %s", c.spec, da, db, c.want)
 		}
 	}
+	// "Local" is each scheduler's own zone (time.LoadLocation): schedulers
+	// on hosts in two zones each fired the schedule at their own 03:00.
+	for _, spec := range []string{"CRON_TZ=Local 0 3 * * *", "TZ=Local 0 3 * * *"} {
+		sc := Schedule{Name: "s", Cron: spec, Request: &JobRequest{Kind: "purge_user", User: "u", Reason: "retention"}, CreatedBy: "ops"}
+		var fe *FieldError
+		if err := sc.Validate(); !errors.As(err, &fe) || fe.Field != "cron" || !strings.Contains(err.Error(), "Local") {
+			t.Errorf("%s: Validate() = %v, want a cron *FieldError naming Local", spec, err)
+		}
+	}
 }
 
 // TestValidateRefusesSpecsThatWouldNotFireAsWritten: a spec with no due
