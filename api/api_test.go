@@ -409,7 +409,7 @@ func TestBadRequestsNameTheFieldAndChangeNothing(t *testing.T) {
 		wantError  string
 	}{
 		{`{"kind":"recall","reason":"x","messages":[{"GroupId":"g","MsgSeq":0}]}`, 400, "messages[0]: MsgSeq 0"},
-		{`{"kind":"recall","reason":"x","messages":[{"GroupId":"g","MsgSeq":"7"}]}`, 400, "field messages.MsgSeq"},
+		{`{"kind":"recall","reason":"x","messages":[{"GroupId":"g","MsgSeq":"7"}]}`, 400, "field messages[0].MsgSeq"},
 		{`{"kind":"recall","reason":"x","messages":[{"From_Account":"a","To_Account":"b","MsgKey":"nope"}]}`, 400, `messages[0]: MsgKey "nope"`},
 		{`{"kind":"recall","reason":"x","mesages":[]}`, 400, `unknown field "mesages"`},
 		{`{"kind":"recall","messages":[{"GroupId":"g","MsgSeq":1}]}`, 400, "reason: required"},

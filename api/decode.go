@@ -45,7 +45,11 @@ func decode(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
 		case errors.As(err, &se):
 			return badf("request body: invalid JSON at byte %d: %v", se.Offset, err)
 		case errors.As(err, &te):
-			return badf("request body: field %s: want %s, got JSON %s", te.Field, te.Type, te.Value)
+			field := te.Field
+			if p := valuePath(raw, te.Offset); p != "" {
+				field = p
+			}
+			return badf("request body: field %s: want %s, got JSON %s", field, te.Type, te.Value)
 		}
 		return badf("request body: %v", err) // an unknown field: encoding/json names it
 	}
@@ -161,6 +165,52 @@ func walkKeys(dec *json.Decoder, t reflect.Type, path string) error {
 		return err
 	}
 	return nil
+}
+
+// valuePath is the path ("messages[3].MsgSeq") of the value of raw that
+// ends at offset (a string, number, bool or null) or whose '{' or '['
+// does, which is where encoding/json's UnmarshalTypeError.Offset points;
+// "" if none does. encoding/json's own Field leaves out the indexes
+// ("messages.MsgSeq"), which do not say which of 100,000 messages.
+func valuePath(raw []byte, offset int64) string {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber() // 1e400 is a number too big for a float64, not an error
+	p, _ := findValue(dec, "", offset)
+	return p
+}
+
+// findValue reads the next value of dec, at path, for valuePath.
+func findValue(dec *json.Decoder, path string, offset int64) (string, bool) {
+	tok, err := dec.Token()
+	if err != nil {
+		return "", false
+	}
+	if dec.InputOffset() >= offset {
+		return path, true
+	}
+	switch tok {
+	case json.Delim('{'):
+		for dec.More() {
+			k, err := dec.Token()
+			if err != nil {
+				return "", false
+			}
+			key, _ := k.(string)
+			if p, ok := findValue(dec, joinKey(path, key), offset); ok {
+				return p, true
+			}
+		}
+	case json.Delim('['):
+		for i := 0; dec.More(); i++ {
+			if p, ok := findValue(dec, fmt.Sprintf("%s[%d]", path, i), offset); ok {
+				return p, true
+			}
+		}
+	default:
+		return "", false
+	}
+	dec.Token() // '}' or ']'
+	return "", false
 }
 
 // joinKey is the path of key in the object at path.

@@ -52,6 +52,32 @@ func TestDecodeRefusesTrailingDataAndRepeatedKeys(t *testing.T) {
 	}
 }
 
+// TestTypeErrorNamesTheElement: a value of the wrong type is answered 400
+// naming it by its path, with its index in an array: encoding/json names
+// the field alone ("messages.MsgSeq"), which in a request of 100,000
+// messages does not say which one.
+func TestTypeErrorNamesTheElement(t *testing.T) {
+	b := setup(t, nil)
+	many := strings.Repeat(`{"GroupId":"g","MsgSeq":1},`, 1000)
+	for _, c := range []struct{ path, body, want string }{
+		{"/v1/jobs", `{"kind":"recall","reason":"x","messages":[` + many + `{"GroupId":"g","MsgSeq":"2"}]}`, `field messages[1000].MsgSeq: want int64, got JSON string`},
+		{"/v1/jobs", `{"kind":"recall","reason":"x","messages":[{"GroupId":"g","MsgSeq":1},{"GroupId":"g","MsgSeq":1e400}]}`, `field messages[1].MsgSeq: want int64, got JSON number 1e400`},
+		{"/v1/jobs", `{"kind":"recall","reason":"x","messages":[{"GroupId":"g","MsgSeq":1},{"GroupId":["g"],"MsgSeq":1}]}`, `field messages[1].GroupId: want string, got JSON array`},
+		{"/v1/jobs", `{"kind":"purge_user","reason":"x","user":"u","peers":["a","b",7]}`, `field peers[2]: want string, got JSON number`},
+		{"/v1/jobs", `{"kind":"purge_group","reason":"x","groups":["g"],"seq_from":{"a":1}}`, `field seq_from: want int64, got JSON object`},
+		{"/v1/schedules", `{"name":"s","cron":"@daily","request":{"kind":"purge_group","reason":"x","groups":["g",["h"]]}}`, `field request.groups[1]: want string, got JSON array`},
+	} {
+		var e apiError
+		if got := b.call("POST", c.path, adminSecret, c.body, &e); got != http.StatusBadRequest || !strings.Contains(e.Error, c.want) {
+			t.Errorf("POST %s %.80s…: HTTP %d %q, want 400 naming %q", c.path, c.body, got, e.Error, c.want)
+		}
+	}
+	var list []jobs.Job
+	if b.call("GET", "/v1/jobs", readSecret, nil, &list); len(list) != 0 {
+		t.Fatalf("refused requests created jobs: %+v", list)
+	}
+}
+
 // TestCheckKeysFollowsTheTarget: maps and interfaces may hold keys that
 // differ by case; they may not repeat one. Fields of embedded structs are
 // the struct's own.
