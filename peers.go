@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+
+	"github.com/imrecall/imrecall/tasks"
 )
 
 // ReadPeers gathers UserPurge.Peers from a comma-separated list and a file
@@ -29,7 +31,7 @@ func ReadPeers(list, file string) ([]string, error) {
 			continue
 		}
 		if strings.ContainsAny(line, " \t,") {
-			return nil, fmt.Errorf("%s:%d: %q: want one UserID per line", file, i+1, line)
+			return nil, fmt.Errorf("%s:%d: %s: want one UserID per line", file, i+1, tasks.Quote(line))
 		}
 		out = append(out, line)
 	}

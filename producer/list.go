@@ -186,12 +186,12 @@ func parseSeq(s string) (int64, error) {
 func validate(m Message) error {
 	for _, id := range []struct{ field, value string }{{"GroupId", m.GroupID}, {"TopicId", m.TopicID}, {"From_Account", m.From}, {"To_Account", m.To}} {
 		if err := tasks.ValidID(id.value); err != nil {
-			return fmt.Errorf("%s %q: %w", id.field, id.value, err)
+			return fmt.Errorf("%s %s: %w", id.field, tasks.Quote(id.value), err)
 		}
 	}
 	if m.GroupID != "" {
 		if strings.TrimSpace(m.GroupID) != m.GroupID {
-			return fmt.Errorf("GroupId %q: surrounding spaces", m.GroupID)
+			return fmt.Errorf("GroupId %s: surrounding spaces", tasks.Quote(m.GroupID))
 		}
 		return nil
 	}

@@ -105,7 +105,7 @@ func (e *FieldError) Error() string {
 	}
 	field := e.Field
 	if e.Value != "" {
-		field = fmt.Sprintf("%s %q", e.Field, e.Value)
+		field = e.Field + " " + tasks.Quote(e.Value)
 	}
 	if field == "" {
 		return msg

@@ -189,6 +189,20 @@ func ValidID(id string) error {
 	return nil
 }
 
+// Quote is s as %q writes it, for an error that names a bad value; a value
+// longer than 128 bytes is cut to its first 64 (on a character's edge)
+// and its length, so that an error does not repeat a megabyte of input.
+func Quote(s string) string {
+	if len(s) <= 128 {
+		return strconv.Quote(s)
+	}
+	cut := 64
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%q… (%d bytes)", s[:cut], len(s))
+}
+
 // MaxMsgKeyLen is the documented bound of a MsgKey (sendmsg's answer:
 // "MsgKey String, at most 50 characters"; ../shared/reference). Every
 // MsgKey imrecall takes (tasks, recall lists, the message index) is checked
@@ -202,15 +216,15 @@ func ValidMsgKey(k string) error {
 		return errors.New("MsgKey: required")
 	}
 	if len(k) > MaxMsgKeyLen {
-		return fmt.Errorf("MsgKey %q: longer than %d characters", k, MaxMsgKeyLen)
+		return fmt.Errorf("MsgKey %s: longer than %d characters", Quote(k), MaxMsgKeyLen)
 	}
 	parts := strings.Split(k, "_")
 	if len(parts) != 3 {
-		return fmt.Errorf("MsgKey %q: want {MsgSeq}_{MsgRandom}_{MsgTimeStamp}", k)
+		return fmt.Errorf("MsgKey %s: want {MsgSeq}_{MsgRandom}_{MsgTimeStamp}", Quote(k))
 	}
 	for _, p := range parts {
 		if _, err := strconv.ParseUint(p, 10, 64); err != nil {
-			return fmt.Errorf("MsgKey %q: want {MsgSeq}_{MsgRandom}_{MsgTimeStamp} of whole numbers", k)
+			return fmt.Errorf("MsgKey %s: want {MsgSeq}_{MsgRandom}_{MsgTimeStamp} of whole numbers", Quote(k))
 		}
 	}
 	return nil

@@ -16,6 +16,7 @@ import (
 	"github.com/imrecall/imrecall"
 	"github.com/imrecall/imrecall/jobs"
 	"github.com/imrecall/imrecall/producer"
+	"github.com/imrecall/imrecall/tasks"
 	"github.com/imrecall/imrecall/tim"
 	"github.com/imrecall/imrecall/verify"
 	"github.com/schollz/progressbar/v3"
@@ -382,7 +383,7 @@ func (e FlagError) Error() string {
 	case flag == "":
 		return reason
 	case e.FE.Value != "":
-		return fmt.Sprintf("%s %q: %s", flag, e.FE.Value, reason)
+		return fmt.Sprintf("%s %s: %s", flag, tasks.Quote(e.FE.Value), reason)
 	}
 	return flag + ": " + reason
 }
