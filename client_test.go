@@ -233,3 +233,24 @@ func TestOperatorActionsRecordWhy(t *testing.T) {
 		t.Fatalf("audit trail %q (%v), want create then %q", trail, err, want)
 	}
 }
+
+// TestAPeerNamedTwiceIsOneChat: a user purge given the same peer twice
+// reads that chat once, as a group named twice is one group. It was two
+// scans: the dry run counted each message's call twice (6 calls for 3
+// messages) and listed the chat twice, and the job queued two discovery
+// tasks reading the same history.
+func TestAPeerNamedTwiceIsOneChat(t *testing.T) {
+	t.Parallel()
+	c, env := newClient(t, 100)
+	env.IM.Accounts(t, "spammer", "bob")
+	env.IM.SendC2C(t, "spammer", "bob", 3)
+	req := imrecall.UserPurge{User: "spammer", Peers: []string{"bob", "bob"}, Source: imrecall.SourceScan}
+	p, err := c.Plan(t.Context(), req)
+	if err != nil || p.Scans != 1 || p.Messages != 3 || p.C2CCalls != 3 || len(p.Report.Targets) != 1 {
+		t.Fatalf("Plan = scans %d, messages %d, calls %d, %d targets (%v); want 1, 3, 3, 1", p.Scans, p.Messages, p.C2CCalls, len(p.Report.Targets), err)
+	}
+	created, err := c.Create(t.Context(), req, imrecall.CreateOptions{Actor: "alice", Reason: "test", Confirmed: true})
+	if err != nil || created.Plan.Scans != 1 || created.Plan.Scope == nil || !slices.Equal(created.Plan.Scope.Peers, []string{"bob"}) {
+		t.Fatalf("Create queued %d scans, scope %+v (%v), want 1 scan, peers [bob]", created.Plan.Scans, created.Plan.Scope, err)
+	}
+}

@@ -208,10 +208,10 @@ func AddIndexedGroups(ctx context.Context, im IM, p UserPurge, scans []Scan, rep
 }
 
 // Coverage is the job coverage a purge starts with: its scope (subject,
-// absolute time range, peers, sources) and the gaps discovery knows of
+// absolute time range, peers each once, sources) and the gaps discovery knows of
 // before reading anything. Discovery adds each target as it finishes.
 func Coverage(subject string, w Window, peers []string, sources []string, rep *Report) jobs.Coverage {
-	c := jobs.Coverage{Subject: subject, Peers: peers, Sources: sources}
+	c := jobs.Coverage{Subject: subject, Peers: Distinct(peers), Sources: sources}
 	c.Window(w.Since, w.Until)
 	if rep != nil {
 		c.Gaps = append(c.Gaps, rep.Gaps...)

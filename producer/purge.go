@@ -131,10 +131,11 @@ var ErrGroupListUnsettled = errors.New("the list of groups kept changing while i
 var ErrUnknownUser = errors.New("unknown user")
 
 // PeerScans lists the one-to-one chats of a user purge: the user's with each
-// peer.
+// peer, once however often the peer is named.
 func PeerScans(p UserPurge) []Scan {
-	scans := make([]Scan, 0, len(p.Peers))
-	for _, peer := range p.Peers {
+	peers := Distinct(p.Peers)
+	scans := make([]Scan, 0, len(peers))
+	for _, peer := range peers {
 		scans = append(scans, Scan{Target: jobs.Target{From: p.User, To: peer}, Filter: GroupFilter{Window: p.Window}})
 	}
 	return scans
