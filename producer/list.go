@@ -56,7 +56,7 @@ const maxLine = 1 << 20
 // ReadList streams the messages of a list file to fn, with their line
 // numbers. The format is JSON Lines (one object per line, shaped like the
 // after-send callbacks, other fields ignored) or CSV with a header row naming
-// the same fields; a file whose first non-blank byte is not '{' is CSV.
+// the same fields, each once; a file whose first non-blank byte is not '{' is CSV.
 // The cells of a dead-letter export (jobs.IsDeadLetterCSV), written by
 // csvsafe.Cell, are read back exactly as they were before; any other CSV's
 // are read as they are, without surrounding spaces. Blank lines are skipped. The first bad line stops the read with a
@@ -258,6 +258,10 @@ func readCSV(ctx context.Context, r io.Reader, name string, fn func(int, Message
 	names := make([]string, len(header))
 	for i, h := range header {
 		names[i] = strings.TrimPrefix(strings.TrimSpace(h), "\ufeff")
+		// A field's second column would silently win over its first.
+		if j, ok := col[names[i]]; ok && slices.Contains(listFields[:], names[i]) {
+			return &LineError{File: name, Line: 1, Err: fmt.Errorf("CSV header: column %s appears twice (columns %d and %d)", names[i], j+1, i+1)}
+		}
 		col[names[i]] = i
 	}
 	// Only imrecall's own export quoted its cells, and it wrote them

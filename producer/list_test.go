@@ -40,6 +40,10 @@ func TestReadListRejects(t *testing.T) {
 		{"wrong type", "a.jsonl", `{"GroupId":12,"MsgSeq":1}`, 1, "GroupId: want a string"},
 		{"csv bad seq", "a.csv", "GroupId,MsgSeq\ng,1\ng,x\n", 3, "MsgSeq"},
 		{"csv no columns", "a.csv", "foo,bar\n1,2\n", 1, "CSV header"},
+		// Which of two GroupId columns names the group? The last one was
+		// taken, and the dry run does not show which group it planned.
+		{"csv column named twice", "a.csv", "GroupId,MsgSeq,GroupId\ng1,1,g2\n", 1, "CSV header: column GroupId appears twice (columns 1 and 3)"},
+		{"csv column named twice, spaced", "a.csv", "From_Account,To_Account,MsgKey, MsgKey\na,b,1_2_3,4_5_6\n", 1, "column MsgKey appears twice (columns 3 and 4)"},
 		{"csv missing field", "a.csv", "From_Account,To_Account,MsgKey\na,,1_2_3\n", 2, "To_Account: required"},
 		// A task's JSON payload carries U+FFFD for bad bytes: the worker
 		// would meet another ID than the one planned, and the job never end.
