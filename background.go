@@ -96,10 +96,10 @@ func (c *Client) createInBackground(ctx context.Context, req Request, opts Creat
 // far, and the re-queue goes on in the background until it ends or Close.
 // The dead letters not yet moved stay dead letters: a re-queue stopped by
 // Close, or by a server that dies, is finished by running it again.
-func (c *Client) RequeueInBackground(ctx context.Context, id string, f DeadLetterFilter, actor, reason string) (producer.Requeued, error) {
+func (c *Client) RequeueInBackground(ctx context.Context, id string, f DeadLetterFilter, opts RequeueOptions) (producer.Requeued, error) {
 	return inBackground(ctx, c, "re-queueing",
 		func(ctx context.Context, onWait func(producer.Requeued)) (producer.Requeued, error) {
-			return c.requeue(ctx, id, f, actor, reason, onWait)
+			return c.requeue(ctx, id, f, opts, onWait)
 		},
 		func(r producer.Requeued) (producer.Requeued, string) { return r, id })
 }

@@ -109,7 +109,7 @@ func TestRequeueInBackgroundAnswersWhenItWaits(t *testing.T) {
 	if _, err := env.Store.Record(ctx, job.ID, g, out); err != nil {
 		t.Fatal(err)
 	}
-	r, err := c.RequeueInBackground(ctx, job.ID, imrecall.DeadLetterFilter{Code: "10002"}, "alice", "test")
+	r, err := c.RequeueInBackground(ctx, job.ID, imrecall.DeadLetterFilter{Code: "10002"}, imrecall.RequeueOptions{Actor: "alice", Reason: "test", Confirmed: true})
 	if err != nil || !r.Requeuing || r.Messages != 20 || r.Tasks != 2 {
 		t.Fatalf("RequeueInBackground = %+v, %v; want requeuing, 20 moved in 2 tasks", r, err)
 	}
@@ -123,7 +123,7 @@ func TestRequeueInBackgroundAnswersWhenItWaits(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.RequeueInBackground(ctx, job.ID, imrecall.DeadLetterFilter{}, "alice", "test"); !errors.Is(err, imrecall.ErrClosed) {
+	if _, err := c.RequeueInBackground(ctx, job.ID, imrecall.DeadLetterFilter{}, imrecall.RequeueOptions{Actor: "alice", Reason: "test", Confirmed: true}); !errors.Is(err, imrecall.ErrClosed) {
 		t.Fatalf("RequeueInBackground after Close = %v, want ErrClosed", err)
 	}
 }

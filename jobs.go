@@ -139,21 +139,39 @@ func (f DeadLetterFilter) Match() (func(jobs.DeadLetter) bool, error) {
 	}, nil
 }
 
-// Requeue queues again, on behalf of actor, the job's dead letters that f
-// selects (an empty filter: those that need attention). A cancelled job is
-// never reopened (*jobs.StatusError). A job with a bound on queued work is
-// held to it: Requeue waits for the workers as planning does (see
+// RequeueOptions say who re-queues dead letters and why, and whether a
+// large re-queue is confirmed: re-sending more than Config.ConfirmAbove
+// dead letters is a bulk action, confirmed as a job of as many messages
+// is (CreateOptions).
+type RequeueOptions struct {
+	Actor, Reason string
+	// Confirmed: the re-queue goes ahead whatever its size.
+	Confirmed bool
+	// Confirm, if set and not Confirmed, is asked when more than
+	// Config.ConfirmAbove dead letters would be re-queued; its error
+	// refuses the re-queue. Without it such a re-queue is refused with a
+	// *ConfirmationRequired (Messages: the dead letters; Plan empty).
+	Confirm func(ctx context.Context, need *ConfirmationRequired) error
+}
+
+// Requeue queues again, on behalf of opts.Actor, the job's dead letters
+// that f selects (an empty filter: those that need attention); more than
+// Config.ConfirmAbove of them need confirmation (RequeueOptions), and
+// nothing is moved or recorded without it. A cancelled job is never
+// reopened (*jobs.StatusError). A job with a bound on queued work is held
+// to it: Requeue waits for the workers as planning does (see
 // RequeueInBackground for a caller that must answer).
-func (c *Client) Requeue(ctx context.Context, id string, f DeadLetterFilter, actor, reason string) (producer.Requeued, error) {
-	return c.requeue(ctx, id, f, actor, reason, nil)
+func (c *Client) Requeue(ctx context.Context, id string, f DeadLetterFilter, opts RequeueOptions) (producer.Requeued, error) {
+	return c.requeue(ctx, id, f, opts, nil)
 }
 
 // requeue is Requeue, calling onWait (if set) when it first waits for the
 // job's backlog.
-func (c *Client) requeue(ctx context.Context, id string, f DeadLetterFilter, actor, reason string, onWait func(producer.Requeued)) (producer.Requeued, error) {
+func (c *Client) requeue(ctx context.Context, id string, f DeadLetterFilter, opts RequeueOptions, onWait func(producer.Requeued)) (producer.Requeued, error) {
 	if c.cfg.Queue == nil {
 		return producer.Requeued{}, ErrNotConfigured
 	}
+	actor, reason := opts.Actor, opts.Reason
 	if err := producer.CheckWhoAndWhy(actor, reason); err != nil {
 		return producer.Requeued{}, err
 	}
@@ -163,6 +181,21 @@ func (c *Client) requeue(ctx context.Context, id string, f DeadLetterFilter, act
 	match, err := f.Match()
 	if err != nil {
 		return producer.Requeued{}, err
+	}
+	if !opts.Confirmed {
+		n, err := c.CountDeadLetters(ctx, id, f)
+		if err != nil {
+			return producer.Requeued{}, err
+		}
+		if n > c.cfg.ConfirmAbove {
+			need := &ConfirmationRequired{Messages: int64(n), Above: c.cfg.ConfirmAbove}
+			if opts.Confirm == nil {
+				return producer.Requeued{}, need
+			}
+			if err := opts.Confirm(ctx, need); err != nil {
+				return producer.Requeued{}, err
+			}
+		}
 	}
 	return producer.RequeueDeadLetters(ctx, c.store, c.cfg.Queue, id, producer.RequeueRequest{Match: match, Actor: actor,
 		Detail: fmt.Sprintf("code=%q category=%q %s", f.Code, f.Category, reason), OnWait: onWait})

@@ -15,6 +15,7 @@ import (
 	"reflect"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -607,6 +608,42 @@ func TestDeadLettersListExportAndRequeue(t *testing.T) {
 	j, err := b.store.Get(ctx, id)
 	if err != nil || j.Counts.Pending != 1 || j.Counts.DeadLettered != 1 {
 		t.Fatalf("after requeue: %+v %v", j.Counts, err)
+	}
+}
+
+// TestLargeRequeueNeedsConfirm: a re-queue of more dead letters than the
+// server's confirmation threshold is answered 409 with their number and
+// moves nothing until repeated with "confirm": true, as a job of as many
+// messages is; it re-sent them all at once.
+func TestLargeRequeueNeedsConfirm(t *testing.T) {
+	b := setup(t, nil) // ConfirmAbove 5
+	ctx := t.Context()
+	job, err := b.store.Create(ctx, jobs.Spec{Kind: "recall:list", Queue: "purge", AppID: imtest.AppID, RequestedBy: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := jobs.Target{GroupID: "@TGS#dead"}
+	var out []jobs.Outcome
+	for i := 1; i <= 6; i++ {
+		out = append(out, jobs.Outcome{Item: strconv.Itoa(i), Code: "10002"})
+	}
+	if _, err := b.store.PlanGroup(ctx, job.ID, g, []int64{1, 2, 3, 4, 5, 6}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.store.Record(ctx, job.ID, g, out); err != nil {
+		t.Fatal(err)
+	}
+	path := "/v1/jobs/" + job.ID + "/dead-letters/requeue"
+	var need confirmationRequired
+	if code := b.call("POST", path, adminSecret, `{"reason":"Tencent incident over"}`, &need); code != http.StatusConflict || need.Messages != 6 || !strings.Contains(need.Error, `"confirm": true`) {
+		t.Fatalf("unconfirmed re-queue of 6 above 5: HTTP %d %+v, want 409 for 6", code, need)
+	}
+	if j, _ := b.store.Get(ctx, job.ID); j.Counts.DeadLettered != 6 || j.Counts.Pending != 0 {
+		t.Fatalf("the unconfirmed re-queue changed the job: %+v", j.Counts)
+	}
+	var rq producer.Requeued
+	if code := b.call("POST", path, adminSecret, `{"reason":"Tencent incident over","confirm":true}`, &rq); code != 200 || rq.Messages != 6 {
+		t.Fatalf("confirmed re-queue: HTTP %d %+v, want 6 moved", code, rq)
 	}
 }
 

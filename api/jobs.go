@@ -332,6 +332,9 @@ type requeueRequest struct {
 	Code     string `json:"code,omitempty"`
 	Category string `json:"category,omitempty"`
 	DryRun   bool   `json:"dry_run,omitempty"`
+	// Confirm is required to re-queue more dead letters than the server's
+	// confirmation threshold.
+	Confirm bool `json:"confirm,omitempty"`
 }
 
 // RequeueDryRun answers a re-queue's dry run: how many dead letters it
@@ -360,7 +363,14 @@ func (s *Server) requeue(w http.ResponseWriter, r *http.Request, who Token) {
 		writeJSON(w, http.StatusOK, RequeueDryRun{DryRun: true, Messages: n})
 		return
 	}
-	res, err := s.client.RequeueInBackground(r.Context(), id, imrecall.DeadLetterFilter{Code: req.Code, Category: req.Category}, actor(who.principal(), req.Actor), req.Reason)
+	res, err := s.client.RequeueInBackground(r.Context(), id, imrecall.DeadLetterFilter{Code: req.Code, Category: req.Category},
+		imrecall.RequeueOptions{Actor: actor(who.principal(), req.Actor), Reason: req.Reason, Confirmed: req.Confirm})
+	var need *imrecall.ConfirmationRequired
+	if errors.As(err, &need) {
+		writeJSON(w, http.StatusConflict, confirmationRequired{Messages: need.Messages,
+			Error: fmt.Sprintf("confirmation required: %d dead letters would be re-queued (more than %d), and recalled messages cannot be restored; repeat with \"confirm\": true", need.Messages, need.Above)})
+		return
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return

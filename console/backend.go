@@ -274,7 +274,8 @@ func (b *ClientBackend) Act(ctx context.Context, who, id string, a Action, reaso
 	case ActionResume:
 		_, err = b.client.Resume(ctx, id, principal, reason)
 	case ActionRequeue:
-		_, err = b.client.RequeueInBackground(ctx, id, imrecall.DeadLetterFilter{}, principal, reason)
+		// The action's confirmation page was the question.
+		_, err = b.client.RequeueInBackground(ctx, id, imrecall.DeadLetterFilter{}, imrecall.RequeueOptions{Actor: principal, Reason: reason, Confirmed: true})
 	case ActionApprove:
 		_, err = b.client.Approve(ctx, id, principal, reason)
 	default:

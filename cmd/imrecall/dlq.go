@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -142,12 +143,10 @@ func newDLQRequeueCmd() *cobra.Command {
 				fmt.Fprintln(cmd.ErrOrStderr(), "no dead letters match; nothing re-queued")
 				return nil
 			}
-			if total > 1000 && !yes {
-				if err := confirm(cmd, fmt.Sprintf("About to re-queue %d dead letters of job %s.", total, id)); err != nil {
-					return err
-				}
-			}
-			r, err := client.Requeue(ctx, id, f, audit.actor, audit.reason)
+			r, err := client.Requeue(ctx, id, f, imrecall.RequeueOptions{Actor: audit.actor, Reason: audit.reason, Confirmed: yes,
+				Confirm: func(_ context.Context, need *imrecall.ConfirmationRequired) error {
+					return confirm(cmd, fmt.Sprintf("About to re-queue %d dead letters of job %s.", need.Messages, id))
+				}})
 			if r.Repaired > 0 {
 				fmt.Fprintf(cmd.OutOrStdout(), "job %s: %d messages of an interrupted re-queue queued\n", id, r.Repaired)
 			}
