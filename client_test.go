@@ -49,6 +49,9 @@ func TestValidateNamesTheField(t *testing.T) {
 		// no app has (control characters), and empty names in lists.
 		{imrecall.GroupRecall{GroupID: "@TGS#1\xff", Seqs: []int64{1}}, "GroupId"},
 		{imrecall.GroupRecall{GroupID: "g", TopicID: "t\n", Seqs: []int64{1}}, "TopicId"},
+		// Refused in a list file (a CSV cell's spaces are its writer's):
+		// refused here too, not sent to IM as another group's ID.
+		{imrecall.GroupRecall{GroupID: " @TGS#1", Seqs: []int64{1}}, "GroupId"},
 		{imrecall.C2CRecall{From: "a\xff", To: "b", MsgKey: "1_2_3"}, "From_Account"},
 		{imrecall.C2CRecall{From: "a", To: "b\x00", MsgKey: "1_2_3"}, "To_Account"},
 		{imrecall.ListRecall{Messages: []imrecall.MessageRef{{GroupID: "g\xff", MsgSeq: 1}}}, "messages[0]"},

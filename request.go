@@ -65,6 +65,9 @@ func (r GroupRecall) Validate() error {
 	if err := idErr("GroupId", r.GroupID); err != nil {
 		return err
 	}
+	if strings.TrimSpace(r.GroupID) != r.GroupID {
+		return fieldErr("GroupId", r.GroupID, "surrounding spaces") // as in a list file
+	}
 	if err := idErr("TopicId", r.TopicID); err != nil {
 		return err
 	}
