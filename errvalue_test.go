@@ -27,10 +27,16 @@ func TestErrorsCutALongValue(t *testing.T) {
 	if err := os.WriteFile(peers, []byte("a\n"+huge+" b\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	seqList := filepath.Join(dir, "seq.csv")
+	if err := os.WriteFile(seqList, []byte("GroupId,MsgSeq\ng,"+strings.Repeat("g", 1000)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	_, listErr := producer.CheckListFile(t.Context(), list)
+	_, seqErr := producer.CheckListFile(t.Context(), seqList)
 	_, peersErr := imrecall.ReadPeers("", peers)
 	for name, err := range map[string]error{
 		"list file":  listErr,
+		"MsgSeq":     seqErr,
 		"peers file": peersErr,
 		"user":       imrecall.UserPurge{User: huge}.Validate(),
 		"GroupId":    imrecall.GroupRecall{GroupID: huge, Seqs: []int64{1}}.Validate(),

@@ -175,6 +175,9 @@ func parseSeq(s string) (int64, error) {
 	t := strings.TrimSpace(s)
 	n, err := strconv.ParseInt(t, 10, 64)
 	if err != nil || strings.HasPrefix(t, "+") { // digits only, as JSON writes a number
+		if len(s) > 128 {
+			s = tasks.Quote(s) // not a megabyte of it
+		}
 		return 0, fmt.Errorf("MsgSeq: %s is not a whole number", s)
 	}
 	if n <= 0 {
