@@ -92,23 +92,7 @@ func TestRequeueInBackgroundAnswersWhenItWaits(t *testing.T) {
 	env := imrecalltest.Start(t, imrecalltest.Options{NoWorker: true})
 	c := backlogClient(t, env)
 	ctx := t.Context()
-	job, err := env.Store.Create(ctx, jobs.Spec{Kind: "recall:list", Queue: "purge", AppID: imrecalltest.AppID, RequestedBy: "t", Backlog: 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := jobs.Target{GroupID: "@TGS#dead"}
-	seqs := make([]int64, 200)
-	out := make([]jobs.Outcome, 200)
-	for i := range seqs {
-		seqs[i] = int64(i + 1)
-		out[i] = jobs.Outcome{Item: fmt.Sprint(i + 1), Code: "10002"}
-	}
-	if _, err := env.Store.PlanGroup(ctx, job.ID, g, seqs); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := env.Store.Record(ctx, job.ID, g, out); err != nil {
-		t.Fatal(err)
-	}
+	job := deadJob(t, env, 200, 20)
 	r, err := c.RequeueInBackground(ctx, job.ID, imrecall.DeadLetterFilter{Code: "10002"}, imrecall.RequeueOptions{Actor: "alice", Reason: "test", Confirmed: true})
 	if err != nil || !r.Requeuing || r.Messages != 20 || r.Tasks != 2 {
 		t.Fatalf("RequeueInBackground = %+v, %v; want requeuing, 20 moved in 2 tasks", r, err)

@@ -11,12 +11,13 @@ import (
 	"github.com/imrecall/imrecall/jobs"
 )
 
-// deadJob is a job of n messages of one group, all dead letters that need
-// attention (10002 after its attempts).
-func deadJob(t *testing.T, env *imrecalltest.Env, n int) jobs.Job {
+// deadJob is a job of n messages of one group (@TGS#dead, seqs 1..n), all
+// dead letters that need attention (10002 after its attempts), with a
+// bound of backlog on its queued work (0: none).
+func deadJob(t *testing.T, env *imrecalltest.Env, n, backlog int) jobs.Job {
 	t.Helper()
 	ctx := t.Context()
-	job, err := env.Store.Create(ctx, jobs.Spec{Kind: "recall:list", Queue: "purge", AppID: imrecalltest.AppID, RequestedBy: "t"})
+	job, err := env.Store.Create(ctx, jobs.Spec{Kind: "recall:list", Queue: "purge", AppID: imrecalltest.AppID, RequestedBy: "t", Backlog: int64(backlog)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +46,7 @@ func TestLargeRequeueNeedsConfirmation(t *testing.T) {
 	t.Parallel()
 	c, env := newClient(t, 2)
 	ctx := t.Context()
-	job := deadJob(t, env, 3)
+	job := deadJob(t, env, 3, 0)
 	who := imrecall.RequeueOptions{Actor: "alice", Reason: "Tencent 10002 storm over"}
 	var need *imrecall.ConfirmationRequired
 	if _, err := c.Requeue(ctx, job.ID, imrecall.DeadLetterFilter{}, who); !errors.As(err, &need) || need.Messages != 3 || need.Above != 2 {

@@ -17,10 +17,7 @@ import (
 func TestDecodeRefusesTrailingDataAndRepeatedKeys(t *testing.T) {
 	b := setup(t, nil)
 	const msgs = `"messages":[{"GroupId":"g","MsgSeq":1}]`
-	for _, c := range []struct {
-		path, body string
-		want       string
-	}{
+	wantRefused(t, b, []refusal{
 		{"/v1/jobs", `{"kind":"recall","reason":"x","dry_run":true,` + msgs + `} ]`, `data after the JSON object at byte 86: "]"`},
 		{"/v1/jobs", `{"kind":"recall","reason":"x","dry_run":true,` + msgs + `}}}`, `data after the JSON object at byte 85: "}}"`},
 		{"/v1/jobs", `{"kind":"recall","reason":"x","dry_run":true,` + msgs + "}\n,", "data after the JSON object"},
@@ -34,16 +31,7 @@ func TestDecodeRefusesTrailingDataAndRepeatedKeys(t *testing.T) {
 		{"/v1/schedules", `{"name":"s","cron":"@daily","Name":"t","request":{"kind":"purge_user","user":"u","reason":"x"}}`, `keys "name" and "Name" differ only by case`},
 		{"/v1/schedules", `{"name":"s","cron":"@daily","request":{"kind":"purge_user","user":"u","reason":"x"}}]`, "data after the JSON object"},
 		{"/v1/jobs/20261122T230512Z-9f3a1c2b/cancel", `{"reason":"x","reason":"y"}`, `key "reason" appears twice`},
-	} {
-		var e apiError
-		if got := b.call("POST", c.path, adminSecret, c.body, &e); got != http.StatusBadRequest || !strings.Contains(e.Error, c.want) {
-			t.Errorf("POST %s %s: HTTP %d %q, want 400 naming %q", c.path, c.body, got, e.Error, c.want)
-		}
-	}
-	var list []jobs.Job
-	if b.call("GET", "/v1/jobs", readSecret, nil, &list); len(list) != 0 {
-		t.Fatalf("refused requests created jobs: %+v", list)
-	}
+	})
 
 	// Whitespace after the object is fine, and so are keys a map holds.
 	var dry CreateJobResponse
@@ -59,17 +47,27 @@ func TestDecodeRefusesTrailingDataAndRepeatedKeys(t *testing.T) {
 func TestTypeErrorNamesTheElement(t *testing.T) {
 	b := setup(t, nil)
 	many := strings.Repeat(`{"GroupId":"g","MsgSeq":1},`, 1000)
-	for _, c := range []struct{ path, body, want string }{
+	wantRefused(t, b, []refusal{
 		{"/v1/jobs", `{"kind":"recall","reason":"x","messages":[` + many + `{"GroupId":"g","MsgSeq":"2"}]}`, `field messages[1000].MsgSeq: want int64, got JSON string`},
 		{"/v1/jobs", `{"kind":"recall","reason":"x","messages":[{"GroupId":"g","MsgSeq":1},{"GroupId":"g","MsgSeq":1e400}]}`, `field messages[1].MsgSeq: want int64, got JSON number 1e400`},
 		{"/v1/jobs", `{"kind":"recall","reason":"x","messages":[{"GroupId":"g","MsgSeq":1},{"GroupId":["g"],"MsgSeq":1}]}`, `field messages[1].GroupId: want string, got JSON array`},
 		{"/v1/jobs", `{"kind":"purge_user","reason":"x","user":"u","peers":["a","b",7]}`, `field peers[2]: want string, got JSON number`},
 		{"/v1/jobs", `{"kind":"purge_group","reason":"x","groups":["g"],"seq_from":{"a":1}}`, `field seq_from: want int64, got JSON object`},
 		{"/v1/schedules", `{"name":"s","cron":"@daily","request":{"kind":"purge_group","reason":"x","groups":["g",["h"]]}}`, `field request.groups[1]: want string, got JSON array`},
-	} {
+	})
+}
+
+// refusal is a POST the API must answer 400 naming want.
+type refusal struct{ path, body, want string }
+
+// wantRefused posts each refusal as an admin and checks that it is answered
+// 400 naming its want, and that no job was created.
+func wantRefused(t *testing.T, b *bundle, cases []refusal) {
+	t.Helper()
+	for _, c := range cases {
 		var e apiError
 		if got := b.call("POST", c.path, adminSecret, c.body, &e); got != http.StatusBadRequest || !strings.Contains(e.Error, c.want) {
-			t.Errorf("POST %s %.80s…: HTTP %d %q, want 400 naming %q", c.path, c.body, got, e.Error, c.want)
+			t.Errorf("POST %s %.200s: HTTP %d %q, want 400 naming %q", c.path, c.body, got, e.Error, c.want)
 		}
 	}
 	var list []jobs.Job
