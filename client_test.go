@@ -101,9 +101,12 @@ func TestValidateNamesTheField(t *testing.T) {
 		{"alice", "spam \x1b[2K", "reason"},
 		{"alice", "spam\u009b2K", "reason"},
 		{"bob\rmallory", "spam", "actor"},
+		{"alice", "spam\u2028forged", "reason"},       // a line separator
+		{"alice\u202egnp.exe", "spam", "actor"},       // text shown right to left
+		{"alice", "INC-1 \u2066spam\u2069", "reason"}, // an isolate
 	} {
 		req := producer.JobRequest{Kind: producer.KindPurgeUser, User: "u", Actor: who.actor, Reason: who.reason}
-		if _, err := imrecall.RequestOf(req); !errors.As(err, &fe) || fe.Field != who.field || !strings.Contains(err.Error(), "control character") {
+		if _, err := imrecall.RequestOf(req); !errors.As(err, &fe) || fe.Field != who.field || !strings.Contains(err.Error(), "character") {
 			t.Errorf("RequestOf(actor %q, reason %q) = %v, want a *FieldError for %s", who.actor, who.reason, err, who.field)
 		}
 	}

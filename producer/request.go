@@ -237,10 +237,12 @@ const (
 
 // CheckWhoAndWhy refuses an actor or a reason longer than MaxActorLen or
 // MaxReasonLen bytes, not valid UTF-8, or holding a control character (a
-// line break, a tab, an escape): a *FieldError naming it. An audit event is
-// one line of jobs audit and of a job's page; a line break in a reason
-// wrote a second, forged event there, and an escape sequence rewrote the
-// operator's terminal.
+// line break, a tab, an escape), a line or paragraph separator, or a
+// bidirectional formatting character: a *FieldError naming it. An audit
+// event is one line of jobs audit and of a job's page, read as written; a
+// line break in a reason wrote a second, forged event there, an escape
+// sequence rewrote the operator's terminal, and a right-to-left override
+// shows a line's text in another order than it holds.
 func CheckWhoAndWhy(actor, reason string) error {
 	for _, f := range []struct {
 		field, value string
@@ -252,12 +254,20 @@ func CheckWhoAndWhy(actor, reason string) error {
 		case !utf8.ValidString(f.value):
 			return &FieldError{Field: f.field, Reason: "not valid UTF-8"}
 		}
-		if i := strings.IndexFunc(f.value, unicode.IsControl); i >= 0 {
+		if i := strings.IndexFunc(f.value, notOnALine); i >= 0 {
 			r, _ := utf8.DecodeRuneInString(f.value[i:])
-			return &FieldError{Field: f.field, Reason: fmt.Sprintf("holds a control character (%U) at byte %d: an audit record is one line", r, i)}
+			return &FieldError{Field: f.field, Reason: fmt.Sprintf("holds a control character (%U) at byte %d: an audit record is one line, read as written", r, i)}
 		}
 	}
 	return nil
+}
+
+// notOnALine reports whether r may not be in one line of an audit record:
+// a control character, a line or paragraph separator, or a bidirectional
+// formatting character (U+200E, U+200F, U+061C, U+202A-U+202E,
+// U+2066-U+2069).
+func notOnALine(r rune) bool {
+	return unicode.IsControl(r) || unicode.In(r, unicode.Zl, unicode.Zp) || unicode.Is(unicode.Bidi_Control, r)
 }
 
 // fieldsOfKind are the scope fields each kind takes; hints say what to use
