@@ -173,6 +173,9 @@ func parseJSONLine(text []byte) (Message, error) {
 // parseSeq accepts a positive whole number (a JSON number, or its digits).
 func parseSeq(s string) (int64, error) {
 	t := strings.TrimSpace(s)
+	if t == "" {
+		return 0, errors.New("MsgSeq: required with GroupId")
+	}
 	n, err := strconv.ParseInt(t, 10, 64)
 	if err != nil || strings.HasPrefix(t, "+") { // digits only, as JSON writes a number
 		if len(s) > 128 {

@@ -47,6 +47,9 @@ func TestReadListRejects(t *testing.T) {
 		{"csv missing field", "a.csv", "From_Account,To_Account,MsgKey\na,,1_2_3\n", 2, "To_Account: required"},
 		// A task's JSON payload carries U+FFFD for bad bytes: the worker
 		// would meet another ID than the one planned, and the job never end.
+		// An empty cell named nothing: "MsgSeq:  is not a whole number".
+		{"csv seq missing", "a.csv", "GroupId,MsgSeq\ng,1\ng\n", 3, "MsgSeq: required with GroupId"},
+		{"csv seq empty", "a.csv", "GroupId,MsgSeq\ng, \n", 2, "MsgSeq: required with GroupId"},
 		{"csv seq with a plus sign", "a.csv", "GroupId,MsgSeq\ng,+7\n", 2, "MsgSeq: +7 is not a whole number"},
 		{"csv GroupId over MaxIDLen", "a.csv", "GroupId,MsgSeq\n" + strings.Repeat("g", 1025) + ",1\n", 2, "1025 bytes, longer than 1024"},
 		{"csv GroupId not UTF-8", "a.csv", "GroupId,MsgSeq\ng,1\n@TGS#1\xff\xfe,2\n", 3, `GroupId "@TGS#1\xff\xfe": not valid UTF-8`},
