@@ -747,6 +747,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 				for _, sc := range all {
 					sched, why, err := sc.firing(now)
 					if why != "" {
+						s.Metrics.count(sc.Name, FiringRefused)
 						if !warned[sc.Name] {
 							args := []any{"schedule", sc.Name}
 							if err != nil {

@@ -143,9 +143,11 @@ func (q chanQueue) EnqueueContext(ctx context.Context, task *asynq.Task, _ ...as
 }
 
 // TestSchedulerSkipsStoredSchedulesThatNeverFire: schedules stored before
-// Validate refused them (a spec with no due time, a negative interval) are
-// skipped with a logged error; the scheduler still fires the others and
-// stops when its context ends.
+// Validate refused them (a spec with no due time, a negative interval, a
+// zone that is each host's own) are skipped with a logged error, and
+// counted refused at each read of the schedules (logged once, they were
+// silent after: a retention schedule stopped with nothing to alert on);
+// the scheduler still fires the others and stops when its context ends.
 func TestSchedulerSkipsStoredSchedulesThatNeverFire(t *testing.T) {
 	_, rdb := redistest.Mini(t)
 	scs := NewSchedules(rdb, "")
@@ -157,6 +159,7 @@ func TestSchedulerSkipsStoredSchedulesThatNeverFire(t *testing.T) {
 		{Name: "d-every-second", Cron: "@every 1s", Request: req, CreatedBy: "ops"},
 		// Stored by an older version: a field its kind does not take.
 		{Name: "e-foreign-field", Cron: "@every 1s", Request: &JobRequest{Kind: "purge_group", Groups: []string{"g"}, User: "u", Reason: "old"}, CreatedBy: "old"},
+		{Name: "f-local-zone", Cron: "CRON_TZ=Local 0 3 * * *", Request: req, CreatedBy: "old"},
 	} {
 		if err := scs.put(t.Context(), sc); err != nil { // as stored before Validate refused them
 			t.Fatal(err)
@@ -166,7 +169,8 @@ func TestSchedulerSkipsStoredSchedulesThatNeverFire(t *testing.T) {
 	q := make(chanQueue)
 	ctx, cancel := context.WithCancel(t.Context())
 	ran := make(chan error, 1)
-	s := &Scheduler{Schedules: scs, Queue: q, Tick: 10 * time.Millisecond, Log: slog.New(slog.NewTextHandler(&logged, nil))}
+	s := &Scheduler{Schedules: scs, Queue: q, Tick: 10 * time.Millisecond, Sync: 100 * time.Millisecond,
+		Log: slog.New(slog.NewTextHandler(&logged, nil)), Metrics: NewSchedulerMetrics(prometheus.NewRegistry())}
 	go func() { ran <- s.Run(ctx) }()
 	select {
 	case task := <-q:
@@ -178,16 +182,31 @@ func TestSchedulerSkipsStoredSchedulesThatNeverFire(t *testing.T) {
 		cancel()
 		t.Fatal("the valid schedule did not fire within 10 s")
 	}
+	refused := func(name string) float64 {
+		return testutil.ToFloat64(s.Metrics.firings.WithLabelValues(name, FiringRefused))
+	}
+	for deadline := time.Now().Add(10 * time.Second); refused("f-local-zone") < 2 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	cancel()
 	select {
 	case <-ran:
 	case <-time.After(5 * time.Second):
 		t.Fatal("Run did not return after its context ended")
 	}
-	for _, name := range []string{"a-feb30", "b-apr31", "c-negative", "e-foreign-field"} {
+	for _, name := range []string{"a-feb30", "b-apr31", "c-negative", "e-foreign-field", "f-local-zone"} {
 		if !strings.Contains(logged.String(), "schedule="+name) {
 			t.Errorf("no refusal logged for %s; log:\n%s", name, logged.String())
 		}
+		if n := refused(name); n < 1 {
+			t.Errorf("%s: counted refused %v times, want once a read of the schedules", name, n)
+		}
+	}
+	if n := refused("f-local-zone"); n < 2 {
+		t.Errorf("f-local-zone: counted refused %v times, want once a read of the schedules (at least 2 by now)", n)
+	}
+	if n := refused("d-every-second"); n != 0 {
+		t.Errorf("d-every-second fires, yet counted refused %v times", n)
 	}
 }
 

@@ -188,7 +188,7 @@ settings or files.`,
 	rf.register(cmd)
 	logs.register(cmd)
 	cmd.Flags().DurationVar(&sync, "sync", 30*time.Second, "how often to re-read the schedules")
-	cmd.Flags().StringVar(&metricsListen, "metrics-listen", "", "serve Prometheus /metrics (imrecall_schedule_firings_total by schedule and result) on this address (e.g. :9091)")
+	cmd.Flags().StringVar(&metricsListen, "metrics-listen", "", "serve Prometheus /metrics (imrecall_schedule_firings_total by schedule and result: fired, skipped, failed, refused) on this address (e.g. :9091)")
 	return cmd
 }
 
