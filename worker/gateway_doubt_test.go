@@ -55,6 +55,11 @@ func TestGatewayErrorAfterTheRecallIsInDoubt(t *testing.T) {
 			t.Fatal(err)
 		}
 		wantRecalledAfterLostAnswer(t, b, 5)
+		// The five answered "not found" in doubt were checked in one
+		// history read, not one a message.
+		if n := b.env.Emu.Stats()[tim.GroupMsgGetSimple.Name()].Accepted; n != 1 {
+			t.Errorf("%d history reads to check 5 messages of one task, want 1", n)
+		}
 		// The emulator saw each message recalled by the first call, whose
 		// answer it lost, and requested once more by the second.
 		for _, m := range b.env.Emu.GroupMessages(g, "") {

@@ -180,9 +180,10 @@ type send struct {
 	// checkFirst, if set, checks before the first call the messages an
 	// earlier delivery sent without hearing the answer (preVerify).
 	checkFirst bool
-	// gone decides an OutcomeGone answer for a message an earlier call of
-	// ours may have recalled unheard: recalled (attribution unknown) or not.
-	gone func(ctx context.Context, it *item, code int) (bool, error)
+	// gone decides the OutcomeGone answers (codes) of messages an earlier
+	// call of ours may have recalled unheard: which are recalled
+	// (attribution unknown), by item id, read together.
+	gone func(ctx context.Context, items []*item, codes map[string]int) (map[string]bool, error)
 }
 
 // gateError is err of the limiter (a wait for a slot that failed or was
@@ -221,9 +222,16 @@ func (h *Handler) HandleGroupRecall(ctx context.Context, t *asynq.Task) error {
 			}
 			return out, nil
 		},
-		gone: func(ctx context.Context, it *item, _ int) (bool, error) {
-			recalled, _, err := h.im.GroupRecalled(ctx, p.GroupID, p.TopicID, it.seq)
-			return recalled, err
+		gone: func(ctx context.Context, items []*item, _ map[string]int) (map[string]bool, error) {
+			recalled, err := h.im.RecalledSeqs(ctx, p.GroupID, p.TopicID, seqsOf(items))
+			if err != nil {
+				return nil, err
+			}
+			out := make(map[string]bool, len(items))
+			for _, it := range items {
+				out[it.id] = recalled[it.seq]
+			}
+			return out, nil
 		},
 	}
 	for _, seq := range p.Seqs {
@@ -258,7 +266,13 @@ func (h *Handler) HandleC2CWithdraw(ctx context.Context, t *asynq.Task) error {
 		// 20023 after a call whose answer we never heard: that call may
 		// have recalled it, or someone before the job. It is gone either
 		// way. (20022, not found, cannot be told apart: dead-lettered.)
-		gone: func(_ context.Context, _ *item, code int) (bool, error) { return tim.IsDone(code), nil },
+		gone: func(_ context.Context, items []*item, codes map[string]int) (map[string]bool, error) {
+			out := make(map[string]bool, len(items))
+			for _, it := range items {
+				out[it.id] = tim.IsDone(codes[it.id])
+			}
+			return out, nil
+		},
 	}
 	return h.run(withTask(ctx, t), s)
 }
@@ -512,6 +526,19 @@ func (h *Handler) answered(ctx context.Context, s *send, items []*item, codes ma
 	if err := h.noteLaterSends(ctx, s, ends); err != nil {
 		return nil, err
 	}
+	// The messages in doubt answered "gone" are checked together: one
+	// history read for a task, not one a message.
+	var doubt []*item
+	for _, it := range items {
+		if code, ok := codes[it.id]; ok && it.unknown && OutcomeOf(code) == OutcomeGone {
+			doubt = append(doubt, it)
+		}
+	}
+	var recalledUnheard map[string]bool
+	var checkErr error
+	if len(doubt) > 0 {
+		recalledUnheard, checkErr = s.gone(ctx, doubt, codes)
+	}
 	var out []jobs.Outcome
 	var retry, appWide []*item
 	var aw tim.AppWide
@@ -542,15 +569,14 @@ func (h *Handler) answered(ctx context.Context, s *send, items []*item, codes ma
 			appWide = append(appWide, it)
 		case OutcomeGone:
 			if it.unknown {
-				recalled, err := s.gone(ctx, it, code)
-				if err != nil {
+				if checkErr != nil {
 					// Cannot tell now: try the whole thing again later.
-					s.log.Warn(LogCheckAfterGoneFailed, "item", it.id, "err", err)
+					s.log.Warn(LogCheckAfterGoneFailed, "item", it.id, "err", checkErr)
 					it.attempts++
 					retry = h.retryOrDead(it, retry, &out)
 					continue
 				}
-				if recalled {
+				if recalledUnheard[it.id] {
 					s.log.Info(LogRecalledUnattributed, "item", it.id, "code", code)
 					out = append(out, jobs.Outcome{Item: it.id, Recalled: true, Unattributed: true, Attempts: it.prior + it.attempts + 1})
 					continue

@@ -88,19 +88,3 @@ func (t TIM) RecalledSeqs(ctx context.Context, group, topic string, seqs []int64
 	}
 	return out, nil
 }
-
-// GroupRecalled implements IM with one history pull ending at seq.
-func (t TIM) GroupRecalled(ctx context.Context, group, topic string, seq int64) (recalled, found bool, err error) {
-	resp, err := t.C.GroupMsgGetSimple(ctx, tim.GroupMsgGetSimpleRequest{
-		GroupID: group, TopicID: topic, ReqMsgSeq: seq, ReqMsgNumber: 1, WithRecalledMsg: 1,
-	})
-	if err != nil {
-		return false, false, err
-	}
-	for _, m := range resp.RspMsgList {
-		if m.MsgSeq == seq {
-			return m.IsPlaceMsg == tim.PlaceMsgRecalled, true, nil
-		}
-	}
-	return false, false, nil
-}
