@@ -83,13 +83,10 @@ return reply(redis.call('SADD', KEYS[2], ARGV[1]))
 // answer is kept under the call's key: a run that finds it (the same call
 // sent again by go-redis, its first answer lost) answers it and changes
 // nothing, so that a retried interruption is still reported as one.
-var interruptScript = redis.NewScript(replyLua + settleLua + `
-local prior = redis.call('GET', KEYS[4])
+var interruptScript = redis.NewScript(replyLua + callAnswerLua + settleLua + `
+local prior = kept(KEYS[4])
 if prior then return reply(prior) end -- run again: its answer was lost
-local function answer(v)
-  redis.call('SET', KEYS[4], v, 'PX', ARGV[4])
-  return reply(v)
-end
+local function answer(v) return keep(KEYS[4], ARGV[4], v) end
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return nojob() end
 if redis.call('SREM', KEYS[2], ARGV[2]) == 0 then return answer('') end

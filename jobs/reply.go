@@ -170,6 +170,19 @@ func (s *Store) callKey(jobID, token string) string {
 	return s.jobKey(jobID) + ":call:" + token
 }
 
+// callAnswerLua is the Lua, after replyLua, of a script that keeps its
+// answer under its call's key (callKey): kept(key) is the answer an earlier
+// run of the same call kept (false if none: this is the first run), and
+// keep(key, ttl, v) keeps v for ttl ms (callAnswerMillis) and returns
+// reply(v).
+const callAnswerLua = `
+local function kept(key) return redis.call('GET', key) end
+local function keep(key, ttl, v)
+  redis.call('SET', key, v, 'PX', ttl)
+  return reply(v)
+end
+`
+
 // callAnswerMillis is callAnswerTTL in milliseconds, as the scripts take it
 // (SET … PX).
 var callAnswerMillis = strconv.FormatInt(callAnswerTTL.Milliseconds(), 10)

@@ -260,13 +260,10 @@ return reply(moved)
 // nothing, so that a retried trip still reports the pause it made (and its
 // caller audits it), and a retried pause or resume does not undo what
 // another call did in between (nor move resumed_at_us).
-var pauseScript = redis.NewScript(replyLua + `
-local prior = redis.call('GET', KEYS[2])
+var pauseScript = redis.NewScript(replyLua + callAnswerLua + `
+local prior = kept(KEYS[2])
 if prior then return reply(tonumber(prior)) end -- run again: its answer was lost
-local function answer(n)
-  redis.call('SET', KEYS[2], n, 'PX', ARGV[4])
-  return reply(n)
-end
+local function answer(n) return keep(KEYS[2], ARGV[4], n) end
 local h = redis.call('HMGET', KEYS[1], 'status', 'paused')
 local status, paused = h[1], h[2] == '1'
 if not status then return nojob() end
@@ -296,8 +293,8 @@ return answer(1)
 // paused. The answer is kept under the call's key: a run that finds it (the
 // same call sent again by go-redis, its first answer lost) answers it and
 // parks nothing more.
-var parkScript = redis.NewScript(replyLua + `
-local prior = redis.call('GET', KEYS[3])
+var parkScript = redis.NewScript(replyLua + callAnswerLua + `
+local prior = kept(KEYS[3])
 if prior then return reply(tonumber(prior)) end -- run again: its answer was lost
 local h = redis.call('HMGET', KEYS[1], 'status', 'paused', 'hold')
 if not h[1] then return nojob() end
@@ -307,8 +304,7 @@ if h[1] ~= 'cancelled' and (h[2] == '1' or held) then
   n = redis.call('HINCRBY', KEYS[1], 'parked_seq', 1)
   redis.call('RPUSH', KEYS[2], n .. '|' .. ARGV[1])
 end
-redis.call('SET', KEYS[3], n, 'PX', ARGV[2])
-return reply(n)
+return keep(KEYS[3], ARGV[2], n)
 `)
 
 // failPlannerScript closes a planning unit that failed for good (a discovery
